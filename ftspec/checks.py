@@ -1,0 +1,620 @@
+"""Checks that span sections or look at the data: one named function per rule.
+
+:func:`inspect` gathers what the checks and the compiler need (the data files'
+columns, a sample of rows, row counts, fingerprints; the templates' text and the
+names they use; what can be known of the model offline) and reports what cannot be
+read. Each ``check_*`` function then yields issues. Nothing here touches the
+network: a hub model or dataset is checked as far as the local cache allows, and
+the rest is listed as not checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import jinja2
+
+from ftspec import spec as S
+from ftspec import templates as tpl
+from ftspec.errors import ERROR, WARNING, Issue, Pos, SpecError, did_you_mean
+from ftspec.formatting import FormatError, RowFormatter, reference
+from ftspec.loader import LoadedSpec, Origin
+from ftspec.sources import RowError, infer_format, parquet_rows, read_rows
+
+SAMPLE_ROWS = 200
+MIN_TRAIN_ROWS = 500
+SPLITS = ("train", "validation", "test")
+
+# Linear layers of the architectures whose names are known without loading a model.
+LINEAR_MODULES = {
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "mistral": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "qwen3": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gemma": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gemma2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
+}
+
+
+def find_root(spec_path: Path) -> Path:
+    """The spec's repository root (the nearest folder above it with ``.git``), else its folder."""
+    start = spec_path.resolve().parent
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():
+            return folder
+    return start
+
+
+def rel(path: Path, root: Path) -> str:
+    """A path as the plan records it: relative to the repository root, with forward slashes."""
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+@dataclass
+class SourceInfo:
+    split: str
+    key: str  # data.train
+    origin: Origin
+    kind: str  # file | hub
+    shown: str = ""  # the file as messages name it
+    path: Path | None = None
+    format: str | None = None
+    rows: int | None = None
+    sha256: str | None = None
+    columns: list[str] = field(default_factory=list)
+    sample: list[Any] = field(default_factory=list)  # sources.Row
+    readable: bool = False
+    spec: Any = None  # the FileSource / HubSource
+
+
+@dataclass
+class ModelInfo:
+    source: str  # hub | local | tiny
+    model_type: str | None = None
+    has_chat_template: bool | None = None  # None: could not tell
+    max_positions: int | None = None
+    path: Path | None = None
+
+
+@dataclass
+class Context:
+    loaded: LoadedSpec
+    spec: S.Spec
+    spec_dir: Path
+    root: Path
+    sources: dict[str, SourceInfo] = field(default_factory=dict)
+    templates: dict[str, tpl.Resolved] = field(default_factory=dict)  # spec key -> text
+    parsed: dict[str, tuple[jinja2.Template, set[str]]] = field(default_factory=dict)
+    model: ModelInfo | None = None
+    formatter: RowFormatter | None = None
+    not_checked: list[str] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    names_ok: bool = True  # every template name is a column, so rows can be rendered
+
+    def at(self, *path) -> Origin:
+        return self.loaded.origin(path)
+
+    def pos(self, *path) -> Pos:
+        return self.loaded.origin(path).pos
+
+    def key(self, *path) -> str:
+        o = self.loaded.origin(path)
+        dotted = ".".join(str(p) for p in path)
+        return o.key if o.key.endswith(dotted) else dotted
+
+    def error(self, path: tuple, message: str, hint: str | None = None) -> Issue:
+        return Issue(self.pos(*path), self.key(*path), message, hint)
+
+    def warning(self, path: tuple, message: str, hint: str | None = None) -> Issue:
+        return Issue(self.pos(*path), self.key(*path), message, hint, WARNING)
+
+    @property
+    def train_rows_after_split(self) -> int | None:
+        rows = self.sources["train"].rows if "train" in self.sources else None
+        if rows is None:
+            return None
+        split = self.spec.data.split
+        if split is None:
+            return rows
+        from ftspec.splitting import split_sizes
+
+        return split_sizes(rows, split.validation, split.test)[0]
+
+
+# --------------------------------------------------------------------------- gathering
+
+
+def inspect(loaded: LoadedSpec, spec: S.Spec) -> Context:
+    spec_dir = loaded.path.resolve().parent
+    ctx = Context(loaded, spec, spec_dir, find_root(loaded.path))
+    _inspect_model(ctx)
+    for split in SPLITS:
+        source = getattr(spec.data, split)
+        if source is not None:
+            _inspect_source(ctx, split, source)
+    _inspect_templates(ctx)
+    return ctx
+
+
+def _inspect_source(ctx: Context, split: str, source: Any) -> None:
+    info = SourceInfo(split, f"data.{split}", ctx.at("data", split), "hub" if isinstance(source, S.HubSource) else "file", spec=source)
+    ctx.sources[split] = info
+    if info.kind == "hub":
+        info.shown = f"hub:{source.hub}"
+        ctx.not_checked.append(f"data.{split}: hub dataset '{source.hub}' is read when the data is prepared; its columns and rows are not checked offline")
+        return
+    path = ctx.spec_dir / source.path
+    info.path = path
+    info.shown = _shown(path)
+    pos = ctx.pos("data", split, "path") if ("data", split, "path") in ctx.loaded.where else ctx.pos("data", split)
+    key = f"data.{split}.path" if ("data", split, "path") in ctx.loaded.where else f"data.{split}"
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "not found"
+        ctx.issues.append(Issue(pos, key, f"data file '{source.path}' {what}"))
+        return
+    fmt = source.format or infer_format(source.path)
+    if fmt is None:
+        ctx.issues.append(Issue(pos, key, f"cannot tell the format of '{source.path}' from its name", "set format: jsonl, json, csv, tsv or parquet"))
+        return
+    info.format = fmt
+    on_bad = ctx.spec.data.on_bad_row
+    skipped: list[RowError] = []
+    try:
+        info.sample = list(read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
+                                     limit=SAMPLE_ROWS, on_bad_row=on_bad, skipped=skipped))
+        info.rows = count_rows(path, fmt, source, info.shown, on_bad)
+    except RowError as exc:
+        ctx.issues.append(exc.issue())
+        return
+    except SpecError as exc:
+        ctx.issues.extend(exc.issues)
+        return
+    from ftspec.sources import fingerprint
+
+    info.sha256 = fingerprint(path)
+    info.readable = True
+    seen: dict[str, None] = {}
+    for row in info.sample:
+        for name in row.values:
+            seen.setdefault(name, None)
+    info.columns = list(seen)
+    if info.rows == 0:
+        ctx.issues.append(Issue(pos, key, f"data file '{source.path}' has no rows"))
+
+
+def count_rows(path: Path, fmt: str, source: Any, shown: str, on_bad_row: str) -> int:
+    """Rows in a file. JSON Lines are counted by non-blank lines (cheap); the other
+    formats are parsed, since CSV quotes can span lines."""
+    if fmt == "jsonl" and on_bad_row == "error":
+        import gzip
+
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    if fmt == "parquet":
+        n = parquet_rows(path)
+        if n is not None:
+            return n
+    skipped: list[RowError] = []
+    return sum(1 for _ in read_rows(path, fmt, shown, source.columns, source.header, source.field,
+                                    on_bad_row=on_bad_row, skipped=skipped))
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """A model's folder in the local Hugging Face cache, if it is there."""
+    cache = os.environ.get("HF_HUB_CACHE")
+    if not cache:
+        home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+        cache = os.path.join(home, "hub")
+    folder = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    if not folder.is_dir():
+        return None
+    ref = revision or "main"
+    ref_file = folder / "refs" / ref
+    commit = ref_file.read_text().strip() if ref_file.is_file() else ref
+    snap = folder / "snapshots" / commit
+    return snap if snap.is_dir() else None
+
+
+def is_local_model(base: str, spec_dir: Path) -> bool:
+    return base.startswith((".", "/", "~")) or (spec_dir / base).is_dir()
+
+
+def _inspect_model(ctx: Context) -> None:
+    m = ctx.spec.model
+    if isinstance(m, S.TinyModel):
+        ctx.model = ModelInfo("tiny", m.architecture, has_chat_template=False, max_positions=m.max_position_embeddings)
+        return
+    if is_local_model(m.base, ctx.spec_dir):
+        path = (ctx.spec_dir / os.path.expanduser(m.base)).resolve()
+        info = ModelInfo("local", path=path)
+        ctx.model = info
+        if not path.is_dir():
+            ctx.issues.append(ctx.error(("model", "base"), f"local model directory '{m.base}' not found"))
+            return
+        if not (path / "config.json").is_file():
+            ctx.issues.append(ctx.error(("model", "base"), f"'{m.base}' has no config.json; is it a transformers model folder?"))
+            return
+        weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
+        if not weights:
+            ctx.issues.append(ctx.error(("model", "base"), f"'{m.base}' holds no weights (*.safetensors or *.bin)"))
+        _read_model_files(info, path)
+        return
+    info = ModelInfo("hub")
+    ctx.model = info
+    snap = _hub_snapshot(m.base, m.revision)
+    if snap is None or not (snap / "config.json").is_file():
+        ctx.not_checked.append(f"model.base: '{m.base}' is not in the local cache; its architecture, LoRA target modules and chat template are not checked")
+        return
+    info.path = snap
+    _read_model_files(info, snap)
+
+
+def _read_model_files(info: ModelInfo, folder: Path) -> None:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        info.model_type = config.get("model_type")
+        info.max_positions = config.get("max_position_embeddings") or config.get("n_positions")
+    except (OSError, ValueError):
+        pass
+    tok_cfg = folder / "tokenizer_config.json"
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        info.has_chat_template = True
+    elif tok_cfg.is_file():
+        try:
+            info.has_chat_template = bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template"))
+        except (OSError, ValueError):
+            info.has_chat_template = None
+
+
+def _template_refs(spec: S.Spec) -> Iterator[tuple[tuple, Any]]:
+    """Every template a spec names, with its key path."""
+    f = spec.format
+    if isinstance(f, S.PromptCompletionFormat):
+        yield ("format", "prompt"), f.prompt
+        yield ("format", "completion"), f.completion
+    elif isinstance(f, S.PreferenceFormat):
+        yield ("format", "prompt"), f.prompt
+        yield ("format", "chosen"), f.chosen
+        yield ("format", "rejected"), f.rejected
+    else:
+        for i, turn in enumerate(f.messages or []):
+            yield ("format", "messages", i, "content"), turn.content
+        if f.chat_template is not None:
+            yield ("format", "chat_template"), f.chat_template
+    for name, text in spec.data.derive.items():
+        yield ("data", "derive", name), text
+    for i, metric in enumerate(spec.eval.metrics):
+        if isinstance(metric, S.JudgeMetric):
+            yield ("eval", "metrics", i, "rubric"), metric.rubric
+        extract = getattr(metric, "extract", None)
+        if extract is not None and extract.template is not None:
+            yield ("eval", "metrics", i, "extract", "template"), extract.template
+
+
+def _inspect_templates(ctx: Context) -> None:
+    for path, ref in _template_refs(ctx.spec):
+        key = ctx.key(*path)
+        pos = ctx.pos(*path)
+        try:
+            resolved = tpl.resolve(ref, ctx.spec_dir, pos, key)
+            ctx.templates[".".join(map(str, path))] = resolved
+            ctx.parsed[".".join(map(str, path))] = tpl.parse(resolved, pos, key, ctx.spec_dir)
+        except SpecError as exc:
+            ctx.issues.extend(exc.issues)
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def _columns_after_mapping(ctx: Context, info: SourceInfo) -> list[str]:
+    rename = ctx.spec.data.rename
+    return [rename.get(c, c) for c in info.columns] + list(ctx.spec.data.derive)
+
+
+def check_rename(ctx: Context) -> Iterator[Issue]:
+    """Renamed columns exist in the training data."""
+    info = ctx.sources.get("train")
+    if not info or not info.readable:
+        return
+    for old in ctx.spec.data.rename:
+        if old not in info.columns:
+            yield ctx.error(("data", "rename", old), f"no column '{old}' in {info.shown}",
+                            did_you_mean(old, info.columns) or f"columns: {', '.join(info.columns)}")
+
+
+def check_template_names(ctx: Context) -> Iterator[Issue]:
+    """Every name a template reads is a column, a derived column, or (for extraction) `text`."""
+    info = ctx.sources.get("train")
+    if not info or not info.readable:
+        return
+    rename = ctx.spec.data.rename
+    base = [rename.get(c, c) for c in info.columns]
+    available = list(base)
+    problems = []
+    for name in ctx.spec.data.derive:
+        key = f"data.derive.{name}"
+        if key in ctx.parsed:
+            problems.extend(tpl.check_names(ctx.parsed[key][1], available, ctx.pos("data", "derive", name), ctx.key("data", "derive", name)))
+        available.append(name)
+    for key, (_, names) in ctx.parsed.items():
+        if not key.startswith("format.") or key == "format.chat_template":
+            continue
+        path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        problems.extend(tpl.check_names(names, available, ctx.pos(*path), ctx.key(*path)))
+    f = ctx.spec.format
+    if isinstance(f, S.ChatFormat) and f.messages_column and f.messages_column not in available:
+        problems.append(ctx.error(("format", "messages_column"), f"no column '{f.messages_column}'",
+                        did_you_mean(f.messages_column, available) or f"columns: {', '.join(available)}"))
+    ctx.names_ok = not problems
+    yield from problems
+
+
+def check_sample_rows(ctx: Context) -> Iterator[Issue]:
+    """The first rows of every split render through renames, derived columns and the format's templates."""
+    formatter = _formatter(ctx)
+    if formatter is None or not ctx.names_ok:
+        return
+    ctx.formatter = formatter
+    for split in SPLITS:
+        info = ctx.sources.get(split)
+        if not info or not info.readable:
+            continue
+        reported = 0
+        for row in info.sample:
+            try:
+                formatter(row.values)
+            except FormatError as exc:
+                if ctx.spec.data.on_bad_row == "skip":
+                    continue
+                yield Issue(Pos(info.shown, row.number), exc.key, exc.message)
+                reported += 1
+                if reported >= 5:  # the same mistake is usually on every row
+                    break
+
+
+def _formatter(ctx: Context) -> RowFormatter | None:
+    """A formatter from the parsed templates, or None when a template did not parse."""
+    f = ctx.spec.format
+    needed = [k for k in ctx.parsed if k.startswith(("format.", "data.derive."))]
+    wanted = [".".join(map(str, p)) for p, _ in _template_refs(ctx.spec) if p[0] in ("format", "data")]
+    if set(wanted) - set(needed):
+        return None
+    derive = [(name, ctx.parsed[f"data.derive.{name}"][0]) for name in ctx.spec.data.derive]
+    fields = {k.split(".", 1)[1]: t for k, (t, _) in ctx.parsed.items()
+              if k.startswith("format.") and k.count(".") == 1 and k != "format.chat_template"}
+    turns = []
+    if isinstance(f, S.ChatFormat) and f.messages:
+        turns = [(t.role, ctx.parsed[f"format.messages.{i}.content"][0]) for i, t in enumerate(f.messages)]
+    return RowFormatter(f.kind, dict(ctx.spec.data.rename), derive, fields, turns,
+                        getattr(f, "messages_column", None))
+
+
+def check_method_format(ctx: Context) -> Iterator[Issue]:
+    """DPO needs preference data; SFT needs prompt/completion or chat data."""
+    objective, fmt = ctx.spec.method.kind, ctx.spec.format.kind
+    if objective == "dpo" and fmt != "preference":
+        yield ctx.error(("format", "kind"), f"DPO trains on preference pairs; format.kind must be 'preference' (got '{fmt}')")
+    if objective == "sft" and fmt == "preference":
+        yield ctx.error(("format", "kind"), "preference data is for DPO; set method.kind: dpo, or use prompt_completion or chat for SFT")
+
+
+def check_qlora_device(ctx: Context) -> Iterator[Issue]:
+    """QLoRA's 4/8-bit base weights need bitsandbytes on a CUDA device."""
+    adapter = ctx.spec.method.adapter
+    if not isinstance(adapter, S.QLoraAdapter):
+        return
+    device = ctx.spec.compute.device
+    if device in ("cpu", "mps"):
+        yield ctx.error(("method", "adapter", "kind"), f"qlora needs a CUDA device (compute.device is '{device}')", "use lora, or compute.device: cuda")
+    elif device == "auto":
+        yield ctx.warning(("method", "adapter", "kind"), "qlora needs a CUDA device; the run fails on a machine without one")
+    if isinstance(ctx.spec.model, S.TinyModel):
+        yield ctx.error(("method", "adapter", "kind"), "qlora quantises a pretrained model; a tiny model from config is trained with lora or full")
+
+
+def check_precision(ctx: Context) -> Iterator[Issue]:
+    """fp16 training needs a GPU."""
+    c = ctx.spec.compute
+    if c.precision == "fp16" and c.device == "cpu":
+        yield ctx.error(("compute", "precision"), "fp16 training needs a GPU; on the CPU use bf16 or fp32")
+
+
+def check_lora_targets(ctx: Context) -> Iterator[Issue]:
+    """LoRA target modules exist in the model's architecture."""
+    adapter = ctx.spec.method.adapter
+    if not isinstance(adapter, S.LoraAdapter) or adapter.target_modules == "all-linear":
+        return
+    model_type = ctx.model.model_type if ctx.model else None
+    known = LINEAR_MODULES.get(model_type or "")
+    if known is None:
+        if model_type:
+            ctx.not_checked.append(f"method.adapter.target_modules: module names of architecture '{model_type}' are not known offline")
+        return
+    for i, name in enumerate(adapter.target_modules):
+        if name not in known:
+            yield ctx.error(("method", "adapter", "target_modules", i),
+                            f"'{name}' is not a linear module of a {model_type} model ({', '.join(known)})",
+                            did_you_mean(name, known))
+
+
+def check_chat_template(ctx: Context) -> Iterator[Issue]:
+    """Chat data needs a chat template: the spec's, or the tokenizer's own."""
+    f = ctx.spec.format
+    if not isinstance(f, S.ChatFormat) or f.chat_template is not None:
+        return
+    if ctx.model and ctx.model.has_chat_template is False:
+        what = "a tiny model's tokenizer" if ctx.model.source == "tiny" else "this model's tokenizer"
+        yield ctx.error(("format", "kind"), f"{what} has no chat template; set format.chat_template", "e.g. chat_template: {builtin: chatml}")
+
+
+def check_splits(ctx: Context) -> Iterator[Issue]:
+    """Split fractions apply only to splits without a file, and the stratify column exists."""
+    split = ctx.spec.data.split
+    if split is None:
+        return
+    for name in ("validation", "test"):
+        if getattr(split, name) > 0 and getattr(ctx.spec.data, name) is not None:
+            yield ctx.error(("data", "split", name), f"data.{name} is given, so no {name} rows are held out of train; remove one of them")
+    if split.validation == 0 and split.test == 0:
+        yield ctx.warning(("data", "split"), "holds out nothing (validation and test are both 0)")
+    info = ctx.sources.get("train")
+    if split.stratify and info and info.readable:
+        available = _columns_after_mapping(ctx, info)
+        if split.stratify not in available:
+            yield ctx.error(("data", "split", "stratify"), f"no column '{split.stratify}' to stratify on",
+                            did_you_mean(split.stratify, available) or f"columns: {', '.join(available)}")
+
+
+def has_validation(spec: S.Spec) -> bool:
+    return spec.data.validation is not None or bool(spec.data.split and spec.data.split.validation > 0)
+
+
+def has_test(spec: S.Spec) -> bool:
+    return spec.data.test is not None or bool(spec.data.split and spec.data.split.test > 0)
+
+
+def check_data_size(ctx: Context) -> Iterator[Issue]:
+    """Fine-tuning pays off from a few hundred labelled rows; validation data shows over-fitting."""
+    rows = ctx.train_rows_after_split
+    if rows is not None and rows < MIN_TRAIN_ROWS:
+        yield ctx.warning(("data", "train"), f"only {rows} training rows; fine-tuning usually needs {MIN_TRAIN_ROWS} or more to pay off")
+    if not has_validation(ctx.spec):
+        yield ctx.warning(("data",), "no validation data: over- and under-fitting cannot be watched",
+                          "add data.validation or data.split.validation")
+
+
+def check_model_revision(ctx: Context) -> Iterator[Issue]:
+    """A hub model without a pinned revision can change under the spec."""
+    m = ctx.spec.model
+    if ctx.model and ctx.model.source == "hub" and not m.revision:
+        yield ctx.warning(("model", "base"), f"hub model '{m.base}' has no pinned revision; set model.revision to a commit hash")
+
+
+def check_max_length(ctx: Context) -> Iterator[Issue]:
+    """Rows cannot be longer than the model's positions."""
+    limit = ctx.model.max_positions if ctx.model else None
+    if limit and ctx.spec.training.max_length > limit:
+        yield ctx.error(("training", "max_length"), f"longer than the model's {limit} positions (got {ctx.spec.training.max_length})")
+
+
+def check_early_stopping(ctx: Context) -> Iterator[Issue]:
+    """Early stopping watches the validation loss, so it needs validation data."""
+    if ctx.spec.training.early_stopping is not None and not has_validation(ctx.spec):
+        yield ctx.error(("training", "early_stopping"), "needs validation data (data.validation or data.split.validation)")
+
+
+def metric_names(spec: S.Spec) -> list[str]:
+    return [m.name for m in spec.eval.metrics]
+
+
+def check_eval(ctx: Context) -> Iterator[Issue]:
+    """The evaluation has a split to score, metrics that fit the format, and gates on declared metrics."""
+    e = ctx.spec.eval
+    if e.split == "test" and not has_test(ctx.spec):
+        yield ctx.error(("eval", "split"), "no test split; add data.test or data.split.test")
+    if e.split == "validation" and not has_validation(ctx.spec):
+        yield ctx.error(("eval", "split"), "no validation split; add data.validation or data.split.validation")
+    if e.split == "auto" and not has_test(ctx.spec) and not has_validation(ctx.spec):
+        yield ctx.warning(("eval",), "no held-out split: the tuned model is not evaluated",
+                          "add data.test or data.split.test")
+    if e.mode == "choices" and ctx.spec.format.kind == "preference":
+        yield ctx.error(("eval", "mode"), "choices mode scores labels of prompt/completion or chat data, not preference pairs")
+    names = metric_names(ctx.spec) or default_metrics(ctx.spec)
+    seen: set[str] = set()
+    for i, name in enumerate(metric_names(ctx.spec)):
+        if name in seen:
+            yield ctx.error(("eval", "metrics", i), f"metric '{name}' is listed twice")
+        seen.add(name)
+    for gate in e.gates:
+        metric = gate[len("improvement."):] if gate.startswith("improvement.") else gate
+        if metric not in names:
+            yield ctx.error(("eval", "gates", gate), f"gate on '{metric}', which is not among eval.metrics ({', '.join(names) or 'none'})",
+                            did_you_mean(metric, names))
+        elif gate.startswith("improvement.") and not e.baseline:
+            yield ctx.error(("eval", "gates", gate), "an improvement gate compares with the base model; set eval.baseline: true")
+
+
+def default_metrics(spec: S.Spec) -> list[str]:
+    if spec.format.kind == "preference":
+        return []
+    return ["accuracy"] if spec.eval.mode == "choices" else ["exact_match"]
+
+
+def check_choices(ctx: Context) -> Iterator[Issue]:
+    """In choices mode, the sampled references are among the allowed labels."""
+    e = ctx.spec.eval
+    if e.mode != "choices" or not e.choices or ctx.formatter is None:
+        return
+    allowed = set(e.choices)
+    for split in SPLITS:
+        info = ctx.sources.get(split)
+        if not info or not info.readable:
+            continue
+        for row in info.sample:
+            try:
+                record = ctx.formatter(row.values)
+            except FormatError:
+                continue
+            ref = reference(ctx.spec.format.kind, record)
+            if ref not in allowed:
+                yield Issue(Pos(info.shown, row.number), "eval.choices",
+                            f"the answer {ref!r} is not one of eval.choices ({', '.join(e.choices)})",
+                            did_you_mean(ref, e.choices))
+                break
+
+
+def check_batch_fits(ctx: Context) -> Iterator[Issue]:
+    """One optimizer step should not need more rows than there are."""
+    rows = ctx.train_rows_after_split
+    t = ctx.spec.training
+    if ctx.spec.data.limit:
+        rows = min(rows, ctx.spec.data.limit) if rows is not None else None
+    per_step = t.batch_size * t.gradient_accumulation * ctx.spec.compute.num_processes * ctx.spec.compute.num_nodes
+    if rows is not None and 0 < rows < per_step:
+        yield ctx.warning(("training", "batch_size"), f"one optimizer step takes {per_step} rows but there are only {rows}")
+
+
+CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
+    check_rename,
+    check_template_names,
+    check_sample_rows,
+    check_method_format,
+    check_qlora_device,
+    check_precision,
+    check_lora_targets,
+    check_chat_template,
+    check_splits,
+    check_data_size,
+    check_model_revision,
+    check_max_length,
+    check_early_stopping,
+    check_eval,
+    check_choices,
+    check_batch_fits,
+]
+
+
+def run_checks(ctx: Context) -> list[Issue]:
+    issues = list(ctx.issues)
+    for check in CHECKS:
+        issues.extend(check(ctx))
+    return issues
+
+
+__all__ = ["inspect", "run_checks", "Context", "CHECKS", "ERROR", "WARNING"]

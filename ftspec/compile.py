@@ -1,0 +1,325 @@
+"""Spec -> Plan: every default made explicit, every derived value computed.
+
+``check_spec`` runs the first half of the pipeline (load -> validate -> check) and
+``compile_spec`` the whole of it; both raise :class:`SpecError` with every problem
+found, and return warnings beside the result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ftspec import __version__
+from ftspec import spec as S
+from ftspec.checks import Context, default_metrics, find_root, has_test, has_validation, inspect, is_local_model, rel, run_checks
+from ftspec.errors import Issue, SpecError
+from ftspec.loader import load
+from ftspec.plan import PLAN_VERSION, Plan, step_keys
+from ftspec.spec import parse_gate
+from ftspec.splitting import split_sizes
+from ftspec.validate import validate
+
+
+@dataclass
+class Checked:
+    """A spec that passed validation and the checks (warnings aside)."""
+
+    ctx: Context
+    warnings: list[Issue]
+
+
+def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False) -> Checked:
+    """load -> validate -> check. Raises SpecError with every error (and, when
+    ``strict``, every warning too)."""
+    loaded = load(path, profiles, sets)
+    spec, issues = validate(loaded)
+    if spec is None:
+        raise SpecError(issues)
+    # The effective spec is valid (any errors so far are in unused profiles or were
+    # refused by the loader): the checks still run, so every problem shows at once.
+    ctx = inspect(loaded, spec)
+    issues = issues + run_checks(ctx)
+    errors = [i for i in issues if i.is_error]
+    warnings = [i for i in issues if not i.is_error]
+    if errors or (strict and warnings):
+        raise SpecError(errors + (warnings if strict else []))
+    return Checked(ctx, warnings)
+
+
+def compile_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False) -> tuple[Plan, list[Issue]]:
+    checked = check_spec(path, profiles, sets, strict)
+    return build_plan(checked.ctx, checked.warnings), checked.warnings
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _template(resolved) -> dict:
+    return {"source": resolved.source, "ref": resolved.ref, "text": resolved.text, "sha256": resolved.sha256}
+
+
+def _model(ctx: Context) -> dict:
+    m = ctx.spec.model
+    if isinstance(m, S.TinyModel):
+        tok = m.tokenizer
+        return {
+            "kind": "tiny",
+            "architecture": m.architecture,
+            "hidden_size": m.hidden_size,
+            "num_layers": m.num_layers,
+            "num_heads": m.num_heads,
+            "num_kv_heads": m.num_kv_heads or m.num_heads,
+            "intermediate_size": m.intermediate_size or 4 * m.hidden_size,
+            "max_position_embeddings": m.max_position_embeddings,
+            "tokenizer": {"kind": tok.kind, "vocab_size": getattr(tok, "vocab_size", None)},
+            "init_seed": m.init_seed,
+            "trust_remote_code": False,
+        }
+    local = is_local_model(m.base, ctx.spec_dir)
+    return {
+        "kind": "pretrained",
+        "source": "local" if local else "hub",
+        "name_or_path": rel(ctx.spec_dir / m.base, ctx.root) if local else m.base,
+        "revision": m.revision,
+        "dtype": m.dtype,
+        "trust_remote_code": m.trust_remote_code,
+        "tokenizer": m.tokenizer,
+    }
+
+
+def _source(ctx: Context, split: str) -> dict | None:
+    info = ctx.sources.get(split)
+    if info is None:
+        return None
+    src = info.spec
+    if info.kind == "hub":
+        return {"kind": "hub", "hub": src.hub, "split": src.split, "subset": src.subset, "revision": src.revision, "rows": None}
+    header = src.header if src.header is not None else src.columns is None
+    return {
+        "kind": "file",
+        "path": rel(info.path, ctx.root),
+        "format": info.format,
+        "columns": src.columns,
+        "header": header if info.format in ("csv", "tsv") else None,
+        "field": src.field,
+        "rows": info.rows,
+        "sha256": info.sha256,
+    }
+
+
+def _rows(ctx: Context) -> dict:
+    d = ctx.spec.data
+    counts: dict[str, int | None] = {s: (ctx.sources[s].rows if s in ctx.sources else 0) for s in ("train", "validation", "test")}
+    if d.split is not None and counts["train"] is not None:
+        n_train, n_val, n_test = split_sizes(counts["train"], d.split.validation, d.split.test)
+        counts["train"] = n_train
+        if d.validation is None:
+            counts["validation"] = n_val
+        if d.test is None:
+            counts["test"] = n_test
+    if d.limit:
+        counts = {k: (min(v, d.limit) if v is not None else None) for k, v in counts.items()}
+    return counts
+
+
+def _data(ctx: Context) -> dict:
+    d = ctx.spec.data
+    return {
+        "sources": {s: _source(ctx, s) for s in ("train", "validation", "test") if s in ctx.sources},
+        "rename": dict(d.rename),
+        "derive": [{"name": n, "template": _template(ctx.templates[f"data.derive.{n}"])} for n in d.derive],
+        "split": d.split.model_dump() if d.split else None,
+        "limit": d.limit,
+        "on_bad_row": d.on_bad_row,
+        "rows": _rows(ctx),
+    }
+
+
+def _format(ctx: Context) -> dict:
+    f = ctx.spec.format
+    out: dict[str, Any] = {"kind": f.kind}
+    if isinstance(f, S.ChatFormat):
+        out["messages"] = [{"role": t.role, "content": _template(ctx.templates[f"format.messages.{i}.content"])} for i, t in enumerate(f.messages or [])]
+        out["messages_column"] = f.messages_column
+        out["chat_template"] = _template(ctx.templates["format.chat_template"]) if f.chat_template is not None else "model"
+        out["templates"] = {}
+        out["loss"] = f.loss
+    else:
+        names = ("prompt", "completion") if f.kind == "prompt_completion" else ("prompt", "chosen", "rejected")
+        out["templates"] = {n: _template(ctx.templates[f"format.{n}"]) for n in names}
+        out["loss"] = getattr(f, "loss", "preference")
+    return out
+
+
+def _adapter(adapter: Any) -> dict:
+    if isinstance(adapter, S.FullAdapter):
+        return {"kind": "full"}
+    out = {
+        "kind": adapter.kind,
+        "r": adapter.r,
+        "alpha": adapter.alpha if adapter.alpha is not None else 2.0 * adapter.r,
+        "dropout": adapter.dropout,
+        "target_modules": adapter.target_modules if isinstance(adapter.target_modules, str) else list(adapter.target_modules),
+        "bias": adapter.bias,
+    }
+    if isinstance(adapter, S.QLoraAdapter):
+        out.update(bits=adapter.bits, quant_type=adapter.quant_type, double_quant=adapter.double_quant)
+    return out
+
+
+def _method(ctx: Context) -> dict:
+    m = ctx.spec.method
+    out: dict[str, Any] = {"objective": m.kind, "adapter": _adapter(m.adapter)}
+    if isinstance(m, S.DPOMethod):
+        out["dpo"] = {"beta": m.beta, "loss_type": m.loss_type, "label_smoothing": m.label_smoothing}
+    return out
+
+
+def default_learning_rate(objective: str, adapter: str) -> float:
+    if adapter in ("lora", "qlora"):
+        return 2e-4
+    return 5e-6 if objective == "dpo" else 2e-5
+
+
+def _training(ctx: Context, train_rows: int | None) -> dict:
+    t = ctx.spec.training
+    c = ctx.spec.compute
+    world = c.num_processes * c.num_nodes
+    effective = t.batch_size * t.gradient_accumulation * world
+    steps_per_epoch = total = None
+    if train_rows is not None and train_rows > 0:
+        # As transformers' Trainer counts: batches per process, then optimizer steps.
+        batches = math.ceil(math.ceil(train_rows / world) / t.batch_size)
+        steps_per_epoch = max(math.ceil(batches / t.gradient_accumulation), 1)
+        total = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    elif t.max_steps:
+        total = t.max_steps
+    ratio = t.warmup_ratio if t.warmup_ratio is not None else (None if t.warmup_steps is not None else 0.03)
+    warmup = t.warmup_steps if t.warmup_steps is not None else (math.ceil(total * ratio) if total else None)
+    validation = has_validation(ctx.spec)
+    eval_every = t.eval_every
+    if eval_every is None and validation:
+        eval_every = max(1, (total or 10) // 10)
+    if not validation:
+        eval_every = None
+    save_every = t.save_every if t.save_every is not None else (eval_every or max(1, (total or 10) // 10))
+    return {
+        "epochs": t.epochs if not t.max_steps else None,
+        "max_steps": t.max_steps,
+        "total_steps": total,
+        "steps_per_epoch": steps_per_epoch,
+        "learning_rate": t.learning_rate or default_learning_rate(ctx.spec.method.kind, ctx.spec.method.adapter.kind),
+        "lr_scheduler": t.lr_scheduler,
+        "warmup_steps": warmup,
+        "batch_size": t.batch_size,
+        "gradient_accumulation": t.gradient_accumulation,
+        "effective_batch_size": effective,
+        "max_length": t.max_length,
+        "seed": t.seed,
+        "optimizer": t.optimizer,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "logging_steps": t.logging_steps,
+        "eval_every": eval_every,
+        "save_every": save_every,
+        "save_total_limit": t.save_total_limit,
+        "early_stopping": t.early_stopping.model_dump() if t.early_stopping else None,
+    }
+
+
+def _metric(metric: Any, ctx: Context, i: int) -> dict:
+    out = metric.model_dump(by_alias=True, exclude_none=False)
+    if isinstance(metric, S.JudgeMetric):
+        out["rubric"] = _template(ctx.templates[f"eval.metrics.{i}.rubric"])
+        out["scale"] = list(metric.scale)
+    if getattr(metric, "extract", None) is not None and metric.extract.template is not None:
+        out["extract"]["template"] = _template(ctx.templates[f"eval.metrics.{i}.extract.template"])
+    return out
+
+
+def _eval(ctx: Context, rows: dict) -> dict:
+    e = ctx.spec.eval
+    split = e.split
+    if split == "auto":
+        split = "test" if has_test(ctx.spec) else ("validation" if has_validation(ctx.spec) else None)
+    metrics = [_metric(m, ctx, i) for i, m in enumerate(e.metrics)]
+    if not metrics:
+        metrics = [{"name": n, "extract": None} for n in default_metrics(ctx.spec)]
+    gates = []
+    for key, cond in sorted(e.gates.items()):
+        op, threshold = parse_gate(cond)
+        improvement = key.startswith("improvement.")
+        gates.append({"gate": key, "metric": key[len("improvement."):] if improvement else key,
+                      "improvement": improvement, "op": op, "threshold": threshold})
+    n = rows.get(split) if split else None
+    if n is not None and e.limit:
+        n = min(n, e.limit)
+    return {
+        "enabled": split is not None and bool(metrics),
+        "split": split,
+        "rows": n,
+        "baseline": e.baseline,
+        "mode": e.mode,
+        "choices": e.choices,
+        "metrics": metrics,
+        "max_new_tokens": e.max_new_tokens,
+        "stop": list(e.stop),
+        "few_shot": e.few_shot,
+        "batch_size": e.batch_size,
+        "limit": e.limit,
+        "gates": gates,
+    }
+
+
+def _steps(body: dict) -> list[dict]:
+    names = ["prepare_data"]
+    if body["eval"]["enabled"] and body["eval"]["baseline"]:
+        names.append("eval_base")
+    names.append("train")
+    if body["eval"]["enabled"]:
+        names.append("eval_tuned")
+    names.append("report")
+    keys = step_keys(body, names)
+    from ftspec.plan import STEP_NEEDS
+
+    return [{"name": n, "needs": [x for x in STEP_NEEDS[n] if x in names], "key": keys[n]} for n in names]
+
+
+def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
+    spec = ctx.spec
+    data = _data(ctx)
+    body: dict[str, Any] = {
+        "plan_version": PLAN_VERSION,
+        "ftspec_version": __version__,
+        "name": spec.name,
+        "description": spec.description,
+        "spec": {
+            "path": rel(ctx.loaded.path, ctx.root),
+            "bases": [rel(p, ctx.root) for p in ctx.loaded.files[:-1]],
+            "profiles": list(ctx.loaded.profiles),
+            "overrides": list(ctx.loaded.overrides),
+        },
+        "model": _model(ctx),
+        "data": data,
+        "format": _format(ctx),
+        "method": _method(ctx),
+        "training": _training(ctx, data["rows"]["train"]),
+        "eval": _eval(ctx, data["rows"]),
+        "compute": spec.compute.model_dump(),
+        "output": {"dir": spec.output.dir.replace("{name}", spec.name), "relative_to": "repository root"},
+        "tracking": spec.tracking.model_dump(),
+        "checks": {
+            # Without positions: a plan must not depend on the directory it was made from.
+            "warnings": [f"{w.key}: {w.message}" if w.key else w.message for w in warnings],
+            "not_checked": sorted(ctx.not_checked),
+        },
+    }
+    body["steps"] = _steps(body)
+    return Plan(body)
+
+
+__all__ = ["check_spec", "compile_spec", "build_plan", "Checked", "find_root"]

@@ -1,0 +1,96 @@
+"""Problems found in a spec, and the exit codes every command shares.
+
+A user's mistake is an :class:`Issue` (one line, at its place in a file) collected
+into a :class:`SpecError`; the CLI prints the lines and exits with status 2. Only a
+bug in ftspec shows a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a crash or a bug while running: the traceback is kept
+EXIT_USAGE = 2  # the spec, the data or the command line is wrong
+EXIT_GATE = 3  # an evaluation gate was not met
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Pos:
+    """Where something is: a file (or a pseudo-file like ``<--set>``), 1-based line and column."""
+
+    file: str
+    line: int | None = None
+    col: int | None = None
+
+    def __str__(self) -> str:
+        parts = [self.file]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.col is not None:
+                parts.append(str(self.col))
+        return ":".join(parts)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem: where it is, which key, what is wrong, and a hint when one helps."""
+
+    pos: Pos
+    key: str
+    message: str
+    hint: str | None = None
+    severity: str = ERROR
+
+    def format(self) -> str:
+        text = self.message if self.severity == ERROR else f"warning: {self.message}"
+        if self.hint:
+            text = f"{text}; {self.hint}"
+        return f"{self.pos}: {self.key}: {text}" if self.key else f"{self.pos}: {text}"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == ERROR
+
+    def sort_key(self) -> tuple:
+        return (self.pos.file, self.pos.line or 0, self.pos.col or 0, self.key, self.message)
+
+
+class SpecError(Exception):
+    """The spec (or its data, or the command line) is wrong; carries every issue found."""
+
+    def __init__(self, issues: Iterable[Issue]):
+        self.issues = sorted_issues(issues)
+        super().__init__("\n".join(i.format() for i in self.issues))
+
+    @classmethod
+    def one(cls, pos: Pos, key: str, message: str, hint: str | None = None) -> "SpecError":
+        return cls([Issue(pos, key, message, hint)])
+
+
+def sorted_issues(issues: Iterable[Issue]) -> list[Issue]:
+    seen: set[Issue] = set()
+    unique = []
+    for issue in issues:
+        if issue not in seen:
+            seen.add(issue)
+            unique.append(issue)
+    return sorted(unique, key=Issue.sort_key)
+
+
+def did_you_mean(word: str, candidates: Sequence[str]) -> str | None:
+    """A hint naming the closest candidate, or None when nothing is close."""
+    matches = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f"did you mean '{matches[0]}'?" if matches else None
+
+
+def one_of(candidates: Sequence[str]) -> str:
+    quoted = [f"'{c}'" for c in candidates]
+    if len(quoted) <= 1:
+        return "".join(quoted)
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]

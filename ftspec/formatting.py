@@ -1,0 +1,95 @@
+"""Turn one data row into TRL's columns: rename, derive, render the format's templates.
+
+The same :class:`RowFormatter` checks a sample of rows in ``validate`` and formats
+every row when the runtime prepares the data, so what validates is what trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import jinja2
+
+from ftspec import templates as tpl
+
+
+class FormatError(Exception):
+    """A row cannot be formatted; ``key`` names the spec key of the template at fault."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+
+@dataclass
+class RowFormatter:
+    kind: str  # prompt_completion | chat | preference
+    rename: dict[str, str]
+    derive: list[tuple[str, jinja2.Template]]
+    fields: dict[str, jinja2.Template]  # prompt/completion/chosen/rejected
+    turns: list[tuple[str, jinja2.Template]] = field(default_factory=list)  # chat: (role, content)
+    messages_column: str | None = None
+
+    @classmethod
+    def from_plan(cls, data: dict, fmt: dict) -> "RowFormatter":
+        """Build from the plan's ``data`` and ``format`` sections (templates embedded there)."""
+        env = tpl.environment()
+        derive = [(d["name"], env.from_string(d["template"]["text"])) for d in data["derive"]]
+        fields = {k: env.from_string(v["text"]) for k, v in fmt["templates"].items() if k != "chat_template"}
+        turns = [(t["role"], env.from_string(t["content"]["text"])) for t in fmt.get("messages") or []]
+        return cls(fmt["kind"], dict(data["rename"]), derive, fields, turns, fmt.get("messages_column"))
+
+    def columns(self, values: dict) -> dict:
+        """The row after renames and derived columns."""
+        row = {self.rename.get(k, k): v for k, v in values.items()}
+        for name, template in self.derive:
+            row[name] = self._render(template, row, f"data.derive.{name}")
+        return row
+
+    def __call__(self, values: dict) -> dict:
+        row = self.columns(values)
+        return self.render(row)
+
+    def render(self, row: dict) -> dict:
+        if self.kind == "chat":
+            if self.messages_column is not None:
+                return {"messages": self._messages_from_column(row)}
+            return {"messages": [
+                {"role": role, "content": self._render(t, row, f"format.messages.{i}.content")}
+                for i, (role, t) in enumerate(self.turns)
+            ]}
+        names = ("prompt", "completion") if self.kind == "prompt_completion" else ("prompt", "chosen", "rejected")
+        return {n: self._render(self.fields[n], row, f"format.{n}") for n in names}
+
+    def _messages_from_column(self, row: dict) -> list[dict]:
+        key = "format.messages_column"
+        value = row.get(self.messages_column)
+        if not isinstance(value, list) or not value:
+            raise FormatError(key, f"column '{self.messages_column}' must hold a non-empty list of messages")
+        out = []
+        for i, msg in enumerate(value):
+            if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
+                raise FormatError(key, f"message {i} must be an object with string 'role' and 'content'")
+            if msg["role"] not in ("system", "user", "assistant", "tool"):
+                raise FormatError(key, f"message {i} has an unknown role '{msg['role']}'")
+            out.append({"role": msg["role"], "content": msg["content"]})
+        return out
+
+    @staticmethod
+    def _render(template: jinja2.Template, row: dict, key: str) -> str:
+        try:
+            return tpl.render(template, row)
+        except Exception as exc:  # jinja raises many types; each is the row's or template's fault
+            raise FormatError(key, tpl.describe_render_error(exc)) from None
+
+
+def reference(kind: str, record: dict) -> str:
+    """The expected answer of a formatted record, as evaluation compares it."""
+    if kind == "prompt_completion":
+        return record["completion"].strip()
+    if kind == "preference":
+        return record["chosen"].strip()
+    for msg in reversed(record["messages"]):
+        if msg["role"] == "assistant":
+            return msg["content"].strip()
+    return ""

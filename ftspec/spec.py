@@ -1,0 +1,604 @@
+"""The spec schema, version 1: what a user may write, each field documented once.
+
+Every choice is a discriminated union (``kind:`` for most sections, ``name:`` for
+metrics, the key used for templates and data sources), every model forbids unknown
+keys, and every field carries the description that ``ftspec schema`` and the README's
+reference are generated from. Short forms that users reach for (``adapter: lora``,
+``train: data/train.jsonl``, ``metrics: [accuracy]``) are expanded before validation.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic.functional_validators import BeforeValidator
+
+SPEC_VERSION = 1
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, validate_default=False)
+
+
+def _by_key(keys: dict[str, str], default: str | None = None):
+    """A discriminator that picks a union member by which key a mapping holds."""
+
+    def pick(value: Any) -> str | None:
+        if isinstance(value, BaseModel):
+            return getattr(value, "_tag", None)
+        if isinstance(value, dict):
+            for key, tag in keys.items():
+                if key in value:
+                    return tag
+            return default
+        return None
+
+    return pick
+
+
+def _by_kind(infer: dict[str, str] | None = None, field: str = "kind"):
+    """A discriminator on ``kind`` that can infer the kind from a telling key when it is left out."""
+
+    def pick(value: Any) -> str | None:
+        if isinstance(value, BaseModel):
+            return getattr(value, field)
+        if isinstance(value, dict):
+            if field in value:
+                return value[field] if isinstance(value[field], str) else repr(value[field])
+            for key, tag in (infer or {}).items():
+                if key in value:
+                    return tag
+        return None
+
+    return pick
+
+
+# --------------------------------------------------------------------------- templates
+
+
+class FileTemplate(_Section):
+    """A jinja template read from a file next to the spec."""
+
+    _tag = "file"
+    file: str = Field(description="Path of a jinja template file, relative to the spec file.", min_length=1)
+
+
+class BuiltinTemplate(_Section):
+    """One of the templates shipped with ftspec in `templates/`."""
+
+    _tag = "builtin"
+    builtin: str = Field(description="Name of a built-in template (`ftspec templates` lists them), e.g. `chatml`.", min_length=1)
+
+
+Template = Annotated[
+    Union[
+        Annotated[str, Tag("inline")],
+        Annotated[FileTemplate, Tag("file")],
+        Annotated[BuiltinTemplate, Tag("builtin")],
+    ],
+    Discriminator(
+        lambda v: "inline" if isinstance(v, str) else _by_key({"file": "file", "builtin": "builtin"})(v),
+        custom_error_type="template",
+        custom_error_message="expected a jinja template: a string, {file: PATH} or {builtin: NAME}",
+    ),
+    Field(description="A jinja template: inline text, `{file: PATH}` next to the spec, or `{builtin: NAME}` from `templates/`."),
+]
+
+# --------------------------------------------------------------------------- model
+
+
+class ByteTokenizer(_Section):
+    """A byte-level tokenizer: 256 byte tokens plus special tokens. Needs no download and no training."""
+
+    kind: Literal["byte"] = Field(description="`byte`: one token per UTF-8 byte.")
+
+
+class BPETokenizer(_Section):
+    """A byte-level BPE tokenizer trained on the training split when data is prepared."""
+
+    kind: Literal["bpe"] = Field(description="`bpe`: byte-level BPE trained on the training split.")
+    vocab_size: int = Field(1024, ge=300, le=65536, description="Vocabulary size including the 256 byte tokens and the special tokens.")
+
+
+TinyTokenizerSpec = Annotated[
+    Union[Annotated[ByteTokenizer, Tag("byte")], Annotated[BPETokenizer, Tag("bpe")]],
+    Discriminator(_by_kind()),
+    Field(description="The tokenizer of a tiny model; it never needs a download."),
+]
+
+
+class PretrainedModel(_Section):
+    """A pretrained model: a hub id or a local directory in transformers' layout."""
+
+    kind: Literal["pretrained"] = Field("pretrained", description="`pretrained` (inferred when `base` is given).")
+    base: str = Field(min_length=1, description="A hub model id such as `Qwen/Qwen2.5-0.5B-Instruct`, or a local directory relative to the spec (start it with `./` or `../`).")
+    revision: str | None = Field(None, description="Hub revision to pin: a commit hash (best), tag or branch. Unpinned hub models draw a warning.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype when loading; `auto` follows `compute.precision`.")
+    trust_remote_code: bool = Field(False, description="Run Python code shipped inside the model repository. Off unless set here; `ftspec plan` shows it when on.")
+    tokenizer: str | None = Field(None, description="A different tokenizer (hub id or local path); defaults to the model's own.")
+
+
+class TinyModel(_Section):
+    """A small model built from a config with random weights: runs anywhere, with no network."""
+
+    kind: Literal["tiny"] = Field(description="`tiny`: build a small model from this config.")
+    architecture: Literal["llama", "qwen2", "mistral", "gpt2"] = Field("llama", description="transformers architecture to instantiate.")
+    hidden_size: int = Field(64, ge=8, le=16384, description="Width of the model.")
+    num_layers: int = Field(2, ge=1, le=128, description="Number of transformer blocks.")
+    num_heads: int = Field(4, ge=1, le=256, description="Attention heads; must divide `hidden_size`.")
+    num_kv_heads: int | None = Field(None, ge=1, le=256, description="Key/value heads for grouped-query attention; defaults to `num_heads` (not used by gpt2).")
+    intermediate_size: int | None = Field(None, ge=8, le=65536, description="Width of the MLP; defaults to 4 × `hidden_size`.")
+    max_position_embeddings: int = Field(512, ge=16, le=131072, description="Longest sequence the model can take.")
+    tokenizer: TinyTokenizerSpec = Field(default_factory=lambda: ByteTokenizer(kind="byte"))
+    init_seed: int = Field(0, ge=0, description="Seed of the random initial weights.")
+
+    @model_validator(mode="after")
+    def _heads(self) -> "TinyModel":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
+        if self.num_kv_heads and self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads ({self.num_kv_heads}) must divide num_heads ({self.num_heads})")
+        return self
+
+
+ModelSpec = Annotated[
+    Union[Annotated[PretrainedModel, Tag("pretrained")], Annotated[TinyModel, Tag("tiny")]],
+    Discriminator(_by_kind({"base": "pretrained", "architecture": "tiny", "hidden_size": "tiny"})),
+    Field(description="The base model: `{base: ID_OR_PATH, …}` or `{kind: tiny, …}`."),
+]
+
+# --------------------------------------------------------------------------- data
+
+_FORMATS = Literal["jsonl", "json", "csv", "tsv", "parquet"]
+
+
+class FileSource(_Section):
+    """Rows from a local file."""
+
+    _tag = "file"
+    path: str = Field(min_length=1, description="File path relative to the spec. `.gz` files are read compressed.")
+    format: _FORMATS | None = Field(None, description="File format; inferred from the extension when left out.")
+    columns: list[str] | None = Field(None, min_length=1, description="Column names for CSV/TSV, in order. Without a header row they name the columns; with `header: true` they replace the header's names.")
+    header: bool | None = Field(None, description="Whether a CSV/TSV file starts with a header row; defaults to true unless `columns` is given.")
+    field: str | None = Field(None, description="For JSON files holding an object: the key whose value is the list of rows.")
+
+    @field_validator("columns")
+    @classmethod
+    def _unique(cls, v):
+        if v is not None:
+            dupes = sorted({c for c in v if v.count(c) > 1})
+            if dupes:
+                raise ValueError(f"column names must be unique (repeated: {', '.join(dupes)})")
+        return v
+
+
+class HubSource(_Section):
+    """Rows from a dataset on the Hugging Face hub, read through `datasets`."""
+
+    _tag = "hub"
+    hub: str = Field(min_length=1, description="Hub dataset id, e.g. `stanfordnlp/sst2`.")
+    split: str = Field("train", description="Which split of the hub dataset to read.")
+    subset: str | None = Field(None, description="Configuration (subset) name, when the dataset has several.")
+    revision: str | None = Field(None, description="Dataset revision (commit hash, tag or branch) to pin.")
+
+
+def _path_shorthand(v: Any) -> Any:
+    return {"path": v} if isinstance(v, str) else v
+
+
+Source = Annotated[
+    Union[Annotated[FileSource, Tag("file")], Annotated[HubSource, Tag("hub")]],
+    Discriminator(
+        _by_key({"path": "file", "hub": "hub"}),
+        custom_error_type="source",
+        custom_error_message="expected a file path, {path: FILE, …} or {hub: DATASET_ID, …}",
+    ),
+    BeforeValidator(_path_shorthand),
+]
+
+
+class Split(_Section):
+    """Carve validation and test rows out of the training source, reproducibly."""
+
+    validation: float = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for validation (only when `data.validation` is not given).")
+    test: float = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for the test split (only when `data.test` is not given).")
+    seed: int = Field(42, ge=0, description="Seed of the shuffle before splitting.")
+    stratify: str | None = Field(None, description="Column whose value proportions each split keeps (for classification labels).")
+
+    @model_validator(mode="after")
+    def _sum(self) -> "Split":
+        if self.validation + self.test >= 1:
+            raise ValueError(f"validation + test must leave rows to train on (got {self.validation} + {self.test})")
+        return self
+
+
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Data(_Section):
+    """Where the rows come from and how they are mapped before formatting."""
+
+    train: Source = Field(description="Training rows: a file path, `{path: …}` or `{hub: …}`.")
+    validation: Source | None = Field(None, description="Validation rows, watched during training for over-fitting.")
+    test: Source | None = Field(None, description="Held-out test rows for the evaluation.")
+    split: Split | None = Field(None, description="Hold out validation/test rows from `train` when no file is given for them.")
+    rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=dict, description="Rename columns: `{old_name: new_name}`.")
+    derive: dict[str, str] = Field(default_factory=dict, description="New columns computed from each row by jinja templates, in order: `{answer: \"{{ 'yes' if label == '1' else 'no' }}\"}`.")
+    limit: int | None = Field(None, ge=1, description="Keep at most this many rows of each split (after splitting): for quick runs and smoke profiles.")
+    on_bad_row: Literal["error", "skip"] = Field("error", description="A row that cannot be read or rendered: stop with its row number (`error`), or `skip` it and count it in the data statistics.")
+
+    @field_validator("derive")
+    @classmethod
+    def _derive_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.match(_IDENT, name):
+                raise ValueError(f"derived column name '{name}' must be an identifier (letters, digits, _)")
+        return v
+
+
+# --------------------------------------------------------------------------- format
+
+
+class PromptCompletionFormat(_Section):
+    """Single-turn rows: a prompt and the completion the model should learn to write."""
+
+    kind: Literal["prompt_completion"] = Field(description="`prompt_completion`: TRL's `prompt`/`completion` columns.")
+    prompt: Template = Field(description="Template of the prompt.")
+    completion: Template = Field(description="Template of the expected completion (the answer).")
+    loss: Literal["completion", "all"] = Field("completion", description="Which tokens carry loss: the completion only (recommended) or the whole text.")
+
+
+class ChatTurn(_Section):
+    """One message of a templated conversation."""
+
+    role: Literal["system", "user", "assistant"] = Field(description="Who speaks.")
+    content: Template = Field(description="Template of the message text.")
+
+
+class ChatFormat(_Section):
+    """Conversations (a `messages` list), rendered with a chat template."""
+
+    kind: Literal["chat"] = Field(description="`chat`: TRL's conversational `messages` column.")
+    messages: list[ChatTurn] | None = Field(None, min_length=1, description="The conversation built from each row, turn by turn. Give this or `messages_column`.")
+    messages_column: str | None = Field(None, description="A column that already holds a list of `{role, content}` messages.")
+    chat_template: Template | None = Field(None, description="Chat template; defaults to the tokenizer's own. Use `{builtin: chatml}` for models without one.")
+    loss: Literal["assistant", "all"] = Field("assistant", description="Which tokens carry loss: assistant turns only (recommended) or the whole conversation.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ChatFormat":
+        if (self.messages is None) == (self.messages_column is None):
+            raise ValueError("give exactly one of 'messages' (templated turns) or 'messages_column'")
+        return self
+
+
+class PreferenceFormat(_Section):
+    """Preference pairs for DPO: a prompt, a preferred and a rejected answer."""
+
+    kind: Literal["preference"] = Field(description="`preference`: TRL's `prompt`/`chosen`/`rejected` columns.")
+    prompt: Template = Field(description="Template of the prompt shared by both answers.")
+    chosen: Template = Field(description="Template of the preferred answer.")
+    rejected: Template = Field(description="Template of the rejected answer.")
+
+
+FormatSpec = Annotated[
+    Union[
+        Annotated[PromptCompletionFormat, Tag("prompt_completion")],
+        Annotated[ChatFormat, Tag("chat")],
+        Annotated[PreferenceFormat, Tag("preference")],
+    ],
+    Discriminator(_by_kind()),
+    Field(description="How each row becomes training text: `kind: prompt_completion | chat | preference`."),
+]
+
+# --------------------------------------------------------------------------- method
+
+
+class FullAdapter(_Section):
+    """Train every weight of the model."""
+
+    kind: Literal["full"] = Field(description="`full`: full fine-tuning.")
+
+
+class LoraAdapter(_Section):
+    """Low-rank adapters (LoRA) through peft; the base weights stay frozen."""
+
+    kind: Literal["lora"] = Field(description="`lora`.")
+    r: int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
+    alpha: float | None = Field(None, gt=0, description="Scaling numerator (`alpha / r`); defaults to 2 × `r`.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: Union[Literal["all-linear"], Annotated[list[str], Field(min_length=1)]] = Field("all-linear", description="Module names to adapt, or `all-linear` for every linear layer but the output head.")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+
+
+class QLoraAdapter(LoraAdapter):
+    """LoRA on a 4- or 8-bit quantised base model (bitsandbytes). Needs a CUDA device."""
+
+    kind: Literal["qlora"] = Field(description="`qlora`.")  # type: ignore[assignment]
+    bits: Literal[4, 8] = Field(4, description="Quantisation of the frozen base weights.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves memory).")
+
+
+def _adapter_shorthand(v: Any) -> Any:
+    return {"kind": v} if isinstance(v, str) else v
+
+
+AdapterSpec = Annotated[
+    Union[Annotated[FullAdapter, Tag("full")], Annotated[LoraAdapter, Tag("lora")], Annotated[QLoraAdapter, Tag("qlora")]],
+    Discriminator(_by_kind()),
+    BeforeValidator(_adapter_shorthand),
+    Field(description="What is trained: `full`, `lora` or `qlora` (or `{kind: lora, r: …}`)."),
+]
+
+
+def _default_adapter() -> LoraAdapter:
+    return LoraAdapter(kind="lora")
+
+
+class SFTMethod(_Section):
+    """Supervised fine-tuning: learn to produce the completions (or assistant turns)."""
+
+    kind: Literal["sft"] = Field(description="`sft`: supervised fine-tuning.")
+    adapter: AdapterSpec = Field(default_factory=_default_adapter)
+
+
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "aot", "aot_pair", "apo_zero", "apo_down", "exo_pair", "discopop", "sft")
+
+
+class DPOMethod(_Section):
+    """Direct preference optimisation on (prompt, chosen, rejected) pairs."""
+
+    kind: Literal["dpo"] = Field(description="`dpo`: direct preference optimisation.")
+    adapter: AdapterSpec = Field(default_factory=_default_adapter)
+    beta: float = Field(0.1, gt=0, le=100, description="Strength of the pull towards the reference model; higher stays closer.")
+    loss_type: Literal[DPO_LOSSES] = Field("sigmoid", description="DPO loss variant (TRL's `loss_type`).")  # type: ignore[valid-type]
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed rate of flipped preference labels (robust/cDPO losses).")
+
+
+MethodSpec = Annotated[
+    Union[Annotated[SFTMethod, Tag("sft")], Annotated[DPOMethod, Tag("dpo")]],
+    Discriminator(_by_kind()),
+    Field(description="The training objective: `kind: sft | dpo`, with its adapter."),
+]
+
+# --------------------------------------------------------------------------- training
+
+
+class EarlyStopping(_Section):
+    """Stop when the validation loss stops improving."""
+
+    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest decrease of the validation loss that counts as an improvement.")
+
+
+Cadence = Union[Annotated[int, Field(ge=1)], Literal["epoch"]]
+
+
+class Training(_Section):
+    """Optimisation settings. Steps are optimizer steps (after gradient accumulation)."""
+
+    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training split.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; overrides `epochs`.")
+    learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate; defaults to 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning (5e-6 for full DPO).")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warm-up.")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Fraction of the steps spent warming up; defaults to 0.03. Give this or `warmup_steps`.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; give this or `warmup_ratio`.")
+    batch_size: int = Field(8, ge=1, le=65536, description="Rows per device per forward pass.")
+    gradient_accumulation: int = Field(1, ge=1, le=4096, description="Forward passes per optimizer step.")
+    max_length: int = Field(1024, ge=8, le=1_048_576, description="Longest tokenised row; longer rows are truncated (the prepared-data statistics report how many).")
+    seed: int = Field(42, ge=0, description="Seed of initialisation, shuffling and dropout.")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = Field("adamw_torch", description="Optimizer.")
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="Decoupled weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more time.")
+    logging_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
+    eval_every: Cadence | None = Field(None, description="Compute the validation loss every N steps or every `epoch`; defaults to about ten times per run.")
+    save_every: Cadence | None = Field(None, description="Write a checkpoint every N steps or every `epoch`; defaults to `eval_every`.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (the newest, plus the best when early stopping).")
+    early_stopping: EarlyStopping | None = Field(None, description="Stop when the validation loss stops improving (needs validation data).")
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "Training":
+        if self.warmup_ratio is not None and self.warmup_steps is not None:
+            raise ValueError("give warmup_ratio or warmup_steps, not both")
+        return self
+
+
+# --------------------------------------------------------------------------- eval
+
+SIMPLE_METRICS = (
+    "accuracy", "precision", "recall", "f1", "f1_macro", "f1_micro",
+    "exact_match", "token_f1", "rouge_l", "bleu", "chrf", "perplexity", "json_valid",
+)
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "f1_macro", "f1_micro")
+
+
+class Extract(_Section):
+    """Pull the answer out of a prediction and its reference before scoring."""
+
+    regex: str | None = Field(None, description="A regular expression; the first group (or the whole match) is the answer.")
+    template: str | None = Field(None, description="A jinja expression over `text`, e.g. `{{ text.split('####')[-1] | trim }}`.")
+    which: Literal["first", "last"] = Field("last", description="With `regex`: use the first or the last match.")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Extract":
+        if (self.regex is None) == (self.template is None):
+            raise ValueError("give exactly one of 'regex' or 'template'")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return self
+
+
+class SimpleMetric(_Section):
+    """A metric computed from predictions and references."""
+
+    name: Literal[SIMPLE_METRICS] = Field(description="Metric name.")  # type: ignore[valid-type]
+    extract: Extract | None = Field(None, description="Answer extraction applied to prediction and reference first.")
+
+
+class JsonSchemaMetric(_Section):
+    """Share of predictions that are JSON conforming to a JSON Schema."""
+
+    name: Literal["json_schema"] = Field(description="`json_schema`.")
+    schema_: str = Field(alias="schema", description="Path of a JSON Schema file, relative to the spec.")
+    extract: Extract | None = Field(None, description="Answer extraction applied first.")
+
+
+class JudgeMetric(_Section):
+    """An LLM judge scores each answer with a rubric."""
+
+    name: Literal["judge"] = Field(description="`judge`.")
+    model: str = Field(min_length=1, description="Judge model: a hub id or local path.")
+    rubric: Template = Field(description="Template of the judge prompt; sees `prompt`, `reference` and `prediction`.")
+    score_regex: str = Field(r"(\d+(?:\.\d+)?)", description="Regex whose first group is the judge's score.")
+    scale: tuple[float, float] = Field((1.0, 10.0), description="Lowest and highest score, mapped to 0..1.")
+
+
+def _metric_shorthand(v: Any) -> Any:
+    return {"name": v} if isinstance(v, str) else v
+
+
+def _metric_tag(v: Any) -> str | None:
+    if isinstance(v, BaseModel):
+        v = {"name": getattr(v, "name")}
+    if isinstance(v, dict):
+        name = v.get("name")
+        if name in ("json_schema", "judge"):
+            return name
+        if name is None:
+            return None
+        return "simple"
+    return None
+
+
+MetricSpec = Annotated[
+    Union[Annotated[SimpleMetric, Tag("simple")], Annotated[JsonSchemaMetric, Tag("json_schema")], Annotated[JudgeMetric, Tag("judge")]],
+    Discriminator(_metric_tag, custom_error_type="metric", custom_error_message="expected a metric name or {name: METRIC, …}"),
+    BeforeValidator(_metric_shorthand),
+]
+
+_GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d+)?([eE]-?\d+)?)\s*$")
+
+
+class Eval(_Section):
+    """Held-out evaluation of the tuned model, against the base model when `baseline` is on."""
+
+    split: Literal["auto", "test", "validation"] = Field("auto", description="Split to score; `auto` takes test, else validation.")
+    baseline: bool = Field(True, description="Score the base model with the same prompts, so the tuned model is compared with it.")
+    mode: Literal["generate", "choices"] = Field("generate", description="`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the best (fair to a base model that rambles).")
+    choices: list[str] | None = Field(None, min_length=2, description="Allowed labels in `choices` mode; defaults to the distinct references of the training split.")
+    metrics: list[MetricSpec] = Field(default_factory=list, description="Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to exact_match for SFT.")
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="Longest generated answer.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end a generated answer.")
+    few_shot: int = Field(0, ge=0, le=64, description="Examples from the training split prepended to the baseline prompt (try prompt engineering first).")
+    batch_size: int = Field(16, ge=1, le=4096, description="Rows per generation batch.")
+    limit: int | None = Field(None, ge=1, description="Score at most this many rows.")
+    gates: dict[str, str] = Field(default_factory=dict, description="Thresholds the run must meet or exit with status 3: `{accuracy: \">= 0.85\", improvement.accuracy: \">= 0.05\"}`.")
+
+    @field_validator("gates")
+    @classmethod
+    def _gates(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, cond in v.items():
+            if not isinstance(cond, str) or not _GATE.match(cond):
+                raise ValueError(f"gate '{key}': expected a comparison such as \">= 0.85\" (got {cond!r})")
+        return v
+
+
+def parse_gate(cond: str) -> tuple[str, float]:
+    m = _GATE.match(cond)
+    assert m, cond
+    return m.group(1), float(m.group(2))
+
+
+# --------------------------------------------------------------------------- compute, output, tracking
+
+
+class Compute(_Section):
+    """Where and how the training runs."""
+
+    backend: Literal["local"] = Field("local", description="Execution backend; `local` runs on this machine.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; `auto` takes CUDA, then MPS, then the CPU.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Training precision; `auto` picks bf16 where the device supports it, else fp32.")
+    num_processes: int = Field(1, ge=1, le=1024, description="Processes (one per GPU) on each node.")
+    num_nodes: int = Field(1, ge=1, le=1024, description="Machines.")
+    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How several processes share the work.")
+
+    @model_validator(mode="after")
+    def _strategy(self) -> "Compute":
+        if self.num_processes * self.num_nodes > 1 and self.strategy == "none":
+            raise ValueError("several processes need a strategy: ddp, fsdp or deepspeed")
+        return self
+
+
+class Output(_Section):
+    """Where the run directory goes."""
+
+    dir: str = Field("runs/{name}", min_length=1, description="Run directory, relative to the spec's repository root (or its folder outside git); `{name}` is the spec's name.")
+
+
+class NoTracking(_Section):
+    kind: Literal["none"] = Field(description="`none`: only the run directory's `metrics.jsonl`.")
+
+
+class TensorboardTracking(_Section):
+    kind: Literal["tensorboard"] = Field(description="`tensorboard`: event files in the run directory.")
+
+
+class WandbTracking(_Section):
+    kind: Literal["wandb"] = Field(description="`wandb`: Weights & Biases; the key comes from the environment.")
+    project: str = Field(min_length=1, description="W&B project.")
+    entity: str | None = Field(None, description="W&B team or user.")
+
+
+class MlflowTracking(_Section):
+    kind: Literal["mlflow"] = Field(description="`mlflow`: the server comes from MLFLOW_TRACKING_URI.")
+    experiment: str = Field(min_length=1, description="MLflow experiment name.")
+
+
+TrackingSpec = Annotated[
+    Union[
+        Annotated[NoTracking, Tag("none")],
+        Annotated[TensorboardTracking, Tag("tensorboard")],
+        Annotated[WandbTracking, Tag("wandb")],
+        Annotated[MlflowTracking, Tag("mlflow")],
+    ],
+    Discriminator(_by_kind()),
+    Field(description="Experiment tracking besides `metrics.jsonl`: `kind: none | tensorboard | wandb | mlflow`."),
+]
+
+# --------------------------------------------------------------------------- the spec
+
+_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class Spec(_Section):
+    """An ftspec fine-tuning spec, version 1."""
+
+    ftspec: Literal[1] = Field(description="Spec schema version; `1`.")
+    name: str = Field(pattern=_NAME, description="Name of the job: lower-case letters, digits, `.`, `_` and `-`; names the run directory.")
+    description: str | None = Field(None, description="What this job is for.")
+    extends: str | None = Field(None, description="A base spec this one overrides, relative to this file; mappings merge key by key, other values replace.")
+    profiles: dict[str, dict[str, Any]] | None = Field(None, description="Named overlays chosen with `--profile NAME`, e.g. `smoke: {data: {limit: 64}, training: {max_steps: 5}}`.")
+    model: ModelSpec
+    data: Data = Field(description="Training, validation and test rows.")
+    format: FormatSpec
+    method: MethodSpec = Field(default_factory=lambda: SFTMethod(kind="sft"))
+    training: Training = Field(default_factory=Training, description="Optimisation settings.")
+    eval: Eval = Field(default_factory=Eval, description="Held-out evaluation and its gates.")
+    compute: Compute = Field(default_factory=Compute, description="Device, precision and processes.")
+    output: Output = Field(default_factory=Output, description="Where the run directory goes.")
+    tracking: TrackingSpec = Field(default_factory=lambda: NoTracking(kind="none"))
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a spec, for editors (yaml-language-server) and the reference docs."""
+    schema = Spec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://ftspec.dev/schema/v1.json"
+    schema["title"] = "ftspec spec, version 1"
+    return schema

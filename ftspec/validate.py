@@ -1,0 +1,266 @@
+"""Validate a loaded spec against the schema and turn pydantic's errors into
+one-line issues at the right place in the right file, with hints."""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ftspec.errors import Issue, Pos, did_you_mean
+from ftspec.loader import Document, KeyPath, LoadedSpec, Origin, dotted, merge
+from ftspec.spec import Spec
+
+
+def validate(loaded: LoadedSpec) -> tuple[Spec | None, list[Issue]]:
+    """Validate the effective spec, and every profile it defines but did not choose.
+
+    A mistake inside an unused profile is still a mistake: it is reported at its
+    line in the profile, whether or not the profile is chosen this time.
+    """
+    spec, issues = _validate_data(loaded.data, loaded.origin)
+    # A value the loader refused (a bad tag, a duplicate) is reported once, by the loader.
+    refused = {i.key for i in loaded.issues}
+    issues = list(loaded.issues) + [i for i in issues if i.key not in refused]
+    base = Document(loaded.data, loaded.where, loaded.root)
+    for name, overlay in loaded.unused_profiles.items():
+        variant = merge(base, overlay)
+        prefix = f"profiles.{name}"
+
+        def origin(path: KeyPath, variant: Document = variant) -> Origin:
+            return _origin_in(variant, path, loaded.root)
+
+        _, profile_issues = _validate_data(variant.data, origin)
+        issues.extend(i for i in profile_issues if i.key == prefix or i.key.startswith(prefix + "."))
+    return spec, issues
+
+
+def _origin_in(doc: Document, path: KeyPath, root: Pos) -> Origin:
+    path = tuple(path)
+    while path:
+        if path in doc.where:
+            return doc.where[path]
+        path = path[:-1]
+    return Origin(root, None, "")
+
+
+def _validate_data(data: dict, origin) -> tuple[Spec | None, list[Issue]]:
+    try:
+        return Spec.model_validate(data), []
+    except ValidationError as exc:
+        return None, errors_to_issues(exc, data, origin)
+
+
+# --------------------------------------------------------------------------- error translation
+
+
+def _walk(data: Any, loc: tuple, keep_last: bool) -> KeyPath:
+    """The key path in the data that ``loc`` points at, without pydantic's union tags."""
+    path: list = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif last and keep_last and isinstance(part, str):
+            path.append(part)
+        # anything else is a union member's tag, not a key
+    return tuple(path)
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                tp = args[0]
+            else:
+                return tp
+        else:
+            return tp
+
+
+def _tag_of(member: Any) -> str | None:
+    if typing.get_origin(member) is typing.Annotated:
+        for meta in typing.get_args(member)[1:]:
+            if type(meta).__name__ == "Tag":
+                return meta.tag
+    return None
+
+
+def _fields_at(loc: tuple) -> list[str] | None:
+    """The keys the schema allows at ``loc`` (pydantic's loc, union tags included)."""
+    tp: Any = Spec
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part) or next(
+                (f for f in tp.model_fields.values() if f.alias == part), None)
+            if field is None:
+                return None
+            tp = field.annotation
+            continue
+        origin = typing.get_origin(tp)
+        if origin is typing.Union:
+            member = next((m for m in typing.get_args(tp) if _tag_of(m) == part), None)
+            if member is None:
+                return None
+            tp = member
+        elif origin in (list, tuple):
+            tp = typing.get_args(tp)[0]
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [f.alias or name for name, f in tp.model_fields.items()]
+    return None
+
+
+def _got(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return repr(shown)
+    return str(value)
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _expected(err: dict) -> str:
+    """What the schema wanted, as a phrase that fits after 'must be'."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    simple = {
+        "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "a whole number",
+        "float_parsing": "a number", "float_type": "a number",
+        "bool_parsing": "true or false", "bool_type": "true or false",
+        "string_type": "a string", "list_type": "a list", "tuple_type": "a list",
+        "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+        "none_required": "null",
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "literal_error":
+        return "one of " + ctx.get("expected", "") if "," in ctx.get("expected", "") or " or " in ctx.get("expected", "") else ctx.get("expected", "")
+    if kind == "greater_than":
+        return f"greater than {ctx['gt']}"
+    if kind == "greater_than_equal":
+        return f"at least {ctx['ge']}"
+    if kind == "less_than":
+        return f"less than {ctx['lt']}"
+    if kind == "less_than_equal":
+        return f"at most {ctx['le']}"
+    if kind in ("too_short", "string_too_short"):
+        n = ctx.get("min_length", 1)
+        if kind == "string_too_short":
+            return "a non-empty string" if n == 1 else f"at least {n} characters long"
+        return f"a list of at least {n} item{'s' if n != 1 else ''}"
+    if kind in ("too_long", "string_too_long"):
+        n = ctx.get("max_length")
+        return f"at most {n} {'characters' if kind == 'string_too_long' else 'items'} long"
+    if kind == "string_pattern_mismatch":
+        return f"text matching {ctx.get('pattern')}"
+    return err["msg"][0].lower() + err["msg"][1:]
+
+
+def errors_to_issues(exc: ValidationError, data: dict, origin) -> list[Issue]:
+    grouped: dict[KeyPath, list[dict]] = {}
+    order: list[KeyPath] = []
+    for err in exc.errors(include_url=False):
+        keep_last = err["type"] in ("missing", "extra_forbidden")
+        path = _walk(data, tuple(err["loc"]), keep_last)
+        # Errors of one value under a plain union (int or 'epoch') become one message.
+        key = path + ((err["type"],) if keep_last else ())
+        if key not in grouped:
+            grouped[key] = []
+            order.append(key)
+        grouped[key].append(err)
+    issues = []
+    for key in order:
+        errs = grouped[key]
+        path = key[:-1] if errs[0]["type"] in ("missing", "extra_forbidden") else key
+        issues.append(_issue(path, errs, data, origin))
+    return issues
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for p in path:
+        data = data[p]
+    return data
+
+
+def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
+    err = errs[0]
+    kind = err["type"]
+    o: Origin = origin(path)
+    exact = o.key == dotted(path) or (o.key.endswith("." + dotted(path)) if path else False)
+    key = o.key if exact and o.key else dotted(path)
+
+    if kind == "missing":
+        parent = origin(path[:-1])
+        where = parent.key_pos or parent.pos
+        return Issue(where, key, "required key is missing")
+
+    if kind == "extra_forbidden":
+        allowed = _fields_at(tuple(err["loc"][:-1])) or []
+        return Issue(o.key_pos or o.pos, key, "unknown key", did_you_mean(path[-1], allowed))
+
+    value = err.get("input")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        container = _value_at(data, path)
+        disc = "kind" if isinstance(container, dict) and "kind" in container else (
+            "name" if isinstance(container, dict) and "name" in container else None)
+        ctx = err.get("ctx") or {}
+        expected = _QUOTED.findall(ctx.get("expected_tags", ""))
+        if kind == "union_tag_invalid" and disc:
+            o2 = origin(path + (disc,))
+            got = container[disc]
+            return Issue(o2.pos, f"{key}.{disc}",
+                         f"unknown {disc} {_got(got)}; expected {_or(expected)}",
+                         did_you_mean(str(got), expected))
+        return Issue(o.pos, key, f"needs 'kind:' to say which one ({_or(expected)})" if expected else err["msg"])
+
+    if kind in ("template", "source", "metric"):
+        return Issue(o.pos, key, f"{err['msg']} (got {_got(value)})")
+
+    if kind == "value_error":
+        message = str((err.get("ctx") or {}).get("error", err["msg"]))
+        return Issue(o.pos, key, message)
+
+    if key.endswith("name") and kind == "string_pattern_mismatch" and len(path) == 1:
+        return Issue(o.pos, key, f"must be lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (got {_got(value)})")
+
+    phrases = []
+    for e in errs:
+        phrase = _expected(e)
+        if phrase not in phrases:
+            phrases.append(phrase)
+    literal_choices = [c for e in errs if e["type"] == "literal_error" for c in _QUOTED.findall((e.get("ctx") or {}).get("expected", ""))]
+    hint = did_you_mean(str(value), literal_choices) if literal_choices and isinstance(value, str) else None
+    return Issue(o.pos, key, f"must be {' or '.join(phrases)} (got {_got(value)})", hint)
+
+
+def _or(items: list[str]) -> str:
+    quoted = [f"'{i}'" for i in items]
+    if len(quoted) <= 1:
+        return "".join(quoted)
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
