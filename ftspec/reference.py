@@ -69,6 +69,8 @@ def _type_name(tp: Any) -> str:
         return f"mapping to {_type_name(args[1])}" if args else "mapping"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return "mapping"
+    if tp is Any:
+        return "any value"
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 

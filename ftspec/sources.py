@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +59,26 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
-    # utf-8-sig drops a byte-order mark; newline="" leaves CRLF to csv, and json ignores it.
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+class _BadBytes(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """The file's lines as text, line endings kept, decoded one line at a time so that
+    a bad byte is reported at its own line; a byte-order mark is dropped."""
+    with _open_binary(path) as fh:
+        for number, raw in enumerate(fh, 1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _BadBytes(number) from None
 
 
 def read_rows(
@@ -103,22 +118,19 @@ def _decode_error(shown: str, line: int) -> RowError:
 
 
 def _jsonl(path, fmt, shown, columns, header, field):
-    with _open_text(path) as fh:
-        line_no = 0
-        while True:
+    with _open_binary(path) as fh:
+        for line_no, raw in enumerate(fh, 1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             try:
-                line = fh.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                yield _decode_error(shown, line_no + 1)
-                return  # the decoder cannot resynchronise
-            if not line:
-                return
-            line_no += 1
-            text = line.strip()
-            if not text:
+                yield _decode_error(shown, line_no)
+                continue
+            if not line.strip():
                 continue
             try:
-                value = json.loads(text)
+                value = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield RowError(Pos(shown, line_no), f"not valid JSON: {exc.msg} (column {exc.colno})")
                 continue
@@ -134,10 +146,14 @@ def _json_kind(value) -> str:
 
 def _json(path, fmt, shown, columns, header, field):
     try:
-        with _open_text(path) as fh:
-            value = json.load(fh)
-    except UnicodeDecodeError:
-        yield RowError(Pos(shown), "not valid UTF-8; save the file as UTF-8")
+        with _open_binary(path) as fh:
+            raw = fh.read()
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        yield RowError(Pos(shown, line), "not valid UTF-8; save the file as UTF-8")
         return
     except json.JSONDecodeError as exc:
         yield RowError(Pos(shown, exc.lineno, exc.colno), f"not valid JSON: {exc.msg}")
@@ -163,38 +179,38 @@ def _delimited(path, fmt, shown, columns, header, field):
     has_header = header if header is not None else columns is None
     # TSV files (SST-2 among them) often hold unbalanced quotes in the text itself.
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-        names = list(columns) if columns else None
-        try:
-            for record in reader:
-                line_no = reader.line_num
-                if not record or all(not cell.strip() for cell in record):
-                    continue
-                if has_header:  # the first non-blank record
-                    header_names = [c.strip() for c in record]
-                    has_header = False
-                    if names is None:
-                        names = header_names
-                        dupes = sorted({n for n in names if names.count(n) > 1})
-                        if dupes:
-                            yield RowError(Pos(shown, line_no), f"header repeats column names: {', '.join(dupes)}")
-                            return
-                    elif len(names) != len(header_names):
-                        yield RowError(Pos(shown, line_no), f"header has {len(header_names)} columns, but `columns` names {len(names)}")
-                        return
-                    continue
+    lines = _text_lines(path)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+    names = list(columns) if columns else None
+    try:
+        for record in reader:
+            line_no = reader.line_num
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            if has_header:  # the first non-blank record
+                header_names = [c.strip() for c in record]
+                has_header = False
                 if names is None:
-                    yield RowError(Pos(shown), "no header row and no `columns` to name the columns")
+                    names = header_names
+                    dupes = sorted({n for n in names if names.count(n) > 1})
+                    if dupes:
+                        yield RowError(Pos(shown, line_no), f"header repeats column names: {', '.join(dupes)}")
+                        return
+                elif len(names) != len(header_names):
+                    yield RowError(Pos(shown, line_no), f"header has {len(header_names)} columns, but `columns` names {len(names)}")
                     return
-                if len(record) != len(names):
-                    yield RowError(Pos(shown, line_no), f"expected {len(names)} columns ({', '.join(names)}), found {len(record)}")
-                    continue
-                yield Row(line_no, dict(zip(names, record)))
-        except UnicodeDecodeError:
-            yield _decode_error(shown, reader.line_num + 1)
-        except csv.Error as exc:
-            yield RowError(Pos(shown, reader.line_num), f"CSV error: {exc}")
+                continue
+            if names is None:
+                yield RowError(Pos(shown), "no header row and no `columns` to name the columns")
+                return
+            if len(record) != len(names):
+                yield RowError(Pos(shown, line_no), f"expected {len(names)} columns ({', '.join(names)}), found {len(record)}")
+                continue
+            yield Row(line_no, dict(zip(names, record)))
+    except _BadBytes as exc:
+        yield _decode_error(shown, exc.line)
+    except csv.Error as exc:
+        yield RowError(Pos(shown, reader.line_num), f"CSV error: {exc}")
 
 
 def _parquet(path, fmt, shown, columns, header, field):

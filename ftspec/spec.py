@@ -195,7 +195,7 @@ Source = Annotated[
         custom_error_type="source",
         custom_error_message="expected a file path, {path: FILE, …} or {hub: DATASET_ID, …}",
     ),
-    BeforeValidator(_path_shorthand),
+    BeforeValidator(_path_shorthand, json_schema_input_type=Union[str, FileSource, HubSource]),
 ]
 
 
@@ -328,7 +328,7 @@ def _adapter_shorthand(v: Any) -> Any:
 AdapterSpec = Annotated[
     Union[Annotated[FullAdapter, Tag("full")], Annotated[LoraAdapter, Tag("lora")], Annotated[QLoraAdapter, Tag("qlora")]],
     Discriminator(_by_kind()),
-    BeforeValidator(_adapter_shorthand),
+    BeforeValidator(_adapter_shorthand, json_schema_input_type=Union[Literal["full", "lora", "qlora"], FullAdapter, LoraAdapter, QLoraAdapter]),
     Field(description="What is trained: `full`, `lora` or `qlora` (or `{kind: lora, r: …}`)."),
 ]
 
@@ -344,7 +344,7 @@ class SFTMethod(_Section):
     adapter: AdapterSpec = Field(default_factory=_default_adapter)
 
 
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair", "aot", "aot_pair", "apo_zero", "apo_down", "exo_pair", "discopop", "sft")
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.x
 
 
 class DPOMethod(_Section):
@@ -479,7 +479,7 @@ def _metric_tag(v: Any) -> str | None:
 MetricSpec = Annotated[
     Union[Annotated[SimpleMetric, Tag("simple")], Annotated[JsonSchemaMetric, Tag("json_schema")], Annotated[JudgeMetric, Tag("judge")]],
     Discriminator(_metric_tag, custom_error_type="metric", custom_error_message="expected a metric name or {name: METRIC, …}"),
-    BeforeValidator(_metric_shorthand),
+    BeforeValidator(_metric_shorthand, json_schema_input_type=Union[Literal[SIMPLE_METRICS], SimpleMetric, JsonSchemaMetric, JudgeMetric]),  # type: ignore[valid-type]
 ]
 
 _GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d+)?([eE]-?\d+)?)\s*$")

@@ -1,0 +1,36 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="Rewrite tests/golden/* from the current output (review the diff before committing).")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def in_root(monkeypatch):
+    """Run with the repository root as the working directory, as a user would."""
+    monkeypatch.chdir(ROOT)
+    return ROOT
+
+
+def run_cli(args, cwd=None, env=None, **kw):
+    """Run `python -m ftspec ARGS` in a fresh process."""
+    import subprocess
+
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "ftspec", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=120, **kw)

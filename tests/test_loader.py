@@ -1,0 +1,80 @@
+"""The loader keeps the position of every key and value, and layers extends,
+profiles and --set in that order."""
+
+import pytest
+
+from ftspec.errors import SpecError
+from ftspec.loader import load, parse_set, parse_yaml
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_positions_of_keys_and_values():
+    value, where, _, issues = parse_yaml("a:\n  b: 1\n  c: [x, y]\n", "f.yaml")
+    assert issues == []
+    assert value == {"a": {"b": 1, "c": ["x", "y"]}}
+    assert (where[("a", "b")].pos.line, where[("a", "b")].pos.col) == (2, 6)
+    assert (where[("a", "b")].key_pos.line, where[("a", "b")].key_pos.col) == (2, 3)
+    assert (where[("a", "c", 1)].pos.line, where[("a", "c", 1)].pos.col) == (3, 10)
+
+
+def test_keys_stay_strings_and_dates_stay_text():
+    value, _, _, _ = parse_yaml("on: yes\n1: one\nwhen: 2024-01-02\n", "f.yaml")
+    assert value == {"on": True, "1": "one", "when": "2024-01-02"}
+
+
+def test_merge_keys_are_supported():
+    value, _, _, issues = parse_yaml("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", "f.yaml")
+    assert issues == []
+    assert value["other"] == {"x": 1, "y": 3}
+
+
+def test_extends_merges_mappings_and_replaces_the_rest(tmp_path):
+    _write(tmp_path, "base.yaml", "name: base\ntraining:\n  epochs: 2\n  seed: 1\neval:\n  metrics: [a, b]\n")
+    child = _write(tmp_path, "child.yaml", "extends: base.yaml\nname: child\ntraining:\n  seed: 7\neval:\n  metrics: [c]\n")
+    loaded = load(child)
+    assert loaded.data == {"name": "child", "training": {"epochs": 2, "seed": 7}, "eval": {"metrics": ["c"]}}
+    # Values keep the file and line they came from.
+    assert loaded.where[("training", "epochs")].pos.file.endswith("base.yaml")
+    assert loaded.where[("training", "seed")].pos.file.endswith("child.yaml")
+    assert [p.name for p in loaded.files] == ["base.yaml", "child.yaml"]
+
+
+def test_extends_chain_of_three(tmp_path):
+    _write(tmp_path, "a.yaml", "x: 1\ny: 1\nz: 1\n")
+    _write(tmp_path, "b.yaml", "extends: a.yaml\ny: 2\n")
+    c = _write(tmp_path, "c.yaml", "extends: b.yaml\nz: 3\n")
+    assert load(c).data == {"x": 1, "y": 2, "z": 3}
+
+
+def test_profiles_apply_in_order_then_sets(tmp_path):
+    spec = _write(tmp_path, "s.yaml", "training: {epochs: 1, seed: 1}\nprofiles:\n  a: {training: {epochs: 2, seed: 2}}\n  b: {training: {epochs: 3}}\n")
+    loaded = load(spec, ["a", "b"], ["training.seed=9", "eval.metrics=[x, y]"])
+    assert loaded.data == {"training": {"epochs": 3, "seed": 9}, "eval": {"metrics": ["x", "y"]}}
+    assert loaded.where[("training", "epochs")].key == "profiles.b.training.epochs"
+    assert loaded.profiles == ["a", "b"]
+    assert loaded.unused_profiles == {}
+
+
+def test_set_values_are_yaml():
+    assert parse_set("a.b=5")[1].data == {"a": {"b": 5}}
+    assert parse_set("a=0.5")[1].data == {"a": 0.5}
+    assert parse_set("a=true")[1].data == {"a": True}
+    assert parse_set("a={x: 1}")[1].data == {"a": {"x": 1}}
+    assert parse_set("a=hello world")[1].data == {"a": "hello world"}
+    assert parse_set("a=x=y")[1].data == {"a": "x=y"}
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=5", "a..b=1", ".a=1", "a b=1", "extends=x.yaml", "profiles.x=1"])
+def test_bad_set_is_an_error(bad):
+    with pytest.raises(SpecError):
+        parse_set(bad)
+
+
+def test_set_value_tags_are_refused():
+    with pytest.raises(SpecError, match="not allowed"):
+        parse_set("a=!!python/name:os.system")

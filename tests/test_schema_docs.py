@@ -1,0 +1,70 @@
+"""The JSON Schema and the README's spec reference are generated from the field
+descriptions, and the copies in the repository are kept in sync."""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT, SPECS
+from ftspec import spec as S
+from ftspec.reference import SECTIONS, markdown_reference
+
+jsonschema = pytest.importorskip("jsonschema")
+
+SCHEMA_FILE = ROOT / "schema" / "ftspec-v1.schema.json"
+
+
+def test_schema_is_valid_json_schema():
+    jsonschema.Draft202012Validator.check_schema(S.json_schema())
+
+
+def test_schema_file_is_up_to_date():
+    expected = json.dumps(S.json_schema(), indent=2, sort_keys=True) + "\n"
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == expected, "run: ftspec schema -o schema/ftspec-v1.schema.json"
+
+
+@pytest.mark.parametrize("spec", [p for p in SPECS if "extends:" not in p.read_text()], ids=lambda p: p.name)
+def test_shipped_specs_satisfy_the_json_schema(spec):
+    validator = jsonschema.Draft202012Validator(S.json_schema())
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(yaml.safe_load(spec.read_text()))]
+    assert errors == []
+
+
+def test_json_schema_rejects_an_unknown_key():
+    validator = jsonschema.Draft202012Validator(S.json_schema())
+    doc = yaml.safe_load((ROOT / "specs/quickstart.yaml").read_text())
+    doc["data"]["trian"] = "x.jsonl"
+    assert any("trian" in e.message for e in validator.iter_errors(doc))
+
+
+def _models():
+    seen, todo = set(), [S.Spec]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for field in model.model_fields.values():
+            for t in re.findall(r"ftspec\.spec\.(\w+)", repr(field.annotation)):
+                todo.append(getattr(S, t))
+    return seen
+
+
+def test_every_field_has_a_description():
+    missing = [f"{m.__name__}.{n}" for m in _models() for n, f in m.model_fields.items() if not f.description]
+    assert missing == []
+
+
+def test_reference_covers_every_section_model():
+    documented = {m for _, m in SECTIONS}
+    trivial = {S.ByteTokenizer, S.FullAdapter, S.NoTracking, S.TensorboardTracking, S.FileTemplate, S.BuiltinTemplate}
+    assert _models() - documented - trivial == set()
+
+
+def test_readme_reference_is_generated_from_the_schema():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- reference:start -->\n(.*?)<!-- reference:end -->", readme, re.S)
+    assert match, "README.md lacks the <!-- reference:start/end --> markers"
+    assert match.group(1).strip() == markdown_reference().strip(), "run: ftspec schema --markdown, and paste it into README.md"
