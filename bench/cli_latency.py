@@ -1,0 +1,67 @@
+"""How long `ftspec validate` takes, next to the time it takes just to import the
+training stack: the light commands must answer in a fraction of it.
+
+    python bench/cli_latency.py [--runs 9]
+
+Runs both commands interleaved, in fresh processes, after one warm-up each, and
+prints the median wall times and their ratio. Targets: validate <= 0.25 s and
+<= 0.05 x the import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args()
+
+    largest = max((ROOT / "specs").glob("*.yaml"), key=lambda p: p.stat().st_size)
+    spec = str(largest.relative_to(ROOT))
+    exe = shutil.which("ftspec", path=str(Path(sys.executable).parent))
+    validate = [exe, "validate", "-q", spec] if exe else [sys.executable, "-m", "ftspec", "validate", "-q", spec]
+    imports = [sys.executable, "-c", "import torch, transformers"]
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+            raise ImportError
+    except ImportError:
+        sys.exit("torch and transformers are not installed here: pip install -e '.[train]'")
+
+    timed(validate)
+    timed(imports)
+    v_times, i_times = [], []
+    for _ in range(args.runs):
+        v_times.append(timed(validate))
+        i_times.append(timed(imports))
+    v, i = statistics.median(v_times), statistics.median(i_times)
+    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    print(f"ftspec validate {spec}: median {v:.3f} s over {args.runs} runs (min {min(v_times):.3f}, max {max(v_times):.3f})")
+    print(f"python -c 'import torch, transformers': median {i:.3f} s (min {min(i_times):.3f}, max {max(i_times):.3f})")
+    print(f"ratio validate/import = {v / i:.3f}  (target <= 0.05; validate target <= 0.25 s: {'met' if v <= 0.25 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The command line as a user meets it."""
+
+import json
+import shutil
+
+from click.testing import CliRunner
+
+from conftest import ROOT
+from ftspec import __version__
+from ftspec.cli import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_version():
+    assert invoke("--version").output.strip() == f"ftspec, version {__version__}"
+
+
+def test_validate_ok(in_root):
+    result = invoke("validate", "specs/quickstart.yaml", "specs/routing-prod.yaml")
+    assert result.exit_code == 0
+    assert "specs/quickstart.yaml: ok" in result.output
+    assert "specs/routing-prod.yaml: ok" in result.output
+
+
+def test_validate_reports_every_spec_and_exits_2(in_root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ftspec: 1\nname: x\n")
+    result = invoke("validate", "specs/quickstart.yaml", str(bad))
+    assert result.exit_code == 2
+    assert "specs/quickstart.yaml: ok" in result.output
+    assert f"{bad}:1:1: model: required key is missing" in result.output
+    assert "Traceback" not in result.output
+    assert result.output.rstrip().endswith("ftspec: 3 errors")
+
+
+def test_strict_fails_on_warnings(in_root):
+    result = invoke("validate", "--strict", "specs/routing-lora.yaml")
+    assert result.exit_code == 2
+    assert "warning: hub model 'Qwen/Qwen2.5-0.5B-Instruct' has no pinned revision" in result.output
+    assert "1 warning (--strict)" in result.output
+    assert invoke("validate", "specs/routing-lora.yaml").exit_code == 0
+
+
+def test_plan_summary(in_root):
+    result = invoke("plan", "specs/quickstart.yaml", "--profile", "smoke")
+    assert result.exit_code == 0
+    out = result.output
+    assert "plan quickstart" in out
+    assert "profiles smoke" in out
+    assert "train 64 · validation 64 · test 64 rows" in out
+    assert "5 steps (max_steps)" in out
+    assert "prepare_data" in out and "report" in out
+
+
+def test_plan_json_and_output_file(in_root, tmp_path):
+    result = invoke("plan", "specs/quickstart.yaml", "--json")
+    assert result.exit_code == 0
+    plan = json.loads(result.output)
+    assert plan["plan_version"] == 1 and len(plan["id"]) == 64
+    out = tmp_path / "sub" / "plan.json"
+    result = invoke("plan", "specs/quickstart.yaml", "-o", str(out))
+    assert result.exit_code == 0
+    assert json.loads(out.read_text())["id"] == plan["id"]
+    assert [p.name for p in out.parent.iterdir()] == ["plan.json"]
+
+
+def test_set_override_shows_in_the_plan(in_root):
+    result = invoke("plan", "specs/quickstart.yaml", "--set", "training.epochs=1", "--json")
+    plan = json.loads(result.output)
+    assert plan["training"]["total_steps"] == 75
+    assert plan["spec"]["overrides"] == ["training.epochs=1"]
+
+
+def test_trust_remote_code_is_shown_prominently(tmp_path):
+    shutil.copy(ROOT / "specs/data/support-tickets.jsonl", tmp_path / "t.jsonl")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "ftspec: 1\nname: trc\nmodel: {base: org/model, revision: abc, trust_remote_code: true}\n"
+        "data: {train: t.jsonl, split: {validation: 0.1}}\n"
+        "format: {kind: prompt_completion, prompt: '{{ text }}', completion: ' {{ queue }}'}\n"
+    )
+    result = invoke("plan", str(spec))
+    assert result.exit_code == 0
+    assert "!! trust_remote_code: true" in result.output
+
+
+def test_trust_remote_code_is_not_mentioned_when_off(in_root):
+    assert "trust_remote_code" not in invoke("plan", "specs/quickstart.yaml").output
+
+
+def test_schema_and_templates():
+    result = invoke("schema")
+    assert json.loads(result.output)["title"] == "ftspec spec, version 1"
+    assert "#### `training`" in invoke("schema", "--markdown").output
+    assert invoke("templates").output.split() == ["chatml", "instruction", "plain-chat"]
+
+
+def test_usage_errors_exit_2():
+    assert invoke("validate").exit_code == 2
+    assert invoke("plan", "a.yaml", "b.yaml").exit_code == 2
+    assert invoke("frobnicate").exit_code == 2
