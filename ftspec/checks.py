@@ -180,14 +180,15 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     from ftspec.sources import fingerprint
 
     info.sha256 = fingerprint(path)
+    if info.rows == 0:
+        ctx.issues.append(Issue(pos, key, f"data file '{source.path}' has no rows"))
+        return
     info.readable = True
     seen: dict[str, None] = {}
     for row in info.sample:
         for name in row.values:
             seen.setdefault(name, None)
     info.columns = list(seen)
-    if info.rows == 0:
-        ctx.issues.append(Issue(pos, key, f"data file '{source.path}' has no rows"))
 
 
 def count_rows(path: Path, fmt: str, source: Any, shown: str, on_bad_row: str) -> int:
@@ -334,8 +335,9 @@ def check_rename(ctx: Context) -> Iterator[Issue]:
         return
     for old in ctx.spec.data.rename:
         if old not in info.columns:
-            yield ctx.error(("data", "rename", old), f"no column '{old}' in {info.shown}",
-                            did_you_mean(old, info.columns) or f"columns: {', '.join(info.columns)}")
+            origin = ctx.at("data", "rename", old)
+            yield Issue(origin.key_pos or origin.pos, ctx.key("data", "rename", old), f"no column '{old}' in {info.shown}",
+                        did_you_mean(old, info.columns) or f"columns: {', '.join(info.columns)}")
 
 
 def check_template_names(ctx: Context) -> Iterator[Issue]:
@@ -509,7 +511,7 @@ def check_model_revision(ctx: Context) -> Iterator[Issue]:
 def check_max_length(ctx: Context) -> Iterator[Issue]:
     """Rows cannot be longer than the model's positions."""
     limit = ctx.model.max_positions if ctx.model else None
-    if limit and ctx.spec.training.max_length > limit:
+    if limit and ctx.spec.training.max_length and ctx.spec.training.max_length > limit:
         yield ctx.error(("training", "max_length"), f"longer than the model's {limit} positions (got {ctx.spec.training.max_length})")
 
 

@@ -217,7 +217,7 @@ def _training(ctx: Context, train_rows: int | None) -> dict:
         "batch_size": t.batch_size,
         "gradient_accumulation": t.gradient_accumulation,
         "effective_batch_size": effective,
-        "max_length": t.max_length,
+        "max_length": t.max_length or min(1024, (ctx.model.max_positions if ctx.model else None) or 1024),
         "seed": t.seed,
         "optimizer": t.optimizer,
         "weight_decay": t.weight_decay,

@@ -196,7 +196,9 @@ def _decode(raw: bytes, file: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        # Columns count characters, as an editor shows them, not bytes.
+        col = len(raw[line_start:exc.start].decode("utf-8", errors="replace")) + 1
         raise SpecError.one(
             Pos(file, line, col), "",
             f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8",
@@ -207,7 +209,9 @@ def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
     mark = exc.problem_mark or exc.context_mark
     pos = Pos(file, mark.line + 1, mark.column + 1) if mark else Pos(file)
     problem = (exc.problem or exc.context or "invalid YAML").strip()
-    if "'\\t'" in problem:
+    if "expected a single document" in (exc.context or ""):
+        problem = "more than one YAML document; a spec is a single document (remove '---')"
+    elif "'\\t'" in problem:
         problem = "tab character in indentation; YAML indents with spaces only"
     elif "expected a single document" in problem:
         problem = "more than one YAML document; a spec is a single document (remove '---')"
@@ -256,7 +260,7 @@ def read_document(path: Path, shown: str | None = None) -> Document:
     if value is None:
         raise SpecError.one(Pos(file, 1, 1), "", "the spec is empty; it needs at least 'ftspec', 'name', 'model' and 'data'")
     if not isinstance(value, dict):
-        kind = "a list" if isinstance(value, list) else f"a {type(value).__name__}"
+        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(type(value), "a plain value")
         raise SpecError.one(root, "", f"the spec must be a mapping of keys to values, not {kind}")
     return Document(value, where, root, issues)
 
@@ -328,6 +332,10 @@ def _load_with_bases(path: Path, chain: list[Path]) -> tuple[Document, list[Path
     return merge(base, doc), base_files + files
 
 
+def _key_path(key: str) -> list:
+    return [p for p in key.split(".") if p] if key else []
+
+
 _SET_KEY = re.compile(r"^[A-Za-z_][\w-]*(\.([\w-]+))*$")
 
 
@@ -341,10 +349,13 @@ def parse_set(item: str) -> tuple[KeyPath, Document]:
     path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
     if path[0] in ("extends", "profiles"):
         raise SpecError.one(Pos(shown), key, f"'{path[0]}' cannot be set from the command line")
-    value, inner, _, issues = parse_yaml(text, shown)
-    if issues:
-        raise SpecError(issues)
     pos = Pos(shown)
+    try:
+        value, inner, _, issues = parse_yaml(text, shown)
+    except SpecError as exc:  # a YAML error in the value: its position is inside the value, not a file
+        raise SpecError([Issue(pos, key, i.message, i.hint) for i in exc.issues]) from None
+    if issues:
+        raise SpecError([Issue(pos, dotted(path + tuple(_key_path(i.key))), i.message, i.hint) for i in issues])
     where = {path[: i + 1]: Origin(pos, None, dotted(path[: i + 1])) for i in range(len(path))}
     for p in inner:
         where[path + p] = Origin(pos, None, dotted(path + p))

@@ -141,7 +141,7 @@ def _jsonl(path, fmt, shown, columns, header, field):
 
 
 def _json_kind(value) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
+    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _json(path, fmt, shown, columns, header, field):

@@ -12,10 +12,24 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 SPEC_VERSION = 1
+
+
+def _no_bool(value: Any) -> Any:
+    # YAML's `true` is not the number 1, whatever Python thinks.
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
+# Integers must be integers (not `true`, not 2.5); numbers may be written `1e-4`,
+# which YAML 1.1 reads as a string.
+Int = Annotated[int, Strict()]
+Number = Annotated[float, BeforeValidator(_no_bool)]
 
 
 class _Section(BaseModel):
@@ -99,7 +113,7 @@ class BPETokenizer(_Section):
     """A byte-level BPE tokenizer trained on the training split when data is prepared."""
 
     kind: Literal["bpe"] = Field(description="`bpe`: byte-level BPE trained on the training split.")
-    vocab_size: int = Field(1024, ge=300, le=65536, description="Vocabulary size including the 256 byte tokens and the special tokens.")
+    vocab_size: Int = Field(1024, ge=300, le=65536, description="Vocabulary size including the 256 byte tokens and the special tokens.")
 
 
 TinyTokenizerSpec = Annotated[
@@ -125,14 +139,14 @@ class TinyModel(_Section):
 
     kind: Literal["tiny"] = Field(description="`tiny`: build a small model from this config.")
     architecture: Literal["llama", "qwen2", "mistral", "gpt2"] = Field("llama", description="transformers architecture to instantiate.")
-    hidden_size: int = Field(64, ge=8, le=16384, description="Width of the model.")
-    num_layers: int = Field(2, ge=1, le=128, description="Number of transformer blocks.")
-    num_heads: int = Field(4, ge=1, le=256, description="Attention heads; must divide `hidden_size`.")
-    num_kv_heads: int | None = Field(None, ge=1, le=256, description="Key/value heads for grouped-query attention; defaults to `num_heads` (not used by gpt2).")
-    intermediate_size: int | None = Field(None, ge=8, le=65536, description="Width of the MLP; defaults to 4 × `hidden_size`.")
-    max_position_embeddings: int = Field(512, ge=16, le=131072, description="Longest sequence the model can take.")
+    hidden_size: Int = Field(64, ge=8, le=16384, description="Width of the model.")
+    num_layers: Int = Field(2, ge=1, le=128, description="Number of transformer blocks.")
+    num_heads: Int = Field(4, ge=1, le=256, description="Attention heads; must divide `hidden_size`.")
+    num_kv_heads: Int | None = Field(None, ge=1, le=256, description="Key/value heads for grouped-query attention; defaults to `num_heads` (not used by gpt2).")
+    intermediate_size: Int | None = Field(None, ge=8, le=65536, description="Width of the MLP; defaults to 4 × `hidden_size`.")
+    max_position_embeddings: Int = Field(512, ge=16, le=131072, description="Longest sequence the model can take.")
     tokenizer: TinyTokenizerSpec = Field(default_factory=lambda: ByteTokenizer(kind="byte"))
-    init_seed: int = Field(0, ge=0, description="Seed of the random initial weights.")
+    init_seed: Int = Field(0, ge=0, description="Seed of the random initial weights.")
 
     @model_validator(mode="after")
     def _heads(self) -> "TinyModel":
@@ -202,9 +216,9 @@ Source = Annotated[
 class Split(_Section):
     """Carve validation and test rows out of the training source, reproducibly."""
 
-    validation: float = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for validation (only when `data.validation` is not given).")
-    test: float = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for the test split (only when `data.test` is not given).")
-    seed: int = Field(42, ge=0, description="Seed of the shuffle before splitting.")
+    validation: Number = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for validation (only when `data.validation` is not given).")
+    test: Number = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for the test split (only when `data.test` is not given).")
+    seed: Int = Field(42, ge=0, description="Seed of the shuffle before splitting.")
     stratify: str | None = Field(None, description="Column whose value proportions each split keeps (for classification labels).")
 
     @model_validator(mode="after")
@@ -226,7 +240,7 @@ class Data(_Section):
     split: Split | None = Field(None, description="Hold out validation/test rows from `train` when no file is given for them.")
     rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=dict, description="Rename columns: `{old_name: new_name}`.")
     derive: dict[str, str] = Field(default_factory=dict, description="New columns computed from each row by jinja templates, in order: `{answer: \"{{ 'yes' if label == '1' else 'no' }}\"}`.")
-    limit: int | None = Field(None, ge=1, description="Keep at most this many rows of each split (after splitting): for quick runs and smoke profiles.")
+    limit: Int | None = Field(None, ge=1, description="Keep at most this many rows of each split (after splitting): for quick runs and smoke profiles.")
     on_bad_row: Literal["error", "skip"] = Field("error", description="A row that cannot be read or rendered: stop with its row number (`error`), or `skip` it and count it in the data statistics.")
 
     @field_validator("derive")
@@ -305,9 +319,9 @@ class LoraAdapter(_Section):
     """Low-rank adapters (LoRA) through peft; the base weights stay frozen."""
 
     kind: Literal["lora"] = Field(description="`lora`.")
-    r: int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
-    alpha: float | None = Field(None, gt=0, description="Scaling numerator (`alpha / r`); defaults to 2 × `r`.")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    r: Int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
+    alpha: Number | None = Field(None, gt=0, description="Scaling numerator (`alpha / r`); defaults to 2 × `r`.")
+    dropout: Number = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: Union[Literal["all-linear"], Annotated[list[str], Field(min_length=1)]] = Field("all-linear", description="Module names to adapt, or `all-linear` for every linear layer but the output head.")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
 
@@ -352,9 +366,9 @@ class DPOMethod(_Section):
 
     kind: Literal["dpo"] = Field(description="`dpo`: direct preference optimisation.")
     adapter: AdapterSpec = Field(default_factory=_default_adapter)
-    beta: float = Field(0.1, gt=0, le=100, description="Strength of the pull towards the reference model; higher stays closer.")
+    beta: Number = Field(0.1, gt=0, le=100, description="Strength of the pull towards the reference model; higher stays closer.")
     loss_type: Literal[DPO_LOSSES] = Field("sigmoid", description="DPO loss variant (TRL's `loss_type`).")  # type: ignore[valid-type]
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed rate of flipped preference labels (robust/cDPO losses).")
+    label_smoothing: Number = Field(0.0, ge=0, lt=0.5, description="Assumed rate of flipped preference labels (robust/cDPO losses).")
 
 
 MethodSpec = Annotated[
@@ -369,34 +383,34 @@ MethodSpec = Annotated[
 class EarlyStopping(_Section):
     """Stop when the validation loss stops improving."""
 
-    patience: int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
-    min_delta: float = Field(0.0, ge=0, description="Smallest decrease of the validation loss that counts as an improvement.")
+    patience: Int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
+    min_delta: Number = Field(0.0, ge=0, description="Smallest decrease of the validation loss that counts as an improvement.")
 
 
-Cadence = Union[Annotated[int, Field(ge=1)], Literal["epoch"]]
+Cadence = Union[Annotated[int, Strict(), Field(ge=1)], Literal["epoch"]]
 
 
 class Training(_Section):
     """Optimisation settings. Steps are optimizer steps (after gradient accumulation)."""
 
-    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training split.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; overrides `epochs`.")
-    learning_rate: float | None = Field(None, gt=0, lt=1, description="Peak learning rate; defaults to 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning (5e-6 for full DPO).")
+    epochs: Number = Field(1.0, gt=0, le=1000, description="Passes over the training split.")
+    max_steps: Int | None = Field(None, ge=1, description="Stop after this many optimizer steps; overrides `epochs`.")
+    learning_rate: Number | None = Field(None, gt=0, lt=1, description="Peak learning rate; defaults to 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning (5e-6 for full DPO).")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warm-up.")
-    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Fraction of the steps spent warming up; defaults to 0.03. Give this or `warmup_steps`.")
-    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps; give this or `warmup_ratio`.")
-    batch_size: int = Field(8, ge=1, le=65536, description="Rows per device per forward pass.")
-    gradient_accumulation: int = Field(1, ge=1, le=4096, description="Forward passes per optimizer step.")
-    max_length: int = Field(1024, ge=8, le=1_048_576, description="Longest tokenised row; longer rows are truncated (the prepared-data statistics report how many).")
-    seed: int = Field(42, ge=0, description="Seed of initialisation, shuffling and dropout.")
+    warmup_ratio: Number | None = Field(None, ge=0, lt=1, description="Fraction of the steps spent warming up; defaults to 0.03. Give this or `warmup_steps`.")
+    warmup_steps: Int | None = Field(None, ge=0, description="Warm-up steps; give this or `warmup_ratio`.")
+    batch_size: Int = Field(8, ge=1, le=65536, description="Rows per device per forward pass.")
+    gradient_accumulation: Int = Field(1, ge=1, le=4096, description="Forward passes per optimizer step.")
+    max_length: Int | None = Field(None, ge=8, le=1_048_576, description="Longest tokenised row; longer rows are truncated (the prepared-data statistics report how many). Defaults to 1024, or the model's context length when that is shorter.")
+    seed: Int = Field(42, ge=0, description="Seed of initialisation, shuffling and dropout.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = Field("adamw_torch", description="Optimizer.")
-    weight_decay: float = Field(0.0, ge=0, lt=1, description="Decoupled weight decay.")
-    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
+    weight_decay: Number = Field(0.0, ge=0, lt=1, description="Decoupled weight decay.")
+    max_grad_norm: Number = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more time.")
-    logging_steps: int = Field(10, ge=1, description="Log the training loss every this many steps.")
+    logging_steps: Int = Field(10, ge=1, description="Log the training loss every this many steps.")
     eval_every: Cadence | None = Field(None, description="Compute the validation loss every N steps or every `epoch`; defaults to about ten times per run.")
     save_every: Cadence | None = Field(None, description="Write a checkpoint every N steps or every `epoch`; defaults to `eval_every`.")
-    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (the newest, plus the best when early stopping).")
+    save_total_limit: Int = Field(2, ge=1, description="Checkpoints kept on disk (the newest, plus the best when early stopping).")
     early_stopping: EarlyStopping | None = Field(None, description="Stop when the validation loss stops improving (needs validation data).")
 
     @model_validator(mode="after")
@@ -456,7 +470,14 @@ class JudgeMetric(_Section):
     model: str = Field(min_length=1, description="Judge model: a hub id or local path.")
     rubric: Template = Field(description="Template of the judge prompt; sees `prompt`, `reference` and `prediction`.")
     score_regex: str = Field(r"(\d+(?:\.\d+)?)", description="Regex whose first group is the judge's score.")
-    scale: tuple[float, float] = Field((1.0, 10.0), description="Lowest and highest score, mapped to 0..1.")
+    scale: Annotated[list[Number], Field(min_length=2, max_length=2)] = Field(default_factory=lambda: [1.0, 10.0], description="Lowest and highest score `[low, high]`, mapped to 0..1.")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: list[float]) -> list[float]:
+        if v[0] >= v[1]:
+            raise ValueError(f"the lowest score must be below the highest (got {v[0]:g}, {v[1]:g})")
+        return v
 
 
 def _metric_shorthand(v: Any) -> Any:
@@ -485,6 +506,15 @@ MetricSpec = Annotated[
 _GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d+)?([eE]-?\d+)?)\s*$")
 
 
+def _gate(cond: str) -> str:
+    if not _GATE.match(cond):
+        raise ValueError(f"expected a comparison such as \">= 0.85\" (got {cond!r})")
+    return cond
+
+
+GateCondition = Annotated[str, AfterValidator(_gate)]
+
+
 class Eval(_Section):
     """Held-out evaluation of the tuned model, against the base model when `baseline` is on."""
 
@@ -493,20 +523,12 @@ class Eval(_Section):
     mode: Literal["generate", "choices"] = Field("generate", description="`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the best (fair to a base model that rambles).")
     choices: list[str] | None = Field(None, min_length=2, description="Allowed labels in `choices` mode; defaults to the distinct references of the training split.")
     metrics: list[MetricSpec] = Field(default_factory=list, description="Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to exact_match for SFT.")
-    max_new_tokens: int = Field(64, ge=1, le=32768, description="Longest generated answer.")
+    max_new_tokens: Int = Field(64, ge=1, le=32768, description="Longest generated answer.")
     stop: list[str] = Field(default_factory=list, description="Strings that end a generated answer.")
-    few_shot: int = Field(0, ge=0, le=64, description="Examples from the training split prepended to the baseline prompt (try prompt engineering first).")
-    batch_size: int = Field(16, ge=1, le=4096, description="Rows per generation batch.")
-    limit: int | None = Field(None, ge=1, description="Score at most this many rows.")
-    gates: dict[str, str] = Field(default_factory=dict, description="Thresholds the run must meet or exit with status 3: `{accuracy: \">= 0.85\", improvement.accuracy: \">= 0.05\"}`.")
-
-    @field_validator("gates")
-    @classmethod
-    def _gates(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, cond in v.items():
-            if not isinstance(cond, str) or not _GATE.match(cond):
-                raise ValueError(f"gate '{key}': expected a comparison such as \">= 0.85\" (got {cond!r})")
-        return v
+    few_shot: Int = Field(0, ge=0, le=64, description="Examples from the training split prepended to the baseline prompt (try prompt engineering first).")
+    batch_size: Int = Field(16, ge=1, le=4096, description="Rows per generation batch.")
+    limit: Int | None = Field(None, ge=1, description="Score at most this many rows.")
+    gates: dict[str, GateCondition] = Field(default_factory=dict, description="Thresholds the run must meet or exit with status 3: `{accuracy: \">= 0.85\", improvement.accuracy: \">= 0.05\"}`.")
 
 
 def parse_gate(cond: str) -> tuple[str, float]:
@@ -524,8 +546,8 @@ class Compute(_Section):
     backend: Literal["local"] = Field("local", description="Execution backend; `local` runs on this machine.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; `auto` takes CUDA, then MPS, then the CPU.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Training precision; `auto` picks bf16 where the device supports it, else fp32.")
-    num_processes: int = Field(1, ge=1, le=1024, description="Processes (one per GPU) on each node.")
-    num_nodes: int = Field(1, ge=1, le=1024, description="Machines.")
+    num_processes: Int = Field(1, ge=1, le=1024, description="Processes (one per GPU) on each node.")
+    num_nodes: Int = Field(1, ge=1, le=1024, description="Machines.")
     strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How several processes share the work.")
 
     @model_validator(mode="after")

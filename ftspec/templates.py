@@ -66,8 +66,12 @@ def environment() -> ImmutableSandboxedEnvironment:
 
 
 def builtin_dir():
-    """The folder of built-in templates, as installed (``templates/`` in a checkout)."""
-    return resources.files("ftspec._templates")
+    """The folder of built-in templates: the installed ``ftspec._templates``, or
+    ``templates/`` beside the package when running from a checkout that was not installed."""
+    try:
+        return resources.files("ftspec._templates")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "templates"
 
 
 def builtin_names() -> list[str]:

@@ -97,8 +97,8 @@ def _tag_of(member: Any) -> str | None:
     return None
 
 
-def _fields_at(loc: tuple) -> list[str] | None:
-    """The keys the schema allows at ``loc`` (pydantic's loc, union tags included)."""
+def _type_at(loc: tuple) -> Any:
+    """The schema's type at ``loc`` (pydantic's loc, union tags included), or None."""
     tp: Any = Spec
     for part in loc:
         tp = _unwrap(tp)
@@ -121,10 +121,23 @@ def _fields_at(loc: tuple) -> list[str] | None:
             tp = typing.get_args(tp)[1]
         else:
             return None
-    tp = _unwrap(tp)
+    return tp
+
+
+def _fields_at(loc: tuple) -> list[str] | None:
+    """The keys the schema allows at ``loc``."""
+    tp = _unwrap(_type_at(loc))
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return [f.alias or name for name, f in tp.model_fields.items()]
     return None
+
+
+def _tags_at(loc: tuple) -> list[str]:
+    """The kinds a discriminated union at ``loc`` accepts."""
+    tp = _unwrap(_type_at(loc))
+    if typing.get_origin(tp) is typing.Union:
+        return [t for t in (_tag_of(m) for m in typing.get_args(tp)) if t]
+    return []
 
 
 def _got(value: Any) -> str:
@@ -135,7 +148,7 @@ def _got(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
-        return "a list"
+        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return repr(shown)
@@ -218,6 +231,10 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
     if kind == "missing":
         parent = origin(path[:-1])
         where = parent.key_pos or parent.pos
+        parent_path = dotted(path[:-1])
+        # Inside a profile or a base spec, name the key where it would be written.
+        if parent.key and parent_path and parent.key.endswith(parent_path) and parent.key != parent_path:
+            key = f"{parent.key}.{path[-1]}"
         return Issue(where, key, "required key is missing")
 
     if kind == "extra_forbidden":
@@ -227,17 +244,20 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
     value = err.get("input")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         container = _value_at(data, path)
-        disc = "kind" if isinstance(container, dict) and "kind" in container else (
-            "name" if isinstance(container, dict) and "name" in container else None)
         ctx = err.get("ctx") or {}
-        expected = _QUOTED.findall(ctx.get("expected_tags", ""))
-        if kind == "union_tag_invalid" and disc:
+        expected = _QUOTED.findall(ctx.get("expected_tags", "")) or _tags_at(tuple(err["loc"]))
+        disc = "name" if isinstance(container, dict) and "name" in container and "kind" not in container else "kind"
+        if isinstance(container, str):  # a short form such as `adapter: lora`
+            return Issue(o.pos, key, f"unknown kind {_got(container)}; expected {_or(expected)}",
+                         did_you_mean(container, expected))
+        if kind == "union_tag_invalid" and isinstance(container, dict) and disc in container:
             o2 = origin(path + (disc,))
             got = container[disc]
-            return Issue(o2.pos, f"{key}.{disc}",
-                         f"unknown {disc} {_got(got)}; expected {_or(expected)}",
+            return Issue(o2.pos, f"{key}.{disc}", f"unknown {disc} {_got(got)}; expected {_or(expected)}",
                          did_you_mean(str(got), expected))
-        return Issue(o.pos, key, f"needs 'kind:' to say which one ({_or(expected)})" if expected else err["msg"])
+        if not isinstance(container, dict):
+            return Issue(o.pos, key, f"must be a mapping with '{disc}: …' ({_or(expected)}) (got {_got(container)})")
+        return Issue(o.pos, key, f"needs '{disc}:' to say which one ({_or(expected)})")
 
     if kind in ("template", "source", "metric"):
         return Issue(o.pos, key, f"{err['msg']} (got {_got(value)})")

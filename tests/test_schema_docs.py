@@ -20,9 +20,11 @@ def test_schema_is_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(S.json_schema())
 
 
-def test_schema_file_is_up_to_date():
+def test_schema_file_is_up_to_date(update_golden):
     expected = json.dumps(S.json_schema(), indent=2, sort_keys=True) + "\n"
-    assert SCHEMA_FILE.read_text(encoding="utf-8") == expected, "run: ftspec schema -o schema/ftspec-v1.schema.json"
+    if update_golden:
+        SCHEMA_FILE.write_text(expected, encoding="utf-8")
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == expected, "run: pytest --update-golden (or ftspec schema -o schema/ftspec-v1.schema.json)"
 
 
 @pytest.mark.parametrize("spec", [p for p in SPECS if "extends:" not in p.read_text()], ids=lambda p: p.name)
@@ -63,8 +65,12 @@ def test_reference_covers_every_section_model():
     assert _models() - documented - trivial == set()
 
 
-def test_readme_reference_is_generated_from_the_schema():
+def test_readme_reference_is_generated_from_the_schema(update_golden):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"<!-- reference:start -->\n(.*?)<!-- reference:end -->", readme, re.S)
+    pattern = re.compile(r"<!-- reference:start -->\n(.*?)<!-- reference:end -->", re.S)
+    if update_golden:
+        readme = pattern.sub(lambda _: "<!-- reference:start -->\n" + markdown_reference().strip() + "\n<!-- reference:end -->", readme)
+        (ROOT / "README.md").write_text(readme, encoding="utf-8")
+    match = pattern.search(readme)
     assert match, "README.md lacks the <!-- reference:start/end --> markers"
-    assert match.group(1).strip() == markdown_reference().strip(), "run: ftspec schema --markdown, and paste it into README.md"
+    assert match.group(1).strip() == markdown_reference().strip(), "run: pytest --update-golden (regenerates README's reference)"

@@ -1,0 +1,159 @@
+"""Builder functions: plan sections in, library keyword arguments out.
+
+The trainers never see the plan; they see what these functions return. Each
+function is small and pure so that tests can check the mapping directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ftspec.errors import Pos, SpecError
+
+
+def resolve_device(compute: Mapping) -> str:
+    wanted = compute["device"]
+    if wanted == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise SpecError.one(Pos("compute.device"), "compute.device", "cuda was asked for, but no CUDA device is available")
+    if wanted == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise SpecError.one(Pos("compute.device"), "compute.device", "mps was asked for, but this machine has no MPS device")
+    return wanted
+
+
+def _cpu_supports_bf16() -> bool:
+    try:
+        a = torch.ones(4, 4, dtype=torch.bfloat16)
+        return bool(torch.isfinite((a @ a).float()).all())
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(compute: Mapping, device: str) -> str:
+    """fp32, bf16 or fp16; ``auto`` takes bf16 where the GPU has it, else fp32."""
+    wanted = compute["precision"]
+    if wanted == "auto":
+        return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if wanted == "fp16" and device == "cpu":
+        raise SpecError.one(Pos("compute.precision"), "compute.precision", "fp16 training needs a GPU; on the CPU use bf16 or fp32")
+    if wanted == "bf16":
+        ok = torch.cuda.is_bf16_supported() if device == "cuda" else (_cpu_supports_bf16() if device == "cpu" else True)
+        if not ok:
+            raise SpecError.one(Pos("compute.precision"), "compute.precision", f"bf16 is not supported on this {device}; use fp32")
+    return wanted
+
+
+def model_dtype(plan_model: Mapping, precision: str) -> torch.dtype:
+    """Weights load in fp32 for mixed-precision training (autocast does the rest),
+    unless the spec asks for a dtype."""
+    dtype = plan_model.get("dtype", "auto")
+    if dtype == "auto":
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def _cadence(every: Any) -> tuple[str, int | None]:
+    if every is None:
+        return "no", None
+    if every == "epoch":
+        return "epoch", None
+    return "steps", int(every)
+
+
+def training_arguments(training: Mapping, tracking: Mapping, device: str, precision: str, output_dir: str, has_eval: bool) -> dict:
+    """Keyword arguments shared by SFTConfig and DPOConfig.
+
+    ``max_steps`` is always the plan's total: resuming with the same total keeps the
+    learning-rate schedule, and so the final weights, identical to an uninterrupted run.
+    """
+    eval_strategy, eval_steps = _cadence(training["eval_every"] if has_eval else None)
+    save_strategy, save_steps = _cadence(training["save_every"])
+    early = training["early_stopping"]
+    kwargs: dict[str, Any] = {
+        "output_dir": output_dir,
+        "max_steps": training["total_steps"],
+        "per_device_train_batch_size": training["batch_size"],
+        "per_device_eval_batch_size": training["batch_size"],
+        "gradient_accumulation_steps": training["gradient_accumulation"],
+        "learning_rate": training["learning_rate"],
+        "lr_scheduler_type": training["lr_scheduler"],
+        "warmup_steps": training["warmup_steps"] or 0,
+        "weight_decay": training["weight_decay"],
+        "max_grad_norm": training["max_grad_norm"],
+        "optim": training["optimizer"],
+        "seed": training["seed"],
+        "data_seed": training["seed"],
+        "logging_strategy": "steps",
+        "logging_steps": training["logging_steps"],
+        "logging_first_step": True,
+        "eval_strategy": eval_strategy,
+        "save_strategy": save_strategy,
+        "save_total_limit": training["save_total_limit"],
+        "activation_checkpointing": training["gradient_checkpointing"],
+        "max_length": training["max_length"],
+        "report_to": report_to(tracking),
+        "dataloader_num_workers": 0,
+        "use_cpu": device == "cpu",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "disable_tqdm": False,
+    }
+    if eval_steps:
+        kwargs["eval_steps"] = eval_steps
+    if save_steps:
+        kwargs["save_steps"] = save_steps
+    if early and has_eval:
+        kwargs.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
+    return kwargs
+
+
+def report_to(tracking: Mapping) -> list[str]:
+    kind = tracking["kind"]
+    return [] if kind == "none" else [kind]
+
+
+def lora_config(adapter: Mapping):
+    """A peft LoraConfig from the plan's adapter section (None for full fine-tuning)."""
+    if adapter["kind"] == "full":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=adapter["r"],
+        lora_alpha=adapter["alpha"],
+        lora_dropout=adapter["dropout"],
+        target_modules=adapter["target_modules"],
+        bias=adapter["bias"],
+        task_type="CAUSAL_LM",
+    )
+
+
+def quantization_config(adapter: Mapping):
+    if adapter["kind"] != "qlora":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if adapter["bits"] == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=adapter["quant_type"],
+        bnb_4bit_use_double_quant=adapter["double_quant"],
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def early_stopping_callbacks(training: Mapping, has_eval: bool) -> list:
+    early = training["early_stopping"]
+    if not early or not has_eval:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=early["patience"], early_stopping_threshold=early["min_delta"])]

@@ -1,0 +1,67 @@
+"""Direct preference optimisation, top to bottom.
+
+1. device and precision     4. trainer configuration (from the plan, via builders)
+2. tokenizer, policy and    5. train, resuming from the last checkpoint of this step
+   reference model          6. save the model (or adapter) with its tokenizer
+3. the prepared pairs
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from transformers.trainer_utils import get_last_checkpoint
+from trl import DPOConfig, DPOTrainer
+
+from ftspec.runtime import builders
+from ftspec.runtime.callbacks import MetricsLog
+from ftspec.runtime.data import read_jsonl
+from ftspec.runtime.job import TrainJob, TrainResult
+from ftspec.runtime.models import load_model, load_tokenizer
+
+
+def train_dpo(job: TrainJob) -> TrainResult:
+    plan = job.plan
+    training, adapter, dpo = plan["training"], plan["method"]["adapter"], plan["method"]["dpo"]
+
+    # 1. Device and precision.
+    device = builders.resolve_device(plan["compute"])
+    precision = builders.resolve_precision(plan["compute"], device)
+    dtype = builders.model_dtype(plan["model"], precision)
+
+    # 2. Tokenizer, the policy, and the frozen reference it is pulled towards. With an
+    #    adapter the reference is the base model with the adapter switched off, so no
+    #    second copy is loaded; full fine-tuning needs one.
+    tokenizer = load_tokenizer(plan["model"], job.root, job.data_dir)
+    model = load_model(plan["model"], job.root, job.data_dir, dtype, device,
+                       quantization_config=builders.quantization_config(adapter))
+    reference = load_model(plan["model"], job.root, job.data_dir, dtype, device) if adapter["kind"] == "full" else None
+
+    # 3. The prepared pairs: prompt, chosen, rejected.
+    train = Dataset.from_list(read_jsonl(job.data_dir / "train.jsonl"))
+    validation_file = job.data_dir / "validation.jsonl"
+    validation = Dataset.from_list(read_jsonl(validation_file)) if validation_file.exists() else None
+
+    # 4. Configuration: shared arguments from the plan, and what DPO adds to them.
+    args = builders.training_arguments(training, plan["tracking"], device, precision, str(job.checkpoints), validation is not None)
+    args.update(beta=dpo["beta"], loss_type=[dpo["loss_type"]], label_smoothing=dpo["label_smoothing"])
+    config = DPOConfig(**args)
+
+    # 5. Train, resuming when an earlier run of this very step left a checkpoint.
+    last = get_last_checkpoint(str(job.checkpoints)) if job.checkpoints.is_dir() else None
+    resume_step = int(last.rsplit("-", 1)[1]) if last else 0
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=config,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        peft_config=builders.lora_config(adapter),
+        callbacks=[MetricsLog(job.metrics, resume_step), *builders.early_stopping_callbacks(training, validation is not None), *job.callbacks],
+    )
+    trainer.train(resume_from_checkpoint=last)
+
+    # 6. The finished model (or adapter) and its tokenizer, as safetensors.
+    trainer.save_model(str(job.out_dir))
+    tokenizer.save_pretrained(str(job.out_dir))
+    return TrainResult.from_trainer(trainer, last)

@@ -1,0 +1,40 @@
+"""What a training recipe is given: the plan, and where to read and write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainJob:
+    plan: Any  # ftspec.plan.Plan
+    root: Path  # the spec's repository root: plan paths are relative to it
+    data_dir: Path  # prepare_data's outputs (splits, tokenizer, tiny base model)
+    checkpoints: Path  # trainer checkpoints of this train step's key, kept across crashes
+    out_dir: Path  # where the finished model is written (made final by the runner)
+    metrics: Path  # metrics.jsonl, one line per logged step
+    callbacks: list = field(default_factory=list)  # extra trainer callbacks (tests use them)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    resumed_from: str | None
+    stopped_early: bool
+
+    @classmethod
+    def from_trainer(cls, trainer, resumed_from: str | None) -> "TrainResult":
+        history = trainer.state.log_history
+        losses = [h["loss"] for h in history if "loss" in h]
+        evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+        return cls(
+            steps=trainer.state.global_step,
+            train_loss=losses[-1] if losses else None,
+            eval_loss=evals[-1] if evals else None,
+            resumed_from=resumed_from,
+            stopped_early=trainer.state.global_step < trainer.state.max_steps,
+        )

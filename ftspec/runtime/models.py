@@ -1,0 +1,142 @@
+"""Models and tokenizers: a hub id or local path, or a tiny model built from the
+plan's config with a tokenizer that needs no download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from ftspec.errors import Pos, SpecError
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+# Turn markers of the built-in chat templates, so a tiny tokenizer keeps them whole.
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=CHAT_TOKENS, **SPECIAL_TOKENS)
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per UTF-8 byte (256), plus the special tokens as added tokens."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return _wrap(tok)
+
+
+def bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on ``texts``: every byte stays encodable, so nothing is unknown."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()) + CHAT_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return _wrap(tok)
+
+
+def tiny_config(m: Mapping, tokenizer: PreTrainedTokenizerFast):
+    """A transformers config for the plan's tiny model, sized to the tokenizer."""
+    common = dict(
+        vocab_size=len(tokenizer),  # len() counts the added special tokens; vocab_size does not
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    if m["architecture"] == "gpt2":
+        return AutoConfig.for_model(
+            "gpt2", n_embd=m["hidden_size"], n_layer=m["num_layers"], n_head=m["num_heads"],
+            n_inner=m["intermediate_size"], n_positions=m["max_position_embeddings"], **common)
+    return AutoConfig.for_model(
+        m["architecture"],
+        hidden_size=m["hidden_size"],
+        num_hidden_layers=m["num_layers"],
+        num_attention_heads=m["num_heads"],
+        num_key_value_heads=m["num_kv_heads"],
+        intermediate_size=m["intermediate_size"],
+        max_position_embeddings=m["max_position_embeddings"],
+        **common,
+    )
+
+
+def build_tiny(m: Mapping, train_texts: Iterable[str], out_dir: Path) -> None:
+    """Build the tiny model and its tokenizer, and save both to ``out_dir``."""
+    tok_spec = m["tokenizer"]
+    tokenizer = byte_tokenizer() if tok_spec["kind"] == "byte" else bpe_tokenizer(train_texts, tok_spec["vocab_size"])
+    config = tiny_config(m, tokenizer)
+    torch.manual_seed(m["init_seed"])
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def base_model_path(plan_model: Mapping, root: Path, data_dir: Path) -> str:
+    """Where the base model loads from: the prepared tiny model, a local folder, or a hub id."""
+    if plan_model["kind"] == "tiny":
+        return str(data_dir / "base-model")
+    if plan_model["source"] == "local":
+        return str(root / plan_model["name_or_path"])
+    return plan_model["name_or_path"]
+
+
+def load_tokenizer(plan_model: Mapping, root: Path, data_dir: Path, chat_template: str | None = None):
+    path = base_model_path(plan_model, root, data_dir)
+    kwargs = {}
+    if plan_model["kind"] == "pretrained":
+        path = plan_model.get("tokenizer") or path
+        kwargs = {"revision": plan_model["revision"], "trust_remote_code": plan_model["trust_remote_code"]}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if v is not None})
+    except OSError as exc:
+        raise SpecError.one(Pos("model.base"), "model.base", f"cannot load the tokenizer of '{path}': {_first_line(exc)}") from None
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(plan_model: Mapping, root: Path, data_dir: Path, dtype: torch.dtype, device: str,
+               path: str | None = None, quantization_config=None):
+    """Load the base model (or a saved full model at ``path``) for training or evaluation."""
+    source = path or base_model_path(plan_model, root, data_dir)
+    kwargs: dict = {"dtype": dtype}
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        kwargs["device_map"] = {"": 0}
+    if plan_model["kind"] == "pretrained" and path is None:
+        kwargs["trust_remote_code"] = plan_model["trust_remote_code"]
+        if plan_model["revision"]:
+            kwargs["revision"] = plan_model["revision"]
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise SpecError.one(Pos("model.base"), "model.base", f"cannot load the model '{source}': {_first_line(exc)}") from None
+    return model if quantization_config is not None else model.to(device)
+
+
+def load_tuned(plan: Mapping, root: Path, data_dir: Path, model_dir: Path, dtype: torch.dtype, device: str):
+    """The trained model: a full model, or the base with its LoRA adapter."""
+    if plan["method"]["adapter"]["kind"] == "full":
+        return load_model(plan["model"], root, data_dir, dtype, device, path=str(model_dir))
+    from peft import PeftModel
+
+    base = load_model(plan["model"], root, data_dir, dtype, device)
+    return PeftModel.from_pretrained(base, str(model_dir)).to(device)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,351 @@
+"""Execute a plan: its steps in order, each writing into its own folder of the run
+directory, made final only when the step has finished.
+
+    runs/<name>/
+      plan.json  manifest.json  metrics.jsonl
+      data/        prepare_data: the splits in TRL's columns, stats.json (+ base-model/ for tiny models)
+      eval-base/   eval_base: metrics.json, predictions.jsonl
+      model/       train: the model or adapter (safetensors) with its tokenizer, train.json
+      eval-tuned/  eval_tuned: metrics.json, predictions.jsonl
+      report/      report: summary.json
+      checkpoints/<train key>/   the trainer's checkpoints, kept so that a crashed run resumes
+
+A step writes into ``<folder>.partial`` and its completion marker is the last
+file written there; only then does the folder take its final name. A step whose
+folder holds a marker with the step's current key is reused, not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ftspec import __version__
+from ftspec.plan import Plan
+from ftspec.summary import describe_adapter, describe_model
+
+MARKER = ".ftspec-step.json"
+STEP_DIRS = {"prepare_data": "data", "eval_base": "eval-base", "train": "model", "eval_tuned": "eval-tuned", "report": "report"}
+LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
+
+
+@dataclass
+class RunContext:
+    plan: Plan
+    root: Path
+    run_dir: Path
+    echo: Callable[[str], None] = print
+    callbacks: list = field(default_factory=list)  # extra trainer callbacks, for tests
+    results: dict = field(default_factory=dict)  # what each step reports, for the summary
+
+    def step_dir(self, name: str) -> Path:
+        return self.run_dir / STEP_DIRS[name]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.step_dir("prepare_data")
+
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints" / self.plan.step("train")["key"][:16]
+
+
+# --------------------------------------------------------------------------- step bookkeeping
+
+
+def write_json(path: Path, value) -> None:
+    """Write JSON whole or not at all: temporary file, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(value, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def is_complete(folder: Path, key: str) -> bool:
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return marker.get("key") == key
+
+
+def _finish(partial: Path, final: Path, name: str, key: str) -> None:
+    write_json(partial / MARKER, {"step": name, "key": key, "finished_at": _now()})
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(partial, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def step_prepare_data(ctx: RunContext, out: Path) -> dict:
+    from ftspec.runtime import data as D
+    from ftspec.runtime.models import build_tiny, load_tokenizer
+
+    plan = ctx.plan
+    kind = plan["format"]["kind"]
+    splits, skipped = D.build_splits(plan.to_dict(), ctx.root)
+    for split, records in splits.items():
+        D.write_jsonl(out / f"{split}.jsonl", records)
+    if plan["model"]["kind"] == "tiny":
+        build_tiny(plan["model"], D.training_texts(splits["train"], kind), out / "base-model")
+    fmt = plan["format"]
+    chat_template = fmt["chat_template"]["text"] if kind == "chat" and fmt["chat_template"] != "model" else None
+    tokenizer = load_tokenizer(plan["model"], ctx.root, out, chat_template)
+    loss = fmt.get("loss", "completion") if kind != "preference" else "completion"
+    stats = {split: D.token_stats(records, kind, tokenizer, plan["training"]["max_length"], loss)
+             for split, records in splits.items()}
+    write_json(out / "stats.json", {"splits": stats, **skipped})
+    rows = " · ".join(f"{s} {v['rows']}" for s, v in stats.items())
+    t = stats["train"]
+    ctx.echo(f"  rows {rows}; train tokens p50 {t['tokens']['p50']} / p99 {t['tokens']['p99']}, "
+             f"truncated {t['truncation_rate']:.1%}, loss on {t['loss_token_fraction']:.1%} of tokens"
+             + (f"; skipped {skipped['skipped_rows']} bad rows" if skipped["skipped_rows"] else ""))
+    return {"stats": stats}
+
+
+def _eval_step(ctx: RunContext, out: Path, tuned: bool) -> dict:
+    from ftspec.runtime import builders
+    from ftspec.runtime.evaluate import evaluate
+    from ftspec.runtime.models import load_model, load_tokenizer, load_tuned
+
+    plan = ctx.plan
+    device = builders.resolve_device(plan["compute"])
+    precision = builders.resolve_precision(plan["compute"], device)
+    dtype = builders.model_dtype(plan["model"], precision)
+    fmt = plan["format"]
+    chat_template = fmt["chat_template"]["text"] if fmt["kind"] == "chat" and fmt["chat_template"] != "model" else None
+    if tuned:
+        model_dir = ctx.step_dir("train")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = load_tuned(plan.to_dict(), ctx.root, ctx.data_dir, model_dir, dtype, device)
+    else:
+        tokenizer = load_tokenizer(plan["model"], ctx.root, ctx.data_dir, chat_template)
+        model = load_model(plan["model"], ctx.root, ctx.data_dir, dtype, device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    metrics, rows = evaluate(model, tokenizer, plan.to_dict(), ctx.data_dir)
+    write_json(out / "metrics.json", metrics)
+    from ftspec.runtime.data import write_jsonl
+
+    write_jsonl(out / "predictions.jsonl", rows)
+    ctx.echo(f"  {'tuned' if tuned else 'base'} model: accuracy {metrics['accuracy']:.3f} on {metrics['rows']} {plan['eval']['split']} rows")
+    return metrics
+
+
+def step_eval_base(ctx: RunContext, out: Path) -> dict:
+    return _eval_step(ctx, out, tuned=False)
+
+
+def step_eval_tuned(ctx: RunContext, out: Path) -> dict:
+    return _eval_step(ctx, out, tuned=True)
+
+
+def step_train(ctx: RunContext, out: Path) -> dict:
+    from ftspec.runtime.job import TrainJob
+
+    checkpoints = ctx.checkpoints()
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    job = TrainJob(ctx.plan, ctx.root, ctx.data_dir, checkpoints, out, checkpoints / "metrics.jsonl", list(ctx.callbacks))
+    if ctx.plan["method"]["objective"] == "dpo":
+        from ftspec.runtime.dpo import train_dpo as recipe
+    else:
+        from ftspec.runtime.sft import train_sft as recipe
+    result = recipe(job)
+    if result.resumed_from:
+        ctx.echo(f"  resumed from {Path(result.resumed_from).name}")
+    info = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,
+            "resumed_from": Path(result.resumed_from).name if result.resumed_from else None,
+            "stopped_early": result.stopped_early}
+    write_json(out / "train.json", info)
+    if job.metrics.exists():
+        shutil.copyfile(job.metrics, out / "metrics.jsonl")
+    return info
+
+
+def step_report(ctx: RunContext, out: Path) -> dict:
+    def load(name: str, file: str):
+        path = ctx.step_dir(name) / file
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    summary = {
+        "plan_id": ctx.plan.id,
+        "data": load("prepare_data", "stats.json"),
+        "train": load("train", "train.json"),
+        "base": load("eval_base", "metrics.json"),
+        "tuned": load("eval_tuned", "metrics.json"),
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+STEPS: dict[str, Callable[[RunContext, Path], dict]] = {
+    "prepare_data": step_prepare_data,
+    "eval_base": step_eval_base,
+    "train": step_train,
+    "eval_tuned": step_eval_tuned,
+    "report": step_report,
+}
+
+# --------------------------------------------------------------------------- the run
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "ftspec": __version__}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git(root: Path) -> dict | None:
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if commit.returncode != 0:
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' messages to what matters: errors, not deprecation notices."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*mtime may not be reliable.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        from datasets.utils import logging as ds_logging
+
+        ds_logging.set_verbosity_error()
+        ds_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def header(plan: Plan, run_dir: Path, root: Path) -> str:
+    from ftspec.runtime import builders
+
+    device = builders.resolve_device(plan["compute"])
+    precision = builders.resolve_precision(plan["compute"], device)
+    rows = plan["data"]["rows"]
+    t = plan["training"]
+    return "\n".join([
+        f"ftspec run {plan['name']}  (plan {plan.short_id})",
+        f"  model    {describe_model(plan['model'])}",
+        f"  method   {plan['method']['objective']} + {describe_adapter(plan['method']['adapter'])}",
+        f"  data     train {rows['train']} · validation {rows['validation']} · test {rows['test']} rows; "
+        f"{t['total_steps']} steps of {t['effective_batch_size']} rows",
+        f"  device   {device} ({precision}); run directory {_shown(run_dir, root)}",
+    ])
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbacks: list | None = None) -> RunContext:
+    """Run every step of the plan that is not already complete under its key."""
+    quiet_libraries()
+    run_dir = (root / plan["output"]["dir"]).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(plan, root, run_dir, echo, list(callbacks or []))
+    started = time.time()
+    echo(header(plan, run_dir, root))
+    write_json(run_dir / "plan.json", plan.to_dict())
+    manifest = {
+        "plan_id": plan.id,
+        "name": plan["name"],
+        "spec": plan.to_dict()["spec"],
+        "status": "running",
+        "started_at": _now(),
+        "finished_at": None,
+        "versions": _versions(),
+        "git": _git(root),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "steps": [],
+    }
+    write_json(run_dir / "manifest.json", manifest)
+    try:
+        for step in plan["steps"]:
+            name, key = step["name"], step["key"]
+            final = ctx.step_dir(name)
+            entry = {"name": name, "key": key, "dir": STEP_DIRS[name]}
+            if is_complete(final, key):
+                echo(f"{name}: up to date (key {key[:8]})")
+                entry.update(state="reused", seconds=0.0)
+            else:
+                echo(f"{name}: running (key {key[:8]})")
+                partial = final.with_name(final.name + ".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+                t0 = time.time()
+                ctx.results[name] = STEPS[name](ctx, partial)
+                _finish(partial, final, name, key)
+                entry.update(state="ran", seconds=round(time.time() - t0, 2))
+            manifest["steps"].append(entry)
+            write_json(run_dir / "manifest.json", manifest)
+        if (ctx.step_dir("train") / "metrics.jsonl").exists():
+            shutil.copyfile(ctx.step_dir("train") / "metrics.jsonl", run_dir / "metrics.jsonl")
+        manifest.update(status="finished", finished_at=_now(), seconds=round(time.time() - started, 1))
+    except BaseException:
+        manifest.update(status="failed", finished_at=_now())
+        write_json(run_dir / "manifest.json", manifest)
+        raise
+    write_json(run_dir / "manifest.json", manifest)
+    echo(summary(ctx, time.time() - started))
+    return ctx
+
+
+def summary(ctx: RunContext, seconds: float) -> str:
+    report = json.loads((ctx.step_dir("report") / "summary.json").read_text(encoding="utf-8"))
+    minutes, secs = divmod(int(round(seconds)), 60)
+    lines = [f"done in {minutes}m{secs:02d}s: {_shown(ctx.run_dir, ctx.root)}"]
+    what = "full model" if ctx.plan["method"]["adapter"]["kind"] == "full" else f"{ctx.plan['method']['adapter']['kind']} adapter"
+    lines.append(f"  model     {_shown(ctx.step_dir('train'), ctx.root)}  ({what}, safetensors)")
+    train = report.get("train") or {}
+    if train:
+        losses = [f"train {train['train_loss']:.4f}" if train.get("train_loss") is not None else None,
+                  f"validation {train['eval_loss']:.4f}" if train.get("eval_loss") is not None else None]
+        lines.append(f"  losses    {' · '.join(l for l in losses if l)} (after {train['steps']} steps)")
+    base, tuned = report.get("base"), report.get("tuned")
+    if tuned:
+        split = ctx.plan["eval"]["split"]
+        base_text = f"base {base['accuracy']:.3f} → " if base else ""
+        lines.append(f"  held-out accuracy ({split}, {tuned['rows']} rows): {base_text}tuned {tuned['accuracy']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Supervised fine-tuning, top to bottom.
+
+1. device and precision     4. trainer configuration (from the plan, via builders)
+2. tokenizer and model      5. train, resuming from the last checkpoint of this step
+3. the prepared splits      6. save the model (or adapter) with its tokenizer
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+from ftspec.runtime import builders
+from ftspec.runtime.callbacks import MetricsLog
+from ftspec.runtime.data import read_jsonl
+from ftspec.runtime.job import TrainJob, TrainResult
+from ftspec.runtime.models import load_model, load_tokenizer
+
+
+def train_sft(job: TrainJob) -> TrainResult:
+    plan = job.plan
+    fmt, training, adapter = plan["format"], plan["training"], plan["method"]["adapter"]
+
+    # 1. Device and precision.
+    device = builders.resolve_device(plan["compute"])
+    precision = builders.resolve_precision(plan["compute"], device)
+
+    # 2. Tokenizer (with the spec's chat template, if it names one) and the base model.
+    chat_template = fmt["chat_template"]["text"] if fmt["kind"] == "chat" and fmt["chat_template"] != "model" else None
+    tokenizer = load_tokenizer(plan["model"], job.root, job.data_dir, chat_template)
+    model = load_model(plan["model"], job.root, job.data_dir, builders.model_dtype(plan["model"], precision), device,
+                       quantization_config=builders.quantization_config(adapter))
+
+    # 3. The prepared splits, in TRL's columns (prompt/completion or messages).
+    train = Dataset.from_list(read_jsonl(job.data_dir / "train.jsonl"))
+    validation_file = job.data_dir / "validation.jsonl"
+    validation = Dataset.from_list(read_jsonl(validation_file)) if validation_file.exists() else None
+
+    # 4. Configuration: shared arguments from the plan, and what SFT adds to them.
+    args = builders.training_arguments(training, plan["tracking"], device, precision, str(job.checkpoints), validation is not None)
+    if fmt["kind"] == "chat":
+        args["assistant_only_loss"] = fmt["loss"] == "assistant"
+    else:
+        args["completion_only_loss"] = fmt["loss"] == "completion"
+    config = SFTConfig(**args)
+
+    # 5. Train, resuming when an earlier run of this very step left a checkpoint.
+    last = get_last_checkpoint(str(job.checkpoints)) if job.checkpoints.is_dir() else None
+    resume_step = int(last.rsplit("-", 1)[1]) if last else 0
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        peft_config=builders.lora_config(adapter),
+        callbacks=[MetricsLog(job.metrics, resume_step), *builders.early_stopping_callbacks(training, validation is not None), *job.callbacks],
+    )
+    trainer.train(resume_from_checkpoint=last)
+
+    # 6. The finished model (or adapter) and its tokenizer, as safetensors.
+    trainer.save_model(str(job.out_dir))
+    tokenizer.save_pretrained(str(job.out_dir))
+    return TrainResult.from_trainer(trainer, last)
+
