@@ -136,6 +136,33 @@ def schema(output: Path | None, markdown: bool) -> None:
 
 
 @main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@_profile_option
+@_set_option
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool) -> None:
+    """Compile a spec and execute its plan: prepare data, evaluate, train, report.
+
+    Steps already done under the same key are reused; a training step cut off by a
+    crash resumes from its last checkpoint.
+    """
+    from ftspec.compile import compile_spec, find_root
+
+    try:
+        plan_, warnings = compile_spec(spec, profiles, sets, strict)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    _print_issues(warnings)
+    from ftspec.runtime.run import execute  # the heavy imports start here
+
+    try:
+        execute(plan_, find_root(spec), echo=lambda line: click.echo(line))
+    except SpecError as exc:
+        _fail(exc)
+
+
+@main.command()
 def templates() -> None:
     """List the built-in templates (use them as `{builtin: NAME}`)."""
     from ftspec.templates import builtin_names

@@ -103,7 +103,7 @@ def training_arguments(training: Mapping, tracking: Mapping, device: str, precis
         "use_cpu": device == "cpu",
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
-        "disable_tqdm": False,
+        "disable_tqdm": True,  # the recipes show their own progress bar
     }
     if eval_steps:
         kwargs["eval_steps"] = eval_steps

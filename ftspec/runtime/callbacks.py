@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -34,3 +35,55 @@ class MetricsLog(TrainerCallback):
         if len(record) > 2:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+
+
+class ProgressBar(TrainerCallback):
+    """One progress bar for the whole training, with the latest losses beside it,
+    instead of the trainer's nested bars and printed log dictionaries. When the
+    output is not a terminal (CI logs), one plain line per logged step instead."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.bar = None
+        self.postfix: dict[str, str] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.stream.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+                            dynamic_ncols=True, file=self.stream)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        fresh = {}
+        for key, short in (("loss", "loss"), ("eval_loss", "val"), ("rewards/accuracies", "pref_acc")):
+            if key in logs:
+                fresh[short] = f"{logs[key]:.4f}"
+        if not fresh:
+            return
+        self.postfix.update(fresh)
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix, refresh=False)
+        else:
+            values = " ".join(f"{k} {v}" for k, v in fresh.items())
+            print(f"  step {state.global_step}/{state.max_steps}  {values}", file=self.stream, flush=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def use_quiet_progress(trainer) -> None:
+    """Swap the trainer's own progress output for :class:`ProgressBar`."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ProgressBar())

@@ -13,7 +13,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
 from ftspec.runtime import builders
-from ftspec.runtime.callbacks import MetricsLog
+from ftspec.runtime.callbacks import MetricsLog, use_quiet_progress
 from ftspec.runtime.data import read_jsonl
 from ftspec.runtime.job import TrainJob, TrainResult
 from ftspec.runtime.models import load_model, load_tokenizer
@@ -59,6 +59,7 @@ def train_dpo(job: TrainJob) -> TrainResult:
         peft_config=builders.lora_config(adapter),
         callbacks=[MetricsLog(job.metrics, resume_step), *builders.early_stopping_callbacks(training, validation is not None), *job.callbacks],
     )
+    use_quiet_progress(trainer)
     trainer.train(resume_from_checkpoint=last)
 
     # 6. The finished model (or adapter) and its tokenizer, as safetensors.
