@@ -1,0 +1,280 @@
+"""The runtime on tiny models, offline: SFT (full and LoRA), DPO, the chat loss
+mask, resume after a crash, and bad input found only at run time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from safetensors.torch import load_file  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from conftest import ROOT, run_cli  # noqa: E402
+from ftspec.compile import compile_spec, find_root  # noqa: E402
+from ftspec.errors import SpecError  # noqa: E402
+from ftspec.runtime.run import execute  # noqa: E402
+
+TINY = """
+model:
+  kind: tiny
+  hidden_size: 32
+  num_layers: 2
+  num_heads: 4
+  max_position_embeddings: 256
+  init_seed: 1
+"""
+
+PROMPT_COMPLETION = """
+format:
+  kind: prompt_completion
+  prompt: "Request: {{ text }}\\nQueue:"
+  completion: " {{ queue }}"
+"""
+
+
+def _tickets(folder: Path, n: int = 120) -> None:
+    lines = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:n]
+    (folder / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _spec(folder: Path, body: str, name: str = "job") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    _tickets(folder)
+    path = folder / f"{name}.yaml"
+    path.write_text(f"ftspec: 1\nname: {name}\n" + body, encoding="utf-8")
+    return path
+
+
+def _run(spec: Path, *sets: str, callbacks=None):
+    plan, _ = compile_spec(spec, sets=sets)
+    lines: list[str] = []
+    ctx = execute(plan, find_root(spec), echo=lines.append, callbacks=callbacks)
+    return ctx, lines
+
+
+BASE_BODY = TINY + """
+data:
+  train: tickets.jsonl
+  split: {validation: 0.1, test: 0.1, seed: 1}
+""" + PROMPT_COMPLETION + """
+training: {max_steps: 4, batch_size: 8, learning_rate: 1.0e-3, max_length: 128, save_every: 2, eval_every: 2, logging_steps: 1}
+eval: {max_new_tokens: 12, limit: 8, metrics: [accuracy]}
+compute: {device: cpu}
+"""
+
+
+def test_sft_full_trains_every_weight_and_writes_the_run_directory(tmp_path):
+    spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
+    ctx, lines = _run(spec)
+    run = ctx.run_dir
+    assert run == (tmp_path / "runs" / "job").resolve()
+    base = load_file(run / "data/base-model/model.safetensors")
+    tuned = load_file(run / "model/model.safetensors")
+    assert base.keys() == tuned.keys()
+    changed = [k for k in base if not torch.equal(base[k], tuned[k])]
+    assert len(changed) >= len(base) - 1, f"unchanged: {set(base) - set(changed)}"
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(run / "model")
+    AutoTokenizer.from_pretrained(run / "model")
+
+    plan = json.loads((run / "plan.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["plan_id"] == plan["id"] == ctx.plan.id
+    assert manifest["status"] == "finished"
+    assert [s["name"] for s in manifest["steps"]] == ["prepare_data", "eval_base", "train", "eval_tuned", "report"]
+    assert {s["key"] for s in manifest["steps"]} == {s["key"] for s in plan["steps"]}
+    for lib in ("python", "torch", "transformers", "peft", "trl", "ftspec"):
+        assert manifest["versions"][lib]
+    assert manifest["started_at"] and manifest["finished_at"]
+
+    stats = json.loads((run / "data/stats.json").read_text())["splits"]
+    assert stats["train"]["rows"] == 96 and stats["validation"]["rows"] == 12 and stats["test"]["rows"] == 12
+    assert 0 < stats["train"]["loss_token_fraction"] < 0.5
+    assert set(stats["train"]["tokens"]) == {"p50", "p90", "p99", "max", "mean"}
+
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
+    assert [m["step"] for m in metrics if "eval_loss" in m][:2] == [2, 4]
+    assert any("held-out accuracy" in l for l in lines)
+
+    # Nothing changed: a second run reuses every step.
+    _, again = _run(spec)
+    assert sum("up to date" in l for l in again) == 5
+
+
+def test_sft_lora_trains_the_adapter_and_leaves_the_base(tmp_path):
+    spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: {kind: lora, r: 4}}\n")
+    ctx, _ = _run(spec)
+    run = ctx.run_dir
+    adapter = load_file(run / "model/adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "lora_B starts at zero and must have moved"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base_files = load_file(run / "data/base-model/model.safetensors")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run / "data/base-model"), run / "model")
+    state = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in model.state_dict().items() if "lora_" not in k}
+    for name, value in base_files.items():
+        assert torch.equal(state[name], value), f"base weight {name} changed"
+
+
+def test_dpo_lora_trains(tmp_path):
+    body = TINY + """
+data:
+  train: tickets.jsonl
+  split: {validation: 0.1, seed: 1}
+  derive:
+    wrong: "{{ {'billing': 'account', 'account': 'technical', 'technical': 'shipping', 'shipping': 'returns', 'returns': 'billing'}[queue] }}"
+format:
+  kind: preference
+  prompt: "Request: {{ text }}\\nQueue:"
+  chosen: " {{ queue }}"
+  rejected: " {{ wrong }}"
+method: {kind: dpo, beta: 0.1, adapter: {kind: lora, r: 4}}
+training: {max_steps: 3, batch_size: 4, learning_rate: 1.0e-3, max_length: 128, eval_every: 3, logging_steps: 1}
+compute: {device: cpu}
+"""
+    ctx, _ = _run(_spec(tmp_path, body))
+    run = ctx.run_dir
+    adapter = load_file(run / "model/adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("rewards/margins" in m for m in metrics)
+    first = next(m for m in metrics if "loss" in m)
+    assert first["loss"] == pytest.approx(0.6931, abs=1e-3), "at step 1 the policy equals the reference"
+    assert [s["name"] for s in ctx.plan["steps"]] == ["prepare_data", "train", "report"]
+
+
+class _CaptureBatch(TrainerCallback):
+    def __init__(self):
+        self.batch = None
+        self.tokenizer = None
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, processing_class=None, **kwargs):
+        self.batch = next(iter(train_dataloader))
+        self.tokenizer = processing_class
+
+
+def test_chat_loss_mask_covers_exactly_the_assistant_tokens(tmp_path):
+    import trl
+
+    # A real chat template as trl ships it (Qwen2.5's); trl swaps in its training
+    # variant, with generation markers, for assistant-only loss.
+    template = Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja"
+    folder = tmp_path / "chat"
+    folder.mkdir()
+    shutil.copy(template, folder / "qwen2_5.jinja")
+    body = TINY + """
+data:
+  train: tickets.jsonl
+  split: {validation: 0.1, seed: 1}
+format:
+  kind: chat
+  chat_template: {file: qwen2_5.jinja}
+  messages:
+    - {role: system, content: Route the request.}
+    - {role: user, content: "{{ text }}"}
+    - {role: assistant, content: "{{ queue }}"}
+method: {kind: sft, adapter: full}
+training: {max_steps: 1, batch_size: 4, max_length: 256}
+compute: {device: cpu}
+"""
+    spec = _spec(folder, body)
+    capture = _CaptureBatch()
+    ctx, _ = _run(spec, callbacks=[capture])
+    tok = capture.tokenizer
+    rows = [json.loads(l) for l in (ctx.run_dir / "data/train.jsonl").read_text().splitlines()]
+    answers = {r["messages"][-1]["content"] for r in rows}
+    batch = capture.batch
+    assert batch["input_ids"].shape[0] == 4
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+        trained, untrained = [], []
+        pieces = []
+        for token, label in zip(ids, labels):
+            if token == tok.pad_token_id and label == -100:
+                continue
+            text = tok.decode([token])
+            pieces.append((text, label != -100))
+            if label != -100:
+                assert label == token, "labels are the input ids where they carry loss"
+        # Group the trained tokens into runs: each run is one assistant turn.
+        runs, current = [], ""
+        for text, is_trained in pieces:
+            if is_trained:
+                current += text
+            elif current:
+                runs.append(current)
+                current = ""
+        if current:
+            runs.append(current)
+        assert len(runs) == 1, runs
+        # The template's generation block holds "\n" + answer + "<|im_end|>\n": the answer
+        # and its end-of-turn token carry loss (so the model learns to stop), nothing else.
+        span = runs[0]
+        assert span.startswith("\n") and span.endswith("<|im_end|>\n"), span
+        assert span[1: -len("<|im_end|>\n")] in answers
+        whole = "".join(text for text, _ in pieces)
+        assert whole.startswith("<|im_start|>system\nRoute the request.<|im_end|>\n<|im_start|>user\n")
+        assert whole.endswith("<|im_start|>assistant" + span), "every token before the answer is masked, none after"
+
+
+class _CrashAt(TrainerCallback):
+    """Simulate a crash right after a checkpoint was written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("simulated crash")
+
+
+def test_a_crashed_run_resumes_to_the_same_final_weights(tmp_path):
+    body = BASE_BODY.replace("max_steps: 4", "max_steps: 6") + "method: {kind: sft, adapter: full}\n"
+    straight = _spec(tmp_path / "a", body)
+    _run(straight)
+    crashed = _spec(tmp_path / "b", body)
+    with pytest.raises(KeyboardInterrupt):
+        _run(crashed, callbacks=[_CrashAt(4)])
+    run_b = (tmp_path / "b" / "runs" / "job")
+    assert not (run_b / "model").exists(), "no finished model where a crashed step left none"
+    assert json.loads((run_b / "manifest.json").read_text())["status"] == "failed"
+    ctx, lines = _run(crashed)
+    assert any("resumed from checkpoint-4" in l for l in lines)
+    a = load_file(tmp_path / "a/runs/job/model/model.safetensors")
+    b = load_file(run_b / "model/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
+    steps = [json.loads(l)["step"] for l in (run_b / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(l)]
+    assert steps == [1, 2, 3, 4, 5, 6], "metrics.jsonl has each step once"
+
+
+def test_a_bad_row_past_the_validated_sample_stops_the_run_with_its_row(tmp_path):
+    spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
+    rows = (tmp_path / "tickets.jsonl").read_text().splitlines()
+    rows += rows[:100]
+    rows.append('{"id": "X", "queue": "billing"}')  # no text: the prompt cannot render
+    (tmp_path / "tickets.jsonl").write_text("\n".join(rows) + "\n")
+    out = run_cli(["run", str(spec)], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "tickets.jsonl:221: format.prompt: template error: 'text' is undefined" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs/job/model").exists()
+
+
+def test_data_changed_after_planning_is_refused(tmp_path):
+    spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
+    plan, _ = compile_spec(spec)
+    with open(tmp_path / "tickets.jsonl", "a") as fh:
+        fh.write('{"id": "Y", "text": "late row", "queue": "billing"}\n')
+    with pytest.raises(SpecError, match="changed since the plan was made"):
+        execute(plan, find_root(spec), echo=lambda _: None)
