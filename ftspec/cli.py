@@ -160,6 +160,9 @@ def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bo
         execute(plan_, find_root(spec), echo=lambda line: click.echo(line))
     except SpecError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("\nftspec: interrupted; run the same command again to resume from the last checkpoint", err=True)
+        sys.exit(130)
 
 
 @main.command()

@@ -278,3 +278,48 @@ def test_data_changed_after_planning_is_refused(tmp_path):
         fh.write('{"id": "Y", "text": "late row", "queue": "billing"}\n')
     with pytest.raises(SpecError, match="changed since the plan was made"):
         execute(plan, find_root(spec), echo=lambda _: None)
+
+
+def test_tiny_model_with_a_bpe_tokenizer_trained_on_the_train_split(tmp_path):
+    body = BASE_BODY.replace("  init_seed: 1\n", "  init_seed: 1\n  tokenizer: {kind: bpe, vocab_size: 320}\n")
+    ctx, _ = _run(_spec(tmp_path, body + "method: {kind: sft, adapter: full}\n", name="bpe"), "training.max_steps=1")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ctx.run_dir / "data/base-model")
+    assert len(tok) == 320
+    text = "Where is my order #12345? Thanks!"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text, "byte-level BPE is lossless"
+    assert len(ids) < len(text.encode()), "merges learned from the training split shorten the text"
+
+
+def test_hub_dataset_sources_go_through_datasets(tmp_path, monkeypatch):
+    import datasets
+
+    rows = [json.loads(l) for l in (ROOT / "specs/data/support-tickets.jsonl").read_text().splitlines()[:60]]
+    calls = []
+
+    def fake_load_dataset(name, subset=None, split=None, revision=None):
+        calls.append((name, subset, split, revision))
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    body = BASE_BODY.replace("train: tickets.jsonl", "train: {hub: org/tickets, split: train, revision: abc123}")
+    ctx, _ = _run(_spec(tmp_path, body + "method: {kind: sft, adapter: full}\n", name="hub"), "training.max_steps=1")
+    assert calls == [("org/tickets", None, "train", "abc123")]
+    assert json.loads((ctx.run_dir / "data/stats.json").read_text())["splits"]["train"]["rows"] == 48
+
+
+def test_choices_outside_the_allowed_labels_stop_the_run(tmp_path):
+    body = BASE_BODY.replace("eval: {max_new_tokens: 12, limit: 8, metrics: [accuracy]}",
+                             "eval: {mode: choices, choices: [account, billing, returns, shipping, technical]}")
+    spec = _spec(tmp_path, body + "method: {kind: sft, adapter: full}\n")
+    rows = (tmp_path / "tickets.jsonl").read_text().splitlines()
+    rows += rows[:100] + ['{"id": "Z", "text": "hello", "queue": "sales"}']
+    (tmp_path / "tickets.jsonl").write_text("\n".join(rows) + "\n")
+    plan, _ = compile_spec(spec)
+    with pytest.raises(SpecError) as err:
+        execute(plan, find_root(spec), echo=lambda _: None)
+    assert err.value.issues[0].format() == (
+        "tickets.jsonl:221: eval.choices: the answer 'sales' is not one of eval.choices "
+        "(account, billing, returns, shipping, technical)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ftspec.errors import Issue, Pos, SpecError
-from ftspec.formatting import FormatError, RowFormatter
+from ftspec.formatting import FormatError, RowFormatter, reference
 from ftspec.sources import RowError, read_rows
 from ftspec.splitting import split_indices
 
@@ -77,6 +77,20 @@ def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on
     return records, columns, origins
 
 
+def _check_choices(plan: Mapping, records: list[dict], origins: list[str]) -> None:
+    """In choices mode every answer must be one of the allowed labels."""
+    e = plan["eval"]
+    if e["mode"] != "choices" or not e["choices"]:
+        return
+    allowed = set(e["choices"])
+    for record, origin in zip(records, origins):
+        ref = reference(plan["format"]["kind"], record)
+        if ref not in allowed:
+            file, _, row = origin.rpartition(":")
+            raise SpecError.one(Pos(file, int(row) if row.isdigit() else None), "eval.choices",
+                                f"the answer {ref!r} is not one of eval.choices ({', '.join(e['choices'])})")
+
+
 def build_splits(plan: Mapping, root: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Every split's formatted records, and counts of what was skipped."""
     data = plan["data"]
@@ -89,7 +103,8 @@ def build_splits(plan: Mapping, root: Path) -> tuple[dict[str, list[dict]], dict
         if src is None:
             continue
         rows, where = _read_source(split, src, root, data["on_bad_row"], skipped)
-        records, columns, _ = _format_rows(rows, where, formatter, data["on_bad_row"], skipped)
+        records, columns, origins = _format_rows(rows, where, formatter, data["on_bad_row"], skipped)
+        _check_choices(plan, records, origins)
         out[split] = records
         if split == "train" and data["split"] and data["split"]["stratify"]:
             key = data["split"]["stratify"]
@@ -121,13 +136,17 @@ def _percentile(sorted_values: list[int], q: float) -> int:
     return sorted_values[k]
 
 
-def token_stats(records: list[dict], kind: str, tokenizer, max_length: int, loss: str) -> dict:
+def token_stats(records: list[dict], kind: str, tokenizer, max_length: int, loss: str, name: str = "") -> dict:
     """Token-length percentiles, the truncation rate at ``max_length``, and the share
     of tokens that carry loss (after truncation), as the trainer will see them."""
+    import sys
+
+    from tqdm.auto import tqdm
+
     lengths: list[int] = []
     loss_tokens = total_tokens = truncated = 0
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for r in records:
+    for r in tqdm(records, desc=f"tokenize {name}", unit="row", leave=False, disable=not sys.stderr.isatty()):
         if kind == "chat":
             enc = tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True,
                                                 return_assistant_tokens_mask=(loss == "assistant"))

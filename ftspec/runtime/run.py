@@ -113,7 +113,7 @@ def step_prepare_data(ctx: RunContext, out: Path) -> dict:
     chat_template = fmt["chat_template"]["text"] if kind == "chat" and fmt["chat_template"] != "model" else None
     tokenizer = load_tokenizer(plan["model"], ctx.root, out, chat_template)
     loss = fmt.get("loss", "completion") if kind != "preference" else "completion"
-    stats = {split: D.token_stats(records, kind, tokenizer, plan["training"]["max_length"], loss)
+    stats = {split: D.token_stats(records, kind, tokenizer, plan["training"]["max_length"], loss, split)
              for split, records in splits.items()}
     write_json(out / "stats.json", {"splits": stats, **skipped})
     rows = " · ".join(f"{s} {v['rows']}" for s, v in stats.items())
