@@ -494,6 +494,9 @@ def has_test(spec: S.Spec) -> bool:
 def check_data_size(ctx: Context) -> Iterator[Issue]:
     """Fine-tuning pays off from a few hundred labelled rows; validation data shows over-fitting."""
     rows = ctx.train_rows_after_split
+    if rows == 0:
+        yield ctx.error(("data", "split"), "holds out every training row; nothing is left to train on")
+        return
     if rows is not None and rows < MIN_TRAIN_ROWS:
         yield ctx.warning(("data", "train"), f"only {rows} training rows; fine-tuning usually needs {MIN_TRAIN_ROWS} or more to pay off")
     if not has_validation(ctx.spec):

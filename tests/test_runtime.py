@@ -323,3 +323,29 @@ def test_choices_outside_the_allowed_labels_stop_the_run(tmp_path):
     assert err.value.issues[0].format() == (
         "tickets.jsonl:221: eval.choices: the answer 'sales' is not one of eval.choices "
         "(account, billing, returns, shipping, technical)")
+
+
+def test_a_local_pretrained_model_trains_with_lora(tmp_path):
+    from ftspec.runtime.models import build_tiny
+
+    tiny = {"architecture": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 4,
+            "intermediate_size": 64, "max_position_embeddings": 256, "tokenizer": {"kind": "byte"}, "init_seed": 3}
+    build_tiny(tiny, [], tmp_path / "local-model")
+    body = BASE_BODY.replace(TINY, "\nmodel: {base: ./local-model}\n")
+    ctx, _ = _run(_spec(tmp_path, body + "method: {kind: sft, adapter: {kind: lora, r: 2, target_modules: [q_proj, v_proj]}}\n", name="local"),
+                  "training.max_steps=1")
+    assert ctx.plan["model"] == {"kind": "pretrained", "source": "local", "name_or_path": "local-model", "revision": None,
+                                 "dtype": "auto", "trust_remote_code": False, "tokenizer": None}
+    config = json.loads((ctx.run_dir / "model/adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+
+
+def test_a_split_left_empty_by_skipped_rows_is_an_error(tmp_path):
+    body = BASE_BODY.replace("  split: {validation: 0.1, test: 0.1, seed: 1}\n",
+                             "  split: {validation: 0.1, test: 0.1, seed: 1}\n  on_bad_row: skip\n"
+                             "  derive: {code: \"{{ {'nothing': 1}[queue] }}\"}\n")
+    spec = _spec(tmp_path, body + "method: {kind: sft, adapter: full}\n")
+    plan, _ = compile_spec(spec)
+    with pytest.raises(SpecError, match="the train split is empty after skipping bad rows"):
+        execute(plan, find_root(spec), echo=lambda _: None)
+    assert not (tmp_path / "runs/job/data").exists()
