@@ -118,7 +118,8 @@ class Context:
 
     @property
     def train_rows_after_split(self) -> int | None:
-        rows = self.sources["train"].rows if "train" in self.sources else None
+        info = self.sources.get("train")
+        rows = info.rows if info is not None and info.readable else None
         if rows is None:
             return None
         split = self.spec.data.split
