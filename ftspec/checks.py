@@ -98,6 +98,7 @@ class Context:
     not_checked: list[str] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     names_ok: bool = True  # every template name is a column, so rows can be rendered
+    schemas: dict[int, str] = field(default_factory=dict)  # eval.metrics index -> JSON Schema text
 
     def at(self, *path) -> Origin:
         return self.loaded.origin(path)
@@ -556,6 +557,27 @@ def check_eval(ctx: Context) -> Iterator[Issue]:
             yield ctx.error(("eval", "gates", gate), "an improvement gate compares with the base model; set eval.baseline: true")
 
 
+def check_json_schemas(ctx: Context) -> Iterator[Issue]:
+    """A json_schema metric names a readable JSON Schema file."""
+    for i, metric in enumerate(ctx.spec.eval.metrics):
+        if not isinstance(metric, S.JsonSchemaMetric):
+            continue
+        path = ctx.spec_dir / metric.schema_
+        try:
+            text = path.read_text(encoding="utf-8")
+            schema = json.loads(text)
+        except FileNotFoundError:
+            yield ctx.error(("eval", "metrics", i, "schema"), f"schema file '{metric.schema_}' not found")
+            continue
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            yield ctx.error(("eval", "metrics", i, "schema"), f"schema file '{metric.schema_}' is not JSON: {exc}")
+            continue
+        if not isinstance(schema, dict):
+            yield ctx.error(("eval", "metrics", i, "schema"), f"schema file '{metric.schema_}' must hold a JSON object")
+            continue
+        ctx.schemas[i] = text
+
+
 def default_metrics(spec: S.Spec) -> list[str]:
     if spec.format.kind == "preference":
         return []
@@ -611,6 +633,7 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_max_length,
     check_early_stopping,
     check_eval,
+    check_json_schemas,
     check_choices,
     check_batch_fits,
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ftspec import __version__
-from ftspec.errors import EXIT_USAGE, Issue, SpecError
+from ftspec.errors import EXIT_GATE, EXIT_USAGE, Issue, SpecError
 
 _profile_option = click.option("--profile", "-p", "profiles", multiple=True, metavar="NAME",
                                help="Apply a profile defined in the spec (repeatable; applied in order).")
@@ -135,17 +135,8 @@ def schema(output: Path | None, markdown: bool) -> None:
         click.echo(text, nl=False)
 
 
-@main.command()
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@_profile_option
-@_set_option
-@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool) -> None:
-    """Compile a spec and execute its plan: prepare data, evaluate, train, report.
-
-    Steps already done under the same key are reused; a training step cut off by a
-    crash resumes from its last checkpoint.
-    """
+def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=None) -> None:
+    """Compile, execute, and exit as the run ends: 0, 2 (the user's input), 3 (a gate), 130 (Ctrl-C)."""
     from ftspec.compile import compile_spec, find_root
 
     try:
@@ -157,12 +148,54 @@ def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bo
     from ftspec.runtime.run import execute  # the heavy imports start here
 
     try:
-        execute(plan_, find_root(spec), echo=lambda line: click.echo(line))
+        ctx = execute(plan_, find_root(spec), echo=lambda line: click.echo(line), force=force, only=only)
     except SpecError as exc:
         _fail(exc)
+        return
     except KeyboardInterrupt:
         click.echo("\nftspec: interrupted; run the same command again to resume from the last checkpoint", err=True)
         sys.exit(130)
+    report = ctx.run_dir / "metrics.json"
+    if report.exists():
+        import json
+
+        failed = [g for g in json.loads(report.read_text(encoding="utf-8")).get("gates", []) if not g["passed"]]
+        if failed:
+            names = ", ".join(g["gate"] for g in failed)
+            click.echo(f"ftspec: {len(failed)} evaluation gate{'s' if len(failed) != 1 else ''} not met: {names}", err=True)
+            sys.exit(EXIT_GATE)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@_profile_option
+@_set_option
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool) -> None:
+    """Compile a spec and execute its plan: prepare data, evaluate, train, report.
+
+    Steps already done under the same key are reused; a training step cut off by a
+    crash resumes from its last checkpoint. Exits 3 when an evaluation gate is not met.
+    """
+    _execute(spec, profiles, sets, strict)
+
+
+@main.command("eval")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@_profile_option
+@_set_option
+def eval_(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    """Score the base and the trained model again, without training, and rebuild the report."""
+    _execute(spec, profiles, sets, False, force={"eval_base", "eval_tuned", "report"}, only={"eval_base", "eval_tuned", "report"})
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@_profile_option
+@_set_option
+def report(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    """Rebuild the report of a finished run from its evaluation results."""
+    _execute(spec, profiles, sets, False, force={"report"}, only={"report"})
 
 
 @main.command()

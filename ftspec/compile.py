@@ -7,6 +7,7 @@ found, and return warnings beside the result.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,6 +237,13 @@ def _metric(metric: Any, ctx: Context, i: int) -> dict:
     if isinstance(metric, S.JudgeMetric):
         out["rubric"] = _template(ctx.templates[f"eval.metrics.{i}.rubric"])
         out["scale"] = list(metric.scale)
+        local = is_local_model(metric.model, ctx.spec_dir)
+        out["model"] = {"source": "local" if local else "hub",
+                        "name_or_path": rel(ctx.spec_dir / metric.model, ctx.root) if local else metric.model}
+    if isinstance(metric, S.JsonSchemaMetric):
+        text = ctx.schemas[i]
+        out["schema"] = {"path": rel(ctx.spec_dir / metric.schema_, ctx.root), "text": text,
+                         "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
     if getattr(metric, "extract", None) is not None and metric.extract.template is not None:
         out["extract"]["template"] = _template(ctx.templates[f"eval.metrics.{i}.extract.template"])
     return out

@@ -1,39 +1,102 @@
-"""Held-out evaluation: batched greedy generation over the evaluation split, scored
-against the references the format defines."""
+"""Held-out evaluation of one model (the base or the tuned one) on the plan's
+evaluation split, with the same rendered prompts for both.
+
+- ``generate`` mode: batched greedy generation (left padding, KV cache, stop at the
+  end-of-sequence token or a stop string, ``max_new_tokens`` from the plan);
+- ``choices`` mode: each allowed label is scored by the log-likelihood of its
+  continuation, and the best one is the answer, so a base model that rambles is
+  still measured fairly;
+- few-shot examples from the training split can be put before the baseline's
+  prompt ("try prompt engineering first");
+- perplexity and an LLM judge need a model, so they are computed here; every other
+  metric is a pure function of predictions and references (``metrics.py``).
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+import math
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
 
 import torch
 
 from ftspec.formatting import reference
+from ftspec.runtime import metrics as M
 
 
-def eval_prompts(records: list[dict], kind: str, tokenizer) -> list[str]:
-    """The prompt of each record, as the model sees it at inference time."""
-    if kind == "chat":
-        prompts = []
-        for r in records:
+# --------------------------------------------------------------------------- prompts
+
+
+@dataclass
+class Example:
+    prompt: str  # what the model is given, as text
+    answer: str  # the text that should follow it (for perplexity)
+    reference: str  # the expected answer, as metrics compare it
+    record: dict
+
+
+def _chat_prompt(messages: list[dict], tokenizer) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _chat_continuation(messages: list[dict], answer: str, tokenizer) -> tuple[str, str]:
+    """(prompt, continuation) for an assistant answer, as the chat template renders them."""
+    prompt = _chat_prompt(messages, tokenizer)
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+    return prompt, (full[len(prompt):] if full.startswith(prompt) else answer)
+
+
+def _leading_space(text: str) -> str:
+    return text[: len(text) - len(text.lstrip())]
+
+
+def build_examples(records: list[dict], kind: str, tokenizer, shots: list[dict] = ()) -> list[Example]:
+    """Each record's prompt (with few-shot examples before it, when given) and answer."""
+    examples = []
+    for r in records:
+        ref = reference(kind, r)
+        if kind == "chat":
             messages = list(r["messages"])
+            answer_text = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
             while messages and messages[-1]["role"] == "assistant":
                 messages.pop()
-            prompts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        return prompts
-    return [r["prompt"] for r in records]
+            if shots:
+                system = [m for m in messages[:1] if m["role"] == "system"]
+                demo = [m for s in shots for m in s["messages"] if m["role"] != "system"]
+                messages = system + demo + messages[len(system):]
+            prompt, answer = _chat_continuation(messages, answer_text, tokenizer)
+        else:
+            completion = r["completion"] if kind == "prompt_completion" else r["chosen"]
+            prefix = "".join(s["prompt"] + (s["completion"] if kind == "prompt_completion" else s["chosen"]) + "\n\n" for s in shots)
+            prompt, answer = prefix + r["prompt"], completion
+        examples.append(Example(prompt, answer, ref, r))
+    return examples
+
+
+def few_shot(train: list[dict], k: int, seed: int) -> list[dict]:
+    if k <= 0 or not train:
+        return []
+    return random.Random(seed).sample(train, min(k, len(train)))
 
 
 def stop_token_ids(tokenizer) -> list[int]:
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    if im_end is not None and im_end not in ids:
-        ids.append(im_end)
+    vocab = tokenizer.get_vocab()
+    for marker in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+        if marker in vocab and vocab[marker] not in ids:
+            ids.append(vocab[marker])
     return ids
+
+
+# --------------------------------------------------------------------------- generation
 
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             stop: list[str] = (), chat: bool = False, progress=None) -> list[str]:
+             stop: list[str] = (), chat: bool = False, progress: Callable[[int], None] | None = None) -> list[str]:
     """Greedy answers, in batches: left padding so every prompt ends where generation starts."""
     model.eval()
     device = next(model.parameters()).device
@@ -41,48 +104,190 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     tokenizer.padding_side = "left"
     answers: list[str] = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start:start + batch_size]
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
+        # Longest prompts first: batches of similar length waste less on padding.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out_by_index: dict[int, str] = {}
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer))
             new = out[:, enc["input_ids"].shape[1]:]
-            for text in tokenizer.batch_decode(new, skip_special_tokens=True):
+            for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 for s in stop:
                     text = text.split(s, 1)[0]
-                answers.append(text)
+                out_by_index[i] = text
             if progress is not None:
-                progress(len(batch))
+                progress(len(idx))
+        answers = [out_by_index[i] for i in range(len(prompts))]
     finally:
         tokenizer.padding_side = side
     return answers
 
 
-def score(records: list[dict], predictions: list[str], kind: str) -> tuple[dict, list[dict]]:
-    """Accuracy (exact match after trimming) and the per-example rows."""
-    rows = []
-    correct = 0
-    for r, pred in zip(records, predictions):
-        ref = reference(kind, r)
-        ok = pred.strip() == ref
-        correct += ok
-        rows.append({"reference": ref, "prediction": pred, "correct": ok})
-    n = len(rows)
-    return {"accuracy": correct / n if n else 0.0, "rows": n}, rows
+# --------------------------------------------------------------------------- log-likelihood
 
 
-def eval_records(data_dir, split: str, limit: int | None) -> list[dict]:
+def _continuation_ids(tokenizer, prompt: str, continuation: str, chat: bool, add_eos: bool) -> tuple[list[int], list[int]]:
+    special = not chat
+    p_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
+    full = tokenizer(prompt + continuation, add_special_tokens=special)["input_ids"]
+    if full[: len(p_ids)] == p_ids:
+        c_ids = full[len(p_ids):]
+    else:  # the tokenizer merged across the boundary: tokenise the parts apart
+        c_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    if add_eos and tokenizer.eos_token_id is not None:
+        c_ids = c_ids + [tokenizer.eos_token_id]
+    return p_ids, c_ids
+
+
+@torch.no_grad()
+def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[tuple[float, int]]:
+    """Sum of log-probabilities of each continuation given its prompt, and its length."""
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    results: list[tuple[float, int]] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        seqs = [p + c for p, c in chunk]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        targets = ids[:, 1:].to(device)
+        token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
+        for i, (p, c) in enumerate(chunk):
+            lo, hi = len(p) - 1, len(p) + len(c) - 1
+            results.append((float(token_logp[i, lo:hi].sum()), len(c)))
+    return results
+
+
+def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: str, batch_size: int) -> list[str]:
+    """The label whose continuation is most likely after each prompt."""
+    chat = kind == "chat"
+    pairs = []
+    for ex in examples:
+        for label in labels:
+            if chat:
+                messages = _messages_before_answer(ex, kind)
+                prompt, cont = _chat_continuation(messages, label, tokenizer)
+                pairs.append(_continuation_ids(tokenizer, prompt, cont, chat=True, add_eos=False))
+            else:
+                cont = _leading_space(ex.answer) + label
+                pairs.append(_continuation_ids(tokenizer, ex.prompt, cont, chat=False, add_eos=True))
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
+    answers = []
+    for i in range(len(examples)):
+        row = scores[i * len(labels):(i + 1) * len(labels)]
+        best = max(range(len(labels)), key=lambda j: row[j][0])
+        answers.append(labels[best])
+    return answers
+
+
+def _messages_before_answer(ex: Example, kind: str) -> list[dict]:
+    messages = list(ex.record["messages"])
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+    return messages
+
+
+def perplexity(model, tokenizer, examples: list[Example], kind: str, batch_size: int) -> float | None:
+    """exp(mean negative log-likelihood per answer token) over the split."""
+    chat = kind == "chat"
+    pairs = [_continuation_ids(tokenizer, ex.prompt, ex.answer, chat=chat, add_eos=not chat) for ex in examples]
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
+    tokens = sum(n for _, n in scores)
+    if tokens == 0:
+        return None
+    return math.exp(-sum(lp for lp, _ in scores) / tokens)
+
+
+# --------------------------------------------------------------------------- judge
+
+
+def judge_scores(metric: Mapping, examples: list[Example], predictions: list[str], judge_model, judge_tokenizer,
+                 batch_size: int) -> tuple[list[float | None], int]:
+    """Scores in 0..1 from an LLM judge, and how many answers it gave no parsable score for."""
+    from ftspec.templates import environment
+
+    rubric = environment().from_string(metric["rubric"]["text"])
+    prompts = []
+    for ex, pred in zip(examples, predictions):
+        text = rubric.render(prompt=ex.prompt, reference=ex.reference, prediction=pred)
+        if judge_tokenizer.chat_template:
+            text = _chat_prompt([{"role": "user", "content": text}], judge_tokenizer)
+        prompts.append(text)
+    replies = generate(judge_model, judge_tokenizer, prompts, 16, batch_size, chat=bool(judge_tokenizer.chat_template))
+    low, high = metric["scale"]
+    pattern = re.compile(metric["score_regex"])
+    scores: list[float | None] = []
+    for reply in replies:
+        m = pattern.search(reply)
+        try:
+            value = float(m.group(1) if m and m.groups() else m.group(0)) if m else None
+        except ValueError:
+            value = None
+        scores.append(None if value is None else min(1.0, max(0.0, (value - low) / (high - low))))
+    return scores, sum(1 for s in scores if s is None)
+
+
+# --------------------------------------------------------------------------- the whole evaluation
+
+
+def read_split(data_dir: Path, split: str) -> list[dict]:
     from ftspec.runtime.data import read_jsonl
 
-    records = read_jsonl(data_dir / f"{split}.jsonl")
-    return records[:limit] if limit else records
+    return read_jsonl(data_dir / f"{split}.jsonl")
 
 
-def evaluate(model, tokenizer, plan: Mapping, data_dir, progress=None) -> tuple[dict, list[dict]]:
+def evaluate(model, tokenizer, plan: Mapping, data_dir: Path, *, baseline: bool,
+             load_judge: Callable[[Mapping], tuple] | None = None) -> tuple[dict, list[dict]]:
+    """Score one model on the evaluation split: the step's metrics.json and its predictions."""
     e = plan["eval"]
     kind = plan["format"]["kind"]
-    records = eval_records(data_dir, e["split"], e["limit"])
-    prompts = eval_prompts(records, kind, tokenizer)
-    predictions = generate(model, tokenizer, prompts, e["max_new_tokens"], e["batch_size"], e["stop"],
-                           chat=kind == "chat", progress=progress)
-    return score(records, predictions, kind)
+    records = read_split(data_dir, e["split"])
+    if e["limit"]:
+        records = records[: e["limit"]]
+    train = read_split(data_dir, "train")
+    shots = few_shot(train, e["few_shot"], plan["training"]["seed"]) if baseline else []
+    examples = build_examples(records, kind, tokenizer, shots)
+    labels = list(e["choices"]) if e["choices"] else None
+
+    if e["mode"] == "choices":
+        labels = labels or sorted({reference(kind, r) for r in train})
+        predictions = choose(model, tokenizer, examples, labels, kind, e["batch_size"])
+    else:
+        predictions = generate(model, tokenizer, [ex.prompt for ex in examples], e["max_new_tokens"], e["batch_size"],
+                               e["stop"], chat=kind == "chat")
+
+    pure = [m for m in e["metrics"] if m["name"] not in M.MODEL_METRICS]
+    result = M.score(pure, predictions, [ex.reference for ex in examples], labels=labels)
+    aggregate = dict(result.aggregate)
+    per_example = [dict(s) for s in result.per_example] or [{} for _ in examples]
+    details = dict(result.details)
+    for metric in e["metrics"]:
+        if metric["name"] == "perplexity":
+            aggregate["perplexity"] = perplexity(model, tokenizer, examples, kind, e["batch_size"])
+        elif metric["name"] == "judge" and load_judge is not None:
+            judge_model, judge_tokenizer = load_judge(metric)
+            scores, unparsed = judge_scores(metric, examples, predictions, judge_model, judge_tokenizer, e["batch_size"])
+            parsed = [s for s in scores if s is not None]
+            aggregate["judge"] = sum(parsed) / len(parsed) if parsed else None
+            details["judge"] = {"unparsed": unparsed, "model": metric["model"]}
+            for row, s in zip(per_example, scores):
+                if s is not None:
+                    row["judge"] = s
+    rows = []
+    for i, (ex, pred) in enumerate(zip(examples, predictions)):
+        row = {"index": i, "prompt": ex.prompt, "reference": ex.reference, "prediction": pred, "scores": per_example[i]}
+        if result.extracted and result.extracted[i]:
+            row["extracted"] = result.extracted[i]
+        rows.append(row)
+    summary = {"metrics": aggregate, "details": details, "rows": len(examples), "split": e["split"],
+               "few_shot": len(shots), "mode": e["mode"]}
+    return summary, rows

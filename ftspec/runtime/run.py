@@ -2,12 +2,12 @@
 directory, made final only when the step has finished.
 
     runs/<name>/
-      plan.json  manifest.json  metrics.jsonl
+      plan.json  manifest.json  metrics.jsonl  metrics.json  predictions.jsonl  report.md  report.html
       data/        prepare_data: the splits in TRL's columns, stats.json (+ base-model/ for tiny models)
       eval-base/   eval_base: metrics.json, predictions.jsonl
       model/       train: the model or adapter (safetensors) with its tokenizer, train.json
       eval-tuned/  eval_tuned: metrics.json, predictions.jsonl
-      report/      report: summary.json
+      report/      report: metrics.json, predictions.jsonl, report.md, report.html (copied to the top)
       checkpoints/<train key>/   the trainer's checkpoints, kept so that a crashed run resumes
 
 A step writes into ``<folder>.partial`` and its completion marker is the last
@@ -126,6 +126,7 @@ def step_prepare_data(ctx: RunContext, out: Path) -> dict:
 
 def _eval_step(ctx: RunContext, out: Path, tuned: bool) -> dict:
     from ftspec.runtime import builders
+    from ftspec.runtime.data import write_jsonl
     from ftspec.runtime.evaluate import evaluate
     from ftspec.runtime.models import load_model, load_tokenizer, load_tuned
 
@@ -136,9 +137,9 @@ def _eval_step(ctx: RunContext, out: Path, tuned: bool) -> dict:
     fmt = plan["format"]
     chat_template = fmt["chat_template"]["text"] if fmt["kind"] == "chat" and fmt["chat_template"] != "model" else None
     if tuned:
-        model_dir = ctx.step_dir("train")
         from transformers import AutoTokenizer
 
+        model_dir = ctx.step_dir("train")
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = load_tuned(plan.to_dict(), ctx.root, ctx.data_dir, model_dir, dtype, device)
     else:
@@ -146,13 +147,24 @@ def _eval_step(ctx: RunContext, out: Path, tuned: bool) -> dict:
         model = load_model(plan["model"], ctx.root, ctx.data_dir, dtype, device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    metrics, rows = evaluate(model, tokenizer, plan.to_dict(), ctx.data_dir)
-    write_json(out / "metrics.json", metrics)
-    from ftspec.runtime.data import write_jsonl
 
+    def load_judge(metric):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        judge = metric["model"]
+        path = str(ctx.root / judge["name_or_path"]) if judge["source"] == "local" else judge["name_or_path"]
+        judge_tokenizer = AutoTokenizer.from_pretrained(path)
+        if judge_tokenizer.pad_token is None:
+            judge_tokenizer.pad_token = judge_tokenizer.eos_token
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), judge_tokenizer
+
+    summary, rows = evaluate(model, tokenizer, plan.to_dict(), ctx.data_dir, baseline=not tuned, load_judge=load_judge)
+    write_json(out / "metrics.json", summary)
     write_jsonl(out / "predictions.jsonl", rows)
-    ctx.echo(f"  {'tuned' if tuned else 'base'} model: accuracy {metrics['accuracy']:.3f} on {metrics['rows']} {plan['eval']['split']} rows")
-    return metrics
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items() if isinstance(v, (int, float)))
+    shots = f", {summary['few_shot']}-shot" if summary["few_shot"] else ""
+    ctx.echo(f"  {'tuned' if tuned else 'base'} model on {summary['rows']} {summary['split']} rows{shots}: {shown}")
+    return summary
 
 
 def step_eval_base(ctx: RunContext, out: Path) -> dict:
@@ -185,20 +197,13 @@ def step_train(ctx: RunContext, out: Path) -> dict:
     return info
 
 
-def step_report(ctx: RunContext, out: Path) -> dict:
-    def load(name: str, file: str):
-        path = ctx.step_dir(name) / file
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+REPORT_FILES = ("metrics.json", "predictions.jsonl", "report.md", "report.html")
 
-    summary = {
-        "plan_id": ctx.plan.id,
-        "data": load("prepare_data", "stats.json"),
-        "train": load("train", "train.json"),
-        "base": load("eval_base", "metrics.json"),
-        "tuned": load("eval_tuned", "metrics.json"),
-    }
-    write_json(out / "summary.json", summary)
-    return summary
+
+def step_report(ctx: RunContext, out: Path) -> dict:
+    from ftspec.runtime.report import build_report
+
+    return build_report(ctx.run_dir, ctx.plan.to_dict(), out)
 
 
 STEPS: dict[str, Callable[[RunContext, Path], dict]] = {
@@ -279,8 +284,13 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
-def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbacks: list | None = None) -> RunContext:
-    """Run every step of the plan that is not already complete under its key."""
+def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbacks: list | None = None,
+            force: set[str] = frozenset(), only: set[str] | None = None) -> RunContext:
+    """Run every step of the plan that is not already complete under its key.
+
+    ``force`` runs the named steps again even when they are complete; ``only`` runs
+    just the named steps, and needs every other step complete already.
+    """
     quiet_libraries()
     run_dir = (root / plan["output"]["dir"]).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -306,7 +316,14 @@ def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbac
             name, key = step["name"], step["key"]
             final = ctx.step_dir(name)
             entry = {"name": name, "key": key, "dir": STEP_DIRS[name]}
-            if is_complete(final, key):
+            if only is not None and name not in only:
+                if not is_complete(final, key):
+                    from ftspec.errors import Pos, SpecError
+
+                    raise SpecError.one(Pos(str(plan["spec"]["path"])), "", f"step {name} has not run for this plan "
+                                        f"(key {key[:8]}); run `ftspec run {plan['spec']['path']}` first")
+                entry.update(state="reused", seconds=0.0)
+            elif is_complete(final, key) and name not in force:
                 echo(f"{name}: up to date (key {key[:8]})")
                 entry.update(state="reused", seconds=0.0)
             else:
@@ -320,8 +337,7 @@ def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbac
                 entry.update(state="ran", seconds=round(time.time() - t0, 2))
             manifest["steps"].append(entry)
             write_json(run_dir / "manifest.json", manifest)
-        if (ctx.step_dir("train") / "metrics.jsonl").exists():
-            shutil.copyfile(ctx.step_dir("train") / "metrics.jsonl", run_dir / "metrics.jsonl")
+        _publish(ctx)
         manifest.update(status="finished", finished_at=_now(), seconds=round(time.time() - started, 1))
     except BaseException:
         manifest.update(status="failed", finished_at=_now())
@@ -332,20 +348,53 @@ def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbac
     return ctx
 
 
+def _publish(ctx: RunContext) -> None:
+    """Copy the files people look for first to the top of the run directory."""
+    for step, files in (("train", ("metrics.jsonl",)), ("report", REPORT_FILES)):
+        for name in files:
+            src = ctx.step_dir(step) / name
+            if src.exists():
+                tmp = ctx.run_dir / f".{name}.tmp"
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, ctx.run_dir / name)
+
+
 def summary(ctx: RunContext, seconds: float) -> str:
-    report = json.loads((ctx.step_dir("report") / "summary.json").read_text(encoding="utf-8"))
+    report = json.loads((ctx.step_dir("report") / "metrics.json").read_text(encoding="utf-8"))
     minutes, secs = divmod(int(round(seconds)), 60)
     lines = [f"done in {minutes}m{secs:02d}s: {_shown(ctx.run_dir, ctx.root)}"]
     what = "full model" if ctx.plan["method"]["adapter"]["kind"] == "full" else f"{ctx.plan['method']['adapter']['kind']} adapter"
     lines.append(f"  model     {_shown(ctx.step_dir('train'), ctx.root)}  ({what}, safetensors)")
-    train = report.get("train") or {}
+    train_file = ctx.step_dir("train") / "train.json"
+    train = json.loads(train_file.read_text(encoding="utf-8")) if train_file.exists() else {}
     if train:
         losses = [f"train {train['train_loss']:.4f}" if train.get("train_loss") is not None else None,
                   f"validation {train['eval_loss']:.4f}" if train.get("eval_loss") is not None else None]
         lines.append(f"  losses    {' · '.join(l for l in losses if l)} (after {train['steps']} steps)")
-    base, tuned = report.get("base"), report.get("tuned")
-    if tuned:
-        split = ctx.plan["eval"]["split"]
-        base_text = f"base {base['accuracy']:.3f} → " if base else ""
-        lines.append(f"  held-out accuracy ({split}, {tuned['rows']} rows): {base_text}tuned {tuned['accuracy']:.3f}")
+    lines.extend(metric_lines(report))
+    if report.get("overfitting"):
+        lines.append(f"  warning   {report['overfitting']}")
+    lines.append(f"  report    {_shown(ctx.run_dir / 'report.html', ctx.root)}")
     return "\n".join(lines)
+
+
+def metric_lines(report: dict) -> list[str]:
+    """The base → tuned table and the gates, as the run's last lines."""
+    base, tuned = report.get("base") or {}, report.get("tuned") or {}
+    lines = []
+    if tuned:
+        lines.append(f"  held-out  {report.get('split')} split, {report.get('rows')} rows")
+        for name, value in tuned.items():
+            if not isinstance(value, (int, float)):
+                continue
+            b = base.get(name)
+            if isinstance(b, (int, float)):
+                lines.append(f"    {name:<14} base {b:.3f} → tuned {value:.3f} ({value - b:+.3f})")
+            else:
+                lines.append(f"    {name:<14} tuned {value:.3f}")
+    for gate in report.get("gates", []):
+        mark = "passed" if gate["passed"] else "FAILED"
+        value = f"{gate['value']:.3f}" if isinstance(gate.get("value"), (int, float)) else "n/a"
+        extra = f" ({gate['reason']})" if gate.get("reason") else (f", margin {gate['margin']:+.3f}" if isinstance(gate.get("margin"), (int, float)) else "")
+        lines.append(f"  gate      {gate['gate']} {gate['op']} {gate['threshold']:g}: {value} {mark}{extra}")
+    return lines
