@@ -103,7 +103,7 @@ def test_sft_full_trains_every_weight_and_writes_the_run_directory(tmp_path):
     metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
     assert [m["step"] for m in metrics if "eval_loss" in m][:2] == [2, 4]
-    assert any(l.strip().startswith("accuracy") and "→ tuned" in l for l in lines)
+    assert any(l.strip().startswith("accuracy") and "→ tuned" in l for l in "\n".join(lines).splitlines())
     for name in ("metrics.json", "predictions.jsonl", "report.md", "report.html"):
         assert (run / name).is_file()
 
