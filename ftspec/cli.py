@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ftspec import __version__
-from ftspec.errors import EXIT_GATE, EXIT_USAGE, Issue, SpecError
+from ftspec.errors import EXIT_GATE, EXIT_USAGE, Issue, Pos, SpecError
 
 _profile_option = click.option("--profile", "-p", "profiles", multiple=True, metavar="NAME",
                                help="Apply a profile defined in the spec (repeatable; applied in order).")
@@ -135,12 +135,23 @@ def schema(output: Path | None, markdown: bool) -> None:
         click.echo(text, nl=False)
 
 
-def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=None) -> None:
+def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=None, locked: bool = False) -> None:
     """Compile, execute, and exit as the run ends: 0, 2 (the user's input), 3 (a gate), 130 (Ctrl-C)."""
     from ftspec.compile import compile_spec, find_root
 
+    lock_info = None
     try:
         plan_, warnings = compile_spec(spec, profiles, sets, strict)
+        if locked:
+            from ftspec import lock as L
+
+            lock_file = L.lock_path(spec, tuple(profiles))
+            pinned = L.read(lock_file)
+            L.check(pinned, L.build(plan_.to_dict(), find_root(spec), None, pinned), lock_file)
+            extra = L.pinned_sets(pinned)
+            if extra:  # load exactly the locked hub commits
+                plan_, warnings = compile_spec(spec, profiles, [*sets, *extra], strict)
+            lock_info = {"path": str(lock_file), "sha256": L.digest(pinned)}
     except SpecError as exc:
         _fail(exc)
         return
@@ -148,7 +159,7 @@ def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=N
     from ftspec.runtime.run import execute  # the heavy imports start here
 
     try:
-        ctx = execute(plan_, find_root(spec), echo=lambda line: click.echo(line), force=force, only=only)
+        ctx = execute(plan_, find_root(spec), echo=lambda line: click.echo(line), force=force, only=only, lock=lock_info)
     except SpecError as exc:
         _fail(exc)
         return
@@ -166,18 +177,113 @@ def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=N
             sys.exit(EXIT_GATE)
 
 
+STEP_NAMES = ("prepare_data", "eval_base", "train", "eval_tuned", "report")
+
+
+def _parse_force(value: str | None) -> set[str]:
+    if value is None:
+        return set()
+    if value == "all":
+        return set(STEP_NAMES)
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    unknown = sorted(names - set(STEP_NAMES))
+    if unknown:
+        raise click.BadParameter(f"unknown step {', '.join(unknown)} (steps: {', '.join(STEP_NAMES)})", param_hint="--force")
+    return names
+
+
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_set_option
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool) -> None:
+@click.option("--force", "force", is_flag=False, flag_value="all", default=None, metavar="[STEP,…]",
+              help="Run steps again even when they are up to date: all of them, or the named ones (--force train,eval_tuned).")
+@click.option("--locked", is_flag=True, help="Refuse to run when anything pinned in the spec's lock file has drifted.")
+def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, force: str | None, locked: bool) -> None:
     """Compile a spec and execute its plan: prepare data, evaluate, train, report.
 
     Steps already done under the same key are reused; a training step cut off by a
     crash resumes from its last checkpoint. Exits 3 when an evaluation gate is not met.
     """
-    _execute(spec, profiles, sets, strict)
+    _execute(spec, profiles, sets, strict, force=_parse_force(force), locked=locked)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@_profile_option
+@_set_option
+def lock(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    """Pin what the spec leaves floating: model revision, data fingerprints, template
+    hashes, library versions. Writes SPEC's .lock.json next to it (the only command
+    that looks names up on the hub)."""
+    from ftspec import lock as L
+    from ftspec.compile import compile_spec, find_root
+
+    try:
+        plan_, warnings = compile_spec(spec, profiles, sets)
+        pinned = L.build(plan_.to_dict(), find_root(spec), L.hub_resolver)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    _print_issues(warnings)
+    import json
+
+    path = L.lock_path(spec, tuple(profiles))
+    write_atomic(path, json.dumps(pinned, indent=2, sort_keys=True) + "\n")
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@_profile_option
+@_set_option
+def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    """Each step of the spec's plan with its key and state: done, stale, missing, running."""
+    from ftspec.compile import compile_spec, find_root
+    from ftspec.rundir import step_states
+
+    try:
+        plan_, _ = compile_spec(spec, profiles, sets)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    run_dir = find_root(spec) / plan_["output"]["dir"]
+    states = step_states(plan_, run_dir)
+    click.echo(f"{plan_['name']}  plan {plan_.short_id}  run directory {plan_['output']['dir']}")
+    for step in plan_["steps"]:
+        click.echo(f"  {step['name']:<13} {step['key'][:12]}  {states[step['name']]}")
+
+
+@main.command()
+@click.argument("directory", required=False, default="runs", type=click.Path(file_okay=False, path_type=Path))
+def runs(directory: Path) -> None:
+    """List the runs in DIRECTORY (default: runs/) with plan ids and headline metrics."""
+    import json
+
+    from ftspec.rundir import read_json
+
+    rows = []
+    for manifest_file in sorted(directory.glob("*/manifest.json")):
+        m = read_json(manifest_file) or {}
+        report = read_json(manifest_file.parent / "metrics.json") or {}
+        headline = report.get("headline")
+        tuned, base = (report.get("tuned") or {}), (report.get("base") or {})
+        if headline and isinstance(tuned.get(headline), (int, float)):
+            metric = f"{headline} {tuned[headline]:.3f}"
+            if isinstance(base.get(headline), (int, float)):
+                metric += f" (base {base[headline]:.3f})"
+        else:
+            metric = "-"
+        gates = {True: "gates ok", False: "GATES FAILED", None: ""}[report.get("gates_passed")]
+        rows.append((manifest_file.parent.name, str(m.get("plan_id", ""))[:12], m.get("status", "?"),
+                     m.get("finished_at") or m.get("started_at") or "", metric, gates))
+    if not rows:
+        click.echo(f"no runs in {directory}")
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo("  ".join(r[i].ljust(widths[i]) for i in range(5)) + (f"  {r[5]}" if r[5] else ""))
 
 
 @main.command("eval")
@@ -196,6 +302,59 @@ def eval_(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
 def report(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
     """Rebuild the report of a finished run from its evaluation results."""
     _execute(spec, profiles, sets, False, force={"report"}, only={"report"})
+
+
+def _plan_for_diff(path: Path, profiles, sets):
+    """A plan dict from a spec (compiled) or from a plan JSON file written by `ftspec plan -o`."""
+    from ftspec.compile import compile_spec
+
+    if path.suffix == ".json":
+        from ftspec.plan import Plan
+
+        try:
+            return Plan.from_json(path.read_text(encoding="utf-8")).to_dict()
+        except (OSError, ValueError) as exc:
+            raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {exc}") from None
+    return compile_spec(path, profiles, sets)[0].to_dict()
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--git", "rev", metavar="REV", help="Compare SPEC with its version at git revision REV.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@_profile_option
+@_set_option
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the plans differ (for CI).")
+def diff(specs: tuple[Path, ...], rev: str | None, fmt: str, profiles: tuple[str, ...], sets: tuple[str, ...], exit_code: bool) -> None:
+    """What a change does to the effective plan: OLD NEW, or --git REV SPEC.
+
+    Each changed value is shown as old → new, including values that changed through
+    defaults, extends or profiles, with the steps that would run again.
+    """
+    from ftspec import diff as D
+
+    try:
+        if rev is not None:
+            if len(specs) != 1:
+                raise click.UsageError("with --git REV, give exactly one SPEC")
+            old, new = D.diff_git(rev, specs[0], profiles, sets)
+        else:
+            if len(specs) != 2:
+                raise click.UsageError("give OLD and NEW specs (or plan files), or --git REV SPEC")
+            old, new = (_plan_for_diff(p, profiles, sets) for p in specs)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    result = D.diff_plans(old, new)
+    if fmt == "markdown":
+        text = D.render_markdown(result)
+    elif fmt == "json":
+        text = D.render_json(result)
+    else:
+        text = D.render_text(result, color=sys.stdout.isatty())
+    click.echo(text, nl=False)
+    if exit_code and not result.is_empty():
+        sys.exit(1)
 
 
 @main.command()

@@ -32,10 +32,9 @@ from typing import Callable
 
 from ftspec import __version__
 from ftspec.plan import Plan
+from ftspec.rundir import STEP_DIRS, finish_step, is_complete, now, read_json, write_json
 from ftspec.summary import describe_adapter, describe_model
 
-MARKER = ".ftspec-step.json"
-STEP_DIRS = {"prepare_data": "data", "eval_base": "eval-base", "train": "model", "eval_tuned": "eval-tuned", "report": "report"}
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
 
 
@@ -57,42 +56,6 @@ class RunContext:
 
     def checkpoints(self) -> Path:
         return self.run_dir / "checkpoints" / self.plan.step("train")["key"][:16]
-
-
-# --------------------------------------------------------------------------- step bookkeeping
-
-
-def write_json(path: Path, value) -> None:
-    """Write JSON whole or not at all: temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(value, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def is_complete(folder: Path, key: str) -> bool:
-    try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return marker.get("key") == key
-
-
-def _finish(partial: Path, final: Path, name: str, key: str) -> None:
-    write_json(partial / MARKER, {"step": name, "key": key, "finished_at": _now()})
-    old = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(partial, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------- the steps
@@ -260,20 +223,23 @@ def quiet_libraries() -> None:
         pass
 
 
-def header(plan: Plan, run_dir: Path, root: Path) -> str:
-    from ftspec.runtime import builders
-
-    device = builders.resolve_device(plan["compute"])
-    precision = builders.resolve_precision(plan["compute"], device)
+def header(plan: Plan, run_dir: Path, root: Path, with_device: bool = True) -> str:
     rows = plan["data"]["rows"]
     t = plan["training"]
+    if with_device:
+        from ftspec.runtime import builders
+
+        device = builders.resolve_device(plan["compute"])
+        where = f"{device} ({builders.resolve_precision(plan['compute'], device)})"
+    else:
+        where = "not needed (nothing to run)"
     return "\n".join([
         f"ftspec run {plan['name']}  (plan {plan.short_id})",
         f"  model    {describe_model(plan['model'])}",
         f"  method   {plan['method']['objective']} + {describe_adapter(plan['method']['adapter'])}",
         f"  data     train {rows['train']} · validation {rows['validation']} · test {rows['test']} rows; "
         f"{t['total_steps']} steps of {t['effective_batch_size']} rows",
-        f"  device   {device} ({precision}); run directory {_shown(run_dir, root)}",
+        f"  device   {where}; run directory {_shown(run_dir, root)}",
     ])
 
 
@@ -285,47 +251,63 @@ def _shown(path: Path, root: Path) -> str:
 
 
 def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbacks: list | None = None,
-            force: set[str] = frozenset(), only: set[str] | None = None) -> RunContext:
+            force: set[str] = frozenset(), only: set[str] | None = None, lock: dict | None = None) -> RunContext:
     """Run every step of the plan that is not already complete under its key.
 
     ``force`` runs the named steps again even when they are complete; ``only`` runs
-    just the named steps, and needs every other step complete already.
+    just the named steps, and needs every other step complete already. When every
+    step is complete nothing heavy is imported: an unchanged spec returns at once.
     """
-    quiet_libraries()
     run_dir = (root / plan["output"]["dir"]).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(plan, root, run_dir, echo, list(callbacks or []))
+    names = [s["name"] for s in plan["steps"]]
+    done = {s["name"] for s in plan["steps"] if is_complete(ctx.step_dir(s["name"]), s["key"])}
+    selected = set(names) if only is None else set(only) & set(names)
+    missing = [n for n in names if n not in selected and n not in done]
+    if missing:
+        from ftspec.errors import Pos, SpecError
+
+        key = plan.step(missing[0])["key"]
+        raise SpecError.one(Pos(str(plan["spec"]["path"])), "", f"step {missing[0]} has not run for this plan "
+                            f"(key {key[:8]}); run `ftspec run {plan['spec']['path']}` first")
+    todo = [n for n in names if n in selected and (n in force or n not in done)]
+
     started = time.time()
-    echo(header(plan, run_dir, root))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if todo:
+        quiet_libraries()
+    echo(header(plan, run_dir, root, with_device=bool(todo)))
     write_json(run_dir / "plan.json", plan.to_dict())
+    previous = {e["name"]: e for e in (read_json(run_dir / "manifest.json") or {}).get("steps", [])}
     manifest = {
         "plan_id": plan.id,
         "name": plan["name"],
         "spec": plan.to_dict()["spec"],
+        "spec_files": _spec_files(plan, root),
+        "lock": lock,
         "status": "running",
-        "started_at": _now(),
+        "pid": os.getpid(),
+        "started_at": now(),
         "finished_at": None,
         "versions": _versions(),
         "git": _git(root),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "data": {split: {"path": src.get("path") or src.get("hub"), "sha256": src.get("sha256"), "revision": src.get("revision")}
+                 for split, src in plan["data"]["sources"].items()},
         "steps": [],
+        "artifacts": {name: STEP_DIRS[name] for name in names},
     }
     write_json(run_dir / "manifest.json", manifest)
     try:
         for step in plan["steps"]:
             name, key = step["name"], step["key"]
             final = ctx.step_dir(name)
-            entry = {"name": name, "key": key, "dir": STEP_DIRS[name]}
-            if only is not None and name not in only:
-                if not is_complete(final, key):
-                    from ftspec.errors import Pos, SpecError
-
-                    raise SpecError.one(Pos(str(plan["spec"]["path"])), "", f"step {name} has not run for this plan "
-                                        f"(key {key[:8]}); run `ftspec run {plan['spec']['path']}` first")
-                entry.update(state="reused", seconds=0.0)
-            elif is_complete(final, key) and name not in force:
-                echo(f"{name}: up to date (key {key[:8]})")
-                entry.update(state="reused", seconds=0.0)
+            if name not in todo:
+                if name in selected:
+                    echo(f"{name}: up to date (key {key[:8]})")
+                prior = previous.get(name, {})
+                entry = dict(prior) if prior.get("key") == key else {"name": name, "key": key, "dir": STEP_DIRS[name]}
+                entry["state"] = "reused"
             else:
                 echo(f"{name}: running (key {key[:8]})")
                 partial = final.with_name(final.name + ".partial")
@@ -333,19 +315,35 @@ def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbac
                 partial.mkdir(parents=True)
                 t0 = time.time()
                 ctx.results[name] = STEPS[name](ctx, partial)
-                _finish(partial, final, name, key)
-                entry.update(state="ran", seconds=round(time.time() - t0, 2))
+                finish_step(partial, final, name, key)
+                entry = {"name": name, "key": key, "dir": STEP_DIRS[name], "state": "ran",
+                         "seconds": round(time.time() - t0, 2), "finished_at": now()}
             manifest["steps"].append(entry)
             write_json(run_dir / "manifest.json", manifest)
         _publish(ctx)
-        manifest.update(status="finished", finished_at=_now(), seconds=round(time.time() - started, 1))
+        report = read_json(run_dir / "metrics.json")
+        if report:
+            manifest["metrics"] = {"base": report.get("base"), "tuned": report.get("tuned"),
+                                   "gates_passed": report.get("gates_passed")}
+        manifest.update(status="finished", finished_at=now(), seconds=round(time.time() - started, 1))
     except BaseException:
-        manifest.update(status="failed", finished_at=_now())
+        manifest.update(status="failed", finished_at=now())
         write_json(run_dir / "manifest.json", manifest)
         raise
     write_json(run_dir / "manifest.json", manifest)
     echo(summary(ctx, time.time() - started))
     return ctx
+
+
+def _spec_files(plan: Plan, root: Path) -> dict[str, str | None]:
+    """sha256 of the spec and of each base it extends, as they were when the run started."""
+    import hashlib
+
+    out = {}
+    for rel_path in [*plan["spec"]["bases"], plan["spec"]["path"]]:
+        path = root / rel_path
+        out[rel_path] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return out
 
 
 def _publish(ctx: RunContext) -> None:
