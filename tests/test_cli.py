@@ -102,3 +102,38 @@ def test_usage_errors_exit_2():
     assert invoke("validate").exit_code == 2
     assert invoke("plan", "a.yaml", "b.yaml").exit_code == 2
     assert invoke("frobnicate").exit_code == 2
+
+
+def test_every_command_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in main.commands:
+        assert f"`ftspec {name}" in readme, f"README's CLI reference lacks `ftspec {name}`"
+
+
+def test_diff_command(in_root, tmp_path):
+    new = tmp_path / "specs"
+    shutil.copytree(ROOT / "specs", new)
+    text = (new / "quickstart.yaml").read_text().replace("learning_rate: 1.0e-3", "learning_rate: 5.0e-4")
+    (new / "quickstart.yaml").write_text(text)
+    (tmp_path / ".git").mkdir()  # the same repository layout as the checkout
+    result = invoke("diff", "specs/quickstart.yaml", str(new / "quickstart.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "training.learning_rate: 0.001 → 0.0005" in result.output
+    assert "steps to re-run: train, eval_tuned, report" in result.output
+    assert invoke("diff", "--exit-code", "specs/quickstart.yaml", "specs/quickstart.yaml").exit_code == 0
+    assert invoke("diff", "--exit-code", "specs/quickstart.yaml", str(new / "quickstart.yaml")).exit_code == 1
+    md = invoke("diff", "--format", "markdown", "specs/quickstart.yaml", str(new / "quickstart.yaml")).output
+    assert "| `training.learning_rate` | `0.001` | `0.0005` |" in md
+    assert json.loads(invoke("diff", "--format", "json", "specs/quickstart.yaml", str(new / "quickstart.yaml")).output)["rerun"] == ["train", "eval_tuned", "report"]
+    assert invoke("diff", "specs/quickstart.yaml").exit_code == 2
+    out = tmp_path / "a.plan.json"
+    invoke("plan", "specs/quickstart.yaml", "-o", str(out))
+    assert "no change to the plan" in invoke("diff", str(out), "specs/quickstart.yaml").output
+
+
+def test_pre_commit_hook_runs_validate():
+    import yaml
+
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert hooks[0]["id"] == "ftspec-validate" and hooks[0]["entry"].startswith("ftspec validate")
+    assert yaml.safe_load((ROOT / "examples/ci/ftspec-pull-request.yml").read_text())["jobs"]["review"]["steps"]
