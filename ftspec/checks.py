@@ -384,6 +384,9 @@ def check_sample_rows(ctx: Context) -> Iterator[Issue]:
             try:
                 formatter(row.values)
             except FormatError as exc:
+                if exc.refused:  # the template's fault: one report, and no more rendering
+                    yield Issue(Pos(info.shown, row.number), exc.key, exc.message)
+                    return
                 if ctx.spec.data.on_bad_row == "skip":
                     continue
                 yield Issue(Pos(info.shown, row.number), exc.key, exc.message)
@@ -407,6 +410,37 @@ def _formatter(ctx: Context) -> RowFormatter | None:
         turns = [(t.role, ctx.parsed[f"format.messages.{i}.content"][0]) for i, t in enumerate(f.messages)]
     return RowFormatter(f.kind, dict(ctx.spec.data.rename), derive, fields, turns,
                         getattr(f, "messages_column", None))
+
+
+# What the non-row templates see when they are tried out at validate time.
+_SAMPLE_MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+_CHAT_CONTEXT = {"messages": _SAMPLE_MESSAGES, "add_generation_prompt": True, "bos_token": "<s>", "eos_token": "</s>",
+                 "pad_token": "<pad>", "unk_token": "<unk>", "tools": None, "documents": None}
+
+
+def check_other_templates(ctx: Context) -> Iterator[Issue]:
+    """Chat templates, extraction templates and judge rubrics are tried once on sample
+    values, so a hostile one is refused now rather than in the middle of a run."""
+    for key, (template, names) in ctx.parsed.items():
+        path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        if key == "format.chat_template":
+            values, strict = _CHAT_CONTEXT, False
+        elif key.endswith("extract.template"):
+            values, strict = {"text": "sample answer 42"}, True
+        elif key.endswith(".rubric"):
+            values, strict = {"prompt": "p", "reference": "r", "prediction": "p"}, True
+        else:
+            continue
+        if strict:
+            unknown = sorted(set(names) - set(values))
+            if unknown:
+                yield ctx.error(path, f"template uses '{unknown[0]}'; it can use only {', '.join(sorted(values))}")
+                continue
+        try:
+            tpl.render(template, values)
+        except Exception as exc:  # only refusals matter for chat templates: transformers renders them
+            if strict or tpl.is_refusal(exc):
+                yield ctx.error(path, tpl.describe_render_error(exc))
 
 
 def check_method_format(ctx: Context) -> Iterator[Issue]:
@@ -622,6 +656,7 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_rename,
     check_template_names,
     check_sample_rows,
+    check_other_templates,
     check_method_format,
     check_qlora_device,
     check_precision,

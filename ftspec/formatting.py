@@ -15,9 +15,10 @@ from ftspec import templates as tpl
 class FormatError(Exception):
     """A row cannot be formatted; ``key`` names the spec key of the template at fault."""
 
-    def __init__(self, key: str, message: str):
+    def __init__(self, key: str, message: str, refused: bool = False):
         self.key = key
         self.message = message
+        self.refused = refused  # the sandbox or a limit stopped the template: no row will do better
         super().__init__(f"{key}: {message}")
 
 
@@ -80,7 +81,7 @@ class RowFormatter:
         try:
             return tpl.render(template, row)
         except Exception as exc:  # jinja raises many types; each is the row's or template's fault
-            raise FormatError(key, tpl.describe_render_error(exc)) from None
+            raise FormatError(key, tpl.describe_render_error(exc), tpl.is_refusal(exc)) from None
 
 
 def reference(kind: str, record: dict) -> str:

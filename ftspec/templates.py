@@ -9,7 +9,10 @@ missing column is an error rather than an empty string.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import signal
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -40,6 +43,69 @@ class Resolved:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
+# Limits on what one rendering may cost. A spec may come from someone the
+# repository owner does not fully trust; its templates must not hang a CI runner
+# or fill its memory.
+RENDER_SECONDS = 0.5  # wall time for one rendering (main thread, where signals work)
+MAX_TEXT = 1_000_000  # characters a rendering, or one operation in it, may produce
+MAX_RANGE = 10_000  # items range() may produce
+MAX_POWER = 10_000  # largest exponent `**` may take
+
+
+class TemplateLimit(jinja2.exceptions.SecurityError):
+    """A template went past one of the limits above."""
+
+
+def _size(value) -> int:
+    return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """jinja's immutable sandbox, plus limits on the operators and filters that
+    can make a huge value from a small template."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            count = right if isinstance(right, int) else left if isinstance(left, int) else 0
+            if max(_size(left), _size(right)) * max(count, 0) > MAX_TEXT:
+                raise TemplateLimit(f"'*' would build a value longer than {MAX_TEXT} characters")
+        elif operator == "**":
+            if isinstance(right, (int, float)) and abs(right) > MAX_POWER:
+                raise TemplateLimit(f"'**' exponent larger than {MAX_POWER}")
+        elif operator == "%" and isinstance(left, str):
+            raise TemplateLimit("'%' string formatting is not allowed in templates; use the format filter or ~")
+        return super().call_binop(context, operator, left, right)
+
+
+def _limited_range(*args):
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise TemplateLimit(f"range() of more than {MAX_RANGE} items")
+    return r
+
+
+def _checked_filter(name: str, filt):
+    # Filters marked with jinja's pass_* decorators get the environment or context first.
+    skip = 1 if hasattr(filt, "jinja_pass_arg") else 0
+
+    @functools.wraps(filt)
+    def checked(*args, **kwargs):
+        value, params = (args[skip] if len(args) > skip else None), list(args[skip + 1:]) + list(kwargs.values())
+        for p in params:
+            if isinstance(p, int) and not isinstance(p, bool) and p > MAX_TEXT:
+                raise TemplateLimit(f"filter '{name}' given a width of {p}")
+        if name == "format" and isinstance(value, str) and "*" in value:
+            raise TemplateLimit("'*' widths are not allowed in the format filter")
+        result = filt(*args, **kwargs)
+        if _size(result) > MAX_TEXT:
+            raise TemplateLimit(f"filter '{name}' built a value longer than {MAX_TEXT} characters")
+        return result
+
+    return checked
+
+
 class GenerationBlock(jinja2.ext.Extension):
     """Accept ``{% generation %}…{% endgeneration %}`` in chat templates.
 
@@ -57,12 +123,17 @@ class GenerationBlock(jinja2.ext.Extension):
 
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
         extensions=[GenerationBlock],
     )
+    env.globals["range"] = _limited_range
+    for name in ("format", "center", "indent", "wordwrap", "truncate", "join", "replace", "filesizeformat"):
+        if name in env.filters:
+            env.filters[name] = _checked_filter(name, env.filters[name])
+    return env
 
 
 def builtin_dir():
@@ -139,14 +210,50 @@ def check_names(names: set[str], available: list[str], pos: Pos, key: str) -> li
     return issues
 
 
-def render(template: jinja2.Template, row: dict) -> str:
-    """Render with a row's columns; raises jinja2's errors for the caller to place."""
-    return template.render(row)
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout()
+
+
+def render(template: jinja2.Template, row: dict, seconds: float = RENDER_SECONDS) -> str:
+    """Render with a row's columns, within the time and size limits; raises jinja2's
+    errors (or TemplateLimit) for the caller to place."""
+    timed = seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if timed:
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        text = template.render(row)
+    except _Timeout:
+        raise TemplateLimit(f"rendering took longer than {seconds:g} s (a huge loop?)") from None
+    except RecursionError:
+        raise TemplateLimit("recursion too deep") from None
+    except MemoryError:
+        raise TemplateLimit("rendering ran out of memory") from None
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    if len(text) > MAX_TEXT:
+        raise TemplateLimit(f"rendered text longer than {MAX_TEXT} characters")
+    return text
 
 
 def describe_render_error(exc: Exception) -> str:
     if isinstance(exc, jinja2.UndefinedError):
         return f"template error: {exc.message}"
+    if isinstance(exc, TemplateLimit):
+        return f"template refused: {exc}"
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return f"template refused by the sandbox: {exc}"
-    return f"template error: {type(exc).__name__}: {exc}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"template error: {type(exc).__name__}: {first}" if first else f"template error: {type(exc).__name__}"
+
+
+def is_refusal(exc: Exception) -> bool:
+    """Whether a rendering failed because the sandbox or a limit stopped it: the
+    template's fault, whatever the row."""
+    return isinstance(exc, jinja2.exceptions.SecurityError)

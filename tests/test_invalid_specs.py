@@ -309,8 +309,8 @@ CASES = [
          ("12:11: format.prompt: template uses 'txet', which is not a column; did you mean 'text'?",),
          files={"p.j2": "Request: {{ txet }}\n"}),
     Case("template-refused-by-sandbox", edit('prompt: "Request: {{ text }}"', 'prompt: "{{ text.__class__.__mro__ }}"'),
-         tuple(f"train.jsonl:{n}: format.prompt: template refused by the sandbox: access to attribute "
-               "'__class__' of 'str' object is unsafe." for n in range(1, 6))),
+         ("train.jsonl:1: format.prompt: template refused by the sandbox: access to attribute "
+          "'__class__' of 'str' object is unsafe.",)),
     Case("chat-messages-column-missing",
          edit('  messages:\n    - role: user\n      content: "{{ text }}"\n    - role: assistant\n      content: "{{ queue }}"\n',
               "  messages_column: convo\n  chat_template: '{{ messages }}'\n", CHAT),

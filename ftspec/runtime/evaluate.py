@@ -213,12 +213,12 @@ def perplexity(model, tokenizer, examples: list[Example], kind: str, batch_size:
 def judge_scores(metric: Mapping, examples: list[Example], predictions: list[str], judge_model, judge_tokenizer,
                  batch_size: int) -> tuple[list[float | None], int]:
     """Scores in 0..1 from an LLM judge, and how many answers it gave no parsable score for."""
-    from ftspec.templates import environment
+    from ftspec.templates import environment, render
 
     rubric = environment().from_string(metric["rubric"]["text"])
     prompts = []
     for ex, pred in zip(examples, predictions):
-        text = rubric.render(prompt=ex.prompt, reference=ex.reference, prediction=pred)
+        text = render(rubric, {"prompt": ex.prompt, "reference": ex.reference, "prediction": pred})
         if judge_tokenizer.chat_template:
             text = _chat_prompt([{"role": "user", "content": text}], judge_tokenizer)
         prompts.append(text)

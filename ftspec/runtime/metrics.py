@@ -77,7 +77,9 @@ def extract(text: str, spec: dict | None) -> str:
         return (answer or "").strip()
     if template is not None:
         try:
-            rendered = _compiled_template(_template_text(template)).render(text=text)
+            from ftspec.templates import render
+
+            rendered = render(_compiled_template(_template_text(template)), {"text": text})
         except Exception:  # syntax, undefined, sandbox and type errors alike
             return ""
         return str(rendered).strip()
