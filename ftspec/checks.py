@@ -23,6 +23,7 @@ from ftspec import templates as tpl
 from ftspec.errors import ERROR, WARNING, Issue, Pos, SpecError, did_you_mean
 from ftspec.formatting import FormatError, RowFormatter, reference
 from ftspec.loader import LoadedSpec, Origin
+from ftspec.paths import PathPolicy, find_root
 from ftspec.sources import RowError, infer_format, parquet_rows, read_rows
 
 SAMPLE_ROWS = 200
@@ -39,15 +40,6 @@ LINEAR_MODULES = {
     "gemma2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     "gpt2": ("c_attn", "c_proj", "c_fc"),
 }
-
-
-def find_root(spec_path: Path) -> Path:
-    """The spec's repository root (the nearest folder above it with ``.git``), else its folder."""
-    start = spec_path.resolve().parent
-    for folder in (start, *start.parents):
-        if (folder / ".git").exists():
-            return folder
-    return start
 
 
 def rel(path: Path, root: Path) -> str:
@@ -90,6 +82,7 @@ class Context:
     spec: S.Spec
     spec_dir: Path
     root: Path
+    policy: PathPolicy
     sources: dict[str, SourceInfo] = field(default_factory=dict)
     templates: dict[str, tpl.Resolved] = field(default_factory=dict)  # spec key -> text
     parsed: dict[str, tuple[jinja2.Template, set[str]]] = field(default_factory=dict)
@@ -134,9 +127,10 @@ class Context:
 # --------------------------------------------------------------------------- gathering
 
 
-def inspect(loaded: LoadedSpec, spec: S.Spec) -> Context:
+def inspect(loaded: LoadedSpec, spec: S.Spec, policy: PathPolicy | None = None) -> Context:
     spec_dir = loaded.path.resolve().parent
-    ctx = Context(loaded, spec, spec_dir, find_root(loaded.path))
+    policy = policy or PathPolicy.for_spec(loaded.path)
+    ctx = Context(loaded, spec, spec_dir, policy.root, policy)
     _inspect_model(ctx)
     for split in SPLITS:
         source = getattr(spec.data, split)
@@ -158,6 +152,10 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     info.shown = _shown(path)
     pos = ctx.pos("data", split, "path") if ("data", split, "path") in ctx.loaded.where else ctx.pos("data", split)
     key = f"data.{split}.path" if ("data", split, "path") in ctx.loaded.where else f"data.{split}"
+    refusal = ctx.policy.outside(path, source.path)
+    if refusal:
+        ctx.issues.append(Issue(pos, key, refusal))
+        return
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "not found"
         ctx.issues.append(Issue(pos, key, f"data file '{source.path}' {what}"))
@@ -247,6 +245,10 @@ def _inspect_model(ctx: Context) -> None:
         path = (ctx.spec_dir / os.path.expanduser(m.base)).resolve()
         info = ModelInfo("local", path=path)
         ctx.model = info
+        refusal = ctx.policy.outside(ctx.spec_dir / os.path.expanduser(m.base), m.base)
+        if refusal:
+            ctx.issues.append(ctx.error(("model", "base"), refusal))
+            return
         if not path.is_dir():
             ctx.issues.append(ctx.error(("model", "base"), f"local model directory '{m.base}' not found"))
             return
@@ -314,6 +316,11 @@ def _inspect_templates(ctx: Context) -> None:
     for path, ref in _template_refs(ctx.spec):
         key = ctx.key(*path)
         pos = ctx.pos(*path)
+        if hasattr(ref, "file"):
+            refusal = ctx.policy.outside(ctx.spec_dir / ref.file, ref.file)
+            if refusal:
+                ctx.issues.append(Issue(pos, key, refusal))
+                continue
         try:
             resolved = tpl.resolve(ref, ctx.spec_dir, pos, key)
             ctx.templates[".".join(map(str, path))] = resolved
@@ -597,6 +604,10 @@ def check_json_schemas(ctx: Context) -> Iterator[Issue]:
         if not isinstance(metric, S.JsonSchemaMetric):
             continue
         path = ctx.spec_dir / metric.schema_
+        refusal = ctx.policy.outside(path, metric.schema_)
+        if refusal:
+            yield ctx.error(("eval", "metrics", i, "schema"), refusal)
+            continue
         try:
             text = path.read_text(encoding="utf-8")
             schema = json.loads(text)
@@ -610,6 +621,19 @@ def check_json_schemas(ctx: Context) -> Iterator[Issue]:
             yield ctx.error(("eval", "metrics", i, "schema"), f"schema file '{metric.schema_}' must hold a JSON object")
             continue
         ctx.schemas[i] = text
+
+
+def check_paths(ctx: Context) -> Iterator[Issue]:
+    """The output directory and local judge models stay inside the repository too."""
+    out = ctx.spec.output.dir.replace("{name}", ctx.spec.name)
+    refusal = ctx.policy.outside(ctx.root / out, out)
+    if refusal:
+        yield ctx.error(("output", "dir"), refusal)
+    for i, metric in enumerate(ctx.spec.eval.metrics):
+        if isinstance(metric, S.JudgeMetric) and is_local_model(metric.model, ctx.spec_dir):
+            refusal = ctx.policy.outside(ctx.spec_dir / os.path.expanduser(metric.model), metric.model)
+            if refusal:
+                yield ctx.error(("eval", "metrics", i, "model"), refusal)
 
 
 def default_metrics(spec: S.Spec) -> list[str]:
@@ -669,6 +693,7 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_early_stopping,
     check_eval,
     check_json_schemas,
+    check_paths,
     check_choices,
     check_batch_fits,
 ]

@@ -19,6 +19,9 @@ from ftspec.errors import EXIT_GATE, EXIT_USAGE, Issue, Pos, SpecError
 
 _profile_option = click.option("--profile", "-p", "profiles", multiple=True, metavar="NAME",
                                help="Apply a profile defined in the spec (repeatable; applied in order).")
+_allow_option = click.option("--allow-path", "allow", multiple=True, metavar="DIR",
+                             type=click.Path(file_okay=False, path_type=Path),
+                             help="Let the spec name files under DIR, outside its repository (repeatable; also FTSPEC_ALLOW_PATHS).")
 _set_option = click.option("--set", "-s", "sets", multiple=True, metavar="KEY=VALUE",
                            help="Override one value, parsed as YAML: --set training.epochs=3 (repeatable).")
 
@@ -68,9 +71,10 @@ def main() -> None:
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_set_option
+@_allow_option
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--quiet", "-q", is_flag=True, help="Print problems only.")
-def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, quiet: bool) -> None:
+def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, quiet: bool, allow: tuple[Path, ...] = ()) -> None:
     """Check one or more specs: every problem at once, each at its line."""
     from ftspec.compile import check_spec
 
@@ -78,7 +82,7 @@ def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str
     failed = 0
     for path in specs:
         try:
-            checked = check_spec(path, profiles, sets, strict)
+            checked = check_spec(path, profiles, sets, strict, allow)
         except SpecError as exc:
             failed += 1
             issues.extend(exc.issues)
@@ -95,16 +99,17 @@ def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_set_option
+@_allow_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as canonical JSON.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan's JSON to FILE.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: bool, output: Path | None, strict: bool) -> None:
+def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: bool, output: Path | None, strict: bool, allow: tuple[Path, ...] = ()) -> None:
     """Compile a spec and show the effective plan: every default, every derived value."""
     from ftspec.compile import compile_spec
     from ftspec.summary import render_plan
 
     try:
-        result, warnings = compile_spec(spec, profiles, sets, strict)
+        result, warnings = compile_spec(spec, profiles, sets, strict, allow)
     except SpecError as exc:
         _fail(exc)
         return
@@ -135,13 +140,13 @@ def schema(output: Path | None, markdown: bool) -> None:
         click.echo(text, nl=False)
 
 
-def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=None, locked: bool = False) -> None:
+def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=None, locked: bool = False, allow=()) -> None:
     """Compile, execute, and exit as the run ends: 0, 2 (the user's input), 3 (a gate), 130 (Ctrl-C)."""
     from ftspec.compile import compile_spec, find_root
 
     lock_info = None
     try:
-        plan_, warnings = compile_spec(spec, profiles, sets, strict)
+        plan_, warnings = compile_spec(spec, profiles, sets, strict, allow)
         if locked:
             from ftspec import lock as L
 
@@ -150,7 +155,7 @@ def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=N
             L.check(pinned, L.build(plan_.to_dict(), find_root(spec), None, pinned), lock_file)
             extra = L.pinned_sets(pinned)
             if extra:  # load exactly the locked hub commits
-                plan_, warnings = compile_spec(spec, profiles, [*sets, *extra], strict)
+                plan_, warnings = compile_spec(spec, profiles, [*sets, *extra], strict, allow)
             lock_info = {"path": str(lock_file), "sha256": L.digest(pinned)}
     except SpecError as exc:
         _fail(exc)
@@ -196,24 +201,26 @@ def _parse_force(value: str | None) -> set[str]:
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_set_option
+@_allow_option
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--force", "force", is_flag=False, flag_value="all", default=None, metavar="[STEP,…]",
               help="Run steps again even when they are up to date: all of them, or the named ones (--force train,eval_tuned).")
 @click.option("--locked", is_flag=True, help="Refuse to run when anything pinned in the spec's lock file has drifted.")
-def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, force: str | None, locked: bool) -> None:
+def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, force: str | None, locked: bool, allow: tuple[Path, ...] = ()) -> None:
     """Compile a spec and execute its plan: prepare data, evaluate, train, report.
 
     Steps already done under the same key are reused; a training step cut off by a
     crash resumes from its last checkpoint. Exits 3 when an evaluation gate is not met.
     """
-    _execute(spec, profiles, sets, strict, force=_parse_force(force), locked=locked)
+    _execute(spec, profiles, sets, strict, force=_parse_force(force), locked=locked, allow=allow)
 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_set_option
-def lock(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
+@_allow_option
+def lock(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
     """Pin what the spec leaves floating: model revision, data fingerprints, template
     hashes, library versions. Writes SPEC's .lock.json next to it (the only command
     that looks names up on the hub)."""
@@ -221,7 +228,7 @@ def lock(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
     from ftspec.compile import compile_spec, find_root
 
     try:
-        plan_, warnings = compile_spec(spec, profiles, sets)
+        plan_, warnings = compile_spec(spec, profiles, sets, allow=allow)
         pinned = L.build(plan_.to_dict(), find_root(spec), L.hub_resolver)
     except SpecError as exc:
         _fail(exc)
@@ -238,13 +245,14 @@ def lock(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_set_option
-def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
+@_allow_option
+def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
     """Each step of the spec's plan with its key and state: done, stale, missing, running."""
     from ftspec.compile import compile_spec, find_root
     from ftspec.rundir import step_states
 
     try:
-        plan_, _ = compile_spec(spec, profiles, sets)
+        plan_, _ = compile_spec(spec, profiles, sets, allow=allow)
     except SpecError as exc:
         _fail(exc)
         return
@@ -290,21 +298,23 @@ def runs(directory: Path) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_set_option
-def eval_(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
+@_allow_option
+def eval_(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
     """Score the base and the trained model again, without training, and rebuild the report."""
-    _execute(spec, profiles, sets, False, force={"eval_base", "eval_tuned", "report"}, only={"eval_base", "eval_tuned", "report"})
+    _execute(spec, profiles, sets, False, force={"eval_base", "eval_tuned", "report"}, only={"eval_base", "eval_tuned", "report"}, allow=allow)
 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @_profile_option
 @_set_option
-def report(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]) -> None:
+@_allow_option
+def report(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
     """Rebuild the report of a finished run from its evaluation results."""
-    _execute(spec, profiles, sets, False, force={"report"}, only={"report"})
+    _execute(spec, profiles, sets, False, force={"report"}, only={"report"}, allow=allow)
 
 
-def _plan_for_diff(path: Path, profiles, sets):
+def _plan_for_diff(path: Path, profiles, sets, allow=()):
     """A plan dict from a spec (compiled) or from a plan JSON file written by `ftspec plan -o`."""
     from ftspec.compile import compile_spec
 
@@ -315,7 +325,7 @@ def _plan_for_diff(path: Path, profiles, sets):
             return Plan.from_json(path.read_text(encoding="utf-8")).to_dict()
         except (OSError, ValueError) as exc:
             raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {exc}") from None
-    return compile_spec(path, profiles, sets)[0].to_dict()
+    return compile_spec(path, profiles, sets, allow=allow)[0].to_dict()
 
 
 @main.command()
@@ -324,8 +334,9 @@ def _plan_for_diff(path: Path, profiles, sets):
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
 @_profile_option
 @_set_option
+@_allow_option
 @click.option("--exit-code", is_flag=True, help="Exit 1 when the plans differ (for CI).")
-def diff(specs: tuple[Path, ...], rev: str | None, fmt: str, profiles: tuple[str, ...], sets: tuple[str, ...], exit_code: bool) -> None:
+def diff(specs: tuple[Path, ...], rev: str | None, fmt: str, profiles: tuple[str, ...], sets: tuple[str, ...], exit_code: bool, allow: tuple[Path, ...] = ()) -> None:
     """What a change does to the effective plan: OLD NEW, or --git REV SPEC.
 
     Each changed value is shown as old → new, including values that changed through
@@ -337,11 +348,11 @@ def diff(specs: tuple[Path, ...], rev: str | None, fmt: str, profiles: tuple[str
         if rev is not None:
             if len(specs) != 1:
                 raise click.UsageError("with --git REV, give exactly one SPEC")
-            old, new = D.diff_git(rev, specs[0], profiles, sets)
+            old, new = D.diff_git(rev, specs[0], profiles, sets, allow)
         else:
             if len(specs) != 2:
                 raise click.UsageError("give OLD and NEW specs (or plan files), or --git REV SPEC")
-            old, new = (_plan_for_diff(p, profiles, sets) for p in specs)
+            old, new = (_plan_for_diff(p, profiles, sets, allow) for p in specs)
     except SpecError as exc:
         _fail(exc)
         return

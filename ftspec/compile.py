@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from ftspec import __version__
 from ftspec import spec as S
+from ftspec.paths import PathPolicy
 from ftspec.checks import Context, default_metrics, find_root, has_test, has_validation, inspect, is_local_model, rel, run_checks
 from ftspec.errors import Issue, SpecError
 from ftspec.loader import load
@@ -32,16 +33,19 @@ class Checked:
     warnings: list[Issue]
 
 
-def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False) -> Checked:
+def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
+               allow: Iterable[str | Path] = ()) -> Checked:
     """load -> validate -> check. Raises SpecError with every error (and, when
-    ``strict``, every warning too)."""
-    loaded = load(path, profiles, sets)
+    ``strict``, every warning too). ``allow`` names folders outside the spec's
+    repository that its paths may reach (see ftspec.paths)."""
+    policy = PathPolicy.for_spec(Path(path), allow)
+    loaded = load(path, profiles, sets, policy)
     spec, issues = validate(loaded)
     if spec is None:
         raise SpecError(issues)
     # The effective spec is valid (any errors so far are in unused profiles or were
     # refused by the loader): the checks still run, so every problem shows at once.
-    ctx = inspect(loaded, spec)
+    ctx = inspect(loaded, spec, policy)
     issues = issues + run_checks(ctx)
     errors = [i for i in issues if i.is_error]
     warnings = [i for i in issues if not i.is_error]
@@ -50,8 +54,9 @@ def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[st
     return Checked(ctx, warnings)
 
 
-def compile_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False) -> tuple[Plan, list[Issue]]:
-    checked = check_spec(path, profiles, sets, strict)
+def compile_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
+                 allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue]]:
+    checked = check_spec(path, profiles, sets, strict, allow)
     return build_plan(checked.ctx, checked.warnings), checked.warnings
 
 

@@ -503,7 +503,8 @@ def _extract(root: Path, commit: str, dest: Path, where: Pos) -> None:
         raise SpecError.one(where, "", f"git archive {commit[:12]} failed: {err.splitlines()[-1] if err else 'unknown error'}")
 
 
-def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = ()) -> tuple[dict, dict]:
+def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+             allow: Iterable[str | Path] = ()) -> tuple[dict, dict]:
     """(old plan, new plan): the spec compiled as it was at git revision ``rev`` and
     as it is in the working tree, with the same profiles and overrides."""
     from ftspec.compile import compile_spec, find_root
@@ -528,7 +529,7 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
     if _git(root, "cat-file", "-e", f"{commit}:{inside}", capture_output=True).returncode != 0:
         raise SpecError.one(where, "", f"{inside} does not exist at revision '{rev}' ({commit[:12]})")
 
-    new, _ = compile_spec(spec_path, profiles, sets)
+    new, _ = compile_spec(spec_path, profiles, sets, allow=allow)
     with tempfile.TemporaryDirectory(prefix="ftspec-diff-") as tmp_name:
         tmp = Path(tmp_name)
         _extract(root, commit, tmp, where)
@@ -536,7 +537,7 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
         # relative paths as it does in the working tree.
         (tmp / ".git").mkdir(exist_ok=True)
         try:
-            old, _ = compile_spec(tmp / inside, profiles, sets)
+            old, _ = compile_spec(tmp / inside, profiles, sets, allow=allow)
         except SpecError as exc:
             raise _remap(exc, tmp, rev) from None
     return old.to_dict(), new.to_dict()

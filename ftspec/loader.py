@@ -312,7 +312,7 @@ def _subdocument(doc: Document, path: KeyPath) -> Document:
     return Document(value, where, root)
 
 
-def _load_with_bases(path: Path, chain: list[Path]) -> tuple[Document, list[Path]]:
+def _load_with_bases(path: Path, chain: list[Path], policy=None) -> tuple[Document, list[Path]]:
     doc = read_document(path)
     files = [path]
     if "extends" not in doc.data:
@@ -323,12 +323,15 @@ def _load_with_bases(path: Path, chain: list[Path]) -> tuple[Document, list[Path
     if not isinstance(ref, str) or not ref.strip():
         raise SpecError.one(origin.pos, "extends", "must be the path of a base spec, relative to this file")
     base_path = (path.parent / ref).resolve()
+    refusal = policy.outside(path.parent / ref, ref) if policy is not None else None
+    if refusal:
+        raise SpecError.one(origin.pos, "extends", refusal)
     if base_path in chain:
         names = " -> ".join(display_path(p) for p in chain + [base_path])
         raise SpecError.one(origin.pos, "extends", f"extends cycle: {names}")
     if not base_path.is_file():
         raise SpecError.one(origin.pos, "extends", f"base spec '{ref}' not found")
-    base, base_files = _load_with_bases(base_path, chain + [base_path])
+    base, base_files = _load_with_bases(base_path, chain + [base_path], policy)
     return merge(base, doc), base_files + files
 
 
@@ -369,10 +372,12 @@ def load(
     spec_path: str | Path,
     profiles: Iterable[str] = (),
     sets: Iterable[str] = (),
+    policy=None,
 ) -> LoadedSpec:
-    """Load a spec file with its bases, apply the chosen profiles and ``--set`` overrides."""
+    """Load a spec file with its bases, apply the chosen profiles and ``--set`` overrides.
+    ``policy`` (a :class:`ftspec.paths.PathPolicy`) confines the bases it may read."""
     path = Path(spec_path)
-    doc, files = _load_with_bases(path.resolve(), [path.resolve()])
+    doc, files = _load_with_bases(path.resolve(), [path.resolve()], policy)
     # The spec's own file is named as the user gave it, bases relative to the cwd.
     profiles = list(profiles)
     sets = list(sets)
