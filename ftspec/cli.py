@@ -7,6 +7,7 @@ is reported in a fraction of the time it takes to import torch.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
@@ -171,6 +172,13 @@ def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=N
     except KeyboardInterrupt:
         click.echo("\nftspec: interrupted; run the same command again to resume from the last checkpoint", err=True)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"ftspec: cannot write{where}: {exc.strerror}; nothing half-written is taken for complete, "
+                   "so the same command resumes once there is room", err=True)
+        sys.exit(1)
     report = ctx.run_dir / "metrics.json"
     if report.exists():
         import json
@@ -181,6 +189,8 @@ def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=N
             click.echo(f"ftspec: {len(failed)} evaluation gate{'s' if len(failed) != 1 else ''} not met: {names}", err=True)
             sys.exit(EXIT_GATE)
 
+
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 STEP_NAMES = ("prepare_data", "eval_base", "train", "eval_tuned", "report")
 

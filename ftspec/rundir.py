@@ -86,3 +86,45 @@ def _alive(pid) -> bool:
     return True
 
 
+
+
+class RunLock:
+    """One ftspec run per run directory at a time: an advisory lock on ``.lock``,
+    which also names its holder for whoever finds it taken."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self.fh = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform: run unguarded
+            return self
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            from ftspec.errors import Pos, SpecError
+
+            raise SpecError.one(Pos(str(self.path.parent)), "",
+                                f"in use by another ftspec run ({holder}); wait for it to finish or stop it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {now()}")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            self.fh.seek(0)
+            self.fh.truncate()
+            self.fh.close()  # closing releases the lock
+            self.fh = None

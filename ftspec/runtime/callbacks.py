@@ -23,8 +23,13 @@ class MetricsLog(TrainerCallback):
     def __init__(self, path: Path, resume_step: int = 0):
         self.path = path
         if path.exists():
-            kept = [l for l in path.read_text(encoding="utf-8").splitlines()
-                    if l.strip() and json.loads(l).get("step", 0) <= resume_step]
+            kept = []
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        kept.append(line)
+                except ValueError:  # a line cut off by a crash
+                    continue
             path.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 from datasets import Dataset
-from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
 from ftspec.runtime import builders
 from ftspec.runtime.callbacks import MetricsLog, use_quiet_progress
 from ftspec.runtime.data import read_jsonl
 from ftspec.runtime.job import TrainJob, TrainResult
+from ftspec.runtime.resume import Interrupt, checkpoint_step, last_checkpoint
 from ftspec.runtime.models import load_model, load_tokenizer
 
 
@@ -46,9 +46,10 @@ def train_dpo(job: TrainJob) -> TrainResult:
     args.update(beta=dpo["beta"], loss_type=[dpo["loss_type"]], label_smoothing=dpo["label_smoothing"])
     config = DPOConfig(**args)
 
-    # 5. Train, resuming when an earlier run of this very step left a checkpoint.
-    last = get_last_checkpoint(str(job.checkpoints)) if job.checkpoints.is_dir() else None
-    resume_step = int(last.rsplit("-", 1)[1]) if last else 0
+    # 5. Train, resuming from the last complete checkpoint an earlier run of this very
+    #    step left; Ctrl-C saves one before stopping.
+    last = last_checkpoint(job.checkpoints)
+    interrupt = Interrupt()
     trainer = DPOTrainer(
         model=model,
         ref_model=reference,
@@ -57,10 +58,14 @@ def train_dpo(job: TrainJob) -> TrainResult:
         eval_dataset=validation,
         processing_class=tokenizer,
         peft_config=builders.lora_config(adapter),
-        callbacks=[MetricsLog(job.metrics, resume_step), *builders.early_stopping_callbacks(training, validation is not None), *job.callbacks],
+        callbacks=[MetricsLog(job.metrics, checkpoint_step(last)), interrupt,
+                   *builders.early_stopping_callbacks(training, validation is not None), *job.callbacks],
     )
     use_quiet_progress(trainer)
-    trainer.train(resume_from_checkpoint=last)
+    with interrupt.installed():
+        trainer.train(resume_from_checkpoint=last)
+    if interrupt.requested:  # a checkpoint was saved; the model is not finished
+        raise KeyboardInterrupt("stopped by Ctrl-C after saving a checkpoint")
 
     # 6. The finished model (or adapter) and its tokenizer, as safetensors.
     trainer.save_model(str(job.out_dir))

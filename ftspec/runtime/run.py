@@ -32,7 +32,7 @@ from typing import Callable
 
 from ftspec import __version__
 from ftspec.plan import Plan
-from ftspec.rundir import STEP_DIRS, finish_step, is_complete, now, read_json, write_json
+from ftspec.rundir import STEP_DIRS, RunLock, finish_step, is_complete, now, read_json, write_json
 from ftspec.summary import describe_adapter, describe_model
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
@@ -252,6 +252,14 @@ def _shown(path: Path, root: Path) -> str:
 
 def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbacks: list | None = None,
             force: set[str] = frozenset(), only: set[str] | None = None, lock: dict | None = None) -> RunContext:
+    """Run every step of the plan that is not already complete under its key, holding
+    the run directory's lock (a second run of the same spec is refused, naming the first)."""
+    with RunLock((root / plan["output"]["dir"]).resolve()):
+        return _execute(plan, root, echo, callbacks, force, only, lock)
+
+
+def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
+             force: set[str], only: set[str] | None, lock: dict | None) -> RunContext:
     """Run every step of the plan that is not already complete under its key.
 
     ``force`` runs the named steps again even when they are complete; ``only`` runs
