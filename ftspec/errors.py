@@ -48,10 +48,12 @@ class Issue:
     severity: str = ERROR
 
     def format(self) -> str:
+        """The issue as one line: control characters from the spec are shown escaped."""
         text = self.message if self.severity == ERROR else f"warning: {self.message}"
         if self.hint:
             text = f"{text}; {self.hint}"
-        return f"{self.pos}: {self.key}: {text}" if self.key else f"{self.pos}: {text}"
+        line = f"{self.pos}: {self.key}: {text}" if self.key else f"{self.pos}: {text}"
+        return line if line.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
 
     @property
     def is_error(self) -> bool:

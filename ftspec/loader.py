@@ -223,16 +223,28 @@ def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
     return SpecError.one(pos, "", problem)
 
 
+def _reader_error(exc: "yaml.reader.ReaderError", text: str, file: str) -> SpecError:
+    position = max(0, min(exc.position, len(text)))
+    line = text.count("\n", 0, position) + 1
+    col = position - (text.rfind("\n", 0, position) + 1) + 1
+    return SpecError.one(Pos(file, line, col), "", f"control character {exc.character:#06x} is not allowed in YAML")
+
+
 def parse_yaml(text: str, file: str, key_prefix: KeyPath = ()) -> tuple[Any, dict[KeyPath, Origin], Pos, list[Issue]]:
     """Parse one YAML document from text into plain values, their origins, and the
     problems that did not stop parsing."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character, caught before any parsing
+        raise _reader_error(exc, text, file) from None
     try:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             raise _yaml_error(exc, file) from None
-        except yaml.YAMLError as exc:  # e.g. a reader error on a control character
+        except yaml.reader.ReaderError as exc:
+            raise _reader_error(exc, text, file) from None
+        except yaml.YAMLError as exc:
             raise SpecError.one(Pos(file), "", f"YAML error: {exc}") from None
         if node is None:
             return None, {}, Pos(file, 1, 1), []
