@@ -121,6 +121,20 @@ class GenerationBlock(jinja2.ext.Extension):
         return jinja2.nodes.Scope(body, lineno=lineno)
 
 
+class ValueTypeError(jinja2.exceptions.TemplateRuntimeError):
+    """A template printed a null, a list or a mapping where text belongs: in data,
+    usually a missing field or a field of the wrong JSON type."""
+
+
+def _finalize(value):
+    if value is None:
+        raise ValueTypeError("a value printed by the template is null (a missing or empty field?)")
+    if isinstance(value, (dict, list, tuple)):
+        kind = "a mapping" if isinstance(value, dict) else "a list"
+        raise ValueTypeError(f"a value printed by the template is {kind}, not text (a field of the wrong JSON type?)")
+    return value
+
+
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
     env = _Sandbox(
@@ -128,6 +142,7 @@ def environment() -> ImmutableSandboxedEnvironment:
         autoescape=False,
         keep_trailing_newline=False,
         extensions=[GenerationBlock],
+        finalize=_finalize,
     )
     env.globals["range"] = _limited_range
     for name in ("format", "center", "indent", "wordwrap", "truncate", "join", "replace", "filesizeformat"):
@@ -247,6 +262,8 @@ def describe_render_error(exc: Exception) -> str:
         return f"template error: {exc.message}"
     if isinstance(exc, TemplateLimit):
         return f"template refused: {exc}"
+    if isinstance(exc, ValueTypeError):
+        return f"template error: {exc}"
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return f"template refused by the sandbox: {exc}"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -126,3 +126,17 @@ def test_judge_scores_are_parsed_and_scaled(monkeypatch):
     scores, unparsed = E.judge_scores(metric, examples, ["x"] * 4, None, tok, batch_size=2)
     assert scores == [pytest.approx(6 / 9), 1.0, None, 0.0]
     assert unparsed == 1
+
+
+def test_prompts_longer_than_max_length_keep_their_end(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    tail = "Request: where is order 12?\nQueue:"
+    long_prompt = "x" * 5000 + tail
+    got = E.generate(model, tok, [long_prompt], max_new_tokens=4, batch_size=1, max_length=64)
+    kept = tok.decode(tok(long_prompt)["input_ids"][-60:])
+    assert kept.endswith(tail)
+    assert got == E.generate(model, tok, [kept], max_new_tokens=4, batch_size=1)
+    pairs = [E._continuation_ids(tok, long_prompt, " billing", chat=False, add_eos=True)]
+    (lp, n), = E.continuation_logprobs(model, tok, pairs, batch_size=1, max_length=64)
+    p, c = pairs[0]
+    assert lp == pytest.approx(_direct_logprob(model, tok, p[len(p) + len(c) - 64:], c), abs=1e-4)

@@ -96,12 +96,19 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
-             stop: list[str] = (), chat: bool = False, progress: Callable[[int], None] | None = None) -> list[str]:
-    """Greedy answers, in batches: left padding so every prompt ends where generation starts."""
+             stop: list[str] = (), chat: bool = False, progress: Callable[[int], None] | None = None,
+             max_length: int | None = None) -> list[str]:
+    """Greedy answers, in batches: left padding so every prompt ends where generation starts.
+
+    A prompt longer than ``max_length - max_new_tokens`` tokens keeps its end (where
+    the question and the answer cue are), as the training data was cut to ``max_length``.
+    """
     model.eval()
     device = next(model.parameters()).device
-    side = tokenizer.padding_side
+    side, truncation_side = tokenizer.padding_side, tokenizer.truncation_side
     tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    limit = max(1, max_length - max_new_tokens) if max_length else None
     answers: list[str] = []
     try:
         # Longest prompts first: batches of similar length waste less on padding.
@@ -109,7 +116,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         out_by_index: dict[int, str] = {}
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=not chat).to(device)
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=not chat,
+                            truncation=limit is not None, max_length=limit).to(device)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer))
             new = out[:, enc["input_ids"].shape[1]:]
@@ -121,7 +129,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
                 progress(len(idx))
         answers = [out_by_index[i] for i in range(len(prompts))]
     finally:
-        tokenizer.padding_side = side
+        tokenizer.padding_side, tokenizer.truncation_side = side, truncation_side
     return answers
 
 
@@ -142,8 +150,13 @@ def _continuation_ids(tokenizer, prompt: str, continuation: str, chat: bool, add
 
 
 @torch.no_grad()
-def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[tuple[float, int]]:
-    """Sum of log-probabilities of each continuation given its prompt, and its length."""
+def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int,
+                          max_length: int | None = None) -> list[tuple[float, int]]:
+    """Sum of log-probabilities of each continuation given its prompt, and its length.
+    Prompts are cut from the left so that prompt and continuation fit ``max_length``."""
+    if max_length:
+        pairs = [(p[max(0, len(p) + len(c) - max_length):] if len(p) + len(c) > max_length else p, c) for p, c in pairs]
+        pairs = [(p or c[:1], c if p else c[1:]) for p, c in pairs]  # keep at least one token of context
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -167,7 +180,8 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[in
     return results
 
 
-def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: str, batch_size: int) -> list[str]:
+def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: str, batch_size: int,
+           max_length: int | None = None) -> list[str]:
     """The label whose continuation is most likely after each prompt."""
     chat = kind == "chat"
     pairs = []
@@ -180,7 +194,7 @@ def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: s
             else:
                 cont = _leading_space(ex.answer) + label
                 pairs.append(_continuation_ids(tokenizer, ex.prompt, cont, chat=False, add_eos=True))
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
     answers = []
     for i in range(len(examples)):
         row = scores[i * len(labels):(i + 1) * len(labels)]
@@ -196,11 +210,12 @@ def _messages_before_answer(ex: Example, kind: str) -> list[dict]:
     return messages
 
 
-def perplexity(model, tokenizer, examples: list[Example], kind: str, batch_size: int) -> float | None:
+def perplexity(model, tokenizer, examples: list[Example], kind: str, batch_size: int,
+               max_length: int | None = None) -> float | None:
     """exp(mean negative log-likelihood per answer token) over the split."""
     chat = kind == "chat"
     pairs = [_continuation_ids(tokenizer, ex.prompt, ex.answer, chat=chat, add_eos=not chat) for ex in examples]
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size)
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
     tokens = sum(n for _, n in scores)
     if tokens == 0:
         return None
@@ -257,13 +272,14 @@ def evaluate(model, tokenizer, plan: Mapping, data_dir: Path, *, baseline: bool,
     shots = few_shot(train, e["few_shot"], plan["training"]["seed"]) if baseline else []
     examples = build_examples(records, kind, tokenizer, shots)
     labels = list(e["choices"]) if e["choices"] else None
+    max_length = plan["training"]["max_length"]
 
     if e["mode"] == "choices":
         labels = labels or sorted({reference(kind, r) for r in train})
-        predictions = choose(model, tokenizer, examples, labels, kind, e["batch_size"])
+        predictions = choose(model, tokenizer, examples, labels, kind, e["batch_size"], max_length)
     else:
         predictions = generate(model, tokenizer, [ex.prompt for ex in examples], e["max_new_tokens"], e["batch_size"],
-                               e["stop"], chat=kind == "chat")
+                               e["stop"], chat=kind == "chat", max_length=max_length)
 
     pure = [m for m in e["metrics"] if m["name"] not in M.MODEL_METRICS]
     result = M.score(pure, predictions, [ex.reference for ex in examples], labels=labels)
@@ -272,7 +288,7 @@ def evaluate(model, tokenizer, plan: Mapping, data_dir: Path, *, baseline: bool,
     details = dict(result.details)
     for metric in e["metrics"]:
         if metric["name"] == "perplexity":
-            aggregate["perplexity"] = perplexity(model, tokenizer, examples, kind, e["batch_size"])
+            aggregate["perplexity"] = perplexity(model, tokenizer, examples, kind, e["batch_size"], max_length)
         elif metric["name"] == "judge" and load_judge is not None:
             judge_model, judge_tokenizer = load_judge(metric)
             scores, unparsed = judge_scores(metric, examples, predictions, judge_model, judge_tokenizer, e["batch_size"])
