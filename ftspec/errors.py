@@ -90,9 +90,3 @@ def did_you_mean(word: str, candidates: Sequence[str]) -> str | None:
     matches = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f"did you mean '{matches[0]}'?" if matches else None
 
-
-def one_of(candidates: Sequence[str]) -> str:
-    quoted = [f"'{c}'" for c in candidates]
-    if len(quoted) <= 1:
-        return "".join(quoted)
-    return ", ".join(quoted[:-1]) + " or " + quoted[-1]

@@ -33,9 +33,10 @@ def lock_path(spec: Path, profiles: tuple[str, ...] = ()) -> Path:
     return spec.with_name(f"{spec.stem}{suffix}.lock.json")
 
 
-def versions() -> dict[str, str | None]:
+def versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
+    """Installed versions of ftspec and the named libraries, read without importing them."""
     out: dict[str, str | None] = {"ftspec": __version__}
-    for name in LIBRARIES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

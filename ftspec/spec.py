@@ -16,9 +16,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from pydantic.functional_validators import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-SPEC_VERSION = 1
-
-
 def _no_bool(value: Any) -> Any:
     # YAML's `true` is not the number 1, whatever Python thinks.
     if isinstance(value, bool):
@@ -426,7 +423,6 @@ SIMPLE_METRICS = (
     "accuracy", "precision", "recall", "f1", "f1_macro", "f1_micro",
     "exact_match", "token_f1", "rouge_l", "bleu", "chrf", "perplexity", "json_valid",
 )
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "f1_macro", "f1_micro")
 
 
 class Extract(_Section):

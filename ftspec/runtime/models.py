@@ -16,8 +16,6 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>",
 # Turn markers of the built-in chat templates, so a tiny tokenizer keeps them whole.
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, extra_special_tokens=CHAT_TOKENS, **SPECIAL_TOKENS)

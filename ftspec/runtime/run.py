@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ftspec import __version__
 from ftspec.plan import Plan
 from ftspec.rundir import STEP_DIRS, RunLock, finish_step, is_complete, now, read_json, write_json
 from ftspec.summary import describe_adapter, describe_model
@@ -181,15 +180,9 @@ STEPS: dict[str, Callable[[RunContext, Path], dict]] = {
 
 
 def _versions() -> dict:
-    from importlib import metadata
+    from ftspec.lock import versions
 
-    out = {"python": platform.python_version(), "ftspec": __version__}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {"python": platform.python_version(), **versions(LIBRARIES)}
 
 
 def _git(root: Path) -> dict | None:
