@@ -49,6 +49,11 @@ def rel(path: Path, root: Path) -> str:
     except ValueError:
         return path.resolve().as_posix()
 
+# Architectures whose attention keeps packed sequences apart by their position ids
+# (transformers builds a block-diagonal mask when there is no attention mask and the
+# KV cache is off); tests/test_packing.py checks the ones a tiny model can have.
+PACKABLE = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gemma", "gemma2", "phi3"}
+
 
 @dataclass
 class SourceInfo:
@@ -473,6 +478,21 @@ def check_qlora_device(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("method", "adapter", "kind"), "qlora quantises a pretrained model; a tiny model from config is trained with lora or full")
 
 
+def check_batching(ctx: Context) -> Iterator[Issue]:
+    """Packing and length grouping are for SFT (trl's DPO trainer pads preference pairs
+    itself), and packing needs an architecture that keeps packed rows apart."""
+    mode = ctx.spec.training.batching
+    if mode in ("packed", "length_grouped") and ctx.spec.method.kind == "dpo":
+        yield ctx.error(("training", "batching"), f"DPO batches preference pairs itself; {mode} is for SFT (use padded or auto)")
+    elif mode == "packed":
+        model_type = ctx.model.model_type if ctx.model else None
+        if model_type is None:
+            ctx.not_checked.append("training.batching: whether the model keeps packed rows apart (architecture unknown offline)")
+        elif model_type not in PACKABLE:
+            yield ctx.error(("training", "batching"), f"packed rows are not known to stay apart in a {model_type} model; "
+                            "use length_grouped or padded")
+
+
 def check_precision(ctx: Context) -> Iterator[Issue]:
     """fp16 training needs a GPU."""
     c = ctx.spec.compute
@@ -684,6 +704,7 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_method_format,
     check_qlora_device,
     check_precision,
+    check_batching,
     check_lora_targets,
     check_chat_template,
     check_splits,

@@ -403,6 +403,7 @@ class Training(_Section):
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = Field("adamw_torch", description="Optimizer.")
     weight_decay: Number = Field(0.0, ge=0, lt=1, description="Decoupled weight decay.")
     max_grad_norm: Number = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
+    batching: Literal["auto", "padded", "length_grouped", "packed"] = Field("auto", description="How rows become batches: `packed` puts several rows into one sequence with no padding (kept apart by position ids), `length_grouped` batches rows of similar length, `padded` pads each batch to its longest row; `auto` lets the compiler choose, and the plan says which and why.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more time.")
     logging_steps: Int = Field(10, ge=1, description="Log the training loss every this many steps.")
     eval_every: Cadence | None = Field(None, description="Compute the validation loss every N steps or every `epoch`; defaults to about ten times per run.")

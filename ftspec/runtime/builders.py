@@ -114,6 +114,24 @@ def training_arguments(training: Mapping, tracking: Mapping, device: str, precis
     return kwargs
 
 
+def batching_arguments(training: Mapping, train_stats: Mapping | None, objective: str) -> dict:
+    """What the plan's batching mode means to the trainer.
+
+    ``batch_size`` counts rows. Packed rows hold several rows each, so the packed
+    batch is sized to carry about the same number of rows per step:
+    ``batch_size × mean row length / max_length`` sequences of ``max_length``.
+    """
+    mode = training["batching"]["mode"]
+    if mode == "packed" and objective == "sft":
+        mean = (train_stats or {}).get("tokens", {}).get("mean") or training["max_length"]
+        per_row = max(1, round(training["batch_size"] * min(mean, training["max_length"]) / training["max_length"]))
+        return {"packing": True, "packing_strategy": "bfd", "padding_free": True,
+                "per_device_train_batch_size": per_row, "per_device_eval_batch_size": per_row}
+    if mode == "length_grouped":
+        return {"train_sampling_strategy": "group_by_length"}
+    return {}
+
+
 def report_to(tracking: Mapping) -> list[str]:
     kind = tracking["kind"]
     return [] if kind == "none" else [kind]

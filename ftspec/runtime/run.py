@@ -66,6 +66,7 @@ def step_prepare_data(ctx: RunContext, out: Path) -> dict:
 
     plan = ctx.plan
     kind = plan["format"]["kind"]
+    started = time.perf_counter()
     splits, skipped = D.build_splits(plan.to_dict(), ctx.root)
     for split, records in splits.items():
         D.write_jsonl(out / f"{split}.jsonl", records)
@@ -77,12 +78,16 @@ def step_prepare_data(ctx: RunContext, out: Path) -> dict:
     loss = fmt.get("loss", "completion") if kind != "preference" else "completion"
     stats = {split: D.token_stats(records, kind, tokenizer, plan["training"]["max_length"], loss, split)
              for split, records in splits.items()}
-    write_json(out / "stats.json", {"splits": stats, **skipped})
+    seconds = time.perf_counter() - started
+    total = sum(v["rows"] for v in stats.values())
+    speed = {"seconds": round(seconds, 2), "rows_per_second": round(total / seconds, 1) if seconds > 0 else None}
+    write_json(out / "stats.json", {"splits": stats, **skipped, "preparation": speed})
     rows = " · ".join(f"{s} {v['rows']}" for s, v in stats.items())
     t = stats["train"]
     ctx.echo(f"  rows {rows}; train tokens p50 {t['tokens']['p50']} / p99 {t['tokens']['p99']}, "
              f"truncated {t['truncation_rate']:.1%}, loss on {t['loss_token_fraction']:.1%} of tokens"
-             + (f"; skipped {skipped['skipped_rows']} bad rows" if skipped["skipped_rows"] else ""))
+             + (f"; skipped {skipped['skipped_rows']} bad rows" if skipped["skipped_rows"] else "")
+             + (f"; {speed['rows_per_second']:.0f} rows/s" if speed["rows_per_second"] else ""))
     return {"stats": stats}
 
 

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
@@ -43,7 +45,11 @@ def train_sft(job: TrainJob) -> TrainResult:
         args["assistant_only_loss"] = fmt["loss"] == "assistant"
     else:
         args["completion_only_loss"] = fmt["loss"] == "completion"
+    stats = json.loads((job.data_dir / "stats.json").read_text(encoding="utf-8"))["splits"]
+    args.update(builders.batching_arguments(training, stats.get("train"), "sft"))
     config = SFTConfig(**args)
+    # Packed rows are kept apart by their position ids only with the KV cache off.
+    model.config.use_cache = False
 
     # 5. Train, resuming from the last complete checkpoint an earlier run of this very
     #    step left; Ctrl-C saves one before stopping.

@@ -1,0 +1,92 @@
+"""Packed rows never see each other: each sequence's logits and loss are the same
+packed and alone (with the KV cache off, the known pitfall); the compiler's
+batching choice reaches the trainer."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from transformers import AutoModelForCausalLM, TrainerCallback  # noqa: E402
+
+from ftspec.compile import compile_spec  # noqa: E402
+from ftspec.errors import SpecError  # noqa: E402
+from ftspec.runtime.models import byte_tokenizer, tiny_config  # noqa: E402
+from test_runtime import BASE_BODY, _run, _spec  # noqa: E402
+
+TEXTS = ["Request: my card was charged twice\nQueue: billing", "hi", "Request: where is order 12?\nQueue: shipping"]
+
+
+def _model(arch):
+    tok = byte_tokenizer()
+    spec = {"architecture": arch, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2 if arch != "gpt2" else 4,
+            "intermediate_size": 64, "max_position_embeddings": 256}
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(tiny_config(spec, tok)).eval(), tok
+
+
+def _packed(tok):
+    seqs = [torch.tensor(tok(t)["input_ids"]) for t in TEXTS]
+    ids = torch.cat(seqs)[None]
+    pos = torch.cat([torch.arange(len(s)) for s in seqs])[None]
+    return seqs, ids, pos
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt2"])
+def test_packed_sequences_do_not_see_each_other(arch):
+    model, tok = _model(arch)
+    seqs, ids, pos = _packed(tok)
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
+        start = 0
+        for s in seqs:
+            alone = model(input_ids=s[None]).logits[0]
+            assert torch.allclose(packed[start:start + len(s)], alone, atol=1e-5), f"{arch}: logits differ when packed"
+            loss_packed = torch.nn.functional.cross_entropy(packed[start:start + len(s) - 1], s[1:])
+            loss_alone = torch.nn.functional.cross_entropy(alone[:-1], s[1:])
+            assert loss_packed.item() == pytest.approx(loss_alone.item(), abs=1e-5)
+            start += len(s)
+
+
+def test_with_the_kv_cache_on_packed_sequences_leak():
+    """Why training with packing turns the KV cache off."""
+    model, tok = _model("llama")
+    seqs, ids, pos = _packed(tok)
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=pos, use_cache=True).logits[0]
+        alone = model(input_ids=seqs[1][None]).logits[0]
+    assert not torch.allclose(packed[len(seqs[0]):len(seqs[0]) + len(seqs[1])], alone, atol=1e-3)
+
+
+class _Capture(TrainerCallback):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.args, self.use_cache = args, model.config.use_cache
+
+
+@pytest.mark.parametrize("mode", ["packed", "length_grouped", "padded"])
+def test_the_batching_mode_reaches_the_trainer(tmp_path, mode):
+    body = BASE_BODY.replace("max_steps: 4", "max_steps: 2").replace("logging_steps: 1}", f"logging_steps: 1, batching: {mode}}}")
+    spec = _spec(tmp_path, body + "method: {kind: sft, adapter: full}\n")
+    capture = _Capture()
+    ctx, _ = _run(spec, callbacks=[capture])
+    assert ctx.plan["training"]["batching"] == {"mode": mode, "reason": "set in the spec"}
+    assert getattr(capture.args, "packing", False) is (mode == "packed")
+    assert getattr(capture.args, "padding_free", False) is (mode == "packed")
+    assert capture.args.train_sampling_strategy == ("group_by_length" if mode == "length_grouped" else "random")
+    assert capture.use_cache is False
+
+
+def test_auto_batching_is_explained_in_the_plan(tmp_path):
+    spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
+    batching = compile_spec(spec)[0]["training"]["batching"]
+    assert batching["mode"] == "padded" and batching["reason"]
+
+
+def test_dpo_cannot_pack(tmp_path):
+    body = BASE_BODY.replace("logging_steps: 1}", "logging_steps: 1, batching: packed}").replace(
+        "format:\n  kind: prompt_completion", "format:\n  kind: preference").replace(
+        '  completion: " {{ queue }}"', '  chosen: " {{ queue }}"\n  rejected: " no"')
+    spec = _spec(tmp_path, body + "method: {kind: dpo}\n")
+    with pytest.raises(SpecError, match="DPO batches preference pairs itself; packed is for SFT"):
+        compile_spec(spec)
