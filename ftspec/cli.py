@@ -27,6 +27,14 @@ _set_option = click.option("--set", "-s", "sets", multiple=True, metavar="KEY=VA
                            help="Override one value, parsed as YAML: --set training.epochs=3 (repeatable).")
 
 
+def _spec_options(command):
+    """SPEC, --profile, --set and --allow-path: how every spec-reading command names its plan."""
+    for option in (_allow_option, _set_option, _profile_option,
+                   click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))):
+        command = option(command)
+    return command
+
+
 def _print_issues(issues: list[Issue]) -> None:
     for issue in issues:
         click.echo(issue.format(), err=True)
@@ -97,10 +105,7 @@ def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@_profile_option
-@_set_option
-@_allow_option
+@_spec_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as canonical JSON.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan's JSON to FILE.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
@@ -208,10 +213,7 @@ def _parse_force(value: str | None) -> set[str]:
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@_profile_option
-@_set_option
-@_allow_option
+@_spec_options
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--force", "force", is_flag=False, flag_value="all", default=None, metavar="[STEP,…]",
               help="Run steps again even when they are up to date: all of them, or the named ones (--force train,eval_tuned).")
@@ -226,10 +228,7 @@ def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bo
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@_profile_option
-@_set_option
-@_allow_option
+@_spec_options
 def lock(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
     """Pin what the spec leaves floating: model revision, data fingerprints, template
     hashes, library versions. Writes SPEC's .lock.json next to it (the only command
@@ -252,10 +251,7 @@ def lock(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tu
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@_profile_option
-@_set_option
-@_allow_option
+@_spec_options
 def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
     """Each step of the spec's plan with its key and state: done, stale, missing, running."""
     from ftspec.compile import compile_spec, find_root
@@ -305,20 +301,14 @@ def runs(directory: Path) -> None:
 
 
 @main.command("eval")
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@_profile_option
-@_set_option
-@_allow_option
+@_spec_options
 def eval_(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
     """Score the base and the trained model again, without training, and rebuild the report."""
     _execute(spec, profiles, sets, False, force={"eval_base", "eval_tuned", "report"}, only={"eval_base", "eval_tuned", "report"}, allow=allow)
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@_profile_option
-@_set_option
-@_allow_option
+@_spec_options
 def report(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
     """Rebuild the report of a finished run from its evaluation results."""
     _execute(spec, profiles, sets, False, force={"report"}, only={"report"}, allow=allow)

@@ -1,0 +1,247 @@
+"""Training throughput: ftspec against plain trl, on the same tiny model from config
+and the same real, variable-length data, for the same number of examples.
+
+    python bench/throughput.py [--examples 256] [--repeats 3] [--datasets sst2,toolformer]
+
+Configurations (each run in a fresh process, warm-up first, runs interleaved,
+median of --repeats):
+  ftspec          `ftspec`'s SFT recipe with the batching its compiler chooses (auto)
+  ftspec-packed   the same with `training.batching: packed`
+  ftspec-grouped  the same with `training.batching: length_grouped`
+  trl-default     a plain trl SFTTrainer script with trl's default settings
+                  (only what a CPU needs to run, and the shared batch size, length and steps)
+  trl-best        plain trl with the best settings trl offers here: padding-free bfd packing
+
+Printed per dataset and configuration: real (non-padding) tokens per second, the
+padding fraction, peak resident memory, the final training loss; then the time
+from `ftspec run` to its first training step; last line:
+`throughput ftspec/trl_default=X.XX ftspec/trl_best=Y.YY` (geometric mean over datasets).
+Reads ../shared/datasets (SST-2, the tool-calling set); says so and stops if it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+CONFIGS = ["ftspec", "ftspec-packed", "ftspec-grouped", "trl-default", "trl-best"]
+MAX_LENGTH = 512
+BATCH = 16
+MODEL = {"architecture": "llama", "hidden_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 4,
+         "intermediate_size": 512, "max_position_embeddings": MAX_LENGTH, "tokenizer": {"kind": "byte"}, "init_seed": 0}
+
+
+def load_rows(name: str, n: int) -> list[dict]:
+    """prompt/completion rows from a shared dataset, the first n after a fixed shuffle."""
+    import random
+
+    if name == "sst2":
+        rows = []
+        for line in (SHARED / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines():
+            text, _, label = line.rpartition("\t")
+            rows.append({"prompt": f"Review: {text}\nSentiment:", "completion": " positive" if label == "1" else " negative"})
+    else:
+        data = json.loads((SHARED / "toolformer" / "toolformer_alpaca.json").read_text(encoding="utf-8"))
+        rows = [{"prompt": f"{r['instruction']}\n{r['input']}\nResponse:".replace("\n\n", "\n"), "completion": " " + r["output"]}
+                for r in data]
+    random.Random(0).shuffle(rows)
+    return rows[:n]
+
+
+# --------------------------------------------------------------------------- one measured run (a worker process)
+
+
+def worker(config: str, dataset: str, examples: int, workdir: Path) -> dict:
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    import ftspec.runtime  # noqa: F401  (quiet library defaults)
+    from transformers import TrainerCallback
+
+    counts = {"real": 0, "processed": 0}
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, features):
+            batch = self.inner(features)
+            ids = batch["input_ids"]
+            counts["processed"] += ids.numel()
+            counts["real"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else ids.numel()
+            return batch
+
+    real_loader = SFTTrainer.get_train_dataloader
+
+    def counting_loader(self):
+        if not isinstance(self.data_collator, Counting):
+            self.data_collator = Counting(self.data_collator)
+        return real_loader(self)
+
+    SFTTrainer.get_train_dataloader = counting_loader
+
+    timing = {}
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            timing.setdefault("first_step", time.perf_counter())
+
+        def on_train_end(self, args, state, control, **kwargs):
+            timing["end"] = time.perf_counter()
+
+    rows = load_rows(dataset, examples)
+    steps = math.ceil(examples / BATCH)
+    data_file = workdir / "rows.jsonl"
+    data_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    losses = []
+
+    if config.startswith("ftspec"):
+        from ftspec.compile import compile_spec, find_root
+        from ftspec.runtime.run import execute
+
+        mode = {"ftspec": "auto", "ftspec-packed": "packed", "ftspec-grouped": "length_grouped"}[config]
+        spec = workdir / "spec.yaml"
+        spec.write_text(json.dumps({
+            "ftspec": 1, "name": "bench", "model": {"kind": "tiny", **MODEL},
+            "data": {"train": "rows.jsonl"},
+            "format": {"kind": "prompt_completion", "prompt": "{{ prompt }}", "completion": "{{ completion }}"},
+            "method": {"kind": "sft", "adapter": "full"},
+            "training": {"max_steps": steps, "batch_size": BATCH, "max_length": MAX_LENGTH, "learning_rate": 1e-3,
+                         "batching": mode, "logging_steps": 1, "save_every": 10 * steps},
+            "eval": {"baseline": False, "metrics": []}, "compute": {"device": "cpu"},
+        }))
+        plan, _ = compile_spec(spec)
+        execute(plan, find_root(spec), echo=lambda _: None, callbacks=[Clock()])
+        log = [json.loads(l) for l in (workdir / "runs/bench/metrics.jsonl").read_text().splitlines()]
+        losses = [m["loss"] for m in log if "loss" in m]
+        batching = plan["training"]["batching"]["mode"]
+    else:
+        from datasets import Dataset
+
+        from ftspec.runtime.models import build_tiny
+
+        build_tiny(MODEL, [], workdir / "base")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(workdir / "base")
+        model = AutoModelForCausalLM.from_pretrained(workdir / "base")
+        extra = {"packing": True, "padding_free": True, "packing_strategy": "bfd"} if config == "trl-best" else {}
+        per_device = BATCH
+        if config == "trl-best":  # the same rows per step as the padded runs
+            mean = statistics.mean(min(MAX_LENGTH, len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) + 1) for r in rows)
+            per_device = max(1, round(BATCH * mean / MAX_LENGTH))
+            model.config.use_cache = False
+        args = SFTConfig(output_dir=str(workdir / "out"), max_steps=steps, per_device_train_batch_size=per_device,
+                         max_length=MAX_LENGTH, learning_rate=1e-3, use_cpu=True, bf16=False, report_to="none",
+                         save_strategy="no", logging_steps=1, disable_tqdm=True, seed=42, **extra)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                             callbacks=[Clock()])
+        trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        batching = "packed" if config == "trl-best" else "padded"
+
+    seconds = timing["end"] - timing["first_step"]
+    return {
+        "config": config, "dataset": dataset, "batching": batching, "seconds": seconds,
+        "real_tokens": counts["real"], "processed_tokens": counts["processed"],
+        "tokens_per_second": counts["real"] / seconds if seconds > 0 else 0.0,
+        "padding_fraction": 1 - counts["real"] / counts["processed"] if counts["processed"] else 0.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "final_loss": losses[-1] if losses else None,
+    }
+
+
+def startup(workdir: Path) -> float:
+    """Seconds from starting `ftspec run` to its first training step."""
+    (workdir / ".git").mkdir(exist_ok=True)
+    rows = load_rows("sst2", 64)
+    (workdir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (workdir / "spec.yaml").write_text(json.dumps({
+        "ftspec": 1, "name": "startup", "model": {"kind": "tiny", **MODEL}, "data": {"train": "rows.jsonl"},
+        "format": {"kind": "prompt_completion", "prompt": "{{ prompt }}", "completion": "{{ completion }}"},
+        "method": {"kind": "sft", "adapter": "full"}, "training": {"max_steps": 2, "batch_size": 4, "max_length": 256},
+        "eval": {"baseline": False, "metrics": []}, "compute": {"device": "cpu"}}))
+    exe = [sys.executable, "-m", "ftspec", "run", "spec.yaml"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(exe, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    first = None
+    for line in proc.stderr:
+        if line.strip().startswith("step 1/") and first is None:
+            first = time.perf_counter() - t0
+    proc.wait()
+    return first if first is not None else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--datasets", default="sst2,toolformer")
+    parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "DATASET"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if not (SHARED / "sst2").is_dir() or not (SHARED / "toolformer").is_dir():
+        print(f"bench/throughput.py needs the shared datasets at {SHARED} (SST-2 and toolformer); they are missing here.")
+        return 2
+    if args.worker:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / ".git").mkdir()
+            print(json.dumps(worker(args.worker[0], args.worker[1], args.examples, Path(tmp))))
+        return 0
+
+    def run(config: str, dataset: str) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--worker", config, dataset, "--examples", str(args.examples)],
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if out.returncode != 0:
+            sys.exit(f"{config} on {dataset} failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    datasets = args.datasets.split(",")
+    results: dict[tuple[str, str], list[dict]] = {}
+    for dataset in datasets:
+        for config in CONFIGS:
+            run(config, dataset)  # warm-up: caches, first-touch of the files
+        for _ in range(args.repeats):
+            for config in CONFIGS:  # interleaved, so drift on a shared machine hits every configuration alike
+                results.setdefault((config, dataset), []).append(run(config, dataset))
+
+    print(f"machine: {os.cpu_count()} CPUs; tiny llama 2x128 from config, byte tokenizer; {args.examples} examples, "
+          f"batch {BATCH}, max_length {MAX_LENGTH}; median of {args.repeats}")
+    speed: dict[tuple[str, str], float] = {}
+    for dataset in datasets:
+        print(f"\n{dataset}")
+        print(f"  {'config':<15} {'batching':<15} {'real tok/s':>10} {'padding':>8} {'peak MB':>8} {'final loss':>10}")
+        for config in CONFIGS:
+            runs = results[(config, dataset)]
+            tps = statistics.median(r["tokens_per_second"] for r in runs)
+            speed[(config, dataset)] = tps
+            pad = statistics.median(r["padding_fraction"] for r in runs)
+            mem = max(r["peak_rss_mb"] for r in runs)
+            loss = statistics.median(r["final_loss"] for r in runs if r["final_loss"] is not None)
+            print(f"  {config:<15} {runs[0]['batching']:<15} {tps:>10.0f} {pad:>8.1%} {mem:>8.0f} {loss:>10.4f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        first_step = statistics.median(startup(Path(tmp) / f"s{i}") if (Path(tmp) / f"s{i}").mkdir() is None else 0
+                                       for i in range(args.repeats))
+    print(f"\nstart-up: `ftspec run` to its first training step: {first_step:.2f} s (median of {args.repeats})")
+
+    def ratio(a: str, b: str) -> float:
+        return math.exp(statistics.mean(math.log(speed[(a, d)] / speed[(b, d)]) for d in datasets))
+
+    print(f"throughput ftspec/trl_default={ratio('ftspec', 'trl-default'):.2f} ftspec/trl_best={ratio('ftspec', 'trl-best'):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
