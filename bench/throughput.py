@@ -67,7 +67,6 @@ def load_rows(name: str, n: int) -> list[dict]:
 
 
 def worker(config: str, dataset: str, examples: int, workdir: Path) -> dict:
-    import torch
     from trl import SFTConfig, SFTTrainer
 
     import ftspec.runtime  # noqa: F401  (quiet library defaults)

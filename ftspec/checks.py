@@ -23,7 +23,7 @@ from ftspec import templates as tpl
 from ftspec.errors import ERROR, WARNING, Issue, Pos, SpecError, did_you_mean
 from ftspec.formatting import FormatError, RowFormatter, reference
 from ftspec.loader import LoadedSpec, Origin
-from ftspec.paths import PathPolicy, find_root
+from ftspec.paths import PathPolicy
 from ftspec.sources import RowError, infer_format, parquet_rows, read_rows
 
 SAMPLE_ROWS = 200

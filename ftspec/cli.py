@@ -273,7 +273,6 @@ def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: 
 @click.argument("directory", required=False, default="runs", type=click.Path(file_okay=False, path_type=Path))
 def runs(directory: Path) -> None:
     """List the runs in DIRECTORY (default: runs/) with plan ids and headline metrics."""
-    import json
 
     from ftspec.rundir import read_json
 

@@ -15,10 +15,10 @@ from typing import Any, Iterable
 
 from ftspec import __version__
 from ftspec import spec as S
-from ftspec.paths import PathPolicy
-from ftspec.checks import Context, default_metrics, find_root, has_test, has_validation, inspect, is_local_model, rel, run_checks
+from ftspec.checks import Context, default_metrics, has_test, has_validation, inspect, is_local_model, rel, run_checks
 from ftspec.errors import Issue, SpecError
 from ftspec.loader import load
+from ftspec.paths import PathPolicy, find_root
 from ftspec.plan import PLAN_VERSION, Plan, step_keys
 from ftspec.spec import parse_gate
 from ftspec.splitting import split_sizes

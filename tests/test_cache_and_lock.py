@@ -15,7 +15,6 @@ from ftspec import lock as L  # noqa: E402
 from ftspec import rundir  # noqa: E402
 from ftspec.cli import main  # noqa: E402
 from ftspec.compile import compile_spec, find_root  # noqa: E402
-from ftspec.errors import SpecError  # noqa: E402
 from ftspec.runtime.run import execute  # noqa: E402
 from test_runtime import BASE_BODY, _spec  # noqa: E402
 

@@ -61,7 +61,7 @@ def test_a_symlink_out_of_the_repository_is_refused(tmp_path):
 def test_template_base_spec_and_output_outside_are_refused(tmp_path):
     repo, outside = _repo(tmp_path)
     rel = os.path.relpath(outside, repo / "specs")
-    result = _validate(_spec(repo, prompt=f"{{file: {rel}/prompt.j2}}", extra=f"output: {{dir: ../outside-runs}}\n"))
+    result = _validate(_spec(repo, prompt=f"{{file: {rel}/prompt.j2}}", extra="output: {dir: ../outside-runs}\n"))
     assert result.exit_code == 2
     assert "format.prompt: '" in result.output and "output.dir: '../outside-runs' resolves outside" in result.output
     (outside / "base.yaml").write_text("ftspec: 1\n")

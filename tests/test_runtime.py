@@ -200,7 +200,6 @@ compute: {device: cpu}
     batch = capture.batch
     assert batch["input_ids"].shape[0] == 4
     for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
-        trained, untrained = [], []
         pieces = []
         for token, label in zip(ids, labels):
             if token == tok.pad_token_id and label == -100:

@@ -22,11 +22,9 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
