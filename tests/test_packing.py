@@ -80,7 +80,7 @@ def test_the_batching_mode_reaches_the_trainer(tmp_path, mode):
 def test_auto_batching_is_explained_in_the_plan(tmp_path):
     spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
     batching = compile_spec(spec)[0]["training"]["batching"]
-    assert batching["mode"] == "padded" and batching["reason"]
+    assert batching["mode"] == "padded" and "row length follows the label" in batching["reason"]
 
 
 def test_dpo_cannot_pack(tmp_path):
@@ -90,3 +90,32 @@ def test_dpo_cannot_pack(tmp_path):
     spec = _spec(tmp_path, body + "method: {kind: dpo}\n")
     with pytest.raises(SpecError, match="DPO batches preference pairs itself; packed is for SFT"):
         compile_spec(spec)
+
+
+def _balanced_spec(tmp_path, rows):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "rows.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("ftspec: 1\nname: s\nmodel: {kind: tiny, hidden_size: 32, num_heads: 4}\n"
+                    "data: {train: rows.jsonl, split: {validation: 0.1}}\n"
+                    "format: {kind: prompt_completion, prompt: '{{ text }}', completion: ' {{ label }}'}\n"
+                    "training: {max_length: 256}\n")
+    return spec
+
+
+def test_auto_groups_by_length_only_when_length_says_little_about_the_label(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    # Lengths drawn independently of the label: grouping by length keeps batches mixed.
+    mixed = [{"text": "w " * rng.randint(2, 60), "label": rng.choice(["yes", "no"])} for _ in range(200)]
+    batching = compile_spec(_balanced_spec(tmp_path / "mixed", mixed))[0]["training"]["batching"]
+    assert batching["mode"] == "length_grouped" and "eta²" in batching["reason"]
+    # Long rows are "yes", short ones "no": grouping by length would make one-label batches.
+    tied = [{"text": "w " * (rng.randint(40, 60) if i % 2 else rng.randint(2, 20)), "label": "yes" if i % 2 else "no"}
+            for i in range(200)]
+    batching = compile_spec(_balanced_spec(tmp_path / "tied", tied))[0]["training"]["batching"]
+    assert batching["mode"] == "padded" and "row length follows the label" in batching["reason"]
+    # Free-text answers are not labels: group by length.
+    free = [{"text": "w " * rng.randint(2, 60), "label": f"answer {i}"} for i in range(200)]
+    assert compile_spec(_balanced_spec(tmp_path / "free", free))[0]["training"]["batching"]["mode"] == "length_grouped"
