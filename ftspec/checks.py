@@ -65,7 +65,6 @@ class SourceInfo:
     path: Path | None = None
     format: str | None = None
     rows: int | None = None
-    sha256: str | None = None
     columns: list[str] = field(default_factory=list)
     sample: list[Any] = field(default_factory=list)  # sources.Row
     readable: bool = False
@@ -182,9 +181,6 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     except SpecError as exc:
         ctx.issues.extend(exc.issues)
         return
-    from ftspec.sources import fingerprint
-
-    info.sha256 = fingerprint(path)
     if info.rows == 0:
         ctx.issues.append(Issue(pos, key, f"data file '{source.path}' has no rows"))
         return

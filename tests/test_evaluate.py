@@ -140,3 +140,23 @@ def test_prompts_longer_than_max_length_keep_their_end(model_and_tokenizer):
     (lp, n), = E.continuation_logprobs(model, tok, pairs, batch_size=1, max_length=64)
     p, c = pairs[0]
     assert lp == pytest.approx(_direct_logprob(model, tok, p[len(p) + len(c) - 64:], c), abs=1e-4)
+
+
+def test_chat_choices_keep_the_few_shot_turns(model_and_tokenizer):
+    model, _ = model_and_tokenizer
+    tok = byte_tokenizer()
+    from ftspec.templates import builtin_dir
+
+    tok.chat_template = builtin_dir().joinpath("chatml.jinja").read_text()
+    record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "billing"}]}
+    shot = {"messages": [{"role": "user", "content": "yo"}, {"role": "assistant", "content": "account"}]}
+    ex = E.build_examples([record], "chat", tok, [shot])[0]
+    labels = ["billing", "account"]
+    picked = E.choose(model, tok, [ex], labels, "chat", batch_size=2)[0]
+    scores = {}
+    for label in labels:  # scored after the prompt the model actually sees, shots included
+        prompt, cont = E._chat_continuation(ex.messages, label, tok)
+        assert prompt == ex.prompt
+        p, c = E._continuation_ids(tok, prompt, cont, chat=True, add_eos=False)
+        scores[label] = _direct_logprob(model, tok, p, c)
+    assert picked == max(scores, key=scores.get)

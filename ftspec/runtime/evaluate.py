@@ -36,6 +36,7 @@ class Example:
     answer: str  # the text that should follow it (for perplexity)
     reference: str  # the expected answer, as metrics compare it
     record: dict
+    messages: list[dict] | None = None  # chat: the conversation before the answer, few-shot turns included
 
 
 def _chat_prompt(messages: list[dict], tokenizer) -> str:
@@ -68,11 +69,11 @@ def build_examples(records: list[dict], kind: str, tokenizer, shots: list[dict] 
                 demo = [m for s in shots for m in s["messages"] if m["role"] != "system"]
                 messages = system + demo + messages[len(system):]
             prompt, answer = _chat_continuation(messages, answer_text, tokenizer)
+            examples.append(Example(prompt, answer, ref, r, messages))
         else:
             completion = r["completion"] if kind == "prompt_completion" else r["chosen"]
             prefix = "".join(s["prompt"] + (s["completion"] if kind == "prompt_completion" else s["chosen"]) + "\n\n" for s in shots)
-            prompt, answer = prefix + r["prompt"], completion
-        examples.append(Example(prompt, answer, ref, r))
+            examples.append(Example(prefix + r["prompt"], completion, ref, r))
     return examples
 
 
@@ -188,8 +189,7 @@ def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: s
     for ex in examples:
         for label in labels:
             if chat:
-                messages = _messages_before_answer(ex, kind)
-                prompt, cont = _chat_continuation(messages, label, tokenizer)
+                prompt, cont = _chat_continuation(ex.messages, label, tokenizer)
                 pairs.append(_continuation_ids(tokenizer, prompt, cont, chat=True, add_eos=False))
             else:
                 cont = _leading_space(ex.answer) + label
@@ -201,13 +201,6 @@ def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: s
         best = max(range(len(labels)), key=lambda j: row[j][0])
         answers.append(labels[best])
     return answers
-
-
-def _messages_before_answer(ex: Example, kind: str) -> list[dict]:
-    messages = list(ex.record["messages"])
-    while messages and messages[-1]["role"] == "assistant":
-        messages.pop()
-    return messages
 
 
 def perplexity(model, tokenizer, examples: list[Example], kind: str, batch_size: int,
