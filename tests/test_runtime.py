@@ -240,17 +240,22 @@ class _CrashAt(TrainerCallback):
             raise KeyboardInterrupt("simulated crash")
 
 
-def test_a_crashed_run_resumes_to_the_same_final_weights(tmp_path):
+@pytest.mark.parametrize("batching", ["padded", "length_grouped", "packed"])
+def test_a_crashed_run_resumes_to_the_same_final_weights(tmp_path, batching):
+    # Each batching mode orders or packs rows its own way; a resumed run must see the
+    # same batches after the checkpoint as an uninterrupted one.
     body = BASE_BODY.replace("max_steps: 4", "max_steps: 6") + "method: {kind: sft, adapter: full}\n"
+    mode = f"training.batching={batching}"
     straight = _spec(tmp_path / "a", body)
-    _run(straight)
+    ctx_a, _ = _run(straight, mode)
+    assert ctx_a.plan["training"]["batching"]["mode"] == batching
     crashed = _spec(tmp_path / "b", body)
     with pytest.raises(KeyboardInterrupt):
-        _run(crashed, callbacks=[_CrashAt(4)])
+        _run(crashed, mode, callbacks=[_CrashAt(4)])
     run_b = (tmp_path / "b" / "runs" / "job")
     assert not (run_b / "model").exists(), "no finished model where a crashed step left none"
     assert json.loads((run_b / "manifest.json").read_text())["status"] == "failed"
-    ctx, lines = _run(crashed)
+    ctx, lines = _run(crashed, mode)
     assert any("resumed from checkpoint-4" in l for l in lines)
     a = load_file(tmp_path / "a/runs/job/model/model.safetensors")
     b = load_file(run_b / "model/model.safetensors")
