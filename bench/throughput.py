@@ -6,6 +6,7 @@ and the same real, variable-length data, for the same number of examples.
 Configurations (each run in a fresh process, warm-up first, runs interleaved,
 median of --repeats):
   ftspec          `ftspec`'s SFT recipe with the batching its compiler chooses (auto)
+  ftspec-padded   the same with `training.batching: padded` (trl's batches, for the loss check)
   ftspec-packed   the same with `training.batching: packed`
   ftspec-grouped  the same with `training.batching: length_grouped`
   trl-default     a plain trl SFTTrainer script with trl's default settings
@@ -15,8 +16,17 @@ median of --repeats):
   trl-packed      trl-nockpt with padding-free bfd packing
 "trl best" is whichever trl configuration is fastest on each dataset here.
 
+Every configuration trains with the same settings: the same initial weights, learning
+rate 1e-3, trl's defaults for the rest — linear schedule without warm-up and the fused
+AdamW (ftspec's spec pins both: its own defaults are cosine with 3% warm-up and the
+unfused AdamW), no weight decay, clipping at 1.0.
+Repeat r uses seed 42 + r in every configuration, so the repeats are also seed
+replicates: the loss table compares each configuration's mean loss curve with trl
+default's, step by step, against the spread the seed alone makes (see `loss_check`).
+
 Printed per dataset and configuration: real (non-padding) tokens per second, the
-padding fraction, peak resident memory, the final training loss; then the time
+padding fraction, peak resident memory, the mean loss at the first step and over the
+last four, and the loss check; with --curves every mean loss curve; then the time
 from `ftspec run` to its first training step; last line:
 `throughput ftspec/trl_default=X.XX ftspec/trl_best=Y.YY` (geometric mean over datasets).
 Reads ../shared/datasets (SST-2, the tool-calling set); says so and stops if it is missing.
@@ -38,7 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
-CONFIGS = ["ftspec", "ftspec-packed", "ftspec-grouped", "trl-default", "trl-nockpt", "trl-grouped", "trl-packed"]
+CONFIGS = ["ftspec", "ftspec-padded", "ftspec-packed", "ftspec-grouped", "trl-default", "trl-nockpt", "trl-grouped", "trl-packed"]
 TRL = [c for c in CONFIGS if c.startswith("trl")]
 MAX_LENGTH = 512
 BATCH = 16
@@ -66,11 +76,11 @@ def load_rows(name: str, n: int) -> list[dict]:
 # --------------------------------------------------------------------------- one measured run (a worker process)
 
 
-def worker(config: str, dataset: str, examples: int, workdir: Path) -> dict:
+def worker(config: str, dataset: str, examples: int, seed: int, workdir: Path) -> dict:
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     import ftspec.runtime  # noqa: F401  (quiet library defaults)
-    from transformers import TrainerCallback
 
     counts = {"real": 0, "processed": 0}
 
@@ -113,7 +123,7 @@ def worker(config: str, dataset: str, examples: int, workdir: Path) -> dict:
         from ftspec.compile import compile_spec, find_root
         from ftspec.runtime.run import execute
 
-        mode = {"ftspec": "auto", "ftspec-packed": "packed", "ftspec-grouped": "length_grouped"}[config]
+        mode = {"ftspec": "auto", "ftspec-padded": "padded", "ftspec-packed": "packed", "ftspec-grouped": "length_grouped"}[config]
         spec = workdir / "spec.yaml"
         spec.write_text(json.dumps({
             "ftspec": 1, "name": "bench", "model": {"kind": "tiny", **MODEL},
@@ -121,6 +131,8 @@ def worker(config: str, dataset: str, examples: int, workdir: Path) -> dict:
             "format": {"kind": "prompt_completion", "prompt": "{{ prompt }}", "completion": "{{ completion }}"},
             "method": {"kind": "sft", "adapter": "full"},
             "training": {"max_steps": steps, "batch_size": BATCH, "max_length": MAX_LENGTH, "learning_rate": 1e-3,
+                         "lr_scheduler": "linear", "warmup_steps": 0, "seed": seed,
+                         "optimizer": "adamw_torch_fused",
                          "batching": mode, "logging_steps": 1, "save_every": 10 * steps},
             "eval": {"baseline": False, "metrics": []}, "compute": {"device": "cpu"},
         }))
@@ -152,7 +164,7 @@ def worker(config: str, dataset: str, examples: int, workdir: Path) -> dict:
             model.config.use_cache = False
         args = SFTConfig(output_dir=str(workdir / "out"), max_steps=steps, per_device_train_batch_size=per_device,
                          max_length=MAX_LENGTH, learning_rate=1e-3, use_cpu=True, bf16=False, report_to="none",
-                         save_strategy="no", logging_steps=1, disable_tqdm=True, seed=42, **extra)
+                         save_strategy="no", logging_steps=1, disable_tqdm=True, seed=seed, **extra)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                              callbacks=[Clock()])
         trainer.train()
@@ -166,8 +178,30 @@ def worker(config: str, dataset: str, examples: int, workdir: Path) -> dict:
         "tokens_per_second": counts["real"] / seconds if seconds > 0 else 0.0,
         "padding_fraction": 1 - counts["real"] / counts["processed"] if counts["processed"] else 0.0,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "final_loss": losses[-1] if losses else None,
+        "losses": losses,
     }
+
+
+def loss_check(curves: list[list[float]], reference: list[list[float]]) -> tuple[float, float, bool]:
+    """Is a configuration's loss curve the reference's, within the noise the seed makes?
+
+    Both are lists of per-step loss curves, one per seed. Per step t, the gap is the
+    difference of the two seed-mean losses and the noise its standard error,
+    sqrt(s_a²/n_a + s_b²/n_b) with s the spread over seeds. Returned: the root mean
+    square over steps of the gap and of the noise, and whether the gap is at most twice
+    the noise (about a 95% band: a difference the seed alone would make).
+    """
+    steps = min(len(c) for c in curves + reference)
+    gaps, errors = [], []
+    for t in range(steps):
+        a = [c[t] for c in curves]
+        b = [c[t] for c in reference]
+        gaps.append(statistics.mean(a) - statistics.mean(b))
+        var = (statistics.variance(a) / len(a) if len(a) > 1 else 0.0) + (statistics.variance(b) / len(b) if len(b) > 1 else 0.0)
+        errors.append(math.sqrt(var))
+    gap = math.sqrt(statistics.mean(g * g for g in gaps))
+    noise = math.sqrt(statistics.mean(e * e for e in errors))
+    return gap, noise, gap <= 2 * noise
 
 
 def startup(workdir: Path) -> float:
@@ -197,7 +231,9 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datasets", default="sst2,toolformer")
+    parser.add_argument("--curves", action="store_true", help="also print every configuration's mean loss per step")
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "DATASET"), help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if not (SHARED / "sst2").is_dir() or not (SHARED / "toolformer").is_dir():
@@ -206,12 +242,12 @@ def main() -> int:
     if args.worker:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / ".git").mkdir()
-            print(json.dumps(worker(args.worker[0], args.worker[1], args.examples, Path(tmp))))
+            print(json.dumps(worker(args.worker[0], args.worker[1], args.examples, args.seed, Path(tmp))))
         return 0
 
-    def run(config: str, dataset: str) -> dict:
-        out = subprocess.run([sys.executable, __file__, "--worker", config, dataset, "--examples", str(args.examples)],
-                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    def run(config: str, dataset: str, seed: int) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--worker", config, dataset, "--examples", str(args.examples),
+                              "--seed", str(seed)], check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if out.returncode != 0:
             sys.exit(f"{config} on {dataset} failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -220,29 +256,44 @@ def main() -> int:
     results: dict[tuple[str, str], list[dict]] = {}
     for dataset in datasets:
         for config in CONFIGS:
-            run(config, dataset)  # warm-up: caches, first-touch of the files
-        for _ in range(args.repeats):
+            run(config, dataset, 42)  # warm-up: caches, first-touch of the files
+        for r in range(args.repeats):
             for config in CONFIGS:  # interleaved, so drift on a shared machine hits every configuration alike
-                results.setdefault((config, dataset), []).append(run(config, dataset))
+                results.setdefault((config, dataset), []).append(run(config, dataset, 42 + r))
 
     print(f"machine: {os.cpu_count()} CPUs; tiny llama 2x128 from config, byte tokenizer; {args.examples} examples, "
-          f"batch {BATCH}, max_length {MAX_LENGTH}; median of {args.repeats}")
+          f"batch {BATCH}, max_length {MAX_LENGTH}; median of {args.repeats} (seeds 42..{41 + args.repeats})")
     speed: dict[tuple[str, str], float] = {}
+    verdicts = []
     for dataset in datasets:
         print(f"\n{dataset}")
-        print(f"  {'config':<15} {'batching':<15} {'real tok/s':>10} {'padding':>8} {'peak MB':>8} {'final loss':>10}")
+        print(f"  {'config':<15} {'batching':<15} {'real tok/s':>10} {'padding':>8} {'peak MB':>8} "
+              f"{'loss start→end':>15} {'curve gap':>9} {'noise':>7}  same curve as trl default?")
+        reference = [r["losses"] for r in results[("trl-default", dataset)]]
         for config in CONFIGS:
             runs = results[(config, dataset)]
             tps = statistics.median(r["tokens_per_second"] for r in runs)
             speed[(config, dataset)] = tps
             pad = statistics.median(r["padding_fraction"] for r in runs)
             mem = max(r["peak_rss_mb"] for r in runs)
-            loss = statistics.median(r["final_loss"] for r in runs if r["final_loss"] is not None)
-            print(f"  {config:<15} {runs[0]['batching']:<15} {tps:>10.0f} {pad:>8.1%} {mem:>8.0f} {loss:>10.4f}")
+            curves = [r["losses"] for r in runs]
+            gap, noise, same = loss_check(curves, reference)
+            mean = [statistics.mean(c[t] for c in curves) for t in range(len(curves[0]))]
+            ends = f"{mean[0]:.2f}→{statistics.mean(mean[-4:]):.2f}"
+            verdict = "-" if config == "trl-default" else ("yes" if same else "NO")
+            if config != "trl-default":
+                verdicts.append(same)
+            print(f"  {config:<15} {runs[0]['batching']:<15} {tps:>10.0f} {pad:>8.1%} {mem:>8.0f} "
+                  f"{ends:>15} {gap:>9.3f} {noise:>7.3f}  {verdict}")
+        if args.curves:
+            for config in CONFIGS:
+                curves = [r["losses"] for r in results[(config, dataset)]]
+                print(f"    {config:<15} " + " ".join(f"{statistics.mean(c[t] for c in curves):.2f}" for t in range(len(curves[0]))))
     with tempfile.TemporaryDirectory() as tmp:
         first_step = statistics.median(startup(Path(tmp) / f"s{i}") if (Path(tmp) / f"s{i}").mkdir() is None else 0
                                        for i in range(args.repeats))
     print(f"\nstart-up: `ftspec run` to its first training step: {first_step:.2f} s (median of {args.repeats})")
+    print(f"loss curves: {sum(verdicts)} of {len(verdicts)} configurations within seed noise of trl default")
 
     best = {d: max(TRL, key=lambda c: speed[(c, d)]) for d in datasets}
     print("trl best here: " + ", ".join(f"{d}: {c}" for d, c in best.items()))
