@@ -25,6 +25,10 @@ STEP_INPUTS: dict[str, tuple[str, ...]] = {
     "eval_tuned": ("eval", "compute"),
     "report": ("eval",),
 }
+# What a step writes, versioned: a run folder that an older ftspec prepared is not
+# reused when the layout of the step's output has changed since. (2: prepare_data
+# writes the tokenized splits the SFT recipe trains on.)
+STEP_LAYOUT: dict[str, int] = {"prepare_data": 2}
 STEP_NEEDS: dict[str, tuple[str, ...]] = {
     "prepare_data": (),
     "eval_base": ("prepare_data",),
@@ -77,6 +81,7 @@ def step_keys(body: Mapping, steps: list[str]) -> dict[str, str]:
         material = {
             "plan_version": PLAN_VERSION,
             "step": name,
+            "layout": STEP_LAYOUT.get(name, 1),
             "inputs": {k: select(body, k) for k in STEP_INPUTS[name]},
             "needs": {n: keys[n] for n in needs},
         }

@@ -112,6 +112,31 @@ def test_sft_full_trains_every_weight_and_writes_the_run_directory(tmp_path):
     assert sum("up to date" in l for l in again) == 5
 
 
+def test_data_is_tokenized_once_and_a_changed_training_setting_does_not_tokenize_again(tmp_path, monkeypatch):
+    spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
+    ctx, lines = _run(spec)
+    data = ctx.run_dir / "data"
+    preparation = json.loads((data / "stats.json").read_text())["preparation"]
+    assert preparation["rows_per_second"] > 0 and preparation["seconds"] > 0
+    assert any(l.strip().startswith("rows train 96") and l.endswith("rows/s") for l in lines), lines
+    assert (data / "train-tokens").is_dir() and (data / "validation-tokens").is_dir()
+
+    # A new learning rate trains again, on the tokens prepare_data left: neither ftspec
+    # nor TRL tokenizes a row.
+    import trl.trainer.sft_trainer as trl_sft
+
+    from ftspec.runtime import data as D
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(D, "tokenize", no_tokenizing)
+    monkeypatch.setattr(trl_sft, "_tokenize", no_tokenizing)
+    _, again = _run(spec, "training.learning_rate=5e-4")
+    text = "\n".join(again)
+    assert "prepare_data: up to date" in text and "train: running" in text
+
+
 def test_sft_lora_trains_the_adapter_and_leaves_the_base(tmp_path):
     spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: {kind: lora, r: 4}}\n")
     ctx, _ = _run(spec)

@@ -136,45 +136,100 @@ def _percentile(sorted_values: list[int], q: float) -> int:
     return sorted_values[k]
 
 
-def token_stats(records: list[dict], kind: str, tokenizer, max_length: int, loss: str, name: str = "") -> dict:
-    """Token-length percentiles, the truncation rate at ``max_length``, and the share
-    of tokens that carry loss (after truncation), as the trainer will see them."""
+TOKENIZE_BATCH = 512  # rows per tokenizer call: fast tokenizers encode a batch in parallel
+
+
+def tokenize(records: list[dict], kind: str, tokenizer, loss: str, name: str = "") -> tuple[list[list[int]], list[list[int]]]:
+    """Every row as the SFT trainer consumes it: token ids, and labels that are -100
+    where a token carries no loss. Rows are encoded in batches.
+
+    This is TRL's own preparation, done once here so that it is cached with this step:
+    text rows get the EOS token appended to the completion and the completion starts
+    where the tokenized prompt and prompt+completion diverge; chat rows are rendered by
+    the chat template (with TRL's training variant of it when assistant-only loss needs
+    ``{% generation %}`` markers the template lacks). Preference rows are encoded as
+    prompt + chosen, for the statistics only. ``tests/test_prepared_tokens.py`` holds
+    the result equal to what ``SFTTrainer`` prepares from the same rows.
+    """
     import sys
 
     from tqdm.auto import tqdm
 
-    lengths: list[int] = []
-    loss_tokens = total_tokens = truncated = 0
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for r in tqdm(records, desc=f"tokenize {name}", unit="row", leave=False, disable=not sys.stderr.isatty()):
+    input_ids: list[list[int]] = []
+    labels: list[list[int]] = []
+    template = None
+    if kind == "chat" and loss == "assistant":
+        from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+        if not has_generation_markers(tokenizer.chat_template or ""):
+            template = get_training_chat_template(tokenizer)
+    eos = tokenizer.eos_token or ""
+    bar = tqdm(total=len(records), desc=f"tokenize {name}", unit="row", leave=False, disable=not sys.stderr.isatty())
+    for start in range(0, len(records), TOKENIZE_BATCH):
+        chunk = records[start:start + TOKENIZE_BATCH]
         if kind == "chat":
-            enc = tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=(loss == "assistant"))
-            ids = enc["input_ids"]
-            mask = enc.get("assistant_masks") if loss == "assistant" else [1] * len(ids)
-            n, trained = len(ids), mask
+            enc = tokenizer.apply_chat_template([r["messages"] for r in chunk], chat_template=template, tokenize=True,
+                                                return_dict=True, return_assistant_tokens_mask=loss == "assistant")
+            masks = enc["assistant_masks"] if loss == "assistant" else [None] * len(chunk)
+            for ids, mask in zip(enc["input_ids"], masks):
+                ids = list(ids)
+                input_ids.append(ids)
+                labels.append(ids if mask is None else [t if m else -100 for t, m in zip(ids, mask)])
         else:
-            completion = r["completion"] if kind == "prompt_completion" else r["chosen"]
-            prompt_ids = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
-            full_ids = tokenizer(r["prompt"] + completion, add_special_tokens=False)["input_ids"] + eos
-            n = len(full_ids)
-            n_prompt = min(len(prompt_ids), n)
-            trained = [0] * n_prompt + [1] * (n - n_prompt) if loss != "all" else [1] * n
-        lengths.append(n)
-        if n > max_length:
-            truncated += 1
-        kept = trained[:max_length]
-        loss_tokens += sum(1 for t in kept if t)
-        total_tokens += len(kept)
-    lengths.sort()
+            answer = "completion" if kind == "prompt_completion" else "chosen"
+            prompts = tokenizer([r["prompt"] for r in chunk])["input_ids"]
+            fulls = tokenizer([r["prompt"] + (r[answer] if r[answer].endswith(eos) else r[answer] + eos)
+                               for r in chunk])["input_ids"]
+            for prompt, full in zip(prompts, fulls):
+                full = list(full)
+                n = _common_prefix(prompt, full) if loss != "all" else 0
+                input_ids.append(full)
+                labels.append([-100] * n + full[n:])
+        bar.update(len(chunk))
+    bar.close()
+    return input_ids, labels
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def token_stats(input_ids: list[list[int]], labels: list[list[int]], max_length: int) -> dict:
+    """Token-length percentiles, the truncation rate at ``max_length``, and the share
+    of tokens that carry loss (after truncation), as the trainer will see them."""
+    lengths = sorted(len(ids) for ids in input_ids)
+    truncated = sum(1 for n in lengths if n > max_length)
+    kept = [row[:max_length] for row in labels]
+    total_tokens = sum(len(row) for row in kept)
+    loss_tokens = sum(1 for row in kept for t in row if t != -100)
+    rows = len(input_ids)
     return {
-        "rows": len(records),
+        "rows": rows,
         "tokens": {"p50": _percentile(lengths, 50), "p90": _percentile(lengths, 90), "p99": _percentile(lengths, 99),
-                   "max": lengths[-1] if lengths else 0, "mean": round(sum(lengths) / len(lengths), 1) if lengths else 0},
+                   "max": lengths[-1] if lengths else 0, "mean": round(sum(lengths) / rows, 1) if rows else 0},
         "truncated_rows": truncated,
-        "truncation_rate": round(truncated / len(records), 4) if records else 0.0,
+        "truncation_rate": round(truncated / rows, 4) if rows else 0.0,
         "loss_token_fraction": round(loss_tokens / total_tokens, 4) if total_tokens else 0.0,
     }
+
+
+def save_tokens(path: Path, input_ids: list[list[int]], labels: list[list[int]]) -> None:
+    """The tokenized rows as an Arrow dataset the train step reads without tokenizing again."""
+    from datasets import Dataset
+
+    Dataset.from_dict({"input_ids": input_ids, "labels": labels}).save_to_disk(str(path))
+
+
+def load_tokens(path: Path):
+    from datasets import load_from_disk
+
+    # In memory, so the trainer's own passes over it write no cache files into this step's folder.
+    return load_from_disk(str(path), keep_in_memory=True)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

@@ -3,7 +3,8 @@ directory, made final only when the step has finished.
 
     runs/<name>/
       plan.json  manifest.json  metrics.jsonl  metrics.json  predictions.jsonl  report.md  report.html
-      data/        prepare_data: the splits in TRL's columns, stats.json (+ base-model/ for tiny models)
+      data/        prepare_data: the splits in TRL's columns, train-/validation-tokens/ (tokenized, for SFT),
+                   stats.json (+ base-model/ for tiny models)
       eval-base/   eval_base: metrics.json, predictions.jsonl
       model/       train: the model or adapter (safetensors) with its tokenizer, train.json
       eval-tuned/  eval_tuned: metrics.json, predictions.jsonl
@@ -74,8 +75,12 @@ def step_prepare_data(ctx: RunContext, out: Path) -> dict:
     chat_template = fmt["chat_template"]["text"] if kind == "chat" and fmt["chat_template"] != "model" else None
     tokenizer = load_tokenizer(plan["model"], ctx.root, out, chat_template)
     loss = fmt.get("loss", "completion") if kind != "preference" else "completion"
-    stats = {split: D.token_stats(records, kind, tokenizer, plan["training"]["max_length"], loss, split)
-             for split, records in splits.items()}
+    stats = {}
+    for split, records in splits.items():
+        input_ids, labels = D.tokenize(records, kind, tokenizer, loss, split)
+        stats[split] = D.token_stats(input_ids, labels, plan["training"]["max_length"])
+        if kind != "preference" and split != "test":  # what SFT trains and validates on, tokenized once
+            D.save_tokens(out / f"{split}-tokens", input_ids, labels)
     seconds = time.perf_counter() - started
     total = sum(v["rows"] for v in stats.values())
     speed = {"seconds": round(seconds, 2), "rows_per_second": round(total / seconds, 1) if seconds > 0 else None}

@@ -2,19 +2,18 @@
 
 1. device and precision     4. trainer configuration (from the plan, via builders)
 2. tokenizer and model      5. train, resuming from the last checkpoint of this step
-3. the prepared splits      6. save the model (or adapter) with its tokenizer
+3. the tokenized splits     6. save the model (or adapter) with its tokenizer
 """
 
 from __future__ import annotations
 
 import json
 
-from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from ftspec.runtime import builders
 from ftspec.runtime.callbacks import MetricsLog, use_quiet_progress
-from ftspec.runtime.data import read_jsonl
+from ftspec.runtime.data import load_tokens
 from ftspec.runtime.job import TrainJob, TrainResult
 from ftspec.runtime.resume import Interrupt, checkpoint_step, last_checkpoint
 from ftspec.runtime.models import load_model, load_tokenizer
@@ -34,17 +33,16 @@ def train_sft(job: TrainJob) -> TrainResult:
     model = load_model(plan["model"], job.root, job.data_dir, builders.model_dtype(plan["model"], precision), device,
                        quantization_config=builders.quantization_config(adapter))
 
-    # 3. The prepared splits, in TRL's columns (prompt/completion or messages).
-    train = Dataset.from_list(read_jsonl(job.data_dir / "train.jsonl"))
-    validation_file = job.data_dir / "validation.jsonl"
-    validation = Dataset.from_list(read_jsonl(validation_file)) if validation_file.exists() else None
+    # 3. The prepared splits, tokenized by prepare_data: input ids, and labels that are
+    #    -100 where the format's loss setting puts no loss. TRL sees `input_ids` and does
+    #    not tokenize again; it still truncates, drops rows left without loss, and packs.
+    train = load_tokens(job.data_dir / "train-tokens")
+    validation_dir = job.data_dir / "validation-tokens"
+    validation = load_tokens(validation_dir) if validation_dir.exists() else None
 
     # 4. Configuration: shared arguments from the plan, and what SFT adds to them.
     args = builders.training_arguments(training, plan["tracking"], device, precision, str(job.checkpoints), validation is not None)
-    if fmt["kind"] == "chat":
-        args["assistant_only_loss"] = fmt["loss"] == "assistant"
-    else:
-        args["completion_only_loss"] = fmt["loss"] == "completion"
+    args["completion_only_loss"] = False  # the labels carry the loss mask already
     stats = json.loads((job.data_dir / "stats.json").read_text(encoding="utf-8"))["splits"]
     args.update(builders.batching_arguments(training, stats.get("train"), "sft"))
     config = SFTConfig(**args)
