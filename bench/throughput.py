@@ -231,6 +231,7 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datasets", default="sst2,toolformer")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="a subset of the configurations (comma-separated)")
     parser.add_argument("--curves", action="store_true", help="also print every configuration's mean loss per step")
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "DATASET"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
@@ -252,13 +253,17 @@ def main() -> int:
             sys.exit(f"{config} on {dataset} failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    configs = [c for c in CONFIGS if c in args.configs.split(",")]
+    trl = [c for c in TRL if c in configs]
+    if "trl-default" not in configs or "ftspec" not in configs:
+        parser.error("--configs must include ftspec and trl-default")
     datasets = args.datasets.split(",")
     results: dict[tuple[str, str], list[dict]] = {}
     for dataset in datasets:
-        for config in CONFIGS:
+        for config in configs:
             run(config, dataset, 42)  # warm-up: caches, first-touch of the files
         for r in range(args.repeats):
-            for config in CONFIGS:  # interleaved, so drift on a shared machine hits every configuration alike
+            for config in configs:  # interleaved, so drift on a shared machine hits every configuration alike
                 results.setdefault((config, dataset), []).append(run(config, dataset, 42 + r))
 
     print(f"machine: {os.cpu_count()} CPUs; tiny llama 2x128 from config, byte tokenizer; {args.examples} examples, "
@@ -270,7 +275,7 @@ def main() -> int:
         print(f"  {'config':<15} {'batching':<15} {'real tok/s':>10} {'padding':>8} {'peak MB':>8} "
               f"{'loss start→end':>15} {'curve gap':>9} {'noise':>7}  same curve as trl default?")
         reference = [r["losses"] for r in results[("trl-default", dataset)]]
-        for config in CONFIGS:
+        for config in configs:
             runs = results[(config, dataset)]
             tps = statistics.median(r["tokens_per_second"] for r in runs)
             speed[(config, dataset)] = tps
@@ -286,7 +291,7 @@ def main() -> int:
             print(f"  {config:<15} {runs[0]['batching']:<15} {tps:>10.0f} {pad:>8.1%} {mem:>8.0f} "
                   f"{ends:>15} {gap:>9.3f} {noise:>7.3f}  {verdict}")
         if args.curves:
-            for config in CONFIGS:
+            for config in configs:
                 curves = [r["losses"] for r in results[(config, dataset)]]
                 print(f"    {config:<15} " + " ".join(f"{statistics.mean(c[t] for c in curves):.2f}" for t in range(len(curves[0]))))
     with tempfile.TemporaryDirectory() as tmp:
@@ -295,7 +300,7 @@ def main() -> int:
     print(f"\nstart-up: `ftspec run` to its first training step: {first_step:.2f} s (median of {args.repeats})")
     print(f"loss curves: {sum(verdicts)} of {len(verdicts)} configurations within seed noise of trl default")
 
-    best = {d: max(TRL, key=lambda c: speed[(c, d)]) for d in datasets}
+    best = {d: max(trl, key=lambda c: speed[(c, d)]) for d in datasets}
     print("trl best here: " + ", ".join(f"{d}: {c}" for d, c in best.items()))
 
     def ratio(a: str, b) -> float:

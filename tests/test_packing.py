@@ -18,12 +18,14 @@ from test_runtime import BASE_BODY, _run, _spec  # noqa: E402
 TEXTS = ["Request: my card was charged twice\nQueue: billing", "hi", "Request: where is order 12?\nQueue: shipping"]
 
 
-def _model(arch):
+def _model(arch, attention="sdpa"):
     tok = byte_tokenizer()
     spec = {"architecture": arch, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2 if arch != "gpt2" else 4,
             "intermediate_size": 64, "max_position_embeddings": 256}
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(tiny_config(spec, tok)).eval(), tok
+    model = AutoModelForCausalLM.from_config(tiny_config(spec, tok), attn_implementation=attention).eval()
+    assert model.config._attn_implementation == attention
+    return model, tok
 
 
 def _packed(tok):
@@ -33,9 +35,10 @@ def _packed(tok):
     return seqs, ids, pos
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt2"])
-def test_packed_sequences_do_not_see_each_other(arch):
-    model, tok = _model(arch)
+def test_packed_sequences_do_not_see_each_other(arch, attention):
+    model, tok = _model(arch, attention)
     seqs, ids, pos = _packed(tok)
     with torch.no_grad():
         packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
@@ -119,3 +122,51 @@ def test_auto_groups_by_length_only_when_length_says_little_about_the_label(tmp_
     # Free-text answers are not labels: group by length.
     free = [{"text": "w " * rng.randint(2, 60), "label": f"answer {i}"} for i in range(200)]
     assert compile_spec(_balanced_spec(tmp_path / "free", free))[0]["training"]["batching"]["mode"] == "length_grouped"
+
+
+def test_with_flash_attention_auto_packs(tmp_path):
+    rows = [{"text": "w " * (i % 50 + 2), "label": "yes" if i % 2 else "no"} for i in range(200)]
+    spec = _balanced_spec(tmp_path, rows)
+    spec.write_text(spec.read_text() + "compute: {device: cuda, attention: flash_attention_2}\n")
+    plan = compile_spec(spec)[0]
+    assert plan["compute"]["attention"] == "flash_attention_2"
+    batching = plan["training"]["batching"]
+    assert batching["mode"] == "packed" and "FlashAttention" in batching["reason"]
+
+
+@pytest.mark.parametrize("compute, message", [
+    ("{device: cpu, attention: flash_attention_2}", "compute.attention: flash_attention_2 needs a CUDA GPU"),
+    ("{device: cuda, precision: fp32, attention: flash_attention_2}", "compute.attention: flash_attention_2 needs bf16 or fp16"),
+])
+def test_flash_attention_needs_a_gpu_and_half_precision(tmp_path, compute, message):
+    rows = [{"text": "w " * (i % 50 + 2), "label": "yes" if i % 2 else "no"} for i in range(200)]
+    spec = _balanced_spec(tmp_path, rows)
+    spec.write_text(spec.read_text() + f"compute: {compute}\n")
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        compile_spec(spec)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_the_attention_implementation_reaches_the_model(tmp_path, attention):
+    class Attention(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.seen = model.config._attn_implementation
+
+    body = BASE_BODY.replace("max_steps: 4", "max_steps: 1").replace("compute: {device: cpu}", f"compute: {{device: cpu, attention: {attention}}}")
+    spec = _spec(tmp_path, body + "method: {kind: sft, adapter: full}\n")
+    seen = Attention()
+    ctx, _ = _run(spec, callbacks=[seen])
+    assert ctx.plan["compute"]["attention"] == attention and seen.seen == attention
+
+
+def test_flash_attention_without_its_package_is_one_line_naming_the_field(tmp_path, monkeypatch):
+    from ftspec.runtime import models
+
+    spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
+    plan = compile_spec(spec)[0].to_dict()
+    plan["compute"]["attention"] = "flash_attention_2"
+    models.build_tiny(plan["model"], TEXTS * 10, tmp_path / "data" / "base-model")
+    with pytest.raises(SpecError) as err:
+        models.load_model(plan["model"], tmp_path, tmp_path / "data", torch.float32, "cpu", attention="flash_attention_2")
+    text = str(err.value)
+    assert "compute.attention" in text and "\n" not in text.strip()

@@ -137,6 +137,22 @@ def test_data_is_tokenized_once_and_a_changed_training_setting_does_not_tokenize
     assert "prepare_data: up to date" in text and "train: running" in text
 
 
+def test_no_checkpoint_at_the_last_step_and_none_left_once_the_step_is_complete(tmp_path):
+    class Saves(TrainerCallback):
+        def __init__(self):
+            self.steps = []
+
+        def on_save(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    spec = _spec(tmp_path, BASE_BODY.replace("max_steps: 4", "max_steps: 6") + "method: {kind: sft, adapter: full}\n")
+    saves = Saves()
+    ctx, _ = _run(spec, callbacks=[saves])
+    assert saves.steps == [2, 4], "every save_every steps, but not at the last one: the model itself is saved there"
+    assert not (ctx.run_dir / "checkpoints" / ctx.plan.step("train")["key"][:16]).exists()
+    assert (ctx.run_dir / "model/model.safetensors").is_file()
+
+
 def test_sft_lora_trains_the_adapter_and_leaves_the_base(tmp_path):
     spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: {kind: lora, r: 4}}\n")
     ctx, _ = _run(spec)

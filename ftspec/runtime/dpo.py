@@ -15,7 +15,7 @@ from ftspec.runtime import builders
 from ftspec.runtime.callbacks import MetricsLog, use_quiet_progress
 from ftspec.runtime.data import read_jsonl
 from ftspec.runtime.job import TrainJob, TrainResult
-from ftspec.runtime.resume import Interrupt, checkpoint_step, last_checkpoint
+from ftspec.runtime.resume import Interrupt, NoFinalCheckpoint, checkpoint_step, last_checkpoint
 from ftspec.runtime.models import load_model, load_tokenizer
 
 
@@ -58,7 +58,7 @@ def train_dpo(job: TrainJob) -> TrainResult:
         eval_dataset=validation,
         processing_class=tokenizer,
         peft_config=builders.lora_config(adapter),
-        callbacks=[MetricsLog(job.metrics, checkpoint_step(last)), interrupt,
+        callbacks=[MetricsLog(job.metrics, checkpoint_step(last)), NoFinalCheckpoint(), interrupt,
                    *builders.early_stopping_callbacks(training, validation is not None), *job.callbacks],
     )
     use_quiet_progress(trainer)

@@ -7,6 +7,8 @@ checkpoint.
 - The first Ctrl-C asks the trainer to save a checkpoint at the end of the current
   step and stop; the run then exits 130 and the same command resumes. A second
   Ctrl-C stops at once.
+- No checkpoint is written at the last step: the recipe saves the finished model
+  right after, and the train step's checkpoints are removed once it is complete.
 """
 
 from __future__ import annotations
@@ -77,4 +79,19 @@ class Interrupt(TrainerCallback):
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
+        return control
+
+
+class NoFinalCheckpoint(TrainerCallback):
+    """Skip the trainer's checkpoint at the last step.
+
+    The trainer saves one there by default (weights and optimizer state: about three
+    times the model for AdamW), only for the recipe to save the model next and the
+    step's checkpoints to be deleted. A run that keeps the best checkpoint needs it.
+    Listed before :class:`Interrupt`, which asks for a save after Ctrl-C.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and not args.load_best_model_at_end:
+            control.should_save = False
         return control

@@ -9,7 +9,8 @@ directory, made final only when the step has finished.
       model/       train: the model or adapter (safetensors) with its tokenizer, train.json
       eval-tuned/  eval_tuned: metrics.json, predictions.jsonl
       report/      report: metrics.json, predictions.jsonl, report.md, report.html (copied to the top)
-      checkpoints/<train key>/   the trainer's checkpoints, kept so that a crashed run resumes
+      checkpoints/<train key>/   the trainer's checkpoints, kept until the train step is complete,
+                                 so that a crashed run resumes
 
 A step writes into ``<folder>.partial`` and its completion marker is the last
 file written there; only then does the folder take its final name. A step whose
@@ -325,6 +326,8 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
                 t0 = time.time()
                 ctx.results[name] = STEPS[name](ctx, partial)
                 finish_step(partial, final, name, key)
+                if name == "train":  # kept only so that an unfinished step resumes
+                    shutil.rmtree(ctx.checkpoints(), ignore_errors=True)
                 entry = {"name": name, "key": key, "dir": STEP_DIRS[name], "state": "ran",
                          "seconds": round(time.time() - t0, 2), "finished_at": now()}
             manifest["steps"].append(entry)
