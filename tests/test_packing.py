@@ -63,8 +63,10 @@ def test_with_the_kv_cache_on_packed_sequences_leak():
 
 
 class _Capture(TrainerCallback):
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         self.args, self.use_cache = args, model.config.use_cache
+        batches = train_dataloader.batch_sampler
+        self.sampler = getattr(batches, "sampler", None) or getattr(batches.batch_sampler, "sampler", None)
 
 
 @pytest.mark.parametrize("mode", ["packed", "length_grouped", "padded"])
@@ -77,6 +79,7 @@ def test_the_batching_mode_reaches_the_trainer(tmp_path, mode):
     assert getattr(capture.args, "packing", False) is (mode == "packed")
     assert getattr(capture.args, "padding_free", False) is (mode == "packed")
     assert capture.args.train_sampling_strategy == ("group_by_length" if mode == "length_grouped" else "random")
+    assert (type(capture.sampler).__name__ == "LengthBuckets") is (mode == "length_grouped"), type(capture.sampler)
     assert capture.use_cache is False
 
 
