@@ -496,6 +496,17 @@ def check_precision(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("compute", "precision"), "fp16 training needs a GPU; on the CPU use bf16 or fp32")
 
 
+def check_attention(ctx: Context) -> Iterator[Issue]:
+    """FlashAttention runs on CUDA GPUs, in half precision."""
+    c = ctx.spec.compute
+    if c.attention != "flash_attention_2":
+        return
+    if c.device in ("cpu", "mps"):
+        yield ctx.error(("compute", "attention"), f"flash_attention_2 needs a CUDA GPU, not device {c.device}", "use sdpa (the default) here")
+    elif c.precision == "fp32":
+        yield ctx.error(("compute", "attention"), "flash_attention_2 needs bf16 or fp16, not fp32", "set compute.precision: bf16")
+
+
 def check_lora_targets(ctx: Context) -> Iterator[Issue]:
     """LoRA target modules exist in the model's architecture."""
     adapter = ctx.spec.method.adapter
@@ -699,7 +710,7 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_other_templates,
     check_method_format,
     check_qlora_device,
-    check_precision,
+    check_precision, check_attention,
     check_batching,
     check_lora_targets,
     check_chat_template,

@@ -233,12 +233,15 @@ def _batching(ctx: Context) -> dict:
         return {"mode": wanted, "reason": "set in the spec"}
     if ctx.spec.method.kind == "dpo":
         return {"mode": "padded", "reason": "trl's DPO trainer pads each batch of chosen/rejected pairs; it cannot pack them"}
+    if ctx.spec.compute.attention == "flash_attention_2":
+        return {"mode": "packed", "reason": "FlashAttention keeps rows packed into one sequence apart by their lengths "
+                "(no mask), so no compute goes to padding"}
     eta2 = _length_label_eta2(ctx)
     if eta2 is not None and eta2 >= LABEL_LENGTH_ETA2:
         return {"mode": "padded", "reason": f"row length follows the label (eta² {eta2:.2f} over the sample): batches "
                 "grouped by length would hold one label each, which trains worse; each batch is padded instead"}
     # Packing measured slower than padding on CPUs (block-diagonal attention costs more than
-    # the padding it saves), so it is chosen only on request.
+    # the padding it saves), so without FlashAttention it is chosen only on request.
     return {"mode": "length_grouped", "reason": "rows of similar length are batched together, so little compute "
             "goes to padding" + (f" (row length says little about the label: eta² {eta2:.2f})" if eta2 is not None else "")}
 

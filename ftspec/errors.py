@@ -52,7 +52,8 @@ class Issue:
         text = self.message if self.severity == ERROR else f"warning: {self.message}"
         if self.hint:
             text = f"{text}; {self.hint}"
-        line = f"{self.pos}: {self.key}: {text}" if self.key else f"{self.pos}: {text}"
+        # Errors found at run time are placed at the key itself: say it once.
+        line = f"{self.pos}: {self.key}: {text}" if self.key and self.key != str(self.pos) else f"{self.pos}: {text}"
         return line if line.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
 
     @property

@@ -99,6 +99,7 @@ def render_plan(plan: Plan, color: bool = False) -> str:
     cadence = f"eval every {_num(t['eval_every'])}" if t["eval_every"] else "no validation loss"
     stop = f", early stopping (patience {t['early_stopping']['patience']})" if t["early_stopping"] else ""
     lines.append(f"            {cadence}, checkpoint every {_num(t['save_every'])}, log every {t['logging_steps']}{stop}")
+    lines.append(f"            batching {t['batching']['mode']}: {t['batching']['reason']}")
 
     e = p["eval"]
     if e["enabled"]:
@@ -111,7 +112,7 @@ def render_plan(plan: Plan, color: bool = False) -> str:
         lines.append("  eval      off (no held-out split or no metrics)")
 
     c = p["compute"]
-    lines.append(f"  compute   {c['backend']}, device {c['device']}, precision {c['precision']}, "
+    lines.append(f"  compute   {c['backend']}, device {c['device']}, precision {c['precision']}, attention {c['attention']}, "
                  f"{c['num_processes']} process(es) × {c['num_nodes']} node(s), strategy {c['strategy']}")
     lines.append(f"  output    {p['output']['dir']}  (relative to the {p['output']['relative_to']})")
     lines.append("  steps     " + " → ".join(f"{s['name']} {s['key'][:8]}" for s in p["steps"]))

@@ -172,4 +172,4 @@ def test_flash_attention_without_its_package_is_one_line_naming_the_field(tmp_pa
     with pytest.raises(SpecError) as err:
         models.load_model(plan["model"], tmp_path, tmp_path / "data", torch.float32, "cpu", attention="flash_attention_2")
     text = str(err.value)
-    assert "compute.attention" in text and "\n" not in text.strip()
+    assert text.count("compute.attention") == 1 and "\n" not in text.strip(), text

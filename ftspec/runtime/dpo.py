@@ -32,9 +32,11 @@ def train_dpo(job: TrainJob) -> TrainResult:
     #    adapter the reference is the base model with the adapter switched off, so no
     #    second copy is loaded; full fine-tuning needs one.
     tokenizer = load_tokenizer(plan["model"], job.root, job.data_dir)
+    attention = plan["compute"]["attention"]
     model = load_model(plan["model"], job.root, job.data_dir, dtype, device,
-                       quantization_config=builders.quantization_config(adapter))
-    reference = load_model(plan["model"], job.root, job.data_dir, dtype, device) if adapter["kind"] == "full" else None
+                       quantization_config=builders.quantization_config(adapter), attention=attention)
+    reference = (load_model(plan["model"], job.root, job.data_dir, dtype, device, attention=attention)
+                 if adapter["kind"] == "full" else None)
 
     # 3. The prepared pairs: prompt, chosen, rejected.
     train = Dataset.from_list(read_jsonl(job.data_dir / "train.jsonl"))

@@ -108,10 +108,13 @@ def load_tokenizer(plan_model: Mapping, root: Path, data_dir: Path, chat_templat
 
 
 def load_model(plan_model: Mapping, root: Path, data_dir: Path, dtype: torch.dtype, device: str,
-               path: str | None = None, quantization_config=None):
-    """Load the base model (or a saved full model at ``path``) for training or evaluation."""
+               path: str | None = None, quantization_config=None, attention: str = "auto"):
+    """Load the base model (or a saved full model at ``path``) for training or evaluation,
+    with the plan's attention implementation (``auto``: transformers' default, SDPA)."""
     source = path or base_model_path(plan_model, root, data_dir)
     kwargs: dict = {"dtype": dtype}
+    if attention != "auto":
+        kwargs["attn_implementation"] = attention
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
         kwargs["device_map"] = {"": 0}
@@ -123,16 +126,22 @@ def load_model(plan_model: Mapping, root: Path, data_dir: Path, dtype: torch.dty
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
         raise SpecError.one(Pos("model.base"), "model.base", f"cannot load the model '{source}': {_first_line(exc)}") from None
+    except (ImportError, ValueError) as exc:
+        if attention == "auto":
+            raise
+        # transformers refuses an implementation the model or this machine lacks (no flash-attn package, no GPU).
+        raise SpecError.one(Pos("compute.attention"), "compute.attention", f"{attention} cannot be used here: {_first_line(exc)}") from None
     return model if quantization_config is not None else model.to(device)
 
 
 def load_tuned(plan: Mapping, root: Path, data_dir: Path, model_dir: Path, dtype: torch.dtype, device: str):
     """The trained model: a full model, or the base with its LoRA adapter."""
+    attention = plan["compute"]["attention"]
     if plan["method"]["adapter"]["kind"] == "full":
-        return load_model(plan["model"], root, data_dir, dtype, device, path=str(model_dir))
+        return load_model(plan["model"], root, data_dir, dtype, device, path=str(model_dir), attention=attention)
     from peft import PeftModel
 
-    base = load_model(plan["model"], root, data_dir, dtype, device)
+    base = load_model(plan["model"], root, data_dir, dtype, device, attention=attention)
     return PeftModel.from_pretrained(base, str(model_dir)).to(device)
 
 

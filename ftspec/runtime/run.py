@@ -115,7 +115,7 @@ def _eval_step(ctx: RunContext, out: Path, tuned: bool) -> dict:
         model = load_tuned(plan.to_dict(), ctx.root, ctx.data_dir, model_dir, dtype, device)
     else:
         tokenizer = load_tokenizer(plan["model"], ctx.root, ctx.data_dir, chat_template)
-        model = load_model(plan["model"], ctx.root, ctx.data_dir, dtype, device)
+        model = load_model(plan["model"], ctx.root, ctx.data_dir, dtype, device, attention=plan["compute"]["attention"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 

@@ -44,7 +44,7 @@ def train_sft(job: TrainJob) -> TrainResult:
     chat_template = fmt["chat_template"]["text"] if fmt["kind"] == "chat" and fmt["chat_template"] != "model" else None
     tokenizer = load_tokenizer(plan["model"], job.root, job.data_dir, chat_template)
     model = load_model(plan["model"], job.root, job.data_dir, builders.model_dtype(plan["model"], precision), device,
-                       quantization_config=builders.quantization_config(adapter))
+                       quantization_config=builders.quantization_config(adapter), attention=plan["compute"]["attention"])
 
     # 3. The prepared splits, tokenized by prepare_data: input ids, and labels that are
     #    -100 where the format's loss setting puts no loss. TRL sees `input_ids` and does
