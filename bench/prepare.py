@@ -1,7 +1,7 @@
 """Data preparation speed: rows per second to turn text rows into what the SFT trainer
 trains on (token ids and loss labels), ftspec against TRL's own preparation.
 
-    python bench/prepare.py [--rows 20000] [--repeats 3]
+    python bench/prepare.py [--rows 5000] [--repeats 3]
 
 On the same prompt/completion rows (SST-2 and the tool-calling set from
 ../shared/datasets) and the same tokenizer (a byte-level BPE trained on the rows):
@@ -33,7 +33,7 @@ from throughput import MAX_LENGTH, SHARED, load_rows  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20000, help="rows per dataset")
+    parser.add_argument("--rows", type=int, default=5000, help="rows per dataset")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if not (SHARED / "sst2").is_dir() or not (SHARED / "toolformer").is_dir():
