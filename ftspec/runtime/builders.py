@@ -175,3 +175,14 @@ def early_stopping_callbacks(training: Mapping, has_eval: bool) -> list:
     from transformers import EarlyStoppingCallback
 
     return [EarlyStoppingCallback(early_stopping_patience=early["patience"], early_stopping_threshold=early["min_delta"])]
+
+
+def trainer_callbacks(job, last: str | None, interrupt, has_eval: bool) -> list:
+    """The callbacks every recipe trains with, in the order they must run: the metrics
+    log (continued from ``last``), no checkpoint at the last step, then Ctrl-C's
+    checkpoint (which may ask for one there after all), early stopping, the caller's."""
+    from ftspec.runtime.callbacks import MetricsLog
+    from ftspec.runtime.resume import NoFinalCheckpoint, checkpoint_step
+
+    return [MetricsLog(job.metrics, checkpoint_step(last)), NoFinalCheckpoint(), interrupt,
+            *early_stopping_callbacks(job.plan["training"], has_eval), *job.callbacks]

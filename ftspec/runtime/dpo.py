@@ -12,10 +12,10 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from ftspec.runtime import builders
-from ftspec.runtime.callbacks import MetricsLog, use_quiet_progress
+from ftspec.runtime.callbacks import use_quiet_progress
 from ftspec.runtime.data import read_jsonl
 from ftspec.runtime.job import TrainJob, TrainResult
-from ftspec.runtime.resume import Interrupt, NoFinalCheckpoint, checkpoint_step, last_checkpoint
+from ftspec.runtime.resume import Interrupt, last_checkpoint
 from ftspec.runtime.models import load_model, load_tokenizer
 
 
@@ -60,8 +60,7 @@ def train_dpo(job: TrainJob) -> TrainResult:
         eval_dataset=validation,
         processing_class=tokenizer,
         peft_config=builders.lora_config(adapter),
-        callbacks=[MetricsLog(job.metrics, checkpoint_step(last)), NoFinalCheckpoint(), interrupt,
-                   *builders.early_stopping_callbacks(training, validation is not None), *job.callbacks],
+        callbacks=builders.trainer_callbacks(job, last, interrupt, validation is not None),
     )
     use_quiet_progress(trainer)
     with interrupt.installed():

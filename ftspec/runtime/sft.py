@@ -12,11 +12,11 @@ import json
 from trl import SFTConfig, SFTTrainer
 
 from ftspec.runtime import builders
-from ftspec.runtime.callbacks import MetricsLog, use_quiet_progress
+from ftspec.runtime.callbacks import use_quiet_progress
 from ftspec.runtime.data import load_tokens
 from ftspec.runtime.job import TrainJob, TrainResult
 from ftspec.runtime.sampling import LengthBuckets
-from ftspec.runtime.resume import Interrupt, NoFinalCheckpoint, checkpoint_step, last_checkpoint
+from ftspec.runtime.resume import Interrupt, last_checkpoint
 from ftspec.runtime.models import load_model, load_tokenizer
 
 
@@ -73,8 +73,7 @@ def train_sft(job: TrainJob) -> TrainResult:
         eval_dataset=validation,
         processing_class=tokenizer,
         peft_config=builders.lora_config(adapter),
-        callbacks=[MetricsLog(job.metrics, checkpoint_step(last)), NoFinalCheckpoint(), interrupt,
-                   *builders.early_stopping_callbacks(training, validation is not None), *job.callbacks],
+        callbacks=builders.trainer_callbacks(job, last, interrupt, validation is not None),
     )
     use_quiet_progress(trainer)
     with interrupt.installed():
