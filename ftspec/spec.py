@@ -614,6 +614,14 @@ class Spec(_Section):
     output: Output = Field(default_factory=Output, description="Where the run directory goes.")
     tracking: TrackingSpec = Field(default_factory=lambda: NoTracking(kind="none"))
 
+    @field_validator("ftspec", mode="before")
+    @classmethod
+    def _version_is_the_integer(cls, v: Any) -> Any:
+        # Literal[1] takes anything equal to 1: `ftspec: true` and `ftspec: 1.0` are not version 1.
+        if type(v) is not int:
+            raise PydanticCustomError("literal_error", "Input should be 1", {"expected": "1"})
+        return v
+
 
 def json_schema() -> dict:
     """The JSON Schema of a spec, for editors (yaml-language-server) and the reference docs."""
