@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ftspec import __version__
 from ftspec import spec as S
 from ftspec.checks import Context, default_metrics, has_test, has_validation, inspect, is_local_model, rel, run_checks
-from ftspec.errors import Issue, SpecError
-from ftspec.loader import load
+from ftspec.errors import Issue, Pos, SpecError
+from ftspec.loader import display_path, load
 from ftspec.paths import PathPolicy, find_root
-from ftspec.plan import PLAN_VERSION, Plan, step_keys
+from ftspec.plan import PLAN_VERSION, Plan
 from ftspec.spec import parse_gate
 from ftspec.sources import fingerprint
 from ftspec.splitting import split_sizes
+from ftspec.steps import plan_steps
 from ftspec.validate import validate
 
 
@@ -59,6 +60,32 @@ def compile_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[
                  allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue]]:
     checked = check_spec(path, profiles, sets, strict, allow)
     return build_plan(checked.ctx, checked.warnings), checked.warnings
+
+
+def compile_located(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
+                    allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue], Callable[[Issue], Issue]]:
+    """Like :func:`compile_spec`, with a function that places an issue found at run time
+    (at a key path such as ``compute.device``) at that key's FILE:LINE:COL in the spec,
+    its base, its profile or ``--set``, wherever the effective value came from."""
+    checked = check_spec(path, profiles, sets, strict, allow)
+    return build_plan(checked.ctx, checked.warnings), checked.warnings, _locator(checked.ctx)
+
+
+def _locator(ctx: Context) -> Callable[[Issue], Issue]:
+    loaded = ctx.loaded
+
+    def locate(issue: Issue) -> Issue:
+        if not issue.key or issue.pos.line is not None or issue.pos.file != issue.key:
+            return issue  # already placed (a data row, a file), or not at a key
+        parts = tuple(int(p) if p.isdigit() else p for p in issue.key.split("."))
+        path = parts
+        while path and path not in loaded.where:
+            path = path[:-1]
+        if not path:  # a default: the key is not written anywhere
+            return replace(issue, pos=Pos(display_path(loaded.path)))
+        return replace(issue, pos=loaded.where[path].pos)
+
+    return locate
 
 
 # --------------------------------------------------------------------------- sections
@@ -339,24 +366,11 @@ def _eval(ctx: Context, rows: dict) -> dict:
         "max_new_tokens": e.max_new_tokens,
         "stop": list(e.stop),
         "few_shot": e.few_shot,
+        "few_shot_seed": ctx.spec.training.seed if e.few_shot else None,
         "batch_size": e.batch_size,
         "limit": e.limit,
         "gates": gates,
     }
-
-
-def _steps(body: dict) -> list[dict]:
-    names = ["prepare_data"]
-    if body["eval"]["enabled"] and body["eval"]["baseline"]:
-        names.append("eval_base")
-    names.append("train")
-    if body["eval"]["enabled"]:
-        names.append("eval_tuned")
-    names.append("report")
-    keys = step_keys(body, names)
-    from ftspec.plan import STEP_NEEDS
-
-    return [{"name": n, "needs": [x for x in STEP_NEEDS[n] if x in names], "key": keys[n]} for n in names]
 
 
 def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
@@ -388,8 +402,10 @@ def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
             "not_checked": sorted(ctx.not_checked),
         },
     }
-    body["steps"] = _steps(body)
-    return Plan(body)
+    # Keys are computed on the validated plan, defaults and all: what the steps will see.
+    draft = Plan.build({**body, "steps": []}).to_dict()
+    draft["steps"] = plan_steps(draft)
+    return Plan.build(draft)
 
 
-__all__ = ["check_spec", "compile_spec", "build_plan", "Checked", "find_root"]
+__all__ = ["check_spec", "compile_spec", "compile_located", "build_plan", "Checked", "find_root"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ftspec.errors import Issue, Pos, SpecError
-from ftspec.plan import digest, thaw
+from ftspec.plan import Plan, thaw
 
 
 class _Missing:
@@ -113,16 +113,10 @@ class PlanDiff:
 # --------------------------------------------------------------------------- comparing
 
 
-def _as_dict(plan: Any) -> dict:
-    if hasattr(plan, "to_dict"):
-        return plan.to_dict()
-    if not isinstance(plan, Mapping):
-        raise TypeError(f"a plan must be a mapping, not {type(plan).__name__}")
-    return thaw(plan)
-
-
-def _plan_id(plan: dict) -> str:
-    return plan.get("id") or digest({k: v for k, v in plan.items() if k != "id"})
+def _as_plan(plan: Any) -> Plan:
+    if isinstance(plan, Plan):
+        return plan
+    return Plan.from_dict(thaw(plan))
 
 
 def _comparable(plan: dict) -> dict:
@@ -233,30 +227,25 @@ def _section_rank(section: str) -> tuple[int, str]:
     return (len(SECTION_ORDER), section)
 
 
-def _steps(plan: dict) -> list[tuple[str, str | None]]:
-    return [(s.get("name"), s.get("key")) for s in plan.get("steps") or []]
-
-
 def diff_plans(old: Any, new: Any) -> PlanDiff:
-    """Compare two plans (dicts as ``Plan.to_dict()`` gives, or Plans)."""
-    old, new = _as_dict(old), _as_dict(new)
+    """Compare two plans (Plans, or dicts as ``Plan.to_dict()`` gives)."""
+    old, new = _as_plan(old), _as_plan(new)
     found: list[tuple[str, Any, Any]] = []
-    _walk(_comparable(old), _comparable(new), "", found)
+    # Leaf by leaf over the plans' JSON: every field is compared, whatever its depth.
+    _walk(_comparable(old.to_dict()), _comparable(new.to_dict()), "", found)
     changes = [Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n) for p, o, n in found]
     changes.sort(key=lambda c: (_section_rank(c.section), _path_key(c.path)))
 
-    old_keys = dict(_steps(old))
-    new_steps = _steps(new)
-    new_names = {n for n, _ in new_steps}
-    rerun = [n for n, k in new_steps if n not in old_keys or old_keys[n] != k]
-    reused = [n for n, k in new_steps if n in old_keys and old_keys[n] == k]
-    dropped = [n for n, _ in _steps(old) if n not in new_names]
+    old_keys = {s.name: s.key for s in old.steps}
+    new_names = {s.name for s in new.steps}
+    rerun = [s.name for s in new.steps if old_keys.get(s.name) != s.key]
+    reused = [s.name for s in new.steps if old_keys.get(s.name) == s.key]
+    dropped = [s.name for s in old.steps if s.name not in new_names]
 
-    trust_new = (new.get("model") or {}).get("trust_remote_code") is True
-    trust_old = (old.get("model") or {}).get("trust_remote_code") is True
+    trust_new, trust_old = new.model.trust_remote_code, old.model.trust_remote_code
     return PlanDiff(
-        old_id=_plan_id(old), new_id=_plan_id(new), changes=changes, rerun=rerun, reused=reused,
-        dropped=dropped, name=str(new.get("name") or old.get("name") or ""),
+        old_id=old.id, new_id=new.id, changes=changes, rerun=rerun, reused=reused,
+        dropped=dropped, name=new.name or old.name,
         trust_remote_code=trust_new, trust_remote_code_turned_on=trust_new and not trust_old,
     )
 
@@ -540,7 +529,7 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
             old, _ = compile_spec(tmp / inside, profiles, sets, allow=allow)
         except SpecError as exc:
             raise _remap(exc, tmp, rev) from None
-    return old.to_dict(), new.to_dict()
+    return old, new
 
 
 __all__ = ["MISSING", "Change", "PlanDiff", "diff_plans", "render_text", "render_markdown", "render_json", "diff_git"]

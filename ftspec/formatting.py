@@ -32,13 +32,14 @@ class RowFormatter:
     messages_column: str | None = None
 
     @classmethod
-    def from_plan(cls, data: dict, fmt: dict) -> "RowFormatter":
+    def from_plan(cls, data, fmt) -> "RowFormatter":
         """Build from the plan's ``data`` and ``format`` sections (templates embedded there)."""
         env = tpl.environment()
-        derive = [(d["name"], env.from_string(d["template"]["text"])) for d in data["derive"]]
-        fields = {k: env.from_string(v["text"]) for k, v in fmt["templates"].items() if k != "chat_template"}
-        turns = [(t["role"], env.from_string(t["content"]["text"])) for t in fmt.get("messages") or []]
-        return cls(fmt["kind"], dict(data["rename"]), derive, fields, turns, fmt.get("messages_column"))
+        derive = [(d.name, env.from_string(d.template.text)) for d in data.derive]
+        fields = {k: env.from_string(v.text) for k, v in fmt.templates.items() if k != "chat_template"}
+        chat = fmt.kind == "chat"
+        turns = [(t.role, env.from_string(t.content.text)) for t in fmt.messages] if chat else []
+        return cls(fmt.kind, dict(data.rename), derive, fields, turns, fmt.messages_column if chat else None)
 
     def columns(self, values: dict) -> dict:
         """The row after renames and derived columns."""

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from ftspec import __version__
 from ftspec.errors import Issue, Pos, SpecError
-from ftspec.plan import digest
+from ftspec.plan import Plan, digest, thaw
 
 LOCK_VERSION = 1
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets")
@@ -56,7 +56,7 @@ def folder_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _templates(plan: Mapping) -> dict[str, str]:
+def _templates(plan: Plan) -> dict[str, str]:
     """Every template the plan embeds, by its place in the plan, with its hash."""
     found: dict[str, str] = {}
 
@@ -71,8 +71,9 @@ def _templates(plan: Mapping) -> dict[str, str]:
             for i, v in enumerate(value):
                 walk(v, f"{path}.{i}")
 
-    for section in ("data", "format", "eval"):
-        walk(plan[section], section)
+    # Walked as JSON: templates sit at many depths of these sections.
+    for name, section in (("data", plan.data), ("format", plan.format), ("eval", plan.eval)):
+        walk(thaw(section), name)
     return {k: v for k, v in found.items() if not k.startswith("data.sources")}
 
 
@@ -93,33 +94,33 @@ def hub_resolver(kind: str, repo: str, revision: str | None) -> str:
     return info.sha
 
 
-def build(plan: Mapping, root: Path, resolve: HubResolver | None, locked: Mapping | None = None) -> dict:
+def build(plan: Plan, root: Path, resolve: HubResolver | None, locked: Mapping | None = None) -> dict:
     """The lock of a plan. Hub names are resolved with ``resolve``; without one
     (``run --locked``), the commits recorded in ``locked`` are taken as they are."""
-    m = plan["model"]
-    if m["kind"] == "tiny":
+    m = plan.model
+    if m.kind == "tiny":
         model = {"kind": "tiny", "config_sha256": digest(m)}
-    elif m["source"] == "local":
-        model = {"kind": "local", "path": m["name_or_path"], "content_sha256": folder_hash(root / m["name_or_path"])}
+    elif m.source == "local":
+        model = {"kind": "local", "path": m.name_or_path, "content_sha256": folder_hash(root / m.name_or_path)}
     else:
-        requested = m["revision"]
+        requested = m.revision
         if resolve is not None:
-            commit = resolve("model", m["name_or_path"], requested)
+            commit = resolve("model", m.name_or_path, requested)
         else:
             commit = (locked or {}).get("model", {}).get("commit")
-        model = {"kind": "hub", "id": m["name_or_path"], "requested": requested, "commit": commit}
+        model = {"kind": "hub", "id": m.name_or_path, "requested": requested, "commit": commit}
     data = {}
-    for split, src in plan["data"]["sources"].items():
-        if src["kind"] == "file":
-            data[split] = {"path": src["path"], "sha256": src["sha256"]}
+    for split, src in plan.data.sources.items():
+        if src.kind == "file":
+            data[split] = {"path": src.path, "sha256": src.sha256}
         else:
-            commit = resolve("dataset", src["hub"], src["revision"]) if resolve is not None else \
+            commit = resolve("dataset", src.hub, src.revision) if resolve is not None else \
                 (locked or {}).get("data", {}).get(split, {}).get("commit")
-            data[split] = {"hub": src["hub"], "requested": src["revision"], "commit": commit}
+            data[split] = {"hub": src.hub, "requested": src.revision, "commit": commit}
     return {
         "lock_version": LOCK_VERSION,
-        "spec": plan["spec"]["path"],
-        "profiles": list(plan["spec"]["profiles"]),
+        "spec": plan.spec.path,
+        "profiles": list(plan.spec.profiles),
         "model": model,
         "data": data,
         "templates": _templates(plan),

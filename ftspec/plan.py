@@ -1,10 +1,14 @@
 """The plan: plain, frozen, versioned data with a content id.
 
 A plan is what a spec means once every default is filled in and every derived
-value is computed. It is serialised as canonical JSON (sorted keys, no
-insignificant whitespace), and its id is the sha256 of that text, so it does not
-depend on key order in the YAML, on ``PYTHONHASHSEED`` or on the process. Each step
-of the run carries a key: the hash of exactly what that step depends on.
+value is computed. It is a tree of frozen pydantic models (plan version 1), read
+by attribute (``plan.training.learning_rate``), never by string key. It is
+serialised as canonical JSON (sorted keys, no insignificant whitespace), and its
+id is the sha256 of that text, so it does not depend on key order in the YAML, on
+``PYTHONHASHSEED`` or on the process. Each step carries a key: the hash of exactly
+the plan fields that step reads (see :mod:`ftspec.steps`).
+
+``schema/plan.schema.json`` is generated from these models (``ftspec schema --plan``).
 """
 
 from __future__ import annotations
@@ -12,30 +16,488 @@ from __future__ import annotations
 import hashlib
 import json
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, TypeVar, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapSerializer
 
 PLAN_VERSION = 1
 
-# Which plan sections each step reads, besides the keys of the steps it needs.
-# Changing a section re-runs the steps that read it and everything downstream.
-STEP_INPUTS: dict[str, tuple[str, ...]] = {
-    "prepare_data": ("data", "format", "model", "training.max_length"),
-    "eval_base": ("model", "eval", "compute"),
-    "train": ("model", "method", "training", "compute"),
-    "eval_tuned": ("eval", "compute"),
-    "report": ("eval",),
-}
-# What a step writes, versioned: a run folder that an older ftspec prepared is not
-# reused when the layout of the step's output has changed since. (2: prepare_data
-# writes the tokenized splits the SFT recipe trains on.)
-STEP_LAYOUT: dict[str, int] = {"prepare_data": 2}
-STEP_NEEDS: dict[str, tuple[str, ...]] = {
-    "prepare_data": (),
-    "eval_base": ("prepare_data",),
-    "train": ("prepare_data",),
-    "eval_tuned": ("train",),
-    "report": ("eval_base", "eval_tuned", "train"),
-}
+K = TypeVar("K")
+V = TypeVar("V")
+
+# A mapping that cannot be changed once the plan is built; serialised as a plain object.
+FrozenMap = Annotated[dict[K, V], AfterValidator(MappingProxyType), WrapSerializer(lambda v, nxt: nxt(dict(v)))]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", serialize_by_alias=True, validate_by_name=True,
+                              validate_by_alias=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class SpecInfo(_Frozen):
+    """Which files and choices made this plan (paths relative to the repository root)."""
+
+    path: str
+    bases: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+
+class Template(_Frozen):
+    """A resolved jinja template: where it came from, its text and the hash of the text."""
+
+    source: Literal["inline", "file", "builtin"]
+    ref: str
+    text: str
+    sha256: str
+
+
+class TinyTokenizer(_Frozen):
+    kind: Literal["byte", "bpe"]
+    vocab_size: int | None = None
+
+
+class TinyModel(_Frozen):
+    """A small model built from a config (no download), with a tokenizer made on the spot."""
+
+    kind: Literal["tiny"]
+    architecture: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    tokenizer: TinyTokenizer
+    init_seed: int
+    trust_remote_code: bool = False
+
+
+class PretrainedModel(_Frozen):
+    """A pretrained model: a hub id or a folder relative to the repository root."""
+
+    kind: Literal["pretrained"]
+    source: Literal["local", "hub"]
+    name_or_path: str
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    tokenizer: str | None = None
+
+
+Model = Annotated[Union[TinyModel, PretrainedModel], Field(discriminator="kind")]
+
+
+class FileSource(_Frozen):
+    kind: Literal["file"]
+    path: str
+    format: str
+    columns: tuple[str, ...] | None = None
+    header: bool | None = None
+    field: str | None = None
+    rows: int | None = None
+    sha256: str
+
+
+class HubSource(_Frozen):
+    kind: Literal["hub"]
+    hub: str
+    split: str
+    subset: str | None = None
+    revision: str | None = None
+    rows: None = None
+
+
+Source = Annotated[Union[FileSource, HubSource], Field(discriminator="kind")]
+
+
+class Derived(_Frozen):
+    name: str
+    template: Template
+
+
+class Split(_Frozen):
+    validation: float
+    test: float
+    seed: int
+    stratify: str | None = None
+
+
+class Rows(_Frozen):
+    """Rows of each split after splitting and `limit` (None: unknown until the data is read)."""
+
+    train: int | None
+    validation: int | None
+    test: int | None
+
+
+class Data(_Frozen):
+    sources: FrozenMap[Literal["train", "validation", "test"], Source]
+    rename: FrozenMap[str, str]
+    derive: tuple[Derived, ...] = ()
+    split: Split | None = None
+    limit: int | None = None
+    on_bad_row: Literal["error", "skip"]
+    rows: Rows
+
+
+class ChatTurn(_Frozen):
+    role: Literal["system", "user", "assistant"]
+    content: Template
+
+
+class ChatFormat(_Frozen):
+    kind: Literal["chat"]
+    messages: tuple[ChatTurn, ...] = ()
+    messages_column: str | None = None
+    chat_template: Union[Template, Literal["model"]]
+    templates: FrozenMap[str, Template]
+    loss: Literal["assistant", "all"]
+
+    @property
+    def chat_template_text(self) -> str | None:
+        """The spec's chat template, or None where the model's own is used."""
+        return None if self.chat_template == "model" else self.chat_template.text
+
+
+class TextFormat(_Frozen):
+    kind: Literal["prompt_completion", "preference"]
+    templates: FrozenMap[str, Template]
+    loss: Literal["completion", "all", "preference"]
+
+    @property
+    def chat_template_text(self) -> None:
+        return None
+
+
+Format = Annotated[Union[ChatFormat, TextFormat], Field(discriminator="kind")]
+
+
+class FullAdapter(_Frozen):
+    kind: Literal["full"]
+
+
+class LoraAdapter(_Frozen):
+    kind: Literal["lora"]
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: Union[str, tuple[str, ...]]
+    bias: Literal["none", "all", "lora_only"]
+
+
+class QLoraAdapter(_Frozen):
+    kind: Literal["qlora"]
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: Union[str, tuple[str, ...]]
+    bias: Literal["none", "all", "lora_only"]
+    bits: Literal[4, 8]
+    quant_type: Literal["nf4", "fp4"]
+    double_quant: bool
+
+
+Adapter = Annotated[Union[FullAdapter, LoraAdapter, QLoraAdapter], Field(discriminator="kind")]
+
+
+class DPOSettings(_Frozen):
+    beta: float
+    loss_type: str
+    label_smoothing: float
+
+
+class Method(_Frozen):
+    """The objective (sft or dpo) and the adapter (full, lora or qlora) it trains."""
+
+    objective: Literal["sft", "dpo"]
+    adapter: Adapter
+    dpo: DPOSettings | None = None
+
+
+class Batching(_Frozen):
+    mode: Literal["padded", "length_grouped", "packed"]
+    reason: str
+
+
+class EarlyStopping(_Frozen):
+    patience: int
+    min_delta: float
+
+
+Cadence = Union[int, Literal["epoch"], None]
+
+
+class Training(_Frozen):
+    epochs: float | None
+    max_steps: int | None
+    total_steps: int | None
+    steps_per_epoch: int | None
+    learning_rate: float
+    lr_scheduler: str
+    warmup_steps: int | None
+    batch_size: int
+    gradient_accumulation: int
+    effective_batch_size: int
+    max_length: int
+    seed: int
+    optimizer: str
+    weight_decay: float
+    max_grad_norm: float
+    batching: Batching
+    gradient_checkpointing: bool
+    logging_steps: int
+    eval_every: Cadence
+    save_every: Cadence
+    save_total_limit: int
+    early_stopping: EarlyStopping | None = None
+
+
+class Extract(_Frozen):
+    regex: str | None = None
+    template: Template | None = None
+    which: Literal["first", "last"] = "last"
+
+
+class ModelRef(_Frozen):
+    source: Literal["local", "hub"]
+    name_or_path: str
+
+
+class SchemaFile(_Frozen):
+    path: str
+    text: str
+    sha256: str
+
+
+class SimpleMetric(_Frozen):
+    name: str
+    extract: Extract | None = None
+
+
+class JsonSchemaMetric(_Frozen):
+    name: Literal["json_schema"]
+    schema_: SchemaFile = Field(alias="schema")
+    extract: Extract | None = None
+
+
+class JudgeMetric(_Frozen):
+    name: Literal["judge"]
+    model: ModelRef
+    rubric: Template
+    score_regex: str
+    scale: tuple[float, float]
+
+
+def _metric_kind(value: Any) -> str:
+    name = value.get("name") if isinstance(value, Mapping) else getattr(value, "name", None)
+    return name if name in ("json_schema", "judge") else "simple"
+
+
+from pydantic import Discriminator, Tag  # noqa: E402  (beside their one use)
+
+Metric = Annotated[
+    Union[Annotated[SimpleMetric, Tag("simple")], Annotated[JsonSchemaMetric, Tag("json_schema")],
+          Annotated[JudgeMetric, Tag("judge")]],
+    Discriminator(_metric_kind),
+]
+
+
+class Gate(_Frozen):
+    """A threshold the run must meet: on a metric of the tuned model, or on its
+    improvement over the base model."""
+
+    gate: str
+    metric: str
+    improvement: bool
+    op: Literal[">=", "<=", "==", ">", "<"]
+    threshold: float
+
+
+class Eval(_Frozen):
+    enabled: bool
+    split: Literal["test", "validation"] | None
+    rows: int | None
+    baseline: bool
+    mode: Literal["generate", "choices"]
+    choices: tuple[str, ...] | None = None
+    metrics: tuple[Metric, ...]
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    few_shot: int
+    # The seed that draws the few-shot examples (the training seed); None without few-shot
+    # examples, so that a seed change does not re-run a zero-shot evaluation.
+    few_shot_seed: int | None = None
+    batch_size: int
+    limit: int | None = None
+    gates: tuple[Gate, ...] = ()
+
+
+class Compute(_Frozen):
+    backend: Literal["local"]
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"]
+    num_processes: int
+    num_nodes: int
+    strategy: Literal["none", "ddp", "fsdp", "deepspeed"]
+
+
+class Output(_Frozen):
+    dir: str
+    relative_to: Literal["repository root"] = "repository root"
+
+
+class NoTracking(_Frozen):
+    kind: Literal["none"]
+
+
+class TensorboardTracking(_Frozen):
+    kind: Literal["tensorboard"]
+
+
+class WandbTracking(_Frozen):
+    kind: Literal["wandb"]
+    project: str
+    entity: str | None = None
+
+
+class MlflowTracking(_Frozen):
+    kind: Literal["mlflow"]
+    experiment: str
+
+
+Tracking = Annotated[Union[NoTracking, TensorboardTracking, WandbTracking, MlflowTracking], Field(discriminator="kind")]
+
+
+class Checks(_Frozen):
+    # Without positions: a plan must not depend on the directory it was made from.
+    warnings: tuple[str, ...] = ()
+    not_checked: tuple[str, ...] = ()
+
+
+class Step(_Frozen):
+    name: str
+    needs: tuple[str, ...] = ()
+    key: str
+
+
+class Plan(_Frozen):
+    """A compiled plan, version 1. It cannot be changed; build one with :meth:`build`
+    (which computes the content id) or read one with :meth:`from_json`."""
+
+    plan_version: Literal[1]
+    ftspec_version: str
+    name: str
+    description: str | None = None
+    spec: SpecInfo
+    model: Model
+    data: Data
+    format: Format
+    method: Method
+    training: Training
+    eval: Eval
+    compute: Compute
+    output: Output
+    tracking: Tracking
+    checks: Checks
+    steps: tuple[Step, ...]
+    id: str = Field(description="sha256 of the canonical JSON of everything else")
+
+    @classmethod
+    def build(cls, body: Mapping) -> "Plan":
+        """Validate ``body`` (a plan without its id) and give it its content id."""
+        body = {k: v for k, v in thaw(body).items() if k != "id"}
+        _check_version(body)
+        draft = cls.model_validate({**body, "id": ""})
+        return draft.model_copy(update={"id": digest(draft._body())})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        """A plan read back from ``plan.json``. Raises :class:`PlanFormatError` (one line)
+        when it is not a plan of this version, or its id does not match its content."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise PlanFormatError(f"not JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Plan":
+        if not isinstance(data, dict):
+            raise PlanFormatError(f"a plan is a JSON object (got {type(data).__name__})")
+        _check_version(data)
+        try:
+            plan = cls.build(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "(top)"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise PlanFormatError(f"not a valid version-{PLAN_VERSION} plan: {where}: {err['msg']}{more}") from None
+        if "id" in data and data["id"] != plan.id:
+            raise PlanFormatError(f"plan id {str(data['id'])[:12]} does not match its content ({plan.short_id}); the file was edited")
+        return plan
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def _body(self) -> dict:
+        body = self.to_dict()
+        body.pop("id", None)
+        return body
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self, pretty: bool = True) -> str:
+        return pretty_json(self.to_dict()) if pretty else canonical_json(self.to_dict())
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def has_step(self, name: str) -> bool:
+        return any(step.name == name for step in self.steps)
+
+
+class PlanVersionError(ValueError):
+    pass
+
+
+class PlanFormatError(ValueError):
+    """A plan file that ftspec cannot read: one line, said to the user."""
+
+
+def _check_version(data: Mapping) -> None:
+    version = data.get("plan_version")
+    if version != PLAN_VERSION or isinstance(version, bool):
+        raise PlanVersionError(f"plan_version {version!r} is not supported (this ftspec reads version {PLAN_VERSION})")
+
+
+def chat_template_text(fmt: Any) -> str | None:
+    """The chat template a format names, or None where the tokenizer's own is used
+    (and for formats that are not chat)."""
+    if fmt.kind != "chat" or fmt.chat_template == "model":
+        return None
+    return fmt.chat_template.text
+
+
+def json_schema() -> dict:
+    """The JSON Schema of ``plan.json``."""
+    schema = Plan.model_json_schema(by_alias=True, mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://ftspec.dev/schema/plan-v1.json"
+    schema["title"] = "ftspec plan, version 1"
+    return schema
+
+
+# --------------------------------------------------------------------------- canonical JSON
 
 
 def canonical_json(value: Any) -> str:
@@ -50,92 +512,12 @@ def digest(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
-def freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: freeze(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
-    return value
-
-
 def thaw(value: Any) -> Any:
+    """Plain JSON-shaped data: models dumped, mappings as dicts, sequences as lists."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
     if isinstance(value, Mapping):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [thaw(v) for v in value]
     return value
-
-
-def select(data: Mapping, dotted_key: str) -> Any:
-    node: Any = data
-    for part in dotted_key.split("."):
-        node = node[part]
-    return node
-
-
-def step_keys(body: Mapping, steps: list[str]) -> dict[str, str]:
-    """Key of each step: hash of its inputs, the keys of the steps it needs, and the plan version."""
-    keys: dict[str, str] = {}
-    for name in steps:
-        needs = [n for n in STEP_NEEDS[name] if n in steps]
-        material = {
-            "plan_version": PLAN_VERSION,
-            "step": name,
-            "layout": STEP_LAYOUT.get(name, 1),
-            "inputs": {k: select(body, k) for k in STEP_INPUTS[name]},
-            "needs": {n: keys[n] for n in needs},
-        }
-        keys[name] = digest(material)
-    return keys
-
-
-class PlanVersionError(ValueError):
-    pass
-
-
-class Plan:
-    """A compiled plan. Read it through ``plan[section]``; it cannot be changed."""
-
-    __slots__ = ("_data", "_id")
-
-    def __init__(self, data: Mapping):
-        body = {k: v for k, v in thaw(data).items() if k != "id"}
-        if body.get("plan_version") != PLAN_VERSION:
-            raise PlanVersionError(f"plan_version {body.get('plan_version')!r} is not supported (this ftspec reads version {PLAN_VERSION})")
-        self._id = digest(body)
-        body["id"] = self._id
-        self._data = freeze(body)
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def short_id(self) -> str:
-        return self._id[:12]
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
-
-    def to_dict(self) -> dict:
-        return thaw(self._data)
-
-    def to_json(self, pretty: bool = True) -> str:
-        return pretty_json(self._data) if pretty else canonical_json(self._data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Plan":
-        data = json.loads(text)
-        plan = cls(data)
-        if "id" in data and data["id"] != plan.id:
-            raise ValueError(f"plan id {data['id']} does not match its content ({plan.id}); the file was edited")
-        return plan
-
-    def step(self, name: str) -> Mapping:
-        for step in self._data["steps"]:
-            if step["name"] == name:
-                return step
-        raise KeyError(name)

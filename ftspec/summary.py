@@ -21,103 +21,104 @@ def _num(x: Any) -> str:
     return "?" if x is None else str(x)
 
 
-def describe_model(m: dict) -> str:
-    if m["kind"] == "tiny":
-        tok = m["tokenizer"]
-        tok_text = "byte tokenizer" if tok["kind"] == "byte" else f"BPE tokenizer ({tok['vocab_size']} tokens, trained on train)"
-        return (f"tiny {m['architecture']} from config: {m['num_layers']} layers × {m['hidden_size']} wide, "
-                f"{m['num_heads']} heads, {tok_text}")
-    rev = f" @ {m['revision']}" if m["revision"] else " (revision not pinned)"
-    return f"{m['source']} {m['name_or_path']}{rev}, dtype {m['dtype']}"
+def describe_model(m: Any) -> str:
+    if m.kind == "tiny":
+        tok = m.tokenizer
+        tok_text = "byte tokenizer" if tok.kind == "byte" else f"BPE tokenizer ({tok.vocab_size} tokens, trained on train)"
+        return (f"tiny {m.architecture} from config: {m.num_layers} layers × {m.hidden_size} wide, "
+                f"{m.num_heads} heads, {tok_text}")
+    rev = f" @ {m.revision}" if m.revision else " (revision not pinned)"
+    return f"{m.source} {m.name_or_path}{rev}, dtype {m.dtype}"
 
 
-def describe_adapter(a: dict) -> str:
-    if a["kind"] == "full":
+def describe_adapter(a: Any) -> str:
+    if a.kind == "full":
         return "full fine-tuning"
-    targets = a["target_modules"] if isinstance(a["target_modules"], str) else ", ".join(a["target_modules"])
-    extra = f", {a['bits']}-bit {a['quant_type']}" if a["kind"] == "qlora" else ""
-    return f"{a['kind']} (r {a['r']}, alpha {_num(a['alpha'])}, dropout {_num(a['dropout'])}, {targets}{extra})"
+    targets = a.target_modules if isinstance(a.target_modules, str) else ", ".join(a.target_modules)
+    extra = f", {a.bits}-bit {a.quant_type}" if a.kind == "qlora" else ""
+    return f"{a.kind} (r {a.r}, alpha {_num(a.alpha)}, dropout {_num(a.dropout)}, {targets}{extra})"
 
 
 def render_plan(plan: Plan, color: bool = False) -> str:
-    p = plan.to_dict()
     lines: list[str] = []
-    head = _style(f"plan {p['name']}", color, bold=True)
-    lines.append(f"{head}  id {plan.short_id}  (plan_version {p['plan_version']}, ftspec {p['ftspec_version']})")
-    spec = p["spec"]
+    head = _style(f"plan {plan.name}", color, bold=True)
+    lines.append(f"{head}  id {plan.short_id}  (plan_version {plan.plan_version}, ftspec {plan.ftspec_version})")
+    spec = plan.spec
     via = []
-    if spec["bases"]:
-        via.append("extends " + " → ".join(spec["bases"]))
-    if spec["profiles"]:
-        via.append("profiles " + ", ".join(spec["profiles"]))
-    if spec["overrides"]:
-        via.append("--set " + ", ".join(spec["overrides"]))
-    lines.append(f"  spec      {spec['path']}" + (f"  ({'; '.join(via)})" if via else ""))
+    if spec.bases:
+        via.append("extends " + " → ".join(spec.bases))
+    if spec.profiles:
+        via.append("profiles " + ", ".join(spec.profiles))
+    if spec.overrides:
+        via.append("--set " + ", ".join(spec.overrides))
+    lines.append(f"  spec      {spec.path}" + (f"  ({'; '.join(via)})" if via else ""))
 
-    m = p["model"]
+    m = plan.model
     lines.append(f"  model     {describe_model(m)}")
-    if m.get("trust_remote_code"):
+    if m.trust_remote_code:
         lines.append(_style("  !! trust_remote_code: true — the model repository's Python code will run on this machine", color, fg="red", bold=True))
 
-    d = p["data"]
-    rows = d["rows"]
-    lines.append(f"  data      train {_num(rows['train'])} · validation {_num(rows['validation'])} · test {_num(rows['test'])} rows"
-                 + (f"  (limit {d['limit']})" if d["limit"] else ""))
-    for split, src in d["sources"].items():
-        if src["kind"] == "file":
-            lines.append(f"            {split}: {src['path']} ({src['format']}, {src['rows']} rows, sha256 {src['sha256'][:12]})")
+    d = plan.data
+    rows = d.rows
+    lines.append(f"  data      train {_num(rows.train)} · validation {_num(rows.validation)} · test {_num(rows.test)} rows"
+                 + (f"  (limit {d.limit})" if d.limit else ""))
+    for split, src in d.sources.items():
+        if src.kind == "file":
+            lines.append(f"            {split}: {src.path} ({src.format}, {src.rows} rows, sha256 {src.sha256[:12]})")
         else:
-            lines.append(f"            {split}: hub {src['hub']} [{src['split']}]" + (f" @ {src['revision']}" if src["revision"] else ""))
-    if d["split"]:
-        s = d["split"]
-        strat = f", stratified by {s['stratify']}" if s["stratify"] else ""
-        lines.append(f"            split from train: validation {_num(s['validation'])}, test {_num(s['test'])}, seed {s['seed']}{strat}")
-    if d["derive"]:
-        lines.append("            derived: " + ", ".join(x["name"] for x in d["derive"]))
+            lines.append(f"            {split}: hub {src.hub} [{src.split}]" + (f" @ {src.revision}" if src.revision else ""))
+    if d.split:
+        s = d.split
+        strat = f", stratified by {s.stratify}" if s.stratify else ""
+        lines.append(f"            split from train: validation {_num(s.validation)}, test {_num(s.test)}, seed {s.seed}{strat}")
+    if d.derive:
+        lines.append("            derived: " + ", ".join(x.name for x in d.derive))
 
-    f = p["format"]
-    if f["kind"] == "chat":
-        ct = f["chat_template"]
-        ct_text = "the tokenizer's chat template" if ct == "model" else (f"{ct['source']} chat template {ct['ref']}".strip())
-        lines.append(f"  format    chat, {ct_text}, loss on {f['loss']} tokens")
-    elif f["kind"] == "prompt_completion":
-        lines.append(f"  format    prompt_completion, loss on {f['loss']} tokens")
+    f = plan.format
+    if f.kind == "chat":
+        ct = f.chat_template
+        ct_text = "the tokenizer's chat template" if ct == "model" else (f"{ct.source} chat template {ct.ref}".strip())
+        lines.append(f"  format    chat, {ct_text}, loss on {f.loss} tokens")
+    elif f.kind == "prompt_completion":
+        lines.append(f"  format    prompt_completion, loss on {f.loss} tokens")
     else:
         lines.append("  format    preference pairs (prompt, chosen, rejected)")
 
-    me = p["method"]
-    method = f"{me['objective']} + {describe_adapter(me['adapter'])}"
-    if "dpo" in me:
-        method += f", beta {_num(me['dpo']['beta'])}, loss {me['dpo']['loss_type']}"
+    me = plan.method
+    method = f"{me.objective} + {describe_adapter(me.adapter)}"
+    if me.dpo is not None:
+        method += f", beta {_num(me.dpo.beta)}, loss {me.dpo.loss_type}"
     lines.append(f"  method    {method}")
 
-    t = p["training"]
-    length = f"{_num(t['epochs'])} epochs = {_num(t['total_steps'])} steps ({_num(t['steps_per_epoch'])}/epoch)" if t["epochs"] else f"{_num(t['total_steps'])} steps (max_steps)"
-    lines.append(f"  training  {length}, lr {_num(t['learning_rate'])} {t['lr_scheduler']}, warmup {_num(t['warmup_steps'])} steps")
-    lines.append(f"            batch {t['batch_size']} × accumulation {t['gradient_accumulation']} = {t['effective_batch_size']}, "
-                 f"max_length {t['max_length']}, seed {t['seed']}, {t['optimizer']}")
-    cadence = f"eval every {_num(t['eval_every'])}" if t["eval_every"] else "no validation loss"
-    stop = f", early stopping (patience {t['early_stopping']['patience']})" if t["early_stopping"] else ""
-    lines.append(f"            {cadence}, checkpoint every {_num(t['save_every'])}, log every {t['logging_steps']}{stop}")
-    lines.append(f"            batching {t['batching']['mode']}: {t['batching']['reason']}")
+    t = plan.training
+    length = (f"{_num(t.epochs)} epochs = {_num(t.total_steps)} steps ({_num(t.steps_per_epoch)}/epoch)" if t.epochs
+              else f"{_num(t.total_steps)} steps (max_steps)")
+    lines.append(f"  training  {length}, lr {_num(t.learning_rate)} {t.lr_scheduler}, warmup {_num(t.warmup_steps)} steps")
+    lines.append(f"            batch {t.batch_size} × accumulation {t.gradient_accumulation} = {t.effective_batch_size}, "
+                 f"max_length {t.max_length}, seed {t.seed}, {t.optimizer}")
+    cadence = f"eval every {_num(t.eval_every)}" if t.eval_every else "no validation loss"
+    stop = f", early stopping (patience {t.early_stopping.patience})" if t.early_stopping else ""
+    lines.append(f"            {cadence}, checkpoint every {_num(t.save_every)}, log every {t.logging_steps}{stop}")
+    lines.append(f"            batching {t.batching.mode}: {t.batching.reason}")
 
-    e = p["eval"]
-    if e["enabled"]:
-        metrics = ", ".join(x["name"] for x in e["metrics"])
-        base = "against the base model" if e["baseline"] else "no baseline"
-        lines.append(f"  eval      {e['split']} split ({_num(e['rows'])} rows), {e['mode']}, {base}; metrics: {metrics}")
-        for g in e["gates"]:
-            lines.append(f"            gate: {g['gate']} {g['op']} {_num(g['threshold'])}")
+    e = plan.eval
+    if e.enabled:
+        metrics = ", ".join(x.name for x in e.metrics)
+        base = "against the base model" if e.baseline else "no baseline"
+        shots = f", {e.few_shot}-shot baseline (examples drawn with seed {e.few_shot_seed})" if e.few_shot else ""
+        lines.append(f"  eval      {e.split} split ({_num(e.rows)} rows), {e.mode}, {base}{shots}; metrics: {metrics}")
+        for g in e.gates:
+            lines.append(f"            gate: {g.gate} {g.op} {_num(g.threshold)}")
     else:
         lines.append("  eval      off (no held-out split or no metrics)")
 
-    c = p["compute"]
-    lines.append(f"  compute   {c['backend']}, device {c['device']}, precision {c['precision']}, attention {c['attention']}, "
-                 f"{c['num_processes']} process(es) × {c['num_nodes']} node(s), strategy {c['strategy']}")
-    lines.append(f"  output    {p['output']['dir']}  (relative to the {p['output']['relative_to']})")
-    lines.append("  steps     " + " → ".join(f"{s['name']} {s['key'][:8]}" for s in p["steps"]))
-    for w in p["checks"]["warnings"]:
+    c = plan.compute
+    lines.append(f"  compute   {c.backend}, device {c.device}, precision {c.precision}, attention {c.attention}, "
+                 f"{c.num_processes} process(es) × {c.num_nodes} node(s), strategy {c.strategy}")
+    lines.append(f"  output    {plan.output.dir}  (relative to the {plan.output.relative_to})")
+    lines.append("  steps     " + " → ".join(f"{s.name} {s.key[:8]}" for s in plan.steps))
+    for w in plan.checks.warnings:
         lines.append(_style(f"  warning   {w}", color, fg="yellow"))
-    for n in p["checks"]["not_checked"]:
+    for n in plan.checks.not_checked:
         lines.append(f"  not checked  {n}")
     return "\n".join(lines)

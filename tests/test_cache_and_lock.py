@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
 from ftspec import lock as L  # noqa: E402
-from ftspec import rundir  # noqa: E402
+from ftspec import rundir, steps  # noqa: E402
 from ftspec.cli import main  # noqa: E402
 from ftspec.compile import compile_spec, find_root  # noqa: E402
 from ftspec.runtime.run import execute  # noqa: E402
@@ -26,7 +26,7 @@ def _run(spec, *sets, force=frozenset()):
     lines: list[str] = []
     execute(plan, find_root(spec), echo=lines.append, force=set(force))
     text = "\n".join(lines)
-    return {name for name in rundir.STEP_DIRS if f"{name}: running" in text}
+    return {name for name in steps.BY_NAME if f"{name}: running" in text}
 
 
 ALL = {"prepare_data", "eval_base", "train", "eval_tuned", "report"}

@@ -16,6 +16,7 @@ from conftest import ROOT
 from ftspec.compile import compile_spec
 from ftspec.diff import MISSING, Change, PlanDiff, diff_git, diff_plans, render_json, render_markdown, render_text
 from ftspec.errors import SpecError
+from ftspec.plan import Plan
 
 GOLDEN = ROOT / "tests" / "golden" / "diff"
 TICKETS = ROOT / "specs" / "data" / "support-tickets.jsonl"
@@ -280,20 +281,30 @@ def test_render_json_round_trips(tmp_path):
 # ----------------------------------------------------------------------------- diff_plans on small plans
 
 
-def tiny_plan(**sections) -> dict:
-    base = {
-        "plan_version": 1, "ftspec_version": "0.1.0", "id": "a" * 64, "name": "p",
-        "spec": {"path": "specs/p.yaml", "bases": [], "profiles": [], "overrides": []},
-        "checks": {"warnings": [], "not_checked": []},
-        "steps": [{"name": "prepare_data", "needs": [], "key": "k1"}, {"name": "train", "needs": ["prepare_data"], "key": "k2"}],
-    }
-    base.update(sections)
-    return base
+_BASE_PLAN: dict = {}
+
+
+def _merge(base, over):
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
+def tiny_plan(**sections) -> Plan:
+    """A valid plan: the quickstart's, with ``sections`` merged into it key by key."""
+    if not _BASE_PLAN:
+        _BASE_PLAN.update(compile_spec(ROOT / "specs/quickstart.yaml")[0].to_dict())
+    base = {**_BASE_PLAN, "name": "p",
+            "spec": {"path": "specs/p.yaml", "bases": [], "profiles": [], "overrides": []},
+            "checks": {"warnings": [], "not_checked": []},
+            "steps": [{"name": "prepare_data", "needs": [], "key": "k1"}, {"name": "train", "needs": ["prepare_data"], "key": "k2"}]}
+    replaced = {k: sections.pop(k) for k in ("steps", "spec", "checks") if k in sections}
+    return Plan.build({**_merge(base, sections), **replaced})
 
 
 def test_derived_and_metadata_keys_are_ignored_but_profiles_are_shown():
     old = tiny_plan(training={"seed": 1})
-    new = tiny_plan(training={"seed": 1}, id="b" * 64, ftspec_version="9.9.9",
+    new = tiny_plan(training={"seed": 1}, ftspec_version="9.9.9",
                     checks={"warnings": ["x"], "not_checked": []},
                     spec={"path": "elsewhere/p.yaml", "bases": ["b.yaml"], "profiles": ["smoke"], "overrides": ["a=1"]})
     d = diff_plans(old, new)
@@ -306,10 +317,11 @@ def test_derived_and_metadata_keys_are_ignored_but_profiles_are_shown():
 
 
 def test_lists_sections_and_paths_are_ordered():
-    old = tiny_plan(method={"adapter": {"target_modules": ["q_proj", "v_proj"]}},
+    lora = {"kind": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "bias": "none"}
+    old = tiny_plan(method={"adapter": {**lora, "target_modules": ["q_proj", "v_proj"]}},
                     eval={"metrics": [{"name": "a"}, {"name": "b"}] + [{"name": f"m{i}"} for i in range(9)]},
                     training={"seed": 1})
-    new = tiny_plan(method={"adapter": {"target_modules": ["q_proj", "k_proj", "v_proj"]}},
+    new = tiny_plan(method={"adapter": {**lora, "target_modules": ["q_proj", "k_proj", "v_proj"]}},
                     eval={"metrics": [{"name": "a"}, {"name": "B"}] + [{"name": f"m{i}"} for i in range(8)] + [{"name": "z"}]},
                     training={"seed": 2})
     d = diff_plans(old, new)
@@ -318,9 +330,10 @@ def test_lists_sections_and_paths_are_ordered():
     text = render_text(d)
     assert "method.adapter.target_modules: [q_proj, v_proj] → [q_proj, k_proj, v_proj]" in text
     assert text.index("\nmethod\n") < text.index("\ntraining\n") < text.index("\neval\n")
-    shorter = diff_plans(old, tiny_plan(method=old["method"], training=old["training"], eval={"metrics": [{"name": "a"}]}))
-    assert [(c.path, c.old, c.new) for c in shorter.changes][:1] == [("eval.metrics[1]", {"name": "b"}, MISSING)]
-    assert "  - eval.metrics[1]: {name: b}" in render_text(shorter)
+    shorter = diff_plans(old, tiny_plan(method=old.to_dict()["method"], training=old.to_dict()["training"],
+                                        eval={"metrics": [{"name": "a"}]}))
+    assert [(c.path, c.old, c.new) for c in shorter.changes][:1] == [("eval.metrics[1]", {"name": "b", "extract": None}, MISSING)]
+    assert "  - eval.metrics[1]: {extract: null, name: b}" in render_text(shorter)
 
 
 def test_steps_that_appear_or_disappear():
@@ -333,13 +346,12 @@ def test_steps_that_appear_or_disappear():
 
 
 def test_values_are_shown_on_one_line_and_quoted_when_needed():
-    old = tiny_plan(description="first line\nsecond", output={"dir": "runs/a"}, tracking={"kind": "none", "project": ""})
-    new = tiny_plan(description="x" * 200, output={"dir": "runs/b"}, tracking={"kind": "true", "project": "p"})
+    old = tiny_plan(description="first line\nsecond", output={"dir": "runs/a"}, tracking={"kind": "wandb", "project": "true"})
+    new = tiny_plan(description="x" * 200, output={"dir": "runs/b"}, tracking={"kind": "wandb", "project": "p q"})
     text = render_text(diff_plans(old, new))
     assert 'description: "first line⏎second" → "' + "x" * 60 + '…"' in text
     assert "output.dir: runs/a → runs/b" in text
-    assert 'tracking.kind: none → "true"' in text
-    assert 'tracking.project: "" → p' in text
+    assert 'tracking.project: "true" → "p q"' in text
 
 
 def test_color_only_when_asked():
@@ -385,8 +397,8 @@ def test_diff_git_compares_the_working_tree_with_a_revision(repo, tmp_path, monk
     d = diff_plans(old, new)
     assert [(c.path, c.old, c.new) for c in d.changes] == [("training.learning_rate", 0.001, 0.003)]
     assert d.rerun == ["train", "eval_tuned", "report"]
-    assert old["spec"]["path"] == new["spec"]["path"] == "specs/quickstart.yaml"
-    assert old["data"]["sources"]["train"]["path"] == "specs/data/support-tickets.jsonl"
+    assert old.spec.path == new.spec.path == "specs/quickstart.yaml"
+    assert old.data.sources["train"].path == "specs/data/support-tickets.jsonl"
     # a committed change is the same diff between two revisions' worth of history
     git(root, "commit", "-q", "-am", "faster")
     assert diff_git("HEAD", repo)[0] == new
@@ -396,7 +408,7 @@ def test_diff_git_compares_the_working_tree_with_a_revision(repo, tmp_path, monk
 def test_diff_git_with_profiles(repo):
     old, new = diff_git("HEAD", repo, profiles=["smoke"])
     assert diff_plans(old, new).is_empty()
-    assert new["spec"]["profiles"] == ["smoke"] and new["training"]["total_steps"] == 5
+    assert new.spec.profiles == ("smoke",) and new.training.total_steps == 5
 
 
 def test_diff_git_unknown_revision(repo):

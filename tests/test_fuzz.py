@@ -51,7 +51,7 @@ def _check(text: str | bytes) -> None:
             assert issue.pos.file, issue
             assert issue.message and "\n" not in issue.format(), issue
         return
-    assert plan.id and plan["plan_version"] == 1
+    assert plan.id and plan.plan_version == 1
 
 
 @FUZZ

@@ -75,7 +75,7 @@ def test_the_batching_mode_reaches_the_trainer(tmp_path, mode):
     spec = _spec(tmp_path, body + "method: {kind: sft, adapter: full}\n")
     capture = _Capture()
     ctx, _ = _run(spec, callbacks=[capture])
-    assert ctx.plan["training"]["batching"] == {"mode": mode, "reason": "set in the spec"}
+    assert ctx.plan.training.batching.model_dump() == {"mode": mode, "reason": "set in the spec"}
     assert getattr(capture.args, "packing", False) is (mode == "packed")
     assert getattr(capture.args, "padding_free", False) is (mode == "packed")
     assert capture.args.train_sampling_strategy == ("group_by_length" if mode == "length_grouped" else "random")
@@ -85,7 +85,7 @@ def test_the_batching_mode_reaches_the_trainer(tmp_path, mode):
 
 def test_auto_batching_is_explained_in_the_plan(tmp_path):
     spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
-    batching = compile_spec(spec)[0]["training"]["batching"]
+    batching = compile_spec(spec)[0].training.batching.model_dump()
     assert batching["mode"] == "padded" and "row length follows the label" in batching["reason"]
 
 
@@ -115,16 +115,16 @@ def test_auto_groups_by_length_only_when_length_says_little_about_the_label(tmp_
     rng = random.Random(0)
     # Lengths drawn independently of the label: grouping by length keeps batches mixed.
     mixed = [{"text": "w " * rng.randint(2, 60), "label": rng.choice(["yes", "no"])} for _ in range(200)]
-    batching = compile_spec(_balanced_spec(tmp_path / "mixed", mixed))[0]["training"]["batching"]
+    batching = compile_spec(_balanced_spec(tmp_path / "mixed", mixed))[0].training.batching.model_dump()
     assert batching["mode"] == "length_grouped" and "eta²" in batching["reason"]
     # Long rows are "yes", short ones "no": grouping by length would make one-label batches.
     tied = [{"text": "w " * (rng.randint(40, 60) if i % 2 else rng.randint(2, 20)), "label": "yes" if i % 2 else "no"}
             for i in range(200)]
-    batching = compile_spec(_balanced_spec(tmp_path / "tied", tied))[0]["training"]["batching"]
+    batching = compile_spec(_balanced_spec(tmp_path / "tied", tied))[0].training.batching.model_dump()
     assert batching["mode"] == "padded" and "row length follows the label" in batching["reason"]
     # Free-text answers are not labels: group by length.
     free = [{"text": "w " * rng.randint(2, 60), "label": f"answer {i}"} for i in range(200)]
-    assert compile_spec(_balanced_spec(tmp_path / "free", free))[0]["training"]["batching"]["mode"] == "length_grouped"
+    assert compile_spec(_balanced_spec(tmp_path / "free", free))[0].training.batching.mode == "length_grouped"
 
 
 def test_with_flash_attention_auto_packs(tmp_path):
@@ -132,8 +132,8 @@ def test_with_flash_attention_auto_packs(tmp_path):
     spec = _balanced_spec(tmp_path, rows)
     spec.write_text(spec.read_text() + "compute: {device: cuda, attention: flash_attention_2}\n")
     plan = compile_spec(spec)[0]
-    assert plan["compute"]["attention"] == "flash_attention_2"
-    batching = plan["training"]["batching"]
+    assert plan.compute.attention == "flash_attention_2"
+    batching = plan.training.batching.model_dump()
     assert batching["mode"] == "packed" and "FlashAttention" in batching["reason"]
 
 
@@ -159,17 +159,16 @@ def test_the_attention_implementation_reaches_the_model(tmp_path, attention):
     spec = _spec(tmp_path, body + "method: {kind: sft, adapter: full}\n")
     seen = Attention()
     ctx, _ = _run(spec, callbacks=[seen])
-    assert ctx.plan["compute"]["attention"] == attention and seen.seen == attention
+    assert ctx.plan.compute.attention == attention and seen.seen == attention
 
 
 def test_flash_attention_without_its_package_is_one_line_naming_the_field(tmp_path, monkeypatch):
     from ftspec.runtime import models
 
     spec = _spec(tmp_path, BASE_BODY + "method: {kind: sft, adapter: full}\n")
-    plan = compile_spec(spec)[0].to_dict()
-    plan["compute"]["attention"] = "flash_attention_2"
-    models.build_tiny(plan["model"], TEXTS * 10, tmp_path / "data" / "base-model")
+    plan = compile_spec(spec)[0]
+    models.build_tiny(plan.model, TEXTS * 10, tmp_path / "data" / "base-model")
     with pytest.raises(SpecError) as err:
-        models.load_model(plan["model"], tmp_path, tmp_path / "data", torch.float32, "cpu", attention="flash_attention_2")
+        models.load_model(plan.model, tmp_path, tmp_path / "data", torch.float32, "cpu", attention="flash_attention_2")
     text = str(err.value)
     assert text.count("compute.attention") == 1 and "\n" not in text.strip(), text

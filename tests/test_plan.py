@@ -9,6 +9,8 @@ import yaml
 
 from conftest import ROOT, run_cli
 from ftspec.compile import compile_spec
+from pydantic import ValidationError
+
 from ftspec.plan import PLAN_VERSION, Plan, PlanVersionError
 
 
@@ -62,8 +64,12 @@ def test_plan_round_trips_and_is_frozen(in_root):
     again = Plan.from_json(plan.to_json())
     assert again.id == plan.id
     assert again.to_dict() == plan.to_dict()
+    with pytest.raises(ValidationError):
+        plan.training.epochs = 99  # type: ignore[misc]
     with pytest.raises(TypeError):
-        plan["training"]["epochs"] = 99  # type: ignore[index]
+        plan.data.rename["x"] = "y"  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        plan.steps.append(None)  # type: ignore[attr-defined]
     data = plan.to_dict()
     data["training"]["epochs"] = 99
     with pytest.raises(ValueError, match="does not match its content"):
@@ -73,8 +79,8 @@ def test_plan_round_trips_and_is_frozen(in_root):
 def test_plan_version_is_checked(in_root):
     data = compile_spec("specs/quickstart.yaml")[0].to_dict()
     data["plan_version"] = PLAN_VERSION + 1
-    with pytest.raises(PlanVersionError):
-        Plan(data)
+    with pytest.raises(PlanVersionError, match="plan_version 2 is not supported"):
+        Plan.from_dict(data)
 
 
 def test_canonical_json_is_sorted_and_compact(in_root):
@@ -86,7 +92,7 @@ def test_canonical_json_is_sorted_and_compact(in_root):
 
 
 def _keys(path):
-    return {s["name"]: s["key"] for s in compile_spec(path)[0]["steps"]}
+    return {s.name: s.key for s in compile_spec(path)[0].steps}
 
 
 @pytest.mark.parametrize("edit,changed", [
@@ -95,6 +101,10 @@ def _keys(path):
     (lambda d: d["data"]["split"].update(seed=1), {"prepare_data", "eval_base", "train", "eval_tuned", "report"}),
     (lambda d: d["format"].update(completion=" {{ queue | upper }}"), {"prepare_data", "eval_base", "train", "eval_tuned", "report"}),
     (lambda d: d.update(description="same job, new words"), set()),
+    # Gates are scored by the report: a gate-only change re-runs only the report.
+    (lambda d: d["eval"]["gates"].update(accuracy=">= 0.7"), {"report"}),
+    # A zero-shot baseline does not depend on the training seed.
+    (lambda d: d["training"].update(seed=7), {"train", "eval_tuned", "report"}),
 ])
 def test_step_keys_follow_their_inputs(tmp_path, edit, changed):
     (tmp_path / "a").mkdir()
@@ -104,15 +114,24 @@ def test_step_keys_follow_their_inputs(tmp_path, edit, changed):
     assert {name for name in before if before[name] != after[name]} == changed
 
 
+def test_few_shot_baseline_follows_the_seed_that_draws_its_examples(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    before = _keys(_copy_quickstart(tmp_path / "a", edit=lambda d: d["eval"].update(few_shot=3)))
+    after = _keys(_copy_quickstart(tmp_path / "b", edit=lambda d: (d["eval"].update(few_shot=3),
+                                                                  d["training"].update(seed=7))))
+    assert {name for name in before if before[name] != after[name]} == {"eval_base", "train", "eval_tuned", "report"}
+
+
 def test_every_default_is_explicit(in_root):
     plan, _ = compile_spec("specs/quickstart.yaml")
-    t = plan["training"]
-    assert t["steps_per_epoch"] == 75  # ceil(1200 / 16)
-    assert t["total_steps"] == 225
-    assert t["warmup_steps"] == 12  # ceil(225 * 0.05)
-    assert t["effective_batch_size"] == 16
-    assert plan["model"]["intermediate_size"] == 512
-    assert plan["data"]["rows"] == {"train": 1200, "validation": 150, "test": 150}
-    assert plan["data"]["sources"]["train"]["sha256"] and len(plan["data"]["sources"]["train"]["sha256"]) == 64
-    assert plan["format"]["templates"]["prompt"]["text"].startswith("Route this support request")
-    assert [s["name"] for s in plan["steps"]] == ["prepare_data", "eval_base", "train", "eval_tuned", "report"]
+    t = plan.training
+    assert t.steps_per_epoch == 75  # ceil(1200 / 16)
+    assert t.total_steps == 225
+    assert t.warmup_steps == 12  # ceil(225 * 0.05)
+    assert t.effective_batch_size == 16
+    assert plan.model.intermediate_size == 512
+    assert plan.data.rows.model_dump() == {"train": 1200, "validation": 150, "test": 150}
+    assert plan.data.sources["train"].sha256 and len(plan.data.sources["train"].sha256) == 64
+    assert plan.format.templates["prompt"].text.startswith("Route this support request")
+    assert [s.name for s in plan.steps] == ["prepare_data", "eval_base", "train", "eval_tuned", "report"]

@@ -149,7 +149,7 @@ def test_no_checkpoint_at_the_last_step_and_none_left_once_the_step_is_complete(
     saves = Saves()
     ctx, _ = _run(spec, callbacks=[saves])
     assert saves.steps == [2, 4], "every save_every steps, but not at the last one: the model itself is saved there"
-    assert not (ctx.run_dir / "checkpoints" / ctx.plan.step("train")["key"][:16]).exists()
+    assert not (ctx.run_dir / "checkpoints" / ctx.plan.step("train").key[:16]).exists()
     assert (ctx.run_dir / "model/model.safetensors").is_file()
 
 
@@ -195,7 +195,7 @@ compute: {device: cpu}
     assert any("rewards/margins" in m for m in metrics)
     first = next(m for m in metrics if "loss" in m)
     assert first["loss"] == pytest.approx(0.6931, abs=1e-3), "at step 1 the policy equals the reference"
-    assert [s["name"] for s in ctx.plan["steps"]] == ["prepare_data", "train", "report"]
+    assert [s.name for s in ctx.plan.steps] == ["prepare_data", "train", "report"]
 
 
 class _CaptureBatch(TrainerCallback):
@@ -289,7 +289,7 @@ def test_a_crashed_run_resumes_to_the_same_final_weights(tmp_path, batching):
     mode = f"training.batching={batching}"
     straight = _spec(tmp_path / "a", body)
     ctx_a, _ = _run(straight, mode)
-    assert ctx_a.plan["training"]["batching"]["mode"] == batching
+    assert ctx_a.plan.training.batching.mode == batching
     crashed = _spec(tmp_path / "b", body)
     with pytest.raises(KeyboardInterrupt):
         _run(crashed, mode, callbacks=[_CrashAt(4)])
@@ -381,7 +381,7 @@ def test_a_local_pretrained_model_trains_with_lora(tmp_path):
     body = BASE_BODY.replace(TINY, "\nmodel: {base: ./local-model}\n")
     ctx, _ = _run(_spec(tmp_path, body + "method: {kind: sft, adapter: {kind: lora, r: 2, target_modules: [q_proj, v_proj]}}\n", name="local"),
                   "training.max_steps=1")
-    assert ctx.plan["model"] == {"kind": "pretrained", "source": "local", "name_or_path": "local-model", "revision": None,
+    assert ctx.plan.model.model_dump() == {"kind": "pretrained", "source": "local", "name_or_path": "local-model", "revision": None,
                                  "dtype": "auto", "trust_remote_code": False, "tokenizer": None}
     config = json.loads((ctx.run_dir / "model/adapter_config.json").read_text())
     assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]

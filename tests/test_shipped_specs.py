@@ -50,7 +50,7 @@ def test_golden_plan(name, profiles, in_root, update_golden):
 def test_profile_changes_the_effective_plan(in_root):
     base, _ = compile_spec("specs/quickstart.yaml")
     smoke, _ = compile_spec("specs/quickstart.yaml", ["smoke"])
-    assert base["data"]["rows"]["train"] == 1200
-    assert smoke["data"]["rows"] == {"train": 64, "validation": 64, "test": 64}
-    assert smoke["training"]["total_steps"] == 5
+    assert base.data.rows.train == 1200
+    assert smoke.data.rows.model_dump() == {"train": 64, "validation": 64, "test": 64}
+    assert smoke.training.total_steps == 5
     assert smoke.id != base.id

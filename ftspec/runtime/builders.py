@@ -13,8 +13,8 @@ import torch
 from ftspec.errors import Pos, SpecError
 
 
-def resolve_device(compute: Mapping) -> str:
-    wanted = compute["device"]
+def resolve_device(compute: Any) -> str:
+    wanted = compute.device
     if wanted == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -36,9 +36,9 @@ def _cpu_supports_bf16() -> bool:
         return False
 
 
-def resolve_precision(compute: Mapping, device: str) -> str:
+def resolve_precision(compute: Any, device: str) -> str:
     """fp32, bf16 or fp16; ``auto`` takes bf16 where the GPU has it, else fp32."""
-    wanted = compute["precision"]
+    wanted = compute.precision
     if wanted == "auto":
         return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if wanted == "fp16" and device == "cpu":
@@ -50,10 +50,10 @@ def resolve_precision(compute: Mapping, device: str) -> str:
     return wanted
 
 
-def model_dtype(plan_model: Mapping, precision: str) -> torch.dtype:
+def model_dtype(plan_model: Any, precision: str) -> torch.dtype:
     """Weights load in fp32 for mixed-precision training (autocast does the rest),
     unless the spec asks for a dtype."""
-    dtype = plan_model.get("dtype", "auto")
+    dtype = getattr(plan_model, "dtype", "auto")  # a tiny model has no dtype setting
     if dtype == "auto":
         return torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -67,37 +67,37 @@ def _cadence(every: Any) -> tuple[str, int | None]:
     return "steps", int(every)
 
 
-def training_arguments(training: Mapping, tracking: Mapping, device: str, precision: str, output_dir: str, has_eval: bool) -> dict:
+def training_arguments(training: Any, tracking: Any, device: str, precision: str, output_dir: str, has_eval: bool) -> dict:
     """Keyword arguments shared by SFTConfig and DPOConfig.
 
     ``max_steps`` is always the plan's total: resuming with the same total keeps the
     learning-rate schedule, and so the final weights, identical to an uninterrupted run.
     """
-    eval_strategy, eval_steps = _cadence(training["eval_every"] if has_eval else None)
-    save_strategy, save_steps = _cadence(training["save_every"])
-    early = training["early_stopping"]
+    eval_strategy, eval_steps = _cadence(training.eval_every if has_eval else None)
+    save_strategy, save_steps = _cadence(training.save_every)
+    early = training.early_stopping
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
-        "max_steps": training["total_steps"],
-        "per_device_train_batch_size": training["batch_size"],
-        "per_device_eval_batch_size": training["batch_size"],
-        "gradient_accumulation_steps": training["gradient_accumulation"],
-        "learning_rate": training["learning_rate"],
-        "lr_scheduler_type": training["lr_scheduler"],
-        "warmup_steps": training["warmup_steps"] or 0,
-        "weight_decay": training["weight_decay"],
-        "max_grad_norm": training["max_grad_norm"],
-        "optim": training["optimizer"],
-        "seed": training["seed"],
-        "data_seed": training["seed"],
+        "max_steps": training.total_steps,
+        "per_device_train_batch_size": training.batch_size,
+        "per_device_eval_batch_size": training.batch_size,
+        "gradient_accumulation_steps": training.gradient_accumulation,
+        "learning_rate": training.learning_rate,
+        "lr_scheduler_type": training.lr_scheduler,
+        "warmup_steps": training.warmup_steps or 0,
+        "weight_decay": training.weight_decay,
+        "max_grad_norm": training.max_grad_norm,
+        "optim": training.optimizer,
+        "seed": training.seed,
+        "data_seed": training.seed,
         "logging_strategy": "steps",
-        "logging_steps": training["logging_steps"],
+        "logging_steps": training.logging_steps,
         "logging_first_step": True,
         "eval_strategy": eval_strategy,
         "save_strategy": save_strategy,
-        "save_total_limit": training["save_total_limit"],
-        "activation_checkpointing": training["gradient_checkpointing"],
-        "max_length": training["max_length"],
+        "save_total_limit": training.save_total_limit,
+        "activation_checkpointing": training.gradient_checkpointing,
+        "max_length": training.max_length,
         "report_to": report_to(tracking),
         "dataloader_num_workers": 0,
         "use_cpu": device == "cpu",
@@ -114,17 +114,17 @@ def training_arguments(training: Mapping, tracking: Mapping, device: str, precis
     return kwargs
 
 
-def batching_arguments(training: Mapping, train_stats: Mapping | None, objective: str) -> dict:
+def batching_arguments(training: Any, train_stats: Mapping | None, objective: str) -> dict:
     """What the plan's batching mode means to the trainer.
 
     ``batch_size`` counts rows. Packed rows hold several rows each, so the packed
     batch is sized to carry about the same number of rows per step:
     ``batch_size × mean row length / max_length`` sequences of ``max_length``.
     """
-    mode = training["batching"]["mode"]
+    mode = training.batching.mode
     if mode == "packed" and objective == "sft":
-        mean = (train_stats or {}).get("tokens", {}).get("mean") or training["max_length"]
-        per_row = max(1, round(training["batch_size"] * min(mean, training["max_length"]) / training["max_length"]))
+        mean = (train_stats or {}).get("tokens", {}).get("mean") or training.max_length
+        per_row = max(1, round(training.batch_size * min(mean, training.max_length) / training.max_length))
         return {"packing": True, "packing_strategy": "bfd", "padding_free": True,
                 "per_device_train_batch_size": per_row, "per_device_eval_batch_size": per_row}
     if mode == "length_grouped":
@@ -132,49 +132,49 @@ def batching_arguments(training: Mapping, train_stats: Mapping | None, objective
     return {}
 
 
-def report_to(tracking: Mapping) -> list[str]:
-    kind = tracking["kind"]
+def report_to(tracking: Any) -> list[str]:
+    kind = tracking.kind
     return [] if kind == "none" else [kind]
 
 
-def lora_config(adapter: Mapping):
+def lora_config(adapter: Any):
     """A peft LoraConfig from the plan's adapter section (None for full fine-tuning)."""
-    if adapter["kind"] == "full":
+    if adapter.kind == "full":
         return None
     from peft import LoraConfig
 
     return LoraConfig(
-        r=adapter["r"],
-        lora_alpha=adapter["alpha"],
-        lora_dropout=adapter["dropout"],
-        target_modules=adapter["target_modules"],
-        bias=adapter["bias"],
+        r=adapter.r,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
+        target_modules=adapter.target_modules if isinstance(adapter.target_modules, str) else list(adapter.target_modules),
+        bias=adapter.bias,
         task_type="CAUSAL_LM",
     )
 
 
-def quantization_config(adapter: Mapping):
-    if adapter["kind"] != "qlora":
+def quantization_config(adapter: Any):
+    if adapter.kind != "qlora":
         return None
     from transformers import BitsAndBytesConfig
 
-    if adapter["bits"] == 8:
+    if adapter.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type=adapter["quant_type"],
-        bnb_4bit_use_double_quant=adapter["double_quant"],
+        bnb_4bit_quant_type=adapter.quant_type,
+        bnb_4bit_use_double_quant=adapter.double_quant,
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
 
 
-def early_stopping_callbacks(training: Mapping, has_eval: bool) -> list:
-    early = training["early_stopping"]
+def early_stopping_callbacks(training: Any, has_eval: bool) -> list:
+    early = training.early_stopping
     if not early or not has_eval:
         return []
     from transformers import EarlyStoppingCallback
 
-    return [EarlyStoppingCallback(early_stopping_patience=early["patience"], early_stopping_threshold=early["min_delta"])]
+    return [EarlyStoppingCallback(early_stopping_patience=early.patience, early_stopping_threshold=early.min_delta)]
 
 
 def trainer_callbacks(job, last: str | None, interrupt, has_eval: bool) -> list:
@@ -185,4 +185,4 @@ def trainer_callbacks(job, last: str | None, interrupt, has_eval: bool) -> list:
     from ftspec.runtime.resume import NoFinalCheckpoint, checkpoint_step
 
     return [MetricsLog(job.metrics, checkpoint_step(last)), NoFinalCheckpoint(), interrupt,
-            *early_stopping_callbacks(job.plan["training"], has_eval), *job.callbacks]
+            *early_stopping_callbacks(job.plan.training, has_eval), *job.callbacks]

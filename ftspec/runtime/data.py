@@ -11,31 +11,32 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from ftspec import io
 from ftspec.errors import Issue, Pos, SpecError
-from ftspec.formatting import FormatError, RowFormatter, reference
+from ftspec.formatting import FormatError, RowFormatter
 from ftspec.sources import RowError, read_rows
 from ftspec.splitting import split_indices
 
 SPLITS = ("train", "validation", "test")
 
 
-def _read_source(split: str, src: Mapping, root: Path, on_bad_row: str, skipped: list) -> tuple[list[dict], list[str]]:
+def _read_source(split: str, src: Any, root: Path, on_bad_row: str, skipped: list) -> tuple[list[dict], list[str]]:
     """All rows of one source, and where each came from (``FILE:ROW``)."""
-    if src["kind"] == "hub":
+    if src.kind == "hub":
         return _read_hub(split, src)
-    path = root / src["path"]
-    shown = src["path"]
+    path = root / src.path
+    shown = src.path
     if not path.is_file():
         raise SpecError.one(Pos(shown), f"data.{split}", "data file was deleted since the plan was made")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != src["sha256"]:
+    if digest != src.sha256:
         raise SpecError.one(Pos(shown), f"data.{split}",
                             "data file changed since the plan was made (sha256 differs); plan again")
     rows, where = [], []
     try:
-        for row in read_rows(path, src["format"], shown, src["columns"], src["header"], src["field"],
+        for row in read_rows(path, src.format, shown, list(src.columns) if src.columns else None, src.header, src.field,
                              on_bad_row=on_bad_row, skipped=skipped):
             rows.append(row.values)
             where.append(f"{shown}:{row.number}")
@@ -44,18 +45,18 @@ def _read_source(split: str, src: Mapping, root: Path, on_bad_row: str, skipped:
     return rows, where
 
 
-def _read_hub(split: str, src: Mapping) -> tuple[list[dict], list[str]]:
+def _read_hub(split: str, src: Any) -> tuple[list[dict], list[str]]:
     import datasets
 
-    kwargs = {"split": src["split"]}
-    if src["revision"]:
-        kwargs["revision"] = src["revision"]
+    kwargs = {"split": src.split}
+    if src.revision:
+        kwargs["revision"] = src.revision
     try:
-        ds = datasets.load_dataset(src["hub"], src["subset"], **kwargs)
+        ds = datasets.load_dataset(src.hub, src.subset, **kwargs)
     except Exception as exc:  # datasets raises many kinds: not found, offline, no such split
-        raise SpecError.one(Pos(f"hub:{src['hub']}"), f"data.{split}", f"cannot load the hub dataset: {str(exc).splitlines()[0]}") from None
+        raise SpecError.one(Pos(f"hub:{src.hub}"), f"data.{split}", f"cannot load the hub dataset: {str(exc).splitlines()[0]}") from None
     rows = [dict(r) for r in ds]
-    return rows, [f"hub:{src['hub']}[{src['split']}]:{i + 1}" for i in range(len(rows))]
+    return rows, [f"hub:{src.hub}[{src.split}]:{i + 1}" for i in range(len(rows))]
 
 
 def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on_bad_row: str, skipped: list) -> tuple[list[dict], list[dict], list[str]]:
@@ -77,55 +78,38 @@ def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on
     return records, columns, origins
 
 
-def _check_choices(plan: Mapping, records: list[dict], origins: list[str]) -> None:
-    """In choices mode every answer must be one of the allowed labels."""
-    e = plan["eval"]
-    if e["mode"] != "choices" or not e["choices"]:
-        return
-    allowed = set(e["choices"])
-    for record, origin in zip(records, origins):
-        ref = reference(plan["format"]["kind"], record)
-        if ref not in allowed:
-            file, _, row = origin.rpartition(":")
-            raise SpecError.one(Pos(file, int(row) if row.isdigit() else None), "eval.choices",
-                                f"the answer {ref!r} is not one of eval.choices ({', '.join(e['choices'])})")
-
-
-def build_splits(plan: Mapping, root: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Every split's formatted records, and counts of what was skipped."""
-    data = plan["data"]
-    formatter = RowFormatter.from_plan(data, plan["format"])
+def build_splits(data: Any, fmt: Any, root: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """Every split's formatted records (from the plan's ``data`` and ``format``
+    sections), and counts of what was skipped."""
+    formatter = RowFormatter.from_plan(data, fmt)
     skipped: list[RowError] = []
     out: dict[str, list[dict]] = {}
+    origins: dict[str, list[str]] = {}  # FILE:ROW of each record, so later steps can point at a row
     stratify_values: list = []
+    s = data.split
     for split in SPLITS:
-        src = data["sources"].get(split)
+        src = data.sources.get(split)
         if src is None:
             continue
-        rows, where = _read_source(split, src, root, data["on_bad_row"], skipped)
-        records, columns, origins = _format_rows(rows, where, formatter, data["on_bad_row"], skipped)
-        _check_choices(plan, records, origins)
-        out[split] = records
-        if split == "train" and data["split"] and data["split"]["stratify"]:
-            key = data["split"]["stratify"]
-            stratify_values = [json.dumps(c.get(key), sort_keys=True, default=str) for c in columns]
-    if data["split"]:
-        s = data["split"]
-        train = out["train"]
-        labels = stratify_values if s["stratify"] else None
-        tr, va, te = split_indices(len(train), s["validation"], s["test"], s["seed"], labels)
-        if "validation" not in data["sources"] and s["validation"] > 0:
-            out["validation"] = [train[i] for i in va]
-        if "test" not in data["sources"] and s["test"] > 0:
-            out["test"] = [train[i] for i in te]
-        out["train"] = [train[i] for i in tr]
-    if data["limit"]:
-        out = {k: v[: data["limit"]] for k, v in out.items()}
+        rows, where = _read_source(split, src, root, data.on_bad_row, skipped)
+        out[split], columns, origins[split] = _format_rows(rows, where, formatter, data.on_bad_row, skipped)
+        if split == "train" and s is not None and s.stratify:
+            stratify_values = [json.dumps(c.get(s.stratify), sort_keys=True, default=str) for c in columns]
+    if s is not None:
+        train, train_origins = out["train"], origins["train"]
+        labels = stratify_values if s.stratify else None
+        tr, va, te = split_indices(len(train), s.validation, s.test, s.seed, labels)
+        for name, index, fraction in (("validation", va, s.validation), ("test", te, s.test), ("train", tr, 1)):
+            if name == "train" or (name not in data.sources and fraction > 0):
+                out[name], origins[name] = [train[i] for i in index], [train_origins[i] for i in index]
+    if data.limit:
+        out = {k: v[: data.limit] for k, v in out.items()}
+        origins = {k: v[: data.limit] for k, v in origins.items()}
     for split, records in out.items():
         if not records:
             what = "after skipping bad rows" if skipped else "after splitting"
             raise SpecError.one(Pos(f"data.{split}"), f"data.{split}", f"the {split} split is empty {what}")
-    stats = {"skipped_rows": len(skipped), "skipped_examples": [str(e) for e in skipped[:20]]}
+    stats = {"skipped_rows": len(skipped), "skipped_examples": [str(e) for e in skipped[:20]], "origins": origins}
     return out, stats
 
 
@@ -232,15 +216,9 @@ def load_tokens(path: Path):
     return load_from_disk(str(path), keep_in_memory=True)
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+# The splits are JSON lines, written atomically and read strictly (ftspec.io).
+write_jsonl = io.write_jsonl
+read_jsonl = io.read_jsonl
 
 
 def training_texts(records: list[dict], kind: str) -> list[str]:

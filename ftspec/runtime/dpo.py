@@ -21,22 +21,22 @@ from ftspec.runtime.models import load_model, load_tokenizer
 
 def train_dpo(job: TrainJob) -> TrainResult:
     plan = job.plan
-    training, adapter, dpo = plan["training"], plan["method"]["adapter"], plan["method"]["dpo"]
+    training, adapter, dpo = plan.training, plan.method.adapter, plan.method.dpo
 
     # 1. Device and precision.
-    device = builders.resolve_device(plan["compute"])
-    precision = builders.resolve_precision(plan["compute"], device)
-    dtype = builders.model_dtype(plan["model"], precision)
+    device = builders.resolve_device(plan.compute)
+    precision = builders.resolve_precision(plan.compute, device)
+    dtype = builders.model_dtype(plan.model, precision)
 
     # 2. Tokenizer, the policy, and the frozen reference it is pulled towards. With an
     #    adapter the reference is the base model with the adapter switched off, so no
     #    second copy is loaded; full fine-tuning needs one.
-    tokenizer = load_tokenizer(plan["model"], job.root, job.data_dir)
-    attention = plan["compute"]["attention"]
-    model = load_model(plan["model"], job.root, job.data_dir, dtype, device,
+    tokenizer = load_tokenizer(plan.model, job.root, job.data_dir)
+    attention = plan.compute.attention
+    model = load_model(plan.model, job.root, job.data_dir, dtype, device,
                        quantization_config=builders.quantization_config(adapter), attention=attention)
-    reference = (load_model(plan["model"], job.root, job.data_dir, dtype, device, attention=attention)
-                 if adapter["kind"] == "full" else None)
+    reference = (load_model(plan.model, job.root, job.data_dir, dtype, device, attention=attention)
+                 if adapter.kind == "full" else None)
 
     # 3. The prepared pairs: prompt, chosen, rejected.
     train = Dataset.from_list(read_jsonl(job.data_dir / "train.jsonl"))
@@ -44,8 +44,8 @@ def train_dpo(job: TrainJob) -> TrainResult:
     validation = Dataset.from_list(read_jsonl(validation_file)) if validation_file.exists() else None
 
     # 4. Configuration: shared arguments from the plan, and what DPO adds to them.
-    args = builders.training_arguments(training, plan["tracking"], device, precision, str(job.checkpoints), validation is not None)
-    args.update(beta=dpo["beta"], loss_type=[dpo["loss_type"]], label_smoothing=dpo["label_smoothing"])
+    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None)
+    args.update(beta=dpo.beta, loss_type=[dpo.loss_type], label_smoothing=dpo.label_smoothing)
     config = DPOConfig(**args)
 
     # 5. Train, resuming from the last complete checkpoint an earlier run of this very

@@ -25,6 +25,7 @@ import torch
 
 from ftspec.formatting import reference
 from ftspec.runtime import metrics as M
+from ftspec.runtime.stopping import stopping_arguments
 
 
 # --------------------------------------------------------------------------- prompts
@@ -120,7 +121,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=not chat,
                             truncation=limit is not None, max_length=limit).to(device)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=stop_token_ids(tokenizer))
+                                 pad_token_id=tokenizer.pad_token_id, **stopping_arguments(model, tokenizer, stop))
             new = out[:, enc["input_ids"].shape[1]:]
             for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 for s in stop:
@@ -253,41 +254,65 @@ def read_split(data_dir: Path, split: str) -> list[dict]:
     return read_jsonl(data_dir / f"{split}.jsonl")
 
 
-def evaluate(model, tokenizer, plan: Mapping, data_dir: Path, *, baseline: bool,
-             load_judge: Callable[[Mapping], tuple] | None = None) -> tuple[dict, list[dict]]:
-    """Score one model on the evaluation split: the step's metrics.json and its predictions."""
-    e = plan["eval"]
-    kind = plan["format"]["kind"]
-    records = read_split(data_dir, e["split"])
-    if e["limit"]:
-        records = records[: e["limit"]]
+def check_choices(data_dir: Path, kind: str, choices) -> None:
+    """In choices mode every answer, of every split, must be one of the allowed labels:
+    a label the model can never pick is a mistake in the data or in eval.choices."""
+    if not choices:
+        return
+    from ftspec.errors import Pos, SpecError
+    from ftspec.io import read_json
+
+    allowed = set(choices)
+    origins = read_json(data_dir / "origins.json") or {}
+    for split in ("train", "validation", "test"):
+        if not (data_dir / f"{split}.jsonl").exists():
+            continue
+        where = origins.get(split) or []
+        for i, record in enumerate(read_split(data_dir, split)):
+            ref = reference(kind, record)
+            if ref not in allowed:
+                file, _, row = (where[i] if i < len(where) else f"{split} split:{i + 1}").rpartition(":")
+                raise SpecError.one(Pos(file, int(row) if row.isdigit() else None), "eval.choices",
+                                    f"the answer {ref!r} is not one of eval.choices ({', '.join(choices)})")
+
+
+def evaluate(model, tokenizer, e, kind: str, max_length: int, data_dir: Path, *, baseline: bool,
+             load_judge: Callable[[object], tuple] | None = None) -> tuple[dict, list[dict]]:
+    """Score one model on the evaluation split: the step's metrics.json and its predictions.
+    ``e`` is the plan's eval section, ``kind`` the format's kind, ``max_length`` the
+    training length that prompts are cut to."""
+    records = read_split(data_dir, e.split)
+    if e.limit:
+        records = records[: e.limit]
     train = read_split(data_dir, "train")
-    shots = few_shot(train, e["few_shot"], plan["training"]["seed"]) if baseline else []
+    shots = few_shot(train, e.few_shot, e.few_shot_seed) if baseline and e.few_shot else []
     examples = build_examples(records, kind, tokenizer, shots)
-    labels = list(e["choices"]) if e["choices"] else None
-    max_length = plan["training"]["max_length"]
+    labels = list(e.choices) if e.choices else None
 
-    if e["mode"] == "choices":
+    if e.mode == "choices":
+        check_choices(data_dir, kind, labels)
         labels = labels or sorted({reference(kind, r) for r in train})
-        predictions = choose(model, tokenizer, examples, labels, kind, e["batch_size"], max_length)
+        predictions = choose(model, tokenizer, examples, labels, kind, e.batch_size, max_length)
     else:
-        predictions = generate(model, tokenizer, [ex.prompt for ex in examples], e["max_new_tokens"], e["batch_size"],
-                               e["stop"], chat=kind == "chat", max_length=max_length)
+        predictions = generate(model, tokenizer, [ex.prompt for ex in examples], e.max_new_tokens, e.batch_size,
+                               list(e.stop), chat=kind == "chat", max_length=max_length)
 
-    pure = [m for m in e["metrics"] if m["name"] not in M.MODEL_METRICS]
+    # The metric definitions as the pure scoring functions take them (plain data).
+    definitions = [m.model_dump(mode="json", by_alias=True) for m in e.metrics]
+    pure = [m for m in definitions if m["name"] not in M.MODEL_METRICS]
     result = M.score(pure, predictions, [ex.reference for ex in examples], labels=labels)
     aggregate = dict(result.aggregate)
     per_example = [dict(s) for s in result.per_example] or [{} for _ in examples]
     details = dict(result.details)
-    for metric in e["metrics"]:
-        if metric["name"] == "perplexity":
-            aggregate["perplexity"] = perplexity(model, tokenizer, examples, kind, e["batch_size"], max_length)
-        elif metric["name"] == "judge" and load_judge is not None:
+    for metric, definition in zip(e.metrics, definitions):
+        if metric.name == "perplexity":
+            aggregate["perplexity"] = perplexity(model, tokenizer, examples, kind, e.batch_size, max_length)
+        elif metric.name == "judge" and load_judge is not None:
             judge_model, judge_tokenizer = load_judge(metric)
-            scores, unparsed = judge_scores(metric, examples, predictions, judge_model, judge_tokenizer, e["batch_size"])
+            scores, unparsed = judge_scores(definition, examples, predictions, judge_model, judge_tokenizer, e.batch_size)
             parsed = [s for s in scores if s is not None]
             aggregate["judge"] = sum(parsed) / len(parsed) if parsed else None
-            details["judge"] = {"unparsed": unparsed, "model": metric["model"]}
+            details["judge"] = {"unparsed": unparsed, "model": definition["model"]}
             for row, s in zip(per_example, scores):
                 if s is not None:
                     row["judge"] = s
@@ -297,6 +322,6 @@ def evaluate(model, tokenizer, plan: Mapping, data_dir: Path, *, baseline: bool,
         if result.extracted and result.extracted[i]:
             row["extracted"] = result.extracted[i]
         rows.append(row)
-    summary = {"metrics": aggregate, "details": details, "rows": len(examples), "split": e["split"],
-               "few_shot": len(shots), "mode": e["mode"]}
+    summary = {"metrics": aggregate, "details": details, "rows": len(examples), "split": e.split,
+               "few_shot": len(shots), "mode": e.mode}
     return summary, rows

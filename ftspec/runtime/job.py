@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass
 class TrainJob:
-    plan: Any  # ftspec.plan.Plan
+    plan: Any  # the train step's view of the plan (ftspec.steps.PlanView)
     root: Path  # the spec's repository root: plan paths are relative to it
     data_dir: Path  # prepare_data's outputs (splits, tokenizer, tiny base model)
     checkpoints: Path  # trainer checkpoints of this train step's key, kept across crashes

@@ -4,7 +4,7 @@ plan's config with a tokenizer that needs no download."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -45,7 +45,7 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerF
     return _wrap(tok)
 
 
-def tiny_config(m: Mapping, tokenizer: PreTrainedTokenizerFast):
+def tiny_config(m: Any, tokenizer: PreTrainedTokenizerFast):
     """A transformers config for the plan's tiny model, sized to the tokenizer."""
     common = dict(
         vocab_size=len(tokenizer),  # len() counts the added special tokens; vocab_size does not
@@ -54,48 +54,48 @@ def tiny_config(m: Mapping, tokenizer: PreTrainedTokenizerFast):
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    if m["architecture"] == "gpt2":
+    if m.architecture == "gpt2":
         return AutoConfig.for_model(
-            "gpt2", n_embd=m["hidden_size"], n_layer=m["num_layers"], n_head=m["num_heads"],
-            n_inner=m["intermediate_size"], n_positions=m["max_position_embeddings"], **common)
+            "gpt2", n_embd=m.hidden_size, n_layer=m.num_layers, n_head=m.num_heads,
+            n_inner=m.intermediate_size, n_positions=m.max_position_embeddings, **common)
     return AutoConfig.for_model(
-        m["architecture"],
-        hidden_size=m["hidden_size"],
-        num_hidden_layers=m["num_layers"],
-        num_attention_heads=m["num_heads"],
-        num_key_value_heads=m["num_kv_heads"],
-        intermediate_size=m["intermediate_size"],
-        max_position_embeddings=m["max_position_embeddings"],
+        m.architecture,
+        hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        num_key_value_heads=m.num_kv_heads,
+        intermediate_size=m.intermediate_size,
+        max_position_embeddings=m.max_position_embeddings,
         **common,
     )
 
 
-def build_tiny(m: Mapping, train_texts: Iterable[str], out_dir: Path) -> None:
+def build_tiny(m: Any, train_texts: Iterable[str], out_dir: Path) -> None:
     """Build the tiny model and its tokenizer, and save both to ``out_dir``."""
-    tok_spec = m["tokenizer"]
-    tokenizer = byte_tokenizer() if tok_spec["kind"] == "byte" else bpe_tokenizer(train_texts, tok_spec["vocab_size"])
+    tok_spec = m.tokenizer
+    tokenizer = byte_tokenizer() if tok_spec.kind == "byte" else bpe_tokenizer(train_texts, tok_spec.vocab_size)
     config = tiny_config(m, tokenizer)
-    torch.manual_seed(m["init_seed"])
+    torch.manual_seed(m.init_seed)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 
 
-def base_model_path(plan_model: Mapping, root: Path, data_dir: Path) -> str:
+def base_model_path(plan_model: Any, root: Path, data_dir: Path) -> str:
     """Where the base model loads from: the prepared tiny model, a local folder, or a hub id."""
-    if plan_model["kind"] == "tiny":
+    if plan_model.kind == "tiny":
         return str(data_dir / "base-model")
-    if plan_model["source"] == "local":
-        return str(root / plan_model["name_or_path"])
-    return plan_model["name_or_path"]
+    if plan_model.source == "local":
+        return str(root / plan_model.name_or_path)
+    return plan_model.name_or_path
 
 
-def load_tokenizer(plan_model: Mapping, root: Path, data_dir: Path, chat_template: str | None = None):
+def load_tokenizer(plan_model: Any, root: Path, data_dir: Path, chat_template: str | None = None):
     path = base_model_path(plan_model, root, data_dir)
     kwargs = {}
-    if plan_model["kind"] == "pretrained":
-        path = plan_model.get("tokenizer") or path
-        kwargs = {"revision": plan_model["revision"], "trust_remote_code": plan_model["trust_remote_code"]}
+    if plan_model.kind == "pretrained":
+        path = plan_model.tokenizer or path
+        kwargs = {"revision": plan_model.revision, "trust_remote_code": plan_model.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if v is not None})
     except OSError as exc:
@@ -107,7 +107,7 @@ def load_tokenizer(plan_model: Mapping, root: Path, data_dir: Path, chat_templat
     return tokenizer
 
 
-def load_model(plan_model: Mapping, root: Path, data_dir: Path, dtype: torch.dtype, device: str,
+def load_model(plan_model: Any, root: Path, data_dir: Path, dtype: torch.dtype, device: str,
                path: str | None = None, quantization_config=None, attention: str = "auto"):
     """Load the base model (or a saved full model at ``path``) for training or evaluation,
     with the plan's attention implementation (``auto``: transformers' default, SDPA)."""
@@ -118,10 +118,10 @@ def load_model(plan_model: Mapping, root: Path, data_dir: Path, dtype: torch.dty
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
         kwargs["device_map"] = {"": 0}
-    if plan_model["kind"] == "pretrained" and path is None:
-        kwargs["trust_remote_code"] = plan_model["trust_remote_code"]
-        if plan_model["revision"]:
-            kwargs["revision"] = plan_model["revision"]
+    if plan_model.kind == "pretrained" and path is None:
+        kwargs["trust_remote_code"] = plan_model.trust_remote_code
+        if plan_model.revision:
+            kwargs["revision"] = plan_model.revision
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
@@ -134,14 +134,14 @@ def load_model(plan_model: Mapping, root: Path, data_dir: Path, dtype: torch.dty
     return model if quantization_config is not None else model.to(device)
 
 
-def load_tuned(plan: Mapping, root: Path, data_dir: Path, model_dir: Path, dtype: torch.dtype, device: str):
+def load_tuned(plan_model: Any, adapter_kind: str, attention: str, root: Path, data_dir: Path, model_dir: Path,
+               dtype: torch.dtype, device: str):
     """The trained model: a full model, or the base with its LoRA adapter."""
-    attention = plan["compute"]["attention"]
-    if plan["method"]["adapter"]["kind"] == "full":
-        return load_model(plan["model"], root, data_dir, dtype, device, path=str(model_dir), attention=attention)
+    if adapter_kind == "full":
+        return load_model(plan_model, root, data_dir, dtype, device, path=str(model_dir), attention=attention)
     from peft import PeftModel
 
-    base = load_model(plan["model"], root, data_dir, dtype, device, attention=attention)
+    base = load_model(plan_model, root, data_dir, dtype, device, attention=attention)
     return PeftModel.from_pretrained(base, str(model_dir)).to(device)
 
 

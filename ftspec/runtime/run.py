@@ -19,7 +19,6 @@ folder holds a marker with the step's current key is reused, not run again.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -30,58 +29,66 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ftspec.plan import Plan
-from ftspec.rundir import STEP_DIRS, RunLock, finish_step, is_complete, now, read_json, write_json
+from ftspec import steps
+from ftspec.plan import Plan, chat_template_text
+from ftspec.io import copy_atomic, read_json, write_json, write_jsonl
+from ftspec.rundir import RunLock, finish_step, is_complete, now
 from ftspec.summary import describe_adapter, describe_model
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
 
 
 @dataclass
-class RunContext:
-    plan: Plan
-    root: Path
+class StepContext:
+    """What a step is given besides its view of the plan: where things are, and how to talk."""
+
+    root: Path  # the spec's repository root: plan paths are relative to it
     run_dir: Path
+    key: str  # this step's key
     echo: Callable[[str], None] = print
     callbacks: list = field(default_factory=list)  # extra trainer callbacks, for tests
-    results: dict = field(default_factory=dict)  # what each step reports, for the summary
 
     def step_dir(self, name: str) -> Path:
-        return self.run_dir / STEP_DIRS[name]
+        return self.run_dir / steps.folder(name)
 
     @property
     def data_dir(self) -> Path:
-        return self.step_dir("prepare_data")
+        return self.step_dir(steps.PREPARE_DATA.name)
 
     def checkpoints(self) -> Path:
-        return self.run_dir / "checkpoints" / self.plan.step("train")["key"][:16]
+        return checkpoints_dir(self.run_dir, self.key)
+
+
+def checkpoints_dir(run_dir: Path, train_key: str) -> Path:
+    """The trainer's checkpoints for one train key, kept across crashes until the step is complete."""
+    return run_dir / "checkpoints" / train_key[:16]
 
 
 # --------------------------------------------------------------------------- the steps
+# Each step function is given a view of the plan fields its declaration in
+# ftspec/steps.py names, and nothing else.
 
 
-def step_prepare_data(ctx: RunContext, out: Path) -> dict:
+def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     from ftspec.runtime import data as D
     from ftspec.runtime.models import build_tiny, load_tokenizer
 
-    plan = ctx.plan
-    kind = plan["format"]["kind"]
+    kind = plan.format.kind
     started = time.perf_counter()
-    splits, skipped = D.build_splits(plan.to_dict(), ctx.root)
+    splits, skipped = D.build_splits(plan.data, plan.format, ctx.root)
+    write_json(out / "origins.json", skipped.pop("origins"))
     for split, records in splits.items():
         D.write_jsonl(out / f"{split}.jsonl", records)
     building = time.perf_counter()
-    if plan["model"]["kind"] == "tiny":
-        build_tiny(plan["model"], D.training_texts(splits["train"], kind), out / "base-model")
+    if plan.model.kind == "tiny":
+        build_tiny(plan.model, D.training_texts(splits["train"], kind), out / "base-model")
     started += time.perf_counter() - building  # rows/s measures the data, not the tiny model's build
-    fmt = plan["format"]
-    chat_template = fmt["chat_template"]["text"] if kind == "chat" and fmt["chat_template"] != "model" else None
-    tokenizer = load_tokenizer(plan["model"], ctx.root, out, chat_template)
-    loss = fmt.get("loss", "completion") if kind != "preference" else "completion"
+    tokenizer = load_tokenizer(plan.model, ctx.root, out, chat_template_text(plan.format))
+    loss = plan.format.loss if kind != "preference" else "completion"
     stats = {}
     for split, records in splits.items():
         input_ids, labels = D.tokenize(records, kind, tokenizer, loss, split)
-        stats[split] = D.token_stats(input_ids, labels, plan["training"]["max_length"])
+        stats[split] = D.token_stats(input_ids, labels, plan.training.max_length)
         if kind != "preference" and split != "test":  # what SFT trains and validates on, tokenized once
             D.save_tokens(out / f"{split}-tokens", input_ids, labels)
     seconds = time.perf_counter() - started
@@ -97,41 +104,39 @@ def step_prepare_data(ctx: RunContext, out: Path) -> dict:
     return {"stats": stats}
 
 
-def _eval_step(ctx: RunContext, out: Path, tuned: bool) -> dict:
+def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
     from ftspec.runtime import builders
-    from ftspec.runtime.data import write_jsonl
     from ftspec.runtime.evaluate import evaluate
     from ftspec.runtime.models import load_model, load_tokenizer, load_tuned
 
-    plan = ctx.plan
-    device = builders.resolve_device(plan["compute"])
-    precision = builders.resolve_precision(plan["compute"], device)
-    dtype = builders.model_dtype(plan["model"], precision)
-    fmt = plan["format"]
-    chat_template = fmt["chat_template"]["text"] if fmt["kind"] == "chat" and fmt["chat_template"] != "model" else None
+    device = builders.resolve_device(plan.compute)
+    precision = builders.resolve_precision(plan.compute, device)
+    dtype = builders.model_dtype(plan.model, precision)
     if tuned:
         from transformers import AutoTokenizer
 
-        model_dir = ctx.step_dir("train")
+        model_dir = ctx.step_dir(steps.TRAIN.name)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = load_tuned(plan.to_dict(), ctx.root, ctx.data_dir, model_dir, dtype, device)
+        model = load_tuned(plan.model, plan.method.adapter.kind, plan.compute.attention, ctx.root, ctx.data_dir,
+                           model_dir, dtype, device)
     else:
-        tokenizer = load_tokenizer(plan["model"], ctx.root, ctx.data_dir, chat_template)
-        model = load_model(plan["model"], ctx.root, ctx.data_dir, dtype, device, attention=plan["compute"]["attention"])
+        tokenizer = load_tokenizer(plan.model, ctx.root, ctx.data_dir, chat_template_text(plan.format))
+        model = load_model(plan.model, ctx.root, ctx.data_dir, dtype, device, attention=plan.compute.attention)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
     def load_judge(metric):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        judge = metric["model"]
-        path = str(ctx.root / judge["name_or_path"]) if judge["source"] == "local" else judge["name_or_path"]
+        judge = metric.model
+        path = str(ctx.root / judge.name_or_path) if judge.source == "local" else judge.name_or_path
         judge_tokenizer = AutoTokenizer.from_pretrained(path)
         if judge_tokenizer.pad_token is None:
             judge_tokenizer.pad_token = judge_tokenizer.eos_token
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), judge_tokenizer
 
-    summary, rows = evaluate(model, tokenizer, plan.to_dict(), ctx.data_dir, baseline=not tuned, load_judge=load_judge)
+    summary, rows = evaluate(model, tokenizer, plan.eval, plan.format.kind, plan.training.max_length, ctx.data_dir,
+                             baseline=not tuned, load_judge=load_judge)
     write_json(out / "metrics.json", summary)
     write_jsonl(out / "predictions.jsonl", rows)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items() if isinstance(v, (int, float)))
@@ -140,21 +145,21 @@ def _eval_step(ctx: RunContext, out: Path, tuned: bool) -> dict:
     return summary
 
 
-def step_eval_base(ctx: RunContext, out: Path) -> dict:
-    return _eval_step(ctx, out, tuned=False)
+def step_eval_base(plan, ctx: StepContext, out: Path) -> dict:
+    return _eval_step(plan, ctx, out, tuned=False)
 
 
-def step_eval_tuned(ctx: RunContext, out: Path) -> dict:
-    return _eval_step(ctx, out, tuned=True)
+def step_eval_tuned(plan, ctx: StepContext, out: Path) -> dict:
+    return _eval_step(plan, ctx, out, tuned=True)
 
 
-def step_train(ctx: RunContext, out: Path) -> dict:
+def step_train(plan, ctx: StepContext, out: Path) -> dict:
     from ftspec.runtime.job import TrainJob
 
     checkpoints = ctx.checkpoints()
     checkpoints.mkdir(parents=True, exist_ok=True)
-    job = TrainJob(ctx.plan, ctx.root, ctx.data_dir, checkpoints, out, checkpoints / "metrics.jsonl", list(ctx.callbacks))
-    if ctx.plan["method"]["objective"] == "dpo":
+    job = TrainJob(plan, ctx.root, ctx.data_dir, checkpoints, out, checkpoints / "metrics.jsonl", list(ctx.callbacks))
+    if plan.method.objective == "dpo":
         from ftspec.runtime.dpo import train_dpo as recipe
     else:
         from ftspec.runtime.sft import train_sft as recipe
@@ -173,19 +178,15 @@ def step_train(ctx: RunContext, out: Path) -> dict:
 REPORT_FILES = ("metrics.json", "predictions.jsonl", "report.md", "report.html")
 
 
-def step_report(ctx: RunContext, out: Path) -> dict:
+def step_report(plan, ctx: StepContext, out: Path) -> dict:
+    from ftspec.plan import thaw
     from ftspec.runtime.report import build_report
 
-    return build_report(ctx.run_dir, ctx.plan.to_dict(), out)
+    # TODO(report split): the report reads the view's attributes directly.
+    sections = {"name": plan.name, "model": thaw(plan.model), "method": thaw(plan.method),
+                "eval": {"split": plan.eval.split, "metrics": thaw(plan.eval.metrics), "gates": thaw(plan.eval.gates)}}
+    return build_report(ctx.run_dir, sections, out)
 
-
-STEPS: dict[str, Callable[[RunContext, Path], dict]] = {
-    "prepare_data": step_prepare_data,
-    "eval_base": step_eval_base,
-    "train": step_train,
-    "eval_tuned": step_eval_tuned,
-    "report": step_report,
-}
 
 # --------------------------------------------------------------------------- the run
 
@@ -228,21 +229,21 @@ def quiet_libraries() -> None:
 
 
 def header(plan: Plan, run_dir: Path, root: Path, with_device: bool = True) -> str:
-    rows = plan["data"]["rows"]
-    t = plan["training"]
+    rows = plan.data.rows
+    t = plan.training
     if with_device:
         from ftspec.runtime import builders
 
-        device = builders.resolve_device(plan["compute"])
-        where = f"{device} ({builders.resolve_precision(plan['compute'], device)})"
+        device = builders.resolve_device(plan.compute)
+        where = f"{device} ({builders.resolve_precision(plan.compute, device)})"
     else:
         where = "not needed (nothing to run)"
     return "\n".join([
-        f"ftspec run {plan['name']}  (plan {plan.short_id})",
-        f"  model    {describe_model(plan['model'])}",
-        f"  method   {plan['method']['objective']} + {describe_adapter(plan['method']['adapter'])}",
-        f"  data     train {rows['train']} · validation {rows['validation']} · test {rows['test']} rows; "
-        f"{t['total_steps']} steps of {t['effective_batch_size']} rows",
+        f"ftspec run {plan.name}  (plan {plan.short_id})",
+        f"  model    {describe_model(plan.model)}",
+        f"  method   {plan.method.objective} + {describe_adapter(plan.method.adapter)}",
+        f"  data     train {rows.train} · validation {rows.validation} · test {rows.test} rows; "
+        f"{t.total_steps} steps of {t.effective_batch_size} rows",
         f"  device   {where}; run directory {_shown(run_dir, root)}",
     ])
 
@@ -254,34 +255,77 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
+@dataclass
+class StepOutcome:
+    name: str
+    key: str
+    folder: Path
+    state: str  # "ran" or "reused"
+    seconds: float | None = None
+    result: dict | None = None  # what the step returned, when it ran
+
+
+@dataclass
+class RunResult:
+    """What a run did, for the CLI to decide its exit status and for tests to read."""
+
+    plan: Plan
+    run_dir: Path
+    steps: list[StepOutcome]
+    report: dict | None  # the report step's metrics.json: metrics, gates
+    seconds: float
+
+    def outcome(self, name: str) -> StepOutcome:
+        return next(s for s in self.steps if s.name == name)
+
+    def step_dir(self, name: str) -> Path:
+        return self.run_dir / steps.folder(name)
+
+    @property
+    def failed_gates(self) -> list[dict]:
+        return [g for g in (self.report or {}).get("gates", []) if not g.get("passed")]
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.name for s in self.steps if s.state == "ran"]
+
+
+def run_dir_of(plan: Plan, root: Path) -> Path:
+    return (root / plan.output.dir).resolve()
+
+
 def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbacks: list | None = None,
-            force: set[str] = frozenset(), only: set[str] | None = None, lock: dict | None = None) -> RunContext:
+            force: set[str] = frozenset(), only: set[str] | None = None, lock: dict | None = None) -> RunResult:
     """Run every step of the plan that is not already complete under its key, holding
     the run directory's lock (a second run of the same spec is refused, naming the first)."""
-    with RunLock((root / plan["output"]["dir"]).resolve()):
+    with RunLock(run_dir_of(plan, root)):
         return _execute(plan, root, echo, callbacks, force, only, lock)
 
 
+def run_step(plan: Plan, step_def: steps.StepDef, ctx: StepContext, out: Path) -> dict:
+    """Run one step on its view of the plan: the fields it declares, nothing else."""
+    return step_def.function()(steps.view(plan, step_def), ctx, out)
+
+
 def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
-             force: set[str], only: set[str] | None, lock: dict | None) -> RunContext:
+             force: set[str], only: set[str] | None, lock: dict | None) -> RunResult:
     """Run every step of the plan that is not already complete under its key.
 
     ``force`` runs the named steps again even when they are complete; ``only`` runs
     just the named steps, and needs every other step complete already. When every
     step is complete nothing heavy is imported: an unchanged spec returns at once.
     """
-    run_dir = (root / plan["output"]["dir"]).resolve()
-    ctx = RunContext(plan, root, run_dir, echo, list(callbacks or []))
-    names = [s["name"] for s in plan["steps"]]
-    done = {s["name"] for s in plan["steps"] if is_complete(ctx.step_dir(s["name"]), s["key"])}
+    run_dir = run_dir_of(plan, root)
+    names = [s.name for s in plan.steps]
+    done = {s.name for s in plan.steps if is_complete(run_dir / steps.folder(s.name), s.key)}
     selected = set(names) if only is None else set(only) & set(names)
     missing = [n for n in names if n not in selected and n not in done]
     if missing:
         from ftspec.errors import Pos, SpecError
 
-        key = plan.step(missing[0])["key"]
-        raise SpecError.one(Pos(str(plan["spec"]["path"])), "", f"step {missing[0]} has not run for this plan "
-                            f"(key {key[:8]}); run `ftspec run {plan['spec']['path']}` first")
+        key = plan.step(missing[0]).key
+        raise SpecError.one(Pos(str(plan.spec.path)), "", f"step {missing[0]} has not run for this plan "
+                            f"(key {key[:8]}); run `ftspec run {plan.spec.path}` first")
     todo = [n for n in names if n in selected and (n in force or n not in done)]
 
     started = time.time()
@@ -290,11 +334,12 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         quiet_libraries()
     echo(header(plan, run_dir, root, with_device=bool(todo)))
     write_json(run_dir / "plan.json", plan.to_dict())
-    previous = {e["name"]: e for e in (read_json(run_dir / "manifest.json") or {}).get("steps", [])}
+    previous = {e["name"]: e for e in _manifest_steps(read_json(run_dir / "manifest.json", lenient=True))}
     manifest = {
+        "manifest_version": MANIFEST_VERSION,
         "plan_id": plan.id,
-        "name": plan["name"],
-        "spec": plan.to_dict()["spec"],
+        "name": plan.name,
+        "spec": plan.spec.model_dump(mode="json"),
         "spec_files": _spec_files(plan, root),
         "lock": lock,
         "status": "running",
@@ -304,38 +349,46 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         "versions": _versions(),
         "git": _git(root),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "data": {split: {"path": src.get("path") or src.get("hub"), "sha256": src.get("sha256"), "revision": src.get("revision")}
-                 for split, src in plan["data"]["sources"].items()},
+        "data": {split: {"path": getattr(src, "path", None) or getattr(src, "hub", None),
+                         "sha256": getattr(src, "sha256", None), "revision": getattr(src, "revision", None)}
+                 for split, src in plan.data.sources.items()},
         "steps": [],
-        "artifacts": {name: STEP_DIRS[name] for name in names},
+        "artifacts": {name: steps.folder(name) for name in names},
     }
     write_json(run_dir / "manifest.json", manifest)
+    outcomes: list[StepOutcome] = []
     try:
-        for step in plan["steps"]:
-            name, key = step["name"], step["key"]
-            final = ctx.step_dir(name)
+        for step in plan.steps:
+            step_def = steps.step(step.name)
+            name, key = step.name, step.key
+            final = run_dir / step_def.folder
             if name not in todo:
                 if name in selected:
                     echo(f"{name}: up to date (key {key[:8]})")
                 prior = previous.get(name, {})
-                entry = dict(prior) if prior.get("key") == key else {"name": name, "key": key, "dir": STEP_DIRS[name]}
+                entry = dict(prior) if prior.get("key") == key else {"name": name, "key": key, "dir": step_def.folder}
                 entry["state"] = "reused"
+                outcomes.append(StepOutcome(name, key, final, "reused"))
             else:
                 echo(f"{name}: running (key {key[:8]})")
                 partial = final.with_name(final.name + ".partial")
                 shutil.rmtree(partial, ignore_errors=True)
                 partial.mkdir(parents=True)
                 t0 = time.time()
-                ctx.results[name] = STEPS[name](ctx, partial)
+                ctx = StepContext(root, run_dir, key, echo, list(callbacks or []))
+                result = run_step(plan, step_def, ctx, partial)
                 finish_step(partial, final, name, key)
-                if name == "train":  # kept only so that an unfinished step resumes
+                if step_def is steps.TRAIN:  # kept only so that an unfinished step resumes
                     shutil.rmtree(ctx.checkpoints(), ignore_errors=True)
-                entry = {"name": name, "key": key, "dir": STEP_DIRS[name], "state": "ran",
-                         "seconds": round(time.time() - t0, 2), "finished_at": now()}
+                seconds = round(time.time() - t0, 2)
+                entry = {"name": name, "key": key, "dir": step_def.folder, "state": "ran",
+                         "seconds": seconds, "finished_at": now()}
+                outcomes.append(StepOutcome(name, key, final, "ran", seconds, result))
             manifest["steps"].append(entry)
             write_json(run_dir / "manifest.json", manifest)
-        _publish(ctx)
-        report = read_json(run_dir / "metrics.json")
+        _publish(run_dir)
+        report = read_json(run_dir / steps.folder(steps.REPORT.name) / "metrics.json")
+        report = report if isinstance(report, dict) else None
         if report:
             manifest["metrics"] = {"base": report.get("base"), "tuned": report.get("tuned"),
                                    "gates_passed": report.get("gates_passed")}
@@ -345,8 +398,18 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         write_json(run_dir / "manifest.json", manifest)
         raise
     write_json(run_dir / "manifest.json", manifest)
-    echo(summary(ctx, time.time() - started))
-    return ctx
+    result = RunResult(plan, run_dir, outcomes, report, time.time() - started)
+    echo(summary(result, root))
+    return result
+
+
+MANIFEST_VERSION = 1
+
+
+def _manifest_steps(manifest) -> list[dict]:
+    """The step entries of an earlier manifest; nothing from one that was edited into another shape."""
+    entries = manifest.get("steps") if isinstance(manifest, dict) else None
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)] if isinstance(entries, list) else []
 
 
 def _spec_files(plan: Plan, root: Path) -> dict[str, str | None]:
@@ -354,39 +417,38 @@ def _spec_files(plan: Plan, root: Path) -> dict[str, str | None]:
     import hashlib
 
     out = {}
-    for rel_path in [*plan["spec"]["bases"], plan["spec"]["path"]]:
+    for rel_path in [*plan.spec.bases, plan.spec.path]:
         path = root / rel_path
         out[rel_path] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
     return out
 
 
-def _publish(ctx: RunContext) -> None:
+def _publish(run_dir: Path) -> None:
     """Copy the files people look for first to the top of the run directory."""
-    for step, files in (("train", ("metrics.jsonl",)), ("report", REPORT_FILES)):
+    for step_def, files in ((steps.TRAIN, ("metrics.jsonl",)), (steps.REPORT, REPORT_FILES)):
         for name in files:
-            src = ctx.step_dir(step) / name
+            src = run_dir / step_def.folder / name
             if src.exists():
-                tmp = ctx.run_dir / f".{name}.tmp"
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, ctx.run_dir / name)
+                copy_atomic(src, run_dir / name)
 
 
-def summary(ctx: RunContext, seconds: float) -> str:
-    report = json.loads((ctx.step_dir("report") / "metrics.json").read_text(encoding="utf-8"))
-    minutes, secs = divmod(int(round(seconds)), 60)
-    lines = [f"done in {minutes}m{secs:02d}s: {_shown(ctx.run_dir, ctx.root)}"]
-    what = "full model" if ctx.plan["method"]["adapter"]["kind"] == "full" else f"{ctx.plan['method']['adapter']['kind']} adapter"
-    lines.append(f"  model     {_shown(ctx.step_dir('train'), ctx.root)}  ({what}, safetensors)")
-    train_file = ctx.step_dir("train") / "train.json"
-    train = json.loads(train_file.read_text(encoding="utf-8")) if train_file.exists() else {}
-    if train:
-        losses = [f"train {train['train_loss']:.4f}" if train.get("train_loss") is not None else None,
-                  f"validation {train['eval_loss']:.4f}" if train.get("eval_loss") is not None else None]
-        lines.append(f"  losses    {' · '.join(l for l in losses if l)} (after {train['steps']} steps)")
+def summary(result: RunResult, root: Path) -> str:
+    report = result.report or {}
+    minutes, secs = divmod(int(round(result.seconds)), 60)
+    lines = [f"done in {minutes}m{secs:02d}s: {_shown(result.run_dir, root)}"]
+    adapter = result.plan.method.adapter.kind
+    what = "full model" if adapter == "full" else f"{adapter} adapter"
+    model_dir = result.step_dir(steps.TRAIN.name)
+    lines.append(f"  model     {_shown(model_dir, root)}  ({what}, safetensors)")
+    train = read_json(model_dir / "train.json", lenient=True)
+    if isinstance(train, dict) and train:
+        losses = [f"train {train['train_loss']:.4f}" if isinstance(train.get("train_loss"), (int, float)) else None,
+                  f"validation {train['eval_loss']:.4f}" if isinstance(train.get("eval_loss"), (int, float)) else None]
+        lines.append(f"  losses    {' · '.join(l for l in losses if l)} (after {train.get('steps')} steps)")
     lines.extend(metric_lines(report))
     if report.get("overfitting"):
         lines.append(f"  warning   {report['overfitting']}")
-    lines.append(f"  report    {_shown(ctx.run_dir / 'report.html', ctx.root)}")
+    lines.append(f"  report    {_shown(result.run_dir / 'report.html', root)}")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import json
 
 from trl import SFTConfig, SFTTrainer
 
+from ftspec.plan import chat_template_text
 from ftspec.runtime import builders
 from ftspec.runtime.callbacks import use_quiet_progress
 from ftspec.runtime.data import load_tokens
@@ -34,17 +35,16 @@ class _SFTTrainer(SFTTrainer):
 
 def train_sft(job: TrainJob) -> TrainResult:
     plan = job.plan
-    fmt, training, adapter = plan["format"], plan["training"], plan["method"]["adapter"]
+    training, adapter = plan.training, plan.method.adapter
 
     # 1. Device and precision.
-    device = builders.resolve_device(plan["compute"])
-    precision = builders.resolve_precision(plan["compute"], device)
+    device = builders.resolve_device(plan.compute)
+    precision = builders.resolve_precision(plan.compute, device)
 
     # 2. Tokenizer (with the spec's chat template, if it names one) and the base model.
-    chat_template = fmt["chat_template"]["text"] if fmt["kind"] == "chat" and fmt["chat_template"] != "model" else None
-    tokenizer = load_tokenizer(plan["model"], job.root, job.data_dir, chat_template)
-    model = load_model(plan["model"], job.root, job.data_dir, builders.model_dtype(plan["model"], precision), device,
-                       quantization_config=builders.quantization_config(adapter), attention=plan["compute"]["attention"])
+    tokenizer = load_tokenizer(plan.model, job.root, job.data_dir, chat_template_text(plan.format))
+    model = load_model(plan.model, job.root, job.data_dir, builders.model_dtype(plan.model, precision), device,
+                       quantization_config=builders.quantization_config(adapter), attention=plan.compute.attention)
 
     # 3. The prepared splits, tokenized by prepare_data: input ids, and labels that are
     #    -100 where the format's loss setting puts no loss. TRL sees `input_ids` and does
@@ -54,7 +54,7 @@ def train_sft(job: TrainJob) -> TrainResult:
     validation = load_tokens(validation_dir) if validation_dir.exists() else None
 
     # 4. Configuration: shared arguments from the plan, and what SFT adds to them.
-    args = builders.training_arguments(training, plan["tracking"], device, precision, str(job.checkpoints), validation is not None)
+    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None)
     args["completion_only_loss"] = False  # the labels carry the loss mask already
     stats = json.loads((job.data_dir / "stats.json").read_text(encoding="utf-8"))["splits"]
     args.update(builders.batching_arguments(training, stats.get("train"), "sft"))

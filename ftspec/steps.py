@@ -1,0 +1,197 @@
+"""The steps of a run, each declared once: its name, its folder in the run
+directory, the steps it needs, the plan fields it reads, and the function that
+runs it.
+
+    prepare_data ──▶ train ──▶ eval_tuned ──▶ report
+          └────────▶ eval_base ─────────────────┘
+
+A step function never sees the whole plan. It receives a :class:`PlanView` of
+exactly the fields it declares (reading any other field raises
+:class:`UndeclaredRead`), and its key is the hash of that same view plus the keys
+of the steps it needs. So a step re-runs when, and only when, something it reads
+has changed; a reviewer can trust ``ftspec diff``'s list of steps that will run.
+
+This module is light (no torch): the compiler uses it to key the steps, and
+``ftspec status`` to find their folders. The functions are named as
+``module:function`` and imported only when a step runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from pydantic import BaseModel
+
+from ftspec.plan import PLAN_VERSION, Plan, digest, thaw
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    folder: str  # in the run directory
+    needs: tuple[str, ...]  # steps whose outputs this one reads (when the plan has them)
+    reads: tuple[str, ...]  # dotted plan fields; a field covers everything below it
+    run: str  # "module:function", called as function(view, ctx, out_dir) -> dict
+    # What the step writes, versioned: a run folder an older ftspec wrote is not reused
+    # when the layout of the step's output has changed since. (prepare_data 2: it writes
+    # the tokenized splits the SFT recipe trains on.)
+    layout: int = 1
+    # Whether a plan has this step at all (decided on the plan's body).
+    present: Callable[[Mapping], bool] = lambda body: True
+
+    def function(self) -> Callable:
+        module, _, name = self.run.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_EVAL_READS = (
+    "eval.split", "eval.mode", "eval.choices", "eval.metrics", "eval.max_new_tokens", "eval.stop",
+    "eval.few_shot", "eval.few_shot_seed", "eval.batch_size", "eval.limit",
+    "format.kind", "format.chat_template",  # how prompts are shown to the model
+    "training.max_length",  # prompts are cut to it
+    "compute.device", "compute.precision", "compute.attention",
+    "model",
+)
+
+PREPARE_DATA = StepDef(
+    name="prepare_data", folder="data", needs=(), layout=2,
+    reads=("data", "format", "model", "training.max_length"),
+    run="ftspec.runtime.run:step_prepare_data",
+)
+EVAL_BASE = StepDef(
+    name="eval_base", folder="eval-base", needs=("prepare_data",), reads=_EVAL_READS,
+    run="ftspec.runtime.run:step_eval_base",
+    present=lambda body: bool(body["eval"]["enabled"] and body["eval"]["baseline"]),
+)
+TRAIN = StepDef(
+    name="train", folder="model", needs=("prepare_data",),
+    reads=("model", "method", "training", "compute", "tracking", "format.kind", "format.chat_template"),
+    run="ftspec.runtime.run:step_train",
+)
+EVAL_TUNED = StepDef(
+    name="eval_tuned", folder="eval-tuned", needs=("train", "prepare_data"),
+    reads=_EVAL_READS + ("method.adapter.kind",),
+    run="ftspec.runtime.run:step_eval_tuned",
+    present=lambda body: bool(body["eval"]["enabled"]),
+)
+REPORT = StepDef(
+    name="report", folder="report", needs=("eval_base", "eval_tuned", "train"),
+    reads=("name", "model", "method", "eval.split", "eval.metrics", "eval.gates"),
+    run="ftspec.runtime.run:step_report",
+)
+
+STEPS: tuple[StepDef, ...] = (PREPARE_DATA, EVAL_BASE, TRAIN, EVAL_TUNED, REPORT)
+BY_NAME: dict[str, StepDef] = {s.name: s for s in STEPS}
+
+
+def step(name: str) -> StepDef:
+    return BY_NAME[name]
+
+
+def folder(name: str) -> str:
+    return BY_NAME[name].folder
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def select(body: Any, dotted: str) -> Any:
+    """The value at a dotted field path of a plan (model or JSON-shaped data)."""
+    node = body
+    for part in dotted.split("."):
+        # A field only some variants have (format.chat_template of a text format) reads as null.
+        node = node.get(part) if isinstance(node, Mapping) else getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def material(step_def: StepDef, body: Any, needs: Mapping[str, str]) -> dict:
+    """What a step's key hashes: the fields it reads, as its view shows them, and the
+    keys of the steps it needs."""
+    return {
+        "plan_version": PLAN_VERSION,
+        "step": step_def.name,
+        "layout": step_def.layout,
+        "reads": {path: thaw(select(body, path)) for path in step_def.reads},
+        "needs": dict(needs),
+    }
+
+
+def plan_steps(body: Mapping) -> list[dict]:
+    """The steps of a plan body (a plan without steps or id, JSON-shaped), keyed."""
+    body = thaw(body)
+    present = [s for s in STEPS if s.present(body)]
+    names = {s.name for s in present}
+    keys: dict[str, str] = {}
+    out = []
+    for s in present:
+        needs = [n for n in s.needs if n in names]
+        keys[s.name] = digest(material(s, body, {n: keys[n] for n in needs}))
+        out.append({"name": s.name, "needs": needs, "key": keys[s.name]})
+    return out
+
+
+# --------------------------------------------------------------------------- views
+
+
+class UndeclaredRead(AttributeError):
+    """A step read a plan field that its declaration (and so its key) does not cover."""
+
+
+def _trie(paths: Iterable[str]) -> dict:
+    root: dict = {}
+    for path in paths:
+        node = root
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            if node.get(part) is True:
+                break  # an ancestor is declared whole
+            if i == len(parts) - 1:
+                node[part] = True
+            else:
+                node = node.setdefault(part, {})
+    return root
+
+
+class PlanView:
+    """A read-only window on the plan: attribute access to the declared fields only.
+
+    A field declared whole is returned as it is (a frozen model, a tuple, a read-only
+    mapping or a scalar); a field of which only parts are declared is another view.
+    """
+
+    __slots__ = ("_obj", "_allowed", "_path", "_step")
+
+    def __init__(self, obj: Any, allowed: Mapping, path: str = "", step: str = ""):
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_allowed", allowed)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_step", step)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        allowed = self._allowed.get(name)
+        full = f"{self._path}.{name}" if self._path else name
+        if allowed is None:
+            raise UndeclaredRead(f"step {self._step} reads plan field '{full}', which it does not declare "
+                                 f"(ftspec/steps.py); its key would not change when that field does")
+        value = getattr(self._obj, name)
+        if allowed is True or value is None:
+            return value
+        if not isinstance(value, BaseModel):
+            raise TypeError(f"plan field '{full}' has no fields to declare one by one")
+        return PlanView(value, allowed, full, self._step)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("the plan is read-only")
+
+    def __repr__(self) -> str:
+        return f"<view of plan{'.' + self._path if self._path else ''} for step {self._step}>"
+
+
+def view(plan: Plan, step_def: StepDef) -> PlanView:
+    return PlanView(plan, _trie(step_def.reads), "", step_def.name)
