@@ -1,0 +1,356 @@
+"""The `ftspec` command.
+
+Light commands (validate, plan, schema) import only the spec compiler; anything
+that needs torch imports it inside the command that needs it, so a typo in a spec
+is reported in a fraction of the time it takes to import torch.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from pathlib import Path
+
+import click
+
+from ftspec import __version__
+from ftspec.errors import EXIT_GATE, EXIT_USAGE, Issue, Pos, SpecError
+from ftspec.io import write_atomic, write_json
+
+_profile_option = click.option("--profile", "-p", "profiles", multiple=True, metavar="NAME",
+                               help="Apply a profile defined in the spec (repeatable; applied in order).")
+_allow_option = click.option("--allow-path", "allow", multiple=True, metavar="DIR",
+                             type=click.Path(file_okay=False, path_type=Path),
+                             help="Let the spec name files under DIR, outside its repository (repeatable; also FTSPEC_ALLOW_PATHS).")
+_set_option = click.option("--set", "-s", "sets", multiple=True, metavar="KEY=VALUE",
+                           help="Override one value, parsed as YAML: --set training.epochs=3 (repeatable).")
+
+
+def _spec_options(command):
+    """SPEC, --profile, --set and --allow-path: how every spec-reading command names its plan."""
+    for option in (_allow_option, _set_option, _profile_option,
+                   click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))):
+        command = option(command)
+    return command
+
+
+def _print_issues(issues: list[Issue]) -> None:
+    for issue in issues:
+        click.echo(issue.format(), err=True)
+
+
+def _fail(exc: SpecError) -> None:
+    _print_issues(exc.issues)
+    errors = sum(1 for i in exc.issues if i.is_error)
+    warnings = len(exc.issues) - errors
+    parts = [f"{errors} error{'s' if errors != 1 else ''}"]
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''} (--strict)")
+    click.echo(f"ftspec: {', '.join(parts)}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="ftspec")
+def main() -> None:
+    """ftspec: one YAML spec per fine-tuning job, validated, planned, reviewed and run."""
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@_profile_option
+@_set_option
+@_allow_option
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print problems only.")
+def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, quiet: bool, allow: tuple[Path, ...] = ()) -> None:
+    """Check one or more specs: every problem at once, each at its line."""
+    from ftspec.compile import check_spec
+
+    issues: list[Issue] = []
+    failed = 0
+    for path in specs:
+        try:
+            checked = check_spec(path, profiles, sets, strict, allow)
+        except SpecError as exc:
+            failed += 1
+            issues.extend(exc.issues)
+            continue
+        _print_issues(checked.warnings)
+        if not quiet:
+            note = f" ({len(checked.warnings)} warning{'s' if len(checked.warnings) != 1 else ''})" if checked.warnings else ""
+            click.echo(f"{path}: ok{note}")
+    if failed:
+        _fail(SpecError(issues))
+
+
+@main.command()
+@_spec_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as canonical JSON.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan's JSON to FILE.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: bool, output: Path | None, strict: bool, allow: tuple[Path, ...] = ()) -> None:
+    """Compile a spec and show the effective plan: every default, every derived value."""
+    from ftspec.compile import compile_spec
+    from ftspec.summary import render_plan
+
+    try:
+        result, warnings = compile_spec(spec, profiles, sets, strict, allow)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    _print_issues(warnings)
+    if output is not None:
+        write_atomic(output, result.to_json())
+        click.echo(f"wrote {output} (plan {result.short_id})", err=True)
+    if as_json:
+        click.echo(result.to_json(), nl=False)
+    elif output is None:
+        click.echo(render_plan(result, color=sys.stdout.isatty()))
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the schema to FILE.")
+@click.option("--markdown", is_flag=True, help="Print the spec reference as Markdown instead.")
+def schema(output: Path | None, markdown: bool) -> None:
+    """Print the JSON Schema of a spec (for editors), or the reference as Markdown."""
+    import json
+
+    from ftspec.reference import markdown_reference
+    from ftspec.spec import json_schema
+
+    text = markdown_reference() if markdown else json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if output is not None:
+        write_atomic(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=None, locked: bool = False, allow=()) -> None:
+    """Compile, execute, and exit as the run ends: 0, 2 (the user's input), 3 (a gate), 130 (Ctrl-C)."""
+    from ftspec.compile import compile_located, find_root
+
+    lock_info = None
+    try:
+        plan_, warnings, locate = compile_located(spec, profiles, sets, strict, allow)
+        if locked:
+            from ftspec import lock as L
+
+            lock_file = L.lock_path(spec, tuple(profiles))
+            pinned = L.read(lock_file)
+            L.check(pinned, L.build(plan_, find_root(spec), None, pinned), lock_file)
+            extra = L.pinned_sets(pinned)
+            if extra:  # load exactly the locked hub commits
+                plan_, warnings, locate = compile_located(spec, profiles, [*sets, *extra], strict, allow)
+            lock_info = {"path": str(lock_file), "sha256": L.digest(pinned)}
+    except SpecError as exc:
+        _fail(exc)
+        return
+    _print_issues(warnings)
+    from ftspec.runtime.run import execute  # the heavy imports start here
+
+    try:
+        result = execute(plan_, find_root(spec), echo=lambda line: click.echo(line), force=force, only=only, lock=lock_info)
+    except SpecError as exc:
+        _fail(SpecError(locate(issue) for issue in exc.issues))
+        return
+    except KeyboardInterrupt:
+        click.echo("\nftspec: interrupted; run the same command again to resume from the last checkpoint", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"ftspec: cannot write{where}: {exc.strerror}; nothing half-written is taken for complete, "
+                   "so the same command resumes once there is room", err=True)
+        sys.exit(1)
+    failed = result.failed_gates
+    if failed:
+        names = ", ".join(str(g.get("gate")) for g in failed)
+        click.echo(f"ftspec: {len(failed)} evaluation gate{'s' if len(failed) != 1 else ''} not met: {names}", err=True)
+        sys.exit(EXIT_GATE)
+
+
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+def _parse_force(value: str | None) -> set[str]:
+    from ftspec.steps import STEPS
+
+    STEP_NAMES = [s.name for s in STEPS]
+    if value is None:
+        return set()
+    if value == "all":
+        return set(STEP_NAMES)
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    unknown = sorted(names - set(STEP_NAMES))
+    if unknown:
+        raise click.BadParameter(f"unknown step {', '.join(unknown)} (steps: {', '.join(STEP_NAMES)})", param_hint="--force")
+    return names
+
+
+@main.command()
+@_spec_options
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--force", "force", is_flag=False, flag_value="all", default=None, metavar="[STEP,…]",
+              help="Run steps again even when they are up to date: all of them, or the named ones (--force train,eval_tuned).")
+@click.option("--locked", is_flag=True, help="Refuse to run when anything pinned in the spec's lock file has drifted.")
+def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, force: str | None, locked: bool, allow: tuple[Path, ...] = ()) -> None:
+    """Compile a spec and execute its plan: prepare data, evaluate, train, report.
+
+    Steps already done under the same key are reused; a training step cut off by a
+    crash resumes from its last checkpoint. Exits 3 when an evaluation gate is not met.
+    """
+    _execute(spec, profiles, sets, strict, force=_parse_force(force), locked=locked, allow=allow)
+
+
+@main.command()
+@_spec_options
+def lock(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
+    """Pin what the spec leaves floating: model revision, data fingerprints, template
+    hashes, library versions. Writes SPEC's .lock.json next to it (the only command
+    that looks names up on the hub)."""
+    from ftspec import lock as L
+    from ftspec.compile import compile_spec, find_root
+
+    try:
+        plan_, warnings = compile_spec(spec, profiles, sets, allow=allow)
+        pinned = L.build(plan_, find_root(spec), L.hub_resolver)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    _print_issues(warnings)
+    path = L.lock_path(spec, tuple(profiles))
+    write_json(path, pinned)
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@_spec_options
+def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
+    """Each step of the spec's plan with its key and state: done, stale, missing, running."""
+    from ftspec.compile import compile_spec, find_root
+    from ftspec.rundir import step_states
+
+    try:
+        plan_, _ = compile_spec(spec, profiles, sets, allow=allow)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    run_dir = find_root(spec) / plan_.output.dir
+    states = step_states(plan_, run_dir)
+    click.echo(f"{plan_.name}  plan {plan_.short_id}  run directory {plan_.output.dir}")
+    for step in plan_.steps:
+        click.echo(f"  {step.name:<13} {step.key[:12]}  {states[step.name]}")
+
+
+@main.command()
+@click.argument("directory", required=False, default="runs", type=click.Path(file_okay=False, path_type=Path))
+def runs(directory: Path) -> None:
+    """List the runs in DIRECTORY (default: runs/) with plan ids and headline metrics."""
+    from ftspec.rundir import list_runs
+
+    found = list_runs(directory)
+    for run in found:
+        for problem in run.problems:
+            click.echo(f"ftspec: {problem}", err=True)
+    rows = [(r.name, r.plan_id, r.status, r.when, r.metric, r.gates) for r in found]
+    if not rows:
+        click.echo(f"no runs in {directory}")
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo("  ".join(r[i].ljust(widths[i]) for i in range(5)) + (f"  {r[5]}" if r[5] else ""))
+
+
+@main.command("eval")
+@_spec_options
+def eval_(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
+    """Score the base and the trained model again, without training, and rebuild the report."""
+    from ftspec.steps import EVAL_BASE, EVAL_TUNED, REPORT
+
+    names = {EVAL_BASE.name, EVAL_TUNED.name, REPORT.name}
+    _execute(spec, profiles, sets, False, force=names, only=names, allow=allow)
+
+
+@main.command()
+@_spec_options
+def report(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
+    """Rebuild the report of a finished run from its evaluation results."""
+    from ftspec.steps import REPORT
+
+    _execute(spec, profiles, sets, False, force={REPORT.name}, only={REPORT.name}, allow=allow)
+
+
+MAX_PLAN_BYTES = 50_000_000
+
+
+def _plan_for_diff(path: Path, profiles, sets, allow=()):
+    """A plan from a spec (compiled) or from a plan JSON file written by `ftspec plan -o`."""
+    from ftspec.compile import compile_spec
+
+    if path.suffix == ".json":
+        from ftspec.plan import Plan
+
+        try:
+            if not path.is_file():
+                what = "a directory" if path.is_dir() else ("missing" if not path.exists() else "not a regular file")
+                raise ValueError(f"{what}")
+            if path.stat().st_size > MAX_PLAN_BYTES:
+                raise ValueError(f"larger than {MAX_PLAN_BYTES // 1_000_000} MB; a plan is a few kB")
+            return Plan.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {exc}") from None
+    return compile_spec(path, profiles, sets, allow=allow)[0]
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--git", "rev", metavar="REV", help="Compare SPEC with its version at git revision REV.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@_profile_option
+@_set_option
+@_allow_option
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the plans differ (for CI).")
+def diff(specs: tuple[Path, ...], rev: str | None, fmt: str, profiles: tuple[str, ...], sets: tuple[str, ...], exit_code: bool, allow: tuple[Path, ...] = ()) -> None:
+    """What a change does to the effective plan: OLD NEW, or --git REV SPEC.
+
+    Each changed value is shown as old → new, including values that changed through
+    defaults, extends or profiles, with the steps that would run again.
+    """
+    from ftspec import diff as D
+
+    try:
+        if rev is not None:
+            if len(specs) != 1:
+                raise click.UsageError("with --git REV, give exactly one SPEC")
+            old, new = D.diff_git(rev, specs[0], profiles, sets, allow)
+        else:
+            if len(specs) != 2:
+                raise click.UsageError("give OLD and NEW specs (or plan files), or --git REV SPEC")
+            old, new = (_plan_for_diff(p, profiles, sets, allow) for p in specs)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    result = D.diff_plans(old, new)
+    if fmt == "markdown":
+        text = D.render_markdown(result)
+    elif fmt == "json":
+        text = D.render_json(result)
+    else:
+        text = D.render_text(result, color=sys.stdout.isatty())
+    click.echo(text, nl=False)
+    if exit_code and not result.is_empty():
+        sys.exit(1)
+
+
+@main.command()
+def templates() -> None:
+    """List the built-in templates (use them as `{builtin: NAME}`)."""
+    from ftspec.templates import builtin_names
+
+    for name in builtin_names():
+        click.echo(name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
