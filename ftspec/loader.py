@@ -620,9 +620,10 @@ _SET_KEY = re.compile(r"^[A-Za-z_][\w-]*(\.([\w-]+))*$")
 
 def parse_set(item: str) -> tuple[KeyPath, Document]:
     """Parse one ``--set a.b=VALUE``; the value is read as YAML (``5`` is a number)."""
-    shown = f"--set {item}"
     key, sep, text = item.partition("=")
     key = key.strip()
+    # The override names itself in every line it causes; a long value is cut short there.
+    shown = f"--set {item}" if len(item) <= 120 else f"--set {key}={text[:40]}…"
     if not sep or not _SET_KEY.match(key):
         raise SpecError.one(Pos(shown), "", "expected KEY=VALUE with a dotted key, e.g. --set training.epochs=3")
     # Components stay strings: whether `a.0` names a list item is known only against

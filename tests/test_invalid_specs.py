@@ -17,7 +17,6 @@ A case with ``bug=...`` asserts what a user *should* see and is marked
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -92,7 +91,10 @@ BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
     f"{cur}: &{cur} [{', '.join(['*' + prev] * 9)}]\n" for prev, cur in zip("abcdefgh", "bcdefghi")
 ) + BASE
 
-BUILTINS_IMPORTABLE = importlib.util.find_spec("ftspec._templates") is not None
+# Merges of empty mappings, nine to a level: nothing to build, but each merge counts.
+MERGE_BOMB = "m0: &m0 {}\n" + "".join(
+    f"m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * 9)}]}}\n" for i in range(1, 10)
+) + BASE
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,61 @@ CASES = [
     Case("alias-recursive", BASE + "extra: &r [*r]\n",
          ("18:12: extra.0: alias '*r' refers to a value that contains it (a cycle); refused",),
          max_seconds=2.0),
+    Case("alias-merge-of-itself", BASE + "extra: &e {<<: *e}\n",
+         ("18:16: extra: merge '*e' refers to a value that contains it (a cycle); refused",),
+         max_seconds=1.0),
+    Case("alias-merges-of-empty-mappings", MERGE_BOMB,
+         ("1:5: m5: the document expands to more than 20000 values (an alias bomb?); refused",), max_seconds=2.0),
+    Case("alias-undefined", edit("  device: cpu", "  device: *cpu"),
+         ("17:11: compute.device: alias to an undefined anchor 'cpu'",)),
+    Case("alias-anchor-defined-twice", BASE + "a: &x 1\nb: &x 2\n",
+         ("19:4: b: anchor '&x' is defined twice (first at line 18)",)),
+    # ------------------------------------------------------------------ limits held while reading, before anything recursive
+    Case("yaml-nested-5000-deep", edit("name: demo", "name: " + "[" * 5000 + "]" * 5000),
+         ("2:71: name" + ".0" * 64 + ": nested more than 64 levels deep; refused",), max_seconds=1.0),
+    Case("yaml-nested-mappings-5000-deep", edit("name: demo", "name: " + "{a: " * 5000 + "1" + "}" * 5000),
+         ("2:260: name" + ".a" * 63 + ": nested more than 64 levels deep; refused",), max_seconds=1.0),
+    Case("yaml-too-many-values", BASE + "extra: [" + ", ".join(["1"] * 20_001) + "]\n",
+         ("18:59892: extra.19961: the document has more than 20000 values; a spec is a page or two of YAML; refused",),
+         max_seconds=3.0),
+    # ------------------------------------------------------------------ numbers: finite and bounded, at their key
+    Case("number-inf", edit("max_length: 256", "max_length: 256\n  learning_rate: .inf"),
+         ("16:18: training.learning_rate: .inf is not allowed; every number in a spec must be finite",)),
+    Case("number-negative-inf", edit("max_length: 256", "max_length: 256\n  weight_decay: -.inf"),
+         ("16:17: training.weight_decay: -.inf is not allowed; every number in a spec must be finite",)),
+    Case("number-nan", edit("max_length: 256", "max_length: 256\n  warmup_ratio: .nan"),
+         ("16:17: training.warmup_ratio: .nan is not allowed; every number in a spec must be finite",)),
+    Case("number-overflows-to-inf", edit("max_length: 256", "max_length: 256\n  learning_rate: 1e400"),
+         ("16:18: training.learning_rate: number '1e400' is out of range; a spec's numbers must be finite and at most 1e300 in size",)),
+    Case("number-5000-digits", edit("max_length: 256", "max_length: 256\n  seed: " + "9" * 5000),
+         ("16:9: training.seed: number '999999999999999999999999…' (5000 characters) is out of range; "
+          "a spec's integers have at most 30 digits",), max_seconds=1.0),
+    Case("number-tagged-float-inf", edit("max_length: 256", "max_length: 256\n  learning_rate: !!float .inf"),
+         ("16:18: training.learning_rate: .inf is not allowed; every number in a spec must be finite",)),
+    Case("set-number-inf", BASE,
+         ("--set training.learning_rate=.inf: training.learning_rate: .inf is not allowed; every number in a spec must be finite",),
+         args=("--set", "training.learning_rate=.inf")),
+    Case("set-number-1e999", BASE,
+         ("--set training.learning_rate=1e999: training.learning_rate: number '1e999' is out of range; "
+          "a spec's numbers must be finite and at most 1e300 in size",),
+         args=("--set", "training.learning_rate=1e999")),
+    Case("set-number-5000-digits", BASE,
+         ("--set training.seed=9999999999999999999999999999999999999999…: training.seed: number "
+          "'999999999999999999999999…' (5000 characters) is out of range; a spec's integers have at most 30 digits",),
+         args=("--set", "training.seed=" + "9" * 5000), max_seconds=1.0),
+    # ------------------------------------------------------------------ text that cannot be encoded
+    Case("text-lone-surrogate", BASE + 'description: "a\\ud800b"\n',
+         ("18:14: description: text holds a lone surrogate \\ud800 (at character 2), which cannot be encoded; "
+          "write characters beyond U+FFFF as \\UXXXXXXXX",)),
+    Case("text-lone-surrogate-in-template", edit('prompt: "Request: {{ text }}"', 'prompt: "Request: {{ text }} \\udfff"'),
+         ("12:11: format.prompt: text holds a lone surrogate \\udfff (at character 21), which cannot be encoded; "
+          "write characters beyond U+FFFF as \\UXXXXXXXX",)),
+    Case("text-surrogate-pair-escapes", BASE + 'description: "\\ud83d\\ude00"\n',
+         ("18:14: description: text holds a lone surrogate \\ud83d (at character 1), which cannot be encoded; "
+          "write characters beyond U+FFFF as \\UXXXXXXXX",)),
+    Case("text-lone-surrogate-in-key", BASE + 'profiles: {"a\\udc00": {}}\n',
+         ("18:12: profiles: a key holds a lone surrogate \\udc00 (at character 2), which cannot be encoded; "
+          "write characters beyond U+FFFF as \\UXXXXXXXX",)),
     # ------------------------------------------------------------------ encoding and shape of the file
     Case("bytes-not-utf8", b"ftspec: 1\nname: d\xe9mo\n",
          ("2:8: not valid UTF-8 (byte 0xe9); save the file as UTF-8",)),
@@ -242,6 +299,9 @@ CASES = [
     Case("bad-name", edit("name: demo", "name: My Job"),
          ("2:7: name: must be lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (got 'My Job')",)),
     Case("bad-version", edit("ftspec: 1", "ftspec: 2"), ("1:9: ftspec: must be 1 (got 2)",)),
+    Case("bad-version-yes", edit("ftspec: 1", "ftspec: yes"), ("1:9: ftspec: must be 1 (got 'yes')",)),
+    Case("bad-version-true", edit("ftspec: 1", "ftspec: true"), ("1:9: ftspec: must be 1 (got true)",)),
+    Case("bad-version-float", edit("ftspec: 1", "ftspec: 1.0"), ("1:9: ftspec: must be 1 (got 1.0)",)),
     Case("several-errors-at-once",
          edit("name: demo", "name: Demo").replace("hidden_size: 64", "hidden_size: big")
          .replace("max_length: 256", "max_length: 256\n  lr_scheduler: cosin") + "trainig: {}\n",
@@ -289,10 +349,7 @@ CASES = [
     Case("template-file-missing", edit('prompt: "Request: {{ text }}"', "prompt: {file: x.j2}"),
          ("12:11: format.prompt: template file 'x.j2' not found",)),
     Case("template-unknown-builtin", edit('prompt: "Request: {{ text }}"', "prompt: {builtin: chatmll}"),
-         ("12:11: format.prompt: no built-in template 'chatmll' (built-ins: chatml, instruction, plain-chat); did you mean 'chatml'?",),
-         bug="crashes with ModuleNotFoundError: No module named 'ftspec._templates' when ftspec runs from "
-             "a checkout (PYTHONPATH): templates.builtin_dir only finds the installed package",
-         bug_if=not BUILTINS_IMPORTABLE),
+         ("12:11: format.prompt: no built-in template 'chatmll' (built-ins: chatml, instruction, plain-chat); did you mean 'chatml'?",)),
     Case("template-syntax-error-inline", edit('prompt: "Request: {{ text }}"', 'prompt: "Request: {{ text }"'),
          ("12:11: format.prompt: template syntax error: unexpected '}'",)),
     Case("template-syntax-error-inline-block", edit('prompt: "Request: {{ text }}"', "prompt: |\n    Request:\n    {{ text }}\n    {% if queue %}\n    x"),
@@ -376,6 +433,18 @@ CASES = [
          ("--set name=!!python/name:os.system: name: YAML tag '!!python/name:os.system' is not allowed; "
           "a spec holds plain YAML values only",),
          args=("--set", "name=!!python/name:os.system")),
+    Case("set-list-item-by-index", BASE + "eval:\n  metrics: [accuracy, f1]\n",
+         ("--set eval.metrics.0=f1_macro: eval.metrics.0: list items cannot be set by index; "
+          "set the whole list, e.g. --set eval.metrics=[x, y]",),
+         args=("--set", "eval.metrics.0=f1_macro")),
+    Case("set-list-item-by-index-of-a-default", BASE,
+         ("--set eval.metrics.0=f1_macro: eval.metrics.0: list items cannot be set by index; "
+          "set the whole list, e.g. --set eval.metrics=[x, y]",),
+         args=("--set", "eval.metrics.0=f1_macro")),
+    Case("set-key-inside-a-list", BASE + "eval:\n  metrics: [accuracy, f1]\n",
+         ("--set eval.metrics.name=f1: eval.metrics.name: 'eval.metrics' is a list; its items cannot be set one by one; "
+          "set the whole list, e.g. --set eval.metrics=[x, y]",),
+         args=("--set", "eval.metrics.name=f1")),
     Case("set-yaml-syntax-error", BASE,
          ("--set training.epochs=[1: training.epochs: YAML syntax error: expected ',' or ']', but got "
           "'<stream end>' (while parsing a flow sequence)",),
