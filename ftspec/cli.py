@@ -89,7 +89,9 @@ def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as canonical JSON.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan's JSON to FILE.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: bool, output: Path | None, strict: bool, allow: tuple[Path, ...] = ()) -> None:
+@click.option("--explain", is_flag=True, help="Instead of the plan, show where each effective value of the spec comes from: "
+              "a default, the spec, a base spec, a profile or --set, with FILE:LINE (a JSON list with --json).")
+def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: bool, output: Path | None, strict: bool, allow: tuple[Path, ...] = (), explain: bool = False) -> None:
     """Compile a spec and show the effective plan: every default, every derived value."""
     from ftspec.compile import compile_spec
     from ftspec.summary import render_plan
@@ -103,7 +105,12 @@ def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: 
     if output is not None:
         write_atomic(output, result.to_json())
         click.echo(f"wrote {output} (plan {result.short_id})", err=True)
-    if as_json:
+    if explain:
+        from ftspec.explain import explain_spec, render_json, render_text
+
+        rows = explain_spec(spec, profiles, sets, allow)
+        click.echo(render_json(rows) if as_json else render_text(rows), nl=False)
+    elif as_json:
         click.echo(result.to_json(), nl=False)
     elif output is None:
         click.echo(render_plan(result, color=sys.stdout.isatty()))
