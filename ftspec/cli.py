@@ -103,8 +103,8 @@ def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: 
         return
     _print_issues(warnings)
     if output is not None:
-        write_atomic(output, result.to_json())
-        click.echo(f"wrote {output} (plan {result.short_id})", err=True)
+        if _write_output(output, result.to_json()):
+            click.echo(f"wrote {output} (plan {result.short_id})", err=True)
     if explain:
         from ftspec.explain import explain_spec, render_json, render_text
 
@@ -116,19 +116,58 @@ def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: 
         click.echo(render_plan(result, color=sys.stdout.isatty()))
 
 
+def _write_output(output: Path, text: str) -> bool:
+    """Write a command's output file whole (atomically), or to the standard output for
+    ``-`` and ``/dev/stdout``. Returns whether a file was written. A target that is not a
+    regular file (a FIFO, a device, a folder, a symbolic link) or cannot be written is one
+    line and exit status 2: nothing is replaced."""
+    shown = str(output)
+    if shown == "-" or shown in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        click.echo(text, nl=False)
+        return False
+    problem = None
+    if output.is_symlink():
+        problem = "is a symbolic link; give the file it points to"
+    elif output.exists() and not output.is_file():
+        problem = "is a directory" if output.is_dir() else "is not a regular file (a FIFO or a device)"
+    elif output.parent.exists() and not output.parent.is_dir():
+        problem = f"{output.parent} is not a directory"
+    if problem is None:
+        try:
+            write_atomic(output, text)
+            return True
+        except OSError as exc:
+            problem = f"cannot be written: {exc.strerror or exc}"
+    _fail(SpecError.one(Pos(shown), "--output", problem))
+    return False
+
+
 @main.command()
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the schema to FILE.")
 @click.option("--markdown", is_flag=True, help="Print the spec reference as Markdown instead.")
-def schema(output: Path | None, markdown: bool) -> None:
-    """Print the JSON Schema of a spec (for editors), or the reference as Markdown."""
+@click.option("--of", "of", type=click.Choice(["spec", "plan", "manifest", "metrics"]), default="spec", show_default=True,
+              help="Which file's schema: a spec, plan.json, a run's manifest.json or the report's metrics.json.")
+@click.option("--all", "all_dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write every schema into DIR (as published in the repository's schema/).")
+def schema(output: Path | None, markdown: bool, of: str, all_dir: Path | None) -> None:
+    """Print the JSON Schema of a spec (for editors), of plan.json, manifest.json or
+    metrics.json, or the spec reference as Markdown."""
     import json
 
+    from ftspec.artifacts import schemas
     from ftspec.reference import markdown_reference
-    from ftspec.spec import json_schema
 
-    text = markdown_reference() if markdown else json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    published = schemas()
+    if all_dir is not None:
+        for name, value in published.items():
+            _write_output(all_dir / name, json.dumps(value, indent=2, sort_keys=True) + "\n")
+        click.echo(f"wrote {len(published)} schemas into {all_dir}", err=True)
+        return
+    files = {"spec": "ftspec-v1.schema.json", "plan": "plan.schema.json", "manifest": "manifest.schema.json",
+             "metrics": "metrics.schema.json"}
+    text = markdown_reference() if markdown else json.dumps(published[files[of]], indent=2, sort_keys=True) + "\n"
     if output is not None:
-        write_atomic(output, text)
+        _write_output(output, text)
     else:
         click.echo(text, nl=False)
 

@@ -87,6 +87,10 @@ def test_sft_full_trains_every_weight_and_writes_the_run_directory(tmp_path):
 
     plan = json.loads((run / "plan.json").read_text())
     manifest = json.loads((run / "manifest.json").read_text())
+    jsonschema = pytest.importorskip("jsonschema")
+    for name, doc in (("manifest", manifest), ("plan", plan)):  # the files hold what their published schemas say
+        schema = json.loads((ROOT / "schema" / f"{name}.schema.json").read_text())
+        assert [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)] == [], name
     assert manifest["plan_id"] == plan["id"] == ctx.plan.id
     assert manifest["status"] == "finished"
     assert [s["name"] for s in manifest["steps"]] == ["prepare_data", "eval_base", "train", "eval_tuned", "report"]

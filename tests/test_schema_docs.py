@@ -16,6 +16,32 @@ jsonschema = pytest.importorskip("jsonschema")
 SCHEMA_FILE = ROOT / "schema" / "ftspec-v1.schema.json"
 
 
+def test_every_published_schema_is_up_to_date_and_valid(update_golden):
+    """schema/ holds the spec's, the plan's, the manifest's and the report metrics' schemas."""
+    from ftspec.artifacts import schemas
+
+    for name, value in schemas().items():
+        jsonschema.Draft202012Validator.check_schema(value)
+        path = ROOT / "schema" / name
+        expected = json.dumps(value, indent=2, sort_keys=True) + "\n"
+        if update_golden:
+            path.write_text(expected, encoding="utf-8")
+        assert path.read_text(encoding="utf-8") == expected, f"{name}: run ftspec schema --all schema (or pytest --update-golden)"
+
+
+def test_golden_plans_satisfy_the_plan_schema():
+    schema = json.loads((ROOT / "schema" / "plan.schema.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    goldens = sorted((ROOT / "tests" / "golden").glob("*.plan.json"))
+    assert goldens
+    for path in goldens:
+        errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(json.loads(path.read_text()))]
+        assert errors == [], path.name
+    broken = json.loads(goldens[0].read_text())
+    broken["training"]["learning_rate"] = "fast"
+    assert any("learning_rate" in str(list(e.path)) for e in validator.iter_errors(broken))
+
+
 def test_schema_is_valid_json_schema():
     jsonschema.Draft202012Validator.check_schema(S.json_schema())
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ftspec import steps
+from ftspec.artifacts import MANIFEST_VERSION, Manifest
 from ftspec.plan import Plan, chat_template_text
 from ftspec.io import copy_atomic, read_json, write_json, write_jsonl
 from ftspec.rundir import RunLock, finish_step, is_complete, now
@@ -355,7 +356,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         "steps": [],
         "artifacts": {name: steps.folder(name) for name in names},
     }
-    write_json(run_dir / "manifest.json", manifest)
+    _write_manifest(run_dir, manifest)
     outcomes: list[StepOutcome] = []
     try:
         for step in plan.steps:
@@ -366,8 +367,9 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
                 if name in selected:
                     echo(f"{name}: up to date (key {key[:8]})")
                 prior = previous.get(name, {})
-                entry = dict(prior) if prior.get("key") == key else {"name": name, "key": key, "dir": step_def.folder}
-                entry["state"] = "reused"
+                entry = {"name": name, "key": key, "dir": step_def.folder, "state": "reused"}
+                if prior.get("key") == key:  # when it ran, as the earlier manifest says
+                    entry.update({k: prior[k] for k in ("seconds", "finished_at") if isinstance(prior.get(k), (int, float, str))})
                 outcomes.append(StepOutcome(name, key, final, "reused"))
             else:
                 echo(f"{name}: running (key {key[:8]})")
@@ -385,7 +387,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
                          "seconds": seconds, "finished_at": now()}
                 outcomes.append(StepOutcome(name, key, final, "ran", seconds, result))
             manifest["steps"].append(entry)
-            write_json(run_dir / "manifest.json", manifest)
+            _write_manifest(run_dir, manifest)
         _publish(run_dir)
         report = read_json(run_dir / steps.folder(steps.REPORT.name) / "metrics.json")
         report = report if isinstance(report, dict) else None
@@ -395,15 +397,17 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         manifest.update(status="finished", finished_at=now(), seconds=round(time.time() - started, 1))
     except BaseException:
         manifest.update(status="failed", finished_at=now())
-        write_json(run_dir / "manifest.json", manifest)
+        _write_manifest(run_dir, manifest)
         raise
-    write_json(run_dir / "manifest.json", manifest)
+    _write_manifest(run_dir, manifest)
     result = RunResult(plan, run_dir, outcomes, report, time.time() - started)
     echo(summary(result, root))
     return result
 
 
-MANIFEST_VERSION = 1
+def _write_manifest(run_dir: Path, manifest: dict) -> None:
+    """manifest.json, checked against its published schema (schema/manifest.schema.json)."""
+    write_json(run_dir / "manifest.json", Manifest.model_validate(manifest).model_dump(mode="json"))
 
 
 def _manifest_steps(manifest) -> list[dict]:
