@@ -23,11 +23,20 @@ from ftspec import templates as tpl
 from ftspec.errors import ERROR, WARNING, Issue, Pos, SpecError, did_you_mean
 from ftspec.formatting import FormatError, RowFormatter, reference
 from ftspec.loader import LoadedSpec, Origin
-from ftspec.paths import PathPolicy
-from ftspec.sources import RowError, infer_format, parquet_rows, read_rows
+from ftspec.paths import (PathPolicy, TooLarge, describe_os_error, file_problem, hub_id_problem, local_shadow,
+                          output_problem, read_regular)
+from ftspec.sources import RowError, ScanBudget, count_lines, infer_format, parquet_rows, read_rows
 
 SAMPLE_ROWS = 200
 MIN_TRAIN_ROWS = 500
+# What one validate may spend, in all, whatever the spec holds: every row of the local
+# data files is parsed up to SCAN_ROWS rows and SCAN_BYTES bytes (beyond, JSON Lines rows
+# are counted, the rest is parsed when the data is prepared), and all the renderings
+# of sample rows and trial values together take at most RENDER_BUDGET seconds.
+SCAN_ROWS = 1_000_000
+SCAN_BYTES = 512 << 20
+RENDER_BUDGET = 5.0
+MAX_SCHEMA_BYTES = 4 << 20
 SPLITS = ("train", "validation", "test")
 
 # Linear layers of the architectures whose names are known without loading a model.
@@ -96,6 +105,8 @@ class Context:
     issues: list[Issue] = field(default_factory=list)
     names_ok: bool = True  # every template name is a column, so rows can be rendered
     schemas: dict[int, str] = field(default_factory=dict)  # eval.metrics index -> JSON Schema text
+    scan: ScanBudget = field(default_factory=lambda: ScanBudget(SCAN_ROWS, SCAN_BYTES))
+    render_budget: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(RENDER_BUDGET))
 
     def at(self, *path) -> Origin:
         return self.loaded.origin(path)
@@ -136,6 +147,7 @@ def inspect(loaded: LoadedSpec, spec: S.Spec, policy: PathPolicy | None = None) 
     policy = policy or PathPolicy.for_spec(loaded.path)
     ctx = Context(loaded, spec, spec_dir, policy.root, policy)
     _inspect_model(ctx)
+    _inspect_tokenizer(ctx)
     for split in SPLITS:
         source = getattr(spec.data, split)
         if source is not None:
@@ -149,6 +161,11 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     ctx.sources[split] = info
     if info.kind == "hub":
         info.shown = f"hub:{source.hub}"
+        problem = _hub_dataset_problem(ctx, source.hub)
+        if problem:
+            at = ("data", split, "hub") if ("data", split, "hub") in ctx.loaded.where else ("data", split)
+            ctx.issues.append(ctx.error(at, problem))
+            return
         ctx.not_checked.append(f"data.{split}: hub dataset '{source.hub}' is read when the data is prepared; its columns and rows are not checked offline")
         return
     path = ctx.spec_dir / source.path
@@ -160,9 +177,9 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     if refusal:
         ctx.issues.append(Issue(pos, key, refusal))
         return
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not found"
-        ctx.issues.append(Issue(pos, key, f"data file '{source.path}' {what}"))
+    problem = file_problem(path)
+    if problem:
+        ctx.issues.append(Issue(pos, key, f"data file '{source.path}' {problem}"))
         return
     fmt = source.format or infer_format(source.path)
     if fmt is None:
@@ -171,10 +188,19 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     info.format = fmt
     on_bad = ctx.spec.data.on_bad_row
     skipped: list[RowError] = []
+    # One pass over the file: every row is parsed (within the run's budget), the
+    # first ones are kept as the sample that templates are tried on.
+    budget = None if fmt == "json" else ctx.scan
+    rows = 0
     try:
-        info.sample = list(read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
-                                     limit=SAMPLE_ROWS, on_bad_row=on_bad, skipped=skipped))
-        info.rows = count_rows(path, fmt, source, info.shown, on_bad)
+        for row in read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
+                             on_bad_row=on_bad, skipped=skipped, budget=budget):
+            if len(info.sample) < SAMPLE_ROWS:
+                info.sample.append(row)
+            rows += 1
+        info.rows = rows
+        if budget is not None and budget.spent:
+            info.rows = _count_rest(ctx, info, fmt, on_bad, rows)
     except RowError as exc:
         ctx.issues.append(exc.issue())
         return
@@ -192,15 +218,26 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     info.columns = list(seen)
 
 
+def _count_rest(ctx: Context, info: SourceInfo, fmt: str, on_bad: str, parsed: int) -> int | None:
+    """Rows of a file that validate's budget did not let it parse to the end."""
+    rows: int | None = None
+    if fmt == "jsonl" and on_bad == "error":
+        rows = count_lines(info.path, info.shown)
+    elif fmt == "parquet":
+        rows = parquet_rows(info.path)
+    if rows is not None and rows <= parsed:
+        return rows
+    counted = "counted, not parsed" if rows is not None else "neither counted nor parsed"
+    ctx.not_checked.append(f"{info.key}: rows after the first {parsed} are {counted} (validate parses at most "
+                           f"{SCAN_ROWS} rows and {SCAN_BYTES >> 20} MiB in all); they are checked when the data is prepared")
+    return rows
+
+
 def count_rows(path: Path, fmt: str, source: Any, shown: str, on_bad_row: str) -> int:
-    """Rows in a file. JSON Lines are counted by non-blank lines (cheap); the other
+    """Rows in a file: JSON Lines are counted by non-blank lines (cheap); the other
     formats are parsed, since CSV quotes can span lines."""
     if fmt == "jsonl" and on_bad_row == "error":
-        import gzip
-
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            return sum(1 for line in fh if line.strip())
+        return count_lines(path, shown)
     if fmt == "parquet":
         n = parquet_rows(path)
         if n is not None:
@@ -208,6 +245,19 @@ def count_rows(path: Path, fmt: str, source: Any, shown: str, on_bad_row: str) -
     skipped: list[RowError] = []
     return sum(1 for _ in read_rows(path, fmt, shown, source.columns, source.header, source.field,
                                     on_bad_row=on_bad_row, skipped=skipped))
+
+
+def _hub_dataset_problem(ctx: Context, hub: str) -> str | None:
+    """A hub dataset id must be a hub id, and not also a local path that `datasets`
+    would read instead (a folder, a file, anything outside the repository)."""
+    problem = hub_id_problem(hub)
+    if problem:
+        return problem + " (local files are named with path:)"
+    shadow = local_shadow(hub, ctx.spec_dir, ctx.root)
+    if shadow is not None:
+        return (f"'{hub}' is also a local path ({shadow}); datasets would read it instead of the hub dataset: "
+                "name local files with path:")
+    return None
 
 
 def _shown(path: Path) -> str:
@@ -228,7 +278,12 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
         return None
     ref = revision or "main"
     ref_file = folder / "refs" / ref
-    commit = ref_file.read_text().strip() if ref_file.is_file() else ref
+    try:
+        commit = read_regular(ref_file, 1024).decode("utf-8", "replace").strip() if ref_file.is_file() else ref
+    except OSError:
+        return None
+    if "/" in commit or commit in ("", ".", ".."):
+        return None
     snap = folder / "snapshots" / commit
     return snap if snap.is_dir() else None
 
@@ -263,6 +318,10 @@ def _inspect_model(ctx: Context) -> None:
         return
     info = ModelInfo("hub")
     ctx.model = info
+    problem = _hub_model_problem(ctx, m.base)
+    if problem:
+        ctx.issues.append(ctx.error(("model", "base"), problem))
+        return
     snap = _hub_snapshot(m.base, m.revision)
     if snap is None or not (snap / "config.json").is_file():
         ctx.not_checked.append(f"model.base: '{m.base}' is not in the local cache; its architecture, LoRA target modules and chat template are not checked")
@@ -271,21 +330,60 @@ def _inspect_model(ctx: Context) -> None:
     _read_model_files(info, snap)
 
 
-def _read_model_files(info: ModelInfo, folder: Path) -> None:
+def _hub_model_problem(ctx: Context, name: str) -> str | None:
+    """A model (or tokenizer) name that is not local must be a hub id, and not also a
+    local path that transformers would load instead."""
+    problem = hub_id_problem(name)
+    if problem:
+        return problem
+    shadow = local_shadow(name, ctx.root)
+    if shadow is not None:
+        return (f"'{name}' is also a local path ({shadow}); transformers would load it instead of the hub "
+                f"repository: write ./{name} for the local folder, relative to the spec")
+    return None
+
+
+def _inspect_tokenizer(ctx: Context) -> None:
+    """model.tokenizer is a hub id or a local folder, under the same rules as model.base."""
+    m = ctx.spec.model
+    name = getattr(m, "tokenizer", None)
+    if not isinstance(name, str):
+        return
+    if is_local_model(name, ctx.spec_dir):
+        target = ctx.spec_dir / os.path.expanduser(name)
+        refusal = ctx.policy.outside(target, name) or (
+            None if os.path.isabs(os.path.expanduser(name)) else ctx.policy.outside(Path.cwd() / name, name))
+        if refusal:
+            ctx.issues.append(ctx.error(("model", "tokenizer"), refusal))
+        elif not target.is_dir():
+            ctx.issues.append(ctx.error(("model", "tokenizer"), f"local tokenizer folder '{name}' not found"))
+        return
+    problem = _hub_model_problem(ctx, name)
+    if problem:
+        ctx.issues.append(ctx.error(("model", "tokenizer"), problem))
+
+
+def _read_json(path: Path) -> Any:
+    """A small JSON file of a model folder, or None when it cannot be read as one."""
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        info.model_type = config.get("model_type")
-        info.max_positions = config.get("max_position_embeddings") or config.get("n_positions")
-    except (OSError, ValueError):
-        pass
+        return json.loads(read_regular(path, MAX_SCHEMA_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _read_model_files(info: ModelInfo, folder: Path) -> None:
+    config = _read_json(folder / "config.json")
+    if isinstance(config, dict):
+        model_type = config.get("model_type")
+        info.model_type = model_type if isinstance(model_type, str) else None
+        positions = config.get("max_position_embeddings") or config.get("n_positions")
+        info.max_positions = positions if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0 else None
     tok_cfg = folder / "tokenizer_config.json"
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         info.has_chat_template = True
     elif tok_cfg.is_file():
-        try:
-            info.has_chat_template = bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template"))
-        except (OSError, ValueError):
-            info.has_chat_template = None
+        value = _read_json(tok_cfg)
+        info.has_chat_template = bool(value.get("chat_template")) if isinstance(value, dict) else None
 
 
 def _template_refs(spec: S.Spec) -> Iterator[tuple[tuple, Any]]:
@@ -325,7 +423,8 @@ def _inspect_templates(ctx: Context) -> None:
         try:
             resolved = tpl.resolve(ref, ctx.spec_dir, pos, key)
             ctx.templates[".".join(map(str, path))] = resolved
-            ctx.parsed[".".join(map(str, path))] = tpl.parse(resolved, pos, key, ctx.spec_dir)
+            ctx.parsed[".".join(map(str, path))] = tpl.parse(resolved, pos, key, ctx.spec_dir,
+                                                             chat=path == ("format", "chat_template"))
         except SpecError as exc:
             ctx.issues.extend(exc.issues)
 
@@ -403,7 +502,32 @@ def check_sample_rows(ctx: Context) -> Iterator[Issue]:
                     break
 
 
-def _formatter(ctx: Context) -> RowFormatter | None:
+class _SampleFormatter:
+    """A RowFormatter for the sample rows, within the run's rendering budget, that
+    remembers each row's result: the checks and the compiler ask for the same rows
+    more than once, and a template is rendered once per row."""
+
+    def __init__(self, formatter: RowFormatter):
+        self.formatter = formatter
+        self.done: dict[int, tuple[dict, Any]] = {}  # id(values) -> (values, record or FormatError)
+
+    def __getattr__(self, name):
+        return getattr(self.formatter, name)
+
+    def __call__(self, values: dict) -> dict:
+        hit = self.done.get(id(values))
+        if hit is None or hit[0] is not values:
+            try:
+                result: Any = self.formatter(values)
+            except FormatError as exc:
+                result = exc
+            hit = self.done[id(values)] = (values, result)
+        if isinstance(hit[1], FormatError):
+            raise hit[1]
+        return hit[1]
+
+
+def _formatter(ctx: Context) -> _SampleFormatter | None:
     """A formatter from the parsed templates, or None when a template did not parse."""
     f = ctx.spec.format
     needed = [k for k in ctx.parsed if k.startswith(("format.", "data.derive."))]
@@ -416,39 +540,91 @@ def _formatter(ctx: Context) -> RowFormatter | None:
     turns = []
     if isinstance(f, S.ChatFormat) and f.messages:
         turns = [(t.role, ctx.parsed[f"format.messages.{i}.content"][0]) for i, t in enumerate(f.messages)]
-    return RowFormatter(f.kind, dict(ctx.spec.data.rename), derive, fields, turns,
-                        getattr(f, "messages_column", None))
+    return _SampleFormatter(RowFormatter(f.kind, dict(ctx.spec.data.rename), derive, fields, turns,
+                                         getattr(f, "messages_column", None), budget=ctx.render_budget))
 
 
 # What the non-row templates see when they are tried out at validate time.
 _SAMPLE_MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
 _CHAT_CONTEXT = {"messages": _SAMPLE_MESSAGES, "add_generation_prompt": True, "bos_token": "<s>", "eos_token": "</s>",
-                 "pad_token": "<pad>", "unk_token": "<unk>", "tools": None, "documents": None}
+                 "pad_token": "<pad>", "unk_token": "<unk>", "sep_token": "<sep>", "cls_token": "<cls>",
+                 "mask_token": "<mask>", "additional_special_tokens": [], "tools": None, "documents": None}
+# Conversations a chat template is tried on when the data gives none (hub data, say).
+_TRIAL_CONVERSATIONS = [
+    _SAMPLE_MESSAGES,
+    [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
+    [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},
+     {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"}],
+]
+
+
+def _sample_conversations(ctx: Context) -> list[list[dict]]:
+    """The conversations of the first sample rows that format, as the data gives them."""
+    found: list[list[dict]] = []
+    if ctx.formatter is None:
+        return found
+    for split in SPLITS:
+        info = ctx.sources.get(split)
+        if not info or not info.readable:
+            continue
+        for row in info.sample[:3]:
+            try:
+                record = ctx.formatter(row.values)
+            except FormatError:
+                continue
+            if record.get("messages"):
+                found.append(record["messages"])
+        if found:
+            break
+    return found[:3]
+
+
+def _try_chat_template(ctx: Context, template: jinja2.Template) -> Iterator[Issue]:
+    """A chat template must render the conversations this spec makes, both whole (for
+    training) and as a prompt (for evaluation), and must not print a name that
+    transformers never gives it (it would print nothing)."""
+    path = ("format", "chat_template")
+    data = _sample_conversations(ctx)
+    conversations = data or _TRIAL_CONVERSATIONS
+    failures: list[Exception] = []
+    for messages in conversations:
+        prompt = messages[:-1] if messages[-1]["role"] == "assistant" and len(messages) > 1 else messages
+        for msgs, add in ((messages, False), (prompt, True)):
+            try:
+                tpl.render(template, {**_CHAT_CONTEXT, "messages": msgs, "add_generation_prompt": add}, budget=ctx.render_budget)
+            except Exception as exc:  # any error: the template cannot render this conversation
+                if tpl.is_refusal(exc) or isinstance(exc, jinja2.UndefinedError):
+                    what = "" if tpl.is_refusal(exc) else "; transformers gives a chat template only " + ", ".join(tpl.CHAT_NAMES)
+                    yield ctx.error(path, tpl.describe_render_error(exc) + what)
+                    return
+                failures.append(exc)
+    if failures and (data or len(failures) == 2 * len(conversations)):
+        which = "this spec's conversations (from the first rows)" if data else "any conversation"
+        yield ctx.error(path, f"the chat template cannot render {which}: {tpl.describe_render_error(failures[0])}")
 
 
 def check_other_templates(ctx: Context) -> Iterator[Issue]:
-    """Chat templates, extraction templates and judge rubrics are tried once on sample
-    values, so a hostile one is refused now rather than in the middle of a run."""
+    """Chat templates, extraction templates and judge rubrics are tried on sample
+    values, so a hostile or broken one is refused now rather than in the middle of a run."""
     for key, (template, names) in ctx.parsed.items():
         path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         if key == "format.chat_template":
-            values, strict = _CHAT_CONTEXT, False
+            yield from _try_chat_template(ctx, template)
+            continue
         elif key.endswith("extract.template"):
-            values, strict = {"text": "sample answer 42"}, True
+            values = {"text": "sample answer 42"}
         elif key.endswith(".rubric"):
-            values, strict = {"prompt": "p", "reference": "r", "prediction": "p"}, True
+            values = {"prompt": "p", "reference": "r", "prediction": "p"}
         else:
             continue
-        if strict:
-            unknown = sorted(set(names) - set(values))
-            if unknown:
-                yield ctx.error(path, f"template uses '{unknown[0]}'; it can use only {', '.join(sorted(values))}")
-                continue
+        unknown = sorted(set(names) - set(values))
+        if unknown:
+            yield ctx.error(path, f"template uses '{unknown[0]}'; it can use only {', '.join(sorted(values))}")
+            continue
         try:
-            tpl.render(template, values)
-        except Exception as exc:  # only refusals matter for chat templates: transformers renders them
-            if strict or tpl.is_refusal(exc):
-                yield ctx.error(path, tpl.describe_render_error(exc))
+            tpl.render(template, values, budget=ctx.render_budget)
+        except Exception as exc:  # each kind of failure is the template's
+            yield ctx.error(path, tpl.describe_render_error(exc))
 
 
 def check_method_format(ctx: Context) -> Iterator[Issue]:
@@ -631,36 +807,101 @@ def check_json_schemas(ctx: Context) -> Iterator[Issue]:
         if not isinstance(metric, S.JsonSchemaMetric):
             continue
         path = ctx.spec_dir / metric.schema_
+        at = ("eval", "metrics", i, "schema")
         refusal = ctx.policy.outside(path, metric.schema_)
         if refusal:
-            yield ctx.error(("eval", "metrics", i, "schema"), refusal)
+            yield ctx.error(at, refusal)
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular(path, MAX_SCHEMA_BYTES).decode("utf-8-sig")
             schema = json.loads(text)
-        except FileNotFoundError:
-            yield ctx.error(("eval", "metrics", i, "schema"), f"schema file '{metric.schema_}' not found")
+        except TooLarge:
+            yield ctx.error(at, f"schema file '{metric.schema_}' is larger than {MAX_SCHEMA_BYTES >> 20} MiB")
             continue
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            yield ctx.error(("eval", "metrics", i, "schema"), f"schema file '{metric.schema_}' is not JSON: {exc}")
+        except (UnicodeDecodeError, ValueError) as exc:
+            yield ctx.error(at, f"schema file '{metric.schema_}' is not JSON: {exc}")
+            continue
+        except RecursionError:
+            yield ctx.error(at, f"schema file '{metric.schema_}' nests too deeply")
+            continue
+        except OSError as exc:
+            yield ctx.error(at, f"schema file '{metric.schema_}' {describe_os_error(exc)}")
             continue
         if not isinstance(schema, dict):
-            yield ctx.error(("eval", "metrics", i, "schema"), f"schema file '{metric.schema_}' must hold a JSON object")
+            yield ctx.error(at, f"schema file '{metric.schema_}' must hold a JSON object")
             continue
         ctx.schemas[i] = text
 
 
+def _inputs(ctx: Context) -> list[Path]:
+    """Every local file and folder this spec reads: the spec and its bases, data files,
+    template files, schemas, local models and tokenizers."""
+    found: list[Path] = [Path(p) for p in ctx.loaded.files] + [ctx.loaded.path]
+    found += [info.path for info in ctx.sources.values() if info.path is not None]
+    found += [ctx.spec_dir / ref.file for _, ref in _template_refs(ctx.spec) if hasattr(ref, "file")]
+    for metric in ctx.spec.eval.metrics:
+        if isinstance(metric, S.JsonSchemaMetric):
+            found.append(ctx.spec_dir / metric.schema_)
+        if isinstance(metric, S.JudgeMetric) and is_local_model(metric.model, ctx.spec_dir):
+            found.append(ctx.spec_dir / os.path.expanduser(metric.model))
+    m = ctx.spec.model
+    for name in (getattr(m, "base", None), getattr(m, "tokenizer", None)):
+        if isinstance(name, str) and is_local_model(name, ctx.spec_dir):
+            found.append(ctx.spec_dir / os.path.expanduser(name))
+    return found
+
+
 def check_paths(ctx: Context) -> Iterator[Issue]:
-    """The output directory and local judge models stay inside the repository too."""
+    """The output directory stays inside the repository, away from every input (a run
+    renames and removes files in it); local judge models stay inside too."""
     out = ctx.spec.output.dir.replace("{name}", ctx.spec.name)
     refusal = ctx.policy.outside(ctx.root / out, out)
     if refusal:
         yield ctx.error(("output", "dir"), refusal)
+    else:
+        problem = output_problem(ctx.root / out, ctx.root, _inputs(ctx))
+        if problem:
+            yield ctx.error(("output", "dir"), f"'{out}' {problem}")
     for i, metric in enumerate(ctx.spec.eval.metrics):
-        if isinstance(metric, S.JudgeMetric) and is_local_model(metric.model, ctx.spec_dir):
+        if not isinstance(metric, S.JudgeMetric):
+            continue
+        if is_local_model(metric.model, ctx.spec_dir):
             refusal = ctx.policy.outside(ctx.spec_dir / os.path.expanduser(metric.model), metric.model)
             if refusal:
                 yield ctx.error(("eval", "metrics", i, "model"), refusal)
+        else:
+            problem = _hub_model_problem(ctx, metric.model)
+            if problem:
+                yield ctx.error(("eval", "metrics", i, "model"), problem)
+
+
+def _same_source(a: SourceInfo, b: SourceInfo) -> bool:
+    if a.kind == "file" and b.kind == "file" and a.path is not None and b.path is not None:
+        try:
+            return a.path.resolve() == b.path.resolve() or os.path.samefile(a.path, b.path)
+        except OSError:
+            return False
+    if a.kind == "hub" and b.kind == "hub":
+        x, y = a.spec, b.spec
+        return (x.hub, x.split, x.subset, x.revision) == (y.hub, y.split, y.subset, y.revision)
+    return False
+
+
+def check_same_data(ctx: Context) -> Iterator[Issue]:
+    """Held-out rows must not be the rows trained on: validation or test read from the
+    training file measure memorisation, not generalisation."""
+    train = ctx.sources.get("train")
+    if train is None:
+        return
+    for split in ("validation", "test"):
+        info = ctx.sources.get(split)
+        if info is not None and _same_source(train, info):
+            yield ctx.warning(("data", split), f"reads the same data as data.train: the model is {'validated' if split == 'validation' else 'tested'} "
+                              "on rows it trained on", f"hold rows out with data.split.{split} instead")
+    val, test = ctx.sources.get("validation"), ctx.sources.get("test")
+    if val is not None and test is not None and _same_source(val, test):
+        yield ctx.warning(("data", "test"), "reads the same data as data.validation; the test split should be rows "
+                          "that nothing was tuned on")
 
 
 def default_metrics(spec: S.Spec) -> list[str]:
@@ -723,6 +964,7 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_eval,
     check_json_schemas,
     check_paths,
+    check_same_data,
     check_choices,
     check_batch_fits,
 ]

@@ -30,6 +30,7 @@ class RowFormatter:
     fields: dict[str, jinja2.Template]  # prompt/completion/chosen/rejected
     turns: list[tuple[str, jinja2.Template]] = field(default_factory=list)  # chat: (role, content)
     messages_column: str | None = None
+    budget: tpl.RenderBudget | None = None  # all renderings together (validate's sample rows)
 
     @classmethod
     def from_plan(cls, data, fmt) -> "RowFormatter":
@@ -45,7 +46,7 @@ class RowFormatter:
         """The row after renames and derived columns."""
         row = {self.rename.get(k, k): v for k, v in values.items()}
         for name, template in self.derive:
-            row[name] = self._render(template, row, f"data.derive.{name}")
+            row[name] = self._render(template, row, f"data.derive.{name}", self.budget)
         return row
 
     def __call__(self, values: dict) -> dict:
@@ -57,11 +58,11 @@ class RowFormatter:
             if self.messages_column is not None:
                 return {"messages": self._messages_from_column(row)}
             return {"messages": [
-                {"role": role, "content": self._render(t, row, f"format.messages.{i}.content")}
+                {"role": role, "content": self._render(t, row, f"format.messages.{i}.content", self.budget)}
                 for i, (role, t) in enumerate(self.turns)
             ]}
         names = ("prompt", "completion") if self.kind == "prompt_completion" else ("prompt", "chosen", "rejected")
-        return {n: self._render(self.fields[n], row, f"format.{n}") for n in names}
+        return {n: self._render(self.fields[n], row, f"format.{n}", self.budget) for n in names}
 
     def _messages_from_column(self, row: dict) -> list[dict]:
         key = "format.messages_column"
@@ -78,9 +79,9 @@ class RowFormatter:
         return out
 
     @staticmethod
-    def _render(template: jinja2.Template, row: dict, key: str) -> str:
+    def _render(template: jinja2.Template, row: dict, key: str, budget: tpl.RenderBudget | None = None) -> str:
         try:
-            return tpl.render(template, row)
+            return tpl.render(template, row, budget=budget)
         except Exception as exc:  # jinja raises many types; each is the row's or template's fault
             raise FormatError(key, tpl.describe_render_error(exc), tpl.is_refusal(exc)) from None
 

@@ -11,6 +11,8 @@ separated by the OS path separator); a spec can never widen this itself.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -45,3 +47,165 @@ class PathPolicy:
                 return None
         return (f"'{shown}' resolves outside the spec's repository ({self.root}); a spec may only name files inside it"
                 f" (whoever runs ftspec can allow a folder with --allow-path DIR or {ENV})")
+
+
+# --------------------------------------------------------------------------- regular files
+
+
+class NotRegularFile(OSError):
+    """A path that names something other than a regular file (a FIFO, a device, a folder)."""
+
+
+def file_kind(mode: int) -> str | None:
+    """What a file of this ``st_mode`` is, in words, when it is not a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a regular file"
+    if stat.S_ISCHR(mode):
+        return "is a character device, not a regular file"
+    if stat.S_ISBLK(mode):
+        return "is a block device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    return "is not a regular file"
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a regular file ('not found', 'is a directory',
+    'is a FIFO …'), or None. Looks without opening, so a FIFO never blocks."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "not found"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except ValueError:  # a NUL byte in the name
+        return "not found"
+    return file_kind(mode)
+
+
+def open_regular(path: Path):
+    """Open a regular file for reading in binary, refusing anything else at once: the
+    open itself does not block on a FIFO (O_NONBLOCK), and what was opened is checked
+    (fstat), so a file swapped for a FIFO or a device between a check and the open is
+    refused too. Raises FileNotFoundError, IsADirectoryError or NotRegularFile."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        kind = file_kind(mode)
+        if kind is not None:
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(21, "Is a directory", str(path))
+            raise NotRegularFile(kind)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; raises :class:`TooLarge`
+    past it (without reading more than ``limit + 1`` bytes)."""
+    with open_regular(path) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(limit)
+    return data
+
+
+class TooLarge(OSError):
+    def __init__(self, limit: int):
+        super().__init__(f"larger than {limit} bytes")
+        self.limit = limit
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError from opening or reading a file, as the end of a sentence about it."""
+    if isinstance(exc, FileNotFoundError):
+        return "not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, (NotRegularFile, TooLarge)):
+        return str(exc)
+    return f"cannot be read: {exc.strerror or exc}"
+
+
+# --------------------------------------------------------------------------- hub names
+
+# A hub repository id: an optional owner and a name, each of letters, digits, '-',
+# '_' and '.', not starting with '.' or '-', with no '..' or '--' (the hub's own rules).
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+HUB_ID = re.compile(rf"^(?:{_HUB_PART}/)?{_HUB_PART}$")
+# A revision: a commit hash, tag or branch (git ref names; '/' allowed, never '..').
+REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,254}$")
+
+
+def hub_id_problem(value: str) -> str | None:
+    """Why ``value`` is not a hub repository id, or None."""
+    if not HUB_ID.match(value) or ".." in value or "--" in value:
+        return (f"'{value}' is not a hub id (OWNER/NAME: letters, digits, '-', '_' and '.'); "
+                "a local folder starts with ./ or ../")
+    return None
+
+
+def revision_problem(value: str) -> str | None:
+    """Why ``value`` is not a revision (a commit hash, tag or branch), or None."""
+    parts = value.split("/")
+    if not REVISION.match(value) or any(p in ("", ".", "..") or p.startswith(".") or p.endswith(".lock") for p in parts) or ".." in value:
+        return (f"'{value}' is not a revision: a commit hash, tag or branch name "
+                "(letters, digits, '.', '_', '-', '+' and '/', no '..')")
+    return None
+
+
+def looks_local(value: str) -> bool:
+    """Whether a model or tokenizer name is written as a local path."""
+    return value.startswith((".", "/", "~", "\\")) or "\\" in value or (len(value) > 1 and value[1] == ":")
+
+
+def local_shadow(value: str, *folders: Path) -> Path | None:
+    """A local file or folder that a hub id would load instead of the hub repository
+    (transformers and datasets try a local path of that name first): relative to
+    each of ``folders`` and to the working directory."""
+    for folder in (*folders, Path.cwd()):
+        try:
+            candidate = Path(folder) / value
+            if candidate.exists():
+                return candidate
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------- the run directory
+
+
+def output_problem(out: Path, root: Path, inputs: Iterable[Path]) -> str | None:
+    """Why ``out`` cannot be the run directory, or None: a run renames and removes
+    files inside it, so it must hold none of the spec's inputs and none of the
+    repository's own files (``.git``), and it cannot be the repository itself."""
+    real = Path(out).resolve()
+    root = Path(root).resolve()
+    if real == root:
+        return "is the repository root; a run writes and removes files in its run directory: use a folder of its own, e.g. runs/{name}"
+    git = root / ".git"
+    if real == git or git in real.parents:
+        return "is inside .git; use a folder of its own, e.g. runs/{name}"
+    if real in git.parents:
+        return "holds the repository's .git; use a folder of its own, e.g. runs/{name}"
+    for item in inputs:
+        p = Path(item).resolve()
+        if p == real or real in p.parents:
+            try:
+                shown = p.relative_to(root).as_posix()
+            except ValueError:
+                shown = str(p)
+            what = "is" if p == real else "holds"
+            return (f"{what} '{shown}', an input of this spec; a run writes and removes files in its run "
+                    "directory: use a folder of its own, e.g. runs/{name}")
+    return None

@@ -12,15 +12,22 @@ import csv
 import gzip
 import hashlib
 import json
+import math
+import os
+import re
+import sys
+import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ftspec.errors import Issue, Pos, SpecError
+from ftspec.paths import describe_os_error, open_regular
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
-csv.field_size_limit(1 << 28)
+csv.field_size_limit(1 << 24)  # MAX_LINE_BYTES: a field cannot be longer than a line may
 
 
 class RowError(Exception):
@@ -53,14 +60,110 @@ def infer_format(path: str) -> str | None:
 
 def fingerprint(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _open_binary(path: Path):
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+# Limits on what one data file may cost to read, whatever it holds. A row is a line
+# (JSON Lines, CSV) or an element (JSON); a spec's data may come from someone the
+# repository owner does not fully trust, like the spec itself.
+MAX_LINE_BYTES = 16 << 20  # one line of a JSON Lines or CSV file
+MAX_JSON_BYTES = 256 << 20  # a whole .json document (parsed at once)
+MAX_EXPANSION = 100  # a .gz file may expand to this many times its size ...
+EXPANSION_SLACK = 64 << 20  # ... plus this much (small files compress well)
+MAX_ROW_DEPTH = 64  # nesting of lists and objects in one row (as in a spec)
+MAX_ROW_VALUES = 100_000  # values in one row
+
+
+class ScanBudget:
+    """How many rows and bytes all the reads that share it may parse together (validate
+    parses every row of every local file, up to this; the rest is counted)."""
+
+    def __init__(self, rows: int, nbytes: int):
+        self.rows = rows
+        self.bytes = nbytes
+
+    @property
+    def spent(self) -> bool:
+        return self.rows <= 0 or self.bytes <= 0
+
+
+class _Stop(Exception):
+    """Reading a file cannot go on (a compression bomb, a corrupt stream)."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class _Reader:
+    """A data file's bytes, decompressed when it ends in .gz, read in bounded lines.
+
+    Opening refuses what is not a regular file (a FIFO, a device) without blocking;
+    a compressed file that expands more than :data:`MAX_EXPANSION` times is refused as
+    it is read, so a small file cannot make ftspec read gigabytes."""
+
+    def __init__(self, path: Path, meter: ScanBudget | None = None):
+        self.meter = meter
+        self.raw = open_regular(path)
+        size = os.fstat(self.raw.fileno()).st_size
+        self.compressed = path.name.lower().endswith(".gz")
+        self.stream = gzip.GzipFile(fileobj=self.raw, mode="rb") if self.compressed else self.raw
+        self.budget = size * MAX_EXPANSION + EXPANSION_SLACK if self.compressed else None
+        self.total = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        try:
+            if self.stream is not self.raw:
+                self.stream.close()
+        finally:
+            self.raw.close()
+
+    def _count(self, n: int) -> None:
+        self.total += n
+        if self.meter is not None:
+            self.meter.bytes -= n
+        if self.budget is not None and self.total > self.budget:
+            raise _Stop(f"compressed file expands to more than {MAX_EXPANSION} times its size "
+                        f"(over {self.budget >> 20} MiB); refused as a possible compression bomb")
+
+    def read(self, limit: int) -> bytes:
+        data = self.stream.read(limit + 1)
+        self._count(len(data))
+        return data
+
+    def lines(self) -> Iterator[tuple[int, bytes | None]]:
+        """(line number, bytes) for each line, line ending kept; a line longer than
+        :data:`MAX_LINE_BYTES` is skipped over in bounded chunks and given as None."""
+        number = 0
+        while True:
+            raw = self.stream.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            self._count(len(raw))
+            number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while True:  # the rest of the long line, without holding it
+                    rest = self.stream.readline(1 << 20)
+                    self._count(len(rest))
+                    if not rest or rest.endswith(b"\n"):
+                        break
+                yield number, None
+                continue
+            yield number, raw
+
+
+def _too_long(shown: str, line: int) -> RowError:
+    return RowError(Pos(shown, line), f"line longer than {MAX_LINE_BYTES >> 20} MiB; rows this long are refused")
 
 
 class _BadBytes(Exception):
@@ -68,17 +171,23 @@ class _BadBytes(Exception):
         self.line = line
 
 
-def _text_lines(path: Path) -> Iterator[str]:
+class _LongLine(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+def _text_lines(reader: _Reader) -> Iterator[str]:
     """The file's lines as text, line endings kept, decoded one line at a time so that
     a bad byte is reported at its own line; a byte-order mark is dropped."""
-    with _open_binary(path) as fh:
-        for number, raw in enumerate(fh, 1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _BadBytes(number) from None
+    for number, raw in reader.lines():
+        if raw is None:
+            raise _LongLine(number)
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BadBytes(number) from None
 
 
 def read_rows(
@@ -91,15 +200,18 @@ def read_rows(
     limit: int | None = None,
     on_bad_row: str = "error",
     skipped: list[RowError] | None = None,
+    budget: ScanBudget | None = None,
 ) -> Iterator[Row]:
     """Yield the rows of a file as dicts. Bad rows raise :class:`RowError`, or are
-    appended to ``skipped`` when ``on_bad_row`` is ``skip``."""
+    appended to ``skipped`` when ``on_bad_row`` is ``skip``. What stops the whole file
+    (not a regular file, a corrupt or exploding compressed stream) always raises.
+    With ``budget``, reading stops (quietly) once the budget is spent."""
     reader = {"jsonl": _jsonl, "json": _json, "csv": _delimited, "tsv": _delimited, "parquet": _parquet}[fmt]
     count = 0
     try:
-        for item in reader(path, fmt, shown, columns, header, field):
+        for item in reader(path, fmt, shown, columns, header, field, meter=budget):
             if isinstance(item, RowError):
-                if on_bad_row == "skip" and skipped is not None:
+                if on_bad_row == "skip" and skipped is not None and item.pos.line is not None:
                     skipped.append(item)
                     continue
                 raise item
@@ -107,19 +219,109 @@ def read_rows(
             count += 1
             if limit is not None and count >= limit:
                 return
+            if budget is not None:
+                budget.rows -= 1
+                if budget.spent:
+                    return
+    except _Stop as exc:
+        raise RowError(Pos(shown, exc.line), exc.message) from None
     except gzip.BadGzipFile:
         raise RowError(Pos(shown), "not a valid gzip file") from None
     except EOFError:
         raise RowError(Pos(shown), "compressed file ends early (truncated?)") from None
+    except zlib.error:
+        raise RowError(Pos(shown), "compressed data is corrupt (not a valid gzip stream)") from None
+    except OSError as exc:
+        raise RowError(Pos(shown), f"data file {describe_os_error(exc)}") from None
 
 
 def _decode_error(shown: str, line: int) -> RowError:
     return RowError(Pos(shown, line), "not valid UTF-8; save the file as UTF-8")
 
 
-def _jsonl(path, fmt, shown, columns, header, field):
-    with _open_binary(path) as fh:
-        for line_no, raw in enumerate(fh, 1):
+# --------------------------------------------------------------------------- JSON values
+
+
+class _BadValue(ValueError):
+    """A JSON text that parses but is not a row ftspec takes."""
+
+
+def _pairs(pairs: list) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = key if len(key) <= 40 else key[:37] + "..."
+                raise _BadValue(f"key {shown!r} appears twice in one object; JSON readers would keep only the last")
+            seen.add(key)
+    return value
+
+
+def _constant(name: str):
+    raise _BadValue(f"{name} is not a JSON number; write null, or a number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 24 else text[:21] + "..."
+        raise _BadValue(f"number {shown} is too large for a 64-bit float")
+    return value
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
+
+
+def _shape_problem(value) -> str | None:
+    """Whether a parsed value nests deeper or holds more values than a row may."""
+    stack = [(value, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_ROW_VALUES:
+            return f"holds more than {MAX_ROW_VALUES} values; rows this large are refused"
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        if depth > MAX_ROW_DEPTH:
+            return f"nests lists and objects more than {MAX_ROW_DEPTH} levels deep"
+        stack.extend((child, depth + 1) for child in node)
+    return None
+
+
+def decode_json(text: str, whole: bool = False) -> Any:
+    """Parse JSON as ftspec reads data: standard JSON only (no NaN or Infinity), no key
+    twice in an object, finite numbers, bounded nesting and size (per row, unless
+    ``whole``: a whole .json document, whose rows are checked one by one). Raises
+    json.JSONDecodeError, or ValueError with a message for the user."""
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise _BadValue(f"nests lists and objects more than {MAX_ROW_DEPTH} levels deep") from None
+    except json.JSONDecodeError:
+        raise
+    except _BadValue:
+        raise
+    except ValueError as exc:  # Python's limit on the digits of an integer
+        if "digits" in str(exc):
+            raise _BadValue(f"a number with more than {sys.get_int_max_str_digits() or 4300} digits") from None
+        raise _BadValue(str(exc)) from None
+    if not whole and (text.count("[") + text.count("{") > MAX_ROW_DEPTH or len(text) > MAX_ROW_VALUES):
+        problem = _shape_problem(value)
+        if problem:
+            raise _BadValue(problem)
+    return value
+
+
+def _jsonl(path, fmt, shown, columns, header, field, meter=None):
+    with _Reader(path, meter) as reader:
+        for line_no, raw in reader.lines():
+            if raw is None:
+                yield _too_long(shown, line_no)
+                continue
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
@@ -130,9 +332,12 @@ def _jsonl(path, fmt, shown, columns, header, field):
             if not line.strip():
                 continue
             try:
-                value = json.loads(line.rstrip("\r\n"))
+                value = decode_json(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield RowError(Pos(shown, line_no), f"not valid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            except ValueError as exc:
+                yield RowError(Pos(shown, line_no), f"not a usable JSON row: {exc}")
                 continue
             if not isinstance(value, dict):
                 yield RowError(Pos(shown, line_no), f"expected a JSON object per line, found {_json_kind(value)}")
@@ -144,19 +349,26 @@ def _json_kind(value) -> str:
     return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _json(path, fmt, shown, columns, header, field):
+def _json(path, fmt, shown, columns, header, field, meter=None):
+    with _Reader(path) as reader:
+        raw = reader.read(MAX_JSON_BYTES)
+    if len(raw) > MAX_JSON_BYTES:
+        yield RowError(Pos(shown), f"a JSON document larger than {MAX_JSON_BYTES >> 20} MiB is refused; "
+                                   "write the rows as JSON Lines (.jsonl), one per line")
+        return
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     try:
-        with _open_binary(path) as fh:
-            raw = fh.read()
-        if raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        value = json.loads(raw.decode("utf-8"))
+        value = decode_json(raw.decode("utf-8"), whole=True)
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         yield RowError(Pos(shown, line), "not valid UTF-8; save the file as UTF-8")
         return
     except json.JSONDecodeError as exc:
         yield RowError(Pos(shown, exc.lineno, exc.colno), f"not valid JSON: {exc.msg}")
+        return
+    except ValueError as exc:
+        yield RowError(Pos(shown), f"not usable JSON: {exc}")
         return
     if field is not None:
         if not isinstance(value, dict) or field not in value:
@@ -171,16 +383,20 @@ def _json(path, fmt, shown, columns, header, field):
         if not isinstance(item, dict):
             yield RowError(Pos(shown, i), f"row {i}: expected a JSON object, found {_json_kind(item)}")
             continue
+        problem = _shape_problem(item)
+        if problem:
+            yield RowError(Pos(shown, i), f"row {i}: {problem}")
+            continue
         yield Row(i, item)
 
 
-def _delimited(path, fmt, shown, columns, header, field):
+def _delimited(path, fmt, shown, columns, header, field, meter=None):
     delimiter = "\t" if fmt == "tsv" else ","
     has_header = header if header is not None else columns is None
     # TSV files (SST-2 among them) often hold unbalanced quotes in the text itself.
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
-    lines = _text_lines(path)
-    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+    source = _Reader(path, meter)
+    reader = csv.reader(_text_lines(source), delimiter=delimiter, quoting=quoting)
     names = list(columns) if columns else None
     try:
         for record in reader:
@@ -192,7 +408,7 @@ def _delimited(path, fmt, shown, columns, header, field):
                 has_header = False
                 if names is None:
                     names = header_names
-                    dupes = sorted({n for n in names if names.count(n) > 1})
+                    dupes = sorted(n for n, k in Counter(names).items() if k > 1)
                     if dupes:
                         yield RowError(Pos(shown, line_no), f"header repeats column names: {', '.join(dupes)}")
                         return
@@ -209,11 +425,15 @@ def _delimited(path, fmt, shown, columns, header, field):
             yield Row(line_no, dict(zip(names, record)))
     except _BadBytes as exc:
         yield _decode_error(shown, exc.line)
+    except _LongLine as exc:
+        yield _too_long(shown, exc.line)
     except csv.Error as exc:
         yield RowError(Pos(shown, reader.line_num), f"CSV error: {exc}")
+    finally:
+        source.close()
 
 
-def _parquet(path, fmt, shown, columns, header, field):
+def _parquet(path, fmt, shown, columns, header, field, meter=None):
     try:
         import pyarrow.parquet as pq  # only installed with the [train] extra
     except ImportError:
@@ -236,3 +456,39 @@ def parquet_rows(path: Path) -> int | None:
     except ImportError:
         return None
     return pq.ParquetFile(path).metadata.num_rows
+
+
+_NONBLANK = re.compile(rb"(?m)^[ \t\r\f\v]*[^ \t\r\f\v\n]")
+
+
+def count_lines(path: Path, shown: str) -> int:
+    """Non-blank lines of a file (the rows of a JSON Lines file), counted in large
+    chunks without parsing: fast, and bounded like reading (line length, expansion)."""
+    count = 0
+    carry = b""
+    try:
+        with _Reader(path) as reader:
+            while True:
+                chunk = reader.stream.read(1 << 20)
+                reader._count(len(chunk))
+                if not chunk:
+                    break
+                data = carry + chunk
+                cut = data.rfind(b"\n") + 1
+                count += len(_NONBLANK.findall(data, 0, cut))
+                carry = data[cut:]
+                if len(carry) > MAX_LINE_BYTES:
+                    raise _Stop(f"a line longer than {MAX_LINE_BYTES >> 20} MiB; rows this long are refused")
+            if carry.strip():
+                count += 1
+    except _Stop as exc:
+        raise RowError(Pos(shown, exc.line), exc.message) from None
+    except gzip.BadGzipFile:
+        raise RowError(Pos(shown), "not a valid gzip file") from None
+    except EOFError:
+        raise RowError(Pos(shown), "compressed file ends early (truncated?)") from None
+    except zlib.error:
+        raise RowError(Pos(shown), "compressed data is corrupt (not a valid gzip stream)") from None
+    except OSError as exc:
+        raise RowError(Pos(shown), f"data file {describe_os_error(exc)}") from None
+    return count

@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
+from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 from pydantic_core import PydanticCustomError
+
+from ftspec.paths import revision_problem
 
 def _no_bool(value: Any) -> Any:
     # YAML's `true` is not the number 1, whatever Python thinks.
@@ -24,9 +26,40 @@ def _no_bool(value: Any) -> Any:
 
 
 # Integers must be integers (not `true`, not 2.5); numbers may be written `1e-4`,
-# which YAML 1.1 reads as a string.
+# which YAML 1.1 reads as a string. Numbers are finite (no .inf, .nan or "1e999"):
+# every one of them goes into the plan's JSON.
 Int = Annotated[int, Strict()]
-Number = Annotated[float, BeforeValidator(_no_bool)]
+Number = Annotated[float, BeforeValidator(_no_bool), AllowInfNan(False)]
+
+# Seeds reach numpy and torch, which take 32-bit unsigned seeds.
+MAX_SEED = 2**32 - 1
+# Counts of steps and rows: far past any real job, far below what breaks arithmetic.
+MAX_COUNT = 10**12
+# How many of each repeated thing a spec may hold: every one costs work in validate.
+MAX_PROFILES = 64
+MAX_DERIVED = 100
+MAX_TURNS = 256
+MAX_METRICS = 64
+
+
+def _revision(value: str | None) -> str | None:
+    if value is not None:
+        problem = revision_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+Revision = Annotated[str | None, AfterValidator(_revision)]
+
+
+def _regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
 
 
 class _Section(BaseModel):
@@ -82,6 +115,14 @@ class BuiltinTemplate(_Section):
     _tag = "builtin"
     builtin: str = Field(description="Name of a built-in template (`ftspec templates` lists them), e.g. `chatml`.", min_length=1)
 
+    @field_validator("builtin")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", v):
+            raise ValueError("a built-in template is a name (letters, digits, '-', '_' and '.'; `ftspec templates` lists them), "
+                             "not a path; use {file: PATH} for a template file")
+        return v
+
 
 Template = Annotated[
     Union[
@@ -125,7 +166,7 @@ class PretrainedModel(_Section):
 
     kind: Literal["pretrained"] = Field("pretrained", description="`pretrained` (inferred when `base` is given).")
     base: str = Field(min_length=1, description="A hub model id such as `Qwen/Qwen2.5-0.5B-Instruct`, or a local directory relative to the spec (start it with `./` or `../`).")
-    revision: str | None = Field(None, description="Hub revision to pin: a commit hash (best), tag or branch. Unpinned hub models draw a warning.")
+    revision: Revision = Field(None, description="Hub revision to pin: a commit hash (best), tag or branch. Unpinned hub models draw a warning.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype when loading; `auto` follows `compute.precision`.")
     trust_remote_code: bool = Field(False, description="Run Python code shipped inside the model repository. Off unless set here; `ftspec plan` shows it when on.")
     tokenizer: str | None = Field(None, description="A different tokenizer (hub id or local path); defaults to the model's own.")
@@ -143,7 +184,7 @@ class TinyModel(_Section):
     intermediate_size: Int | None = Field(None, ge=8, le=65536, description="Width of the MLP; defaults to 4 × `hidden_size`.")
     max_position_embeddings: Int = Field(512, ge=16, le=131072, description="Longest sequence the model can take.")
     tokenizer: TinyTokenizerSpec = Field(default_factory=lambda: ByteTokenizer(kind="byte"))
-    init_seed: Int = Field(0, ge=0, description="Seed of the random initial weights.")
+    init_seed: Int = Field(0, ge=0, le=MAX_SEED, description="Seed of the random initial weights.")
 
     @model_validator(mode="after")
     def _heads(self) -> "TinyModel":
@@ -192,7 +233,7 @@ class HubSource(_Section):
     hub: str = Field(min_length=1, description="Hub dataset id, e.g. `stanfordnlp/sst2`.")
     split: str = Field("train", description="Which split of the hub dataset to read.")
     subset: str | None = Field(None, description="Configuration (subset) name, when the dataset has several.")
-    revision: str | None = Field(None, description="Dataset revision (commit hash, tag or branch) to pin.")
+    revision: Revision = Field(None, description="Dataset revision (commit hash, tag or branch) to pin.")
 
 
 def _path_shorthand(v: Any) -> Any:
@@ -215,7 +256,7 @@ class Split(_Section):
 
     validation: Number = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for validation (only when `data.validation` is not given).")
     test: Number = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for the test split (only when `data.test` is not given).")
-    seed: Int = Field(42, ge=0, description="Seed of the shuffle before splitting.")
+    seed: Int = Field(42, ge=0, le=MAX_SEED, description="Seed of the shuffle before splitting.")
     stratify: str | None = Field(None, description="Column whose value proportions each split keeps (for classification labels).")
 
     @model_validator(mode="after")
@@ -236,8 +277,8 @@ class Data(_Section):
     test: Source | None = Field(None, description="Held-out test rows for the evaluation.")
     split: Split | None = Field(None, description="Hold out validation/test rows from `train` when no file is given for them.")
     rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=dict, description="Rename columns: `{old_name: new_name}`.")
-    derive: dict[str, str] = Field(default_factory=dict, description="New columns computed from each row by jinja templates, in order: `{answer: \"{{ 'yes' if label == '1' else 'no' }}\"}`.")
-    limit: Int | None = Field(None, ge=1, description="Keep at most this many rows of each split (after splitting): for quick runs and smoke profiles.")
+    derive: dict[str, str] = Field(default_factory=dict, max_length=MAX_DERIVED, description="New columns computed from each row by jinja templates, in order: `{answer: \"{{ 'yes' if label == '1' else 'no' }}\"}`.")
+    limit: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Keep at most this many rows of each split (after splitting): for quick runs and smoke profiles.")
     on_bad_row: Literal["error", "skip"] = Field("error", description="A row that cannot be read or rendered: stop with its row number (`error`), or `skip` it and count it in the data statistics.")
 
     @field_validator("derive")
@@ -272,7 +313,7 @@ class ChatFormat(_Section):
     """Conversations (a `messages` list), rendered with a chat template."""
 
     kind: Literal["chat"] = Field(description="`chat`: TRL's conversational `messages` column.")
-    messages: list[ChatTurn] | None = Field(None, min_length=1, description="The conversation built from each row, turn by turn. Give this or `messages_column`.")
+    messages: list[ChatTurn] | None = Field(None, min_length=1, max_length=MAX_TURNS, description="The conversation built from each row, turn by turn. Give this or `messages_column`.")
     messages_column: str | None = Field(None, description="A column that already holds a list of `{role, content}` messages.")
     chat_template: Template | None = Field(None, description="Chat template; defaults to the tokenizer's own. Use `{builtin: chatml}` for models without one.")
     loss: Literal["assistant", "all"] = Field("assistant", description="Which tokens carry loss: assistant turns only (recommended) or the whole conversation.")
@@ -317,7 +358,7 @@ class LoraAdapter(_Section):
 
     kind: Literal["lora"] = Field(description="`lora`.")
     r: Int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
-    alpha: Number | None = Field(None, gt=0, description="Scaling numerator (`alpha / r`); defaults to 2 × `r`.")
+    alpha: Number | None = Field(None, gt=0, le=1e6, description="Scaling numerator (`alpha / r`); defaults to 2 × `r`.")
     dropout: Number = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: Union[Literal["all-linear"], Annotated[list[str], Field(min_length=1)]] = Field("all-linear", description="Module names to adapt, or `all-linear` for every linear layer but the output head.")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
@@ -380,35 +421,35 @@ MethodSpec = Annotated[
 class EarlyStopping(_Section):
     """Stop when the validation loss stops improving."""
 
-    patience: Int = Field(3, ge=1, description="Evaluations without improvement before stopping.")
-    min_delta: Number = Field(0.0, ge=0, description="Smallest decrease of the validation loss that counts as an improvement.")
+    patience: Int = Field(3, ge=1, le=1_000_000, description="Evaluations without improvement before stopping.")
+    min_delta: Number = Field(0.0, ge=0, le=1e6, description="Smallest decrease of the validation loss that counts as an improvement.")
 
 
-Cadence = Union[Annotated[int, Strict(), Field(ge=1)], Literal["epoch"]]
+Cadence = Union[Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)], Literal["epoch"]]
 
 
 class Training(_Section):
     """Optimisation settings. Steps are optimizer steps (after gradient accumulation)."""
 
     epochs: Number = Field(1.0, gt=0, le=1000, description="Passes over the training split.")
-    max_steps: Int | None = Field(None, ge=1, description="Stop after this many optimizer steps; overrides `epochs`.")
+    max_steps: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Stop after this many optimizer steps; overrides `epochs`.")
     learning_rate: Number | None = Field(None, gt=0, lt=1, description="Peak learning rate; defaults to 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning (5e-6 for full DPO).")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warm-up.")
     warmup_ratio: Number | None = Field(None, ge=0, lt=1, description="Fraction of the steps spent warming up; defaults to 0.03. Give this or `warmup_steps`.")
-    warmup_steps: Int | None = Field(None, ge=0, description="Warm-up steps; give this or `warmup_ratio`.")
+    warmup_steps: Int | None = Field(None, ge=0, le=MAX_COUNT, description="Warm-up steps; give this or `warmup_ratio`.")
     batch_size: Int = Field(8, ge=1, le=65536, description="Rows per device per forward pass.")
     gradient_accumulation: Int = Field(1, ge=1, le=4096, description="Forward passes per optimizer step.")
     max_length: Int | None = Field(None, ge=8, le=1_048_576, description="Longest tokenised row; longer rows are truncated (the prepared-data statistics report how many). Defaults to 1024, or the model's context length when that is shorter.")
-    seed: Int = Field(42, ge=0, description="Seed of initialisation, shuffling and dropout.")
+    seed: Int = Field(42, ge=0, le=MAX_SEED, description="Seed of initialisation, shuffling and dropout.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = Field("adamw_torch", description="Optimizer.")
     weight_decay: Number = Field(0.0, ge=0, lt=1, description="Decoupled weight decay.")
-    max_grad_norm: Number = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
+    max_grad_norm: Number = Field(1.0, ge=0, le=1e6, description="Gradient clipping norm (0 turns clipping off).")
     batching: Literal["auto", "padded", "length_grouped", "packed"] = Field("auto", description="How rows become batches: `packed` puts several rows into one sequence with no padding (kept apart by position ids), `length_grouped` batches rows of similar length, `padded` pads each batch to its longest row; `auto` lets the compiler choose, and the plan says which and why.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more time.")
-    logging_steps: Int = Field(10, ge=1, description="Log the training loss every this many steps.")
+    logging_steps: Int = Field(10, ge=1, le=MAX_COUNT, description="Log the training loss every this many steps.")
     eval_every: Cadence | None = Field(None, description="Compute the validation loss every N steps or every `epoch`; defaults to about ten times per run.")
     save_every: Cadence | None = Field(None, description="Write a checkpoint every N steps or every `epoch`; defaults to `eval_every`.")
-    save_total_limit: Int = Field(2, ge=1, description="Checkpoints kept on disk (the newest, plus the best when early stopping).")
+    save_total_limit: Int = Field(2, ge=1, le=10_000, description="Checkpoints kept on disk (the newest, plus the best when early stopping).")
     early_stopping: EarlyStopping | None = Field(None, description="Stop when the validation loss stops improving (needs validation data).")
 
     @model_validator(mode="after")
@@ -429,7 +470,7 @@ SIMPLE_METRICS = (
 class Extract(_Section):
     """Pull the answer out of a prediction and its reference before scoring."""
 
-    regex: str | None = Field(None, description="A regular expression; the first group (or the whole match) is the answer.")
+    regex: Annotated[str | None, AfterValidator(_regex)] = Field(None, description="A regular expression; the first group (or the whole match) is the answer.")
     template: str | None = Field(None, description="A jinja expression over `text`, e.g. `{{ text.split('####')[-1] | trim }}`.")
     which: Literal["first", "last"] = Field("last", description="With `regex`: use the first or the last match.")
 
@@ -437,11 +478,6 @@ class Extract(_Section):
     def _one(self) -> "Extract":
         if (self.regex is None) == (self.template is None):
             raise ValueError("give exactly one of 'regex' or 'template'")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
         return self
 
 
@@ -466,8 +502,8 @@ class JudgeMetric(_Section):
     name: Literal["judge"] = Field(description="`judge`.")
     model: str = Field(min_length=1, description="Judge model: a hub id or local path.")
     rubric: Template = Field(description="Template of the judge prompt; sees `prompt`, `reference` and `prediction`.")
-    score_regex: str = Field(r"(\d+(?:\.\d+)?)", description="Regex whose first group is the judge's score.")
-    scale: Annotated[list[Number], Field(min_length=2, max_length=2)] = Field(default_factory=lambda: [1.0, 10.0], description="Lowest and highest score `[low, high]`, mapped to 0..1.")
+    score_regex: Annotated[str, AfterValidator(_regex)] = Field(r"(\d+(?:\.\d+)?)", description="Regex whose first group is the judge's score.")
+    scale: Annotated[list[Annotated[Number, Field(ge=-1e9, le=1e9)]], Field(min_length=2, max_length=2)] = Field(default_factory=lambda: [1.0, 10.0], description="Lowest and highest score `[low, high]`, mapped to 0..1.")
 
     @field_validator("scale")
     @classmethod
@@ -503,9 +539,16 @@ MetricSpec = Annotated[
 _GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d+)?([eE]-?\d+)?)\s*$")
 
 
+MAX_THRESHOLD = 1e9
+
+
 def _gate(cond: str) -> str:
-    if not _GATE.match(cond):
-        raise ValueError(f"expected a comparison such as \">= 0.85\" (got {cond!r})")
+    m = _GATE.match(cond) if len(cond) <= 100 else None
+    if not m:
+        shown = cond if len(cond) <= 40 else cond[:37] + "..."
+        raise ValueError(f"expected a comparison such as \">= 0.85\" (got {shown!r})")
+    if not abs(float(m.group(2))) <= MAX_THRESHOLD:
+        raise ValueError(f"the threshold must be a number between {-MAX_THRESHOLD:g} and {MAX_THRESHOLD:g} (got {m.group(2)[:40]})")
     return cond
 
 
@@ -519,12 +562,12 @@ class Eval(_Section):
     baseline: bool = Field(True, description="Score the base model with the same prompts, so the tuned model is compared with it.")
     mode: Literal["generate", "choices"] = Field("generate", description="`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the best (fair to a base model that rambles).")
     choices: list[str] | None = Field(None, min_length=2, description="Allowed labels in `choices` mode; defaults to the distinct references of the training split.")
-    metrics: list[MetricSpec] = Field(default_factory=list, description="Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to exact_match for SFT.")
+    metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS, description="Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to exact_match for SFT.")
     max_new_tokens: Int = Field(64, ge=1, le=32768, description="Longest generated answer.")
     stop: list[str] = Field(default_factory=list, description="Strings that end a generated answer.")
     few_shot: Int = Field(0, ge=0, le=64, description="Examples from the training split prepended to the baseline prompt (try prompt engineering first).")
     batch_size: Int = Field(16, ge=1, le=4096, description="Rows per generation batch.")
-    limit: Int | None = Field(None, ge=1, description="Score at most this many rows.")
+    limit: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Score at most this many rows.")
     gates: dict[str, GateCondition] = Field(default_factory=dict, description="Thresholds the run must meet or exit with status 3: `{accuracy: \">= 0.85\", improvement.accuracy: \">= 0.05\"}`.")
 
 
@@ -547,6 +590,22 @@ class Compute(_Section):
     num_processes: Int = Field(1, ge=1, le=1024, description="Processes (one per GPU) on each node.")
     num_nodes: Int = Field(1, ge=1, le=1024, description="Machines.")
     strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How several processes share the work.")
+
+    # The runtime trains in one process. Until multi-process training lands, asking for
+    # more is an error at the key that asks, rather than a setting silently not honoured.
+    @field_validator("num_processes", "num_nodes")
+    @classmethod
+    def _one_process(cls, v: int) -> int:
+        if v > 1:
+            raise ValueError("multi-process training is not available yet; ftspec trains in one process (set 1)")
+        return v
+
+    @field_validator("strategy")
+    @classmethod
+    def _no_strategy(cls, v: str) -> str:
+        if v != "none":
+            raise ValueError("multi-process training is not available yet; ftspec trains in one process (set none)")
+        return v
 
     @model_validator(mode="after")
     def _strategy(self) -> "Compute":
@@ -603,7 +662,7 @@ class Spec(_Section):
     name: str = Field(pattern=_NAME, description="Name of the job: lower-case letters, digits, `.`, `_` and `-`; names the run directory.")
     description: str | None = Field(None, description="What this job is for.")
     extends: str | None = Field(None, description="A base spec this one overrides, relative to this file; mappings merge key by key, other values replace.")
-    profiles: dict[str, dict[str, Any]] | None = Field(None, description="Named overlays chosen with `--profile NAME`, e.g. `smoke: {data: {limit: 64}, training: {max_steps: 5}}`.")
+    profiles: dict[str, dict[str, Any]] | None = Field(None, max_length=MAX_PROFILES, description="Named overlays chosen with `--profile NAME`, e.g. `smoke: {data: {limit: 64}, training: {max_steps: 5}}`.")
     model: ModelSpec
     data: Data = Field(description="Training, validation and test rows.")
     format: FormatSpec

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from ftspec.errors import Issue, Pos, did_you_mean
 from ftspec.loader import Document, KeyPath, LoadedSpec, Origin, dotted, merge
-from ftspec.spec import Spec
+from ftspec.spec import MAX_PROFILES, Spec
 
 
 def validate(loaded: LoadedSpec) -> tuple[Spec | None, list[Issue]]:
@@ -25,8 +25,21 @@ def validate(loaded: LoadedSpec) -> tuple[Spec | None, list[Issue]]:
     refused = {i.key for i in loaded.issues}
     issues = list(loaded.issues) + [i for i in issues if i.key not in refused]
     base = Document(loaded.data, loaded.where, loaded.root)
-    for name, overlay in loaded.unused_profiles.items():
-        variant = merge(base, overlay)
+    # Each unused profile costs a whole validation: past the limit, that is the error,
+    # and they are not validated one by one.
+    unused = loaded.unused_profiles
+    if len(unused) + len(set(loaded.profiles)) > MAX_PROFILES:
+        name, extra = list(unused.items())[max(0, MAX_PROFILES - len(set(loaded.profiles)))]
+        issues.append(Issue(extra.root, f"profiles.{name}",
+                            f"more than {MAX_PROFILES} profiles ({len(unused) + len(set(loaded.profiles))}); a spec may define at most {MAX_PROFILES}"))
+        unused = {}
+    for name, overlay in unused.items():
+        # Only the sections a profile touches are validated with it (its issues are
+        # the only ones kept), so a profile costs what it overrides, not the whole spec.
+        touched = set(overlay.data)
+        section = Document({k: v for k, v in base.data.items() if k in touched},
+                           {p: o for p, o in base.where.items() if p[:1] and p[0] in touched}, base.root)
+        variant = merge(section, overlay)
         prefix = f"profiles.{name}"
 
         def origin(path: KeyPath, variant: Document = variant) -> Origin:
@@ -169,6 +182,7 @@ def _expected(err: dict) -> str:
         "string_type": "a string", "list_type": "a list", "tuple_type": "a list",
         "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
         "none_required": "null",
+        "finite_number": "a finite number",
     }
     if kind in simple:
         return simple[kind]
