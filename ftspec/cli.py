@@ -87,7 +87,7 @@ def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str
 @main.command()
 @_spec_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as canonical JSON.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the plan's JSON to FILE.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the plan's JSON to FILE.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--explain", is_flag=True, help="Instead of the plan, show where each effective value of the spec comes from: "
               "a default, the spec, a base spec, a profile or --set, with FILE:LINE (a JSON list with --json).")
@@ -143,7 +143,7 @@ def _write_output(output: Path, text: str) -> bool:
 
 
 @main.command()
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the schema to FILE.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the schema to FILE.")
 @click.option("--markdown", is_flag=True, help="Print the spec reference as Markdown instead.")
 @click.option("--of", "of", type=click.Choice(["spec", "plan", "manifest", "metrics"]), default="spec", show_default=True,
               help="Which file's schema: a spec, plan.json, a run's manifest.json or the report's metrics.json.")

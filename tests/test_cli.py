@@ -137,3 +137,27 @@ def test_pre_commit_hook_runs_validate():
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert hooks[0]["id"] == "ftspec-validate" and hooks[0]["entry"].startswith("ftspec validate")
     assert yaml.safe_load((ROOT / "examples/ci/ftspec-pull-request.yml").read_text())["jobs"]["review"]["steps"]
+
+
+def test_plan_output_to_the_stream_or_refused_in_one_line(in_root, tmp_path):
+    import os
+
+    plan = json.loads(invoke("plan", "specs/quickstart.yaml", "--json").output)
+    for target in ("-", "/dev/stdout"):
+        result = invoke("plan", "specs/quickstart.yaml", "-o", target)
+        assert result.exit_code == 0 and json.loads(result.output)["id"] == plan["id"], target
+    real = tmp_path / "real.json"
+    real.write_text("keep me")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "folder").mkdir()
+    cases = {link: "is a symbolic link", fifo: "not a regular file", tmp_path / "folder": "is a directory",
+             real / "plan.json": "is not a directory"}
+    for target, message in cases.items():
+        result = invoke("plan", "specs/quickstart.yaml", "-o", str(target))
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and message in lines[0] and str(target) in lines[0], (target, result.output)
+    assert real.read_text() == "keep me" and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "link.json", "real.json"]
