@@ -517,7 +517,12 @@ def read_document(path: Path, shown: str | None = None) -> Document:
     """Read one spec file into a :class:`Document`; it must hold a mapping."""
     file = shown or display_path(path)
     try:
-        raw = path.read_bytes()
+        from ftspec.paths import NotRegularFile, open_regular  # a FIFO would block, /dev/zero never end
+
+        with open_regular(path) as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
+    except NotRegularFile as exc:
+        raise SpecError.one(Pos(file), "", exc.strerror) from None
     except FileNotFoundError:
         raise SpecError.one(Pos(file), "", "file not found") from None
     except IsADirectoryError:

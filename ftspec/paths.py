@@ -10,6 +10,7 @@ separated by the OS path separator); a spec can never widen this itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -53,7 +54,11 @@ class PathPolicy:
 
 
 class NotRegularFile(OSError):
-    """A path that names something other than a regular file (a FIFO, a device, a folder)."""
+    """A path that names something other than a regular file (a FIFO, a device, a socket);
+    ``strerror`` says what it is."""
+
+    def __init__(self, what: str):
+        super().__init__(errno.EINVAL, what)
 
 
 def file_kind(mode: int) -> str | None:
@@ -121,7 +126,7 @@ def read_regular(path: Path, limit: int) -> bytes:
 
 class TooLarge(OSError):
     def __init__(self, limit: int):
-        super().__init__(f"larger than {limit} bytes")
+        super().__init__(errno.EFBIG, f"is larger than {limit} bytes")
         self.limit = limit
 
 
@@ -132,7 +137,7 @@ def describe_os_error(exc: OSError) -> str:
     if isinstance(exc, IsADirectoryError):
         return "is a directory"
     if isinstance(exc, (NotRegularFile, TooLarge)):
-        return str(exc)
+        return exc.strerror
     return f"cannot be read: {exc.strerror or exc}"
 
 
