@@ -161,3 +161,25 @@ def test_plan_output_to_the_stream_or_refused_in_one_line(in_root, tmp_path):
         assert result.exit_code == 2 and message in lines[0] and str(target) in lines[0], (target, result.output)
     assert real.read_text() == "keep me" and link.is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "folder", "link.json", "real.json"]
+
+
+def test_diff_refuses_plan_files_that_are_not_plans_in_one_line(in_root, tmp_path):
+    good = tmp_path / "good.json"
+    assert invoke("plan", "specs/quickstart.yaml", "-o", str(good)).exit_code == 0
+    plan = json.loads(good.read_text())
+    other_version = dict(plan, plan_version=2)
+    missing = {k: v for k, v in plan.items() if k not in ("training", "id")}
+    edited = dict(plan, name="edited")
+    cases = {"list.json": ([plan], "a plan is a JSON object"),
+             "version.json": (other_version, "plan_version 2 is not supported"),
+             "missing.json": (missing, "training: Field required"),
+             "edited.json": (edited, "does not match its content"),
+             "text.json": ("not json", "not JSON")}
+    for name, (doc, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+        result = invoke("diff", str(good), str(path))
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and message in lines[0] and name in lines[0], (name, result.output)
+        assert "Traceback" not in result.output and len(lines) == 2, result.output  # the line, and the count
+    assert invoke("diff", str(good), str(good)).exit_code == 0

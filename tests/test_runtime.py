@@ -400,3 +400,18 @@ def test_a_split_left_empty_by_skipped_rows_is_an_error(tmp_path):
     with pytest.raises(SpecError, match="the train split is empty after skipping bad rows"):
         execute(plan, find_root(spec), echo=lambda _: None)
     assert not (tmp_path / "runs/job/data").exists()
+
+
+def test_a_run_time_error_at_a_key_points_at_its_line_in_the_spec(tmp_path):
+    """compute.device: cuda on a machine without CUDA is found when the run starts;
+    the error names the spec's FILE:LINE:COL of the key, not just the key."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    spec = _spec(tmp_path, BASE_BODY.replace("compute: {device: cpu}", "compute:\n  device: cuda") + "method: {kind: sft, adapter: full}\n")
+    line = spec.read_text().splitlines().index("  device: cuda") + 1
+    out = run_cli(["run", str(spec)], cwd=tmp_path)
+    errors = [l for l in out.stderr.splitlines() if "compute.device" in l]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert errors and errors[0].startswith(f"job.yaml:{line}:11: compute.device: cuda was asked for"), out.stderr
