@@ -1,8 +1,12 @@
-"""Built-in templates are found after a normal (non-editable) install."""
+"""Built-in templates are found however ftspec is installed: from a plain checkout
+(PYTHONPATH, no install), an editable install (`pip install -e`, as .ci/run does) and
+a wheel."""
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 
 import pytest
@@ -14,12 +18,17 @@ from conftest import ROOT
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
     build = tmp_path_factory.mktemp("build")
+    # setuptools builds in the checkout's build/; files left there from an earlier build
+    # would be packed into the next wheel, so a build/ this test made goes away again.
+    leftover = not (ROOT / "build").exists()
     # --no-build-isolation: the tests are offline, so setuptools comes from the dev extra.
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
         capture_output=True, text=True, timeout=300, cwd=build,
         env={**os.environ, "PIP_NO_INDEX": "1"},
     )
+    if leftover:
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
     if result.returncode != 0 and "No module named" in result.stderr and "setuptools" in result.stderr:
         pytest.skip("setuptools is not installed (pip install -e '.[dev]')")
     assert result.returncode == 0, result.stderr
@@ -58,3 +67,75 @@ def test_installed_copy_finds_builtin_templates(wheel, tmp_path):
     assert path.startswith(str(target)), "imported the checkout, not the installed copy"
     assert names.split() == ["chatml", "instruction", "plain-chat"]
     assert int(count) >= 2
+
+
+# The same question under each install: where ftspec comes from, whether the package
+# ftspec._templates exists, the built-ins, one of them read, and an unknown one named.
+PROBE = """
+import importlib.util, sys
+from pathlib import Path
+import ftspec, ftspec.templates as t
+from ftspec.errors import Pos, SpecError
+from ftspec.spec import BuiltinTemplate
+print(ftspec.__file__)
+print(importlib.util.find_spec("ftspec._templates") is not None)
+print(" ".join(t.builtin_names()))
+print(t.resolve(BuiltinTemplate(builtin="chatml"), Path("."), Pos("x"), "k").text.count("im_start") >= 2)
+try:
+    t.resolve(BuiltinTemplate(builtin="chatmll"), Path("."), Pos("spec.yaml", 12, 11), "format.prompt")
+except SpecError as exc:
+    print(exc)
+"""
+
+UNKNOWN = ("spec.yaml:12:11: format.prompt: no built-in template 'chatmll' (built-ins: chatml, instruction, "
+           "plain-chat); did you mean 'chatml'?")
+
+
+def _probe(tmp_path, pythonpath: list, sitedir=None) -> list[str]:
+    """Run PROBE with no site-packages processing (-S: no .pth file, so no editable
+    finder of this environment), the dependencies on the path, from an unrelated folder."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    prelude = f"import site; site.addsitedir({str(sitedir)!r})\n" if sitedir else ""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), *deps])}
+    out = subprocess.run([sys.executable, "-S", "-c", prelude + PROBE], cwd=elsewhere, capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_plain_checkout_finds_builtin_templates(tmp_path):
+    """PYTHONPATH=<checkout>, nothing installed: templates/ beside the package."""
+    origin, packaged, names, read, unknown = _probe(tmp_path, [ROOT])
+    assert origin == str(ROOT / "ftspec" / "__init__.py")
+    assert packaged == "False"
+    assert (names, read, unknown) == ("chatml instruction plain-chat", "True", UNKNOWN)
+
+
+def test_editable_install_as_ci_does_finds_builtin_templates(tmp_path):
+    """.ci/run installs with `pip install -e`: the same install, into a folder of its own."""
+    target = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), "-e", str(ROOT)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PIP_NO_INDEX": "1"},
+    )
+    if result.returncode != 0 and "setuptools" in result.stderr:
+        pytest.skip("setuptools is not installed (pip install -e '.[dev]')")
+    assert result.returncode == 0, result.stderr
+    assert any(p.name.endswith(".pth") for p in target.iterdir()), "not an editable install"
+    origin, packaged, names, read, unknown = _probe(tmp_path, [], sitedir=target)
+    assert origin == str(ROOT / "ftspec" / "__init__.py")
+    assert packaged == "True"  # ftspec._templates is mapped onto templates/
+    assert (names, read, unknown) == ("chatml instruction plain-chat", "True", UNKNOWN)
+
+
+def test_wheel_install_finds_builtin_templates(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    origin, packaged, names, read, unknown = _probe(tmp_path, [target])
+    assert origin == str(target / "ftspec" / "__init__.py")
+    assert packaged == "True"
+    assert (names, read, unknown) == ("chatml instruction plain-chat", "True", UNKNOWN)
