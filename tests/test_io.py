@@ -1,0 +1,141 @@
+"""ftspec.io: files are written whole or not at all, and a broken file is one clear
+line naming it, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from ftspec import io as fio
+from ftspec.errors import SpecError
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_write_json_round_trip_and_format(tmp_path):
+    path = tmp_path / "sub" / "a.json"  # the folder is made
+    fio.write_json(path, {"b": 1, "a": "é → ok"})
+    assert path.read_text(encoding="utf-8") == '{\n  "a": "é → ok",\n  "b": 1\n}\n'
+    assert fio.read_json(path, dict) == {"b": 1, "a": "é → ok"}
+    fio.write_json(path, {"b": 1, "a": 2}, sort_keys=False)
+    assert list(json.loads(path.read_text())) == ["b", "a"]
+    assert leftovers(path.parent) == []
+
+
+def test_write_atomic_text_and_bytes(tmp_path):
+    fio.write_atomic(tmp_path / "t.txt", "héllo\n")
+    fio.write_atomic(tmp_path / "b.bin", b"\x00\xff")
+    assert (tmp_path / "t.txt").read_bytes() == "héllo\n".encode("utf-8")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\xff"
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    fio.copy_atomic(src, tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == src.read_bytes()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("fail_at", ["fsync", "replace"])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch, fail_at):
+    path = tmp_path / "manifest.json"
+    fio.write_json(path, {"status": "finished"})
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fio.os, fail_at, boom)
+    with pytest.raises(OSError, match="No space"):
+        fio.write_json(path, {"status": "running"})
+    monkeypatch.undo()
+    assert fio.read_json(path) == {"status": "finished"}
+    assert leftovers(tmp_path) == []
+
+
+def test_an_interrupted_copy_leaves_no_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(fio.os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt()))
+    (tmp_path / "src").write_text("x")
+    with pytest.raises(KeyboardInterrupt):
+        fio.copy_atomic(tmp_path / "src", tmp_path / "dst")
+    assert not (tmp_path / "dst").exists() and leftovers(tmp_path) == []
+
+
+def test_jsonl_round_trip(tmp_path):
+    rows = [{"a": 1, "text": "naïve"}, {"a": 2}]
+    fio.write_jsonl(tmp_path / "r.jsonl", rows)
+    assert "naïve" in (tmp_path / "r.jsonl").read_text(encoding="utf-8")  # UTF-8, not \\u escapes
+    assert fio.read_jsonl(tmp_path / "r.jsonl") == rows
+    fio.write_jsonl(tmp_path / "empty.jsonl", [])
+    assert (tmp_path / "empty.jsonl").read_text() == "" and fio.read_jsonl(tmp_path / "empty.jsonl") == []
+
+
+def test_read_json_absent_is_none(tmp_path):
+    assert fio.read_json(tmp_path / "nope.json") is None
+    assert fio.read_json(tmp_path / "nope.json", dict) is None
+
+
+@pytest.mark.parametrize("content, expect, message", [
+    ("{not json", None, "not valid JSON (line 1, column 2)"),
+    ('{"a": 1', dict, "not valid JSON (line 1, column 8)"),
+    ("", dict, "empty, not JSON (cut short?)"),
+    ("[1, 2]", dict, "should hold a JSON object, not a JSON array"),
+    ('"text"', dict, "should hold a JSON object, not a JSON string"),
+    ("3", list, "should hold a JSON array, not a number"),
+    ("null", dict, "should hold a JSON object, not null"),
+])
+def test_a_broken_or_wrong_typed_file_is_one_line_naming_it(tmp_path, content, expect, message):
+    path = tmp_path / "metrics.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(fio.BadFileError) as info:
+        fio.read_json(path, expect)
+    line = str(info.value)
+    assert line == f"{path}: {message}" or line.startswith(f"{path}: {message}")
+    assert "\n" not in line
+    assert isinstance(info.value, SpecError) and isinstance(info.value, ValueError)
+    assert fio.read_json(path, expect, lenient=True) is None
+
+
+def test_read_json_of_bytes_that_are_not_text(tmp_path):
+    (tmp_path / "x.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(fio.BadFileError, match="not UTF-8"):
+        fio.read_json(tmp_path / "x.json")
+
+
+def test_read_json_of_a_folder(tmp_path):
+    with pytest.raises(fio.BadFileError, match="cannot be read"):
+        fio.read_json(tmp_path)
+    assert fio.read_json(tmp_path, lenient=True) is None
+
+
+def test_read_jsonl_strict_and_lenient(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 1}\n\n[1]\n{"step": 2}\n{"step": 3, "loss": 0.', encoding="utf-8")  # cut short
+    with pytest.raises(fio.BadFileError, match=r"log.jsonl: line 5 is not valid JSON"):
+        fio.read_jsonl(path)
+    assert fio.read_jsonl(path, lenient=True) == [{"step": 1}, {"step": 2}]
+    with pytest.raises(fio.BadFileError, match="missing"):
+        fio.read_jsonl(tmp_path / "nope.jsonl")
+    assert fio.read_jsonl(tmp_path / "nope.jsonl", lenient=True) == []
+
+
+def test_the_module_stays_light():
+    code = ("import sys, ftspec.io; bad = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_there_is_one_atomic_writer():
+    """No other module renames a temporary file into place: they all go through ftspec.io."""
+    offenders = []
+    for path in sorted((ROOT / "ftspec").rglob("*.py")):
+        if path.name == "io.py" and path.parent.name == "ftspec":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if "mkstemp(" in text or ".tmp\"" in text or "os.fsync(" in text:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
