@@ -41,6 +41,7 @@ def test_wheel_holds_the_templates_and_the_entry_point(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         assert {"ftspec/_templates/chatml.jinja", "ftspec/_templates/plain-chat.jinja", "ftspec/_templates/instruction.j2"} <= names
+        assert "ftspec/report_templates/report.html.j2" in names
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "ftspec = ftspec.cli:main" in zf.read(entry).decode()
         meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
@@ -139,3 +140,17 @@ def test_wheel_install_finds_builtin_templates(wheel, tmp_path):
     assert origin == str(target / "ftspec" / "__init__.py")
     assert packaged == "True"
     assert (names, read, unknown) == ("chatml instruction plain-chat", "True", UNKNOWN)
+
+
+def test_installed_copy_renders_the_html_report(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    code = ("import ftspec.runtime.render as r; from ftspec.runtime.document import Document, Heading; "
+            "print(r.__file__); print(r.render_html(Document('t', [Heading(1, '<x>')]), {}).count('<h1>&lt;x&gt;</h1>'))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(target)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    path, count = out.stdout.splitlines()
+    assert path.startswith(str(target)) and count == "1"

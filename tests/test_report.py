@@ -457,3 +457,90 @@ def test_lower_is_better_metric_and_positional_merge(tmp_path):
     assert [(r["index"], r["input"], r["base"]["prediction"], r["tuned"]["prediction"]) for r in merged] == [
         (0, "q0", "x", "a"), (1, "q1", "y", "b")]
     assert "No per-example scores" in md
+
+
+# --------------------------------------------------------------------------- the plan as the run gives it
+
+
+def test_the_typed_plan_its_report_view_and_its_json_give_the_same_report(classification_run, in_root):
+    """The run step hands build_report the report step's view of the typed plan; tests and
+    plan.json give it JSON. Gates, metric order and split read the same from all three."""
+    from ftspec import steps
+    from ftspec.compile import compile_spec
+
+    run, _, out = classification_run
+    typed, _ = compile_spec(ROOT / "specs" / "quickstart.yaml")
+    results = {}
+    for name, given in (("typed", typed), ("view", steps.view(typed, steps.REPORT)), ("json", typed.to_dict())):
+        results[name] = build_report(run, given, out)
+    assert results["typed"]["gates"] == results["json"]["gates"] == results["view"]["gates"]
+    assert [g["gate"] for g in results["typed"]["gates"]] == [g.gate for g in typed.eval.gates]
+    assert results["typed"]["headline"] == typed.eval.metrics[0].name == results["view"]["headline"]
+    assert results["typed"]["plan_id"] == typed.id == results["json"]["plan_id"]
+
+
+# --------------------------------------------------------------------------- the document and its renderers
+
+
+def every_block(text: str):
+    from ftspec.runtime.document import Alert, Chart, Document, Fields, Heading, Paragraph, Table
+
+    return Document(f"title {text}", [
+        Heading(2, f"heading {text}"),
+        Paragraph(f"para {text}"),
+        Paragraph(f"verdict {text}", strong=True),
+        Alert(f"alert {text}"),
+        Table.of([f"head {text}", "n"], [[f"cell {text}", 1], [None, 2.5]]),
+        Fields(((f"key {text}", f"value {text}"),)),
+        Chart(f"caption {text}", "chart.png"),
+        Chart("a chart that was not drawn", "missing.png"),
+    ])
+
+
+HOSTILE = '<script>alert("x")</script> & <b>bold</b> [link](http://example.com) `code` *em* | pipe \'q\''
+
+
+def test_html_escapes_every_block_and_inlines_only_drawn_charts():
+    from ftspec.runtime.render import render_html
+
+    png = b"\x89PNG\r\n\x1a\n-fake"
+    text = render_html(every_block(HOSTILE), {"chart.png": png})
+    parser = parse_html(text)
+    assert "<script" not in text and "<b>" not in text and "http://" not in text.replace("http://example.com", "")
+    body = "".join(parser.text)
+    for label in ("heading", "para", "verdict", "alert", "head", "cell", "key", "value", "caption"):
+        assert f"{label} {HOSTILE}" in body, label
+    assert parser.images == ["data:image/png;base64," + base64.b64encode(png).decode()]
+    assert "a chart that was not drawn" not in body
+    assert "<title>title &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;" in text  # the title too
+    assert '<td class="num">1</td>' in text and '<td class="num">2.5</td>' in text and "<td></td>" in text
+
+
+def test_markdown_escapes_every_block():
+    from ftspec.runtime.render import render_markdown
+
+    md = render_markdown(every_block(HOSTILE))
+    import re
+
+    assert not re.search(r"(?<!\\)<(script|/script|b|/b)>", md) and not re.search(r"(?<!\\)\]\(http", md)
+    assert "\\<script>alert(\"x\")\\</script>" in md and "\\`code\\`" in md and "\\*em\\*" in md and "\\| pipe" in md
+    assert "| head " in md and "|---|---:|" in md
+    assert "![caption " in md and "](chart.png)" in md
+
+
+def test_the_html_template_is_a_package_file_rendered_with_autoescape():
+    from ftspec.runtime import render
+
+    template = render._template()
+    assert template.environment.autoescape is True
+    assert (ROOT / "ftspec" / "report_templates" / render.TEMPLATE).is_file()
+
+
+def test_an_unknown_block_is_a_clear_error():
+    from ftspec.runtime.document import Document
+    from ftspec.runtime.render import render_html, render_markdown
+
+    doc = Document("t", [("h", 1, "a positional tuple")])
+    for render in (render_markdown, lambda d: render_html(d, {})):
+        with pytest.raises(TypeError, match="not a report block"):
+            render(doc)

@@ -1,0 +1,119 @@
+"""The report's charts as PNG bytes: the loss curves, base vs tuned per metric, and the
+confusion matrices.
+
+matplotlib is imported only when the charts are drawn (with the Agg backend); without
+it there are no charts and the report is written without them.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from ftspec.runtime.document import clip, count, fmt
+from ftspec.runtime.results import Results, confusion, num, series
+
+
+def draw_charts(r: Results) -> dict[str, bytes]:
+    """filename -> PNG bytes of each chart there is data for; {} without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+    except ImportError:
+        return {}
+    s = r.summary
+    charts = {
+        "loss.png": _loss_chart(Figure, r.run.log),
+        "metrics.png": _metrics_chart(Figure, r.names, s["base"], s["tuned"]),
+        "confusion-tuned.png": _confusion_chart(Figure, s["details"]["tuned"], "Tuned model"),
+        "confusion-base.png": _confusion_chart(Figure, s["details"]["base"], "Base model"),
+    }
+    return {name: data for name, data in charts.items() if data}
+
+
+def _figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _loss_chart(Figure, log: list[dict]) -> bytes | None:
+    train, evals = series(log, "loss"), series(log, "eval_loss")
+    if not train and not evals:
+        return None
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
+    if train:
+        ax.plot([s for s, _ in train], [v for _, v in train], label="train loss", color="#1f77b4")
+    if evals:
+        ax.plot([s for s, _ in evals], [v for _, v in evals], label="validation loss", color="#d62728", marker="o")
+        low_step, low = min(evals, key=lambda p: p[1])
+        ax.annotate(f"lowest {low:.3f}", (low_step, low), textcoords="offset points", xytext=(6, 8),
+                    ha="left", fontsize=8, color="#d62728")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Loss")
+    return _figure_png(fig)
+
+
+def _metrics_chart(Figure, names: list[str], base: dict | None, tuned: dict | None) -> bytes | None:
+    shown = [n for n in names if num((base or {}).get(n)) is not None or num((tuned or {}).get(n)) is not None]
+    if not shown:
+        return None
+    values = lambda side, n: num((side or {}).get(n))  # noqa: E731
+    in_unit = lambda n: all(0.0 <= v <= 1.0 for v in (values(base, n), values(tuned, n)) if v is not None)  # noqa: E731
+    unit = [n for n in shown if in_unit(n)]
+    # metrics in 0..1 share one axis; any other (perplexity) gets an axis of its own
+    groups = ([unit] if unit else []) + [[n] for n in shown if not in_unit(n)]
+    fig = Figure(figsize=(max(4.0, 1.3 * len(shown) + 2 + 0.8 * (len(groups) - 1)), 3.6))
+    grid = fig.add_gridspec(1, len(groups), width_ratios=[len(g) + 0.5 for g in groups])
+    width = 0.38
+    for g, group in enumerate(groups):
+        ax = fig.add_subplot(grid[0, g])
+        xs = list(range(len(group)))
+        sides = [(label, side, color) for label, side, color in (("base", base, "#9aa5b1"), ("tuned", tuned, "#2b7bba"))
+                 if side is not None]
+        for k, (label, side, color) in enumerate(sides):
+            offset = (k - (len(sides) - 1) / 2) * width
+            heights = [values(side, n) or 0.0 for n in group]
+            bars = ax.bar([x + offset for x in xs], heights, width, label=label, color=color)
+            ax.bar_label(bars, labels=[fmt(values(side, n)) for n in group], fontsize=7, padding=2)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(group, rotation=20 if len(group) > 4 else 0)
+        if group is unit:
+            ax.set_ylim(0, 1.1)
+        ax.grid(axis="y", alpha=0.3)
+        if g == 0:
+            ax.legend(fontsize=8)
+    fig.suptitle("Base vs tuned" if base is not None and tuned is not None else "Tuned model" if tuned is not None else "Base model")
+    return _figure_png(fig)
+
+
+def _confusion_chart(Figure, details: Any, title: str) -> bytes | None:
+    cm = confusion(details)
+    if cm is None:
+        return None
+    rows, columns, matrix = cm
+    size = max(len(rows), len(columns))
+    fig = Figure(figsize=(min(3 + 0.55 * size, 14), min(2.6 + 0.5 * size, 13)))
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues", aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels([clip(c, 24) for c in columns], rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([clip(r, 24) for r in rows])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    ax.set_title(title)
+    if size <= 25:
+        top = max((v for r in matrix for v in r), default=0) or 1
+        for i, r in enumerate(matrix):
+            for j, v in enumerate(r):
+                ax.text(j, i, count(v), ha="center", va="center", fontsize=8,
+                        color="white" if v > top / 2 else "#1f2328")
+    return _figure_png(fig)

@@ -1,0 +1,376 @@
+"""The report as a document: a title and a list of blocks, one function per section.
+
+Blocks are plain data (headings, paragraphs, tables, charts…) holding plain text;
+the renderers in :mod:`ftspec.runtime.render` turn the same document into Markdown
+and into HTML, each escaping the text for its own format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Union
+
+from ftspec.runtime.results import (
+    EXAMPLES, LOWER_IS_BETTER, Results, clean, confusion, dig, direction, example_metric, movers, num, series, step_text,
+    weakest,
+)
+
+SPLIT_ORDER = ("train", "validation", "test")
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+    strong: bool = False  # the verdict
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A warning set apart from the text (the overfitting signal)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: frozenset[int]  # the right-aligned columns
+
+    @classmethod
+    def of(cls, header: Iterable[str], rows: Iterable[Iterable[Any]], numeric: Iterable[int] | None = None) -> "Table":
+        """``numeric`` defaults to every column but the first."""
+        header = tuple(str(h) for h in header)
+        cells = tuple(tuple("" if c is None else str(c) for c in row) for row in rows)
+        return cls(header, cells, frozenset(range(1, len(header)) if numeric is None else numeric))
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Named values, one a line (a key-value list)."""
+
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A chart drawn beside the report as a PNG file (inlined in the HTML)."""
+
+    caption: str
+    filename: str
+
+
+Block = Union[Heading, Paragraph, Alert, Table, Fields, Chart]
+
+
+@dataclass
+class Document:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- text of numbers
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    v = num(value)
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def signed(value: Any, digits: int = 3) -> str:
+    v = num(value)
+    return "—" if v is None else f"{v:+.{digits}f}"
+
+
+def pct(value: Any) -> str:
+    v = num(value)
+    return "—" if v is None else f"{v:.1%}"
+
+
+def count(value: Any) -> str:
+    v = num(value)
+    if v is None:
+        return "—"
+    return str(int(v)) if v == int(v) else f"{v:.1f}"
+
+
+def rows_text(value: Any) -> str:
+    return "1 row" if num(value) == 1 else f"{count(value)} rows"
+
+
+def clip(value: Any, limit: int, keep_end: bool = False) -> str:
+    """Text cut to ``limit`` characters; with ``keep_end`` the middle goes (a prompt's end is what the model answers)."""
+    text = "" if value is None else str(value)
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        head = limit // 3
+        tail = limit - head - 3
+        return text[:head] + " … " + text[-tail:]
+    return text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def build_document(r: Results, charts: Iterable[str] = ()) -> Document:
+    """The whole report; ``charts``: the chart files that were drawn."""
+    charts = set(charts)
+    doc = Document(title(r))
+    for section in (summary_section(r), metrics_section(r, charts), gates_section(r), training_section(r, charts),
+                    data_section(r), classification_section(r, charts), examples_section(r)):
+        doc.blocks.extend(section)
+    return doc
+
+
+def title(r: Results) -> str:
+    return f"ftspec report: {r.summary['name'] or 'run'}"
+
+
+def summary_section(r: Results) -> list[Block]:
+    s = r.summary
+    split, n = s["split"], s["rows"]
+    plan_id = str(s["plan_id"] or "")[:12] or "?"
+    blocks: list[Block] = [
+        Heading(1, title(r)),
+        Paragraph(f"plan {plan_id} · model {_describe_model(r.plan.model)} · method {_describe_method(r.plan.method)}"
+                  f" · evaluated on {split}" + (f" ({n} rows)" if n is not None else "")),
+        Paragraph(verdict(r.names, r.headline, s["base"], s["tuned"], n, split), strong=True),
+    ]
+    gates = s["gates"]
+    if gates:
+        failed = [g["gate"] for g in gates if not g["passed"]]
+        blocks.append(Paragraph(f"gates: all {len(gates)} passed" if not failed
+                                else f"gates: {len(failed)} of {len(gates)} failed ({', '.join(failed)})"))
+    if s["overfitting"]:
+        blocks.append(Alert(s["overfitting"]))
+    return blocks
+
+
+def verdict(names: list[str], headline: str | None, base: dict | None, tuned: dict | None, rows: Any, split: str) -> str:
+    """One line: does the tuned model beat the base model on the headline metric?"""
+    both = [n for n in names if num((base or {}).get(n)) is not None and num((tuned or {}).get(n)) is not None]
+    if both:
+        metric = headline if headline in both else both[0]
+        b, t = base[metric], tuned[metric]
+        d = clean(t - b)
+        gain = d * direction(metric)
+        word = "beats" if gain > 0 else "does not beat" if gain < 0 else "ties with"
+        return f"tuned {word} base on {metric}: {b:.3f} → {t:.3f} ({d:+.3f})"
+    on = f" on {rows} {split} rows" if rows is not None else ""
+    if tuned is not None:
+        have = [n for n in names if num(tuned.get(n)) is not None]
+        if have:
+            metric = headline if headline in have else have[0]
+            return f"tuned model: {metric} {tuned[metric]:.3f}{on} (no baseline to compare with)"
+        return "the tuned model was evaluated but no metric was computed"
+    if base is not None:
+        have = [n for n in names if num(base.get(n)) is not None]
+        if have:
+            metric = headline if headline in have else have[0]
+            return f"only the base model was evaluated: {metric} {base[metric]:.3f}{on}"
+    return "no evaluation results: the held-out evaluation did not run or left no metrics"
+
+
+def _describe_model(m: Any) -> str:
+    if not isinstance(m, dict):
+        return "?"
+    if m.get("kind") == "tiny":
+        return f"tiny {m.get('architecture', '?')} ({m.get('num_layers', '?')} layers × {m.get('hidden_size', '?')})"
+    name = m.get("name_or_path") or m.get("name") or m.get("kind") or "?"
+    return f"{name} @ {m['revision']}" if m.get("revision") else str(name)
+
+
+def _describe_method(m: Any) -> str:
+    if not isinstance(m, dict):
+        return "?"
+    adapter = dig(m, "adapter", "kind") or "?"
+    return f"{m.get('objective', '?')} + {'full fine-tuning' if adapter == 'full' else adapter}"
+
+
+def metrics_section(r: Results, charts: set[str]) -> list[Block]:
+    base, tuned, delta = r.summary["base"], r.summary["tuned"], r.summary["delta"]
+    blocks: list[Block] = [Heading(2, "Metrics")]
+    if base is None and tuned is None:
+        return blocks + [Paragraph("No evaluation results.")]
+    table = [[m + (" (lower is better)" if m in LOWER_IS_BETTER else ""), fmt((base or {}).get(m)),
+              fmt((tuned or {}).get(m)), signed(delta.get(m))] for m in r.names]
+    blocks.append(Table.of(["metric", "base", "tuned", "delta"], table))
+    if base is None:
+        blocks.append(Paragraph("The base model was not evaluated (no baseline)."))
+    if "metrics.png" in charts:
+        blocks.append(Chart("Base vs tuned per metric", "metrics.png"))
+    return blocks
+
+
+def gates_section(r: Results) -> list[Block]:
+    gates = r.summary["gates"]
+    blocks: list[Block] = [Heading(2, "Gates")]
+    if not gates:
+        return blocks + [Paragraph("No gates.")]
+    table = []
+    for g in gates:
+        value = g["value"]
+        shown_value = signed(value) if g["improvement"] else fmt(value)
+        threshold = num(g["threshold"])
+        cond = f"{g['op']} {threshold:g}" if threshold is not None else f"{g['op']} {g['threshold']}"
+        table.append(["✓" if g["passed"] else "✗", g["gate"], shown_value, cond, signed(g["margin"]), g["reason"] or ""])
+    return blocks + [
+        Table.of(["", "gate", "value", "threshold", "margin", "note"], table, numeric=(2, 3, 4)),
+        Paragraph("value: the tuned model's metric, or tuned − base for an improvement gate; "
+                  "margin: how far the value is on the passing side of the threshold."),
+    ]
+
+
+def training_section(r: Results, charts: set[str]) -> list[Block]:
+    log, train = r.run.log, r.run.train
+    blocks: list[Block] = [Heading(2, "Training")]
+    train_series, eval_series = series(log, "loss"), series(log, "eval_loss")
+    if not isinstance(train, dict) and not train_series and not eval_series:
+        return blocks + [Paragraph("No training record.")]
+    train = train if isinstance(train, dict) else {}
+    steps = train.get("steps") if train.get("steps") is not None else (
+        step_text(max(s for s, _ in train_series + eval_series)) if train_series or eval_series else None)
+    final_train = train.get("train_loss") if num(train.get("train_loss")) is not None else (
+        train_series[-1][1] if train_series else None)
+    final_eval = train.get("eval_loss") if num(train.get("eval_loss")) is not None else (
+        eval_series[-1][1] if eval_series else None)
+    pairs = [("steps", "—" if steps is None else str(steps)),
+             ("final train loss", fmt(final_train, 4)),
+             ("final validation loss", fmt(final_eval, 4) if final_eval is not None else "— (no validation loss)")]
+    if eval_series:
+        low_step, low = min(eval_series, key=lambda p: p[1])
+        pairs.append(("lowest validation loss", f"{low:.4f} at step {step_text(low_step)}"))
+    if train.get("stopped_early"):
+        pairs.append(("stopped early", "yes"))
+    if train.get("resumed_from"):
+        pairs.append(("resumed from", str(train["resumed_from"])))
+    blocks.append(Fields(tuple(pairs)))
+    if "loss.png" in charts:
+        blocks.append(Chart("Training and validation loss", "loss.png"))
+    return blocks
+
+
+def data_section(r: Results) -> list[Block]:
+    stats = r.run.stats
+    blocks: list[Block] = [Heading(2, "Data")]
+    splits = dig(stats, "splits")
+    if not isinstance(splits, dict) or not splits:
+        blocks.append(Paragraph("No data statistics."))
+    else:
+        order = [s for s in SPLIT_ORDER if s in splits] + sorted(s for s in splits if s not in SPLIT_ORDER)
+        table = []
+        for s in order:
+            st = splits[s] if isinstance(splits[s], dict) else {}
+            tok = st.get("tokens") if isinstance(st.get("tokens"), dict) else {}
+            table.append([s, count(st.get("rows")), count(tok.get("p50")), count(tok.get("p90")), count(tok.get("p99")),
+                          count(tok.get("max")), fmt(tok.get("mean"), 1),
+                          f"{pct(st.get('truncation_rate'))} ({rows_text(st.get('truncated_rows'))})",
+                          pct(st.get("loss_token_fraction"))])
+        blocks.append(Table.of(["split", "rows", "tokens p50", "p90", "p99", "max", "mean", "truncated",
+                                "loss-token share"], table))
+    skipped = num(dig(stats, "skipped_rows"))
+    if skipped:
+        blocks.append(Paragraph(f"Skipped rows: {int(skipped)}."))
+        examples = dig(stats, "skipped_examples") or []
+        if isinstance(examples, list) and examples:
+            blocks.append(Fields(tuple((f"skipped {i + 1}", clip(x, 240)) for i, x in enumerate(examples[:EXAMPLES]))))
+    elif isinstance(stats, dict):
+        blocks.append(Paragraph("Skipped rows: 0."))
+    return blocks
+
+
+def classification_section(r: Results, charts: set[str]) -> list[Block]:
+    details = r.summary["details"]
+    per_label = {side: dig(details, side, "classification", "per_label") for side in ("base", "tuned")}
+    per_label = {k: v for k, v in per_label.items() if isinstance(v, dict) and v}
+    confusions = {side: confusion(details[side]) for side in ("tuned", "base")}
+    if not per_label and not any(confusions.values()):
+        return []
+    blocks: list[Block] = [Heading(2, "Classification")]
+    if per_label:
+        labels: list[str] = []
+        for side in ("tuned", "base"):
+            for label in dig(details, side, "classification", "labels") or list(per_label.get(side, {})):
+                if str(label) not in labels:
+                    labels.append(str(label))
+        sides = [s for s in ("base", "tuned") if s in per_label]
+        header = ["label", "support"] + [f"{s} {k}" for s in sides for k in ("precision", "recall", "F1")]
+        table = []
+        for label in labels:
+            support = next((dig(per_label, s, label, "support") for s in ("tuned", "base")
+                            if dig(per_label, s, label, "support") is not None), None)
+            row = [label, count(support)]
+            for s in sides:
+                row += [fmt(dig(per_label, s, label, k)) for k in ("precision", "recall", "f1")]
+            table.append(row)
+        blocks += [Heading(3, "Per label"), Table.of(header, table)]
+    for side in ("tuned", "base"):
+        cm = confusions[side]
+        if cm is None:
+            continue
+        row_labels, columns, matrix = cm
+        blocks += [Heading(3, f"Confusion matrix, {side} model (rows: reference, columns: predicted)"),
+                   Table.of(["reference ↓ predicted →"] + columns,
+                            [[label] + [count(v) for v in m] for label, m in zip(row_labels, matrix)])]
+        if f"confusion-{side}.png" in charts:
+            blocks.append(Chart(f"Confusion matrix of the {side} model", f"confusion-{side}.png"))
+    return blocks
+
+
+def examples_section(r: Results) -> list[Block]:
+    rows = r.rows
+    metric = example_metric(rows, r.names, r.headline)
+    blocks: list[Block] = [Heading(2, "Examples")]
+    if not rows:
+        return blocks + [Paragraph("No predictions.")]
+    if metric is None:
+        return blocks + [Paragraph("No per-example scores to rank the examples by.")]
+    if any(row["base"] is not None and row["tuned"] is not None for row in rows):
+        improved, regressed = movers(rows, metric)
+        better = "lower" if metric in LOWER_IS_BETTER else "higher"
+        blocks.append(Paragraph(f"Ranked by the per-example {metric} ({better} is better), tuned − base; "
+                                f"up to {EXAMPLES} of each."))
+        blocks.append(Heading(3, f"Improved most ({len(improved)})"))
+        if not improved:
+            blocks.append(Paragraph("No example improved."))
+        for d, row in improved:
+            blocks += _example(d, row, metric)
+        blocks.append(Heading(3, f"Regressed most ({len(regressed)})"))
+        if not regressed:
+            blocks.append(Paragraph("No example regressed."))
+        for d, row in regressed:
+            blocks += _example(d, row, metric)
+        return blocks
+    worst = weakest(rows, metric)
+    blocks.append(Paragraph(f"No baseline to compare with; the tuned model's lowest-scoring examples by {metric}, "
+                            f"up to {EXAMPLES}."))
+    if not worst:
+        blocks.append(Paragraph("Every example has the best score."))
+    for _, row in worst:
+        blocks += _example(None, row, metric)
+    return blocks
+
+
+def _example(delta: float | None, row: dict, metric: str) -> list[Block]:
+    b = num(dig(row, "base", "scores", metric)) if row["base"] else None
+    t = num(dig(row, "tuned", "scores", metric)) if row["tuned"] else None
+    if delta is not None:
+        head = f"example {row['index']}: {metric} {fmt(b)} → {fmt(t)} ({delta:+.3f})"
+    else:
+        head = f"example {row['index']}: {metric} {fmt(t)}"
+    pairs = [("input", clip(row["input"], 400, keep_end=True)), ("reference", clip(row["reference"], 240))]
+    if row["base"] is not None:
+        pairs.append(("base", clip(row["base"]["prediction"], 240)))
+    if row["tuned"] is not None:
+        pairs.append(("tuned", clip(row["tuned"]["prediction"], 240)))
+    return [Heading(4, head), Fields(tuple(pairs))]
