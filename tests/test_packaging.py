@@ -47,7 +47,7 @@ def test_wheel_holds_the_templates_and_the_entry_point(wheel):
         meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
     requires = [l for l in meta.splitlines() if l.startswith("Requires-Dist:")]
     core = [l for l in requires if "extra ==" not in l]
-    assert sorted(l.split()[1].split(">")[0].split("<")[0].split("=")[0] for l in core) == ["click", "jinja2", "pydantic", "pyyaml"]
+    assert sorted(l.split()[1].split(">")[0].split("<")[0].split("=")[0] for l in core) == ["click", "filelock", "jinja2", "pydantic", "pyyaml"]
     assert any("torch" in l and 'extra == "train"' in l for l in requires)
 
 
