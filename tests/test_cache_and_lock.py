@@ -38,7 +38,8 @@ def test_which_change_reruns_which_steps(tmp_path):
     assert _run(spec) == set(), "an unchanged spec runs nothing"
     assert _run(spec, "eval.max_new_tokens=8") == {"eval_base", "eval_tuned", "report"}, "eval-only: the model is reused"
     assert _run(spec, "eval.max_new_tokens=8", "training.learning_rate=0.002") == {"train", "eval_tuned", "report"}
-    assert _run(spec, "eval.max_new_tokens=8", "training.learning_rate=0.002", "eval.gates={accuracy: '>= 0.0'}") == {"eval_base", "eval_tuned", "report"}
+    # gates are scored in the report step, and only the report reads them
+    assert _run(spec, "eval.max_new_tokens=8", "training.learning_rate=0.002", "eval.gates={accuracy: '>= 0.0'}") == {"report"}
     with open(tmp_path / "tickets.jsonl", "a") as fh:
         fh.write('{"id": "new", "text": "my invoice is wrong", "queue": "billing"}\n')
     assert _run(spec) == ALL, "new data: everything downstream runs again"
@@ -94,7 +95,7 @@ def test_lock_catches_every_kind_of_drift(tmp_path, monkeypatch):
 
     def current(*sets):
         plan, _ = compile_spec(spec, sets=sets)
-        return L.build(plan.to_dict(), find_root(spec), None, locked)
+        return L.build(plan, find_root(spec), None, locked)
 
     assert L.drift(locked, current()) == []
     # model config
@@ -120,17 +121,18 @@ def test_lock_catches_every_kind_of_drift(tmp_path, monkeypatch):
 
 
 def test_lock_of_a_local_model_hashes_its_content(tmp_path):
+    from ftspec.plan import TinyModel
     from ftspec.runtime.models import build_tiny
 
     tiny = {"architecture": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 4,
             "intermediate_size": 64, "max_position_embeddings": 128, "tokenizer": {"kind": "byte"}, "init_seed": 0}
-    build_tiny(tiny, [], tmp_path / "m")
+    build_tiny(TinyModel.model_validate({"kind": "tiny", **tiny}), [], tmp_path / "m")
     spec = _spec(tmp_path, BODY.replace(BASE_BODY.split("data:")[0], "\nmodel: {base: ./m}\n"))
     plan, _ = compile_spec(spec)
-    locked = L.build(plan.to_dict(), find_root(spec), None)
+    locked = L.build(plan, find_root(spec), None)
     assert locked["model"]["kind"] == "local" and len(locked["model"]["content_sha256"]) == 64
     (tmp_path / "m" / "config.json").write_text((tmp_path / "m" / "config.json").read_text().replace("128", "129"))
-    assert [k for k, *_ in L.drift(locked, L.build(plan.to_dict(), find_root(spec), None))] == ["model.content_sha256"]
+    assert [k for k, *_ in L.drift(locked, L.build(plan, find_root(spec), None))] == ["model.content_sha256"]
 
 
 def test_lock_pins_hub_revisions_and_run_locked_uses_them(tmp_path):
@@ -143,15 +145,15 @@ def test_lock_pins_hub_revisions_and_run_locked_uses_them(tmp_path):
         calls.append((kind, repo, revision))
         return "c0ffee" * 6 + "abcd"
 
-    locked = L.build(plan.to_dict(), find_root(spec), resolver)
+    locked = L.build(plan, find_root(spec), resolver)
     assert calls == [("model", "org/model", None)]
     assert locked["model"] == {"kind": "hub", "id": "org/model", "requested": None, "commit": "c0ffee" * 6 + "abcd"}
     assert L.pinned_sets(locked) == ["model.revision=" + "c0ffee" * 6 + "abcd"]
     # Without a resolver (run --locked) nothing is looked up and nothing drifts.
-    assert L.drift(locked, L.build(plan.to_dict(), find_root(spec), None, locked)) == []
+    assert L.drift(locked, L.build(plan, find_root(spec), None, locked)) == []
     # Pinning a different revision in the spec is drift.
     pinned, _ = compile_spec(spec, sets=["model.revision=v2"])
-    assert [k for k, *_ in L.drift(locked, L.build(pinned.to_dict(), find_root(spec), None, locked))] == ["model.requested"]
+    assert [k for k, *_ in L.drift(locked, L.build(pinned, find_root(spec), None, locked))] == ["model.requested"]
 
 
 def test_run_locked_without_a_lock_file_is_a_clear_error(tmp_path):
