@@ -331,22 +331,23 @@ MAX_PLAN_BYTES = 50_000_000
 
 
 def _plan_for_diff(path: Path, profiles, sets, allow=()):
-    """A plan from a spec (compiled) or from a plan JSON file written by `ftspec plan -o`."""
-    from ftspec.compile import compile_spec
+    """A plan from a spec (compiled), with where each value came from, or from a plan
+    JSON file written by `ftspec plan -o` (with no origins)."""
+    from ftspec.compile import compile_sourced
 
     if path.suffix == ".json":
         from ftspec.plan import Plan
 
         try:
-            if not path.is_file():
+            if not path.is_file():  # a FIFO or a device would block or never end
                 what = "a directory" if path.is_dir() else ("missing" if not path.exists() else "not a regular file")
                 raise ValueError(f"{what}")
             if path.stat().st_size > MAX_PLAN_BYTES:
                 raise ValueError(f"larger than {MAX_PLAN_BYTES // 1_000_000} MB; a plan is a few kB")
-            return Plan.from_json(path.read_text(encoding="utf-8"))
+            return Plan.from_json(path.read_text(encoding="utf-8")), None
         except (OSError, ValueError) as exc:
             raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {exc}") from None
-    return compile_spec(path, profiles, sets, allow=allow)[0]
+    return compile_sourced(path, profiles, sets, allow=allow)
 
 
 @main.command()
@@ -369,15 +370,15 @@ def diff(specs: tuple[Path, ...], rev: str | None, fmt: str, profiles: tuple[str
         if rev is not None:
             if len(specs) != 1:
                 raise click.UsageError("with --git REV, give exactly one SPEC")
-            old, new = D.diff_git(rev, specs[0], profiles, sets, allow)
+            old, new, old_origin, new_origin = D.diff_git(rev, specs[0], profiles, sets, allow, with_origins=True)
         else:
             if len(specs) != 2:
                 raise click.UsageError("give OLD and NEW specs (or plan files), or --git REV SPEC")
-            old, new = (_plan_for_diff(p, profiles, sets, allow) for p in specs)
+            (old, old_origin), (new, new_origin) = (_plan_for_diff(p, profiles, sets, allow) for p in specs)
     except SpecError as exc:
         _fail(exc)
         return
-    result = D.diff_plans(old, new)
+    result = D.diff_plans(old, new, old_origin, new_origin)
     if fmt == "markdown":
         text = D.render_markdown(result)
     elif fmt == "json":

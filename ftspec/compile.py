@@ -71,6 +71,18 @@ def compile_located(path: str | Path, profiles: Iterable[str] = (), sets: Iterab
     return build_plan(checked.ctx, checked.warnings), checked.warnings, _locator(checked.ctx)
 
 
+def compile_sourced(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+                    allow: Iterable[str | Path] = ()) -> tuple[Plan, Callable[[str], str | None]]:
+    """A plan, and where each of its fields came from (for ``ftspec diff``): a default,
+    the spec, a base spec, a profile, ``--set``, or derived by ftspec."""
+    from ftspec.diff import origins
+    from ftspec.explain import explain
+
+    checked = check_spec(path, profiles, sets, False, allow)
+    plan = build_plan(checked.ctx, checked.warnings)
+    return plan, origins(plan, explain(checked.ctx.loaded, checked.ctx.spec))
+
+
 def _locator(ctx: Context) -> Callable[[Issue], Issue]:
     loaded = ctx.loaded
 
@@ -408,4 +420,4 @@ def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
     return Plan.build(draft)
 
 
-__all__ = ["check_spec", "compile_spec", "compile_located", "build_plan", "Checked", "find_root"]
+__all__ = ["check_spec", "compile_spec", "compile_located", "compile_sourced", "build_plan", "Checked", "find_root"]

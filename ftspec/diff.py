@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ftspec.errors import Issue, Pos, SpecError
 from ftspec.plan import Plan, thaw
@@ -76,6 +76,10 @@ class Change:
     path: str
     old: Any
     new: Any
+    # Where the value came from, in words: "profile smoke (specs/x.yaml:68)", "--set KEY=VALUE",
+    # "default", "derived" (computed by ftspec from other values); None when not known
+    # (a plan file compared, not a spec).
+    origin: str | None = None
 
     @property
     def added(self) -> bool:
@@ -227,13 +231,18 @@ def _section_rank(section: str) -> tuple[int, str]:
     return (len(SECTION_ORDER), section)
 
 
-def diff_plans(old: Any, new: Any) -> PlanDiff:
-    """Compare two plans (Plans, or dicts as ``Plan.to_dict()`` gives)."""
+def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin: Origin | None = None) -> PlanDiff:
+    """Compare two plans (Plans, or dicts as ``Plan.to_dict()`` gives). With
+    ``new_origin`` (and ``old_origin``, for removed values), each change names where
+    its value came from (see :func:`origins`)."""
     old, new = _as_plan(old), _as_plan(new)
     found: list[tuple[str, Any, Any]] = []
     # Leaf by leaf over the plans' JSON: every field is compared, whatever its depth.
     _walk(_comparable(old.to_dict()), _comparable(new.to_dict()), "", found)
-    changes = [Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n) for p, o, n in found]
+    changes = []
+    for p, o, n in found:
+        side = old_origin if n is MISSING else new_origin
+        changes.append(Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n, side(p) if side else None))
     changes.sort(key=lambda c: (_section_rank(c.section), _path_key(c.path)))
 
     old_keys = {s.name: s.key for s in old.steps}
@@ -248,6 +257,80 @@ def diff_plans(old: Any, new: Any) -> PlanDiff:
         dropped=dropped, name=new.name or old.name,
         trust_remote_code=trust_new, trust_remote_code_turned_on=trust_new and not trust_old,
     )
+
+
+# --------------------------------------------------------------------------- where a value came from
+
+Origin = Callable[[str], "str | None"]  # a change's path -> where its value came from, in words
+DERIVED = "derived"
+
+# A plan field and the spec key it is written as, where the two differ.
+_SPEC_KEYS = (
+    (re.compile(r"^method\.objective$"), "method.kind"),
+    (re.compile(r"^method\.dpo\.(\w+)$"), r"method.\1"),
+    (re.compile(r"^format\.templates\.(\w+)(\..*)?$"), r"format.\1"),
+    (re.compile(r"^format\.chat_template(\..*)?$"), "format.chat_template"),
+    (re.compile(r"^format\.messages\.(\d+)\.content(\..*)?$"), r"format.messages.\1.content"),
+    (re.compile(r"^data\.sources\.(\w+)\.(sha256|rows|kind)$"), None),  # read from the file
+    (re.compile(r"^data\.sources\.(\w+)\.(.*)$"), r"data.\1.\2"),
+    (re.compile(r"^eval\.metrics\.(\d+)\.(rubric|schema|model)(\..*)?$"), r"eval.metrics.\1.\2"),
+    (re.compile(r"^eval\.metrics\.(\d+)\.extract\.template(\..*)?$"), r"eval.metrics.\1.extract.template"),
+)
+
+
+def spec_key(plan: Plan, path: str) -> str | None:
+    """The spec key a changed plan field is written as (``format.templates.prompt.text``
+    is ``format.prompt``), or None for a value ftspec computes (a row count, a hash)."""
+    dotted = re.sub(r"\[(\d+)\]", r".\1", path)
+    gate = re.match(r"^eval\.gates\.(\d+)", dotted)
+    if gate:  # a gate is written under its name
+        i = int(gate.group(1))
+        return f"eval.gates.{plan.eval.gates[i].gate}" if i < len(plan.eval.gates) else "eval.gates"
+    derived = re.match(r"^data\.derive\.(\d+)", dotted)
+    if derived:
+        i = int(derived.group(1))
+        return f"data.derive.{plan.data.derive[i].name}" if i < len(plan.data.derive) else "data.derive"
+    for pattern, key in _SPEC_KEYS:
+        if pattern.match(dotted):
+            return None if key is None else pattern.sub(key, dotted)
+    return dotted
+
+
+def origins(plan: Plan, rows: Iterable[Any]) -> Origin:
+    """Where each field of ``plan`` came from, given the rows of ``ftspec plan --explain``
+    for the spec it was compiled from (:func:`ftspec.explain.explain`)."""
+    from ftspec.explain import DEFAULT
+
+    by_key = {row.key: row for row in rows}
+
+    def words(row) -> str:
+        if row.kind == DEFAULT:
+            return DEFAULT
+        if row.kind == "set":
+            return row.where
+        label = "profile " + row.kind.split(":", 1)[1] if row.kind.startswith("profile:") else row.kind
+        return f"{label} {row.where}"
+
+    def origin(path: str) -> str | None:
+        key = spec_key(plan, path)
+        if key is None:
+            return DERIVED
+        # The field itself, or the first value written under it (a template given as {builtin: …}).
+        row = by_key.get(key) or next((r for k, r in by_key.items() if k.startswith(key + ".")), None)
+        while row is None and "." in key:  # an item of a list the spec writes whole
+            key = key.rpartition(".")[0]
+            row = by_key.get(key)
+        return words(row) if row is not None else DERIVED
+
+    return origin
+
+
+def _origin_words(c: Change) -> str:
+    if c.origin == DERIVED:
+        return "derived by ftspec"
+    if c.origin == "default":
+        return "a default"
+    return f"from {c.origin}"
 
 
 # --------------------------------------------------------------------------- showing values
@@ -380,12 +463,13 @@ def render_text(d: PlanDiff, color: bool = False) -> str:
         lines.append(_style(section, color, bold=True))
         for c in changes:
             old, new = _fmt_pair(c)
+            origin = _style(f"  ({_origin_words(c)})", color, dim=True) if c.origin else ""
             if c.added:
-                lines.append(f"  + {c.path}: {_style(new, color, fg='green')}")
+                lines.append(f"  + {c.path}: {_style(new, color, fg='green')}{origin}")
             elif c.removed:
-                lines.append(f"  - {c.path}: {_style(old, color, fg='red')}")
+                lines.append(f"  - {c.path}: {_style(old, color, fg='red')}{origin}")
             else:
-                lines.append(f"  {c.path}: {_style(old, color, fg='red')} {ARROW} {_style(new, color, fg='green')}")
+                lines.append(f"  {c.path}: {_style(old, color, fg='red')} {ARROW} {_style(new, color, fg='green')}{origin}")
     lines.append("")
     lines.append(_steps_line(d))
     return "\n".join(lines) + "\n"
@@ -402,6 +486,10 @@ def _code(text: str) -> str:
     return f"`{text}`"
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def render_markdown(d: PlanDiff) -> str:
     ids = f"`{d.old_id[:12]}`, unchanged" if d.old_id == d.new_id else f"`{d.old_id[:12]}` {ARROW} `{d.new_id[:12]}`"
     lines = [f"### ftspec diff: {d.name or '(unnamed)'} ({ids})", ""]
@@ -410,10 +498,13 @@ def render_markdown(d: PlanDiff) -> str:
     elif d.trust_remote_code:
         lines += [f"> ⚠️ **{_TRUST_MD}**", ""]
     for section, changes in d.sections():
-        lines += [f"**{section}**", "", "| key | old | new |", "| --- | --- | --- |"]
+        sourced = any(c.origin for c in changes)
+        lines += [f"**{section}**", "", "| key | old | new |" + (" from |" if sourced else ""),
+                  "| --- | --- | --- |" + (" --- |" if sourced else "")]
         for c in changes:
             old, new = _fmt_pair(c)
-            lines.append(f"| {_code(c.path)} | {'—' if c.added else _code(old)} | {'—' if c.removed else _code(new)} |")
+            lines.append(f"| {_code(c.path)} | {'—' if c.added else _code(old)} | {'—' if c.removed else _code(new)} |"
+                         + (f" {_cell(_origin_words(c))} |" if sourced else ""))
         lines.append("")
     if d.is_empty():
         lines.append("No change to the plan.")
@@ -437,7 +528,7 @@ def render_json(d: PlanDiff) -> str:
         "empty": d.is_empty(),
         "changes": [
             {"section": c.section, "path": c.path, "old": _json_value(c.old), "new": _json_value(c.new),
-             "added": c.added, "removed": c.removed}
+             "added": c.added, "removed": c.removed, "origin": c.origin}
             for c in d.changes
         ],
         "rerun": list(d.rerun),
@@ -493,10 +584,11 @@ def _extract(root: Path, commit: str, dest: Path, where: Pos) -> None:
 
 
 def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
-             allow: Iterable[str | Path] = ()) -> tuple[dict, dict]:
+             allow: Iterable[str | Path] = (), with_origins: bool = False) -> tuple:
     """(old plan, new plan): the spec compiled as it was at git revision ``rev`` and
-    as it is in the working tree, with the same profiles and overrides."""
-    from ftspec.compile import compile_spec, find_root
+    as it is in the working tree, with the same profiles and overrides. With
+    ``with_origins``: (old plan, new plan, old origins, new origins)."""
+    from ftspec.compile import compile_sourced, find_root
 
     spec_path = Path(spec_path)
     where = Pos(str(spec_path))
@@ -518,7 +610,7 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
     if _git(root, "cat-file", "-e", f"{commit}:{inside}", capture_output=True).returncode != 0:
         raise SpecError.one(where, "", f"{inside} does not exist at revision '{rev}' ({commit[:12]})")
 
-    new, _ = compile_spec(spec_path, profiles, sets, allow=allow)
+    new, new_origin = compile_sourced(spec_path, profiles, sets, allow=allow)
     with tempfile.TemporaryDirectory(prefix="ftspec-diff-") as tmp_name:
         tmp = Path(tmp_name)
         _extract(root, commit, tmp, where)
@@ -526,10 +618,22 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
         # relative paths as it does in the working tree.
         (tmp / ".git").mkdir(exist_ok=True)
         try:
-            old, _ = compile_spec(tmp / inside, profiles, sets, allow=allow)
+            old, old_origin = compile_sourced(tmp / inside, profiles, sets, allow=allow)
         except SpecError as exc:
             raise _remap(exc, tmp, rev) from None
-    return old, new
+    old_origin = _renamed_origin(old_origin, tmp, f"{rev}:")
+    return (old, new, old_origin, new_origin) if with_origins else (old, new)
+
+
+def _renamed_origin(origin: Origin, tmp: Path, prefix: str) -> Origin:
+    """Origins in the old checkout, named ``REV:path`` rather than by the temporary folder."""
+    folder = str(tmp.resolve()) + os.sep
+
+    def renamed(path: str) -> str | None:
+        words = origin(path)
+        return words.replace(folder, prefix) if words else words
+
+    return renamed
 
 
 __all__ = ["MISSING", "Change", "PlanDiff", "diff_plans", "render_text", "render_markdown", "render_json", "diff_git"]

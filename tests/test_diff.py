@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from ftspec.compile import compile_spec
+from ftspec.compile import compile_sourced, compile_spec
 from ftspec.diff import MISSING, Change, PlanDiff, diff_git, diff_plans, render_json, render_markdown, render_text
 from ftspec.errors import SpecError
 from ftspec.plan import Plan
@@ -130,11 +130,20 @@ CASES = {
 MARKDOWN = {"learning-rate", "template", "trust-remote-code", "identical"}
 
 
-def run_case(name, tmp_path) -> tuple[PlanDiff, dict, dict]:
+def run_case(name, tmp_path) -> tuple[PlanDiff, Plan, Plan]:
+    """The diff of a case, each change naming where its value came from; paths are shown
+    relative to the case's folder, as a reviewer in that repository would see them."""
+    import os
+
     old_path, new_path = CASES[name](tmp_path)
-    old, _ = compile_spec(old_path)
-    new, _ = compile_spec(new_path)
-    return diff_plans(old.to_dict(), new.to_dict()), old.to_dict(), new.to_dict()
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        old, old_origin = compile_sourced(old_path)
+        new, new_origin = compile_sourced(new_path)
+    finally:
+        os.chdir(here)
+    return diff_plans(old, new, old_origin, new_origin), old, new
 
 
 def by_path(d: PlanDiff) -> dict[str, Change]:
@@ -190,7 +199,7 @@ def test_a_default_changed_in_a_base_spec_shows_in_the_child(tmp_path):
     d, old, new = run_case("extends-default", tmp_path)
     assert (tmp_path / "old/specs/child.yaml").read_text() == (tmp_path / "new/specs/child.yaml").read_text()
     assert [(c.path, c.old, c.new) for c in d.changes] == [("training.seed", 42, 7)]
-    assert old["spec"]["bases"] == new["spec"]["bases"] == ["specs/base.yaml"]
+    assert old.spec.bases == new.spec.bases == ("specs/base.yaml",)
     assert "training.seed: 42 → 7" in render_text(d)
 
 
@@ -198,7 +207,7 @@ def test_an_appended_data_row_reruns_everything(tmp_path):
     d, old, new = run_case("data-row", tmp_path)
     changes = by_path(d)
     sha = changes["data.sources.train.sha256"]
-    assert (sha.old, sha.new) == (old["data"]["sources"]["train"]["sha256"], new["data"]["sources"]["train"]["sha256"])
+    assert (sha.old, sha.new) == (old.data.sources["train"].sha256, new.data.sources["train"].sha256)
     assert (changes["data.sources.train.rows"].old, changes["data.sources.train.rows"].new) == (1500, 1501)
     assert d.rerun == ALL_STEPS and d.reused == []
     text = render_text(d)
@@ -267,7 +276,7 @@ def test_render_json_round_trips(tmp_path):
     assert doc["rerun"] == d.rerun and doc["reused"] == d.reused
     changes = {c["path"]: c for c in doc["changes"]}
     assert changes["training.learning_rate"] == {"section": "training", "path": "training.learning_rate", "old": 0.001,
-                                                 "new": 0.002, "added": False, "removed": False}
+                                                 "new": 0.002, "added": False, "removed": False, "origin": None}
     added = changes["eval.metrics[2]"]
     assert added["old"] is None and added["added"] is True and added["removed"] is False
     assert added["new"] == {"name": "exact_match", "extract": None}
@@ -444,3 +453,28 @@ def test_diff_git_names_old_files_by_revision(repo):
         diff_git("HEAD", repo)
     files = {i.pos.file for i in info.value.issues}
     assert files == {"HEAD:specs/quickstart.yaml"}, files
+
+
+def test_each_change_names_where_its_value_came_from(tmp_path, monkeypatch):
+    """A reviewer learns why a value is what it is without opening three files."""
+    make_repo(tmp_path / "repo", quickstart())
+    spec = tmp_path / "repo/specs/quickstart.yaml"
+    monkeypatch.chdir(tmp_path / "repo")
+    old, old_origin = compile_sourced(spec)
+    new, new_origin = compile_sourced(spec, ["smoke"], ["training.learning_rate=0.003", "eval.few_shot=2"])
+    d = diff_plans(old, new, old_origin, new_origin)
+    got = {c.path: c.origin for c in d.changes}
+    lines = spec.read_text().splitlines()
+    max_steps_line = next(i for i, line in enumerate(lines, 1) if line.strip().startswith("max_steps:"))
+    assert got["training.learning_rate"] == "--set training.learning_rate=0.003"
+    assert got["training.max_steps"] == f"profile smoke specs/quickstart.yaml:{max_steps_line}"
+    assert got["data.limit"].startswith("profile smoke specs/quickstart.yaml:")
+    assert got["training.total_steps"] == "derived" and got["eval.few_shot_seed"] == "derived"
+    assert got["eval.few_shot"] == "--set eval.few_shot=2"
+    text = render_text(d)
+    assert "training.learning_rate: 0.001 → 0.003  (from --set training.learning_rate=0.003)" in text
+    assert "training.total_steps: 225 → 5  (derived by ftspec)" in text
+    # back to the plain spec: the removed and changed values name the plain spec's origins
+    back = diff_plans(new, old, new_origin, old_origin)
+    assert {c.path: c.origin for c in back.changes}["training.learning_rate"].startswith("spec specs/quickstart.yaml:")
+    assert {c.path: c.origin for c in back.changes}["training.max_steps"] == "default"
