@@ -625,18 +625,18 @@ class NoTracking(_Section):
 
 
 class TensorboardTracking(_Section):
-    kind: Literal["tensorboard"] = Field(description="`tensorboard`: event files in the run directory.")
+    kind: Literal["tensorboard"] = Field(description="`tensorboard`: event files in the run directory's `tensorboard/` folder.")
 
 
 class WandbTracking(_Section):
-    kind: Literal["wandb"] = Field(description="`wandb`: Weights & Biases; the key comes from the environment.")
-    project: str = Field(min_length=1, description="W&B project.")
-    entity: str | None = Field(None, description="W&B team or user.")
+    kind: Literal["wandb"] = Field(description="`wandb`: Weights & Biases (`pip install wandb`); the key and the mode (`WANDB_MODE=offline`) come from the environment. The run is named after the run directory and written under it unless `WANDB_DIR` is set.")
+    project: str = Field(min_length=1, description="W&B project the run is logged to (over `WANDB_PROJECT`).")
+    entity: str | None = Field(None, description="W&B team or user the project belongs to (over `WANDB_ENTITY`); defaults to your default entity.")
 
 
 class MlflowTracking(_Section):
-    kind: Literal["mlflow"] = Field(description="`mlflow`: the server comes from MLFLOW_TRACKING_URI.")
-    experiment: str = Field(min_length=1, description="MLflow experiment name.")
+    kind: Literal["mlflow"] = Field(description="`mlflow`: MLflow (`pip install mlflow-skinny`); the server comes from `MLFLOW_TRACKING_URI`. The run is named after the run directory.")
+    experiment: str = Field(min_length=1, description="MLflow experiment the run is logged to, created when missing (over `MLFLOW_EXPERIMENT_NAME`).")
 
 
 TrackingSpec = Annotated[
