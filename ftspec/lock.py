@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 from ftspec import __version__
 from ftspec.errors import Issue, Pos, SpecError
+from ftspec.io import BadFileError, read_json
 from ftspec.plan import Plan, digest, thaw
 
 LOCK_VERSION = 1
@@ -151,15 +152,16 @@ def drift(locked: Mapping, current: Mapping) -> list[tuple[str, Any, Any]]:
 
 
 def read(path: Path) -> dict:
+    """The lock file's content; a missing, broken or other-version lock file is one line."""
     shown = str(path)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError.one(Pos(shown), "", "no lock file; write one with `ftspec lock SPEC`") from None
-    except (OSError, ValueError) as exc:
-        raise SpecError.one(Pos(shown), "", f"not a readable lock file: {exc}") from None
-    if not isinstance(value, dict) or value.get("lock_version") != LOCK_VERSION:
-        raise SpecError.one(Pos(shown), "", f"lock_version {value.get('lock_version') if isinstance(value, dict) else None!r} is not supported (this ftspec writes {LOCK_VERSION})")
+        value = read_json(path, dict)
+    except BadFileError as exc:
+        raise SpecError.one(Pos(shown), "", f"not a readable lock file: {exc.reason}") from None
+    if value is None:
+        raise SpecError.one(Pos(shown), "", "no lock file; write one with `ftspec lock SPEC`")
+    if value.get("lock_version") != LOCK_VERSION:
+        raise SpecError.one(Pos(shown), "", f"lock_version {value.get('lock_version')!r} is not supported (this ftspec writes {LOCK_VERSION})")
     return value
 
 

@@ -216,3 +216,20 @@ def test_status_over_a_broken_manifest_and_markers(tmp_path):
     write(run_dir / "report" / rundir.MARKER, "{cut")
     assert rundir.step_states(Plan(), run_dir) == {"prepare_data": "done", "train": "missing", "report": "missing"}
     assert rundir.is_complete(run_dir / "data", "k1") and not rundir.is_complete(run_dir / "model", "k2")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no lock file; write one with `ftspec lock SPEC`"),
+    ("{cut", "not a readable lock file: not valid JSON (line 1, column 2)"),
+    ("[]", "not a readable lock file: should hold a JSON object, not a JSON array"),
+    ('{"lock_version": 0}', "lock_version 0 is not supported (this ftspec writes 1)"),
+])
+def test_a_spec_lock_file_that_cannot_be_used_is_one_line(tmp_path, content, message):
+    from ftspec import lock as L
+
+    path = tmp_path / "job.lock.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SpecError) as info:
+        L.read(path)
+    assert str(info.value).startswith(f"{path}: {message}") and "\n" not in str(info.value)
