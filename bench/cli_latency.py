@@ -1,11 +1,13 @@
 """How long `ftspec validate` takes, next to the time it takes just to import the
 training stack: the light commands must answer in a fraction of it.
 
-    python bench/cli_latency.py [--runs 9]
+    python bench/cli_latency.py [--runs 9] [--baseline REV]
 
 Runs both commands interleaved, in fresh processes, after one warm-up each, and
 prints the median wall times and their ratio. Targets: validate <= 0.25 s and
-<= 0.05 x the import.
+<= 0.05 x the import. With ``--baseline REV``, the ftspec of git revision REV
+(extracted into a temporary folder) runs `validate` and `plan` interleaved with this
+checkout's, on the same spec, so a regression shows as a ratio measured in one run.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr}")
@@ -34,6 +36,7 @@ def timed(cmd: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--baseline", metavar="REV", help="Also time the light commands of git revision REV, side by side.")
     args = parser.parse_args()
 
     largest = max((ROOT / "specs").glob("*.yaml"), key=lambda p: p.stat().st_size)
@@ -60,7 +63,30 @@ def main() -> int:
     print(f"ftspec validate {spec}: median {v:.3f} s over {args.runs} runs (min {min(v_times):.3f}, max {max(v_times):.3f})")
     print(f"python -c 'import torch, transformers': median {i:.3f} s (min {min(i_times):.3f}, max {max(i_times):.3f})")
     print(f"ratio validate/import = {v / i:.3f}  (target <= 0.05; validate target <= 0.25 s: {'met' if v <= 0.25 else 'NOT met'})")
+    if args.baseline:
+        compare(args.baseline, spec, args.runs)
     return 0
+
+
+def compare(rev: str, spec: str, runs: int) -> None:
+    """This checkout's `validate` and `plan` against REV's, interleaved, in fresh processes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ftspec-baseline-") as tmp:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "ftspec", "templates"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        envs = {"this checkout": dict(os.environ, PYTHONPATH=str(ROOT)), rev: dict(os.environ, PYTHONPATH=tmp)}
+        for command in ("validate", "plan"):
+            cmd = [sys.executable, "-m", "ftspec", command, spec] + (["-q"] if command == "validate" else ["--json"])
+            times: dict[str, list[float]] = {name: [] for name in envs}
+            for name, env in envs.items():
+                timed(cmd, env)  # warm-up
+            for _ in range(runs):
+                for name, env in envs.items():
+                    times[name].append(timed(cmd, env))
+            now, then = statistics.median(times["this checkout"]), statistics.median(times[rev])
+            print(f"ftspec {command} {spec}: this checkout {now:.3f} s, {rev} {then:.3f} s (medians of {runs}); "
+                  f"ratio {now / then:.2f}")
 
 
 if __name__ == "__main__":
