@@ -30,6 +30,7 @@ KeyPath = tuple  # of str (mapping keys) and int (list indices)
 MAX_NODES = 20_000
 MAX_DEPTH = 64
 MAX_SPEC_BYTES = 1_000_000
+MAX_PROFILES = 64
 
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
@@ -687,6 +688,8 @@ def load(
         doc.where = {p: o for p, o in doc.where.items() if p[:1] != ("profiles",)}
         if not isinstance(raw, dict):
             raise SpecError.one(origin.pos, "profiles", "must map profile names to overlays, e.g. profiles: {smoke: {training: {max_steps: 5}}}")
+        if len(raw) > MAX_PROFILES:  # each is validated on its own: thousands would take minutes
+            raise SpecError.one(origin.pos, "profiles", f"more than {MAX_PROFILES} profiles ({len(raw)}); a spec may define at most {MAX_PROFILES}")
         problems = []
         for name, overlay in raw.items():
             if not isinstance(overlay, dict):
