@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -33,8 +34,8 @@ MIN_TRAIN_ROWS = 500
 # data files is parsed up to SCAN_ROWS rows and SCAN_BYTES bytes (beyond, JSON Lines rows
 # are counted, the rest is parsed when the data is prepared), and all the renderings
 # of sample rows and trial values together take at most RENDER_BUDGET seconds.
-SCAN_ROWS = 1_000_000
-SCAN_BYTES = 512 << 20
+SCAN_ROWS = 300_000
+SCAN_BYTES = 256 << 20
 RENDER_BUDGET = 5.0
 MAX_SCHEMA_BYTES = 4 << 20
 SPLITS = ("train", "validation", "test")
@@ -579,6 +580,9 @@ def _sample_conversations(ctx: Context) -> list[list[dict]]:
     return found[:3]
 
 
+_NEVER_GIVEN = re.compile(r"^'([A-Za-z_][A-Za-z0-9_]*)' is undefined$")
+
+
 def _try_chat_template(ctx: Context, template: jinja2.Template) -> Iterator[Issue]:
     """A chat template must render the conversations this spec makes, both whole (for
     training) and as a prompt (for evaluation), and must not print a name that
@@ -593,9 +597,13 @@ def _try_chat_template(ctx: Context, template: jinja2.Template) -> Iterator[Issu
             try:
                 tpl.render(template, {**_CHAT_CONTEXT, "messages": msgs, "add_generation_prompt": add}, budget=ctx.render_budget)
             except Exception as exc:  # any error: the template cannot render this conversation
-                if tpl.is_refusal(exc) or isinstance(exc, jinja2.UndefinedError):
-                    what = "" if tpl.is_refusal(exc) else "; transformers gives a chat template only " + ", ".join(tpl.CHAT_NAMES)
-                    yield ctx.error(path, tpl.describe_render_error(exc) + what)
+                if tpl.is_refusal(exc):
+                    yield ctx.error(path, tpl.describe_render_error(exc))
+                    return
+                name = _NEVER_GIVEN.match(getattr(exc, "message", "") or "") if isinstance(exc, jinja2.UndefinedError) else None
+                if name and name.group(1) not in tpl.CHAT_NAMES:
+                    yield ctx.error(path, f"the chat template prints '{name.group(1)}', which transformers never gives a chat "
+                                    f"template (it would print nothing); it is given {', '.join(tpl.CHAT_NAMES)}")
                     return
                 failures.append(exc)
     if failures and (data or len(failures) == 2 * len(conversations)):

@@ -33,9 +33,11 @@ csv.field_size_limit(1 << 24)  # MAX_LINE_BYTES: a field cannot be longer than a
 class RowError(Exception):
     """A row that cannot be read; ``pos`` names the file and row."""
 
-    def __init__(self, pos: Pos, message: str):
+    def __init__(self, pos: Pos, message: str, fatal: bool = False):
         self.pos = pos
         self.message = message
+        # The rest of the file cannot be read either: never skipped (on_bad_row: skip).
+        self.fatal = fatal or pos.line is None
         super().__init__(f"{pos}: {message}")
 
     def issue(self) -> Issue:
@@ -71,8 +73,8 @@ def fingerprint(path: Path) -> str:
 # repository owner does not fully trust, like the spec itself.
 MAX_LINE_BYTES = 16 << 20  # one line of a JSON Lines or CSV file
 MAX_JSON_BYTES = 256 << 20  # a whole .json document (parsed at once)
-MAX_EXPANSION = 100  # a .gz file may expand to this many times its size ...
-EXPANSION_SLACK = 64 << 20  # ... plus this much (small files compress well)
+MAX_EXPANSION = 64  # a .gz file may expand to this many times its size ...
+EXPANSION_SLACK = 32 << 20  # ... plus this much (small files compress well)
 MAX_ROW_DEPTH = 64  # nesting of lists and objects in one row (as in a spec)
 MAX_ROW_VALUES = 100_000  # values in one row
 
@@ -109,10 +111,11 @@ class _Reader:
     def __init__(self, path: Path, meter: ScanBudget | None = None):
         self.meter = meter
         self.raw = open_regular(path)
-        size = os.fstat(self.raw.fileno()).st_size
         self.compressed = path.name.lower().endswith(".gz")
         self.stream = gzip.GzipFile(fileobj=self.raw, mode="rb") if self.compressed else self.raw
-        self.budget = size * MAX_EXPANSION + EXPANSION_SLACK if self.compressed else None
+        # The expansion is checked against what has been read of the compressed file so
+        # far, so a bomb is found after megabytes, not after the gigabytes it holds.
+        self.budget = EXPANSION_SLACK if self.compressed else None
         self.total = 0
 
     def __enter__(self):
@@ -133,8 +136,11 @@ class _Reader:
         if self.meter is not None:
             self.meter.bytes -= n
         if self.budget is not None and self.total > self.budget:
-            raise _Stop(f"compressed file expands to more than {MAX_EXPANSION} times its size "
-                        f"(over {self.budget >> 20} MiB); refused as a possible compression bomb")
+            read = self.raw.tell()
+            if self.total > read * MAX_EXPANSION + EXPANSION_SLACK:
+                raise _Stop(f"compressed file expands more than {MAX_EXPANSION} times ({self.total >> 20} MiB from the "
+                            f"first {max(read >> 10, 1)} KiB); refused as a possible compression bomb")
+            self.budget = self.total + (1 << 20)
 
     def read(self, limit: int) -> bytes:
         data = self.stream.read(limit + 1)
@@ -145,11 +151,14 @@ class _Reader:
         """(line number, bytes) for each line, line ending kept; a line longer than
         :data:`MAX_LINE_BYTES` is skipped over in bounded chunks and given as None."""
         number = 0
+        readline = self.stream.readline
+        counted = self.budget is not None or self.meter is not None
         while True:
-            raw = self.stream.readline(MAX_LINE_BYTES + 1)
+            raw = readline(MAX_LINE_BYTES + 1)
             if not raw:
                 return
-            self._count(len(raw))
+            if counted:
+                self._count(len(raw))
             number += 1
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 while True:  # the rest of the long line, without holding it
@@ -166,19 +175,15 @@ def _too_long(shown: str, line: int) -> RowError:
     return RowError(Pos(shown, line), f"line longer than {MAX_LINE_BYTES >> 20} MiB; rows this long are refused")
 
 
-class _BadBytes(Exception):
-    def __init__(self, line: int):
-        self.line = line
-
-
 class _LongLine(Exception):
     def __init__(self, line: int):
         self.line = line
 
 
-def _text_lines(reader: _Reader) -> Iterator[str]:
+def _text_lines(reader: _Reader, bad: set[int]) -> Iterator[str]:
     """The file's lines as text, line endings kept, decoded one line at a time so that
-    a bad byte is reported at its own line; a byte-order mark is dropped."""
+    a bad byte is reported at its own line (its number goes into ``bad``, and the line
+    goes on, its bad bytes escaped); a byte-order mark is dropped."""
     for number, raw in reader.lines():
         if raw is None:
             raise _LongLine(number)
@@ -187,7 +192,8 @@ def _text_lines(reader: _Reader) -> Iterator[str]:
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise _BadBytes(number) from None
+            bad.add(number)
+            yield raw.decode("utf-8", "surrogateescape")
 
 
 def read_rows(
@@ -211,7 +217,7 @@ def read_rows(
     try:
         for item in reader(path, fmt, shown, columns, header, field, meter=budget):
             if isinstance(item, RowError):
-                if on_bad_row == "skip" and skipped is not None and item.pos.line is not None:
+                if on_bad_row == "skip" and skipped is not None and not item.fatal:
                     skipped.append(item)
                     continue
                 raise item
@@ -271,6 +277,20 @@ def _float(text: str) -> float:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
+_SCAN = _DECODER.scan_once
+_JSON_SPACE = " \t\n\r"
+
+
+def _decode(text: str) -> Any:
+    """``_DECODER.decode``, with less overhead per call (it runs once per row)."""
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    try:
+        value, end = _SCAN(text, start)
+    except StopIteration as err:
+        raise json.JSONDecodeError("Expecting value", text, err.value) from None
+    if end != len(text) and text[end:].strip(_JSON_SPACE):
+        raise json.JSONDecodeError("Extra data", text, end + len(text[end:]) - len(text[end:].lstrip(_JSON_SPACE)))
+    return value
 
 
 def _shape_problem(value) -> str | None:
@@ -298,7 +318,7 @@ def decode_json(text: str, whole: bool = False) -> Any:
     ``whole``: a whole .json document, whose rows are checked one by one). Raises
     json.JSONDecodeError, or ValueError with a message for the user."""
     try:
-        value = _DECODER.decode(text)
+        value = _decode(text)
     except RecursionError:
         raise _BadValue(f"nests lists and objects more than {MAX_ROW_DEPTH} levels deep") from None
     except json.JSONDecodeError:
@@ -329,19 +349,27 @@ def _jsonl(path, fmt, shown, columns, header, field, meter=None):
             except UnicodeDecodeError:
                 yield _decode_error(shown, line_no)
                 continue
-            if not line.strip():
-                continue
+            # The common row, at the scanner's speed; anything else takes the long way,
+            # which names the problem.
             try:
-                value = decode_json(line.rstrip("\r\n"))
-            except json.JSONDecodeError as exc:
-                yield RowError(Pos(shown, line_no), f"not valid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            except ValueError as exc:
-                yield RowError(Pos(shown, line_no), f"not a usable JSON row: {exc}")
-                continue
-            if not isinstance(value, dict):
-                yield RowError(Pos(shown, line_no), f"expected a JSON object per line, found {_json_kind(value)}")
-                continue
+                value, end = _SCAN(line, 0)
+            except Exception:  # noqa: BLE001 (any failure: the long way below says which)
+                value = end = None
+            if (end is None or not isinstance(value, dict) or line[end:].strip(_JSON_SPACE)
+                    or line.count("[") + line.count("{") > MAX_ROW_DEPTH or len(line) > MAX_ROW_VALUES):
+                if not line.strip():
+                    continue
+                try:
+                    value = decode_json(line.rstrip("\r\n"))
+                except json.JSONDecodeError as exc:
+                    yield RowError(Pos(shown, line_no), f"not valid JSON: {exc.msg} (column {exc.colno})")
+                    continue
+                except ValueError as exc:
+                    yield RowError(Pos(shown, line_no), f"not a usable JSON row: {exc}")
+                    continue
+                if not isinstance(value, dict):
+                    yield RowError(Pos(shown, line_no), f"expected a JSON object per line, found {_json_kind(value)}")
+                    continue
             yield Row(line_no, value)
 
 
@@ -359,13 +387,18 @@ def _json(path, fmt, shown, columns, header, field, meter=None):
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
-        value = decode_json(raw.decode("utf-8"), whole=True)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         yield RowError(Pos(shown, line), "not valid UTF-8; save the file as UTF-8")
         return
+    if field is None and text.lstrip(_JSON_SPACE).startswith("["):
+        yield from _json_array(text, shown)
+        return
+    try:
+        value = decode_json(text, whole=True)
     except json.JSONDecodeError as exc:
-        yield RowError(Pos(shown, exc.lineno, exc.colno), f"not valid JSON: {exc.msg}")
+        yield RowError(Pos(shown, exc.lineno, exc.colno), f"not valid JSON: {exc.msg}", fatal=True)
         return
     except ValueError as exc:
         yield RowError(Pos(shown), f"not usable JSON: {exc}")
@@ -390,17 +423,90 @@ def _json(path, fmt, shown, columns, header, field, meter=None):
         yield Row(i, item)
 
 
+_WS = re.compile(r"[ \t\n\r]*")
+_PLAIN_SCAN = json.JSONDecoder().scan_once
+
+
+def _json_array(text: str, shown: str) -> Iterator[Row | RowError]:
+    """The elements of a JSON document that is a list, parsed one at a time, so that a
+    row JSON readers would take differently (NaN, a key twice, a huge number) is
+    named by its number, as a bad row, and the rows after it are still read."""
+    idx = _WS.match(text, 0).end() + 1
+    n = len(text)
+    number = 0
+
+    def syntax(message: str, at: int) -> RowError:
+        exc = json.JSONDecodeError(message, text, at)
+        return RowError(Pos(shown, exc.lineno, exc.colno), f"not valid JSON: {exc.msg}", fatal=True)
+
+    idx = _WS.match(text, idx).end()
+    if text.startswith("]", idx):
+        idx = _WS.match(text, idx + 1).end()
+        if idx != n:
+            yield syntax("Extra data", idx)
+        return
+    while True:
+        number += 1
+        try:
+            item, end = _SCAN(text, idx)
+        except StopIteration as err:
+            yield syntax("Expecting value", err.value)
+            return
+        except json.JSONDecodeError as exc:
+            yield RowError(Pos(shown, exc.lineno, exc.colno), f"not valid JSON: {exc.msg}", fatal=True)
+            return
+        except (ValueError, RecursionError) as exc:  # _BadValue, digits, nesting
+            if isinstance(exc, RecursionError):
+                message = f"nests lists and objects more than {MAX_ROW_DEPTH} levels deep"
+            elif isinstance(exc, _BadValue):
+                message = str(exc)
+            else:
+                message = f"a number with more than {sys.get_int_max_str_digits() or 4300} digits"
+            yield RowError(Pos(shown, number), f"row {number}: {message}")
+            try:  # where the bad row ends, to go on after it
+                _, end = _PLAIN_SCAN(text, idx)
+            except (StopIteration, ValueError, RecursionError):
+                return
+        else:
+            if not isinstance(item, dict):
+                yield RowError(Pos(shown, number), f"row {number}: expected a JSON object, found {_json_kind(item)}")
+            else:
+                problem = _shape_problem(item)
+                yield RowError(Pos(shown, number), f"row {number}: {problem}") if problem else Row(number, item)
+        idx = _WS.match(text, end).end()
+        if text.startswith(",", idx):
+            idx = _WS.match(text, idx + 1).end()
+            continue
+        if text.startswith("]", idx):
+            idx = _WS.match(text, idx + 1).end()
+            if idx != n:
+                yield syntax("Extra data", idx)
+            return
+        yield syntax("Expecting ',' delimiter", idx)
+        return
+
+
 def _delimited(path, fmt, shown, columns, header, field, meter=None):
     delimiter = "\t" if fmt == "tsv" else ","
     has_header = header if header is not None else columns is None
     # TSV files (SST-2 among them) often hold unbalanced quotes in the text itself.
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
     source = _Reader(path, meter)
-    reader = csv.reader(_text_lines(source), delimiter=delimiter, quoting=quoting)
+    bad: set[int] = set()
+    reader = csv.reader(_text_lines(source, bad), delimiter=delimiter, quoting=quoting)
     names = list(columns) if columns else None
+    end = 0  # the last line of the previous record
     try:
         for record in reader:
-            line_no = reader.line_num
+            line_no, first = reader.line_num, end + 1
+            end = line_no
+            if bad and any(n in bad for n in range(first, line_no + 1)):
+                yield RowError(_decode_error(shown, min(n for n in bad if n >= first)).pos,
+                               "not valid UTF-8; save the file as UTF-8", fatal=has_header)
+                bad.clear()
+                if has_header:
+                    return
+                continue
             if not record or all(not cell.strip() for cell in record):
                 continue
             if has_header:  # the first non-blank record
@@ -410,10 +516,10 @@ def _delimited(path, fmt, shown, columns, header, field, meter=None):
                     names = header_names
                     dupes = sorted(n for n, k in Counter(names).items() if k > 1)
                     if dupes:
-                        yield RowError(Pos(shown, line_no), f"header repeats column names: {', '.join(dupes)}")
+                        yield RowError(Pos(shown, line_no), f"header repeats column names: {', '.join(dupes)}", fatal=True)
                         return
                 elif len(names) != len(header_names):
-                    yield RowError(Pos(shown, line_no), f"header has {len(header_names)} columns, but `columns` names {len(names)}")
+                    yield RowError(Pos(shown, line_no), f"header has {len(header_names)} columns, but `columns` names {len(names)}", fatal=True)
                     return
                 continue
             if names is None:
@@ -423,12 +529,10 @@ def _delimited(path, fmt, shown, columns, header, field, meter=None):
                 yield RowError(Pos(shown, line_no), f"expected {len(names)} columns ({', '.join(names)}), found {len(record)}")
                 continue
             yield Row(line_no, dict(zip(names, record)))
-    except _BadBytes as exc:
-        yield _decode_error(shown, exc.line)
-    except _LongLine as exc:
-        yield _too_long(shown, exc.line)
+    except _LongLine as exc:  # the reader cannot go on past a line it did not read
+        yield RowError(_too_long(shown, exc.line).pos, _too_long(shown, exc.line).message, fatal=True)
     except csv.Error as exc:
-        yield RowError(Pos(shown, reader.line_num), f"CSV error: {exc}")
+        yield RowError(Pos(shown, reader.line_num), f"CSV error: {exc}", fatal=True)
     finally:
         source.close()
 
@@ -458,9 +562,6 @@ def parquet_rows(path: Path) -> int | None:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-_NONBLANK = re.compile(rb"(?m)^[ \t\r\f\v]*[^ \t\r\f\v\n]")
-
-
 def count_lines(path: Path, shown: str) -> int:
     """Non-blank lines of a file (the rows of a JSON Lines file), counted in large
     chunks without parsing: fast, and bounded like reading (line length, expansion)."""
@@ -475,7 +576,11 @@ def count_lines(path: Path, shown: str) -> int:
                     break
                 data = carry + chunk
                 cut = data.rfind(b"\n") + 1
-                count += len(_NONBLANK.findall(data, 0, cut))
+                # Without the other white space, a blank line is a newline after a newline.
+                lines = data[:cut].translate(None, b" \t\r\f\v")
+                while b"\n\n" in lines:
+                    lines = lines.replace(b"\n\n", b"\n")
+                count += lines.count(b"\n") - lines.startswith(b"\n")
                 carry = data[cut:]
                 if len(carry) > MAX_LINE_BYTES:
                     raise _Stop(f"a line longer than {MAX_LINE_BYTES >> 20} MiB; rows this long are refused")

@@ -9,6 +9,7 @@ reference are generated from. Short forms that users reach for (``adapter: lora`
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -16,12 +17,22 @@ from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Discrim
 from pydantic.functional_validators import BeforeValidator
 from pydantic_core import PydanticCustomError
 
+from ftspec.loader import MAX_PROFILES  # noqa: F401 (the loader holds it, before profiles are split out)
 from ftspec.paths import revision_problem
 
 def _no_bool(value: Any) -> Any:
     # YAML's `true` is not the number 1, whatever Python thinks.
     if isinstance(value, bool):
         raise PydanticCustomError("float_type", "Input should be a valid number")
+    # Not finite ('.inf', "1e999", 'nan') is said as such, before any range.
+    number = value
+    if isinstance(value, str) and len(value) <= 400:
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+    if isinstance(number, float) and not math.isfinite(number):
+        raise PydanticCustomError("finite_number", "Input should be a finite number")
     return value
 
 
@@ -36,7 +47,6 @@ MAX_SEED = 2**32 - 1
 # Counts of steps and rows: far past any real job, far below what breaks arithmetic.
 MAX_COUNT = 10**12
 # How many of each repeated thing a spec may hold: every one costs work in validate.
-MAX_PROFILES = 64
 MAX_DERIVED = 100
 MAX_TURNS = 256
 MAX_METRICS = 64

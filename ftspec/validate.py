@@ -75,7 +75,7 @@ def _walk(data: Any, loc: tuple, keep_last: bool) -> KeyPath:
     node = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, dict) and part in node and not _is_tag(node, part, loc[i + 1:]):
             path.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
@@ -85,6 +85,13 @@ def _walk(data: Any, loc: tuple, keep_last: bool) -> KeyPath:
             path.append(part)
         # anything else is a union member's tag, not a key
     return tuple(path)
+
+
+def _is_tag(node: dict, part: Any, rest: tuple) -> bool:
+    """Whether ``part`` is a union member's tag that is also a key of ``node`` (a hub
+    source is tagged `hub` and has a `hub` key): it is when the key holds a plain value
+    and the next part of the location is another key of the same mapping."""
+    return bool(rest) and not isinstance(node[part], (dict, list)) and isinstance(rest[0], str) and rest[0] in node
 
 
 def _unwrap(tp: Any) -> Any:
