@@ -25,8 +25,8 @@ from ftspec.errors import ERROR, WARNING, Issue, Pos, SpecError, did_you_mean
 from ftspec.formatting import FormatError, RowFormatter, reference
 from ftspec.loader import LoadedSpec, Origin
 from ftspec.paths import (PathPolicy, TooLarge, describe_os_error, file_problem, hub_id_problem, local_shadow,
-                          output_problem, read_regular)
-from ftspec.sources import RowError, ScanBudget, count_lines, infer_format, parquet_rows, read_rows
+                          output_problem, read_regular, resolved)
+from ftspec.sources import MAX_COLUMNS, RowError, ScanBudget, count_lines, infer_format, parquet_rows, read_rows
 
 SAMPLE_ROWS = 200
 MIN_TRAIN_ROWS = 500
@@ -37,6 +37,8 @@ MIN_TRAIN_ROWS = 500
 SCAN_ROWS = 300_000
 SCAN_BYTES = 256 << 20
 RENDER_BUDGET = 5.0
+COMPILE_BUDGET = 3.0  # and compiling all the templates at most this
+SAMPLE_BYTES = 64 << 20  # the sample rows kept, of all splits together (rows can be 16 MiB each)
 MAX_SCHEMA_BYTES = 4 << 20
 SPLITS = ("train", "validation", "test")
 
@@ -54,10 +56,11 @@ LINEAR_MODULES = {
 
 def rel(path: Path, root: Path) -> str:
     """A path as the plan records it: relative to the repository root, with forward slashes."""
+    real = resolved(path)[0] or Path(path)
     try:
-        return path.resolve().relative_to(root).as_posix()
+        return real.relative_to(root).as_posix()
     except ValueError:
-        return path.resolve().as_posix()
+        return real.as_posix()
 
 # Architectures whose attention keeps packed sequences apart by their position ids
 # (transformers builds a block-diagonal mask when there is no attention mask and the
@@ -108,6 +111,8 @@ class Context:
     schemas: dict[int, str] = field(default_factory=dict)  # eval.metrics index -> JSON Schema text
     scan: ScanBudget = field(default_factory=lambda: ScanBudget(SCAN_ROWS, SCAN_BYTES))
     render_budget: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(RENDER_BUDGET))
+    compile_budget: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(COMPILE_BUDGET))
+    sample_bytes: int = SAMPLE_BYTES  # what is left of it
 
     def at(self, *path) -> Origin:
         return self.loaded.origin(path)
@@ -196,8 +201,9 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     try:
         for row in read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
                              on_bad_row=on_bad, skipped=skipped, budget=budget):
-            if len(info.sample) < SAMPLE_ROWS:
+            if len(info.sample) < SAMPLE_ROWS and (row.size <= ctx.sample_bytes or not info.sample):
                 info.sample.append(row)
+                ctx.sample_bytes -= row.size
             rows += 1
         info.rows = rows
         if budget is not None and budget.spent:
@@ -216,6 +222,8 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     for row in info.sample:
         for name in row.values:
             seen.setdefault(name, None)
+        if len(seen) > MAX_COLUMNS:  # rows with different keys each: enough to name them
+            break
     info.columns = list(seen)
 
 
@@ -262,8 +270,9 @@ def _hub_dataset_problem(ctx: Context, hub: str) -> str | None:
 
 
 def _shown(path: Path) -> str:
+    real = resolved(path)[0]
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(real.relative_to(Path.cwd().resolve())) if real is not None else str(path)
     except ValueError:
         return str(path)
 
@@ -299,13 +308,14 @@ def _inspect_model(ctx: Context) -> None:
         ctx.model = ModelInfo("tiny", m.architecture, has_chat_template=False, max_positions=m.max_position_embeddings)
         return
     if is_local_model(m.base, ctx.spec_dir):
-        path = (ctx.spec_dir / os.path.expanduser(m.base)).resolve()
+        path = ctx.spec_dir / os.path.expanduser(m.base)
         info = ModelInfo("local", path=path)
         ctx.model = info
-        refusal = ctx.policy.outside(ctx.spec_dir / os.path.expanduser(m.base), m.base)
+        refusal = ctx.policy.outside(path, m.base)
         if refusal:
             ctx.issues.append(ctx.error(("model", "base"), refusal))
             return
+        path = info.path = path.resolve()
         if not path.is_dir():
             ctx.issues.append(ctx.error(("model", "base"), f"local model directory '{m.base}' not found"))
             return
@@ -425,9 +435,12 @@ def _inspect_templates(ctx: Context) -> None:
             resolved = tpl.resolve(ref, ctx.spec_dir, pos, key)
             ctx.templates[".".join(map(str, path))] = resolved
             ctx.parsed[".".join(map(str, path))] = tpl.parse(resolved, pos, key, ctx.spec_dir,
-                                                             chat=path == ("format", "chat_template"))
+                                                             chat=path == ("format", "chat_template"),
+                                                             budget=ctx.compile_budget)
         except SpecError as exc:
             ctx.issues.extend(exc.issues)
+            if ctx.compile_budget.left <= 0:  # said once, at the template that ran out of it
+                break
 
 
 # --------------------------------------------------------------------------- the checks
@@ -885,9 +898,12 @@ def check_paths(ctx: Context) -> Iterator[Issue]:
 
 def _same_source(a: SourceInfo, b: SourceInfo) -> bool:
     if a.kind == "file" and b.kind == "file" and a.path is not None and b.path is not None:
+        first, second = resolved(a.path)[0], resolved(b.path)[0]
+        if first is not None and first == second:
+            return True
         try:
-            return a.path.resolve() == b.path.resolve() or os.path.samefile(a.path, b.path)
-        except OSError:
+            return os.path.samefile(a.path, b.path)
+        except (OSError, ValueError):
             return False
     if a.kind == "hub" and b.kind == "hub":
         x, y = a.spec, b.spec

@@ -41,13 +41,30 @@ class PathPolicy:
         return cls(find_root(spec_path), tuple(Path(p).expanduser().resolve() for p in [*allow, *extra]))
 
     def outside(self, path: Path, shown: str) -> str | None:
-        """A one-line refusal when ``path`` leaves the places a spec may name, else None."""
-        real = Path(path).resolve()
+        """A one-line refusal when ``path`` leaves the places a spec may name (or cannot
+        be resolved at all), else None."""
+        real, problem = resolved(path)
+        if real is None:
+            return f"'{shown}' {problem}"
         for base in (self.root, *self.allowed):
             if real == base or base in real.parents:
                 return None
         return (f"'{shown}' resolves outside the spec's repository ({self.root}); a spec may only name files inside it"
                 f" (whoever runs ftspec can allow a folder with --allow-path DIR or {ENV})")
+
+
+def resolved(path: Path) -> tuple[Path | None, str | None]:
+    """``path`` with every symlink followed, or None and why it cannot be."""
+    try:
+        return Path(path).resolve(), None
+    except RuntimeError:  # Python 3.11 and before: a symlink loop
+        return None, "is a loop of symbolic links"
+    except ValueError:
+        return None, "contains a NUL character"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "is a loop of symbolic links"
+        return None, f"cannot be resolved: {exc.strerror or exc}"
 
 
 # --------------------------------------------------------------------------- regular files
@@ -86,9 +103,11 @@ def file_problem(path: Path) -> str | None:
     except (FileNotFoundError, NotADirectoryError):
         return "not found"
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a loop of symbolic links"
         return f"cannot be read: {exc.strerror or exc}"
     except ValueError:  # a NUL byte in the name
-        return "not found"
+        return "contains a NUL character"
     return file_kind(mode)
 
 
@@ -134,6 +153,8 @@ def describe_os_error(exc: OSError) -> str:
     """An OSError from opening or reading a file, as the end of a sentence about it."""
     if isinstance(exc, FileNotFoundError):
         return "not found"
+    if exc.errno == errno.ELOOP:
+        return "is a loop of symbolic links"
     if isinstance(exc, IsADirectoryError):
         return "is a directory"
     if isinstance(exc, (NotRegularFile, TooLarge)):
@@ -194,7 +215,9 @@ def output_problem(out: Path, root: Path, inputs: Iterable[Path]) -> str | None:
     """Why ``out`` cannot be the run directory, or None: a run renames and removes
     files inside it, so it must hold none of the spec's inputs and none of the
     repository's own files (``.git``), and it cannot be the repository itself."""
-    real = Path(out).resolve()
+    real, problem = resolved(out)
+    if real is None:
+        return problem
     root = Path(root).resolve()
     if real == root:
         return "is the repository root; a run writes and removes files in its run directory: use a folder of its own, e.g. runs/{name}"
@@ -204,7 +227,9 @@ def output_problem(out: Path, root: Path, inputs: Iterable[Path]) -> str | None:
     if real in git.parents:
         return "holds the repository's .git; use a folder of its own, e.g. runs/{name}"
     for item in inputs:
-        p = Path(item).resolve()
+        p = resolved(item)[0]
+        if p is None:
+            continue
         if p == real or real in p.parents:
             try:
                 shown = p.relative_to(root).as_posix()

@@ -48,6 +48,7 @@ class RowError(Exception):
 class Row:
     number: int  # line number (jsonl, csv) or element number (json, parquet), 1-based
     values: dict
+    size: int = 0  # bytes it took in the file (about), where the reader knows
 
 
 def infer_format(path: str) -> str | None:
@@ -77,6 +78,7 @@ MAX_EXPANSION = 64  # a .gz file may expand to this many times its size ...
 EXPANSION_SLACK = 32 << 20  # ... plus this much (small files compress well)
 MAX_ROW_DEPTH = 64  # nesting of lists and objects in one row (as in a spec)
 MAX_ROW_VALUES = 100_000  # values in one row
+MAX_COLUMNS = 10_000  # columns (keys) of one row
 
 
 class ScanBudget:
@@ -370,7 +372,10 @@ def _jsonl(path, fmt, shown, columns, header, field, meter=None):
                 if not isinstance(value, dict):
                     yield RowError(Pos(shown, line_no), f"expected a JSON object per line, found {_json_kind(value)}")
                     continue
-            yield Row(line_no, value)
+            if len(value) > MAX_COLUMNS:
+                yield RowError(Pos(shown, line_no), f"a row with more than {MAX_COLUMNS} keys is refused")
+                continue
+            yield Row(line_no, value, len(raw))
 
 
 def _json_kind(value) -> str:
@@ -416,7 +421,7 @@ def _json(path, fmt, shown, columns, header, field, meter=None):
         if not isinstance(item, dict):
             yield RowError(Pos(shown, i), f"row {i}: expected a JSON object, found {_json_kind(item)}")
             continue
-        problem = _shape_problem(item)
+        problem = _shape_problem(item) or (f"a row with more than {MAX_COLUMNS} keys is refused" if len(item) > MAX_COLUMNS else None)
         if problem:
             yield RowError(Pos(shown, i), f"row {i}: {problem}")
             continue
@@ -472,7 +477,9 @@ def _json_array(text: str, shown: str) -> Iterator[Row | RowError]:
                 yield RowError(Pos(shown, number), f"row {number}: expected a JSON object, found {_json_kind(item)}")
             else:
                 problem = _shape_problem(item)
-                yield RowError(Pos(shown, number), f"row {number}: {problem}") if problem else Row(number, item)
+                if not problem and len(item) > MAX_COLUMNS:
+                    problem = f"a row with more than {MAX_COLUMNS} keys is refused"
+                yield RowError(Pos(shown, number), f"row {number}: {problem}") if problem else Row(number, item, end - idx)
         idx = _WS.match(text, end).end()
         if text.startswith(",", idx):
             idx = _WS.match(text, idx + 1).end()
@@ -512,6 +519,9 @@ def _delimited(path, fmt, shown, columns, header, field, meter=None):
             if has_header:  # the first non-blank record
                 header_names = [c.strip() for c in record]
                 has_header = False
+                if len(header_names) > MAX_COLUMNS:
+                    yield RowError(Pos(shown, line_no), f"a header of more than {MAX_COLUMNS} columns is refused", fatal=True)
+                    return
                 if names is None:
                     names = header_names
                     dupes = sorted(n for n, k in Counter(names).items() if k > 1)
@@ -528,7 +538,7 @@ def _delimited(path, fmt, shown, columns, header, field, meter=None):
             if len(record) != len(names):
                 yield RowError(Pos(shown, line_no), f"expected {len(names)} columns ({', '.join(names)}), found {len(record)}")
                 continue
-            yield Row(line_no, dict(zip(names, record)))
+            yield Row(line_no, dict(zip(names, record)), sum(map(len, record)) + len(record))
     except _LongLine as exc:  # the reader cannot go on past a line it did not read
         yield RowError(_too_long(shown, exc.line).pos, _too_long(shown, exc.line).message, fatal=True)
     except csv.Error as exc:

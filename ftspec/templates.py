@@ -546,39 +546,58 @@ _LOADING = {jinja2.nodes.Include: "include", jinja2.nodes.Import: "import",
             jinja2.nodes.FromImport: "from … import", jinja2.nodes.Extends: "extends"}
 
 
-def parse(resolved: Resolved, pos: Pos, key: str, spec_dir: Path, chat: bool = False) -> tuple[jinja2.Template, set[str]]:
+MAX_TEMPLATE_CHARS = 256_000  # one template's text (a long chat template is some 20 000)
+
+
+def parse(resolved: Resolved, pos: Pos, key: str, spec_dir: Path, chat: bool = False,
+          budget: "RenderBudget | None" = None) -> tuple[jinja2.Template, set[str]]:
     """Compile a template; return it with the names it reads from the row. ``chat``:
-    compile it as transformers compiles chat templates."""
+    compile it as transformers compiles chat templates. ``budget``: the time all the
+    compilations of one check may take together (jinja compiles some 3 000 tags a
+    second: a spec full of them must not take minutes)."""
     env = chat_environment() if chat else environment()
+    if len(resolved.text) > MAX_TEMPLATE_CHARS:
+        raise SpecError.one(pos, key, f"template longer than {MAX_TEMPLATE_CHARS} characters")
+    if budget is not None and budget.left <= 0:
+        raise SpecError.one(pos, key, f"templates too large or complex: compiling them took more than {budget.seconds:g} s in all")
     try:
-        ast = env.parse(resolved.text)
+        with _time_limit(budget.left if budget is not None else 0, budget):
+            ast = env.parse(resolved.text)
+            for node in ast.find_all(tuple(_LOADING)):
+                tag = _LOADING[type(node)]
+                line = f" (template line {node.lineno})" if resolved.source == "inline" and node.lineno > 1 else ""
+                raise SpecError.one(_where(resolved, pos, spec_dir, node.lineno if resolved.source != "inline" else None), key,
+                                    f"'{{% {tag} %}}' is not supported in ftspec templates{line}: a template cannot load "
+                                    "other templates; write the text in this one")
+            names = set(jinja2.meta.find_undeclared_variables(ast))
+            template = env.from_string(ast)
     except jinja2.TemplateSyntaxError as exc:
         line = f" (template line {exc.lineno})" if resolved.source == "inline" and exc.lineno and exc.lineno > 1 else ""
         raise SpecError.one(_where(resolved, pos, spec_dir, exc.lineno), key,
                             f"template syntax error: {exc.message}{line}") from None
+    except _Timeout:
+        raise SpecError.one(pos, key, f"templates too large or complex: compiling them took more than {budget.seconds:g} s in all") from None
     except RecursionError:
         raise SpecError.one(pos, key, "template nests too deeply") from None
-    for node in ast.find_all(tuple(_LOADING)):
-        tag = _LOADING[type(node)]
-        line = f" (template line {node.lineno})" if resolved.source == "inline" and node.lineno > 1 else ""
-        raise SpecError.one(_where(resolved, pos, spec_dir, node.lineno if resolved.source != "inline" else None), key,
-                            f"'{{% {tag} %}}' is not supported in ftspec templates{line}: a template cannot load "
-                            "other templates; write the text in this one")
-    try:
-        template = env.from_string(ast)
-    except RecursionError:
-        raise SpecError.one(pos, key, "template nests too deeply") from None
-    return template, set(jinja2.meta.find_undeclared_variables(ast))
+    except (SyntaxError, MemoryError, ValueError, OverflowError) as exc:  # Python's compiler refusing the generated code
+        raise SpecError.one(pos, key, f"template cannot be compiled: {type(exc).__name__}: {str(exc)[:200]}") from None
+    return template, names
 
 
 def check_names(names: set[str], available: list[str], pos: Pos, key: str) -> list[Issue]:
     """Issues for names a template reads that no column provides."""
     issues = []
     listed = ", ".join(available[:20]) + (f", … ({len(available)} in all)" if len(available) > 20 else "")
-    for name in sorted(set(names) - set(available)):
+    unknown = sorted(set(names) - set(available))
+    for name in unknown[:MAX_NAME_ISSUES]:
         issues.append(Issue(pos, key, f"template uses '{name}', which is not a column",
                             did_you_mean(name, available) or f"columns: {listed}"))
+    if len(unknown) > MAX_NAME_ISSUES:
+        issues.append(Issue(pos, key, f"template uses {len(unknown) - MAX_NAME_ISSUES} more names that are not columns"))
     return issues
+
+
+MAX_NAME_ISSUES = 20  # names reported per template: past that, the template is plainly not for this data
 
 
 class RenderBudget:
@@ -606,6 +625,31 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
+class _time_limit:
+    """Raise _Timeout in the main thread after ``seconds`` (0: no limit); with
+    ``budget``, the time taken is counted against it."""
+
+    def __init__(self, seconds: float, budget: "RenderBudget | None" = None):
+        self.seconds = seconds
+        self.budget = budget
+        self.timed = bool(seconds) and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+    def __enter__(self):
+        if self.timed:
+            self.previous = signal.signal(signal.SIGALRM, _alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+        if self.budget is not None:
+            self.budget.spent += time.perf_counter() - self.start
+        return False
+
+
 def render(template: jinja2.Template, row: dict, seconds: float = RENDER_SECONDS, budget: RenderBudget | None = None) -> str:
     """Render with a row's columns, within the time and size limits (and what is left
     of ``budget``); raises jinja2's errors (or TemplateLimit) for the caller to place."""
@@ -614,16 +658,15 @@ def render(template: jinja2.Template, row: dict, seconds: float = RENDER_SECONDS
         if budget.left <= 0:
             raise budget.exhausted()
         limit = min(seconds, budget.left) if seconds else budget.left
-    timed = limit and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if timed:
-        previous = signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, limit)
     outer = _state.active, _state.built
     _state.active, _state.built = True, 0
-    start = time.perf_counter()
     try:
-        text = template.render(row)
-    except _Timeout:
+        try:
+            with _time_limit(limit, budget):
+                text = template.render(row)
+        finally:
+            _state.active, _state.built = outer
+    except _Timeout:  # also when the alarm rang as the rendering ended
         if budget is not None and limit < seconds:
             raise budget.exhausted() from None
         raise TemplateLimit(f"rendering took longer than {seconds:g} s (a huge loop?)") from None
@@ -631,13 +674,6 @@ def render(template: jinja2.Template, row: dict, seconds: float = RENDER_SECONDS
         raise TemplateLimit("recursion too deep") from None
     except MemoryError:
         raise TemplateLimit("rendering ran out of memory") from None
-    finally:
-        if timed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-        _state.active, _state.built = outer
-        if budget is not None:
-            budget.spent += time.perf_counter() - start
     if len(text) > MAX_TEXT:
         raise TemplateLimit(f"rendered text longer than {MAX_TEXT} characters")
     return text

@@ -666,3 +666,89 @@ def test_multi_process_in_an_unused_profile_is_reported_there(tmp_path):
     _spec(repo, extra="profiles:\n  big:\n    compute: {num_processes: 8, strategy: ddp}\n")
     result, seconds = _run(repo)
     _fails(result, seconds, "profiles.big.compute.num_processes: multi-process training is not available yet")
+
+
+# --------------------------------------------------------------------------- paths that cannot be resolved
+
+
+@pytest.mark.parametrize("where", ["data", "template", "schema", "output", "model"])
+def test_a_symlink_loop_or_a_nul_is_one_line(tmp_path, where):
+    repo = _repo(tmp_path)
+    (repo / "loop1").symlink_to("loop2")
+    (repo / "loop2").symlink_to("loop1")
+    for name, expected in (("loop1", "is a loop of symbolic links"), ('"a\\0b"', "contains a NUL character")):
+        if where == "data":
+            _spec(repo, train=name)
+        elif where == "template":
+            _spec(repo, prompt="{file: %s}" % name)
+        elif where == "schema":
+            _spec(repo, extra="eval:\n  metrics: [{name: json_schema, schema: %s}]\n" % name)
+        elif where == "output":
+            _spec(repo, extra="output: {dir: %s}\n" % name)
+        else:
+            _spec(repo, model="{base: %s}" % ('"./a\\0b"' if name.startswith('"') else "./" + name))
+        _fails(*_run(repo), expected)
+
+
+# --------------------------------------------------------------------------- more bounds
+
+
+def test_a_row_with_too_many_keys_is_a_bad_row(tmp_path):
+    repo = _repo(tmp_path)
+    wide = {"text": "a", "queue": "b", **{f"k{i}": 1 for i in range(10_001)}}
+    (repo / "train.jsonl").write_text(ROWS + json.dumps(wide) + "\n")
+    _spec(repo)
+    line = _fails(*_run(repo), "more than 10000 keys")
+    assert line.startswith("train.jsonl:9: "), line
+
+
+def test_a_csv_header_with_too_many_columns_is_refused(tmp_path):
+    repo = _repo(tmp_path)
+    (repo / "train.csv").write_text(",".join(f"c{i}" for i in range(20_000)) + "\n" + ",".join("x" * 20_000) + "\n")
+    _spec(repo, train="train.csv")
+    _fails(*_run(repo), "a header of more than 10000 columns is refused")
+
+
+def test_a_template_naming_thousands_of_missing_columns_is_bounded(tmp_path):
+    repo = _repo(tmp_path)
+    _spec(repo, prompt="'" + "".join(f"{{{{ missing_{i} }}}}" for i in range(3000)) + "'")
+    result, seconds = _run(repo)
+    assert result.exit_code == 2 and seconds < SECONDS, (seconds, result.output[-300:])
+    assert result.output.count("which is not a column") == 20
+    assert "template uses 2980 more names that are not columns" in result.output
+
+
+def test_a_huge_template_is_refused_before_it_is_compiled(tmp_path):
+    repo = _repo(tmp_path)
+    (repo / "prompt.j2").write_text("{{ text }} " * 30_000)
+    _spec(repo, prompt="{file: prompt.j2}")
+    _fails(*_run(repo), "format.prompt: template longer than 256000 characters")
+
+
+def test_compiling_many_large_templates_spends_one_budget(tmp_path):
+    repo = _repo(tmp_path)
+    for i in range(80):
+        (repo / f"t{i}.j2").write_text("{{ text }} " * 2_000)
+    turns = "".join(f"    - {{role: user, content: {{file: t{i}.j2}}}}\n" for i in range(80))
+    _spec(repo, kind="chat", fmt="  messages:\n" + turns + "  chat_template: {builtin: chatml}\n")
+    line = _fails(*_run(repo), "templates too large or complex: compiling them took more than 3 s in all", limit=8.0)
+    assert ": format.messages." in line, line
+
+
+def test_deeply_nested_template_expressions_are_one_line(tmp_path):
+    repo = _repo(tmp_path)
+    _spec(repo, prompt="'{{ text" + "|trim" * 20_000 + " }}'")
+    _fails(*_run(repo), "format.prompt: template nests too deeply")
+
+
+def test_a_csv_row_with_bad_bytes_is_skipped_alone(tmp_path):
+    repo = _repo(tmp_path)
+    (repo / "train.csv").write_bytes(b"text,queue\n" + b"".join(b"r%d,billing\n" % i for i in range(5))
+                                     + b"bad \xff row,billing\n" + b"".join(b"s%d,billing\n" % i for i in range(5)))
+    _spec(repo, train="train.csv", data="  split: {validation: 0.25}\n  on_bad_row: skip\n")
+    result, _ = _run(repo, "--json", command="plan")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["data"]["sources"]["train"]["rows"] == 10
+    _spec(repo, train="train.csv")
+    line = _fails(*_run(repo), "not valid UTF-8")
+    assert line.startswith("train.csv:7: "), line
