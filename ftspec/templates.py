@@ -232,6 +232,8 @@ def _check_str_method(owner, name: str, args: tuple, kwargs: dict) -> tuple:
             raise TemplateLimit(f"'join' of more than {MAX_TEXT} items")
         _grows_past("'join'", sum(_weight(i) for i in items) + n * max(len(items) - 1, 0))
         args = (items, *args[1:])
+    elif name == "encode":
+        _grows_past("'encode'", 4 * n, n)
     elif name == "translate" and args and isinstance(args[0], dict):
         longest = max((_weight(v) for v in args[0].values()), default=1)
         _grows_past("'translate'", n * max(longest, 1), n)
@@ -240,7 +242,12 @@ def _check_str_method(owner, name: str, args: tuple, kwargs: dict) -> tuple:
 
 _STRINGIFY = {"string", "tojson", "pprint", "xmlattr", "urlencode", "list", "sum"}
 _COUNTS = {"batch": 0, "slice": 0}  # filters whose first parameter is a number of items or groups
-_WIDTH_FILTERS = {"center", "indent", "wordwrap", "truncate", "filesizeformat", "round"}
+_WIDTH_FILTERS = {"center", "indent", "wordwrap", "truncate", "filesizeformat"}
+# Parameters that cost far more than their size: round(-10**9) computes 10**(10**9), and
+# tojson(indent=N) writes N spaces before every item, in one join.
+_SMALL_PARAMS = {"round": 1000, "tojson": 16}
+# Filters that do not go through their value's items.
+_LIGHT_FILTERS = {"length", "count", "first", "last", "random", "default", "d", "list", "batch", "slice", "reverse"}
 
 
 def _filter_estimate(name: str, value, args: list, kwargs: dict) -> int | None:
@@ -264,6 +271,10 @@ def _filter_estimate(name: str, value, args: list, kwargs: dict) -> int | None:
         return len(value) + hits * max(len(new) - len(old), 0)
     if name in ("escape", "e", "forceescape") and isinstance(value, str):
         return len(value) + 4 * (value.count("&") + value.count("'") + value.count('"')) + 3 * (value.count("<") + value.count(">"))
+    if name == "urlize" and isinstance(value, str):
+        extra = sum(_weight(a) for a in args) + sum(_weight(v) for v in kwargs.values())
+        return len(value) + (value.count(".") + value.count("@") + value.count(":") + 1) * (2 * len(value.split()[0]) if value.split() else 0) \
+            + (value.count(".") + value.count("@") + value.count(":") + 1) * (extra + 64)
     if name in _STRINGIFY:
         extra = sum(_weight(a) for a in args) + sum(_weight(v) for v in kwargs.values())
         return (0 if isinstance(value, str) and name in ("string", "list") else _weight(value)) + extra
@@ -283,6 +294,15 @@ def _checked_filter(name: str, filt):
                     raise TemplateLimit(f"filter '{name}' given a width of {p}")
         if name in _COUNTS and params and isinstance(params[0], int) and params[0] > MAX_RANGE:
             raise TemplateLimit(f"filter '{name}' given {params[0]} (at most {MAX_RANGE})")
+        if name not in _LIGHT_FILTERS and not isinstance(value, str) and _weight(value, MAX_BUILT) > MAX_BUILT:
+            # A filter that goes through the items (sort, unique, map...) of a list that
+            # holds the same long text many times would copy it as many times.
+            raise TemplateLimit(f"filter '{name}' given a value of more than {MAX_BUILT} characters")
+        if name in _SMALL_PARAMS:
+            for p in params + list(kwargs.values()):
+                if (isinstance(p, int) and not isinstance(p, bool) and abs(p) > _SMALL_PARAMS[name]) or (
+                        isinstance(p, str) and name == "tojson" and len(p) > _SMALL_PARAMS[name]):
+                    raise TemplateLimit(f"filter '{name}' given {str(p)[:20]} (at most {_SMALL_PARAMS[name]})")
         if name == "format" and isinstance(value, str):
             _check_percent_format(value, params + list(kwargs.values()))
         elif name == "join" and value is not None:

@@ -255,6 +255,13 @@ def test_a_template_slow_on_every_row_is_stopped_by_the_total_budget(tmp_path):
     "{% set a = '\n' * 900000 %}{{ a | indent(999999) | length }}",
     "{% set a = 'x' * 900000 %}{{ a.translate({120: 'y' * 900000}) }}",
     "{% set a = ['x' * 900000] * 1000 %}{{ a | sum(start=[]) | length }}",
+    "{{ (range(10000) | list) | tojson(indent=999999) | length }}",
+    "{{ 5 | round(-999999999) }}",
+    "{% set t = 'x' * 900000 %}{{ ('http://a.b ' * 1000) | urlize(target=t) | length }}",
+    "{{ (['x' * 900000] * 1000) | unique | list | length }}",
+    "{{ (['x' * 900000] * 1000) | sort | length }}",
+    "{% for s in ['x' * 900000] * 1000 %}{% set y = s.lower() %}{% endfor %}",
+    "{{ ('x' * 900000).encode('utf-32') | length }}",
 ], ids=lambda t: t[:40])
 def test_one_call_cannot_build_a_huge_value(tmp_path, template):
     repo = _repo(tmp_path)
