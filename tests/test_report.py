@@ -476,7 +476,12 @@ def test_the_typed_plan_its_report_view_and_its_json_give_the_same_report(classi
     assert results["typed"]["gates"] == results["json"]["gates"] == results["view"]["gates"]
     assert [g["gate"] for g in results["typed"]["gates"]] == [g.gate for g in typed.eval.gates]
     assert results["typed"]["headline"] == typed.eval.metrics[0].name == results["view"]["headline"]
-    assert results["typed"]["plan_id"] == typed.id == results["json"]["plan_id"]
+    # The view shows the report step's fields only: the plan id is not among them (a report
+    # stays valid for every plan with the same report key), and reading past it raises.
+    assert results["view"]["plan_id"] is None and results["typed"]["plan_id"] is None
+    assert results["json"]["plan_id"] == typed.id
+    with pytest.raises(steps.UndeclaredRead):
+        steps.view(typed, steps.REPORT).id
 
 
 # --------------------------------------------------------------------------- the document and its renderers

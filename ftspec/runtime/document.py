@@ -139,10 +139,10 @@ def title(r: Results) -> str:
 def summary_section(r: Results) -> list[Block]:
     s = r.summary
     split, n = s["split"], s["rows"]
-    plan_id = str(s["plan_id"] or "")[:12] or "?"
+    plan_id = f"plan {str(s['plan_id'])[:12]} · " if s["plan_id"] else ""
     blocks: list[Block] = [
         Heading(1, title(r)),
-        Paragraph(f"plan {plan_id} · model {_describe_model(r.plan.model)} · method {_describe_method(r.plan.method)}"
+        Paragraph(f"{plan_id}model {_describe_model(r.plan.model)} · method {_describe_method(r.plan.method)}"
                   f" · evaluated on {split}" + (f" ({n} rows)" if n is not None else "")),
         Paragraph(verdict(r.names, r.headline, s["base"], s["tuned"], n, split), strong=True),
     ]

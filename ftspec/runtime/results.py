@@ -105,14 +105,26 @@ class PlanFacts:
 def read_plan(plan: Any) -> PlanFacts:
     """The fields of the plan the report uses: the only place the report reads the plan.
 
-    Takes the plan as JSON-shaped data (a mapping, what ``plan.json`` holds) or as an
-    object read by attributes (the plan itself, or a step's view of it). A field that
-    is absent, or that a view does not show, reads as None.
+    Takes the report step's view of the plan (or the plan itself), read by attribute:
+    a field the report step does not declare (ftspec/steps.py) raises, it does not read
+    as None. The plan's id is not among them (a report stays valid for every plan with
+    the same report key), so it is left out. JSON-shaped data (what ``plan.json``
+    holds) is read too, for tools that rebuild a report from files.
     """
     if isinstance(plan, Mapping):
-        get = lambda obj, name: obj.get(name) if isinstance(obj, Mapping) else None  # noqa: E731
-    else:
-        get = lambda obj, name: None if obj is None else getattr(obj, name, None)  # noqa: E731
+        return _read_plan_json(plan)
+    e = plan.eval
+    names: list[str] = []
+    for m in e.metrics:
+        if m.name not in names:
+            names.append(m.name)
+    gates = tuple({k: getattr(g, k) for k in ("gate", "metric", "improvement", "op", "threshold")} for g in e.gates)
+    return PlanFacts(name=plan.name, plan_id=None, model=_data(plan.model), method=_data(plan.method),
+                     split=e.split, metric_names=tuple(names), gates=gates)
+
+
+def _read_plan_json(plan: Mapping) -> PlanFacts:
+    get = lambda obj, name: obj.get(name) if isinstance(obj, Mapping) else None  # noqa: E731
     e = get(plan, "eval")
     names: list[str] = []
     for m in get(e, "metrics") or ():
@@ -161,16 +173,19 @@ class RunFiles:
 def read_run(run_dir: Path) -> RunFiles:
     """Every file the report reads, read leniently: a broken file counts as missing,
     and a JSON-lines file cut short keeps its complete lines."""
+    from ftspec.steps import EVAL_BASE, EVAL_TUNED, PREPARE_DATA, TRAIN
+
     run_dir = Path(run_dir)
-    log_path = run_dir / "model" / "metrics.jsonl"
+    base, tuned, model = run_dir / EVAL_BASE.folder, run_dir / EVAL_TUNED.folder, run_dir / TRAIN.folder
+    log_path = model / "metrics.jsonl"
     return RunFiles(
-        base_raw=read_json(run_dir / "eval-base" / "metrics.json", lenient=True),
-        tuned_raw=read_json(run_dir / "eval-tuned" / "metrics.json", lenient=True),
-        base_rows=read_jsonl(run_dir / "eval-base" / "predictions.jsonl", lenient=True),
-        tuned_rows=read_jsonl(run_dir / "eval-tuned" / "predictions.jsonl", lenient=True),
+        base_raw=read_json(base / "metrics.json", lenient=True),
+        tuned_raw=read_json(tuned / "metrics.json", lenient=True),
+        base_rows=read_jsonl(base / "predictions.jsonl", lenient=True),
+        tuned_rows=read_jsonl(tuned / "predictions.jsonl", lenient=True),
         log=read_jsonl(log_path if log_path.exists() else run_dir / "metrics.jsonl", lenient=True),
-        train=read_json(run_dir / "model" / "train.json", lenient=True),
-        stats=read_json(run_dir / "data" / "stats.json", lenient=True),
+        train=read_json(model / "train.json", lenient=True),
+        stats=read_json(run_dir / PREPARE_DATA.folder / "stats.json", lenient=True),
     )
 
 

@@ -164,7 +164,10 @@ def step_train(plan, ctx: StepContext, out: Path) -> dict:
         from ftspec.runtime.dpo import train_dpo as recipe
     else:
         from ftspec.runtime.sft import train_sft as recipe
-    result = recipe(job)
+    from ftspec.runtime.tracking import tracking_environment
+
+    with tracking_environment(plan.tracking, ctx.run_dir):  # the W&B project, MLflow experiment…, while training only
+        result = recipe(job)
     if result.resumed_from:
         ctx.echo(f"  resumed from {Path(result.resumed_from).name}")
     info = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,
@@ -180,13 +183,9 @@ REPORT_FILES = ("metrics.json", "predictions.jsonl", "report.md", "report.html")
 
 
 def step_report(plan, ctx: StepContext, out: Path) -> dict:
-    from ftspec.plan import thaw
     from ftspec.runtime.report import build_report
 
-    # TODO(report split): the report reads the view's attributes directly.
-    sections = {"name": plan.name, "model": thaw(plan.model), "method": thaw(plan.method),
-                "eval": {"split": plan.eval.split, "metrics": thaw(plan.eval.metrics), "gates": thaw(plan.eval.gates)}}
-    return build_report(ctx.run_dir, sections, out)
+    return build_report(ctx.run_dir, plan, out)
 
 
 # --------------------------------------------------------------------------- the run
