@@ -880,7 +880,7 @@ def check_paths(ctx: Context) -> Iterator[Issue]:
     if refusal:
         yield ctx.error(("output", "dir"), refusal)
     else:
-        problem = output_problem(ctx.root / out, ctx.root, _inputs(ctx))
+        problem = output_problem(ctx.root / out, ctx.root, _inputs(ctx)) or _foreign_step_folder(ctx.root / out)
         if problem:
             yield ctx.error(("output", "dir"), f"'{out}' {problem}")
     for i, metric in enumerate(ctx.spec.eval.metrics):
@@ -894,6 +894,24 @@ def check_paths(ctx: Context) -> Iterator[Issue]:
             problem = _hub_model_problem(ctx, metric.model)
             if problem:
                 yield ctx.error(("eval", "metrics", i, "model"), problem)
+
+
+def _foreign_step_folder(out: Path) -> str | None:
+    """A run replaces its steps' folders (data, model, report, …) in the run directory:
+    one that ftspec did not write (no step marker in it) would be lost."""
+    from ftspec import steps
+    from ftspec.rundir import MARKER
+
+    if out.exists() and not out.is_dir():
+        return "is a file; the run directory is a folder"
+    if not out.is_dir():
+        return None
+    for name in sorted({steps.folder(n) for n in steps.BY_NAME}):
+        folder = out / name
+        if (folder.exists() or folder.is_symlink()) and not (folder / MARKER).is_file():
+            return (f"holds '{name}', which a run would replace, and ftspec did not write it; "
+                    "use a folder of its own, e.g. runs/{name}")
+    return None
 
 
 def _same_source(a: SourceInfo, b: SourceInfo) -> bool:

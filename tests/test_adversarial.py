@@ -759,3 +759,19 @@ def test_a_csv_row_with_bad_bytes_is_skipped_alone(tmp_path):
     _spec(repo, train="train.csv")
     line = _fails(*_run(repo), "not valid UTF-8")
     assert line.startswith("train.csv:7: "), line
+
+
+def test_the_run_directory_never_holds_folders_a_run_would_replace(tmp_path):
+    repo = _repo(tmp_path)
+    (repo / "docs" / "report").mkdir(parents=True)
+    (repo / "docs" / "report" / "index.md").write_text("hand-written")
+    _spec(repo, extra="output: {dir: docs}\n")
+    line = _fails(*_run(repo), "output.dir: ")
+    assert "holds 'report', which a run would replace, and ftspec did not write it" in line, line
+    # A folder that a run wrote (its step marker inside) is the run's own.
+    (repo / "docs" / "report" / ".ftspec-step.json").write_text('{"step": "report", "key": "k"}')
+    result, _ = _run(repo)
+    assert result.exit_code == 0, result.output
+    (repo / "README.md").write_text("x")
+    _spec(repo, extra="output: {dir: README.md}\n")
+    _fails(*_run(repo), "output.dir: 'README.md' is a file")
