@@ -597,9 +597,9 @@ class Compute(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; `auto` takes CUDA, then MPS, then the CPU.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Training precision; `auto` picks bf16 where the device supports it, else fp32.")
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="Attention implementation: `auto` is transformers' default (SDPA); `flash_attention_2` needs a CUDA GPU, bf16 or fp16 and the flash-attn package, and lets `batching: auto` pack rows with no padding at all.")
-    num_processes: Int = Field(1, ge=1, le=1024, description="Processes (one per GPU) on each node.")
-    num_nodes: Int = Field(1, ge=1, le=1024, description="Machines.")
-    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How several processes share the work.")
+    num_processes: Int = Field(1, ge=1, le=1024, description="Processes (one per GPU) on each node. Only 1 for now: multi-process training is not available yet.")
+    num_nodes: Int = Field(1, ge=1, le=1024, description="Machines. Only 1 for now: multi-process training is not available yet.")
+    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How several processes share the work. Only `none` for now: multi-process training is not available yet.")
 
     # The runtime trains in one process. Until multi-process training lands, asking for
     # more is an error at the key that asks, rather than a setting silently not honoured.
