@@ -456,11 +456,12 @@ def check_rename(ctx: Context) -> Iterator[Issue]:
     info = ctx.sources.get("train")
     if not info or not info.readable:
         return
-    for old in ctx.spec.data.rename:
-        if old not in info.columns:
-            origin = ctx.at("data", "rename", old)
-            yield Issue(origin.key_pos or origin.pos, ctx.key("data", "rename", old), f"no column '{old}' in {info.shown}",
-                        did_you_mean(old, info.columns) or f"columns: {', '.join(info.columns)}")
+    have = set(info.columns)
+    missing = [old for old in ctx.spec.data.rename if old not in have]
+    for old in missing[:tpl.MAX_NAME_ISSUES]:
+        origin = ctx.at("data", "rename", old)
+        yield Issue(origin.key_pos or origin.pos, ctx.key("data", "rename", old), f"no column '{old}' in {info.shown}",
+                    tpl.close_match(old, info.columns) or f"columns: {tpl.listing(info.columns)}")
 
 
 def check_template_names(ctx: Context) -> Iterator[Issue]:
@@ -471,21 +472,29 @@ def check_template_names(ctx: Context) -> Iterator[Issue]:
     rename = ctx.spec.data.rename
     base = [rename.get(c, c) for c in info.columns]
     available = list(base)
-    problems = []
+    problems: list[Issue] = []
+
+    def names_of(names: set, path: tuple) -> None:
+        left = tpl.MAX_NAME_ISSUES_IN_ALL - len(problems)
+        if left > 0:
+            problems.extend(tpl.check_names(names, available, ctx.pos(*path), ctx.key(*path), min(left, tpl.MAX_NAME_ISSUES)))
+        elif set(names) - set(available) and not problems[-1].message.startswith("more templates"):
+            problems.append(ctx.error(path, "more templates use names that are not columns (not listed: "
+                                      f"{tpl.MAX_NAME_ISSUES_IN_ALL} are enough)"))
+
     for name in ctx.spec.data.derive:
         key = f"data.derive.{name}"
         if key in ctx.parsed:
-            problems.extend(tpl.check_names(ctx.parsed[key][1], available, ctx.pos("data", "derive", name), ctx.key("data", "derive", name)))
+            names_of(ctx.parsed[key][1], ("data", "derive", name))
         available.append(name)
     for key, (_, names) in ctx.parsed.items():
         if not key.startswith("format.") or key == "format.chat_template":
             continue
-        path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
-        problems.extend(tpl.check_names(names, available, ctx.pos(*path), ctx.key(*path)))
+        names_of(names, tuple(int(p) if p.isdigit() else p for p in key.split(".")))
     f = ctx.spec.format
     if isinstance(f, S.ChatFormat) and f.messages_column and f.messages_column not in available:
         problems.append(ctx.error(("format", "messages_column"), f"no column '{f.messages_column}'",
-                        did_you_mean(f.messages_column, available) or f"columns: {', '.join(available)}"))
+                        tpl.close_match(f.messages_column, available) or f"columns: {tpl.listing(available)}"))
     ctx.names_ok = not problems
     yield from problems
 
@@ -747,7 +756,7 @@ def check_splits(ctx: Context) -> Iterator[Issue]:
         available = _columns_after_mapping(ctx, info)
         if split.stratify not in available:
             yield ctx.error(("data", "split", "stratify"), f"no column '{split.stratify}' to stratify on",
-                            did_you_mean(split.stratify, available) or f"columns: {', '.join(available)}")
+                            tpl.close_match(split.stratify, available) or f"columns: {tpl.listing(available)}")
 
 
 def has_validation(spec: S.Spec) -> bool:
@@ -970,8 +979,8 @@ def check_choices(ctx: Context) -> Iterator[Issue]:
             ref = reference(ctx.spec.format.kind, record)
             if ref not in allowed:
                 yield Issue(Pos(info.shown, row.number), "eval.choices",
-                            f"the answer {ref!r} is not one of eval.choices ({', '.join(e.choices)})",
-                            did_you_mean(ref, e.choices))
+                            f"the answer {ref!r} is not one of eval.choices ({tpl.listing(e.choices)})",
+                            tpl.close_match(ref, e.choices))
                 break
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
@@ -222,7 +223,7 @@ class FileSource(_Section):
     _tag = "file"
     path: str = Field(min_length=1, description="File path relative to the spec. `.gz` files are read compressed.")
     format: _FORMATS | None = Field(None, description="File format; inferred from the extension when left out.")
-    columns: list[str] | None = Field(None, min_length=1, description="Column names for CSV/TSV, in order. Without a header row they name the columns; with `header: true` they replace the header's names.")
+    columns: list[str] | None = Field(None, min_length=1, max_length=10_000, description="Column names for CSV/TSV, in order. Without a header row they name the columns; with `header: true` they replace the header's names.")
     header: bool | None = Field(None, description="Whether a CSV/TSV file starts with a header row; defaults to true unless `columns` is given.")
     field: str | None = Field(None, description="For JSON files holding an object: the key whose value is the list of rows.")
 
@@ -230,9 +231,9 @@ class FileSource(_Section):
     @classmethod
     def _unique(cls, v):
         if v is not None:
-            dupes = sorted({c for c in v if v.count(c) > 1})
+            dupes = sorted(c for c, n in Counter(v).items() if n > 1)
             if dupes:
-                raise ValueError(f"column names must be unique (repeated: {', '.join(dupes)})")
+                raise ValueError(f"column names must be unique (repeated: {', '.join(dupes[:20])}{', …' if len(dupes) > 20 else ''})")
         return v
 
 
@@ -286,7 +287,7 @@ class Data(_Section):
     validation: Source | None = Field(None, description="Validation rows, watched during training for over-fitting.")
     test: Source | None = Field(None, description="Held-out test rows for the evaluation.")
     split: Split | None = Field(None, description="Hold out validation/test rows from `train` when no file is given for them.")
-    rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=dict, description="Rename columns: `{old_name: new_name}`.")
+    rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=dict, max_length=1000, description="Rename columns: `{old_name: new_name}`.")
     derive: dict[str, str] = Field(default_factory=dict, max_length=MAX_DERIVED, description="New columns computed from each row by jinja templates, in order: `{answer: \"{{ 'yes' if label == '1' else 'no' }}\"}`.")
     limit: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Keep at most this many rows of each split (after splitting): for quick runs and smoke profiles.")
     on_bad_row: Literal["error", "skip"] = Field("error", description="A row that cannot be read or rendered: stop with its row number (`error`), or `skip` it and count it in the data statistics.")
@@ -370,7 +371,7 @@ class LoraAdapter(_Section):
     r: Int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
     alpha: Number | None = Field(None, gt=0, le=1e6, description="Scaling numerator (`alpha / r`); defaults to 2 × `r`.")
     dropout: Number = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: Union[Literal["all-linear"], Annotated[list[str], Field(min_length=1)]] = Field("all-linear", description="Module names to adapt, or `all-linear` for every linear layer but the output head.")
+    target_modules: Union[Literal["all-linear"], Annotated[list[str], Field(min_length=1, max_length=256)]] = Field("all-linear", description="Module names to adapt, or `all-linear` for every linear layer but the output head.")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
 
 
@@ -571,14 +572,14 @@ class Eval(_Section):
     split: Literal["auto", "test", "validation"] = Field("auto", description="Split to score; `auto` takes test, else validation.")
     baseline: bool = Field(True, description="Score the base model with the same prompts, so the tuned model is compared with it.")
     mode: Literal["generate", "choices"] = Field("generate", description="`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the best (fair to a base model that rambles).")
-    choices: list[str] | None = Field(None, min_length=2, description="Allowed labels in `choices` mode; defaults to the distinct references of the training split.")
+    choices: list[str] | None = Field(None, min_length=2, max_length=10_000, description="Allowed labels in `choices` mode; defaults to the distinct references of the training split.")
     metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS, description="Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to exact_match for SFT.")
     max_new_tokens: Int = Field(64, ge=1, le=32768, description="Longest generated answer.")
-    stop: list[str] = Field(default_factory=list, description="Strings that end a generated answer.")
+    stop: list[str] = Field(default_factory=list, max_length=64, description="Strings that end a generated answer.")
     few_shot: Int = Field(0, ge=0, le=64, description="Examples from the training split prepended to the baseline prompt (try prompt engineering first).")
     batch_size: Int = Field(16, ge=1, le=4096, description="Rows per generation batch.")
     limit: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Score at most this many rows.")
-    gates: dict[str, GateCondition] = Field(default_factory=dict, description="Thresholds the run must meet or exit with status 3: `{accuracy: \">= 0.85\", improvement.accuracy: \">= 0.05\"}`.")
+    gates: dict[str, GateCondition] = Field(default_factory=dict, max_length=MAX_METRICS * 2, description="Thresholds the run must meet or exit with status 3: `{accuracy: \">= 0.85\", improvement.accuracy: \">= 0.05\"}`.")
 
 
 def parse_gate(cond: str) -> tuple[str, float]:

@@ -540,7 +540,7 @@ def resolve(ref: Any, spec_dir: Path, pos: Pos, key: str) -> Resolved:
                     return Resolved("builtin", name, entry.read_text(encoding="utf-8"))
         shown = name if len(name) <= 60 else name[:57] + "..."
         raise SpecError.one(pos, key, f"no built-in template {shown!r} (built-ins: {', '.join(names)})",
-                            did_you_mean(name, names) or ("a built-in is a name, not a path; use {file: PATH} for a file"
+                            close_match(name, names) or ("a built-in is a name, not a path; use {file: PATH} for a file"
                                                           if not BUILTIN_NAME.match(name) else None))
     path = spec_dir / ref.file
     try:
@@ -604,20 +604,38 @@ def parse(resolved: Resolved, pos: Pos, key: str, spec_dir: Path, chat: bool = F
     return template, names
 
 
-def check_names(names: set[str], available: list[str], pos: Pos, key: str) -> list[Issue]:
-    """Issues for names a template reads that no column provides."""
+def listing(names: list[str], most: int = 20) -> str:
+    """Names for a hint, at most ``most`` of them."""
+    return ", ".join(names[:most]) + (f", … ({len(names)} in all)" if len(names) > most else "")
+
+
+def close_match(word: str, candidates, most: int = 200) -> str | None:
+    """did_you_mean over many candidates, in bounded time: only those of about the
+    word's length are compared (difflib costs milliseconds per hundred candidates)."""
+    word = str(word)
+    n = len(word)
+    pool = [c for c in candidates if abs(len(str(c)) - n) <= max(2, n // 3)]
+    if len(pool) > most:
+        first = word[:1].lower()
+        pool = [c for c in pool if str(c)[:1].lower() == first][:most]
+    return did_you_mean(word, pool)
+
+
+def check_names(names: set[str], available: list[str], pos: Pos, key: str, most: int = 20) -> list[Issue]:
+    """Issues for names a template reads that no column provides (at most ``most``)."""
     issues = []
-    listed = ", ".join(available[:20]) + (f", … ({len(available)} in all)" if len(available) > 20 else "")
-    unknown = sorted(set(names) - set(available))
-    for name in unknown[:MAX_NAME_ISSUES]:
+    have = set(available)
+    unknown = sorted(n for n in names if n not in have)
+    for name in unknown[:most]:
         issues.append(Issue(pos, key, f"template uses '{name}', which is not a column",
-                            did_you_mean(name, available) or f"columns: {listed}"))
-    if len(unknown) > MAX_NAME_ISSUES:
-        issues.append(Issue(pos, key, f"template uses {len(unknown) - MAX_NAME_ISSUES} more names that are not columns"))
+                            close_match(name, available) or f"columns: {listing(available)}"))
+    if len(unknown) > most:
+        issues.append(Issue(pos, key, f"template uses {len(unknown) - most} more names that are not columns"))
     return issues
 
 
 MAX_NAME_ISSUES = 20  # names reported per template: past that, the template is plainly not for this data
+MAX_NAME_ISSUES_IN_ALL = 100  # and of all templates together
 
 
 class RenderBudget:

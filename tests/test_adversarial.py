@@ -775,3 +775,17 @@ def test_the_run_directory_never_holds_folders_a_run_would_replace(tmp_path):
     (repo / "README.md").write_text("x")
     _spec(repo, extra="output: {dir: README.md}\n")
     _fails(*_run(repo), "output.dir: 'README.md' is a file")
+
+
+def test_many_unknown_names_against_wide_data_are_bounded(tmp_path):
+    repo = _repo(tmp_path)
+    wide = {f"column_{i}": "v" for i in range(9_000)}
+    (repo / "train.jsonl").write_text("".join(json.dumps({**wide, "text": f"r{i}", "queue": "b"}) + "\n" for i in range(8)))
+    derive = "".join(f"    d{j}: '" + "".join(f"{{{{ colum_{j * 20 + i} }}}}" for i in range(20)) + "'\n" for j in range(100))
+    rename = "  rename: {" + ", ".join(f"colmn_{i}: r{i}" for i in range(500)) + "}\n"
+    _spec(repo, data="  split: {validation: 0.25, stratify: colum_5}\n" + rename + "  derive:\n" + derive)
+    result, seconds = _run(repo)
+    assert result.exit_code == 2, result.output[-500:]
+    assert seconds < 10, f"took {seconds:.2f} s"
+    assert result.output.count("which is not a column") <= 100
+    assert "more templates use names that are not columns" in result.output
