@@ -170,10 +170,10 @@ def pinned_sets(locked: Mapping) -> list[str]:
     sets = []
     model = locked.get("model", {})
     if model.get("kind") == "hub" and model.get("commit") and not model.get("requested"):
-        sets.append(f"model.revision={model['commit']}")
+        sets.append(f"model.revision={json.dumps(str(model['commit']))}")  # quoted: a commit of digits stays text
     for split, src in locked.get("data", {}).items():
         if "hub" in src and src.get("commit") and not src.get("requested"):
-            sets.append(f"data.{split}.revision={src['commit']}")
+            sets.append(f"data.{split}.revision={json.dumps(str(src['commit']))}")
     return sets
 
 

@@ -46,11 +46,12 @@ def test_eval_and_report_commands_rerun_only_their_steps(tmp_path):
 
 
 def test_choices_mode_and_a_judge_through_a_local_model(tmp_path):
+    from ftspec.plan import TinyModel
     from ftspec.runtime.models import build_tiny
 
     tiny = {"architecture": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 4,
             "intermediate_size": 64, "max_position_embeddings": 512, "tokenizer": {"kind": "byte"}, "init_seed": 5}
-    build_tiny(tiny, [], tmp_path / "judge-model")
+    build_tiny(TinyModel.model_validate({"kind": "tiny", **tiny}), [], tmp_path / "judge-model")
     body = BODY.replace("eval: {max_new_tokens: 12, limit: 8, metrics: [accuracy]}", """eval:
   mode: choices
   limit: 6

@@ -6,6 +6,7 @@ the judge's score parsing."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,7 +25,7 @@ TINY = {"architecture": "llama", "hidden_size": 32, "num_layers": 2, "num_heads"
 def model_and_tokenizer():
     torch.manual_seed(0)
     tok = byte_tokenizer()
-    model = AutoModelForCausalLM.from_config(tiny_config(TINY, tok)).eval()
+    model = AutoModelForCausalLM.from_config(tiny_config(SimpleNamespace(**TINY), tok)).eval()
     return model, tok
 
 

@@ -4,6 +4,8 @@ batching choice reaches the trainer."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -23,7 +25,7 @@ def _model(arch, attention="sdpa"):
     spec = {"architecture": arch, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2 if arch != "gpt2" else 4,
             "intermediate_size": 64, "max_position_embeddings": 256}
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_config(spec, tok), attn_implementation=attention).eval()
+    model = AutoModelForCausalLM.from_config(tiny_config(SimpleNamespace(**spec), tok), attn_implementation=attention).eval()
     assert model.config._attn_implementation == attention
     return model, tok
 

@@ -5,6 +5,8 @@ else than the plain-TRL run it is measured against."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -46,9 +48,9 @@ def _tokenizer(kind: str):
 
 def _trl_prepared(rows, tok, **loss_args):
     tok.pad_token = tok.pad_token or tok.eos_token
-    model = AutoModelForCausalLM.from_config(tiny_config({"architecture": "llama", "hidden_size": 16, "num_layers": 1,
+    model = AutoModelForCausalLM.from_config(tiny_config(SimpleNamespace(**{"architecture": "llama", "hidden_size": 16, "num_layers": 1,
                                                            "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 32,
-                                                           "max_position_embeddings": 512}, tok))
+                                                           "max_position_embeddings": 512}), tok))
     args = SFTConfig(output_dir="unused", use_cpu=True, bf16=False, report_to="none", max_length=512, **loss_args)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     return trainer.train_dataset["input_ids"], trainer.train_dataset["labels"]

@@ -377,11 +377,12 @@ def test_choices_outside_the_allowed_labels_stop_the_run(tmp_path):
 
 
 def test_a_local_pretrained_model_trains_with_lora(tmp_path):
+    from ftspec.plan import TinyModel
     from ftspec.runtime.models import build_tiny
 
     tiny = {"architecture": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 4,
             "intermediate_size": 64, "max_position_embeddings": 256, "tokenizer": {"kind": "byte"}, "init_seed": 3}
-    build_tiny(tiny, [], tmp_path / "local-model")
+    build_tiny(TinyModel.model_validate({"kind": "tiny", **tiny}), [], tmp_path / "local-model")
     body = BASE_BODY.replace(TINY, "\nmodel: {base: ./local-model}\n")
     ctx, _ = _run(_spec(tmp_path, body + "method: {kind: sft, adapter: {kind: lora, r: 2, target_modules: [q_proj, v_proj]}}\n", name="local"),
                   "training.max_steps=1")
