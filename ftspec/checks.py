@@ -36,8 +36,8 @@ MIN_TRAIN_ROWS = 500
 # of sample rows and trial values together take at most RENDER_BUDGET seconds.
 SCAN_ROWS = 300_000
 SCAN_BYTES = 256 << 20
-RENDER_BUDGET = 5.0
-COMPILE_BUDGET = 3.0  # and compiling all the templates at most this
+RENDER_BUDGET = 3.0
+COMPILE_BUDGET = 2.0  # and compiling all the templates at most this
 SAMPLE_BYTES = 64 << 20  # the sample rows kept, of all splits together (rows can be 16 MiB each)
 MAX_SCHEMA_BYTES = 4 << 20
 SPLITS = ("train", "validation", "test")
@@ -678,6 +678,19 @@ def check_qlora_device(ctx: Context) -> Iterator[Issue]:
         yield ctx.warning(("method", "adapter", "kind"), "qlora needs a CUDA device; the run fails on a machine without one")
     if isinstance(ctx.spec.model, S.TinyModel):
         yield ctx.error(("method", "adapter", "kind"), "qlora quantises a pretrained model; a tiny model from config is trained with lora or full")
+    if device not in ("cpu", "mps") and not isinstance(ctx.spec.model, S.TinyModel) and not has_package("bitsandbytes"):
+        yield ctx.error(("method", "adapter", "kind"), "qlora loads the base model in 4 or 8 bits through the bitsandbytes "
+                        "package, which is not installed here", "pip install bitsandbytes, or use lora")
+
+
+def has_package(name: str) -> bool:
+    """Whether a package can be imported, found without importing it (validate stays light)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def check_batching(ctx: Context) -> Iterator[Issue]:

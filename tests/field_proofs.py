@@ -7,8 +7,8 @@ used at several places is listed at the first (see tests/test_field_proofs.py).
 
 A proof is a test that shows the field's effect where it has one: at run time (the
 trainer, the model, the data, the evaluation, the tracker) for fields that run;
-in the plan or in validation for fields that only shape those. Fields that cannot
-be proved here are in UNPROVEN, each with the reason.
+in the plan or in validation for fields that only shape those. There is no list of
+unproven fields: a field that cannot be honoured and tested is rejected at its line.
 """
 
 E = "tests/test_field_effects.py::"
@@ -178,13 +178,11 @@ PROOFS: dict[str, list[str]] = {
                                    T + "test_mlflow_file_store_has_the_specs_experiment_and_the_loss"],
 }
 
-_QLORA = ("loading a 4- or 8-bit base model needs a CUDA GPU and bitsandbytes, neither of which the tests have; "
-          "tests/test_field_effects.py::test_qlora_settings_make_the_quantization_config proves it only as far as "
-          "the BitsAndBytesConfig the recipe passes to from_pretrained")
-
-UNPROVEN: dict[str, str] = {
-    "method:sft.adapter:qlora.kind": _QLORA,
+_QLORA = ["tests/test_field_effects.py::test_qlora_settings_make_the_quantization_config",
+          "tests/test_field_effects.py::test_qlora_reaches_the_model_load"]
+PROOFS.update({
+    "method:sft.adapter:qlora.kind": _QLORA + ["tests/test_field_effects.py::test_qlora_without_bitsandbytes_is_an_error_at_the_adapter"],
     "method:sft.adapter:qlora.bits": _QLORA,
     "method:sft.adapter:qlora.quant_type": _QLORA,
     "method:sft.adapter:qlora.double_quant": _QLORA,
-}
+})

@@ -577,10 +577,15 @@ data: {train: tickets.jsonl}
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_qlora_settings_make_the_quantization_config(tmp_path):
-    """Only as far as the config: loading a 4- or 8-bit model needs CUDA and bitsandbytes."""
+def test_qlora_settings_make_the_quantization_config(tmp_path, monkeypatch):
+    """As far as this machine can go: the BitsAndBytesConfig the recipe passes to
+    from_pretrained (loading 4- or 8-bit weights needs CUDA and bitsandbytes; see
+    test_qlora_reaches_the_model_load for the load itself)."""
     pytest.importorskip("torch")
+    from ftspec import checks
     from ftspec.runtime import builders
+
+    monkeypatch.setattr(checks, "has_package", lambda name: True)  # bitsandbytes, on a machine that has it
 
     body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
             + "data: {train: tickets.jsonl}\n")
@@ -591,3 +596,46 @@ def test_qlora_settings_make_the_quantization_config(tmp_path):
     plan, _ = _plan(tmp_path, body, "method={kind: sft, adapter: {kind: qlora, bits: 8}}")
     config = builders.quantization_config(plan.method.adapter)
     assert config.load_in_8bit and not config.load_in_4bit
+
+
+def test_qlora_reaches_the_model_load(tmp_path, monkeypatch):
+    """The quantization config built from the plan is what the model is loaded with, on GPU 0."""
+    pytest.importorskip("torch")
+    import transformers
+
+    from ftspec import checks
+    from ftspec.runtime import builders, models
+
+    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
+            + "data: {train: tickets.jsonl}\n")
+    plan, spec = _plan(tmp_path, body, "method={kind: sft, adapter: {kind: qlora, quant_type: nf4, bits: 4}}")
+    seen = {}
+
+    class Loaded:
+        def to(self, device):
+            raise AssertionError("a quantized model is placed by device_map, not moved")
+
+    def from_pretrained(source, **kwargs):
+        seen.update(kwargs, source=source)
+        return Loaded()
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    models.load_model(plan.model, find_root(spec), tmp_path, builders.model_dtype(plan.model, "bf16"), "cuda",
+                      quantization_config=builders.quantization_config(plan.method.adapter))
+    config = seen["quantization_config"]
+    assert seen["source"] == "org/model" and seen["revision"] == "ab" * 20 and seen["device_map"] == {"": 0}
+    assert (config.load_in_4bit, config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant) == (True, "nf4", True)
+
+
+def test_qlora_without_bitsandbytes_is_an_error_at_the_adapter(tmp_path, monkeypatch):
+    from ftspec import checks
+    from ftspec.errors import SpecError
+
+    monkeypatch.setattr(checks, "has_package", lambda name: name != "bitsandbytes")
+    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
+            + "data: {train: tickets.jsonl}\n")
+    with pytest.raises(SpecError) as err:
+        _plan(tmp_path, body, "method={kind: sft, adapter: {kind: qlora}}")
+    [issue] = [i for i in err.value.issues if "bitsandbytes" in i.message]
+    assert issue.key == "method.adapter.kind" and "not installed" in issue.message

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ftspec import spec as S
-from field_proofs import PROOFS, UNPROVEN
+from field_proofs import PROOFS
 
 TESTS = Path(__file__).resolve().parent
 
@@ -108,17 +108,16 @@ def test_the_walk_finds_fields_at_every_depth_and_in_every_variant():
     assert "method:sft.adapter:qlora.r" not in fields, "qlora's r is lora's r"
 
 
-def test_every_schema_field_names_a_proof_or_why_it_has_none():
+def test_every_schema_field_names_the_test_that_proves_it():
     fields = schema_fields()
-    missing = [f for f in fields if f not in PROOFS and f not in UNPROVEN]
+    missing = [f for f in fields if f not in PROOFS]
     assert missing == [], "add these fields to tests/field_proofs.py, each with the test that proves its effect"
 
 
 def test_every_entry_names_a_field_that_exists():
     fields = set(schema_fields())
-    stale = sorted((set(PROOFS) | set(UNPROVEN)) - fields)
+    stale = sorted(set(PROOFS) - fields)
     assert stale == [], "these fields are no longer in the schema: remove them from tests/field_proofs.py"
-    assert not set(PROOFS) & set(UNPROVEN)
 
 
 def test_every_proof_is_a_test_that_exists():
@@ -133,5 +132,3 @@ def test_every_proof_is_a_test_that_exists():
     assert broken == []
 
 
-def test_every_unproven_field_says_why():
-    assert all(isinstance(why, str) and len(why) > 20 for why in UNPROVEN.values())
