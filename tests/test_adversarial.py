@@ -223,7 +223,7 @@ def test_a_template_slow_on_every_row_is_stopped_by_the_total_budget(tmp_path):
         took = time.perf_counter() - started
     _spec(repo, prompt="'" + slow.replace("%s", str(steps)) + "{{ text }}'", data="  validation: train.jsonl\n  test: train.jsonl\n")
     line = _fails(*_run(repo), "template refused", limit=10.0)
-    assert "took more than 5 s in all" in line or "rendering took longer than" in line, line
+    assert "took more than 3 s in all" in line or "rendering took longer than" in line, line
 
 
 @pytest.mark.parametrize("template", [
@@ -738,7 +738,7 @@ def test_compiling_many_large_templates_spends_one_budget(tmp_path):
         (repo / f"t{i}.j2").write_text("{{ text }} " * 2_000)
     turns = "".join(f"    - {{role: user, content: {{file: t{i}.j2}}}}\n" for i in range(80))
     _spec(repo, kind="chat", fmt="  messages:\n" + turns + "  chat_template: {builtin: chatml}\n")
-    line = _fails(*_run(repo), "templates too large or complex: compiling them took more than 3 s in all", limit=8.0)
+    line = _fails(*_run(repo), "templates too large or complex: compiling them took more than 2 s in all", limit=8.0)
     assert ": format.messages." in line, line
 
 
