@@ -557,11 +557,15 @@ def _parquet(path, fmt, shown, columns, header, field, meter=None):
     except Exception as exc:  # pyarrow raises its own error types for a bad file
         yield RowError(Pos(shown), f"not a readable Parquet file: {exc}")
         return
+    if table.metadata.num_columns > MAX_COLUMNS:
+        yield RowError(Pos(shown), f"a table of more than {MAX_COLUMNS} columns is refused")
+        return
     number = 0
-    for batch in table.iter_batches(batch_size=1024):
+    for batch in table.iter_batches(batch_size=64):
         for record in batch.to_pylist():
             number += 1
-            yield Row(number, record)
+            problem = _shape_problem(record)  # nested lists and structs, bounded as JSON rows are
+            yield RowError(Pos(shown, number), f"row {number}: {problem}") if problem else Row(number, record)
 
 
 def parquet_rows(path: Path) -> int | None:
