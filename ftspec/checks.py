@@ -242,20 +242,6 @@ def _count_rest(ctx: Context, info: SourceInfo, fmt: str, on_bad: str, parsed: i
     return rows
 
 
-def count_rows(path: Path, fmt: str, source: Any, shown: str, on_bad_row: str) -> int:
-    """Rows in a file: JSON Lines are counted by non-blank lines (cheap); the other
-    formats are parsed, since CSV quotes can span lines."""
-    if fmt == "jsonl" and on_bad_row == "error":
-        return count_lines(path, shown)
-    if fmt == "parquet":
-        n = parquet_rows(path)
-        if n is not None:
-            return n
-    skipped: list[RowError] = []
-    return sum(1 for _ in read_rows(path, fmt, shown, source.columns, source.header, source.field,
-                                    on_bad_row=on_bad_row, skipped=skipped))
-
-
 def _hub_dataset_problem(ctx: Context, hub: str) -> str | None:
     """A hub dataset id must be a hub id, and not also a local path that `datasets`
     would read instead (a folder, a file, anything outside the repository)."""

@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import json
 import math
-import os
 import re
 import sys
 import zlib

@@ -14,7 +14,6 @@ import gzip
 import json
 import os
 import time
-import zlib
 from pathlib import Path
 
 import pytest
