@@ -348,8 +348,7 @@ def _inspect_tokenizer(ctx: Context) -> None:
         return
     if is_local_model(name, ctx.spec_dir):
         target = ctx.spec_dir / os.path.expanduser(name)
-        refusal = ctx.policy.outside(target, name) or (
-            None if os.path.isabs(os.path.expanduser(name)) else ctx.policy.outside(Path.cwd() / name, name))
+        refusal = ctx.policy.outside(target, name)
         if refusal:
             ctx.issues.append(ctx.error(("model", "tokenizer"), refusal))
         elif not target.is_dir():
