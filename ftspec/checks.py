@@ -196,7 +196,7 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     skipped: list[RowError] = []
     # One pass over the file: every row is parsed (within the run's budget), the
     # first ones are kept as the sample that templates are tried on.
-    budget = None if fmt == "json" else ctx.scan
+    budget = ctx.scan
     rows = 0
     try:
         for row in read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
