@@ -132,8 +132,15 @@ def _model(ctx: Context) -> dict:
         "revision": m.revision,
         "dtype": m.dtype,
         "trust_remote_code": m.trust_remote_code,
-        "tokenizer": m.tokenizer,
+        "tokenizer": _model_ref(ctx, m.tokenizer) if m.tokenizer else None,
     }
+
+
+def _model_ref(ctx: Context, name: str) -> dict:
+    """A hub id, or a local folder (relative to the spec) as a path from the repository root."""
+    if is_local_model(name, ctx.spec_dir):
+        return {"source": "local", "name_or_path": rel(ctx.spec_dir / name, ctx.root)}
+    return {"source": "hub", "name_or_path": name}
 
 
 def _source(ctx: Context, split: str) -> dict | None:
@@ -338,9 +345,7 @@ def _metric(metric: Any, ctx: Context, i: int) -> dict:
     if isinstance(metric, S.JudgeMetric):
         out["rubric"] = _template(ctx.templates[f"eval.metrics.{i}.rubric"])
         out["scale"] = list(metric.scale)
-        local = is_local_model(metric.model, ctx.spec_dir)
-        out["model"] = {"source": "local" if local else "hub",
-                        "name_or_path": rel(ctx.spec_dir / metric.model, ctx.root) if local else metric.model}
+        out["model"] = _model_ref(ctx, metric.model)
     if isinstance(metric, S.JsonSchemaMetric):
         text = ctx.schemas[i]
         out["schema"] = {"path": rel(ctx.spec_dir / metric.schema_, ctx.root), "text": text,

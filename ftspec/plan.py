@@ -76,6 +76,13 @@ class TinyModel(_Frozen):
     trust_remote_code: bool = False
 
 
+class ModelRef(_Frozen):
+    """A model or tokenizer: a hub id, or a folder relative to the repository root."""
+
+    source: Literal["local", "hub"]
+    name_or_path: str
+
+
 class PretrainedModel(_Frozen):
     """A pretrained model: a hub id or a folder relative to the repository root."""
 
@@ -85,7 +92,7 @@ class PretrainedModel(_Frozen):
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
-    tokenizer: str | None = None
+    tokenizer: ModelRef | None = None  # a different tokenizer; None: the model's own
 
 
 Model = Annotated[Union[TinyModel, PretrainedModel], Field(discriminator="kind")]
@@ -260,11 +267,6 @@ class Extract(_Frozen):
     regex: str | None = None
     template: Template | None = None
     which: Literal["first", "last"] = "last"
-
-
-class ModelRef(_Frozen):
-    source: Literal["local", "hub"]
-    name_or_path: str
 
 
 class SchemaFile(_Frozen):

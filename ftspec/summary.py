@@ -28,7 +28,8 @@ def describe_model(m: Any) -> str:
         return (f"tiny {m.architecture} from config: {m.num_layers} layers × {m.hidden_size} wide, "
                 f"{m.num_heads} heads, {tok_text}")
     rev = f" @ {m.revision}" if m.revision else " (revision not pinned)"
-    return f"{m.source} {m.name_or_path}{rev}, dtype {m.dtype}"
+    tokenizer = f", tokenizer {m.tokenizer.source} {m.tokenizer.name_or_path}" if m.tokenizer else ""
+    return f"{m.source} {m.name_or_path}{rev}, dtype {m.dtype}{tokenizer}"
 
 
 def describe_adapter(a: Any) -> str:

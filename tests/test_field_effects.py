@@ -402,9 +402,25 @@ def test_pretrained_model_settings_reach_from_pretrained(tmp_path, monkeypatch):
     load_model(plan.model, find_root(spec), tmp_path, builders.model_dtype(plan.model, "fp32"), "cpu")
     (_, tok_source, tok_kwargs), (_, model_source, model_kwargs) = calls
     assert tok_source == "org/tokenizer" and tok_kwargs["trust_remote_code"] is True
+    assert "revision" not in tok_kwargs, "the model's revision is a commit of another repository"
     assert model_source == "org/model"
     assert model_kwargs["revision"] == "ab" * 20 and model_kwargs["trust_remote_code"] is True
     assert model_kwargs["dtype"] == torch.bfloat16
+    # the model's own tokenizer loads at the model's revision; a local tokenizer folder is
+    # found from the spec's folder, wherever ftspec runs
+    calls.clear()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "tok").mkdir()
+    (tmp_path / "sub" / "tok" / "tokenizer_config.json").write_text("{}")
+    for name, tokenizer, expected in (("own", None, ("org/model", "ab" * 20)),
+                                      ("local", "./tok", (str(find_root(spec) / "sub" / "tok"), None))):
+        text = body.replace(", tokenizer: org/tokenizer", "" if tokenizer is None else f", tokenizer: {tokenizer}")
+        plan, spec2 = _plan(tmp_path / "sub" if name == "local" else tmp_path / name, text)
+        monkeypatch.chdir("/")
+        load_tokenizer(plan.model, find_root(spec2), tmp_path)
+        (_, source, kwargs), = calls
+        calls.clear()
+        assert (source, kwargs.get("revision")) == expected, name
 
 
 # --------------------------------------------------------------------------- evaluation

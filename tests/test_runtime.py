@@ -416,3 +416,16 @@ def test_a_run_time_error_at_a_key_points_at_its_line_in_the_spec(tmp_path):
     errors = [l for l in out.stderr.splitlines() if "compute.device" in l]
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert errors and errors[0].startswith(f"job.yaml:{line}:11: compute.device: cuda was asked for"), out.stderr
+
+
+def test_a_max_length_that_cuts_every_answer_is_an_error_at_its_key(tmp_path):
+    """Rows cut before their answer carry no loss; trl drops them, and training all of none
+    would 'succeed' doing nothing."""
+    body = BASE_BODY.replace("max_length: 128", "max_length: 12") + "method: {kind: sft, adapter: full}\n"
+    spec = _spec(tmp_path, body)
+    plan, _ = compile_spec(spec)
+    with pytest.raises(SpecError) as err:
+        execute(plan, find_root(spec), echo=lambda _: None)
+    [issue] = err.value.issues
+    assert issue.key == "training.max_length" and "no training row keeps a token of its answer within 12" in issue.message
+    assert not (tmp_path / "runs/job/model").exists()

@@ -94,8 +94,12 @@ def load_tokenizer(plan_model: Any, root: Path, data_dir: Path, chat_template: s
     path = base_model_path(plan_model, root, data_dir)
     kwargs = {}
     if plan_model.kind == "pretrained":
-        path = plan_model.tokenizer or path
-        kwargs = {"revision": plan_model.revision, "trust_remote_code": plan_model.trust_remote_code}
+        kwargs = {"trust_remote_code": plan_model.trust_remote_code}
+        other = plan_model.tokenizer
+        if other is None:
+            kwargs["revision"] = plan_model.revision  # the model's own tokenizer, at the model's revision
+        else:  # another repository: the model's revision means nothing there
+            path = str(root / other.name_or_path) if other.source == "local" else other.name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if v is not None})
     except OSError as exc:

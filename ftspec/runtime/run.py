@@ -92,6 +92,15 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
         stats[split] = D.token_stats(input_ids, labels, plan.training.max_length)
         if kind != "preference" and split != "test":  # what SFT trains and validates on, tokenized once
             D.save_tokens(out / f"{split}-tokens", input_ids, labels)
+    if kind != "preference" and stats["train"]["loss_token_fraction"] == 0:
+        # Every answer lies past max_length: the trainer would drop every row and train nothing.
+        from ftspec.errors import Pos, SpecError
+
+        t = stats["train"]["tokens"]
+        raise SpecError.one(Pos("training.max_length"), "training.max_length",
+                            f"no training row keeps a token of its answer within {plan.training.max_length} tokens "
+                            f"(rows are {t['p50']} tokens at the median, {t['max']} at most)",
+                            "raise training.max_length, or shorten the prompts")
     seconds = time.perf_counter() - started
     total = sum(v["rows"] for v in stats.values())
     speed = {"seconds": round(seconds, 2), "rows_per_second": round(total / seconds, 1) if seconds > 0 else None}
