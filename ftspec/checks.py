@@ -154,15 +154,17 @@ def inspect(loaded: LoadedSpec, spec: S.Spec, policy: PathPolicy | None = None) 
     ctx = Context(loaded, spec, spec_dir, policy.root, policy)
     _inspect_model(ctx)
     _inspect_tokenizer(ctx)
+    files = [split for split in SPLITS if isinstance(getattr(spec.data, split), S.FileSource)]
     for split in SPLITS:
         source = getattr(spec.data, split)
         if source is not None:
-            _inspect_source(ctx, split, source)
+            later = len(files) - files.index(split) - 1 if split in files else 0
+            _inspect_source(ctx, split, source, later)
     _inspect_templates(ctx)
     return ctx
 
 
-def _inspect_source(ctx: Context, split: str, source: Any) -> None:
+def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> None:
     info = SourceInfo(split, f"data.{split}", ctx.at("data", split), "hub" if isinstance(source, S.HubSource) else "file", spec=source)
     ctx.sources[split] = info
     if info.kind == "hub":
@@ -196,17 +198,25 @@ def _inspect_source(ctx: Context, split: str, source: Any) -> None:
     skipped: list[RowError] = []
     # One pass over the file: every row is parsed (within the run's budget), the
     # first ones are kept as the sample that templates are tried on.
-    budget = ctx.scan
+    # What is left of the run's budget, less a share kept for each file still to read
+    # (a large training file leaves its validation and test files parsed in full).
+    share = SCAN_ROWS // 6, SCAN_BYTES // 6
+    budget = ScanBudget(max(ctx.scan.rows - later * share[0], SAMPLE_ROWS), max(ctx.scan.bytes - later * share[1], 1 << 20))
+    start = budget.rows, budget.bytes
     rows = 0
     try:
-        for row in read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
-                             on_bad_row=on_bad, skipped=skipped, budget=budget):
-            if len(info.sample) < SAMPLE_ROWS and (row.size <= ctx.sample_bytes or not info.sample):
-                info.sample.append(row)
-                ctx.sample_bytes -= row.size
-            rows += 1
+        try:
+            for row in read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
+                                 on_bad_row=on_bad, skipped=skipped, budget=budget):
+                if len(info.sample) < SAMPLE_ROWS and (row.size <= ctx.sample_bytes or not info.sample):
+                    info.sample.append(row)
+                    ctx.sample_bytes -= row.size
+                rows += 1
+        finally:
+            ctx.scan.rows -= start[0] - budget.rows
+            ctx.scan.bytes -= start[1] - budget.bytes
         info.rows = rows
-        if budget is not None and budget.spent:
+        if budget.spent:
             info.rows = _count_rest(ctx, info, fmt, on_bad, rows)
     except RowError as exc:
         ctx.issues.append(exc.issue())

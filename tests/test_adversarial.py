@@ -569,16 +569,23 @@ def test_a_regex_is_compiled_at_validate(tmp_path, metric, expected):
 def test_beyond_the_scan_budget_rows_are_counted_and_said_so(tmp_path, monkeypatch):
     from ftspec import checks
 
-    monkeypatch.setattr(checks, "SCAN_ROWS", 100)
+    monkeypatch.setattr(checks, "SCAN_ROWS", 300)
     repo = _repo(tmp_path)
-    rows = "".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n" for i in range(300))
+    rows = "".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n" for i in range(400))
     (repo / "train.jsonl").write_text(rows + "\n\n" + rows)
-    _spec(repo)
+    (repo / "test.jsonl").write_text(rows)
+    _spec(repo, data="  split: {validation: 0.25}\n  test: test.jsonl\n")
     result, _ = _run(repo, "--json", command="plan")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert plan["data"]["sources"]["train"]["rows"] == 600
-    assert any("rows after the first 100 are counted, not parsed" in n for n in plan["checks"]["not_checked"])
+    assert plan["data"]["sources"]["train"]["rows"] == 800
+    assert plan["data"]["sources"]["test"]["rows"] == 400
+    # The training file leaves a share of the budget to the test file (and every file its sample).
+    assert plan["checks"]["not_checked"] == [
+        "data.test: rows after the first 200 are counted, not parsed (validate parses at most 300 rows and 256 MiB in all); "
+        "they are checked when the data is prepared",
+        "data.train: rows after the first 250 are counted, not parsed (validate parses at most 300 rows and 256 MiB in all); "
+        "they are checked when the data is prepared"]
 
 
 # --------------------------------------------------------------------------- messages that help
