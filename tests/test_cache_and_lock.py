@@ -148,7 +148,10 @@ def test_lock_pins_hub_revisions_and_run_locked_uses_them(tmp_path):
     locked = L.build(plan, find_root(spec), resolver)
     assert calls == [("model", "org/model", None)]
     assert locked["model"] == {"kind": "hub", "id": "org/model", "requested": None, "commit": "c0ffee" * 6 + "abcd"}
-    assert L.pinned_sets(locked) == ["model.revision=" + "c0ffee" * 6 + "abcd"]
+    assert L.pinned_sets(locked) == ['model.revision="' + "c0ffee" * 6 + 'abcd"']
+    # quoted, a commit made of digits stays text when the --set is read back
+    digits = dict(locked, model={**locked["model"], "commit": "1234567890" * 4})
+    assert compile_spec(spec, sets=L.pinned_sets(digits))[0].model.revision == "1234567890" * 4
     # Without a resolver (run --locked) nothing is looked up and nothing drifts.
     assert L.drift(locked, L.build(plan, find_root(spec), None, locked)) == []
     # Pinning a different revision in the spec is drift.

@@ -429,3 +429,22 @@ def test_a_max_length_that_cuts_every_answer_is_an_error_at_its_key(tmp_path):
     [issue] = err.value.issues
     assert issue.key == "training.max_length" and "no training row keeps a token of its answer within 12" in issue.message
     assert not (tmp_path / "runs/job/model").exists()
+
+
+def test_a_plan_that_does_not_know_its_row_count_trains_its_epochs(tmp_path):
+    """Rows of a hub dataset (or of a file past validate's budget) are unknown when the plan
+    is made, and so is the step count: the trainer counts the epochs itself."""
+    from ftspec.plan import Plan
+    from ftspec.steps import plan_steps
+
+    body = BASE_BODY.replace("max_steps: 4, ", "epochs: 1, ") + "method: {kind: sft, adapter: full}\n"
+    spec = _spec(tmp_path, body)
+    known, _ = compile_spec(spec)
+    doc = known.to_dict()
+    doc.pop("id")
+    doc["training"].update(total_steps=None, steps_per_epoch=None)
+    doc["data"]["rows"]["train"] = None
+    doc["steps"] = plan_steps({**doc, "steps": []})
+    result = execute(Plan.build(doc), find_root(spec), echo=lambda _: None)
+    trained = json.loads((result.step_dir("train") / "train.json").read_text())
+    assert trained["steps"] == known.training.total_steps == 12  # 96 rows / batch 8, one epoch

@@ -78,7 +78,10 @@ def training_arguments(training: Any, tracking: Any, device: str, precision: str
     early = training.early_stopping
     kwargs: dict[str, Any] = {
         "output_dir": output_dir,
-        "max_steps": training.total_steps,
+        # Unknown only when the row count is (a hub dataset, a file past validate's budget):
+        # then the trainer counts the epochs itself.
+        "max_steps": training.total_steps if training.total_steps is not None else -1,
+        "num_train_epochs": training.epochs or 1.0,
         "per_device_train_batch_size": training.batch_size,
         "per_device_eval_batch_size": training.batch_size,
         "gradient_accumulation_steps": training.gradient_accumulation,
