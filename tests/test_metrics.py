@@ -319,3 +319,16 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_regex_that_backtracks_without_end_gives_no_match_in_bounded_time():
+    """A spec's extraction regex meets whatever the model wrote: (a|aa)+$ on forty a's and a
+    '!' backtracks for ages in `re`; here it gives up after REGEX_SECONDS and counts as no match."""
+    import time
+
+    from ftspec.runtime import metrics as M
+
+    started = time.perf_counter()
+    assert extract("a" * 40 + "!", {"regex": r"(a|aa)+$"}) == ""
+    assert time.perf_counter() - started < M.REGEX_SECONDS * 3
+    assert extract("answer: 42", {"regex": r"answer: (\d+)"}) == "42"  # and a sane one still matches

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -233,10 +232,11 @@ def judge_scores(metric: Mapping, examples: list[Example], predictions: list[str
         prompts.append(text)
     replies = generate(judge_model, judge_tokenizer, prompts, 16, batch_size, chat=bool(judge_tokenizer.chat_template))
     low, high = metric["scale"]
-    pattern = re.compile(metric["score_regex"])
+    pattern = M.compile_bounded(metric["score_regex"])
     scores: list[float | None] = []
     for reply in replies:
-        m = pattern.search(reply)
+        found = M.bounded_matches(pattern, reply, first_only=True)
+        m = found[0] if found else None
         try:
             value = float(m.group(1) if m and m.groups() else m.group(0)) if m else None
         except ValueError:

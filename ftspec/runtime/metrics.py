@@ -68,8 +68,8 @@ def extract(text: str, spec: dict | None) -> str:
     regex = spec.get("regex")
     template = spec.get("template")
     if regex is not None:
-        pattern = re.compile(regex)
-        matches = list(pattern.finditer(text))
+        pattern = compile_bounded(regex)
+        matches = bounded_matches(pattern, text)
         if not matches:
             return ""
         match = matches[0] if spec.get("which", "last") == "first" else matches[-1]
@@ -84,6 +84,31 @@ def extract(text: str, spec: dict | None) -> str:
             return ""
         return str(rendered).strip()
     return text.strip()
+
+
+# A spec's regular expression meets text the model wrote: a pattern that backtracks
+# without end on some output (``(a|aa)+$``) must not hang the evaluation. The `regex`
+# package (re's syntax) can stop a match after a time; such a text counts as no match.
+REGEX_SECONDS = 1.0
+
+
+@lru_cache(maxsize=64)
+def compile_bounded(pattern: str):
+    import regex
+
+    return regex.compile(pattern)
+
+
+def bounded_matches(pattern, text: str, first_only: bool = False) -> list:
+    """The matches of a compiled ``compile_bounded`` pattern in ``text``; none when
+    matching takes longer than REGEX_SECONDS."""
+    try:
+        if first_only:
+            m = pattern.search(text, timeout=REGEX_SECONDS)
+            return [m] if m else []
+        return list(pattern.finditer(text, timeout=REGEX_SECONDS))
+    except TimeoutError:
+        return []
 
 
 # --------------------------------------------------------------------------- per-metric scorers
