@@ -612,7 +612,9 @@ def _load_with_bases(path: Path, chain: list[Path], policy=None, layer: str = "s
         names = " -> ".join(display_path(p) for p in chain + [base_path])
         raise SpecError.one(origin.pos, "extends", f"extends cycle: {names}")
     if not base_path.is_file():
-        raise SpecError.one(origin.pos, "extends", f"base spec '{ref}' not found")
+        what = ("is a directory, not a spec file" if base_path.is_dir()
+                else "is not a regular file (a FIFO or a device)" if base_path.exists() else "not found")
+        raise SpecError.one(origin.pos, "extends", f"base spec '{ref}' {what}")
     base, base_files = _load_with_bases(base_path, chain + [base_path], policy, "base")
     return merge(base, doc), base_files + files
 

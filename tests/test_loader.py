@@ -78,3 +78,17 @@ def test_bad_set_is_an_error(bad):
 def test_set_value_tags_are_refused():
     with pytest.raises(SpecError, match="not allowed"):
         parse_set("a=!!python/name:os.system")
+
+
+def test_extends_names_what_a_base_that_is_not_a_file_is(tmp_path):
+    import os
+
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    for ref, what in (("folder", "is a directory"), ("fifo", "is not a regular file"), ("missing.yaml", "not found")):
+        spec = tmp_path / "child.yaml"
+        spec.write_text(f"ftspec: 1\nextends: {ref}\nname: child\n")
+        with pytest.raises(SpecError) as err:
+            load(spec)
+        [issue] = err.value.issues
+        assert issue.key == "extends" and f"base spec '{ref}' {what}" in issue.message and issue.pos.line == 2
