@@ -448,3 +448,18 @@ def test_a_plan_that_does_not_know_its_row_count_trains_its_epochs(tmp_path):
     result = execute(Plan.build(doc), find_root(spec), echo=lambda _: None)
     trained = json.loads((result.step_dir("train") / "train.json").read_text())
     assert trained["steps"] == known.training.total_steps == 12  # 96 rows / batch 8, one epoch
+
+
+def test_a_folder_that_shadows_a_hub_id_is_refused_at_run_time(tmp_path, monkeypatch):
+    """transformers would load ./org/model over the hub's org/model: the plan named the hub."""
+    from ftspec.runtime.models import base_model_path
+    from ftspec.plan import PretrainedModel
+
+    model = PretrainedModel(kind="pretrained", source="hub", name_or_path="org/model")
+    monkeypatch.chdir(tmp_path)
+    assert base_model_path(model, tmp_path, tmp_path) == "org/model"
+    (tmp_path / "org" / "model").mkdir(parents=True)
+    with pytest.raises(SpecError) as err:
+        base_model_path(model, tmp_path, tmp_path)
+    [issue] = err.value.issues
+    assert issue.key == "model.base" and "would be loaded instead" in issue.message

@@ -51,8 +51,11 @@ def _read_hub(split: str, src: Any) -> tuple[list[dict], list[str]]:
     kwargs = {"split": src.split}
     if src.revision:
         kwargs["revision"] = src.revision
+    from ftspec.runtime.models import hub_id
+
+    name = hub_id(src.hub, f"data.{split}.hub")
     try:
-        ds = datasets.load_dataset(src.hub, src.subset, **kwargs)
+        ds = datasets.load_dataset(name, src.subset, **kwargs)
     except Exception as exc:  # datasets raises many kinds: not found, offline, no such split
         raise SpecError.one(Pos(f"hub:{src.hub}"), f"data.{split}", f"cannot load the hub dataset: {str(exc).splitlines()[0]}") from None
     rows = [dict(r) for r in ds]

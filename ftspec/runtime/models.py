@@ -3,6 +3,7 @@ plan's config with a tokenizer that needs no download."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -87,7 +88,18 @@ def base_model_path(plan_model: Any, root: Path, data_dir: Path) -> str:
         return str(data_dir / "base-model")
     if plan_model.source == "local":
         return str(root / plan_model.name_or_path)
-    return plan_model.name_or_path
+    return hub_id(plan_model.name_or_path, "model.base")
+
+
+def hub_id(name: str, key: str) -> str:
+    """A hub id the plan names, as the loaders get it. transformers and datasets take a
+    folder of that name in the working directory over the hub: one there now (made after
+    the plan, or in another working directory) would load something the plan never named."""
+    if os.path.lexists(name):
+        raise SpecError.one(Pos(key), key, f"'{name}' is a hub id in the plan, but a folder or file of that name "
+                            f"is in the working directory ({os.getcwd()}) and would be loaded instead",
+                            "run from another directory, or name the folder as a local path (./…)")
+    return name
 
 
 def load_tokenizer(plan_model: Any, root: Path, data_dir: Path, chat_template: str | None = None):
@@ -99,7 +111,7 @@ def load_tokenizer(plan_model: Any, root: Path, data_dir: Path, chat_template: s
         if other is None:
             kwargs["revision"] = plan_model.revision  # the model's own tokenizer, at the model's revision
         else:  # another repository: the model's revision means nothing there
-            path = str(root / other.name_or_path) if other.source == "local" else other.name_or_path
+            path = str(root / other.name_or_path) if other.source == "local" else hub_id(other.name_or_path, "model.tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if v is not None})
     except OSError as exc:

@@ -117,7 +117,7 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
 def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
     from ftspec.runtime import builders
     from ftspec.runtime.evaluate import evaluate
-    from ftspec.runtime.models import load_model, load_tokenizer, load_tuned
+    from ftspec.runtime.models import hub_id, load_model, load_tokenizer, load_tuned
 
     device = builders.resolve_device(plan.compute)
     precision = builders.resolve_precision(plan.compute, device)
@@ -139,7 +139,7 @@ def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         judge = metric.model
-        path = str(ctx.root / judge.name_or_path) if judge.source == "local" else judge.name_or_path
+        path = str(ctx.root / judge.name_or_path) if judge.source == "local" else hub_id(judge.name_or_path, "eval.metrics")
         judge_tokenizer = AutoTokenizer.from_pretrained(path)
         if judge_tokenizer.pad_token is None:
             judge_tokenizer.pad_token = judge_tokenizer.eos_token
