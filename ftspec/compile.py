@@ -11,7 +11,7 @@ import hashlib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ftspec import __version__
 from ftspec import spec as S
@@ -19,12 +19,13 @@ from ftspec.checks import Context, default_metrics, has_test, has_validation, in
 from ftspec.errors import Issue, Pos, SpecError
 from ftspec.loader import display_path, load
 from ftspec.paths import PathPolicy, find_root
-from ftspec.plan import PLAN_VERSION, Plan
 from ftspec.spec import parse_gate
 from ftspec.sources import fingerprint
 from ftspec.splitting import split_sizes
-from ftspec.steps import plan_steps
 from ftspec.validate import validate
+
+if TYPE_CHECKING:
+    from ftspec.plan import Plan
 
 
 @dataclass
@@ -391,6 +392,10 @@ def _eval(ctx: Context, rows: dict) -> dict:
 
 
 def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
+    # Imported here: `validate` stops before the plan, and needs none of its models.
+    from ftspec.plan import PLAN_VERSION, Plan
+    from ftspec.steps import plan_steps
+
     spec = ctx.spec
     data = _data(ctx)
     body: dict[str, Any] = {

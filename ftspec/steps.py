@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from pydantic import BaseModel
 
-from ftspec.plan import PLAN_VERSION, Plan, digest, thaw
+if TYPE_CHECKING:
+    from ftspec.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ def select(body: Any, dotted: str) -> Any:
 def material(step_def: StepDef, body: Any, needs: Mapping[str, str]) -> dict:
     """What a step's key hashes: the fields it reads, as its view shows them, and the
     keys of the steps it needs."""
+    from ftspec.plan import PLAN_VERSION, thaw
+
     return {
         "plan_version": PLAN_VERSION,
         "step": step_def.name,
@@ -122,6 +125,8 @@ def material(step_def: StepDef, body: Any, needs: Mapping[str, str]) -> dict:
 
 def plan_steps(body: Mapping) -> list[dict]:
     """The steps of a plan body (a plan without steps or id, JSON-shaped), keyed."""
+    from ftspec.plan import digest, thaw
+
     body = thaw(body)
     present = [s for s in STEPS if s.present(body)]
     names = {s.name for s in present}
