@@ -27,7 +27,10 @@ print("HEAVY:" + ",".join(heavy))
     ["plan", "specs/quickstart.yaml"],
     ["plan", "specs/routing-prod.yaml", "--profile", "dev", "--json"],
     ["schema"],
-], ids=lambda a: " ".join(a[:2]))
+    ["schema", "--of", "plan"],
+    ["plan", "specs/quickstart.yaml", "--explain"],
+    ["diff", "specs/quickstart.yaml", "specs/routing-prod.yaml"],
+], ids=lambda a: " ".join(a[:3]))
 def test_light_command_does_not_import_the_training_stack(args):
     code = PROBE.format(args=args, heavy=HEAVY)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-import json
 
 from trl import SFTConfig, SFTTrainer
 
+from ftspec.io import read_json
 from ftspec.plan import chat_template_text
 from ftspec.runtime import builders
 from ftspec.runtime.callbacks import use_quiet_progress
@@ -58,7 +58,7 @@ def train_sft(job: TrainJob) -> TrainResult:
     args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None)
     args.update(tracking_arguments(plan.tracking, run_name=job.out_dir.parent.name))  # named after the run directory
     args["completion_only_loss"] = False  # the labels carry the loss mask already
-    stats = json.loads((job.data_dir / "stats.json").read_text(encoding="utf-8"))["splits"]
+    stats = read_json(job.data_dir / "stats.json", dict)["splits"]
     args.update(builders.batching_arguments(training, stats.get("train"), "sft"))
     config = SFTConfig(**args)
     # Packed rows are kept apart by their position ids only with the KV cache off.
