@@ -299,17 +299,9 @@ def spec_key(plan: Plan, path: str) -> str | None:
 def origins(plan: Plan, rows: Iterable[Any]) -> Origin:
     """Where each field of ``plan`` came from, given the rows of ``ftspec plan --explain``
     for the spec it was compiled from (:func:`ftspec.explain.explain`)."""
-    from ftspec.explain import DEFAULT
+    from ftspec.explain import label as words
 
     by_key = {row.key: row for row in rows}
-
-    def words(row) -> str:
-        if row.kind == DEFAULT:
-            return DEFAULT
-        if row.kind == "set":
-            return row.where
-        label = "profile " + row.kind.split(":", 1)[1] if row.kind.startswith("profile:") else row.kind
-        return f"{label} {row.where}"
 
     def origin(path: str) -> str | None:
         key = spec_key(plan, path)

@@ -186,13 +186,18 @@ def _shown(value: Any, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _label(row: Row) -> str:
+def label(row: Row, sep: str = " ") -> str:
+    """A row's origin in words: "default", "--set KEY=VALUE", or "profile smoke FILE:LINE"."""
     if row.kind == DEFAULT:
         return DEFAULT
     if row.kind == "set":
         return row.where
     kind = "profile " + row.kind.split(":", 1)[1] if row.kind.startswith("profile:") else row.kind
-    return f"{kind}  {row.where}"
+    return f"{kind}{sep}{row.where}"
+
+
+def _label(row: Row) -> str:
+    return label(row, "  ")
 
 
 def render_text(rows: list[Row]) -> str:

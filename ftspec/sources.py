@@ -197,6 +197,19 @@ def _text_lines(reader: _Reader, bad: set[int]) -> Iterator[str]:
             yield raw.decode("utf-8", "surrogateescape")
 
 
+
+def _whole_file_error(exc: BaseException, shown: str) -> "RowError":
+    """What stops reading a whole file, as one line at the file (or at its row)."""
+    if isinstance(exc, _Stop):
+        return RowError(Pos(shown, exc.line), exc.message)
+    if isinstance(exc, gzip.BadGzipFile):
+        return RowError(Pos(shown), "not a valid gzip file")
+    if isinstance(exc, EOFError):
+        return RowError(Pos(shown), "compressed file ends early (truncated?)")
+    if isinstance(exc, zlib.error):
+        return RowError(Pos(shown), "compressed data is corrupt (not a valid gzip stream)")
+    return RowError(Pos(shown), f"data file {describe_os_error(exc)}")
+
 def read_rows(
     path: Path,
     fmt: str,
@@ -230,16 +243,8 @@ def read_rows(
                 budget.rows -= 1
                 if budget.spent:
                     return
-    except _Stop as exc:
-        raise RowError(Pos(shown, exc.line), exc.message) from None
-    except gzip.BadGzipFile:
-        raise RowError(Pos(shown), "not a valid gzip file") from None
-    except EOFError:
-        raise RowError(Pos(shown), "compressed file ends early (truncated?)") from None
-    except zlib.error:
-        raise RowError(Pos(shown), "compressed data is corrupt (not a valid gzip stream)") from None
-    except OSError as exc:
-        raise RowError(Pos(shown), f"data file {describe_os_error(exc)}") from None
+    except (_Stop, gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
+        raise _whole_file_error(exc, shown) from None
 
 
 def _decode_error(shown: str, line: int) -> RowError:
@@ -599,14 +604,6 @@ def count_lines(path: Path, shown: str) -> int:
                     raise _Stop(f"a line longer than {MAX_LINE_BYTES >> 20} MiB; rows this long are refused")
             if carry.strip():
                 count += 1
-    except _Stop as exc:
-        raise RowError(Pos(shown, exc.line), exc.message) from None
-    except gzip.BadGzipFile:
-        raise RowError(Pos(shown), "not a valid gzip file") from None
-    except EOFError:
-        raise RowError(Pos(shown), "compressed file ends early (truncated?)") from None
-    except zlib.error:
-        raise RowError(Pos(shown), "compressed data is corrupt (not a valid gzip stream)") from None
-    except OSError as exc:
-        raise RowError(Pos(shown), f"data file {describe_os_error(exc)}") from None
+    except (_Stop, gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
+        raise _whole_file_error(exc, shown) from None
     return count
