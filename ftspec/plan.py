@@ -196,13 +196,10 @@ class LoraAdapter(_Frozen):
     bias: Literal["none", "all", "lora_only"]
 
 
-class QLoraAdapter(_Frozen):
-    kind: Literal["qlora"]
-    r: int
-    alpha: float
-    dropout: float
-    target_modules: Union[str, tuple[str, ...]]
-    bias: Literal["none", "all", "lora_only"]
+class QLoraAdapter(LoraAdapter):
+    """LoRA on a base model loaded in 4 or 8 bits."""
+
+    kind: Literal["qlora"]  # type: ignore[assignment]
     bits: Literal[4, 8]
     quant_type: Literal["nf4", "fp4"]
     double_quant: bool
