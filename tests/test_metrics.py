@@ -332,3 +332,15 @@ def test_a_regex_that_backtracks_without_end_gives_no_match_in_bounded_time():
     assert extract("a" * 40 + "!", {"regex": r"(a|aa)+$"}) == ""
     assert time.perf_counter() - started < M.REGEX_SECONDS * 3
     assert extract("answer: 42", {"regex": r"answer: (\d+)"}) == "42"  # and a sane one still matches
+
+
+def test_an_extraction_that_finds_nothing_is_a_miss_even_against_an_empty_reference():
+    spec = {"regex": r"answer: (\d+)"}
+    metrics = [{"name": "exact_match", "extract": spec}, {"name": "accuracy", "extract": spec}]
+    result = score(metrics, ["I do not know", "answer: 4"], ["no answer given here", "answer: 4"])
+    assert result.aggregate["exact_match"] == 0.5 and result.aggregate["accuracy"] == 0.5
+    assert [row["exact_match"] for row in result.per_example] == [0.0, 1.0]
+    assert result.extracted[0]["exact_match"] == {"prediction": "", "reference": ""}  # shown as found
+    assert result.details["extraction"]["exact_match"] == {"predictions_without_answer": 1, "references_without_answer": 1}
+    # without an extraction, an empty answer against an empty reference is still equal text
+    assert score([{"name": "exact_match"}], [""], [""]).aggregate["exact_match"] == 1.0

@@ -86,6 +86,9 @@ def extract(text: str, spec: dict | None) -> str:
     return text.strip()
 
 
+# What a prediction whose extraction found nothing is scored as: equal to no reference.
+NO_ANSWER = "\x00(no answer)"
+
 # A spec's regular expression meets text the model wrote: a pattern that backtracks
 # without end on some output (``(a|aa)+$``) must not hang the evaluation. The `regex`
 # package (re's syntax) can stop a match after a time; such a text counts as no match.
@@ -373,6 +376,12 @@ def score(metrics: list[dict], predictions: list[str], references: list[str],
         if spec:
             for j in range(n):
                 result.extracted[j][name] = {"prediction": m_preds[j], "reference": m_refs[j]}
+            result.details.setdefault("extraction", {})[name] = {
+                "predictions_without_answer": sum(1 for p in m_preds if not p),
+                "references_without_answer": sum(1 for r in m_refs if not r)}
+            # An extraction that finds nothing is a miss, never a match (not even with a
+            # reference the extraction found nothing in either).
+            m_preds = [p if p else NO_ANSWER for p in m_preds]
 
         if name in CLASSIFICATION:
             if key not in classifications:
