@@ -336,16 +336,14 @@ def _plan_for_diff(path: Path, profiles, sets, allow=()):
     from ftspec.compile import compile_sourced
 
     if path.suffix == ".json":
+        from ftspec.paths import read_regular
         from ftspec.plan import Plan
 
-        try:
-            if not path.is_file():  # a FIFO or a device would block or never end
-                what = "a directory" if path.is_dir() else ("missing" if not path.exists() else "not a regular file")
-                raise ValueError(f"{what}")
-            if path.stat().st_size > MAX_PLAN_BYTES:
-                raise ValueError(f"larger than {MAX_PLAN_BYTES // 1_000_000} MB; a plan is a few kB")
-            return Plan.from_json(path.read_text(encoding="utf-8")), None
-        except (OSError, ValueError) as exc:
+        try:  # a FIFO or a device is refused at once, not read without end
+            return Plan.from_json(read_regular(path, MAX_PLAN_BYTES).decode("utf-8")), None
+        except OSError as exc:
+            raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {exc.strerror or exc}") from None
+        except ValueError as exc:  # not UTF-8, not JSON, not a plan of this version
             raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {exc}") from None
     return compile_sourced(path, profiles, sets, allow=allow)
 

@@ -18,7 +18,7 @@ import json
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Mapping, TypeVar, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, WrapSerializer
 
 PLAN_VERSION = 1
 
@@ -296,8 +296,6 @@ def _metric_kind(value: Any) -> str:
     return name if name in ("json_schema", "judge") else "simple"
 
 
-from pydantic import Discriminator, Tag  # noqa: E402  (beside their one use)
-
 Metric = Annotated[
     Union[Annotated[SimpleMetric, Tag("simple")], Annotated[JsonSchemaMetric, Tag("json_schema")],
           Annotated[JudgeMetric, Tag("judge")]],
@@ -428,7 +426,6 @@ class Plan(_Frozen):
     def from_dict(cls, data: Any) -> "Plan":
         if not isinstance(data, dict):
             raise PlanFormatError(f"a plan is a JSON object (got {type(data).__name__})")
-        _check_version(data)
         try:
             plan = cls.build(data)
         except ValidationError as exc:
@@ -461,12 +458,9 @@ class Plan(_Frozen):
                 return step
         raise KeyError(name)
 
-    def has_step(self, name: str) -> bool:
-        return any(step.name == name for step in self.steps)
-
 
 class PlanVersionError(ValueError):
-    pass
+    """A plan of another ``plan_version``."""
 
 
 class PlanFormatError(ValueError):

@@ -131,8 +131,33 @@ def test_every_step_is_declared_once_with_a_runnable_function():
         assert set(s.needs) <= set(names[: names.index(s.name)]), f"{s.name} needs a later step"
         module, _, function = s.run.partition(":")
         assert module.startswith("ftspec.runtime.") and function
-        for read in s.reads:
-            assert read.split(".")[0] in Plan.model_fields, f"{s.name} declares '{read}', which no plan has"
+        for read in s.reads:  # a misspelt field would hash as null forever, and never re-key
+            assert _plan_field_exists(read), f"{s.name} declares '{read}', which no plan has"
+
+
+def _plan_field_exists(dotted: str) -> bool:
+    """Whether a dotted path names a field of the plan models (in any variant of a union)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def models(annotation):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in typing.get_args(annotation) for m in models(arg)]
+
+    level = [Plan]
+    for part in dotted.split("."):
+        fields = [m.model_fields[part] for m in level if part in m.model_fields]
+        if not fields:
+            return False
+        level = [m for f in fields for m in models(f.annotation)]
+    return True
+
+
+def test_a_misspelt_declaration_is_caught():
+    assert _plan_field_exists("format.chat_template") and _plan_field_exists("eval.few_shot_seed")
+    assert not _plan_field_exists("eval.few_shot_sed") and not _plan_field_exists("training.seed.value")
 
 
 def test_step_names_are_spelled_only_in_the_registry():

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import torch
 
 from ftspec.errors import Pos, SpecError
+from ftspec.runtime.tracking import tracking_arguments
 
 
 def resolve_device(compute: Any) -> str:
@@ -67,8 +68,10 @@ def _cadence(every: Any) -> tuple[str, int | None]:
     return "steps", int(every)
 
 
-def training_arguments(training: Any, tracking: Any, device: str, precision: str, output_dir: str, has_eval: bool) -> dict:
-    """Keyword arguments shared by SFTConfig and DPOConfig.
+def training_arguments(training: Any, tracking: Any, device: str, precision: str, output_dir: str, has_eval: bool,
+                       run_name: str | None = None) -> dict:
+    """Keyword arguments shared by SFTConfig and DPOConfig (the tracker and the run's name
+    there from :func:`ftspec.runtime.tracking.tracking_arguments`).
 
     ``max_steps`` is always the plan's total: resuming with the same total keeps the
     learning-rate schedule, and so the final weights, identical to an uninterrupted run.
@@ -101,13 +104,13 @@ def training_arguments(training: Any, tracking: Any, device: str, precision: str
         "save_total_limit": training.save_total_limit,
         "activation_checkpointing": training.gradient_checkpointing,
         "max_length": training.max_length,
-        "report_to": report_to(tracking),
         "dataloader_num_workers": 0,
         "use_cpu": device == "cpu",
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "disable_tqdm": True,  # the recipes show their own progress bar
     }
+    kwargs.update(tracking_arguments(tracking, run_name))
     if eval_steps:
         kwargs["eval_steps"] = eval_steps
     if save_steps:
@@ -133,11 +136,6 @@ def batching_arguments(training: Any, train_stats: Mapping | None, objective: st
     if mode == "length_grouped":
         return {"train_sampling_strategy": "group_by_length"}
     return {}
-
-
-def report_to(tracking: Any) -> list[str]:
-    kind = tracking.kind
-    return [] if kind == "none" else [kind]
 
 
 def lora_config(adapter: Any):

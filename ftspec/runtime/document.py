@@ -168,17 +168,21 @@ def verdict(names: list[str], headline: str | None, base: dict | None, tuned: di
         return f"tuned {word} base on {metric}: {b:.3f} → {t:.3f} ({d:+.3f})"
     on = f" on {rows} {split} rows" if rows is not None else ""
     if tuned is not None:
-        have = [n for n in names if num(tuned.get(n)) is not None]
-        if have:
-            metric = headline if headline in have else have[0]
+        metric = _shown_metric(names, headline, tuned)
+        if metric:
             return f"tuned model: {metric} {tuned[metric]:.3f}{on} (no baseline to compare with)"
         return "the tuned model was evaluated but no metric was computed"
     if base is not None:
-        have = [n for n in names if num(base.get(n)) is not None]
-        if have:
-            metric = headline if headline in have else have[0]
+        metric = _shown_metric(names, headline, base)
+        if metric:
             return f"only the base model was evaluated: {metric} {base[metric]:.3f}{on}"
     return "no evaluation results: the held-out evaluation did not run or left no metrics"
+
+
+def _shown_metric(names: list[str], headline: str | None, side: dict) -> str | None:
+    """The headline metric when this side has it, else the first one it has."""
+    have = [n for n in names if num(side.get(n)) is not None]
+    return (headline if headline in have else have[0]) if have else None
 
 
 def _describe_model(m: Any) -> str:

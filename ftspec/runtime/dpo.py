@@ -16,7 +16,6 @@ from ftspec.runtime.callbacks import use_quiet_progress
 from ftspec.runtime.data import read_jsonl
 from ftspec.runtime.job import TrainJob, TrainResult
 from ftspec.runtime.resume import Interrupt, last_checkpoint
-from ftspec.runtime.tracking import tracking_arguments
 from ftspec.runtime.models import load_model, load_tokenizer
 
 
@@ -45,8 +44,8 @@ def train_dpo(job: TrainJob) -> TrainResult:
     validation = Dataset.from_list(read_jsonl(validation_file)) if validation_file.exists() else None
 
     # 4. Configuration: shared arguments from the plan, and what DPO adds to them.
-    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None)
-    args.update(tracking_arguments(plan.tracking, run_name=job.out_dir.parent.name))  # named after the run directory
+    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None,
+                                       run_name=job.out_dir.parent.name)  # the tracker's run is named after the run directory
     args.update(beta=dpo.beta, loss_type=[dpo.loss_type], label_smoothing=dpo.label_smoothing)
     config = DPOConfig(**args)
 

@@ -18,7 +18,6 @@ from ftspec.runtime.data import load_tokens
 from ftspec.runtime.job import TrainJob, TrainResult
 from ftspec.runtime.sampling import LengthBuckets
 from ftspec.runtime.resume import Interrupt, last_checkpoint
-from ftspec.runtime.tracking import tracking_arguments
 from ftspec.runtime.models import load_model, load_tokenizer
 
 
@@ -55,8 +54,8 @@ def train_sft(job: TrainJob) -> TrainResult:
     validation = load_tokens(validation_dir) if validation_dir.exists() else None
 
     # 4. Configuration: shared arguments from the plan, and what SFT adds to them.
-    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None)
-    args.update(tracking_arguments(plan.tracking, run_name=job.out_dir.parent.name))  # named after the run directory
+    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None,
+                                       run_name=job.out_dir.parent.name)  # the tracker's run is named after the run directory
     args["completion_only_loss"] = False  # the labels carry the loss mask already
     stats = read_json(job.data_dir / "stats.json", dict)["splits"]
     args.update(builders.batching_arguments(training, stats.get("train"), "sft"))

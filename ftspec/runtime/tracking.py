@@ -41,10 +41,11 @@ def report_to(tracking: Any) -> list[str]:
     return [] if tracking.kind == "none" else [tracking.kind]
 
 
-def tracking_arguments(tracking: Any, run_name: str) -> dict:
-    """Training arguments: the tracker to report to, and the run's name there (the spec's name)."""
-    if tracking.kind == "none":
-        return {"report_to": []}
+def tracking_arguments(tracking: Any, run_name: str | None) -> dict:
+    """Training arguments: the tracker to report to, and the run's name there (the run
+    directory's name)."""
+    if tracking.kind == "none" or run_name is None:
+        return {"report_to": report_to(tracking)}
     return {"report_to": report_to(tracking), "run_name": run_name}
 
 
