@@ -26,7 +26,8 @@ class StepEntry(_Record):
 
     name: str = Field(description="Step name (see ftspec/steps.py).")
     key: str = Field(description="The step's key: the hash of the plan fields it reads and of the keys of the steps it needs.")
-    dir: str = Field(description="Its folder in the run directory.")
+    dir: str = Field(description="Its folder in the run directory: a link to where the output is stored.")
+    stored: Optional[str] = Field(None, description="Where the step's output is, relative to the run directory: the step store beside it (`../.ftspec-store/<step>/<key>`), shared by every run directory whose plan has the same step key.")
     state: Literal["ran", "reused"] = Field(description="`ran` in this run, or `reused` from an earlier one with the same key.")
     seconds: Optional[float] = Field(None, description="Wall time of the step, when it ran.")
     finished_at: Optional[str] = Field(None, description="When the step finished (UTC, ISO 8601).")
@@ -53,7 +54,7 @@ class Manifest(_Record):
     finished_at: Optional[str] = Field(None, description="UTC, ISO 8601.")
     seconds: Optional[float] = Field(None, description="Wall time of the whole run.")
     versions: dict[str, Optional[str]] = Field(description="Python and library versions.")
-    git: Optional[dict[str, Any]] = Field(None, description="Commit of the spec's repository and whether it had uncommitted changes.")
+    git: Optional[dict[str, Any]] = Field(None, description="Commit of the spec's repository; `dirty`: true when a tracked file was modified or an input of the plan (the spec, its bases, data and template files) was modified or untracked (`modified_inputs`, `untracked_inputs`).")
     machine: dict[str, Any] = Field(description="Platform and CPU count.")
     data: dict[str, DataFile] = Field(description="Each data source, by split.")
     steps: list[StepEntry] = Field(description="The plan's steps, in order.")
@@ -73,6 +74,26 @@ class GateResult(_Record):
     reason: Optional[str] = Field(None, description="Why a gate could not be checked.")
 
 
+Interval = Optional[list[float]]
+
+
+class Intervals(BaseModel):
+    """95% confidence intervals, [low, high] per metric (null where one could not be computed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str = Field(description="How they were computed: a paired percentile bootstrap over the evaluated rows.")
+    resamples: int = Field(description="Bootstrap resamples.")
+    seed: int = Field(description="Seed of the resampling: the same rows give the same intervals.")
+    level: float = Field(description="Confidence level.")
+    rows: int = Field(description="Rows resampled: those every evaluated model answered.")
+    base: Optional[dict[str, Interval]] = Field(None, description="Each metric of the base model.")
+    tuned: Optional[dict[str, Interval]] = Field(None, description="Each metric of the tuned model.")
+    majority: Optional[dict[str, Interval]] = Field(None, description="Each metric of the most-frequent-answer baseline.")
+    tuned_minus_base: Optional[dict[str, Interval]] = Field(None, description="tuned − base, paired: the same resampled rows for both.")
+    tuned_minus_majority: Optional[dict[str, Interval]] = Field(None, description="tuned − the most-frequent-answer baseline, paired.")
+
+
 class ReportMetrics(BaseModel):
     """The report's `metrics.json`: the held-out comparison of the base and the tuned model."""
 
@@ -86,6 +107,10 @@ class ReportMetrics(BaseModel):
     base: Optional[dict[str, Optional[float]]] = Field(None, description="The base model's metrics (null without a baseline).")
     tuned: Optional[dict[str, Optional[float]]] = Field(None, description="The tuned model's metrics.")
     delta: dict[str, float] = Field(default_factory=dict, description="tuned − base, per metric.")
+    majority: Optional[dict[str, Optional[float]]] = Field(None, description="The most-frequent-answer baseline: the most frequent answer of the training split (the majority class, for labels) predicted for every evaluated row, scored with each metric that needs no model (null without a training split).")
+    majority_answers: Optional[dict[str, Optional[str]]] = Field(None, description="The answer that baseline predicts, per metric (as the metric's extraction finds it).")
+    intervals: Optional[Intervals] = Field(None, description="Confidence intervals of each metric and of the differences (null without evaluated rows).")
+    verdict: Optional[str] = Field(None, description="The report's headline sentence: better than base only when the interval of tuned − base excludes 0.")
     gates: list[GateResult] = Field(default_factory=list, description="Each gate of the plan, checked.")
     gates_passed: bool = Field(description="Whether every gate passed (true without gates).")
     overfitting: Optional[str] = Field(None, description="A warning when the validation loss rose while the training loss fell.")

@@ -108,11 +108,15 @@ class Context:
     not_checked: list[str] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     names_ok: bool = True  # every template name is a column, so rows can be rendered
+    filter_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (kept, rendered) by data.filter
     schemas: dict[int, str] = field(default_factory=dict)  # eval.metrics index -> JSON Schema text
     scan: ScanBudget = field(default_factory=lambda: ScanBudget(SCAN_ROWS, SCAN_BYTES))
     render_budget: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(RENDER_BUDGET))
     compile_budget: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(COMPILE_BUDGET))
     sample_bytes: int = SAMPLE_BYTES  # what is left of it
+    # A key of each training row parsed, kept when a validation or test file is read
+    # too: held-out rows that are training rows are found by it (quiet.check_held_out_overlap).
+    train_keys: set[int] = field(default_factory=set)
 
     def at(self, *path) -> Origin:
         return self.loaded.origin(path)
@@ -133,16 +137,44 @@ class Context:
 
     @property
     def train_rows_after_split(self) -> int | None:
-        info = self.sources.get("train")
-        rows = info.rows if info is not None and info.readable else None
-        if rows is None:
-            return None
-        split = self.spec.data.split
-        if split is None:
-            return rows
-        from ftspec.splitting import split_sizes
+        """Training rows after data.filter (estimated where it was tried on a sample) and splitting, before limit."""
+        from ftspec.splitting import split_counts
 
-        return split_sizes(rows, split.validation, split.test)[0]
+        sources = {s: self.source_rows(s)[0] for s in self.sources}
+        return split_counts(sources, self.spec.data.split, None)["train"] if "train" in sources else None
+
+    def source_rows(self, split: str) -> tuple[int | None, bool]:
+        """Rows one source gives after data.filter, and whether that is an estimate: the
+        filter renders the sample rows only, and the share it keeps there stands for the rest."""
+        info = self.sources.get(split)
+        rows = info.rows if info is not None and info.readable else None
+        if rows is None or self.spec.data.filter is None:
+            return rows, False
+        kept, rendered = self.filter_counts.get(split, (0, 0))
+        if not kept:  # nothing kept, or nothing to estimate from: check_filter says which
+            return None, False
+        if rendered >= rows:
+            return kept, False
+        return round(rows * kept / rendered), True
+
+    def planned_rows(self) -> tuple[dict[str, int | None], list[str]]:
+        """Rows of each split after data.filter, splitting and data.limit, and the splits
+        whose count is an estimate (see :meth:`source_rows`)."""
+        from ftspec.splitting import SPLITS as ORDER, split_counts
+
+        sources: dict[str, int | None] = {}
+        lower: dict[str, int | None] = {}  # the rows the sample shows the filter keeps, at least
+        for split in self.sources:
+            n, estimate = self.source_rows(split)
+            sources[split] = n
+            lower[split] = self.filter_counts[split][0] if estimate else n
+        data = self.spec.data
+        counts = split_counts(sources, data.split, data.limit)
+        if lower == sources:
+            return counts, []
+        # An estimate is certain where the rows known to be kept already fill the split's limit.
+        floor = split_counts(lower, data.split, data.limit)
+        return counts, [s for s in ORDER if counts[s] is not None and floor[s] != counts[s]]
 
 
 # --------------------------------------------------------------------------- gathering
@@ -187,7 +219,8 @@ def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> No
         return
     problem = file_problem(path)
     if problem:
-        ctx.issues.append(Issue(pos, key, f"data file '{source.path}' {problem}"))
+        hint = nearby_file(path, source.path) if problem == "not found" else None
+        ctx.issues.append(Issue(pos, key, f"data file '{source.path}' {problem}", hint))
         return
     fmt = source.format or infer_format(source.path)
     if fmt is None:
@@ -204,6 +237,7 @@ def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> No
     budget = ScanBudget(max(ctx.scan.rows - later * share[0], SAMPLE_ROWS), max(ctx.scan.bytes - later * share[1], 1 << 20))
     start = budget.rows, budget.bytes
     rows = 0
+    keep_keys = split == "train" and later > 0
     try:
         try:
             for row in read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
@@ -211,6 +245,8 @@ def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> No
                 if len(info.sample) < SAMPLE_ROWS and (row.size <= ctx.sample_bytes or not info.sample):
                     info.sample.append(row)
                     ctx.sample_bytes -= row.size
+                if keep_keys:
+                    ctx.train_keys.add(row_key(row.values))
                 rows += 1
         finally:
             ctx.scan.rows -= start[0] - budget.rows
@@ -235,6 +271,45 @@ def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> No
         if len(seen) > MAX_COLUMNS:  # rows with different keys each: enough to name them
             break
     info.columns = list(seen)
+
+
+def row_key(values: dict) -> int:
+    """A hash of a row's values, the same for the same row in any file."""
+    try:
+        return hash(repr(sorted(values.items())))
+    except TypeError:
+        return hash(repr(values))
+
+
+def nearby_file(path: Path, written: str, most: int = 10_000) -> str | None:
+    """A "did you mean" for a file that is not there: a file beside it with a close name
+    or the same name with another extension, or the folder that is missing."""
+    folder = path.parent
+    if not folder.is_dir():
+        parent = Path(written).parent.as_posix()
+        return f"there is no folder '{parent}'" if parent not in ("", ".") else None
+    names: list[str] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if len(names) >= most:
+                    break
+                if not entry.name.startswith("."):
+                    names.append(entry.name)
+    except OSError:
+        return None
+    prefix = written[: len(written) - len(path.name)]
+
+    def stem(name: str) -> str:
+        return name.lower().split(".")[0]
+
+    same_stem = sorted(n for n in names if stem(n) == stem(path.name) and infer_format(n))
+    if same_stem:
+        return f"did you mean '{prefix}{same_stem[0]}'?"
+    close = tpl.close_match(path.name, names)
+    if close:
+        return close.replace("'", "'" + prefix, 1)
+    return None
 
 
 def _count_rest(ctx: Context, info: SourceInfo, fmt: str, on_bad: str, parsed: int) -> int | None:
@@ -409,6 +484,8 @@ def _template_refs(spec: S.Spec) -> Iterator[tuple[tuple, Any]]:
             yield ("format", "chat_template"), f.chat_template
     for name, text in spec.data.derive.items():
         yield ("data", "derive", name), text
+    if spec.data.filter is not None:
+        yield ("data", "filter"), spec.data.filter
     for i, metric in enumerate(spec.eval.metrics):
         if isinstance(metric, S.JudgeMetric):
             yield ("eval", "metrics", i, "rubric"), metric.rubric
@@ -482,6 +559,8 @@ def check_template_names(ctx: Context) -> Iterator[Issue]:
         if key in ctx.parsed:
             names_of(ctx.parsed[key][1], ("data", "derive", name))
         available.append(name)
+    if "data.filter" in ctx.parsed:  # the filter sees the columns after renames and derived columns
+        names_of(ctx.parsed["data.filter"][1], ("data", "filter"))
     for key, (_, names) in ctx.parsed.items():
         if not key.startswith("format.") or key == "format.chat_template":
             continue
@@ -508,8 +587,11 @@ def check_sample_rows(ctx: Context) -> Iterator[Issue]:
         for row in info.sample:
             try:
                 formatter(row.values)
+            except Dropped:  # data.filter leaves the row out (check_filter reports a filter that cannot decide)
+                continue
             except FormatError as exc:
-                if exc.refused:  # the template's fault: one report, and no more rendering
+                if exc.refused:  # the template's fault: one report, and no more rendering by any check
+                    ctx.formatter = None
                     yield Issue(Pos(info.shown, row.number), exc.key, exc.message)
                     return
                 if ctx.spec.data.on_bad_row == "skip":
@@ -520,23 +602,47 @@ def check_sample_rows(ctx: Context) -> Iterator[Issue]:
                     break
 
 
+class Dropped(FormatError):
+    """A sample row that data.filter leaves out (``problem``: why the filter could not
+    decide, when it rendered neither true nor false)."""
+
+    def __init__(self, problem: str | None = None):
+        super().__init__("data.filter", problem or "left out by data.filter")
+        self.problem = problem
+
+
 class _SampleFormatter:
     """A RowFormatter for the sample rows, within the run's rendering budget, that
     remembers each row's result: the checks and the compiler ask for the same rows
-    more than once, and a template is rendered once per row."""
+    more than once, and a template is rendered once per row. With ``row_filter``
+    (data.filter), a row the filter leaves out raises :class:`Dropped`, as the
+    runtime leaves it out before formatting."""
 
-    def __init__(self, formatter: RowFormatter):
+    def __init__(self, formatter: RowFormatter, row_filter: jinja2.Template | None = None):
         self.formatter = formatter
+        self.row_filter = row_filter
         self.done: dict[int, tuple[dict, Any]] = {}  # id(values) -> (values, record or FormatError)
 
     def __getattr__(self, name):
         return getattr(self.formatter, name)
 
+    def _format(self, values: dict) -> dict:
+        if self.row_filter is None:
+            return self.formatter(values)
+        from ftspec.splitting import filter_verdict, verdict_problem
+
+        mapped = self.formatter.columns(values)
+        text = self.formatter._render(self.row_filter, mapped, "data.filter", self.formatter.budget)
+        verdict = filter_verdict(text)
+        if not verdict:
+            raise Dropped(None if verdict is False else verdict_problem(text))
+        return self.formatter.render(mapped)
+
     def __call__(self, values: dict) -> dict:
         hit = self.done.get(id(values))
         if hit is None or hit[0] is not values:
             try:
-                result: Any = self.formatter(values)
+                result: Any = self._format(values)
             except FormatError as exc:
                 result = exc
             hit = self.done[id(values)] = (values, result)
@@ -548,7 +654,7 @@ class _SampleFormatter:
 def _formatter(ctx: Context) -> _SampleFormatter | None:
     """A formatter from the parsed templates, or None when a template did not parse."""
     f = ctx.spec.format
-    needed = [k for k in ctx.parsed if k.startswith(("format.", "data.derive."))]
+    needed = [k for k in ctx.parsed if k.startswith(("format.", "data.derive.")) or k == "data.filter"]
     wanted = [".".join(map(str, p)) for p, _ in _template_refs(ctx.spec) if p[0] in ("format", "data")]
     if set(wanted) - set(needed):
         return None
@@ -558,8 +664,9 @@ def _formatter(ctx: Context) -> _SampleFormatter | None:
     turns = []
     if isinstance(f, S.ChatFormat) and f.messages:
         turns = [(t.role, ctx.parsed[f"format.messages.{i}.content"][0]) for i, t in enumerate(f.messages)]
+    row_filter = ctx.parsed["data.filter"][0] if "data.filter" in ctx.parsed else None
     return _SampleFormatter(RowFormatter(f.kind, dict(ctx.spec.data.rename), derive, fields, turns,
-                                         getattr(f, "messages_column", None), budget=ctx.render_budget))
+                                         getattr(f, "messages_column", None), budget=ctx.render_budget), row_filter)
 
 
 # What the non-row templates see when they are tried out at validate time.
@@ -824,12 +931,20 @@ def check_eval(ctx: Context) -> Iterator[Issue]:
                           "add data.test or data.split.test")
     if e.mode == "choices" and ctx.spec.format.kind == "preference":
         yield ctx.error(("eval", "mode"), "choices mode scores labels of prompt/completion or chat data, not preference pairs")
-    names = metric_names(ctx.spec) or default_metrics(ctx.spec)
+    from ftspec.evalmode import eval_split, resolve_for
+    from ftspec.spec import PREFERENCE_METRICS
+
+    names = metric_names(ctx.spec) or default_metrics(ctx.spec, resolve_for(ctx, eval_split(ctx.spec)).mode)
     seen: set[str] = set()
     for i, name in enumerate(metric_names(ctx.spec)):
         if name in seen:
             yield ctx.error(("eval", "metrics", i), f"metric '{name}' is listed twice")
         seen.add(name)
+        if name in PREFERENCE_METRICS and ctx.spec.format.kind != "preference":
+            yield ctx.error(("eval", "metrics", i), f"{name} scores preference pairs (format.kind: preference)")
+        elif name in ("reward_accuracy", "reward_margin") and not e.baseline:
+            yield ctx.error(("eval", "metrics", i), f"{name} is DPO's reward, measured against the base model; "
+                            "set eval.baseline: true")
     for gate in e.gates:
         metric = gate[len("improvement."):] if gate.startswith("improvement.") else gate
         if metric not in names:
@@ -917,7 +1032,7 @@ def _foreign_step_folder(out: Path) -> str | None:
     """A run replaces its steps' folders (data, model, report, …) in the run directory:
     one that ftspec did not write (no step marker in it) would be lost."""
     from ftspec import steps
-    from ftspec.rundir import MARKER
+    from ftspec.rundir import MARKER, STORE
 
     if out.exists() and not out.is_dir():
         return "is a file; the run directory is a folder"
@@ -925,6 +1040,8 @@ def _foreign_step_folder(out: Path) -> str | None:
         return None
     for name in sorted({steps.folder(n) for n in steps.BY_NAME}):
         folder = out / name
+        if folder.is_symlink() and os.readlink(folder).startswith(os.path.join("..", STORE) + os.sep):
+            continue  # a link into the step store beside the run directory: ftspec's own
         if (folder.exists() or folder.is_symlink()) and not (folder / MARKER).is_file():
             return (f"holds '{name}', which a run would replace, and ftspec did not write it; "
                     "use a folder of its own, e.g. runs/{name}")
@@ -946,6 +1063,13 @@ def _same_source(a: SourceInfo, b: SourceInfo) -> bool:
     return False
 
 
+def held_out_fix(spec: S.Spec, split: str) -> str:
+    """How to hold rows of the training file out for ``split``, in the spec's own words."""
+    if spec.data.split is None:
+        return f"remove data.{split} and hold rows out of data.train with data.split: {{{split}: 0.1}}"
+    return f"remove data.{split} and add {split}: 0.1 to data.split"
+
+
 def check_same_data(ctx: Context) -> Iterator[Issue]:
     """Held-out rows must not be the rows trained on: validation or test read from the
     training file measure memorisation, not generalisation."""
@@ -956,23 +1080,24 @@ def check_same_data(ctx: Context) -> Iterator[Issue]:
         info = ctx.sources.get(split)
         if info is not None and _same_source(train, info):
             yield ctx.warning(("data", split), f"reads the same data as data.train: the model is {'validated' if split == 'validation' else 'tested'} "
-                              "on rows it trained on", f"hold rows out with data.split.{split} instead")
+                              "on rows it trained on", held_out_fix(ctx.spec, split))
     val, test = ctx.sources.get("validation"), ctx.sources.get("test")
     if val is not None and test is not None and _same_source(val, test):
         yield ctx.warning(("data", "test"), "reads the same data as data.validation; the test split should be rows "
                           "that nothing was tuned on")
 
 
-def default_metrics(spec: S.Spec) -> list[str]:
-    if spec.format.kind == "preference":
-        return []
-    return ["accuracy"] if spec.eval.mode == "choices" else ["exact_match"]
+def default_metrics(spec: S.Spec, mode: str | None = None) -> list[str]:
+    """The metrics of an evaluation whose spec lists none (``mode``: the resolved eval mode)."""
+    from ftspec.evalmode import default_metrics as defaults
+
+    return defaults(spec.format.kind, mode or spec.eval.mode, spec.eval.baseline)
 
 
 def check_choices(ctx: Context) -> Iterator[Issue]:
     """In choices mode, the sampled references are among the allowed labels."""
     e = ctx.spec.eval
-    if e.mode != "choices" or not e.choices or ctx.formatter is None:
+    if e.mode == "generate" or not e.choices or ctx.formatter is None:  # auto with choices is choices mode
         return
     allowed = set(e.choices)
     for split in SPLITS:
@@ -992,12 +1117,43 @@ def check_choices(ctx: Context) -> Iterator[Issue]:
                 break
 
 
+def check_filter(ctx: Context) -> Iterator[Issue]:
+    """data.filter renders true or false for every sample row, and keeps some of them.
+    What it keeps of each source's sample is counted (ctx.filter_counts) for the plan's rows."""
+    if ctx.spec.data.filter is None or ctx.formatter is None:
+        return
+    for split in SPLITS:
+        info = ctx.sources.get(split)
+        if not info or not info.readable:
+            continue
+        kept = rendered = 0
+        for row in info.sample:
+            try:
+                ctx.formatter(row.values)
+            except Dropped as exc:
+                if exc.problem:  # the filter's mistake, whatever the row: one report
+                    yield ctx.error(("data", "filter"), f"{exc.problem} (row {info.shown}:{row.number})")
+                    return
+                rendered += 1
+                continue
+            except FormatError as exc:
+                if exc.refused:  # out of rendering time: count what was rendered
+                    break
+            kept += 1
+            rendered += 1
+        ctx.filter_counts[split] = (kept, rendered)
+        if rendered and not kept:
+            if info.rows is not None and rendered >= info.rows:
+                yield ctx.error(("data", "filter"), f"drops every row of {info.shown} ({info.rows} rows)")
+            else:
+                yield ctx.warning(("data", "filter"), f"drops each of the first {rendered} rows of {info.shown}; "
+                                  "its rows are counted only when the data is prepared")
+
+
 def check_batch_fits(ctx: Context) -> Iterator[Issue]:
     """One optimizer step should not need more rows than there are."""
-    rows = ctx.train_rows_after_split
+    rows = ctx.planned_rows()[0]["train"] if "train" in ctx.sources else None
     t = ctx.spec.training
-    if ctx.spec.data.limit:
-        rows = min(rows, ctx.spec.data.limit) if rows is not None else None
     per_step = t.batch_size * t.gradient_accumulation * ctx.spec.compute.num_processes * ctx.spec.compute.num_nodes
     if rows is not None and 0 < rows < per_step:
         yield ctx.warning(("training", "batch_size"), f"one optimizer step takes {per_step} rows but there are only {rows}")
@@ -1007,6 +1163,7 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_rename,
     check_template_names,
     check_sample_rows,
+    check_filter,
     check_other_templates,
     check_method_format,
     check_qlora_device,
@@ -1029,10 +1186,46 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
 ]
 
 
-def run_checks(ctx: Context) -> list[Issue]:
+# The spec keys each check reads (dotted prefixes). When the schema refused part of a
+# spec, the rest is still checked (validate.salvage): a check runs only when nothing it
+# reads was set aside, and a check not listed here does not run then.
+READS: dict[str, tuple[str, ...]] = {
+    "check_rename": ("data.train", "data.rename"),
+    "check_template_names": ("data.train", "data.rename", "data.derive", "format"),
+    "check_sample_rows": ("data.train", "data.validation", "data.test", "data.rename", "data.derive",
+                          "data.filter", "data.on_bad_row", "format"),
+    "check_filter": ("data", "format"),
+    "check_splits": ("data",),
+    "check_data_size": ("data",),
+    "check_same_data": ("data.train", "data.validation", "data.test"),
+    "check_method_format": ("method", "format"),
+    "check_chat_template": ("format", "model"),
+    "check_lora_targets": ("method", "model"),
+    "check_model_revision": ("model",),
+    "check_precision": ("compute",),
+    "check_attention": ("compute",),
+    "check_json_schemas": ("eval",),
+    "check_other_templates": ("format", "eval"),
+}
+
+
+def _overlaps(key: str, aside: Iterable[str]) -> bool:
+    return any(key == a or key.startswith(a + ".") or a.startswith(key + ".") for a in aside)
+
+
+def run_checks(ctx: Context, aside: tuple[str, ...] = ()) -> list[Issue]:
+    """Every check's issues. ``aside``: spec keys the schema refused and that were set
+    aside (see validate.salvage); what reads them is not checked, nor reported."""
+    from ftspec.quiet import QUIET_CHECKS, QUIET_READS
+
     issues = list(ctx.issues)
-    for check in CHECKS:
+    reads = {**READS, **QUIET_READS}
+    for check in CHECKS + QUIET_CHECKS:
+        if aside and (check.__name__ not in reads or any(_overlaps(k, aside) for k in reads[check.__name__])):
+            continue
         issues.extend(check(ctx))
+    if aside:
+        issues = [i for i in issues if not _overlaps(i.key, aside)]
     return issues
 
 

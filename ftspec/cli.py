@@ -103,17 +103,16 @@ def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: 
         return
     _print_issues(warnings)
     if output is not None:
-        if _write_output(output, result.to_json()):
-            click.echo(f"wrote {output} (plan {result.short_id})", err=True)
+        # -o FILE writes the file and nothing else (a user redirecting the output wants
+        # nothing mixed in); -o - writes the plan's JSON to the standard output, once.
+        _write_output(output, result.to_json())
     if explain:
         from ftspec.explain import explain_spec, render_json, render_text
 
         rows = explain_spec(spec, profiles, sets, allow)
         click.echo(render_json(rows) if as_json else render_text(rows), nl=False)
-    elif as_json:
-        click.echo(result.to_json(), nl=False)
     elif output is None:
-        click.echo(render_plan(result, color=sys.stdout.isatty()))
+        click.echo(result.to_json() if as_json else render_plan(result, color=sys.stdout.isatty()), nl=not as_json)
 
 
 def _write_output(output: Path, text: str) -> bool:
@@ -286,7 +285,7 @@ def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: 
     states = step_states(plan_, run_dir)
     click.echo(f"{plan_.name}  plan {plan_.short_id}  run directory {plan_.output.dir}")
     for step in plan_.steps:
-        click.echo(f"  {step.name:<13} {step.key[:12]}  {states[step.name]}")
+        click.echo(f"  {step.name:<15} {step.key[:12]}  {states[step.name]}")
 
 
 @main.command()
@@ -306,15 +305,55 @@ def runs(directory: Path) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         click.echo("  ".join(r[i].ljust(widths[i]) for i in range(5)) + (f"  {r[5]}" if r[5] else ""))
+    from ftspec.rundir import STORE, collect, human_bytes, store_entries, Store
+
+    entries = [e for e in store_entries(Store(directory / STORE)) if e.kind == "step"]
+    if entries:
+        spare = collect(directory)
+        click.echo(f"step store {directory / STORE}: {len(entries)} steps, {human_bytes(sum(e.bytes for e in entries))}"
+                   + (f"; `ftspec gc {directory}` frees {human_bytes(spare.bytes)} that no run refers to"
+                      if spare.remove else ""))
+
+
+@main.command()
+@click.argument("directory", required=False, default="runs", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dry-run", "-n", is_flag=True, help="Say what would be removed, and remove nothing.")
+@click.option("--keep", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Also keep, for each step, the N most recently finished outputs no run refers to.")
+def gc(directory: Path, dry_run: bool, keep: int) -> None:
+    """Remove the step outputs in DIRECTORY's store (default: runs/) that no run directory refers to."""
+    from ftspec.rundir import STORE, collect, hold_runs, human_bytes, remove_entry
+
+    if not (directory / STORE).is_dir():
+        click.echo(f"nothing to collect: {directory} has no step store ({STORE})")
+        return
+    try:
+        held = hold_runs(directory)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    with held:
+        found = collect(directory, keep)
+        for entry in found.remove:
+            if not dry_run:
+                remove_entry(entry)
+            what = {"step": "", "partial": " (cut off)", "checkpoints": " (checkpoints)", "lock": " (lock)",
+                    "leftover": " (leftover)"}.get(entry.kind, "")
+            click.echo(f"{'would remove' if dry_run else 'removed'}  {entry.label}{what}  {human_bytes(entry.bytes)}")
+    kept = [e for e in found.kept if e.kind == "step"]
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{verb} {human_bytes(found.bytes)} ({sum(e.kind == 'step' for e in found.remove)} steps); "
+               f"kept {len(kept)} steps, {human_bytes(sum(e.bytes for e in kept))}"
+               + (f"; {len(found.busy)} in use by a run now" if found.busy else ""))
 
 
 @main.command("eval")
 @_spec_options
 def eval_(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
-    """Score the base and the trained model again, without training, and rebuild the report."""
-    from ftspec.steps import EVAL_BASE, EVAL_TUNED, REPORT
+    """Evaluate the base and the trained model again (generate and score), without training, and rebuild the report."""
+    from ftspec.steps import EVAL_BASE, EVAL_TUNED, GENERATE_BASE, GENERATE_TUNED, REPORT
 
-    names = {EVAL_BASE.name, EVAL_TUNED.name, REPORT.name}
+    names = {GENERATE_BASE.name, EVAL_BASE.name, GENERATE_TUNED.name, EVAL_TUNED.name, REPORT.name}
     _execute(spec, profiles, sets, False, force=names, only=names, allow=allow)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -21,7 +22,7 @@ from ftspec.loader import display_path, load
 from ftspec.paths import PathPolicy, find_root
 from ftspec.spec import parse_gate
 from ftspec.sources import fingerprint
-from ftspec.splitting import split_sizes
+from ftspec.splitting import split_limits
 from ftspec.validate import validate
 
 if TYPE_CHECKING:
@@ -44,12 +45,21 @@ def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[st
     policy = PathPolicy.for_spec(Path(path), allow)
     loaded = load(path, profiles, sets, policy)
     spec, issues = validate(loaded)
+    aside: tuple[str, ...] = ()
     if spec is None:
-        raise SpecError(issues)
+        # The schema refused part of the spec: what it did not refuse is still checked
+        # (its data, its templates), so schema, template and data errors show in one run.
+        from ftspec.validate import salvage
+
+        spec, aside = salvage(loaded)
+        if spec is None:
+            raise SpecError(issues)
     # The effective spec is valid (any errors so far are in unused profiles or were
-    # refused by the loader): the checks still run, so every problem shows at once.
+    # refused by the loader), or was made so: the checks still run, so every problem shows at once.
     ctx = inspect(loaded, spec, policy)
-    issues = issues + run_checks(ctx)
+    issues = issues + run_checks(ctx, aside)
+    if aside:
+        raise SpecError([i for i in issues if i.is_error] + ([i for i in issues if not i.is_error] if strict else []))
     errors = [i for i in issues if i.is_error]
     warnings = [i for i in issues if not i.is_error]
     if errors or (strict and warnings):
@@ -165,31 +175,61 @@ def _source(ctx: Context, split: str) -> dict | None:
     }
 
 
-def _rows(ctx: Context) -> dict:
-    d = ctx.spec.data
-    counts: dict[str, int | None] = {s: (ctx.sources[s].rows if s in ctx.sources else 0) for s in ("train", "validation", "test")}
-    if d.split is not None and counts["train"] is not None:
-        n_train, n_val, n_test = split_sizes(counts["train"], d.split.validation, d.split.test)
-        counts["train"] = n_train
-        if d.validation is None:
-            counts["validation"] = n_val
-        if d.test is None:
-            counts["test"] = n_test
-    if d.limit:
-        counts = {k: (min(v, d.limit) if v is not None else None) for k, v in counts.items()}
-    return counts
+def _rows(ctx: Context) -> tuple[dict, list[str]]:
+    """Rows of each split after data.filter, splitting and data.limit, as the runtime cuts
+    them (ftspec.splitting); where the filter was tried on a sample only, an estimate, named."""
+    counts, estimated = ctx.planned_rows()
+    if estimated:
+        sampled = ", ".join(f"{ctx.sources[s].shown} kept {k} of the first {n}" for s, (k, n) in ctx.filter_counts.items()
+                            if ctx.source_rows(s)[1])
+        ctx.not_checked.append(f"data.rows: {', '.join(estimated)} estimated from data.filter's verdicts on a sample "
+                               f"({sampled}); exact when the data is prepared")
+    return counts, estimated
+
+
+def _limit(limit: Any) -> dict | None:
+    """data.limit as the limit of each split: a number is every split's."""
+    if limit is None:
+        return None
+    return split_limits(limit.model_dump() if isinstance(limit, S.SplitLimits) else limit)
+
+
+def plan_threads(compute: S.Compute) -> int:
+    """compute.threads, with `auto` resolved: 1, on every machine. The plan must not depend
+    on where it is made (its id and its golden copies are compared across machines), and
+    on a shared or small CPU torch's default (a thread per core) made quickstart-sized
+    training up to 4x slower than one thread, while two threads gained nothing even on an
+    idle core pair (bench/threads.py). The runtime sets exactly this number."""
+    return 1 if compute.threads == "auto" else compute.threads
+
+
+def plan_precision(compute: S.Compute) -> str:
+    """compute.precision, resolved where the device makes it certain: `auto` is fp32 on
+    cpu and mps (bf16 autocast is for CUDA devices that have it); on `cuda` or an `auto`
+    device it stays `auto`, decided when the run starts (builders.resolve_precision)."""
+    if compute.precision == "auto" and compute.device in ("cpu", "mps"):
+        return "fp32"
+    return compute.precision
+
+
+def _compute(ctx: Context) -> dict:
+    c = ctx.spec.compute
+    return {**c.model_dump(), "precision": plan_precision(c), "threads": plan_threads(c)}
 
 
 def _data(ctx: Context) -> dict:
     d = ctx.spec.data
+    rows, estimated = _rows(ctx)
     return {
         "sources": {s: _source(ctx, s) for s in ("train", "validation", "test") if s in ctx.sources},
         "rename": dict(d.rename),
         "derive": [{"name": n, "template": _template(ctx.templates[f"data.derive.{n}"])} for n in d.derive],
         "split": d.split.model_dump() if d.split else None,
-        "limit": d.limit,
+        "filter": _template(ctx.templates["data.filter"]) if d.filter is not None else None,
+        "limit": _limit(d.limit),
         "on_bad_row": d.on_bad_row,
-        "rows": _rows(ctx),
+        "rows": rows,
+        "rows_estimated": estimated,
     }
 
 
@@ -357,13 +397,25 @@ def _metric(metric: Any, ctx: Context, i: int) -> dict:
 
 
 def _eval(ctx: Context, rows: dict) -> dict:
+    from ftspec.evalmode import eval_split, resolve_for
+
     e = ctx.spec.eval
-    split = e.split
-    if split == "auto":
-        split = "test" if has_test(ctx.spec) else ("validation" if has_validation(ctx.spec) else None)
+    split = eval_split(ctx.spec)
+    resolved = resolve_for(ctx, split)  # eval.mode auto and eval.stop unset, decided on the sampled answers
     metrics = [_metric(m, ctx, i) for i, m in enumerate(e.metrics)]
     if not metrics:
-        metrics = [{"name": n, "extract": None} for n in default_metrics(ctx.spec)]
+        metrics = [{"name": n, "extract": None} for n in default_metrics(ctx.spec, resolved.mode)]
+    # What the generation steps must compute for these metrics (the rest is scoring).
+    from ftspec.spec import PREFERENCE_METRICS
+
+    names = {m["name"] for m in metrics}
+    outputs = []
+    if names - set(PREFERENCE_METRICS) - {"perplexity"}:
+        outputs.append("answers")
+    if "perplexity" in names:
+        outputs.append("perplexity")
+    if names & set(PREFERENCE_METRICS):
+        outputs.append("pair_logprobs")
     gates = []
     for key, cond in sorted(e.gates.items()):
         op, threshold = parse_gate(cond)
@@ -378,17 +430,52 @@ def _eval(ctx: Context, rows: dict) -> dict:
         "split": split,
         "rows": n,
         "baseline": e.baseline,
-        "mode": e.mode,
+        "mode": resolved.mode,
+        "mode_reason": resolved.reason,
         "choices": e.choices,
         "metrics": metrics,
+        "outputs": outputs,
         "max_new_tokens": e.max_new_tokens,
-        "stop": list(e.stop),
+        "stop": list(resolved.stop),
         "few_shot": e.few_shot,
         "few_shot_seed": ctx.spec.training.seed if e.few_shot else None,
         "batch_size": e.batch_size,
         "limit": e.limit,
         "gates": gates,
     }
+
+
+VARIANT_SAFE = re.compile(r"[A-Za-z0-9._,=+-]+")
+
+
+def run_dir_name(ctx: Context) -> str:
+    """The run directory: ``output.dir`` with ``{name}`` filled in, and, for a run with
+    profiles or ``--set`` overrides, ``@VARIANT`` after it (``runs/quickstart@smoke``),
+    so that a smoke run or an experiment never replaces the plain spec's run. A profile
+    or ``--set`` that chooses ``output.dir`` itself gets exactly the folder it names."""
+    spec, loaded = ctx.spec, ctx.loaded
+    out = spec.output.dir.replace("{name}", spec.name).rstrip("/") or "."
+    chosen = loaded.where.get(("output", "dir")) or loaded.where.get(("output",))
+    if chosen is not None and (chosen.layer == "set" or chosen.layer.startswith("profile:")):
+        return out
+    return out + (f"@{variant}" if (variant := variant_name(loaded.profiles, loaded.overrides)) else "")
+
+
+def variant_name(profiles: Iterable[str], overrides: Iterable[str]) -> str:
+    """``smoke``, ``smoke+training.epochs=1``; overrides that would not make a tidy
+    folder name (brackets, spaces, long values) are named by a hash of their text."""
+    parts = [p if VARIANT_SAFE.fullmatch(p) and len(p) <= 40 else "profile-" + _short_hash(p) for p in profiles]
+    sets = [s.strip() for s in overrides]
+    if sets:
+        shown = "+".join(sets)
+        if not VARIANT_SAFE.fullmatch(shown) or len(shown) > 60:
+            shown = "set-" + _short_hash("\n".join(sets))
+        parts.append(shown)
+    return "+".join(parts)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
 def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
@@ -415,8 +502,8 @@ def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
         "method": _method(ctx),
         "training": _training(ctx, data["rows"]["train"]),
         "eval": _eval(ctx, data["rows"]),
-        "compute": spec.compute.model_dump(),
-        "output": {"dir": spec.output.dir.replace("{name}", spec.name), "relative_to": "repository root"},
+        "compute": _compute(ctx),
+        "output": {"dir": run_dir_name(ctx), "relative_to": "repository root"},
         "tracking": spec.tracking.model_dump(),
         "checks": {
             # Without positions: a plan must not depend on the directory it was made from.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -70,8 +71,11 @@ def write_jsonl(path: Path | str, rows: Iterable[Any]) -> None:
 
 def _replace_with(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)  # mkstemp makes 0600; the file gets what open() would give it
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -84,6 +88,35 @@ def _replace_with(path: Path, write) -> None:
             pass
         raise
     _sync_folder(path.parent)
+
+
+def _mode_for(path: Path) -> int | None:
+    """The permissions a plain ``open(path, "w")`` would leave: an existing file keeps
+    its own, a new one gets 0666 less the process's umask. None off POSIX."""
+    if os.name != "posix":
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        return stat.S_IMODE(st.st_mode)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting and
+    restoring it would race with another thread creating a file)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _sync_folder(folder: Path) -> None:

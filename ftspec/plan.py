@@ -18,7 +18,7 @@ import json
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Mapping, TypeVar, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, WrapSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, WrapSerializer
 
 PLAN_VERSION = 1
 
@@ -134,11 +134,25 @@ class Split(_Frozen):
 
 
 class Rows(_Frozen):
-    """Rows of each split after splitting and `limit` (None: unknown until the data is read)."""
+    """Rows of each split after `filter`, splitting and `limit` (None: unknown until the data is read)."""
 
     train: int | None
     validation: int | None
     test: int | None
+
+
+class Limit(_Frozen):
+    """The effective `data.limit` of each split (None: that split is not cut)."""
+
+    train: int | None = None
+    validation: int | None = None
+    test: int | None = None
+
+    def __str__(self) -> str:
+        cuts = {s: getattr(self, s) for s in ("train", "validation", "test")}
+        if len(set(cuts.values())) == 1:
+            return f"{self.train} rows of each split"
+        return ", ".join(f"{s} {n}" for s, n in cuts.items() if n is not None)
 
 
 class Data(_Frozen):
@@ -146,9 +160,20 @@ class Data(_Frozen):
     rename: FrozenMap[str, str]
     derive: tuple[Derived, ...] = ()
     split: Split | None = None
-    limit: int | None = None
+    filter: Template | None = None  # keeps the rows it renders true for, before splitting
+    # A number is every split's limit (as `data.limit: N` in a spec).
+    limit: Annotated[Limit | None, BeforeValidator(lambda v: dict.fromkeys(("train", "validation", "test"), v)
+                                                   if isinstance(v, int) and not isinstance(v, bool) else v)] = None
     on_bad_row: Literal["error", "skip"]
     rows: Rows
+    # The splits whose count in `rows` is an estimate: data.filter was rendered over
+    # validate's sample of rows only, and the share it kept there stands for the rest.
+    rows_estimated: tuple[Literal["train", "validation", "test"], ...] = ()
+
+    def rows_shown(self, split: str) -> str:
+        """A split's count as people read it: `~` marks an estimate, `?` an unknown."""
+        n = getattr(self.rows, split)
+        return "?" if n is None else (f"~{n}" if split in self.rows_estimated else str(n))
 
 
 class ChatTurn(_Frozen):
@@ -275,6 +300,7 @@ class SchemaFile(_Frozen):
 class SimpleMetric(_Frozen):
     name: str
     extract: Extract | None = None
+    positive: str | None = None  # f1: the positive label
 
 
 class JsonSchemaMetric(_Frozen):
@@ -319,11 +345,18 @@ class Eval(_Frozen):
     split: Literal["test", "validation"] | None
     rows: int | None
     baseline: bool
-    mode: Literal["generate", "choices"]
+    mode: Literal["generate", "choices"]  # resolved: the spec's `auto` is one of the two here
+    mode_reason: str = ""  # why this mode (and these stop strings), in words: read by no step
     choices: tuple[str, ...] | None = None
     metrics: tuple[Metric, ...]
+    # What the generation steps compute with the evaluated model for the scoring steps:
+    # "answers" (generated, or chosen in choices mode), "perplexity" (the answers' token
+    # log-likelihood), "pair_logprobs" (chosen and rejected log-probabilities of preference
+    # pairs). Derived from eval.metrics, so that a metrics change that needs nothing new
+    # from the model re-runs only the scoring steps.
+    outputs: tuple[Literal["answers", "perplexity", "pair_logprobs"], ...] = ()
     max_new_tokens: int
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()  # resolved: the spec's, or a newline for label-like answers
     few_shot: int
     # The seed that draws the few-shot examples (the training seed); None without few-shot
     # examples, so that a seed change does not re-run a zero-shot evaluation.
@@ -341,6 +374,7 @@ class Compute(_Frozen):
     num_processes: int
     num_nodes: int
     strategy: Literal["none", "ddp", "fsdp", "deepspeed"]
+    threads: int  # CPU threads torch computes with (intra-op and inter-op); the spec's `auto` resolved
 
 
 class Output(_Frozen):

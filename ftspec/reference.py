@@ -25,6 +25,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("data.train / validation / test (file)", S.FileSource),
     ("data.train / validation / test (hub)", S.HubSource),
     ("data.split", S.Split),
+    ("data.limit (per split)", S.SplitLimits),
     ("format (kind: prompt_completion)", S.PromptCompletionFormat),
     ("format (kind: chat)", S.ChatFormat),
     ("format.messages[]", S.ChatTurn),

@@ -37,20 +37,147 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# --------------------------------------------------------------------------- the step store
+#
+#   runs/
+#     .ftspec-store/                  every step output computed for any run directory beside it
+#       <step>/<key>/                 a finished step (its marker is the last file written)
+#       <step>/<key>.partial/         a step being computed, or cut off
+#       <step>/<key>.lock             held while a run computes it
+#       train/<key>.checkpoints/      the trainer's checkpoints, kept until the step is complete
+#     quickstart/                     a run directory: plan.json, manifest.json, the report's files…
+#       data -> ../.ftspec-store/prepare_data/<key>
+#     quickstart@smoke/               another variant's run directory, sharing what it can
+#
+# A run directory is a view of one plan's steps: each step folder is a link into the
+# store, under the step's key. Switching between variants reuses every step already
+# computed, and nothing computed for one variant is overwritten by another.
+
+STORE = ".ftspec-store"
+KEY_CHARS = 16  # of the sha256 key, in folder names
+
+
+def store_of(run_dir: Path) -> "Store":
+    return Store(Path(run_dir).parent / STORE)
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+
+    def path(self, step: str, key: str) -> Path:
+        return self.root / step / key[:KEY_CHARS]
+
+    def partial(self, step: str, key: str) -> Path:
+        return self.root / step / (key[:KEY_CHARS] + ".partial")
+
+    def scratch(self, step: str, key: str, what: str) -> Path:
+        """A folder a step keeps across crashes until it is complete (the trainer's checkpoints)."""
+        return self.root / step / f"{key[:KEY_CHARS]}.{what}"
+
+    def lock_path(self, step: str, key: str) -> Path:
+        return self.root / step / (key[:KEY_CHARS] + ".lock")
+
+    def complete(self, step: str, key: str) -> bool:
+        return is_complete(self.path(step, key), key)
+
+    def busy(self, step: str, key: str) -> bool:
+        """Whether a live run is computing this step now (it holds the step's lock)."""
+        path = self.lock_path(step, key)
+        if not path.exists():
+            return False
+        import filelock
+
+        lock = filelock.FileLock(str(path))
+        if not _acquire(lock):
+            return True
+        lock.release()
+        return False
+
+    def step_lock(self, step: str, key: str):
+        import filelock
+
+        path = self.lock_path(step, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return filelock.FileLock(str(path))
+
+
+def link_step(run_dir: Path, folder: str, target: Path) -> None:
+    """Point the run directory's ``folder`` at ``target`` in the store (a relative link,
+    so that the runs folder can be moved whole), replacing what was there atomically."""
+    link = run_dir / folder
+    rel_target = os.path.relpath(target, run_dir)
+    if link.is_symlink() and os.readlink(link) == rel_target:
+        return
+    if link.exists() and not link.is_symlink():
+        adopt(run_dir, folder, store_of(run_dir))
+    tmp = run_dir / f".{folder}.link-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(rel_target, tmp, target_is_directory=True)
+    os.replace(tmp, link)
+
+
+def linked_key(run_dir: Path, folder: str) -> str | None:
+    """The key of the step output a run directory's folder shows (a link into the store,
+    or a folder an older ftspec wrote in place), or None."""
+    marker = read_json(run_dir / folder / MARKER, dict, lenient=True)
+    key = marker.get("key") if marker else None
+    return key if isinstance(key, str) else None
+
+
+def adopt(run_dir: Path, folder: str, store: Store) -> None:
+    """Move a step folder an older ftspec wrote inside the run directory into the store
+    (under the key its marker names), so that nothing it computed is lost or recomputed;
+    one without a marker was never finished and is removed."""
+    path = run_dir / folder
+    marker = read_json(path / MARKER, dict, lenient=True) or {}
+    step, key = marker.get("step"), marker.get("key")
+    if isinstance(step, str) and step in steps.BY_NAME and isinstance(key, str) and len(key) >= KEY_CHARS:
+        target = store.path(step, key)
+        if not store.complete(step, key):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(path, target)
+            return
+    shutil.rmtree(path)
+
+
+def adopt_legacy(run_dir: Path, store: Store) -> None:
+    """A run directory an older ftspec wrote: its step folders, their ``.partial`` and
+    ``.old`` leftovers and its ``checkpoints/`` move into the store (or go)."""
+    for step_def in steps.STEPS:
+        path = run_dir / step_def.folder
+        if path.is_dir() and not path.is_symlink():
+            adopt(run_dir, step_def.folder, store)
+        for leftover in (path.with_name(path.name + ".partial"), path.with_name(path.name + ".old")):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+    old = run_dir / "checkpoints"
+    if old.is_dir() and not old.is_symlink():
+        for child in old.iterdir():  # checkpoints/<train key>: a cut-off training run resumes from them
+            target = store.scratch(steps.TRAIN.name, child.name, "checkpoints")
+            if child.is_dir() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(child, target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def step_states(plan, run_dir: Path) -> dict[str, str]:
-    """Each step's state in a run directory: done, stale (done for another key),
-    running (its ``.partial`` folder belongs to a live run) or missing."""
-    manifest = read_json(run_dir / "manifest.json", dict, lenient=True) or {}
-    live = manifest.get("status") == "running" and _alive(manifest.get("pid"))
+    """Each step's state for a run directory: done (computed under its key, in the store
+    or in the run directory), running (a live run is computing it), stale (the run
+    directory shows the step computed for another key) or missing."""
+    run_dir = Path(run_dir)
+    store = store_of(run_dir)
     states = {}
     for step in plan.steps:
-        folder = run_dir / steps.folder(step.name)
-        marker = read_json(folder / MARKER, dict, lenient=True)
-        if marker and marker.get("key") == step.key:
+        folder = steps.folder(step.name)
+        shown = linked_key(run_dir, folder)
+        if shown == step.key or store.complete(step.name, step.key):
             states[step.name] = "done"
-        elif live and folder.with_name(folder.name + ".partial").exists():
+        elif store.partial(step.name, step.key).exists() and store.busy(step.name, step.key):
             states[step.name] = "running"
-        elif marker:
+        elif shown is not None:
             states[step.name] = "stale"
         else:
             states[step.name] = "missing"
@@ -68,6 +195,170 @@ def _alive(pid) -> bool:
         return True
     return True
 
+
+
+# --------------------------------------------------------------------------- ftspec gc
+
+
+@dataclass
+class StoreEntry:
+    """One thing in the store: a finished step, a cut-off one, a step's scratch folder or a lock."""
+
+    step: str
+    key: str  # the key's first KEY_CHARS characters, as the folder is named
+    kind: str  # "step", "partial", "checkpoints" (any scratch folder) or "lock"
+    path: Path
+    bytes: int
+    when: str  # when it finished (steps) or was last written
+
+    @property
+    def label(self) -> str:
+        return f"{self.step}/{self.path.name}"
+
+
+def store_entries(store: Store) -> list[StoreEntry]:
+    out = []
+    if not store.root.is_dir():
+        return out
+    for step_dir in sorted(p for p in store.root.iterdir() if p.is_dir() and not p.is_symlink()):
+        for path in sorted(step_dir.iterdir()):
+            key, _, suffix = path.name.partition(".")
+            kind = {"": "step", "partial": "partial", "lock": "lock"}.get(suffix, "checkpoints")
+            if suffix.startswith(("gc-", "old")):
+                kind = "leftover"  # a removal or a replacement that was cut off
+            when = ""
+            if kind == "step":
+                marker = read_json(path / MARKER, dict, lenient=True) or {}
+                when = marker.get("finished_at") if isinstance(marker.get("finished_at"), str) else ""
+            if not when:
+                try:
+                    when = datetime.fromtimestamp(path.lstat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+                except OSError:
+                    continue
+            out.append(StoreEntry(step_dir.name, key, kind, path, _size(path), when))
+    return out
+
+
+def _size(path: Path) -> int:
+    """Bytes under ``path``, links not followed."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            return path.lstat().st_size
+    except OSError:
+        return 0
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def run_dirs(runs: Path) -> list[Path]:
+    """The run directories in a runs folder: every folder beside the store but the store."""
+    if not Path(runs).is_dir():
+        return []
+    return sorted(p for p in Path(runs).iterdir() if p.is_dir() and not p.is_symlink() and p.name != STORE)
+
+
+def references(runs: Path) -> dict[tuple[str, str], list[str]]:
+    """(step, key) -> the run directories that refer to it: by a link into the store, or
+    by the plan they last ran (so that a run cut off keeps its partial work)."""
+    store = Store(Path(runs) / STORE)
+    refs: dict[tuple[str, str], list[str]] = {}
+    for run_dir in run_dirs(runs):
+        found = set()
+        for step_def in steps.STEPS:
+            link = run_dir / step_def.folder
+            if link.is_symlink():
+                target = Path(os.path.normpath(run_dir / os.readlink(link)))
+                if target.parent.parent == store.root:
+                    found.add((target.parent.name, target.name))
+        plan = read_json(run_dir / "plan.json", dict, lenient=True) or {}
+        for entry in plan.get("steps") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("key"), str):
+                found.add((entry["name"], entry["key"][:KEY_CHARS]))
+        for ref in found:
+            refs.setdefault(ref, []).append(run_dir.name)
+    return refs
+
+
+@dataclass
+class Collection:
+    remove: list[StoreEntry]
+    kept: list[StoreEntry]  # referenced, or kept by --keep
+    busy: list[StoreEntry]  # being computed by a live run
+
+    @property
+    def bytes(self) -> int:
+        return sum(e.bytes for e in self.remove)
+
+
+def collect(runs: Path, keep: int = 0) -> Collection:
+    """What ``ftspec gc`` removes: the store's entries no run directory refers to,
+    except, for each step, the ``keep`` most recently finished of them; a step being
+    computed now, and its lock, are left alone."""
+    store = Store(Path(runs) / STORE)
+    refs = references(runs)
+    entries = store_entries(store)
+    busy_keys = {(e.step, e.key) for e in entries if e.kind == "lock" and store.busy(e.step, e.key)}
+    remove, kept, busy = [], [], []
+    spare: dict[str, list[StoreEntry]] = {}
+    for e in entries:
+        if e.kind == "leftover":
+            remove.append(e)
+        elif (e.step, e.key) in busy_keys:
+            busy.append(e)
+        elif (e.step, e.key) in refs:
+            kept.append(e)
+        elif e.kind == "step":
+            spare.setdefault(e.step, []).append(e)
+        else:
+            remove.append(e)
+    for group in spare.values():
+        group.sort(key=lambda e: e.when, reverse=True)
+        kept.extend(group[:keep])
+        remove.extend(group[keep:])
+    # A lock file goes only with the last of its key's entries.
+    staying = {(e.step, e.key) for e in kept + busy if e.kind != "lock"}
+    moved = [e for e in remove if e.kind == "lock" and (e.step, e.key) in staying]
+    remove = [e for e in remove if e not in moved]
+    return Collection(remove, kept + moved, busy)
+
+
+def hold_runs(runs: Path):
+    """Every run directory's lock, for as long as ``gc`` works (a run in progress: refused)."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    try:
+        for run_dir in run_dirs(runs):
+            if (run_dir / "manifest.json").exists() or (run_dir / ".lock").exists():
+                stack.enter_context(RunLock(run_dir))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def remove_entry(entry: StoreEntry) -> None:
+    if entry.path.is_dir() and not entry.path.is_symlink():
+        # Renamed first, so that a removal cut off half-way never leaves a folder that looks finished.
+        doomed = entry.path.with_name(entry.path.name + f".gc-{os.getpid()}")
+        os.replace(entry.path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    else:
+        entry.path.unlink(missing_ok=True)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 # --------------------------------------------------------------------------- ftspec runs

@@ -280,6 +280,31 @@ class Split(_Section):
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
+class SplitLimits(_Section):
+    """A limit on the rows of the splits named; a split not named is not cut."""
+
+    train: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Keep at most this many training rows.")
+    validation: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Keep at most this many validation rows.")
+    test: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Keep at most this many test rows.")
+
+    @model_validator(mode="after")
+    def _some(self) -> "SplitLimits":
+        if self.train is None and self.validation is None and self.test is None:
+            raise ValueError("name at least one split to limit: train, validation or test")
+        return self
+
+
+RowLimit = Annotated[
+    Union[
+        Annotated[Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)], Tag("every")],
+        Annotated[SplitLimits, Tag("splits")],
+    ],
+    Discriminator(
+        lambda v: "splits" if isinstance(v, (dict, SplitLimits)) else "every",
+    ),
+]
+
+
 class Data(_Section):
     """Where the rows come from and how they are mapped before formatting."""
 
@@ -289,7 +314,8 @@ class Data(_Section):
     split: Split | None = Field(None, description="Hold out validation/test rows from `train` when no file is given for them.")
     rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=dict, max_length=1000, description="Rename columns: `{old_name: new_name}`.")
     derive: dict[str, str] = Field(default_factory=dict, max_length=MAX_DERIVED, description="New columns computed from each row by jinja templates, in order: `{answer: \"{{ 'yes' if label == '1' else 'no' }}\"}`.")
-    limit: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Keep at most this many rows of each split (after splitting): for quick runs and smoke profiles.")
+    filter: Template | None = Field(None, description="Keep only the rows for which this template renders true (`true`, `1` or `yes`; `false`, `0`, `no` or nothing drops the row; anything else is an error), e.g. `\"{{ label in ['0', '1'] }}\"`. It sees the columns after `rename` and `derive`, and applies to every split before splitting; the rows it drops are counted in the data statistics.")
+    limit: RowLimit | None = Field(None, description="Keep at most this many rows of each split (after filtering and splitting): a number cuts every split, `{train: 200}` cuts only the splits it names. For quick runs and smoke profiles.")
     on_bad_row: Literal["error", "skip"] = Field("error", description="A row that cannot be read or rendered: stop with its row number (`error`), or `skip` it and count it in the data statistics.")
 
     @field_validator("derive")
@@ -472,10 +498,14 @@ class Training(_Section):
 
 # --------------------------------------------------------------------------- eval
 
+# Preference data (DPO) is scored on its held-out pairs by log-probability: the share of
+# pairs whose chosen answer the model finds likelier than the rejected one, the mean
+# log-probability margin, and DPO's implicit reward (beta × log-ratio to the base model).
+PREFERENCE_METRICS = ("preference_accuracy", "logprob_margin", "reward_accuracy", "reward_margin")
 SIMPLE_METRICS = (
     "accuracy", "precision", "recall", "f1", "f1_macro", "f1_micro",
     "exact_match", "token_f1", "rouge_l", "bleu", "chrf", "perplexity", "json_valid",
-)
+) + PREFERENCE_METRICS
 
 
 class Extract(_Section):
@@ -497,6 +527,19 @@ class SimpleMetric(_Section):
 
     name: Literal[SIMPLE_METRICS] = Field(description="Metric name.")  # type: ignore[valid-type]
     extract: Extract | None = Field(None, description="Answer extraction applied to prediction and reference first.")
+    positive: str | None = Field(None, min_length=1, max_length=1000, description="`f1` only: the positive label, whose F1 (one label against the rest, as scikit-learn's binary F1) `f1` reports. Without it, `f1` with two labels is the F1 of the second label in sorted order, and with more labels the macro average (as `f1_macro`).")
+
+    @model_validator(mode="after")
+    def _positive(self) -> "SimpleMetric":
+        if self.positive is not None and self.name != "f1":
+            raise ValueError(f"'positive' names the positive label of the f1 metric; {self.name} does not take one")
+        return self
+
+    @model_validator(mode="after")
+    def _no_extract_for_pairs(self) -> "SimpleMetric":
+        if self.extract is not None and self.name in PREFERENCE_METRICS:
+            raise ValueError(f"{self.name} compares the log-probabilities of preference pairs; there is no answer to extract")
+        return self
 
 
 class JsonSchemaMetric(_Section):
@@ -571,11 +614,11 @@ class Eval(_Section):
 
     split: Literal["auto", "test", "validation"] = Field("auto", description="Split to score; `auto` takes test, else validation.")
     baseline: bool = Field(True, description="Score the base model with the same prompts, so the tuned model is compared with it.")
-    mode: Literal["generate", "choices"] = Field("generate", description="`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the best (fair to a base model that rambles).")
+    mode: Literal["auto", "generate", "choices"] = Field("auto", description="`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the best (fair to a base model that rambles); `auto` takes `choices` when the sampled answers form a small closed set of short labels (or `choices` is given), else `generate`, and the plan says why.")
     choices: list[str] | None = Field(None, min_length=2, max_length=10_000, description="Allowed labels in `choices` mode; defaults to the distinct references of the training split.")
-    metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS, description="Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to exact_match for SFT.")
+    metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS, description="Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to accuracy in `choices` mode, exact_match otherwise, and for preference data to preference_accuracy, logprob_margin, reward_accuracy and reward_margin (the reward ones with a baseline).")
     max_new_tokens: Int = Field(64, ge=1, le=32768, description="Longest generated answer.")
-    stop: list[str] = Field(default_factory=list, max_length=64, description="Strings that end a generated answer.")
+    stop: list[str] | None = Field(None, max_length=64, description="Strings that end a generated answer. By default a newline when every sampled answer is a single short line (a label), else none; `[]` for none.")
     few_shot: Int = Field(0, ge=0, le=64, description="Examples from the training split prepended to the baseline prompt (try prompt engineering first).")
     batch_size: Int = Field(16, ge=1, le=4096, description="Rows per generation batch.")
     limit: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Score at most this many rows.")
@@ -591,6 +634,12 @@ def parse_gate(cond: str) -> tuple[str, float]:
 # --------------------------------------------------------------------------- compute, output, tracking
 
 
+Threads = Annotated[
+    Union[Annotated[Literal["auto"], Tag("auto")], Annotated[int, Strict(), Field(ge=1, le=1024), Tag("count")]],
+    Discriminator(lambda v: "auto" if isinstance(v, str) else "count"),
+]
+
+
 class Compute(_Section):
     """Where and how the training runs."""
 
@@ -601,6 +650,7 @@ class Compute(_Section):
     num_processes: Int = Field(1, ge=1, le=1024, description="Processes (one per GPU) on each node. Only 1 for now: multi-process training is not available yet.")
     num_nodes: Int = Field(1, ge=1, le=1024, description="Machines. Only 1 for now: multi-process training is not available yet.")
     strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How several processes share the work. Only `none` for now: multi-process training is not available yet.")
+    threads: Threads = Field("auto", description="CPU threads torch computes with, in training and evaluation (intra-op and inter-op). `auto` is 1, the same on every machine so that a plan does not depend on where it was made: on a shared or small CPU more threads made quickstart-sized training up to 4× slower (`bench/threads.py`). Raise it for a large model on a CPU you have to yourself.")
 
     # The runtime trains in one process. Until multi-process training lands, asking for
     # more is an error at the key that asks, rather than a setting silently not honoured.

@@ -2,8 +2,12 @@
 directory, the steps it needs, the plan fields it reads, and the function that
 runs it.
 
-    prepare_data ──▶ train ──▶ eval_tuned ──▶ report
-          └────────▶ eval_base ─────────────────┘
+    prepare_data ──▶ train ──▶ generate_tuned ──▶ eval_tuned ──▶ report
+          └────────▶ generate_base ──▶ eval_base ──┴──────────────┘
+
+Evaluation is two steps per model: ``generate_*`` runs the model on the held-out
+rows (answers, and what else the metrics need from the model) and ``eval_*`` scores
+what it saved. A metrics-only change re-runs only the scoring steps and the report.
 
 A step function never sees the whole plan. It receives a :class:`PlanView` of
 exactly the fields it declares (reading any other field raises
@@ -47,43 +51,70 @@ class StepDef:
         return getattr(importlib.import_module(module), name)
 
 
-_EVAL_READS = (
-    "eval.split", "eval.mode", "eval.choices", "eval.metrics", "eval.max_new_tokens", "eval.stop",
+# The generation steps read everything that shapes what the model is asked and how it
+# answers, and eval.outputs (derived from eval.metrics: which model outputs the metrics
+# need), but not eval.metrics itself: a metric that needs nothing new from the model
+# re-runs only the scoring steps. Perplexity needs the evaluated model, so it is
+# computed while generating (eval.outputs names it); a judge is another model, loaded
+# by the scoring step, so a rubric change does not generate the answers again.
+_GENERATE_READS = (
+    "eval.split", "eval.mode", "eval.choices", "eval.outputs", "eval.max_new_tokens", "eval.stop",
     "eval.few_shot", "eval.few_shot_seed", "eval.batch_size", "eval.limit",
     "format.kind", "format.chat_template",  # how prompts are shown to the model
     "training.max_length",  # prompts are cut to it
     "compute.device", "compute.precision", "compute.attention",
     "model",
 )
+# Scoring reads the metric definitions, and where and in what batches a judge model runs.
+_SCORE_READS = ("eval.metrics", "eval.batch_size", "compute.device", "compute.precision")
+
+
+def _evaluated(body: Mapping) -> bool:
+    return bool(body["eval"]["enabled"])
+
+
+def _baseline(body: Mapping) -> bool:
+    return bool(body["eval"]["enabled"] and body["eval"]["baseline"])
+
 
 PREPARE_DATA = StepDef(
     name="prepare_data", folder="data", needs=(), layout=2,
     reads=("data", "format", "model", "training.max_length"),
     run="ftspec.runtime.run:step_prepare_data",
 )
+GENERATE_BASE = StepDef(
+    name="generate_base", folder="generate-base", needs=("prepare_data",), reads=_GENERATE_READS,
+    run="ftspec.runtime.run:step_generate_base", present=_baseline,
+)
 EVAL_BASE = StepDef(
-    name="eval_base", folder="eval-base", needs=("prepare_data",), reads=_EVAL_READS,
-    run="ftspec.runtime.run:step_eval_base",
-    present=lambda body: bool(body["eval"]["enabled"] and body["eval"]["baseline"]),
+    name="eval_base", folder="eval-base", needs=("generate_base",), reads=_SCORE_READS, layout=2,
+    run="ftspec.runtime.run:step_eval_base", present=_baseline,
 )
 TRAIN = StepDef(
     name="train", folder="model", needs=("prepare_data",),
     reads=("model", "method", "training", "compute", "tracking", "format.kind", "format.chat_template"),
     run="ftspec.runtime.run:step_train",
 )
-EVAL_TUNED = StepDef(
-    name="eval_tuned", folder="eval-tuned", needs=("train", "prepare_data"),
-    reads=_EVAL_READS + ("method.adapter.kind",),
-    run="ftspec.runtime.run:step_eval_tuned",
-    present=lambda body: bool(body["eval"]["enabled"]),
+GENERATE_TUNED = StepDef(
+    name="generate_tuned", folder="generate-tuned", needs=("train", "prepare_data"),
+    reads=_GENERATE_READS + ("method.adapter.kind",),
+    run="ftspec.runtime.run:step_generate_tuned", present=_evaluated,
 )
+# The tuned model's scores need the base model's outputs too where they compare with
+# it: DPO's implicit reward is beta × (log p_tuned − log p_base) of each answer.
+EVAL_TUNED = StepDef(
+    name="eval_tuned", folder="eval-tuned", needs=("generate_tuned", "generate_base"),
+    reads=_SCORE_READS + ("method.dpo.beta",), layout=2,
+    run="ftspec.runtime.run:step_eval_tuned", present=_evaluated,
+)
+# The report reads the training split too: the majority baseline is its most frequent answer.
 REPORT = StepDef(
-    name="report", folder="report", needs=("eval_base", "eval_tuned", "train"),
+    name="report", folder="report", needs=("prepare_data", "eval_base", "eval_tuned", "train"),
     reads=("name", "model", "method", "eval.split", "eval.metrics", "eval.gates"),
     run="ftspec.runtime.run:step_report",
 )
 
-STEPS: tuple[StepDef, ...] = (PREPARE_DATA, EVAL_BASE, TRAIN, EVAL_TUNED, REPORT)
+STEPS: tuple[StepDef, ...] = (PREPARE_DATA, GENERATE_BASE, EVAL_BASE, TRAIN, GENERATE_TUNED, EVAL_TUNED, REPORT)
 BY_NAME: dict[str, StepDef] = {s.name: s for s in STEPS}
 
 

@@ -61,8 +61,10 @@ def render_plan(plan: Plan, color: bool = False) -> str:
 
     d = plan.data
     rows = d.rows
-    lines.append(f"  data      train {_num(rows.train)} · validation {_num(rows.validation)} · test {_num(rows.test)} rows"
-                 + (f"  (limit {d.limit})" if d.limit else ""))
+    lines.append(f"  data      train {d.rows_shown('train')} · validation {d.rows_shown('validation')} · "
+                 f"test {d.rows_shown('test')} rows"
+                 + (f"  (limit {d.limit})" if d.limit else "")
+                 + ("  (~: estimated from the rows validate sampled)" if d.rows_estimated else ""))
     for split, src in d.sources.items():
         if src.kind == "file":
             lines.append(f"            {split}: {src.path} ({src.format}, {src.rows} rows, sha256 {src.sha256[:12]})")
@@ -108,6 +110,10 @@ def render_plan(plan: Plan, color: bool = False) -> str:
         base = "against the base model" if e.baseline else "no baseline"
         shots = f", {e.few_shot}-shot baseline (examples drawn with seed {e.few_shot_seed})" if e.few_shot else ""
         lines.append(f"  eval      {e.split} split ({_num(e.rows)} rows), {e.mode}, {base}{shots}; metrics: {metrics}")
+        if e.mode_reason:
+            lines.append(f"            {e.mode} because {e.mode_reason}")
+        if e.stop:
+            lines.append(f"            answers end at {', '.join(repr(x) for x in e.stop)}")
         for g in e.gates:
             lines.append(f"            gate: {g.gate} {g.op} {_num(g.threshold)}")
     else:
@@ -115,6 +121,7 @@ def render_plan(plan: Plan, color: bool = False) -> str:
 
     c = plan.compute
     lines.append(f"  compute   {c.backend}, device {c.device}, precision {c.precision}, attention {c.attention}, "
+                 f"{c.threads} CPU thread{'s' if c.threads != 1 else ''}, "
                  f"{c.num_processes} process(es) × {c.num_nodes} node(s), strategy {c.strategy}")
     lines.append(f"  output    {plan.output.dir}  (relative to the {plan.output.relative_to})")
     lines.append("  steps     " + " → ".join(f"{s.name} {s.key[:8]}" for s in plan.steps))

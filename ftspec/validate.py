@@ -50,6 +50,69 @@ def validate(loaded: LoadedSpec) -> tuple[Spec | None, list[Issue]]:
     return spec, issues
 
 
+# Sections a spec must have, and what stands in for one that is wrong, so that the rest
+# of the spec can still be checked (see salvage). `data` and `format` have no stand-in:
+# without them there is nothing to check the data against.
+_STAND_INS: dict[str, Any] = {"ftspec": 1, "name": "invalid", "model": {"kind": "tiny"}}
+_REQUIRED = ("ftspec", "name", "model", "data", "format")
+
+
+def salvage(loaded: LoadedSpec) -> tuple[Spec | None, tuple[str, ...]]:
+    """A spec that the schema refused, made valid by setting aside what is wrong in it,
+    so that its data and templates are still checked in the same run.
+
+    A key the schema does not know is dropped; a section with a wrong value is replaced
+    by its default (``training``, ``eval``, ``method``, …) or a stand-in (``model``); a
+    wrong optional key of ``data`` or ``format`` is dropped. Returns the spec and the
+    dotted keys set aside (the checks that read them are not run, and what they say about
+    them is not reported), or None when ``data`` or ``format`` cannot be made valid."""
+    import copy
+
+    data = copy.deepcopy(loaded.data)
+    aside: list[str] = []
+    for _ in range(16):
+        try:
+            return Spec.model_validate(data), tuple(aside)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+        changed = False
+        for err in errors:
+            path = _walk(data, tuple(err["loc"]), err["type"] in ("missing", "extra_forbidden"))
+            if not path or not isinstance(path[0], str):
+                return None, ()
+            top = path[0]
+            if top in aside:
+                continue
+            if len(path) >= 2 and err["type"] == "extra_forbidden" and _drop(data, path):
+                aside.append(dotted(path))
+            elif top in _STAND_INS:
+                data[top] = copy.deepcopy(_STAND_INS[top])
+                aside.append(top)
+            elif top not in _REQUIRED:
+                data.pop(top, None)
+                aside.append(top)
+            elif len(path) >= 2 and isinstance(path[1], str) and path[1] not in ("train", "kind") and _drop(data, path[:2]):
+                aside.append(dotted(path[:2]))
+            else:
+                return None, ()
+            changed = True
+        if not changed:
+            return None, ()
+    return None, ()
+
+
+def _drop(data: dict, path: KeyPath) -> bool:
+    node: Any = data
+    for p in path[:-1]:
+        if not isinstance(node, dict) or p not in node:
+            return False
+        node = node[p]
+    if isinstance(node, dict) and path[-1] in node:
+        del node[path[-1]]
+        return True
+    return False
+
+
 def _origin_in(doc: Document, path: KeyPath, root: Pos) -> Origin:
     path = tuple(path)
     while path:
@@ -260,7 +323,12 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
 
     if kind == "extra_forbidden":
         allowed = _fields_at(tuple(err["loc"][:-1])) or []
-        return Issue(o.key_pos or o.pos, key, "unknown key", did_you_mean(path[-1], allowed))
+        hint = did_you_mean(path[-1], allowed)
+        if hint is None and len(path) == 1:  # a key indented too little to be in its section
+            owner = next((name for name in _fields_at(()) or [] if path[0] in (_fields_at((name,)) or [])), None)
+            if owner:
+                hint = f"'{path[0]}' is a key of '{owner}': indent it under '{owner}:'"
+        return Issue(o.key_pos or o.pos, key, "unknown key", hint)
 
     value = err.get("input")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -268,6 +336,8 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
         ctx = err.get("ctx") or {}
         expected = _QUOTED.findall(ctx.get("expected_tags", "")) or _tags_at(tuple(err["loc"]))
         disc = "name" if isinstance(container, dict) and "name" in container and "kind" not in container else "kind"
+        if isinstance(container, str) and path == ("method",):  # `method: lora`, `method: dpo`
+            return _method_string(o, key, container, expected)
         if isinstance(container, str):  # a short form such as `adapter: lora`
             return Issue(o.pos, key, f"unknown kind {_got(container)}; expected {_or(expected)}",
                          did_you_mean(container, expected))
@@ -298,6 +368,23 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
     literal_choices = [c for e in errs if e["type"] == "literal_error" for c in _QUOTED.findall((e.get("ctx") or {}).get("expected", ""))]
     hint = did_you_mean(str(value), literal_choices) if literal_choices and isinstance(value, str) else None
     return Issue(o.pos, key, f"must be {' or '.join(phrases)} (got {_got(value)})", hint)
+
+
+_ADAPTERS = ("full", "lora", "qlora")
+
+
+def _method_string(o: Origin, key: str, value: str, kinds: list[str]) -> Issue:
+    """``method`` is a mapping: the objective (``kind``) and what is trained (``adapter``);
+    a name given in its place says which of the two it meant."""
+    word = value.strip().lower()
+    if word in _ADAPTERS:
+        return Issue(o.pos, key, f"'{value}' is an adapter, not a method: write method.adapter: {word}",
+                     f"e.g. method: {{kind: sft, adapter: {word}}}")
+    if word in kinds:
+        return Issue(o.pos, key, f"'{value}' is the method's kind: write method.kind: {word}", f"e.g. method: {{kind: {word}}}")
+    close = did_you_mean(word, kinds + list(_ADAPTERS))
+    return Issue(o.pos, key, f"must be a mapping with 'kind: …' ({_or(kinds)}) and 'adapter: …' ({_or(list(_ADAPTERS))}) "
+                 f"(got {_got(value)})", close)
 
 
 def _or(items: list[str]) -> str:

@@ -29,15 +29,15 @@ def _run(spec, *sets, force=frozenset()):
     return {name for name in steps.BY_NAME if f"{name}: running" in text}
 
 
-ALL = {"prepare_data", "eval_base", "train", "eval_tuned", "report"}
+ALL = set(["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"])
 
 
 def test_which_change_reruns_which_steps(tmp_path):
     spec = _spec(tmp_path, BODY)
     assert _run(spec) == ALL
     assert _run(spec) == set(), "an unchanged spec runs nothing"
-    assert _run(spec, "eval.max_new_tokens=8") == {"eval_base", "eval_tuned", "report"}, "eval-only: the model is reused"
-    assert _run(spec, "eval.max_new_tokens=8", "training.learning_rate=0.002") == {"train", "eval_tuned", "report"}
+    assert _run(spec, "eval.max_new_tokens=8") == {"generate_base", "eval_base", "generate_tuned", "eval_tuned", "report"}, "eval-only: the model is reused"
+    assert _run(spec, "eval.max_new_tokens=8", "training.learning_rate=0.002") == {"train", "generate_tuned", "eval_tuned", "report"}
     # gates are scored in the report step, and only the report reads them
     assert _run(spec, "eval.max_new_tokens=8", "training.learning_rate=0.002", "eval.gates={accuracy: '>= 0.0'}") == {"report"}
     with open(tmp_path / "tickets.jsonl", "a") as fh:
@@ -63,9 +63,10 @@ def test_a_step_cut_off_before_its_marker_runs_again(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         _run(spec)
     run_dir = tmp_path / "runs/job"
-    assert (run_dir / "report.partial/metrics.json").exists()
-    assert not (run_dir / "report").exists()
     plan, _ = compile_spec(spec)
+    store = rundir.store_of(run_dir)
+    assert (store.partial("report", plan.step("report").key) / "metrics.json").exists()
+    assert not (run_dir / "report").exists() and not store.path("report", plan.step("report").key).exists()
     assert rundir.step_states(plan, run_dir)["report"] == "missing"
     monkeypatch.setattr(run_module, "finish_step", real)
     assert _run(spec) == {"report"}
@@ -78,7 +79,15 @@ def test_status_and_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = CliRunner().invoke(main, ["status", str(spec), "--set", "eval.max_new_tokens=8"]).output
     lines = {l.split()[0]: l.split()[-1] for l in out.splitlines()[1:]}
-    assert lines == {"prepare_data": "done", "eval_base": "stale", "train": "done", "eval_tuned": "stale", "report": "stale"}
+    # An experiment's own run directory: what the store holds for its keys is done, the rest not computed yet.
+    assert lines == {"prepare_data": "done", "generate_base": "missing", "eval_base": "missing", "train": "done",
+                     "generate_tuned": "missing", "eval_tuned": "missing", "report": "missing"}
+    # A run directory whose links show other keys: stale.
+    spec.write_text(spec.read_text().replace("max_new_tokens: 12", "max_new_tokens: 8"))
+    out = CliRunner().invoke(main, ["status", str(spec)]).output
+    lines = {l.split()[0]: l.split()[-1] for l in out.splitlines()[1:]}
+    assert lines == {"prepare_data": "done", "generate_base": "stale", "eval_base": "stale", "train": "done",
+                     "generate_tuned": "stale", "eval_tuned": "stale", "report": "stale"}
     out = CliRunner().invoke(main, ["runs"]).output
     assert out.startswith("job  ") and "finished" in out and "accuracy" in out
 

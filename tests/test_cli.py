@@ -119,12 +119,12 @@ def test_diff_command(in_root, tmp_path):
     result = invoke("diff", "specs/quickstart.yaml", str(new / "quickstart.yaml"))
     assert result.exit_code == 0, result.output
     assert "training.learning_rate: 0.001 → 0.0005" in result.output
-    assert "steps to re-run: train, eval_tuned, report" in result.output
+    assert "steps to re-run: train, generate_tuned, eval_tuned, report" in result.output
     assert invoke("diff", "--exit-code", "specs/quickstart.yaml", "specs/quickstart.yaml").exit_code == 0
     assert invoke("diff", "--exit-code", "specs/quickstart.yaml", str(new / "quickstart.yaml")).exit_code == 1
     md = invoke("diff", "--format", "markdown", "specs/quickstart.yaml", str(new / "quickstart.yaml")).output
     assert "| `training.learning_rate` | `0.001` | `0.0005` |" in md
-    assert json.loads(invoke("diff", "--format", "json", "specs/quickstart.yaml", str(new / "quickstart.yaml")).output)["rerun"] == ["train", "eval_tuned", "report"]
+    assert json.loads(invoke("diff", "--format", "json", "specs/quickstart.yaml", str(new / "quickstart.yaml")).output)["rerun"] == ["train", "generate_tuned", "eval_tuned", "report"]
     assert invoke("diff", "specs/quickstart.yaml").exit_code == 2
     out = tmp_path / "a.plan.json"
     invoke("plan", "specs/quickstart.yaml", "-o", str(out))
@@ -183,3 +183,46 @@ def test_diff_refuses_plan_files_that_are_not_plans_in_one_line(in_root, tmp_pat
         assert result.exit_code == 2 and message in lines[0] and name in lines[0], (name, result.output)
         assert "Traceback" not in result.output and len(lines) == 2, result.output  # the line, and the count
     assert invoke("diff", str(good), str(good)).exit_code == 0
+
+
+def test_plan_to_a_file_writes_the_file_only(in_root, tmp_path):
+    """`plan -o FILE` (with or without --json) prints nothing: a user redirecting the
+    output wants nothing mixed in; `-o -` prints the plan's JSON once."""
+    from conftest import run_cli
+
+    for extra in ([], ["--json"]):
+        out = tmp_path / f"plan{len(extra)}.json"
+        result = run_cli(["plan", "specs/quickstart.yaml", *extra, "-o", str(out)])
+        assert result.returncode == 0, result.stderr
+        assert (result.stdout, result.stderr) == ("", ""), extra
+        assert json.loads(out.read_text())["plan_version"] == 1
+    for extra in ([], ["--json"]):
+        result = run_cli(["plan", "specs/quickstart.yaml", *extra, "-o", "-"])
+        assert result.returncode == 0 and result.stderr == ""
+        assert json.loads(result.stdout)["id"] == json.loads(out.read_text())["id"], extra  # one document, not two
+
+
+def test_files_written_by_commands_follow_the_umask(in_root, tmp_path):
+    """plan -o and lock write through an atomic temporary file (mkstemp makes 0600):
+    the result has the mode a plain open() gives under the user's umask."""
+    import os
+    import subprocess
+    import sys
+
+    spec_dir = tmp_path / "specs"
+    shutil.copytree(ROOT / "specs", spec_dir)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for umask in (0o022, 0o077):
+        out = tmp_path / f"plan-{umask:03o}.json"
+        lock = spec_dir / "quickstart.lock.json"
+        lock.unlink(missing_ok=True)
+        code = (f"import os, sys; os.umask({umask}); from ftspec.cli import main; "
+                "sys.argv = ['ftspec'] + sys.argv[1:]; main()")
+        for args in (["plan", str(spec_dir / "quickstart.yaml"), "-o", str(out)], ["lock", str(spec_dir / "quickstart.yaml")]):
+            result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True,
+                                    text=True, timeout=120)
+            assert result.returncode == 0, result.stderr
+        written = sorted(p for p in spec_dir.iterdir() if p.name.endswith(".lock.json"))
+        assert written, list(spec_dir.iterdir())
+        for path in (out, *written):
+            assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, (path.name, oct(os.stat(path).st_mode), oct(umask))

@@ -137,7 +137,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     assert "stopping after this step and saving a checkpoint" in err
     assert "interrupted; run the same command again to resume from the last checkpoint" in err
     assert "Traceback" not in err
-    checkpoints = list((tmp_path / "runs/job/checkpoints").glob("*/checkpoint-*"))
+    checkpoints = list((tmp_path / "runs/.ftspec-store/train").glob("*.checkpoints/checkpoint-*"))
     assert len(checkpoints) == 1, "Ctrl-C saved a checkpoint"
     step = int(checkpoints[0].name.split("-")[1])
     assert 5 <= step < 400

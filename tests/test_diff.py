@@ -20,7 +20,7 @@ from ftspec.plan import Plan
 
 GOLDEN = ROOT / "tests" / "golden" / "diff"
 TICKETS = ROOT / "specs" / "data" / "support-tickets.jsonl"
-ALL_STEPS = ["prepare_data", "eval_base", "train", "eval_tuned", "report"]
+ALL_STEPS = ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
 
 
 @pytest.fixture(autouse=True)
@@ -182,17 +182,17 @@ def test_golden_diff(name, tmp_path, update_golden):
 def test_learning_rate_reruns_training_only(tmp_path):
     d, _, _ = run_case("learning-rate", tmp_path)
     assert [(c.path, c.old, c.new) for c in d.changes] == [("training.learning_rate", 0.001, 0.002)]
-    assert d.rerun == ["train", "eval_tuned", "report"]
-    assert d.reused == ["prepare_data", "eval_base"]
+    assert d.rerun == ["train", "generate_tuned", "eval_tuned", "report"]
+    assert d.reused == ["prepare_data", "generate_base", "eval_base"]
     assert d.changes[0].section == "training"
-    assert render_text(d).rstrip().endswith("steps to re-run: train, eval_tuned, report (reused: prepare_data, eval_base)")
+    assert render_text(d).rstrip().endswith("steps to re-run: train, generate_tuned, eval_tuned, report (reused: prepare_data, generate_base, eval_base)")
 
 
 def test_eval_only_change_reuses_training(tmp_path):
     d, _, _ = run_case("eval-only", tmp_path)
     assert [(c.path, c.old, c.new) for c in d.changes] == [("eval.max_new_tokens", 16, 32)]
     assert "train" in d.reused and "prepare_data" in d.reused
-    assert d.rerun == ["eval_base", "eval_tuned", "report"]
+    assert d.rerun == ["generate_base", "eval_base", "generate_tuned", "eval_tuned", "report"]
 
 
 def test_a_default_changed_in_a_base_spec_shows_in_the_child(tmp_path):
@@ -279,7 +279,7 @@ def test_render_json_round_trips(tmp_path):
                                                  "new": 0.002, "added": False, "removed": False, "origin": None}
     added = changes["eval.metrics[2]"]
     assert added["old"] is None and added["added"] is True and added["removed"] is False
-    assert added["new"] == {"name": "exact_match", "extract": None}
+    assert added["new"] == {"name": "exact_match", "extract": None, "positive": None}
     assert [c["path"] for c in doc["changes"]] == [c.path for c in d.changes]
     # and the other way round: a removed element
     back = json.loads(render_json(diff_plans(compile_spec(new_path)[0], compile_spec(old_path)[0])))
@@ -341,8 +341,8 @@ def test_lists_sections_and_paths_are_ordered():
     assert text.index("\nmethod\n") < text.index("\ntraining\n") < text.index("\neval\n")
     shorter = diff_plans(old, tiny_plan(method=old.to_dict()["method"], training=old.to_dict()["training"],
                                         eval={"metrics": [{"name": "a"}]}))
-    assert [(c.path, c.old, c.new) for c in shorter.changes][:1] == [("eval.metrics[1]", {"name": "b", "extract": None}, MISSING)]
-    assert "  - eval.metrics[1]: {extract: null, name: b}" in render_text(shorter)
+    assert [(c.path, c.old, c.new) for c in shorter.changes][:1] == [("eval.metrics[1]", {"name": "b", "extract": None, "positive": None}, MISSING)]
+    assert "  - eval.metrics[1]: {extract: null, name: b, positive: null}" in render_text(shorter)
 
 
 def test_steps_that_appear_or_disappear():
@@ -405,7 +405,7 @@ def test_diff_git_compares_the_working_tree_with_a_revision(repo, tmp_path, monk
     old, new = diff_git("HEAD", repo)
     d = diff_plans(old, new)
     assert [(c.path, c.old, c.new) for c in d.changes] == [("training.learning_rate", 0.001, 0.003)]
-    assert d.rerun == ["train", "eval_tuned", "report"]
+    assert d.rerun == ["train", "generate_tuned", "eval_tuned", "report"]
     assert old.spec.path == new.spec.path == "specs/quickstart.yaml"
     assert old.data.sources["train"].path == "specs/data/support-tickets.jsonl"
     # a committed change is the same diff between two revisions' worth of history

@@ -1,5 +1,6 @@
 """Evaluation end to end: gates that fail exit 3, `ftspec eval` and `ftspec report`
-re-run only their steps, choices mode, and an LLM judge wired through a local model."""
+re-run only their steps, choices mode, and an LLM judge wired through a local model
+(run by the scoring step, on the answers the generation step saved)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ def test_a_gate_not_met_exits_3_and_says_by_how_much(tmp_path):
     out = run_cli(["run", str(spec)], cwd=tmp_path)
     assert out.returncode == 3, out.stderr
     assert "ftspec: 1 evaluation gate not met: accuracy" in out.stderr
-    assert "gate      accuracy >= 0.99: 0.000 FAILED, margin -0.990" in out.stdout
     report = json.loads((tmp_path / "runs/job/metrics.json").read_text())
-    assert report["gates_passed"] is False and report["gates"][0]["margin"] == pytest.approx(-0.99)
+    value = report["tuned"]["accuracy"]
+    assert value < 0.99
+    assert f"gate      accuracy >= 0.99: {value:.3f} FAILED, margin {value - 0.99:+.3f}" in out.stdout
+    assert report["gates_passed"] is False and report["gates"][0]["margin"] == pytest.approx(value - 0.99)
     assert "✗" in (tmp_path / "runs/job/report.md").read_text()
 
 
@@ -36,7 +39,7 @@ def test_eval_and_report_commands_rerun_only_their_steps(tmp_path):
     out = run_cli(["eval", str(spec)], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     ran = [l.split(":")[0] for l in out.stdout.splitlines() if l.endswith(")") and ": running" in l]
-    assert ran == ["eval_base", "eval_tuned", "report"]
+    assert ran == ["generate_base", "eval_base", "generate_tuned", "eval_tuned", "report"]
     assert (tmp_path / "runs/job/model/.ftspec-step.json").read_text() == model_marker, "the model was not retrained"
     out = run_cli(["report", str(spec)], cwd=tmp_path)
     assert out.returncode == 0, out.stderr

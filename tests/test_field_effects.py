@@ -438,7 +438,9 @@ def _evaluate(tmp_path, *sets: str, baseline: bool = False, monkeypatch=None):
     from ftspec.runtime import evaluate as E
     from ftspec.runtime.models import byte_tokenizer
 
-    plan, spec = _plan(tmp_path, EVAL_BODY, *sets)
+    # Generate mode, no stop string unless a test sets one: these rows' labels would make
+    # eval.mode auto score by choices, and stop generation at a newline.
+    plan, spec = _plan(tmp_path, EVAL_BODY, "eval.mode=generate", "eval.stop=[]", *sets)
     splits, _ = _splits(plan, spec)
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
@@ -504,8 +506,8 @@ def test_baseline_false_drops_the_base_models_evaluation(tmp_path):
     body = EVAL_BODY + "eval: {metrics: [accuracy]}\n"
     with_base, _ = _plan(tmp_path, body)
     without, _ = _plan(tmp_path, body, "eval.baseline=false")
-    assert [s.name for s in with_base.steps] == ["prepare_data", "eval_base", "train", "eval_tuned", "report"]
-    assert [s.name for s in without.steps] == ["prepare_data", "train", "eval_tuned", "report"]
+    assert [s.name for s in with_base.steps] == ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
+    assert [s.name for s in without.steps] == ["prepare_data", "train", "generate_tuned", "eval_tuned", "report"]
 
 
 def test_the_judges_rubric_score_regex_and_scale_come_from_the_spec(tmp_path, monkeypatch):

@@ -118,15 +118,17 @@ def _no_marker(tmp_path: Path) -> None:
 CASES = [
     # ------------------------------------------------------------------ YAML itself
     Case("yaml-unclosed-flow-mapping", edit("split: {validation: 0.2}", "split: {validation: 0.2"),
-         ("10:7: YAML syntax error: expected ',' or '}', but got ':' (while parsing a flow mapping)",)),
+         ("9:10: this '{' is never closed: end the mapping with '}'",)),
     Case("yaml-unclosed-flow-sequence", BASE + "eval:\n  metrics: [accuracy, f1\n  max_new_tokens: 4\n",
-         ("20:17: YAML syntax error: expected ',' or ']', but got ':' (while parsing a flow sequence)",)),
+         ("19:12: this '[' is never closed: end the list with ']'",)),
     Case("yaml-unclosed-at-end-of-file", BASE + "eval: {metrics: [accuracy]\n",
-         ("19:1: YAML syntax error: expected ',' or '}', but got '<stream end>' (while parsing a flow mapping)",)),
+         ("18:7: this '{' is never closed: end the mapping with '}'",)),
     Case("yaml-over-indented", "ftspec: 1\nname: demo\nmodel:\n  kind: tiny\n    hidden_size: 64\n",
-         ("5:16: YAML syntax error: mapping values are not allowed here",)),
+         ("5:5: this key is indented more than the key above it (line 4), which already has a value; "
+          "indent it by 2 spaces, like the key above",)),
     Case("yaml-under-indented", "ftspec: 1\nname: demo\nmodel:\n    kind: tiny\n  hidden_size: 64\n",
-         ("5:3: YAML syntax error: expected <block end>, but found '<block mapping start>' (while parsing a block mapping)",)),
+         ("5:3: this key is indented less than line 4 above it (2 spaces, not 4): indent it by 4 spaces to stay "
+          "in that block, or by 0 to end that block",)),
     Case("yaml-tab-indentation", edit("  hidden_size: 64", "\thidden_size: 64"),
          ("5:1: tab character in indentation; YAML indents with spaces only",)),
     Case("yaml-two-documents", BASE + "---\nname: other\n",
@@ -281,11 +283,13 @@ CASES = [
          ("4:9: model.kind: unknown kind 'tinny'; expected 'pretrained' or 'tiny'; did you mean 'tiny'?",)),
     Case("enum-metric-name", BASE + "eval:\n  metrics: [accuracy, f1_marco]\n",
          ("19:23: eval.metrics.1: must be one of 'accuracy', 'precision', 'recall', 'f1', 'f1_macro', "
-          "'f1_micro', 'exact_match', 'token_f1', 'rouge_l', 'bleu', 'chrf', 'perplexity' or 'json_valid' "
+          "'f1_micro', 'exact_match', 'token_f1', 'rouge_l', 'bleu', 'chrf', 'perplexity', 'json_valid', "
+          "'preference_accuracy', 'logprob_margin', 'reward_accuracy' or 'reward_margin' "
           "(got 'f1_marco'); did you mean 'f1_macro'?",)),
     Case("enum-metric-name-in-mapping", BASE + "eval:\n  metrics:\n    - name: acuracy\n",
          ("20:13: eval.metrics.0.name: must be one of 'accuracy', 'precision', 'recall', 'f1', 'f1_macro', "
-          "'f1_micro', 'exact_match', 'token_f1', 'rouge_l', 'bleu', 'chrf', 'perplexity' or 'json_valid' "
+          "'f1_micro', 'exact_match', 'token_f1', 'rouge_l', 'bleu', 'chrf', 'perplexity', 'json_valid', "
+          "'preference_accuracy', 'logprob_margin', 'reward_accuracy' or 'reward_margin' "
           "(got 'acuracy'); did you mean 'accuracy'?",)),
     Case("enum-method-kind-missing", edit("compute:", "method:\n  adapter: full\ncompute:"),
          ("17:3: method: needs 'kind:' to say which one ('sft' or 'dpo')",)),
@@ -312,7 +316,7 @@ CASES = [
           "19:1: trainig: unknown key; did you mean 'training'?")),
     # ------------------------------------------------------------------ data files
     Case("data-file-missing", edit("train: train.jsonl", "train: data/nope.jsonl"),
-         ("8:10: data.train: data file 'data/nope.jsonl' not found",)),
+         ("8:10: data.train: data file 'data/nope.jsonl' not found; there is no folder 'data'",)),
     Case("data-file-is-a-directory", edit("train: train.jsonl", "train: ."),
          ("8:10: data.train: data file '.' is a directory",)),
     Case("data-file-unknown-format", edit("train: train.jsonl", "train: train.txt"),
@@ -446,8 +450,7 @@ CASES = [
           "set the whole list, e.g. --set eval.metrics=[x, y]",),
          args=("--set", "eval.metrics.name=f1")),
     Case("set-yaml-syntax-error", BASE,
-         ("--set training.epochs=[1: training.epochs: YAML syntax error: expected ',' or ']', but got "
-          "'<stream end>' (while parsing a flow sequence)",),
+         ("--set training.epochs=[1: training.epochs: this '[' is never closed: end the list with ']'",),
          args=("--set", "training.epochs=[1")),
     # ------------------------------------------------------------------ rules across sections
     Case("dpo-with-prompt-completion", edit("compute:", "method:\n  kind: dpo\ncompute:"),

@@ -139,3 +139,51 @@ def test_there_is_one_atomic_writer():
         if "mkstemp(" in text or ".tmp\"" in text or "os.fsync(" in text:
             offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+@pytest.fixture(params=[0o022, 0o077, 0o002], ids=["022", "077", "002"])
+def umask(request):
+    """The process's umask set to the value under test, and put back afterwards."""
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def _mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+@pytest.mark.skipif(os.name != "posix", reason="permission bits are POSIX")
+def test_new_files_get_the_mode_a_plain_open_gives(tmp_path, umask):
+    """mkstemp creates 0600 whatever the umask; ftspec's files get what open() would give."""
+    (tmp_path / "plain.txt").write_text("x")
+    expected = _mode(tmp_path / "plain.txt")
+    assert expected == 0o666 & ~umask
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"abc")
+    os.chmod(src, 0o600)  # a copy is a new file: the source's mode is not carried over
+    fio.write_atomic(tmp_path / "a.txt", "x")
+    fio.write_json(tmp_path / "sub" / "b.json", {"a": 1})
+    fio.write_jsonl(tmp_path / "c.jsonl", [{"a": 1}])
+    fio.copy_atomic(src, tmp_path / "d.bin")
+    for name in ("a.txt", "sub/b.json", "c.jsonl", "d.bin"):
+        assert _mode(tmp_path / name) == expected, (name, oct(_mode(tmp_path / name)), oct(expected))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="permission bits are POSIX")
+def test_a_replaced_file_keeps_its_own_mode(tmp_path, umask):
+    """As open(path, 'w') would: the file's permissions are its owner's choice."""
+    path = tmp_path / "plan.json"
+    path.write_text("{}")
+    for mode in (0o640, 0o604, 0o600):
+        os.chmod(path, mode)
+        fio.write_json(path, {"mode": mode})
+        assert _mode(path) == mode and fio.read_json(path) == {"mode": mode}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the umask from /proc")
+def test_the_umask_is_read_without_changing_it(umask, monkeypatch):
+    monkeypatch.setattr(fio.os, "umask", lambda *a: pytest.fail("os.umask was called"))
+    assert fio._umask() == umask

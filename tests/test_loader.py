@@ -92,3 +92,76 @@ def test_extends_names_what_a_base_that_is_not_a_file_is(tmp_path):
             load(spec)
         [issue] = err.value.issues
         assert issue.key == "extends" and f"base spec '{ref}' {what}" in issue.message and issue.pos.line == 2
+
+
+# --------------------------------------------------------------------------- an empty mapping replaces (issue 12)
+
+_GATED = """\
+ftspec: 1
+name: gated
+model: {kind: tiny}
+data:
+  train: train.jsonl
+  split: {validation: 0.2, test: 0.2}
+format: {kind: prompt_completion, prompt: "{{ text }}", completion: " {{ queue }}"}
+eval:
+  metrics: [accuracy]
+  gates: {accuracy: ">= 0.8"}
+profiles:
+  smoke:
+    eval: {gates: {}}
+"""
+
+
+def _gated(tmp_path):
+    import json
+
+    rows = "".join(json.dumps({"text": f"t{i}", "queue": "ab"[i % 2]}) + "\n" for i in range(20))
+    _write(tmp_path, "train.jsonl", rows)
+    return _write(tmp_path, "spec.yaml", _GATED)
+
+
+def test_an_empty_mapping_in_a_profile_replaces_the_base_mapping(tmp_path):
+    loaded = load(_gated(tmp_path), profiles=["smoke"])
+    assert loaded.data["eval"]["gates"] == {}
+    assert loaded.data["eval"]["metrics"] == ["accuracy"]  # the rest of eval still merges
+    origin = loaded.where[("eval", "gates")]
+    assert (origin.layer, origin.pos.line) == ("profile:smoke", 13)
+    assert ("eval", "gates", "accuracy") not in loaded.where
+
+
+def test_an_empty_mapping_in_an_extending_spec_replaces_the_base_mapping(tmp_path):
+    _gated(tmp_path)
+    child = _write(tmp_path, "child.yaml", "extends: spec.yaml\nname: child\neval:\n  gates: {}\n")
+    loaded = load(child)
+    assert loaded.data["eval"] == {"metrics": ["accuracy"], "gates": {}}
+    assert (loaded.where[("eval", "gates")].layer, loaded.where[("eval", "gates")].pos.line) == ("spec", 4)
+
+
+def test_an_empty_mapping_from_set_replaces_the_base_mapping(tmp_path):
+    loaded = load(_gated(tmp_path), sets=["eval.gates={}"])
+    assert loaded.data["eval"]["gates"] == {}
+    assert loaded.where[("eval", "gates")].layer == "set"
+
+
+def test_a_mapping_with_keys_still_merges(tmp_path):
+    loaded = load(_gated(tmp_path), sets=["eval.gates={f1: '>= 0.1'}"])
+    assert loaded.data["eval"]["gates"] == {"accuracy": ">= 0.8", "f1": ">= 0.1"}
+
+
+def test_explain_and_diff_say_where_the_empty_gates_came_from(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ftspec.cli import main
+
+    _gated(tmp_path)
+    _write(tmp_path, "child.yaml", "extends: spec.yaml\nname: gated\neval:\n  gates: {}\n")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for args, where in ((["-p", "smoke"], "profile smoke  spec.yaml:13"), (["--set", "eval.gates={}"], "--set eval.gates={}")):
+        out = runner.invoke(main, ["plan", "spec.yaml", *args, "--explain"]).output
+        gates = [line for line in out.splitlines() if line.startswith("eval.gates")]
+        assert len(gates) == 1 and "{}" in gates[0] and gates[0].rstrip().endswith(where), out
+    result = runner.invoke(main, ["diff", "spec.yaml", "child.yaml"])
+    removed = [line for line in result.output.splitlines() if "eval.gates" in line]
+    assert removed and removed[0].lstrip().startswith("- eval.gates[0]") and "from spec" in removed[0], result.output

@@ -290,9 +290,12 @@ def test_report_md(classification_run):
     build_report(run, p, out)
     md = (out / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# ftspec report: routing")
-    assert "tuned beats base on accuracy: 0.500 → 0.833 (+0.333)" in md
-    assert "| accuracy | 0.500 | 0.833 | +0.333 |" in md
-    assert "| f1_macro | 0.450 | 0.800 | +0.350 |" in md
+    # 6 rows: +0.333 is within the noise of so few (the paired bootstrap's interval holds 0)
+    assert "tuned is no better than base on accuracy (difference within noise): 0.500 → 0.833 (+0.333, 95% CI -0.333 to +0.833)" in md
+    assert "| accuracy | 0.500 (0.167 to 0.833) | 0.833 (0.500 to 1.000) | +0.333 (-0.333 to +0.833) |" in md
+    assert "| f1_macro | 0.450 (0.111 to 0.929) | 0.800 (0.486 to 1.000) | +0.350 (-0.333 to +0.889) |" in md
+    assert "paired percentile bootstrap over rows (6 rows, 1000 resamples, seed 0)" in md
+    assert "No most-frequent-answer baseline: the training split was not found." in md
     # gates: ✓/✗, value, threshold, margin
     assert "| ✓ | accuracy | 0.833 | >= 0.8 | +0.033 |  |" in md
     assert "| ✗ | improvement.accuracy | +0.333 | >= 0.5 | -0.167 |" in md
@@ -300,7 +303,8 @@ def test_report_md(classification_run):
     assert "gates: 2 of 3 failed" in md
     assert "overfitting" in md and "step 40" in md
     # training and data
-    assert "final train loss:** 1.4321" in md and "final validation loss:** 0.9000" in md
+    assert "final train loss:** 1.0000 (last logged, step 100)" in md and "final validation loss:** 0.9000" in md
+    assert "mean train loss:** 1.4321 (the trainer's average over the run)" in md
     assert "| train | 80 | 40 | 55 | 61 | 70 | 41.5 | 1.2% (1 row) | 8.3% |" in md
     assert "Skipped rows: 2." in md
     # classification
@@ -316,10 +320,11 @@ def test_report_md(classification_run):
     assert "**base:** technical" in regressed and "**tuned:** shipping" in regressed
     assert "Route this request #2: ⏎ Queue:" in regressed
     assert "\\<script>alert(1)\\</script>" in improved  # escaped for Markdown: no HTML tag
-    # charts beside it
+    # charts beside it, and in report.html; report.md links no file (it is also copied elsewhere)
     for png in ("loss.png", "metrics.png", "confusion-tuned.png", "confusion-base.png"):
-        assert f"]({png})" in md
+        assert f"]({png})" not in md
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "*Chart in report.html: Base vs tuned per metric*" in md
 
 
 def test_report_html(classification_run):
@@ -335,7 +340,7 @@ def test_report_html(classification_run):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "http://" not in text and "https://" not in text  # self-contained
     body = "".join(parser.text)
-    assert "tuned beats base on accuracy: 0.500 → 0.833 (+0.333)" in body
+    assert "tuned is no better than base on accuracy (difference within noise): 0.500 → 0.833 (+0.333, 95% CI -0.333 to +0.833)" in body
     assert XSS in body  # shown as text, after unescaping
     assert "row 7: missing 'queue' " + XSS in body
 
@@ -374,8 +379,8 @@ def test_generation_without_baseline(generation_run):
 
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "tuned model: exact_match 0.500 on 4 validation rows (no baseline to compare with)" in md
-    assert "| exact_match | — | 0.500 | — |" in md
-    assert "| rouge_l | — | 0.750 | — |" in md
+    assert "| exact_match | — | 0.500 (0.000 to 1.000) | — |" in md
+    assert "| rouge_l | — | 0.750 (0.250 to 1.000) | — |" in md  # the interval re-scores the predictions
     assert "Classification" not in md
     assert "example 1: exact_match 0.000" in md and "example 3: exact_match 0.000" in md
     assert "example 0:" not in md
@@ -416,7 +421,8 @@ def test_no_gates_passes_and_broken_files_are_skipped(classification_run):
     assert result["overfitting"] is not None
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "No gates." in md and "No data statistics." in md
-    assert "final train loss:** 1.0000" in md  # from the log's last line when train.json is missing
+    assert "final train loss:** 1.0000 (last logged, step 100)" in md  # the log's last complete line
+    assert "mean train loss" not in md  # train.json is missing
 
 
 def test_only_base_evaluated(classification_run):
@@ -452,7 +458,8 @@ def test_lower_is_better_metric_and_positional_merge(tmp_path):
     assert result["delta"] == {"perplexity": pytest.approx(-37.1)}
     assert result["gates"][0]["passed"] is True and result["gates"][0]["margin"] == pytest.approx(1.9)
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "tuned beats base on perplexity: 40.200 → 3.100 (-37.100)" in md
+    # no per-row perplexity, so no interval, so no claim
+    assert "tuned vs base on perplexity: 40.200 → 3.100 (-37.100; no interval for this metric)" in md
     merged = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
     assert [(r["index"], r["input"], r["base"]["prediction"], r["tuned"]["prediction"]) for r in merged] == [
         (0, "q0", "x", "a"), (1, "q1", "y", "b")]
@@ -530,7 +537,7 @@ def test_markdown_escapes_every_block():
     assert not re.search(r"(?<!\\)<(script|/script|b|/b)>", md) and not re.search(r"(?<!\\)\]\(http", md)
     assert "\\<script>alert(\"x\")\\</script>" in md and "\\`code\\`" in md and "\\*em\\*" in md and "\\| pipe" in md
     assert "| head " in md and "|---|---:|" in md
-    assert "![caption " in md and "](chart.png)" in md
+    assert "*Chart in report.html: caption " in md and "](chart.png)" not in md
 
 
 def test_the_html_template_is_a_package_file_rendered_with_autoescape():

@@ -93,7 +93,7 @@ def test_sft_full_trains_every_weight_and_writes_the_run_directory(tmp_path):
         assert [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)] == [], name
     assert manifest["plan_id"] == plan["id"] == ctx.plan.id
     assert manifest["status"] == "finished"
-    assert [s["name"] for s in manifest["steps"]] == ["prepare_data", "eval_base", "train", "eval_tuned", "report"]
+    assert [s["name"] for s in manifest["steps"]] == ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
     assert {s["key"] for s in manifest["steps"]} == {s["key"] for s in plan["steps"]}
     for lib in ("python", "torch", "transformers", "peft", "trl", "ftspec"):
         assert manifest["versions"][lib]
@@ -113,7 +113,7 @@ def test_sft_full_trains_every_weight_and_writes_the_run_directory(tmp_path):
 
     # Nothing changed: a second run reuses every step.
     _, again = _run(spec)
-    assert sum("up to date" in l for l in again) == 5
+    assert sum("up to date" in l for l in again) == len(ctx.plan.steps) == 7
 
 
 def test_data_is_tokenized_once_and_a_changed_training_setting_does_not_tokenize_again(tmp_path, monkeypatch):
@@ -153,7 +153,10 @@ def test_no_checkpoint_at_the_last_step_and_none_left_once_the_step_is_complete(
     saves = Saves()
     ctx, _ = _run(spec, callbacks=[saves])
     assert saves.steps == [2, 4], "every save_every steps, but not at the last one: the model itself is saved there"
-    assert not (ctx.run_dir / "checkpoints" / ctx.plan.step("train").key[:16]).exists()
+    from ftspec.rundir import store_of
+
+    assert not store_of(ctx.run_dir).scratch("train", ctx.plan.step("train").key, "checkpoints").exists()
+    assert not (ctx.run_dir / "checkpoints").exists(), "no empty checkpoints/ folder left in the run directory"
     assert (ctx.run_dir / "model/model.safetensors").is_file()
 
 
@@ -199,7 +202,9 @@ compute: {device: cpu}
     assert any("rewards/margins" in m for m in metrics)
     first = next(m for m in metrics if "loss" in m)
     assert first["loss"] == pytest.approx(0.6931, abs=1e-3), "at step 1 the policy equals the reference"
-    assert [s.name for s in ctx.plan.steps] == ["prepare_data", "train", "report"]
+    # Preference runs are evaluated on their held-out pairs too (tests/test_dpo_eval.py).
+    assert [s.name for s in ctx.plan.steps] == ["prepare_data", "generate_base", "eval_base", "train",
+                                                 "generate_tuned", "eval_tuned", "report"]
 
 
 class _CaptureBatch(TrainerCallback):
@@ -297,12 +302,12 @@ def test_a_crashed_run_resumes_to_the_same_final_weights(tmp_path, batching):
     crashed = _spec(tmp_path / "b", body)
     with pytest.raises(KeyboardInterrupt):
         _run(crashed, mode, callbacks=[_CrashAt(4)])
-    run_b = (tmp_path / "b" / "runs" / "job")
+    run_b = tmp_path / "b" / compile_spec(crashed, sets=[mode])[0].output.dir  # runs/job@training.batching=…
     assert not (run_b / "model").exists(), "no finished model where a crashed step left none"
     assert json.loads((run_b / "manifest.json").read_text())["status"] == "failed"
     ctx, lines = _run(crashed, mode)
     assert any("resumed from checkpoint-4" in l for l in lines)
-    a = load_file(tmp_path / "a/runs/job/model/model.safetensors")
+    a = load_file(ctx_a.run_dir / "model/model.safetensors")
     b = load_file(run_b / "model/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
     steps = [json.loads(l)["step"] for l in (run_b / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(l)]

@@ -54,3 +54,22 @@ def test_profile_changes_the_effective_plan(in_root):
     assert smoke.data.rows.model_dump() == {"train": 64, "validation": 64, "test": 64}
     assert smoke.training.total_steps == 5
     assert smoke.id != base.id
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
+def test_shipped_spec_passes_strict_or_says_why_not(spec, in_root):
+    """A shipped spec is an example to copy: with --strict it has no warnings, in every
+    profile, or its header says that it warns and why (only an unpinned hub revision,
+    which needs the hub to pin, is allowed)."""
+    import yaml
+
+    from ftspec.errors import SpecError
+
+    header = "".join(line for line in spec.read_text().splitlines(keepends=True) if line.startswith("#"))
+    for profiles in [(), *[(name,) for name in (yaml.safe_load(spec.read_text()).get("profiles") or {})]]:
+        try:
+            check_spec(spec.relative_to(ROOT), profiles, strict=True)
+        except SpecError as exc:
+            assert "`ftspec validate --strict` warns here" in header, f"{spec.name} {profiles}: {exc.issues}"
+            unexplained = [i for i in exc.issues if not ("revision" in i.message and "revision is not\n# pinned" in header)]
+            assert unexplained == [], f"{spec.name} {profiles}: warnings its header does not explain"

@@ -107,10 +107,16 @@ def test_each_leaf_changes_exactly_the_steps_that_declare_it(name, profiles, in_
 
 def test_a_view_refuses_what_its_step_does_not_declare(in_root):
     plan = compile_spec("specs/quickstart.yaml")[0]
-    view = steps.view(plan, steps.EVAL_BASE)
+    view = steps.view(plan, steps.GENERATE_BASE)
     assert view.eval.split == "test" and view.model.kind == "tiny"
-    with pytest.raises(UndeclaredRead, match="eval_base reads plan field 'eval.gates'"):
+    with pytest.raises(UndeclaredRead, match="generate_base reads plan field 'eval.gates'"):
         view.eval.gates
+    with pytest.raises(UndeclaredRead, match="generate_base reads plan field 'eval.metrics'"):
+        view.eval.metrics  # the metrics are the scoring step's: a metrics change generates nothing again
+    scoring = steps.view(plan, steps.EVAL_BASE)
+    assert [m.name for m in scoring.eval.metrics] == ["accuracy", "f1_macro"]
+    with pytest.raises(UndeclaredRead, match="eval_base reads plan field 'model'"):
+        scoring.model
     with pytest.raises(UndeclaredRead, match="'training.learning_rate'"):
         view.training.learning_rate
     with pytest.raises(UndeclaredRead):
@@ -164,7 +170,8 @@ def test_step_names_are_spelled_only_in_the_registry():
     """Other modules name a step through ftspec.steps, so a renamed step cannot be missed."""
     import re
 
-    literal = re.compile(r"""["'](prepare_data|eval_base|eval_tuned|eval-base|eval-tuned)["']""")
+    literal = re.compile(r"""["'](prepare_data|eval_base|eval_tuned|eval-base|eval-tuned|generate_base|generate_tuned|"""
+                         r"""generate-base|generate-tuned)["']""")
     offenders = []
     for path in (ROOT / "ftspec").rglob("*.py"):
         if path.name == "steps.py":
@@ -193,7 +200,10 @@ def _runnable(plan: Plan) -> Plan:
 
             text = (builtin_dir() / "chatml.jinja").read_text(encoding="utf-8")
             body["format"]["chat_template"] = {"source": "builtin", "ref": "chatml.jinja", "text": text, "sha256": "0"}
-    body["data"]["limit"] = 12
+    from ftspec import plan as plan_models
+
+    cut = 12
+    body["data"]["limit"] = {"train": cut, "validation": cut, "test": cut} if hasattr(plan_models, "Limit") else cut
     body["training"].update(max_steps=1, total_steps=1, eval_every=1, save_every=1, max_length=512, batch_size=4)
     body["eval"].update(limit=3, max_new_tokens=2)
     body["eval"]["metrics"] = [m for m in body["eval"]["metrics"] if m["name"] != "judge"]

@@ -6,6 +6,7 @@ function is small and pure so that tests can check the mapping directly.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import torch
@@ -38,7 +39,9 @@ def _cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(compute: Any, device: str) -> str:
-    """fp32, bf16 or fp16; ``auto`` takes bf16 where the GPU has it, else fp32."""
+    """fp32, bf16 or fp16; ``auto`` takes bf16 where the GPU has it, else fp32. The
+    compiler resolves ``auto`` itself where the device makes it certain (ftspec.compile
+    ``plan_precision``: fp32 on cpu and mps), and agrees with this function there."""
     wanted = compute.precision
     if wanted == "auto":
         return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -49,6 +52,39 @@ def resolve_precision(compute: Any, device: str) -> str:
         if not ok:
             raise SpecError.one(Pos("compute.precision"), "compute.precision", f"bf16 is not supported on this {device}; use fp32")
     return wanted
+
+
+def apply_threads(compute: Any) -> dict:
+    """Set the CPU threads torch computes with to the plan's ``compute.threads``: intra-op
+    threads (torch.set_num_threads) and inter-op threads (torch.set_num_interop_threads,
+    which torch lets a process set once, before its first parallel work; a later call that
+    asks for another number keeps the first one and says so). Process-wide: the runner
+    calls this once before the steps run. Returns what is in effect."""
+    n = compute.threads
+    torch.set_num_threads(n)
+    interop = torch.get_num_interop_threads()
+    if interop != n:
+        try:
+            torch.set_num_interop_threads(n)
+            interop = n
+        except RuntimeError:  # already set, or parallel work has started: it stays as it is
+            pass
+    return {"threads": torch.get_num_threads(), "interop": interop}
+
+
+def describe_threads(got: Mapping) -> str:
+    """The threads in effect (what :func:`apply_threads` returned), as the run header shows them."""
+    n = got["threads"]
+    text = f"{n} CPU thread{'s' if n != 1 else ''}"
+    if got["interop"] != n:
+        text += f" ({got['interop']} inter-op: set earlier in this process)"
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or n
+    if n > usable:
+        text += f", more than the {usable} CPUs this process may use"
+    return text
 
 
 def model_dtype(plan_model: Any, precision: str) -> torch.dtype:

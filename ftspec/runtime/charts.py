@@ -26,7 +26,7 @@ def draw_charts(r: Results) -> dict[str, bytes]:
     s = r.summary
     charts = {
         "loss.png": _loss_chart(Figure, r.run.log),
-        "metrics.png": _metrics_chart(Figure, r.names, s["base"], s["tuned"]),
+        "metrics.png": _metrics_chart(Figure, r.names, s["base"], s["tuned"], s.get("majority"), s.get("intervals")),
         "confusion-tuned.png": _confusion_chart(Figure, s["details"]["tuned"], "Tuned model"),
         "confusion-base.png": _confusion_chart(Figure, s["details"]["base"], "Base model"),
     }
@@ -60,7 +60,9 @@ def _loss_chart(Figure, log: list[dict]) -> bytes | None:
     return _figure_png(fig)
 
 
-def _metrics_chart(Figure, names: list[str], base: dict | None, tuned: dict | None) -> bytes | None:
+def _metrics_chart(Figure, names: list[str], base: dict | None, tuned: dict | None, majority: dict | None = None,
+                   intervals: dict | None = None) -> bytes | None:
+    """Bars per metric (the most-frequent-answer baseline, base, tuned), with their 95% intervals as error bars."""
     shown = [n for n in names if num((base or {}).get(n)) is not None or num((tuned or {}).get(n)) is not None]
     if not shown:
         return None
@@ -71,17 +73,24 @@ def _metrics_chart(Figure, names: list[str], base: dict | None, tuned: dict | No
     groups = ([unit] if unit else []) + [[n] for n in shown if not in_unit(n)]
     fig = Figure(figsize=(max(4.0, 1.3 * len(shown) + 2 + 0.8 * (len(groups) - 1)), 3.6))
     grid = fig.add_gridspec(1, len(groups), width_ratios=[len(g) + 0.5 for g in groups])
-    width = 0.38
+    width = 0.38 if not majority else 0.27
     for g, group in enumerate(groups):
         ax = fig.add_subplot(grid[0, g])
         xs = list(range(len(group)))
-        sides = [(label, side, color) for label, side, color in (("base", base, "#9aa5b1"), ("tuned", tuned, "#2b7bba"))
-                 if side is not None]
+        sides = [(label, side, color) for label, side, color in (
+            ("majority", majority, "#e3d6b4"), ("base", base, "#9aa5b1"), ("tuned", tuned, "#2b7bba"))
+            if side and any(values(side, n) is not None for n in group)]
         for k, (label, side, color) in enumerate(sides):
             offset = (k - (len(sides) - 1) / 2) * width
             heights = [values(side, n) or 0.0 for n in group]
-            bars = ax.bar([x + offset for x in xs], heights, width, label=label, color=color)
-            ax.bar_label(bars, labels=[fmt(values(side, n)) for n in group], fontsize=7, padding=2)
+            errors = [_error(heights[i], ((intervals or {}).get(label) or {}).get(n)) for i, n in enumerate(group)]
+            yerr = [[e[0] for e in errors], [e[1] for e in errors]] if any(e != (0.0, 0.0) for e in errors) else None
+            bars = ax.bar([x + offset for x in xs], heights, width, label=label, color=color,
+                          yerr=yerr, capsize=3 if yerr else 0, error_kw={"elinewidth": 1, "ecolor": "#444c56"})
+            # with error bars, the value sits inside its bar, clear of the whisker
+            ax.bar_label(bars, labels=[fmt(values(side, n)) for n in group], fontsize=7,
+                         **({"label_type": "center", "color": "white" if label == "tuned" else "#1f2328"} if yerr
+                            else {"padding": 2}))
         ax.set_xticks(xs)
         ax.set_xticklabels(group, rotation=20 if len(group) > 4 else 0)
         if group is unit:
@@ -89,8 +98,19 @@ def _metrics_chart(Figure, names: list[str], base: dict | None, tuned: dict | No
         ax.grid(axis="y", alpha=0.3)
         if g == 0:
             ax.legend(fontsize=8)
-    fig.suptitle("Base vs tuned" if base is not None and tuned is not None else "Tuned model" if tuned is not None else "Base model")
+    title = "Base vs tuned" if base is not None and tuned is not None else "Tuned model" if tuned is not None else "Base model"
+    fig.suptitle(title + (", with 95% intervals" if intervals and intervals.get("method") else ""))
     return _figure_png(fig)
+
+
+def _error(height: float, interval) -> tuple[float, float]:
+    """(below, above) the bar's top to draw its interval; none without one."""
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return 0.0, 0.0
+    low, high = num(interval[0]), num(interval[1])
+    if low is None or high is None:
+        return 0.0, 0.0
+    return max(0.0, height - low), max(0.0, high - height)
 
 
 def _confusion_chart(Figure, details: Any, title: str) -> bytes | None:

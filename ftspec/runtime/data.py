@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ftspec import io
+from ftspec import templates as tpl
 from ftspec.errors import Issue, Pos, SpecError
 from ftspec.formatting import FormatError, RowFormatter
 from ftspec.sources import RowError, read_rows
-from ftspec.splitting import split_indices
+from ftspec.splitting import filter_verdict, split_indices, split_limits, verdict_problem
 
 SPLITS = ("train", "validation", "test")
 
@@ -62,12 +63,19 @@ def _read_hub(split: str, src: Any) -> tuple[list[dict], list[str]]:
     return rows, [f"hub:{src.hub}[{src.split}]:{i + 1}" for i in range(len(rows))]
 
 
-def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on_bad_row: str, skipped: list) -> tuple[list[dict], list[dict], list[str]]:
-    """Formatted records, the mapped columns of each (for stratifying), and their origins."""
+def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on_bad_row: str, skipped: list,
+                 row_filter: Any = None, dropped: list | None = None) -> tuple[list[dict], list[dict], list[str]]:
+    """Formatted records, the mapped columns of each (for stratifying), and their origins.
+    A row that ``row_filter`` (data.filter's template) renders false for is left out and
+    its origin added to ``dropped``."""
     records, columns, origins = [], [], []
     for values, origin in zip(rows, where):
         try:
             mapped = formatter.columns(values)
+            if row_filter is not None and not _keeps(row_filter, mapped, origin):
+                if dropped is not None:
+                    dropped.append(origin)
+                continue
             record = formatter.render(mapped)
         except FormatError as exc:
             file, _, row = origin.rpartition(":")
@@ -81,11 +89,23 @@ def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on
     return records, columns, origins
 
 
+def _keeps(row_filter: Any, mapped: dict, origin: str) -> bool:
+    """data.filter's verdict on one row (after renames and derived columns). A rendering
+    that is neither true nor false is the filter's mistake: an error at its key, naming the row."""
+    text = RowFormatter._render(row_filter, mapped, "data.filter")
+    verdict = filter_verdict(text)
+    if verdict is None:
+        raise SpecError.one(Pos("data.filter"), "data.filter", f"{verdict_problem(text)} (row {origin})")
+    return verdict
+
+
 def build_splits(data: Any, fmt: Any, root: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Every split's formatted records (from the plan's ``data`` and ``format``
     sections), and counts of what was skipped."""
     formatter = RowFormatter.from_plan(data, fmt)
+    row_filter = tpl.environment().from_string(data.filter.text) if data.filter is not None else None
     skipped: list[RowError] = []
+    filtered: dict[str, int] = {}  # rows data.filter dropped, per source
     out: dict[str, list[dict]] = {}
     origins: dict[str, list[str]] = {}  # FILE:ROW of each record, so later steps can point at a row
     stratify_values: list = []
@@ -95,7 +115,16 @@ def build_splits(data: Any, fmt: Any, root: Path) -> tuple[dict[str, list[dict]]
         if src is None:
             continue
         rows, where = _read_source(split, src, root, data.on_bad_row, skipped)
-        out[split], columns, origins[split] = _format_rows(rows, where, formatter, data.on_bad_row, skipped)
+        dropped: list[str] = []
+        out[split], columns, origins[split] = _format_rows(rows, where, formatter, data.on_bad_row, skipped,
+                                                           row_filter, dropped)
+        if row_filter is not None:
+            filtered[split] = len(dropped)
+            if dropped and len(dropped) == len(rows):
+                shown = getattr(src, "path", None) or f"hub:{getattr(src, 'hub', '')}"
+                raise SpecError.one(Pos("data.filter"), "data.filter",
+                                    f"drops every row of {shown} ({len(rows)} rows); nothing is left to "
+                                    f"{'train on' if split == 'train' else 'hold out'}")
         if split == "train" and s is not None and s.stratify:
             stratify_values = [json.dumps(c.get(s.stratify), sort_keys=True, default=str) for c in columns]
     if s is not None:
@@ -105,14 +134,17 @@ def build_splits(data: Any, fmt: Any, root: Path) -> tuple[dict[str, list[dict]]
         for name, index, fraction in (("validation", va, s.validation), ("test", te, s.test), ("train", tr, 1)):
             if name == "train" or (name not in data.sources and fraction > 0):
                 out[name], origins[name] = [train[i] for i in index], [train_origins[i] for i in index]
-    if data.limit:
-        out = {k: v[: data.limit] for k, v in out.items()}
-        origins = {k: v[: data.limit] for k, v in origins.items()}
+    for split, cut in split_limits(data.limit).items():
+        if cut is not None and split in out:
+            out[split], origins[split] = out[split][:cut], origins[split][:cut]
     for split, records in out.items():
         if not records:
-            what = "after skipping bad rows" if skipped else "after splitting"
+            what = ("after skipping bad rows" if skipped else
+                    "after data.filter and splitting" if sum(filtered.values()) else "after splitting")
             raise SpecError.one(Pos(f"data.{split}"), f"data.{split}", f"the {split} split is empty {what}")
     stats = {"skipped_rows": len(skipped), "skipped_examples": [str(e) for e in skipped[:20]], "origins": origins}
+    if row_filter is not None:
+        stats["filtered_rows"] = filtered  # per source, before splitting
     return out, stats
 
 

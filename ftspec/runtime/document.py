@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
+from ftspec.runtime.metrics import CLASSIFICATION
 from ftspec.runtime.results import (
-    EXAMPLES, LOWER_IS_BETTER, Results, clean, confusion, dig, direction, example_metric, movers, num, series, step_text,
-    weakest,
+    EXAMPLES, LOWER_IS_BETTER, Results, clean, confusion, dig, direction, example_metric, interval_says, movers, num,
+    series, step_text, weakest,
 )
 
 SPLIT_ORDER = ("train", "validation", "test")
@@ -144,7 +145,7 @@ def summary_section(r: Results) -> list[Block]:
         Heading(1, title(r)),
         Paragraph(f"{plan_id}model {_describe_model(r.plan.model)} · method {_describe_method(r.plan.method)}"
                   f" · evaluated on {split}" + (f" ({n} rows)" if n is not None else "")),
-        Paragraph(verdict(r.names, r.headline, s["base"], s["tuned"], n, split), strong=True),
+        Paragraph(verdict(r.names, s), strong=True),
     ]
     gates = s["gates"]
     if gates:
@@ -156,27 +157,79 @@ def summary_section(r: Results) -> list[Block]:
     return blocks
 
 
-def verdict(names: list[str], headline: str | None, base: dict | None, tuned: dict | None, rows: Any, split: str) -> str:
-    """One line: does the tuned model beat the base model on the headline metric?"""
+def verdict(names: list[str], s: dict) -> str:
+    """One line: is the tuned model better than the base model on the headline metric, by
+    more than the noise of the evaluated rows, and better than predicting the most
+    frequent answer? ``s``: what metrics.json holds. "better" only where the 95% interval
+    of the difference excludes 0."""
+    base, tuned, headline, rows, split = s["base"], s["tuned"], s["headline"], s["rows"], s["split"]
     both = [n for n in names if num((base or {}).get(n)) is not None and num((tuned or {}).get(n)) is not None]
     if both:
         metric = headline if headline in both else both[0]
         b, t = base[metric], tuned[metric]
         d = clean(t - b)
-        gain = d * direction(metric)
-        word = "beats" if gain > 0 else "does not beat" if gain < 0 else "ties with"
-        return f"tuned {word} base on {metric}: {b:.3f} → {t:.3f} ({d:+.3f})"
+        interval = dig(s, "intervals", "tuned_minus_base", metric)
+        says = interval_says(interval, metric)
+        shown = metric_label(metric, s)
+        numbers = f"{b:.3f} → {t:.3f} ({d:+.3f}" + (
+            f", 95% CI {interval_text(interval, signed=True)})" if says is not None else "; no interval for this metric)")
+        if says == 1:
+            text = f"tuned is better than base on {shown}: {numbers}"
+        elif says == -1:
+            text = f"tuned is worse than base on {shown}: {numbers}"
+        elif says == 0:
+            text = f"tuned is no better than base on {shown} (difference within noise): {numbers}"
+        else:
+            text = f"tuned vs base on {shown}: {numbers}"
+        return text + _majority_clause(metric, s)
     on = f" on {rows} {split} rows" if rows is not None else ""
     if tuned is not None:
         metric = _shown_metric(names, headline, tuned)
         if metric:
-            return f"tuned model: {metric} {tuned[metric]:.3f}{on} (no baseline to compare with)"
+            return (f"tuned model: {metric_label(metric, s)} {tuned[metric]:.3f}{on} (no baseline to compare with)"
+                    + _majority_clause(metric, s))
         return "the tuned model was evaluated but no metric was computed"
     if base is not None:
         metric = _shown_metric(names, headline, base)
         if metric:
-            return f"only the base model was evaluated: {metric} {base[metric]:.3f}{on}"
+            return f"only the base model was evaluated: {metric_label(metric, s)} {base[metric]:.3f}{on}"
     return "no evaluation results: the held-out evaluation did not run or left no metrics"
+
+
+def _majority_clause(metric: str, s: dict) -> str:
+    """"; no better than predicting the most frequent label" when the tuned model's
+    interval against that baseline does not lie on its better side of 0."""
+    m, t = num((s.get("majority") or {}).get(metric)), num((s.get("tuned") or {}).get(metric))
+    if m is None or t is None:
+        return ""
+    says = interval_says(dig(s, "intervals", "tuned_minus_majority", metric), metric)
+    if says is None:  # too few rows for an interval: the point values decide, cautiously
+        says = 1 if (t - m) * direction(metric) > 0 else 0
+    if says == 1:
+        return ""
+    what = "label" if metric in CLASSIFICATION else "answer"
+    answer = (s.get("majority_answers") or {}).get(metric)
+    shown = f" {clip(answer, 40)!r}" if isinstance(answer, str) else ""
+    return f"; no better than predicting the most frequent {what}{shown} ({m:.3f})"
+
+
+def metric_label(metric: str, s: dict) -> str:
+    """A metric's name as the report shows it: which F1 ``f1`` is."""
+    if metric != "f1":
+        return metric
+    f1 = dig(s, "details", "tuned", "f1") or dig(s, "details", "base", "f1")
+    if not isinstance(f1, dict):
+        return metric
+    if f1.get("average") == "binary" and isinstance(f1.get("positive"), str):
+        return f"f1 (positive: {f1['positive']})"
+    return "f1 (macro)" if f1.get("average") == "macro" else metric
+
+
+def interval_text(interval: Any, signed: bool = False) -> str:
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2 or any(num(x) is None for x in interval):
+        return ""
+    spec = "+.3f" if signed else ".3f"
+    return f"{interval[0]:{spec}} to {interval[1]:{spec}}"
 
 
 def _shown_metric(names: list[str], headline: str | None, side: dict) -> str | None:
@@ -202,18 +255,81 @@ def _describe_method(m: Any) -> str:
 
 
 def metrics_section(r: Results, charts: set[str]) -> list[Block]:
-    base, tuned, delta = r.summary["base"], r.summary["tuned"], r.summary["delta"]
+    s = r.summary
+    base, tuned, delta = s["base"], s["tuned"], s["delta"]
+    majority, intervals = s.get("majority"), s.get("intervals") or {}
     blocks: list[Block] = [Heading(2, "Metrics")]
     if base is None and tuned is None:
         return blocks + [Paragraph("No evaluation results.")]
-    table = [[m + (" (lower is better)" if m in LOWER_IS_BETTER else ""), fmt((base or {}).get(m)),
-              fmt((tuned or {}).get(m)), signed(delta.get(m))] for m in r.names]
-    blocks.append(Table.of(["metric", "base", "tuned", "delta"], table))
+
+    def cell(side: str, value: Any, metric: str, sign: bool = False) -> str:
+        interval = dig(intervals, side, metric)
+        shown = signed(value) if sign else fmt(value)
+        text = interval_text(interval, signed=sign)
+        return f"{shown} ({text})" if text and num(value) is not None else shown
+
+    header = ["metric"] + (["majority"] if majority else []) + ["base", "tuned", "tuned − base"]
+    table = []
+    for m in r.names:
+        row = [metric_label(m, s) + (" (lower is better)" if m in LOWER_IS_BETTER else "")]
+        if majority:
+            row.append(cell("majority", majority.get(m), m))
+        row += [cell("base", (base or {}).get(m), m), cell("tuned", (tuned or {}).get(m), m),
+                cell("tuned_minus_base", delta.get(m), m, sign=True)]
+        table.append(row)
+    blocks.append(Table.of(header, table))
+    if intervals.get("method"):
+        blocks.append(Paragraph(
+            f"In parentheses: 95% confidence intervals, by a {intervals['method']} ({rows_text(intervals.get('rows'))}, "
+            f"{count(intervals.get('resamples'))} resamples, seed {intervals.get('seed')})"
+            + ("; tuned − base is paired (the same resampled rows for both). A difference whose interval holds 0 "
+               "is within noise." if base is not None and tuned is not None else ".")))
+    if majority:
+        answers = {a for a in (s.get("majority_answers") or {}).values() if isinstance(a, str)}
+        shown = ", ".join(repr(clip(a, 60)) for a in sorted(answers)) or "—"
+        blocks.append(Paragraph(f"majority: the most frequent answer of the training split ({shown}) predicted for "
+                                f"every evaluated row, the score a model gets without reading the input."))
+    elif tuned is not None and r.rows and not r.run.train_rows:
+        blocks.append(Paragraph("No most-frequent-answer baseline: the training split was not found."))
+    f1 = dig(s, "details", "tuned", "f1") or dig(s, "details", "base", "f1")
+    if "f1" in r.names and isinstance(f1, dict):
+        if f1.get("average") == "binary":
+            blocks.append(Paragraph(f"f1 is the F1 of the positive label {f1.get('positive')!r} ({f1.get('why')}), "
+                                    f"as scikit-learn's binary F1; f1_macro averages the F1 of every label."))
+        else:
+            blocks.append(Paragraph("f1 is the macro average of the F1 of every label (as f1_macro)."))
+    blocks.extend(Paragraph(line) for line in extraction_lines(s))
     if base is None:
         blocks.append(Paragraph("The base model was not evaluated (no baseline)."))
     if "metrics.png" in charts:
         blocks.append(Chart("Base vs tuned per metric", "metrics.png"))
     return blocks
+
+
+def extraction_lines(s: dict, nonzero_only: bool = False) -> list[str]:
+    """One line per answer extraction: in how many predictions (of each model) and
+    references it found no answer. Metrics with the same counts share a line."""
+    sides = [side for side in ("tuned", "base") if isinstance(dig(s, "details", side, "extraction"), dict)]
+    names: list[str] = []
+    for side in sides:
+        names += [n for n in s["details"][side]["extraction"] if n not in names]
+    rows = s.get("rows")
+    of = f" of {count(rows)}" if num(rows) is not None else ""
+    grouped: dict[tuple, list[str]] = {}
+    for name in names:
+        per_side = tuple((side, num(dig(s, "details", side, "extraction", name, "predictions_without_answer")))
+                         for side in sides)
+        refs = next((num(dig(s, "details", side, "extraction", name, "references_without_answer")) for side in sides
+                     if num(dig(s, "details", side, "extraction", name, "references_without_answer")) is not None), None)
+        grouped.setdefault((per_side, refs), []).append(name)
+    lines = []
+    for (per_side, refs), metrics in grouped.items():
+        if nonzero_only and not any(v for _, v in per_side) and not refs:
+            continue
+        preds = ", ".join(f"{count(v)}{of} {side} predictions" for side, v in per_side if v is not None)
+        lines.append(f"extraction ({', '.join(metrics)}) found no answer in {preds or '—'} / "
+                     f"{count(refs)}{of} references")
+    return lines
 
 
 def gates_section(r: Results) -> list[Block]:
@@ -244,13 +360,17 @@ def training_section(r: Results, charts: set[str]) -> list[Block]:
     train = train if isinstance(train, dict) else {}
     steps = train.get("steps") if train.get("steps") is not None else (
         step_text(max(s for s, _ in train_series + eval_series)) if train_series or eval_series else None)
-    final_train = train.get("train_loss") if num(train.get("train_loss")) is not None else (
-        train_series[-1][1] if train_series else None)
     final_eval = train.get("eval_loss") if num(train.get("eval_loss")) is not None else (
         eval_series[-1][1] if eval_series else None)
-    pairs = [("steps", "—" if steps is None else str(steps)),
-             ("final train loss", fmt(final_train, 4)),
-             ("final validation loss", fmt(final_eval, 4) if final_eval is not None else "— (no validation loss)")]
+    pairs = [("steps", "—" if steps is None else str(steps))]
+    if train_series:
+        last_step, last = train_series[-1]
+        pairs.append(("final train loss", f"{last:.4f} (last logged, step {step_text(last_step)})"))
+    else:
+        pairs.append(("final train loss", "— (none logged)"))
+    if num(train.get("train_loss")) is not None:
+        pairs.append(("mean train loss", f"{train['train_loss']:.4f} (the trainer's average over the run)"))
+    pairs.append(("final validation loss", fmt(final_eval, 4) if final_eval is not None else "— (no validation loss)"))
     if eval_series:
         low_step, low = min(eval_series, key=lambda p: p[1])
         pairs.append(("lowest validation loss", f"{low:.4f} at step {step_text(low_step)}"))

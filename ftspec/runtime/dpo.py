@@ -45,7 +45,7 @@ def train_dpo(job: TrainJob) -> TrainResult:
 
     # 4. Configuration: shared arguments from the plan, and what DPO adds to them.
     args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None,
-                                       run_name=job.out_dir.parent.name)  # the tracker's run is named after the run directory
+                                       run_name=job.run_name)
     args.update(beta=dpo.beta, loss_type=[dpo.loss_type], label_smoothing=dpo.label_smoothing)
     config = DPOConfig(**args)
 

@@ -8,8 +8,9 @@ evaluation split, with the same rendered prompts for both.
   still measured fairly;
 - few-shot examples from the training split can be put before the baseline's
   prompt ("try prompt engineering first");
-- perplexity and an LLM judge need a model, so they are computed here; every other
-  metric is a pure function of predictions and references (``metrics.py``).
+- perplexity needs the evaluated model, so it is computed here (when ``eval.outputs``
+  names it), and so are the log-probabilities of preference pairs; the scoring step
+  (``scoring.py``) turns what this saves into metrics, and runs an LLM judge.
 """
 
 from __future__ import annotations
@@ -276,52 +277,83 @@ def check_choices(data_dir: Path, kind: str, choices) -> None:
                                     f"the answer {ref!r} is not one of eval.choices ({', '.join(choices)})")
 
 
-def evaluate(model, tokenizer, e, kind: str, max_length: int, data_dir: Path, *, baseline: bool,
-             load_judge: Callable[[object], tuple] | None = None) -> tuple[dict, list[dict]]:
-    """Score one model on the evaluation split: the step's metrics.json and its predictions.
-    ``e`` is the plan's eval section, ``kind`` the format's kind, ``max_length`` the
-    training length that prompts are cut to."""
+def pair_logprobs(model, tokenizer, records: list[dict], batch_size: int,
+                  max_length: int | None = None) -> list[tuple[float, float]]:
+    """(log p(chosen | prompt), log p(rejected | prompt)) of each preference pair, each
+    summed over the answer's tokens and its end-of-sequence token, as trl's DPO trainer
+    sums them (it appends the EOS to both answers of a text pair)."""
+    pairs = []
+    for r in records:
+        pairs.append(_continuation_ids(tokenizer, r["prompt"], r["chosen"], chat=False, add_eos=True))
+        pairs.append(_continuation_ids(tokenizer, r["prompt"], r["rejected"], chat=False, add_eos=True))
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
+    return [(scores[2 * i][0], scores[2 * i + 1][0]) for i in range(len(records))]
+
+
+def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: Path, *,
+                     baseline: bool) -> tuple[dict, list[dict]]:
+    """What one model makes of the evaluation split, for the scoring step: its answers
+    (generated, or picked among the labels in choices mode), and what else the metrics
+    need from the model (``e.outputs``): the answers' perplexity, the log-probabilities of
+    preference pairs. ``e`` is the plan's eval section, ``kind`` the format's kind,
+    ``max_length`` the training length that prompts are cut to. Returns the step's
+    ``outputs.json`` and its rows (``generations.jsonl``)."""
     records = read_split(data_dir, e.split)
     if e.limit:
         records = records[: e.limit]
+    outputs = set(e.outputs)
     train = read_split(data_dir, "train")
-    shots = few_shot(train, e.few_shot, e.few_shot_seed) if baseline and e.few_shot else []
+    shots = few_shot(train, e.few_shot, e.few_shot_seed) if baseline and e.few_shot and "answers" in outputs else []
     examples = build_examples(records, kind, tokenizer, shots)
     labels = list(e.choices) if e.choices else None
 
-    if e.mode == "choices":
-        check_choices(data_dir, kind, labels)
-        labels = labels or sorted({reference(kind, r) for r in train})
-        predictions = choose(model, tokenizer, examples, labels, kind, e.batch_size, max_length)
-    else:
-        predictions = generate(model, tokenizer, [ex.prompt for ex in examples], e.max_new_tokens, e.batch_size,
-                               list(e.stop), chat=kind == "chat", max_length=max_length)
-
-    # The metric definitions as the pure scoring functions take them (plain data).
-    definitions = [m.model_dump(mode="json", by_alias=True) for m in e.metrics]
-    pure = [m for m in definitions if m["name"] not in M.MODEL_METRICS]
-    result = M.score(pure, predictions, [ex.reference for ex in examples], labels=labels)
-    aggregate = dict(result.aggregate)
-    per_example = [dict(s) for s in result.per_example] or [{} for _ in examples]
-    details = dict(result.details)
-    for metric, definition in zip(e.metrics, definitions):
-        if metric.name == "perplexity":
-            aggregate["perplexity"] = perplexity(model, tokenizer, examples, kind, e.batch_size, max_length)
-        elif metric.name == "judge" and load_judge is not None:
-            judge_model, judge_tokenizer = load_judge(metric)
-            scores, unparsed = judge_scores(definition, examples, predictions, judge_model, judge_tokenizer, e.batch_size)
-            parsed = [s for s in scores if s is not None]
-            aggregate["judge"] = sum(parsed) / len(parsed) if parsed else None
-            details["judge"] = {"unparsed": unparsed, "model": definition["model"]}
-            for row, s in zip(per_example, scores):
-                if s is not None:
-                    row["judge"] = s
+    predictions = None
+    if "answers" in outputs:
+        if e.mode == "choices":
+            check_choices(data_dir, kind, labels)
+            labels = labels or sorted({reference(kind, r) for r in train})
+            predictions = choose(model, tokenizer, examples, labels, kind, e.batch_size, max_length)
+        else:
+            predictions = generate(model, tokenizer, [ex.prompt for ex in examples], e.max_new_tokens, e.batch_size,
+                                   list(e.stop), chat=kind == "chat", max_length=max_length)
+    summary: dict = {"rows": len(examples), "split": e.split, "few_shot": len(shots), "mode": e.mode,
+                     "outputs": sorted(outputs), "labels": labels if e.mode == "choices" else None}
+    if "perplexity" in outputs:
+        summary["perplexity"] = perplexity(model, tokenizer, examples, kind, e.batch_size, max_length)
+    # A preference pair's log-probabilities are taken on its own prompt, without few-shot
+    # examples: DPO's implicit reward compares the tuned and the base model on the same text.
+    logprobs = (pair_logprobs(model, tokenizer, records, e.batch_size, max_length)
+                if "pair_logprobs" in outputs and kind == "preference" else None)
     rows = []
-    for i, (ex, pred) in enumerate(zip(examples, predictions)):
-        row = {"index": i, "prompt": ex.prompt, "reference": ex.reference, "prediction": pred, "scores": per_example[i]}
-        if result.extracted and result.extracted[i]:
-            row["extracted"] = result.extracted[i]
+    for i, ex in enumerate(examples):
+        row = {"index": i, "prompt": ex.prompt, "reference": ex.reference}
+        if predictions is not None:
+            row["prediction"] = predictions[i]
+        if logprobs is not None:
+            row.update(chosen=ex.record["chosen"], rejected=ex.record["rejected"],
+                       chosen_logprob=logprobs[i][0], rejected_logprob=logprobs[i][1])
         rows.append(row)
-    summary = {"metrics": aggregate, "details": details, "rows": len(examples), "split": e.split,
-               "few_shot": len(shots), "mode": e.mode}
     return summary, rows
+
+
+def evaluate(model, tokenizer, e, kind: str, max_length: int, data_dir: Path, *, baseline: bool,
+             load_judge: Callable[[object], tuple] | None = None) -> tuple[dict, list[dict]]:
+    """Generate and score in one go (the run does the two in separate steps): the scoring
+    step's metrics.json and its predictions."""
+    from ftspec.runtime.scoring import score_outputs
+
+    generated, rows = generate_outputs(model, tokenizer, e, kind, max_length, data_dir, baseline=baseline)
+    definitions = [m.model_dump(mode="json", by_alias=True) for m in e.metrics]
+    judge = None
+    if load_judge is not None:
+        def judge(definition, rows_, predictions):
+            judge_model, judge_tokenizer = load_judge(definition)
+            return judge_rows(definition, rows_, predictions, judge_model, judge_tokenizer, e.batch_size)
+    return score_outputs(definitions, generated, rows, judge=judge)
+
+
+def judge_rows(definition: Mapping, rows: list[dict], predictions: list[str], judge_model, judge_tokenizer,
+               batch_size: int) -> tuple[list[float | None], int]:
+    """:func:`judge_scores` over the rows a generation step saved (prompt and reference)."""
+    examples = [Example(r["prompt"], "", r["reference"], {}) for r in rows]
+    return judge_scores(definition, examples, predictions, judge_model, judge_tokenizer, batch_size)

@@ -16,6 +16,9 @@ class TrainJob:
     out_dir: Path  # where the finished model is written (made final by the runner)
     metrics: Path  # metrics.jsonl, one line per logged step
     callbacks: list = field(default_factory=list)  # extra trainer callbacks (tests use them)
+    # The tracker's run is named after the run directory that trains (the model itself
+    # lives in the step store, under the step's key).
+    run_name: str = "ftspec"
 
 
 @dataclass

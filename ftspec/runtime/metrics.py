@@ -284,6 +284,7 @@ def _classify(preds: list[str], refs: list[str], labels: list[str] | None) -> di
 
     return {
         "averages": averages,
+        "positive_f1": lambda label: _one_label_f1(preds, refs, label),
         "details": {
             "labels": label_list,
             "per_label": per_label,
@@ -292,9 +293,27 @@ def _classify(preds: list[str], refs: list[str], labels: list[str] | None) -> di
     }
 
 
-def _classification_value(name: str, result: dict, correct: list[float]) -> float:
+def f1_positive(metric: dict, labels: list[str]) -> tuple[str | None, str]:
+    """Which label ``f1`` is the F1 of, and why: the label the metric names
+    (``positive``), else with exactly two labels the second in sorted order (as
+    scikit-learn's binary F1 with ``pos_label`` the larger label); None with more
+    labels, where ``f1`` is the macro average."""
+    positive = metric.get("positive")
+    if positive is not None:
+        return str(positive).strip(), "named by the spec"
+    if len(labels) == 2:
+        return sorted(labels)[1], "the second of the two labels in sorted order"
+    return None, "macro average over the labels"
+
+
+def _classification_value(metric: dict, result: dict, correct: list[float]) -> float:
+    name = metric["name"]
     if name == "accuracy":
         return _mean(correct)
+    if name == "f1":
+        positive, _ = f1_positive(metric, result["details"]["labels"])
+        if positive is not None:
+            return result["positive_f1"](positive)
     macro_p, macro_r, macro_f = result["averages"]["macro"]
     return {
         "precision": macro_p,
@@ -303,6 +322,14 @@ def _classification_value(name: str, result: dict, correct: list[float]) -> floa
         "f1_macro": macro_f,
         "f1_micro": result["averages"]["micro"][2],
     }[name]
+
+
+def _one_label_f1(preds: list[str], refs: list[str], label: str) -> float:
+    """F1 of one label against the rest (zero when it is never predicted nor referenced)."""
+    tp = sum(1 for p, r in zip(preds, refs) if p == r == label)
+    fp = sum(1 for p, r in zip(preds, refs) if p == label != r)
+    fn = sum(1 for p, r in zip(preds, refs) if r == label != p)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
 # --------------------------------------------------------------------------- score
@@ -389,7 +416,11 @@ def score(metrics: list[dict], predictions: list[str], references: list[str],
             classified = classifications[key]
             result.details.setdefault("classification", classified["details"])
             per = _accuracy(m_preds, m_refs)
-            value = _classification_value(name, classified, per)
+            value = _classification_value(metric, classified, per)
+            if name == "f1":
+                positive, why = f1_positive(metric, classified["details"]["labels"])
+                result.details["f1"] = ({"average": "binary", "positive": positive, "why": why} if positive is not None
+                                        else {"average": "macro", "why": why})
         elif name == "json_schema":
             value, per = _json_schema(validators[i])(m_preds, m_refs)
         else:
@@ -399,3 +430,286 @@ def score(metrics: list[dict], predictions: list[str], references: list[str],
         for j, s in enumerate(per):
             result.per_example[j][name] = float(s)
     return result
+
+
+# --------------------------------------------------------------------------- the most-frequent-answer baseline
+
+
+def most_frequent(answers: list[str]) -> str | None:
+    """The most frequent non-empty answer (stripped); a tie goes to the first in sorted order."""
+    counts = Counter(a.strip() for a in answers if a and a.strip())
+    if not counts:
+        return None
+    return min(counts, key=lambda a: (-counts[a], a))
+
+
+def majority_predictions(metrics: list[dict], train_references: list[str]) -> dict[str, str | None]:
+    """For each metric that needs no model, what the most-frequent-answer baseline predicts
+    for every row: a training reference whose answer (as the metric's extraction finds it)
+    is the most frequent answer of the training references; None without any.
+
+    The baseline learns from the training split only, never from the rows it is scored on.
+    """
+    refs = [_text(r) for r in train_references]
+    out: dict[str, str | None] = {}
+    cache: dict[str, str | None] = {}
+    for metric in metrics:
+        name = metric.get("name")
+        if name in MODEL_METRICS or name not in KNOWN:
+            continue
+        spec = metric.get("extract")
+        key = _extract_key(spec)
+        if key not in cache:
+            answers = [extract(r, spec) for r in refs] if spec else [r.strip() for r in refs]
+            top = most_frequent(answers)
+            cache[key] = None if top is None else next(r for r, a in zip(refs, answers) if a.strip() == top).strip()
+        out[name] = cache[key]
+    return out
+
+
+def score_majority(metrics: list[dict], train_references: list[str], references: list[str],
+                   labels: list[str] | None = None) -> tuple[dict[str, float | None], dict[str, str | None]]:
+    """The most-frequent-answer baseline scored on ``references`` with every metric that
+    needs no model: (metric -> value, metric -> the answer it predicts)."""
+    chosen = majority_predictions(metrics, train_references)
+    values: dict[str, float | None] = {}
+    for metric in metrics:
+        name = metric.get("name")
+        if name not in chosen:
+            continue
+        answer = chosen[name]
+        if answer is None or not references:
+            values[name] = None
+            continue
+        values[name] = score([metric], [answer] * len(references), references, labels).aggregate.get(name)
+    answers = {}
+    for metric in metrics:
+        if metric.get("name") in chosen:
+            spec = metric.get("extract")
+            answer = chosen[metric["name"]]
+            answers[metric["name"]] = None if answer is None else (extract(answer, spec) if spec else answer)
+    return values, answers
+
+
+# --------------------------------------------------------------------------- confidence intervals
+# Every metric is written as per-row statistics S (rows × k) and a function of their
+# column sums: accuracy is (correct, 1) and the sum's ratio, F1 the confusion matrix's
+# cells, BLEU and chrF sacrebleu's sufficient statistics. A bootstrap resample is a row
+# of counts W (how often each row was drawn), so every resample's value is f(W @ S):
+# one matrix product per metric, and metrics that are not means of rows (f1_macro, BLEU)
+# are recomputed on each resample exactly as on the whole split.
+
+RESAMPLES = 1000
+SEED = 0
+LEVEL = 0.95
+INTERVAL_METHOD = "paired percentile bootstrap over rows"
+
+
+@dataclass
+class _Statistic:
+    rows: Any  # numpy array, rows × k
+    value: Callable[[Any], Any]  # (resamples × k) sums -> (resamples,) values
+    # (resamples × rows) counts -> (resamples × k) sums, where not counts @ rows
+    reduce: Callable[[Any], Any] | None = None
+
+    def resampled(self, counts):
+        """The metric on each resample (a row of ``counts``: how often each row was drawn)."""
+        return self.value(self.reduce(counts) if self.reduce is not None else counts @ self.rows)
+
+    def whole(self) -> float:
+        """The metric on the rows as they are."""
+        import numpy as np
+
+        return float(self.resampled(np.ones((1, len(self.rows))))[0])
+
+
+def _ratio(sums):
+    import numpy as np
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums[:, 1] > 0, sums[:, 0] / np.maximum(sums[:, 1], 1e-300), np.nan)
+
+
+def _mean_statistic(values: list[float | None]) -> _Statistic:
+    import numpy as np
+
+    rows = np.array([[0.0, 0.0] if v is None else [float(v), 1.0] for v in values], dtype=float).reshape(-1, 2)
+    return _Statistic(rows, _ratio)
+
+
+def _classification_statistic(metric: dict, preds: list[str], refs: list[str], labels: list[str] | None) -> _Statistic:
+    """The confusion matrix's cells as the statistic. Only the cells that occur are kept
+    (rows sorted by cell, summed per cell), so many labels cost no memory."""
+    import numpy as np
+
+    preds = [p.strip() for p in preds]
+    refs = [r.strip() for r in refs]
+    label_list = _label_set(labels, refs)
+    other = len(label_list)  # the index of any answer that is not a label
+    index = {label: i for i, label in enumerate(label_list)}
+    ref_i = np.array([index.get(r, other) for r in refs], dtype=np.int64)
+    pred_i = np.array([index.get(p, other) for p in preds], dtype=np.int64)
+    cells = ref_i * (other + 1) + pred_i
+    order = np.argsort(cells, kind="stable")
+    present, starts = np.unique(cells[order], return_index=True)
+    cell_ref, cell_pred = present // (other + 1), present % (other + 1)
+    diagonal = (cell_ref == cell_pred) & (cell_ref < other)
+    name = metric["name"]
+    positive = f1_positive(metric, label_list)[0] if name == "f1" else None
+    fixed = bool(labels)  # given labels count in every resample; else a resample's own references are its labels
+
+    def reduce(counts):
+        return np.add.reduceat(counts[:, order], starts, axis=1)
+
+    def per_label(sums, of):
+        out = np.zeros((len(sums), other + 1))
+        np.add.at(out, (slice(None), of), sums)
+        return out[:, :other]
+
+    def value(sums):
+        tp = np.zeros((len(sums), other + 1))
+        tp[:, cell_ref[diagonal]] = sums[:, diagonal]
+        tp = tp[:, :other]
+        predicted, actual = per_label(sums, cell_pred), per_label(sums, cell_ref)
+        fp, fn = predicted - tp, actual - tp
+        active = np.ones_like(actual) if fixed else (actual > 0).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if name == "f1_micro":
+                t, f_p, f_n = (tp * active).sum(1), (fp * active).sum(1), (fn * active).sum(1)
+                return np.where(t > 0, 2 * t / np.maximum(2 * t + f_p + f_n, 1), 0.0)
+            precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+            recall = np.where(actual > 0, tp / np.maximum(actual, 1), 0.0)
+            f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        if name == "f1" and positive is not None:
+            if positive not in index:  # a label that occurs nowhere: never a true positive
+                return np.zeros(len(sums))
+            return f1[:, index[positive]]
+        chosen = {"precision": precision, "recall": recall}.get(name, f1)
+        return (chosen * active).sum(axis=1) / np.maximum(active.sum(axis=1), 1)
+
+    return _Statistic(np.zeros((len(cells), 0)), value, reduce)
+
+
+def _sacrebleu_statistic(name: str, preds: list[str], refs: list[str]) -> _Statistic:
+    import numpy as np
+    from sacrebleu.metrics import BLEU, CHRF
+
+    metric = BLEU() if name == "bleu" else CHRF()
+    rows = np.array(metric._extract_corpus_statistics(preds, [refs]), dtype=float)
+
+    def value(sums):
+        return np.array([_clamp(metric._compute_score_from_stats(list(s)).score / 100) for s in sums])
+
+    return _Statistic(rows, value)
+
+
+def _statistic(metric: dict, preds: list[str], refs: list[str], labels: list[str] | None,
+               validator: Any = None) -> _Statistic | None:
+    """The per-row statistics of one metric over raw predictions and references (its
+    extraction applied here, as ``score`` applies it); None for a metric that needs a model."""
+    name = metric["name"]
+    if name in MODEL_METRICS or name not in KNOWN:
+        return None
+    spec = metric.get("extract")
+    preds = [_text(p) for p in preds]
+    refs = [_text(r) for r in refs]
+    if spec:
+        preds = [extract(p, spec) or NO_ANSWER for p in preds]
+        refs = [extract(r, spec) for r in refs]
+    if name == "accuracy":
+        return _mean_statistic(_accuracy(preds, refs))
+    if name in CLASSIFICATION:
+        return _classification_statistic(metric, preds, refs, labels)
+    if name in ("bleu", "chrf"):
+        return _sacrebleu_statistic(name, preds, refs)
+    if name == "json_schema":
+        _, per = _json_schema(validator)(preds, refs)
+    else:
+        _, per = _SCORERS[name](preds, refs)
+    return _mean_statistic(per)
+
+
+def resample_counts(n: int, resamples: int = RESAMPLES, seed: int = SEED, chunk: int = 100):
+    """Chunks of (≤ chunk) × n arrays: how often each row is drawn in each bootstrap
+    resample, the same for the same seed. A chunk at a time keeps memory small on large splits."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        drawn = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+        yield np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n).astype(float)
+
+
+def _percentile(values, level: float) -> list[float] | None:
+    import numpy as np
+
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return [round(float(low), 12) + 0.0, round(float(high), 12) + 0.0]
+
+
+def bootstrap_intervals(metrics: list[dict], references: list[str], predictions: dict[str, Any],
+                        labels: list[str] | None = None, differences: tuple[tuple[str, str], ...] = (),
+                        scores: dict[str, dict[str, list[float | None]]] | None = None,
+                        resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> dict:
+    """Confidence intervals for each metric of each side and for paired differences.
+
+    ``predictions``: side -> the side's predictions, one per reference, either one list
+    for every metric or metric name -> list (the most-frequent-answer baseline predicts
+    per metric). ``differences``: (a, b) pairs for which the interval of a − b is given.
+    ``scores``: side -> metric -> per-row scores for metrics that need a model or are
+    scored elsewhere (judge, a preference pair's accuracy or margin; None where a row
+    has no score), bootstrapped as the mean of the rows that have one.
+
+    The same resamples of the rows serve every side and metric, so a difference is
+    paired: a row drawn twice counts twice for both. A percentile interval at ``level``
+    from ``resamples`` resamples with a fixed ``seed``: the same inputs give the same
+    intervals. Returns {side: {metric: [low, high] | None}, "a_minus_b": {…}, "method": …}.
+    """
+    import numpy as np
+
+    n = len(references)
+    out: dict[str, Any] = {"method": INTERVAL_METHOD, "resamples": resamples, "seed": seed, "level": level, "rows": n}
+    for side in predictions:
+        out[side] = {}
+    for a, b in differences:
+        out[f"{a}_minus_{b}"] = {}
+    if n < 2:
+        return out
+    validators = {i: _json_schema_validator(_schema_of(metric))
+                  for i, metric in enumerate(metrics) if metric.get("name") == "json_schema"}
+    stats: dict[tuple[str, str], _Statistic] = {}
+    names: list[str] = []
+    for i, metric in enumerate(metrics):
+        name = metric.get("name")
+        if name in names:
+            continue
+        names.append(name)
+        for side, preds in predictions.items():
+            if isinstance(preds, dict):
+                preds = preds.get(name)
+            if name in MODEL_METRICS or name not in KNOWN:  # judge, preference metrics: means of row scores
+                per = ((scores or {}).get(side) or {}).get(name)
+                stat = _mean_statistic(per) if per is not None and len(per) == n else None
+            elif preds is None or len(preds) != n:
+                stat = None
+            else:
+                stat = _statistic(metric, preds, references, labels, validators.get(i))
+            if stat is not None:
+                stats[name, side] = stat
+    parts: dict[tuple[str, str], list] = {k: [] for k in stats}
+    for counts in resample_counts(n, resamples, seed):
+        for k, stat in stats.items():
+            parts[k].append(np.asarray(stat.resampled(counts), dtype=float))
+    values = {k: np.concatenate(v) for k, v in parts.items()}
+    for name in names:
+        for side in predictions:
+            out[side][name] = _percentile(values[name, side], level) if (name, side) in values else None
+        for a, b in differences:
+            both = (name, a) in values and (name, b) in values
+            out[f"{a}_minus_{b}"][name] = _percentile(values[name, a] - values[name, b], level) if both else None
+    return out

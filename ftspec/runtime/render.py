@@ -58,7 +58,9 @@ def _md_block(block: Block) -> str:
         return "\n".join(lines)
     if kind == "fields":
         return "\n".join(f"- **{md_escape(k)}:** {md_escape(v)}" for k, v in block.pairs)
-    return f"![{md_escape(block.caption)}]({block.filename})"  # a chart, in a file beside the report
+    # A chart: report.md is read in the report step's folder and as a copy at the top of the
+    # run directory, so it links no file; the charts are inlined in report.html, beside it in both.
+    return f"*Chart in report.html: {md_escape(block.caption)}*"
 
 
 def render_markdown(doc: Document) -> str:

@@ -3,9 +3,11 @@
 ``build_report(run_dir, plan, out_dir)`` reads what the other steps left in the run
 directory (any of it may be missing) and writes into ``out_dir``:
 
-- ``metrics.json``       base, tuned and delta per metric, the gates, the overfitting signal;
+- ``metrics.json``       base, tuned, the most-frequent-answer baseline and delta per metric, their
+                         confidence intervals, the verdict, the gates, the overfitting signal;
 - ``predictions.jsonl``  each held-out example with the base and the tuned answer side by side;
-- ``report.md``          the same in Markdown, with the charts as PNG files beside it;
+- ``report.md``          the same in Markdown (it links no file: it is also copied to the top of the
+                         run directory; the charts, also written as PNG files, are in the HTML);
 - ``report.html``        one self-contained page (charts inlined as base64 PNG, no scripts).
 
 It is the one entry point, used by the run's report step and so by ``ftspec report``.
@@ -41,8 +43,13 @@ def build_report(run_dir: Path, plan: Any, out_dir: Path) -> dict:
     from ftspec.runtime.document import build_document
     from ftspec.runtime.render import render_html, render_markdown
 
+    from ftspec.artifacts import ReportMetrics
+    from ftspec.runtime.document import verdict
+
     out_dir = Path(out_dir)
     results = compute(read_plan(plan), read_run(Path(run_dir)))
+    results.summary["verdict"] = verdict(results.names, results.summary)
+    ReportMetrics.model_validate(results.summary)  # the file holds what its published schema says
     write_json(out_dir / "metrics.json", results.summary, sort_keys=False)
     write_jsonl(out_dir / "predictions.jsonl", results.rows)
 

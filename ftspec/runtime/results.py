@@ -2,8 +2,10 @@
 
 Reads what the steps left in a run directory (any of it may be missing or cut
 short), and computes from it, without formatting anything: each metric of the base
-and the tuned model and their difference, the gates, the overfitting signal, the
-base and tuned answers side by side, and the examples that moved most.
+and the tuned model and their difference, the most-frequent-answer baseline (learnt
+from the training split), 95% intervals of each (a paired bootstrap over rows), the
+gates, the overfitting signal, the base and tuned answers side by side, and the
+examples that moved most.
 
 The plan is read in one place only, :func:`read_plan`.
 No torch, no transformers, no matplotlib here.
@@ -20,8 +22,8 @@ from typing import Any, Callable, Iterable, Mapping
 from ftspec.io import read_json, read_jsonl
 
 __all__ = [
-    "LOWER_IS_BETTER", "PlanFacts", "Results", "RunFiles", "check_gates", "compute", "merge_predictions",
-    "overfitting_signal", "read_plan", "read_run",
+    "LOWER_IS_BETTER", "PlanFacts", "Results", "RunFiles", "check_gates", "compute", "interval_says",
+    "merge_predictions", "overfitting_signal", "read_plan", "read_run",
 ]
 
 # Metrics for which a smaller value is the better one.
@@ -67,6 +69,20 @@ def direction(metric: str | None) -> int:
     return -1 if metric in LOWER_IS_BETTER else 1
 
 
+def interval_says(interval: Any, metric: str | None) -> int | None:
+    """What the interval of a difference (a − b) of ``metric`` says: +1 when all of it
+    lies on a's better side of 0, -1 when all on its worse side, 0 when it holds 0
+    (within noise), None without an interval."""
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return None
+    low, high = num(interval[0]), num(interval[1])
+    if low is None or high is None:
+        return None
+    sign = direction(metric)
+    low, high = sorted((low * sign, high * sign))
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
 def series(log: Iterable[dict], key: str) -> list[tuple[float, float]]:
     """(step, value) of one logged quantity, by step; the last value kept where a step
     was logged twice (a resumed run)."""
@@ -100,6 +116,7 @@ class PlanFacts:
     split: str | None = None
     metric_names: tuple[str, ...] = ()
     gates: tuple[dict, ...] = ()  # {gate, metric, improvement, op, threshold}
+    metrics: tuple[dict, ...] = ()  # each metric's definition, JSON-shaped (name, extract, positive…)
 
 
 def read_plan(plan: Any) -> PlanFacts:
@@ -120,7 +137,8 @@ def read_plan(plan: Any) -> PlanFacts:
             names.append(m.name)
     gates = tuple({k: getattr(g, k) for k in ("gate", "metric", "improvement", "op", "threshold")} for g in e.gates)
     return PlanFacts(name=plan.name, plan_id=None, model=_data(plan.model), method=_data(plan.method),
-                     split=e.split, metric_names=tuple(names), gates=gates)
+                     split=e.split, metric_names=tuple(names), gates=gates,
+                     metrics=tuple(_data(m) for m in e.metrics))
 
 
 def _read_plan_json(plan: Mapping) -> PlanFacts:
@@ -134,6 +152,8 @@ def _read_plan_json(plan: Mapping) -> PlanFacts:
     gates = tuple({k: get(g, k) for k in ("gate", "metric", "improvement", "op", "threshold")}
                   for g in get(e, "gates") or ())
     plan_id = get(plan, "id")
+    definitions = tuple({"name": m} if isinstance(m, str) else dict(m) for m in get(e, "metrics") or ()
+                        if isinstance(m, str) or (isinstance(m, Mapping) and isinstance(m.get("name"), str)))
     return PlanFacts(
         name=get(plan, "name"),
         plan_id=plan_id if isinstance(plan_id, str) else None,
@@ -142,6 +162,7 @@ def _read_plan_json(plan: Mapping) -> PlanFacts:
         split=get(e, "split"),
         metric_names=tuple(names),
         gates=gates,
+        metrics=definitions,
     )
 
 
@@ -168,6 +189,7 @@ class RunFiles:
     log: list[dict] = field(default_factory=list)  # the training log, model/metrics.jsonl
     train: Any = None  # model/train.json
     stats: Any = None  # data/stats.json
+    train_rows: list[dict] = field(default_factory=list)  # data/train.jsonl: the training split, formatted
 
 
 def read_run(run_dir: Path) -> RunFiles:
@@ -186,6 +208,7 @@ def read_run(run_dir: Path) -> RunFiles:
         log=read_jsonl(log_path if log_path.exists() else run_dir / "metrics.jsonl", lenient=True),
         train=read_json(model / "train.json", lenient=True),
         stats=read_json(run_dir / PREPARE_DATA.folder / "stats.json", lenient=True),
+        train_rows=read_jsonl(run_dir / PREPARE_DATA.folder / "train.jsonl", lenient=True),
     )
 
 
@@ -430,6 +453,9 @@ def compute(plan: PlanFacts, run: RunFiles) -> Results:
                   len(rows) if rows else None)
     split = next((r.get("split") for r in raws if isinstance(r, dict) and r.get("split")), None) or plan.split
     gates = check_gates(plan.gates, base, tuned)
+    details = {"base": run.base_raw.get("details") if isinstance(run.base_raw, dict) else None,
+               "tuned": run.tuned_raw.get("details") if isinstance(run.tuned_raw, dict) else None}
+    majority, answers, intervals = honest_comparison(plan, run, rows, details)
     summary = {
         "plan_id": plan.plan_id,
         "name": plan.name,
@@ -439,10 +465,75 @@ def compute(plan: PlanFacts, run: RunFiles) -> Results:
         "base": base,
         "tuned": tuned,
         "delta": delta,
+        "majority": majority,
+        "majority_answers": answers,
+        "intervals": intervals,
         "gates": gates,
         "gates_passed": all(g["passed"] for g in gates),
         "overfitting": overfitting_signal(run.log),
-        "details": {"base": run.base_raw.get("details") if isinstance(run.base_raw, dict) else None,
-                    "tuned": run.tuned_raw.get("details") if isinstance(run.tuned_raw, dict) else None},
+        "details": details,
     }
     return Results(plan, summary, rows, names, run)
+
+
+# --------------------------------------------------------------------------- baseline and intervals
+
+
+def train_reference(record: Any) -> str | None:
+    """The expected answer of a record of the prepared training split, whatever its format
+    (prompt/completion, preference or chat), as evaluation compares it."""
+    if not isinstance(record, dict):
+        return None
+    for key in ("completion", "chosen"):
+        if isinstance(record.get(key), str):
+            return record[key].strip()
+    messages = record.get("messages")
+    if isinstance(messages, list):
+        for msg in reversed(messages):
+            if isinstance(msg, dict) and msg.get("role") == "assistant" and isinstance(msg.get("content"), str):
+                return msg["content"].strip()
+    return None
+
+
+def eval_labels(details: Mapping) -> list[str] | None:
+    """The label set the evaluation scored its classification metrics with."""
+    for side in ("tuned", "base"):
+        labels = dig(details, side, "classification", "labels")
+        if isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels):
+            return labels
+    return None
+
+
+def honest_comparison(plan: PlanFacts, run: RunFiles, rows: list[dict],
+                      details: Mapping) -> tuple[dict | None, dict | None, dict | None]:
+    """The most-frequent-answer baseline (learnt from the training split, scored on the
+    evaluated rows) and the confidence intervals of every metric of each side and of
+    tuned − base and tuned − majority: (majority metrics, its answers, intervals)."""
+    from ftspec.runtime import metrics as M
+
+    definitions = [m for m in plan.metrics if isinstance(m.get("name"), str)]
+    sides = [s for s in ("base", "tuned") if any(r[s] is not None for r in rows)]
+    # Rows every evaluated side answered: the paired comparison's rows.
+    paired = [r for r in rows if all(r[s] is not None for s in sides)]
+    if not definitions or not paired:
+        return None, None, None
+    references = ["" if r["reference"] is None else str(r["reference"]) for r in paired]
+    labels = eval_labels(details)
+    if labels is not None and sorted(labels) == sorted({ref.strip() for ref in references}):
+        labels = None  # the references' own labels: a resample is scored on the labels it holds, as score() would
+    train_refs = [ref for ref in (train_reference(r) for r in run.train_rows) if ref is not None]
+    majority = answers = None
+    predictions: dict[str, Any] = {s: [str(r[s]["prediction"] or "") for r in paired] for s in sides}
+    if train_refs:
+        majority, answers = M.score_majority(definitions, train_refs, references, labels)
+        majority, answers = (majority, answers) if majority else (None, None)  # no metric it applies to
+        chosen = M.majority_predictions(definitions, train_refs)
+        predictions["majority"] = {name: [text] * len(references) for name, text in chosen.items() if text is not None}
+    by_rows = [m["name"] for m in definitions if m["name"] in M.MODEL_METRICS or m["name"] not in M.KNOWN]
+    scores = {s: {n: [num(r[s]["scores"].get(n)) for r in paired] for n in by_rows} for s in sides}
+    differences = tuple(pair for pair in (("tuned", "base"), ("tuned", "majority")) if set(pair) <= set(predictions))
+    try:
+        intervals = M.bootstrap_intervals(definitions, references, predictions, labels, differences, scores)
+    except ValueError:  # a metric the rows cannot be scored with again (a schema that no longer reads)
+        intervals = None
+    return majority, answers, intervals

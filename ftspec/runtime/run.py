@@ -1,20 +1,25 @@
-"""Execute a plan: its steps in order, each writing into its own folder of the run
-directory, made final only when the step has finished.
+"""Execute a plan: its steps in order, each computed once per key into the step
+store beside the run directory, and shown in the run directory by a link.
 
-    runs/<name>/
-      plan.json  manifest.json  metrics.jsonl  metrics.json  predictions.jsonl  report.md  report.html
-      data/        prepare_data: the splits in TRL's columns, train-/validation-tokens/ (tokenized, for SFT),
-                   stats.json (+ base-model/ for tiny models)
-      eval-base/   eval_base: metrics.json, predictions.jsonl
-      model/       train: the model or adapter (safetensors) with its tokenizer, train.json
-      eval-tuned/  eval_tuned: metrics.json, predictions.jsonl
-      report/      report: metrics.json, predictions.jsonl, report.md, report.html (copied to the top)
-      checkpoints/<train key>/   the trainer's checkpoints, kept until the train step is complete,
-                                 so that a crashed run resumes
+    runs/
+      .ftspec-store/<step>/<key>/    each step's output (see ftspec/rundir.py)
+      <name>[@variant]/
+        plan.json  manifest.json  metrics.jsonl  metrics.json  predictions.jsonl  report.md  report.html
+        data -> …           prepare_data: the splits in TRL's columns, train-/validation-tokens/ (tokenized, for SFT),
+                            stats.json (+ base-model/ for tiny models)
+        generate-base -> …  generate_base: what the base model answered (and the log-probs the metrics need)
+        eval-base -> …      eval_base: those answers scored: metrics.json, predictions.jsonl
+        model -> …          train: the model or adapter (safetensors) with its tokenizer, train.json
+        generate-tuned -> … generate_tuned: what the tuned model answered
+        eval-tuned -> …     eval_tuned: metrics.json, predictions.jsonl
+        report -> …         report: metrics.json, predictions.jsonl, report.md, report.html (copied to the top)
 
-A step writes into ``<folder>.partial`` and its completion marker is the last
-file written there; only then does the folder take its final name. A step whose
-folder holds a marker with the step's current key is reused, not run again.
+A step writes into ``<key>.partial`` in the store, holding the key's lock, and its
+completion marker is the last file written there; only then does the folder take
+its final name. The trainer's checkpoints stay in the store (``<key>.checkpoints``)
+until the train step is complete, so that a run cut off resumes, from any run
+directory whose plan has the same train key. A step whose key is complete in the
+store is reused, not run again, whichever variant computed it.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from ftspec import steps
 from ftspec.artifacts import MANIFEST_VERSION, Manifest
 from ftspec.plan import Plan, chat_template_text
 from ftspec.io import copy_atomic, read_json, write_json, write_jsonl
-from ftspec.rundir import RunLock, finish_step, is_complete, now
+from ftspec.rundir import RunLock, Store, adopt_legacy, finish_step, link_step, now, store_of
 from ftspec.summary import describe_adapter, describe_model
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
@@ -48,8 +53,18 @@ class StepContext:
     key: str  # this step's key
     echo: Callable[[str], None] = print
     callbacks: list = field(default_factory=list)  # extra trainer callbacks, for tests
+    keys: dict[str, str] = field(default_factory=dict)  # each step of the plan: its key
+    store: Store | None = None  # None: the store beside run_dir
+    name: str = ""  # this step's name
+
+    def __post_init__(self):
+        if self.store is None:
+            self.store = store_of(self.run_dir)
 
     def step_dir(self, name: str) -> Path:
+        """Where step ``name``'s output is (in the store, under its key in this plan)."""
+        if name in self.keys:
+            return self.store.path(name, self.keys[name])
         return self.run_dir / steps.folder(name)
 
     @property
@@ -57,12 +72,7 @@ class StepContext:
         return self.step_dir(steps.PREPARE_DATA.name)
 
     def checkpoints(self) -> Path:
-        return checkpoints_dir(self.run_dir, self.key)
-
-
-def checkpoints_dir(run_dir: Path, train_key: str) -> Path:
-    """The trainer's checkpoints for one train key, kept across crashes until the step is complete."""
-    return run_dir / "checkpoints" / train_key[:16]
+        return self.store.scratch(self.name or steps.TRAIN.name, self.key, "checkpoints")
 
 
 # --------------------------------------------------------------------------- the steps
@@ -104,20 +114,42 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     seconds = time.perf_counter() - started
     total = sum(v["rows"] for v in stats.values())
     speed = {"seconds": round(seconds, 2), "rows_per_second": round(total / seconds, 1) if seconds > 0 else None}
-    write_json(out / "stats.json", {"splits": stats, **skipped, "preparation": speed})
+    differ = _rows_against_plan(plan.data, stats)
+    extra = {"rows_differ_from_plan": differ} if differ else {}
+    write_json(out / "stats.json", {"splits": stats, **skipped, **extra, "preparation": speed})
     rows = " · ".join(f"{s} {v['rows']}" for s, v in stats.items())
     t = stats["train"]
+    dropped = sum(skipped.get("filtered_rows", {}).values())
     ctx.echo(f"  rows {rows}; train tokens p50 {t['tokens']['p50']} / p99 {t['tokens']['p99']}, "
              f"truncated {t['truncation_rate']:.1%}, loss on {t['loss_token_fraction']:.1%} of tokens"
+             + (f"; data.filter dropped {dropped} rows" if "filtered_rows" in skipped else "")
              + (f"; skipped {skipped['skipped_rows']} bad rows" if skipped["skipped_rows"] else "")
              + (f"; {speed['rows_per_second']:.0f} rows/s" if speed["rows_per_second"] else ""))
+    if differ:
+        why = [w for w, on in (("bad rows were skipped", skipped["skipped_rows"]),
+                               ("the plan estimated data.filter's effect from a sample", plan.data.rows_estimated))
+               if on]
+        shown = ", ".join(f"{s} {d['prepared']} (plan {plan.data.rows_shown(s)})" for s, d in differ.items())
+        ctx.echo(f"  rows differ from the plan: {shown}" + (f"; {' and '.join(why)}" if why else ""))
     return {"stats": stats}
 
 
-def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
+def _rows_against_plan(data, stats: dict) -> dict:
+    """The splits whose prepared rows differ from the plan's count (where the plan knew it)."""
+    out = {}
+    for split, v in stats.items():
+        want = getattr(data.rows, split, None)
+        if want is not None and want != v["rows"]:
+            out[split] = {"plan": want, "prepared": v["rows"], "estimated": split in data.rows_estimated}
+    return out
+
+
+def _generate_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
+    """Run one model (base or tuned) on the evaluation split and save what the scoring
+    step needs: outputs.json and generations.jsonl."""
     from ftspec.runtime import builders
-    from ftspec.runtime.evaluate import evaluate
-    from ftspec.runtime.models import hub_id, load_model, load_tokenizer, load_tuned
+    from ftspec.runtime.evaluate import generate_outputs
+    from ftspec.runtime.models import load_model, load_tokenizer, load_tuned
 
     device = builders.resolve_device(plan.compute)
     precision = builders.resolve_precision(plan.compute, device)
@@ -135,24 +167,78 @@ def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    def load_judge(metric):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        judge = metric.model
-        path = str(ctx.root / judge.name_or_path) if judge.source == "local" else hub_id(judge.name_or_path, "eval.metrics")
-        judge_tokenizer = AutoTokenizer.from_pretrained(path)
-        if judge_tokenizer.pad_token is None:
-            judge_tokenizer.pad_token = judge_tokenizer.eos_token
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), judge_tokenizer
-
-    summary, rows = evaluate(model, tokenizer, plan.eval, plan.format.kind, plan.training.max_length, ctx.data_dir,
-                             baseline=not tuned, load_judge=load_judge)
-    write_json(out / "metrics.json", summary)
-    write_jsonl(out / "predictions.jsonl", rows)
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items() if isinstance(v, (int, float)))
+    summary, rows = generate_outputs(model, tokenizer, plan.eval, plan.format.kind, plan.training.max_length,
+                                     ctx.data_dir, baseline=not tuned)
+    write_json(out / "outputs.json", summary)
+    write_jsonl(out / "generations.jsonl", rows)
     shots = f", {summary['few_shot']}-shot" if summary["few_shot"] else ""
-    ctx.echo(f"  {'tuned' if tuned else 'base'} model on {summary['rows']} {summary['split']} rows{shots}: {shown}")
+    made = " and ".join({"answers": "answers" if summary["mode"] == "generate" else "label choices",
+                         "perplexity": "perplexity", "pair_logprobs": "pair log-probabilities"}[o]
+                        for o in plan.eval.outputs) or "nothing"
+    ctx.echo(f"  {'tuned' if tuned else 'base'} model on {summary['rows']} {summary['split']} rows{shots}: {made}")
+    return {k: v for k, v in summary.items() if k != "labels"}
+
+
+def step_generate_base(plan, ctx: StepContext, out: Path) -> dict:
+    return _generate_step(plan, ctx, out, tuned=False)
+
+
+def step_generate_tuned(plan, ctx: StepContext, out: Path) -> dict:
+    return _generate_step(plan, ctx, out, tuned=True)
+
+
+def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
+    """Score what a generation step saved: metrics.json and predictions.jsonl (each row
+    with its scores). No model is loaded, except an LLM judge's."""
+    from ftspec.io import read_jsonl
+    from ftspec.runtime.scoring import score_outputs
+
+    generated_dir = ctx.step_dir((steps.GENERATE_TUNED if tuned else steps.GENERATE_BASE).name)
+    generated = read_json(generated_dir / "outputs.json")
+    rows = read_jsonl(generated_dir / "generations.jsonl")
+    base_rows, beta = None, None
+    if tuned and plan.method.dpo is not None:  # DPO's reward: against the base model, its reference
+        base_dir = ctx.step_dir(steps.GENERATE_BASE.name)
+        if (base_dir / "generations.jsonl").exists():
+            base_rows, beta = read_jsonl(base_dir / "generations.jsonl"), plan.method.dpo.beta
+    definitions = [m.model_dump(mode="json", by_alias=True) for m in plan.eval.metrics]
+    summary, scored = score_outputs(definitions, generated, rows, base_rows=base_rows, beta=beta,
+                                    judge=_judge(plan, ctx) if any(d["name"] == "judge" for d in definitions) else None)
+    write_json(out / "metrics.json", summary)
+    write_jsonl(out / "predictions.jsonl", scored)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items() if isinstance(v, (int, float)))
+    ctx.echo(f"  {'tuned' if tuned else 'base'} model scored on {summary['rows']} {summary['split']} rows: {shown}")
     return summary
+
+
+def _judge(plan, ctx: StepContext):
+    """Runs an LLM judge metric over saved answers: the judge model loads once, on the plan's device."""
+    loaded: dict = {}
+
+    def judge(definition, rows, predictions):
+        import torch
+
+        from ftspec.runtime import builders
+        from ftspec.runtime.evaluate import judge_rows
+        from ftspec.runtime.models import hub_id
+
+        device = builders.resolve_device(plan.compute)
+        precision = builders.resolve_precision(plan.compute, device)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        ref = definition["model"]
+        name = ref["name_or_path"]
+        if name not in loaded:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = str(ctx.root / name) if ref["source"] == "local" else hub_id(name, "eval.metrics")
+            judge_tokenizer = AutoTokenizer.from_pretrained(path)
+            if judge_tokenizer.pad_token is None:
+                judge_tokenizer.pad_token = judge_tokenizer.eos_token
+            loaded[name] = (AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), judge_tokenizer)
+        judge_model, judge_tokenizer = loaded[name]
+        return judge_rows(definition, rows, predictions, judge_model, judge_tokenizer, plan.eval.batch_size)
+
+    return judge
 
 
 def step_eval_base(plan, ctx: StepContext, out: Path) -> dict:
@@ -168,7 +254,8 @@ def step_train(plan, ctx: StepContext, out: Path) -> dict:
 
     checkpoints = ctx.checkpoints()
     checkpoints.mkdir(parents=True, exist_ok=True)
-    job = TrainJob(plan, ctx.root, ctx.data_dir, checkpoints, out, checkpoints / "metrics.jsonl", list(ctx.callbacks))
+    job = TrainJob(plan, ctx.root, ctx.data_dir, checkpoints, out, checkpoints / "metrics.jsonl", list(ctx.callbacks),
+                   run_name=ctx.run_dir.name)
     if plan.method.objective == "dpo":
         from ftspec.runtime.dpo import train_dpo as recipe
     else:
@@ -206,24 +293,74 @@ def _versions() -> dict:
     return {"python": platform.python_version(), **versions(LIBRARIES)}
 
 
-def _git(root: Path) -> dict | None:
+def _inputs(plan: Plan) -> list[str]:
+    """The files a plan reads, relative to the repository root: the spec, its bases,
+    local data files and template files."""
+    found = [plan.spec.path, *plan.spec.bases]
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("kind") == "file" and isinstance(node.get("path"), str):
+                found.append(node["path"])
+            if node.get("source") == "file" and isinstance(node.get("ref"), str) and node["ref"]:
+                found.append(node["ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    body = plan.to_dict()
+    walk({k: body[k] for k in ("data", "format", "eval") if k in body})
+    return sorted(set(found))
+
+
+def _git(root: Path, inputs: list[str] = ()) -> dict | None:
+    """The commit of the spec's repository, and whether what ran differs from it:
+    ``dirty`` when a tracked file is modified or any input of the plan (the spec, its
+    bases, data and template files) is modified or not tracked at all."""
     if not (root / ".git").exists():
         return None
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        commit = git("rev-parse", "HEAD")
+        if commit.returncode != 0:
+            return None
+        changed = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        inputs = [i for i in inputs if (root / i).exists()]
+        tracked = set(git("ls-files", "--", *inputs).stdout.splitlines()) if inputs else set()
+        modified = set()
+        if inputs:
+            for line in git("status", "--porcelain", "--untracked-files=no", "--", *inputs).stdout.splitlines():
+                modified.add(line[3:].strip().strip('"'))
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if commit.returncode != 0:
-        return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    untracked = sorted(i for i in inputs if i not in tracked)
+    return {"commit": commit.stdout.strip(), "dirty": bool(changed or untracked or modified),
+            "untracked_inputs": untracked, "modified_inputs": sorted(modified)}
+
+
+# Deprecation notices a library raises from inside itself, which nothing ftspec passes
+# can change: (message, category, module the warning is raised in). Only these are
+# silenced, by name; any other deprecation notice is left to Python's own rules, so one
+# that ftspec's use of a library causes is seen (tests/test_library_warnings.py runs
+# tiny runs and fails on any).
+LIBRARY_NOTICES = (
+    # peft reads `model.is_gradient_checkpointing`, renamed in transformers 5, whenever it
+    # wraps a model in an adapter or loads one (PeftModel.__init__, peft 0.21).
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\.modeling_utils"),
+)
 
 
 def quiet_libraries() -> None:
-    """Keep the libraries' messages to what matters: errors, not deprecation notices."""
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*mtime may not be reliable.*")
+    """Keep the libraries' messages to what matters: their log at errors only, and none of
+    the deprecation notices they raise from inside themselves (:data:`LIBRARY_NOTICES`);
+    a deprecation ftspec causes is not hidden."""
+    for message, category, module in LIBRARY_NOTICES:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -237,31 +374,36 @@ def quiet_libraries() -> None:
         pass
 
 
-def header(plan: Plan, run_dir: Path, root: Path, with_device: bool = True) -> str:
-    rows = plan.data.rows
+def header(plan: Plan, run_dir: Path, root: Path, threads: dict | None = None) -> str:
+    """The run's first lines; ``threads``: what :func:`builders.apply_threads` set (None:
+    nothing runs, so no device is needed)."""
     t = plan.training
-    if with_device:
+    if threads is not None:
         from ftspec.runtime import builders
 
         device = builders.resolve_device(plan.compute)
-        where = f"{device} ({builders.resolve_precision(plan.compute, device)})"
+        precision = builders.resolve_precision(plan.compute, device)
+        # `auto` is shown with what it resolved to on this machine; a precision the plan fixed, as it is.
+        shown = f"{precision}, auto" if plan.compute.precision == "auto" else precision
+        where = f"{device} ({shown}; {builders.describe_threads(threads)})"
     else:
         where = "not needed (nothing to run)"
     return "\n".join([
         f"ftspec run {plan.name}  (plan {plan.short_id})",
         f"  model    {describe_model(plan.model)}",
         f"  method   {plan.method.objective} + {describe_adapter(plan.method.adapter)}",
-        f"  data     train {rows.train} · validation {rows.validation} · test {rows.test} rows; "
+        f"  data     train {plan.data.rows_shown('train')} · validation {plan.data.rows_shown('validation')} · "
+        f"test {plan.data.rows_shown('test')} rows; "
         f"{t.total_steps} steps of {t.effective_batch_size} rows",
         f"  device   {where}; run directory {_shown(run_dir, root)}",
     ])
 
 
 def _shown(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """A path relative to the working directory when it is below it; links are not
+    followed (the run directory's ``model`` is shown, not where the store keeps it)."""
+    shown = os.path.relpath(os.path.abspath(path), os.path.abspath(os.getcwd()))
+    return str(path) if shown.startswith("..") else shown
 
 
 @dataclass
@@ -325,23 +467,32 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
     step is complete nothing heavy is imported: an unchanged spec returns at once.
     """
     run_dir = run_dir_of(plan, root)
+    store = store_of(run_dir)
+    adopt_legacy(run_dir, store)
     names = [s.name for s in plan.steps]
-    done = {s.name for s in plan.steps if is_complete(run_dir / steps.folder(s.name), s.key)}
+    keys = {s.name: s.key for s in plan.steps}
+    done = {n for n in names if store.complete(n, keys[n])}
     selected = set(names) if only is None else set(only) & set(names)
     missing = [n for n in names if n not in selected and n not in done]
     if missing:
         from ftspec.errors import Pos, SpecError
 
-        key = plan.step(missing[0]).key
         raise SpecError.one(Pos(str(plan.spec.path)), "", f"step {missing[0]} has not run for this plan "
-                            f"(key {key[:8]}); run `ftspec run {plan.spec.path}` first")
+                            f"(key {keys[missing[0]][:8]}); run `ftspec run {plan.spec.path}` first")
     todo = [n for n in names if n in selected and (n in force or n not in done)]
 
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
+    threads = None
     if todo:
+        from ftspec.runtime.builders import apply_threads
+
         quiet_libraries()
-    echo(header(plan, run_dir, root, with_device=bool(todo)))
+        # Once for the whole run, before any step computes. The train step's key covers
+        # them (it reads all of `compute`): on one machine the losses came out the same
+        # with 1 and 2 threads, but a library may sum in another order with more.
+        threads = apply_threads(plan.compute)
+    echo(header(plan, run_dir, root, threads))
     write_json(run_dir / "plan.json", plan.to_dict())
     previous = {e["name"]: e for e in _manifest_steps(read_json(run_dir / "manifest.json", lenient=True))}
     manifest = {
@@ -356,7 +507,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         "started_at": now(),
         "finished_at": None,
         "versions": _versions(),
-        "git": _git(root),
+        "git": _git(root, _inputs(plan)),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "data": {split: {"path": getattr(src, "path", None) or getattr(src, "hub", None),
                          "sha256": getattr(src, "sha256", None), "revision": getattr(src, "revision", None)}
@@ -370,30 +521,33 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         for step in plan.steps:
             step_def = steps.step(step.name)
             name, key = step.name, step.key
-            final = run_dir / step_def.folder
-            if name not in todo:
-                if name in selected:
-                    echo(f"{name}: up to date (key {key[:8]})")
+            final = store.path(name, key)
+            stored = os.path.relpath(final, run_dir)
+            ran = False
+            if name in todo:
+                with _step_lock(store, name, key, echo):
+                    if name in force or not store.complete(name, key):  # a run beside this one may have done it
+                        echo(f"{name}: running (key {key[:8]})")
+                        t0 = time.time()
+                        result = _compute(plan, step_def, store, StepContext(
+                            root, run_dir, key, echo, list(callbacks or []), keys, store, name))
+                        seconds = round(time.time() - t0, 2)
+                        ran = True
+            elif name in selected:
+                echo(f"{name}: up to date (key {key[:8]})")
+            link_step(run_dir, step_def.folder, final)
+            if ran:
+                entry = {"name": name, "key": key, "dir": step_def.folder, "stored": stored, "state": "ran",
+                         "seconds": seconds, "finished_at": now()}
+                outcomes.append(StepOutcome(name, key, run_dir / step_def.folder, "ran", seconds, result))
+            else:
+                if name in todo:
+                    echo(f"{name}: computed by a run beside this one (key {key[:8]})")
+                entry = {"name": name, "key": key, "dir": step_def.folder, "stored": stored, "state": "reused"}
                 prior = previous.get(name, {})
-                entry = {"name": name, "key": key, "dir": step_def.folder, "state": "reused"}
                 if prior.get("key") == key:  # when it ran, as the earlier manifest says
                     entry.update({k: prior[k] for k in ("seconds", "finished_at") if isinstance(prior.get(k), (int, float, str))})
-                outcomes.append(StepOutcome(name, key, final, "reused"))
-            else:
-                echo(f"{name}: running (key {key[:8]})")
-                partial = final.with_name(final.name + ".partial")
-                shutil.rmtree(partial, ignore_errors=True)
-                partial.mkdir(parents=True)
-                t0 = time.time()
-                ctx = StepContext(root, run_dir, key, echo, list(callbacks or []))
-                result = run_step(plan, step_def, ctx, partial)
-                finish_step(partial, final, name, key)
-                if step_def is steps.TRAIN:  # kept only so that an unfinished step resumes
-                    shutil.rmtree(ctx.checkpoints(), ignore_errors=True)
-                seconds = round(time.time() - t0, 2)
-                entry = {"name": name, "key": key, "dir": step_def.folder, "state": "ran",
-                         "seconds": seconds, "finished_at": now()}
-                outcomes.append(StepOutcome(name, key, final, "ran", seconds, result))
+                outcomes.append(StepOutcome(name, key, run_dir / step_def.folder, "reused"))
             manifest["steps"].append(entry)
             _write_manifest(run_dir, manifest)
         _publish(run_dir)
@@ -413,6 +567,40 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
 
     echo(summary(result, root))
     return result
+
+
+def _compute(plan: Plan, step_def: steps.StepDef, store: Store, ctx: StepContext) -> dict:
+    """Run one step into its ``.partial`` folder in the store and make it final."""
+    partial = store.partial(step_def.name, ctx.key)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    result = run_step(plan, step_def, ctx, partial)
+    finish_step(partial, store.path(step_def.name, ctx.key), step_def.name, ctx.key)
+    # Kept only so that an unfinished step resumes.
+    shutil.rmtree(ctx.checkpoints(), ignore_errors=True)
+    return result
+
+
+class _step_lock:
+    """The store's lock on one step key, so that two runs beside each other (two variants
+    sharing a step) compute it once: the second waits, then finds it complete."""
+
+    def __init__(self, store: Store, name: str, key: str, echo: Callable[[str], None]):
+        self.lock = store.step_lock(name, key)
+        self.name, self.key, self.echo = name, key, echo
+
+    def __enter__(self):
+        import filelock
+
+        try:
+            self.lock.acquire(timeout=0)
+        except filelock.Timeout:
+            self.echo(f"{self.name}: waiting for another run computing it (key {self.key[:8]})")
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
 
 
 def _write_manifest(run_dir: Path, manifest: dict) -> None:

@@ -55,7 +55,7 @@ def train_sft(job: TrainJob) -> TrainResult:
 
     # 4. Configuration: shared arguments from the plan, and what SFT adds to them.
     args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None,
-                                       run_name=job.out_dir.parent.name)  # the tracker's run is named after the run directory
+                                       run_name=job.run_name)
     args["completion_only_loss"] = False  # the labels carry the loss mask already
     stats = read_json(job.data_dir / "stats.json", dict)["splits"]
     args.update(builders.batching_arguments(training, stats.get("train"), "sft"))
