@@ -241,8 +241,12 @@ def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin:
     _walk(_comparable(old.to_dict()), _comparable(new.to_dict()), "", found)
     changes = []
     for p, o, n in found:
-        side = old_origin if n is MISSING else new_origin
-        changes.append(Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n, side(p) if side else None))
+        where = new_origin(p) if new_origin else None
+        if n is MISSING and where in (None, DERIVED, "default"):
+            # A removed value: named by what removed it where the new spec says (a profile's
+            # `gates: {}`), else by where the old one had it.
+            where = old_origin(p) if old_origin else None
+        changes.append(Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n, where))
     changes.sort(key=lambda c: (_section_rank(c.section), _path_key(c.path)))
 
     old_keys = {s.name: s.key for s in old.steps}

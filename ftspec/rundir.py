@@ -401,6 +401,8 @@ def read_run_info(run_dir: Path) -> RunInfo:
         if _number(base.get(headline)):
             info.metric += f" (base {base[headline]:.3f})"
     info.gates = {True: "gates ok", False: "GATES FAILED", None: ""}[r.get("gates_passed", bool)]
+    if info.gates and r.get("gates", list) == []:
+        info.gates = "no gates"  # a smoke profile that switched them off passes nothing
     return info
 
 
@@ -423,7 +425,7 @@ class _Fields:
         value = self.data.get(key)
         if value is None or isinstance(value, kind):
             return value
-        names = {str: "a string", dict: "an object", bool: "true or false"}
+        names = {str: "a string", dict: "an object", bool: "true or false", list: "a list"}
         self.problems.append(f"{self.path}: {key} should be {names.get(kind, kind.__name__)}, "
                              f"not {type(value).__name__} {str(value)[:40]!r}; ignored")
         return None

@@ -471,6 +471,9 @@ def test_each_change_names_where_its_value_came_from(tmp_path, monkeypatch):
     assert got["data.limit"].startswith("profile smoke specs/quickstart.yaml:")
     assert got["training.total_steps"] == "derived" and got["eval.few_shot_seed"] == "derived"
     assert got["eval.few_shot"] == "--set eval.few_shot=2"
+    # A gate the smoke profile's `eval: {gates: {}}` removed is put down to that profile, not to the spec that had it.
+    gates_line = next(i for i, line in enumerate(lines, 1) if "gates: {}" in line)
+    assert got["eval.gates[0]"] == got["eval.gates[1]"] == f"profile smoke specs/quickstart.yaml:{gates_line}", got
     text = render_text(d)
     assert "training.learning_rate: 0.001 → 0.003  (from --set training.learning_rate=0.003)" in text
     assert "training.total_steps: 225 → 5  (derived by ftspec)" in text

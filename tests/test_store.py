@@ -266,3 +266,5 @@ def test_a_smoke_profile_switches_the_gates_off_and_says_so(tmp_path, monkeypatc
     assert gate_lines == ["  gates     none (switched off by profile smoke)"], smoke.output
     full = CliRunner().invoke(main, ["run", str(spec)])
     assert full.exit_code == 3, full.output
+    listed = {line.split()[0]: line for line in CliRunner().invoke(main, ["runs"]).output.splitlines()}
+    assert listed["job@smoke"].endswith("no gates") and listed["job"].endswith("GATES FAILED")

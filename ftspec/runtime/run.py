@@ -172,10 +172,12 @@ def _generate_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
     write_json(out / "outputs.json", summary)
     write_jsonl(out / "generations.jsonl", rows)
     shots = f", {summary['few_shot']}-shot" if summary["few_shot"] else ""
-    made = " and ".join({"answers": "answers" if summary["mode"] == "generate" else "label choices",
-                         "perplexity": "perplexity", "pair_logprobs": "pair log-probabilities"}[o]
+    labels = summary.get("labels") or []
+    answers = ("generated answers" if summary["mode"] == "generate"
+               else f"picked among {len(labels)} labels by likelihood (choices mode)" if labels else "picked labels (choices mode)")
+    made = " and ".join({"answers": answers, "perplexity": "perplexity", "pair_logprobs": "pair log-probabilities"}[o]
                         for o in plan.eval.outputs) or "nothing"
-    ctx.echo(f"  {'tuned' if tuned else 'base'} model on {summary['rows']} {summary['split']} rows{shots}: {made}")
+    ctx.echo(f"  {'tuned' if tuned else 'base'} model, {summary['rows']} {summary['split']} rows{shots}: {made}")
     return {k: v for k, v in summary.items() if k != "labels"}
 
 
