@@ -162,6 +162,31 @@ def check_classification_labels(ctx: Context) -> Iterator[Issue]:
                           "with data.split (stratify: COLUMN keeps every label in every split)")
 
 
+def check_positive_label(ctx: Context) -> Iterator[Issue]:
+    """``{name: f1, positive: LABEL}`` names a label the references have: one that none
+    of them has is never a true positive, and its F1 is 0 whatever the model does."""
+    found = None
+    for i, metric in enumerate(ctx.spec.eval.metrics):
+        positive = getattr(metric, "positive", None)
+        if positive is None:
+            continue
+        found = found or _references(ctx)
+        if found is None:
+            return
+        words, refs, _ = found
+        try:
+            extracted = _extraction(ctx, i, getattr(metric, "extract", None))
+            labels = sorted({extracted(ref).strip() for _, ref in refs})
+        except _OutOfTime:
+            return
+        if str(positive).strip() not in labels and len(refs) >= MIN_ROWS:
+            shown = ", ".join(_short(label, 24) for label in labels[:6]) + (" …" if len(labels) > 6 else "")
+            yield ctx.warning(("eval", "metrics", i, "positive"),
+                              f"{_short(positive)} is not a label of any of {len(refs)} {words} ({shown}): "
+                              "its F1 would be 0 whatever the model answers",
+                              tpl.close_match(str(positive), labels) or "name one of the labels")
+
+
 class _OutOfTime(Exception):
     """The extraction took longer than validate gives it (or the sandbox stopped it)."""
 
@@ -335,14 +360,16 @@ def check_headerless(ctx: Context) -> Iterator[Issue]:
         if not missing:
             continue
         n = len(info.columns)
-        names = missing if len(missing) == n else [f"col{i + 1}" for i in range(n)]
+        # Which template name goes where, only the user knows: say what each position holds.
+        holds = "; ".join(f"column {i + 1} holds {_short(c, 24)}" for i, c in enumerate(info.columns[:4]))
         shown = ", ".join(_short(c, 24) for c in data_like[:2])
         path = ("data", split, "path") if ("data", split, "path") in ctx.loaded.where else ("data", split)
         # An error, like the template errors it explains (a warning would not be shown beside them).
         yield ctx.error(path, f"the first row of {info.shown} was read as its column names, but it looks like data "
                           f"({shown}), and the templates use {', '.join(repr(m) for m in missing[:5])}, which are not columns",
-                          f"if the file has no header row, name its {n} columns: "
-                          f"{{path: {source.path}, columns: [{', '.join(names)}]}}, in the file's order")
+                          f"if the file has no header row, name its {n} columns in the file's order: "
+                          f"{{path: {source.path}, columns: [{', '.join(f'NAME{i + 1}' for i in range(n))}]}} "
+                          f"({holds})")
 
 
 # --------------------------------------------------------------------------- 4. held-out rows that are training rows
@@ -457,6 +484,7 @@ QUIET_CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_held_out_overlap,
     check_truncation,
     check_extract_finds_nothing,
+    check_positive_label,
 ]
 
 _ROWS = ("data.train", "data.validation", "data.test", "data.rename", "data.derive", "data.on_bad_row")
@@ -468,4 +496,5 @@ QUIET_READS: dict[str, tuple[str, ...]] = {
     "check_held_out_overlap": ("data.train", "data.validation", "data.test"),
     "check_truncation": _ROWS + ("format", "training", "model"),
     "check_extract_finds_nothing": ("data", "format", "eval"),
+    "check_positive_label": ("data", "format", "eval"),
 }

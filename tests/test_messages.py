@@ -251,8 +251,8 @@ def test_a_headerless_tsv_suggests_columns(tmp_path, monkeypatch):
     assert lines[0] == (
         "spec.yaml:5:10: data.train: the first row of reviews.tsv was read as its column names, but it looks like "
         "data ('review number 0 was bad…', '0'), and the templates use 'label', 'sentence', which are not "
-        "columns; if the file has no header row, name its 2 columns: {path: reviews.tsv, columns: [label, sentence]}, "
-        "in the file's order")
+        "columns; if the file has no header row, name its 2 columns in the file's order: "
+        "{path: reviews.tsv, columns: [NAME1, NAME2]} (column 1 holds 'review number 0 was bad…'; column 2 holds '0')")
     assert lines[-1] == "ftspec: 3 errors"
     fixed = HEADERLESS.replace("train: reviews.tsv", "train: {path: reviews.tsv, columns: [sentence, label]}")
     lines = _validate(tmp_path, monkeypatch, fixed, {"reviews.tsv": _tsv(False)})

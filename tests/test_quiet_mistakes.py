@@ -229,3 +229,18 @@ def test_shipped_specs_draw_none_of_these_warnings(spec_name, in_root):
     words = ("renders to the same text", "scored on the", "compares '", "also rows of", "longer than max_length",
              "finds no answer")
     assert not [w.format() for w in checked.warnings if any(x in w.message for x in words)]
+
+
+# --------------------------------------------------------------------------- f1's positive label
+
+
+def test_an_f1_positive_label_that_no_reference_has(tmp_path, monkeypatch):
+    rows = [{"text": f"ticket {i}", "queue": ["yes", "no"][i % 2]} for i in range(ROWS)]
+    spec = SPEC + "eval:\n  metrics:\n    - {name: f1, positive: 'Yes'}\n"
+    code, lines = validate(tmp_path, monkeypatch, spec, {"train.jsonl": _jsonl(rows)})
+    assert code == 0 and len(lines) == 1, lines
+    assert lines[0].startswith("spec.yaml:13:28: eval.metrics.0.positive: warning: 'Yes' is not a label of any of "
+                               "40 sampled training references (the test rows are drawn from them) ('no', 'yes')")
+    assert "its F1 would be 0 whatever the model answers; did you mean 'yes'?" in lines[0]
+    fixed = spec.replace("positive: 'Yes'", "positive: 'yes'")
+    assert validate(tmp_path, monkeypatch, fixed, {"train.jsonl": _jsonl(rows)}) == (0, [])
