@@ -1012,7 +1012,12 @@ def check_paths(ctx: Context) -> Iterator[Issue]:
     if refusal:
         yield ctx.error(("output", "dir"), refusal)
     else:
+        from ftspec.rundir import STORE
+
         problem = output_problem(ctx.root / out, ctx.root, _inputs(ctx)) or _foreign_step_folder(ctx.root / out)
+        if STORE in Path(os.path.normpath(out)).parts:
+            problem = (f"is the step store ({STORE}) or inside it, where ftspec keeps the steps of every run "
+                       "directory beside it; use a folder of its own, e.g. runs/{name}")
         if problem:
             yield ctx.error(("output", "dir"), f"'{out}' {problem}")
     for i, metric in enumerate(ctx.spec.eval.metrics):

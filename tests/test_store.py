@@ -268,3 +268,11 @@ def test_a_smoke_profile_switches_the_gates_off_and_says_so(tmp_path, monkeypatc
     assert full.exit_code == 3, full.output
     listed = {line.split()[0]: line for line in CliRunner().invoke(main, ["runs"]).output.splitlines()}
     assert listed["job@smoke"].endswith("no gates") and listed["job"].endswith("GATES FAILED")
+
+
+def test_the_store_cannot_be_a_run_directory(tmp_path):
+    from ftspec.errors import SpecError
+
+    spec = _spec(tmp_path, BODY + "output: {dir: runs/.ftspec-store}\n")
+    with pytest.raises(SpecError, match=r"output.dir.*is the step store \(\.ftspec-store\) or inside it"):
+        compile_spec(spec)
