@@ -23,6 +23,8 @@ from ftspec import spec as S
 from ftspec import templates as tpl
 from ftspec.errors import ERROR, WARNING, Issue, Pos, SpecError, did_you_mean
 from ftspec.formatting import FormatError, RowFormatter, reference
+from ftspec.gguf_header import GGUF_ARCHITECTURES, GGUFError, gguf_location
+from ftspec.gguf_header import read_header as read_gguf_header
 from ftspec.loader import LoadedSpec, Origin
 from ftspec.paths import (PathPolicy, TooLarge, describe_os_error, file_problem, hub_id_problem, local_shadow,
                           output_problem, read_regular, resolved)
@@ -91,6 +93,7 @@ class ModelInfo:
     has_chat_template: bool | None = None  # None: could not tell
     max_positions: int | None = None
     path: Path | None = None
+    vocab_size: int | None = None  # where the model's files say it (a GGUF header)
 
 
 @dataclass
@@ -370,13 +373,17 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
 
 
 def is_local_model(base: str, spec_dir: Path) -> bool:
-    return base.startswith((".", "/", "~")) or (spec_dir / base).is_dir()
+    return base.startswith((".", "/", "~")) or base.lower().endswith(".gguf") or (spec_dir / base).is_dir()
 
 
 def _inspect_model(ctx: Context) -> None:
     m = ctx.spec.model
     if isinstance(m, S.TinyModel):
         ctx.model = ModelInfo("tiny", m.architecture, has_chat_template=False, max_positions=m.max_position_embeddings)
+        return
+    folder, gguf = gguf_location(m.base, m.gguf_file)
+    if gguf is not None:
+        _inspect_gguf(ctx, m, folder, gguf)
         return
     if is_local_model(m.base, ctx.spec_dir):
         path = ctx.spec_dir / os.path.expanduser(m.base)
@@ -410,6 +417,66 @@ def _inspect_model(ctx: Context) -> None:
         return
     info.path = snap
     _read_model_files(info, snap)
+
+
+def _inspect_gguf(ctx: Context, m: S.PretrainedModel, folder: str, name: str) -> None:
+    """A GGUF model: its header says the architecture, context length, vocabulary and
+    chat template without loading a tensor (ftspec/gguf_header.py)."""
+    key = ("model", "gguf_file") if m.gguf_file is not None else ("model", "base")
+    if m.gguf_file is not None:
+        if m.base.lower().endswith(".gguf"):
+            ctx.issues.append(ctx.error(("model", "base"), f"names a .gguf file and gguf_file names '{name}'",
+                                        "give the folder in base and the file in gguf_file, or the file in base alone"))
+            return
+        if "/" in name or "\\" in name or not name.lower().endswith(".gguf") or name.startswith("."):
+            ctx.issues.append(ctx.error(key, f"must be the name of a .gguf file in the base folder (got '{name}')"))
+            return
+    local = is_local_model(folder, ctx.spec_dir)
+    info = ModelInfo("local" if local else "hub")
+    ctx.model = info
+    if local:
+        where = ctx.spec_dir / os.path.expanduser(folder)
+        refusal = ctx.policy.outside(where / name, m.base)
+        if refusal:
+            ctx.issues.append(ctx.error(("model", "base"), refusal))
+            return
+        where = info.path = where.resolve()
+        if not where.is_dir():
+            ctx.issues.append(ctx.error(("model", "base"), f"local model directory '{folder}' not found"))
+            return
+        path = where / name
+        if not path.is_file():
+            present = sorted(p.name for p in where.iterdir() if p.name.lower().endswith(".gguf"))
+            ctx.issues.append(ctx.error(key, f"no GGUF file '{name}' in '{folder}'",
+                                        did_you_mean(name, present) or (f"it holds: {', '.join(present)}" if present else None)))
+            return
+    else:
+        problem = _hub_model_problem(ctx, folder)
+        if problem:
+            ctx.issues.append(ctx.error(("model", "base"), problem))
+            return
+        snap = _hub_snapshot(folder, m.revision)
+        if snap is None or not (snap / name).is_file():
+            ctx.not_checked.append(f"model.gguf_file: '{name}' of hub repository '{folder}' is not in the local cache; "
+                                   "its architecture, context length, vocabulary, LoRA target modules and chat template are not checked")
+            return
+        path = snap / name
+    try:
+        header = read_gguf_header(path)
+    except (OSError, GGUFError) as exc:
+        ctx.issues.append(ctx.error(key, f"cannot read the GGUF file '{name}': {exc}"))
+        return
+    if not header.loadable:
+        ctx.issues.append(ctx.error(key, f"'{name}' holds a model of architecture '{header.architecture}', which transformers "
+                                         "cannot load from GGUF", f"it loads: {', '.join(GGUF_ARCHITECTURES)}"))
+        return
+    if header.vocab_size is None and m.tokenizer is None:
+        ctx.issues.append(ctx.error(key, f"'{name}' holds no tokenizer (no tokenizer.ggml.tokens in its header)",
+                                    "name one in model.tokenizer"))
+    info.model_type = header.model_type
+    info.max_positions = header.context_length
+    info.has_chat_template = header.chat_template is not None
+    info.vocab_size = header.vocab_size
 
 
 def _hub_model_problem(ctx: Context, name: str) -> str | None:

@@ -427,6 +427,137 @@ def diff(specs: tuple[Path, ...], rev: str | None, fmt: str, profiles: tuple[str
         sys.exit(1)
 
 
+def _trained_plan(spec: Path, profiles, sets, allow):
+    """The plan of a spec whose model is trained, with its locator and root; a spec that
+    has not been trained is refused in one line naming the command that trains it."""
+    import shlex
+
+    from ftspec.compile import compile_located, find_root
+    from ftspec.runtime.generate import require_trained
+
+    # The spec's warnings were for training it; trying the trained model does not repeat them.
+    plan_, _, locate = compile_located(spec, profiles, sets, False, allow)
+    words = ["ftspec", "run", str(spec)]
+    for p in profiles:
+        words += ["-p", p]
+    for s in sets:
+        words += ["--set", s]
+    for a in allow:
+        words += ["--allow-path", str(a)]
+    root = find_root(spec)
+    require_trained(plan_, root, str(spec), " ".join(shlex.quote(w) for w in words))
+    return plan_, root, locate
+
+
+def _columns(values: tuple[str, ...]) -> dict:
+    out = {}
+    for value in values:
+        name, eq, text = value.partition("=")
+        if not eq or not name:
+            raise click.BadParameter(f"expected NAME=VALUE (got {value!r})", param_hint="--column")
+        out[name] = text
+    return out
+
+
+@main.command()
+@_spec_options
+@click.argument("texts", nargs=-1, metavar="[TEXT]...")
+@click.option("--column", "-c", "columns", multiple=True, metavar="NAME=VALUE",
+              help="A column of the input row, as the spec's data files name it (repeatable); a TEXT fills the one column left.")
+@click.option("--file", "-f", "file", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON lines, one input row (the spec's columns) per line.")
+@click.option("--base", "with_base", is_flag=True, help="Answer with the base model too, to compare.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Default: the plan's eval.max_new_tokens.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per input: input, prompt, tuned (and base).")
+@click.option("--show-prompt", is_flag=True, help="Print the prompt the model was given too.")
+def generate(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], texts: tuple[str, ...], columns: tuple[str, ...],
+             file: Path | None, with_base: bool, max_new_tokens: int | None, as_json: bool, show_prompt: bool,
+             allow: tuple[Path, ...] = ()) -> None:
+    """Answer TEXT with the trained model, formatted exactly as training formatted its rows
+    (data.rename and derive, the prompt template or the chat template)."""
+    import json
+
+    fixed = _columns(columns)
+    locate = None
+    try:
+        plan_, root, locate = _trained_plan(spec, profiles, sets, allow)
+        from ftspec.runtime import generate as G
+
+        rows = G.rows_from_inputs(G.Prompter.from_plan(plan_), texts, fixed, file)
+        results = G.generate_rows(plan_, root, rows, with_base, max_new_tokens)
+    except SpecError as exc:
+        _fail(SpecError(locate(i) for i in exc.issues) if locate else exc)
+        return
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(r, ensure_ascii=False, sort_keys=True))
+    else:
+        click.echo(G.render_text(results, show_prompt), nl=False)
+
+
+@main.command()
+@_spec_options
+@click.option("--base", "use_base", is_flag=True, help="Talk to the base model instead of the trained one.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Default: the plan's eval.max_new_tokens.")
+def chat(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], use_base: bool, max_new_tokens: int | None,
+         allow: tuple[Path, ...] = ()) -> None:
+    """Talk to the trained model of a chat-format spec: each line is a user turn, rendered
+    with the spec's turns and chat template as in training. /reset starts again; /quit or Ctrl-D ends."""
+    locate = None
+    try:
+        plan_, root, locate = _trained_plan(spec, profiles, sets, allow)
+        from ftspec.runtime import generate as G
+
+        prompter = G.check_chat(plan_, str(spec))
+        G.prepare_runtime(plan_)
+        loaded = G.load(plan_, root, tuned=not use_base)
+        interactive = sys.stdin.isatty()
+        if interactive:
+            click.echo(f"{plan_.name}: the {'base' if use_base else 'trained'} model; /reset starts again, "
+                       "/quit or Ctrl-D ends", err=True)
+        G.chat_loop(plan_, prompter, loaded, sys.stdin, lambda t: click.echo(t, nl=False),
+                    lambda t: click.echo(t, nl=False, err=True), max_new_tokens, interactive)
+    except SpecError as exc:
+        _fail(SpecError(locate(i) for i in exc.issues) if locate else exc)
+        return
+    except KeyboardInterrupt:
+        click.echo("", err=True)
+
+
+@main.command()
+@_spec_options
+@click.option("--output", "-o", "output", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="The folder to write (new, or empty; --force replaces one).")
+@click.option("--adapter", "keep_adapter", is_flag=True, help="Keep a LoRA adapter as an adapter instead of merging it into its base.")
+@click.option("--force", is_flag=True, help="Replace DIR when it exists and is not empty.")
+@click.option("--gguf", "gguf", is_flag=False, flag_value="f32", default=None, metavar="[f32|f16]",
+              type=click.Choice(["f32", "f16"], case_sensitive=False),
+              help="Also write DIR/model.gguf (llama architecture), checked as transformers reads it back.")
+def export(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], output: Path, keep_adapter: bool, force: bool,
+           gguf: str | None = None, allow: tuple[Path, ...] = ()) -> None:
+    """Write the trained model of SPEC's run to DIR as a model that stands alone: merged (or
+    --adapter), in the base's dtype, with its tokenizer, chat template, a generation config
+    that stops where training taught it to, and a model card; checked against the trained
+    model's logits (exit 1 above the tolerance, and nothing is written)."""
+    locate = None
+    try:
+        plan_, root, locate = _trained_plan(spec, profiles, sets, allow)
+        from ftspec.runtime.export import ParityError, export_model
+        from ftspec.runtime.run import quiet_libraries
+
+        quiet_libraries()
+        result = export_model(plan_, root, output, adapter=keep_adapter, force=force, echo=lambda t: click.echo(t),
+                              gguf=gguf.upper() if gguf else None)
+    except SpecError as exc:
+        _fail(SpecError(locate(i) for i in exc.issues) if locate else exc)
+        return
+    except ParityError as exc:
+        click.echo(f"ftspec: {exc}", err=True)
+        sys.exit(1)
+    what = {"merged": "LoRA merged into its base", "full": "full fine-tune", "adapter": "LoRA adapter"}[result.kind]
+    click.echo(f"exported {plan_.name} ({what}, {result.dtype}) to {output}")
+
+
 @main.command()
 def templates() -> None:
     """List the built-in templates (use them as `{builtin: NAME}`)."""

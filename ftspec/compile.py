@@ -22,6 +22,7 @@ from ftspec.loader import display_path, load
 from ftspec.paths import PathPolicy, find_root
 from ftspec.spec import parse_gate
 from ftspec.sources import fingerprint
+from ftspec.gguf_header import gguf_location
 from ftspec.splitting import split_limits
 from ftspec.validate import validate
 
@@ -135,15 +136,19 @@ def _model(ctx: Context) -> dict:
             "init_seed": m.init_seed,
             "trust_remote_code": False,
         }
-    local = is_local_model(m.base, ctx.spec_dir)
+    folder, gguf = gguf_location(m.base, m.gguf_file)
+    local = is_local_model(folder, ctx.spec_dir)
     return {
         "kind": "pretrained",
         "source": "local" if local else "hub",
-        "name_or_path": rel(ctx.spec_dir / m.base, ctx.root) if local else m.base,
+        "name_or_path": rel(ctx.spec_dir / folder, ctx.root) if local else folder,
         "revision": m.revision,
         "dtype": m.dtype,
         "trust_remote_code": m.trust_remote_code,
         "tokenizer": _model_ref(ctx, m.tokenizer) if m.tokenizer else None,
+        "gguf_file": gguf,
+        # Hashed here, like data files: validate reads only the header.
+        "gguf_sha256": fingerprint(ctx.spec_dir / folder / gguf) if gguf and local else None,
     }
 
 

@@ -93,6 +93,11 @@ class PretrainedModel(_Frozen):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
     tokenizer: ModelRef | None = None  # a different tokenizer; None: the model's own
+    # A GGUF file in the folder (or hub repository) name_or_path, converted to safetensors when
+    # data is prepared; its sha256 where it is a local file. Left out of the plan when None, so
+    # the plan (and every step key) of a model that is not GGUF is what it was before them.
+    gguf_file: str | None = Field(None, exclude_if=lambda v: v is None)
+    gguf_sha256: str | None = Field(None, exclude_if=lambda v: v is None)
 
 
 Model = Annotated[Union[TinyModel, PretrainedModel], Field(discriminator="kind")]

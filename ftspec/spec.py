@@ -176,7 +176,8 @@ class PretrainedModel(_Section):
     """A pretrained model: a hub id or a local directory in transformers' layout."""
 
     kind: Literal["pretrained"] = Field("pretrained", description="`pretrained` (inferred when `base` is given).")
-    base: str = Field(min_length=1, description="A hub model id such as `Qwen/Qwen2.5-0.5B-Instruct`, or a local directory relative to the spec (start it with `./` or `../`).")
+    base: str = Field(min_length=1, description="A hub model id such as `Qwen/Qwen2.5-0.5B-Instruct`, or a local directory relative to the spec (start it with `./` or `../`), or a local `.gguf` file.")
+    gguf_file: str | None = Field(None, min_length=1, description="A GGUF file (its name, in the `base` folder or hub repository) to load: de-quantised through transformers and converted once, when data is prepared, into an ordinary safetensors model.")
     revision: Revision = Field(None, description="Hub revision to pin: a commit hash (best), tag or branch. Unpinned hub models draw a warning.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype when loading; `auto` follows `compute.precision`.")
     trust_remote_code: bool = Field(False, description="Run Python code shipped inside the model repository. Off unless set here; `ftspec plan` shows it when on.")

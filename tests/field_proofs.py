@@ -34,6 +34,8 @@ PROOFS: dict[str, list[str]] = {
     "model:pretrained.trust_remote_code": [E + "test_pretrained_model_settings_reach_from_pretrained",
                                            "tests/test_cli.py::test_trust_remote_code_is_shown_prominently"],
     "model:pretrained.tokenizer": [E + "test_pretrained_model_settings_reach_from_pretrained"],
+    "model:pretrained.gguf_file": ["tests/test_gguf.py::test_prepare_converts_the_gguf_once_to_an_ordinary_model",
+                                   "tests/test_gguf_real.py::test_a_few_lora_steps_on_the_real_gguf_model"],
     "model:tiny.kind": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],
     "model:tiny.architecture": [E + "test_tiny_model_settings_shape_the_built_model"],
     "model:tiny.hidden_size": [E + "test_tiny_model_settings_shape_the_built_model"],

@@ -468,3 +468,34 @@ def test_a_folder_that_shadows_a_hub_id_is_refused_at_run_time(tmp_path, monkeyp
         base_model_path(model, tmp_path, tmp_path)
     [issue] = err.value.issues
     assert issue.key == "model.base" and "would be loaded instead" in issue.message
+
+
+def test_a_chat_template_trl_cannot_mark_for_assistant_loss_is_one_line(tmp_path):
+    """SmolLM2's own template has no {% generation %} markers and trl has no training
+    variant of it: the run stops at the template's line, saying what to do, not with
+    trl's traceback."""
+    folder = tmp_path / "chat"
+    folder.mkdir()
+    (folder / "plain.jinja").write_text(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    body = TINY + """
+data:
+  train: tickets.jsonl
+  split: {validation: 0.1, seed: 1}
+format:
+  kind: chat
+  chat_template: {file: plain.jinja}
+  messages:
+    - {role: user, content: "{{ text }}"}
+    - {role: assistant, content: "{{ queue }}"}
+method: {kind: sft, adapter: full}
+training: {max_steps: 1, batch_size: 4, max_length: 256}
+compute: {device: cpu}
+"""
+    spec = _spec(folder, body)
+    out = run_cli(["run", str(spec)], cwd=folder)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    line = next(l for l in out.stderr.splitlines() if "format.chat_template" in l)
+    assert line.startswith("job.yaml:17:18: format.chat_template: ") and "no {% generation %} markers" in line and "{builtin: chatml}" in line, line

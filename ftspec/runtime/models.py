@@ -1,9 +1,11 @@
-"""Models and tokenizers: a hub id or local path, or a tiny model built from the
-plan's config with a tokenizer that needs no download."""
+"""Models and tokenizers: a hub id or local path, a GGUF file converted once to
+safetensors, or a tiny model built from the plan's config with a tokenizer that needs
+no download."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -82,9 +84,63 @@ def build_tiny(m: Any, train_texts: Iterable[str], out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+def convert_gguf(plan_model: Any, root: Path, out_dir: Path) -> dict:
+    """De-quantise the plan's GGUF model through transformers and save it, with its
+    tokenizer (and chat template), as an ordinary safetensors folder at ``out_dir``; later
+    steps load that in about a second instead of converting again. Returns what it did."""
+    from transformers import GgufConfig
+
+    folder = str(root / plan_model.name_or_path) if plan_model.source == "local" else hub_id(plan_model.name_or_path, "model.base")
+    name = plan_model.gguf_file
+    if plan_model.gguf_sha256 is not None:  # the file the plan fingerprinted, not one put there since
+        from ftspec.sources import fingerprint
+
+        found = fingerprint(Path(folder) / name)
+        if found != plan_model.gguf_sha256:
+            raise SpecError.one(Pos("model.gguf_file"), "model.gguf_file",
+                                f"'{name}' changed since the plan was made (sha256 {found[:12]}…, the plan has "
+                                f"{plan_model.gguf_sha256[:12]}…)", "make the plan again")
+    kwargs: dict = {"gguf_file": name}
+    if plan_model.source == "hub" and plan_model.revision:
+        kwargs["revision"] = plan_model.revision
+    started = time.perf_counter()
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per tensor says nothing the closing line does not
+    try:
+        tokenizer = None
+        if plan_model.tokenizer is None:  # the model's own tokenizer, from the GGUF file
+            tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=GgufConfig(dequantize=True),
+                                                     dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise SpecError.one(Pos("model.gguf_file"), "model.gguf_file", f"cannot load '{name}' from '{folder}': {_first_line(exc)}") from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    if getattr(model, "hf_quantizer", None) is not None or getattr(model.config, "quantization_config", None) is not None:
+        model = _plain_copy(model)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    return {"gguf_file": name, "architecture": model.config.model_type, "parameters": sum(p.numel() for p in model.parameters()),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _plain_copy(model):
+    """The same weights in a model that carries no quantizer (transformers will not save one that does)."""
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    return plain
+
+
 def base_model_path(plan_model: Any, root: Path, data_dir: Path) -> str:
-    """Where the base model loads from: the prepared tiny model, a local folder, or a hub id."""
-    if plan_model.kind == "tiny":
+    """Where the base model loads from: the prepared tiny model or converted GGUF model, a
+    local folder, or a hub id."""
+    if plan_model.kind == "tiny" or getattr(plan_model, "gguf_file", None):
         return str(data_dir / "base-model")
     if plan_model.source == "local":
         return str(root / plan_model.name_or_path)
@@ -108,8 +164,8 @@ def load_tokenizer(plan_model: Any, root: Path, data_dir: Path, chat_template: s
     if plan_model.kind == "pretrained":
         kwargs = {"trust_remote_code": plan_model.trust_remote_code}
         other = plan_model.tokenizer
-        if other is None:
-            kwargs["revision"] = plan_model.revision  # the model's own tokenizer, at the model's revision
+        if other is None:  # the model's own tokenizer, at the model's revision (a GGUF one is in the prepared folder)
+            kwargs["revision"] = None if plan_model.gguf_file else plan_model.revision
         else:  # another repository: the model's revision means nothing there
             path = str(root / other.name_or_path) if other.source == "local" else hub_id(other.name_or_path, "model.tokenizer")
     try:
@@ -136,7 +192,7 @@ def load_model(plan_model: Any, root: Path, data_dir: Path, dtype: torch.dtype, 
         kwargs["device_map"] = {"": 0}
     if plan_model.kind == "pretrained" and path is None:
         kwargs["trust_remote_code"] = plan_model.trust_remote_code
-        if plan_model.revision:
+        if plan_model.revision and not plan_model.gguf_file:  # a converted GGUF model is a local folder
             kwargs["revision"] = plan_model.revision
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -82,7 +82,7 @@ class StepContext:
 
 def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     from ftspec.runtime import data as D
-    from ftspec.runtime.models import build_tiny, load_tokenizer
+    from ftspec.runtime.models import build_tiny, convert_gguf, load_tokenizer
 
     kind = plan.format.kind
     started = time.perf_counter()
@@ -93,7 +93,12 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     building = time.perf_counter()
     if plan.model.kind == "tiny":
         build_tiny(plan.model, D.training_texts(splits["train"], kind), out / "base-model")
-    started += time.perf_counter() - building  # rows/s measures the data, not the tiny model's build
+    elif plan.model.gguf_file:  # de-quantised once here; every later step loads the safetensors folder
+        converted = convert_gguf(plan.model, ctx.root, out / "base-model")
+        skipped["gguf_conversion"] = converted
+        ctx.echo(f"  converted {converted['gguf_file']} ({converted['architecture']}, "
+                 f"{converted['parameters'] / 1e6:.0f}M parameters) to safetensors in {converted['seconds']:.0f}s")
+    started += time.perf_counter() - building  # rows/s measures the data, not the model's build
     tokenizer = load_tokenizer(plan.model, ctx.root, out, chat_template_text(plan.format))
     loss = plan.format.loss if kind != "preference" else "completion"
     stats = {}
@@ -144,28 +149,36 @@ def _rows_against_plan(data, stats: dict) -> dict:
     return out
 
 
-def _generate_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
-    """Run one model (base or tuned) on the evaluation split and save what the scoring
-    step needs: outputs.json and generations.jsonl."""
+def load_evaluated(plan, root: Path, data_dir: Path, model_dir: Path | None = None):
+    """The model a generation step runs and its tokenizer: the base model (as prepared),
+    or with ``model_dir`` the tuned one. ``ftspec generate`` loads through here too, so
+    that what it answers is what the evaluation measured."""
     from ftspec.runtime import builders
-    from ftspec.runtime.evaluate import generate_outputs
     from ftspec.runtime.models import load_model, load_tokenizer, load_tuned
 
     device = builders.resolve_device(plan.compute)
     precision = builders.resolve_precision(plan.compute, device)
     dtype = builders.model_dtype(plan.model, precision)
-    if tuned:
+    if model_dir is not None:
         from transformers import AutoTokenizer
 
-        model_dir = ctx.step_dir(steps.TRAIN.name)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = load_tuned(plan.model, plan.method.adapter.kind, plan.compute.attention, ctx.root, ctx.data_dir,
+        model = load_tuned(plan.model, plan.method.adapter.kind, plan.compute.attention, root, data_dir,
                            model_dir, dtype, device)
     else:
-        tokenizer = load_tokenizer(plan.model, ctx.root, ctx.data_dir, chat_template_text(plan.format))
-        model = load_model(plan.model, ctx.root, ctx.data_dir, dtype, device, attention=plan.compute.attention)
+        tokenizer = load_tokenizer(plan.model, root, data_dir, chat_template_text(plan.format))
+        model = load_model(plan.model, root, data_dir, dtype, device, attention=plan.compute.attention)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _generate_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
+    """Run one model (base or tuned) on the evaluation split and save what the scoring
+    step needs: outputs.json and generations.jsonl."""
+    from ftspec.runtime.evaluate import generate_outputs
+
+    model, tokenizer = load_evaluated(plan, ctx.root, ctx.data_dir, ctx.step_dir(steps.TRAIN.name) if tuned else None)
 
     summary, rows = generate_outputs(model, tokenizer, plan.eval, plan.format.kind, plan.training.max_length,
                                      ctx.data_dir, baseline=not tuned)
@@ -233,10 +246,13 @@ def _judge(plan, ctx: StepContext):
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             path = str(ctx.root / name) if ref["source"] == "local" else hub_id(name, "eval.metrics")
-            judge_tokenizer = AutoTokenizer.from_pretrained(path)
+            where = {}
+            if ref["source"] == "local" and path.lower().endswith(".gguf"):  # de-quantised by transformers
+                path, where = str(Path(path).parent), {"gguf_file": Path(path).name}
+            judge_tokenizer = AutoTokenizer.from_pretrained(path, **where)
             if judge_tokenizer.pad_token is None:
                 judge_tokenizer.pad_token = judge_tokenizer.eos_token
-            loaded[name] = (AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device), judge_tokenizer)
+            loaded[name] = (AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **where).to(device), judge_tokenizer)
         judge_model, judge_tokenizer = loaded[name]
         return judge_rows(definition, rows, predictions, judge_model, judge_tokenizer, plan.eval.batch_size)
 
