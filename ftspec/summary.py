@@ -27,9 +27,15 @@ def describe_model(m: Any) -> str:
         tok_text = "byte tokenizer" if tok.kind == "byte" else f"BPE tokenizer ({tok.vocab_size} tokens, trained on train)"
         return (f"tiny {m.architecture} from config: {m.num_layers} layers × {m.hidden_size} wide, "
                 f"{m.num_heads} heads, {tok_text}")
-    rev = f" @ {m.revision}" if m.revision else " (revision not pinned)"
+    gguf = f"/{m.gguf_file}" if getattr(m, "gguf_file", None) else ""
+    if m.revision:
+        rev = f" @ {m.revision}"
+    elif getattr(m, "gguf_sha256", None):  # a local GGUF file, pinned by its content
+        rev = f" (GGUF, sha256 {m.gguf_sha256[:12]})"
+    else:  # a local folder is what it holds; only a hub id floats
+        rev = " (revision not pinned)" if m.source == "hub" else ""
     tokenizer = f", tokenizer {m.tokenizer.source} {m.tokenizer.name_or_path}" if m.tokenizer else ""
-    return f"{m.source} {m.name_or_path}{rev}, dtype {m.dtype}{tokenizer}"
+    return f"{m.source} {m.name_or_path}{gguf}{rev}, dtype {m.dtype}{tokenizer}"
 
 
 def describe_adapter(a: Any) -> str:

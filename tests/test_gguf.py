@@ -361,3 +361,12 @@ def test_a_local_gguf_file_can_be_the_judge(tmp_path, monkeypatch):
     assert judge(definition, [{}], ["a"]) == [0.5]
     assert seen["model"].config.model_type == "llama" and seen["model"].config.num_hidden_layers == 2
     assert "<|im_end|>" in seen["tokenizer"].get_vocab()
+
+
+def test_the_plan_names_the_gguf_file_and_does_not_call_it_unpinned(project):
+    """A local GGUF file is pinned by its sha256; only a hub id's revision floats."""
+    from ftspec.summary import describe_model
+
+    plan, _ = compile_spec(write_spec(project))
+    sha = hashlib.sha256((project / "model" / "tiny.gguf").read_bytes()).hexdigest()
+    assert describe_model(plan.model) == f"local model/tiny.gguf (GGUF, sha256 {sha[:12]}), dtype auto"
