@@ -24,7 +24,7 @@ needs_model = pytest.mark.skipif(not MODEL.is_file(), reason=f"the real model is
 
 
 def _spec(name):
-    return yaml.safe_load((ROOT / "specs" / name).read_text(encoding="utf-8"))
+    return yaml.safe_load((ROOT / "specs" / "real" / name).read_text(encoding="utf-8"))
 
 
 def _rows(name):
@@ -44,12 +44,12 @@ def test_gallery_specs_are_shipped_and_need_shared():
 
 @pytest.mark.parametrize("name", sorted(GALLERY))
 def test_gallery_spec_uses_the_real_model_and_opens_with_its_command(name):
-    text = (ROOT / "specs" / name).read_text(encoding="utf-8")
-    assert text.splitlines()[0] == f"# ftspec run specs/{name} --allow-path ../shared --profile smoke"
+    text = (ROOT / "specs" / "real" / name).read_text(encoding="utf-8")
+    assert text.splitlines()[0] == f"# ftspec run specs/real/{name} --allow-path ../shared --profile smoke"
     doc = yaml.safe_load(text)
-    assert doc["model"] == {"base": "../../shared/models/smollm2-135m-instruct",
+    assert doc["model"] == {"base": "../../../shared/models/smollm2-135m-instruct",
                             "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    assert doc["data"]["train"] == f"data/{GALLERY[name][1]}"
+    assert doc["data"]["train"] == f"../data/{GALLERY[name][1]}"
     smoke = doc["profiles"]["smoke"]
     assert smoke["eval"]["gates"] == {} and smoke["training"]["max_steps"] <= 10
     assert max(smoke["data"]["limit"].values()) <= 128
@@ -117,11 +117,12 @@ def test_the_gallery_lists_every_shipped_spec():
     text = (ROOT / "specs" / "README.md").read_text(encoding="utf-8")
     rows = [line for line in text.splitlines() if line.startswith("| [`")]
     listed = [line.split("`")[1] for line in rows]
-    assert sorted(listed) == sorted(p.name for p in ALL_SPECS), "specs/README.md: one row per shipped spec"
+    shipped = sorted(p.relative_to(ROOT / "specs").as_posix() for p in ALL_SPECS)  # real/x.yaml for specs/real/
+    assert sorted(listed) == shipped, "specs/README.md: one row per shipped spec"
     for name, line in zip(listed, rows):
-        doc = _spec(name)
-        first = (ROOT / "specs" / name).read_text(encoding="utf-8").splitlines()[0]
-        assert first.startswith(f"# ftspec run specs/{name}")
+        text = (ROOT / "specs" / name).read_text(encoding="utf-8")
+        doc = yaml.safe_load(text)
+        assert text.splitlines()[0].startswith(f"# ftspec run specs/{name}")
         command = line.rsplit("| `", 1)[1].rstrip("| `")
         assert command.startswith(f"ftspec run specs/{name}"), line
         assert set(doc.get("profiles") or {}) >= {p.split()[0] for p in command.split("--profile ")[1:]}, line
@@ -133,7 +134,7 @@ def test_the_gallery_lists_every_shipped_spec():
 def test_gallery_spec_validates_strict_on_the_real_model(name, profiles, in_root):
     from ftspec.compile import check_spec
 
-    check_spec(f"specs/{name}", profiles, strict=True, allow=[SHARED])
+    check_spec(f"specs/real/{name}", profiles, strict=True, allow=[SHARED])
 
 
 @pytest.mark.parametrize("profiles", [(), ("smoke",)], ids=["full", "smoke"])
@@ -150,11 +151,11 @@ def test_gallery_spec_validates_without_shared(name, profiles, tmp_path, monkeyp
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     shutil.copytree(ROOT / "specs", repo / "specs")
-    text = (repo / "specs" / name).read_text(encoding="utf-8")
-    judge = "../../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-    (repo / "specs" / name).write_text(text.replace(judge, "HuggingFaceTB/SmolLM2-135M-Instruct"), encoding="utf-8")
+    text = (repo / "specs" / "real" / name).read_text(encoding="utf-8")
+    judge = "../../../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+    (repo / "specs" / "real" / name).write_text(text.replace(judge, "HuggingFaceTB/SmolLM2-135M-Instruct"), encoding="utf-8")
     monkeypatch.chdir(repo)
-    checked = check_spec(f"specs/{name}", profiles, sets=["model.base=HuggingFaceTB/SmolLM2-135M-Instruct"])
+    checked = check_spec(f"specs/real/{name}", profiles, sets=["model.base=HuggingFaceTB/SmolLM2-135M-Instruct"])
     assert [w.message for w in checked.warnings if "revision" not in w.message] == []
 
 
@@ -169,13 +170,13 @@ def test_extraction_spec_runs_end_to_end_offline_with_a_tiny_model(tmp_path):
 
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
     (tmp_path / ".git").mkdir()  # the repository root, where runs/ goes
-    spec = tmp_path / "specs" / "extract-json.yaml"
+    spec = tmp_path / "specs" / "real" / "extract-json.yaml"
     text, n = re.subn(r"model:\n  base: .*\n  gguf_file: .*\n",
                       "model: {kind: tiny, hidden_size: 32, num_layers: 1, num_heads: 4, "
                       "max_position_embeddings: 1024, tokenizer: {kind: byte}}\n", spec.read_text(encoding="utf-8"))
     assert n == 1
     spec.write_text(text, encoding="utf-8")
-    result = run_cli(["run", "specs/extract-json.yaml", "-p", "smoke", "--set", "training.max_steps=1",
+    result = run_cli(["run", "specs/real/extract-json.yaml", "-p", "smoke", "--set", "training.max_steps=1",
                       "--set", "compute.device=cpu", "--set", "data.limit={train: 8, validation: 4, test: 4}",
                       "--set", "training.max_length=1024", "--set", "eval.max_new_tokens=8",
                       "--set", "method.adapter=full"], cwd=tmp_path)

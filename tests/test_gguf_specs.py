@@ -14,7 +14,7 @@ MODEL = SHARED / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_
 
 
 def _doc(name):
-    return yaml.safe_load((ROOT / "specs" / name).read_text(encoding="utf-8"))
+    return yaml.safe_load((ROOT / "specs" / "real" / name).read_text(encoding="utf-8"))
 
 
 def _variants():
@@ -26,11 +26,11 @@ def _variants():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_opens_with_its_command_and_names_the_gguf_model(name):
-    text = (ROOT / "specs" / name).read_text(encoding="utf-8")
-    assert text.splitlines()[0] == f"# ftspec run specs/{name} --allow-path ../shared --profile smoke"
+    text = (ROOT / "specs" / "real" / name).read_text(encoding="utf-8")
+    assert text.splitlines()[0] == f"# ftspec run specs/real/{name} --allow-path ../shared --profile smoke"
     assert name in {p.name for p in SHARED_SPECS}
     doc = _doc(name)
-    assert doc["model"] == {"base": "../../shared/models/smollm2-135m-instruct", "gguf_file": MODEL.name}
+    assert doc["model"] == {"base": "../../../shared/models/smollm2-135m-instruct", "gguf_file": MODEL.name}
     smoke = doc["profiles"]["smoke"]
     assert smoke["eval"]["gates"] == {} and smoke["training"]["max_steps"] <= 12
     assert {"few-shot", "generate"} <= set(doc["profiles"])  # base few-shot, and the generate mode
@@ -44,7 +44,7 @@ def test_validates_strict_on_the_real_model(name, profiles, in_root):
         pytest.skip("../shared/datasets/sst2 is not here")
     from ftspec.compile import compile_spec
 
-    plan, warnings = compile_spec(f"specs/{name}", profiles, strict=True, allow=[SHARED])
+    plan, warnings = compile_spec(f"specs/real/{name}", profiles, strict=True, allow=[SHARED])
     assert warnings == []
     assert plan.model.gguf_file == MODEL.name and plan.model.gguf_sha256 == \
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # as ../shared/models/…/README.md says
