@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from ftspec import __version__
-from ftspec.errors import EXIT_GATE, EXIT_USAGE, Issue, Pos, SpecError
+from ftspec.errors import EXIT_GATE, EXIT_USAGE, Issue, Pos, RunFailed, SpecError
 from ftspec.io import write_atomic, write_json
 
 _profile_option = click.option("--profile", "-p", "profiles", multiple=True, metavar="NAME",
@@ -202,6 +202,9 @@ def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=N
     except KeyboardInterrupt:
         click.echo("\nftspec: interrupted; run the same command again to resume from the last checkpoint", err=True)
         sys.exit(130)
+    except RunFailed as exc:
+        click.echo(f"ftspec: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRORS:
             raise
@@ -556,6 +559,47 @@ def export(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], output:
         sys.exit(1)
     what = {"merged": "LoRA merged into its base", "full": "full fine-tune", "adapter": "LoRA adapter"}[result.kind]
     click.echo(f"exported {plan_.name} ({what}, {result.dtype}) to {output}")
+
+
+@main.command("launch-script")
+@_spec_options
+@click.option("--slurm", is_flag=True, help="Write an sbatch script for a SLURM cluster (the only kind for now).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write the script to FILE (executable) instead of the standard output.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def launch_script(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], slurm: bool, output: Path | None,
+                  strict: bool, allow: tuple[Path, ...] = ()) -> None:
+    """Write a batch script that runs SPEC on a cluster's nodes: one `ftspec run` per node,
+    which starts the node's processes and finds the others from the environment."""
+    from ftspec import rendezvous as R
+    from ftspec.compile import compile_spec
+
+    if not slurm:
+        click.echo(f"ftspec: launch-script writes SLURM scripts only (--slurm); for other clusters set MASTER_ADDR, "
+                   f"MASTER_PORT and NODE_RANK and run `ftspec run {spec}` on each node", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        plan_, warnings = compile_spec(spec, profiles, sets, strict, allow)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    _print_issues(warnings)
+    c = plan_.compute
+    text = R.slurm_script(name=plan_.name, plan_id=plan_.short_id, spec=str(spec), profiles=profiles, sets=sets,
+                          allow=[str(a) for a in allow], nodes=c.num_nodes, processes_per_node=c.num_processes,
+                          device=c.device, strategy=c.strategy)
+    shown = str(output) if output is not None else "-"
+    if shown in ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        click.echo(text, nl=False)
+        return
+    try:
+        R.write_script(output, text)
+    except ValueError as exc:
+        _fail(SpecError.one(Pos(shown), "--output", str(exc)))
+    except OSError as exc:
+        _fail(SpecError.one(Pos(shown), "--output", f"cannot be written: {exc.strerror or exc}"))
+    else:
+        click.echo(f"wrote {output}; submit it with: sbatch {output}", err=True)
 
 
 @main.command()

@@ -217,9 +217,24 @@ def plan_precision(compute: S.Compute) -> str:
     return compute.precision
 
 
+def _architectures(ctx: Context) -> list[str] | None:
+    """config.json's `architectures` of a local or cached model folder, where it has one."""
+    from ftspec.checks import _read_json
+
+    path = ctx.model.path if ctx.model else None
+    config = _read_json(path / "config.json") if path is not None and (path / "config.json").is_file() else None
+    names = config.get("architectures") if isinstance(config, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else None
+
+
 def _compute(ctx: Context) -> dict:
+    from ftspec.launch import resolve_deepspeed, resolve_fsdp, resolve_launch
+
     c = ctx.spec.compute
-    return {**c.model_dump(), "precision": plan_precision(c), "threads": plan_threads(c)}
+    fsdp = resolve_fsdp(c.fsdp, ctx.model.model_type if ctx.model else None, _architectures(ctx)) if c.strategy == "fsdp" else None
+    deepspeed = resolve_deepspeed(c.deepspeed) if c.strategy == "deepspeed" else None
+    return {**c.model_dump(), "precision": plan_precision(c), "threads": plan_threads(c),
+            "fsdp": fsdp, "deepspeed": deepspeed, "launch": resolve_launch(c, fsdp, deepspeed)}
 
 
 def _data(ctx: Context) -> dict:
@@ -273,6 +288,11 @@ def _adapter(adapter: Any) -> dict:
 def _method(ctx: Context) -> dict:
     m = ctx.spec.method
     out: dict[str, Any] = {"objective": m.kind, "adapter": _adapter(m.adapter)}
+    if isinstance(m.adapter, S.QLoraAdapter):
+        from ftspec.launch import resolve_quant_storage
+
+        out["adapter"]["quant_storage"] = resolve_quant_storage(m.adapter.quant_storage, ctx.spec.compute,
+                                                                getattr(ctx.spec.model, "dtype", None))
     if isinstance(m, S.DPOMethod):
         out["dpo"] = {"beta": m.beta, "loss_type": m.loss_type, "label_smoothing": m.label_smoothing}
     return out

@@ -76,6 +76,11 @@ class SpecError(Exception):
         return cls([Issue(pos, key, message, hint)])
 
 
+class RunFailed(Exception):
+    """A run stopped on something other than its input (a worker process died, a save came
+    out incomplete): one line that says what happened, exit status 1."""
+
+
 def sorted_issues(issues: Iterable[Issue]) -> list[Issue]:
     seen: set[Issue] = set()
     unique = []

@@ -233,6 +233,9 @@ class QLoraAdapter(LoraAdapter):
     bits: Literal[4, 8]
     quant_type: Literal["nf4", "fp4"]
     double_quant: bool
+    # The dtype 4-bit weights are stored in: FSDP and ZeRO-3 shard them with the other
+    # parameters, which works only when it is the dtype those load in.
+    quant_storage: Literal["uint8", "float32", "bfloat16", "float16"] = "uint8"
 
 
 Adapter = Annotated[Union[FullAdapter, LoraAdapter, QLoraAdapter], Field(discriminator="kind")]
@@ -371,6 +374,37 @@ class Eval(_Frozen):
     gates: tuple[Gate, ...] = ()
 
 
+class FSDP(_Frozen):
+    """FSDP2 (torch's fully_shard) as the plan runs it."""
+    wrap: tuple[str, ...]  # module classes each sharded as one unit (the decoder layer, from the architecture by default)
+    wrap_from: Literal["spec", "architecture"]
+    reshard_after_forward: bool
+    cpu_offload: bool
+    activation_checkpointing: bool
+    state_dict: Literal["full", "sharded"]  # of checkpoints; the finished model is always gathered and saved whole
+
+
+class DeepSpeed(_Frozen):
+    zero_stage: Literal[1, 2, 3]
+    offload_optimizer: bool
+    offload_params: bool
+
+
+class Launch(_Frozen):
+    """How `ftspec run` starts the training processes (None in the plan: one process)."""
+    world_size: int  # processes in all
+    processes_per_node: int
+    nodes: int
+    backend: Literal["auto", "gloo", "nccl"]  # torch.distributed backend; auto: nccl on CUDA, gloo on the CPU
+    # local: 127.0.0.1 and a free port; environment: MASTER_ADDR, MASTER_PORT and NODE_RANK
+    # (or SLURM's variables) on each node (ftspec.rendezvous).
+    rendezvous: Literal["local", "environment"]
+    # Exactly the distributed keyword arguments given to transformers' TrainingArguments
+    # (ddp_*, fsdp + fsdp_config, deepspeed): the generated accelerate/FSDP/DeepSpeed
+    # configuration, reviewable in `ftspec diff`.
+    trainer: FrozenMap[str, Any]
+
+
 class Compute(_Frozen):
     backend: Literal["local"]
     device: Literal["auto", "cpu", "cuda", "mps"]
@@ -380,6 +414,9 @@ class Compute(_Frozen):
     num_nodes: int
     strategy: Literal["none", "ddp", "fsdp", "deepspeed"]
     threads: int  # CPU threads torch computes with (intra-op and inter-op); the spec's `auto` resolved
+    fsdp: FSDP | None = None  # strategy fsdp only
+    deepspeed: DeepSpeed | None = None  # strategy deepspeed only
+    launch: Launch | None = None  # None: training runs in the `ftspec run` process itself
 
 
 class Output(_Frozen):

@@ -42,6 +42,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("eval.metrics[] (name: judge)", S.JudgeMetric),
     ("eval.metrics[].extract", S.Extract),
     ("compute", S.Compute),
+    ("compute.fsdp", S.FSDPSettings),
+    ("compute.deepspeed", S.DeepSpeedSettings),
     ("output", S.Output),
     ("tracking (kind: wandb)", S.WandbTracking),
     ("tracking (kind: mlflow)", S.MlflowTracking),

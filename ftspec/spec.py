@@ -409,6 +409,7 @@ class QLoraAdapter(LoraAdapter):
     bits: Literal[4, 8] = Field(4, description="Quantisation of the frozen base weights.")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
     double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves memory).")
+    quant_storage: Literal["auto", "uint8", "float32", "bfloat16", "float16"] = Field("auto", description="The dtype the 4-bit weights are packed into. FSDP and DeepSpeed ZeRO-3 shard the quantised weights together with the other parameters, which works only when they share one dtype: `auto` is the dtype the base model loads in (`model.dtype`; its `auto` loads float32) under `compute.strategy: fsdp` or ZeRO stage 3, and `uint8` (bitsandbytes' default) otherwise.")
 
 
 def _adapter_shorthand(v: Any) -> Any:
@@ -641,6 +642,24 @@ Threads = Annotated[
 ]
 
 
+class FSDPSettings(_Section):
+    """FSDP2 (torch's fully_shard, through accelerate): parameters, gradients and optimizer state sharded across the processes."""
+
+    wrap: Union[Literal["auto"], Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=64)]] = Field("auto", description="Module classes each sharded as one unit (gathered whole for its forward and backward, then freed). `auto` is the decoder-layer class of the model's architecture (`LlamaDecoderLayer` for llama), or, where ftspec cannot tell it offline, the layers transformers marks as not to be split (`_no_split_modules`); a list names the classes, e.g. `[LlamaDecoderLayer]`.")
+    reshard_after_forward: bool = Field(True, description="Free each unit's gathered parameters after its forward and gather them again for the backward: less memory for one more all-gather per unit (`false` is ZeRO-2-like: faster, more memory).")
+    cpu_offload: bool = Field(False, description="Keep the sharded parameters, gradients and optimizer state in CPU memory between uses: fits a larger model, at the cost of host-device copies every step.")
+    activation_checkpointing: bool = Field(False, description="Recompute each unit's activations in the backward instead of keeping them (FSDP's own checkpointing). Use this rather than `training.gradient_checkpointing`, which under FSDP adds a redundant all-gather per layer.")
+    state_dict: Literal["full", "sharded"] = Field("full", description="How checkpoints (for resuming) are written: `full` gathers one whole state on the main process; `sharded` lets each process write its own shard (faster and lighter for a large model). The finished model is always gathered and saved whole, loadable on one process.")
+
+
+class DeepSpeedSettings(_Section):
+    """DeepSpeed ZeRO (through accelerate): optimizer state, then gradients, then parameters partitioned across the processes."""
+
+    zero_stage: Literal[1, 2, 3] = Field(2, description="What is partitioned across the processes: 1 the optimizer state, 2 the gradients too, 3 the parameters too (the most memory saved, the most communication).")
+    offload_optimizer: bool = Field(False, description="Keep the optimizer state in CPU memory and run the optimizer step there (ZeRO-Offload): much less GPU memory, slower steps.")
+    offload_params: bool = Field(False, description="Keep the parameters in CPU memory between uses; only at `zero_stage: 3`, where parameters are partitioned.")
+
+
 class Compute(_Section):
     """Where and how the training runs."""
 
@@ -648,26 +667,12 @@ class Compute(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; `auto` takes CUDA, then MPS, then the CPU.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Training precision; `auto` picks bf16 where the device supports it, else fp32.")
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="Attention implementation: `auto` is transformers' default (SDPA); `flash_attention_2` needs a CUDA GPU, bf16 or fp16 and the flash-attn package, and lets `batching: auto` pack rows with no padding at all.")
-    num_processes: Int = Field(1, ge=1, le=1024, description="Processes (one per GPU) on each node. Only 1 for now: multi-process training is not available yet.")
-    num_nodes: Int = Field(1, ge=1, le=1024, description="Machines. Only 1 for now: multi-process training is not available yet.")
-    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How several processes share the work. Only `none` for now: multi-process training is not available yet.")
+    num_processes: Int = Field(1, ge=1, le=1024, description="Training processes on each node, one per GPU (on the CPU, each takes `threads` cores). `ftspec run` starts them itself; `training.batch_size` is per process, so the effective batch grows with the processes.")
+    num_nodes: Int = Field(1, ge=1, le=1024, description="Machines. The spec holds no addresses: on each machine `ftspec run` reads the rendezvous (MASTER_ADDR, MASTER_PORT, NODE_RANK, or SLURM's variables) from the environment.")
+    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How the processes share the work: `none` is one process; `ddp` keeps a whole model in each process and averages gradients; `fsdp` (FSDP2) and `deepspeed` (ZeRO) shard the model's state across processes to fit larger models. Several processes need one of the three; `fsdp` or `deepspeed` on one process still shards nothing but can offload to CPU memory. `fsdp` and `deepspeed` need CUDA GPUs (on the CPU, use `ddp`).")
+    fsdp: FSDPSettings | None = Field(None, description="FSDP settings, with `strategy: fsdp` only; left out, the defaults apply.")
+    deepspeed: DeepSpeedSettings | None = Field(None, description="DeepSpeed settings, with `strategy: deepspeed` only; left out, the defaults apply.")
     threads: Threads = Field("auto", description="CPU threads torch computes with, in training and evaluation (intra-op and inter-op). `auto` is 1, the same on every machine so that a plan does not depend on where it was made: on a shared or small CPU more threads made quickstart-sized training up to 4× slower (`bench/threads.py`). Raise it for a large model on a CPU you have to yourself.")
-
-    # The runtime trains in one process. Until multi-process training lands, asking for
-    # more is an error at the key that asks, rather than a setting silently not honoured.
-    @field_validator("num_processes", "num_nodes")
-    @classmethod
-    def _one_process(cls, v: int) -> int:
-        if v > 1:
-            raise ValueError("multi-process training is not available yet; ftspec trains in one process (set 1)")
-        return v
-
-    @field_validator("strategy")
-    @classmethod
-    def _no_strategy(cls, v: str) -> str:
-        if v != "none":
-            raise ValueError("multi-process training is not available yet; ftspec trains in one process (set none)")
-        return v
 
     @model_validator(mode="after")
     def _strategy(self) -> "Compute":

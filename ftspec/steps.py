@@ -228,6 +228,19 @@ class PlanView:
     def __repr__(self) -> str:
         return f"<view of plan{'.' + self._path if self._path else ''} for step {self._step}>"
 
+    def __reduce__(self):
+        # The same window in a training worker process: the plan travels as its JSON
+        # (checked against its id on arrival), the window as the step's declaration.
+        if self._path:
+            raise TypeError("only a step's whole view of the plan can be handed to another process")
+        return (_view_from_json, (self._obj.to_json(pretty=False), self._step))
+
+
+def _view_from_json(text: str, step_name: str) -> "PlanView":
+    from ftspec.plan import Plan
+
+    return view(Plan.from_json(text), step(step_name))
+
 
 def view(plan: Plan, step_def: StepDef) -> PlanView:
     return PlanView(plan, _trie(step_def.reads), "", step_def.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftspec.launch import describe_launch, describe_strategy
 from ftspec.plan import Plan
 
 
@@ -127,8 +128,10 @@ def render_plan(plan: Plan, color: bool = False) -> str:
 
     c = plan.compute
     lines.append(f"  compute   {c.backend}, device {c.device}, precision {c.precision}, attention {c.attention}, "
-                 f"{c.threads} CPU thread{'s' if c.threads != 1 else ''}, "
-                 f"{c.num_processes} process(es) × {c.num_nodes} node(s), strategy {c.strategy}")
+                 f"{c.threads} CPU thread{'s' if c.threads != 1 else ''}")
+    lines.append(f"            {describe_launch(c)}")
+    if (strategy := describe_strategy(c)) is not None:
+        lines.append(f"            {strategy}")
     lines.append(f"  output    {plan.output.dir}  (relative to the {plan.output.relative_to})")
     lines.append("  steps     " + " → ".join(f"{s.name} {s.key[:8]}" for s in plan.steps))
     for w in plan.checks.warnings:

@@ -166,7 +166,7 @@ PROOFS: dict[str, list[str]] = {
                                          "tests/test_evaluate.py::test_judge_scores_are_parsed_and_scaled"],
     "eval.metrics[]:judge.scale": [E + "test_the_judges_rubric_score_regex_and_scale_come_from_the_spec",
                                    "tests/test_evaluate.py::test_judge_scores_are_parsed_and_scaled"],
-    # --- compute (one process only for now: the multi-process fields are refused unless 1 / none)
+    # --- compute
     "compute.backend": [E + "test_the_backend_can_only_be_local"],
     "compute.device": [R + "test_a_run_time_error_at_a_key_points_at_its_line_in_the_spec"],
     "compute.precision": [E + "test_precision_is_what_the_trainer_is_given_or_a_clear_error",
@@ -174,9 +174,26 @@ PROOFS: dict[str, list[str]] = {
     "compute.threads": ["tests/test_threads.py::test_the_run_sets_and_shows_the_threads_and_the_precision",
                         "tests/test_threads.py::test_threads_set_in_the_spec_are_the_plans"],
     "compute.attention": ["tests/test_packing.py::test_the_attention_implementation_reaches_the_model"],
-    "compute.num_processes": ["tests/test_adversarial.py::test_multi_process_training_is_not_available_yet"],
-    "compute.num_nodes": ["tests/test_adversarial.py::test_multi_process_training_is_not_available_yet"],
-    "compute.strategy": ["tests/test_adversarial.py::test_multi_process_training_is_not_available_yet"],
+    # Several processes: the plan's launch (tests/test_distributed_spec.py); the runtime's
+    # tests (tests/test_distributed*.py) run what it says.
+    "compute.num_processes": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
+                              "tests/test_distributed_spec.py::test_several_processes_are_accepted_with_a_strategy"],
+    "compute.num_nodes": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
+    "compute.strategy": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
+    "compute.fsdp": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
+                     "tests/test_distributed_spec.py::test_fsdp_settings_without_strategy_fsdp_are_an_error_at_their_line"],
+    "compute.fsdp.wrap": ["tests/test_distributed_spec.py::test_the_plan_wraps_the_architectures_decoder_layer_or_leaves_it_to_transformers",
+                          "tests/test_distributed_spec.py::test_fsdp_wrap_without_the_decoder_layer_is_a_warning"],
+    "compute.fsdp.reshard_after_forward": ["tests/test_distributed_spec.py::test_transformers_takes_the_fsdp_keywords_as_planned"],
+    "compute.fsdp.cpu_offload": ["tests/test_distributed_spec.py::test_transformers_takes_the_fsdp_keywords_as_planned"],
+    "compute.fsdp.activation_checkpointing": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
+    "compute.fsdp.state_dict": ["tests/test_distributed_spec.py::test_transformers_takes_the_fsdp_keywords_as_planned"],
+    "compute.deepspeed": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
+                          "tests/test_distributed_spec.py::test_deepspeed_settings_without_strategy_deepspeed_are_an_error_at_their_line"],
+    "compute.deepspeed.zero_stage": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
+    "compute.deepspeed.offload_optimizer": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
+    "compute.deepspeed.offload_params": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
+                                         "tests/test_distributed_spec.py::test_offloading_parameters_needs_zero_stage_3"],
     # --- output and tracking
     "output.dir": [E + "test_output_dir_places_the_run_directory"],
     "tracking:none.kind": [T + "test_tracking_arguments_name_the_tracker_and_the_run"],
@@ -197,4 +214,6 @@ PROOFS.update({
     "method:sft.adapter:qlora.bits": _QLORA,
     "method:sft.adapter:qlora.quant_type": _QLORA,
     "method:sft.adapter:qlora.double_quant": _QLORA,
+    "method:sft.adapter:qlora.quant_storage": ["tests/test_distributed_spec.py::test_quant_storage_is_resolved_in_the_plan",
+                                               "tests/test_distributed_spec.py::test_qlora_storage_other_than_the_load_dtype_is_an_error_under_sharding"],
 })

@@ -663,24 +663,24 @@ def test_held_out_data_that_is_the_training_file_is_a_warning(tmp_path, data, ke
 # --------------------------------------------------------------------------- multi-process compute
 
 
-@pytest.mark.parametrize("compute, key", [
-    ("{num_processes: 2, strategy: ddp}", "compute.num_processes"),
-    ("{num_nodes: 2, strategy: fsdp}", "compute.num_nodes"),
-    ("{strategy: deepspeed}", "compute.strategy"),
-    ("{num_processes: 4}", "compute.num_processes"),
+@pytest.mark.parametrize("compute, expected, line", [
+    ("{num_processes: 4}", "compute: several processes need a strategy", 12),
+    ("{strategy: ddp, fsdp: {cpu_offload: true}}", "compute.fsdp: FSDP settings are given but compute.strategy is 'ddp'", 12),
+    ("{device: cpu, strategy: fsdp}", "compute.strategy: fsdp runs only on CUDA GPUs", 12),
+    ("{num_processes: 2, strategy: ddp}", "training.batch_size: 2 processes × batch 8 take 16 rows", 11),
 ])
-def test_multi_process_training_is_not_available_yet(tmp_path, compute, key):
+def test_multi_process_settings_that_cannot_run_are_one_line_at_their_key(tmp_path, compute, expected, line):
     repo = _repo(tmp_path)
     _spec(repo, extra=f"compute: {compute}\n")
-    line = _fails(*_run(repo), f"{key}: multi-process training is not available yet")
-    assert line.startswith("spec.yaml:12:"), line
+    found = _fails(*_run(repo), expected)
+    assert found.startswith(f"spec.yaml:{line}:"), found
 
 
 def test_multi_process_in_an_unused_profile_is_reported_there(tmp_path):
     repo = _repo(tmp_path)
-    _spec(repo, extra="profiles:\n  big:\n    compute: {num_processes: 8, strategy: ddp}\n")
+    _spec(repo, extra="profiles:\n  big:\n    compute: {num_processes: 8}\n")
     result, seconds = _run(repo)
-    _fails(result, seconds, "profiles.big.compute.num_processes: multi-process training is not available yet")
+    _fails(result, seconds, "profiles.big.compute: several processes need a strategy")
 
 
 # --------------------------------------------------------------------------- paths that cannot be resolved

@@ -105,7 +105,7 @@ def _cadence(every: Any) -> tuple[str, int | None]:
 
 
 def training_arguments(training: Any, tracking: Any, device: str, precision: str, output_dir: str, has_eval: bool,
-                       run_name: str | None = None) -> dict:
+                       run_name: str | None = None, launch: Any = None) -> dict:
     """Keyword arguments shared by SFTConfig and DPOConfig (the tracker and the run's name
     there from :func:`ftspec.runtime.tracking.tracking_arguments`).
 
@@ -147,6 +147,7 @@ def training_arguments(training: Any, tracking: Any, device: str, precision: str
         "disable_tqdm": True,  # the recipes show their own progress bar
     }
     kwargs.update(tracking_arguments(tracking, run_name))
+    kwargs.update(distributed_arguments(launch))
     if eval_steps:
         kwargs["eval_steps"] = eval_steps
     if save_steps:
@@ -154,6 +155,17 @@ def training_arguments(training: Any, tracking: Any, device: str, precision: str
     if early and has_eval:
         kwargs.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
     return kwargs
+
+
+def distributed_arguments(launch: Any) -> dict:
+    """The plan's generated DDP/FSDP/DeepSpeed settings (``compute.launch.trainer``), as
+    TrainingArguments takes them: the plan holds exactly these keyword arguments, so what
+    a reviewer reads in ``ftspec plan`` is what the trainer is given. Nothing for one process."""
+    if launch is None:
+        return {}
+    from ftspec.plan import thaw
+
+    return thaw(launch.trainer)  # plain, mutable copies: the libraries fill in defaults
 
 
 def batching_arguments(training: Any, train_stats: Mapping | None, objective: str) -> dict:
@@ -202,6 +214,8 @@ def quantization_config(adapter: Any):
         bnb_4bit_quant_type=adapter.quant_type,
         bnb_4bit_use_double_quant=adapter.double_quant,
         bnb_4bit_compute_dtype=torch.bfloat16,
+        # FSDP and ZeRO-3 shard the 4-bit weights with the others: stored in the dtype those load in.
+        bnb_4bit_quant_storage=getattr(torch, getattr(adapter, "quant_storage", "uint8")),
     )
 
 

@@ -14,7 +14,8 @@ from trl import DPOConfig, DPOTrainer
 from ftspec.runtime import builders
 from ftspec.runtime.callbacks import use_quiet_progress
 from ftspec.runtime.data import read_jsonl
-from ftspec.runtime.job import TrainJob, TrainResult
+from ftspec.runtime import workers
+from ftspec.runtime.job import LOOK, TrainJob, TrainResult
 from ftspec.runtime.resume import Interrupt, last_checkpoint
 from ftspec.runtime.models import load_model, load_tokenizer
 
@@ -45,14 +46,14 @@ def train_dpo(job: TrainJob) -> TrainResult:
 
     # 4. Configuration: shared arguments from the plan, and what DPO adds to them.
     args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None,
-                                       run_name=job.run_name)
+                                       run_name=job.run_name, launch=plan.compute.launch)
     args.update(beta=dpo.beta, loss_type=[dpo.loss_type], label_smoothing=dpo.label_smoothing)
     config = DPOConfig(**args)
 
     # 5. Train, resuming from the last complete checkpoint an earlier run of this very
     #    step left; Ctrl-C saves one before stopping.
-    last = last_checkpoint(job.checkpoints)
-    interrupt = Interrupt()
+    last = last_checkpoint(job.checkpoints) if job.resume_from == LOOK else job.resume_from
+    interrupt = job.interrupt or Interrupt()
     trainer = DPOTrainer(
         model=model,
         ref_model=reference,
@@ -64,12 +65,13 @@ def train_dpo(job: TrainJob) -> TrainResult:
         callbacks=builders.trainer_callbacks(job, last, interrupt, validation is not None),
     )
     use_quiet_progress(trainer)
+    workers.check_engine(trainer, plan.compute)  # FSDP asked for is FSDP set up, not DDP
     with interrupt.installed():
         trainer.train(resume_from_checkpoint=last)
     if interrupt.requested:  # a checkpoint was saved; the model is not finished
         raise KeyboardInterrupt("stopped by Ctrl-C after saving a checkpoint")
 
-    # 6. The finished model (or adapter) and its tokenizer, as safetensors.
-    trainer.save_model(str(job.out_dir))
-    tokenizer.save_pretrained(str(job.out_dir))
+    # 6. The finished model (or adapter) and its tokenizer, as safetensors: whole, whatever
+    #    the strategy (with several processes the launcher checks it against the trained weights).
+    workers.save_whole(trainer, tokenizer, job)
     return TrainResult.from_trainer(trainer, last)

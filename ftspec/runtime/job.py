@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# TrainJob.resume_from when the recipe is to look for the last checkpoint itself.
+LOOK = "look"
+
 
 @dataclass
 class TrainJob:
@@ -19,6 +22,16 @@ class TrainJob:
     # The tracker's run is named after the run directory that trains (the model itself
     # lives in the step store, under the step's key).
     run_name: str = "ftspec"
+    # The checkpoint to resume from: LOOK (the recipe finds the last complete one), or
+    # what the launcher found before starting several processes (None: from the start),
+    # so that no two processes clean up or choose differently.
+    resume_from: str | None = LOOK
+    # How Ctrl-C reaches the recipe: None is ftspec.runtime.resume.Interrupt (one
+    # process); a training worker gets the launcher's stop request instead.
+    interrupt: Any = None
+    # Training workers only: where the main process writes what the saved model must hold
+    # (ftspec.runtime.workers checks the saved files against it).
+    expected: Path | None = None
 
 
 @dataclass

@@ -38,6 +38,7 @@ from ftspec import steps
 from ftspec.artifacts import MANIFEST_VERSION, Manifest
 from ftspec.plan import Plan, chat_template_text
 from ftspec.io import copy_atomic, read_json, write_json, write_jsonl
+from ftspec.launch import describe_launch
 from ftspec.rundir import RunLock, Store, adopt_legacy, finish_step, link_step, now, store_of
 from ftspec.summary import describe_adapter, describe_model
 
@@ -281,7 +282,12 @@ def step_train(plan, ctx: StepContext, out: Path) -> dict:
     from ftspec.runtime.tracking import tracking_environment
 
     with tracking_environment(plan.tracking, ctx.run_dir):  # the W&B project, MLflow experiment…, while training only
-        result = recipe(job)
+        if plan.compute.launch is not None:  # several processes, started and checked by this one
+            from ftspec.runtime import workers
+
+            result = workers.train(job, ctx.echo)
+        else:
+            result = recipe(job)
     if result.resumed_from:
         ctx.echo(f"  resumed from {Path(result.resumed_from).name}")
     info = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,
@@ -414,7 +420,8 @@ def header(plan: Plan, run_dir: Path, root: Path, threads: dict | None = None) -
         f"test {plan.data.rows_shown('test')} rows; "
         f"{t.total_steps} steps of {t.effective_batch_size} rows",
         f"  device   {where}; run directory {_shown(run_dir, root)}",
-    ])
+    ] + ([f"  training {describe_launch(plan.compute)}; only the main process writes, evaluation runs in this one"]
+         if plan.compute.launch is not None else []))
 
 
 def _shown(path: Path, root: Path) -> str:
@@ -467,8 +474,49 @@ def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbac
             force: set[str] = frozenset(), only: set[str] | None = None, lock: dict | None = None) -> RunResult:
     """Run every step of the plan that is not already complete under its key, holding
     the run directory's lock (a second run of the same spec is refused, naming the first)."""
+    launch = plan.compute.launch
+    if launch is not None and launch.nodes > 1:
+        from ftspec.runtime import workers
+
+        rdzv = workers.rendezvous(launch.nodes)
+        if rdzv.node_rank != 0:
+            return _other_node(plan, root, echo, callbacks, rdzv)
     with RunLock(run_dir_of(plan, root)):
         return _execute(plan, root, echo, callbacks, force, only, lock)
+
+
+def _other_node(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None, rdzv) -> RunResult:
+    """Every node but the first: prepare the data (once, when the store is shared: the step's
+    lock makes one node compute it), start this node's training processes, and leave the
+    rest to node 0, which holds the run directory, saves the model, evaluates and reports."""
+    from ftspec.runtime import workers
+    from ftspec.runtime.builders import apply_threads
+    from ftspec.runtime.job import TrainJob
+
+    started = time.time()
+    run_dir = run_dir_of(plan, root)
+    store = store_of(run_dir)
+    keys = {s.name: s.key for s in plan.steps}
+    quiet_libraries()
+    apply_threads(plan.compute)
+    echo(f"ftspec run {plan.name}  (plan {plan.short_id}): node {rdzv.node_rank} of {rdzv.nodes}, "
+         f"rendezvous {rdzv.addr}:{rdzv.port} ({rdzv.source})")
+    prepare = steps.PREPARE_DATA.name
+    with _step_lock(store, prepare, keys[prepare], echo):
+        if not store.complete(prepare, keys[prepare]):
+            echo(f"{prepare}: running (key {keys[prepare][:8]})")
+            _compute(plan, steps.step(prepare), store, StepContext(root, run_dir, keys[prepare], echo, [], keys, store, prepare))
+    train = steps.TRAIN.name
+    ctx = StepContext(root, run_dir, keys[train], echo, list(callbacks or []), keys, store, train)
+    checkpoints = ctx.checkpoints()
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    echo(f"{train}: running (key {keys[train][:8]}) with node 0")
+    job = TrainJob(steps.view(plan, steps.TRAIN), root, ctx.data_dir, checkpoints, checkpoints / f"node-{rdzv.node_rank}",
+                   checkpoints / "metrics.jsonl", list(callbacks or []), run_name=run_dir.name)
+    workers.train(job, echo)
+    echo(f"node {rdzv.node_rank}: training finished in {round(time.time() - started)}s; node 0 saves the model, "
+         "evaluates and writes the report")
+    return RunResult(plan, run_dir, [], None, time.time() - started)
 
 
 def run_step(plan: Plan, step_def: steps.StepDef, ctx: StepContext, out: Path) -> dict:

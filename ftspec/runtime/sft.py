@@ -15,7 +15,8 @@ from ftspec.plan import chat_template_text
 from ftspec.runtime import builders
 from ftspec.runtime.callbacks import use_quiet_progress
 from ftspec.runtime.data import load_tokens
-from ftspec.runtime.job import TrainJob, TrainResult
+from ftspec.runtime import workers
+from ftspec.runtime.job import LOOK, TrainJob, TrainResult
 from ftspec.runtime.sampling import LengthBuckets
 from ftspec.runtime.resume import Interrupt, last_checkpoint
 from ftspec.runtime.models import load_model, load_tokenizer
@@ -30,7 +31,9 @@ class _SFTTrainer(SFTTrainer):
         if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
             return super()._get_train_sampler(train_dataset)
         lengths = [len(ids) for ids in dataset["input_ids"]]  # already cut to max_length
-        return LengthBuckets(lengths, self.args.train_batch_size, self.args.data_seed)
+        # Grouped by the global batch: accelerate deals each process its slice of it, so
+        # several processes see the batches one process with their total batch would.
+        return LengthBuckets(lengths, self.args.train_batch_size * self.args.world_size, self.args.data_seed)
 
 
 def train_sft(job: TrainJob) -> TrainResult:
@@ -55,7 +58,7 @@ def train_sft(job: TrainJob) -> TrainResult:
 
     # 4. Configuration: shared arguments from the plan, and what SFT adds to them.
     args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None,
-                                       run_name=job.run_name)
+                                       run_name=job.run_name, launch=plan.compute.launch)
     args["completion_only_loss"] = False  # the labels carry the loss mask already
     stats = read_json(job.data_dir / "stats.json", dict)["splits"]
     args.update(builders.batching_arguments(training, stats.get("train"), "sft"))
@@ -65,8 +68,8 @@ def train_sft(job: TrainJob) -> TrainResult:
 
     # 5. Train, resuming from the last complete checkpoint an earlier run of this very
     #    step left; Ctrl-C saves one before stopping.
-    last = last_checkpoint(job.checkpoints)
-    interrupt = Interrupt()
+    last = last_checkpoint(job.checkpoints) if job.resume_from == LOOK else job.resume_from
+    interrupt = job.interrupt or Interrupt()
     trainer = _SFTTrainer(
         model=model,
         args=config,
@@ -77,13 +80,14 @@ def train_sft(job: TrainJob) -> TrainResult:
         callbacks=builders.trainer_callbacks(job, last, interrupt, validation is not None),
     )
     use_quiet_progress(trainer)
+    workers.check_engine(trainer, plan.compute)  # FSDP asked for is FSDP set up, not DDP
     with interrupt.installed():
         trainer.train(resume_from_checkpoint=last)
     if interrupt.requested:  # a checkpoint was saved; the model is not finished
         raise KeyboardInterrupt("stopped by Ctrl-C after saving a checkpoint")
 
-    # 6. The finished model (or adapter) and its tokenizer, as safetensors.
-    trainer.save_model(str(job.out_dir))
-    tokenizer.save_pretrained(str(job.out_dir))
+    # 6. The finished model (or adapter) and its tokenizer, as safetensors: whole, whatever
+    #    the strategy (with several processes the launcher checks it against the trained weights).
+    workers.save_whole(trainer, tokenizer, job)
     return TrainResult.from_trainer(trainer, last)
 

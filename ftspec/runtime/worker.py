@@ -1,0 +1,68 @@
+"""One training worker: ``python -m ftspec.runtime.worker JOB`` as started by
+:mod:`ftspec.runtime.workers` (torch's launcher sets RANK, WORLD_SIZE, MASTER_ADDR…)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+from pathlib import Path
+
+
+
+def main(argv: list[str]) -> int:
+    """Run the job; a failure leaves its traceback in a file beside the job (for the
+    launcher's one-line message, ftspec.runtime.workers._failure_line) instead of on the
+    console, where every process would print its own."""
+    job_file = Path(argv[0])
+    try:
+        return _train(job_file)
+    except Exception as exc:  # noqa: BLE001 - reported by the launcher, which names the cause
+        rank = os.environ.get("RANK", "0")
+        last = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        (job_file.parent / f"failure-rank{rank}.txt").write_text(last + "\n\n" + traceback.format_exc(), encoding="utf-8")
+        return 1
+
+
+def _train(job_file: Path) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from ftspec.runtime import builders, workers
+    from ftspec.runtime.run import quiet_libraries
+
+    job = pickle.loads(job_file.read_bytes())
+    plan = job.plan
+    quiet_libraries()
+    builders.apply_threads(plan.compute)
+    device = builders.resolve_device(plan.compute)
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    # The process group is ftspec's (accelerate uses one that exists): the workers must
+    # agree on where to resume before the trainer is built.
+    dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    try:
+        workers.agree_on_resume(job)
+        stop = workers.SharedStop(job_file.parent / workers.STOP)
+        job.interrupt = stop
+        if plan.method.objective == "dpo":
+            from ftspec.runtime.dpo import train_dpo as recipe
+        else:
+            from ftspec.runtime.sft import train_sft as recipe
+        try:
+            result = recipe(job)
+        except KeyboardInterrupt:
+            if stop.requested:  # every worker saved the same checkpoint and stops: no failure
+                return 0
+            raise
+        if dist.get_rank() == 0:
+            workers.write_result(job_file.parent / workers.RESULT, result)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
