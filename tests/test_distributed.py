@@ -281,3 +281,25 @@ def test_dpo_with_its_reference_model_under_ddp_trains_as_one_process(tmp_path):
         assert b == pytest.approx(a, rel=1e-4)
     w1, w2 = load_file(one.run_dir / "model/model.safetensors"), load_file(two.run_dir / "model/model.safetensors")
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5
+
+
+def test_workers_do_not_outlive_a_killed_launcher(tmp_path):
+    import signal
+    import time
+
+    spec = _spec(tmp_path, BODY.replace("max_steps: 6", "max_steps: 400") + "method: {kind: sft, adapter: full}\n")
+    args = [sys.executable, "-m", "ftspec", "run", str(spec), *[a for s in TWO for a in ("--set", s)]]
+    launcher = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while len(_workers_alive(tmp_path)) < 2 and time.time() < deadline and launcher.poll() is None:
+            time.sleep(0.5)
+        assert len(_workers_alive(tmp_path)) == 2, "the workers never started"
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=30)
+        deadline = time.time() + 20
+        while _workers_alive(tmp_path) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _workers_alive(tmp_path) == []
+    finally:
+        launcher.kill()

@@ -16,6 +16,7 @@ def main(argv: list[str]) -> int:
     launcher's one-line message, ftspec.runtime.workers._failure_line) instead of on the
     console, where every process would print its own."""
     job_file = Path(argv[0])
+    _die_with_launcher()
     try:
         return _train(job_file)
     except Exception as exc:  # noqa: BLE001 - reported by the launcher, which names the cause
@@ -23,6 +24,24 @@ def main(argv: list[str]) -> int:
         last = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         (job_file.parent / f"failure-rank{rank}.txt").write_text(last + "\n\n" + traceback.format_exc(), encoding="utf-8")
         return 1
+
+
+def _die_with_launcher() -> None:
+    """A worker whose launcher is gone (killed, the machine's OOM killer) stops at once
+    instead of training on, unwatched, into the step's checkpoints while the next
+    `ftspec run` starts (Linux: the kernel sends SIGKILL when the parent dies)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took hold
+        os._exit(1)
 
 
 def _train(job_file: Path) -> int:
