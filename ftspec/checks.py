@@ -381,6 +381,11 @@ def _inspect_model(ctx: Context) -> None:
     if isinstance(m, S.TinyModel):
         ctx.model = ModelInfo("tiny", m.architecture, has_chat_template=False, max_positions=m.max_position_embeddings)
         return
+    if isinstance(m, S.BedrockModel):
+        # Nothing local to read: Bedrock holds the model, its tokenizer and chat format
+        # (check_bedrock checks the id against ftspec.bedrock.families).
+        ctx.model = ModelInfo("bedrock")
+        return
     folder, gguf = gguf_location(m.base, m.gguf_file)
     if gguf is not None:
         _inspect_gguf(ctx, m, folder, gguf)
@@ -1225,6 +1230,8 @@ def check_filter(ctx: Context) -> Iterator[Issue]:
 def check_batch_fits(ctx: Context) -> Iterator[Issue]:
     """One optimizer step should not need more rows than there are; with several
     processes, each needs a full batch, and a remainder is made up with repeated rows."""
+    if ctx.spec.compute.backend == "bedrock":
+        return  # Bedrock batches the rows itself (its batchSize: check_bedrock)
     rows = ctx.planned_rows()[0]["train"] if "train" in ctx.sources else None
     t = ctx.spec.training
     world = ctx.spec.compute.num_processes * ctx.spec.compute.num_nodes
@@ -1333,6 +1340,92 @@ def check_fsdp_wrap(ctx: Context) -> Iterator[Issue]:
                           f"wrap: [{layer}], or auto; a class the model lacks stops the run")
 
 
+def check_bedrock(ctx: Context) -> Iterator[Issue]:
+    """compute.backend bedrock and a Bedrock model go together; the model id belongs to a
+    known family (ftspec.bedrock.families), which decides the customizations, the
+    hyperparameters and their ranges, and what of ftspec's settings applies at all."""
+    from ftspec.bedrock import families
+
+    spec = ctx.spec
+    m, c, t = spec.model, spec.compute, spec.training
+    on_bedrock = c.backend == "bedrock"
+    bedrock_model = isinstance(m, S.BedrockModel)
+    if on_bedrock and not bedrock_model:
+        yield ctx.error(("compute", "backend"), "the bedrock backend customises a Bedrock base model, not a local one",
+                        "set model: {kind: bedrock, id: MODEL_ID}, or compute.backend: local")
+    if bedrock_model and not on_bedrock:
+        yield ctx.error(("model", "kind"), "a Bedrock model is customised by Amazon Bedrock; set compute.backend: bedrock "
+                        "(with compute.bedrock)")
+    if c.bedrock is not None and not on_bedrock:
+        yield ctx.error(("compute", "bedrock"), f"Bedrock settings are given but compute.backend is '{c.backend}'",
+                        "set compute.backend: bedrock, or remove compute.bedrock")
+    if on_bedrock and c.bedrock is None:
+        yield ctx.error(("compute", "backend"), "bedrock needs compute.bedrock: region, role_arn and s3 at least")
+    if t.learning_rate_multiplier is not None and not (on_bedrock and bedrock_model):
+        yield ctx.error(("training", "learning_rate_multiplier"), "is for Amazon Bedrock models that take a learning-rate "
+                        "multiplier; a local run takes training.learning_rate")
+    if not (on_bedrock and bedrock_model and c.bedrock is not None):
+        return
+    found = families.find(m.id)
+    if found is None:
+        yield ctx.error(("model", "id"), f"'{m.id}' is not a Bedrock base model ftspec can customise; known families: "
+                        f"{families.known_models()}")
+        return
+    family, model = found
+    b = c.bedrock
+    if b.customization not in model.customizations:
+        yield ctx.error(("compute", "bedrock", "customization"), f"{model.label} offers {' and '.join(model.customizations)}, "
+                        f"not {b.customization}")
+    if b.customization == "distillation":
+        if b.teacher_model is None:
+            yield ctx.error(("compute", "bedrock", "customization"), "distillation needs compute.bedrock.teacher_model",
+                            f"{model.label} may learn from {model.teachers_shown}" if model.teachers_shown else None)
+        elif model.teachers and not families.is_teacher(model, b.teacher_model):
+            yield ctx.error(("compute", "bedrock", "teacher_model"), f"'{b.teacher_model}' is not a teacher {model.label} "
+                            f"may learn from; it may learn from {model.teachers_shown}")
+    else:
+        for name in ("teacher_model", "max_response_length"):
+            if getattr(b, name) is not None:
+                yield ctx.error(("compute", "bedrock", name), f"is for distillation (customization is {b.customization})")
+    if b.model_units is not None and b.serve != "provisioned":
+        yield ctx.error(("compute", "bedrock", "model_units"), f"is for serve: provisioned (serve is {b.serve})")
+    if b.serve == "provisioned" and b.model_units is None:
+        yield ctx.error(("compute", "bedrock", "serve"), "provisioned throughput needs compute.bedrock.model_units")
+    for name in sorted(c.model_fields_set - {"backend", "bedrock"}):
+        yield ctx.error(("compute", name), "does not apply to a Bedrock job, which runs on AWS's machines",
+                        f"remove compute.{name}")
+    method = spec.method
+    if method.kind == "dpo":
+        yield ctx.error(("method", "kind"), "Amazon Bedrock customization jobs do not train on preference pairs (no DPO)",
+                        "use method.kind: sft")
+    if "adapter" in method.model_fields_set:
+        yield ctx.error(("method", "adapter"), "Amazon Bedrock chooses how the model is trained; there is no choice of "
+                        "adapter", "remove method.adapter")
+    for key, message in families.hyperparameters(t, model)[1]:
+        yield ctx.error(key, message)
+    if spec.format.kind not in ("prompt_completion", "chat"):
+        yield ctx.error(("format", "kind"), f"{family.name} customization jobs train on prompt_completion or chat rows "
+                        f"(got {spec.format.kind})")
+    if spec.eval.mode == "choices":
+        yield ctx.error(("eval", "mode"), "a Bedrock model answers through the Converse API, which gives no "
+                        "log-probabilities to score choices with", "use eval.mode: generate (or auto)")
+    for i, name in enumerate(metric_names(spec)):
+        if name == "perplexity":  # the model's token probabilities; Converse returns text only
+            yield ctx.error(("eval", "metrics", i), "perplexity needs the model's token probabilities, which "
+                            "Bedrock's Converse API does not return", "score the answers instead (accuracy, rouge_l, …)")
+    rows = ctx.planned_rows()[0] if "train" in ctx.sources else {}
+    lim = model.limits
+    train, validation = rows.get("train"), rows.get("validation")
+    if train is not None and lim.train_rows_min is not None and train < lim.train_rows_min:
+        yield ctx.error(("data", "train"), f"{train} training rows; a {model.label} job needs at least {lim.train_rows_min}")
+    if train is not None and lim.train_rows_max is not None and train > lim.train_rows_max:
+        yield ctx.error(("data", "train"), f"{train} training rows; a {model.label} job takes at most {lim.train_rows_max}",
+                        "cut them with data.limit: {train: N}")
+    if validation is not None and lim.validation_rows_max is not None and validation > lim.validation_rows_max:
+        where = ("data", "validation") if spec.data.validation is not None else ("data", "split", "validation")
+        yield ctx.error(where, f"{validation} validation rows; a {model.label} job takes at most {lim.validation_rows_max}")
+
+
 CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_rename,
     check_template_names,
@@ -1360,6 +1453,7 @@ CHECKS: list[Callable[[Context], Iterable[Issue]]] = [
     check_strategy,
     check_qlora_sharding,
     check_fsdp_wrap,
+    check_bedrock,
 ]
 
 
@@ -1384,6 +1478,7 @@ READS: dict[str, tuple[str, ...]] = {
     "check_strategy": ("compute", "training.gradient_checkpointing"),
     "check_qlora_sharding": ("method", "compute", "model"),
     "check_fsdp_wrap": ("compute", "model"),
+    "check_bedrock": ("model", "compute", "method", "training", "data", "eval"),
     "check_json_schemas": ("eval",),
     "check_other_templates": ("format", "eval"),
 }

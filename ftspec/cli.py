@@ -8,6 +8,7 @@ is reported in a fraction of the time it takes to import torch.
 from __future__ import annotations
 
 import errno
+import json
 import sys
 from pathlib import Path
 
@@ -203,6 +204,11 @@ def _execute(spec: Path, profiles, sets, strict: bool, force=frozenset(), only=N
         click.echo("\nftspec: interrupted; run the same command again to resume from the last checkpoint", err=True)
         sys.exit(130)
     except RunFailed as exc:
+        if type(exc).__name__ == "Detached":  # Ctrl-C while a Bedrock job runs on: it is not stopped
+            from ftspec.bedrock.job import Detached
+
+            click.echo(f"\nftspec: {Detached(exc.arn, str(spec))}", err=True)
+            sys.exit(130)
         click.echo(f"ftspec: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
@@ -289,6 +295,43 @@ def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: 
     click.echo(f"{plan_.name}  plan {plan_.short_id}  run directory {plan_.output.dir}")
     for step in plan_.steps:
         click.echo(f"  {step.name:<15} {step.key[:12]}  {states[step.name]}")
+
+
+@main.command()
+@_spec_options
+def stop(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...] = ()) -> None:
+    """Stop the Amazon Bedrock customization job the spec's train step started (a local run
+    stops with Ctrl-C). Running the spec again afterwards starts a new job."""
+    from ftspec.compile import compile_spec, find_root
+    from ftspec.rundir import store_of
+
+    try:
+        plan_, _ = compile_spec(spec, profiles, sets, allow=allow)
+    except SpecError as exc:
+        _fail(exc)
+        return
+    if plan_.compute.backend != "bedrock":
+        _fail(SpecError.one(Pos(str(spec)), "compute.backend", "ftspec stop stops Bedrock jobs; a local run stops with Ctrl-C"))
+        return
+    key = plan_.step("train").key
+    store = store_of(find_root(spec) / plan_.output.dir)
+    if store.complete("train", key):
+        click.echo(f"ftspec: the train step (key {key[:8]}) is complete: there is no job to stop", err=True)
+        sys.exit(1)
+    record = store.scratch("train", key, "checkpoints") / "job.json"
+    try:
+        job_arn = json.loads(record.read_text(encoding="utf-8"))["job_arn"]
+    except (OSError, ValueError, KeyError):
+        click.echo(f"ftspec: no Bedrock job was started for this plan's train step (key {key[:8]})", err=True)
+        sys.exit(1)
+    from ftspec.bedrock import aws, job
+
+    try:
+        job.stop(aws.client("bedrock", plan_.compute.bedrock.region), job_arn)
+    except RunFailed as exc:
+        click.echo(f"ftspec: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"asked Bedrock to stop {job_arn}; `ftspec run {spec}` afterwards starts a new job")
 
 
 @main.command()

@@ -136,6 +136,10 @@ def _model(ctx: Context) -> dict:
             "init_seed": m.init_seed,
             "trust_remote_code": False,
         }
+    if isinstance(m, S.BedrockModel):
+        from ftspec.bedrock.families import find
+
+        return {"kind": "bedrock", "id": m.id, "family": find(m.id)[0].name}
     folder, gguf = gguf_location(m.base, m.gguf_file)
     local = is_local_model(folder, ctx.spec_dir)
     return {
@@ -231,10 +235,57 @@ def _compute(ctx: Context) -> dict:
     from ftspec.launch import resolve_deepspeed, resolve_fsdp, resolve_launch
 
     c = ctx.spec.compute
+    if c.backend == "bedrock":
+        return {**c.model_dump(), "precision": plan_precision(c), "threads": plan_threads(c),
+                "fsdp": None, "deepspeed": None, "launch": None, "bedrock": _bedrock(ctx)}
     fsdp = resolve_fsdp(c.fsdp, ctx.model.model_type if ctx.model else None, _architectures(ctx)) if c.strategy == "fsdp" else None
     deepspeed = resolve_deepspeed(c.deepspeed) if c.strategy == "deepspeed" else None
     return {**c.model_dump(), "precision": plan_precision(c), "threads": plan_threads(c),
             "fsdp": fsdp, "deepspeed": deepspeed, "launch": resolve_launch(c, fsdp, deepspeed)}
+
+
+def _bedrock(ctx: Context) -> dict:
+    """compute.bedrock as the plan holds it: the spec's settings in the API's terms, the
+    family's row format, the hyperparameters (the spec's, else the family's defaults)
+    and the CreateModelCustomizationJob request they make (ftspec.bedrock.request)."""
+    from ftspec.bedrock import families, request
+
+    b, m = ctx.spec.compute.bedrock, ctx.spec.model
+    family, model = families.find(m.id)
+    hyperparameters = families.hyperparameters(ctx.spec.training, model)[0]
+    out = {
+        "region": b.region,
+        "customization": families.CUSTOMIZATIONS[b.customization],
+        "data_format": families.data_format(family, b.customization),
+        "role_arn": b.role_arn,
+        "s3": b.s3.model_dump(),
+        "kms_key_id": b.kms_key_id,
+        "vpc": b.vpc.model_dump() if b.vpc else None,
+        "tags": dict(b.tags),
+        "teacher_model": b.teacher_model,
+        "max_response_length": b.max_response_length,
+        "hyperparameters": hyperparameters,
+        "serve": b.serve,
+        "model_units": b.model_units,
+        "max_concurrency": b.max_concurrency,
+    }
+    out["request"] = request.build(ctx.spec.name, m.id, out, hyperparameters, has_validation(ctx.spec))
+    return out
+
+
+def _bedrock_training(ctx: Context, training: dict) -> dict:
+    """The training section of a Bedrock plan: what the job's hyperparameters say, in
+    ftspec's terms where it has one (Bedrock counts the steps itself)."""
+    hp = _bedrock(ctx)["hyperparameters"]
+    out = {**training, "max_steps": None, "total_steps": None, "steps_per_epoch": None, "gradient_accumulation": 1}
+    out["epochs"] = float(hp["epochCount"])
+    if "learningRate" in hp:
+        out["learning_rate"] = float(hp["learningRate"])
+    if "batchSize" in hp:
+        out["batch_size"] = int(hp["batchSize"])
+    out["effective_batch_size"] = out["batch_size"]
+    out["warmup_steps"] = int(hp["learningRateWarmupSteps"]) if "learningRateWarmupSteps" in hp else None
+    return out
 
 
 def _data(ctx: Context) -> dict:
@@ -427,6 +478,11 @@ def _eval(ctx: Context, rows: dict) -> dict:
     e = ctx.spec.eval
     split = eval_split(ctx.spec)
     resolved = resolve_for(ctx, split)  # eval.mode auto and eval.stop unset, decided on the sampled answers
+    if ctx.spec.compute.backend == "bedrock" and resolved.mode == "choices":
+        from ftspec.evalmode import Resolved
+
+        resolved = Resolved("generate", resolved.stop, "a Bedrock model answers through the Converse API, which gives "
+                            "no log-probabilities to score choices with")
     metrics = [_metric(m, ctx, i) for i, m in enumerate(e.metrics)]
     if not metrics:
         metrics = [{"name": n, "extract": None} for n in default_metrics(ctx.spec, resolved.mode)]
@@ -525,7 +581,8 @@ def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
         "data": data,
         "format": _format(ctx),
         "method": _method(ctx),
-        "training": _training(ctx, data["rows"]["train"]),
+        "training": (_bedrock_training(ctx, _training(ctx, data["rows"]["train"])) if spec.compute.backend == "bedrock"
+                     else _training(ctx, data["rows"]["train"])),
         "eval": _eval(ctx, data["rows"]),
         "compute": _compute(ctx),
         "output": {"dir": run_dir_name(ctx), "relative_to": "repository root"},

@@ -255,7 +255,8 @@ def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin:
     reused = [s.name for s in new.steps if old_keys.get(s.name) == s.key]
     dropped = [s.name for s in old.steps if s.name not in new_names]
 
-    trust_new, trust_old = new.model.trust_remote_code, old.model.trust_remote_code
+    # A Bedrock model (model.kind bedrock) runs no code here: it has no trust_remote_code.
+    trust_new, trust_old = (getattr(p.model, "trust_remote_code", False) for p in (new, old))
     return PlanDiff(
         old_id=old.id, new_id=new.id, changes=changes, rerun=rerun, reused=reused,
         dropped=dropped, name=new.name or old.name,

@@ -100,7 +100,15 @@ class PretrainedModel(_Frozen):
     gguf_sha256: str | None = Field(None, exclude_if=lambda v: v is None)
 
 
-Model = Annotated[Union[TinyModel, PretrainedModel], Field(discriminator="kind")]
+class BedrockModel(_Frozen):
+    """An Amazon Bedrock base model, customised and served by Bedrock (compute.backend bedrock)."""
+
+    kind: Literal["bedrock"]
+    id: str  # the base model identifier, e.g. amazon.nova-micro-v1:0:128k
+    family: Literal["nova", "titan", "llama", "claude"]  # ftspec.bedrock.families: data format, methods, hyperparameters
+
+
+Model = Annotated[Union[TinyModel, PretrainedModel, BedrockModel], Field(discriminator="kind")]
 
 
 class FileSource(_Frozen):
@@ -405,8 +413,49 @@ class Launch(_Frozen):
     trainer: FrozenMap[str, Any]
 
 
+class BedrockS3(_Frozen):
+    bucket: str
+    prefix: str  # "" or ending in "/"
+
+
+class BedrockVpc(_Frozen):
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+
+
+class Bedrock(_Frozen):
+    """A Bedrock model customization job, and how its models are evaluated.
+
+    No credentials: boto3's standard chain supplies them when the run starts."""
+
+    region: str
+    customization: Literal["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"]
+    data_format: str  # the family's JSONL row format, e.g. "bedrock-conversation-2024" (ftspec.bedrock.render)
+    role_arn: str
+    s3: BedrockS3
+    kms_key_id: str | None = None
+    vpc: BedrockVpc | None = None
+    tags: FrozenMap[str, str] = {}
+    teacher_model: str | None = None  # distillation only
+    max_response_length: int | None = None  # distillation only
+    # The family's own hyperparameter names, as the strings the API takes, from the plan's
+    # training section (ftspec.bedrock.families maps and checks them).
+    hyperparameters: FrozenMap[str, str] = {}
+    # How the custom model answers the held-out rows: none (no evaluation of it), on_demand
+    # (a custom model deployment) or provisioned (provisioned throughput); both cost money
+    # while they exist, and the run deletes what it created once evaluation is done.
+    serve: Literal["none", "on_demand", "provisioned"] = "none"
+    model_units: int | None = None  # provisioned only
+    max_concurrency: int = 4  # Converse calls in flight at once
+    # Exactly the CreateModelCustomizationJob parameters, without secrets. Two values are
+    # filled when the run starts and shown here as placeholders: the data's S3 keys carry
+    # the sha256 of the rendered file ("{train_sha256}", "{validation_sha256}"), and
+    # clientRequestToken is derived from the train step's key ("{train_key}").
+    request: FrozenMap[str, Any] = {}
+
+
 class Compute(_Frozen):
-    backend: Literal["local"]
+    backend: Literal["local", "bedrock"]
     device: Literal["auto", "cpu", "cuda", "mps"]
     precision: Literal["auto", "fp32", "bf16", "fp16"]
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"]
@@ -417,6 +466,8 @@ class Compute(_Frozen):
     fsdp: FSDP | None = None  # strategy fsdp only
     deepspeed: DeepSpeed | None = None  # strategy deepspeed only
     launch: Launch | None = None  # None: training runs in the `ftspec run` process itself
+    # backend bedrock only; left out of the plan otherwise, so local plans keep their keys.
+    bedrock: Bedrock | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class Output(_Frozen):

@@ -207,10 +207,17 @@ class TinyModel(_Section):
         return self
 
 
+class BedrockModel(_Section):
+    """An Amazon Bedrock base model, customised and served by Bedrock (with `compute.backend: bedrock`)."""
+
+    kind: Literal["bedrock"] = Field(description="`bedrock`: a model that Amazon Bedrock customises; needs `compute.backend: bedrock`.")
+    id: str = Field(min_length=1, max_length=2048, description="The Bedrock base model id, e.g. `amazon.nova-micro-v1:0:128k`. Its family (nova, titan, llama or claude) is inferred from it, and sets the data format, the customizations and the hyperparameters the job takes.")
+
+
 ModelSpec = Annotated[
-    Union[Annotated[PretrainedModel, Tag("pretrained")], Annotated[TinyModel, Tag("tiny")]],
+    Union[Annotated[PretrainedModel, Tag("pretrained")], Annotated[TinyModel, Tag("tiny")], Annotated[BedrockModel, Tag("bedrock")]],
     Discriminator(_by_kind({"base": "pretrained", "architecture": "tiny", "hidden_size": "tiny"})),
-    Field(description="The base model: `{base: ID_OR_PATH, …}` or `{kind: tiny, …}`."),
+    Field(description="The base model: `{base: ID_OR_PATH, …}`, `{kind: tiny, …}` or `{kind: bedrock, id: MODEL_ID}`."),
 ]
 
 # --------------------------------------------------------------------------- data
@@ -473,6 +480,7 @@ class Training(_Section):
     epochs: Number = Field(1.0, gt=0, le=1000, description="Passes over the training split.")
     max_steps: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Stop after this many optimizer steps; overrides `epochs`.")
     learning_rate: Number | None = Field(None, gt=0, lt=1, description="Peak learning rate; defaults to 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning (5e-6 for full DPO).")
+    learning_rate_multiplier: Number | None = Field(None, gt=0, le=1000, description="Amazon Bedrock only, for models that take a multiplier of their own learning rate instead of a learning rate (Claude 3 Haiku's `learningRateMultiplier`); the family's default when left out.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warm-up.")
     warmup_ratio: Number | None = Field(None, ge=0, lt=1, description="Fraction of the steps spent warming up; defaults to 0.03. Give this or `warmup_steps`.")
     warmup_steps: Int | None = Field(None, ge=0, le=MAX_COUNT, description="Warm-up steps; give this or `warmup_ratio`.")
@@ -660,10 +668,102 @@ class DeepSpeedSettings(_Section):
     offload_params: bool = Field(False, description="Keep the parameters in CPU memory between uses; only at `zero_stage: 3`, where parameters are partitioned.")
 
 
+_REGION = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$"
+# botocore's bedrock service-2.json: RoleArn, KmsKeyId, TagKey/TagValue, SubnetIds, SecurityGroupIds.
+_ROLE_ARN = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+_KMS_KEY = (r"^((arn:aws(-[^:]+)?:kms:[a-zA-Z0-9-]*:[0-9]{12}:((key/[a-zA-Z0-9-]{36})|(alias/[a-zA-Z0-9-_/]+)))"
+            r"|([a-zA-Z0-9-]{36})|(alias/[a-zA-Z0-9-_/]+))$")
+_TAG_TEXT = r"^[a-zA-Z0-9\s._:/=+@-]*$"
+_SUBNET = r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$"
+_SECURITY_GROUP = r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"
+# S3 key segments the CreateModelCustomizationJob s3Uri pattern accepts.
+_S3_SEGMENT = re.compile(r"^[-!_*'().a-zA-Z0-9]+$")
+
+
+def _matching(regex: str, what: str):
+    """A validator that says what a value should look like, not the regular expression."""
+    compiled = re.compile(regex)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise ValueError(f"expected {what} (got {shown!r})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _bucket(name: str) -> str:
+    """S3 general purpose bucket naming rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)."""
+    if not 3 <= len(name) <= 63:
+        raise ValueError(f"a bucket name has 3 to 63 characters (got {len(name)})")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", name):
+        raise ValueError("a bucket name has lower-case letters, digits, '.' and '-', and begins and ends with a letter or digit")
+    if ".." in name or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
+        raise ValueError("a bucket name has no two adjacent dots and is not an IP address")
+    if name.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or name.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3")):
+        raise ValueError("a bucket name must not use a prefix or suffix that S3 reserves")
+    return name
+
+
+def _prefix(value: str) -> str:
+    """A key prefix: segments the job's s3Uri accepts, ending in '/' (added when left out)."""
+    if value in ("", "/"):
+        return ""
+    if value.startswith("/"):
+        raise ValueError("a key prefix does not start with '/'")
+    parts = value.rstrip("/").split("/")
+    for part in parts:
+        if not _S3_SEGMENT.match(part):
+            raise ValueError(f"prefix segment {part!r} may hold only letters, digits and - ! _ * ' ( ) . "
+                             "(what CreateModelCustomizationJob's s3Uri accepts)")
+    return "/".join(parts) + "/"
+
+
+class BedrockS3(_Section):
+    """Where the job's data and output live in S3."""
+
+    bucket: Annotated[str, AfterValidator(_bucket)] = Field(description="S3 bucket for the rendered data (under `PREFIX/data/`) and the job's output (under `PREFIX/output/`), in the job's region.")
+    prefix: Annotated[str, AfterValidator(_prefix)] = Field("", max_length=512, description="Key prefix inside the bucket, e.g. `ftspec/` (a trailing `/` is added).")
+
+
+class BedrockVpc(_Section):
+    """The VPC the customization job reaches its data through."""
+
+    subnets: list[Annotated[str, _matching(_SUBNET, "a subnet id: subnet- and 8 or 17 hex digits")]] = Field(min_length=1, max_length=16, description="Subnet ids (`subnet-…`), 1 to 16.")
+    security_groups: list[Annotated[str, _matching(_SECURITY_GROUP, "a security group id: sg- and 8 or 17 hex digits")]] = Field(min_length=1, max_length=5, description="Security group ids (`sg-…`), 1 to 5.")
+
+
+class BedrockSettings(_Section):
+    """An Amazon Bedrock model customization job. No credentials here: boto3's standard chain (environment, profile, instance role) supplies them when the run starts."""
+
+    region: Annotated[str, _matching(_REGION, "an AWS region such as us-east-1")] = Field(description="AWS region of the job, its data bucket and the models, e.g. `us-east-1`.")
+    customization: Literal["fine_tuning", "continued_pre_training", "distillation"] = Field("fine_tuning", description="The job's customization type: `fine_tuning` on labelled rows, `continued_pre_training` on unlabelled text (Titan Text Lite and Express), or `distillation` from a teacher model's answers (Nova students).")
+    teacher_model: str | None = Field(None, min_length=1, max_length=2048, description="`distillation` only: the teacher model id (or inference profile), one the student may learn from, e.g. `amazon.nova-pro-v1:0`.")
+    max_response_length: Int | None = Field(None, ge=1, le=MAX_COUNT, description="`distillation` only: the most tokens the teacher is asked for per answer (`maxResponseLengthForInference`).")
+    role_arn: Annotated[str, _matching(_ROLE_ARN, "an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>")] = Field(max_length=2048, description="The service role Bedrock assumes to read the data and write the output: `arn:aws:iam::ACCOUNT:role/NAME`.")
+    s3: BedrockS3 = Field(description="The S3 bucket and prefix for data and output.")
+    kms_key_id: Annotated[str, _matching(_KMS_KEY, "a KMS key id, alias/<name>, or a key or alias ARN")] | None = Field(None, max_length=2048, description="KMS key (id, alias or ARN) that encrypts the custom model.")
+    vpc: BedrockVpc | None = Field(None, description="Run the job inside a VPC: its subnets and security groups.")
+    tags: dict[Annotated[str, Field(min_length=1, max_length=128, pattern=_TAG_TEXT)], Annotated[str, Field(max_length=256, pattern=_TAG_TEXT)]] = Field(default_factory=dict, max_length=200, description="Tags put on the job and on the custom model (keys 1-128 characters, values up to 256).")
+    serve: Literal["none", "on_demand", "provisioned"] = Field("none", description="How the custom model answers the held-out rows for the evaluation: `none` (not evaluated; nothing to pay for), `on_demand` (a custom model deployment) or `provisioned` (provisioned throughput, billed by the hour). Whatever the run creates, it deletes after the evaluation.")
+    model_units: Int | None = Field(None, ge=1, le=1000, description="`serve: provisioned` only: model units of the provisioned throughput.")
+    max_concurrency: Int = Field(4, ge=1, le=256, description="Converse calls in flight at once while the base and custom models answer the held-out rows.")
+
+    @field_validator("tags")
+    @classmethod
+    def _no_aws_tags(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if key.lower().startswith("aws:"):
+                raise ValueError(f"tag key {key!r}: the aws: prefix is reserved for AWS")
+        return v
+
+
 class Compute(_Section):
     """Where and how the training runs."""
 
-    backend: Literal["local"] = Field("local", description="Execution backend; `local` runs on this machine.")
+    backend: Literal["local", "bedrock"] = Field("local", description="Execution backend: `local` runs on this machine; `bedrock` runs an Amazon Bedrock model customization job (with `model.kind: bedrock` and `compute.bedrock`).")
+    bedrock: BedrockSettings | None = Field(None, description="The Amazon Bedrock job, with `backend: bedrock` only.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; `auto` takes CUDA, then MPS, then the CPU.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Training precision; `auto` picks bf16 where the device supports it, else fp32.")
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="Attention implementation: `auto` is transformers' default (SDPA); `flash_attention_2` needs a CUDA GPU, bf16 or fp16 and the flash-attn package, and lets `batching: auto` pack rows with no padding at all.")

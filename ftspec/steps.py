@@ -63,6 +63,7 @@ _GENERATE_READS = (
     "format.kind", "format.chat_template",  # how prompts are shown to the model
     "training.max_length",  # prompts are cut to it
     "compute.device", "compute.precision", "compute.attention",
+    "compute.backend", "compute.bedrock",  # on Bedrock: the region, and how the custom model is served
     "model",
 )
 # Scoring reads the metric definitions, and where and in what batches a judge model runs.
@@ -77,9 +78,19 @@ def _baseline(body: Mapping) -> bool:
     return bool(body["eval"]["enabled"] and body["eval"]["baseline"])
 
 
+def _tuned_evaluated(body: Mapping) -> bool:
+    """The tuned model is evaluated, except a Bedrock custom model the plan does not serve
+    (serving it costs money: only when the spec asks)."""
+    compute = body["compute"]
+    if compute.get("backend") == "bedrock" and (compute.get("bedrock") or {}).get("serve", "none") == "none":
+        return False
+    return _evaluated(body)
+
+
 PREPARE_DATA = StepDef(
     name="prepare_data", folder="data", needs=(), layout=2,
-    reads=("data", "format", "model", "training.max_length"),
+    # On Bedrock it renders the family's JSONL and uploads it (region, bucket, prefix, format).
+    reads=("data", "format", "model", "training.max_length", "compute.backend", "compute.bedrock"),
     run="ftspec.runtime.run:step_prepare_data",
 )
 GENERATE_BASE = StepDef(
@@ -98,14 +109,14 @@ TRAIN = StepDef(
 GENERATE_TUNED = StepDef(
     name="generate_tuned", folder="generate-tuned", needs=("train", "prepare_data"),
     reads=_GENERATE_READS + ("method.adapter.kind",),
-    run="ftspec.runtime.run:step_generate_tuned", present=_evaluated,
+    run="ftspec.runtime.run:step_generate_tuned", present=_tuned_evaluated,
 )
 # The tuned model's scores need the base model's outputs too where they compare with
 # it: DPO's implicit reward is beta × (log p_tuned − log p_base) of each answer.
 EVAL_TUNED = StepDef(
     name="eval_tuned", folder="eval-tuned", needs=("generate_tuned", "generate_base"),
     reads=_SCORE_READS + ("method.dpo.beta",), layout=2,
-    run="ftspec.runtime.run:step_eval_tuned", present=_evaluated,
+    run="ftspec.runtime.run:step_eval_tuned", present=_tuned_evaluated,
 )
 # The report reads the training split too: the majority baseline is its most frequent answer.
 REPORT = StepDef(

@@ -23,6 +23,8 @@ def _num(x: Any) -> str:
 
 
 def describe_model(m: Any) -> str:
+    if m.kind == "bedrock":
+        return f"Amazon Bedrock {m.id} ({m.family} family)"
     if m.kind == "tiny":
         tok = m.tokenizer
         tok_text = "byte tokenizer" if tok.kind == "byte" else f"BPE tokenizer ({tok.vocab_size} tokens, trained on train)"
@@ -37,6 +39,23 @@ def describe_model(m: Any) -> str:
         rev = " (revision not pinned)" if m.source == "hub" else ""
     tokenizer = f", tokenizer {m.tokenizer.source} {m.tokenizer.name_or_path}" if m.tokenizer else ""
     return f"{m.source} {m.name_or_path}{gguf}{rev}, dtype {m.dtype}{tokenizer}"
+
+
+# What serving the custom model for the evaluation costs: a custom model answers only through
+# an on-demand deployment or provisioned throughput, each billed while it exists (aws.amazon.com/bedrock/pricing).
+SERVE_COST = {
+    "none": "the custom model is not served (no evaluation of it, nothing billed for serving)",
+    "on_demand": "on-demand deployment of the custom model, billed per token while it exists; deleted after the evaluation",
+    "provisioned": "provisioned throughput of {units} model unit(s), billed by the hour while it exists; deleted after the evaluation",
+}
+
+
+def describe_bedrock(b: Any, family: str | None = None) -> str:
+    """One line: where the Bedrock job runs and what serving its model costs."""
+    serve = SERVE_COST[b.serve].format(units=b.model_units)
+    teacher = f" from {b.teacher_model}" if b.teacher_model else ""
+    hp = ", ".join(f"{k} {v}" for k, v in b.hyperparameters.items())
+    return (f"bedrock {b.region}, {family or '?'} family, {b.customization.lower()}{teacher}, data {b.data_format}, {hp}; serve {b.serve}: {serve}")
 
 
 def describe_adapter(a: Any) -> str:
@@ -63,7 +82,7 @@ def render_plan(plan: Plan, color: bool = False) -> str:
 
     m = plan.model
     lines.append(f"  model     {describe_model(m)}")
-    if m.trust_remote_code:
+    if getattr(m, "trust_remote_code", False):
         lines.append(_style("  !! trust_remote_code: true — the model repository's Python code will run on this machine", color, fg="red", bold=True))
 
     d = plan.data
@@ -85,7 +104,10 @@ def render_plan(plan: Plan, color: bool = False) -> str:
         lines.append("            derived: " + ", ".join(x.name for x in d.derive))
 
     f = plan.format
-    if f.kind == "chat":
+    bedrock = getattr(plan.compute, "bedrock", None)
+    if bedrock is not None:
+        lines.append(f"  format    {f.kind}, rendered as {bedrock.data_format} rows for Amazon Bedrock")
+    elif f.kind == "chat":
         ct = f.chat_template
         ct_text = "the tokenizer's chat template" if ct == "model" else (f"{ct.source} chat template {ct.ref}".strip())
         lines.append(f"  format    chat, {ct_text}, loss on {f.loss} tokens")
@@ -98,18 +120,24 @@ def render_plan(plan: Plan, color: bool = False) -> str:
     method = f"{me.objective} + {describe_adapter(me.adapter)}"
     if me.dpo is not None:
         method += f", beta {_num(me.dpo.beta)}, loss {me.dpo.loss_type}"
+    if bedrock is not None:
+        method = f"{me.objective}, as Amazon Bedrock trains it (no choice of adapter)"
     lines.append(f"  method    {method}")
 
     t = plan.training
-    length = (f"{_num(t.epochs)} epochs = {_num(t.total_steps)} steps ({_num(t.steps_per_epoch)}/epoch)" if t.epochs
+    if bedrock is not None:
+        lines.append(f"  training  by Amazon Bedrock: {', '.join(f'{k} {v}' for k, v in bedrock.hyperparameters.items())} "
+                     f"(rows rendered as {bedrock.data_format})")
+    length = "" if bedrock is not None else (f"{_num(t.epochs)} epochs = {_num(t.total_steps)} steps ({_num(t.steps_per_epoch)}/epoch)" if t.epochs
               else f"{_num(t.total_steps)} steps (max_steps)")
-    lines.append(f"  training  {length}, lr {_num(t.learning_rate)} {t.lr_scheduler}, warmup {_num(t.warmup_steps)} steps")
-    lines.append(f"            batch {t.batch_size} × accumulation {t.gradient_accumulation} = {t.effective_batch_size}, "
-                 f"max_length {t.max_length}, seed {t.seed}, {t.optimizer}")
-    cadence = f"eval every {_num(t.eval_every)}" if t.eval_every else "no validation loss"
-    stop = f", early stopping (patience {t.early_stopping.patience})" if t.early_stopping else ""
-    lines.append(f"            {cadence}, checkpoint every {_num(t.save_every)}, log every {t.logging_steps}{stop}")
-    lines.append(f"            batching {t.batching.mode}: {t.batching.reason}")
+    if bedrock is None:
+        lines.append(f"  training  {length}, lr {_num(t.learning_rate)} {t.lr_scheduler}, warmup {_num(t.warmup_steps)} steps")
+        lines.append(f"            batch {t.batch_size} × accumulation {t.gradient_accumulation} = {t.effective_batch_size}, "
+                     f"max_length {t.max_length}, seed {t.seed}, {t.optimizer}")
+        cadence = f"eval every {_num(t.eval_every)}" if t.eval_every else "no validation loss"
+        stop = f", early stopping (patience {t.early_stopping.patience})" if t.early_stopping else ""
+        lines.append(f"            {cadence}, checkpoint every {_num(t.save_every)}, log every {t.logging_steps}{stop}")
+        lines.append(f"            batching {t.batching.mode}: {t.batching.reason}")
 
     e = plan.eval
     if e.enabled:
@@ -127,11 +155,14 @@ def render_plan(plan: Plan, color: bool = False) -> str:
         lines.append("  eval      off (no held-out split or no metrics)")
 
     c = plan.compute
-    lines.append(f"  compute   {c.backend}, device {c.device}, precision {c.precision}, attention {c.attention}, "
-                 f"{c.threads} CPU thread{'s' if c.threads != 1 else ''}")
-    lines.append(f"            {describe_launch(c)}")
-    if (strategy := describe_strategy(c)) is not None:
-        lines.append(f"            {strategy}")
+    if c.bedrock is not None:
+        lines.append(f"  compute   {describe_bedrock(c.bedrock, getattr(plan.model, 'family', None))}")
+    else:
+        lines.append(f"  compute   {c.backend}, device {c.device}, precision {c.precision}, attention {c.attention}, "
+                     f"{c.threads} CPU thread{'s' if c.threads != 1 else ''}")
+        lines.append(f"            {describe_launch(c)}")
+        if (strategy := describe_strategy(c)) is not None:
+            lines.append(f"            {strategy}")
     lines.append(f"  output    {plan.output.dir}  (relative to the {plan.output.relative_to})")
     lines.append("  steps     " + " → ".join(f"{s.name} {s.key[:8]}" for s in plan.steps))
     for w in plan.checks.warnings:

@@ -14,6 +14,7 @@ unproven fields: a field that cannot be honoured and tested is rejected at its l
 E = "tests/test_field_effects.py::"
 R = "tests/test_runtime.py::"
 T = "tests/test_tracking.py::"
+B = "tests/test_bedrock_spec.py::"
 
 PROOFS: dict[str, list[str]] = {
     # --- top level
@@ -45,6 +46,8 @@ PROOFS: dict[str, list[str]] = {
     "model:tiny.intermediate_size": [E + "test_tiny_model_settings_shape_the_built_model"],
     "model:tiny.max_position_embeddings": [E + "test_tiny_model_settings_shape_the_built_model"],
     "model:tiny.init_seed": [E + "test_tiny_model_settings_shape_the_built_model"],
+    "model:bedrock.kind": [B + "test_plan_training_follows_the_job_hyperparameters", B + "test_bedrock_model_needs_the_bedrock_backend_and_back"],
+    "model:bedrock.id": [B + "test_the_request_is_the_golden_one", B + "test_unset_hyperparameters_are_the_family_defaults"],
     "model:tiny.tokenizer:byte.kind": [E + "test_tiny_model_settings_shape_the_built_model"],
     "model:tiny.tokenizer:bpe.kind": [R + "test_tiny_model_with_a_bpe_tokenizer_trained_on_the_train_split"],
     "model:tiny.tokenizer:bpe.vocab_size": [R + "test_tiny_model_with_a_bpe_tokenizer_trained_on_the_train_split"],
@@ -115,6 +118,8 @@ PROOFS: dict[str, list[str]] = {
     "training.epochs": [E + "test_epochs_and_warmup_ratio_set_the_steps_the_trainer_runs"],
     "training.max_steps": [E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.learning_rate": [E + "test_training_and_lora_settings_reach_the_trainer"],
+    "training.learning_rate_multiplier": [B + "test_ftspec_settings_map_onto_the_family_names",
+                                          B + "test_the_multiplier_is_refused_on_a_local_run"],
     "training.lr_scheduler": [E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.warmup_ratio": [E + "test_epochs_and_warmup_ratio_set_the_steps_the_trainer_runs"],
     "training.warmup_steps": [E + "test_training_and_lora_settings_reach_the_trainer"],
@@ -167,7 +172,7 @@ PROOFS: dict[str, list[str]] = {
     "eval.metrics[]:judge.scale": [E + "test_the_judges_rubric_score_regex_and_scale_come_from_the_spec",
                                    "tests/test_evaluate.py::test_judge_scores_are_parsed_and_scaled"],
     # --- compute
-    "compute.backend": [E + "test_the_backend_can_only_be_local"],
+    "compute.backend": [E + "test_the_backend_can_only_be_local", B + "test_bedrock_model_needs_the_bedrock_backend_and_back"],
     "compute.device": [R + "test_a_run_time_error_at_a_key_points_at_its_line_in_the_spec"],
     "compute.precision": [E + "test_precision_is_what_the_trainer_is_given_or_a_clear_error",
                           "tests/test_threads.py::test_the_plan_states_the_precision_the_device_makes_certain"],
@@ -194,6 +199,24 @@ PROOFS: dict[str, list[str]] = {
     "compute.deepspeed.offload_optimizer": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
     "compute.deepspeed.offload_params": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
                                          "tests/test_distributed_spec.py::test_offloading_parameters_needs_zero_stage_3"],
+    "compute.bedrock": [B + "test_the_request_is_the_golden_one"],
+    "compute.bedrock.region": [B + "test_plan_text_has_one_line_for_the_backend"],
+    "compute.bedrock.customization": [B + "test_continued_pre_training_for_titan_renders_its_input_lines",
+                                      B + "test_the_request_has_exactly_the_api_parameters"],
+    "compute.bedrock.teacher_model": [B + "test_the_request_has_exactly_the_api_parameters"],
+    "compute.bedrock.max_response_length": [B + "test_the_request_has_exactly_the_api_parameters"],
+    "compute.bedrock.role_arn": [B + "test_the_request_is_the_golden_one"],
+    "compute.bedrock.kms_key_id": [B + "test_filled_request_respects_the_api_patterns"],
+    "compute.bedrock.vpc": [B + "test_filled_request_respects_the_api_patterns"],
+    "compute.bedrock.vpc.subnets": [B + "test_filled_request_respects_the_api_patterns"],
+    "compute.bedrock.vpc.security_groups": [B + "test_filled_request_respects_the_api_patterns"],
+    "compute.bedrock.tags": [B + "test_the_request_is_the_golden_one"],
+    "compute.bedrock.serve": [B + "test_plan_text_has_one_line_for_the_backend",
+                              "tests/test_bedrock_converse.py::test_nothing_is_served_unless_the_plan_says_so"],
+    "compute.bedrock.model_units": ["tests/test_bedrock_converse.py::test_provisioned_is_deleted_when_evaluation_fails"],
+    "compute.bedrock.max_concurrency": ["tests/test_bedrock_converse.py::test_answers_come_back_in_order_under_concurrency"],
+    "compute.bedrock.s3.bucket": [B + "test_the_request_has_exactly_the_api_parameters"],
+    "compute.bedrock.s3.prefix": [B + "test_the_request_has_exactly_the_api_parameters", B + "test_valid_formats_pass"],
     # --- output and tracking
     "output.dir": [E + "test_output_dir_places_the_run_directory"],
     "tracking:none.kind": [T + "test_tracking_arguments_name_the_tracker_and_the_run"],

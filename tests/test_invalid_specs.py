@@ -280,7 +280,7 @@ CASES = [
          ("11:9: format.kind: unknown kind 'prompt_completon'; expected 'prompt_completion', 'chat' or "
           "'preference'; did you mean 'prompt_completion'?",)),
     Case("enum-model-kind", edit("kind: tiny", "kind: tinny"),
-         ("4:9: model.kind: unknown kind 'tinny'; expected 'pretrained' or 'tiny'; did you mean 'tiny'?",)),
+         ("4:9: model.kind: unknown kind 'tinny'; expected 'pretrained', 'tiny' or 'bedrock'; did you mean 'tiny'?",)),
     Case("enum-metric-name", BASE + "eval:\n  metrics: [accuracy, f1_marco]\n",
          ("19:23: eval.metrics.1: must be one of 'accuracy', 'precision', 'recall', 'f1', 'f1_macro', "
           "'f1_micro', 'exact_match', 'token_f1', 'rouge_l', 'bleu', 'chrf', 'perplexity', 'json_valid', "

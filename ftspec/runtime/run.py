@@ -82,6 +82,10 @@ class StepContext:
 
 
 def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
+    if plan.compute.backend == "bedrock":
+        from ftspec.bedrock.steps import prepare
+
+        return prepare(plan, ctx, out)
     from ftspec.runtime import data as D
     from ftspec.runtime.models import build_tiny, convert_gguf, load_tokenizer
 
@@ -196,10 +200,18 @@ def _generate_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
 
 
 def step_generate_base(plan, ctx: StepContext, out: Path) -> dict:
+    if plan.compute.backend == "bedrock":
+        from ftspec.bedrock.steps import generate
+
+        return generate(plan, ctx, out, tuned=False)
     return _generate_step(plan, ctx, out, tuned=False)
 
 
 def step_generate_tuned(plan, ctx: StepContext, out: Path) -> dict:
+    if plan.compute.backend == "bedrock":
+        from ftspec.bedrock.steps import generate
+
+        return generate(plan, ctx, out, tuned=True)
     return _generate_step(plan, ctx, out, tuned=True)
 
 
@@ -269,6 +281,10 @@ def step_eval_tuned(plan, ctx: StepContext, out: Path) -> dict:
 
 
 def step_train(plan, ctx: StepContext, out: Path) -> dict:
+    if plan.compute.backend == "bedrock":
+        from ftspec.bedrock.steps import train
+
+        return train(plan, ctx, out)
     from ftspec.runtime.job import TrainJob
 
     checkpoints = ctx.checkpoints()
@@ -402,7 +418,10 @@ def header(plan: Plan, run_dir: Path, root: Path, threads: dict | None = None) -
     """The run's first lines; ``threads``: what :func:`builders.apply_threads` set (None:
     nothing runs, so no device is needed)."""
     t = plan.training
-    if threads is not None:
+    if plan.compute.backend == "bedrock":
+        b = plan.compute.bedrock
+        where = f"Amazon Bedrock, {b.region} ({b.customization.lower().replace('_', ' ')} of {plan.model.id})"
+    elif threads is not None:
         from ftspec.runtime import builders
 
         device = builders.resolve_device(plan.compute)
@@ -418,7 +437,9 @@ def header(plan: Plan, run_dir: Path, root: Path, threads: dict | None = None) -
         f"  method   {plan.method.objective} + {describe_adapter(plan.method.adapter)}",
         f"  data     train {plan.data.rows_shown('train')} · validation {plan.data.rows_shown('validation')} · "
         f"test {plan.data.rows_shown('test')} rows; "
-        f"{t.total_steps} steps of {t.effective_batch_size} rows",
+        + (f"{t.total_steps} steps of {t.effective_batch_size} rows" if plan.compute.backend == "local" else
+           "trained by Bedrock with " + (", ".join(f"{k} {v}" for k, v in plan.compute.bedrock.hyperparameters.items())
+                                         or "the family's defaults")),
         f"  device   {where}; run directory {_shown(run_dir, root)}",
     ] + ([f"  training {describe_launch(plan.compute)}; only the main process writes, evaluation runs in this one"]
          if plan.compute.launch is not None else []))
@@ -550,7 +571,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     threads = None
-    if todo:
+    if todo and plan.compute.backend == "local":
         from ftspec.runtime.builders import apply_threads
 
         quiet_libraries()

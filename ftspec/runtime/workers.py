@@ -258,6 +258,8 @@ def verify_saved(job: TrainJob) -> None:
         got = _fingerprint(_load_saved(job, expected["kind"]))
     except (OSError, RuntimeError, ValueError) as exc:  # a sharded or torn save does not load
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if "mismatched_sizes" in first:  # transformers' words for tensors of another shape than the config's
+            first = "tensors saved with another shape than the model's, as one process's shard would be"
         raise RunFailed(f"train: the saved {what} does not load on one process ({first}); nothing was kept") from None
     missing = sorted(set(want) - set(got))
     wrong_shape = sorted(n for n in set(want) & set(got) if want[n][0] != got[n][0])
