@@ -60,6 +60,7 @@ class Manifest(_Record):
     steps: list[StepEntry] = Field(description="The plan's steps, in order.")
     artifacts: dict[str, str] = Field(description="Each step's folder in the run directory.")
     metrics: Optional[dict[str, Any]] = Field(None, description="Base and tuned metrics and whether the gates passed (from the report).")
+    bedrock: Optional[dict[str, Any]] = Field(None, description="On the Amazon Bedrock backend: the customization job's ARN (`job_arn`), the custom model's (`custom_model_arn`) and its name, the region and the attempt.")
 
 
 class GateResult(_Record):

@@ -147,6 +147,9 @@ def test_a_bedrock_spec_runs_from_upload_to_report_and_an_unchanged_rerun_pays_f
     assert job["hyperParameters"] == dict(result.plan.compute.bedrock.hyperparameters)
     model = json.loads((result.run_dir / "model/bedrock-model.json").read_text())
     assert model["custom_model_arn"] == job["outputModelArn"]
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["bedrock"]["custom_model_arn"] == job["outputModelArn"]
+    assert manifest["bedrock"]["job_arn"] == jobs[0]["jobArn"]
     metrics = [json.loads(l) for l in (result.run_dir / "model/metrics.jsonl").read_text().splitlines()]
     assert [m.get("loss") for m in metrics if "loss" in m] == [2.5, 1.25]
     assert [m["eval_loss"] for m in metrics if "eval_loss" in m] == [1.5]

@@ -638,6 +638,12 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
             manifest["steps"].append(entry)
             _write_manifest(run_dir, manifest)
         _publish(run_dir)
+        if plan.compute.backend == "bedrock":  # the job and the custom model it made, where a reviewer looks first
+            from ftspec.bedrock.steps import MODEL
+
+            made = read_json(run_dir / steps.folder(steps.TRAIN.name) / MODEL, lenient=True)
+            if isinstance(made, dict):
+                manifest["bedrock"] = made
         report = read_json(run_dir / steps.folder(steps.REPORT.name) / "metrics.json")
         report = report if isinstance(report, dict) else None
         if report:
