@@ -96,3 +96,38 @@ def reference(kind: str, record: dict) -> str:
         if msg["role"] == "assistant":
             return msg["content"].strip()
     return ""
+
+
+# --------------------------------------------------------------------------- evaluation prompts
+# The same prompts whichever model answers them: a local model (ftspec.runtime.evaluate) or
+# one behind Amazon Bedrock's Converse API (ftspec.bedrock.converse).
+
+
+def few_shot(train: list[dict], k: int, seed: int) -> list[dict]:
+    """The training records shown before each prompt of a few-shot baseline: k of them,
+    drawn with the training seed."""
+    import random
+
+    if k <= 0 or not train:
+        return []
+    return random.Random(seed).sample(train, min(k, len(train)))
+
+
+def prompt_messages(record: dict, shots: list[dict] = ()) -> list[dict]:
+    """A chat record's turns up to its answer, with the few-shot records' turns (their
+    system turns left out) after its own system turn."""
+    messages = list(record["messages"])
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+    if shots:
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        demo = [m for s in shots for m in s["messages"] if m["role"] != "system"]
+        messages = system + demo + messages[len(system):]
+    return messages
+
+
+def prompt_text(record: dict, kind: str, shots: list[dict] = ()) -> str:
+    """A text record's prompt, after the few-shot records written out whole."""
+    field = "completion" if kind == "prompt_completion" else "chosen"
+    return "".join(s["prompt"] + s[field] + "\n\n" for s in shots) + record["prompt"]
+

@@ -207,22 +207,11 @@ def answer(runtime_client, model_id: str, prompts: list[dict], *, path: Path | s
 def prompts_for(records: list[dict], kind: str, shots: list[dict] = ()) -> list[dict]:
     """Each record's prompt as :func:`answer` takes it, with the same few-shot examples
     before it as a local run (ftspec.runtime.evaluate.build_examples)."""
-    prompts = []
-    for r in records:
-        if kind == "chat":
-            messages = list(r["messages"])
-            while messages and messages[-1]["role"] == "assistant":
-                messages.pop()
-            if shots:
-                system = [m for m in messages[:1] if m["role"] == "system"]
-                demo = [m for s in shots for m in s["messages"] if m["role"] != "system"]
-                messages = system + demo + messages[len(system):]
-            prompts.append({"messages": messages})
-        else:
-            field = "completion" if kind == "prompt_completion" else "chosen"
-            prefix = "".join(s["prompt"] + s[field] + "\n\n" for s in shots)
-            prompts.append({"prompt": prefix + r["prompt"]})
-    return prompts
+    from ftspec.formatting import prompt_messages, prompt_text
+
+    if kind == "chat":
+        return [{"messages": prompt_messages(r, shots)} for r in records]
+    return [{"prompt": prompt_text(r, kind, shots)} for r in records]
 
 
 def _shown(prompt: dict) -> str:
@@ -239,8 +228,6 @@ def generate_outputs(runtime_client, model_id: str, e, kind: str, data_dir: Path
     step's ``outputs.json`` and its ``generations.jsonl`` rows. ``e`` is the plan's eval
     section. Only generated answers: Converse gives no token log-probabilities, so
     choices mode, perplexity and preference-pair log-probabilities cannot be computed."""
-    import random as _random
-
     from ftspec.formatting import reference
     from ftspec.io import read_jsonl
 
@@ -254,10 +241,10 @@ def generate_outputs(runtime_client, model_id: str, e, kind: str, data_dir: Path
     if e.limit:
         records = records[: e.limit]
     shots: list[dict] = []
-    if baseline and e.few_shot and "answers" in outputs:
-        train = read_jsonl(Path(data_dir) / "train.jsonl")
-        if train:  # the same draw as ftspec.runtime.evaluate.few_shot
-            shots = _random.Random(e.few_shot_seed).sample(train, min(e.few_shot, len(train)))
+    if baseline and e.few_shot and "answers" in outputs:  # the same draw as a local run's
+        from ftspec.formatting import few_shot
+
+        shots = few_shot(read_jsonl(Path(data_dir) / "train.jsonl"), e.few_shot, e.few_shot_seed)
     prompts = prompts_for(records, kind, shots)
     predictions = answer(runtime_client, model_id, prompts, path=answers_path, system=system,
                          max_tokens=e.max_new_tokens, stop=list(e.stop), max_concurrency=max_concurrency, echo=echo,

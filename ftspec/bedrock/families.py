@@ -53,8 +53,14 @@ class Limits:
     train_rows_min: int | None = None
     train_rows_max: int | None = None
     validation_rows_max: int | None = None
-    train_file_bytes: int | None = None
+    train_file_bytes: int | None = None  # the training file of a fine-tuning (or distillation) job
+    pretraining_file_bytes: int | None = None  # the training file of a continued pre-training job
     validation_file_bytes: int | None = None
+    # Characters of text in one record (its prompt, completion, system and messages' text,
+    # together), whatever the job's batch size.
+    max_chars_per_record: int | None = None
+    # A user or system prompt may not start with these (reserved keywords).
+    reserved_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,13 @@ MB = 1_000_000
 #   student; Premier: teacher only) and bedrock/latest/userguide/prequisites-model-distillation.html.
 # Data format: nova/latest/userguide/fine-tune-prepare-data-understanding.html
 #   (schemaVersion bedrock-conversation-2024, optional system, user/assistant turns).
-# Row and file limits of Nova jobs: not found in the pages above; left out.
+# Reserved keywords: nova/latest/userguide/fine-tune-prepare-data-understanding.html
+#   ("The terms User:, Bot:, Assistant:, System:, <image>, <video>, and [EOS] are reserved
+#   keywords" that a user prompt or system prompt may not start with).
+# Row counts, context length and file sizes of Nova jobs: not found in the pages read (the
+#   Bedrock requirements page, model-training-validation-requirements.html, sends Nova to the
+#   Nova guide, whose constraints table could not be read); left out.
+_NOVA_LIMITS = Limits(reserved_prefixes=("User:", "Bot:", "Assistant:", "System:", "<image>", "<video>", "[EOS]"))
 _NOVA_HP = (
     Hyper("epochCount", int, 1, 5, 2),
     Hyper("learningRate", float, 1e-6, 1e-4, 1e-5),
@@ -108,12 +120,12 @@ _NOVA_TEACHERS = (r"amazon\.nova-pro-v1:0(:\d+k)?", r"amazon\.nova-premier-v1:0(
 _NOVA_TEACHERS_SHOWN = "amazon.nova-pro-v1:0 or amazon.nova-premier-v1:0 (or their us./eu./apac. inference profiles)"
 NOVA = Family("nova", "bedrock-conversation-2024", (
     BaseModel("Amazon Nova Micro", r"amazon\.nova-micro-v1:0(:128k)?", ("fine_tuning", "distillation"), _NOVA_HP, _NOVA_TEACHERS,
-              _NOVA_TEACHERS_SHOWN),
+              _NOVA_TEACHERS_SHOWN, _NOVA_LIMITS),
     BaseModel("Amazon Nova Lite", r"amazon\.nova-lite-v1:0(:300k)?", ("fine_tuning", "distillation"), _NOVA_HP, _NOVA_TEACHERS,
-              _NOVA_TEACHERS_SHOWN),
+              _NOVA_TEACHERS_SHOWN, _NOVA_LIMITS),
     BaseModel("Amazon Nova Pro", r"amazon\.nova-pro-v1:0(:300k)?", ("fine_tuning", "distillation"), _NOVA_HP,
               (r"amazon\.nova-premier-v1:0(:\d+k)?", r"(us|eu|apac)\.amazon\.nova-premier-v1:0"),
-              "amazon.nova-premier-v1:0 (or its us./eu./apac. inference profile)"),
+              "amazon.nova-premier-v1:0 (or its us./eu./apac. inference profile)", _NOVA_LIMITS),
 ))
 
 # --- Amazon Titan Text ----------------------------------------------------------------
@@ -122,9 +134,17 @@ NOVA = Family("nova", "bedrock-conversation-2024", (
 #   learningRateWarmupSteps 0-250 (5). Premier: epochCount 1-5 (2), batchSize 1-1 (1),
 #   learningRate 1e-7..1e-5 (1e-6), learningRateWarmupSteps 0-20 (5).
 # Data: bedrock/latest/userguide/model-customization-prepare.html ({"prompt", "completion"}
-#   lines for fine-tuning, {"input"} lines for continued pre-training), and file sizes from
-#   model-training-validation-requirements.html (training 1 GB fine-tuning / 10 GB
-#   continued pre-training, validation 100 MB). Row counts: not found documented; left out.
+#   lines for fine-tuning, {"input"} lines for continued pre-training).
+# Limits: docs.aws.amazon.com/bedrock/latest/userguide/model-training-validation-requirements.html
+#   Every Titan Text table there: training file 1 GB (fine-tuning) / 10 GB (continued
+#   pre-training), validation file 100 MB, "Character quota per sample in dataset: Token quota
+#   x 6", with a token quota ("sum of input and output tokens") of 4,096 at the smallest batch
+#   sizes and 2,048 at the larger ones. ftspec holds a record to 4,096 x 6 = 24,576 characters,
+#   the quota at any batch size; the stricter 2,048 x 6 at larger batch sizes is not applied
+#   (the page's excerpt read did not name which of its two CPT tables is Lite and which Express).
+#   Premier: the page's one fine-tuning-only table (batch size 1: 4,096 tokens; 2-4: N/A, as
+#   Premier takes batchSize 1 only) gives the same 1 GB / 100 MB / 4,096 x 6.
+#   Row counts of Titan Text jobs: not found documented; left out.
 # Continued pre-training: Titan Text Lite and Express only (the models with a
 #   continued pre-training column on model-training-validation-requirements.html).
 _TITAN_HP = (
@@ -139,14 +159,15 @@ _TITAN_PREMIER_HP = (
     Hyper("learningRate", float, 1e-7, 1e-5, 1e-6),
     Hyper("learningRateWarmupSteps", int, 0, 20, 5),
 )
-_TITAN_LIMITS = Limits(train_file_bytes=1 * GB, validation_file_bytes=100 * MB)
+_TITAN_LIMITS = Limits(train_file_bytes=1 * GB, pretraining_file_bytes=10 * GB, validation_file_bytes=100 * MB,
+                       max_chars_per_record=4096 * 6)
 TITAN = Family("titan", "prompt-completion", (
     BaseModel("Amazon Titan Text Lite", r"amazon\.titan-text-lite-v1(:0:4k)?", ("fine_tuning", "continued_pre_training"),
               _TITAN_HP, limits=_TITAN_LIMITS),
     BaseModel("Amazon Titan Text Express", r"amazon\.titan-text-express-v1(:0:8k)?", ("fine_tuning", "continued_pre_training"),
               _TITAN_HP, limits=_TITAN_LIMITS),
     BaseModel("Amazon Titan Text Premier", r"amazon\.titan-text-premier-v1:0(:32k)?", ("fine_tuning",),
-              _TITAN_PREMIER_HP),
+              _TITAN_PREMIER_HP, limits=_TITAN_LIMITS),
 ), pretraining_format="input-text")
 
 # --- Meta Llama -------------------------------------------------------------------------
@@ -154,7 +175,9 @@ TITAN = Family("titan", "prompt-completion", (
 #   cm-hp-meta-llama32.html and cm-hp-meta-llama2.html (all: epochCount 1-10 (5),
 #   batchSize 1-1 (1), learningRate 5e-6..0.1 (1e-4); no warm-up, no early stopping).
 # Data: model-customization-prepare.html ({"prompt", "completion"} lines).
-# Row and file limits: not found documented for Llama; left out.
+# Row, record and file limits: not found documented for Llama (model-training-validation-
+#   requirements.html as read lists no Llama table; the "Sum of training and validation
+#   records" quotas page could not be found); left out.
 _LLAMA_HP = (
     Hyper("epochCount", int, 1, 10, 5),
     Hyper("batchSize", int, 1, 1, 1),
@@ -171,7 +194,8 @@ LLAMA = Family("llama", "prompt-completion", (
 #   epochCount 1-10 (2), batchSize 4-256 (32), learningRateMultiplier 0.1-2 (1),
 #   earlyStoppingThreshold 0-0.1 (0.001), earlyStoppingPatience 1-10 (2).
 # Data: model-customization-prepare.html ({"system", "messages"} lines).
-# Row and file limits: not found in the pages read; left out.
+# Row, record and file limits: not found documented for Claude 3 Haiku (neither on
+#   model-training-validation-requirements.html as read nor a quotas page); left out.
 _CLAUDE_HP = (
     Hyper("epochCount", int, 1, 10, 2),
     Hyper("batchSize", int, 4, 256, 32),
@@ -209,6 +233,62 @@ def data_format(family: Family, customization: str) -> str:
 
 def is_teacher(model: BaseModel, teacher_id: str) -> bool:
     return any(re.fullmatch(p, teacher_id) for p in model.teachers)
+
+
+def _texts(value, key: str | None = None):
+    """(field, text) of every text in a rendered record; schemaVersion and role are not text."""
+    if isinstance(value, str):
+        if key not in ("schemaVersion", "role"):
+            yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _texts(v, k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _texts(v, key)
+
+
+def _prompts(record: dict):
+    """The user and system prompts of a rendered record (any format), for the reserved keywords."""
+    system = record.get("system")
+    for _, text in _texts(system):
+        yield "system prompt", text
+    if isinstance(record.get("prompt"), str):
+        yield "prompt", record["prompt"]
+    for m in record.get("messages") or ():
+        if isinstance(m, dict) and m.get("role") == "user":
+            for _, text in _texts(m.get("content")):
+                yield "user prompt", text
+
+
+def data_problem(model: BaseModel, split: str, body: bytes, customization: str) -> tuple[int | None, str] | None:
+    """The first documented limit a rendered split (JSONL bytes, ftspec.bedrock.render) breaks,
+    as (1-based row or None for the whole file, message), or None. ``customization``: the
+    API's customizationType."""
+    import json
+
+    lim = model.limits
+    if split == "train":
+        cap = lim.pretraining_file_bytes if customization == "CONTINUED_PRE_TRAINING" else lim.train_file_bytes
+    else:
+        cap = lim.validation_file_bytes
+    if cap is not None and len(body) > cap:
+        return None, f"the {split} file is {len(body):,} bytes; a {model.label} job takes at most {cap:,}"
+    if lim.max_chars_per_record is None and not lim.reserved_prefixes:
+        return None
+    for row, line in enumerate(body.splitlines(), 1):
+        record = json.loads(line)
+        if lim.max_chars_per_record is not None:
+            chars = sum(len(text) for _, text in _texts(record))
+            if chars > lim.max_chars_per_record:
+                return row, (f"has {chars:,} characters of text; a {model.label} job takes at most "
+                             f"{lim.max_chars_per_record:,} per record")
+        for what, text in _prompts(record):
+            word = next((w for w in lim.reserved_prefixes if text.lstrip().startswith(w)), None)
+            if word is not None:
+                return row, (f"its {what} starts with {word!r}, a keyword {model.label} reserves "
+                             f"(reserved: {', '.join(lim.reserved_prefixes)})")
+    return None
 
 
 # --- ftspec's training settings and the families' names ------------------------------

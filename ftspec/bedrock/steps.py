@@ -44,7 +44,8 @@ def prepare(plan, ctx, out: Path) -> dict:
 
     b = plan.compute.bedrock
     splits, skipped = D.build_splits(plan.data, plan.format, ctx.root)
-    write_json(out / "origins.json", skipped.pop("origins"))
+    origins = skipped.pop("origins")
+    write_json(out / "origins.json", origins)
     for split, records in splits.items():
         D.write_jsonl(out / f"{split}.jsonl", records)
     rendered: dict[str, dict] = {}
@@ -58,6 +59,7 @@ def prepare(plan, ctx, out: Path) -> dict:
             raise RunFailed(f"prepare_data: the {split} split cannot be written as {b.data_format}: {exc}") from None
         path = out / f"{split}.{b.data_format}.jsonl"
         path.write_bytes(body)
+        _within_limits(plan, split, body, origins.get(split) or [])  # before anything is uploaded
         digest = hashlib.sha256(body).hexdigest()
         rendered[split] = {"rows": len(splits[split]), "bytes": len(body), "sha256": digest,
                            "file": path.name, "s3_uri": _uri(b.s3.bucket, data_key(b, split, digest))}
@@ -74,6 +76,25 @@ def prepare(plan, ctx, out: Path) -> dict:
     ctx.echo("  rows " + " · ".join(f"{s} {v['rows']}" for s, v in stats.items()) + "; "
              + "; ".join(f"{s} {info['bytes']} bytes as {b.data_format} → {info['s3_uri']}" for s, info in rendered.items()))
     return {"stats": stats, "uploaded": rendered}
+
+
+def _within_limits(plan, split: str, body: bytes, origins: list) -> None:
+    """The rendered split against its model's documented limits (ftspec.bedrock.families):
+    a broken one is the spec's data's problem (exit 2), named with its row and origin."""
+    from ftspec.bedrock import families
+    from ftspec.errors import Pos, SpecError
+
+    found = families.find(plan.model.id)
+    problem = found and families.data_problem(found[1], split, body, plan.compute.bedrock.customization)
+    if not problem:
+        return
+    row, message = problem
+    key = "data.validation" if split == "validation" and "validation" in plan.data.sources else "data.train"
+    hint = "cut the data down with data.limit or data.filter"
+    if row is not None:
+        origin = f" ({origins[row - 1]})" if row <= len(origins) else ""
+        message, hint = f"the {split} split's row {row}{origin} {message}", "fix the row, or leave it out with data.filter"
+    raise SpecError.one(Pos(key), key, message, hint)
 
 
 def filled_request(b: Any, key: str, data: dict, attempt: int = 1) -> dict:

@@ -16,14 +16,13 @@ evaluation split, with the same rendered prompts for both.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
-from ftspec.formatting import reference
+from ftspec.formatting import few_shot, prompt_messages, prompt_text, reference
 from ftspec.runtime import metrics as M
 from ftspec.runtime.stopping import stopping_arguments
 
@@ -61,27 +60,15 @@ def build_examples(records: list[dict], kind: str, tokenizer, shots: list[dict] 
     for r in records:
         ref = reference(kind, r)
         if kind == "chat":
-            messages = list(r["messages"])
-            answer_text = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
-            while messages and messages[-1]["role"] == "assistant":
-                messages.pop()
-            if shots:
-                system = [m for m in messages[:1] if m["role"] == "system"]
-                demo = [m for s in shots for m in s["messages"] if m["role"] != "system"]
-                messages = system + demo + messages[len(system):]
+            last = r["messages"][-1] if r["messages"] else None
+            answer_text = last["content"] if last and last["role"] == "assistant" else ""
+            messages = prompt_messages(r, shots)
             prompt, answer = _chat_continuation(messages, answer_text, tokenizer)
             examples.append(Example(prompt, answer, ref, r, messages))
         else:
             completion = r["completion"] if kind == "prompt_completion" else r["chosen"]
-            prefix = "".join(s["prompt"] + (s["completion"] if kind == "prompt_completion" else s["chosen"]) + "\n\n" for s in shots)
-            examples.append(Example(prefix + r["prompt"], completion, ref, r))
+            examples.append(Example(prompt_text(r, kind, shots), completion, ref, r))
     return examples
-
-
-def few_shot(train: list[dict], k: int, seed: int) -> list[dict]:
-    if k <= 0 or not train:
-        return []
-    return random.Random(seed).sample(train, min(k, len(train)))
 
 
 def stop_token_ids(tokenizer) -> list[int]:

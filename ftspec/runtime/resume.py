@@ -51,6 +51,20 @@ def checkpoint_step(path: str | None) -> int:
     return int(path.rsplit("-", 1)[1]) if path else 0
 
 
+@contextmanager
+def on_sigint(handler):
+    """``handler`` for SIGINT while the block runs (in the main thread: Python lets no
+    other thread set one), the previous handler again after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class Interrupt(TrainerCallback):
     """Turn the first Ctrl-C into "save a checkpoint after this step, then stop"."""
 
@@ -66,14 +80,8 @@ class Interrupt(TrainerCallback):
 
     @contextmanager
     def installed(self):
-        if threading.current_thread() is not threading.main_thread():
+        with on_sigint(self._handler):
             yield self
-            return
-        previous = signal.signal(signal.SIGINT, self._handler)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.requested:

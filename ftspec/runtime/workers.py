@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from transformers import TrainerCallback
 from ftspec.errors import Pos, RunFailed, SpecError
 from ftspec.io import read_json, write_json
 from ftspec.runtime.job import TrainJob, TrainResult
-from ftspec.runtime.resume import last_checkpoint
+from ftspec.runtime.resume import last_checkpoint, on_sigint
 
 # The launcher's files, in the train step's scratch folder (removed with it once the step is complete).
 FOLDER = "workers"
@@ -195,14 +194,8 @@ class _StopOnCtrlC:
 
     @contextmanager
     def installed(self):
-        if threading.current_thread() is not threading.main_thread():
+        with on_sigint(self._handler):
             yield self
-            return
-        previous = signal.signal(signal.SIGINT, self._handler)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
 
 # What a worker reports when another one died under it: a consequence, not the cause.
@@ -385,14 +378,8 @@ class SharedStop(TrainerCallback):
 
     @contextmanager
     def installed(self):
-        if threading.current_thread() is not threading.main_thread():
+        with on_sigint(signal.SIG_IGN):
             yield self
-            return
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def on_step_end(self, args, state, control, **kwargs):
         import torch
