@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
+from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 from pydantic_core import PydanticCustomError
 
@@ -767,18 +767,22 @@ class Compute(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; `auto` takes CUDA, then MPS, then the CPU.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Training precision; `auto` picks bf16 where the device supports it, else fp32.")
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="Attention implementation: `auto` is transformers' default (SDPA); `flash_attention_2` needs a CUDA GPU, bf16 or fp16 and the flash-attn package, and lets `batching: auto` pack rows with no padding at all.")
+    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How the processes share the work: `none` is one process; `ddp` keeps a whole model in each process and averages gradients; `fsdp` (FSDP2) and `deepspeed` (ZeRO) shard the model's state across processes to fit larger models. Several processes need one of the three; `fsdp` or `deepspeed` on one process still shards nothing but can offload to CPU memory. `fsdp` and `deepspeed` need CUDA GPUs (on the CPU, use `ddp`).")
     num_processes: Int = Field(1, ge=1, le=1024, description="Training processes on each node, one per GPU (on the CPU, each takes `threads` cores). `ftspec run` starts them itself; `training.batch_size` is per process, so the effective batch grows with the processes.")
     num_nodes: Int = Field(1, ge=1, le=1024, description="Machines. The spec holds no addresses: on each machine `ftspec run` reads the rendezvous (MASTER_ADDR, MASTER_PORT, NODE_RANK, or SLURM's variables) from the environment.")
-    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How the processes share the work: `none` is one process; `ddp` keeps a whole model in each process and averages gradients; `fsdp` (FSDP2) and `deepspeed` (ZeRO) shard the model's state across processes to fit larger models. Several processes need one of the three; `fsdp` or `deepspeed` on one process still shards nothing but can offload to CPU memory. `fsdp` and `deepspeed` need CUDA GPUs (on the CPU, use `ddp`).")
     fsdp: FSDPSettings | None = Field(None, description="FSDP settings, with `strategy: fsdp` only; left out, the defaults apply.")
     deepspeed: DeepSpeedSettings | None = Field(None, description="DeepSpeed settings, with `strategy: deepspeed` only; left out, the defaults apply.")
     threads: Threads = Field("auto", description="CPU threads torch computes with, in training and evaluation (intra-op and inter-op). `auto` is 1, the same on every machine so that a plan does not depend on where it was made: on a shared or small CPU more threads made quickstart-sized training up to 4× slower (`bench/threads.py`). Raise it for a large model on a CPU you have to yourself.")
 
-    @model_validator(mode="after")
-    def _strategy(self) -> "Compute":
-        if self.num_processes * self.num_nodes > 1 and self.strategy == "none":
-            raise ValueError("several processes need a strategy: ddp, fsdp or deepspeed")
-        return self
+    # At the key that asks for several (strategy is declared first, so it is known here).
+    @field_validator("num_processes", "num_nodes")
+    @classmethod
+    def _needs_strategy(cls, v: int, info: ValidationInfo) -> int:
+        if v > 1 and info.data.get("strategy", "none") == "none":
+            what = "processes" if info.field_name == "num_processes" else "nodes"
+            raise ValueError(f"{v} {what} need a strategy to share the work: set compute.strategy: ddp (a whole model "
+                             "in each process), fsdp or deepspeed (sharded)")
+        return v
 
 
 class Output(_Section):

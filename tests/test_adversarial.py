@@ -664,7 +664,7 @@ def test_held_out_data_that_is_the_training_file_is_a_warning(tmp_path, data, ke
 
 
 @pytest.mark.parametrize("compute, expected, line", [
-    ("{num_processes: 4}", "compute: several processes need a strategy", 12),
+    ("{num_processes: 4}", "compute.num_processes: 4 processes need a strategy", 12),
     ("{strategy: ddp, fsdp: {cpu_offload: true}}", "compute.fsdp: FSDP settings are given but compute.strategy is 'ddp'", 12),
     ("{device: cpu, strategy: fsdp}", "compute.strategy: fsdp runs only on CUDA GPUs", 12),
     ("{num_processes: 2, strategy: ddp}", "training.batch_size: 2 processes × batch 8 take 16 rows", 11),
@@ -680,7 +680,7 @@ def test_multi_process_in_an_unused_profile_is_reported_there(tmp_path):
     repo = _repo(tmp_path)
     _spec(repo, extra="profiles:\n  big:\n    compute: {num_processes: 8}\n")
     result, seconds = _run(repo)
-    _fails(result, seconds, "profiles.big.compute: several processes need a strategy")
+    _fails(result, seconds, "profiles.big.compute.num_processes: 8 processes need a strategy")
 
 
 # --------------------------------------------------------------------------- paths that cannot be resolved

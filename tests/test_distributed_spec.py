@@ -82,7 +82,7 @@ def test_several_processes_are_accepted_with_a_strategy(tmp_path):
 
 
 def test_several_processes_still_need_a_strategy(tmp_path):
-    issue = _one(_issues(_write(tmp_path, "num_processes: 2")), "compute", "several processes need a strategy")
+    issue = _one(_issues(_write(tmp_path, "num_processes: 2")), "compute.num_processes", "2 processes need a strategy")
     assert issue.is_error
 
 

@@ -479,7 +479,8 @@ CASES = [
     Case("fp16-on-cpu", edit("  device: cpu", "  device: cpu\n  precision: fp16"),
          ("18:14: compute.precision: fp16 training needs a GPU; on the CPU use bf16 or fp32",)),
     Case("processes-without-strategy", edit("  device: cpu", "  device: cpu\n  num_processes: 2"),
-         ("17:3: compute: several processes need a strategy: ddp, fsdp or deepspeed",)),
+         ("18:18: compute.num_processes: 2 processes need a strategy to share the work: set compute.strategy: ddp "
+          "(a whole model in each process), fsdp or deepspeed (sharded)",)),
     Case("warmup-ratio-and-steps", edit("max_length: 256", "max_length: 256\n  warmup_ratio: 0.1\n  warmup_steps: 10"),
          ("15:3: training: give warmup_ratio or warmup_steps, not both",)),
     Case("chat-tiny-model-without-chat-template", CHAT,
