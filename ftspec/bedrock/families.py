@@ -282,12 +282,12 @@ def data_problem(model: BaseModel, split: str, body: bytes, customization: str) 
             chars = sum(len(text) for _, text in _texts(record))
             if chars > lim.max_chars_per_record:
                 return row, (f"has {chars:,} characters of text; a {model.label} job takes at most "
-                             f"{lim.max_chars_per_record:,} per record")
+                             + f"{lim.max_chars_per_record:,} per record")
         for what, text in _prompts(record):
             word = next((w for w in lim.reserved_prefixes if text.lstrip().startswith(w)), None)
             if word is not None:
                 return row, (f"its {what} starts with {word!r}, a keyword {model.label} reserves "
-                             f"(reserved: {', '.join(lim.reserved_prefixes)})")
+                             + f"(reserved: {', '.join(lim.reserved_prefixes)})")
     return None
 
 
