@@ -90,9 +90,10 @@ def preflight(compute: Any) -> None:
     """What must hold on this machine before processes start: each a one-line error at its key."""
     import torch
 
-    from ftspec.runtime.builders import resolve_device
+    from ftspec.runtime.builders import resolve_device, resolve_precision
 
     device = resolve_device(compute)
+    resolve_precision(compute, device)  # a precision this machine lacks: at its key here, not in each worker
     launch = compute.launch
     if device == "cuda" and launch.processes_per_node > torch.cuda.device_count():
         raise SpecError.one(Pos("compute.num_processes"), "compute.num_processes",
