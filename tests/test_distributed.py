@@ -72,13 +72,20 @@ def _assert_same_training(one: Path, two: Path, weights: str) -> None:
     assert moved > 1e-4  # the comparison is of trained weights, not of two untouched copies
 
 
-def test_two_processes_with_batch_8_train_as_one_process_with_batch_16(tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The full fine-tune in one process with batch 16: what every several-process run of
+    the same spec is compared with (made once for the module)."""
+    spec = _spec(tmp_path_factory.mktemp("one-process"), BODY + "method: {kind: sft, adapter: full}\n")
+    return _run(spec)[0].run_dir
+
+
+def test_two_processes_with_batch_8_train_as_one_process_with_batch_16(tmp_path, one_process):
     spec = _spec(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
-    one, _ = _run(spec)
     two, lines = _run(spec, *TWO)
     text = "\n".join(lines)
     assert "starting 2 processes on this machine, 2 in all" in text
-    _assert_same_training(one.run_dir, two.run_dir, "model.safetensors")
+    _assert_same_training(one_process, two.run_dir, "model.safetensors")
     # Only the main process wrote: one metrics line per logged step, not one per process.
     assert len(_losses(two.run_dir)[0]) == 6
     assert json.loads((two.run_dir / "model/train.json").read_text())["steps"] == 6
@@ -115,7 +122,7 @@ def _workers_alive(folder: Path) -> list[str]:
     return alive
 
 
-def test_killing_one_worker_stops_them_all_and_the_next_run_resumes_to_the_same_weights(tmp_path):
+def test_killing_one_worker_stops_them_all_and_the_next_run_resumes_to_the_same_weights(tmp_path, one_process):
     from distributed_callbacks import KillRankAt
 
     spec = _spec(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
@@ -128,8 +135,7 @@ def test_killing_one_worker_stops_them_all_and_the_next_run_resumes_to_the_same_
 
     again, lines = _run(spec, *TWO)
     assert "  resumed from checkpoint-3" in lines
-    one, _ = _run(spec)
-    _assert_same_training(one.run_dir, again.run_dir, "model.safetensors")
+    _assert_same_training(one_process, again.run_dir, "model.safetensors")
 
 
 def test_ctrl_c_stops_every_worker_at_the_same_step_after_a_checkpoint(tmp_path):
@@ -149,7 +155,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_of_one_process_each_meet_on_the_loopback_address(tmp_path):
+def test_two_nodes_of_one_process_each_meet_on_the_loopback_address(tmp_path, one_process):
     spec = _spec(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
     sets = ["compute.num_nodes=2", "compute.num_processes=1", "compute.strategy=ddp", "training.batch_size=8"]
     port = str(_free_port())
@@ -163,9 +169,8 @@ def test_two_nodes_of_one_process_each_meet_on_the_loopback_address(tmp_path):
     node1, node0 = outputs
     assert "node 1 of 2" in node1 and "node 0 saves the model" in node1
     assert "report" in node0 and "done in" in node0
-    one, _ = _run(spec)
     two_nodes = next(p for p in (tmp_path / "runs").iterdir() if p.name.startswith("job@"))
-    _assert_same_training(one.run_dir, two_nodes, "model.safetensors")
+    _assert_same_training(one_process, two_nodes, "model.safetensors")
 
 
 def test_several_nodes_without_a_rendezvous_is_a_one_line_error_at_num_nodes(tmp_path, monkeypatch):
