@@ -37,8 +37,10 @@ def _model_stem(name: str) -> str:
     return stem[: MAX_NAME - KEY_CHARS - 1].rstrip("-_") or "ftspec"
 
 
-def data_uri(bucket: str, prefix: str, split: str) -> str:
-    return f"s3://{bucket}/{prefix}data/{split}-{{{split}_sha256}}.jsonl"
+def data_uri(bucket: str, prefix: str, split: str, sha256: str | None = None) -> str:
+    """Where a rendered split goes: content-addressed, so unchanged data is uploaded once
+    (with ``sha256`` None, the plan's placeholder for it)."""
+    return f"s3://{bucket}/{prefix}data/{split}-{sha256 or '{' + split + '_sha256}'}.jsonl"
 
 
 def build(name: str, model_id: str, bedrock: dict[str, Any], hyperparameters: dict[str, str],

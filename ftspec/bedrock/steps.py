@@ -29,25 +29,13 @@ MODEL = "bedrock-model.json"  # train: the job's ARN and the custom model's
 SPLITS = ("train", "validation")  # what the job trains and validates on; the test split stays here
 
 
-def _uri(bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}"
-
-
-def data_key(b: Any, split: str, sha256: str) -> str:
-    """The S3 key of a rendered split: content-addressed, so unchanged data is uploaded once."""
-    return f"{b.s3.prefix}data/{split}-{sha256}.jsonl"
-
-
 def prepare(plan, ctx, out: Path) -> dict:
     from ftspec.bedrock import render as R
+    from ftspec.bedrock.request import data_uri
     from ftspec.runtime import data as D
 
     b = plan.compute.bedrock
-    splits, skipped = D.build_splits(plan.data, plan.format, ctx.root)
-    origins = skipped.pop("origins")
-    write_json(out / "origins.json", origins)
-    for split, records in splits.items():
-        D.write_jsonl(out / f"{split}.jsonl", records)
+    splits, skipped, origins = D.write_splits(plan.data, plan.format, ctx.root, out)
     rendered: dict[str, dict] = {}
     for split in SPLITS:
         if split not in splits:
@@ -62,14 +50,14 @@ def prepare(plan, ctx, out: Path) -> dict:
         _within_limits(plan, split, body, origins.get(split) or [])  # before anything is uploaded
         digest = hashlib.sha256(body).hexdigest()
         rendered[split] = {"rows": len(splits[split]), "bytes": len(body), "sha256": digest,
-                           "file": path.name, "s3_uri": _uri(b.s3.bucket, data_key(b, split, digest))}
+                           "file": path.name, "s3_uri": data_uri(b.s3.bucket, b.s3.prefix, split, digest)}
     from ftspec.bedrock import aws, job
 
     with aws.one_line("prepare_data"):
         s3 = aws.client("s3", b.region)
-        for split, info in rendered.items():
-            info["s3_uri"] = job.upload(s3, b.s3.bucket, data_key(b, split, info["sha256"]), (out / info["file"]).read_bytes(),
-                                        ctx.echo)
+        for info in rendered.values():
+            bucket, key = job.split_uri(info["s3_uri"])
+            job.upload(s3, bucket, key, (out / info["file"]).read_bytes(), ctx.echo)
     write_json(out / DATA, rendered)
     stats = {split: {"rows": len(records)} for split, records in splits.items()}
     write_json(out / "stats.json", {"splits": stats, **skipped})

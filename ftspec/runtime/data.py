@@ -148,6 +148,18 @@ def build_splits(data: Any, fmt: Any, root: Path) -> tuple[dict[str, list[dict]]
     return out, stats
 
 
+
+def write_splits(data, fmt, root: Path, out: Path) -> tuple[dict[str, list[dict]], dict, dict[str, list[str]]]:
+    """The first part of preparing the data, whatever the backend: every split formatted, written as
+    ``<split>.jsonl`` with ``origins.json`` (each record's FILE:ROW) beside them. Returns the
+    splits, what :func:`build_splits` counted, and the origins."""
+    splits, skipped = build_splits(data, fmt, root)
+    origins = skipped.pop("origins")
+    io.write_json(out / "origins.json", origins)
+    for split, records in splits.items():
+        write_jsonl(out / f"{split}.jsonl", records)
+    return splits, skipped, origins
+
 def _percentile(sorted_values: list[int], q: float) -> int:
     if not sorted_values:
         return 0

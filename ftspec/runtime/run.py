@@ -91,10 +91,7 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
 
     kind = plan.format.kind
     started = time.perf_counter()
-    splits, skipped = D.build_splits(plan.data, plan.format, ctx.root)
-    write_json(out / "origins.json", skipped.pop("origins"))
-    for split, records in splits.items():
-        D.write_jsonl(out / f"{split}.jsonl", records)
+    splits, skipped, _ = D.write_splits(plan.data, plan.format, ctx.root, out)
     building = time.perf_counter()
     if plan.model.kind == "tiny":
         build_tiny(plan.model, D.training_texts(splits["train"], kind), out / "base-model")

@@ -22,7 +22,9 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - reported by the launcher, which names the cause
         rank = os.environ.get("RANK", "0")
         last = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        (job_file.parent / f"failure-rank{rank}.txt").write_text(last + "\n\n" + traceback.format_exc(), encoding="utf-8")
+        from ftspec.runtime.workers import FAILURE
+
+        (job_file.parent / FAILURE.format(rank=rank)).write_text(last + "\n\n" + traceback.format_exc(), encoding="utf-8")
         return 1
 
 

@@ -36,6 +36,7 @@ FOLDER = "workers"
 STOP = "stop"  # present: Ctrl-C was pressed; the workers save a checkpoint and stop together
 RESULT = "result.json"
 EXPECTED = "expected.json"
+FAILURE = "failure-rank{rank}.txt"  # a failed worker's error, first line then traceback
 
 
 # --------------------------------------------------------------------------- in the launcher
@@ -69,7 +70,7 @@ def train(job: TrainJob, echo=print) -> TrainResult:
     echo(f"  starting {launch.processes_per_node} process{'es' if launch.processes_per_node != 1 else ''} on {where}, "
          f"{launch.world_size} in all; rendezvous {rdzv.addr}:{port}")
     config = _launch_config(launch, rdzv, port, work, job)
-    stop = _StopOnCtrlC(work / STOP, echo)
+    stop = _StopOnCtrlC(work / STOP)
     try:
         with stop.installed(), _environment(compute):
             from torch.distributed.launcher.api import elastic_launch
@@ -182,8 +183,8 @@ class _StopOnCtrlC:
     """The first Ctrl-C asks the workers (through a file they look for after each step) to
     save a checkpoint and stop together; a second one stops everything at once."""
 
-    def __init__(self, path: Path, echo):
-        self.path, self.echo, self.requested = path, echo, False
+    def __init__(self, path: Path):
+        self.path, self.requested = path, False
 
     def _handler(self, signum, frame):
         if self.requested:
@@ -224,7 +225,7 @@ def _failure_line(exc, work: Path) -> str:
         how = f"exited with status {failure.exitcode}"
     text = _failure_text(work, rank)
     detail = f": {text[:300]}" if text else ""
-    report = work / f"failure-rank{rank}.txt"
+    report = work / FAILURE.format(rank=rank)
     where = f"; its traceback: {report}" if report.is_file() else ""
     logs = sorted((work / "logs").glob(f"**/{failure.local_rank}/stderr.log"))
     if not where and logs and logs[-1].stat().st_size:
@@ -235,7 +236,7 @@ def _failure_line(exc, work: Path) -> str:
 
 def _failure_text(work: Path, rank: int) -> str:
     try:
-        return (work / f"failure-rank{rank}.txt").read_text(encoding="utf-8").splitlines()[0].strip()
+        return (work / FAILURE.format(rank=rank)).read_text(encoding="utf-8").splitlines()[0].strip()
     except (OSError, IndexError):
         return ""
 
