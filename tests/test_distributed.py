@@ -308,3 +308,20 @@ def test_workers_do_not_outlive_a_killed_launcher(tmp_path):
         assert _workers_alive(tmp_path) == []
     finally:
         launcher.kill()
+
+
+def test_the_plans_launch_and_quant_storage_reach_the_library_arguments():
+    from types import SimpleNamespace
+
+    from ftspec.plan import Launch
+    from ftspec.runtime import builders
+
+    adapter = SimpleNamespace(kind="qlora", bits=4, quant_type="nf4", double_quant=True, quant_storage="bfloat16")
+    assert builders.quantization_config(adapter).bnb_4bit_quant_storage == torch.bfloat16
+    fsdp = {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": False, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}}
+    launch = Launch(world_size=2, processes_per_node=2, nodes=1, backend="nccl", rendezvous="local", trainer=fsdp)
+    given = builders.distributed_arguments(launch)
+    assert given == fsdp  # exactly the plan's keyword arguments, as plain (mutable) data
+    given["fsdp_config"]["version"] = 1
+    assert launch.trainer["fsdp_config"]["version"] == 2  # the plan is not changed by what the library does
+    assert builders.distributed_arguments(None) == {}
