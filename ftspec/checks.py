@@ -564,6 +564,9 @@ def _template_refs(spec: S.Spec) -> Iterator[tuple[tuple, Any]]:
         extract = getattr(metric, "extract", None)
         if extract is not None and extract.template is not None:
             yield ("eval", "metrics", i, "extract", "template"), extract.template
+    keep = getattr(spec.method, "filter", None)
+    if keep is not None and keep.extract is not None and keep.extract.template is not None:
+        yield ("method", "filter", "extract", "template"), keep.extract.template
 
 
 def _inspect_templates(ctx: Context) -> None:
@@ -838,6 +841,11 @@ def check_method_format(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("format", "kind"), f"DPO trains on preference pairs; format.kind must be 'preference' (got '{fmt}')")
     if objective == "sft" and fmt == "preference":
         yield ctx.error(("format", "kind"), "preference data is for DPO; set method.kind: dpo, or use prompt_completion or chat for SFT")
+    if objective == "distill" and fmt == "preference":
+        yield ctx.error(("format", "kind"), "a teacher answers prompts: distillation needs prompt_completion or chat data, not preference pairs")
+    if objective == "distill" and fmt == "chat" and ctx.spec.format.messages_column is not None:
+        yield ctx.error(("format", "messages_column"), "the teacher answers the conversation's last turn: give format.messages "
+                        "with a final assistant turn (its template is not rendered for the rows the teacher answers)")
 
 
 def check_qlora_device(ctx: Context) -> Iterator[Issue]:
@@ -1398,6 +1406,9 @@ def check_bedrock(ctx: Context) -> Iterator[Issue]:
     if method.kind == "dpo":
         yield ctx.error(("method", "kind"), "Amazon Bedrock customization jobs do not train on preference pairs (no DPO)",
                         "use method.kind: sft")
+    if method.kind == "distill":
+        yield ctx.error(("method", "kind"), "on Bedrock, distillation is the job's own customization",
+                        "use method.kind: sft with compute.bedrock.customization: distillation and teacher_model")
     if "adapter" in method.model_fields_set:
         yield ctx.error(("method", "adapter"), "Amazon Bedrock chooses how the model is trained; there is no choice of "
                         "adapter", "remove method.adapter")

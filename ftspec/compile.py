@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -32,19 +32,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class Checked:
-    """A spec that passed validation and the checks (warnings aside)."""
+    """A spec that passed validation and the checks (warnings aside). A spec with stages:
+    ``stages`` holds each stage and its context, in order, and ``ctx`` is the last one's."""
 
     ctx: Context
     warnings: list[Issue]
+    stages: list[tuple[Any, Context, list[Issue]]] = field(default_factory=list)  # (LoadedStage, context, warnings)
 
 
-def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
-               allow: Iterable[str | Path] = ()) -> Checked:
-    """load -> validate -> check. Raises SpecError with every error (and, when
-    ``strict``, every warning too). ``allow`` names folders outside the spec's
-    repository that its paths may reach (see ftspec.paths)."""
-    policy = PathPolicy.for_spec(Path(path), allow)
-    loaded = load(path, profiles, sets, policy)
+def _check_loaded(loaded, policy: PathPolicy) -> tuple[Context | None, list[Issue], tuple[str, ...]]:
+    """validate -> check of one effective spec: its context (None when nothing could be
+    checked), every issue, and the keys the schema refused and that were set aside."""
     spec, issues = validate(loaded)
     aside: tuple[str, ...] = ()
     if spec is None:
@@ -54,24 +52,72 @@ def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[st
 
         spec, aside = salvage(loaded)
         if spec is None:
-            raise SpecError(issues)
+            return None, issues, aside
     # The effective spec is valid (any errors so far are in unused profiles or were
     # refused by the loader), or was made so: the checks still run, so every problem shows at once.
     ctx = inspect(loaded, spec, policy)
-    issues = issues + run_checks(ctx, aside)
-    if aside:
-        raise SpecError([i for i in issues if i.is_error] + ([i for i in issues if not i.is_error] if strict else []))
+    return ctx, issues + run_checks(ctx, aside), aside
+
+
+def _raise_or_split(issues: list[Issue], aside: bool, strict: bool) -> list[Issue]:
+    """The warnings, when nothing stops the spec; else a SpecError with every error
+    (and, when ``strict``, every warning)."""
     errors = [i for i in issues if i.is_error]
     warnings = [i for i in issues if not i.is_error]
-    if errors or (strict and warnings):
+    if aside or errors or (strict and warnings):
         raise SpecError(errors + (warnings if strict else []))
-    return Checked(ctx, warnings)
+    return warnings
+
+
+def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
+               allow: Iterable[str | Path] = ()) -> Checked:
+    """load -> validate -> check. Raises SpecError with every error (and, when
+    ``strict``, every warning too). ``allow`` names folders outside the spec's
+    repository that its paths may reach (see ftspec.paths)."""
+    from ftspec.stages import check_single, check_stages
+
+    policy = PathPolicy.for_spec(Path(path), allow)
+    loaded = load(path, profiles, sets, policy)
+    if not loaded.stages:
+        ctx, issues, aside = _check_loaded(loaded, policy)
+        if ctx is None:
+            raise SpecError(issues)
+        issues = issues + list(check_single(ctx))
+        return Checked(ctx, _raise_or_split(issues, bool(aside), strict))
+    # Each stage is a whole spec, checked as one; what the stages share is said once.
+    # The loader's own issues (a duplicate key, a refused tag) are the whole spec's.
+    checked, issues, aside = [], list(loaded.issues), False
+    for stage in loaded.stages:
+        ctx, found, refused = _check_loaded(stage.loaded, policy)
+        checked.append((stage, ctx, found))
+        aside = aside or bool(refused) or ctx is None
+    cross = check_stages([(st, ctx) for st, ctx, _ in checked])
+    seen: set = set()
+    per_stage = []
+    for i, (st, ctx, found) in enumerate(checked):
+        mine = found + cross.get(i, [])
+        per_stage.append((st, ctx, [i for i in mine if not i.is_error]))
+        for issue in mine:
+            said = (issue.pos, issue.message, issue.severity)
+            if said not in seen:
+                seen.add(said)
+                issues.append(_in_stage(issue, st.name))
+    _raise_or_split(issues, aside, strict)
+    return Checked(per_stage[-1][1], per_stage[-1][2], per_stage)
+
+
+def _in_stage(issue: Issue, stage: str) -> Issue:
+    """An issue of one stage's spec, named as a key of that stage when the value was
+    written in the stage (``stages.dpo.method.beta``)."""
+    if not issue.key or issue.key.startswith("stages."):
+        return issue
+    return replace(issue, key=f"{issue.key} (stage {stage})")
 
 
 def compile_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
                  allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue]]:
     checked = check_spec(path, profiles, sets, strict, allow)
-    return build_plan(checked.ctx, checked.warnings), checked.warnings
+    return build(checked), checked.warnings
 
 
 def compile_located(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
@@ -80,7 +126,7 @@ def compile_located(path: str | Path, profiles: Iterable[str] = (), sets: Iterab
     (at a key path such as ``compute.device``) at that key's FILE:LINE:COL in the spec,
     its base, its profile or ``--set``, wherever the effective value came from."""
     checked = check_spec(path, profiles, sets, strict, allow)
-    return build_plan(checked.ctx, checked.warnings), checked.warnings, _locator(checked.ctx)
+    return build(checked), checked.warnings, _locator(checked.ctx)
 
 
 def compile_sourced(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
@@ -91,7 +137,7 @@ def compile_sourced(path: str | Path, profiles: Iterable[str] = (), sets: Iterab
     from ftspec.explain import explain
 
     checked = check_spec(path, profiles, sets, False, allow)
-    plan = build_plan(checked.ctx, checked.warnings)
+    plan = build(checked)
     return plan, origins(plan, explain(checked.ctx.loaded, checked.ctx.spec))
 
 
@@ -119,8 +165,9 @@ def _template(resolved) -> dict:
     return {"source": resolved.source, "ref": resolved.ref, "text": resolved.text, "sha256": resolved.sha256}
 
 
-def _model(ctx: Context) -> dict:
-    m = ctx.spec.model
+def _model(ctx: Context, m: Any = None) -> dict:
+    """The plan's model section of the spec's model (or of another model, a teacher)."""
+    m = ctx.spec.model if m is None else m
     if isinstance(m, S.TinyModel):
         tok = m.tokenizer
         return {
@@ -336,9 +383,11 @@ def _adapter(adapter: Any) -> dict:
     return out
 
 
-def _method(ctx: Context) -> dict:
+def _method(ctx: Context, evaluation: dict, earlier: dict[str, Plan]) -> dict:
     m = ctx.spec.method
     out: dict[str, Any] = {"objective": m.kind, "adapter": _adapter(m.adapter)}
+    if isinstance(m, S.DistillMethod):
+        out["distill"] = _distill(ctx, m, evaluation, earlier)
     if isinstance(m.adapter, S.QLoraAdapter):
         from ftspec.launch import resolve_quant_storage
 
@@ -347,6 +396,29 @@ def _method(ctx: Context) -> dict:
     if isinstance(m, S.DPOMethod):
         out["dpo"] = {"beta": m.beta, "loss_type": m.loss_type, "label_smoothing": m.label_smoothing}
     return out
+
+
+def _distill(ctx: Context, m: S.DistillMethod, evaluation: dict, earlier: dict[str, Plan]) -> dict:
+    from ftspec.stages import stage_model
+
+    if isinstance(m.teacher, S.StageTeacher):
+        teacher = stage_model(earlier[m.teacher.stage])
+    else:
+        teacher = _model(ctx, m.teacher)
+    extract = None
+    if m.filter.extract is not None:
+        extract = m.filter.extract.model_dump()
+        if m.filter.extract.template is not None:
+            extract["template"] = _template(ctx.templates["method.filter.extract.template"])
+    return {
+        "teacher": teacher,
+        # The teacher answers as the models are evaluated, unless the spec says otherwise.
+        "max_new_tokens": m.max_new_tokens or evaluation["max_new_tokens"],
+        "stop": list(m.stop) if m.stop is not None else list(evaluation["stop"]),
+        "batch_size": m.batch_size,
+        "filter": {"extract": extract, "max_tokens": m.filter.max_tokens, "train_on": m.filter.train_on},
+        "logits": m.logits.model_dump() if m.logits is not None else None,
+    }
 
 
 def default_learning_rate(objective: str, adapter: str) -> float:
@@ -559,13 +631,37 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
-def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
+def build(checked: Checked) -> Plan:
+    """The plan of a checked spec. With stages: each stage's plan in order, each later one
+    starting from the model (and keys) of the one it names; the last stage's plan is the
+    spec's, and holds the others."""
+    if not checked.stages:
+        return build_plan(checked.ctx, checked.warnings)
+    from ftspec.stages import stage_dir
+
+    plans: dict[str, Plan] = {}
+    last = len(checked.stages) - 1
+    for i, (st, ctx, warnings) in enumerate(checked.stages):
+        run_dir = run_dir_name(ctx)
+        plans[st.name] = build_plan(ctx, warnings, stage=st.name, start=plans.get(st.start), earlier=plans,
+                                    out_dir=run_dir if i == last else stage_dir(run_dir, st.name),
+                                    stages=list(plans.values()) if i == last else [])
+    return plans[checked.stages[-1][0].name]
+
+
+def build_plan(ctx: Context, warnings: list[Issue], stage: str | None = None, start: Plan | None = None,
+               earlier: dict[str, Plan] | None = None, out_dir: str | None = None, stages: list[Plan] = ()) -> Plan:
+    """The plan of one effective spec; for a stage, ``start`` is the plan of the stage it
+    starts from, ``earlier`` every stage before it by name, ``stages`` (the last stage
+    only) their plans in order."""
     # Imported here: `validate` stops before the plan, and needs none of its models.
     from ftspec.plan import PLAN_VERSION, Plan
+    from ftspec.stages import stage_model
     from ftspec.steps import plan_steps
 
     spec = ctx.spec
     data = _data(ctx)
+    evaluation = _eval(ctx, data["rows"])
     body: dict[str, Any] = {
         "plan_version": PLAN_VERSION,
         "ftspec_version": __version__,
@@ -577,15 +673,15 @@ def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
             "profiles": list(ctx.loaded.profiles),
             "overrides": list(ctx.loaded.overrides),
         },
-        "model": _model(ctx),
+        "model": stage_model(start) if start is not None else _model(ctx),
         "data": data,
         "format": _format(ctx),
-        "method": _method(ctx),
+        "method": _method(ctx, evaluation, earlier or {}),
         "training": (_bedrock_training(ctx, _training(ctx, data["rows"]["train"])) if spec.compute.backend == "bedrock"
                      else _training(ctx, data["rows"]["train"])),
-        "eval": _eval(ctx, data["rows"]),
+        "eval": evaluation,
         "compute": _compute(ctx),
-        "output": {"dir": run_dir_name(ctx), "relative_to": "repository root"},
+        "output": {"dir": out_dir or run_dir_name(ctx), "relative_to": "repository root"},
         "tracking": spec.tracking.model_dump(),
         "checks": {
             # Without positions: a plan must not depend on the directory it was made from.
@@ -593,6 +689,9 @@ def build_plan(ctx: Context, warnings: list[Issue]) -> Plan:
             "not_checked": sorted(ctx.not_checked),
         },
     }
+    if stage is not None:
+        body["stage"] = stage
+        body["stages"] = [p.to_dict() for p in stages]
     # Keys are computed on the validated plan, defaults and all: what the steps will see.
     draft = Plan.build({**body, "steps": []}).to_dict()
     draft["steps"] = plan_steps(draft)

@@ -31,6 +31,14 @@ MAX_NODES = 20_000
 MAX_DEPTH = 64
 MAX_SPEC_BYTES = 1_000_000
 MAX_PROFILES = 64
+MAX_STAGES = 16
+# What a stage may set. A stage's `model`, `data`, `format` and `method` replace the
+# spec's whole (a preference set does not inherit the SFT set's columns); its
+# `training`, `eval`, `compute` and `tracking` merge key by key onto the spec's.
+STAGE_REPLACES = ("model", "data", "format", "method")
+STAGE_MERGES = ("training", "eval", "compute", "tracking")
+STAGE_KEYS = ("name", "description", "from") + STAGE_REPLACES + STAGE_MERGES
+_STAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
@@ -75,6 +83,8 @@ class LoadedSpec:
     # Profiles that were defined but not chosen, kept so that they can be validated too.
     unused_profiles: dict[str, Document] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
+    # A spec with `stages:`: each stage's effective spec, in order (empty: one stage, the spec itself).
+    stages: list["LoadedStage"] = field(default_factory=list)
 
     def origin(self, path: KeyPath) -> Origin:
         """The origin of ``path``, or of its nearest ancestor that has one."""
@@ -84,6 +94,20 @@ class LoadedSpec:
                 return self.where[path]
             path = path[:-1]
         return Origin(self.root, None, "")
+
+
+@dataclass
+class LoadedStage:
+    """One stage of a spec with `stages:`: the spec without `stages`, with this stage's
+    keys put over it, then the chosen profiles and `--set` overrides."""
+
+    name: str
+    index: int
+    # What it starts from: an earlier stage's name, or None for its own model (the spec's
+    # `model`, or the stage's when it sets one).
+    start: str | None
+    pos: Pos  # where the stage is written
+    loaded: LoadedSpec
 
 
 def dotted(path: Iterable) -> str:
@@ -886,8 +910,8 @@ def load(
             if not isinstance(overlay, dict):
                 o = holder.where[("profiles", name)]
                 problems.append(Issue(o.pos, f"profiles.{name}", "a profile must be a mapping of spec keys to override"))
-            elif "extends" in overlay or "profiles" in overlay:
-                bad = "extends" if "extends" in overlay else "profiles"
+            elif "extends" in overlay or "profiles" in overlay or "stages" in overlay:
+                bad = next(k for k in ("extends", "profiles", "stages") if k in overlay)
                 o = holder.where[("profiles", name, bad)]
                 problems.append(Issue(o.key_pos or o.pos, f"profiles.{name}.{bad}", "not allowed inside a profile"))
             else:
@@ -895,6 +919,8 @@ def load(
                 defined[name].where = _relabel(defined[name].where, f"profile:{name}")
         if problems:
             raise SpecError(problems)
+
+    stage_docs = _split_stages(doc)
 
     problems = [
         Issue(Pos(f"--profile {name}"), "profiles",
@@ -910,20 +936,111 @@ def load(
             problems.extend(exc.issues)
     if problems:
         raise SpecError(problems)
-    for name in profiles:
-        doc = merge(doc, defined[name])
-    for set_path, override in overrides:
-        _check_set_path(doc.data, set_path, override.root)
-        doc = merge(doc, override)
+    def layered(doc: Document) -> Document:
+        for name in profiles:
+            doc = merge(doc, defined[name])
+        for set_path, override in overrides:
+            _check_set_path(doc.data, set_path, override.root)
+            doc = merge(doc, override)
+        return doc
 
-    return LoadedSpec(
-        path=path,
-        data=doc.data,
-        where=doc.where,
-        root=doc.root,
-        files=files,
-        profiles=profiles,
-        overrides=sets,
-        unused_profiles={k: v for k, v in defined.items() if k not in profiles},
-        issues=doc.issues,
-    )
+    def loaded_spec(doc: Document, issues: list[Issue]) -> LoadedSpec:
+        return LoadedSpec(
+            path=path,
+            data=doc.data,
+            where=doc.where,
+            root=doc.root,
+            files=files,
+            profiles=profiles,
+            overrides=sets,
+            unused_profiles={k: v for k, v in defined.items() if k not in profiles},
+            issues=issues,
+        )
+
+    shared = doc
+    doc = layered(doc)
+    top = loaded_spec(doc, doc.issues)
+    for i, (name, start, pos, overlay) in enumerate(stage_docs):
+        # Profiles and --set come after the stage's own keys: `--set training.max_steps=2`
+        # reaches every stage. The loader's issues are reported once, by the whole spec.
+        staged = layered(_put_stage(shared, overlay))
+        top.stages.append(LoadedStage(name, i, start, pos, loaded_spec(staged, [])))
+    return top
+
+
+def _split_stages(doc: Document) -> list[tuple[str, str | None, Pos, Document]]:
+    """Take `stages` out of the spec: each stage's name, what it starts from, where it is
+    written, and its keys (without name, description and from). Every mistake in the list
+    is reported at once, each at its line."""
+    if "stages" not in doc.data:
+        return []
+    raw = doc.data.pop("stages")
+    origin = doc.where[("stages",)]
+    holder = Document({"stages": raw}, {p: o for p, o in doc.where.items() if p[:1] == ("stages",)}, doc.root)
+    doc.where = {p: o for p, o in doc.where.items() if p[:1] != ("stages",)}
+    example = "stages: [{name: sft}, {name: dpo, method: {kind: dpo}, data: …, format: …}]"
+    if not isinstance(raw, list) or not raw:
+        raise SpecError.one(origin.pos, "stages", f"must be a list of stages, each a mapping with a name, e.g. {example}")
+    if len(raw) > MAX_STAGES:
+        raise SpecError.one(origin.pos, "stages", f"more than {MAX_STAGES} stages ({len(raw)})")
+    problems: list[Issue] = []
+    out = []
+    seen: dict[str, int] = {}
+    for i, stage in enumerate(raw):
+        where = holder.where.get(("stages", i), origin)
+        here = f"stages.{i}"
+        if not isinstance(stage, dict):
+            problems.append(Issue(where.pos, here, "a stage must be a mapping with a name and the keys it changes"))
+            continue
+        name = stage.get("name")
+        key_pos = lambda k: (holder.where.get(("stages", i, k)) or where).pos  # noqa: E731
+        if not isinstance(name, str) or not _STAGE_NAME.match(name):
+            problems.append(Issue(key_pos("name") if "name" in stage else where.pos, f"{here}.name",
+                                  "every stage needs a name: lower-case letters, digits, '.', '_' and '-'"
+                                  + ("" if name is None else f" (got {str(name)[:40]!r})")))
+            name = None
+        elif name in seen:
+            problems.append(Issue(key_pos("name"), f"{here}.name", f"stage '{name}' is named twice (first as stage {seen[name] + 1})"))
+        else:
+            seen[name] = i
+        for key in stage:
+            if key not in STAGE_KEYS:
+                o = holder.where.get(("stages", i, key)) or where
+                problems.append(Issue(o.key_pos or o.pos, f"{here}.{key}", f"a stage cannot set '{key}'",
+                                      did_you_mean(str(key), list(STAGE_KEYS)) or f"a stage sets {', '.join(STAGE_KEYS[1:])}"))
+        start = out[-1][0] if out else None
+        if "from" in stage:
+            ref = stage["from"]
+            if "model" in stage:
+                problems.append(Issue(key_pos("from"), f"{here}.from", "a stage with its own model starts from that model",
+                                      "leave out 'from' or 'model'"))
+            elif ref == "base":
+                start = None
+            elif not isinstance(ref, str) or ref not in seen or seen[ref] >= i:
+                earlier = [n for n in seen if seen[n] < i]
+                problems.append(Issue(key_pos("from"), f"{here}.from",
+                                      f"'{str(ref)[:40]}' is not an earlier stage; a stage starts from an earlier stage "
+                                      f"({', '.join(earlier) or 'none before this one'}) or from base",
+                                      did_you_mean(str(ref), earlier)))
+            else:
+                start = ref
+        if "model" in stage:
+            start = None
+        keys = {k: v for k, v in stage.items() if k in STAGE_REPLACES + STAGE_MERGES}
+        overlay = _subdocument(Document({"s": keys}, {("s",) + p[2:]: o for p, o in holder.where.items()
+                                                      if p[:2] == ("stages", i) and (len(p) == 2 or p[2] in keys)},
+                                        holder.root), ("s",))
+        overlay.where = _relabel(overlay.where, "spec")
+        out.append((name, start, where.pos, overlay))
+    if problems:
+        raise SpecError(problems)
+    return out
+
+
+def _put_stage(spec: Document, overlay: Document) -> Document:
+    """The spec with a stage's keys put over it: its model, data, format and method
+    replace the spec's, its other sections merge key by key."""
+    gone = [k for k in STAGE_REPLACES if k in overlay.data]
+    base = Document({k: v for k, v in spec.data.items() if k not in gone},
+                    {p: o for p, o in spec.where.items() if not (p and p[0] in gone)}, spec.root)
+    return merge(base, overlay)

@@ -108,7 +108,20 @@ class BedrockModel(_Frozen):
     family: Literal["nova", "titan", "llama", "claude"]  # ftspec.bedrock.families: data format, methods, hyperparameters
 
 
-Model = Annotated[Union[TinyModel, PretrainedModel, BedrockModel], Field(discriminator="kind")]
+class StageModel(_Frozen):
+    """The model an earlier stage of the same spec trained. A later stage (or a
+    distillation teacher) gets it as whole weights: a LoRA adapter is merged into the
+    stage's base model when the data of the stage that uses it is prepared."""
+
+    kind: Literal["stage"]
+    stage: str  # the stage's name
+    adapter: Literal["full", "lora", "qlora"]  # what that stage trained
+    train: str  # that stage's train step key: the weights
+    data: str  # that stage's prepare_data step key: its prepared base model and tokenizer
+    base: "Model"  # what that stage started from
+
+
+Model = Annotated[Union[TinyModel, PretrainedModel, BedrockModel, StageModel], Field(discriminator="kind")]
 
 
 class FileSource(_Frozen):
@@ -255,12 +268,45 @@ class DPOSettings(_Frozen):
     label_smoothing: float
 
 
-class Method(_Frozen):
-    """The objective (sft or dpo) and the adapter (full, lora or qlora) it trains."""
+class Extract(_Frozen):
+    regex: str | None = None
+    template: Template | None = None
+    which: Literal["first", "last"] = "last"
 
-    objective: Literal["sft", "dpo"]
+
+class TeacherFilter(_Frozen):
+    extract: Extract | None = None  # must find something in a teacher answer for it to be kept
+    max_tokens: int | None = None  # longer teacher answers (teacher tokens) are dropped
+    train_on: Literal["answer", "extracted"] = "answer"
+
+
+class LogitDistillation(_Frozen):
+    """loss = (1 − alpha)·cross-entropy + alpha·T²·KL(teacher ‖ student) at temperature T, on answer tokens."""
+
+    alpha: float
+    temperature: float
+
+
+class Distill(_Frozen):
+    """Distillation: the teacher answers the training and validation prompts (the answers
+    the data may hold are not read), and the student is trained on its kept answers."""
+
+    teacher: Model  # a pretrained model, or an earlier stage's (kind: stage)
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    batch_size: int
+    filter: TeacherFilter
+    logits: LogitDistillation | None = None
+
+
+class Method(_Frozen):
+    """The objective (sft, dpo or distill) and the adapter (full, lora or qlora) it trains."""
+
+    objective: Literal["sft", "dpo", "distill"]
     adapter: Adapter
     dpo: DPOSettings | None = None
+    # distill only; left out of the plan otherwise, so other plans keep their keys.
+    distill: Distill | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class Batching(_Frozen):
@@ -299,12 +345,6 @@ class Training(_Frozen):
     save_every: Cadence
     save_total_limit: int
     early_stopping: EarlyStopping | None = None
-
-
-class Extract(_Frozen):
-    regex: str | None = None
-    template: Template | None = None
-    which: Literal["first", "last"] = "last"
 
 
 class SchemaFile(_Frozen):
@@ -517,6 +557,11 @@ class Plan(_Frozen):
     ftspec_version: str
     name: str
     description: str | None = None
+    # A spec with stages: this plan's stage, and (on the last stage's plan, which is the
+    # spec's plan) the plans of the stages before it, in order, each whole with its own
+    # id and steps. Both are left out of a plan without stages.
+    stage: str | None = Field(None, exclude_if=lambda v: v is None)
+    stages: tuple["Plan", ...] = Field((), exclude_if=lambda v: not v)
     spec: SpecInfo
     model: Model
     data: Data
@@ -584,6 +629,10 @@ class Plan(_Frozen):
             if step.name == name:
                 return step
         raise KeyError(name)
+
+
+StageModel.model_rebuild()
+Plan.model_rebuild()
 
 
 class PlanVersionError(ValueError):

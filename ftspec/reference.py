@@ -18,6 +18,7 @@ from ftspec import spec as S
 # Sections in reading order, with the key path they live at.
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("(top level)", S.Spec),
+    ("stages[]", S.StageSpec),
     ("model (pretrained)", S.PretrainedModel),
     ("model (kind: tiny)", S.TinyModel),
     ("model (kind: bedrock)", S.BedrockModel),
@@ -33,6 +34,10 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("format (kind: preference)", S.PreferenceFormat),
     ("method (kind: sft)", S.SFTMethod),
     ("method (kind: dpo)", S.DPOMethod),
+    ("method (kind: distill)", S.DistillMethod),
+    ("method.teacher (stage)", S.StageTeacher),
+    ("method.filter", S.TeacherFilter),
+    ("method.logits", S.LogitDistillation),
     ("method.adapter (kind: lora)", S.LoraAdapter),
     ("method.adapter (kind: qlora)", S.QLoraAdapter),
     ("training", S.Training),

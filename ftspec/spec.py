@@ -455,10 +455,65 @@ class DPOMethod(_Section):
     label_smoothing: Number = Field(0.0, ge=0, lt=0.5, description="Assumed rate of flipped preference labels (robust/cDPO losses).")
 
 
+class Extract(_Section):
+    """Pull the answer out of a prediction and its reference before scoring."""
+
+    regex: Annotated[str | None, AfterValidator(_regex)] = Field(None, description="A regular expression; the first group (or the whole match) is the answer.")
+    template: str | None = Field(None, description="A jinja expression over `text`, e.g. `{{ text.split('####')[-1] | trim }}`.")
+    which: Literal["first", "last"] = Field("last", description="With `regex`: use the first or the last match.")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Extract":
+        if (self.regex is None) == (self.template is None):
+            raise ValueError("give exactly one of 'regex' or 'template'")
+        return self
+
+
+class StageTeacher(_Section):
+    """The model an earlier stage of this spec trained."""
+
+    stage: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="The name of an earlier stage in `stages`.")
+
+
+TeacherSpec = Annotated[
+    Union[Annotated[StageTeacher, Tag("stage")], Annotated[PretrainedModel, Tag("pretrained")]],
+    Discriminator(_by_key({"stage": "stage"}, default="pretrained")),
+    Field(description="The teacher: `{stage: NAME}` (an earlier stage's model) or a pretrained model `{base: ID_OR_PATH, …}` (a hub id, a local folder, or a GGUF file with `gguf_file`)."),
+]
+
+
+class TeacherFilter(_Section):
+    """Which teacher answers the student learns from."""
+
+    extract: Extract | None = Field(None, description="An extraction (`regex` or `template`) that must find something in a teacher answer for it to be kept.")
+    max_tokens: Int | None = Field(None, ge=1, le=1_000_000, description="Drop teacher answers longer than this many tokens (the teacher's tokenizer).")
+    train_on: Literal["answer", "extracted"] = Field("answer", description="What the student learns: the teacher's whole `answer`, or only what `extract` found (`extracted`).")
+
+
+class LogitDistillation(_Section):
+    """Also match the teacher's token distributions on the answer tokens."""
+
+    alpha: Number = Field(0.5, ge=0, le=1, description="Weight of the KL term: loss = (1 − alpha)·cross-entropy + alpha·T²·KL(teacher ‖ student) at temperature T.")
+    temperature: Number = Field(2.0, gt=0, le=100, description="Softening temperature T of both distributions in the KL term.")
+
+
+class DistillMethod(_Section):
+    """Distillation: a teacher answers the training prompts and the student is fine-tuned on its answers."""
+
+    kind: Literal["distill"] = Field(description="`distill`: learn from a teacher's answers (sequence-level distillation), optionally its logits too.")
+    adapter: AdapterSpec = Field(default_factory=_default_adapter)
+    teacher: TeacherSpec
+    max_new_tokens: Int | None = Field(None, ge=1, le=32768, description="Longest teacher answer; defaults to `eval.max_new_tokens`.")
+    stop: list[str] | None = Field(None, max_length=64, description="Strings that end a teacher answer; defaults to the evaluation's stop strings.")
+    batch_size: Int = Field(16, ge=1, le=4096, description="Prompts the teacher answers per batch.")
+    filter: TeacherFilter = Field(default_factory=TeacherFilter, description="Which teacher answers are kept.")
+    logits: LogitDistillation | None = Field(None, description="Logit distillation besides the teacher's answers; needs the teacher's tokenizer vocabulary.")
+
+
 MethodSpec = Annotated[
-    Union[Annotated[SFTMethod, Tag("sft")], Annotated[DPOMethod, Tag("dpo")]],
+    Union[Annotated[SFTMethod, Tag("sft")], Annotated[DPOMethod, Tag("dpo")], Annotated[DistillMethod, Tag("distill")]],
     Discriminator(_by_kind()),
-    Field(description="The training objective: `kind: sft | dpo`, with its adapter."),
+    Field(description="The training objective: `kind: sft | dpo | distill`, with its adapter."),
 ]
 
 # --------------------------------------------------------------------------- training
@@ -516,20 +571,6 @@ SIMPLE_METRICS = (
     "accuracy", "precision", "recall", "f1", "f1_macro", "f1_micro",
     "exact_match", "token_f1", "rouge_l", "bleu", "chrf", "perplexity", "json_valid",
 ) + PREFERENCE_METRICS
-
-
-class Extract(_Section):
-    """Pull the answer out of a prediction and its reference before scoring."""
-
-    regex: Annotated[str | None, AfterValidator(_regex)] = Field(None, description="A regular expression; the first group (or the whole match) is the answer.")
-    template: str | None = Field(None, description="A jinja expression over `text`, e.g. `{{ text.split('####')[-1] | trim }}`.")
-    which: Literal["first", "last"] = Field("last", description="With `regex`: use the first or the last match.")
-
-    @model_validator(mode="after")
-    def _one(self) -> "Extract":
-        if (self.regex is None) == (self.template is None):
-            raise ValueError("give exactly one of 'regex' or 'template'")
-        return self
 
 
 class SimpleMetric(_Section):
@@ -826,6 +867,24 @@ TrackingSpec = Annotated[
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
+class StageSpec(_Section):
+    """One stage of a spec with `stages:`. Its `model`, `data`, `format` and `method` replace the spec's; its
+    `training`, `eval`, `compute` and `tracking` merge key by key onto the spec's; chosen profiles and `--set`
+    apply to every stage after its own keys."""
+
+    name: str = Field(pattern=_NAME, description="The stage's name, unique in the spec: its run directory is `RUN_DIR.stage-NAME` (the last stage's is the spec's run directory).")
+    description: str | None = Field(None, description="What this stage is for.")
+    from_: str | None = Field(None, alias="from", description="What the stage starts from: an earlier stage's name (its trained model, a LoRA adapter merged into its base), or `base` (the spec's model). Defaults to the stage before it; a stage that sets `model` starts from that model.")
+    model: ModelSpec | None = None
+    data: Data | None = Field(None, description="This stage's rows, replacing the spec's `data`.")
+    format: FormatSpec | None = None
+    method: MethodSpec | None = None
+    training: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `training`.")
+    eval: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `eval`.")
+    compute: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `compute`.")
+    tracking: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `tracking`.")
+
+
 class Spec(_Section):
     """An ftspec fine-tuning spec, version 1."""
 
@@ -843,6 +902,7 @@ class Spec(_Section):
     compute: Compute = Field(default_factory=Compute, description="Device, precision and processes.")
     output: Output = Field(default_factory=Output, description="Where the run directory goes.")
     tracking: TrackingSpec = Field(default_factory=lambda: NoTracking(kind="none"))
+    stages: list[StageSpec] | None = Field(None, min_length=1, max_length=16, description="Stages run in order in one spec (e.g. SFT then DPO, or a teacher then its distilled student): each a `name` and the keys it changes. Each stage is a whole spec of its own once its keys are put over this one; a stage starts from the model of the stage before it unless it says otherwise. The plan chains their step keys: a change to one stage re-runs it and the stages after it.")
 
     @field_validator("ftspec", mode="before")
     @classmethod

@@ -5,6 +5,11 @@ runs it.
     prepare_data ──▶ train ──▶ generate_tuned ──▶ eval_tuned ──▶ report
           └────────▶ generate_base ──▶ eval_base ──┴──────────────┘
 
+A distillation plan begins with ``teach`` (the teacher answers the training prompts;
+prepare_data puts its answers in place of the data's) and evaluates the teacher too
+(``generate_teacher``, ``eval_teacher``); a plan with stages, or a distillation plan,
+has ``compare_stages`` before its report: every model of every stage on the held-out rows.
+
 Evaluation is two steps per model: ``generate_*`` runs the model on the held-out
 rows (answers, and what else the metrics need from the model) and ``eval_*`` scores
 what it saved. A metrics-only change re-runs only the scoring steps and the report.
@@ -87,8 +92,28 @@ def _tuned_evaluated(body: Mapping) -> bool:
     return _evaluated(body)
 
 
+def _distills(body: Mapping) -> bool:
+    return body["method"]["objective"] == "distill"
+
+
+def _teacher_evaluated(body: Mapping) -> bool:
+    return _distills(body) and _evaluated(body)
+
+
+def _compares(body: Mapping) -> bool:
+    return bool(body.get("stages")) and _evaluated(body) or _teacher_evaluated(body)
+
+
+# The teacher answers the training and validation prompts: what shapes the prompts (data,
+# format, the length they are cut to), the teacher and how it answers, and where it runs.
+TEACH = StepDef(
+    name="teach", folder="teacher", needs=(),
+    reads=("data", "format", "method.distill", "training.max_length",
+           "compute.device", "compute.precision", "compute.attention"),
+    run="ftspec.runtime.run:step_teach", present=_distills,
+)
 PREPARE_DATA = StepDef(
-    name="prepare_data", folder="data", needs=(), layout=2,
+    name="prepare_data", folder="data", needs=("teach",), layout=2,
     # On Bedrock it renders the family's JSONL and uploads it (region, bucket, prefix, format).
     reads=("data", "format", "model", "training.max_length", "compute.backend", "compute.bedrock"),
     run="ftspec.runtime.run:step_prepare_data",
@@ -102,7 +127,7 @@ EVAL_BASE = StepDef(
     run="ftspec.runtime.run:step_eval_base", present=_baseline,
 )
 TRAIN = StepDef(
-    name="train", folder="model", needs=("prepare_data",),
+    name="train", folder="model", needs=("prepare_data", "teach"),  # teach: the teacher, for logit distillation
     reads=("model", "method", "training", "compute", "tracking", "format.kind", "format.chat_template"),
     run="ftspec.runtime.run:step_train",
 )
@@ -118,14 +143,32 @@ EVAL_TUNED = StepDef(
     reads=_SCORE_READS + ("method.dpo.beta",), layout=2,
     run="ftspec.runtime.run:step_eval_tuned", present=_tuned_evaluated,
 )
+# The teacher answers the held-out rows as the student is evaluated: same prompts, same scoring.
+GENERATE_TEACHER = StepDef(
+    name="generate_teacher", folder="generate-teacher", needs=("teach", "prepare_data"),
+    reads=_GENERATE_READS + ("method.distill.teacher",),
+    run="ftspec.runtime.run:step_generate_teacher", present=_teacher_evaluated,
+)
+EVAL_TEACHER = StepDef(
+    name="eval_teacher", folder="eval-teacher", needs=("generate_teacher",), reads=_SCORE_READS,
+    run="ftspec.runtime.run:step_eval_teacher", present=_teacher_evaluated,
+)
+# Every model of every stage side by side. It reads the earlier stages' plans whole (their
+# step keys among them), so it is done again when any stage changes.
+COMPARE_STAGES = StepDef(
+    name="compare_stages", folder="stages", needs=("eval_base", "eval_tuned", "eval_teacher", "train", "teach"),
+    reads=("stage", "stages", "model", "method", "eval.split", "eval.metrics"),
+    run="ftspec.runtime.run:step_compare_stages", present=_compares,
+)
 # The report reads the training split too: the majority baseline is its most frequent answer.
 REPORT = StepDef(
-    name="report", folder="report", needs=("prepare_data", "eval_base", "eval_tuned", "train"),
+    name="report", folder="report", needs=("prepare_data", "eval_base", "eval_tuned", "train", "compare_stages"),
     reads=("name", "model", "method", "eval.split", "eval.metrics", "eval.gates"),
     run="ftspec.runtime.run:step_report",
 )
 
-STEPS: tuple[StepDef, ...] = (PREPARE_DATA, GENERATE_BASE, EVAL_BASE, TRAIN, GENERATE_TUNED, EVAL_TUNED, REPORT)
+STEPS: tuple[StepDef, ...] = (TEACH, PREPARE_DATA, GENERATE_BASE, EVAL_BASE, TRAIN, GENERATE_TUNED, EVAL_TUNED,
+                              GENERATE_TEACHER, EVAL_TEACHER, COMPARE_STAGES, REPORT)
 BY_NAME: dict[str, StepDef] = {s.name: s for s in STEPS}
 
 
