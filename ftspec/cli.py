@@ -290,11 +290,18 @@ def status(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: 
     except SpecError as exc:
         _fail(exc)
         return
-    run_dir = find_root(spec) / plan_.output.dir
-    states = step_states(plan_, run_dir)
-    click.echo(f"{plan_.name}  plan {plan_.short_id}  run directory {plan_.output.dir}")
-    for step in plan_.steps:
-        click.echo(f"  {step.name:<15} {step.key[:12]}  {states[step.name]}")
+    root = find_root(spec)
+    if plan_.stages:  # one block per stage, in the order they run, each in its own run directory
+        every = [*plan_.stages, plan_]
+        click.echo(f"{plan_.name}  plan {plan_.short_id}  {len(every)} stages: {' → '.join(p.stage for p in every)}")
+    else:
+        every = [plan_]
+    for i, one in enumerate(every, 1):
+        states = step_states(one, root / one.output.dir)
+        head = f"stage {i}/{len(every)} {one.stage}" if plan_.stages else one.name
+        click.echo(f"{head}  plan {one.short_id}  run directory {one.output.dir}")
+        for step in one.steps:
+            click.echo(f"  {step.name:<16} {step.key[:12]}  {states[step.name]}")
 
 
 @main.command()

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ftspec.errors import Issue, Pos, SpecError
 from ftspec.plan import Plan, thaw
+from ftspec.stages import root_model
 
 
 class _Missing:
@@ -51,7 +52,7 @@ MISSING: Any = _Missing()
 
 # Derived or noisy top-level keys: the id and the step keys follow from the rest,
 # the checks restate it, and the spec's own path is where it lives, not what it does.
-IGNORED = frozenset({"id", "ftspec_version", "steps", "checks", "spec"})
+IGNORED = frozenset({"id", "ftspec_version", "steps", "checks", "spec", "stages"})
 # Of the ignored ``spec`` section, what explains where a change came from.
 SPEC_SHOWN = ("profiles", "overrides")
 # Sections in the order a reviewer reads them (the order of the plan itself, with
@@ -80,6 +81,8 @@ class Change:
     # "default", "derived" (computed by ftspec from other values); None when not known
     # (a plan file compared, not a spec).
     origin: str | None = None
+    # The stage whose plan the change is in (a spec with stages); the path is in that stage's plan.
+    stage: str | None = None
 
     @property
     def added(self) -> bool:
@@ -88,6 +91,18 @@ class Change:
     @property
     def removed(self) -> bool:
         return self.new is MISSING
+
+
+@dataclass
+class StageSteps:
+    """What runs again in one stage of a spec with stages (plain step names)."""
+
+    name: str
+    rerun: list[str]
+    reused: list[str]
+    dropped: list[str] = field(default_factory=list)
+    added: bool = False  # a stage the old plan does not have
+    removed: bool = False  # a stage the new plan no longer has
 
 
 @dataclass
@@ -103,6 +118,9 @@ class PlanDiff:
     # The new plan lets the model repository's code run; and whether it did not before.
     trust_remote_code: bool = False
     trust_remote_code_turned_on: bool = False
+    # Plans with stages: each stage's steps, in the order the stages run (``rerun``,
+    # ``reused`` and ``dropped`` then name steps as STAGE/STEP, every stage's).
+    stages: list[StageSteps] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not self.changes and not self.rerun and not self.dropped
@@ -112,6 +130,19 @@ class PlanDiff:
         for c in self.changes:
             groups.setdefault(c.section, []).append(c)
         return list(groups.items())
+
+    def stage_sections(self) -> list[tuple[str | None, list[tuple[str, list[Change]]]]]:
+        """The sections of each stage's changes, stages in the order they run."""
+        by_stage: dict[str | None, list[Change]] = {}
+        for c in self.changes:
+            by_stage.setdefault(c.stage, []).append(c)
+        out = []
+        for stage, changes in by_stage.items():
+            groups: dict[str, list[Change]] = {}
+            for c in changes:
+                groups.setdefault(c.section, []).append(c)
+            out.append((stage, list(groups.items())))
+        return out
 
 
 # --------------------------------------------------------------------------- comparing
@@ -236,19 +267,9 @@ def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin:
     ``new_origin`` (and ``old_origin``, for removed values), each change names where
     its value came from (see :func:`origins`)."""
     old, new = _as_plan(old), _as_plan(new)
-    found: list[tuple[str, Any, Any]] = []
-    # Leaf by leaf over the plans' JSON: every field is compared, whatever its depth.
-    _walk(_comparable(old.to_dict()), _comparable(new.to_dict()), "", found)
-    changes = []
-    for p, o, n in found:
-        where = new_origin(p) if new_origin else None
-        if n is MISSING and where in (None, DERIVED, "default"):
-            # A removed value: named by what removed it where the new spec says (a profile's
-            # `gates: {}`), else by where the old one had it.
-            where = old_origin(p) if old_origin else None
-        changes.append(Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n, where))
-    changes.sort(key=lambda c: (_section_rank(c.section), _path_key(c.path)))
-
+    if old.stages or new.stages:
+        return _diff_staged(old, new, old_origin, new_origin)
+    changes = _changes(old, new, old_origin, new_origin)
     old_keys = {s.name: s.key for s in old.steps}
     new_names = {s.name for s in new.steps}
     rerun = [s.name for s in new.steps if old_keys.get(s.name) != s.key]
@@ -261,6 +282,68 @@ def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin:
         old_id=old.id, new_id=new.id, changes=changes, rerun=rerun, reused=reused,
         dropped=dropped, name=new.name or old.name,
         trust_remote_code=trust_new, trust_remote_code_turned_on=trust_new and not trust_old,
+    )
+
+
+def _changes(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Origin | None,
+             stage: str | None = None) -> list[Change]:
+    """Every changed field of two plans (of one stage), in the order a reviewer reads them."""
+    found: list[tuple[str, Any, Any]] = []
+    # Leaf by leaf over the plans' JSON: every field is compared, whatever its depth.
+    _walk(_comparable(old.to_dict()), _comparable(new.to_dict()), "", found)
+    changes = []
+    for p, o, n in found:
+        where = new_origin(p) if new_origin else None
+        if n is MISSING and where in (None, DERIVED, "default"):
+            # A removed value: named by what removed it where the new spec says (a profile's
+            # `gates: {}`), else by where the old one had it.
+            where = old_origin(p) if old_origin else None
+        changes.append(Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n, where, stage))
+    changes.sort(key=lambda c: (_section_rank(c.section), _path_key(c.path)))
+    return changes
+
+
+def _stage_origin(origin: Origin | None, name: str | None, last: bool) -> Origin | None:
+    """The origins of one stage's plan: a staged origin knows each stage's; a plain one is the last stage's."""
+    if origin is None:
+        return None
+    if isinstance(origin, StagedOrigin):
+        return origin.stage(name)
+    return origin if last else None
+
+
+def _diff_staged(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Origin | None) -> PlanDiff:
+    """Plans with stages, stage by stage: the earlier stages matched by name, the last
+    stages (the spec's own plans, in the spec's run directory) with each other."""
+    old_by = {p.stage: p for p in old.stages}
+    new_by = {p.stage: p for p in new.stages}
+    names = [p.stage for p in new.stages] + [p.stage for p in old.stages if p.stage not in new_by]
+    pairs: list[tuple[str, Plan | None, Plan | None, bool]] = [(n, old_by.get(n), new_by.get(n), False) for n in names]
+    pairs.append((new.stage or old.stage or new.name, old, new, True))
+    changes: list[Change] = []
+    stages: list[StageSteps] = []
+    for name, o, n, last in pairs:
+        if o is not None and n is not None:
+            changes += _changes(o, n, _stage_origin(old_origin, o.stage, last), _stage_origin(new_origin, n.stage, last), name)
+        old_keys = {s.name: s.key for s in o.steps} if o is not None else {}
+        new_steps = n.steps if n is not None else ()
+        new_names = {s.name for s in new_steps}
+        stages.append(StageSteps(
+            name=name,
+            rerun=[s.name for s in new_steps if old_keys.get(s.name) != s.key],
+            reused=[s.name for s in new_steps if old_keys.get(s.name) == s.key],
+            dropped=[s.name for s in (o.steps if o is not None else ()) if s.name not in new_names],
+            added=o is None, removed=n is None))
+
+    def every(attr: str) -> list[str]:
+        return [f"{st.name}/{x}" for st in stages for x in getattr(st, attr)]
+
+    models = [root_model(p.model) for p in (new, *new.stages)], [root_model(p.model) for p in (old, *old.stages)]
+    trust_new, trust_old = (any(getattr(m, "trust_remote_code", False) for m in ms) for ms in models)
+    return PlanDiff(
+        old_id=old.id, new_id=new.id, changes=changes, rerun=every("rerun"), reused=every("reused"),
+        dropped=every("dropped"), name=new.name or old.name,
+        trust_remote_code=trust_new, trust_remote_code_turned_on=trust_new and not trust_old, stages=stages,
     )
 
 
@@ -320,6 +403,37 @@ def origins(plan: Plan, rows: Iterable[Any]) -> Origin:
         return words(row) if row is not None else DERIVED
 
     return origin
+
+
+class StagedOrigin:
+    """Where each field came from, for a spec with stages: called with a path, the last
+    stage's (the spec's plan); ``stage(NAME)`` gives another stage's."""
+
+    def __init__(self, by_stage: dict[str, Origin], last: str):
+        self.by_stage = by_stage
+        self.last = last
+
+    def __call__(self, path: str) -> str | None:
+        return self.by_stage[self.last](path)
+
+    def stage(self, name: str | None) -> Origin | None:
+        return self.by_stage.get(name) if name is not None else None
+
+
+def compile_sourced(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+                    allow: Iterable[str | Path] = ()) -> tuple[Plan, Origin]:
+    """A spec's plan and where each of its fields came from; for a spec with stages,
+    each stage's (a :class:`StagedOrigin`)."""
+    from ftspec.compile import build, check_spec
+    from ftspec.explain import explain
+
+    checked = check_spec(path, profiles, sets, False, allow)
+    plan = build(checked)
+    if not checked.stages:
+        return plan, origins(plan, explain(checked.ctx.loaded, checked.ctx.spec))
+    by_name = {p.stage: p for p in (*plan.stages, plan)}
+    return plan, StagedOrigin({st.name: origins(by_name[st.name], explain(ctx.loaded, ctx.spec))
+                               for st, ctx, _ in checked.stages}, plan.stage)
 
 
 def _origin_words(c: Change) -> str:
@@ -429,6 +543,33 @@ def _steps_line(d: PlanDiff, names=lambda xs: ", ".join(xs)) -> str:
     return f"{head} ({'; '.join(extra)})"
 
 
+def _stage_title(d: PlanDiff, name: str | None) -> str:
+    at = next((i for i, st in enumerate(d.stages, 1) if st.name == name), None)
+    return f"stage {name}" + (f" ({at}/{len(d.stages)})" if at is not None else "")
+
+
+def _stage_steps_lines(d: PlanDiff, names=lambda xs: ", ".join(xs)) -> list[str]:
+    """Plans with stages: what re-runs, stage by stage in the order they run."""
+    if d.is_empty():
+        return ["no change to the plan"]
+    lines = ["steps to re-run:"]
+    for st in d.stages:
+        if st.removed:
+            lines.append(f"stage {st.name}: removed (no longer run: {names(st.dropped)})")
+            continue
+        head = names(st.rerun) if st.rerun else "none"
+        if st.added:
+            extra = ["a new stage"]
+        elif not st.rerun:
+            extra = [f"all {len(st.reused)} steps reused"]
+        else:
+            extra = [f"reused: {names(st.reused)}" if st.reused else "nothing reused"]
+        if st.dropped and not st.added:
+            extra.append(f"no longer run: {names(st.dropped)}")
+        lines.append(f"stage {st.name}: {head} ({'; '.join(extra)})")
+    return lines
+
+
 _TRUST_ON = "trust_remote_code turned on: the model repository's Python code will run on the machine that runs this spec"
 _TRUST = "trust_remote_code: true: the model repository's Python code runs on the machine that runs this spec"
 _TRUST_ON_MD = "`trust_remote_code` turned on: the model repository's Python code will run on the machine that runs this spec."
@@ -455,21 +596,44 @@ def render_text(d: PlanDiff, color: bool = False) -> str:
     lines.append(f"{_style('ftspec diff' + name, color, bold=True)}: {ids}")
     if d.trust_remote_code and not d.trust_remote_code_turned_on:
         lines.append(_style(f"!! {_TRUST}", color, fg="red", bold=True))
+    if d.stages:
+        return _render_text_staged(d, lines, color)
     for section, changes in d.sections():
         lines.append("")
         lines.append(_style(section, color, bold=True))
-        for c in changes:
-            old, new = _fmt_pair(c)
-            origin = _style(f"  ({_origin_words(c)})", color, dim=True) if c.origin else ""
-            if c.added:
-                lines.append(f"  + {c.path}: {_style(new, color, fg='green')}{origin}")
-            elif c.removed:
-                lines.append(f"  - {c.path}: {_style(old, color, fg='red')}{origin}")
-            else:
-                lines.append(f"  {c.path}: {_style(old, color, fg='red')} {ARROW} {_style(new, color, fg='green')}{origin}")
+        lines += _change_lines(changes, color, "  ")
     lines.append("")
     lines.append(_steps_line(d))
     return "\n".join(lines) + "\n"
+
+
+def _render_text_staged(d: PlanDiff, lines: list[str], color: bool) -> str:
+    """Each stage's changes under its name, section by section; then each stage's steps."""
+    for stage, sections in d.stage_sections():
+        lines.append("")
+        lines.append(_style(_stage_title(d, stage), color, bold=True))
+        for section, changes in sections:
+            lines.append(f"  {_style(section, color, bold=True)}")
+            lines += _change_lines(changes, color, "    ")
+    lines.append("")
+    steps = _stage_steps_lines(d)
+    lines.append(steps[0])
+    lines += [f"  {x}" for x in steps[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def _change_lines(changes: list[Change], color: bool, indent: str) -> list[str]:
+    lines = []
+    for c in changes:
+        old, new = _fmt_pair(c)
+        origin = _style(f"  ({_origin_words(c)})", color, dim=True) if c.origin else ""
+        if c.added:
+            lines.append(f"{indent}+ {c.path}: {_style(new, color, fg='green')}{origin}")
+        elif c.removed:
+            lines.append(f"{indent}- {c.path}: {_style(old, color, fg='red')}{origin}")
+        else:
+            lines.append(f"{indent}{c.path}: {_style(old, color, fg='red')} {ARROW} {_style(new, color, fg='green')}{origin}")
+    return lines
 
 
 # --------------------------------------------------------------------------- markdown
@@ -494,7 +658,9 @@ def render_markdown(d: PlanDiff) -> str:
         lines += [f"> ⚠️ **{_TRUST_ON_MD}**", ""]
     elif d.trust_remote_code:
         lines += [f"> ⚠️ **{_TRUST_MD}**", ""]
-    for section, changes in d.sections():
+    grouped = (d.stage_sections() if d.stages else [(None, d.sections())])
+    for section, changes in ((f"{_stage_title(d, st)}: {sec}" if d.stages else sec, ch)
+                             for st, sections in grouped for sec, ch in sections):
         sourced = any(c.origin for c in changes)
         lines += [f"**{section}**", "", "| key | old | new |" + (" from |" if sourced else ""),
                   "| --- | --- | --- |" + (" --- |" if sourced else "")]
@@ -505,6 +671,9 @@ def render_markdown(d: PlanDiff) -> str:
         lines.append("")
     if d.is_empty():
         lines.append("No change to the plan.")
+    elif d.stages:
+        steps = _stage_steps_lines(d, lambda xs: ", ".join(f"`{x}`" for x in xs))
+        lines += [f"**{steps[0]}**", ""] + [f"- {x}" for x in steps[1:]]
     else:
         lines.append("**" + _steps_line(d, lambda xs: ", ".join(f"`{x}`" for x in xs)).replace(":", ":**", 1))
     return "\n".join(lines) + "\n"
@@ -525,7 +694,7 @@ def render_json(d: PlanDiff) -> str:
         "empty": d.is_empty(),
         "changes": [
             {"section": c.section, "path": c.path, "old": _json_value(c.old), "new": _json_value(c.new),
-             "added": c.added, "removed": c.removed, "origin": c.origin}
+             "added": c.added, "removed": c.removed, "origin": c.origin} | ({"stage": c.stage} if d.stages else {})
             for c in d.changes
         ],
         "rerun": list(d.rerun),
@@ -533,6 +702,9 @@ def render_json(d: PlanDiff) -> str:
         "dropped": list(d.dropped),
         "trust_remote_code": {"enabled": d.trust_remote_code, "turned_on": d.trust_remote_code_turned_on},
     }
+    if d.stages:
+        doc["stages"] = [{"name": st.name, "rerun": st.rerun, "reused": st.reused, "dropped": st.dropped,
+                          "added": st.added, "removed": st.removed} for st in d.stages]
     return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
@@ -585,7 +757,7 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
     """(old plan, new plan): the spec compiled as it was at git revision ``rev`` and
     as it is in the working tree, with the same profiles and overrides. With
     ``with_origins``: (old plan, new plan, old origins, new origins)."""
-    from ftspec.compile import compile_sourced, find_root
+    from ftspec.compile import find_root
 
     spec_path = Path(spec_path)
     where = Pos(str(spec_path))
@@ -624,6 +796,8 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
 
 def _renamed_origin(origin: Origin, tmp: Path, prefix: str) -> Origin:
     """Origins in the old checkout, named ``REV:path`` rather than by the temporary folder."""
+    if isinstance(origin, StagedOrigin):
+        return StagedOrigin({name: _renamed_origin(o, tmp, prefix) for name, o in origin.by_stage.items()}, origin.last)
     folder = str(tmp.resolve()) + os.sep
 
     def renamed(path: str) -> str | None:
@@ -633,4 +807,4 @@ def _renamed_origin(origin: Origin, tmp: Path, prefix: str) -> Origin:
     return renamed
 
 
-__all__ = ["MISSING", "Change", "PlanDiff", "diff_plans", "render_text", "render_markdown", "render_json", "diff_git"]
+__all__ = ["MISSING", "Change", "PlanDiff", "StageSteps", "StagedOrigin", "compile_sourced", "diff_plans", "render_text", "render_markdown", "render_json", "diff_git"]

@@ -67,6 +67,7 @@ def _check_stage(stages: list, i: int) -> Iterator[Issue]:
     if spec.compute.backend != "local":
         yield ctx.error(("compute", "backend"), "stages run on the local backend (a Bedrock job is one stage of its own)",
                         "run the Bedrock job from a spec without stages")
+    yield from check_teacher(ctx)
     method = spec.method
     if isinstance(method, S.DistillMethod) and isinstance(method.teacher, S.StageTeacher):
         ref = method.teacher.stage
@@ -78,8 +79,28 @@ def _check_stage(stages: list, i: int) -> Iterator[Issue]:
         yield from _vocabulary(stages, i)
 
 
+def check_teacher(ctx: Any) -> Iterator[Issue]:
+    """A pretrained teacher is checked as a spec's model is (a local folder or GGUF file
+    exists and may be read, a hub id is well formed), its issues placed at method.teacher."""
+    from dataclasses import replace as copy
+
+    from ftspec.checks import _inspect_model
+
+    teacher = getattr(ctx.spec.method, "teacher", None)
+    if not isinstance(teacher, S.PretrainedModel):
+        return
+    shadow = copy(ctx, spec=ctx.spec.model_copy(update={"model": teacher}), issues=[], not_checked=[], model=None)
+    _inspect_model(shadow)
+    for issue in shadow.issues:
+        rest = issue.key.split(".", 1)[1] if "." in issue.key else ""
+        path = ("method", "teacher", *rest.split(".")) if rest else ("method", "teacher")
+        yield Issue(ctx.pos(*path), ctx.key(*path), issue.message, issue.hint, issue.severity)
+    ctx.not_checked.extend(n.replace("model.", "method.teacher.", 1) for n in shadow.not_checked)
+
+
 def check_single(ctx: Any) -> Iterator[Issue]:
     """A spec without stages: a teacher cannot be a stage."""
+    yield from check_teacher(ctx)
     method = ctx.spec.method
     if isinstance(method, S.DistillMethod) and isinstance(method.teacher, S.StageTeacher):
         yield ctx.error(("method", "teacher", "stage"), f"this spec has no stages, so no stage '{method.teacher.stage}'",

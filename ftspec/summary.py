@@ -23,6 +23,12 @@ def _num(x: Any) -> str:
 
 
 def describe_model(m: Any) -> str:
+    if m.kind == "stage":
+        if m.adapter == "full":
+            how = "its full weights"
+        else:
+            how = f"its {m.adapter} adapter; merged into its base when this stage's data is prepared"
+        return f"the model of stage {m.stage} ({how})"
     if m.kind == "bedrock":
         return f"Amazon Bedrock {m.id} ({m.family} family)"
     if m.kind == "tiny":
@@ -66,6 +72,28 @@ def describe_adapter(a: Any) -> str:
     return f"{a.kind} (r {a.r}, alpha {_num(a.alpha)}, dropout {_num(a.dropout)}, {targets}{extra})"
 
 
+def describe_distill(d: Any) -> list[str]:
+    """What a distill method's teacher does, one line each: who answers and how, which
+    answers are kept, and what the student learns from them."""
+    stop = f", stop at {', '.join(repr(x) for x in d.stop)}" if d.stop else ""
+    lines = [f"teacher: {describe_model(d.teacher)}",
+             f"answers: up to {d.max_new_tokens} new tokens{stop}, in batches of {d.batch_size}"]
+    f = d.filter
+    kept = []
+    if f.extract is not None:
+        what = f"regex {f.extract.regex!r}" if f.extract.regex is not None else "its extraction template"
+        kept.append(f"answers where {what} matches ({f.extract.which} match)")
+    if f.max_tokens is not None:
+        kept.append(f"answers of at most {f.max_tokens} teacher tokens")
+    trains = "the extracted text" if f.train_on == "extracted" else "the whole answer"
+    lines.append(f"filter: keeps {' and '.join(kept) if kept else 'every answer'}; trains on {trains}")
+    if d.logits is not None:
+        lines.append(f"logits: alpha {_num(d.logits.alpha)} at temperature {_num(d.logits.temperature)}")
+    else:
+        lines.append("logits: none, the student learns from the answers only")
+    return lines
+
+
 def render_plan(plan: Plan, color: bool = False) -> str:
     lines: list[str] = []
     head = _style(f"plan {plan.name}", color, bold=True)
@@ -79,7 +107,23 @@ def render_plan(plan: Plan, color: bool = False) -> str:
     if spec.overrides:
         via.append("--set " + ", ".join(spec.overrides))
     lines.append(f"  spec      {spec.path}" + (f"  ({'; '.join(via)})" if via else ""))
+    if not plan.stages:
+        lines += _render_body(plan, color)
+        return "\n".join(lines)
+    # A spec with stages: each stage's plan in the order they run, the spec's own (the last) at the end.
+    every = [*plan.stages, plan]
+    lines.append(f"  stages    {' → '.join(p.stage or '?' for p in every)}  (run in order; "
+                 "a change to one re-runs it and the stages after it)")
+    for i, stage in enumerate(every, 1):
+        lines.append("")
+        lines.append(_style(f"stage {i}/{len(every)} {stage.stage}", color, bold=True) + f"  id {stage.short_id}")
+        lines += _render_body(stage, color)
+    return "\n".join(lines)
 
+
+def _render_body(plan: Plan, color: bool) -> list[str]:
+    """Everything a plan says after its head: model to steps, then its checks."""
+    lines: list[str] = []
     m = plan.model
     lines.append(f"  model     {describe_model(m)}")
     if getattr(m, "trust_remote_code", False):
@@ -123,6 +167,8 @@ def render_plan(plan: Plan, color: bool = False) -> str:
     if bedrock is not None:
         method = f"{me.objective}, as Amazon Bedrock trains it (no choice of adapter)"
     lines.append(f"  method    {method}")
+    if me.distill is not None:
+        lines += [f"            {x}" for x in describe_distill(me.distill)]
 
     t = plan.training
     if bedrock is not None:
@@ -169,4 +215,4 @@ def render_plan(plan: Plan, color: bool = False) -> str:
         lines.append(_style(f"  warning   {w}", color, fg="yellow"))
     for n in plan.checks.not_checked:
         lines.append(f"  not checked  {n}")
-    return "\n".join(lines)
+    return lines

@@ -90,6 +90,8 @@ def describe_threads(got: Mapping) -> str:
 def model_dtype(plan_model: Any, precision: str) -> torch.dtype:
     """Weights load in fp32 for mixed-precision training (autocast does the rest),
     unless the spec asks for a dtype."""
+    while plan_model.kind == "stage":  # an earlier stage's model: as the model it began with
+        plan_model = plan_model.base
     dtype = getattr(plan_model, "dtype", "auto")  # a tiny model has no dtype setting
     if dtype == "auto":
         return torch.float32

@@ -32,6 +32,9 @@ class TrainJob:
     # Training workers only: where the main process writes what the saved model must hold
     # (ftspec.runtime.workers checks the saved files against it).
     expected: Path | None = None
+    # Logit distillation only: the folder (or hub id) the teacher model and its tokenizer
+    # load from, as the teach step left it. The teacher is frozen and never saved.
+    teacher: str | None = None
 
 
 @dataclass
@@ -54,3 +57,18 @@ class TrainResult:
             resumed_from=resumed_from,
             stopped_early=trainer.state.global_step < trainer.state.max_steps,
         )
+
+
+def recipe(objective: str):
+    """The training recipe of an objective (one readable file each), imported when it runs."""
+    if objective == "dpo":
+        from ftspec.runtime.dpo import train_dpo
+
+        return train_dpo
+    if objective == "distill":
+        from ftspec.runtime.distill import train_distill
+
+        return train_distill
+    from ftspec.runtime.sft import train_sft
+
+    return train_sft

@@ -128,6 +128,40 @@ def convert_gguf(plan_model: Any, root: Path, out_dir: Path) -> dict:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def materialize_stage(m: Any, store, root: Path, out_dir: Path) -> dict:
+    """Write the model an earlier stage trained (``m``: a plan's StageModel) as whole
+    weights with its tokenizer at ``out_dir``: a full model as it was saved, a LoRA
+    adapter merged into that stage's base. So the stage that starts from it, and a
+    DPO stage's reference model, are exactly the earlier stage's model."""
+    trained = store.path("train", m.train)
+    if not store.complete("train", m.train):
+        raise SpecError.one(Pos("model"), "model", f"stage {m.stage} has not finished training (train key {m.train[:8]}); "
+                            "its run stopped before it: run the spec again")
+    started = time.perf_counter()
+    dtype = getattr(_root_model(m), "dtype", "auto")
+    dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    if m.adapter == "full":
+        model = AutoModelForCausalLM.from_pretrained(str(trained), dtype=dtype)
+    else:
+        from peft import PeftModel
+
+        # A QLoRA stage's base was loaded in 4 or 8 bits to train; it is merged into the
+        # base's own (de-quantised) weights here, which is what a merged export holds too.
+        base = AutoModelForCausalLM.from_pretrained(base_model_path(m.base, root, store.path("prepare_data", m.data)),
+                                                    dtype=dtype)
+        model = PeftModel.from_pretrained(base, str(trained)).merge_and_unload()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(trained)).save_pretrained(out_dir)  # saved with the model, chat template and all
+    return {"stage": m.stage, "adapter": m.adapter, "merged": m.adapter != "full",
+            "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _root_model(m: Any) -> Any:
+    while m.kind == "stage":
+        m = m.base
+    return m
+
+
 def _plain_copy(model):
     """The same weights in a model that carries no quantizer (transformers will not save one that does)."""
     config = model.config.to_dict()
@@ -140,7 +174,7 @@ def _plain_copy(model):
 def base_model_path(plan_model: Any, root: Path, data_dir: Path) -> str:
     """Where the base model loads from: the prepared tiny model or converted GGUF model, a
     local folder, or a hub id."""
-    if plan_model.kind == "tiny" or getattr(plan_model, "gguf_file", None):
+    if plan_model.kind in ("tiny", "stage") or getattr(plan_model, "gguf_file", None):
         return str(data_dir / "base-model")
     if plan_model.source == "local":
         return str(root / plan_model.name_or_path)

@@ -87,14 +87,21 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
 
         return prepare(plan, ctx, out)
     from ftspec.runtime import data as D
-    from ftspec.runtime.models import build_tiny, convert_gguf, load_tokenizer
+    from ftspec.runtime.models import build_tiny, convert_gguf, load_tokenizer, materialize_stage
 
     kind = plan.format.kind
     started = time.perf_counter()
-    splits, skipped, _ = D.write_splits(plan.data, plan.format, ctx.root, out)
+    splits, skipped, origins = D.write_splits(plan.data, plan.format, ctx.root, out)
+    if steps.TEACH.name in ctx.keys:  # distillation: the teacher's answers in place of the data's
+        skipped["teacher_answers"] = _teacher_answers(splits, origins, kind, ctx.step_dir(steps.TEACH.name), out)
     building = time.perf_counter()
     if plan.model.kind == "tiny":
         build_tiny(plan.model, D.training_texts(splits["train"], kind), out / "base-model")
+    elif plan.model.kind == "stage":  # an earlier stage's model, whole: this stage starts from it
+        made = materialize_stage(plan.model, ctx.store, ctx.root, out / "base-model")
+        skipped["stage_model"] = made
+        ctx.echo(f"  starts from stage {made['stage']}'s model ({made['parameters'] / 1e6:.2f}M parameters"
+                 + (", its LoRA adapter merged into its base)" if made["merged"] else ")"))
     elif plan.model.gguf_file:  # de-quantised once here; every later step loads the safetensors folder
         converted = convert_gguf(plan.model, ctx.root, out / "base-model")
         skipped["gguf_conversion"] = converted
@@ -141,6 +148,38 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     return {"stats": stats}
 
 
+def _teacher_answers(splits: dict, origins: dict, kind: str, teach_dir: Path, out: Path) -> dict:
+    """Put the teacher's kept answers in place of the training and validation rows' own
+    (which are never read), leave out the rows whose answers the filter dropped, and write
+    those splits (and their origins) again. The test split keeps the data's answers: it
+    is what every model is scored against."""
+    from ftspec.io import read_jsonl
+    from ftspec.runtime.teach import with_answers
+
+    rows = read_jsonl(teach_dir / "answers.jsonl")
+    counts = {}
+    for split in ("train", "validation"):
+        if split not in splits:
+            continue
+        mine = sorted((r for r in rows if r["split"] == split), key=lambda r: r["index"])
+        if len(mine) != len(splits[split]):
+            raise RuntimeError(f"the teacher answered {len(mine)} {split} rows, the data has {len(splits[split])}")
+        records, dropped = with_answers(splits[split], kind, mine)
+        if not records:
+            from ftspec.errors import Pos, SpecError
+
+            raise SpecError.one(Pos("method.filter"), "method.filter", f"drops the teacher's answer to every {split} row "
+                                f"({len(mine)}); nothing is left to {'train on' if split == 'train' else 'validate on'}",
+                                f"read {teach_dir / 'answers.jsonl'}")
+        kept = [r["index"] for r in mine if r["kept"]]
+        splits[split] = records
+        origins[split] = [origins[split][i] for i in kept]
+        write_jsonl(out / f"{split}.jsonl", records)
+        counts[split] = {"rows": len(mine), "kept": len(records), "dropped": dropped}
+    write_json(out / "origins.json", origins)
+    return counts
+
+
 def _rows_against_plan(data, stats: dict) -> dict:
     """The splits whose prepared rows differ from the plan's count (where the plan knew it)."""
     out = {}
@@ -175,15 +214,70 @@ def load_evaluated(plan, root: Path, data_dir: Path, model_dir: Path | None = No
     return model, tokenizer
 
 
-def _generate_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
-    """Run one model (base or tuned) on the evaluation split and save what the scoring
-    step needs: outputs.json and generations.jsonl."""
+def load_teacher(plan, root: Path, teach_dir: Path):
+    """A distillation teacher and its tokenizer, as the teach step prepared it (an earlier
+    stage's model merged, a GGUF file converted, in ``teach_dir/base-model``) or from its
+    hub id or folder; on the plan's device and precision."""
+    from ftspec.runtime import builders
+    from ftspec.runtime.models import load_model, load_tokenizer
+
+    teacher = plan.method.distill.teacher
+    device = builders.resolve_device(plan.compute)
+    precision = builders.resolve_precision(plan.compute, device)
+    tokenizer = load_tokenizer(teacher, root, teach_dir, chat_template_text(plan.format))
+    model = load_model(teacher, root, teach_dir, builders.model_dtype(teacher, precision), device,
+                       attention=plan.compute.attention)
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def step_teach(plan, ctx: StepContext, out: Path) -> dict:
+    """The teacher answers the training and validation prompts, in batches, each batch
+    saved as it is done (in the store, beside the step), so that a run cut off asks only
+    for what is missing. Every answer, kept or dropped and why, is in answers.jsonl."""
+    from ftspec.io import write_jsonl
+    from ftspec.runtime import data as D
+    from ftspec.runtime.models import convert_gguf, materialize_stage
+    from ftspec.runtime.teach import run_teacher, summary, teacher_prompts
+
+    teacher = plan.method.distill.teacher
+    if teacher.kind == "stage":
+        made = materialize_stage(teacher, ctx.store, ctx.root, out / "base-model")
+        ctx.echo(f"  teacher: stage {made['stage']}'s model ({made['parameters'] / 1e6:.2f}M parameters"
+                 + (", its LoRA adapter merged)" if made["merged"] else ")"))
+    elif teacher.gguf_file:
+        made = convert_gguf(teacher, ctx.root, out / "base-model")
+        ctx.echo(f"  teacher: {made['gguf_file']} converted ({made['parameters'] / 1e6:.0f}M parameters)")
+    model, tokenizer = load_teacher(plan, ctx.root, out)
+    splits, _ = D.build_splits(plan.data, plan.format, ctx.root)
+    prompts = teacher_prompts(splits, plan.format.kind, tokenizer)
+    started = time.perf_counter()
+    rows = run_teacher(model, tokenizer, prompts, plan.method.distill, ctx.checkpoints(), echo=ctx.echo,
+                       max_length=plan.training.max_length)
+    write_jsonl(out / "answers.jsonl", rows)
+    info = summary(rows)
+    info["seconds"] = round(time.perf_counter() - started, 2)
+    write_json(out / "teach.json", info)
+    kept = sum(1 for r in rows if r["kept"])
+    ctx.echo(f"  teacher answered {len(rows)} prompts; kept {kept}, dropped {len(rows) - kept} "
+             f"(answers in {steps.TEACH.folder}/answers.jsonl)")
+    return info
+
+
+def _generate_step(plan, ctx: StepContext, out: Path, tuned: bool, teacher: bool = False) -> dict:
+    """Run one model (base, tuned or a distillation's teacher) on the evaluation split and
+    save what the scoring step needs: outputs.json and generations.jsonl."""
     from ftspec.runtime.evaluate import generate_outputs
 
-    model, tokenizer = load_evaluated(plan, ctx.root, ctx.data_dir, ctx.step_dir(steps.TRAIN.name) if tuned else None)
+    if teacher:
+        model, tokenizer = load_teacher(plan, ctx.root, ctx.step_dir(steps.TEACH.name))
+    else:
+        model, tokenizer = load_evaluated(plan, ctx.root, ctx.data_dir, ctx.step_dir(steps.TRAIN.name) if tuned else None)
 
+    # The few-shot examples of a baseline are for the base model only: the tuned model and
+    # the teacher answer as they are used.
     summary, rows = generate_outputs(model, tokenizer, plan.eval, plan.format.kind, plan.training.max_length,
-                                     ctx.data_dir, baseline=not tuned)
+                                     ctx.data_dir, baseline=not tuned and not teacher)
     write_json(out / "outputs.json", summary)
     write_jsonl(out / "generations.jsonl", rows)
     shots = f", {summary['few_shot']}-shot" if summary["few_shot"] else ""
@@ -192,7 +286,7 @@ def _generate_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
                else f"picked among {len(labels)} labels by likelihood (choices mode)" if labels else "picked labels (choices mode)")
     made = " and ".join({"answers": answers, "perplexity": "perplexity", "pair_logprobs": "pair log-probabilities"}[o]
                         for o in plan.eval.outputs) or "nothing"
-    ctx.echo(f"  {'tuned' if tuned else 'base'} model, {summary['rows']} {summary['split']} rows{shots}: {made}")
+    ctx.echo(f"  {'teacher' if teacher else 'tuned' if tuned else 'base'} model, {summary['rows']} {summary['split']} rows{shots}: {made}")
     return {k: v for k, v in summary.items() if k != "labels"}
 
 
@@ -212,17 +306,22 @@ def step_generate_tuned(plan, ctx: StepContext, out: Path) -> dict:
     return _generate_step(plan, ctx, out, tuned=True)
 
 
-def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
+def step_generate_teacher(plan, ctx: StepContext, out: Path) -> dict:
+    return _generate_step(plan, ctx, out, tuned=False, teacher=True)
+
+
+def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool, teacher: bool = False) -> dict:
     """Score what a generation step saved: metrics.json and predictions.jsonl (each row
     with its scores). No model is loaded, except an LLM judge's."""
     from ftspec.io import read_jsonl
     from ftspec.runtime.scoring import score_outputs
 
-    generated_dir = ctx.step_dir((steps.GENERATE_TUNED if tuned else steps.GENERATE_BASE).name)
+    generated_dir = ctx.step_dir((steps.GENERATE_TEACHER if teacher else steps.GENERATE_TUNED if tuned
+                                  else steps.GENERATE_BASE).name)
     generated = read_json(generated_dir / "outputs.json")
     rows = read_jsonl(generated_dir / "generations.jsonl")
     base_rows, beta = None, None
-    if tuned and plan.method.dpo is not None:  # DPO's reward: against the base model, its reference
+    if tuned and not teacher and plan.method.dpo is not None:  # DPO's reward: against the base model, its reference
         base_dir = ctx.step_dir(steps.GENERATE_BASE.name)
         if (base_dir / "generations.jsonl").exists():
             base_rows, beta = read_jsonl(base_dir / "generations.jsonl"), plan.method.dpo.beta
@@ -232,7 +331,8 @@ def _eval_step(plan, ctx: StepContext, out: Path, tuned: bool) -> dict:
     write_json(out / "metrics.json", summary)
     write_jsonl(out / "predictions.jsonl", scored)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items() if isinstance(v, (int, float)))
-    ctx.echo(f"  {'tuned' if tuned else 'base'} model scored on {summary['rows']} {summary['split']} rows: {shown}")
+    ctx.echo(f"  {'teacher' if teacher else 'tuned' if tuned else 'base'} model scored on {summary['rows']} "
+             f"{summary['split']} rows: {shown}")
     return summary
 
 
@@ -277,6 +377,16 @@ def step_eval_tuned(plan, ctx: StepContext, out: Path) -> dict:
     return _eval_step(plan, ctx, out, tuned=True)
 
 
+def step_eval_teacher(plan, ctx: StepContext, out: Path) -> dict:
+    return _eval_step(plan, ctx, out, tuned=False, teacher=True)
+
+
+def step_compare_stages(plan, ctx: StepContext, out: Path) -> dict:
+    from ftspec.runtime.compare import compare
+
+    return compare(plan, ctx.store, ctx.step_dir, out)
+
+
 def step_train(plan, ctx: StepContext, out: Path) -> dict:
     if plan.compute.backend == "bedrock":
         from ftspec.bedrock.steps import train
@@ -288,10 +398,11 @@ def step_train(plan, ctx: StepContext, out: Path) -> dict:
     checkpoints.mkdir(parents=True, exist_ok=True)
     job = TrainJob(plan, ctx.root, ctx.data_dir, checkpoints, out, checkpoints / "metrics.jsonl", list(ctx.callbacks),
                    run_name=ctx.run_dir.name)
-    if plan.method.objective == "dpo":
-        from ftspec.runtime.dpo import train_dpo as recipe
-    else:
-        from ftspec.runtime.sft import train_sft as recipe
+    if plan.method.objective == "distill":  # the teacher, for logit distillation: as the teach step prepared it
+        from ftspec.runtime.models import base_model_path
+
+        job.teacher = base_model_path(plan.method.distill.teacher, ctx.root, ctx.step_dir(steps.TEACH.name))
+    from ftspec.runtime.job import recipe
     from ftspec.runtime.tracking import tracking_environment
 
     with tracking_environment(plan.tracking, ctx.run_dir):  # the W&B project, MLflow experiment…, while training only
@@ -300,7 +411,7 @@ def step_train(plan, ctx: StepContext, out: Path) -> dict:
 
             result = workers.train(job, ctx.echo)
         else:
-            result = recipe(job)
+            result = recipe(plan.method.objective)(job)
     if result.resumed_from:
         ctx.echo(f"  resumed from {Path(result.resumed_from).name}")
     info = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,
@@ -468,6 +579,7 @@ class RunResult:
     steps: list[StepOutcome]
     report: dict | None  # the report step's metrics.json: metrics, gates
     seconds: float
+    stages: list["RunResult"] = field(default_factory=list)  # a spec with stages: the earlier stages' runs
 
     def outcome(self, name: str) -> StepOutcome:
         return next(s for s in self.steps if s.name == name)
@@ -477,7 +589,12 @@ class RunResult:
 
     @property
     def failed_gates(self) -> list[dict]:
-        return [g for g in (self.report or {}).get("gates", []) if not g.get("passed")]
+        """The gates not met, of this run and of its earlier stages (named ``stage:gate``)."""
+        failed = [{**g, "gate": f"{s.plan.stage}:{g.get('gate')}"} for s in self.stages for g in s.failed_gates]
+        own = [g for g in (self.report or {}).get("gates", []) if not g.get("passed")]
+        if self.plan.stage is not None:
+            own = [{**g, "gate": f"{self.plan.stage}:{g.get('gate')}"} for g in own]
+        return failed + own
 
     @property
     def ran(self) -> list[str]:
@@ -491,7 +608,37 @@ def run_dir_of(plan: Plan, root: Path) -> Path:
 def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbacks: list | None = None,
             force: set[str] = frozenset(), only: set[str] | None = None, lock: dict | None = None) -> RunResult:
     """Run every step of the plan that is not already complete under its key, holding
-    the run directory's lock (a second run of the same spec is refused, naming the first)."""
+    the run directory's lock (a second run of the same spec is refused, naming the first).
+    A plan with stages runs each stage's plan in order, each in its own run directory; a
+    stage whose gates fail stops the run before the stages that would build on it."""
+    if plan.stages:
+        return _execute_stages(plan, root, echo, callbacks, force, only, lock)
+    return _execute_one(plan, root, echo, callbacks, force, only, lock)
+
+
+def _execute_stages(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
+                    force: set[str], only: set[str] | None, lock: dict | None) -> RunResult:
+    started = time.time()
+    done: list[RunResult] = []
+    chain = [*plan.stages, plan]
+    for i, stage_plan in enumerate(chain, 1):
+        echo(f"stage {i}/{len(chain)}: {stage_plan.stage}")
+        # --force and --only name steps of every stage (`ftspec report` reports each again).
+        result = _execute_one(stage_plan, root, echo, callbacks, set(force), None if only is None else set(only), lock)
+        if stage_plan is plan:
+            result.stages = done
+            result.seconds = time.time() - started
+            return result
+        done.append(result)
+        if result.failed_gates:
+            names = ", ".join(str(g.get("gate")) for g in result.failed_gates)
+            echo(f"stage {stage_plan.stage} did not meet its gates ({names}); the stages after it are not run")
+            return RunResult(plan, run_dir_of(plan, root), [], None, time.time() - started, done)
+    raise AssertionError("unreachable")
+
+
+def _execute_one(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
+                 force: set[str], only: set[str] | None, lock: dict | None) -> RunResult:
     launch = plan.compute.launch
     if launch is not None and launch.nodes > 1:
         from ftspec.runtime import workers

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from typing import Callable
 
 from trl import SFTConfig, SFTTrainer
 
@@ -36,7 +37,11 @@ class _SFTTrainer(SFTTrainer):
         return LengthBuckets(lengths, self.args.train_batch_size * self.args.world_size, self.args.data_seed)
 
 
-def train_sft(job: TrainJob) -> TrainResult:
+def train_sft(job: TrainJob, trainer_class: type | None = None, setup: Callable[..., dict] | None = None) -> TrainResult:
+    """The SFT recipe. Another recipe built on it (:mod:`ftspec.runtime.distill`) may give a
+    subclass of the trainer, and ``setup(tokenizer, device, dtype)``: called once the
+    tokenizer is loaded, before the model, it returns extra keyword arguments for that
+    trainer (and may refuse to go on)."""
     plan = job.plan
     training, adapter = plan.training, plan.method.adapter
 
@@ -46,7 +51,9 @@ def train_sft(job: TrainJob) -> TrainResult:
 
     # 2. Tokenizer (with the spec's chat template, if it names one) and the base model.
     tokenizer = load_tokenizer(plan.model, job.root, job.data_dir, chat_template_text(plan.format))
-    model = load_model(plan.model, job.root, job.data_dir, builders.model_dtype(plan.model, precision), device,
+    dtype = builders.model_dtype(plan.model, precision)
+    extra = setup(tokenizer, device, dtype) if setup is not None else {}
+    model = load_model(plan.model, job.root, job.data_dir, dtype, device,
                        quantization_config=builders.quantization_config(adapter), attention=plan.compute.attention)
 
     # 3. The prepared splits, tokenized by prepare_data: input ids, and labels that are
@@ -70,7 +77,7 @@ def train_sft(job: TrainJob) -> TrainResult:
     #    step left; Ctrl-C saves one before stopping.
     last = last_checkpoint(job.checkpoints) if job.resume_from == LOOK else job.resume_from
     interrupt = job.interrupt or Interrupt()
-    trainer = _SFTTrainer(
+    trainer = (trainer_class or _SFTTrainer)(
         model=model,
         args=config,
         train_dataset=train,
@@ -78,6 +85,7 @@ def train_sft(job: TrainJob) -> TrainResult:
         processing_class=tokenizer,
         peft_config=builders.lora_config(adapter),
         callbacks=builders.trainer_callbacks(job, last, interrupt, validation is not None),
+        **extra,
     )
     use_quiet_progress(trainer)
     workers.check_engine(trainer, plan.compute)  # FSDP asked for is FSDP set up, not DDP

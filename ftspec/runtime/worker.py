@@ -67,12 +67,10 @@ def _train(job_file: Path) -> int:
         workers.agree_on_resume(job)
         stop = workers.SharedStop(job_file.parent / workers.STOP)
         job.interrupt = stop
-        if plan.method.objective == "dpo":
-            from ftspec.runtime.dpo import train_dpo as recipe
-        else:
-            from ftspec.runtime.sft import train_sft as recipe
+        from ftspec.runtime.job import recipe
+
         try:
-            result = recipe(job)
+            result = recipe(plan.method.objective)(job)
         except KeyboardInterrupt:
             if stop.requested:  # every worker saved the same checkpoint and stops: no failure
                 return 0

@@ -1,0 +1,226 @@
+"""Distillation, the training side.
+
+The teacher's answers are already in the prepared tokens (prepare_data put them in place
+of the data's), so sequence-level distillation is the SFT recipe as it is. With
+``method.logits`` the student also matches the teacher's token distributions:
+
+1. the teacher loads from ``job.teacher`` (the folder the teach step left, or a hub id),
+   frozen, in eval mode, and is no part of the student: never in the optimizer, a
+   checkpoint or the saved model;
+2. its tokenizer vocabulary must be the student's, token for token, before any step;
+3. :class:`DistillTrainer` runs it on each batch the student sees and trains on
+   :func:`kd_loss`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ftspec.errors import Pos, SpecError
+from ftspec.runtime.job import TrainJob, TrainResult
+from ftspec.runtime.sft import _SFTTrainer, train_sft
+
+IGNORE = -100
+KEY = "method.logits"
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def kd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float,
+             num_items: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of :func:`kd_loss`: cross-entropy of the student on the labels, and
+    KL(softmax(teacher/T) ‖ softmax(student/T)) summed over the vocabulary; each averaged
+    over the answer tokens (or divided by ``num_items``, the trainer's count of them across
+    a gradient-accumulation step, as the SFT loss is)."""
+    # Causal shift, as transformers does: the logits at position t predict the label at t + 1.
+    student = student_logits[..., :-1, :]
+    teacher = teacher_logits[..., :-1, :].detach()  # the teacher only shows the way: no gradient
+    target = labels[..., 1:]
+    mask = target != IGNORE
+    # Only the answer tokens, in float32 for stable softmaxes: (tokens, vocab).
+    student, teacher, target = student[mask].float(), teacher[mask].float(), target[mask]
+    count = torch.as_tensor(mask.sum() if num_items is None else num_items, device=student.device).clamp(min=1)
+    ce = F.cross_entropy(student, target, reduction="sum") / count
+    t = float(temperature)
+    log_p_student = F.log_softmax(student / t, dim=-1)
+    log_p_teacher = F.log_softmax(teacher / t, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="sum") / count
+    return ce, kl
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
+            temperature: float, num_items: Any = None) -> torch.Tensor:
+    """(1 − alpha)·CE(student, labels) + alpha·T²·KL(softmax(teacher/T) ‖ softmax(student/T)),
+    on the tokens whose (shifted) label is not -100; logits are (batch, length, vocab)."""
+    ce, kl = kd_terms(student_logits, teacher_logits, labels, temperature, num_items)
+    # T²: the gradient of the KL term with respect to the logits shrinks as 1/T² (softening
+    # divides the logits by T, and the softened probabilities differ by about 1/T), so
+    # scaling by T² keeps its weight against the cross-entropy the same whatever the
+    # temperature (Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network").
+    return (1.0 - alpha) * ce + alpha * temperature**2 * kl
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class DistillTrainer(_SFTTrainer):
+    """The SFT trainer, with the teacher's logits in the loss. The teacher is kept outside
+    the trained model (a plain attribute the trainer never prepares, wraps or saves)."""
+
+    def __init__(self, *args, teacher, alpha: float, temperature: float, vocab_size: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Not an nn.Module attribute of the student: only the trainer holds it.
+        self.teacher = teacher
+        self.alpha = float(alpha)
+        self.temperature = float(temperature)
+        self.vocab_size = int(vocab_size)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        inputs["use_cache"] = False
+        labels = inputs["labels"]
+        # The teacher gets exactly what the student gets: padded batches their attention
+        # mask, packed (padding-free) batches their position ids and sequence bounds, so
+        # both see the same documents kept apart in the same way.
+        forward = {k: v for k, v in inputs.items() if k != "labels"}
+        outputs = model(**forward)  # the unfused forward: full logits
+        with torch.no_grad():
+            teacher_logits = self.teacher(**forward).logits
+        student_logits = outputs.logits
+        # Models often pad their embedding matrix past the tokenizer (to a multiple of 64 or
+        # 128); those rows are no token, and teacher and student may pad differently. Both
+        # distributions are taken over the tokenizer's tokens only (which are the same
+        # tokens, checked before training).
+        n = min(self.vocab_size, student_logits.size(-1), teacher_logits.size(-1))
+        ce, kl = kd_terms(student_logits[..., :n], teacher_logits[..., :n], labels, self.temperature, num_items_in_batch)
+        loss = (1.0 - self.alpha) * ce + self.alpha * self.temperature**2 * kl
+        # As the SFT loss: with the token count of every process, DDP's averaging is undone.
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+
+        with torch.no_grad():  # the parts, and the SFT trainer's token accuracy, for the logs
+            scale = 1.0
+            if num_items_in_batch is not None:  # per answer token of this batch, whatever the normaliser
+                local = (labels[..., 1:] != IGNORE).sum().clamp(min=1)
+                scale = (torch.as_tensor(num_items_in_batch, device=local.device) / local).item()
+            self._metrics[mode]["ce"].append(ce.item() * scale)
+            self._metrics[mode]["kl"].append(kl.item() * scale)
+            mask = labels[..., 1:] != IGNORE
+            predicted = student_logits[..., :-1, :n].argmax(-1)
+            total = self.accelerator.gather_for_metrics(mask.sum()).sum()
+            right = self.accelerator.gather_for_metrics((predicted.eq(labels[..., 1:]) & mask).sum()).sum()
+            self._metrics[mode]["mean_token_accuracy"].append((right / total).item() if total > 0 else 0.0)
+        return (loss, outputs) if return_outputs else loss
+
+
+# --------------------------------------------------------------------------- the teacher
+
+
+def vocabulary_difference(student: dict[str, int], teacher: dict[str, int]) -> str | None:
+    """None when the two token → id mappings are the same; else one line saying how they differ."""
+    if student == teacher:
+        return None
+    sizes = f"the teacher's tokenizer has {len(teacher)} tokens, the student's {len(student)}"
+    only_teacher = sorted((t for t in teacher if t not in student), key=teacher.get)
+    only_student = sorted((t for t in student if t not in teacher), key=student.get)
+    moved = sorted((t for t in teacher if t in student and teacher[t] != student[t]), key=teacher.get)
+    if only_teacher:
+        example = f"{only_teacher[0]!r} (teacher id {teacher[only_teacher[0]]}) is not in the student's"
+        if len(only_teacher) > 1:
+            example += f", nor {len(only_teacher) - 1} more"
+    elif only_student:
+        example = f"{only_student[0]!r} (student id {student[only_student[0]]}) is not in the teacher's"
+        if len(only_student) > 1:
+            example += f", nor {len(only_student) - 1} more"
+    else:
+        t = moved[0]
+        example = f"{t!r} is id {teacher[t]} in the teacher's and {student[t]} in the student's ({len(moved)} tokens numbered differently)"
+    return f"{sizes}; {example}"
+
+
+def _teacher_plan(plan: Any) -> Any:
+    distill = getattr(plan.method, "distill", None)
+    return getattr(distill, "teacher", None)
+
+
+def _load_kwargs(teacher_plan: Any, path: str) -> dict:
+    """trust_remote_code and the revision of a pretrained hub teacher loaded by its id."""
+    if getattr(teacher_plan, "kind", None) != "pretrained":
+        return {}
+    kwargs: dict = {"trust_remote_code": teacher_plan.trust_remote_code}
+    if teacher_plan.revision and not teacher_plan.gguf_file and path == teacher_plan.name_or_path:
+        kwargs["revision"] = teacher_plan.revision
+    return kwargs
+
+
+def load_teacher_tokenizer(job: TrainJob):
+    """The teacher's tokenizer: the one its plan names, or the one in its folder."""
+    from transformers import AutoTokenizer
+
+    teacher_plan = _teacher_plan(job.plan)
+    path, kwargs = job.teacher, _load_kwargs(teacher_plan, job.teacher)
+    other = getattr(teacher_plan, "tokenizer", None) if getattr(teacher_plan, "kind", None) == "pretrained" else None
+    if other is not None:  # another repository: the teacher's revision means nothing there
+        path = str(job.root / other.name_or_path) if other.source == "local" else other.name_or_path
+        kwargs.pop("revision", None)
+    try:
+        return AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise SpecError.one(Pos("method.teacher"), "method.teacher", f"cannot load the teacher's tokenizer from '{path}': {_first_line(exc)}") from None
+
+
+def check_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
+    """Logit distillation compares the two models' distributions token by token: the same
+    token must have the same id in both. A difference is an error at ``method.logits``."""
+    difference = vocabulary_difference(student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab())
+    if difference is not None:
+        raise SpecError.one(Pos(KEY), KEY, f"needs one tokenizer vocabulary for teacher and student, but {difference}",
+                            "give the student a model with the teacher's tokenizer, or leave out method.logits "
+                            "(distillation from the teacher's answers needs none)")
+
+
+def load_teacher(job: TrainJob, dtype: torch.dtype, device: str):
+    """The frozen teacher, in the student's dtype and on its device."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict = {"dtype": dtype, **_load_kwargs(_teacher_plan(job.plan), job.teacher)}
+    attention = getattr(job.plan.compute, "attention", "auto")
+    if attention != "auto":
+        kwargs["attn_implementation"] = attention
+    try:
+        teacher = AutoModelForCausalLM.from_pretrained(job.teacher, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise SpecError.one(Pos("method.teacher"), "method.teacher", f"cannot load the teacher from '{job.teacher}': {_first_line(exc)}") from None
+    teacher.to(device)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+def train_distill(job: TrainJob) -> TrainResult:
+    """The recipe of ``method.objective: distill``: SFT on the teacher's answers, and with
+    ``method.distill.logits`` the KD loss against the teacher loaded from ``job.teacher``."""
+    logits = job.plan.method.distill.logits
+    if logits is None:
+        return train_sft(job)
+    if not job.teacher:
+        raise ValueError("logit distillation needs the teacher's folder or hub id in TrainJob.teacher")
+
+    def setup(tokenizer, device: str, dtype: torch.dtype) -> dict:
+        # Before the student loads and before any step: a vocabulary mismatch is the spec's mistake.
+        check_vocabulary(tokenizer, load_teacher_tokenizer(job))
+        return {"teacher": load_teacher(job, dtype, device), "alpha": logits.alpha,
+                "temperature": logits.temperature, "vocab_size": len(tokenizer)}
+
+    return train_sft(job, trainer_class=DistillTrainer, setup=setup)
