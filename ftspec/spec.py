@@ -489,6 +489,12 @@ class TeacherFilter(_Section):
     max_tokens: Int | None = Field(None, ge=1, le=1_000_000, description="Drop teacher answers longer than this many tokens (the teacher's tokenizer).")
     train_on: Literal["answer", "extracted"] = Field("answer", description="What the student learns: the teacher's whole `answer`, or only what `extract` found (`extracted`).")
 
+    @model_validator(mode="after")
+    def _extracted_needs_extract(self) -> "TeacherFilter":
+        if self.train_on == "extracted" and self.extract is None:
+            raise ValueError("train_on: extracted needs an extract (regex or template) that says what to keep")
+        return self
+
 
 class LogitDistillation(_Section):
     """Also match the teacher's token distributions on the answer tokens."""
