@@ -320,18 +320,20 @@ def _diff_staged(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Or
     names = [p.stage for p in new.stages] + [p.stage for p in old.stages if p.stage not in new_by]
     pairs: list[tuple[str, Plan | None, Plan | None, bool]] = [(n, old_by.get(n), new_by.get(n), False) for n in names]
     pairs.append((new.stage or old.stage or new.name, old, new, True))
+    # Every stage's run directory shares one step store: a step is reused when any stage
+    # of the old plan computed it under the same key (a renamed stage, a stage moved).
+    computed = {(s.name, s.key) for p in (*old.stages, old) for s in p.steps}
     changes: list[Change] = []
     stages: list[StageSteps] = []
     for name, o, n, last in pairs:
         if o is not None and n is not None:
             changes += _changes(o, n, _stage_origin(old_origin, o.stage, last), _stage_origin(new_origin, n.stage, last), name)
-        old_keys = {s.name: s.key for s in o.steps} if o is not None else {}
         new_steps = n.steps if n is not None else ()
         new_names = {s.name for s in new_steps}
         stages.append(StageSteps(
             name=name,
-            rerun=[s.name for s in new_steps if old_keys.get(s.name) != s.key],
-            reused=[s.name for s in new_steps if old_keys.get(s.name) == s.key],
+            rerun=[s.name for s in new_steps if (s.name, s.key) not in computed],
+            reused=[s.name for s in new_steps if (s.name, s.key) in computed],
             dropped=[s.name for s in (o.steps if o is not None else ()) if s.name not in new_names],
             added=o is None, removed=n is None))
 
@@ -559,7 +561,7 @@ def _stage_steps_lines(d: PlanDiff, names=lambda xs: ", ".join(xs)) -> list[str]
             continue
         head = names(st.rerun) if st.rerun else "none"
         if st.added:
-            extra = ["a new stage"]
+            extra = ["a new stage"] + ([f"reused: {names(st.reused)}"] if st.reused else [])
         elif not st.rerun:
             extra = [f"all {len(st.reused)} steps reused"]
         else:

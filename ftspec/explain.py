@@ -11,7 +11,7 @@ module reads them back. Light: no torch, nothing beyond the loader and the schem
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -33,9 +33,12 @@ class Row:
     value: Any
     kind: str
     where: str
+    # A spec with stages: the stage whose effective spec holds the value.
+    stage: str | None = None
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "value": self.value, "origin": self.kind, "where": self.where or None}
+        out = {"key": self.key, "value": self.value, "origin": self.kind, "where": self.where or None}
+        return out if self.stage is None else {"stage": self.stage, **out}
 
 
 def _get(data: Any, path: KeyPath) -> Any:
@@ -174,6 +177,15 @@ def explain_spec(spec_path: str | Path, profiles: Iterable[str] = (), sets: Iter
     from ftspec.validate import validate
 
     loaded = load(spec_path, profiles, sets, PathPolicy.for_spec(Path(spec_path), allow))
+    if loaded.stages:
+        # Each stage is a whole spec of its own: its values, stage by stage, in the order they run.
+        rows: list[Row] = []
+        for stage in loaded.stages:
+            spec, issues = validate(stage.loaded)
+            if spec is None:
+                raise SpecError(issues)
+            rows += [replace(r, stage=stage.name) for r in explain(stage.loaded, spec) if r.key != "stages"]
+        return rows
     spec, issues = validate(loaded)
     if spec is None:
         raise SpecError(issues)
@@ -210,9 +222,14 @@ def render_text(rows: list[Row]) -> str:
     for r in rows:
         counts[r.kind] = counts.get(r.kind, 0) + 1
     lines = [f"{'key':<{kw}}  {'value':<{vw}}  from"]
-    lines += [f"{k:<{kw}}  {v:<{vw}}  {_label(r)}".rstrip() for k, v, r in zip(keys, values, rows)]
+    stages = list(dict.fromkeys(r.stage for r in rows if r.stage is not None))
+    indent = "  " if stages else ""
+    for i, (k, v, r) in enumerate(zip(keys, values, rows)):
+        if stages and (i == 0 or rows[i - 1].stage != r.stage):  # a spec with stages: each under its name
+            lines.append(f"stage {stages.index(r.stage) + 1}/{len(stages)} {r.stage}")
+        lines.append(f"{indent}{k:<{kw}}  {v:<{vw}}  {_label(r)}".rstrip())
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    lines.append(f"{len(rows)} values: {summary}")
+    lines.append(f"{len(rows)} values" + (f" in {len(stages)} stages" if stages else "") + f": {summary}")
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,8 @@ print("HEAVY:" + ",".join(heavy))
     ["schema", "--of", "plan"],
     ["plan", "specs/quickstart.yaml", "--explain"],
     ["diff", "specs/quickstart.yaml", "specs/routing-prod.yaml"],
+    ["plan", "specs/distill.yaml"],  # a spec with stages (more in tests/test_stages_light.py)
+    ["diff", "specs/sft-dpo.yaml", "specs/distill.yaml"],
 ], ids=lambda a: " ".join(a[:3]))
 def test_light_command_does_not_import_the_training_stack(args):
     code = PROBE.format(args=args, heavy=HEAVY)

@@ -190,10 +190,26 @@ TINY = {"kind": "tiny", "architecture": "llama", "hidden_size": 32, "num_layers"
 
 
 def _runnable(plan: Plan) -> Plan:
-    """The same plan, small enough to run here: a tiny model for a hub one, few rows, one step."""
-    body = plan.to_dict()
+    """The same plan, small enough to run here: a tiny model for a hub one, few rows, one
+    step; a plan with stages, each stage so, each later one chained to the earlier small ones."""
+    earlier: dict[str, Plan] = {}
+    for stage in plan.stages:
+        earlier[stage.stage] = _small(stage.to_dict(), earlier, keep_dir=True)
+    return _small(plan.to_dict(), earlier, keep_dir=bool(plan.stages), stages=list(earlier.values()))
+
+
+def _small(body: dict, earlier: dict, keep_dir: bool = False, stages: list = ()) -> Plan:
+    from ftspec.stages import stage_model
+
     body.pop("id")
-    if body["model"]["kind"] != "tiny":
+    if stages:
+        body["stages"] = [p.to_dict() for p in stages]
+    distill = body["method"].get("distill")
+    if distill and distill["teacher"]["kind"] == "stage":
+        distill["teacher"] = stage_model(earlier[distill["teacher"]["stage"]])
+    if body["model"]["kind"] == "stage":
+        body["model"] = stage_model(earlier[body["model"]["stage"]])
+    elif body["model"]["kind"] != "tiny":
         body["model"] = dict(TINY)
         if body["format"]["kind"] == "chat" and body["format"]["chat_template"] == "model":
             from ftspec.templates import builtin_dir
@@ -207,7 +223,8 @@ def _runnable(plan: Plan) -> Plan:
     body["training"].update(max_steps=1, total_steps=1, eval_every=1, save_every=1, max_length=512, batch_size=4)
     body["eval"].update(limit=3, max_new_tokens=2)
     body["eval"]["metrics"] = [m for m in body["eval"]["metrics"] if m["name"] != "judge"]
-    body["output"]["dir"] = "runs/" + body["name"]
+    if not keep_dir:
+        body["output"]["dir"] = "runs/" + body["name"]
     body["steps"] = plan_steps({**body, "steps": []})
     return Plan.build(body)
 
@@ -237,5 +254,7 @@ def test_every_shipped_spec_runs_each_step_on_its_view(spec, tmp_path, monkeypat
     monkeypatch.setattr(PlanView, "__getattr__", recording)
     result = R.execute(plan, tmp_path, echo=lambda _: None)
     assert result.ran == [s.name for s in plan.steps]
+    for stage, ran in zip(plan.stages, result.stages):
+        assert ran.ran == [s.name for s in stage.steps]
     for s in plan.steps:  # each step read its plan, through its view only
         assert reads.get(s.name), f"{s.name} read nothing through its view"
