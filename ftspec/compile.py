@@ -555,6 +555,17 @@ def _eval(ctx: Context, rows: dict) -> dict:
 
         resolved = Resolved("generate", resolved.stop, "a Bedrock model answers through the Converse API, which gives "
                             "no log-probabilities to score choices with")
+    choices = e.choices
+    if choices is None and resolved.mode == "choices" and isinstance(ctx.spec.method, S.DistillMethod):
+        # The labels are otherwise those of the training split as prepared, which in a
+        # distillation are the teacher's answers: a poor teacher's would be no labels at
+        # all. They are fixed here, from the data's own answers that chose the mode.
+        from ftspec.evalmode import Resolved, sampled_answers
+
+        choices = sorted(set((sampled_answers(ctx, ["train"]) or {}).get("train") or [])) or None
+        if choices:
+            resolved = Resolved(resolved.mode, resolved.stop, resolved.reason + "; the labels are fixed from those "
+                                "(the training split holds the teacher's answers when the run chooses)")
     metrics = [_metric(m, ctx, i) for i, m in enumerate(e.metrics)]
     if not metrics:
         metrics = [{"name": n, "extract": None} for n in default_metrics(ctx.spec, resolved.mode)]
@@ -585,7 +596,7 @@ def _eval(ctx: Context, rows: dict) -> dict:
         "baseline": e.baseline,
         "mode": resolved.mode,
         "mode_reason": resolved.reason,
-        "choices": e.choices,
+        "choices": choices,
         "metrics": metrics,
         "outputs": outputs,
         "max_new_tokens": e.max_new_tokens,

@@ -10,7 +10,8 @@ from transformers import TrainerCallback
 
 # What metrics.jsonl keeps of each log line (the rest is the trainer's bookkeeping).
 KEEP = ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy",
-        "rewards/accuracies", "rewards/margins", "eval_rewards/accuracies", "eval_rewards/margins", "num_tokens")
+        "rewards/accuracies", "rewards/margins", "eval_rewards/accuracies", "eval_rewards/margins", "num_tokens",
+        "ce", "kl", "eval_ce", "eval_kl")  # logit distillation's two parts (ftspec.runtime.distill)
 
 
 class MetricsLog(TrainerCallback):

@@ -113,6 +113,59 @@ def _error(height: float, interval) -> tuple[float, float]:
     return max(0.0, height - low), max(0.0, high - height)
 
 
+# The stages chart's colours by role; a second model of the same role takes the next shade.
+_ROLE_COLORS = {"base": ("#9aa5b1", "#c5ccd3", "#6e7781"), "tuned": ("#2b7bba", "#1b9e77", "#7570b3", "#66a61e"),
+                "teacher": ("#e07b39", "#f2b279", "#b35806")}
+
+
+def stages_chart(comparison: dict) -> bytes | None:
+    """Grouped bars per metric, one bar per model of every stage (the comparable ones,
+    those evaluated on this stage's rows), in the comparison's order; None without
+    matplotlib or without a value to draw."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    models = [m for m in comparison.get("models") or [] if isinstance(m, dict) and m.get("comparable", True)]
+    value = lambda m, n: num((m.get("metrics") or {}).get(n))  # noqa: E731
+    names = [n for n in comparison.get("metrics") or [] if any(value(m, n) is not None for m in models)]
+    if not names:
+        return None
+    in_unit = lambda n: all(0.0 <= value(m, n) <= 1.0 for m in models if value(m, n) is not None)  # noqa: E731
+    unit = [n for n in names if in_unit(n)]
+    groups = ([unit] if unit else []) + [[n] for n in names if not in_unit(n)]
+    used: dict[str, int] = {}
+    colors = []
+    for m in models:
+        shades = _ROLE_COLORS.get(m.get("role"), _ROLE_COLORS["tuned"])
+        colors.append(shades[used.get(m.get("role"), 0) % len(shades)])
+        used[m.get("role")] = used.get(m.get("role"), 0) + 1
+    width = min(0.8 / len(models), 0.38)
+    fig = Figure(figsize=(max(4.0, (0.35 * len(models) + 0.6) * len(names) + 2.5), 3.8))
+    grid = fig.add_gridspec(1, len(groups), width_ratios=[len(g) + 0.5 for g in groups])
+    for g, group in enumerate(groups):
+        ax = fig.add_subplot(grid[0, g])
+        xs = list(range(len(group)))
+        for k, m in enumerate(models):
+            offset = (k - (len(models) - 1) / 2) * width
+            heights = [value(m, n) for n in group]
+            bars = ax.bar([x + offset for x in xs], [h or 0.0 for h in heights], width, label=str(m.get("model")),
+                          color=colors[k])
+            ax.bar_label(bars, labels=[fmt(h) for h in heights], fontsize=6, padding=2, rotation=90 if len(models) > 3 else 0)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(group, rotation=20 if len(group) > 4 else 0)
+        if group is unit:
+            ax.set_ylim(0, 1.2)
+        ax.grid(axis="y", alpha=0.3)
+        if g == 0:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0) if len(groups) == 1 else None)
+    fig.suptitle("Every model of every stage")
+    return _figure_png(fig)
+
+
 def _confusion_chart(Figure, details: Any, title: str) -> bytes | None:
     cm = confusion(details)
     if cm is None:

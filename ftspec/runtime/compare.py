@@ -188,11 +188,12 @@ def _rows_of(plan: Any, where: _Where, store: Any, root: Path | None) -> list[di
             train = where("train")
             parameters, adapter = trained_parameters(train, base_n) if train is not None else (None, None)
         else:
+            # The teach step keeps a stage teacher (merged) or a converted GGUF teacher whole.
             teach = where("teach")
-            teacher = plan.method.distill.teacher
-            parameters = trained_parameters(teach / "model", None)[0] if teach is not None else None
+            parameters = next((n for n in (folder_parameters(teach / sub) for sub in ("base-model", "model"))
+                               if n is not None), None) if teach is not None else None
             if parameters is None:
-                parameters = start_parameters(teacher, None, store, root)
+                parameters = start_parameters(plan.method.distill.teacher, None, store, root)
         row = {"model": _label(plan, role), "stage": plan.stage, "role": role, "parameters": parameters}
         if adapter is not None:
             row["adapter_parameters"] = adapter
@@ -230,7 +231,7 @@ def _distillation(plan: Any, rows: list[dict], metric: str | None) -> dict | Non
     ps, pt = student["parameters"], teacher["parameters"]
     ratio = s / t if s is not None and t not in (None, 0) else None
     size = ps / pt if ps is not None and pt else None
-    who = f"student ({stage})" if stage else "student"
+    who = f"student ({stage})" if stage and stage != "student" else "student"
     if s is None or t is None:
         text = f"{who}: no {metric} to compare with the teacher's"
     else:
@@ -258,8 +259,11 @@ def compare(plan: Any, store: Any, step_dir: Callable[[str], Path | None], out: 
     ``plan``: this plan (or the compare_stages step's view of it: stage, stages, model,
     method, eval.split, eval.metrics); ``store``: the step store (``store.path(step, key)``);
     ``step_dir``: where this plan's step of a name is (a StepContext's ``step_dir``);
-    ``root``: the repository root, to count the parameters of a local model folder.
+    ``root``: the repository root, to count the parameters of a local model folder (a
+    StepContext's own root where ``step_dir`` is its method and no root is given).
     """
+    if root is None:
+        root = getattr(getattr(step_dir, "__self__", None), "root", None)
     plans = [(p, _earlier(p, store)) for p in plan.stages] + [(plan, _this(step_dir))]
     rows: list[dict] = []
     own: list[dict] = []  # this plan's rows: the others are compared with them

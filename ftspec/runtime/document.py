@@ -123,12 +123,14 @@ def clip(value: Any, limit: int, keep_end: bool = False) -> str:
 # --------------------------------------------------------------------------- the document
 
 
-def build_document(r: Results, charts: Iterable[str] = ()) -> Document:
-    """The whole report; ``charts``: the chart files that were drawn."""
+def build_document(r: Results, charts: Iterable[str] = (), stages: dict | None = None) -> Document:
+    """The whole report; ``charts``: the chart files that were drawn; ``stages``: the
+    comparison of every stage's models (compare_stages' comparison.json), for a plan with stages."""
     charts = set(charts)
     doc = Document(title(r))
-    for section in (summary_section(r), metrics_section(r, charts), gates_section(r), training_section(r, charts),
-                    data_section(r), classification_section(r, charts), examples_section(r)):
+    for section in (summary_section(r), metrics_section(r, charts), stages_section(stages, charts), gates_section(r),
+                    training_section(r, charts), data_section(r), classification_section(r, charts),
+                    examples_section(r)):
         doc.blocks.extend(section)
     return doc
 
@@ -303,6 +305,49 @@ def metrics_section(r: Results, charts: set[str]) -> list[Block]:
         blocks.append(Paragraph("The base model was not evaluated (no baseline)."))
     if "metrics.png" in charts:
         blocks.append(Chart("Base vs tuned per metric", "metrics.png"))
+    return blocks
+
+
+def parameters_text(model: dict) -> str:
+    """A model's parameter count as the stages table shows it (a LoRA adapter's apart)."""
+    n, adapter = num(model.get("parameters")), num(model.get("adapter_parameters"))
+    shown = "—" if n is None else f"{int(n):,}"
+    if adapter is not None:
+        return f"{shown} (adapter {int(adapter):,})" if n is not None else f"? + adapter {int(adapter):,}"
+    return shown
+
+
+def stages_section(c: dict | None, charts: set[str]) -> list[Block]:
+    """Every model of every stage on the held-out rows: one table, one chart, and for
+    distillation how close the student got to the teacher, at what size. Nothing without stages."""
+    if not isinstance(c, dict):
+        return []
+    models = [m for m in c.get("models") or [] if isinstance(m, dict)]
+    names = [n for n in c.get("metrics") or [] if isinstance(n, str)]
+    blocks: list[Block] = [Heading(2, "Stages")]
+    if not models:
+        return blocks + [Paragraph("No model of any stage was evaluated.")]
+    held_out = f"the {c.get('split')} split" + (f", {rows_text(c['rows'])}" if num(c.get("rows")) is not None else "")
+    blocks.append(Paragraph(f"Every model of every stage on this stage's held-out rows ({held_out}); parameters "
+                            f"counted from the saved weights (— where unknown, as for a model on the hub)."))
+    apart = any(not m.get("comparable", True) for m in models)
+    header = ["model", "stage", "parameters"] + names + (["not comparable"] if apart else [])
+    table = []
+    for m in models:
+        values = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+        row = [m.get("model"), m.get("stage") or "—", parameters_text(m)] + [fmt(values.get(n)) for n in names]
+        if apart:
+            row.append(m.get("not_comparable") or "")
+        table.append(row)
+    numeric = range(2, 3 + len(names))
+    blocks.append(Table.of(header, table, numeric=numeric))
+    if apart:
+        blocks.append(Paragraph("A model evaluated on other rows than this stage's is listed but not comparable "
+                                "with the others (and left out of the chart)."))
+    blocks.extend(Paragraph(d["text"], strong=True) for d in c.get("distillation") or []
+                  if isinstance(d, dict) and isinstance(d.get("text"), str))
+    if "stages.png" in charts:
+        blocks.append(Chart("Every model per metric", "stages.png"))
     return blocks
 
 

@@ -252,8 +252,11 @@ def check_choices(data_dir: Path, kind: str, choices) -> None:
 
     allowed = set(choices)
     origins = read_json(data_dir / "origins.json") or {}
+    # A distillation's training and validation answers are its teacher's: one outside the
+    # labels is the teacher's mistake, which the student learns and the scores show.
+    teacher = (read_json(data_dir / "stats.json", lenient=True) or {}).get("teacher_answers") or {}
     for split in ("train", "validation", "test"):
-        if not (data_dir / f"{split}.jsonl").exists():
+        if not (data_dir / f"{split}.jsonl").exists() or split in teacher:
             continue
         where = origins.get(split) or []
         for i, record in enumerate(read_split(data_dir, split)):

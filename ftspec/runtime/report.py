@@ -10,6 +10,9 @@ directory (any of it may be missing) and writes into ``out_dir``:
                          run directory; the charts, also written as PNG files, are in the HTML);
 - ``report.html``        one self-contained page (charts inlined as base64 PNG, no scripts).
 
+A plan with stages (or a distillation plan) also gets a "Stages" section: every model of
+every stage side by side, from ``stages/comparison.json`` (:mod:`~ftspec.runtime.compare`).
+
 It is the one entry point, used by the run's report step and so by ``ftspec report``.
 The work is split in three: :mod:`~ftspec.runtime.results` computes (metrics,
 comparisons, gates), :mod:`~ftspec.runtime.document` lays the report out as blocks,
@@ -40,6 +43,7 @@ def build_report(run_dir: Path, plan: Any, out_dir: Path) -> dict:
     scored here, against the evaluation results.
     """
     from ftspec.runtime.charts import draw_charts
+    from ftspec.runtime.compare import load_comparison
     from ftspec.runtime.document import build_document
     from ftspec.runtime.render import render_html, render_markdown
 
@@ -54,9 +58,16 @@ def build_report(run_dir: Path, plan: Any, out_dir: Path) -> dict:
     write_jsonl(out_dir / "predictions.jsonl", results.rows)
 
     images = draw_charts(results)
+    stages = load_comparison(Path(run_dir))  # a plan with stages: every stage's models side by side
+    if stages is not None:
+        from ftspec.runtime.charts import stages_chart
+
+        chart = stages_chart(stages)
+        if chart:
+            images["stages.png"] = chart
     for filename, data in images.items():
         write_atomic(out_dir / filename, data)
-    doc = build_document(results, images)
+    doc = build_document(results, images, stages)
     write_atomic(out_dir / "report.md", render_markdown(doc))
     write_atomic(out_dir / "report.html", render_html(doc, images))
     return results.summary

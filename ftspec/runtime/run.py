@@ -384,7 +384,7 @@ def step_eval_teacher(plan, ctx: StepContext, out: Path) -> dict:
 def step_compare_stages(plan, ctx: StepContext, out: Path) -> dict:
     from ftspec.runtime.compare import compare
 
-    return compare(plan, ctx.store, ctx.step_dir, out)
+    return compare(plan, ctx.store, ctx.step_dir, out, root=ctx.root)
 
 
 def step_train(plan, ctx: StepContext, out: Path) -> dict:

@@ -139,7 +139,7 @@ def run_teacher(model, tokenizer, prompts: list[dict], settings: Any, scratch: P
     earlier = _earlier_answers(path, set(keys))
     rows: dict[tuple, dict] = {k: _row(p, earlier[k], flt, tokenizer) for p, k in zip(prompts, keys) if k in earlier}
     if earlier:
-        echo(f"teacher: {len(rows)} of {len(prompts)} answers kept from an earlier attempt")
+        echo(f"  teacher: {len(rows)} of {len(prompts)} answers kept from an earlier attempt")
     # Start the file again from what is kept: no half-written line for the next batch to run on from.
     io.write_atomic(path, "".join(_line(rows[k]) for k in keys if k in rows))
 
@@ -162,7 +162,7 @@ def run_teacher(model, tokenizer, prompts: list[dict], settings: Any, scratch: P
             done += len(batch)
             if done == total or done * 10 // total > shown:
                 shown = done * 10 // total
-                echo(f"teacher: {done}/{total} prompts answered")
+                echo(f"  teacher: {done}/{total} prompts answered")
     ordered = [rows[k] for k in keys]
     io.write_atomic(path, "".join(_line(r) for r in ordered))
     return ordered
