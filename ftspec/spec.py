@@ -874,17 +874,15 @@ _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
 class StageSpec(_Section):
-    """One stage of a spec with `stages:`. Its `model`, `data`, `format` and `method` replace the spec's; its
-    `training`, `eval`, `compute` and `tracking` merge key by key onto the spec's; chosen profiles and `--set`
-    apply to every stage after its own keys."""
+    """One stage of a spec with `stages:`: its `model`, `data`, `format` and `method` replace the spec's, its `training`, `eval`, `compute` and `tracking` merge key by key onto the spec's, and the chosen profiles and `--set` apply to every stage after its own keys."""
 
     name: str = Field(pattern=_NAME, description="The stage's name, unique in the spec: its run directory is `RUN_DIR.stage-NAME` (the last stage's is the spec's run directory).")
     description: str | None = Field(None, description="What this stage is for.")
     from_: str | None = Field(None, alias="from", description="What the stage starts from: an earlier stage's name (its trained model, a LoRA adapter merged into its base), or `base` (the spec's model). Defaults to the stage before it; a stage that sets `model` starts from that model.")
-    model: ModelSpec | None = None
+    model: ModelSpec | None = Field(None, description="A model of its own to start from, replacing the spec's `model` (the stage then starts fresh, not from an earlier stage).")
     data: Data | None = Field(None, description="This stage's rows, replacing the spec's `data`.")
-    format: FormatSpec | None = None
-    method: MethodSpec | None = None
+    format: FormatSpec | None = Field(None, description="This stage's format, replacing the spec's `format`.")
+    method: MethodSpec | None = Field(None, description="This stage's method, replacing the spec's `method` (e.g. `{kind: dpo}` after SFT, or `{kind: distill, teacher: {stage: NAME}}`).")
     training: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `training`.")
     eval: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `eval`.")
     compute: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `compute`.")
