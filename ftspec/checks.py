@@ -636,10 +636,18 @@ def check_template_names(ctx: Context) -> Iterator[Issue]:
         available.append(name)
     if "data.filter" in ctx.parsed:  # the filter sees the columns after renames and derived columns
         names_of(ctx.parsed["data.filter"][1], ("data", "filter"))
+    # A training source only a distillation's teacher answers need not hold the answer's
+    # columns: the answer templates are checked against the test source's columns instead.
+    answers = answer_templates(ctx.spec) if "train" in answered_by_teacher(ctx.spec) else set()
     for key, (_, names) in ctx.parsed.items():
-        if not key.startswith("format.") or key == "format.chat_template":
+        if not key.startswith("format.") or key == "format.chat_template" or key in answers:
             continue
         names_of(names, tuple(int(p) if p.isdigit() else p for p in key.split(".")))
+    test = ctx.sources.get("test")
+    if answers and test is not None and test.readable:
+        available = [rename.get(c, c) for c in test.columns] + list(ctx.spec.data.derive)
+        for key in sorted(answers & set(ctx.parsed)):
+            names_of(ctx.parsed[key][1], tuple(int(p) if p.isdigit() else p for p in key.split(".")))
     f = ctx.spec.format
     if isinstance(f, S.ChatFormat) and f.messages_column and f.messages_column not in available:
         problems.append(ctx.error(("format", "messages_column"), f"no column '{f.messages_column}'",
@@ -693,17 +701,21 @@ class _SampleFormatter:
     (data.filter), a row the filter leaves out raises :class:`Dropped`, as the
     runtime leaves it out before formatting."""
 
-    def __init__(self, formatter: RowFormatter, row_filter: jinja2.Template | None = None):
+    def __init__(self, formatter: RowFormatter, row_filter: jinja2.Template | None = None, answerless: set[int] = frozenset()):
         self.formatter = formatter
         self.row_filter = row_filter
         self.done: dict[int, tuple[dict, Any]] = {}  # id(values) -> (values, record or FormatError)
+        # Sample rows of the sources a distillation's teacher answers (id of their values):
+        # formatted without their answers, as the run formats them.
+        self.answerless = answerless
 
     def __getattr__(self, name):
         return getattr(self.formatter, name)
 
     def _format(self, values: dict) -> dict:
+        answer = id(values) not in self.answerless
         if self.row_filter is None:
-            return self.formatter(values)
+            return self.formatter(values, answer)
         from ftspec.splitting import filter_verdict, verdict_problem
 
         mapped = self.formatter.columns(values)
@@ -711,7 +723,7 @@ class _SampleFormatter:
         verdict = filter_verdict(text)
         if not verdict:
             raise Dropped(None if verdict is False else verdict_problem(text))
-        return self.formatter.render(mapped)
+        return self.formatter.render(mapped, answer)
 
     def __call__(self, values: dict) -> dict:
         hit = self.done.get(id(values))
@@ -740,8 +752,35 @@ def _formatter(ctx: Context) -> _SampleFormatter | None:
     if isinstance(f, S.ChatFormat) and f.messages:
         turns = [(t.role, ctx.parsed[f"format.messages.{i}.content"][0]) for i, t in enumerate(f.messages)]
     row_filter = ctx.parsed["data.filter"][0] if "data.filter" in ctx.parsed else None
+    answerless = {id(row.values) for split in answered_by_teacher(ctx.spec) if (info := ctx.sources.get(split))
+                  for row in info.sample}
     return _SampleFormatter(RowFormatter(f.kind, dict(ctx.spec.data.rename), derive, fields, turns,
-                                         getattr(f, "messages_column", None), budget=ctx.render_budget), row_filter)
+                                         getattr(f, "messages_column", None), budget=ctx.render_budget), row_filter,
+                            answerless)
+
+
+def answered_by_teacher(spec: S.Spec) -> set[str]:
+    """The sources whose rows a distillation's teacher answers (see formatting.teacher_sources)."""
+    from ftspec.formatting import teacher_sources
+
+    d = spec.data
+    sources = [s for s in SPLITS if getattr(d, s) is not None]
+    return teacher_sources(isinstance(spec.method, S.DistillMethod), sources,
+                           d.split is not None and d.split.test > 0 and d.test is None)
+
+
+def answer_templates(spec: S.Spec) -> set[str]:
+    """The keys of the templates that render a row's answer."""
+    f = spec.format
+    if isinstance(f, S.ChatFormat):
+        last = [i for i, t in enumerate(f.messages or [])]
+        keys = set()
+        for i in reversed(last):
+            if f.messages[i].role != "assistant":
+                break
+            keys.add(f"format.messages.{i}.content")
+        return keys
+    return {"format.completion"} if isinstance(f, S.PromptCompletionFormat) else set()
 
 
 # What the non-row templates see when they are tried out at validate time.

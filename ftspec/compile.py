@@ -562,7 +562,10 @@ def _eval(ctx: Context, rows: dict) -> dict:
         # all. They are fixed here, from the data's own answers that chose the mode.
         from ftspec.evalmode import Resolved, sampled_answers
 
-        choices = sorted(set((sampled_answers(ctx, ["train"]) or {}).get("train") or [])) or None
+        from ftspec.checks import answered_by_teacher
+
+        labelled = split if "train" in answered_by_teacher(ctx.spec) else "train"
+        choices = sorted(set((sampled_answers(ctx, [labelled]) or {}).get(labelled) or [])) or None
         if choices:
             resolved = Resolved(resolved.mode, resolved.stop, resolved.reason + "; the labels are fixed from those "
                                 "(the training split holds the teacher's answers when the run chooses)")

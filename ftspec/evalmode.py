@@ -146,6 +146,10 @@ def resolve_for(ctx: Any, split: str | None) -> Resolved:
     train = answers.get("train") if answers is not None else None
     # A held-out split cut from the training file (data.split) is in the training sample.
     held_out = answers.get(split) if answers is not None and split in answers else train
+    from ftspec.checks import answered_by_teacher
+
+    if "train" in answered_by_teacher(ctx.spec):  # its rows carry no answers: the held-out rows' say what answers are
+        train = held_out if split in (answers or {}) else None
     return resolve(e.mode, e.stop, e.choices, kind, train, held_out)
 
 

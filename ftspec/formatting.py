@@ -6,6 +6,7 @@ every row when the runtime prepares the data, so what validates is what trains.
 
 from __future__ import annotations
 
+from typing import Iterable
 from dataclasses import dataclass, field
 import jinja2
 
@@ -49,20 +50,27 @@ class RowFormatter:
             row[name] = self._render(template, row, f"data.derive.{name}", self.budget)
         return row
 
-    def __call__(self, values: dict) -> dict:
+    def __call__(self, values: dict, answer: bool = True) -> dict:
         row = self.columns(values)
-        return self.render(row)
+        return self.render(row, answer)
 
-    def render(self, row: dict) -> dict:
+    def render(self, row: dict, answer: bool = True) -> dict:
+        """The formatted record. ``answer`` False: the prompt alone, for a row a
+        distillation's teacher answers (its answer template is not rendered, so the row
+        needs no answer column); the completion is empty, a chat ends before its answer."""
         if self.kind == "chat":
             if self.messages_column is not None:
                 return {"messages": self._messages_from_column(row)}
+            turns = list(enumerate(self.turns))
+            while not answer and turns and turns[-1][1][0] == "assistant":
+                turns.pop()
             return {"messages": [
                 {"role": role, "content": self._render(t, row, f"format.messages.{i}.content", self.budget)}
-                for i, (role, t) in enumerate(self.turns)
+                for i, (role, t) in turns
             ]}
         names = ("prompt", "completion") if self.kind == "prompt_completion" else ("prompt", "chosen", "rejected")
-        return {n: self._render(self.fields[n], row, f"format.{n}", self.budget) for n in names}
+        out = {n: self._render(self.fields[n], row, f"format.{n}", self.budget) for n in names if answer or n == "prompt"}
+        return out if answer else {**out, "completion": ""}
 
     def _messages_from_column(self, row: dict) -> list[dict]:
         key = "format.messages_column"
@@ -84,6 +92,17 @@ class RowFormatter:
             return tpl.render(template, row, budget=budget)
         except Exception as exc:  # jinja raises many types; each is the row's or template's fault
             raise FormatError(key, tpl.describe_render_error(exc), tpl.is_refusal(exc)) from None
+
+
+def teacher_sources(distill: bool, sources: Iterable[str], test_from_train: bool) -> set[str]:
+    """The data sources whose rows only a distillation's teacher answers: the validation
+    source, and the training source unless the test split is cut from it (held-out rows
+    keep their own answers, which every model is scored against). Their answer templates
+    are never rendered, so their rows need no answer column: data without ground truth."""
+    if not distill:
+        return set()
+    sources = set(sources)
+    return {s for s in ("train", "validation") if s in sources and not (s == "train" and test_from_train)}
 
 
 def reference(kind: str, record: dict) -> str:

@@ -245,3 +245,37 @@ def test_distillation_needs_prompts_and_a_pretrained_teacher_is_checked(repo):
 def test_stages_run_locally(repo):
     found = errors(write(repo, SFT_DPO.replace("  - name: sft\n", "  - name: sft\n    compute: {backend: bedrock}\n")))
     assert any("stages run on the local backend" in f for f in found), found
+
+
+UNLABELED = """\
+  - name: teacher
+  - name: student
+    data:
+      train: data/unlabeled.jsonl
+      test: data/test.jsonl
+      split: {validation: 0.1, seed: 1}
+    model: {kind: tiny, hidden_size: 16, num_layers: 1, num_heads: 2, max_position_embeddings: 256}
+    method: {kind: distill, adapter: full, teacher: {stage: teacher}}
+"""
+
+
+def unlabeled(repo: Path) -> None:
+    rows = [json.loads(line) for line in TICKETS.read_text(encoding="utf-8").splitlines()[200:330]]
+    (repo / "data" / "unlabeled.jsonl").write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows[:100]))
+    (repo / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[100:]))
+
+
+def test_a_distillation_trains_on_rows_without_answers(repo):
+    unlabeled(repo)
+    plan = compile_spec(write(repo, UNLABELED))[0]
+    assert plan.data.rows.train == 90 and plan.data.rows.test == 30
+    # Which labels to choose among comes from the held-out rows, the only ones with answers.
+    assert plan.eval.mode == "choices" and set(plan.eval.choices) <= {"account", "billing", "returns", "shipping", "technical"}
+    # Without a teacher the same rows are a mistake, at the template that needs the answer.
+    sft = UNLABELED.replace("method: {kind: distill, adapter: full, teacher: {stage: teacher}}", "method: {kind: sft, adapter: full}")
+    found = errors(write(repo, sft))
+    assert any("format.completion" in f and "queue" in f for f in found), found
+    # A test split cut from the unlabeled rows would have no answers to score against.
+    cut = UNLABELED.replace("      test: data/test.jsonl\n", "").replace("validation: 0.1, seed: 1", "validation: 0.1, test: 0.1, seed: 1")
+    found = errors(write(repo, cut))
+    assert any("queue" in f for f in found), found

@@ -162,13 +162,22 @@ def test_the_distilled_student_learns_from_the_teacher_alone(tickets):
     assert "teacher" in report and "student" in report
 
 
-def test_logit_distillation_through_the_run_leaves_the_teacher_unwritten(tickets):
+def test_logit_distillation_on_unlabelled_rows_leaves_the_teacher_unwritten(tickets):
+    # The student's training rows have no answer column at all: the teacher's answers are all it has.
+    rows = [json.loads(line) for line in (tickets / "data" / "tickets.jsonl").read_text().splitlines()]
+    (tickets / "data" / "texts.jsonl").write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows[:300]))
+    (tickets / "data" / "held-out.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[450:]))
     spec = tickets / "d.yaml"
     spec.write_text(DISTILL_SMALL.replace("max_steps: 150", "max_steps: 40").replace(
-        "batch_size: 32}", "batch_size: 32, logits: {alpha: 0.5, temperature: 2.0}}\n    training: {max_steps: 4}"),
+        "batch_size: 32}", "batch_size: 32, logits: {alpha: 0.5, temperature: 2.0}}\n    training: {max_steps: 4}\n"
+        "    data: {train: data/texts.jsonl, test: data/held-out.jsonl, split: {validation: 0.1, seed: 1}}"),
         encoding="utf-8")
     plan = compile_spec(spec)[0]
     result, _ = run(spec)
+    train = [json.loads(line) for line in (result.run_dir / "data" / "train.jsonl").read_text().splitlines()]
+    assert len(train) == 270 and all(r["completion"] for r in train), "every training row holds a teacher answer"
+    test = [json.loads(line) for line in (result.run_dir / "data" / "test.jsonl").read_text().splitlines()]
+    assert [r["completion"] for r in test] == [f" {r['queue']}" for r in rows[450:]], "held-out rows keep their labels"
     teacher_dir = result.stages[0].run_dir / "model"
     before = {p.name: p.read_bytes() for p in teacher_dir.resolve().iterdir() if p.is_file()}
     log = [json.loads(line) for line in (result.run_dir / "model" / "metrics.jsonl").read_text().splitlines()]

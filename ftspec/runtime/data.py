@@ -64,7 +64,8 @@ def _read_hub(split: str, src: Any) -> tuple[list[dict], list[str]]:
 
 
 def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on_bad_row: str, skipped: list,
-                 row_filter: Any = None, dropped: list | None = None) -> tuple[list[dict], list[dict], list[str]]:
+                 row_filter: Any = None, dropped: list | None = None,
+                 answer: bool = True) -> tuple[list[dict], list[dict], list[str]]:
     """Formatted records, the mapped columns of each (for stratifying), and their origins.
     A row that ``row_filter`` (data.filter's template) renders false for is left out and
     its origin added to ``dropped``."""
@@ -76,7 +77,7 @@ def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on
                 if dropped is not None:
                     dropped.append(origin)
                 continue
-            record = formatter.render(mapped)
+            record = formatter.render(mapped, answer)
         except FormatError as exc:
             file, _, row = origin.rpartition(":")
             if on_bad_row == "skip":
@@ -99,9 +100,13 @@ def _keeps(row_filter: Any, mapped: dict, origin: str) -> bool:
     return verdict
 
 
-def build_splits(data: Any, fmt: Any, root: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+def build_splits(data: Any, fmt: Any, root: Path, distill: bool = False) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Every split's formatted records (from the plan's ``data`` and ``format``
-    sections), and counts of what was skipped."""
+    sections), and counts of what was skipped. ``distill``: the sources a teacher
+    answers are formatted without their answers (ftspec.formatting.teacher_sources)."""
+    from ftspec.formatting import teacher_sources
+
+    prompts_only = teacher_sources(distill, data.sources, _test_from_train(data))
     formatter = RowFormatter.from_plan(data, fmt)
     row_filter = tpl.environment().from_string(data.filter.text) if data.filter is not None else None
     skipped: list[RowError] = []
@@ -117,7 +122,7 @@ def build_splits(data: Any, fmt: Any, root: Path) -> tuple[dict[str, list[dict]]
         rows, where = _read_source(split, src, root, data.on_bad_row, skipped)
         dropped: list[str] = []
         out[split], columns, origins[split] = _format_rows(rows, where, formatter, data.on_bad_row, skipped,
-                                                           row_filter, dropped)
+                                                           row_filter, dropped, split not in prompts_only)
         if row_filter is not None:
             filtered[split] = len(dropped)
             if dropped and len(dropped) == len(rows):
@@ -149,11 +154,15 @@ def build_splits(data: Any, fmt: Any, root: Path) -> tuple[dict[str, list[dict]]
 
 
 
-def write_splits(data, fmt, root: Path, out: Path) -> tuple[dict[str, list[dict]], dict, dict[str, list[str]]]:
+def _test_from_train(data: Any) -> bool:
+    return data.split is not None and data.split.test > 0 and "test" not in data.sources
+
+
+def write_splits(data, fmt, root: Path, out: Path, distill: bool = False) -> tuple[dict[str, list[dict]], dict, dict[str, list[str]]]:
     """The first part of preparing the data, whatever the backend: every split formatted, written as
     ``<split>.jsonl`` with ``origins.json`` (each record's FILE:ROW) beside them. Returns the
     splits, what :func:`build_splits` counted, and the origins."""
-    splits, skipped = build_splits(data, fmt, root)
+    splits, skipped = build_splits(data, fmt, root, distill)
     origins = skipped.pop("origins")
     io.write_json(out / "origins.json", origins)
     for split, records in splits.items():

@@ -108,6 +108,11 @@ def convert_gguf(plan_model: Any, root: Path, out_dir: Path) -> dict:
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per tensor says nothing the closing line does not
+    # transformers' GGUF reader draws its own tqdm bar, whatever its logging settings say.
+    from transformers import modeling_gguf_pytorch_utils as gguf_reader
+
+    reader_bar = getattr(gguf_reader, "tqdm", None)
+    gguf_reader.tqdm = lambda iterable, *args, **kwargs: iterable
     try:
         tokenizer = None
         if plan_model.tokenizer is None:  # the model's own tokenizer, from the GGUF file
@@ -119,6 +124,8 @@ def convert_gguf(plan_model: Any, root: Path, out_dir: Path) -> dict:
     finally:
         if bar:
             hf_logging.enable_progress_bar()
+        if reader_bar is not None:
+            gguf_reader.tqdm = reader_bar
     if getattr(model, "hf_quantizer", None) is not None or getattr(model.config, "quantization_config", None) is not None:
         model = _plain_copy(model)
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -91,8 +91,9 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
 
     kind = plan.format.kind
     started = time.perf_counter()
-    splits, skipped, origins = D.write_splits(plan.data, plan.format, ctx.root, out)
-    if steps.TEACH.name in ctx.keys:  # distillation: the teacher's answers in place of the data's
+    distill = steps.TEACH.name in ctx.keys
+    splits, skipped, origins = D.write_splits(plan.data, plan.format, ctx.root, out, distill)
+    if distill:  # the teacher's answers in place of the data's
         skipped["teacher_answers"] = _teacher_answers(splits, origins, kind, ctx.step_dir(steps.TEACH.name), out)
     building = time.perf_counter()
     if plan.model.kind == "tiny":
@@ -249,7 +250,7 @@ def step_teach(plan, ctx: StepContext, out: Path) -> dict:
         made = convert_gguf(teacher, ctx.root, out / "base-model")
         ctx.echo(f"  teacher: {made['gguf_file']} converted ({made['parameters'] / 1e6:.0f}M parameters)")
     model, tokenizer = load_teacher(plan, ctx.root, out)
-    splits, _ = D.build_splits(plan.data, plan.format, ctx.root)
+    splits, _ = D.build_splits(plan.data, plan.format, ctx.root, distill=True)
     prompts = teacher_prompts(splits, plan.format.kind, tokenizer)
     started = time.perf_counter()
     rows = run_teacher(model, tokenizer, prompts, plan.method.distill, ctx.checkpoints(), echo=ctx.echo,
