@@ -970,8 +970,8 @@ def load(
 
 def _split_stages(doc: Document) -> list[tuple[str, str | None, Pos, Document]]:
     """Take `stages` out of the spec: each stage's name, what it starts from, where it is
-    written, and its keys (without name, description and from). Every mistake in the list
-    is reported at once, each at its line."""
+    written, and its keys (without name and from; a stage's description is its plan's).
+    Every mistake in the list is reported at once, each at its line."""
     if "stages" not in doc.data:
         return []
     raw = doc.data.pop("stages")
@@ -1026,7 +1026,7 @@ def _split_stages(doc: Document) -> list[tuple[str, str | None, Pos, Document]]:
                 start = ref
         if "model" in stage:
             start = None
-        keys = {k: v for k, v in stage.items() if k in STAGE_REPLACES + STAGE_MERGES}
+        keys = {k: v for k, v in stage.items() if k in ("description",) + STAGE_REPLACES + STAGE_MERGES}
         overlay = _subdocument(Document({"s": keys}, {("s",) + p[2:]: o for p, o in holder.where.items()
                                                       if p[:2] == ("stages", i) and (len(p) == 2 or p[2] in keys)},
                                         holder.root), ("s",))

@@ -22,7 +22,7 @@ import jinja2.nodes
 
 from ftspec import spec as S
 from ftspec import templates as tpl
-from ftspec.checks import SPLITS, Context, has_test, has_validation, held_out_fix
+from ftspec.checks import SPLITS, Context, answered_by_teacher, has_test, has_validation, held_out_fix
 from ftspec.errors import Issue
 from ftspec.formatting import FormatError, reference
 
@@ -80,6 +80,8 @@ def _answers(ctx: Context) -> list[tuple[str, Callable[[dict], str | None]]]:
 def check_constant_answer(ctx: Context) -> Iterator[Issue]:
     """A completion (chosen, rejected, assistant turn) that renders to the same text for
     every sampled row teaches one answer: usually a condition that is never true."""
+    if "train" in answered_by_teacher(ctx.spec):  # a distillation's teacher writes them
+        return
     records = _records(ctx, "train")
     if len(records) < MIN_ROWS:
         return
@@ -136,7 +138,7 @@ def check_classification_labels(ctx: Context) -> Iterator[Issue]:
     try:
         extracted = _extraction(ctx, i, getattr(metric, "extract", None))
         labels = [extracted(ref) for _, ref in refs]
-        train = _records(ctx, "train") if own else []
+        train = _records(ctx, "train") if own and "train" not in answered_by_teacher(ctx.spec) else []
         trained = {extracted(reference(ctx.spec.format.kind, record)) for _, record in train}
     except _OutOfTime:
         return

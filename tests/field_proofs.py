@@ -15,6 +15,9 @@ E = "tests/test_field_effects.py::"
 R = "tests/test_runtime.py::"
 T = "tests/test_tracking.py::"
 B = "tests/test_bedrock_spec.py::"
+ST = "tests/test_stages.py::"
+SR = "tests/test_stages_run.py::"
+TE = "tests/test_teach.py::"
 
 PROOFS: dict[str, list[str]] = {
     # --- top level
@@ -157,10 +160,6 @@ PROOFS: dict[str, list[str]] = {
     "eval.metrics[]:simple.extract": [E + "test_eval_metric_extraction_is_applied"],
     "eval.metrics[]:simple.positive": ["tests/test_honest_eval.py::test_positive_reaches_the_plan_and_the_eval_steps_metric",
                                        "tests/test_honest_eval.py::test_f1_with_two_labels_is_the_positive_labels_f1"],
-    "eval.metrics[]:simple.extract.regex": [E + "test_eval_metric_extraction_is_applied"],
-    "eval.metrics[]:simple.extract.which": [E + "test_eval_metric_extraction_is_applied"],
-    "eval.metrics[]:simple.extract.template": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema",
-                                               "tests/test_metrics.py::test_extract_template"],
     "eval.metrics[]:json_schema.name": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
     "eval.metrics[]:json_schema.schema": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
     "eval.metrics[]:json_schema.extract": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
@@ -226,6 +225,53 @@ PROOFS: dict[str, list[str]] = {
                                T + "test_wandb_offline_run_has_the_specs_project_entity_and_name_and_logs_the_loss"],
     "tracking:wandb.entity": [T + "test_ftspec_run_reports_to_the_specs_wandb_project"],
     "tracking:mlflow.kind": [T + "test_ftspec_run_reports_to_the_specs_mlflow_experiment"],
+    # --- stages (tests/test_stages.py: the plan; tests/test_stages_run.py: the run)
+    "stages": [ST + "test_the_last_stage_is_the_specs_plan_and_holds_the_earlier_ones",
+               SR + "test_sft_then_dpo_the_dpo_reference_is_the_sft_model"],
+    "stages[].name": [ST + "test_the_last_stage_is_the_specs_plan_and_holds_the_earlier_ones",
+                      ST + "test_mistakes_in_the_stage_list_are_reported_together_at_their_lines"],
+    "stages[].description": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
+    "stages[].from": [ST + "test_a_stage_that_sets_its_model_or_from_base_starts_fresh",
+                      ST + "test_mistakes_in_the_stage_list_are_reported_together_at_their_lines"],
+    "stages[].model": [ST + "test_a_stage_that_sets_its_model_or_from_base_starts_fresh",
+                       SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
+    "stages[].data": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges",
+                      SR + "test_logit_distillation_on_unlabelled_rows_leaves_the_teacher_unwritten"],
+    "stages[].format": [ST + "test_the_last_stage_is_the_specs_plan_and_holds_the_earlier_ones",
+                        SR + "test_sft_then_dpo_the_dpo_reference_is_the_sft_model"],
+    "stages[].method": [ST + "test_the_last_stage_is_the_specs_plan_and_holds_the_earlier_ones",
+                        SR + "test_sft_then_dpo_the_dpo_reference_is_the_sft_model"],
+    "stages[].training": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges",
+                          SR + "test_a_change_to_the_second_stage_re_runs_only_it"],
+    "stages[].eval": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
+    "stages[].compute": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
+    "stages[].tracking": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
+    # --- distillation (the plan: tests/test_stages.py; the teacher's answers: tests/test_teach.py; the loss: tests/test_distill_loss.py)
+    "method:distill.kind": [ST + "test_distillation_steps_and_keys", SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
+    "method:distill.teacher:stage.stage": [ST + "test_distillation_steps_and_keys",
+                                           SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
+    "method:distill.max_new_tokens": [ST + "test_the_distillation_settings_reach_the_plan",
+                                      TE + "test_answers_are_generated_in_batches_and_saved_after_each"],
+    "method:distill.stop": [ST + "test_the_distillation_settings_reach_the_plan",
+                            TE + "test_answers_are_generated_in_batches_and_saved_after_each"],
+    "method:distill.batch_size": [ST + "test_the_distillation_settings_reach_the_plan",
+                                  TE + "test_answers_are_generated_in_batches_and_saved_after_each"],
+    "method:distill.filter.extract": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason"],
+    "method:distill.filter.extract.regex": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason",
+                                            E + "test_eval_metric_extraction_is_applied"],
+    "method:distill.filter.extract.which": [ST + "test_the_distillation_settings_reach_the_plan",
+                                            E + "test_eval_metric_extraction_is_applied"],
+    "method:distill.filter.extract.template": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason",
+                                               E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema",
+                                               "tests/test_metrics.py::test_extract_template"],
+    "method:distill.filter.max_tokens": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason"],
+    "method:distill.filter.train_on": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason"],
+    "method:distill.logits": [ST + "test_logit_distillation_needs_one_vocabulary",
+                              SR + "test_logit_distillation_on_unlabelled_rows_leaves_the_teacher_unwritten"],
+    "method:distill.logits.alpha": [ST + "test_the_distillation_settings_reach_the_plan",
+                                    "tests/test_distill_loss.py::test_the_student_learns_from_a_frozen_teacher_that_is_never_written"],
+    "method:distill.logits.temperature": [ST + "test_the_distillation_settings_reach_the_plan",
+                                          "tests/test_distill_loss.py::test_kd_loss_equals_the_hand_computation"],
     "tracking:mlflow.experiment": [T + "test_ftspec_run_reports_to_the_specs_mlflow_experiment",
                                    T + "test_mlflow_file_store_has_the_specs_experiment_and_the_loss"],
 }

@@ -102,7 +102,7 @@ def test_the_walk_finds_fields_at_every_depth_and_in_every_variant():
     assert len(fields) == len(set(fields))
     for path in ("name", "model:tiny.hidden_size", "model:tiny.tokenizer:bpe.vocab_size", "data.train:hub.subset",
                  "format:chat.messages[].role", "method:sft.adapter:qlora.bits", "method:dpo.beta",
-                 "eval.metrics[]:judge.scale", "eval.metrics[]:simple.extract.which", "tracking:wandb.entity"):
+                 "eval.metrics[]:judge.scale", "method:distill.filter.extract.which", "tracking:wandb.entity"):
         assert path in fields, path
     assert "training" not in fields and "method:sft.adapter" not in fields, "sections are listed by their fields"
     assert "method:sft.adapter:qlora.r" not in fields, "qlora's r is lora's r"

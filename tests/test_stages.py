@@ -130,11 +130,32 @@ def test_profiles_and_set_reach_every_stage_after_its_own_keys(repo):
 
 
 def test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges(repo):
-    plan = compile_spec(write(repo, SFT_DPO.replace("r: 4}}\n", "r: 4}}\n    training: {learning_rate: 3.0e-4}\n")))[0]
+    stage = ("r: 4}}\n    training: {learning_rate: 3.0e-4}\n    eval: {limit: 5}\n    compute: {threads: 2}\n"
+             "    tracking: {kind: tensorboard}\n    description: pairs on the SFT model\n")
+    plan = compile_spec(write(repo, SFT_DPO.replace("r: 4}}\n", stage)))[0]
+    sft = plan.stages[0]
     # Replaced: the preference data has no `split.stratify` or templates of the SFT data.
-    assert [d.name for d in plan.data.derive] == ["wrong"]
-    # Merged: the stage's learning rate with the spec's batch size and length.
+    assert [d.name for d in plan.data.derive] == ["wrong"] and sft.data.derive == ()
+    # Merged: the stage's learning rate with the spec's batch size and length, and so on.
     assert plan.training.learning_rate == 3.0e-4 and plan.training.batch_size == 4 and plan.training.max_length == 256
+    assert sft.training.learning_rate == 1.0e-3
+    assert plan.eval.limit == 5 and plan.eval.max_new_tokens == 4 and sft.eval.limit is None
+    assert plan.compute.threads == 2 and plan.compute.device == "cpu" and sft.compute.threads == 1
+    assert plan.tracking.kind == "tensorboard" and sft.tracking.kind == "none"
+    assert plan.description == "pairs on the SFT model" and sft.description is None
+
+
+def test_the_distillation_settings_reach_the_plan(repo):
+    spec = DISTILL.replace("teacher: {stage: teacher}}", "teacher: {stage: teacher}, max_new_tokens: 7, stop: ['.'], "
+                           "batch_size: 3, filter: {extract: {regex: '(\\w+)', which: first}, max_tokens: 5, "
+                           "train_on: extracted}, logits: {alpha: 0.25, temperature: 3}}")
+    d = compile_spec(write(repo, spec))[0].method.distill
+    assert (d.max_new_tokens, d.stop, d.batch_size) == (7, (".",), 3)
+    assert (d.filter.extract.regex, d.filter.extract.which, d.filter.max_tokens, d.filter.train_on) == ("(\\w+)", "first", 5, "extracted")
+    assert (d.logits.alpha, d.logits.temperature) == (0.25, 3.0)
+    template = spec.replace("{regex: '(\\w+)', which: first}", "{template: '{{ text | trim }}'}")
+    d = compile_spec(write(repo, template))[0].method.distill
+    assert d.filter.extract.template.text == "{{ text | trim }}" and d.filter.extract.regex is None
 
 
 def test_a_stage_that_sets_its_model_or_from_base_starts_fresh(repo):
