@@ -91,11 +91,7 @@ def _metrics_chart(Figure, names: list[str], base: dict | None, tuned: dict | No
             ax.bar_label(bars, labels=[fmt(values(side, n)) for n in group], fontsize=7,
                          **({"label_type": "center", "color": "white" if label == "tuned" else "#1f2328"} if yerr
                             else {"padding": 2}))
-        ax.set_xticks(xs)
-        ax.set_xticklabels(group, rotation=20 if len(group) > 4 else 0)
-        if group is unit:
-            ax.set_ylim(0, 1.1)
-        ax.grid(axis="y", alpha=0.3)
+        _metric_axes(ax, xs, group, 1.1 if group is unit else None)
         if g == 0:
             ax.legend(fontsize=8)
     title = "Base vs tuned" if base is not None and tuned is not None else "Tuned model" if tuned is not None else "Base model"
@@ -155,11 +151,7 @@ def stages_chart(comparison: dict) -> bytes | None:
             bars = ax.bar([x + offset for x in xs], [h or 0.0 for h in heights], width, label=str(m.get("model")),
                           color=colors[k])
             ax.bar_label(bars, labels=[fmt(h) for h in heights], fontsize=6, padding=2, rotation=90 if len(models) > 3 else 0)
-        ax.set_xticks(xs)
-        ax.set_xticklabels(group, rotation=20 if len(group) > 4 else 0)
-        if group is unit:
-            ax.set_ylim(0, 1.2)
-        ax.grid(axis="y", alpha=0.3)
+        _metric_axes(ax, xs, group, 1.2 if group is unit else None)
         if g == 0:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0) if len(groups) == 1 else None)
     fig.suptitle("Every model of every stage")
@@ -190,3 +182,12 @@ def _confusion_chart(Figure, details: Any, title: str) -> bytes | None:
                 ax.text(j, i, count(v), ha="center", va="center", fontsize=8,
                         color="white" if v > top / 2 else "#1f2328")
     return _figure_png(fig)
+
+
+def _metric_axes(ax, xs, names, top: float | None) -> None:
+    """One panel of metrics side by side: named ticks, a light grid, scores (0 to 1) on one scale."""
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, rotation=20 if len(names) > 4 else 0)
+    if top is not None:
+        ax.set_ylim(0, top)
+    ax.grid(axis="y", alpha=0.3)
