@@ -410,9 +410,21 @@ def _distill(ctx: Context, m: S.DistillMethod, evaluation: dict, earlier: dict[s
         extract = m.filter.extract.model_dump()
         if m.filter.extract.template is not None:
             extract["template"] = _template(ctx.templates["method.filter.extract.template"])
+    mode = evaluation["mode"] if m.mode == "auto" else m.mode
+    choices = evaluation["choices"] if mode == "choices" else None
+    if mode == "choices" and not choices:  # auto, where the evaluation's labels are not known when planning
+        mode = "generate"
+    prefix = ""
+    if mode == "choices" and isinstance(ctx.spec.format, S.PromptCompletionFormat):
+        # A label follows the prompt as the data's answers do: " billing" after "Queue:".
+        completion = ctx.templates["format.completion"].text
+        prefix = completion[: len(completion) - len(completion.lstrip())]
     return {
         "teacher": teacher,
         # The teacher answers as the models are evaluated, unless the spec says otherwise.
+        "mode": mode,
+        "choices": list(choices) if mode == "choices" else None,
+        "prefix": prefix,
         "max_new_tokens": m.max_new_tokens or evaluation["max_new_tokens"],
         "stop": list(m.stop) if m.stop is not None else list(evaluation["stop"]),
         "batch_size": m.batch_size,

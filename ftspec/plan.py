@@ -292,6 +292,11 @@ class Distill(_Frozen):
     the data may hold are not read), and the student is trained on its kept answers."""
 
     teacher: Model  # a pretrained model, or an earlier stage's (kind: stage)
+    # generate: greedy answers; choices: the likeliest of `choices` after each prompt (with
+    # `prefix`, the whitespace the format's answer starts with, before each label).
+    mode: Literal["generate", "choices"] = "generate"
+    choices: tuple[str, ...] | None = Field(None, exclude_if=lambda v: v is None)
+    prefix: str = Field("", exclude_if=lambda v: v == "")
     max_new_tokens: int
     stop: tuple[str, ...] = ()
     batch_size: int

@@ -509,6 +509,7 @@ class DistillMethod(_Section):
     kind: Literal["distill"] = Field(description="`distill`: learn from a teacher's answers (sequence-level distillation), optionally its logits too.")
     adapter: AdapterSpec = Field(default_factory=_default_adapter)
     teacher: TeacherSpec
+    mode: Literal["auto", "generate", "choices"] = Field("auto", description="How the teacher answers: `generate` writes greedy answers; `choices` picks the likeliest of the labels (`eval.choices`) after each prompt, as evaluation's `choices` mode scores a model; `auto` answers as the models are evaluated (`choices` when the evaluation picks among labels, else `generate`).")
     max_new_tokens: Int | None = Field(None, ge=1, le=32768, description="Longest teacher answer; defaults to `eval.max_new_tokens`.")
     stop: list[str] | None = Field(None, max_length=64, description="Strings that end a teacher answer; defaults to the evaluation's stop strings.")
     batch_size: Int = Field(16, ge=1, le=4096, description="Prompts the teacher answers per batch.")

@@ -68,6 +68,7 @@ def _check_stage(stages: list, i: int) -> Iterator[Issue]:
         yield ctx.error(("compute", "backend"), "stages run on the local backend (a Bedrock job is one stage of its own)",
                         "run the Bedrock job from a spec without stages")
     yield from check_teacher(ctx)
+    yield from check_teacher_mode(ctx)
     method = spec.method
     if isinstance(method, S.DistillMethod) and isinstance(method.teacher, S.StageTeacher):
         ref = method.teacher.stage
@@ -98,9 +99,18 @@ def check_teacher(ctx: Any) -> Iterator[Issue]:
     ctx.not_checked.extend(n.replace("model.", "method.teacher.", 1) for n in shadow.not_checked)
 
 
+def check_teacher_mode(ctx: Any) -> Iterator[Issue]:
+    """A teacher that picks among labels needs to be told which."""
+    method = ctx.spec.method
+    if isinstance(method, S.DistillMethod) and method.mode == "choices" and not ctx.spec.eval.choices:
+        yield ctx.error(("method", "mode"), "a teacher in choices mode picks among eval.choices, which the spec does not give",
+                        "list the labels in eval.choices, or leave method.mode: auto")
+
+
 def check_single(ctx: Any) -> Iterator[Issue]:
     """A spec without stages: a teacher cannot be a stage."""
     yield from check_teacher(ctx)
+    yield from check_teacher_mode(ctx)
     method = ctx.spec.method
     if isinstance(method, S.DistillMethod) and isinstance(method.teacher, S.StageTeacher):
         yield ctx.error(("method", "teacher", "stage"), f"this spec has no stages, so no stage '{method.teacher.stage}'",

@@ -76,8 +76,12 @@ def describe_distill(d: Any) -> list[str]:
     """What a distill method's teacher does, one line each: who answers and how, which
     answers are kept, and what the student learns from them."""
     stop = f", stop at {', '.join(repr(x) for x in d.stop)}" if d.stop else ""
-    lines = [f"teacher: {describe_model(d.teacher)}",
-             f"answers: up to {d.max_new_tokens} new tokens{stop}, in batches of {d.batch_size}"]
+    if getattr(d, "mode", "generate") == "choices":
+        how = (f"picks the likeliest of {len(d.choices)} labels ({', '.join(d.choices[:6])}"
+               + (", …" if len(d.choices) > 6 else "") + f"), as choices mode scores; in batches of {d.batch_size}")
+    else:
+        how = f"up to {d.max_new_tokens} new tokens{stop}, in batches of {d.batch_size}"
+    lines = [f"teacher: {describe_model(d.teacher)}", f"answers: {how}"]
     f = d.filter
     kept = []
     if f.extract is not None:

@@ -250,6 +250,8 @@ PROOFS: dict[str, list[str]] = {
     "method:distill.kind": [ST + "test_distillation_steps_and_keys", SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
     "method:distill.teacher:stage.stage": [ST + "test_distillation_steps_and_keys",
                                            SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
+    "method:distill.mode": [ST + "test_distillation_steps_and_keys",
+                            TE + "test_a_teacher_in_choices_mode_answers_with_the_likeliest_label_as_evaluation_scores_it"],
     "method:distill.max_new_tokens": [ST + "test_the_distillation_settings_reach_the_plan",
                                       TE + "test_answers_are_generated_in_batches_and_saved_after_each"],
     "method:distill.stop": [ST + "test_the_distillation_settings_reach_the_plan",

@@ -173,8 +173,15 @@ def test_distillation_steps_and_keys(repo):
     assert names == ["teach", "prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned",
                      "generate_teacher", "eval_teacher", "compare_stages", "report"]
     d = plan.method.distill
-    # The teacher answers as the models are evaluated unless told otherwise.
+    # The teacher answers as the models are evaluated unless told otherwise: here it picks
+    # the likeliest label, with the space the format's answers start with.
     assert d.max_new_tokens == plan.eval.max_new_tokens and d.stop == plan.eval.stop and d.logits is None
+    assert plan.eval.mode == "choices" and d.mode == "choices" and d.choices == plan.eval.choices and d.prefix == " "
+    generating = compile_spec(write(repo, DISTILL.replace("teacher: {stage: teacher}}", "teacher: {stage: teacher}, mode: generate}")))[0]
+    assert generating.method.distill.mode == "generate" and generating.method.distill.choices is None
+    assert "choices" not in generating.to_dict()["method"]["distill"]
+    found = errors(write(repo, DISTILL.replace("teacher: {stage: teacher}}", "teacher: {stage: teacher}, mode: choices}")))
+    assert len(found) == 1 and "method.mode" in found[0] and "picks among eval.choices" in found[0]
     # A change to the teacher stage re-keys the teacher's answers and so everything after them.
     changed = compile_spec(write(repo, DISTILL.replace("  - name: teacher\n",
                                                        "  - name: teacher\n    training: {learning_rate: 2.0e-3}\n")))[0]

@@ -295,3 +295,24 @@ def test_a_changed_prompt_is_asked_again_and_nothing_else(tmp_path, monkeypatch)
     # The file holds the current prompts only: the old row for the changed prompt is gone.
     saved = [json.loads(line) for line in (tmp_path / T.ANSWERS).read_text(encoding="utf-8").splitlines()]
     assert saved == rows
+
+
+# --------------------------------------------------------------------------- choices mode
+
+
+def test_a_teacher_in_choices_mode_answers_with_the_likeliest_label_as_evaluation_scores_it(tmp_path):
+    from ftspec.runtime.evaluate import Example, choose
+
+    model, tok = _tiny()
+    splits = _splits(n_train=10, n_val=2)
+    prompts = T.teacher_prompts(splits, "prompt_completion", tok)
+    settings = SimpleNamespace(**vars(_settings(batch_size=4)), mode="choices", choices=("account", "billing", "returns"),
+                               prefix=" ")
+    rows = T.run_teacher(model, tok, prompts, settings, tmp_path, echo=lambda _: None)
+    assert {r["answer"] for r in rows} <= {" account", " billing", " returns"} and all(r["kept"] for r in rows)
+    # The same label evaluation's choices mode picks for the same prompt and answer prefix.
+    expected = choose(model, tok, [Example(p["prompt"], " ", "", {}) for p in prompts], list(settings.choices),
+                      "prompt_completion", 4)
+    assert [r["answer"] for r in rows] == [" " + label for label in expected]
+    records, dropped = T.with_answers(splits["train"], "prompt_completion", [r for r in rows if r["split"] == "train"])
+    assert dropped == 0 and [r["completion"] for r in records] == [" " + label for label in expected[:10]]

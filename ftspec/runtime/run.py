@@ -141,8 +141,11 @@ def step_prepare_data(plan, ctx: StepContext, out: Path) -> dict:
              + (f"; skipped {skipped['skipped_rows']} bad rows" if skipped["skipped_rows"] else "")
              + (f"; {speed['rows_per_second']:.0f} rows/s" if speed["rows_per_second"] else ""))
     if differ:
+        teacher = skipped.get("teacher_answers") or {}
+        dropped_answers = sum(v["dropped"] for v in teacher.values())
         why = [w for w, on in (("bad rows were skipped", skipped["skipped_rows"]),
-                               ("the plan estimated data.filter's effect from a sample", plan.data.rows_estimated))
+                               ("the plan estimated data.filter's effect from a sample", plan.data.rows_estimated),
+                               (f"method.filter dropped {dropped_answers} of the teacher's answers", dropped_answers))
                if on]
         shown = ", ".join(f"{s} {d['prepared']} (plan {plan.data.rows_shown(s)})" for s, d in differ.items())
         ctx.echo(f"  rows differ from the plan: {shown}" + (f"; {' and '.join(why)}" if why else ""))

@@ -21,7 +21,7 @@ from typing import Any
 
 from ftspec import io
 from ftspec.formatting import prompt_messages
-from ftspec.runtime.evaluate import _chat_prompt, generate
+from ftspec.runtime.evaluate import Example, _chat_prompt, choose, generate
 from ftspec.runtime.metrics import extract
 
 ANSWERS = "answers.jsonl"
@@ -47,9 +47,25 @@ def teacher_prompts(splits: dict[str, list[dict]], kind: str, tokenizer) -> list
     items = []
     for split in SPLITS:
         for i, record in enumerate(splits.get(split) or []):
-            prompt = _chat_prompt(prompt_messages(record), tokenizer) if chat else record["prompt"]
-            items.append({"split": split, "index": i, "prompt": prompt, "chat": chat})
+            messages = prompt_messages(record) if chat else None
+            prompt = _chat_prompt(messages, tokenizer) if chat else record["prompt"]
+            items.append({"split": split, "index": i, "prompt": prompt, "chat": chat, "messages": messages})
     return items
+
+
+def _answers(model, tokenizer, batch: list[dict], settings: Any, max_length: int | None) -> list[str]:
+    """One batch's answers: generated greedily, or (mode choices) the likeliest label after
+    each prompt, scored as evaluation's choices mode scores it, with the whitespace the
+    format's answers start with before it (``settings.prefix``)."""
+    chat = bool(batch[0].get("chat"))
+    if getattr(settings, "mode", "generate") != "choices":
+        return generate(model, tokenizer, [p["prompt"] for p in batch], settings.max_new_tokens,
+                        max(1, int(settings.batch_size)), list(settings.stop), chat=chat, max_length=max_length)
+    prefix = getattr(settings, "prefix", "")
+    examples = [Example(p["prompt"], prefix, "", {}, p.get("messages")) for p in batch]
+    labels = choose(model, tokenizer, examples, list(settings.choices), "chat" if chat else "prompt_completion",
+                    max(1, int(settings.batch_size)), max_length)
+    return [label if chat else prefix + label for label in labels]
 
 
 # --------------------------------------------------------------------------- answering
@@ -151,8 +167,7 @@ def run_teacher(model, tokenizer, prompts: list[dict], settings: Any, scratch: P
     with open(path, "a", encoding="utf-8") as fh:
         for start in range(0, total, size):
             batch = missing[start:start + size]
-            answers = generate(model, tokenizer, [p["prompt"] for p in batch], settings.max_new_tokens,
-                               size, list(settings.stop), chat=bool(batch[0].get("chat")), max_length=max_length)
+            answers = _answers(model, tokenizer, batch, settings, max_length)
             new = [_row(p, a, flt, tokenizer) for p, a in zip(batch, answers)]
             fh.write("".join(_line(r) for r in new))
             fh.flush()
