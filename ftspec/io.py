@@ -69,6 +69,15 @@ def write_jsonl(path: Path | str, rows: Iterable[Any]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def append_durably(path: Path | str, data: str, encoding: str = "utf-8") -> None:
+    """Append ``data`` to a file and sync it to disk before returning: a log of work done
+    (a teacher's answers, batch by batch) keeps every append made before a crash."""
+    with open(path, "a", encoding=encoding) as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def _replace_with(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path)

@@ -98,7 +98,9 @@ def hub_resolver(kind: str, repo: str, revision: str | None) -> str:
 def build(plan: Plan, root: Path, resolve: HubResolver | None, locked: Mapping | None = None) -> dict:
     """The lock of a plan. Hub names are resolved with ``resolve``; without one
     (``run --locked``), the commits recorded in ``locked`` are taken as they are."""
-    m = plan.model
+    from ftspec.stages import root_model
+
+    m = root_model(plan.model)  # a later stage's model follows from the model its chain began with
     if m.kind == "tiny":
         model = {"kind": "tiny", "config_sha256": digest(m)}
     elif m.source == "local":

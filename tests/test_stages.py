@@ -2,7 +2,6 @@
 stages, and how the stages' step keys chain (light: no torch)."""
 
 import json
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -226,7 +225,7 @@ def test_mistakes_in_the_stage_list_are_reported_together_at_their_lines(repo):
 def test_a_stage_that_is_not_a_list_or_is_empty(repo):
     for text in ("stages: {a: 1}\n", "stages: []\n"):
         (repo / "s.yaml").write_text(HEAD + text, encoding="utf-8")
-        assert errors(repo / "s.yaml") == [f"s.yaml:15:9: stages: must be a list of stages, each a mapping with a name, "
+        assert errors(repo / "s.yaml") == ["s.yaml:15:9: stages: must be a list of stages, each a mapping with a name, "
                                            "e.g. stages: [{name: sft}, {name: dpo, method: {kind: dpo}, data: …, format: …}]"]
 
 

@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -118,7 +117,7 @@ def test_plan_text_of_a_lora_stage_model_and_a_distill_method(tmp_path):
     student = text[text.index("stage 3/3 student"):]
     assert "method    distill + full fine-tuning" in student
     assert "teacher: the model of stage teacher (its lora adapter" in student
-    assert "answers: up to 4 new tokens, in batches of" in student
+    assert "answers: picks the likeliest of 5 labels (account, billing, returns, shipping, technical)" in student
     assert "filter: keeps answers where regex '(account|billing|returns|shipping|technical)' matches" in student
     assert "logits: alpha 0.5 at temperature 2" in student
     assert "generate_teacher" in student and "compare_stages" in student

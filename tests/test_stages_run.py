@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from ftspec.compile import compile_spec, find_root  # noqa: E402
 from ftspec.runtime.run import execute  # noqa: E402
 
-from test_stages import DISTILL, HEAD, SFT_DPO, write  # noqa: E402
+from test_stages import HEAD, SFT_DPO, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = HEAD.replace("eval: {metrics: [accuracy], max_new_tokens: 4}",
@@ -84,6 +84,15 @@ def test_a_change_to_the_second_stage_re_runs_only_it(repo):
     changed, _ = run(write(repo, SFT_DPO.replace("r: 4}}\n", "r: 4}}\n    training: {learning_rate: 3.0e-4}\n"), head=SMALL))
     assert changed.stages[0].ran == [], "stage sft is reused"
     assert "train" in changed.ran and "prepare_data" not in changed.ran
+    # The last stage's model is the spec's: it exports (its LoRA merged into the SFT weights)
+    # and the spec locks, as a spec without stages does.
+    from ftspec import lock as L
+    from ftspec.runtime.export import export_model
+
+    exported = export_model(changed.plan, repo, repo / "exported", echo=lambda _: None)
+    assert exported.kind == "merged" and (repo / "exported" / "model.safetensors").exists()
+    assert "the model stage `sft` of this spec trained" in (repo / "exported" / "README.md").read_text()
+    assert L.build(changed.plan, repo, None)["model"]["kind"] == "tiny"
 
 
 def test_a_lora_stage_is_merged_into_its_base_for_the_next(repo):

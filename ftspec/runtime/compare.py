@@ -239,7 +239,7 @@ def _distillation(plan: Any, rows: list[dict], metric: str | None) -> dict | Non
         text = (f"{who}: {metric} {s:.3f} against the teacher's {t:.3f}{lower}"
                 + (f", {ratio:.0%} of it" if ratio is not None else ""))
     if size is not None:
-        text += f", at {size:.2f}× the teacher's parameters ({_count(ps)} against {_count(pt)})"
+        text += f", at {size:.2g}× the teacher's parameters ({_count(ps)} against {_count(pt)})"
     else:
         text += f"; parameters {_count(ps)} against the teacher's {_count(pt)}"
     if b is not None:

@@ -103,16 +103,22 @@ def check_target(out: Path, force: bool) -> None:
 
 def export_dtype(plan: Plan, base_path: str) -> torch.dtype:
     """The base model's dtype: the spec's model.dtype, else the base's config (float32 when it says none)."""
-    dtype = getattr(plan.model, "dtype", "auto")
+    from ftspec.stages import root_model
+
+    first = root_model(plan.model)  # an earlier stage's model: as the model its chain began with
+    dtype = getattr(first, "dtype", "auto")
     if dtype != "auto":
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    if plan.model.kind == "tiny":
+    if first.kind == "tiny":
         return torch.float32
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(base_path, trust_remote_code=plan.model.trust_remote_code,
-                                            **({"revision": plan.model.revision} if plan.model.revision else {}))
+        if plan.model.kind == "stage":  # written whole by this stage's prepare_data
+            config = AutoConfig.from_pretrained(base_path)
+        else:
+            config = AutoConfig.from_pretrained(base_path, trust_remote_code=plan.model.trust_remote_code,
+                                                **({"revision": plan.model.revision} if plan.model.revision else {}))
     except OSError:
         return torch.float32
     found = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
@@ -317,6 +323,15 @@ def _shown_base(base_ref: str | None) -> str:
 
 def _describe_base(plan: Plan) -> str:
     m = plan.model
+    if m.kind == "stage":
+        merged = ", its LoRA adapter merged" if m.adapter != "full" else ""
+        return f"the model stage `{m.stage}` of this spec trained{merged} (that stage started from {_describe_base_of(m.base)})"
+    return _describe_base_of(m)
+
+
+def _describe_base_of(m) -> str:
+    if m.kind == "stage":
+        return f"stage `{m.stage}`'s model"
     if m.kind == "tiny":
         return f"tiny {m.architecture} built from a config ({m.num_layers} layers × {m.hidden_size})"
     where = f"`{m.name_or_path}`" + (f" at revision `{m.revision}`" if m.revision else "")

@@ -14,7 +14,6 @@ student learns from the answers it keeps (sequence-level distillation).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,20 +163,17 @@ def run_teacher(model, tokenizer, prompts: list[dict], settings: Any, scratch: P
     missing.sort(key=lambda p: -len(p["prompt"]))
     size = max(1, int(settings.batch_size))
     total, done, shown = len(missing), 0, 0
-    with open(path, "a", encoding="utf-8") as fh:
-        for start in range(0, total, size):
-            batch = missing[start:start + size]
-            answers = _answers(model, tokenizer, batch, settings, max_length)
-            new = [_row(p, a, flt, tokenizer) for p, a in zip(batch, answers)]
-            fh.write("".join(_line(r) for r in new))
-            fh.flush()
-            os.fsync(fh.fileno())
-            for p, r in zip(batch, new):
-                rows[_key(p)] = r
-            done += len(batch)
-            if done == total or done * 10 // total > shown:
-                shown = done * 10 // total
-                echo(f"  teacher: {done}/{total} prompts answered")
+    for start in range(0, total, size):
+        batch = missing[start:start + size]
+        answers = _answers(model, tokenizer, batch, settings, max_length)
+        new = [_row(p, a, flt, tokenizer) for p, a in zip(batch, answers)]
+        io.append_durably(path, "".join(_line(r) for r in new))
+        for p, r in zip(batch, new):
+            rows[_key(p)] = r
+        done += len(batch)
+        if done == total or done * 10 // total > shown:
+            shown = done * 10 // total
+            echo(f"  teacher: {done}/{total} prompts answered")
     ordered = [rows[k] for k in keys]
     io.write_atomic(path, "".join(_line(r) for r in ordered))
     return ordered
