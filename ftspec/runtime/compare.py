@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ftspec.io import read_json, read_jsonl, write_json
+from ftspec.steps import EVAL_BASE, EVAL_TEACHER, EVAL_TUNED, PREPARE_DATA, TEACH, TRAIN
 from ftspec.runtime.results import LOWER_IS_BETTER, metric_values, num
 
 COMPARISON = "comparison.json"
@@ -94,8 +95,8 @@ def start_parameters(model: Any, data_dir: Path | None, store: Any, root: Path |
             return n
     kind = getattr(model, "kind", None)
     if kind == "stage":
-        base = start_parameters(model.base, store.path("prepare_data", model.data), store, root)
-        return trained_parameters(store.path("train", model.train), base)[0]
+        base = start_parameters(model.base, store.path(PREPARE_DATA.name, model.data), store, root)
+        return trained_parameters(store.path(TRAIN.name, model.train), base)[0]
     if kind == "pretrained" and model.source == "local" and not model.gguf_file and root is not None:
         return folder_parameters(Path(root) / model.name_or_path)
     return None
@@ -169,10 +170,10 @@ def _references(folder: Path) -> str | None:
 
 def _rows_of(plan: Any, where: _Where, store: Any, root: Path | None) -> list[dict]:
     distills = plan.method.objective == "distill"
-    data_dir = where("prepare_data")
+    data_dir = where(PREPARE_DATA.name)
     base_n = start_parameters(plan.model, data_dir, store, root)
     out = []
-    for role, step in (("base", "eval_base"), ("tuned", "eval_tuned"), ("teacher", "eval_teacher")):
+    for role, step in (("base", EVAL_BASE.name), ("tuned", EVAL_TUNED.name), ("teacher", EVAL_TEACHER.name)):
         if role == "base" and plan.model.kind == "stage":
             continue  # the earlier stage's model, already a row of its own
         if role == "teacher" and not distills:
@@ -185,11 +186,11 @@ def _rows_of(plan: Any, where: _Where, store: Any, root: Path | None) -> list[di
         if role == "base":
             parameters = base_n
         elif role == "tuned":
-            train = where("train")
+            train = where(TRAIN.name)
             parameters, adapter = trained_parameters(train, base_n) if train is not None else (None, None)
         else:
             # The teach step keeps a stage teacher (merged) or a converted GGUF teacher whole.
-            teach = where("teach")
+            teach = where(TEACH.name)
             parameters = next((n for n in (folder_parameters(teach / sub) for sub in ("base-model", "model"))
                                if n is not None), None) if teach is not None else None
             if parameters is None:

@@ -140,8 +140,10 @@ def materialize_stage(m: Any, store, root: Path, out_dir: Path) -> dict:
     weights with its tokenizer at ``out_dir``: a full model as it was saved, a LoRA
     adapter merged into that stage's base. So the stage that starts from it, and a
     DPO stage's reference model, are exactly the earlier stage's model."""
-    trained = store.path("train", m.train)
-    if not store.complete("train", m.train):
+    from ftspec.steps import PREPARE_DATA, TRAIN
+
+    trained = store.path(TRAIN.name, m.train)
+    if not store.complete(TRAIN.name, m.train):
         raise SpecError.one(Pos("model"), "model", f"stage {m.stage} has not finished training (train key {m.train[:8]}); "
                             "its run stopped before it: run the spec again")
     started = time.perf_counter()
@@ -154,7 +156,7 @@ def materialize_stage(m: Any, store, root: Path, out_dir: Path) -> dict:
 
         # A QLoRA stage's base was loaded in 4 or 8 bits to train; it is merged into the
         # base's own (de-quantised) weights here, which is what a merged export holds too.
-        base = AutoModelForCausalLM.from_pretrained(base_model_path(m.base, root, store.path("prepare_data", m.data)),
+        base = AutoModelForCausalLM.from_pretrained(base_model_path(m.base, root, store.path(PREPARE_DATA.name, m.data)),
                                                     dtype=dtype)
         model = PeftModel.from_pretrained(base, str(trained)).merge_and_unload()
     model.save_pretrained(out_dir, safe_serialization=True)
