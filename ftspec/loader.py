@@ -920,8 +920,6 @@ def load(
         if problems:
             raise SpecError(problems)
 
-    stage_docs = _split_stages(doc)
-
     problems = [
         Issue(Pos(f"--profile {name}"), "profiles",
               f"no profile named '{name}'" + (f" (defined: {', '.join(sorted(defined))})" if defined else " (the spec defines none)"),
@@ -936,6 +934,14 @@ def load(
             problems.extend(exc.issues)
     if problems:
         raise SpecError(problems)
+    # `--set stages=[…]` replaces the stage list itself; every other override reaches each
+    # stage after the stage's own keys.
+    for set_path, override in [o for o in overrides if o[0][:1] == ("stages",)]:
+        _check_set_path(doc.data, set_path, override.root)
+        doc = merge(doc, override)
+    overrides = [o for o in overrides if o[0][:1] != ("stages",)]
+    stage_docs = _split_stages(doc)
+
     def layered(doc: Document) -> Document:
         for name in profiles:
             doc = merge(doc, defined[name])

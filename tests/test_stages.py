@@ -306,3 +306,12 @@ def test_a_distillation_trains_on_rows_without_answers(repo):
     cut = UNLABELED.replace("      test: data/test.jsonl\n", "").replace("validation: 0.1, seed: 1", "validation: 0.1, test: 0.1, seed: 1")
     found = errors(write(repo, cut))
     assert any("queue" in f for f in found), found
+
+
+def test_set_can_replace_the_stage_list_and_reaches_every_stage_otherwise(repo):
+    path = write(repo, SFT_DPO)
+    plan = compile_spec(path, sets=["stages=[{name: a}, {name: b, training: {learning_rate: 0.5}}]"])[0]
+    assert [p.stage for p in plan.stages] + [plan.stage] == ["a", "b"] and plan.training.learning_rate == 0.5
+    assert plan.method.objective == "sft", "the stages given on the command line, not the file's"
+    found = errors(path, sets=["stages=[]"])
+    assert len(found) == 1 and found[0].startswith("--set stages=[]: stages: must be a list of stages"), found
