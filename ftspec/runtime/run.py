@@ -225,12 +225,18 @@ def load_teacher(plan, root: Path, teach_dir: Path):
     from ftspec.runtime import builders
     from ftspec.runtime.models import load_model, load_tokenizer
 
+    from ftspec.errors import Issue, Pos, SpecError
+
     teacher = plan.method.distill.teacher
     device = builders.resolve_device(plan.compute)
     precision = builders.resolve_precision(plan.compute, device)
-    tokenizer = load_tokenizer(teacher, root, teach_dir, chat_template_text(plan.format))
-    model = load_model(teacher, root, teach_dir, builders.model_dtype(teacher, precision), device,
-                       attention=plan.compute.attention)
+    try:
+        tokenizer = load_tokenizer(teacher, root, teach_dir, chat_template_text(plan.format))
+        model = load_model(teacher, root, teach_dir, builders.model_dtype(teacher, precision), device,
+                           attention=plan.compute.attention)
+    except SpecError as exc:  # the loaders speak of the model; here it is the teacher that would not load
+        raise SpecError(Issue(Pos("method.teacher"), "method.teacher", f"the teacher: {i.message}", i.hint)
+                        if i.key == "model.base" else i for i in exc.issues) from None
     model.requires_grad_(False)
     return model, tokenizer
 
