@@ -315,3 +315,21 @@ def test_report_shows_the_stages_table(tmp_path):
     assert load_comparison(run_dir) is None
     build_report(run_dir, plan, report)
     assert "## Stages" not in (report / "report.md").read_text()
+
+
+def test_a_later_stages_starting_model_is_listed_where_its_own_row_is_not_comparable(tmp_path):
+    """SFT then DPO: the SFT stage scores accuracy on its rows, the DPO stage preference
+    metrics on its pairs; the SFT model as the DPO stage scores it is then a row of its own."""
+    doc = yaml.safe_load(_spec(tmp_path).read_text())
+    doc["stages"] = [{"name": "sft"}, {"name": "more", "training": {"learning_rate": 1.0e-4}}]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
+    plan, _ = compile_spec(tmp_path / "spec.yaml")
+    (sft,) = plan.stages
+    store = Store(tmp_path / "runs" / ".ftspec-store")
+    for p, name, acc in ((sft, "eval_base", 0.1), (sft, "eval_tuned", 0.9), (plan, "eval_base", 0.9), (plan, "eval_tuned", 0.95)):
+        _metrics(store.path(name, p.step(name).key), acc, acc)
+    models = [m["model"] for m in _compare(tmp_path, plan, store)["models"]]
+    assert models == ["sft base", "sft", "more"], "the SFT model is listed once, as its own stage's row"
+    _metrics(store.path("eval_tuned", sft.step("eval_tuned").key), 0.9, 0.9, references=["billing"] * 12)
+    models = [m["model"] for m in _compare(tmp_path, plan, store)["models"]]
+    assert models == ["sft base", "sft", "more base (stage sft's model)", "more"]

@@ -174,8 +174,6 @@ def _rows_of(plan: Any, where: _Where, store: Any, root: Path | None) -> list[di
     base_n = start_parameters(plan.model, data_dir, store, root)
     out = []
     for role, step in (("base", EVAL_BASE.name), ("tuned", EVAL_TUNED.name), ("teacher", EVAL_TEACHER.name)):
-        if role == "base" and plan.model.kind == "stage":
-            continue  # the earlier stage's model, already a row of its own
         if role == "teacher" and not distills:
             continue
         folder = where(step)
@@ -196,6 +194,11 @@ def _rows_of(plan: Any, where: _Where, store: Any, root: Path | None) -> list[di
             if parameters is None:
                 parameters = start_parameters(plan.method.distill.teacher, None, store, root)
         row = {"model": _label(plan, role), "stage": plan.stage, "role": role, "parameters": parameters}
+        if role == "base" and plan.model.kind == "stage":
+            # The earlier stage's model, as this stage scores it: kept where that stage's own
+            # row is scored on other rows or metrics (an SFT model under DPO's preference metrics).
+            row["model"] = f"{plan.stage} base (stage {plan.model.stage}'s model)"
+            row["_starts_from"] = plan.model.stage
         if adapter is not None:
             row["adapter_parameters"] = adapter
         row.update({"metrics": metric_values(raw) or {}, "rows": raw.get("rows"), "split": raw.get("split")})
@@ -288,6 +291,10 @@ def compare(plan: Any, store: Any, step_dir: Callable[[str], Path | None], out: 
         row["comparable"] = reason is None
         if reason:
             row["not_comparable"] = reason
+    # A later stage's starting model is listed once: as its own stage's row where that is
+    # comparable, else as the later stage scored it.
+    scored = {r["stage"] for r in rows if r["role"] == "tuned" and r["comparable"]}
+    rows = [r for r in rows if r.get("_starts_from") is None or r["_starts_from"] not in scored]
     names = _metric_names(plan, rows)
     headline = names[0] if names else None
     distillation = [d for d in (_distillation(p, rows, headline) for p, _ in plans
