@@ -773,9 +773,8 @@ def answer_templates(spec: S.Spec) -> set[str]:
     """The keys of the templates that render a row's answer."""
     f = spec.format
     if isinstance(f, S.ChatFormat):
-        last = [i for i, t in enumerate(f.messages or [])]
         keys = set()
-        for i in reversed(last):
+        for i in reversed(range(len(f.messages or []))):  # the assistant turns that end the conversation
             if f.messages[i].role != "assistant":
                 break
             keys.add(f"format.messages.{i}.content")

@@ -425,7 +425,7 @@ MAX_PLAN_BYTES = 50_000_000
 def _plan_for_diff(path: Path, profiles, sets, allow=()):
     """A plan from a spec (compiled), with where each value came from, or from a plan
     JSON file written by `ftspec plan -o` (with no origins)."""
-    from ftspec.diff import compile_sourced  # a spec with stages: each stage's origins
+    from ftspec.compile import compile_sourced
 
     if path.suffix == ".json":
         from ftspec.paths import read_regular

@@ -132,13 +132,18 @@ def compile_located(path: str | Path, profiles: Iterable[str] = (), sets: Iterab
 def compile_sourced(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
                     allow: Iterable[str | Path] = ()) -> tuple[Plan, Callable[[str], str | None]]:
     """A plan, and where each of its fields came from (for ``ftspec diff``): a default,
-    the spec, a base spec, a profile, ``--set``, or derived by ftspec."""
-    from ftspec.diff import origins
+    the spec, a base spec, a profile, ``--set``, or derived by ftspec. For a spec with
+    stages, each stage's (a :class:`ftspec.diff.StagedOrigin`)."""
+    from ftspec.diff import StagedOrigin, origins
     from ftspec.explain import explain
 
     checked = check_spec(path, profiles, sets, False, allow)
     plan = build(checked)
-    return plan, origins(plan, explain(checked.ctx.loaded, checked.ctx.spec))
+    if not checked.stages:
+        return plan, origins(plan, explain(checked.ctx.loaded, checked.ctx.spec))
+    by_name = {p.stage: p for p in (*plan.stages, plan)}
+    return plan, StagedOrigin({st.name: origins(by_name[st.name], explain(ctx.loaded, ctx.spec))
+                               for st, ctx, _ in checked.stages}, plan.stage)
 
 
 def _locator(ctx: Context) -> Callable[[Issue], Issue]:

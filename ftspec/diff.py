@@ -422,22 +422,6 @@ class StagedOrigin:
         return self.by_stage.get(name) if name is not None else None
 
 
-def compile_sourced(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
-                    allow: Iterable[str | Path] = ()) -> tuple[Plan, Origin]:
-    """A spec's plan and where each of its fields came from; for a spec with stages,
-    each stage's (a :class:`StagedOrigin`)."""
-    from ftspec.compile import build, check_spec
-    from ftspec.explain import explain
-
-    checked = check_spec(path, profiles, sets, False, allow)
-    plan = build(checked)
-    if not checked.stages:
-        return plan, origins(plan, explain(checked.ctx.loaded, checked.ctx.spec))
-    by_name = {p.stage: p for p in (*plan.stages, plan)}
-    return plan, StagedOrigin({st.name: origins(by_name[st.name], explain(ctx.loaded, ctx.spec))
-                               for st, ctx, _ in checked.stages}, plan.stage)
-
-
 def _origin_words(c: Change) -> str:
     if c.origin == DERIVED:
         return "derived by ftspec"
@@ -759,7 +743,7 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
     """(old plan, new plan): the spec compiled as it was at git revision ``rev`` and
     as it is in the working tree, with the same profiles and overrides. With
     ``with_origins``: (old plan, new plan, old origins, new origins)."""
-    from ftspec.compile import find_root
+    from ftspec.compile import compile_sourced, find_root
 
     spec_path = Path(spec_path)
     where = Pos(str(spec_path))
@@ -809,4 +793,4 @@ def _renamed_origin(origin: Origin, tmp: Path, prefix: str) -> Origin:
     return renamed
 
 
-__all__ = ["MISSING", "Change", "PlanDiff", "StageSteps", "StagedOrigin", "compile_sourced", "diff_plans", "render_text", "render_markdown", "render_json", "diff_git"]
+__all__ = ["MISSING", "Change", "PlanDiff", "StageSteps", "StagedOrigin", "diff_plans", "render_text", "render_markdown", "render_json", "diff_git"]

@@ -61,26 +61,31 @@ def check_stages(stages: list) -> dict[int, list[Issue]]:
 
 
 def _check_stage(stages: list, i: int) -> Iterator[Issue]:
-    names = [st.name for st, _ in stages]
+    """One stage (or, ``stages`` being ``[(None, ctx)]``, a spec without stages)."""
     ctx = stages[i][1]
-    spec = ctx.spec
-    if spec.compute.backend != "local":
+    staged = stages[i][0] is not None
+    earlier = [st.name for st, _ in stages[:i]]
+    if staged and ctx.spec.compute.backend != "local":
         yield ctx.error(("compute", "backend"), "stages run on the local backend (a Bedrock job is one stage of its own)",
                         "run the Bedrock job from a spec without stages")
-    yield from check_teacher(ctx)
-    yield from check_teacher_mode(ctx)
-    method = spec.method
-    if isinstance(method, S.DistillMethod) and isinstance(method.teacher, S.StageTeacher):
+    method = ctx.spec.method
+    if not isinstance(method, S.DistillMethod):
+        return
+    yield from _check_teacher(ctx)
+    if method.mode == "choices" and not ctx.spec.eval.choices:  # a teacher picking labels is told which
+        yield ctx.error(("method", "mode"), "a teacher in choices mode picks among eval.choices, which the spec does not give",
+                        "list the labels in eval.choices, or leave method.mode: auto")
+    if isinstance(method.teacher, S.StageTeacher) and method.teacher.stage not in earlier:
         ref = method.teacher.stage
-        if ref not in names[:i]:
-            yield ctx.error(("method", "teacher", "stage"),
-                            f"'{ref}' is not an earlier stage; the teacher is a stage before this one "
-                            f"({', '.join(names[:i]) or 'none'}) or a pretrained model")
-    if isinstance(method, S.DistillMethod) and method.logits is not None:
+        yield (ctx.error(("method", "teacher", "stage"), f"'{ref}' is not an earlier stage; the teacher is a stage before "
+                         f"this one ({', '.join(earlier) or 'none'}) or a pretrained model") if staged else
+               ctx.error(("method", "teacher", "stage"), f"this spec has no stages, so no stage '{ref}'",
+                         "give the teacher as a model ({base: …}), or write the teacher's training as an earlier stage"))
+    if method.logits is not None:
         yield from _vocabulary(stages, i)
 
 
-def check_teacher(ctx: Any) -> Iterator[Issue]:
+def _check_teacher(ctx: Any) -> Iterator[Issue]:
     """A pretrained teacher is checked as a spec's model is (a local folder or GGUF file
     exists and may be read, a hub id is well formed), its issues placed at method.teacher."""
     from dataclasses import replace as copy
@@ -99,24 +104,9 @@ def check_teacher(ctx: Any) -> Iterator[Issue]:
     ctx.not_checked.extend(n.replace("model.", "method.teacher.", 1) for n in shadow.not_checked)
 
 
-def check_teacher_mode(ctx: Any) -> Iterator[Issue]:
-    """A teacher that picks among labels needs to be told which."""
-    method = ctx.spec.method
-    if isinstance(method, S.DistillMethod) and method.mode == "choices" and not ctx.spec.eval.choices:
-        yield ctx.error(("method", "mode"), "a teacher in choices mode picks among eval.choices, which the spec does not give",
-                        "list the labels in eval.choices, or leave method.mode: auto")
-
-
 def check_single(ctx: Any) -> Iterator[Issue]:
-    """A spec without stages: a teacher cannot be a stage."""
-    yield from check_teacher(ctx)
-    yield from check_teacher_mode(ctx)
-    method = ctx.spec.method
-    if isinstance(method, S.DistillMethod) and isinstance(method.teacher, S.StageTeacher):
-        yield ctx.error(("method", "teacher", "stage"), f"this spec has no stages, so no stage '{method.teacher.stage}'",
-                        "give the teacher as a model ({base: …}), or write the teacher's training as an earlier stage")
-    if isinstance(method, S.DistillMethod) and method.logits is not None:
-        yield from _vocabulary([(None, ctx)], 0)
+    """A spec without stages that distils: its teacher (which cannot be a stage)."""
+    return _check_stage([(None, ctx)], 0)
 
 
 def _starting_spec_model(stages: list, i: int) -> tuple[Any, str]:

@@ -119,7 +119,7 @@ def _compare(tmp_path, plan, store):
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     ctx = Ctx(plan, store)
-    result = compare(view(plan, COMPARE_STAGES), store, ctx.step_dir, out)
+    result = compare(view(plan, COMPARE_STAGES), ctx, out)
     assert json.loads((out / "comparison.json").read_text()) == json.loads(json.dumps(result))
     return result
 
@@ -238,7 +238,7 @@ def test_a_step_the_plan_lacks_is_skipped(tmp_path):
     ctx = Ctx(plan, store)
     _metrics(ctx.run_dir / "eval-base", 0.3, 0.3)
     assert ctx.step_dir("eval_base") == ctx.run_dir / "eval-base"
-    result = compare(view(plan, COMPARE_STAGES), store, ctx.step_dir, tmp_path)
+    result = compare(view(plan, COMPARE_STAGES), ctx, tmp_path)
     assert [m["model"] for m in result["models"]] == ["teacher base", "teacher", "student",
                                                       "teacher (stage teacher)"]
 
@@ -289,7 +289,7 @@ def test_report_shows_the_stages_table(tmp_path):
         link_step(run_dir, name.replace("_", "-"), ctx.step_dir(name))
     out = store.path("compare_stages", plan.step("compare_stages").key)
     out.mkdir(parents=True)
-    compare(view(plan, COMPARE_STAGES), store, ctx.step_dir, out)
+    compare(view(plan, COMPARE_STAGES), ctx, out)
     link_step(run_dir, COMPARE_STAGES.folder, out)
     assert load_comparison(run_dir) is not None
 

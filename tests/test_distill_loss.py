@@ -23,6 +23,7 @@ from ftspec.errors import SpecError
 from ftspec.runtime import distill as D
 from ftspec.runtime.job import TrainJob
 from ftspec.runtime.models import bpe_tokenizer, build_tiny, byte_tokenizer, tiny_config
+from test_stages import HEAD as STAGED
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,21 +109,8 @@ def test_vocabulary_differences_are_one_line():
 
 # --------------------------------------------------------------------------- the recipe
 
-HEAD = """\
-ftspec: 1
-name: kd
-model: {kind: tiny, hidden_size: 32, num_layers: 1, num_heads: 2, max_position_embeddings: 256}
-data:
-  train: data/tickets.jsonl
-  split: {validation: 0.1, test: 0.1, seed: 1}
-format:
-  kind: prompt_completion
-  prompt: "Request: {{ text }}\\nQueue:"
-  completion: " {{ queue }}"
-method: {kind: sft, adapter: full}
-training: {max_steps: 2, batch_size: 4, max_length: 256, learning_rate: 1.0e-3}
-eval: {metrics: [accuracy], max_new_tokens: 4}
-compute: {device: cpu}
+# The spec of tests/test_stages.py, its student stage distilling with logits.
+HEAD = STAGED.replace("name: staged", "name: kd") + """\
 stages:
   - name: teacher
   - name: student
@@ -174,11 +162,12 @@ def _job(tmp_path: Path, teacher_tokenizer=None, pad: int = 6, body: str = HEAD)
     save_tokens(data_dir / "train-tokens", ids[2:], labels[2:])
     save_tokens(data_dir / "validation-tokens", ids[:2], labels[:2])
     (data_dir / "stats.json").write_text(json.dumps({"splits": {"train": {}}}), encoding="utf-8")
-    teacher = _teacher_model(tmp_path / "teacher", teacher_tokenizer or byte_tokenizer(), pad)
+    # Where the teach step leaves a stage teacher: its folder's base-model.
+    _teacher_model(tmp_path / "teach" / "base-model", teacher_tokenizer or byte_tokenizer(), pad)
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     return TrainJob(view, tmp_path, data_dir, checkpoints, tmp_path / "out", checkpoints / "metrics.jsonl",
-                    teacher=str(teacher))
+                    teach_dir=tmp_path / "teach")
 
 
 class _Watch(TrainerCallback):
@@ -199,7 +188,7 @@ def test_the_student_learns_from_a_frozen_teacher_that_is_never_written(tmp_path
     loaded = []
     real = D.load_teacher
     monkeypatch.setattr(D, "load_teacher", lambda *a: loaded.append(real(*a)) or loaded[-1])
-    before = load_file(str(tmp_path / "teacher" / "model.safetensors"))
+    before = load_file(str(tmp_path / "teach" / "base-model" / "model.safetensors"))
     student_before = load_file(str(job.data_dir / "base-model" / "model.safetensors"))
 
     result = D.train_distill(job)
@@ -211,7 +200,7 @@ def test_the_student_learns_from_a_frozen_teacher_that_is_never_written(tmp_path
     state = teacher.state_dict()
     for name, value in before.items():
         assert torch.equal(state[name], value), name
-    assert load_file(str(tmp_path / "teacher" / "model.safetensors")).keys() == before.keys()
+    assert load_file(str(tmp_path / "teach" / "base-model" / "model.safetensors")).keys() == before.keys()
     # Never in the optimizer, never in the saved student.
     assert watch.optimized and not watch.optimized & {id(p) for p in teacher.parameters()}
     saved = load_file(str(job.out_dir / "model.safetensors"))

@@ -146,7 +146,7 @@ def test_plan_json_holds_every_stage(tmp_path, monkeypatch):
 
 
 def _diff(tmp_path, old: dict, new: dict):
-    from ftspec.diff import compile_sourced
+    from ftspec.compile import compile_sourced
 
     (a, ao), (b, bo) = (compile_sourced(write_repo(tmp_path / n, d)) for n, d in (("old", old), ("new", new)))
     return diff_plans(a, b, ao, bo)

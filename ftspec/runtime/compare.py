@@ -137,14 +137,11 @@ class _Where:
     """Where one plan's steps are: an earlier stage's by its keys in the store, this
     plan's by the step's ``step_dir`` (its view of the plan has no steps)."""
 
-    def __init__(self, names: set[str] | None, locate: Callable[[str], Path | None]):
+    def __init__(self, names: set[str], locate: Callable[[str], Path]):
         self.names, self.locate = names, locate
 
     def __call__(self, name: str) -> Path | None:
-        if self.names is not None and name not in self.names:
-            return None
-        path = self.locate(name)
-        return Path(path) if path is not None else None
+        return Path(self.locate(name)) if name in self.names else None
 
 
 def _earlier(plan: Any, store: Any) -> _Where:
@@ -152,11 +149,10 @@ def _earlier(plan: Any, store: Any) -> _Where:
     return _Where(set(keys), lambda name: store.path(name, keys[name]))
 
 
-def _this(step_dir: Callable[[str], Path | None]) -> _Where:
-    # A StepContext's step_dir: the plan's steps are its keys (a folder of a step the plan
-    # lacks may be a link an earlier run left in the run directory: not this plan's).
-    keys = getattr(getattr(step_dir, "__self__", None), "keys", None)
-    return _Where(set(keys) if isinstance(keys, dict) and keys else None, step_dir)
+def _this(ctx: Any) -> _Where:
+    # The plan's steps are the step context's keys (a folder of a step the plan lacks may
+    # be a link an earlier run left in the run directory: not this plan's).
+    return _Where(set(ctx.keys), ctx.step_dir)
 
 
 def _references(folder: Path) -> str | None:
@@ -255,20 +251,17 @@ def _distillation(plan: Any, rows: list[dict], metric: str | None) -> dict | Non
             "student_parameters": ps, "teacher_parameters": pt, "parameter_ratio": size, "text": text + "."}
 
 
-def compare(plan: Any, store: Any, step_dir: Callable[[str], Path | None], out: Path,
-            root: Path | None = None) -> dict:
+def compare(plan: Any, ctx: Any, out: Path) -> dict:
     """The comparison of every evaluated model of every stage, written to
     ``out/comparison.json`` and returned.
 
     ``plan``: this plan (or the compare_stages step's view of it: stage, stages, model,
-    method, eval.split, eval.metrics); ``store``: the step store (``store.path(step, key)``);
-    ``step_dir``: where this plan's step of a name is (a StepContext's ``step_dir``);
-    ``root``: the repository root, to count the parameters of a local model folder (a
-    StepContext's own root where ``step_dir`` is its method and no root is given).
+    method, eval.split, eval.metrics); ``ctx``: the step's context (ftspec.runtime.run.
+    StepContext): the step store, this plan's step keys and folders, and the repository
+    root, to count the parameters of a local model folder.
     """
-    if root is None:
-        root = getattr(getattr(step_dir, "__self__", None), "root", None)
-    plans = [(p, _earlier(p, store)) for p in plan.stages] + [(plan, _this(step_dir))]
+    store, root = ctx.store, ctx.root
+    plans = [(p, _earlier(p, store)) for p in plan.stages] + [(plan, _this(ctx))]
     rows: list[dict] = []
     own: list[dict] = []  # this plan's rows: the others are compared with them
     for p, where in plans:

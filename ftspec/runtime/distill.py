@@ -4,7 +4,7 @@ The teacher's answers are already in the prepared tokens (prepare_data put them 
 of the data's), so sequence-level distillation is the SFT recipe as it is. With
 ``method.logits`` the student also matches the teacher's token distributions:
 
-1. the teacher loads from ``job.teacher`` (the folder the teach step left, or a hub id),
+1. the teacher loads as the teach step prepared it (``job.teach_dir``), or from its hub id,
    frozen, in eval mode, and is no part of the student: never in the optimizer, a
    checkpoint or the saved model;
 2. its tokenizer vocabulary must be the student's, token for token, before any step;
@@ -142,37 +142,6 @@ def vocabulary_difference(student: dict[str, int], teacher: dict[str, int]) -> s
     return f"{sizes}; {example}"
 
 
-def _teacher_plan(plan: Any) -> Any:
-    distill = getattr(plan.method, "distill", None)
-    return getattr(distill, "teacher", None)
-
-
-def _load_kwargs(teacher_plan: Any, path: str) -> dict:
-    """trust_remote_code and the revision of a pretrained hub teacher loaded by its id."""
-    if getattr(teacher_plan, "kind", None) != "pretrained":
-        return {}
-    kwargs: dict = {"trust_remote_code": teacher_plan.trust_remote_code}
-    if teacher_plan.revision and not teacher_plan.gguf_file and path == teacher_plan.name_or_path:
-        kwargs["revision"] = teacher_plan.revision
-    return kwargs
-
-
-def load_teacher_tokenizer(job: TrainJob):
-    """The teacher's tokenizer: the one its plan names, or the one in its folder."""
-    from transformers import AutoTokenizer
-
-    teacher_plan = _teacher_plan(job.plan)
-    path, kwargs = job.teacher, _load_kwargs(teacher_plan, job.teacher)
-    other = getattr(teacher_plan, "tokenizer", None) if getattr(teacher_plan, "kind", None) == "pretrained" else None
-    if other is not None:  # another repository: the teacher's revision means nothing there
-        path = str(job.root / other.name_or_path) if other.source == "local" else other.name_or_path
-        kwargs.pop("revision", None)
-    try:
-        return AutoTokenizer.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise SpecError.one(Pos("method.teacher"), "method.teacher", f"cannot load the teacher's tokenizer from '{path}': {_first_line(exc)}") from None
-
-
 def check_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
     """Logit distillation compares the two models' distributions token by token: the same
     token must have the same id in both. A difference is an error at ``method.logits``."""
@@ -185,24 +154,10 @@ def check_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
 
 def load_teacher(job: TrainJob, dtype: torch.dtype, device: str):
     """The frozen teacher, in the student's dtype and on its device."""
-    from transformers import AutoModelForCausalLM
+    from ftspec.runtime.models import load_teacher as load
 
-    kwargs: dict = {"dtype": dtype, **_load_kwargs(_teacher_plan(job.plan), job.teacher)}
-    attention = getattr(job.plan.compute, "attention", "auto")
-    if attention != "auto":
-        kwargs["attn_implementation"] = attention
-    try:
-        teacher = AutoModelForCausalLM.from_pretrained(job.teacher, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise SpecError.one(Pos("method.teacher"), "method.teacher", f"cannot load the teacher from '{job.teacher}': {_first_line(exc)}") from None
-    teacher.to(device)
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return load(job.plan.method.distill.teacher, job.root, job.teach_dir, dtype, device,
+                getattr(job.plan.compute, "attention", "auto"))[0]
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -210,16 +165,19 @@ def _first_line(exc: Exception) -> str:
 
 def train_distill(job: TrainJob) -> TrainResult:
     """The recipe of ``method.objective: distill``: SFT on the teacher's answers, and with
-    ``method.distill.logits`` the KD loss against the teacher loaded from ``job.teacher``."""
+    ``method.distill.logits`` the KD loss against the teacher the teach step prepared."""
     logits = job.plan.method.distill.logits
     if logits is None:
         return train_sft(job)
-    if not job.teacher:
-        raise ValueError("logit distillation needs the teacher's folder or hub id in TrainJob.teacher")
+    if job.teach_dir is None:
+        raise ValueError("logit distillation needs the teach step's folder in TrainJob.teach_dir")
 
     def setup(tokenizer, device: str, dtype: torch.dtype) -> dict:
-        # Before the student loads and before any step: a vocabulary mismatch is the spec's mistake.
-        check_vocabulary(tokenizer, load_teacher_tokenizer(job))
+        from ftspec.runtime.models import teacher_tokenizer
+
+        # Before the student or the teacher loads and before any step: a vocabulary
+        # mismatch is the spec's mistake.
+        check_vocabulary(tokenizer, teacher_tokenizer(job.plan.method.distill.teacher, job.root, job.teach_dir))
         return {"teacher": load_teacher(job, dtype, device), "alpha": logits.alpha,
                 "temperature": logits.temperature, "vocab_size": len(tokenizer)}
 

@@ -32,9 +32,9 @@ class TrainJob:
     # Training workers only: where the main process writes what the saved model must hold
     # (ftspec.runtime.workers checks the saved files against it).
     expected: Path | None = None
-    # Logit distillation only: the folder (or hub id) the teacher model and its tokenizer
-    # load from, as the teach step left it. The teacher is frozen and never saved.
-    teacher: str | None = None
+    # Distillation only: the teach step's output, where it prepared the teacher (an earlier
+    # stage's model merged, a GGUF file converted). The teacher is frozen and never saved.
+    teach_dir: Path | None = None
 
 
 @dataclass

@@ -165,6 +165,39 @@ def materialize_stage(m: Any, store, root: Path, out_dir: Path) -> dict:
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - started, 1)}
 
 
+def load_teacher(teacher: Any, root: Path, teach_dir: Path, dtype: torch.dtype, device: str,
+                 attention: str = "auto", chat_template: str | None = None):
+    """A distillation's teacher (``method.distill.teacher``) and its tokenizer, frozen: as the
+    teach step prepared it in ``teach_dir/base-model`` (an earlier stage's model merged, a
+    GGUF file converted), or from its hub id or folder."""
+    tokenizer = teacher_tokenizer(teacher, root, teach_dir, chat_template)
+    with _as_teacher():
+        model = load_model(teacher, root, teach_dir, dtype, device, attention=attention)
+    model.eval()
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def teacher_tokenizer(teacher: Any, root: Path, teach_dir: Path, chat_template: str | None = None):
+    with _as_teacher():
+        return load_tokenizer(teacher, root, teach_dir, chat_template)
+
+
+class _as_teacher:
+    """A teacher that does not load is an error at ``method.teacher``, not at the student's ``model``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, SpecError):
+            from ftspec.errors import Issue
+
+            raise SpecError(Issue(Pos("method.teacher"), "method.teacher", f"the teacher: {i.message}", i.hint)
+                            if i.key == "model.base" else i for i in exc.issues) from None
+        return False
+
+
 def _root_model(m: Any) -> Any:
     while m.kind == "stage":
         m = m.base

@@ -219,26 +219,14 @@ def load_evaluated(plan, root: Path, data_dir: Path, model_dir: Path | None = No
 
 
 def load_teacher(plan, root: Path, teach_dir: Path):
-    """A distillation teacher and its tokenizer, as the teach step prepared it (an earlier
-    stage's model merged, a GGUF file converted, in ``teach_dir/base-model``) or from its
-    hub id or folder; on the plan's device and precision."""
+    """A distillation's teacher and its tokenizer, on the plan's device and precision."""
     from ftspec.runtime import builders
-    from ftspec.runtime.models import load_model, load_tokenizer
-
-    from ftspec.errors import Issue, Pos, SpecError
+    from ftspec.runtime.models import load_teacher as load
 
     teacher = plan.method.distill.teacher
     device = builders.resolve_device(plan.compute)
-    precision = builders.resolve_precision(plan.compute, device)
-    try:
-        tokenizer = load_tokenizer(teacher, root, teach_dir, chat_template_text(plan.format))
-        model = load_model(teacher, root, teach_dir, builders.model_dtype(teacher, precision), device,
-                           attention=plan.compute.attention)
-    except SpecError as exc:  # the loaders speak of the model; here it is the teacher that would not load
-        raise SpecError(Issue(Pos("method.teacher"), "method.teacher", f"the teacher: {i.message}", i.hint)
-                        if i.key == "model.base" else i for i in exc.issues) from None
-    model.requires_grad_(False)
-    return model, tokenizer
+    dtype = builders.model_dtype(teacher, builders.resolve_precision(plan.compute, device))
+    return load(teacher, root, teach_dir, dtype, device, plan.compute.attention, chat_template_text(plan.format))
 
 
 def step_teach(plan, ctx: StepContext, out: Path) -> dict:
@@ -394,7 +382,7 @@ def step_eval_teacher(plan, ctx: StepContext, out: Path) -> dict:
 def step_compare_stages(plan, ctx: StepContext, out: Path) -> dict:
     from ftspec.runtime.compare import compare
 
-    return compare(plan, ctx.store, ctx.step_dir, out, root=ctx.root)
+    return compare(plan, ctx, out)
 
 
 def step_train(plan, ctx: StepContext, out: Path) -> dict:
@@ -409,9 +397,7 @@ def step_train(plan, ctx: StepContext, out: Path) -> dict:
     job = TrainJob(plan, ctx.root, ctx.data_dir, checkpoints, out, checkpoints / "metrics.jsonl", list(ctx.callbacks),
                    run_name=ctx.run_dir.name)
     if plan.method.objective == "distill":  # the teacher, for logit distillation: as the teach step prepared it
-        from ftspec.runtime.models import base_model_path
-
-        job.teacher = base_model_path(plan.method.distill.teacher, ctx.root, ctx.step_dir(steps.TEACH.name))
+        job.teach_dir = ctx.step_dir(steps.TEACH.name)
     from ftspec.runtime.job import recipe
     from ftspec.runtime.tracking import tracking_environment
 
@@ -630,21 +616,20 @@ def _execute_stages(plan: Plan, root: Path, echo: Callable[[str], None], callbac
                     force: set[str], only: set[str] | None, lock: dict | None) -> RunResult:
     started = time.time()
     done: list[RunResult] = []
-    chain = [*plan.stages, plan]
-    for i, stage_plan in enumerate(chain, 1):
-        echo(f"stage {i}/{len(chain)}: {stage_plan.stage}")
-        # --force and --only name steps of every stage (`ftspec report` reports each again).
-        result = _execute_one(stage_plan, root, echo, callbacks, set(force), None if only is None else set(only), lock)
-        if stage_plan is plan:
-            result.stages = done
-            result.seconds = time.time() - started
-            return result
+    total = len(plan.stages) + 1
+    # --force and --only name steps of every stage (`ftspec report` reports each again).
+    for i, stage_plan in enumerate(plan.stages, 1):
+        echo(f"stage {i}/{total}: {stage_plan.stage}")
+        result = _execute_one(stage_plan, root, echo, callbacks, force, only, lock)
         done.append(result)
         if result.failed_gates:
             names = ", ".join(str(g.get("gate")) for g in result.failed_gates)
             echo(f"stage {stage_plan.stage} did not meet its gates ({names}); the stages after it are not run")
             return RunResult(plan, run_dir_of(plan, root), [], None, time.time() - started, done)
-    raise AssertionError("unreachable")
+    echo(f"stage {total}/{total}: {plan.stage}")
+    result = _execute_one(plan, root, echo, callbacks, force, only, lock)
+    result.stages, result.seconds = done, time.time() - started
+    return result
 
 
 def _execute_one(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
