@@ -34,7 +34,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     import ftspec.runtime  # noqa: F401  (quiet library defaults)
-    from ftspec.runtime.evaluate import generate, stop_token_ids
+    from ftspec.runtime.evaluation.evaluate import generate, stop_token_ids
     from ftspec.runtime.models import byte_tokenizer, tiny_config
 
     torch.manual_seed(0)

@@ -45,7 +45,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from ftspec.runtime import data as D
+    from ftspec.runtime.training import data as D
     from ftspec.runtime.models import bpe_tokenizer, tiny_config
 
     disable_progress_bars()

@@ -214,7 +214,7 @@ def test_a_template_slow_on_every_row_is_stopped_by_the_total_budget(tmp_path):
     (repo / "train.jsonl").write_text("".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n" for i in range(600)))
     # About 0.2 s a row: under the 0.5 s of one rendering, but 200 rows x 3 splits is minutes.
     slow = "{% for i in range(10000) %}{% for j in range(%s) %}{% endfor %}{% endfor %}"
-    from ftspec import templates as tpl
+    from ftspec.data import templates as tpl
 
     steps, took = 10, 0.0
     while took < 0.1 and steps < 1000:
@@ -334,7 +334,7 @@ def test_a_line_too_long_is_a_bad_row(tmp_path):
 
 
 def test_a_large_json_document_is_refused(tmp_path, monkeypatch):
-    from ftspec import sources
+    from ftspec.data import sources
 
     monkeypatch.setattr(sources, "MAX_JSON_BYTES", 1000)
     repo = _repo(tmp_path)

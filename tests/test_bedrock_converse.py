@@ -1,5 +1,5 @@
 """Evaluation through Bedrock's Converse API and serving the custom model
-(ftspec.bedrock.converse, ftspec.bedrock.serve), without AWS.
+(ftspec.backends.bedrock.converse, ftspec.backends.bedrock.serve), without AWS.
 
 moto does not implement bedrock-runtime, nor custom model deployments: the calls go
 to real botocore clients whose responses come from botocore's Stubber, or, where
@@ -23,10 +23,10 @@ from botocore.awsrequest import AWSResponse  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
 
-from ftspec.bedrock import converse  # noqa: E402
-from ftspec.bedrock.serve import serving  # noqa: E402
-from ftspec.errors import RunFailed  # noqa: E402
-from ftspec.plan import Bedrock  # noqa: E402
+from ftspec.backends.bedrock import converse  # noqa: E402
+from ftspec.backends.bedrock.serve import serving  # noqa: E402
+from ftspec.core.errors import RunFailed  # noqa: E402
+from ftspec.plan.model import Bedrock  # noqa: E402
 
 REGION = "us-east-1"
 FAKE_KEY_ID, FAKE_SECRET = "AKIAFTSPECFAKEKEY123", "ftspec-fake-secret-never-written"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ftspec.bedrock import render as R
-from ftspec.errors import RunFailed
+from ftspec.backends.bedrock import render as R
+from ftspec.core.errors import RunFailed
 
 GOLDEN = Path(__file__).parent / "golden" / "bedrock"
 REGION = "us-east-1"
@@ -119,7 +119,7 @@ def test_render_imports_no_aws_library():
     import subprocess
     import sys
 
-    code = ("import sys, ftspec.bedrock.render, ftspec.bedrock.aws, ftspec.bedrock.job; "
+    code = ("import sys, ftspec.backends.bedrock.render, ftspec.backends.bedrock.aws, ftspec.backends.bedrock.job; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'moto')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -164,7 +164,7 @@ def moto_aws(aws_env, monkeypatch):
     for name in ("get_model_customization_job", "stop_model_customization_job"):
         monkeypatch.setattr(BedrockBackend, name, by_name(getattr(BedrockBackend, name)))
     with moto.mock_aws():
-        from ftspec.bedrock import aws
+        from ftspec.backends.bedrock import aws
 
         s3 = aws.client("s3", REGION)
         s3.create_bucket(Bucket=BUCKET)
@@ -193,7 +193,7 @@ def request(token: str = "train-key-0123abcd", name: str = "ftspec-quickstart-01
 def test_clients_retry_adaptively_and_name_ftspec(aws_env):
     pytest.importorskip("boto3")
     from ftspec import __version__
-    from ftspec.bedrock import aws
+    from ftspec.backends.bedrock import aws
 
     c = aws.client("bedrock", REGION)
     # botocore counts max_attempts as retries after the first call: 9 calls at most.
@@ -204,7 +204,7 @@ def test_clients_retry_adaptively_and_name_ftspec(aws_env):
 
 def test_missing_credentials_is_one_line(aws_env, monkeypatch):
     pytest.importorskip("boto3")
-    from ftspec.bedrock import aws
+    from ftspec.backends.bedrock import aws
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
@@ -214,7 +214,7 @@ def test_missing_credentials_is_one_line(aws_env, monkeypatch):
 
 
 def test_aws_errors_become_one_line(moto_aws):
-    from ftspec.bedrock import aws
+    from ftspec.backends.bedrock import aws
 
     with pytest.raises(RunFailed) as info, aws.one_line("train"):
         moto_aws["bedrock"].get_model_customization_job(jobIdentifier="no-such-job")
@@ -226,7 +226,7 @@ def test_aws_errors_become_one_line(moto_aws):
 
 
 def test_upload_skips_the_same_content(moto_aws):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     s3, puts, lines = moto_aws["s3"], [], []
     s3.meta.events.register("provide-client-params.s3.PutObject", lambda params, **kw: puts.append(params["Key"]))
@@ -245,7 +245,7 @@ def test_upload_skips_the_same_content(moto_aws):
 def test_upload_metadata_is_the_sha256(moto_aws):
     import hashlib
 
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     data = "é\n".encode()
     job.upload(moto_aws["s3"], BUCKET, "k.jsonl", data)
@@ -256,7 +256,7 @@ def test_upload_metadata_is_the_sha256(moto_aws):
 
 
 def test_create_then_attach_makes_one_job(moto_aws):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     bedrock, lines = moto_aws["bedrock"], []
     first = job.create_or_attach(bedrock, request(), lines.append)
@@ -271,7 +271,7 @@ def test_create_then_attach_makes_one_job(moto_aws):
 
 
 def test_a_job_of_that_name_from_another_request_is_not_attached(moto_aws):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     job.create_or_attach(moto_aws["bedrock"], request())
     with pytest.raises(RunFailed, match="already exists .* created from another request"):
@@ -280,7 +280,7 @@ def test_a_job_of_that_name_from_another_request_is_not_attached(moto_aws):
 
 def test_created_meanwhile_is_attached(moto_aws, monkeypatch):
     """The name was free when looked up, taken when created (another run, or a lost response)."""
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     arn = moto_aws["bedrock"].create_model_customization_job(**request())["jobArn"]
     real_find, calls = job.find, []
@@ -297,7 +297,7 @@ def stubbed_bedrock(aws_env):
     pytest.importorskip("boto3")
     from botocore.stub import Stubber
 
-    from ftspec.bedrock import aws
+    from ftspec.backends.bedrock import aws
 
     client = aws.client("bedrock", REGION)
     return client, Stubber(client)
@@ -317,7 +317,7 @@ def get_response(status, validation=None, processing=None, training=None, **extr
 
 
 def test_poll_prints_a_line_when_a_status_changes(aws_env):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     client, stub = stubbed_bedrock(aws_env)
     states = [("InProgress", "InProgress", "NotStarted", "NotStarted"),
@@ -342,7 +342,7 @@ def test_poll_prints_a_line_when_a_status_changes(aws_env):
 
 
 def test_poll_failure_is_its_message_in_one_line(aws_env):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     client, stub = stubbed_bedrock(aws_env)
     stub.add_response("get_model_customization_job", get_response(
@@ -354,7 +354,7 @@ def test_poll_failure_is_its_message_in_one_line(aws_env):
 
 
 def test_poll_failure_and_stop_against_moto(moto_aws):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     bedrock = moto_aws["bedrock"]
     arn = job.create_or_attach(bedrock, request())
@@ -371,7 +371,7 @@ def test_poll_failure_and_stop_against_moto(moto_aws):
 
 
 def test_stop_leaves_an_ended_job_alone(aws_env):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     client, stub = stubbed_bedrock(aws_env)
     stub.add_response("get_model_customization_job", get_response("Completed"), {"jobIdentifier": ARN})
@@ -386,7 +386,7 @@ def test_stop_leaves_an_ended_job_alone(aws_env):
 
 
 def test_ctrl_c_detaches_and_rerun_attaches(moto_aws):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     bedrock, lines = moto_aws["bedrock"], []
     arn = job.create_or_attach(bedrock, request())
@@ -414,7 +414,7 @@ def test_throttling_is_retried(moto_aws, monkeypatch):
 
     from botocore.awsrequest import AWSResponse
 
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     bedrock = moto_aws["bedrock"]
     arn = job.create_or_attach(bedrock, request())
@@ -449,7 +449,7 @@ VALID_CSV = "step_number,epoch_number,validation_loss,perplexity\n1,0,2.4,11.0\n
 
 
 def test_metrics_from_the_jobs_output(moto_aws):
-    from ftspec.bedrock import job
+    from ftspec.backends.bedrock import job
 
     s3 = moto_aws["s3"]
     out = f"s3://{BUCKET}/ftspec/output"
@@ -477,7 +477,8 @@ def test_metrics_from_the_jobs_output(moto_aws):
 def test_fake_keys_never_reach_a_file(moto_aws, tmp_path, monkeypatch):
     """A whole job's worth of calls, every file written under tmp_path: no key in any of them,
     nor in what is printed or raised."""
-    from ftspec.bedrock import aws, job
+    from ftspec.backends.bedrock import aws
+    from ftspec.backends.bedrock import job
 
     monkeypatch.chdir(tmp_path)
     s3, bedrock, lines = moto_aws["s3"], moto_aws["bedrock"], []

@@ -1,4 +1,4 @@
-"""The documented data limits of the Bedrock model families (ftspec.bedrock.families):
+"""The documented data limits of the Bedrock model families (ftspec.catalog.bedrock_families):
 row counts at validate (check_bedrock), and at prepare_data, on the rendered files and
 before anything is uploaded: file size, characters per record, Nova's reserved keywords."""
 
@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from ftspec.bedrock import families
-from ftspec.bedrock.render import render
-from ftspec.errors import SpecError
+from ftspec.catalog import bedrock_families as families
+from ftspec.backends.bedrock.render import render
+from ftspec.core.errors import SpecError
 
 
 def _with_limits(monkeypatch, **limits):
@@ -81,7 +81,7 @@ def test_a_nova_system_prompt_starting_with_a_reserved_keyword_is_refused():
 def test_validate_refuses_more_training_rows_than_the_model_takes(monkeypatch):
     from conftest import ROOT
 
-    from ftspec.compile import compile_spec
+    from ftspec.plan.build import compile_spec
 
     compile_spec(ROOT / "specs/bedrock-nova.yaml", [])  # within the documented limits (none on rows)
     _with_limits(monkeypatch, train_rows_max=5)

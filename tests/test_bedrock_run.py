@@ -25,8 +25,8 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
 from conftest import ROOT  # noqa: E402
-from ftspec.compile import compile_spec, find_root  # noqa: E402
-from ftspec.errors import RunFailed  # noqa: E402
+from ftspec.plan.build import compile_spec, find_root  # noqa: E402
+from ftspec.core.errors import RunFailed  # noqa: E402
 from test_bedrock_job import FAKE_KEY_ID, FAKE_SECRET, moto_job  # noqa: E402,F401
 from test_bedrock_job import aws_env, moto_aws  # noqa: E402,F401 - fixtures
 
@@ -74,8 +74,8 @@ class Deployments:
 
 @pytest.fixture
 def aws(moto_aws, monkeypatch, tmp_path):
-    from ftspec.bedrock import aws as A
-    from ftspec.bedrock import job as J
+    from ftspec.backends.bedrock import aws as A
+    from ftspec.backends.bedrock import job as J
 
     moto_aws["s3"].create_bucket(Bucket=BUCKET)
     rows = [json.loads(l) for l in (ROOT / "specs/data/support-tickets.jsonl").read_text().splitlines() if l.strip()]
@@ -120,7 +120,7 @@ def aws(moto_aws, monkeypatch, tmp_path):
 
 
 def _run(root: Path, *profiles: str):
-    from ftspec.runtime.run import execute
+    from ftspec.runtime.execute import execute
 
     plan, _ = compile_spec(root / "specs/bedrock-nova.yaml", list(profiles))
     lines: list[str] = []
@@ -182,7 +182,7 @@ def test_a_bedrock_spec_runs_from_upload_to_report_and_an_unchanged_rerun_pays_f
 
 
 def test_ctrl_c_detaches_the_job_keeps_running_and_the_same_command_attaches_again(aws):
-    from ftspec.bedrock.job import Detached
+    from ftspec.backends.bedrock.job import Detached
 
     aws["state"]["complete_on_wait"] = False
     with pytest.raises(Detached) as detached:

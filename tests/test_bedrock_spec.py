@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from ftspec import spec as S
-from ftspec.bedrock import families, request
-from ftspec.compile import check_spec, compile_spec
-from ftspec.errors import SpecError
+from ftspec.spec import schema as S
+from ftspec.catalog import bedrock_families as families
+from ftspec.plan import bedrock_request as request
+from ftspec.plan.build import check_spec, compile_spec
+from ftspec.core.errors import SpecError
 
 NOVA = yaml.safe_load((ROOT / "specs" / "bedrock-nova.yaml").read_text(encoding="utf-8"))
 

@@ -11,11 +11,12 @@ pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
 
-from ftspec import lock as L  # noqa: E402
-from ftspec import rundir, steps  # noqa: E402
+from ftspec.commands import lock as L  # noqa: E402
+from ftspec.store import rundir
+from ftspec.plan import steps  # noqa: E402
 from ftspec.cli import main  # noqa: E402
-from ftspec.compile import compile_spec, find_root  # noqa: E402
-from ftspec.runtime.run import execute  # noqa: E402
+from ftspec.plan.build import compile_spec, find_root  # noqa: E402
+from ftspec.runtime.execute import execute  # noqa: E402
 from test_runtime import BASE_BODY, _spec  # noqa: E402
 
 BODY = BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: full}\n"
@@ -57,7 +58,7 @@ def test_a_step_cut_off_before_its_marker_runs_again(tmp_path, monkeypatch):
             raise OSError("disk full")  # ...but the marker never gets written
         return real(partial, final, name, key)
 
-    import ftspec.runtime.run as run_module
+    import ftspec.runtime.execute as run_module
 
     monkeypatch.setattr(run_module, "finish_step", crash_on_report)
     with pytest.raises(OSError):
@@ -130,7 +131,7 @@ def test_lock_catches_every_kind_of_drift(tmp_path, monkeypatch):
 
 
 def test_lock_of_a_local_model_hashes_its_content(tmp_path):
-    from ftspec.plan import TinyModel
+    from ftspec.plan.model import TinyModel
     from ftspec.runtime.models import build_tiny
 
     tiny = {"architecture": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 4,

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftspec.compile import compile_spec
-from ftspec.rundir import Store, link_step
-from ftspec.runtime.compare import compare, folder_parameters, load_comparison, safetensors_parameters
-from ftspec.runtime.run import StepContext
-from ftspec.steps import COMPARE_STAGES, view
+from ftspec.plan.build import compile_spec
+from ftspec.store.rundir import Store, link_step
+from ftspec.runtime.report.compare import compare, folder_parameters, load_comparison, safetensors_parameters
+from ftspec.runtime.execute import StepContext
+from ftspec.plan.steps import COMPARE_STAGES, view
 
 QUEUES = ("account", "billing", "returns", "shipping", "technical")
 
@@ -144,8 +144,8 @@ def test_parameters_are_read_from_safetensors_headers(tmp_path):
 
 
 def test_start_parameters_of_local_and_hub_models(tmp_path):
-    from ftspec.plan import PretrainedModel
-    from ftspec.runtime.compare import start_parameters
+    from ftspec.plan.model import PretrainedModel
+    from ftspec.runtime.report.compare import start_parameters
 
     _safetensors(tmp_path / "models" / "mine" / "model.safetensors", {"w": [10, 10]})
     local = PretrainedModel(kind="pretrained", source="local", name_or_path="models/mine")
@@ -278,7 +278,7 @@ def test_distillation_without_stages(tmp_path):
 
 
 def test_report_shows_the_stages_table(tmp_path):
-    from ftspec.runtime.report import build_report
+    from ftspec.runtime.report.build import build_report
 
     plan = _plan(tmp_path)
     store = _layout(tmp_path, plan)

@@ -26,7 +26,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
 from ftspec.cli import main  # noqa: E402
-from ftspec.rundir import RunLock  # noqa: E402
+from ftspec.store.rundir import RunLock  # noqa: E402
 from test_runtime import BASE_BODY, _run, _spec  # noqa: E402
 
 BODY = BASE_BODY.replace("max_steps: 4", "max_steps: 6") + "method: {kind: sft, adapter: full}\n"
@@ -41,7 +41,7 @@ DRIVER = textwrap.dedent('''
 
     callbacks = []
     if point == "prepare_data":
-        import ftspec.runtime.data as D
+        import ftspec.runtime.training.data as D
         real_write = D.write_jsonl
         def write_then_pause(path, records):
             real_write(path, records)
@@ -63,8 +63,8 @@ DRIVER = textwrap.dedent('''
             return real_save(self, output_dir)
         Trainer._save_optimizer_and_scheduler = torn
 
-    from ftspec.compile import compile_spec, find_root
-    from ftspec.runtime.run import execute
+    from ftspec.plan.build import compile_spec, find_root
+    from ftspec.runtime.execute import execute
     plan, _ = compile_spec(spec)
     execute(plan, find_root(spec), callbacks=callbacks)
 ''')
@@ -162,7 +162,7 @@ def test_a_second_run_of_the_same_spec_is_refused_naming_the_first(tmp_path, mon
 
 def test_a_full_disk_is_a_clear_error_and_nothing_half_written_counts(tmp_path, monkeypatch):
     spec = _spec(tmp_path, BODY)
-    import ftspec.runtime.data as D
+    import ftspec.runtime.training.data as D
 
     def full(path, records):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from ftspec.compile import compile_sourced, compile_spec
-from ftspec.diff import MISSING, Change, PlanDiff, diff_git, diff_plans, render_json, render_markdown, render_text
-from ftspec.errors import SpecError
-from ftspec.plan import Plan
+from ftspec.plan.build import compile_sourced, compile_spec
+from ftspec.commands.diff import MISSING, Change, PlanDiff, diff_git, diff_plans, render_json, render_markdown, render_text
+from ftspec.core.errors import SpecError
+from ftspec.plan.model import Plan
 
 GOLDEN = ROOT / "tests" / "golden" / "diff"
 TICKETS = ROOT / "specs" / "data" / "support-tickets.jsonl"

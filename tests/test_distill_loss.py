@@ -1,4 +1,4 @@
-"""Logit distillation (ftspec.runtime.distill): the loss against a hand computation, its
+"""Logit distillation (ftspec.runtime.recipes.distill): the loss against a hand computation, its
 two limits (alpha 0 and 1), no gradient into the teacher; the recipe trains the student
 with a frozen teacher that is never written, and refuses a teacher whose tokenizer
 vocabulary is not the student's before any step."""
@@ -17,11 +17,11 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from ftspec import steps
-from ftspec.compile import compile_spec
-from ftspec.errors import SpecError
-from ftspec.runtime import distill as D
-from ftspec.runtime.job import TrainJob
+from ftspec.plan import steps
+from ftspec.plan.build import compile_spec
+from ftspec.core.errors import SpecError
+from ftspec.runtime.recipes import distill as D
+from ftspec.runtime.training.job import TrainJob
 from ftspec.runtime.models import bpe_tokenizer, build_tiny, byte_tokenizer, tiny_config
 from test_stages import HEAD as STAGED
 
@@ -157,7 +157,7 @@ def _job(tmp_path: Path, teacher_tokenizer=None, pad: int = 6, body: str = HEAD)
         answer = tok(f" {queue}")["input_ids"] + [tok.eos_token_id]
         ids.append(prompt + answer)
         labels.append([-100] * len(prompt) + answer)
-    from ftspec.runtime.data import save_tokens
+    from ftspec.runtime.training.data import save_tokens
 
     save_tokens(data_dir / "train-tokens", ids[2:], labels[2:])
     save_tokens(data_dir / "validation-tokens", ids[:2], labels[:2])
@@ -223,7 +223,7 @@ def test_a_teacher_with_another_vocabulary_is_refused_before_training(tmp_path, 
     bpe = bpe_tokenizer([f"Request: {t}\nQueue: {q}" for t, q in ROWS] * 4, 300)
     job = _job(tmp_path, teacher_tokenizer=bpe, pad=0)
     monkeypatch.setattr(D, "load_teacher", lambda *a: pytest.fail("the teacher model was loaded before the check"))
-    from ftspec.runtime import sft
+    from ftspec.runtime.recipes import sft
 
     monkeypatch.setattr(sft, "load_model", lambda *a, **k: pytest.fail("the student was loaded before the check"))
     with pytest.raises(SpecError) as err:

@@ -25,9 +25,9 @@ pytest.importorskip("trl")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
-from ftspec.compile import compile_spec, find_root  # noqa: E402
-from ftspec.errors import RunFailed, SpecError  # noqa: E402
-from ftspec.runtime.run import execute  # noqa: E402
+from ftspec.plan.build import compile_spec, find_root  # noqa: E402
+from ftspec.core.errors import RunFailed, SpecError  # noqa: E402
+from ftspec.runtime.execute import execute  # noqa: E402
 from test_runtime import BASE_BODY, _spec  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -117,7 +117,7 @@ def _workers_alive(folder: Path) -> list[str]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "ftspec.runtime.worker" in cmd and str(folder) in cmd:
+        if "ftspec.runtime.distributed.worker" in cmd and str(folder) in cmd:
             alive.append(cmd)
     return alive
 
@@ -207,7 +207,7 @@ class _Trainer:
 def test_a_trainer_not_set_up_as_the_plan_says_stops_before_training():
     from types import SimpleNamespace
 
-    from ftspec.runtime.workers import check_engine
+    from ftspec.runtime.distributed.launch import check_engine
 
     compute = SimpleNamespace(strategy="fsdp", launch=object())
     with pytest.raises(RunFailed, match="plan asks for fsdp but accelerate set up ddp"):
@@ -218,9 +218,9 @@ def test_a_trainer_not_set_up_as_the_plan_says_stops_before_training():
 def _saved_tiny(tmp_path: Path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ftspec.runtime.job import TrainJob
-    from ftspec.runtime.workers import _fingerprint
-    from ftspec.io import write_json
+    from ftspec.runtime.training.job import TrainJob
+    from ftspec.runtime.distributed.launch import _fingerprint
+    from ftspec.core.io import write_json
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -233,7 +233,7 @@ def _saved_tiny(tmp_path: Path):
 
 
 def test_the_saved_model_is_checked_whole_against_the_trained_weights(tmp_path):
-    from ftspec.runtime.workers import verify_saved
+    from ftspec.runtime.distributed.launch import verify_saved
 
     job, out = _saved_tiny(tmp_path)
     verify_saved(job)  # whole: nothing to say
@@ -249,7 +249,7 @@ def test_the_saved_model_is_checked_whole_against_the_trained_weights(tmp_path):
     with pytest.raises(RunFailed, match="the saved model does not load on one process"):  # a sharded save
         verify_saved(job)
 
-    from ftspec.io import write_json
+    from ftspec.core.io import write_json
 
     write_json(job.expected, {"kind": "full", "tensors": {}})
     with pytest.raises(RunFailed, match="has no weights to save"):
@@ -313,8 +313,8 @@ def test_workers_do_not_outlive_a_killed_launcher(tmp_path):
 def test_the_plans_launch_and_quant_storage_reach_the_library_arguments():
     from types import SimpleNamespace
 
-    from ftspec.plan import Launch
-    from ftspec.runtime import builders
+    from ftspec.plan.model import Launch
+    from ftspec.runtime.training import builders
 
     adapter = SimpleNamespace(kind="qlora", bits=4, quant_type="nf4", double_quant=True, quant_storage="bfloat16")
     assert builders.quantization_config(adapter).bnb_4bit_quant_storage == torch.bfloat16

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from ftspec import checks
 from ftspec.cli import main
-from ftspec.compile import check_spec, compile_spec
-from ftspec.errors import SpecError
-from ftspec.plan import thaw
-from ftspec.launch import DECODER_LAYERS, decoder_layer, resolve_quant_storage
+from ftspec.plan.build import check_spec, compile_spec
+from ftspec.core.errors import SpecError
+from ftspec.plan.model import thaw
+from ftspec.plan.compute import DECODER_LAYERS, decoder_layer, resolve_quant_storage
 
 # 80 rows, 0.2 held out: 64 training rows (a multiple of 2 processes × batch 8).
 # Lines: 14 training / 15 max_length / 16 batch_size / 17 compute / 18 device
@@ -226,7 +226,7 @@ def test_fsdp_wrap_without_the_decoder_layer_is_a_warning(tmp_path):
 
 
 def test_the_decoder_layer_table_names_classes_of_the_installed_transformers():
-    from ftspec.launch import _modeling_defines
+    from ftspec.plan.compute import _modeling_defines
 
     for model_type, layer in DECODER_LAYERS.items():
         assert _modeling_defines(model_type, layer), (model_type, layer)
@@ -336,7 +336,7 @@ def test_only_the_train_step_changes_with_the_processes(tmp_path):
 
 
 def test_the_summary_shows_the_launch(tmp_path):
-    from ftspec.summary import render_plan
+    from ftspec.plan.describe import render_plan
 
     plan, _ = compile_spec(_write(tmp_path, "num_processes: 2\nstrategy: ddp"))
     assert "2 processes × 1 node, ddp over gloo (rendezvous: local)" in render_plan(plan)

@@ -49,7 +49,7 @@ def test_eval_and_report_commands_rerun_only_their_steps(tmp_path):
 
 
 def test_choices_mode_and_a_judge_through_a_local_model(tmp_path):
-    from ftspec.plan import TinyModel
+    from ftspec.plan.model import TinyModel
     from ftspec.runtime.models import build_tiny
 
     tiny = {"architecture": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 4,

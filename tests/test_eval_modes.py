@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from ftspec.compile import compile_spec
-from ftspec.summary import render_plan
+from ftspec.plan.build import compile_spec
+from ftspec.plan.describe import render_plan
 
 TICKETS = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()
 
@@ -116,7 +116,7 @@ def test_a_metrics_only_change_rekeys_only_the_scoring_steps_and_the_report(tmp_
 
 
 def test_diff_lists_only_the_scoring_steps_for_a_metrics_change(tmp_path):
-    from ftspec.diff import diff_plans
+    from ftspec.commands.diff import diff_plans
 
     old = _plan(tmp_path / "a", LABELS)
     new = _plan(tmp_path / "b", LABELS, "eval.metrics=[accuracy, f1_macro]")
@@ -145,7 +145,7 @@ format: {kind: preference, prompt: "Request: {{ text }}\\nQueue:", chosen: " {{ 
 
 
 def test_preference_metrics_are_refused_where_they_cannot_be_computed(tmp_path):
-    from ftspec.errors import SpecError
+    from ftspec.core.errors import SpecError
 
     with pytest.raises(SpecError, match="preference_accuracy scores preference pairs"):
         _plan(tmp_path / "a", LABELS, "eval.metrics=[preference_accuracy]")
@@ -158,8 +158,8 @@ def test_preference_metrics_are_refused_where_they_cannot_be_computed(tmp_path):
 
 def test_a_metrics_only_change_rescores_the_saved_answers_without_generating_again(tmp_path):
     pytest.importorskip("torch")
-    from ftspec.compile import find_root
-    from ftspec.runtime.run import execute
+    from ftspec.plan.build import find_root
+    from ftspec.runtime.execute import execute
 
     spec = _spec(tmp_path, LABELS + "eval: {limit: 6}\n")
 
@@ -184,8 +184,8 @@ def test_label_like_answers_stop_generation_at_a_newline(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     from test_generation_stop import Spy, successor_model
 
-    from ftspec.runtime import evaluate as E
-    from ftspec.runtime.data import build_splits
+    from ftspec.runtime.evaluation import evaluate as E
+    from ftspec.runtime.training.data import build_splits
     from ftspec.runtime.models import byte_tokenizer
 
     plan = _plan(tmp_path, LABELS, "eval.mode=generate", "eval.max_new_tokens=40", "eval.limit=3")

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from ftspec.runtime import evaluate as E  # noqa: E402
+from ftspec.runtime.evaluation import evaluate as E  # noqa: E402
 from ftspec.runtime.models import byte_tokenizer, tiny_config  # noqa: E402
 
 TINY = {"architecture": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 4,
@@ -105,7 +105,7 @@ def test_few_shot_examples_come_before_the_prompt(model_and_tokenizer):
 
 def test_chat_examples_use_the_chat_template():
     tok = byte_tokenizer()
-    from ftspec.templates import builtin_dir
+    from ftspec.data.templates import builtin_dir
 
     tok.chat_template = builtin_dir().joinpath("chatml.jinja").read_text()
     record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "billing"}]}
@@ -146,7 +146,7 @@ def test_prompts_longer_than_max_length_keep_their_end(model_and_tokenizer):
 def test_chat_choices_keep_the_few_shot_turns(model_and_tokenizer):
     model, _ = model_and_tokenizer
     tok = byte_tokenizer()
-    from ftspec.templates import builtin_dir
+    from ftspec.data.templates import builtin_dir
 
     tok.chat_template = builtin_dir().joinpath("chatml.jinja").read_text()
     record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "billing"}]}

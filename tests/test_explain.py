@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from conftest import ROOT
 from ftspec.cli import main
-from ftspec.explain import explain, origin_of, render_text
-from ftspec.loader import load
-from ftspec.validate import validate
+from ftspec.spec.provenance import explain, origin_of, render_text
+from ftspec.spec.load import load
+from ftspec.spec.validate import validate
 
 BASE = """\
 ftspec: 1

@@ -17,9 +17,9 @@ from conftest import run_cli  # noqa: E402
 from test_runtime import BASE_BODY, TINY, _run, _spec  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from ftspec.compile import compile_spec, find_root  # noqa: E402
-from ftspec.errors import SpecError  # noqa: E402
-from ftspec.runtime import export as X  # noqa: E402
+from ftspec.plan.build import compile_spec, find_root  # noqa: E402
+from ftspec.core.errors import SpecError  # noqa: E402
+from ftspec.runtime.tools import export as X  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +268,7 @@ def test_gguf_of_another_architecture_or_of_an_adapter_is_refused(tmp_path, trai
 def test_the_export_is_in_the_base_models_dtype(tmp_path):
     from safetensors import safe_open
 
-    from ftspec.plan import TinyModel
+    from ftspec.plan.model import TinyModel
     from ftspec.runtime.models import build_tiny
 
     tiny = {"architecture": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 4,

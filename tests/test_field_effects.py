@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from ftspec.compile import check_spec, compile_spec, find_root
+from ftspec.plan.build import check_spec, compile_spec, find_root
 
 TICKETS = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()
 
@@ -36,14 +36,14 @@ def _plan(folder: Path, body: str, *sets: str, rows: int = 48):
 
 
 def _execute(spec: Path, *sets: str, callbacks=None):
-    from ftspec.runtime.run import execute
+    from ftspec.runtime.execute import execute
 
     plan, _ = compile_spec(spec, sets=sets)
     return execute(plan, find_root(spec), echo=lambda line: None, callbacks=callbacks)
 
 
 def _errors(folder: Path, body: str) -> list[str]:
-    from ftspec.errors import SpecError
+    from ftspec.core.errors import SpecError
 
     spec = _write(folder, body)
     try:
@@ -236,7 +236,7 @@ compute: {device: cpu}
 
 
 def _splits(plan, spec):
-    from ftspec.runtime.data import build_splits
+    from ftspec.runtime.training.data import build_splits
 
     return build_splits(plan.data, plan.format, find_root(spec))
 
@@ -370,7 +370,7 @@ def test_pretrained_model_settings_reach_from_pretrained(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     import transformers
 
-    from ftspec.runtime import builders
+    from ftspec.runtime.training import builders
     from ftspec.runtime.models import load_model, load_tokenizer
 
     calls = []
@@ -435,7 +435,7 @@ def _evaluate(tmp_path, *sets: str, baseline: bool = False, monkeypatch=None):
     pytest.importorskip("torch")
     from test_generation_stop import successor_model
 
-    from ftspec.runtime import evaluate as E
+    from ftspec.runtime.evaluation import evaluate as E
     from ftspec.runtime.models import byte_tokenizer
 
     # Generate mode, no stop string unless a test sets one: these rows' labels would make
@@ -512,7 +512,7 @@ def test_baseline_false_drops_the_base_models_evaluation(tmp_path):
 
 def test_the_judges_rubric_score_regex_and_scale_come_from_the_spec(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    from ftspec.runtime import evaluate as E
+    from ftspec.runtime.evaluation import evaluate as E
     from ftspec.runtime.models import byte_tokenizer
 
     judge = ("{name: judge, model: org/judge, rubric: 'Q={{ prompt }} A={{ prediction }} R={{ reference }}', "
@@ -545,7 +545,7 @@ def test_description_is_carried_into_the_plan(tmp_path):
 
 
 def test_output_dir_places_the_run_directory(tmp_path):
-    from ftspec.runtime.run import run_dir_of
+    from ftspec.runtime.execute import run_dir_of
 
     plan, spec = _plan(tmp_path, DATA_BODY + "data: {train: tickets.jsonl}\noutput: {dir: 'elsewhere/{name}-x'}\n")
     assert run_dir_of(plan, find_root(spec)) == (find_root(spec) / "elsewhere" / "job-x").resolve()
@@ -553,8 +553,8 @@ def test_output_dir_places_the_run_directory(tmp_path):
 
 def test_precision_is_what_the_trainer_is_given_or_a_clear_error(tmp_path):
     pytest.importorskip("torch")
-    from ftspec.errors import SpecError
-    from ftspec.runtime import builders
+    from ftspec.core.errors import SpecError
+    from ftspec.runtime.training import builders
 
     body = DATA_BODY + "data: {train: tickets.jsonl}\n"
     with pytest.raises(SpecError, match="compute.precision: fp16 training needs a GPU"):
@@ -579,7 +579,7 @@ def test_the_backend_can_only_be_local(tmp_path):
 def test_a_builtin_template_is_the_chat_template_the_tokenizer_renders(tmp_path):
     pytest.importorskip("torch")
     from ftspec.runtime.models import build_tiny, load_tokenizer
-    from ftspec.templates import builtin_dir
+    from ftspec.data.templates import builtin_dir
 
     body = TINY + """format:
   kind: chat
@@ -601,7 +601,7 @@ def test_qlora_settings_make_the_quantization_config(tmp_path, monkeypatch):
     test_qlora_reaches_the_model_load for the load itself)."""
     pytest.importorskip("torch")
     from ftspec import checks
-    from ftspec.runtime import builders
+    from ftspec.runtime.training import builders
 
     monkeypatch.setattr(checks, "has_package", lambda name: True)  # bitsandbytes, on a machine that has it
 
@@ -622,7 +622,8 @@ def test_qlora_reaches_the_model_load(tmp_path, monkeypatch):
     import transformers
 
     from ftspec import checks
-    from ftspec.runtime import builders, models
+    from ftspec.runtime import models
+    from ftspec.runtime.training import builders
 
     monkeypatch.setattr(checks, "has_package", lambda name: True)
     body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
@@ -648,7 +649,7 @@ def test_qlora_reaches_the_model_load(tmp_path, monkeypatch):
 
 def test_qlora_without_bitsandbytes_is_an_error_at_the_adapter(tmp_path, monkeypatch):
     from ftspec import checks
-    from ftspec.errors import SpecError
+    from ftspec.core.errors import SpecError
 
     monkeypatch.setattr(checks, "has_package", lambda name: name != "bitsandbytes")
     body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")

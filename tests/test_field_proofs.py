@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ftspec import spec as S
+from ftspec.spec import schema as S
 from field_proofs import PROOFS
 
 TESTS = Path(__file__).resolve().parent

@@ -1,4 +1,4 @@
-"""The FSDP branch of ftspec.runtime.workers.record_expected, for real, on the CPU.
+"""The FSDP branch of ftspec.runtime.distributed.launch.record_expected, for real, on the CPU.
 
 accelerate does not run FSDP on the CPU (it builds plain DDP without a word), so a run with
 strategy fsdp cannot reach that branch here. torch's own FSDP2 (fully_shard) does run on
@@ -67,7 +67,7 @@ def _worker(rank: int, world: int, port: int, out: Path) -> None:
     from torch.distributed.tensor import DTensor
     from transformers import LlamaForCausalLM
 
-    from ftspec.runtime.workers import record_expected
+    from ftspec.runtime.distributed.launch import record_expected
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -149,15 +149,15 @@ def _train_sharded(out: Path) -> None:
 
 
 def _job(out_dir: Path, expected: Path, tmp: Path):
-    from ftspec.runtime.job import TrainJob
+    from ftspec.runtime.training.job import TrainJob
 
     return TrainJob(plan=None, root=tmp, data_dir=tmp, checkpoints=tmp / "checkpoints", out_dir=out_dir,
                     metrics=tmp / "metrics.jsonl", expected=expected)
 
 
 def test_fsdp2_gather_records_full_weights_and_catches_a_sharded_save(tmp_path):
-    from ftspec.errors import RunFailed
-    from ftspec.runtime.workers import verify_saved
+    from ftspec.core.errors import RunFailed
+    from ftspec.runtime.distributed.launch import verify_saved
 
     _train_sharded(tmp_path)
     expected = tmp_path / "expected.json"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ALL_SPECS, ROOT, SHARED, SHARED_SPECS
 
-from ftspec.runtime.metrics import extract
+from ftspec.runtime.evaluation.metrics import extract
 
 # spec: (generator script, the data file it writes)
 GALLERY = {
@@ -132,7 +132,7 @@ def test_the_gallery_lists_every_shipped_spec():
 @pytest.mark.parametrize("profiles", [(), ("smoke",)], ids=["full", "smoke"])
 @pytest.mark.parametrize("name", sorted(GALLERY))
 def test_gallery_spec_validates_strict_on_the_real_model(name, profiles, in_root):
-    from ftspec.compile import check_spec
+    from ftspec.plan.build import check_spec
 
     check_spec(f"specs/real/{name}", profiles, strict=True, allow=[SHARED])
 
@@ -146,7 +146,7 @@ def test_gallery_spec_validates_without_shared(name, profiles, tmp_path, monkeyp
     from, which validation does not fetch)."""
     import shutil
 
-    from ftspec.compile import check_spec
+    from ftspec.plan.build import check_spec
 
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
@@ -194,7 +194,7 @@ def test_gallery_spec_satisfies_the_published_json_schema(name):
     """What an editor checks against schema/ftspec-v1.schema.json (the specs' modeline)."""
     import jsonschema
 
-    from ftspec import spec as S
+    from ftspec.spec import schema as S
 
     validator = jsonschema.Draft202012Validator(S.json_schema())
     assert [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(_spec(name))] == []

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from ftspec.cli import main
-from ftspec.compile import compile_spec, find_root
-from ftspec.errors import SpecError
-from ftspec.runtime.run import execute
+from ftspec.plan.build import compile_spec, find_root
+from ftspec.core.errors import SpecError
+from ftspec.runtime.execute import execute
 
 TINY = """
 model: {kind: tiny, hidden_size: 32, num_layers: 2, num_heads: 4, max_position_embeddings: 256, init_seed: 1}
@@ -125,7 +125,7 @@ def test_a_spec_that_has_not_been_trained_is_refused_in_one_line_naming_the_comm
 
 
 def test_a_bare_text_fills_the_one_column_the_prompt_reads_through_renames_and_derives(tmp_path):
-    from ftspec.runtime.generate import Prompter
+    from ftspec.runtime.tools.generate import Prompter
 
     plan, _ = compile_spec(_spec(tmp_path, TEXT_SPEC, "cols"))
     p = Prompter.from_plan(plan)
@@ -137,7 +137,7 @@ def test_a_bare_text_fills_the_one_column_the_prompt_reads_through_renames_and_d
 
 
 def test_a_prompt_reading_several_columns_needs_them_named(tmp_path):
-    from ftspec.runtime.generate import Prompter, rows_from_inputs
+    from ftspec.runtime.tools.generate import Prompter, rows_from_inputs
 
     body = TEXT_SPEC.replace('prompt: "Request: {{ request }}\\nQueue:"', 'prompt: "[{{ lang }}] {{ request }}\\nQueue:"')
     (tmp_path / "x").mkdir()
@@ -160,7 +160,7 @@ def test_a_prompt_reading_several_columns_needs_them_named(tmp_path):
 
 
 def test_the_prompt_for_a_row_is_the_prompt_the_prepared_data_holds_for_it(text_run):
-    from ftspec.runtime.generate import Prompter
+    from ftspec.runtime.tools.generate import Prompter
 
     spec, plan, run_dir = text_run
     p = Prompter.from_plan(plan)
@@ -208,7 +208,7 @@ def test_generate_bare_text_prints_the_answer_and_the_prompt_on_request(text_run
 def test_chat_prompts_are_the_training_conversation_before_the_answer(chat_run):
     from transformers import AutoTokenizer
 
-    from ftspec.runtime.generate import Prompter
+    from ftspec.runtime.tools.generate import Prompter
 
     spec, plan, run_dir = chat_run
     p = Prompter.from_plan(plan)
@@ -225,7 +225,7 @@ def test_chat_prompts_are_the_training_conversation_before_the_answer(chat_run):
 
 
 def test_chat_keeps_the_conversation_and_resets_on_request(chat_run, monkeypatch):
-    from ftspec.runtime import generate as G
+    from ftspec.runtime.tools import generate as G
 
     spec, plan, run_dir = chat_run
     from transformers import AutoTokenizer

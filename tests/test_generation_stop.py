@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from ftspec.runtime import evaluate as E  # noqa: E402
+from ftspec.runtime.evaluation import evaluate as E  # noqa: E402
 from ftspec.runtime.models import byte_tokenizer  # noqa: E402
-from ftspec.runtime.stopping import cut_at_stop, end_of_turn_ids, stop_token_ids, stopping_arguments  # noqa: E402
+from ftspec.runtime.evaluation.stopping import cut_at_stop, end_of_turn_ids, stop_token_ids, stopping_arguments  # noqa: E402
 
 MAX_NEW = 24
 PROMPT = "Queue:"
@@ -152,7 +152,7 @@ def test_the_chat_templates_end_of_turn_token_stops_generation(tok, monkeypatch)
 
 
 def test_end_of_turn_of_the_shipped_chatml_template(tok):
-    from ftspec.templates import builtin_dir
+    from ftspec.data.templates import builtin_dir
 
     tok.chat_template = (builtin_dir() / "chatml.jinja").read_text(encoding="utf-8")
     assert end_of_turn_ids(tok) == [tok.convert_tokens_to_ids("<|im_end|>")]

@@ -1,4 +1,4 @@
-"""GGUF models: the pure-Python header reader (ftspec/gguf_header.py), what `validate`
+"""GGUF models: the pure-Python header reader (ftspec/data/gguf.py), what `validate`
 reads from a GGUF file offline, the plan's fingerprint of it, and the prepare step's
 one-time conversion to safetensors. The GGUF files here are tiny llama models written
 on the spot with the `gguf` package (nothing is downloaded)."""
@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from conftest import ROOT
-from ftspec import gguf_header as G
-from ftspec.compile import check_spec, compile_spec
-from ftspec.errors import SpecError
+from ftspec.data import gguf as G
+from ftspec.plan.build import check_spec, compile_spec
+from ftspec.core.errors import SpecError
 
 gguf = pytest.importorskip("gguf")
 np = pytest.importorskip("numpy")
@@ -115,7 +115,7 @@ def test_header_reader_refuses_a_bad_file_in_words(tmp_path, data, message):
 
 def test_header_reader_is_light():
     """validate reads GGUF headers without torch, numpy or the gguf package."""
-    code = ("import sys, ftspec.gguf_header, ftspec.checks, ftspec.compile; "
+    code = ("import sys, ftspec.data.gguf, ftspec.checks, ftspec.plan.build; "
             "print(sorted(m for m in ('torch', 'numpy', 'gguf', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -316,8 +316,8 @@ def test_a_run_converts_the_gguf_in_prepare_data_and_reuses_it(project):
     """End to end on the tiny GGUF: prepare_data writes data/base-model, training and
     evaluation load it, and a second run converts nothing."""
     pytest.importorskip("torch")
-    from ftspec.compile import find_root
-    from ftspec.runtime.run import execute
+    from ftspec.plan.build import find_root
+    from ftspec.runtime.execute import execute
 
     spec = write_spec(project)
     text = spec.read_text().replace("  loss: assistant\n", "")
@@ -343,8 +343,8 @@ def test_a_local_gguf_file_can_be_the_judge(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     from types import SimpleNamespace
 
-    import ftspec.runtime.evaluate as E
-    from ftspec.runtime.run import StepContext, _judge
+    import ftspec.runtime.evaluation.evaluate as E
+    from ftspec.runtime.execute import StepContext, _judge
 
     (tmp_path / "judges").mkdir()
     write_tiny_gguf(tmp_path / "judges" / "tiny.gguf")
@@ -365,7 +365,7 @@ def test_a_local_gguf_file_can_be_the_judge(tmp_path, monkeypatch):
 
 def test_the_plan_names_the_gguf_file_and_does_not_call_it_unpinned(project):
     """A local GGUF file is pinned by its sha256; only a hub id's revision floats."""
-    from ftspec.summary import describe_model
+    from ftspec.plan.describe import describe_model
 
     plan, _ = compile_spec(write_spec(project))
     sha = hashlib.sha256((project / "model" / "tiny.gguf").read_bytes()).hexdigest()

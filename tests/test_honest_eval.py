@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ftspec.runtime import metrics as M
-from ftspec.runtime.report import build_report
+from ftspec.runtime.evaluation import metrics as M
+from ftspec.runtime.report.build import build_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def test_a_model_that_predicts_the_majority_class_never_beats_base(tmp_path):
     assert re.search(r"\| accuracy \| 0\.520 \(0\.\d{3} to 0\.\d{3}\) \| 0\.480 \(", md)
     assert "majority: the most frequent answer of the training split ('yes')" in md
     # the same verdict ends the run
-    from ftspec.runtime.closing import metric_lines
+    from ftspec.runtime.report.console import metric_lines
 
     lines = metric_lines(result)
     assert f"  verdict   {verdict}" in lines
@@ -287,7 +287,7 @@ def test_the_report_and_the_summary_say_which_f1(tmp_path):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "| f1 (positive: yes) | 0.000 (" in md  # the majority 'no' never finds a 'yes'
     assert "f1 is the F1 of the positive label 'yes' (the second of the two labels in sorted order)" in md
-    from ftspec.runtime.closing import metric_lines
+    from ftspec.runtime.report.console import metric_lines
 
     assert any(l.startswith("    f1 (positive: yes) majority 0.000 · base 0.400 → tuned 0.400 (+0.000")
                for l in metric_lines(result))
@@ -295,7 +295,7 @@ def test_the_report_and_the_summary_say_which_f1(tmp_path):
 
 
 def test_positive_is_a_spec_option_of_f1_only():
-    from ftspec.spec import SimpleMetric
+    from ftspec.spec.schema import SimpleMetric
 
     assert SimpleMetric(name="f1", positive="yes").positive == "yes"
     with pytest.raises(ValueError, match="positive label of the f1 metric; accuracy does not take one"):
@@ -303,7 +303,7 @@ def test_positive_is_a_spec_option_of_f1_only():
 
 
 def test_positive_reaches_the_plan_and_the_eval_steps_metric(tmp_path, in_root):
-    from ftspec.compile import compile_spec
+    from ftspec.plan.build import compile_spec
 
     plan_, _ = compile_spec(ROOT / "specs" / "quickstart.yaml",
                             sets=['eval.metrics=[accuracy, {name: f1, positive: billing}]'])
@@ -337,7 +337,7 @@ def test_extraction_misses_are_a_line_in_the_report_and_the_summary(tmp_path):
     line = ("extraction (exact_match) found no answer in 1 of 4 tuned predictions, 1 of 4 base predictions / "
             "1 of 4 references")
     assert line in (out / "report.md").read_text(encoding="utf-8")
-    from ftspec.runtime.closing import metric_lines
+    from ftspec.runtime.report.console import metric_lines
 
     assert f"  {line}" in metric_lines(result)
 
@@ -347,7 +347,7 @@ def test_no_extraction_miss_line_in_the_summary_when_nothing_was_missed(tmp_path
     metrics = [{"name": "exact_match", "extract": extract}]
     run, out = make_run(tmp_path, ["1", "2"], ["1", "3"], ["1", "2"], ["1"], metrics=metrics)
     result = build_report(run, plan(metrics=metrics), out)
-    from ftspec.runtime.closing import metric_lines
+    from ftspec.runtime.report.console import metric_lines
 
     assert not any("extraction" in l for l in metric_lines(result))
     assert "found no answer in 0 of 2 tuned predictions" in (out / "report.md").read_text(encoding="utf-8")
@@ -391,7 +391,7 @@ def fake_result(tmp_path, gates=(), profiles=(), log=None, train=None):
 
 
 def test_the_summarys_final_training_loss_is_the_last_logged_one(tmp_path):
-    from ftspec.runtime.closing import summary
+    from ftspec.runtime.report.console import summary
 
     log = [{"step": 10, "loss": 2.0}, {"step": 20, "loss": 1.25}, {"step": 20, "eval_loss": 1.5}, {"step": 30, "loss": 0.5}]
     text = summary(fake_result(tmp_path, log=log, train={"steps": 30, "train_loss": 1.25, "eval_loss": 1.5}), tmp_path)
@@ -400,7 +400,7 @@ def test_the_summarys_final_training_loss_is_the_last_logged_one(tmp_path):
 
 
 def test_the_summary_says_when_there_are_no_gates(tmp_path):
-    from ftspec.runtime.closing import summary
+    from ftspec.runtime.report.console import summary
 
     assert "  gates     none set" in summary(fake_result(tmp_path / "a"), tmp_path).splitlines()
     text = summary(fake_result(tmp_path / "b", profiles=("smoke",)), tmp_path)

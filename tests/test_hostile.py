@@ -119,6 +119,6 @@ def test_ordinary_templates_still_work(tmp_path, monkeypatch):
     _write(tmp_path, "{% for w in text.split() %}{{ w | upper }} {% endfor %}{{ '%s' | format(queue) }} {{ 'ab' * 3 }} {{ range(5) | join(',') }}")
     result, _ = _validate(tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
-    from ftspec.templates import environment, render
+    from ftspec.data.templates import environment, render
 
     assert render(environment().from_string("{{ 'ab' * 3 }} {{ 2 ** 10 }} {{ range(3) | join(',') }}"), {}) == "ababab 1024 0,1,2"

@@ -31,8 +31,8 @@ import yaml
 from click.testing import CliRunner
 
 from ftspec.cli import main
-from ftspec.compile import check_spec
-from ftspec.errors import SpecError
+from ftspec.plan.build import check_spec
+from ftspec.core.errors import SpecError
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "spec.yaml"

@@ -1,4 +1,4 @@
-"""ftspec.io: files are written whole or not at all, and a broken file is one clear
+"""ftspec.core.io: files are written whole or not at all, and a broken file is one clear
 line naming it, never a traceback."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from ftspec import io as fio
-from ftspec.errors import SpecError
+from ftspec.core import io as fio
+from ftspec.core.errors import SpecError
 
 
 def leftovers(folder):
@@ -124,13 +124,13 @@ def test_read_jsonl_strict_and_lenient(tmp_path):
 
 
 def test_the_module_stays_light():
-    code = ("import sys, ftspec.io; bad = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; "
+    code = ("import sys, ftspec.core.io; bad = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
 def test_there_is_one_atomic_writer():
-    """No other module renames a temporary file into place: they all go through ftspec.io."""
+    """No other module renames a temporary file into place: they all go through ftspec.core.io."""
     offenders = []
     for path in sorted((ROOT / "ftspec").rglob("*.py")):
         if path.name == "io.py" and path.parent.name == "ftspec":

@@ -4,7 +4,7 @@ ftspec validates a spec without importing torch, so it carries its own copies of
 names the libraries define: the LoRA-targetable linear modules of each architecture
 and the architectures that keep packed rows apart (ftspec/checks.py), the tiny
 model architectures, the DPO loss types, the optimizers, the learning-rate
-schedulers, the attention implementations and LoRA's bias choices (ftspec/spec.py). Each name ftspec lists is checked here, one test per
+schedulers, the attention implementations and LoRA's bias choices (ftspec/spec/schema.py). Each name ftspec lists is checked here, one test per
 name, against what the installed transformers / peft / trl accept; a library upgrade
 that drops or renames one fails its test. The last tests feed each check a name no
 library knows, to show that every check can fail.
@@ -25,7 +25,7 @@ peft = pytest.importorskip("peft")
 trl = pytest.importorskip("trl")
 
 from ftspec import checks  # noqa: E402
-from ftspec import spec as S  # noqa: E402
+from ftspec.spec import schema as S  # noqa: E402
 
 VOCAB = 128
 

@@ -3,7 +3,7 @@
 A run used to silence every FutureWarning and DeprecationWarning, so a deprecated
 argument ftspec passes to transformers, peft or trl would never be seen. Now only the
 notices a library raises from inside itself are silenced, each by name
-(``ftspec.runtime.run.LIBRARY_NOTICES``), and tiny runs of each objective and adapter
+(``ftspec.runtime.execute.LIBRARY_NOTICES``), and tiny runs of each objective and adapter
 record every warning that reaches the user: there must be none.
 """
 
@@ -18,8 +18,8 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from conftest import ROOT  # noqa: E402
-from ftspec.compile import compile_spec, find_root  # noqa: E402
-from ftspec.runtime import run as R  # noqa: E402
+from ftspec.plan.build import compile_spec, find_root  # noqa: E402
+from ftspec.runtime import execute as R  # noqa: E402
 
 DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
@@ -32,7 +32,7 @@ def test_a_deprecation_ftspec_causes_is_not_hidden():
         R.quiet_libraries()
         for category in DEPRECATIONS:  # as a library warns with stacklevel=2 about an argument ftspec passed
             warnings.warn_explicit(f"`old_argument` is deprecated ({category.__name__})", category,
-                                   str(ROOT / "ftspec/runtime/sft.py"), 1, module="ftspec.runtime.sft", registry={})
+                                   str(ROOT / "ftspec/runtime/recipes/sft.py"), 1, module="ftspec.runtime.recipes.sft", registry={})
         warnings.warn_explicit("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
                                "transformers/modeling_utils.py", 3312, module="transformers.modeling_utils", registry={})
     shown = [str(w.message) for w in seen]

@@ -3,8 +3,8 @@ profiles and --set in that order."""
 
 import pytest
 
-from ftspec.errors import SpecError
-from ftspec.loader import load, parse_set, parse_yaml
+from ftspec.core.errors import SpecError
+from ftspec.spec.load import load, parse_set, parse_yaml
 
 
 def _write(tmp_path, name, text):

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from ftspec.cli import main
-from ftspec.errors import SpecError
-from ftspec.loader import parse_yaml
+from ftspec.core.errors import SpecError
+from ftspec.spec.load import parse_yaml
 
 # --------------------------------------------------------------------------- YAML syntax, in words, at the right line
 

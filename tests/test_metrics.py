@@ -1,4 +1,4 @@
-"""ftspec.runtime.metrics against values worked out by hand (the arithmetic is in the comments)."""
+"""ftspec.runtime.evaluation.metrics against values worked out by hand (the arithmetic is in the comments)."""
 
 import math
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ftspec.runtime.metrics import CLASSIFICATION, MODEL_METRICS, MetricResult, extract, score
+from ftspec.runtime.evaluation.metrics import CLASSIFICATION, MODEL_METRICS, MetricResult, extract, score
 
 
 def m(name, **kw):
@@ -313,7 +313,7 @@ def test_no_classification_details_without_classification_metrics():
 
 
 def test_import_is_light():
-    code = ("import sys, ftspec.runtime.metrics; "
+    code = ("import sys, ftspec.runtime.evaluation.metrics; "
             "heavy = {'torch', 'sklearn', 'sacrebleu', 'rouge_score', 'jsonschema'} & set(sys.modules); "
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -326,7 +326,7 @@ def test_a_regex_that_backtracks_without_end_gives_no_match_in_bounded_time():
     '!' backtracks for ages in `re`; here it gives up after REGEX_SECONDS and counts as no match."""
     import time
 
-    from ftspec.runtime import metrics as M
+    from ftspec.runtime.evaluation import metrics as M
 
     started = time.perf_counter()
     assert extract("a" * 40 + "!", {"regex": r"(a|aa)+$"}) == ""

@@ -57,8 +57,8 @@ def test_installed_copy_finds_builtin_templates(wheel, tmp_path):
                    check=True, capture_output=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = ("import ftspec.templates as t, sys; sys.stdout.write(t.__file__ + '\\n' + ' '.join(t.builtin_names()) + '\\n'); "
-            "from ftspec.spec import BuiltinTemplate; from ftspec.errors import Pos; from pathlib import Path; "
+    code = ("import ftspec.data.templates as t, sys; sys.stdout.write(t.__file__ + '\\n' + ' '.join(t.builtin_names()) + '\\n'); "
+            "from ftspec.spec.schema import BuiltinTemplate; from ftspec.core.errors import Pos; from pathlib import Path; "
             "print(t.resolve(BuiltinTemplate(builtin='chatml'), Path('.'), Pos('x'), 'k').text.count('im_start'))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
@@ -75,9 +75,9 @@ def test_installed_copy_finds_builtin_templates(wheel, tmp_path):
 PROBE = """
 import importlib.util, sys
 from pathlib import Path
-import ftspec, ftspec.templates as t
-from ftspec.errors import Pos, SpecError
-from ftspec.spec import BuiltinTemplate
+import ftspec, ftspec.data.templates as t
+from ftspec.core.errors import Pos, SpecError
+from ftspec.spec.schema import BuiltinTemplate
 print(ftspec.__file__)
 print(importlib.util.find_spec("ftspec._templates") is not None)
 print(" ".join(t.builtin_names()))
@@ -146,7 +146,7 @@ def test_installed_copy_renders_the_html_report(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    code = ("import ftspec.runtime.render as r; from ftspec.runtime.document import Document, Heading; "
+    code = ("import ftspec.runtime.report.render as r; from ftspec.runtime.report.document import Document, Heading; "
             "print(r.__file__); print(r.render_html(Document('t', [Heading(1, '<x>')]), {}).count('<h1>&lt;x&gt;</h1>'))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)

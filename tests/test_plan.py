@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from ftspec.compile import compile_spec
+from ftspec.plan.build import compile_spec
 from pydantic import ValidationError
 
-from ftspec.plan import PLAN_VERSION, Plan, PlanVersionError
+from ftspec.plan.model import PLAN_VERSION, Plan, PlanVersionError
 
 
 def _copy_quickstart(tmp_path, edit=None, reorder=False):

@@ -17,9 +17,9 @@ from tokenizers import processors  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-from ftspec.runtime import data as D  # noqa: E402
+from ftspec.runtime.training import data as D  # noqa: E402
 from ftspec.runtime.models import bpe_tokenizer, byte_tokenizer, tiny_config  # noqa: E402
-from ftspec.templates import builtin_dir  # noqa: E402
+from ftspec.data.templates import builtin_dir  # noqa: E402
 
 TEXT_ROWS = [
     {"prompt": "Request: my card was charged twice\nQueue:", "completion": " billing"},

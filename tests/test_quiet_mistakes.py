@@ -223,7 +223,7 @@ def test_an_extract_template_that_finds_nothing_in_drawn_references(tmp_path, mo
 
 @pytest.mark.parametrize("spec_name", ["quickstart", "routing-lora", "chat-sft", "dpo-preference", "routing-prod"])
 def test_shipped_specs_draw_none_of_these_warnings(spec_name, in_root):
-    from ftspec.compile import check_spec
+    from ftspec.plan.build import check_spec
 
     checked = check_spec(in_root / "specs" / f"{spec_name}.yaml")
     words = ("renders to the same text", "scored on the", "compares '", "also rows of", "longer than max_length",

@@ -1,4 +1,4 @@
-"""Several machines: where the nodes meet (ftspec.rendezvous) and `ftspec launch-script`."""
+"""Several machines: where the nodes meet (ftspec.runtime.distributed.rendezvous) and `ftspec launch-script`."""
 
 import os
 import shutil
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from ftspec.cli import main
-from ftspec.rendezvous import (
+from ftspec.runtime.distributed.rendezvous import (
     Rendezvous,
     RendezvousError,
     expand_hostlist,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ftspec.runtime.report import build_report, check_gates, overfitting_signal
+from ftspec.runtime.report.build import build_report, check_gates, overfitting_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 XSS = "<script>alert(1)</script>"
@@ -439,7 +439,7 @@ def test_only_base_evaluated(classification_run):
 
 
 def test_importing_the_module_stays_light():
-    code = ("import sys, ftspec.runtime.report; "
+    code = ("import sys, ftspec.runtime.report.build; "
             "bad = [m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
@@ -472,8 +472,8 @@ def test_lower_is_better_metric_and_positional_merge(tmp_path):
 def test_the_typed_plan_its_report_view_and_its_json_give_the_same_report(classification_run, in_root):
     """The run step hands build_report the report step's view of the typed plan; tests and
     plan.json give it JSON. Gates, metric order and split read the same from all three."""
-    from ftspec import steps
-    from ftspec.compile import compile_spec
+    from ftspec.plan import steps
+    from ftspec.plan.build import compile_spec
 
     run, _, out = classification_run
     typed, _ = compile_spec(ROOT / "specs" / "quickstart.yaml")
@@ -495,7 +495,7 @@ def test_the_typed_plan_its_report_view_and_its_json_give_the_same_report(classi
 
 
 def every_block(text: str):
-    from ftspec.runtime.document import Alert, Chart, Document, Fields, Heading, Paragraph, Table
+    from ftspec.runtime.report.document import Alert, Chart, Document, Fields, Heading, Paragraph, Table
 
     return Document(f"title {text}", [
         Heading(2, f"heading {text}"),
@@ -513,7 +513,7 @@ HOSTILE = '<script>alert("x")</script> & <b>bold</b> [link](http://example.com) 
 
 
 def test_html_escapes_every_block_and_inlines_only_drawn_charts():
-    from ftspec.runtime.render import render_html
+    from ftspec.runtime.report.render import render_html
 
     png = b"\x89PNG\r\n\x1a\n-fake"
     text = render_html(every_block(HOSTILE), {"chart.png": png})
@@ -529,7 +529,7 @@ def test_html_escapes_every_block_and_inlines_only_drawn_charts():
 
 
 def test_markdown_escapes_every_block():
-    from ftspec.runtime.render import render_markdown
+    from ftspec.runtime.report.render import render_markdown
 
     md = render_markdown(every_block(HOSTILE))
     import re
@@ -541,7 +541,7 @@ def test_markdown_escapes_every_block():
 
 
 def test_the_html_template_is_a_package_file_rendered_with_autoescape():
-    from ftspec.runtime import render
+    from ftspec.runtime.report import render
 
     template = render._template()
     assert template.environment.autoescape is True
@@ -549,8 +549,8 @@ def test_the_html_template_is_a_package_file_rendered_with_autoescape():
 
 
 def test_an_unknown_block_is_a_clear_error():
-    from ftspec.runtime.document import Document
-    from ftspec.runtime.render import render_html, render_markdown
+    from ftspec.runtime.report.document import Document
+    from ftspec.runtime.report.render import render_html, render_markdown
 
     doc = Document("t", [("h", 1, "a positional tuple")])
     for render in (render_markdown, lambda d: render_html(d, {})):

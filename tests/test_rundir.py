@@ -17,17 +17,17 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT
-from ftspec import rundir
+from ftspec.store import rundir
 from ftspec.cli import main
-from ftspec.errors import SpecError
-from ftspec.rundir import RunLock
+from ftspec.core.errors import SpecError
+from ftspec.store.rundir import RunLock
 
 SOFT = filelock.SoftFileLock
 
 HOLD = textwrap.dedent("""
     import sys, time
     import filelock
-    from ftspec.rundir import RunLock
+    from ftspec.store.rundir import RunLock
     if sys.argv[2] == "soft":
         RunLock.lock_class = filelock.SoftFileLock
     with RunLock(sys.argv[1]):
@@ -225,7 +225,7 @@ def test_status_over_a_broken_manifest_and_markers(tmp_path):
     ('{"lock_version": 0}', "lock_version 0 is not supported (this ftspec writes 1)"),
 ])
 def test_a_spec_lock_file_that_cannot_be_used_is_one_line(tmp_path, content, message):
-    from ftspec import lock as L
+    from ftspec.commands import lock as L
 
     path = tmp_path / "job.lock.json"
     if content is not None:

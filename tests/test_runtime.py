@@ -16,9 +16,9 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from conftest import ROOT, run_cli  # noqa: E402
-from ftspec.compile import compile_spec, find_root  # noqa: E402
-from ftspec.errors import SpecError  # noqa: E402
-from ftspec.runtime.run import execute  # noqa: E402
+from ftspec.plan.build import compile_spec, find_root  # noqa: E402
+from ftspec.core.errors import SpecError  # noqa: E402
+from ftspec.runtime.execute import execute  # noqa: E402
 
 TINY = """
 model:
@@ -129,7 +129,7 @@ def test_data_is_tokenized_once_and_a_changed_training_setting_does_not_tokenize
     # nor TRL tokenizes a row.
     import trl.trainer.sft_trainer as trl_sft
 
-    from ftspec.runtime import data as D
+    from ftspec.runtime.training import data as D
 
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized again")
@@ -153,7 +153,7 @@ def test_no_checkpoint_at_the_last_step_and_none_left_once_the_step_is_complete(
     saves = Saves()
     ctx, _ = _run(spec, callbacks=[saves])
     assert saves.steps == [2, 4], "every save_every steps, but not at the last one: the model itself is saved there"
-    from ftspec.rundir import store_of
+    from ftspec.store.rundir import store_of
 
     assert not store_of(ctx.run_dir).scratch("train", ctx.plan.step("train").key, "checkpoints").exists()
     assert not (ctx.run_dir / "checkpoints").exists(), "no empty checkpoints/ folder left in the run directory"
@@ -382,7 +382,7 @@ def test_choices_outside_the_allowed_labels_stop_the_run(tmp_path):
 
 
 def test_a_local_pretrained_model_trains_with_lora(tmp_path):
-    from ftspec.plan import TinyModel
+    from ftspec.plan.model import TinyModel
     from ftspec.runtime.models import build_tiny
 
     tiny = {"architecture": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 4,
@@ -439,8 +439,8 @@ def test_a_max_length_that_cuts_every_answer_is_an_error_at_its_key(tmp_path):
 def test_a_plan_that_does_not_know_its_row_count_trains_its_epochs(tmp_path):
     """Rows of a hub dataset (or of a file past validate's budget) are unknown when the plan
     is made, and so is the step count: the trainer counts the epochs itself."""
-    from ftspec.plan import Plan
-    from ftspec.steps import plan_steps
+    from ftspec.plan.model import Plan
+    from ftspec.plan.steps import plan_steps
 
     body = BASE_BODY.replace("max_steps: 4, ", "epochs: 1, ") + "method: {kind: sft, adapter: full}\n"
     spec = _spec(tmp_path, body)
@@ -458,7 +458,7 @@ def test_a_plan_that_does_not_know_its_row_count_trains_its_epochs(tmp_path):
 def test_a_folder_that_shadows_a_hub_id_is_refused_at_run_time(tmp_path, monkeypatch):
     """transformers would load ./org/model over the hub's org/model: the plan named the hub."""
     from ftspec.runtime.models import base_model_path
-    from ftspec.plan import PretrainedModel
+    from ftspec.plan.model import PretrainedModel
 
     model = PretrainedModel(kind="pretrained", source="hub", name_or_path="org/model")
     monkeypatch.chdir(tmp_path)

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from ftspec.runtime.sampling import LengthBuckets  # noqa: E402
+from ftspec.runtime.training.sampling import LengthBuckets  # noqa: E402
 
 
 def _padding(lengths, batches):

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, SPECS
-from ftspec import spec as S
-from ftspec.reference import SECTIONS, markdown_reference
+from ftspec.spec import schema as S
+from ftspec.spec.reference import SECTIONS, markdown_reference
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -18,7 +18,7 @@ SCHEMA_FILE = ROOT / "schema" / "ftspec-v1.schema.json"
 
 def test_every_published_schema_is_up_to_date_and_valid(update_golden):
     """schema/ holds the spec's, the plan's, the manifest's and the report metrics' schemas."""
-    from ftspec.artifacts import schemas
+    from ftspec.plan.artifacts import schemas
 
     for name, value in schemas().items():
         jsonschema.Draft202012Validator.check_schema(value)

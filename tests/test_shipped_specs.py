@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import ROOT, SPECS
-from ftspec.compile import check_spec, compile_spec
+from ftspec.plan.build import check_spec, compile_spec
 
 # (spec file, profiles) pairs with a golden plan each.
 GOLDEN = [(p.name, ()) for p in SPECS] + [("routing-prod.yaml", ("dev",)), ("quickstart.yaml", ("smoke",))]
@@ -63,7 +63,7 @@ def test_shipped_spec_passes_strict_or_says_why_not(spec, in_root):
     which needs the hub to pin, is allowed)."""
     import yaml
 
-    from ftspec.errors import SpecError
+    from ftspec.core.errors import SpecError
 
     header = "".join(line for line in spec.read_text().splitlines(keepends=True) if line.startswith("#"))
     for profiles in [(), *[(name,) for name in (yaml.safe_load(spec.read_text()).get("profiles") or {})]]:

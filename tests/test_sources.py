@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ftspec.sources import RowError, infer_format, read_rows
+from ftspec.data.sources import RowError, infer_format, read_rows
 
 
 def rows(path, fmt, **kw):

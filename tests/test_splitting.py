@@ -1,6 +1,6 @@
 from collections import Counter
 
-from ftspec.splitting import split_indices, split_sizes
+from ftspec.data.splitting import split_indices, split_sizes
 
 
 def test_sizes():
@@ -27,7 +27,7 @@ def test_stratified_split_keeps_proportions_and_exact_sizes():
 
 
 def test_limits_of_each_split_from_a_number_a_mapping_or_nothing():
-    from ftspec.splitting import split_limits
+    from ftspec.data.splitting import split_limits
 
     assert split_limits(None) == {"train": None, "validation": None, "test": None}
     assert split_limits(64) == {"train": 64, "validation": 64, "test": 64}
@@ -37,7 +37,7 @@ def test_limits_of_each_split_from_a_number_a_mapping_or_nothing():
 def test_counts_follow_filter_split_and_a_limit_on_the_training_rows_alone():
     from types import SimpleNamespace
 
-    from ftspec.splitting import split_counts
+    from ftspec.data.splitting import split_counts
 
     split = SimpleNamespace(validation=0.1, test=0.1)
     assert split_counts({"train": 1500}, split, None) == {"train": 1200, "validation": 150, "test": 150}

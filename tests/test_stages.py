@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ftspec.compile import compile_spec
-from ftspec.errors import SpecError
+from ftspec.plan.build import compile_spec
+from ftspec.core.errors import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +88,7 @@ def test_the_last_stage_is_the_specs_plan_and_holds_the_earlier_ones(repo):
     assert plan.model.train == sft.step("train").key and plan.model.data == sft.step("prepare_data").key
     assert plan.model.base == sft.model
     # The plan reads back as it was written, stages and all.
-    from ftspec.plan import Plan
+    from ftspec.plan.model import Plan
 
     assert Plan.from_json(plan.to_json()) == plan
 

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from conftest import ROOT
 from ftspec.cli import main
-from ftspec.compile import compile_spec
-from ftspec.diff import diff_plans, render_json, render_markdown, render_text
-from ftspec.summary import render_plan
+from ftspec.plan.build import compile_spec
+from ftspec.commands.diff import diff_plans, render_json, render_markdown, render_text
+from ftspec.plan.describe import render_plan
 
 QUEUES = ["account", "billing", "returns", "shipping", "technical"]
 STAGE1 = ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
@@ -146,7 +146,7 @@ def test_plan_json_holds_every_stage(tmp_path, monkeypatch):
 
 
 def _diff(tmp_path, old: dict, new: dict):
-    from ftspec.compile import compile_sourced
+    from ftspec.plan.build import compile_sourced
 
     (a, ao), (b, bo) = (compile_sourced(write_repo(tmp_path / n, d)) for n, d in (("old", old), ("new", new)))
     return diff_plans(a, b, ao, bo)
@@ -236,7 +236,7 @@ def test_diff_git_of_a_staged_spec_names_each_stage(tmp_path):
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "one"], check=True)
     path.write_text(yaml.safe_dump(with_lr(0, 2.0e-3), sort_keys=False), encoding="utf-8")
-    from ftspec.diff import diff_git
+    from ftspec.commands.diff import diff_git
 
     old, new, oo, no = diff_git("HEAD", path, with_origins=True)
     d = diff_plans(old, new, oo, no)
@@ -291,7 +291,7 @@ def test_status_lists_each_stage_with_its_run_directory(tmp_path, monkeypatch):
 
 
 def test_status_shows_a_done_step_of_the_first_stage(tmp_path, monkeypatch):
-    from ftspec.rundir import finish_step, store_of
+    from ftspec.store.rundir import finish_step, store_of
 
     path = write_repo(tmp_path, sft_dpo())
     plan, _ = compile_spec(path)

@@ -11,8 +11,8 @@ pytest.importorskip("torch")
 
 import torch  # noqa: E402
 
-from ftspec.compile import compile_spec, find_root  # noqa: E402
-from ftspec.runtime.run import execute  # noqa: E402
+from ftspec.plan.build import compile_spec, find_root  # noqa: E402
+from ftspec.runtime.execute import execute  # noqa: E402
 
 from test_stages import HEAD, SFT_DPO, write  # noqa: E402
 
@@ -86,8 +86,8 @@ def test_a_change_to_the_second_stage_re_runs_only_it(repo):
     assert "train" in changed.ran and "prepare_data" not in changed.ran
     # The last stage's model is the spec's: it exports (its LoRA merged into the SFT weights)
     # and the spec locks, as a spec without stages does.
-    from ftspec import lock as L
-    from ftspec.runtime.export import export_model
+    from ftspec.commands import lock as L
+    from ftspec.runtime.tools.export import export_model
 
     exported = export_model(changed.plan, repo, repo / "exported", echo=lambda _: None)
     assert exported.kind == "merged" and (repo / "exported" / "model.safetensors").exists()

@@ -16,10 +16,10 @@ import copy
 import pytest
 
 from conftest import ROOT, SPECS
-from ftspec import steps
-from ftspec.compile import compile_spec
-from ftspec.plan import Plan
-from ftspec.steps import STEPS, PlanView, UndeclaredRead, plan_steps
+from ftspec.plan import steps
+from ftspec.plan.build import compile_spec
+from ftspec.plan.model import Plan
+from ftspec.plan.steps import STEPS, PlanView, UndeclaredRead, plan_steps
 
 NOT_STEP_INPUTS = {"id", "steps", "plan_version"}  # the id and the keys follow from the rest
 
@@ -167,7 +167,7 @@ def test_a_misspelt_declaration_is_caught():
 
 
 def test_step_names_are_spelled_only_in_the_registry():
-    """Other modules name a step through ftspec.steps, so a renamed step cannot be missed."""
+    """Other modules name a step through ftspec.plan.steps, so a renamed step cannot be missed."""
     import re
 
     literal = re.compile(r"""["'](prepare_data|eval_base|eval_tuned|eval-base|eval-tuned|generate_base|generate_tuned|"""
@@ -199,7 +199,7 @@ def _runnable(plan: Plan) -> Plan:
 
 
 def _small(body: dict, earlier: dict, keep_dir: bool = False, stages: list = ()) -> Plan:
-    from ftspec.stages import stage_model
+    from ftspec.plan.stages import stage_model
 
     body.pop("id")
     if stages:
@@ -212,11 +212,11 @@ def _small(body: dict, earlier: dict, keep_dir: bool = False, stages: list = ())
     elif body["model"]["kind"] != "tiny":
         body["model"] = dict(TINY)
         if body["format"]["kind"] == "chat" and body["format"]["chat_template"] == "model":
-            from ftspec.templates import builtin_dir
+            from ftspec.data.templates import builtin_dir
 
             text = (builtin_dir() / "chatml.jinja").read_text(encoding="utf-8")
             body["format"]["chat_template"] = {"source": "builtin", "ref": "chatml.jinja", "text": text, "sha256": "0"}
-    from ftspec import plan as plan_models
+    from ftspec.plan import model as plan_models
 
     cut = 12
     body["data"]["limit"] = {"train": cut, "validation": cut, "test": cut} if hasattr(plan_models, "Limit") else cut
@@ -234,7 +234,7 @@ def test_every_shipped_spec_runs_each_step_on_its_view(spec, tmp_path, monkeypat
     pytest.importorskip("torch")
     import shutil
 
-    from ftspec.runtime import run as R
+    from ftspec.runtime import execute as R
 
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
     shutil.copytree(ROOT / "templates", tmp_path / "templates")

@@ -19,10 +19,11 @@ pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
 
-from ftspec import rundir, steps  # noqa: E402
+from ftspec.store import rundir
+from ftspec.plan import steps  # noqa: E402
 from ftspec.cli import main  # noqa: E402
-from ftspec.compile import compile_spec, find_root, variant_name  # noqa: E402
-from ftspec.runtime.run import execute  # noqa: E402
+from ftspec.plan.build import compile_spec, find_root, variant_name  # noqa: E402
+from ftspec.runtime.execute import execute  # noqa: E402
 from test_runtime import BASE_BODY, _spec  # noqa: E402
 
 BODY = (BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: full}\n"
@@ -271,7 +272,7 @@ def test_a_smoke_profile_switches_the_gates_off_and_says_so(tmp_path, monkeypatc
 
 
 def test_the_store_cannot_be_a_run_directory(tmp_path):
-    from ftspec.errors import SpecError
+    from ftspec.core.errors import SpecError
 
     spec = _spec(tmp_path, BODY + "output: {dir: runs/.ftspec-store}\n")
     with pytest.raises(SpecError, match=r"output.dir.*is the step store \(\.ftspec-store\) or inside it"):

@@ -1,4 +1,4 @@
-"""Teacher generation (ftspec.runtime.teach): the prompts the teacher is given, answers
+"""Teacher generation (ftspec.runtime.evaluation.teach): the prompts the teacher is given, answers
 saved batch by batch, the filter's reasons, the student's records, and resuming after the
 process is killed with SIGKILL without asking the teacher again for finished rows."""
 
@@ -19,8 +19,8 @@ torch = pytest.importorskip("torch")
 
 from transformers import AutoModelForCausalLM
 
-from ftspec.errors import SpecError
-from ftspec.runtime import teach as T
+from ftspec.core.errors import SpecError
+from ftspec.runtime.evaluation import teach as T
 from ftspec.runtime.models import byte_tokenizer, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,7 +200,7 @@ from pathlib import Path
 from types import SimpleNamespace
 import torch
 from transformers import AutoModelForCausalLM
-from ftspec.runtime import teach as T
+from ftspec.runtime.evaluation import teach as T
 from ftspec.runtime.models import byte_tokenizer, tiny_config
 args = json.loads(sys.argv[1])
 torch.manual_seed(0)
@@ -301,7 +301,7 @@ def test_a_changed_prompt_is_asked_again_and_nothing_else(tmp_path, monkeypatch)
 
 
 def test_a_teacher_in_choices_mode_answers_with_the_likeliest_label_as_evaluation_scores_it(tmp_path):
-    from ftspec.runtime.evaluate import Example, choose
+    from ftspec.runtime.evaluation.evaluate import Example, choose
 
     model, tok = _tiny()
     splits = _splits(n_train=10, n_val=2)

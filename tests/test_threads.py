@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from ftspec.compile import compile_spec
-from ftspec.errors import SpecError
+from ftspec.plan.build import compile_spec
+from ftspec.core.errors import SpecError
 
 SPEC = """ftspec: 1
 name: job
@@ -87,9 +87,9 @@ def test_the_plan_states_the_precision_the_device_makes_certain(spec, compute, p
 def test_the_runtime_resolves_auto_as_the_plan_does(spec):
     """Where the plan resolves `auto` (cpu, mps), builders.resolve_precision gives the same."""
     pytest.importorskip("torch")
-    from ftspec.compile import plan_precision
-    from ftspec.runtime.builders import resolve_precision
-    from ftspec.spec import Compute
+    from ftspec.plan.build import plan_precision
+    from ftspec.runtime.training.builders import resolve_precision
+    from ftspec.spec.schema import Compute
 
     for device in ("cpu", "mps"):
         auto = Compute(device=device)
@@ -98,8 +98,8 @@ def test_the_runtime_resolves_auto_as_the_plan_does(spec):
 
 def test_the_run_sets_and_shows_the_threads_and_the_precision(spec):
     torch = pytest.importorskip("torch")
-    from ftspec.runtime.builders import apply_threads
-    from ftspec.runtime.run import header
+    from ftspec.runtime.training.builders import apply_threads
+    from ftspec.runtime.execute import header
 
     def shown(plan):
         return header(plan, Path("runs/job"), Path.cwd(), apply_threads(plan.compute))
@@ -125,7 +125,7 @@ def test_apply_threads_sets_intra_op_threads_and_keeps_inter_op_once_set():
     torch = pytest.importorskip("torch")
     from types import SimpleNamespace
 
-    from ftspec.runtime.builders import apply_threads, describe_threads
+    from ftspec.runtime.training.builders import apply_threads, describe_threads
 
     before = torch.get_num_threads()
     try:
@@ -142,8 +142,8 @@ def test_a_run_computes_with_the_plans_threads(tmp_path):
     torch = pytest.importorskip("torch")
     from test_runtime import BASE_BODY, _spec
 
-    from ftspec.compile import find_root
-    from ftspec.runtime.run import execute
+    from ftspec.plan.build import find_root
+    from ftspec.runtime.execute import execute
 
     path = _spec(tmp_path, BASE_BODY.replace("compute: {device: cpu}", "compute: {device: cpu, threads: 1}")
                  .replace("max_steps: 4", "max_steps: 1") + "method: {kind: sft, adapter: full}\n")

@@ -17,9 +17,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from ftspec import spec as S
-from ftspec.errors import SpecError
-from ftspec.runtime import tracking as T
+from ftspec.spec import schema as S
+from ftspec.core.errors import SpecError
+from ftspec.runtime.training import tracking as T
 
 NAME = "tracked-job"
 
@@ -235,8 +235,8 @@ def _run_spec(folder: Path, tracking: str) -> Path:
     evaluation split); the run directory."""
     pytest.importorskip("trl")
     from conftest import ROOT
-    from ftspec.compile import compile_spec, find_root
-    from ftspec.runtime.run import execute
+    from ftspec.plan.build import compile_spec, find_root
+    from ftspec.runtime.execute import execute
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:16]

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from conftest import ROOT
-from ftspec.errors import SpecError
-from ftspec.loader import MAX_DEPTH, load, parse_set, parse_yaml
-from ftspec.validate import validate
+from ftspec.core.errors import SpecError
+from ftspec.spec.load import MAX_DEPTH, load, parse_set, parse_yaml
+from ftspec.spec.validate import validate
 
 
 def value_of(text: str):

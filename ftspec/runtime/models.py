@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from ftspec.errors import Pos, SpecError
+from ftspec.core.errors import Pos, SpecError
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 # Turn markers of the built-in chat templates, so a tiny tokenizer keeps them whole.
@@ -93,7 +93,7 @@ def convert_gguf(plan_model: Any, root: Path, out_dir: Path) -> dict:
     folder = str(root / plan_model.name_or_path) if plan_model.source == "local" else hub_id(plan_model.name_or_path, "model.base")
     name = plan_model.gguf_file
     if plan_model.gguf_sha256 is not None:  # the file the plan fingerprinted, not one put there since
-        from ftspec.sources import fingerprint
+        from ftspec.data.sources import fingerprint
 
         found = fingerprint(Path(folder) / name)
         if found != plan_model.gguf_sha256:
@@ -140,7 +140,7 @@ def materialize_stage(m: Any, store, root: Path, out_dir: Path) -> dict:
     weights with its tokenizer at ``out_dir``: a full model as it was saved, a LoRA
     adapter merged into that stage's base. So the stage that starts from it, and a
     DPO stage's reference model, are exactly the earlier stage's model."""
-    from ftspec.steps import PREPARE_DATA, TRAIN
+    from ftspec.plan.steps import PREPARE_DATA, TRAIN
 
     trained = store.path(TRAIN.name, m.train)
     if not store.complete(TRAIN.name, m.train):
@@ -191,7 +191,7 @@ class _as_teacher:
 
     def __exit__(self, kind, exc, tb):
         if isinstance(exc, SpecError):
-            from ftspec.errors import Issue
+            from ftspec.core.errors import Issue
 
             raise SpecError(Issue(Pos("method.teacher"), "method.teacher", f"the teacher: {i.message}", i.hint)
                             if i.key == "model.base" else i for i in exc.issues) from None

@@ -1,0 +1,188 @@
+"""The lockfile: what a spec leaves floating, pinned.
+
+``ftspec lock SPEC`` writes ``<spec>.lock.json`` next to the spec with the model
+revision (the commit a hub id resolves to, a content hash for a local folder, the
+config hash of a tiny model), each data source's fingerprint (a file's sha256, a
+hub dataset's commit), each template's hash, and the versions of ftspec and the
+training libraries. ``ftspec run --locked SPEC`` compares the same items with the
+lock before anything runs and refuses, naming every item that drifted.
+
+Hub look-ups happen here, in ``lock``, and nowhere else: ``validate`` and ``plan``
+never touch the network, and ``run --locked`` uses the locked commits instead of
+resolving names again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ftspec import __version__
+from ftspec.core.errors import Issue, Pos, SpecError
+from ftspec.core.io import BadFileError, read_json
+from ftspec.plan.model import Plan, digest, thaw
+
+LOCK_VERSION = 1
+LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets")
+
+
+def lock_path(spec: Path, profiles: tuple[str, ...] = ()) -> Path:
+    suffix = "".join(f"+{p}" for p in profiles)
+    return spec.with_name(f"{spec.stem}{suffix}.lock.json")
+
+
+def versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
+    """Installed versions of ftspec and the named libraries, read without importing them."""
+    out: dict[str, str | None] = {"ftspec": __version__}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def folder_hash(folder: Path) -> str:
+    """sha256 over every file's relative path and content, in sorted order."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _templates(plan: Plan) -> dict[str, str]:
+    """Every template the plan embeds, by its place in the plan, with its hash."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Mapping):
+            if "text" in value and "sha256" in value:
+                found[path] = value["sha256"]
+                return
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else k)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{path}.{i}")
+
+    # Walked as JSON: templates sit at many depths of these sections.
+    for name, section in (("data", plan.data), ("format", plan.format), ("eval", plan.eval)):
+        walk(thaw(section), name)
+    return {k: v for k, v in found.items() if not k.startswith("data.sources")}
+
+
+HubResolver = Callable[[str, str, str | None], str]  # (kind "model"|"dataset", repo id, revision) -> commit
+
+
+def hub_resolver(kind: str, repo: str, revision: str | None) -> str:
+    """The commit a hub name resolves to (network)."""
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise SpecError.one(Pos(repo), "", "resolving hub revisions needs huggingface_hub (pip install 'ftspec[train]')") from None
+    api = HfApi()
+    try:
+        info = api.model_info(repo, revision=revision) if kind == "model" else api.dataset_info(repo, revision=revision)
+    except Exception as exc:  # offline, not found, gated: all end the lock with one line
+        raise SpecError.one(Pos(f"hub:{repo}"), "", f"cannot resolve the {kind} on the hub: {str(exc).splitlines()[0]}") from None
+    return info.sha
+
+
+def build(plan: Plan, root: Path, resolve: HubResolver | None, locked: Mapping | None = None) -> dict:
+    """The lock of a plan. Hub names are resolved with ``resolve``; without one
+    (``run --locked``), the commits recorded in ``locked`` are taken as they are."""
+    from ftspec.plan.stages import root_model
+
+    m = root_model(plan.model)  # a later stage's model follows from the model its chain began with
+    if m.kind == "tiny":
+        model = {"kind": "tiny", "config_sha256": digest(m)}
+    elif m.source == "local":
+        model = {"kind": "local", "path": m.name_or_path, "content_sha256": folder_hash(root / m.name_or_path)}
+    else:
+        requested = m.revision
+        if resolve is not None:
+            commit = resolve("model", m.name_or_path, requested)
+        else:
+            commit = (locked or {}).get("model", {}).get("commit")
+        model = {"kind": "hub", "id": m.name_or_path, "requested": requested, "commit": commit}
+    data = {}
+    for split, src in plan.data.sources.items():
+        if src.kind == "file":
+            data[split] = {"path": src.path, "sha256": src.sha256}
+        else:
+            commit = resolve("dataset", src.hub, src.revision) if resolve is not None else \
+                (locked or {}).get("data", {}).get(split, {}).get("commit")
+            data[split] = {"hub": src.hub, "requested": src.revision, "commit": commit}
+    return {
+        "lock_version": LOCK_VERSION,
+        "spec": plan.spec.path,
+        "profiles": list(plan.spec.profiles),
+        "model": model,
+        "data": data,
+        "templates": _templates(plan),
+        "versions": versions(),
+    }
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12] + "…"
+    return json.dumps(value)
+
+
+def drift(locked: Mapping, current: Mapping) -> list[tuple[str, Any, Any]]:
+    """Every pinned item whose value differs: (key, locked value, current value)."""
+    a = _flatten({k: v for k, v in locked.items() if k not in ("lock_version", "spec", "profiles")})
+    b = _flatten({k: v for k, v in current.items() if k not in ("lock_version", "spec", "profiles")})
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def read(path: Path) -> dict:
+    """The lock file's content; a missing, broken or other-version lock file is one line."""
+    shown = str(path)
+    try:
+        value = read_json(path, dict)
+    except BadFileError as exc:
+        raise SpecError.one(Pos(shown), "", f"not a readable lock file: {exc.reason}") from None
+    if value is None:
+        raise SpecError.one(Pos(shown), "", "no lock file; write one with `ftspec lock SPEC`")
+    if value.get("lock_version") != LOCK_VERSION:
+        raise SpecError.one(Pos(shown), "", f"lock_version {value.get('lock_version')!r} is not supported (this ftspec writes {LOCK_VERSION})")
+    return value
+
+
+def pinned_sets(locked: Mapping) -> list[str]:
+    """--set overrides that make a plan load exactly the locked hub commits."""
+    sets = []
+    model = locked.get("model", {})
+    if model.get("kind") == "hub" and model.get("commit") and not model.get("requested"):
+        sets.append(f"model.revision={json.dumps(str(model['commit']))}")  # quoted: a commit of digits stays text
+    for split, src in locked.get("data", {}).items():
+        if "hub" in src and src.get("commit") and not src.get("requested"):
+            sets.append(f"data.{split}.revision={json.dumps(str(src['commit']))}")
+    return sets
+
+
+def check(locked: Mapping, current: Mapping, lock_file: Path) -> None:
+    """Raise SpecError naming every drifted item."""
+    changes = drift(locked, current)
+    if changes:
+        raise SpecError([Issue(Pos(str(lock_file)), key, f"drifted from the lock: locked {_short(old)}, now {_short(new)}",
+                               "run `ftspec lock` again if the change is intended")
+                         for key, old, new in changes])

@@ -1,0 +1,222 @@
+"""A readable summary of a plan, for `ftspec plan` and the run header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftspec.plan.compute import describe_launch, describe_strategy
+from ftspec.plan.model import Plan
+
+
+def _style(text: str, color: bool, **kw: Any) -> str:
+    if not color:
+        return text
+    import click
+
+    return click.style(text, **kw)
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:g}"
+    return "?" if x is None else str(x)
+
+
+def describe_model(m: Any) -> str:
+    if m.kind == "stage":
+        if m.adapter == "full":
+            how = "its full weights"
+        else:
+            how = f"its {m.adapter} adapter; merged into its base when this stage's data is prepared"
+        return f"the model of stage {m.stage} ({how})"
+    if m.kind == "bedrock":
+        return f"Amazon Bedrock {m.id} ({m.family} family)"
+    if m.kind == "tiny":
+        tok = m.tokenizer
+        tok_text = "byte tokenizer" if tok.kind == "byte" else f"BPE tokenizer ({tok.vocab_size} tokens, trained on train)"
+        return (f"tiny {m.architecture} from config: {m.num_layers} layers × {m.hidden_size} wide, "
+                f"{m.num_heads} heads, {tok_text}")
+    gguf = f"/{m.gguf_file}" if getattr(m, "gguf_file", None) else ""
+    if m.revision:
+        rev = f" @ {m.revision}"
+    elif getattr(m, "gguf_sha256", None):  # a local GGUF file, pinned by its content
+        rev = f" (GGUF, sha256 {m.gguf_sha256[:12]})"
+    else:  # a local folder is what it holds; only a hub id floats
+        rev = " (revision not pinned)" if m.source == "hub" else ""
+    tokenizer = f", tokenizer {m.tokenizer.source} {m.tokenizer.name_or_path}" if m.tokenizer else ""
+    return f"{m.source} {m.name_or_path}{gguf}{rev}, dtype {m.dtype}{tokenizer}"
+
+
+# What serving the custom model for the evaluation costs: a custom model answers only through
+# an on-demand deployment or provisioned throughput, each billed while it exists (aws.amazon.com/bedrock/pricing).
+SERVE_COST = {
+    "none": "the custom model is not served (no evaluation of it, nothing billed for serving)",
+    "on_demand": "on-demand deployment of the custom model, billed per token while it exists; deleted after the evaluation",
+    "provisioned": "provisioned throughput of {units} model unit(s), billed by the hour while it exists; deleted after the evaluation",
+}
+
+
+def describe_bedrock(b: Any, family: str | None = None) -> str:
+    """One line: where the Bedrock job runs and what serving its model costs."""
+    serve = SERVE_COST[b.serve].format(units=b.model_units)
+    teacher = f" from {b.teacher_model}" if b.teacher_model else ""
+    hp = ", ".join(f"{k} {v}" for k, v in b.hyperparameters.items())
+    return (f"bedrock {b.region}, {family or '?'} family, {b.customization.lower()}{teacher}, data {b.data_format}, {hp}; serve {b.serve}: {serve}")
+
+
+def describe_adapter(a: Any) -> str:
+    if a.kind == "full":
+        return "full fine-tuning"
+    targets = a.target_modules if isinstance(a.target_modules, str) else ", ".join(a.target_modules)
+    extra = f", {a.bits}-bit {a.quant_type}" if a.kind == "qlora" else ""
+    return f"{a.kind} (r {a.r}, alpha {_num(a.alpha)}, dropout {_num(a.dropout)}, {targets}{extra})"
+
+
+def describe_distill(d: Any) -> list[str]:
+    """What a distill method's teacher does, one line each: who answers and how, which
+    answers are kept, and what the student learns from them."""
+    stop = f", stop at {', '.join(repr(x) for x in d.stop)}" if d.stop else ""
+    if getattr(d, "mode", "generate") == "choices":
+        how = (f"picks the likeliest of {len(d.choices)} labels ({', '.join(d.choices[:6])}"
+               + (", …" if len(d.choices) > 6 else "") + f"), as choices mode scores; in batches of {d.batch_size}")
+    else:
+        how = f"up to {d.max_new_tokens} new tokens{stop}, in batches of {d.batch_size}"
+    lines = [f"teacher: {describe_model(d.teacher)}", f"answers: {how}"]
+    f = d.filter
+    kept = []
+    if f.extract is not None:
+        what = f"regex {f.extract.regex!r}" if f.extract.regex is not None else "its extraction template"
+        kept.append(f"answers where {what} matches ({f.extract.which} match)")
+    if f.max_tokens is not None:
+        kept.append(f"answers of at most {f.max_tokens} teacher tokens")
+    trains = "the extracted text" if f.train_on == "extracted" else "the whole answer"
+    lines.append(f"filter: keeps {' and '.join(kept) if kept else 'every answer'}; trains on {trains}")
+    if d.logits is not None:
+        lines.append(f"logits: alpha {_num(d.logits.alpha)} at temperature {_num(d.logits.temperature)}")
+    else:
+        lines.append("logits: none, the student learns from the answers only")
+    return lines
+
+
+def render_plan(plan: Plan, color: bool = False) -> str:
+    lines: list[str] = []
+    head = _style(f"plan {plan.name}", color, bold=True)
+    lines.append(f"{head}  id {plan.short_id}  (plan_version {plan.plan_version}, ftspec {plan.ftspec_version})")
+    spec = plan.spec
+    via = []
+    if spec.bases:
+        via.append("extends " + " → ".join(spec.bases))
+    if spec.profiles:
+        via.append("profiles " + ", ".join(spec.profiles))
+    if spec.overrides:
+        via.append("--set " + ", ".join(spec.overrides))
+    lines.append(f"  spec      {spec.path}" + (f"  ({'; '.join(via)})" if via else ""))
+    if not plan.stages:
+        lines += _render_body(plan, color)
+        return "\n".join(lines)
+    # A spec with stages: each stage's plan in the order they run, the spec's own (the last) at the end.
+    every = [*plan.stages, plan]
+    lines.append(f"  stages    {' → '.join(p.stage or '?' for p in every)}  (run in order; "
+                 "a change to one re-runs it and the stages after it)")
+    for i, stage in enumerate(every, 1):
+        lines.append("")
+        lines.append(_style(f"stage {i}/{len(every)} {stage.stage}", color, bold=True) + f"  id {stage.short_id}")
+        lines += _render_body(stage, color)
+    return "\n".join(lines)
+
+
+def _render_body(plan: Plan, color: bool) -> list[str]:
+    """Everything a plan says after its head: model to steps, then its checks."""
+    lines: list[str] = []
+    m = plan.model
+    lines.append(f"  model     {describe_model(m)}")
+    if getattr(m, "trust_remote_code", False):
+        lines.append(_style("  !! trust_remote_code: true — the model repository's Python code will run on this machine", color, fg="red", bold=True))
+
+    d = plan.data
+    rows = d.rows
+    lines.append(f"  data      train {d.rows_shown('train')} · validation {d.rows_shown('validation')} · "
+                 f"test {d.rows_shown('test')} rows"
+                 + (f"  (limit {d.limit})" if d.limit else "")
+                 + ("  (~: estimated from the rows validate sampled)" if d.rows_estimated else ""))
+    for split, src in d.sources.items():
+        if src.kind == "file":
+            lines.append(f"            {split}: {src.path} ({src.format}, {src.rows} rows, sha256 {src.sha256[:12]})")
+        else:
+            lines.append(f"            {split}: hub {src.hub} [{src.split}]" + (f" @ {src.revision}" if src.revision else ""))
+    if d.split:
+        s = d.split
+        strat = f", stratified by {s.stratify}" if s.stratify else ""
+        lines.append(f"            split from train: validation {_num(s.validation)}, test {_num(s.test)}, seed {s.seed}{strat}")
+    if d.derive:
+        lines.append("            derived: " + ", ".join(x.name for x in d.derive))
+
+    f = plan.format
+    bedrock = getattr(plan.compute, "bedrock", None)
+    if bedrock is not None:
+        lines.append(f"  format    {f.kind}, rendered as {bedrock.data_format} rows for Amazon Bedrock")
+    elif f.kind == "chat":
+        ct = f.chat_template
+        ct_text = "the tokenizer's chat template" if ct == "model" else (f"{ct.source} chat template {ct.ref}".strip())
+        lines.append(f"  format    chat, {ct_text}, loss on {f.loss} tokens")
+    elif f.kind == "prompt_completion":
+        lines.append(f"  format    prompt_completion, loss on {f.loss} tokens")
+    else:
+        lines.append("  format    preference pairs (prompt, chosen, rejected)")
+
+    me = plan.method
+    method = f"{me.objective} + {describe_adapter(me.adapter)}"
+    if me.dpo is not None:
+        method += f", beta {_num(me.dpo.beta)}, loss {me.dpo.loss_type}"
+    if bedrock is not None:
+        method = f"{me.objective}, as Amazon Bedrock trains it (no choice of adapter)"
+    lines.append(f"  method    {method}")
+    if me.distill is not None:
+        lines += [f"            {x}" for x in describe_distill(me.distill)]
+
+    t = plan.training
+    if bedrock is not None:
+        lines.append(f"  training  by Amazon Bedrock: {', '.join(f'{k} {v}' for k, v in bedrock.hyperparameters.items())} "
+                     f"(rows rendered as {bedrock.data_format})")
+    length = "" if bedrock is not None else (f"{_num(t.epochs)} epochs = {_num(t.total_steps)} steps ({_num(t.steps_per_epoch)}/epoch)" if t.epochs
+              else f"{_num(t.total_steps)} steps (max_steps)")
+    if bedrock is None:
+        lines.append(f"  training  {length}, lr {_num(t.learning_rate)} {t.lr_scheduler}, warmup {_num(t.warmup_steps)} steps")
+        lines.append(f"            batch {t.batch_size} × accumulation {t.gradient_accumulation} = {t.effective_batch_size}, "
+                     f"max_length {t.max_length}, seed {t.seed}, {t.optimizer}")
+        cadence = f"eval every {_num(t.eval_every)}" if t.eval_every else "no validation loss"
+        stop = f", early stopping (patience {t.early_stopping.patience})" if t.early_stopping else ""
+        lines.append(f"            {cadence}, checkpoint every {_num(t.save_every)}, log every {t.logging_steps}{stop}")
+        lines.append(f"            batching {t.batching.mode}: {t.batching.reason}")
+
+    e = plan.eval
+    if e.enabled:
+        metrics = ", ".join(x.name for x in e.metrics)
+        base = "against the base model" if e.baseline else "no baseline"
+        shots = f", {e.few_shot}-shot baseline (examples drawn with seed {e.few_shot_seed})" if e.few_shot else ""
+        lines.append(f"  eval      {e.split} split ({_num(e.rows)} rows), {e.mode}, {base}{shots}; metrics: {metrics}")
+        if e.mode_reason:
+            lines.append(f"            {e.mode} because {e.mode_reason}")
+        if e.stop:
+            lines.append(f"            answers end at {', '.join(repr(x) for x in e.stop)}")
+        for g in e.gates:
+            lines.append(f"            gate: {g.gate} {g.op} {_num(g.threshold)}")
+    else:
+        lines.append("  eval      off (no held-out split or no metrics)")
+
+    c = plan.compute
+    if c.bedrock is not None:
+        lines.append(f"  compute   {describe_bedrock(c.bedrock, getattr(plan.model, 'family', None))}")
+    else:
+        lines.append(f"  compute   {c.backend}, device {c.device}, precision {c.precision}, attention {c.attention}, "
+                     f"{c.threads} CPU thread{'s' if c.threads != 1 else ''}")
+        lines.append(f"            {describe_launch(c)}")
+        if (strategy := describe_strategy(c)) is not None:
+            lines.append(f"            {strategy}")
+    lines.append(f"  output    {plan.output.dir}  (relative to the {plan.output.relative_to})")
+    lines.append("  steps     " + " → ".join(f"{s.name} {s.key[:8]}" for s in plan.steps))
+    for w in plan.checks.warnings:
+        lines.append(_style(f"  warning   {w}", color, fg="yellow"))
+    for n in plan.checks.not_checked:
+        lines.append(f"  not checked  {n}")
+    return lines

@@ -1,0 +1,349 @@
+"""Held-out evaluation of one model (the base or the tuned one) on the plan's
+evaluation split, with the same rendered prompts for both.
+
+- ``generate`` mode: batched greedy generation (left padding, KV cache, stop at the
+  end-of-sequence token or a stop string, ``max_new_tokens`` from the plan);
+- ``choices`` mode: each allowed label is scored by the log-likelihood of its
+  continuation, and the best one is the answer, so a base model that rambles is
+  still measured fairly;
+- few-shot examples from the training split can be put before the baseline's
+  prompt ("try prompt engineering first");
+- perplexity needs the evaluated model, so it is computed here (when ``eval.outputs``
+  names it), and so are the log-probabilities of preference pairs; the scoring step
+  (``scoring.py``) turns what this saves into metrics, and runs an LLM judge.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from ftspec.data.formatting import few_shot, prompt_messages, prompt_text, reference
+from ftspec.runtime.evaluation import metrics as M
+from ftspec.runtime.evaluation.stopping import stopping_arguments
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+@dataclass
+class Example:
+    prompt: str  # what the model is given, as text
+    answer: str  # the text that should follow it (for perplexity)
+    reference: str  # the expected answer, as metrics compare it
+    record: dict
+    messages: list[dict] | None = None  # chat: the conversation before the answer, few-shot turns included
+
+
+def _chat_prompt(messages: list[dict], tokenizer) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _chat_continuation(messages: list[dict], answer: str, tokenizer) -> tuple[str, str]:
+    """(prompt, continuation) for an assistant answer, as the chat template renders them."""
+    prompt = _chat_prompt(messages, tokenizer)
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+    return prompt, (full[len(prompt):] if full.startswith(prompt) else answer)
+
+
+def _leading_space(text: str) -> str:
+    return text[: len(text) - len(text.lstrip())]
+
+
+def build_examples(records: list[dict], kind: str, tokenizer, shots: list[dict] = ()) -> list[Example]:
+    """Each record's prompt (with few-shot examples before it, when given) and answer."""
+    examples = []
+    for r in records:
+        ref = reference(kind, r)
+        if kind == "chat":
+            last = r["messages"][-1] if r["messages"] else None
+            answer_text = last["content"] if last and last["role"] == "assistant" else ""
+            messages = prompt_messages(r, shots)
+            prompt, answer = _chat_continuation(messages, answer_text, tokenizer)
+            examples.append(Example(prompt, answer, ref, r, messages))
+        else:
+            completion = r["completion"] if kind == "prompt_completion" else r["chosen"]
+            examples.append(Example(prompt_text(r, kind, shots), completion, ref, r))
+    return examples
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    for marker in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+        if marker in vocab and vocab[marker] not in ids:
+            ids.append(vocab[marker])
+    return ids
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+             stop: list[str] = (), chat: bool = False, progress: Callable[[int], None] | None = None,
+             max_length: int | None = None) -> list[str]:
+    """Greedy answers, in batches: left padding so every prompt ends where generation starts.
+
+    A prompt longer than ``max_length - max_new_tokens`` tokens keeps its end (where
+    the question and the answer cue are), as the training data was cut to ``max_length``.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    side, truncation_side = tokenizer.padding_side, tokenizer.truncation_side
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    limit = max(1, max_length - max_new_tokens) if max_length else None
+    answers: list[str] = []
+    try:
+        # Longest prompts first: batches of similar length waste less on padding.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out_by_index: dict[int, str] = {}
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=not chat,
+                            truncation=limit is not None, max_length=limit).to(device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                                 pad_token_id=tokenizer.pad_token_id, **stopping_arguments(model, tokenizer, stop))
+            new = out[:, enc["input_ids"].shape[1]:]
+            for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                for s in stop:
+                    text = text.split(s, 1)[0]
+                out_by_index[i] = text
+            if progress is not None:
+                progress(len(idx))
+        answers = [out_by_index[i] for i in range(len(prompts))]
+    finally:
+        tokenizer.padding_side, tokenizer.truncation_side = side, truncation_side
+    return answers
+
+
+# --------------------------------------------------------------------------- log-likelihood
+
+
+def _continuation_ids(tokenizer, prompt: str, continuation: str, chat: bool, add_eos: bool) -> tuple[list[int], list[int]]:
+    special = not chat
+    p_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
+    full = tokenizer(prompt + continuation, add_special_tokens=special)["input_ids"]
+    if full[: len(p_ids)] == p_ids:
+        c_ids = full[len(p_ids):]
+    else:  # the tokenizer merged across the boundary: tokenise the parts apart
+        c_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    if add_eos and tokenizer.eos_token_id is not None:
+        c_ids = c_ids + [tokenizer.eos_token_id]
+    return p_ids, c_ids
+
+
+@torch.no_grad()
+def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int,
+                          max_length: int | None = None) -> list[tuple[float, int]]:
+    """Sum of log-probabilities of each continuation given its prompt, and its length.
+    Prompts are cut from the left so that prompt and continuation fit ``max_length``."""
+    if max_length:
+        pairs = [(p[max(0, len(p) + len(c) - max_length):] if len(p) + len(c) > max_length else p, c) for p, c in pairs]
+        pairs = [(p or c[:1], c if p else c[1:]) for p, c in pairs]  # keep at least one token of context
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    results: list[tuple[float, int]] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        seqs = [p + c for p, c in chunk]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        targets = ids[:, 1:].to(device)
+        token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
+        for i, (p, c) in enumerate(chunk):
+            lo, hi = len(p) - 1, len(p) + len(c) - 1
+            results.append((float(token_logp[i, lo:hi].sum()), len(c)))
+    return results
+
+
+def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: str, batch_size: int,
+           max_length: int | None = None) -> list[str]:
+    """The label whose continuation is most likely after each prompt."""
+    chat = kind == "chat"
+    pairs = []
+    for ex in examples:
+        for label in labels:
+            if chat:
+                prompt, cont = _chat_continuation(ex.messages, label, tokenizer)
+                pairs.append(_continuation_ids(tokenizer, prompt, cont, chat=True, add_eos=False))
+            else:
+                cont = _leading_space(ex.answer) + label
+                pairs.append(_continuation_ids(tokenizer, ex.prompt, cont, chat=False, add_eos=True))
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
+    answers = []
+    for i in range(len(examples)):
+        row = scores[i * len(labels):(i + 1) * len(labels)]
+        best = max(range(len(labels)), key=lambda j: row[j][0])
+        answers.append(labels[best])
+    return answers
+
+
+def perplexity(model, tokenizer, examples: list[Example], kind: str, batch_size: int,
+               max_length: int | None = None) -> float | None:
+    """exp(mean negative log-likelihood per answer token) over the split."""
+    chat = kind == "chat"
+    pairs = [_continuation_ids(tokenizer, ex.prompt, ex.answer, chat=chat, add_eos=not chat) for ex in examples]
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
+    tokens = sum(n for _, n in scores)
+    if tokens == 0:
+        return None
+    return math.exp(-sum(lp for lp, _ in scores) / tokens)
+
+
+# --------------------------------------------------------------------------- judge
+
+
+def judge_scores(metric: Mapping, examples: list[Example], predictions: list[str], judge_model, judge_tokenizer,
+                 batch_size: int) -> tuple[list[float | None], int]:
+    """Scores in 0..1 from an LLM judge, and how many answers it gave no parsable score for."""
+    from ftspec.data.templates import environment, render
+
+    rubric = environment().from_string(metric["rubric"]["text"])
+    prompts = []
+    for ex, pred in zip(examples, predictions):
+        text = render(rubric, {"prompt": ex.prompt, "reference": ex.reference, "prediction": pred})
+        if judge_tokenizer.chat_template:
+            text = _chat_prompt([{"role": "user", "content": text}], judge_tokenizer)
+        prompts.append(text)
+    replies = generate(judge_model, judge_tokenizer, prompts, 16, batch_size, chat=bool(judge_tokenizer.chat_template))
+    low, high = metric["scale"]
+    pattern = M.compile_bounded(metric["score_regex"])
+    scores: list[float | None] = []
+    for reply in replies:
+        found = M.bounded_matches(pattern, reply, first_only=True)
+        m = found[0] if found else None
+        try:
+            value = float(m.group(1) if m and m.groups() else m.group(0)) if m else None
+        except ValueError:
+            value = None
+        scores.append(None if value is None else min(1.0, max(0.0, (value - low) / (high - low))))
+    return scores, sum(1 for s in scores if s is None)
+
+
+# --------------------------------------------------------------------------- the whole evaluation
+
+
+def read_split(data_dir: Path, split: str) -> list[dict]:
+    from ftspec.runtime.training.data import read_jsonl
+
+    return read_jsonl(data_dir / f"{split}.jsonl")
+
+
+def check_choices(data_dir: Path, kind: str, choices) -> None:
+    """In choices mode every answer, of every split, must be one of the allowed labels:
+    a label the model can never pick is a mistake in the data or in eval.choices."""
+    if not choices:
+        return
+    from ftspec.core.errors import Pos, SpecError
+    from ftspec.core.io import read_json
+
+    allowed = set(choices)
+    origins = read_json(data_dir / "origins.json") or {}
+    # A distillation's training and validation answers are its teacher's: one outside the
+    # labels is the teacher's mistake, which the student learns and the scores show.
+    teacher = (read_json(data_dir / "stats.json", lenient=True) or {}).get("teacher_answers") or {}
+    for split in ("train", "validation", "test"):
+        if not (data_dir / f"{split}.jsonl").exists() or split in teacher:
+            continue
+        where = origins.get(split) or []
+        for i, record in enumerate(read_split(data_dir, split)):
+            ref = reference(kind, record)
+            if ref not in allowed:
+                file, _, row = (where[i] if i < len(where) else f"{split} split:{i + 1}").rpartition(":")
+                raise SpecError.one(Pos(file, int(row) if row.isdigit() else None), "eval.choices",
+                                    f"the answer {ref!r} is not one of eval.choices ({', '.join(choices)})")
+
+
+def pair_logprobs(model, tokenizer, records: list[dict], batch_size: int,
+                  max_length: int | None = None) -> list[tuple[float, float]]:
+    """(log p(chosen | prompt), log p(rejected | prompt)) of each preference pair, each
+    summed over the answer's tokens and its end-of-sequence token, as trl's DPO trainer
+    sums them (it appends the EOS to both answers of a text pair)."""
+    pairs = []
+    for r in records:
+        pairs.append(_continuation_ids(tokenizer, r["prompt"], r["chosen"], chat=False, add_eos=True))
+        pairs.append(_continuation_ids(tokenizer, r["prompt"], r["rejected"], chat=False, add_eos=True))
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
+    return [(scores[2 * i][0], scores[2 * i + 1][0]) for i in range(len(records))]
+
+
+def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: Path, *,
+                     baseline: bool) -> tuple[dict, list[dict]]:
+    """What one model makes of the evaluation split, for the scoring step: its answers
+    (generated, or picked among the labels in choices mode), and what else the metrics
+    need from the model (``e.outputs``): the answers' perplexity, the log-probabilities of
+    preference pairs. ``e`` is the plan's eval section, ``kind`` the format's kind,
+    ``max_length`` the training length that prompts are cut to. Returns the step's
+    ``outputs.json`` and its rows (``generations.jsonl``)."""
+    records = read_split(data_dir, e.split)
+    if e.limit:
+        records = records[: e.limit]
+    outputs = set(e.outputs)
+    train = read_split(data_dir, "train")
+    shots = few_shot(train, e.few_shot, e.few_shot_seed) if baseline and e.few_shot and "answers" in outputs else []
+    examples = build_examples(records, kind, tokenizer, shots)
+    labels = list(e.choices) if e.choices else None
+
+    predictions = None
+    if "answers" in outputs:
+        if e.mode == "choices":
+            check_choices(data_dir, kind, labels)
+            labels = labels or sorted({reference(kind, r) for r in train})
+            predictions = choose(model, tokenizer, examples, labels, kind, e.batch_size, max_length)
+        else:
+            predictions = generate(model, tokenizer, [ex.prompt for ex in examples], e.max_new_tokens, e.batch_size,
+                                   list(e.stop), chat=kind == "chat", max_length=max_length)
+    summary: dict = {"rows": len(examples), "split": e.split, "few_shot": len(shots), "mode": e.mode,
+                     "outputs": sorted(outputs), "labels": labels if e.mode == "choices" else None}
+    if "perplexity" in outputs:
+        summary["perplexity"] = perplexity(model, tokenizer, examples, kind, e.batch_size, max_length)
+    # A preference pair's log-probabilities are taken on its own prompt, without few-shot
+    # examples: DPO's implicit reward compares the tuned and the base model on the same text.
+    logprobs = (pair_logprobs(model, tokenizer, records, e.batch_size, max_length)
+                if "pair_logprobs" in outputs and kind == "preference" else None)
+    rows = []
+    for i, ex in enumerate(examples):
+        row = {"index": i, "prompt": ex.prompt, "reference": ex.reference}
+        if predictions is not None:
+            row["prediction"] = predictions[i]
+        if logprobs is not None:
+            row.update(chosen=ex.record["chosen"], rejected=ex.record["rejected"],
+                       chosen_logprob=logprobs[i][0], rejected_logprob=logprobs[i][1])
+        rows.append(row)
+    return summary, rows
+
+
+def evaluate(model, tokenizer, e, kind: str, max_length: int, data_dir: Path, *, baseline: bool,
+             load_judge: Callable[[object], tuple] | None = None) -> tuple[dict, list[dict]]:
+    """Generate and score in one go (the run does the two in separate steps): the scoring
+    step's metrics.json and its predictions."""
+    from ftspec.runtime.evaluation.scoring import score_outputs
+
+    generated, rows = generate_outputs(model, tokenizer, e, kind, max_length, data_dir, baseline=baseline)
+    definitions = [m.model_dump(mode="json", by_alias=True) for m in e.metrics]
+    judge = None
+    if load_judge is not None:
+        def judge(definition, rows_, predictions):
+            judge_model, judge_tokenizer = load_judge(definition)
+            return judge_rows(definition, rows_, predictions, judge_model, judge_tokenizer, e.batch_size)
+    return score_outputs(definitions, generated, rows, judge=judge)
+
+
+def judge_rows(definition: Mapping, rows: list[dict], predictions: list[str], judge_model, judge_tokenizer,
+               batch_size: int) -> tuple[list[float | None], int]:
+    """:func:`judge_scores` over the rows a generation step saved (prompt and reference)."""
+    examples = [Example(r["prompt"], "", r["reference"], {}) for r in rows]
+    return judge_scores(definition, examples, predictions, judge_model, judge_tokenizer, batch_size)
