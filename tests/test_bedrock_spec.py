@@ -14,7 +14,7 @@ from conftest import ROOT, run_cli
 from ftspec.spec import schema as S
 from ftspec.catalog import bedrock_families as families
 from ftspec.plan import bedrock_request as request
-from ftspec.plan.build import check_spec, compile_spec
+from ftspec.plan.compile import check_spec, compile_spec
 from ftspec.core.errors import SpecError
 
 NOVA = yaml.safe_load((ROOT / "specs" / "bedrock-nova.yaml").read_text(encoding="utf-8"))
@@ -92,7 +92,7 @@ def test_unknown_model_id_is_an_error_at_model_id_naming_the_families(repo):
 
 
 def test_every_family_names_its_sources_and_formats():
-    text = (ROOT / "ftspec" / "bedrock" / "families.py").read_text(encoding="utf-8")
+    text = (ROOT / "ftspec" / "catalog" / "bedrock_families.py").read_text(encoding="utf-8")
     assert text.count("docs.aws.amazon.com") >= 4
     assert {f.data_format for f in families.BY_NAME.values()} == {"bedrock-conversation-2024", "prompt-completion",
                                                                  "claude-messages"}

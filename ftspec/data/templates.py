@@ -509,7 +509,7 @@ def builtin_dir():
     try:
         return resources.files("ftspec._templates")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "templates"
+        return Path(__file__).resolve().parents[2] / "templates"
 
 
 def builtin_names() -> list[str]:
