@@ -4,7 +4,7 @@ tests/test_stages_run.py, on CUDA in bf16, each timed step by step.
     python bench/stages_gpu.py [--out FILE]
 
 It writes a throwaway repository (the first 500 support tickets) under a temporary
-folder, runs both specs through `ftspec.runtime.execute.execute`, and prints each stage's
+folder, runs both specs through `ftspec.backends.executor.execute`, and prints each stage's
 steps with their seconds, the distillation's comparison table, and whether the DPO
 stage's reference model is the SFT stage's model (trl's adapter-disabled policy
 against the SFT model saved to disk, on the same tokens). Needs a CUDA device.
@@ -88,8 +88,8 @@ def main() -> None:
     import torch
     import trl
 
-    from ftspec.plan.build import compile_spec
-    from ftspec.runtime.execute import execute
+    from ftspec.plan.compile import compile_spec
+    from ftspec.backends.executor import execute
 
     if not torch.cuda.is_available():
         sys.exit("bench/stages_gpu.py needs a CUDA device")

@@ -120,8 +120,8 @@ def worker(config: str, dataset: str, examples: int, seed: int, workdir: Path) -
     losses = []
 
     if config.startswith("ftspec"):
-        from ftspec.plan.build import compile_spec, find_root
-        from ftspec.runtime.execute import execute
+        from ftspec.plan.compile import compile_spec, find_root
+        from ftspec.backends.executor import execute
 
         mode = {"ftspec": "auto", "ftspec-padded": "padded", "ftspec-packed": "packed", "ftspec-grouped": "length_grouped"}[config]
         spec = workdir / "spec.yaml"

@@ -1,3 +1,5 @@
+"""`python -m ftspec`: the `ftspec` command."""
+
 from ftspec.cli import main
 
 main()

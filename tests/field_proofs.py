@@ -17,16 +17,16 @@ T = "tests/test_tracking.py::"
 B = "tests/test_bedrock_spec.py::"
 ST = "tests/test_stages.py::"
 SR = "tests/test_stages_run.py::"
-TE = "tests/test_teach.py::"
+TE = "tests/runtime/evaluation/test_teach.py::"
 
 PROOFS: dict[str, list[str]] = {
     # --- top level
     "ftspec": ["tests/test_invalid_specs.py::test_check_spec"],  # bad-version cases: must be 1
     "name": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],  # runs/<name>
     "description": [E + "test_description_is_carried_into_the_plan"],
-    "extends": ["tests/test_loader.py::test_extends_merges_mappings_and_replaces_the_rest",
-                "tests/test_loader.py::test_extends_chain_of_three"],
-    "profiles": ["tests/test_loader.py::test_profiles_apply_in_order_then_sets",
+    "extends": ["tests/spec/test_load.py::test_extends_merges_mappings_and_replaces_the_rest",
+                "tests/spec/test_load.py::test_extends_chain_of_three"],
+    "profiles": ["tests/spec/test_load.py::test_profiles_apply_in_order_then_sets",
                  "tests/test_shipped_specs.py::test_profile_changes_the_effective_plan"],
     # --- model
     "model:pretrained.kind": [R + "test_a_local_pretrained_model_trains_with_lora"],
@@ -36,7 +36,7 @@ PROOFS: dict[str, list[str]] = {
                                   "tests/test_cache_and_lock.py::test_lock_pins_hub_revisions_and_run_locked_uses_them"],
     "model:pretrained.dtype": [E + "test_pretrained_model_settings_reach_from_pretrained"],
     "model:pretrained.trust_remote_code": [E + "test_pretrained_model_settings_reach_from_pretrained",
-                                           "tests/test_cli.py::test_trust_remote_code_is_shown_prominently"],
+                                           "tests/cli/test_cli.py::test_trust_remote_code_is_shown_prominently"],
     "model:pretrained.tokenizer": [E + "test_pretrained_model_settings_reach_from_pretrained"],
     "model:pretrained.gguf_file": ["tests/test_gguf.py::test_prepare_converts_the_gguf_once_to_an_ordinary_model",
                                    "tests/test_gguf_real.py::test_a_few_lora_steps_on_the_real_gguf_model"],
@@ -146,25 +146,28 @@ PROOFS: dict[str, list[str]] = {
     # --- eval
     "eval.split": [E + "test_eval_generation_settings_reach_generate"],
     "eval.baseline": [E + "test_baseline_false_drops_the_base_models_evaluation"],
-    "eval.mode": ["tests/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+    "eval.mode": ["tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.choices": [R + "test_choices_outside_the_allowed_labels_stop_the_run"],
-    "eval.metrics": ["tests/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+    "eval.metrics": ["tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.max_new_tokens": [E + "test_eval_generation_settings_reach_generate"],
     "eval.stop": [E + "test_eval_generation_settings_reach_generate",
                   "tests/test_generation_stop.py::test_a_stop_string_stops_generation_and_is_not_in_the_prediction"],
     "eval.few_shot": [E + "test_few_shot_examples_go_before_the_baselines_prompt"],
     "eval.batch_size": [E + "test_eval_generation_settings_reach_generate"],
     "eval.limit": [E + "test_eval_generation_settings_reach_generate"],
-    "eval.gates": ["tests/test_eval_commands.py::test_a_gate_not_met_exits_3_and_says_by_how_much"],
-    "eval.metrics[]:simple.name": ["tests/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+    "eval.gates": ["tests/commands/test_eval_commands.py::test_a_gate_not_met_exits_3_and_says_by_how_much"],
+    "eval.metrics[]:simple.name": [
+        "tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.metrics[]:simple.extract": [E + "test_eval_metric_extraction_is_applied"],
     "eval.metrics[]:simple.positive": ["tests/test_honest_eval.py::test_positive_reaches_the_plan_and_the_eval_steps_metric",
                                        "tests/test_honest_eval.py::test_f1_with_two_labels_is_the_positive_labels_f1"],
     "eval.metrics[]:json_schema.name": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
     "eval.metrics[]:json_schema.schema": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
     "eval.metrics[]:json_schema.extract": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
-    "eval.metrics[]:judge.name": ["tests/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
-    "eval.metrics[]:judge.model": ["tests/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+    "eval.metrics[]:judge.name": [
+        "tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+    "eval.metrics[]:judge.model": [
+        "tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.metrics[]:judge.rubric": [E + "test_the_judges_rubric_score_regex_and_scale_come_from_the_spec"],
     "eval.metrics[]:judge.score_regex": [E + "test_the_judges_rubric_score_regex_and_scale_come_from_the_spec",
                                          "tests/test_evaluate.py::test_judge_scores_are_parsed_and_scaled"],
@@ -211,9 +214,9 @@ PROOFS: dict[str, list[str]] = {
     "compute.bedrock.vpc.security_groups": [B + "test_filled_request_respects_the_api_patterns"],
     "compute.bedrock.tags": [B + "test_the_request_is_the_golden_one"],
     "compute.bedrock.serve": [B + "test_plan_text_has_one_line_for_the_backend",
-                              "tests/test_bedrock_converse.py::test_nothing_is_served_unless_the_plan_says_so"],
-    "compute.bedrock.model_units": ["tests/test_bedrock_converse.py::test_provisioned_is_deleted_when_evaluation_fails"],
-    "compute.bedrock.max_concurrency": ["tests/test_bedrock_converse.py::test_answers_come_back_in_order_under_concurrency"],
+                              "tests/backends/bedrock/test_bedrock_converse.py::test_nothing_is_served_unless_the_plan_says_so"],
+    "compute.bedrock.model_units": ["tests/backends/bedrock/test_bedrock_converse.py::test_provisioned_is_deleted_when_evaluation_fails"],
+    "compute.bedrock.max_concurrency": ["tests/backends/bedrock/test_bedrock_converse.py::test_answers_come_back_in_order_under_concurrency"],
     "compute.bedrock.s3.bucket": [B + "test_the_request_has_exactly_the_api_parameters"],
     "compute.bedrock.s3.prefix": [B + "test_the_request_has_exactly_the_api_parameters", B + "test_valid_formats_pass"],
     # --- output and tracking
@@ -246,7 +249,7 @@ PROOFS: dict[str, list[str]] = {
     "stages[].eval": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
     "stages[].compute": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
     "stages[].tracking": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
-    # --- distillation (the plan: tests/test_stages.py; the teacher's answers: tests/test_teach.py; the loss: tests/test_distill_loss.py)
+    # --- distillation (the plan: tests/test_stages.py; the teacher's answers: tests/runtime/evaluation/test_teach.py; the loss: tests/runtime/recipes/test_distill_loss.py)
     "method:distill.kind": [ST + "test_distillation_steps_and_keys", SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
     "method:distill.teacher:stage.stage": [ST + "test_distillation_steps_and_keys",
                                            SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
@@ -271,9 +274,9 @@ PROOFS: dict[str, list[str]] = {
     "method:distill.logits": [ST + "test_logit_distillation_needs_one_vocabulary",
                               SR + "test_logit_distillation_on_unlabelled_rows_leaves_the_teacher_unwritten"],
     "method:distill.logits.alpha": [ST + "test_the_distillation_settings_reach_the_plan",
-                                    "tests/test_distill_loss.py::test_the_student_learns_from_a_frozen_teacher_that_is_never_written"],
+                                    "tests/runtime/recipes/test_distill_loss.py::test_the_student_learns_from_a_frozen_teacher_that_is_never_written"],
     "method:distill.logits.temperature": [ST + "test_the_distillation_settings_reach_the_plan",
-                                          "tests/test_distill_loss.py::test_kd_loss_equals_the_hand_computation"],
+                                          "tests/runtime/recipes/test_distill_loss.py::test_kd_loss_equals_the_hand_computation"],
     "tracking:mlflow.experiment": [T + "test_ftspec_run_reports_to_the_specs_mlflow_experiment",
                                    T + "test_mlflow_file_store_has_the_specs_experiment_and_the_loss"],
 }

@@ -569,9 +569,9 @@ def test_a_regex_is_compiled_at_validate(tmp_path, metric, expected):
 
 
 def test_beyond_the_scan_budget_rows_are_counted_and_said_so(tmp_path, monkeypatch):
-    from ftspec import checks
+    from ftspec.checks import facts
 
-    monkeypatch.setattr(checks, "SCAN_ROWS", 300)
+    monkeypatch.setattr(facts, "SCAN_ROWS", 300)
     repo = _repo(tmp_path)
     rows = "".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n" for i in range(400))
     (repo / "train.jsonl").write_text(rows + "\n\n" + rows)

@@ -31,6 +31,7 @@ CORE_DISTRIBUTIONS = {"yaml", "pydantic", "pydantic_core", "jinja2", "markupsafe
 # Modules allowed past 600 lines, each because it does one thing that is long by nature.
 LONG_MODULES = {
     "ftspec/spec/schema.py": "the spec's pydantic models, one per section, each field documented once",
+    "ftspec/checks/facts.py": "gathering what the checks know of a spec's files and model: the only reader of them",
 }
 MAX_LINES = 600
 

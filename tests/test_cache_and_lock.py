@@ -15,8 +15,8 @@ from ftspec.commands import lock as L  # noqa: E402
 from ftspec.store import rundir
 from ftspec.plan import steps  # noqa: E402
 from ftspec.cli import main  # noqa: E402
-from ftspec.plan.build import compile_spec, find_root  # noqa: E402
-from ftspec.runtime.execute import execute  # noqa: E402
+from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
+from ftspec.backends.executor import execute  # noqa: E402
 from test_runtime import BASE_BODY, _spec  # noqa: E402
 
 BODY = BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: full}\n"
@@ -58,7 +58,7 @@ def test_a_step_cut_off_before_its_marker_runs_again(tmp_path, monkeypatch):
             raise OSError("disk full")  # ...but the marker never gets written
         return real(partial, final, name, key)
 
-    import ftspec.runtime.execute as run_module
+    import ftspec.backends.executor as run_module
 
     monkeypatch.setattr(run_module, "finish_step", crash_on_report)
     with pytest.raises(OSError):

@@ -63,8 +63,8 @@ DRIVER = textwrap.dedent('''
             return real_save(self, output_dir)
         Trainer._save_optimizer_and_scheduler = torn
 
-    from ftspec.plan.build import compile_spec, find_root
-    from ftspec.runtime.execute import execute
+    from ftspec.plan.compile import compile_spec, find_root
+    from ftspec.backends.executor import execute
     plan, _ = compile_spec(spec)
     execute(plan, find_root(spec), callbacks=callbacks)
 ''')

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from ftspec.plan.build import compile_spec, find_root
+from ftspec.plan.compile import compile_spec, find_root
 from ftspec.core.errors import SpecError
 from ftspec.runtime.training.data import build_splits
 from ftspec.data import splitting
@@ -205,7 +205,8 @@ def test_a_wrong_limit_is_an_error_at_its_key(tmp_path, limit, message):
 def _prepare(plan, spec: Path, out: Path) -> list[str]:
     pytest.importorskip("torch")
     from ftspec.plan import steps
-    from ftspec.runtime.execute import StepContext, step_prepare_data
+    from ftspec.runtime.context import StepContext
+    from ftspec.backends.local.steps import prepare_data as step_prepare_data
 
     lines: list[str] = []
     out.mkdir(parents=True)

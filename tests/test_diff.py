@@ -11,11 +11,13 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import ROOT
-from ftspec.plan.build import compile_sourced, compile_spec
-from ftspec.commands.diff import MISSING, Change, PlanDiff, diff_git, diff_plans, render_json, render_markdown, render_text
+
+from ftspec.commands.diff import diff_git
 from ftspec.core.errors import SpecError
+from ftspec.plan.compile import compile_sourced, compile_spec
+from ftspec.plan.diff import MISSING, Change, PlanDiff, diff_plans
+from ftspec.plan.diff_render import render_json, render_markdown, render_text
 from ftspec.plan.model import Plan
 
 GOLDEN = ROOT / "tests" / "golden" / "diff"

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftspec import checks
+from ftspec.catalog.architectures import ARCHITECTURES
+from ftspec.checks import facts
 from ftspec.cli import main
-from ftspec.plan.build import check_spec, compile_spec
+from ftspec.plan.compile import check_spec, compile_spec
 from ftspec.core.errors import SpecError
 from ftspec.plan.model import thaw
-from ftspec.plan.compute import DECODER_LAYERS, decoder_layer, resolve_quant_storage
+from ftspec.checks.facts import decoder_layer, modeling_defines
+from ftspec.plan.compute import resolve_quant_storage
 
 # 80 rows, 0.2 held out: 64 training rows (a multiple of 2 processes × batch 8).
 # Lines: 14 training / 15 max_length / 16 batch_size / 17 compute / 18 device
@@ -87,7 +89,7 @@ def test_several_processes_still_need_a_strategy(tmp_path):
 
 
 def test_a_strategy_on_one_process_is_allowed(tmp_path, monkeypatch):
-    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    monkeypatch.setattr(facts, "has_package", lambda name: True)
     plan, _ = compile_spec(_write(tmp_path, "strategy: deepspeed\ndeepspeed: {zero_stage: 3, offload_params: true}", "cuda"))
     assert plan.compute.launch.world_size == 1 and plan.compute.deepspeed.offload_params
 
@@ -121,17 +123,17 @@ def test_distributed_training_on_mps_is_an_error(tmp_path, compute):
 
 
 def test_a_missing_deepspeed_package_is_a_warning(tmp_path, monkeypatch):
-    monkeypatch.setattr(checks, "has_package", lambda name: name != "deepspeed")
+    monkeypatch.setattr(facts, "has_package", lambda name: name != "deepspeed")
     issue = _one(_issues(_write(tmp_path, "num_processes: 2\nstrategy: deepspeed", "cuda")), "compute.strategy",
                  "deepspeed package is not installed")
     assert not issue.is_error
-    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    monkeypatch.setattr(facts, "has_package", lambda name: True)
     assert not [i for i in _issues(_write(tmp_path, "num_processes: 2\nstrategy: deepspeed", "cuda"))
                 if i.key == "compute.strategy"]
 
 
 def test_offloading_parameters_needs_zero_stage_3(tmp_path, monkeypatch):
-    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    monkeypatch.setattr(facts, "has_package", lambda name: True)
     compute = "num_processes: 2\nstrategy: deepspeed\ndeepspeed:\n  zero_stage: 2\n  offload_params: true"
     issue = _one(_issues(_write(tmp_path, compute, "cuda")), "compute.deepspeed.offload_params", "only at ZeRO stage 3")
     assert issue.is_error and issue.pos.line == 23
@@ -148,14 +150,14 @@ def _qlora(tmp_path, compute: str, adapter: str, dtype: str = "") -> Path:
 @pytest.mark.parametrize("compute", ["num_processes: 2\nstrategy: fsdp",
                                      "num_processes: 2\nstrategy: deepspeed\ndeepspeed: {zero_stage: 3}"])
 def test_8_bit_qlora_cannot_be_sharded(tmp_path, monkeypatch, compute):
-    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    monkeypatch.setattr(facts, "has_package", lambda name: True)
     issue = _one(_issues(_qlora(tmp_path, compute, "{kind: qlora, bits: 8}")), "method.adapter.bits", "cannot be sharded")
     assert issue.is_error
     _none_at(_issues(_qlora(tmp_path, "num_processes: 2\nstrategy: ddp", "{kind: qlora, bits: 8}")), "method.adapter.bits")
 
 
 def test_qlora_storage_other_than_the_load_dtype_is_an_error_under_sharding(tmp_path, monkeypatch):
-    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    monkeypatch.setattr(facts, "has_package", lambda name: True)
     fsdp = "num_processes: 2\nstrategy: fsdp"
     issue = _one(_issues(_qlora(tmp_path, fsdp, "{kind: qlora, quant_storage: uint8}", "bfloat16")),
                  "method.adapter.quant_storage", "the dtype the base loads in (bfloat16)")
@@ -168,7 +170,7 @@ def test_qlora_storage_other_than_the_load_dtype_is_an_error_under_sharding(tmp_
 
 
 def test_quant_storage_is_resolved_in_the_plan(tmp_path, monkeypatch):
-    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    monkeypatch.setattr(facts, "has_package", lambda name: True)
     cases = [("num_processes: 2\nstrategy: fsdp", "bfloat16", "bfloat16"),
              ("num_processes: 2\nstrategy: fsdp", "", "float32"),  # dtype auto loads float32
              ("num_processes: 2\nstrategy: deepspeed\ndeepspeed: {zero_stage: 3}", "float16", "float16"),
@@ -226,10 +228,8 @@ def test_fsdp_wrap_without_the_decoder_layer_is_a_warning(tmp_path):
 
 
 def test_the_decoder_layer_table_names_classes_of_the_installed_transformers():
-    from ftspec.plan.compute import _modeling_defines
-
-    for model_type, layer in DECODER_LAYERS.items():
-        assert _modeling_defines(model_type, layer), (model_type, layer)
+    for model_type, layer in ((a.model_type, a.decoder_layer) for a in ARCHITECTURES if a.decoder_layer):
+        assert modeling_defines(model_type, layer), (model_type, layer)
 
 
 def test_wrap_inference():
@@ -281,7 +281,7 @@ def test_the_plans_launch_and_trainer_keywords(tmp_path, monkeypatch):
         "reshard_after_forward": False, "cpu_offload": True, "activation_checkpointing": True,
         "state_dict_type": "SHARDED_STATE_DICT"}}
 
-    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    monkeypatch.setattr(facts, "has_package", lambda name: True)
     compute = "num_processes: 2\nstrategy: deepspeed\ndeepspeed: {zero_stage: 3, offload_optimizer: true, offload_params: true}"
     plan, _ = compile_spec(_write(tmp_path, compute, "auto"))
     assert plan.compute.launch.backend == "auto"

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
-from ftspec.plan.build import compile_spec
+
+from ftspec.plan.compile import compile_spec
 from ftspec.plan.describe import render_plan
 
 TICKETS = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()
@@ -116,7 +116,7 @@ def test_a_metrics_only_change_rekeys_only_the_scoring_steps_and_the_report(tmp_
 
 
 def test_diff_lists_only_the_scoring_steps_for_a_metrics_change(tmp_path):
-    from ftspec.commands.diff import diff_plans
+    from ftspec.plan.diff import diff_plans
 
     old = _plan(tmp_path / "a", LABELS)
     new = _plan(tmp_path / "b", LABELS, "eval.metrics=[accuracy, f1_macro]")
@@ -158,8 +158,8 @@ def test_preference_metrics_are_refused_where_they_cannot_be_computed(tmp_path):
 
 def test_a_metrics_only_change_rescores_the_saved_answers_without_generating_again(tmp_path):
     pytest.importorskip("torch")
-    from ftspec.plan.build import find_root
-    from ftspec.runtime.execute import execute
+    from ftspec.backends.executor import execute
+    from ftspec.plan.compile import find_root
 
     spec = _spec(tmp_path, LABELS + "eval: {limit: 6}\n")
 
@@ -185,8 +185,8 @@ def test_label_like_answers_stop_generation_at_a_newline(tmp_path, monkeypatch):
     from test_generation_stop import Spy, successor_model
 
     from ftspec.runtime.evaluation import evaluate as E
-    from ftspec.runtime.training.data import build_splits
     from ftspec.runtime.models import byte_tokenizer
+    from ftspec.runtime.training.data import build_splits
 
     plan = _plan(tmp_path, LABELS, "eval.mode=generate", "eval.max_new_tokens=40", "eval.limit=3")
     assert plan.eval.stop == ("\n",)

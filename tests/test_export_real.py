@@ -45,9 +45,9 @@ def test_the_real_model_exports_merged_with_a_gguf_file_that_reads_back(tmp_path
     pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftspec.plan.build import compile_spec, find_root
+    from ftspec.plan.compile import compile_spec, find_root
     from ftspec.runtime.tools.export import export_model
-    from ftspec.runtime.execute import execute
+    from ftspec.backends.executor import execute
 
     lines = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:30]
     (tmp_path / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

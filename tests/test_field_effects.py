@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from ftspec.plan.build import check_spec, compile_spec, find_root
+from ftspec.plan.compile import check_spec, compile_spec, find_root
 
 TICKETS = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()
 
@@ -36,7 +36,7 @@ def _plan(folder: Path, body: str, *sets: str, rows: int = 48):
 
 
 def _execute(spec: Path, *sets: str, callbacks=None):
-    from ftspec.runtime.execute import execute
+    from ftspec.backends.executor import execute
 
     plan, _ = compile_spec(spec, sets=sets)
     return execute(plan, find_root(spec), echo=lambda line: None, callbacks=callbacks)
@@ -545,7 +545,7 @@ def test_description_is_carried_into_the_plan(tmp_path):
 
 
 def test_output_dir_places_the_run_directory(tmp_path):
-    from ftspec.runtime.execute import run_dir_of
+    from ftspec.store.rundir import run_dir_of
 
     plan, spec = _plan(tmp_path, DATA_BODY + "data: {train: tickets.jsonl}\noutput: {dir: 'elsewhere/{name}-x'}\n")
     assert run_dir_of(plan, find_root(spec)) == (find_root(spec) / "elsewhere" / "job-x").resolve()
@@ -600,10 +600,10 @@ def test_qlora_settings_make_the_quantization_config(tmp_path, monkeypatch):
     from_pretrained (loading 4- or 8-bit weights needs CUDA and bitsandbytes; see
     test_qlora_reaches_the_model_load for the load itself)."""
     pytest.importorskip("torch")
-    from ftspec import checks
+    from ftspec.checks import facts
     from ftspec.runtime.training import builders
 
-    monkeypatch.setattr(checks, "has_package", lambda name: True)  # bitsandbytes, on a machine that has it
+    monkeypatch.setattr(facts, "has_package", lambda name: True)  # bitsandbytes, on a machine that has it
 
     body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
             + "data: {train: tickets.jsonl}\n")
@@ -621,11 +621,11 @@ def test_qlora_reaches_the_model_load(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     import transformers
 
-    from ftspec import checks
+    from ftspec.checks import facts
     from ftspec.runtime import models
     from ftspec.runtime.training import builders
 
-    monkeypatch.setattr(checks, "has_package", lambda name: True)
+    monkeypatch.setattr(facts, "has_package", lambda name: True)
     body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
             + "data: {train: tickets.jsonl}\n")
     plan, spec = _plan(tmp_path, body, "method={kind: sft, adapter: {kind: qlora, quant_type: nf4, bits: 4}}")
@@ -648,10 +648,10 @@ def test_qlora_reaches_the_model_load(tmp_path, monkeypatch):
 
 
 def test_qlora_without_bitsandbytes_is_an_error_at_the_adapter(tmp_path, monkeypatch):
-    from ftspec import checks
+    from ftspec.checks import facts
     from ftspec.core.errors import SpecError
 
-    monkeypatch.setattr(checks, "has_package", lambda name: name != "bitsandbytes")
+    monkeypatch.setattr(facts, "has_package", lambda name: name != "bitsandbytes")
     body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
             + "data: {train: tickets.jsonl}\n")
     with pytest.raises(SpecError) as err:

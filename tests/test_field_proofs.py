@@ -85,9 +85,9 @@ def schema_fields() -> list[str]:
 def test_tests() -> dict[str, set[str]]:
     """The test functions of each test file, found by reading the files (nothing is run)."""
     found: dict[str, set[str]] = {}
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.rglob("test_*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        found[f"tests/{path.name}"] = {
+        found[f"tests/{path.relative_to(TESTS).as_posix()}"] = {
             node.name for node in ast.walk(tree)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")
         }

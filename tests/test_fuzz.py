@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from conftest import ROOT, SPECS  # noqa: E402
-from ftspec.plan.build import compile_spec  # noqa: E402
+from ftspec.plan.compile import compile_spec  # noqa: E402
 from ftspec.core.errors import SpecError  # noqa: E402
 
 WORKDIR = Path(tempfile.mkdtemp(prefix="ftspec-fuzz-"))

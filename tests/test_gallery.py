@@ -132,7 +132,7 @@ def test_the_gallery_lists_every_shipped_spec():
 @pytest.mark.parametrize("profiles", [(), ("smoke",)], ids=["full", "smoke"])
 @pytest.mark.parametrize("name", sorted(GALLERY))
 def test_gallery_spec_validates_strict_on_the_real_model(name, profiles, in_root):
-    from ftspec.plan.build import check_spec
+    from ftspec.plan.compile import check_spec
 
     check_spec(f"specs/real/{name}", profiles, strict=True, allow=[SHARED])
 
@@ -146,7 +146,7 @@ def test_gallery_spec_validates_without_shared(name, profiles, tmp_path, monkeyp
     from, which validation does not fetch)."""
     import shutil
 
-    from ftspec.plan.build import check_spec
+    from ftspec.plan.compile import check_spec
 
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)

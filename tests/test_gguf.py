@@ -14,8 +14,9 @@ import sys
 import pytest
 
 from conftest import ROOT
+from ftspec.catalog.architectures import GGUF_LOADABLE
 from ftspec.data import gguf as G
-from ftspec.plan.build import check_spec, compile_spec
+from ftspec.plan.compile import check_spec, compile_spec
 from ftspec.core.errors import SpecError
 
 gguf = pytest.importorskip("gguf")
@@ -127,7 +128,7 @@ def test_gguf_architectures_match_transformers():
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     theirs = set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}  # metadata prefixes, not architectures
-    assert sorted(G.GGUF_ARCHITECTURES) == sorted(theirs)
+    assert sorted(GGUF_LOADABLE) == sorted(theirs)
 
 
 @pytest.mark.parametrize("arch,name,expected", [
@@ -316,8 +317,8 @@ def test_a_run_converts_the_gguf_in_prepare_data_and_reuses_it(project):
     """End to end on the tiny GGUF: prepare_data writes data/base-model, training and
     evaluation load it, and a second run converts nothing."""
     pytest.importorskip("torch")
-    from ftspec.plan.build import find_root
-    from ftspec.runtime.execute import execute
+    from ftspec.plan.compile import find_root
+    from ftspec.backends.executor import execute
 
     spec = write_spec(project)
     text = spec.read_text().replace("  loss: assistant\n", "")
@@ -344,7 +345,8 @@ def test_a_local_gguf_file_can_be_the_judge(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     import ftspec.runtime.evaluation.evaluate as E
-    from ftspec.runtime.execute import StepContext, _judge
+    from ftspec.runtime.context import StepContext
+    from ftspec.backends.local.steps import judge as _judge
 
     (tmp_path / "judges").mkdir()
     write_tiny_gguf(tmp_path / "judges" / "tiny.gguf")

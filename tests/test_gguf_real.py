@@ -44,8 +44,8 @@ def test_a_few_lora_steps_on_the_real_gguf_model(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
 
-    from ftspec.plan.build import compile_spec, find_root
-    from ftspec.runtime.execute import execute
+    from ftspec.plan.compile import compile_spec, find_root
+    from ftspec.backends.executor import execute
 
     lines = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:40]
     (tmp_path / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

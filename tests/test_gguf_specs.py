@@ -42,7 +42,7 @@ def test_validates_strict_on_the_real_model(name, profiles, in_root):
         pytest.skip(f"the real model is not here ({MODEL}); the SmolLM2 specs validate only where ../shared is")
     if "sst2" in name and not (SHARED / "datasets" / "sst2" / "train.tsv").is_file():
         pytest.skip("../shared/datasets/sst2 is not here")
-    from ftspec.plan.build import compile_spec
+    from ftspec.plan.compile import compile_spec
 
     plan, warnings = compile_spec(f"specs/real/{name}", profiles, strict=True, allow=[SHARED])
     assert warnings == []

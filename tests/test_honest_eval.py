@@ -303,7 +303,7 @@ def test_positive_is_a_spec_option_of_f1_only():
 
 
 def test_positive_reaches_the_plan_and_the_eval_steps_metric(tmp_path, in_root):
-    from ftspec.plan.build import compile_spec
+    from ftspec.plan.compile import compile_spec
 
     plan_, _ = compile_spec(ROOT / "specs" / "quickstart.yaml",
                             sets=['eval.metrics=[accuracy, {name: f1, positive: billing}]'])

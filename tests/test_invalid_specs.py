@@ -31,7 +31,7 @@ import yaml
 from click.testing import CliRunner
 
 from ftspec.cli import main
-from ftspec.plan.build import check_spec
+from ftspec.plan.compile import check_spec
 from ftspec.core.errors import SpecError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 ftspec validates a spec without importing torch, so it carries its own copies of
 names the libraries define: the LoRA-targetable linear modules of each architecture
-and the architectures that keep packed rows apart (ftspec/checks.py), the tiny
+and the architectures that keep packed rows apart (ftspec/catalog/architectures.py), the tiny
 model architectures, the DPO loss types, the optimizers, the learning-rate
 schedulers, the attention implementations and LoRA's bias choices (ftspec/spec/schema.py). Each name ftspec lists is checked here, one test per
 name, against what the installed transformers / peft / trl accept; a library upgrade
@@ -24,7 +24,7 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 trl = pytest.importorskip("trl")
 
-from ftspec import checks  # noqa: E402
+from ftspec.catalog.architectures import ARCHITECTURES  # noqa: E402
 from ftspec.spec import schema as S  # noqa: E402
 
 VOCAB = 128
@@ -46,8 +46,9 @@ DPO_LOSSES = literal_choices(S.DPOMethod, "loss_type")
 TINY_ARCHITECTURES = literal_choices(S.TinyModel, "architecture")
 ATTENTION = [a for a in literal_choices(S.Compute, "attention") if a != "auto"]  # auto is ftspec's own
 LORA_BIAS = literal_choices(S.LoraAdapter, "bias")
-LINEAR = sorted((arch, name) for arch, names in checks.LINEAR_MODULES.items() for name in names)
-PACKABLE = sorted(checks.PACKABLE)
+LINEAR_MODULES = {a.model_type: a.linear_modules for a in ARCHITECTURES if a.linear_modules}
+LINEAR = sorted((arch, name) for arch, names in LINEAR_MODULES.items() for name in names)
+PACKABLE = sorted(a.model_type for a in ARCHITECTURES if a.packs)
 
 
 # --------------------------------------------------------------------------- what the libraries know
@@ -181,26 +182,26 @@ def test_the_dpo_loss_list_is_one_list():
     assert tuple(DPO_LOSSES) == tuple(S.DPO_LOSSES)
 
 
-@pytest.mark.parametrize("arch", sorted(set(TINY_ARCHITECTURES) | set(checks.LINEAR_MODULES) | set(PACKABLE)))
+@pytest.mark.parametrize("arch", sorted(set(TINY_ARCHITECTURES) | set(LINEAR_MODULES) | set(PACKABLE)))
 def test_architecture_is_a_transformers_model_type(arch):
     assert unknown_model_types([arch]) == [], f"'{arch}' is not a model type of the installed transformers"
 
 
-@pytest.mark.parametrize("arch", sorted(checks.LINEAR_MODULES))
+@pytest.mark.parametrize("arch", sorted(LINEAR_MODULES))
 def test_linear_modules_are_those_of_the_architecture(arch):
     """ftspec's list is exactly the model's linear layers: a name it lists that the model
     lacks would pass a wrong target; one it lacks would refuse a valid one."""
-    assert sorted(checks.LINEAR_MODULES[arch]) == sorted(linear_module_names(arch))
+    assert sorted(LINEAR_MODULES[arch]) == sorted(linear_module_names(arch))
 
 
-@pytest.mark.parametrize("arch", sorted(checks.LINEAR_MODULES))
+@pytest.mark.parametrize("arch", sorted(LINEAR_MODULES))
 def test_peft_default_lora_targets_are_among_the_linear_modules(arch):
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
     defaults = DEFAULTS.get(arch)
     if defaults is None:
         pytest.skip(f"peft has no default LoRA targets for {arch}")
-    assert set(defaults) <= set(checks.LINEAR_MODULES[arch])
+    assert set(defaults) <= set(LINEAR_MODULES[arch])
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
@@ -212,7 +213,7 @@ def test_packable_architecture_keeps_packed_rows_apart(arch, attention):
         if attention == "sdpa" and "scaled_dot_product_attention" in str(exc):
             pytest.skip(f"{arch} has no sdpa attention")
         raise
-    assert model_ok, f"{arch} ({attention}): packed rows see each other; remove it from checks.PACKABLE"
+    assert model_ok, f"{arch} ({attention}): packed rows see each other; set packs=False in its row of ftspec/catalog/architectures.py"
 
 
 # --------------------------------------------------------------------------- every check can fail

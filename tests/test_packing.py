@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from transformers import AutoModelForCausalLM, TrainerCallback  # noqa: E402
 
-from ftspec.plan.build import compile_spec  # noqa: E402
+from ftspec.plan.compile import compile_spec  # noqa: E402
 from ftspec.core.errors import SpecError  # noqa: E402
 from ftspec.runtime.models import byte_tokenizer, tiny_config  # noqa: E402
 from test_runtime import BASE_BODY, _run, _spec  # noqa: E402

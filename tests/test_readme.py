@@ -1,6 +1,6 @@
-"""The README matches what a user sees: the install commands are exact, and the run
-output it shows has the shape of a real run's (the same lines, in the same order;
-the numbers are free)."""
+"""The README matches what a user sees: it is short (the rest is the site in docs/), the
+install commands are exact, and the run output it shows has the shape of a real run's
+(the same lines, in the same order; the numbers are free)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def ci_torch() -> str:
 
 
 # ----------------------------------------------------------------------------- install
+
+
+def test_the_readme_is_short():
+    """What ftspec is, how to install and run it, one spec, one run; the rest is in docs/."""
+    lines = README.count("\n")
+    assert lines < 250, f"README.md has {lines} lines: move the detail into a page of docs/"
 
 
 def test_the_quick_start_commands_are_the_ones_that_work():

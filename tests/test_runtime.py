@@ -16,9 +16,9 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from conftest import ROOT, run_cli  # noqa: E402
-from ftspec.plan.build import compile_spec, find_root  # noqa: E402
+from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 from ftspec.core.errors import SpecError  # noqa: E402
-from ftspec.runtime.execute import execute  # noqa: E402
+from ftspec.backends.executor import execute  # noqa: E402
 
 TINY = """
 model:

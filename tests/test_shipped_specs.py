@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import ROOT, SPECS
-from ftspec.plan.build import check_spec, compile_spec
+from ftspec.plan.compile import check_spec, compile_spec
 
 # (spec file, profiles) pairs with a golden plan each.
 GOLDEN = [(p.name, ()) for p in SPECS] + [("routing-prod.yaml", ("dev",)), ("quickstart.yaml", ("smoke",))]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ftspec.plan.build import compile_spec
+from ftspec.plan.compile import compile_spec
 from ftspec.core.errors import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,12 +11,13 @@ import sys
 
 import yaml
 from click.testing import CliRunner
-
 from conftest import ROOT
+
 from ftspec.cli import main
-from ftspec.plan.build import compile_spec
-from ftspec.commands.diff import diff_plans, render_json, render_markdown, render_text
+from ftspec.plan.compile import compile_spec
 from ftspec.plan.describe import render_plan
+from ftspec.plan.diff import diff_plans
+from ftspec.plan.diff_render import render_json, render_markdown, render_text
 
 QUEUES = ["account", "billing", "returns", "shipping", "technical"]
 STAGE1 = ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
@@ -146,7 +147,7 @@ def test_plan_json_holds_every_stage(tmp_path, monkeypatch):
 
 
 def _diff(tmp_path, old: dict, new: dict):
-    from ftspec.plan.build import compile_sourced
+    from ftspec.plan.compile import compile_sourced
 
     (a, ao), (b, bo) = (compile_sourced(write_repo(tmp_path / n, d)) for n, d in (("old", old), ("new", new)))
     return diff_plans(a, b, ao, bo)

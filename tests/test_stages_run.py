@@ -11,8 +11,8 @@ pytest.importorskip("torch")
 
 import torch  # noqa: E402
 
-from ftspec.plan.build import compile_spec, find_root  # noqa: E402
-from ftspec.runtime.execute import execute  # noqa: E402
+from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
+from ftspec.backends.executor import execute  # noqa: E402
 
 from test_stages import HEAD, SFT_DPO, write  # noqa: E402
 

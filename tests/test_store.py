@@ -22,8 +22,9 @@ from click.testing import CliRunner  # noqa: E402
 from ftspec.store import rundir
 from ftspec.plan import steps  # noqa: E402
 from ftspec.cli import main  # noqa: E402
-from ftspec.plan.build import compile_spec, find_root, variant_name  # noqa: E402
-from ftspec.runtime.execute import execute  # noqa: E402
+from ftspec.plan.build import variant_name  # noqa: E402
+from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
+from ftspec.backends.executor import execute  # noqa: E402
 from test_runtime import BASE_BODY, _spec  # noqa: E402
 
 BODY = (BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: full}\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from ftspec.plan.build import compile_spec
+from ftspec.plan.compile import compile_spec
 from ftspec.core.errors import SpecError
 
 SPEC = """ftspec: 1
@@ -99,7 +99,7 @@ def test_the_runtime_resolves_auto_as_the_plan_does(spec):
 def test_the_run_sets_and_shows_the_threads_and_the_precision(spec):
     torch = pytest.importorskip("torch")
     from ftspec.runtime.training.builders import apply_threads
-    from ftspec.runtime.execute import header
+    from ftspec.backends.executor import header
 
     def shown(plan):
         return header(plan, Path("runs/job"), Path.cwd(), apply_threads(plan.compute))
@@ -142,8 +142,8 @@ def test_a_run_computes_with_the_plans_threads(tmp_path):
     torch = pytest.importorskip("torch")
     from test_runtime import BASE_BODY, _spec
 
-    from ftspec.plan.build import find_root
-    from ftspec.runtime.execute import execute
+    from ftspec.plan.compile import find_root
+    from ftspec.backends.executor import execute
 
     path = _spec(tmp_path, BASE_BODY.replace("compute: {device: cpu}", "compute: {device: cpu, threads: 1}")
                  .replace("max_steps: 4", "max_steps: 1") + "method: {kind: sft, adapter: full}\n")

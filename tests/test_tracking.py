@@ -235,8 +235,8 @@ def _run_spec(folder: Path, tracking: str) -> Path:
     evaluation split); the run directory."""
     pytest.importorskip("trl")
     from conftest import ROOT
-    from ftspec.plan.build import compile_spec, find_root
-    from ftspec.runtime.execute import execute
+    from ftspec.plan.compile import compile_spec, find_root
+    from ftspec.backends.executor import execute
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:16]

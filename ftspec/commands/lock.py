@@ -16,33 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from ftspec import __version__
 from ftspec.core.errors import Issue, Pos, SpecError
-from ftspec.core.io import BadFileError, read_json
+from ftspec.core.io import BadFileError, read_json, write_json
+from ftspec.core.paths import find_root
+from ftspec.core.versions import versions
+from ftspec.plan.compile import compile_spec
 from ftspec.plan.model import Plan, digest, thaw
+from ftspec.plan.stages import root_model
 
 LOCK_VERSION = 1
-LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets")
 
 
 def lock_path(spec: Path, profiles: tuple[str, ...] = ()) -> Path:
     suffix = "".join(f"+{p}" for p in profiles)
     return spec.with_name(f"{spec.stem}{suffix}.lock.json")
-
-
-def versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
-    """Installed versions of ftspec and the named libraries, read without importing them."""
-    out: dict[str, str | None] = {"ftspec": __version__}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def folder_hash(folder: Path) -> str:
@@ -98,8 +88,6 @@ def hub_resolver(kind: str, repo: str, revision: str | None) -> str:
 def build(plan: Plan, root: Path, resolve: HubResolver | None, locked: Mapping | None = None) -> dict:
     """The lock of a plan. Hub names are resolved with ``resolve``; without one
     (``run --locked``), the commits recorded in ``locked`` are taken as they are."""
-    from ftspec.plan.stages import root_model
-
     m = root_model(plan.model)  # a later stage's model follows from the model its chain began with
     if m.kind == "tiny":
         model = {"kind": "tiny", "config_sha256": digest(m)}
@@ -186,3 +174,15 @@ def check(locked: Mapping, current: Mapping, lock_file: Path) -> None:
         raise SpecError([Issue(Pos(str(lock_file)), key, f"drifted from the lock: locked {_short(old)}, now {_short(new)}",
                                "run `ftspec lock` again if the change is intended")
                          for key, old, new in changes])
+
+
+def write_lock(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+               allow: Iterable[str | Path] = ()) -> tuple[Path, list[Issue]]:
+    """Pin what the spec's plan leaves floating, looking its hub names up, into the lock
+    file next to the spec; the file's path and the spec's warnings. Raises SpecError."""
+    profiles = tuple(profiles)
+    plan, warnings = compile_spec(spec, profiles, sets, allow=allow)
+    pinned = build(plan, find_root(spec), hub_resolver)
+    path = lock_path(spec, profiles)
+    write_json(path, pinned)
+    return path, warnings

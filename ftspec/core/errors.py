@@ -81,6 +81,17 @@ class RunFailed(Exception):
     out incomplete): one line that says what happened, exit status 1."""
 
 
+class Detached(RunFailed):
+    """Ctrl-C while a Bedrock job was polled: ftspec stopped waiting; the job keeps running
+    on AWS. The CLI exits 130, as for any Ctrl-C."""
+
+    def __init__(self, arn: str, spec: str = "SPEC"):
+        self.arn = arn
+        self.spec = spec
+        super().__init__(f"detached from Bedrock job {arn}: it keeps running on AWS (and is billed) until it ends; "
+                         f"attach again with `ftspec run {spec}` (the same command), stop it with `ftspec stop {spec}`")
+
+
 def sorted_issues(issues: Iterable[Issue]) -> list[Issue]:
     seen: set[Issue] = set()
     unique = []

@@ -41,11 +41,12 @@ class BadFileError(SpecError, ValueError):
 # --------------------------------------------------------------------------- writing
 
 
-def write_atomic(path: Path | str, data: str | bytes, encoding: str = "utf-8") -> None:
-    """Write ``data`` (text or bytes) to ``path`` whole or not at all."""
+def write_atomic(path: Path | str, data: str | bytes, encoding: str = "utf-8", *, mode: int | None = None) -> None:
+    """Write ``data`` (text or bytes) to ``path`` whole or not at all; ``mode``: the file's
+    permissions less the process's umask (default: what a plain open() would give it)."""
     path = Path(path)
     payload = data.encode(encoding) if isinstance(data, str) else bytes(data)
-    _replace_with(path, lambda fh: fh.write(payload))
+    _replace_with(path, lambda fh: fh.write(payload), mode)
 
 
 def copy_atomic(src: Path | str, dst: Path | str) -> None:
@@ -78,9 +79,9 @@ def append_durably(path: Path | str, data: str, encoding: str = "utf-8") -> None
         os.fsync(fh.fileno())
 
 
-def _replace_with(path: Path, write) -> None:
+def _replace_with(path: Path, write, mode: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _mode_for(path)
+    mode = _mode_for(path) if mode is None else (mode & ~_umask() if os.name == "posix" else None)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         if mode is not None and hasattr(os, "fchmod"):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ftspec.catalog.architectures import GGUF_LOADABLE
+
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 MAX_KEYS = 1 << 16  # metadata pairs
@@ -28,15 +30,6 @@ _NUMBERS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
 STRING, ARRAY = 8, 9
 _U64 = struct.Struct("<Q")
 
-# The architectures (GGUF's `general.architecture`) that transformers can de-quantise
-# and load, under transformers' own name for each where it differs. A copy of
-# transformers' GGUF_SUPPORTED_ARCHITECTURES, kept here so validate need not import it;
-# tests/test_gguf.py compares the two.
-GGUF_ARCHITECTURES = (
-    "bloom", "deci", "falcon", "gemma2", "gemma3", "gemma4", "gpt2", "gpt_oss", "lfm2", "llama", "mamba",
-    "minimax_m2", "mistral", "nemotron", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "stablelm",
-    "starcoder2", "t5", "umt5",
-)
 # GGUF spellings transformers renames before looking the architecture up.
 _RENAMED = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss", "minimax-m2": "minimax_m2",
             "t5encoder": "t5"}
@@ -65,7 +58,7 @@ class GGUFHeader:
     @property
     def loadable(self) -> bool:
         """Whether transformers can de-quantise and load this architecture."""
-        return self.model_type in GGUF_ARCHITECTURES
+        return self.model_type in GGUF_LOADABLE
 
 
 def transformers_architecture(architecture: str | None, name: str | None = None) -> str | None:

@@ -13,6 +13,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftspec.plan import model as plan_model
+from ftspec.spec import schema as spec_schema
+
 MANIFEST_VERSION = 1
 METRICS_VERSION = 1
 
@@ -24,7 +27,7 @@ class _Record(BaseModel):
 class StepEntry(_Record):
     """One step of the run, as this run found or left it."""
 
-    name: str = Field(description="Step name (see ftspec/plan/steps.py).")
+    name: str = Field(description="Step name (see ftspec/catalog/steps.py).")
     key: str = Field(description="The step's key: the hash of the plan fields it reads and of the keys of the steps it needs.")
     dir: str = Field(description="Its folder in the run directory: a link to where the output is stored.")
     stored: Optional[str] = Field(None, description="Where the step's output is, relative to the run directory: the step store beside it (`../.ftspec-store/<step>/<key>`), shared by every run directory whose plan has the same step key.")
@@ -128,12 +131,9 @@ def _schema(model: type[BaseModel], name: str, title: str) -> dict:
 
 def schemas() -> dict[str, dict]:
     """Every published schema, by the file name it is published under in ``schema/``."""
-    from ftspec.plan import model as plan
-    from ftspec.spec import schema as spec
-
     return {
-        "ftspec-v1.schema.json": spec.json_schema(),
-        "plan.schema.json": plan.json_schema(),
+        "ftspec-v1.schema.json": spec_schema.json_schema(),
+        "plan.schema.json": plan_model.json_schema(),
         "manifest.schema.json": _schema(Manifest, "manifest", "ftspec run manifest.json, version 1"),
         "metrics.schema.json": _schema(ReportMetrics, "metrics", "ftspec report metrics.json, version 1"),
     }

@@ -1,8 +1,8 @@
 """Spec -> Plan: every default made explicit, every derived value computed.
 
-``check_spec`` runs the first half of the pipeline (load -> validate -> check) and
-``compile_spec`` the whole of it; both raise :class:`SpecError` with every problem
-found, and return warnings beside the result.
+The builder takes a spec that passed the checks (:class:`Checked`: the validated spec
+and what the checks found out about its files, in a ``checks.Context``) and writes its
+plan. The pipeline that gets there is :mod:`ftspec.plan.compile`.
 """
 
 from __future__ import annotations
@@ -10,24 +10,34 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from ftspec import __version__
-from ftspec.spec import schema as S
-from ftspec.checks import Context, default_metrics, has_test, has_validation, inspect, is_local_model, rel, run_checks
-from ftspec.core.errors import Issue, Pos, SpecError
-from ftspec.spec.load import display_path, load
-from ftspec.core.paths import PathPolicy, find_root
-from ftspec.spec.schema import parse_gate
-from ftspec.data.sources import fingerprint
+from ftspec.catalog import bedrock_families as families
+from ftspec.catalog import metrics as metric_catalog
+from ftspec.checks import (
+    Context,
+    answered_by_teacher,
+    default_metrics,
+    has_validation,
+    is_local_model,
+    model_architectures,
+    rel,
+)
+from ftspec.checks.evalmode import Resolved, eval_split, resolve_for, sampled_answers
+from ftspec.core.errors import Issue
+from ftspec.data.formatting import FormatError, reference
 from ftspec.data.gguf import gguf_location
+from ftspec.data.sources import fingerprint
 from ftspec.data.splitting import split_limits
-from ftspec.spec.validate import validate
-
-if TYPE_CHECKING:
-    from ftspec.plan.model import Plan
+from ftspec.plan import bedrock_request as request
+from ftspec.plan.compute import resolve_deepspeed, resolve_fsdp, resolve_launch, resolve_quant_storage
+from ftspec.plan.model import PLAN_VERSION, Plan
+from ftspec.plan.stages import stage_dir, stage_model
+from ftspec.plan.steps import plan_steps
+from ftspec.spec import schema as S
+from ftspec.spec.schema import parse_gate
 
 
 @dataclass
@@ -38,129 +48,6 @@ class Checked:
     ctx: Context
     warnings: list[Issue]
     stages: list[tuple[Any, Context, list[Issue]]] = field(default_factory=list)  # (LoadedStage, context, warnings)
-
-
-def _check_loaded(loaded, policy: PathPolicy) -> tuple[Context | None, list[Issue], tuple[str, ...]]:
-    """validate -> check of one effective spec: its context (None when nothing could be
-    checked), every issue, and the keys the schema refused and that were set aside."""
-    spec, issues = validate(loaded)
-    aside: tuple[str, ...] = ()
-    if spec is None:
-        # The schema refused part of the spec: what it did not refuse is still checked
-        # (its data, its templates), so schema, template and data errors show in one run.
-        from ftspec.spec.validate import salvage
-
-        spec, aside = salvage(loaded)
-        if spec is None:
-            return None, issues, aside
-    # The effective spec is valid (any errors so far are in unused profiles or were
-    # refused by the loader), or was made so: the checks still run, so every problem shows at once.
-    ctx = inspect(loaded, spec, policy)
-    return ctx, issues + run_checks(ctx, aside), aside
-
-
-def _raise_or_split(issues: list[Issue], aside: bool, strict: bool) -> list[Issue]:
-    """The warnings, when nothing stops the spec; else a SpecError with every error
-    (and, when ``strict``, every warning)."""
-    errors = [i for i in issues if i.is_error]
-    warnings = [i for i in issues if not i.is_error]
-    if aside or errors or (strict and warnings):
-        raise SpecError(errors + (warnings if strict else []))
-    return warnings
-
-
-def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
-               allow: Iterable[str | Path] = ()) -> Checked:
-    """load -> validate -> check. Raises SpecError with every error (and, when
-    ``strict``, every warning too). ``allow`` names folders outside the spec's
-    repository that its paths may reach (see ftspec.core.paths)."""
-    from ftspec.plan.stages import check_single, check_stages
-
-    policy = PathPolicy.for_spec(Path(path), allow)
-    loaded = load(path, profiles, sets, policy)
-    if not loaded.stages:
-        ctx, issues, aside = _check_loaded(loaded, policy)
-        if ctx is None:
-            raise SpecError(issues)
-        issues = issues + list(check_single(ctx))
-        return Checked(ctx, _raise_or_split(issues, bool(aside), strict))
-    # Each stage is a whole spec, checked as one; what the stages share is said once.
-    # The loader's own issues (a duplicate key, a refused tag) are the whole spec's.
-    checked, issues, aside = [], list(loaded.issues), False
-    for stage in loaded.stages:
-        ctx, found, refused = _check_loaded(stage.loaded, policy)
-        checked.append((stage, ctx, found))
-        aside = aside or bool(refused) or ctx is None
-    cross = check_stages([(st, ctx) for st, ctx, _ in checked])
-    seen: set = set()
-    per_stage = []
-    for i, (st, ctx, found) in enumerate(checked):
-        mine = found + cross.get(i, [])
-        per_stage.append((st, ctx, [i for i in mine if not i.is_error]))
-        for issue in mine:
-            said = (issue.pos, issue.message, issue.severity)
-            if said not in seen:
-                seen.add(said)
-                issues.append(_in_stage(issue, st.name))
-    _raise_or_split(issues, aside, strict)
-    return Checked(per_stage[-1][1], per_stage[-1][2], per_stage)
-
-
-def _in_stage(issue: Issue, stage: str) -> Issue:
-    """An issue of one stage's spec, named as a key of that stage when the value was
-    written in the stage (``stages.dpo.method.beta``)."""
-    if not issue.key or issue.key.startswith("stages."):
-        return issue
-    return replace(issue, key=f"{issue.key} (stage {stage})")
-
-
-def compile_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
-                 allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue]]:
-    checked = check_spec(path, profiles, sets, strict, allow)
-    return build(checked), checked.warnings
-
-
-def compile_located(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
-                    allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue], Callable[[Issue], Issue]]:
-    """Like :func:`compile_spec`, with a function that places an issue found at run time
-    (at a key path such as ``compute.device``) at that key's FILE:LINE:COL in the spec,
-    its base, its profile or ``--set``, wherever the effective value came from."""
-    checked = check_spec(path, profiles, sets, strict, allow)
-    return build(checked), checked.warnings, _locator(checked.ctx)
-
-
-def compile_sourced(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
-                    allow: Iterable[str | Path] = ()) -> tuple[Plan, Callable[[str], str | None]]:
-    """A plan, and where each of its fields came from (for ``ftspec diff``): a default,
-    the spec, a base spec, a profile, ``--set``, or derived by ftspec. For a spec with
-    stages, each stage's (a :class:`ftspec.commands.diff.StagedOrigin`)."""
-    from ftspec.commands.diff import StagedOrigin, origins
-    from ftspec.spec.provenance import explain
-
-    checked = check_spec(path, profiles, sets, False, allow)
-    plan = build(checked)
-    if not checked.stages:
-        return plan, origins(plan, explain(checked.ctx.loaded, checked.ctx.spec))
-    by_name = {p.stage: p for p in (*plan.stages, plan)}
-    return plan, StagedOrigin({st.name: origins(by_name[st.name], explain(ctx.loaded, ctx.spec))
-                               for st, ctx, _ in checked.stages}, plan.stage)
-
-
-def _locator(ctx: Context) -> Callable[[Issue], Issue]:
-    loaded = ctx.loaded
-
-    def locate(issue: Issue) -> Issue:
-        if not issue.key or issue.pos.line is not None or issue.pos.file != issue.key:
-            return issue  # already placed (a data row, a file), or not at a key
-        parts = tuple(int(p) if p.isdigit() else p for p in issue.key.split("."))
-        path = parts
-        while path and path not in loaded.where:
-            path = path[:-1]
-        if not path:  # a default: the key is not written anywhere
-            return replace(issue, pos=Pos(display_path(loaded.path)))
-        return replace(issue, pos=loaded.where[path].pos)
-
-    return locate
 
 
 # --------------------------------------------------------------------------- sections
@@ -189,9 +76,7 @@ def _model(ctx: Context, m: Any = None) -> dict:
             "trust_remote_code": False,
         }
     if isinstance(m, S.BedrockModel):
-        from ftspec.catalog.bedrock_families import find
-
-        return {"kind": "bedrock", "id": m.id, "family": find(m.id)[0].name}
+        return {"kind": "bedrock", "id": m.id, "family": families.find(m.id)[0].name}
     folder, gguf = gguf_location(m.base, m.gguf_file)
     local = is_local_model(folder, ctx.spec_dir)
     return {
@@ -273,24 +158,14 @@ def plan_precision(compute: S.Compute) -> str:
     return compute.precision
 
 
-def _architectures(ctx: Context) -> list[str] | None:
-    """config.json's `architectures` of a local or cached model folder, where it has one."""
-    from ftspec.checks import _read_json
-
-    path = ctx.model.path if ctx.model else None
-    config = _read_json(path / "config.json") if path is not None and (path / "config.json").is_file() else None
-    names = config.get("architectures") if isinstance(config, dict) else None
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else None
-
-
 def _compute(ctx: Context) -> dict:
-    from ftspec.plan.compute import resolve_deepspeed, resolve_fsdp, resolve_launch
-
     c = ctx.spec.compute
     if c.backend == "bedrock":
         return {**c.model_dump(), "precision": plan_precision(c), "threads": plan_threads(c),
                 "fsdp": None, "deepspeed": None, "launch": None, "bedrock": _bedrock(ctx)}
-    fsdp = resolve_fsdp(c.fsdp, ctx.model.model_type if ctx.model else None, _architectures(ctx)) if c.strategy == "fsdp" else None
+    fsdp = None
+    if c.strategy == "fsdp":
+        fsdp = resolve_fsdp(c.fsdp, ctx.model.model_type if ctx.model else None, model_architectures(ctx))
     deepspeed = resolve_deepspeed(c.deepspeed) if c.strategy == "deepspeed" else None
     return {**c.model_dump(), "precision": plan_precision(c), "threads": plan_threads(c),
             "fsdp": fsdp, "deepspeed": deepspeed, "launch": resolve_launch(c, fsdp, deepspeed)}
@@ -300,9 +175,6 @@ def _bedrock(ctx: Context) -> dict:
     """compute.bedrock as the plan holds it: the spec's settings in the API's terms, the
     family's row format, the hyperparameters (the spec's, else the family's defaults)
     and the CreateModelCustomizationJob request they make (ftspec.plan.bedrock_request)."""
-    from ftspec.catalog import bedrock_families as families
-    from ftspec.plan import bedrock_request as request
-
     b, m = ctx.spec.compute.bedrock, ctx.spec.model
     family, model = families.find(m.id)
     hyperparameters = families.hyperparameters(ctx.spec.training, model)[0]
@@ -395,8 +267,6 @@ def _method(ctx: Context, evaluation: dict, earlier: dict[str, Plan]) -> dict:
     if isinstance(m, S.DistillMethod):
         out["distill"] = _distill(ctx, m, evaluation, earlier)
     if isinstance(m.adapter, S.QLoraAdapter):
-        from ftspec.plan.compute import resolve_quant_storage
-
         out["adapter"]["quant_storage"] = resolve_quant_storage(m.adapter.quant_storage, ctx.spec.compute,
                                                                 getattr(ctx.spec.model, "dtype", None))
     if isinstance(m, S.DPOMethod):
@@ -405,8 +275,6 @@ def _method(ctx: Context, evaluation: dict, earlier: dict[str, Plan]) -> dict:
 
 
 def _distill(ctx: Context, m: S.DistillMethod, evaluation: dict, earlier: dict[str, Plan]) -> dict:
-    from ftspec.plan.stages import stage_model
-
     if isinstance(m.teacher, S.StageTeacher):
         teacher = stage_model(earlier[m.teacher.stage])
     else:
@@ -457,8 +325,6 @@ MAX_LABELS = 20
 def _length_label_eta2(ctx: Context) -> float | None:
     """How much of the spread of prompt lengths the answer explains (eta squared) over
     the sample rows, when the answers are a small set of labels; None otherwise."""
-    from ftspec.data.formatting import FormatError, reference
-
     info = ctx.sources.get("train")
     if ctx.formatter is None or info is None or not info.readable:
         return None
@@ -563,14 +429,10 @@ def _metric(metric: Any, ctx: Context, i: int) -> dict:
 
 
 def _eval(ctx: Context, rows: dict) -> dict:
-    from ftspec.plan.evalmode import eval_split, resolve_for
-
     e = ctx.spec.eval
     split = eval_split(ctx.spec)
     resolved = resolve_for(ctx, split)  # eval.mode auto and eval.stop unset, decided on the sampled answers
     if ctx.spec.compute.backend == "bedrock" and resolved.mode == "choices":
-        from ftspec.plan.evalmode import Resolved
-
         resolved = Resolved("generate", resolved.stop, "a Bedrock model answers through the Converse API, which gives "
                             "no log-probabilities to score choices with")
     choices = e.choices
@@ -578,10 +440,6 @@ def _eval(ctx: Context, rows: dict) -> dict:
         # The labels are otherwise those of the training split as prepared, which in a
         # distillation are the teacher's answers: a poor teacher's would be no labels at
         # all. They are fixed here, from the data's own answers that chose the mode.
-        from ftspec.plan.evalmode import Resolved, sampled_answers
-
-        from ftspec.checks import answered_by_teacher
-
         labelled = split if "train" in answered_by_teacher(ctx.spec) else "train"
         choices = sorted(set((sampled_answers(ctx, [labelled]) or {}).get(labelled) or [])) or None
         if choices:
@@ -591,16 +449,7 @@ def _eval(ctx: Context, rows: dict) -> dict:
     if not metrics:
         metrics = [{"name": n, "extract": None} for n in default_metrics(ctx.spec, resolved.mode)]
     # What the generation steps must compute for these metrics (the rest is scoring).
-    from ftspec.spec.schema import PREFERENCE_METRICS
-
-    names = {m["name"] for m in metrics}
-    outputs = []
-    if names - set(PREFERENCE_METRICS) - {"perplexity"}:
-        outputs.append("answers")
-    if "perplexity" in names:
-        outputs.append("perplexity")
-    if names & set(PREFERENCE_METRICS):
-        outputs.append("pair_logprobs")
+    outputs = metric_catalog.outputs({m["name"] for m in metrics})
     gates = []
     for key, cond in sorted(e.gates.items()):
         op, threshold = parse_gate(cond)
@@ -669,8 +518,6 @@ def build(checked: Checked) -> Plan:
     spec's, and holds the others."""
     if not checked.stages:
         return build_plan(checked.ctx, checked.warnings)
-    from ftspec.plan.stages import stage_dir
-
     plans: dict[str, Plan] = {}
     last = len(checked.stages) - 1
     for i, (st, ctx, warnings) in enumerate(checked.stages):
@@ -686,11 +533,6 @@ def build_plan(ctx: Context, warnings: list[Issue], stage: str | None = None, st
     """The plan of one effective spec; for a stage, ``start`` is the plan of the stage it
     starts from, ``earlier`` every stage before it by name, ``stages`` (the last stage
     only) their plans in order."""
-    # Imported here: `validate` stops before the plan, and needs none of its models.
-    from ftspec.plan.model import PLAN_VERSION, Plan
-    from ftspec.plan.stages import stage_model
-    from ftspec.plan.steps import plan_steps
-
     spec = ctx.spec
     data = _data(ctx)
     evaluation = _eval(ctx, data["rows"])
@@ -730,4 +572,5 @@ def build_plan(ctx: Context, warnings: list[Issue], stage: str | None = None, st
     return Plan.build(draft)
 
 
-__all__ = ["check_spec", "compile_spec", "compile_located", "compile_sourced", "build_plan", "Checked", "find_root"]
+__all__ = ["Checked", "build", "build_plan", "default_learning_rate", "plan_precision", "plan_threads", "run_dir_name",
+           "variant_name"]

@@ -2,88 +2,17 @@
 the FSDP / DeepSpeed configuration handed to transformers' TrainingArguments.
 
 Pure Python and light (``ftspec plan`` and ``ftspec diff`` build it): nothing here
-imports torch or transformers. Which decoder-layer class FSDP wraps is read from the
-text of the installed transformers' modeling file, never by importing it.
+imports torch or transformers. Which decoder-layer class FSDP wraps is a fact the checks
+know (ftspec.checks.facts.decoder_layer: the architecture catalog, else the text of the
+installed transformers' modeling file, never imported).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import re
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-# The decoder layer (the unit FSDP shards and gathers at once) of the architectures
-# known without loading a model, as transformers 5.x names them (checked against the
-# installed modeling files by tests/test_distributed_spec.py).
-DECODER_LAYERS = {
-    "llama": "LlamaDecoderLayer",
-    "mistral": "MistralDecoderLayer",
-    "mixtral": "MixtralDecoderLayer",
-    "qwen2": "Qwen2DecoderLayer",
-    "qwen2_moe": "Qwen2MoeDecoderLayer",
-    "qwen3": "Qwen3DecoderLayer",
-    "gemma": "GemmaDecoderLayer",
-    "gemma2": "Gemma2DecoderLayer",
-    "gemma3": "Gemma3DecoderLayer",
-    "gemma3_text": "Gemma3DecoderLayer",
-    "phi": "PhiDecoderLayer",
-    "phi3": "Phi3DecoderLayer",
-    "gpt2": "GPT2Block",
-    "gpt_neox": "GPTNeoXLayer",
-    "opt": "OPTDecoderLayer",
-    "falcon": "FalconDecoderLayer",
-    "starcoder2": "Starcoder2DecoderLayer",
-}
-# The modeling file of a model type whose folder is named otherwise.
-_MODELING_FILE = {"gemma3_text": "gemma3"}
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@lru_cache(maxsize=None)
-def _transformers_models() -> Path | None:
-    """transformers' ``models`` folder, located without importing the package."""
-    try:
-        spec = importlib.util.find_spec("transformers")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
-
-
-@lru_cache(maxsize=256)
-def _modeling_defines(model_type: str, class_name: str) -> bool:
-    """Whether transformers' modeling file for ``model_type`` defines ``class_name``
-    (read as text: validate and plan stay light)."""
-    models = _transformers_models()
-    if models is None or not _NAME.match(model_type) or not _NAME.match(class_name):
-        return False
-    folder = _MODELING_FILE.get(model_type, model_type)
-    path = models / folder / f"modeling_{folder}.py"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return False
-    return re.search(rf"^class {re.escape(class_name)}\(", text, re.MULTILINE) is not None
-
-
-def decoder_layer(model_type: str | None, architectures: list[str] | tuple[str, ...] | None = None) -> str | None:
-    """The decoder-layer class of a model, where it can be told offline: from the table,
-    else ``XForCausalLM`` -> ``XDecoderLayer`` when transformers' modeling file for the
-    model type defines that class; None when neither says."""
-    if model_type in DECODER_LAYERS:
-        return DECODER_LAYERS[model_type]
-    if model_type and architectures:
-        first = architectures[0]
-        if isinstance(first, str) and first.endswith("ForCausalLM"):
-            candidate = first[: -len("ForCausalLM")] + "DecoderLayer"
-            if _modeling_defines(model_type, candidate):
-                return candidate
-    return None
-
+from ftspec.checks.derived import load_dtype
+from ftspec.checks.facts import decoder_layer
 
 def resolve_fsdp(settings: Any, model_type: str | None, architectures: list[str] | None = None) -> dict:
     """compute.fsdp (or None: the defaults) as the plan's FSDP section."""
@@ -181,12 +110,6 @@ def resolve_launch(compute: Any, fsdp: dict | None, deepspeed: dict | None) -> d
         "rendezvous": "environment" if compute.num_nodes > 1 else "local",
         "trainer": trainer,
     }
-
-
-def load_dtype(model_dtype: str | None) -> str:
-    """The dtype the base model's weights load in (ftspec.runtime.training.builders.model_dtype):
-    the spec's model.dtype, float32 for `auto` (mixed precision autocasts the rest)."""
-    return "float32" if model_dtype in (None, "auto") else model_dtype
 
 
 def shards_parameters(compute: Any) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
+
 from ftspec.plan.compute import describe_launch, describe_strategy
 from ftspec.plan.model import Plan
 
@@ -11,8 +13,6 @@ from ftspec.plan.model import Plan
 def _style(text: str, color: bool, **kw: Any) -> str:
     if not color:
         return text
-    import click
-
     return click.style(text, **kw)
 
 
@@ -134,7 +134,6 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
         lines.append(_style("  !! trust_remote_code: true — the model repository's Python code will run on this machine", color, fg="red", bold=True))
 
     d = plan.data
-    rows = d.rows
     lines.append(f"  data      train {d.rows_shown('train')} · validation {d.rows_shown('validation')} · "
                  f"test {d.rows_shown('test')} rows"
                  + (f"  (limit {d.limit})" if d.limit else "")

@@ -1,184 +1,38 @@
-"""The steps of a run, each declared once: its name, its folder in the run
-directory, the steps it needs, the plan fields it reads, and the function that
-runs it.
-
-    prepare_data ──▶ train ──▶ generate_tuned ──▶ eval_tuned ──▶ report
-          └────────▶ generate_base ──▶ eval_base ──┴──────────────┘
-
-A distillation plan begins with ``teach`` (the teacher answers the training prompts;
-prepare_data puts its answers in place of the data's) and evaluates the teacher too
-(``generate_teacher``, ``eval_teacher``); a plan with stages, or a distillation plan,
-has ``compare_stages`` before its report: every model of every stage on the held-out rows.
-
-Evaluation is two steps per model: ``generate_*`` runs the model on the held-out
-rows (answers, and what else the metrics need from the model) and ``eval_*`` scores
-what it saved. A metrics-only change re-runs only the scoring steps and the report.
+"""Keys and views of the steps of a run (the table of steps is ftspec.catalog.steps).
 
 A step function never sees the whole plan. It receives a :class:`PlanView` of
 exactly the fields it declares (reading any other field raises
 :class:`UndeclaredRead`), and its key is the hash of that same view plus the keys
 of the steps it needs. So a step re-runs when, and only when, something it reads
 has changed; a reviewer can trust ``ftspec diff``'s list of steps that will run.
-
-This module is light (no torch): the compiler uses it to key the steps, and
-``ftspec status`` to find their folders. The functions are named as
-``module:function`` and imported only when a step runs.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from ftspec.plan.model import Plan
-
-
-@dataclass(frozen=True)
-class StepDef:
-    name: str
-    folder: str  # in the run directory
-    needs: tuple[str, ...]  # steps whose outputs this one reads (when the plan has them)
-    reads: tuple[str, ...]  # dotted plan fields; a field covers everything below it
-    run: str  # "module:function", called as function(view, ctx, out_dir) -> dict
-    # What the step writes, versioned: a run folder an older ftspec wrote is not reused
-    # when the layout of the step's output has changed since. (prepare_data 2: it writes
-    # the tokenized splits the SFT recipe trains on.)
-    layout: int = 1
-    # Whether a plan has this step at all (decided on the plan's body).
-    present: Callable[[Mapping], bool] = lambda body: True
-
-    def function(self) -> Callable:
-        module, _, name = self.run.partition(":")
-        return getattr(importlib.import_module(module), name)
-
-
-# The generation steps read everything that shapes what the model is asked and how it
-# answers, and eval.outputs (derived from eval.metrics: which model outputs the metrics
-# need), but not eval.metrics itself: a metric that needs nothing new from the model
-# re-runs only the scoring steps. Perplexity needs the evaluated model, so it is
-# computed while generating (eval.outputs names it); a judge is another model, loaded
-# by the scoring step, so a rubric change does not generate the answers again.
-_GENERATE_READS = (
-    "eval.split", "eval.mode", "eval.choices", "eval.outputs", "eval.max_new_tokens", "eval.stop",
-    "eval.few_shot", "eval.few_shot_seed", "eval.batch_size", "eval.limit",
-    "format.kind", "format.chat_template",  # how prompts are shown to the model
-    "training.max_length",  # prompts are cut to it
-    "compute.device", "compute.precision", "compute.attention",
-    "compute.backend", "compute.bedrock",  # on Bedrock: the region, and how the custom model is served
-    "model",
+# The table is re-exported: callers name a step and key it through this one module.
+from ftspec.catalog.steps import (  # noqa: F401
+    BY_NAME,
+    COMPARE_STAGES,
+    EVAL_BASE,
+    EVAL_TEACHER,
+    EVAL_TUNED,
+    GENERATE_BASE,
+    GENERATE_TEACHER,
+    GENERATE_TUNED,
+    PREPARE_DATA,
+    REPORT,
+    STEPS,
+    TEACH,
+    TRAIN,
+    StepDef,
+    folder,
+    step,
 )
-# Scoring reads the metric definitions, and where and in what batches a judge model runs.
-_SCORE_READS = ("eval.metrics", "eval.batch_size", "compute.device", "compute.precision")
-
-
-def _evaluated(body: Mapping) -> bool:
-    return bool(body["eval"]["enabled"])
-
-
-def _baseline(body: Mapping) -> bool:
-    return bool(body["eval"]["enabled"] and body["eval"]["baseline"])
-
-
-def _tuned_evaluated(body: Mapping) -> bool:
-    """The tuned model is evaluated, except a Bedrock custom model the plan does not serve
-    (serving it costs money: only when the spec asks)."""
-    compute = body["compute"]
-    if compute.get("backend") == "bedrock" and (compute.get("bedrock") or {}).get("serve", "none") == "none":
-        return False
-    return _evaluated(body)
-
-
-def _distills(body: Mapping) -> bool:
-    return body["method"]["objective"] == "distill"
-
-
-def _teacher_evaluated(body: Mapping) -> bool:
-    return _distills(body) and _evaluated(body)
-
-
-def _compares(body: Mapping) -> bool:
-    return bool(body.get("stages")) and _evaluated(body) or _teacher_evaluated(body)
-
-
-# The teacher answers the training and validation prompts: what shapes the prompts (data,
-# format, the length they are cut to), the teacher and how it answers, and where it runs.
-TEACH = StepDef(
-    name="teach", folder="teacher", needs=(),
-    reads=("data", "format", "method.distill", "training.max_length",
-           "compute.device", "compute.precision", "compute.attention"),
-    run="ftspec.runtime.execute:step_teach", present=_distills,
-)
-PREPARE_DATA = StepDef(
-    name="prepare_data", folder="data", needs=("teach",), layout=2,
-    # On Bedrock it renders the family's JSONL and uploads it (region, bucket, prefix, format).
-    reads=("data", "format", "model", "training.max_length", "compute.backend", "compute.bedrock"),
-    run="ftspec.runtime.execute:step_prepare_data",
-)
-GENERATE_BASE = StepDef(
-    name="generate_base", folder="generate-base", needs=("prepare_data",), reads=_GENERATE_READS,
-    run="ftspec.runtime.execute:step_generate_base", present=_baseline,
-)
-EVAL_BASE = StepDef(
-    name="eval_base", folder="eval-base", needs=("generate_base",), reads=_SCORE_READS, layout=2,
-    run="ftspec.runtime.execute:step_eval_base", present=_baseline,
-)
-TRAIN = StepDef(
-    name="train", folder="model", needs=("prepare_data", "teach"),  # teach: the teacher, for logit distillation
-    reads=("model", "method", "training", "compute", "tracking", "format.kind", "format.chat_template"),
-    run="ftspec.runtime.execute:step_train",
-)
-GENERATE_TUNED = StepDef(
-    name="generate_tuned", folder="generate-tuned", needs=("train", "prepare_data"),
-    reads=_GENERATE_READS + ("method.adapter.kind",),
-    run="ftspec.runtime.execute:step_generate_tuned", present=_tuned_evaluated,
-)
-# The tuned model's scores need the base model's outputs too where they compare with
-# it: DPO's implicit reward is beta × (log p_tuned − log p_base) of each answer.
-EVAL_TUNED = StepDef(
-    name="eval_tuned", folder="eval-tuned", needs=("generate_tuned", "generate_base"),
-    reads=_SCORE_READS + ("method.dpo.beta",), layout=2,
-    run="ftspec.runtime.execute:step_eval_tuned", present=_tuned_evaluated,
-)
-# The teacher answers the held-out rows as the student is evaluated: same prompts, same scoring.
-GENERATE_TEACHER = StepDef(
-    name="generate_teacher", folder="generate-teacher", needs=("teach", "prepare_data"),
-    reads=_GENERATE_READS + ("method.distill.teacher",),
-    run="ftspec.runtime.execute:step_generate_teacher", present=_teacher_evaluated,
-)
-EVAL_TEACHER = StepDef(
-    name="eval_teacher", folder="eval-teacher", needs=("generate_teacher",), reads=_SCORE_READS,
-    run="ftspec.runtime.execute:step_eval_teacher", present=_teacher_evaluated,
-)
-# Every model of every stage side by side. It reads the earlier stages' plans whole (their
-# step keys among them), so it is done again when any stage changes.
-COMPARE_STAGES = StepDef(
-    name="compare_stages", folder="stages", needs=("eval_base", "eval_tuned", "eval_teacher", "train", "teach"),
-    reads=("stage", "stages", "model", "method", "eval.split", "eval.metrics"),
-    run="ftspec.runtime.execute:step_compare_stages", present=_compares,
-)
-# The report reads the training split too: the majority baseline is its most frequent answer.
-REPORT = StepDef(
-    name="report", folder="report", needs=("prepare_data", "eval_base", "eval_tuned", "train", "compare_stages"),
-    reads=("name", "model", "method", "eval.split", "eval.metrics", "eval.gates"),
-    run="ftspec.runtime.execute:step_report",
-)
-
-STEPS: tuple[StepDef, ...] = (TEACH, PREPARE_DATA, GENERATE_BASE, EVAL_BASE, TRAIN, GENERATE_TUNED, EVAL_TUNED,
-                              GENERATE_TEACHER, EVAL_TEACHER, COMPARE_STAGES, REPORT)
-BY_NAME: dict[str, StepDef] = {s.name: s for s in STEPS}
-
-
-def step(name: str) -> StepDef:
-    return BY_NAME[name]
-
-
-def folder(name: str) -> str:
-    return BY_NAME[name].folder
-
+from ftspec.plan.model import PLAN_VERSION, Plan, digest, thaw
 
 # --------------------------------------------------------------------------- keys
 
@@ -197,8 +51,6 @@ def select(body: Any, dotted: str) -> Any:
 def material(step_def: StepDef, body: Any, needs: Mapping[str, str]) -> dict:
     """What a step's key hashes: the fields it reads, as its view shows them, and the
     keys of the steps it needs."""
-    from ftspec.plan.model import PLAN_VERSION, thaw
-
     return {
         "plan_version": PLAN_VERSION,
         "step": step_def.name,
@@ -210,8 +62,6 @@ def material(step_def: StepDef, body: Any, needs: Mapping[str, str]) -> dict:
 
 def plan_steps(body: Mapping) -> list[dict]:
     """The steps of a plan body (a plan without steps or id, JSON-shaped), keyed."""
-    from ftspec.plan.model import digest, thaw
-
     body = thaw(body)
     present = [s for s in STEPS if s.present(body)]
     names = {s.name for s in present}
@@ -268,7 +118,7 @@ class PlanView:
         full = f"{self._path}.{name}" if self._path else name
         if allowed is None:
             raise UndeclaredRead(f"step {self._step} reads plan field '{full}', which it does not declare "
-                                 f"(ftspec/plan/steps.py); its key would not change when that field does")
+                                 f"(ftspec/catalog/steps.py); its key would not change when that field does")
         value = getattr(self._obj, name)
         if allowed is True or value is None:
             return value
@@ -291,8 +141,6 @@ class PlanView:
 
 
 def _view_from_json(text: str, step_name: str) -> "PlanView":
-    from ftspec.plan.model import Plan
-
     return view(Plan.from_json(text), step(step_name))
 
 

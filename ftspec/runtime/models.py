@@ -13,7 +13,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from ftspec.core.errors import Pos, SpecError
+from ftspec.core.errors import Issue, Pos, SpecError
+from ftspec.data.sources import fingerprint
+from ftspec.plan.model import chat_template_text
+from ftspec.plan.steps import PREPARE_DATA, TRAIN
+from ftspec.runtime.training import builders
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 # Turn markers of the built-in chat templates, so a tiny tokenizer keeps them whole.
@@ -93,8 +97,6 @@ def convert_gguf(plan_model: Any, root: Path, out_dir: Path) -> dict:
     folder = str(root / plan_model.name_or_path) if plan_model.source == "local" else hub_id(plan_model.name_or_path, "model.base")
     name = plan_model.gguf_file
     if plan_model.gguf_sha256 is not None:  # the file the plan fingerprinted, not one put there since
-        from ftspec.data.sources import fingerprint
-
         found = fingerprint(Path(folder) / name)
         if found != plan_model.gguf_sha256:
             raise SpecError.one(Pos("model.gguf_file"), "model.gguf_file",
@@ -140,8 +142,6 @@ def materialize_stage(m: Any, store, root: Path, out_dir: Path) -> dict:
     weights with its tokenizer at ``out_dir``: a full model as it was saved, a LoRA
     adapter merged into that stage's base. So the stage that starts from it, and a
     DPO stage's reference model, are exactly the earlier stage's model."""
-    from ftspec.plan.steps import PREPARE_DATA, TRAIN
-
     trained = store.path(TRAIN.name, m.train)
     if not store.complete(TRAIN.name, m.train):
         raise SpecError.one(Pos("model"), "model", f"stage {m.stage} has not finished training (train key {m.train[:8]}); "
@@ -191,8 +191,6 @@ class _as_teacher:
 
     def __exit__(self, kind, exc, tb):
         if isinstance(exc, SpecError):
-            from ftspec.core.errors import Issue
-
             raise SpecError(Issue(Pos("method.teacher"), "method.teacher", f"the teacher: {i.message}", i.hint)
                             if i.key == "model.base" else i for i in exc.issues) from None
         return False
@@ -295,3 +293,34 @@ def load_tuned(plan_model: Any, adapter_kind: str, attention: str, root: Path, d
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- as a plan runs them
+
+
+def load_evaluated(plan, root: Path, data_dir: Path, model_dir: Path | None = None):
+    """The model a generation step runs and its tokenizer: the base model (as prepared),
+    or with ``model_dir`` the tuned one. ``ftspec generate`` loads through here too, so
+    that what it answers is what the evaluation measured."""
+    device = builders.resolve_device(plan.compute)
+    precision = builders.resolve_precision(plan.compute, device)
+    dtype = builders.model_dtype(plan.model, precision)
+    if model_dir is not None:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = load_tuned(plan.model, plan.method.adapter.kind, plan.compute.attention, root, data_dir,
+                           model_dir, dtype, device)
+    else:
+        tokenizer = load_tokenizer(plan.model, root, data_dir, chat_template_text(plan.format))
+        model = load_model(plan.model, root, data_dir, dtype, device, attention=plan.compute.attention)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_plan_teacher(plan, root: Path, teach_dir: Path):
+    """A distillation's teacher and its tokenizer, on the plan's device and precision."""
+    teacher = plan.method.distill.teacher
+    device = builders.resolve_device(plan.compute)
+    dtype = builders.model_dtype(teacher, builders.resolve_precision(plan.compute, device))
+    return load_teacher(teacher, root, teach_dir, dtype, device, plan.compute.attention,
+                        chat_template_text(plan.format))

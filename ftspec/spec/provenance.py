@@ -15,8 +15,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from ftspec.spec.load import KeyPath, LoadedSpec, Origin, dotted
+from ftspec.core.errors import SpecError
+from ftspec.core.paths import PathPolicy
+from ftspec.spec.load import KeyPath, LoadedSpec, Origin, dotted, load
 from ftspec.spec.schema import Spec
+from ftspec.spec.validate import validate
 
 DEFAULT = "default"
 # Layering instructions, not values: the loader takes them out of the effective spec.
@@ -171,11 +174,6 @@ def explain(loaded: LoadedSpec, spec: Spec) -> list[Row]:
 def explain_spec(spec_path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
                  allow: Iterable[str | Path] = ()) -> list[Row]:
     """Load and validate a spec (as ``plan`` does) and explain it. Raises SpecError."""
-    from ftspec.core.errors import SpecError
-    from ftspec.spec.load import load
-    from ftspec.core.paths import PathPolicy
-    from ftspec.spec.validate import validate
-
     loaded = load(spec_path, profiles, sets, PathPolicy.for_spec(Path(spec_path), allow))
     if loaded.stages:
         # Each stage is a whole spec of its own: its values, stage by stage, in the order they run.

@@ -14,12 +14,26 @@ import re
 from collections import Counter
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.functional_validators import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from ftspec.spec.load import MAX_PROFILES  # noqa: F401 (the loader holds it, before profiles are split out)
+from ftspec.catalog import metrics as metric_catalog
 from ftspec.core.paths import revision_problem
+from ftspec.spec.limits import MAX_PROFILES
+
 
 def _no_bool(value: Any) -> Any:
     # YAML's `true` is not the number 1, whatever Python thinks.
@@ -573,11 +587,9 @@ class Training(_Section):
 # Preference data (DPO) is scored on its held-out pairs by log-probability: the share of
 # pairs whose chosen answer the model finds likelier than the rejected one, the mean
 # log-probability margin, and DPO's implicit reward (beta × log-ratio to the base model).
-PREFERENCE_METRICS = ("preference_accuracy", "logprob_margin", "reward_accuracy", "reward_margin")
-SIMPLE_METRICS = (
-    "accuracy", "precision", "recall", "f1", "f1_macro", "f1_micro",
-    "exact_match", "token_f1", "rouge_l", "bleu", "chrf", "perplexity", "json_valid",
-) + PREFERENCE_METRICS
+PREFERENCE_METRICS = metric_catalog.names(family="preference")
+# The metrics named by their name alone; json_schema and judge take settings, each its own model below.
+SIMPLE_METRICS = tuple(m.name for m in metric_catalog.METRICS if not m.settings)
 
 
 class SimpleMetric(_Section):

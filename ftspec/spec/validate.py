@@ -3,6 +3,7 @@ one-line issues at the right place in the right file, with hints."""
 
 from __future__ import annotations
 
+import copy
 import re
 import typing
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ftspec.core.errors import Issue, Pos, did_you_mean
+from ftspec.spec.limits import MAX_PROFILES
 from ftspec.spec.load import Document, KeyPath, LoadedSpec, Origin, dotted, merge
-from ftspec.spec.schema import MAX_PROFILES, Spec
+from ftspec.spec.schema import Spec
 
 
 def validate(loaded: LoadedSpec) -> tuple[Spec | None, list[Issue]]:
@@ -66,8 +68,6 @@ def salvage(loaded: LoadedSpec) -> tuple[Spec | None, tuple[str, ...]]:
     wrong optional key of ``data`` or ``format`` is dropped. Returns the spec and the
     dotted keys set aside (the checks that read them are not run, and what they say about
     them is not reported), or None when ``data`` or ``format`` cannot be made valid."""
-    import copy
-
     data = copy.deepcopy(loaded.data)
     aside: list[str] = []
     for _ in range(16):

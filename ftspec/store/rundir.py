@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ftspec.plan import steps
+from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import BadFileError, read_json, write_json  # noqa: F401  (read_json, write_json: the run's too)
-
-MARKER = ".ftspec-step.json"
+from ftspec.core.layout import MARKER, STORE
+from ftspec.plan import steps
 
 
 def is_complete(folder: Path, key: str) -> bool:
@@ -53,8 +53,12 @@ def now() -> str:
 # store, under the step's key. Switching between variants reuses every step already
 # computed, and nothing computed for one variant is overwritten by another.
 
-STORE = ".ftspec-store"
 KEY_CHARS = 16  # of the sha256 key, in folder names
+
+
+def run_dir_of(plan, root: Path) -> Path:
+    """The plan's run directory: its ``output.dir``, relative to the spec's repository root."""
+    return (root / plan.output.dir).resolve()
 
 
 def store_of(run_dir: Path) -> "Store":
@@ -511,8 +515,6 @@ class RunLock:
         return True
 
     def _refusal(self, soft: bool):
-        from ftspec.core.errors import Pos, SpecError
-
         holder = self.holder()
         if holder is not None:
             who = f"pid {holder['pid']} on {holder.get('host', '?')}, since {holder.get('started_at', '?')}"

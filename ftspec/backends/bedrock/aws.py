@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from ftspec import __version__
 from ftspec.core.errors import RunFailed
 
 NO_CREDENTIALS = "no AWS credentials found: boto3 looks in the environment, ~/.aws and the instance role"
@@ -20,8 +21,6 @@ RETRIES = {"mode": "adaptive", "max_attempts": 8}
 
 
 def user_agent() -> str:
-    from ftspec import __version__
-
     return f"ftspec/{__version__}"
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ftspec.core.errors import RunFailed
+from ftspec.core.io import read_jsonl
+from ftspec.data.formatting import few_shot, prompt_messages, prompt_text, reference
 
 # Errors worth another try: the service asks to slow down, or the model is still being
 # loaded (ModelNotReadyException, a custom model's first calls). Error codes from
@@ -207,8 +209,6 @@ def answer(runtime_client, model_id: str, prompts: list[dict], *, path: Path | s
 def prompts_for(records: list[dict], kind: str, shots: list[dict] = ()) -> list[dict]:
     """Each record's prompt as :func:`answer` takes it, with the same few-shot examples
     before it as a local run (ftspec.runtime.evaluation.evaluate.build_examples)."""
-    from ftspec.data.formatting import prompt_messages, prompt_text
-
     if kind == "chat":
         return [{"messages": prompt_messages(r, shots)} for r in records]
     return [{"prompt": prompt_text(r, kind, shots)} for r in records]
@@ -228,9 +228,6 @@ def generate_outputs(runtime_client, model_id: str, e, kind: str, data_dir: Path
     step's ``outputs.json`` and its ``generations.jsonl`` rows. ``e`` is the plan's eval
     section. Only generated answers: Converse gives no token log-probabilities, so
     choices mode, perplexity and preference-pair log-probabilities cannot be computed."""
-    from ftspec.data.formatting import reference
-    from ftspec.core.io import read_jsonl
-
     outputs = set(e.outputs)
     missing = sorted(outputs - {"answers"})
     if missing or e.mode == "choices":
@@ -242,7 +239,6 @@ def generate_outputs(runtime_client, model_id: str, e, kind: str, data_dir: Path
         records = records[: e.limit]
     shots: list[dict] = []
     if baseline and e.few_shot and "answers" in outputs:  # the same draw as a local run's
-        from ftspec.data.formatting import few_shot
 
         shots = few_shot(read_jsonl(Path(data_dir) / "train.jsonl"), e.few_shot, e.few_shot_seed)
     prompts = prompts_for(records, kind, shots)

@@ -20,7 +20,7 @@ import math
 import time
 from typing import Any, Callable
 
-from ftspec.core.errors import RunFailed
+from ftspec.core.errors import Detached, RunFailed  # Detached: job.Detached for callers and tests
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 # statusDetails' members, in the order a job goes through them, and how a progress line names them.
@@ -30,16 +30,6 @@ POLL_SECONDS = 60.0  # a job takes tens of minutes to hours; its status changes 
 SHA256_META = "sha256"  # x-amz-meta-sha256: the uploaded bytes' sha256, hex
 TRAINING_METRICS = "step_wise_training_metrics.csv"  # step_number, epoch_number, training_loss, perplexity
 VALIDATION_METRICS = "validation_metrics.csv"  # step_number, epoch_number, validation_loss, perplexity
-
-
-class Detached(RunFailed):
-    """Ctrl-C while a job was polled: ftspec stopped waiting; the job keeps running on AWS."""
-
-    def __init__(self, arn: str, spec: str = "SPEC"):
-        self.arn = arn
-        self.spec = spec
-        super().__init__(f"detached from Bedrock job {arn}: it keeps running on AWS (and is billed) until it ends; "
-                         f"attach again with `ftspec run {spec}` (the same command), stop it with `ftspec stop {spec}`")
 
 
 def s3_uri(bucket: str, key: str) -> str:

@@ -7,7 +7,8 @@
                    polled to the end; its losses into metrics.jsonl, its model's ARN kept
     generate_*     the base model, or the custom model once served (only when the plan
                    says so: serving costs money), answers the held-out rows via Converse
-    eval_*, report as on the local backend: the same scoring, gates and report
+    eval_*, report as on the local backend (its functions, in :data:`STEPS`): the same scoring,
+                   gates and report
 
 Credentials come from boto3's standard chain when a step needs AWS; nothing here writes
 them anywhere.
@@ -20,9 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftspec.plan import steps
-from ftspec.core.errors import RunFailed
+from ftspec.backends.bedrock import aws, converse, job, serve
+from ftspec.backends.bedrock import render as R
+from ftspec.backends.local import steps as local
+from ftspec.catalog import bedrock_families as families
+from ftspec.core.errors import Pos, RunFailed, SpecError
 from ftspec.core.io import read_json, write_json, write_jsonl
+from ftspec.plan import steps
+from ftspec.plan.bedrock_request import MAX_NAME, data_uri, fill
+from ftspec.plan.model import thaw
+from ftspec.runtime.training import data as D
 
 DATA = "bedrock-data.json"  # prepare_data: each uploaded split's sha256, size, rows and S3 URI
 MODEL = "bedrock-model.json"  # train: the job's ARN and the custom model's
@@ -30,10 +38,6 @@ SPLITS = ("train", "validation")  # what the job trains and validates on; the te
 
 
 def prepare(plan, ctx, out: Path) -> dict:
-    from ftspec.backends.bedrock import render as R
-    from ftspec.plan.bedrock_request import data_uri
-    from ftspec.runtime.training import data as D
-
     b = plan.compute.bedrock
     splits, skipped, origins = D.write_splits(plan.data, plan.format, ctx.root, out)
     rendered: dict[str, dict] = {}
@@ -51,9 +55,6 @@ def prepare(plan, ctx, out: Path) -> dict:
         digest = hashlib.sha256(body).hexdigest()
         rendered[split] = {"rows": len(splits[split]), "bytes": len(body), "sha256": digest,
                            "file": path.name, "s3_uri": data_uri(b.s3.bucket, b.s3.prefix, split, digest)}
-    from ftspec.backends.bedrock import aws
-    from ftspec.backends.bedrock import job
-
     with aws.one_line("prepare_data"):
         s3 = aws.client("s3", b.region)
         for info in rendered.values():
@@ -70,9 +71,6 @@ def prepare(plan, ctx, out: Path) -> dict:
 def _within_limits(plan, split: str, body: bytes, origins: list) -> None:
     """The rendered split against its model's documented limits (ftspec.catalog.bedrock_families):
     a broken one is the spec's data's problem (exit 2), named with its row and origin."""
-    from ftspec.catalog import bedrock_families as families
-    from ftspec.core.errors import Pos, SpecError
-
     found = families.find(plan.model.id)
     problem = found and families.data_problem(found[1], split, body, plan.compute.bedrock.customization)
     if not problem:
@@ -90,9 +88,6 @@ def filled_request(b: Any, key: str, data: dict, attempt: int = 1) -> dict:
     """The plan's request with its placeholders filled: the data's S3 URIs and this step's
     key (whole in clientRequestToken, shortened in the names). A later attempt (after a job
     that failed or was stopped) gets its own names and token."""
-    from ftspec.plan.bedrock_request import MAX_NAME, fill
-    from ftspec.plan.model import thaw
-
     request = fill(thaw(b.request), key, data["train"]["sha256"], data.get("validation", {}).get("sha256"))
     if "validation" not in data:
         request.pop("validationDataConfig", None)
@@ -109,9 +104,6 @@ ENDED = ("Failed", "Stopped")
 
 
 def train(plan, ctx, out: Path) -> dict:
-    from ftspec.backends.bedrock import aws
-    from ftspec.backends.bedrock import job
-
     b = plan.compute.bedrock
     data = read_json(ctx.data_dir / DATA, dict)
     record_file = ctx.checkpoints() / "job.json"  # `ftspec stop` reads it; kept until the step is complete
@@ -148,10 +140,7 @@ def train(plan, ctx, out: Path) -> dict:
     return result
 
 
-def generate(plan, ctx, out: Path, tuned: bool) -> dict:
-    from ftspec.backends.bedrock import aws
-    from ftspec.backends.bedrock import converse
-
+def _generate(plan, ctx, out: Path, tuned: bool) -> dict:
     b, e = plan.compute.bedrock, plan.eval
     runtime = aws.client("bedrock-runtime", b.region)
     # Kept across a crash or Ctrl-C: a re-run asks only the rows not answered yet.
@@ -164,8 +153,6 @@ def generate(plan, ctx, out: Path, tuned: bool) -> dict:
                                          model_key=model_key)
 
     if tuned:
-        from ftspec.backends.bedrock import serve
-
         model = read_json(ctx.step_dir(steps.TRAIN.name) / MODEL, dict)
         arn = model["custom_model_arn"]
         # Each run serves the model anew (a new deployment ARN): answers are matched by the model's own ARN.
@@ -177,3 +164,22 @@ def generate(plan, ctx, out: Path, tuned: bool) -> dict:
     write_jsonl(out / "generations.jsonl", rows)
     ctx.echo(f"  {'custom' if tuned else 'base'} model, {summary['rows']} {summary['split']} rows: answered through Converse")
     return {k: v for k, v in summary.items() if k != "labels"}
+
+
+def generate_base(plan, ctx, out: Path) -> dict:
+    return _generate(plan, ctx, out, tuned=False)
+
+
+def generate_tuned(plan, ctx, out: Path) -> dict:
+    return _generate(plan, ctx, out, tuned=True)
+
+
+# Bedrock prepares, trains and generates itself; the teacher, scoring, comparison and
+# report are the local backend's, on what these steps saved.
+STEPS = {
+    **local.STEPS,
+    steps.PREPARE_DATA.name: prepare,
+    steps.TRAIN.name: train,
+    steps.GENERATE_BASE.name: generate_base,
+    steps.GENERATE_TUNED.name: generate_tuned,
+}

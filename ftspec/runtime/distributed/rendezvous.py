@@ -17,19 +17,22 @@ one job computes the same number without talking to the others, and two jobs tha
 share a node (or a master) rarely pick the same port, as they would with a fixed
 29500. ``MASTER_PORT`` in the environment overrides it.
 
-Pure python, no torch: the launcher calls :func:`resolve` before anything heavy is
-imported, and `ftspec launch-script` writes scripts that follow the same rules.
+Pure python, no torch: the executor calls :func:`spec_rendezvous` before anything heavy
+is imported, and `ftspec launch-script` (ftspec.commands.launch_scripts) writes scripts
+that follow the same rules.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ftspec.core.errors import Pos, SpecError
+
 __all__ = ["DEFAULT_PORT_BASE", "PORT_SPREAD", "Rendezvous", "RendezvousError", "default_port", "expand_hostlist",
-           "first_host", "resolve", "run_words", "slurm_script", "write_script"]
+           "first_host", "resolve", "spec_rendezvous"]
 
 DEFAULT_PORT_BASE = 29500
 PORT_SPREAD = 10000  # the default port is DEFAULT_PORT_BASE + SLURM_JOB_ID % PORT_SPREAD
@@ -66,8 +69,6 @@ def resolve(nodes: int, environ: Mapping[str, str] | None = None) -> Rendezvous:
         # send a one-node run to another machine (or make it wait there for peers).
         return Rendezvous("127.0.0.1", 0, 0, 1, "local")
     if environ is None:
-        import os
-
         environ = os.environ
     in_slurm = "SLURM_JOB_ID" in environ
     if "MASTER_ADDR" in environ:
@@ -107,6 +108,14 @@ def resolve(nodes: int, environ: Mapping[str, str] | None = None) -> Rendezvous:
     raise RendezvousError(f"the spec asks for {nodes} nodes (compute.num_nodes) but the environment does not say where "
                           "they meet: set MASTER_ADDR, MASTER_PORT and NODE_RANK on each node, or run inside a SLURM "
                           "job (`ftspec launch-script SPEC --slurm` writes one)")
+
+
+def spec_rendezvous(nodes: int) -> Rendezvous:
+    """:func:`resolve` from this process's environment, its error one line at ``compute.num_nodes``."""
+    try:
+        return resolve(nodes)
+    except RendezvousError as exc:
+        raise SpecError.one(Pos("compute.num_nodes"), "compute.num_nodes", str(exc)) from None
 
 
 def default_port(job_id: int) -> int:
@@ -246,99 +255,3 @@ def _expand_range(body: str) -> list[str]:
         width = len(lo) if lo.startswith("0") and len(lo) > 1 else 0
         values.extend(str(n).zfill(width) for n in range(a, b + 1))
     return values
-
-
-# --------------------------------------------------------------------------- batch scripts
-
-
-def run_words(spec: str, profiles: Sequence[str], sets: Sequence[str], allow: Sequence[str]) -> list[str]:
-    """The `ftspec run` command line that compiles the same plan on every node."""
-    words = ["ftspec", "run", spec]
-    for p in profiles:
-        words += ["--profile", p]
-    for s in sets:
-        words += ["--set", s]
-    for a in allow:
-        words += ["--allow-path", a]
-    return words
-
-
-def slurm_script(*, name: str, plan_id: str, spec: str, profiles: Sequence[str] = (), sets: Sequence[str] = (),
-                 allow: Sequence[str] = (), nodes: int, processes_per_node: int, device: str, strategy: str) -> str:
-    """An sbatch script that runs `ftspec run` once on each of ``nodes`` nodes (each
-    starts its node's processes itself). Every value from the command line is
-    shell-quoted, and values only ever reach the script's comments and one quoted
-    command line: a hostile profile name or --set value cannot run anything."""
-    command = " ".join(shlex.quote(w) for w in run_words(spec, profiles, sets, allow))
-    gpus = device != "cpu"
-    total = nodes * processes_per_node
-    job_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "ftspec"
-    lines = [
-        "#!/bin/bash",
-        "# Written by `ftspec launch-script --slurm`; regenerate it rather than editing it.",
-        f"#   spec      {_comment(spec)}",
-        f"#   profiles  {_comment(profiles)}",
-        f"#   --set     {_comment(sets)}",
-        f"#   plan      {plan_id}",
-        (f"#   starts    {total} training process{'es' if total != 1 else ''}: {nodes} node{'s' if nodes != 1 else ''} "
-         f"x {processes_per_node} process{'es' if processes_per_node != 1 else ''} per node"
-         f"{' (one GPU each)' if gpus else ' (on the CPU)'}, strategy {strategy}"),
-        "# Submit it from the directory the spec's path above is relative to: sbatch FILE",
-        f"#SBATCH --job-name={job_name}",
-        f"#SBATCH --nodes={nodes}",
-        "#SBATCH --ntasks-per-node=1",
-    ]
-    if gpus:
-        lines.append(f"#SBATCH --gpus-per-node={processes_per_node}")
-    lines += [
-        "",
-        "set -euo pipefail",
-        "",
-        "# The nodes meet at the first node of the allocation (SLURM's node 0), on a port",
-        f"# derived from the job id ({DEFAULT_PORT_BASE} + job id % {PORT_SPREAD}) unless MASTER_PORT is set; each",
-        "# node's rank is SLURM_NODEID (ftspec reads it when NODE_RANK is not set).",
-        'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-        f'MASTER_PORT="${{MASTER_PORT:-$(( {DEFAULT_PORT_BASE} + SLURM_JOB_ID % {PORT_SPREAD} ))}}"',
-        "export MASTER_ADDR MASTER_PORT",
-        "",
-        "# One `ftspec run` per node; it starts the node's processes itself. If one node",
-        "# fails, srun stops the others instead of leaving them waiting for it.",
-        f"srun --kill-on-bad-exit=1 {command}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _comment(words: str | Sequence[str]) -> str:
-    """Text safe inside a one-line shell comment: no line breaks or control characters;
-    a list of words as the shell would read them ("(none)" for none)."""
-    text = words if isinstance(words, str) else " ".join(shlex.quote(w) for w in words) or "(none)"
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def write_script(path, text: str) -> None:
-    """Write an executable script whole or not at all (ftspec.core.io's atomic writer): mode
-    0755 less the process's umask, set on the temporary file before it takes the name.
-    A target that is a symbolic link, a folder or not a regular file is a ValueError
-    (one line); a write that fails is an OSError, and nothing is replaced."""
-    import os
-    from pathlib import Path
-
-    from ftspec.core import io
-
-    path = Path(path)
-    if path.is_symlink():
-        raise ValueError("is a symbolic link; give the file it points to")
-    if path.exists() and not path.is_file():
-        raise ValueError("is a directory" if path.is_dir() else "is not a regular file (a FIFO or a device)")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ValueError(f"{path.parent} is not a directory")
-    payload = text.encode("utf-8")
-    mode = 0o755 & ~io._umask() if os.name == "posix" else None
-
-    def write(fh) -> None:
-        if mode is not None:
-            os.fchmod(fh.fileno(), mode)
-        fh.write(payload)
-
-    io._replace_with(path, write)

@@ -22,10 +22,14 @@ from typing import Callable, Mapping
 
 import torch
 
+from ftspec.core.errors import Pos, SpecError
+from ftspec.core.io import read_json
 from ftspec.data.formatting import few_shot, prompt_messages, prompt_text, reference
+from ftspec.data.templates import environment, render
 from ftspec.runtime.evaluation import metrics as M
+from ftspec.runtime.evaluation.scoring import score_outputs
 from ftspec.runtime.evaluation.stopping import stopping_arguments
-
+from ftspec.runtime.training.data import read_jsonl
 
 # --------------------------------------------------------------------------- prompts
 
@@ -39,13 +43,14 @@ class Example:
     messages: list[dict] | None = None  # chat: the conversation before the answer, few-shot turns included
 
 
-def _chat_prompt(messages: list[dict], tokenizer) -> str:
+def chat_prompt(messages: list[dict], tokenizer) -> str:
+    """The text a chat model continues: the conversation with the generation prompt, as its template renders it."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def _chat_continuation(messages: list[dict], answer: str, tokenizer) -> tuple[str, str]:
     """(prompt, continuation) for an assistant answer, as the chat template renders them."""
-    prompt = _chat_prompt(messages, tokenizer)
+    prompt = chat_prompt(messages, tokenizer)
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
     return prompt, (full[len(prompt):] if full.startswith(prompt) else answer)
 
@@ -209,14 +214,12 @@ def perplexity(model, tokenizer, examples: list[Example], kind: str, batch_size:
 def judge_scores(metric: Mapping, examples: list[Example], predictions: list[str], judge_model, judge_tokenizer,
                  batch_size: int) -> tuple[list[float | None], int]:
     """Scores in 0..1 from an LLM judge, and how many answers it gave no parsable score for."""
-    from ftspec.data.templates import environment, render
-
     rubric = environment().from_string(metric["rubric"]["text"])
     prompts = []
     for ex, pred in zip(examples, predictions):
         text = render(rubric, {"prompt": ex.prompt, "reference": ex.reference, "prediction": pred})
         if judge_tokenizer.chat_template:
-            text = _chat_prompt([{"role": "user", "content": text}], judge_tokenizer)
+            text = chat_prompt([{"role": "user", "content": text}], judge_tokenizer)
         prompts.append(text)
     replies = generate(judge_model, judge_tokenizer, prompts, 16, batch_size, chat=bool(judge_tokenizer.chat_template))
     low, high = metric["scale"]
@@ -237,8 +240,6 @@ def judge_scores(metric: Mapping, examples: list[Example], predictions: list[str
 
 
 def read_split(data_dir: Path, split: str) -> list[dict]:
-    from ftspec.runtime.training.data import read_jsonl
-
     return read_jsonl(data_dir / f"{split}.jsonl")
 
 
@@ -247,8 +248,6 @@ def check_choices(data_dir: Path, kind: str, choices) -> None:
     a label the model can never pick is a mistake in the data or in eval.choices."""
     if not choices:
         return
-    from ftspec.core.errors import Pos, SpecError
-    from ftspec.core.io import read_json
 
     allowed = set(choices)
     origins = read_json(data_dir / "origins.json") or {}
@@ -330,8 +329,6 @@ def evaluate(model, tokenizer, e, kind: str, max_length: int, data_dir: Path, *,
              load_judge: Callable[[object], tuple] | None = None) -> tuple[dict, list[dict]]:
     """Generate and score in one go (the run does the two in separate steps): the scoring
     step's metrics.json and its predictions."""
-    from ftspec.runtime.evaluation.scoring import score_outputs
-
     generated, rows = generate_outputs(model, tokenizer, e, kind, max_length, data_dir, baseline=baseline)
     definitions = [m.model_dump(mode="json", by_alias=True) for m in e.metrics]
     judge = None

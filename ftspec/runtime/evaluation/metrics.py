@@ -20,9 +20,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
-CLASSIFICATION = {"accuracy", "precision", "recall", "f1", "f1_macro", "f1_micro"}
-MODEL_METRICS = {"perplexity", "judge"}
-TEXT_METRICS = {"exact_match", "token_f1", "rouge_l", "bleu", "chrf", "json_valid", "json_schema"}
+from ftspec.catalog import metrics as metric_catalog
+
+# The catalog's families (ftspec.catalog.metrics): ``score`` computes the classification and
+# text metrics, from the answers alone; the model metrics are computed where the model is.
+CLASSIFICATION = set(metric_catalog.names(family="classification"))
+MODEL_METRICS = set(metric_catalog.names(family="model"))
+TEXT_METRICS = set(metric_catalog.names(family="text"))
 KNOWN = CLASSIFICATION | MODEL_METRICS | TEXT_METRICS
 
 OTHER = "(other)"
@@ -334,13 +338,74 @@ def _one_label_f1(preds: list[str], refs: list[str], label: str) -> float:
 
 # --------------------------------------------------------------------------- score
 
-_SCORERS: dict[str, Callable] = {
-    "exact_match": _exact_match,
-    "token_f1": _token_f1,
-    "rouge_l": _rouge_l,
-    "bleu": _bleu,
-    "chrf": _chrf,
-    "json_valid": _json_valid,
+
+@dataclass
+class _Scoring:
+    """What the metrics of one scoring share: the labels given, the classifications made
+    so far (one per answer extraction), the JSON Schema validators (one per schema) and
+    the details the metrics report."""
+
+    labels: list[str] | None
+    details: dict = field(default_factory=dict)
+    classified: dict[str, dict] = field(default_factory=dict)
+    validators: dict[str, Any] = field(default_factory=dict)
+
+    def validator(self, metric: dict) -> Any:
+        """The validator of a json_schema metric's schema; ValueError for a bad schema."""
+        schema = _schema_of(metric)
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self.validators:
+            self.validators[key] = _json_schema_validator(schema)
+        return self.validators[key]
+
+
+# (metric definition, predictions and references after its extraction, what the scoring
+# shares) -> (the metric's value, each row's score)
+Scorer = Callable[[dict, list[str], list[str], _Scoring], tuple[float, list[float]]]
+
+
+def _answers_only(function: Callable[[list[str], list[str]], tuple[float, list[float]]]) -> Scorer:
+    """A metric that needs nothing but the predictions and references, as a :data:`Scorer`."""
+    def run(metric: dict, preds: list[str], refs: list[str], scoring: _Scoring) -> tuple[float, list[float]]:
+        return function(preds, refs)
+
+    return run
+
+
+def _classification(metric: dict, preds: list[str], refs: list[str], scoring: _Scoring) -> tuple[float, list[float]]:
+    key = _extract_key(metric.get("extract"))
+    if key not in scoring.classified:
+        scoring.classified[key] = _classify(preds, refs, scoring.labels)
+    classified = scoring.classified[key]
+    scoring.details.setdefault("classification", classified["details"])
+    per = _accuracy(preds, refs)
+    value = _classification_value(metric, classified, per)
+    if metric["name"] == "f1":
+        positive, why = f1_positive(metric, classified["details"]["labels"])
+        scoring.details["f1"] = ({"average": "binary", "positive": positive, "why": why} if positive is not None
+                                 else {"average": "macro", "why": why})
+    return value, per
+
+
+def _schema_conformance(metric: dict, preds: list[str], refs: list[str], scoring: _Scoring) -> tuple[float, list[float]]:
+    return _json_schema(scoring.validator(metric))(preds, refs)
+
+
+# The implementation of every metric of the catalog's classification and text families, by name.
+SCORERS: dict[str, Scorer] = {
+    "accuracy": _classification,
+    "precision": _classification,
+    "recall": _classification,
+    "f1": _classification,
+    "f1_macro": _classification,
+    "f1_micro": _classification,
+    "exact_match": _answers_only(_exact_match),
+    "token_f1": _answers_only(_token_f1),
+    "rouge_l": _answers_only(_rouge_l),
+    "bleu": _answers_only(_bleu),
+    "chrf": _answers_only(_chrf),
+    "json_valid": _answers_only(_json_valid),
+    "json_schema": _schema_conformance,
 }
 
 
@@ -374,18 +439,20 @@ def score(metrics: list[dict], predictions: list[str], references: list[str],
     if unknown:
         raise ValueError(f"unknown metric{'s' if len(unknown) > 1 else ''}: {', '.join(map(str, unknown))} "
                          f"(known: {', '.join(sorted(KNOWN))})")
+    scoring = _Scoring(labels)
     # Check schemas before any scoring, so a bad one fails fast.
-    validators = {i: _json_schema_validator(_schema_of(metric))
-                  for i, metric in enumerate(metrics) if metric.get("name") == "json_schema"}
+    for metric in metrics:
+        if metric.get("name") == "json_schema":
+            scoring.validator(metric)
 
     preds = [_text(p) for p in predictions]
     refs = [_text(r) for r in references]
     n = len(preds)
-    result = MetricResult(per_example=[{} for _ in range(n)], extracted=[{} for _ in range(n)])
+    result = MetricResult(per_example=[{} for _ in range(n)], extracted=[{} for _ in range(n)],
+                          details=scoring.details)
     extractions: dict[str, tuple[list[str], list[str]]] = {}
-    classifications: dict[str, dict] = {}
 
-    for i, metric in enumerate(metrics):
+    for metric in metrics:
         name = metric["name"]
         if name in MODEL_METRICS:
             continue
@@ -410,22 +477,7 @@ def score(metrics: list[dict], predictions: list[str], references: list[str],
             # reference the extraction found nothing in either).
             m_preds = [p if p else NO_ANSWER for p in m_preds]
 
-        if name in CLASSIFICATION:
-            if key not in classifications:
-                classifications[key] = _classify(m_preds, m_refs, labels)
-            classified = classifications[key]
-            result.details.setdefault("classification", classified["details"])
-            per = _accuracy(m_preds, m_refs)
-            value = _classification_value(metric, classified, per)
-            if name == "f1":
-                positive, why = f1_positive(metric, classified["details"]["labels"])
-                result.details["f1"] = ({"average": "binary", "positive": positive, "why": why} if positive is not None
-                                        else {"average": "macro", "why": why})
-        elif name == "json_schema":
-            value, per = _json_schema(validators[i])(m_preds, m_refs)
-        else:
-            value, per = _SCORERS[name](m_preds, m_refs)
-
+        value, per = SCORERS[name](metric, m_preds, m_refs, scoring)
         result.aggregate[name] = _clamp(value)
         for j, s in enumerate(per):
             result.per_example[j][name] = float(s)
@@ -604,7 +656,7 @@ def _sacrebleu_statistic(name: str, preds: list[str], refs: list[str]) -> _Stati
 
 
 def _statistic(metric: dict, preds: list[str], refs: list[str], labels: list[str] | None,
-               validator: Any = None) -> _Statistic | None:
+               scoring: _Scoring | None = None) -> _Statistic | None:
     """The per-row statistics of one metric over raw predictions and references (its
     extraction applied here, as ``score`` applies it); None for a metric that needs a model."""
     name = metric["name"]
@@ -622,10 +674,7 @@ def _statistic(metric: dict, preds: list[str], refs: list[str], labels: list[str
         return _classification_statistic(metric, preds, refs, labels)
     if name in ("bleu", "chrf"):
         return _sacrebleu_statistic(name, preds, refs)
-    if name == "json_schema":
-        _, per = _json_schema(validator)(preds, refs)
-    else:
-        _, per = _SCORERS[name](preds, refs)
+    _, per = SCORERS[name](metric, preds, refs, scoring or _Scoring(labels))
     return _mean_statistic(per)
 
 
@@ -680,11 +729,13 @@ def bootstrap_intervals(metrics: list[dict], references: list[str], predictions:
         out[f"{a}_minus_{b}"] = {}
     if n < 2:
         return out
-    validators = {i: _json_schema_validator(_schema_of(metric))
-                  for i, metric in enumerate(metrics) if metric.get("name") == "json_schema"}
+    scoring = _Scoring(labels)
+    for metric in metrics:
+        if metric.get("name") == "json_schema":
+            scoring.validator(metric)
     stats: dict[tuple[str, str], _Statistic] = {}
     names: list[str] = []
-    for i, metric in enumerate(metrics):
+    for metric in metrics:
         name = metric.get("name")
         if name in names:
             continue
@@ -698,7 +749,7 @@ def bootstrap_intervals(metrics: list[dict], references: list[str], predictions:
             elif preds is None or len(preds) != n:
                 stat = None
             else:
-                stat = _statistic(metric, preds, references, labels, validators.get(i))
+                stat = _statistic(metric, preds, references, labels, scoring)
             if stat is not None:
                 stats[name, side] = stat
     parts: dict[tuple[str, str], list] = {k: [] for k in stats}

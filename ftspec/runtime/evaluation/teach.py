@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ftspec.core import io
+from ftspec.core.errors import Pos, SpecError
 from ftspec.data.formatting import prompt_messages
-from ftspec.runtime.evaluation.evaluate import Example, _chat_prompt, choose, generate
+from ftspec.runtime.evaluation.evaluate import Example, chat_prompt, choose, generate
 from ftspec.runtime.evaluation.metrics import extract
 
 ANSWERS = "answers.jsonl"
@@ -47,7 +48,7 @@ def teacher_prompts(splits: dict[str, list[dict]], kind: str, tokenizer) -> list
     for split in SPLITS:
         for i, record in enumerate(splits.get(split) or []):
             messages = prompt_messages(record) if chat else None
-            prompt = _chat_prompt(messages, tokenizer) if chat else record["prompt"]
+            prompt = chat_prompt(messages, tokenizer) if chat else record["prompt"]
             items.append({"split": split, "index": i, "prompt": prompt, "chat": chat, "messages": messages})
     return items
 
@@ -141,8 +142,6 @@ def run_teacher(model, tokenizer, prompts: list[dict], settings: Any, scratch: P
     same prompts (same split, index and prompt text) is kept and not asked again. At the
     end the file holds exactly the returned rows, in order.
     """
-    from ftspec.core.errors import Pos, SpecError
-
     flt = settings.filter
     if getattr(flt, "train_on", "answer") == "extracted" and getattr(flt, "extract", None) is None:
         raise SpecError.one(Pos("method.filter.train_on"), "method.filter.train_on",

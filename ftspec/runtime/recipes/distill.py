@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from ftspec.core.errors import Pos, SpecError
+from ftspec.runtime import models
+from ftspec.runtime.recipes.sft import train_sft
 from ftspec.runtime.training.job import TrainJob, TrainResult
-from ftspec.runtime.recipes.sft import _SFTTrainer, train_sft
+from ftspec.runtime.training.trainer import TokensTrainer
 
 IGNORE = -100
 KEY = "method.logits"
@@ -67,8 +69,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
 # --------------------------------------------------------------------------- the trainer
 
 
-class DistillTrainer(_SFTTrainer):
-    """The SFT trainer, with the teacher's logits in the loss. The teacher is kept outside
+class DistillTrainer(TokensTrainer):
+    """The trainer SFT uses, with the teacher's logits in the loss. The teacher is kept outside
     the trained model (a plain attribute the trainer never prepares, wraps or saves)."""
 
     def __init__(self, *args, teacher, alpha: float, temperature: float, vocab_size: int, **kwargs):
@@ -154,10 +156,8 @@ def check_vocabulary(student_tokenizer, teacher_tokenizer) -> None:
 
 def load_teacher(job: TrainJob, dtype: torch.dtype, device: str):
     """The frozen teacher, in the student's dtype and on its device."""
-    from ftspec.runtime.models import load_teacher as load
-
-    return load(job.plan.method.distill.teacher, job.root, job.teach_dir, dtype, device,
-                getattr(job.plan.compute, "attention", "auto"))[0]
+    return models.load_teacher(job.plan.method.distill.teacher, job.root, job.teach_dir, dtype, device,
+                               getattr(job.plan.compute, "attention", "auto"))[0]
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -173,11 +173,9 @@ def train_distill(job: TrainJob) -> TrainResult:
         raise ValueError("logit distillation needs the teach step's folder in TrainJob.teach_dir")
 
     def setup(tokenizer, device: str, dtype: torch.dtype) -> dict:
-        from ftspec.runtime.models import teacher_tokenizer
-
         # Before the student or the teacher loads and before any step: a vocabulary
         # mismatch is the spec's mistake.
-        check_vocabulary(tokenizer, teacher_tokenizer(job.plan.method.distill.teacher, job.root, job.teach_dir))
+        check_vocabulary(tokenizer, models.teacher_tokenizer(job.plan.method.distill.teacher, job.root, job.teach_dir))
         return {"teacher": load_teacher(job, dtype, device), "alpha": logits.alpha,
                 "temperature": logits.temperature, "vocab_size": len(tokenizer)}
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
+from ftspec.runtime.distributed import ranks
+from ftspec.runtime.models import load_model, load_tokenizer
 from ftspec.runtime.training import builders
 from ftspec.runtime.training.callbacks import use_quiet_progress
 from ftspec.runtime.training.data import read_jsonl
-from ftspec.runtime.distributed import launch as workers
 from ftspec.runtime.training.job import LOOK, TrainJob, TrainResult
 from ftspec.runtime.training.resume import Interrupt, last_checkpoint
-from ftspec.runtime.models import load_model, load_tokenizer
 
 
 def train_dpo(job: TrainJob) -> TrainResult:
@@ -65,7 +65,7 @@ def train_dpo(job: TrainJob) -> TrainResult:
         callbacks=builders.trainer_callbacks(job, last, interrupt, validation is not None),
     )
     use_quiet_progress(trainer)
-    workers.check_engine(trainer, plan.compute)  # FSDP asked for is FSDP set up, not DDP
+    ranks.check_engine(trainer, plan.compute)  # FSDP asked for is FSDP set up, not DDP
     with interrupt.installed():
         trainer.train(resume_from_checkpoint=last)
     if interrupt.requested:  # a checkpoint was saved; the model is not finished
@@ -73,5 +73,5 @@ def train_dpo(job: TrainJob) -> TrainResult:
 
     # 6. The finished model (or adapter) and its tokenizer, as safetensors: whole, whatever
     #    the strategy (with several processes the launcher checks it against the trained weights).
-    workers.save_whole(trainer, tokenizer, job)
+    ranks.save_whole(trainer, tokenizer, job)
     return TrainResult.from_trainer(trainer, last)

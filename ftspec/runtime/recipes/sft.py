@@ -9,37 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from ftspec.core.io import read_json
 from ftspec.plan.model import chat_template_text
+from ftspec.runtime.distributed import ranks
+from ftspec.runtime.models import load_model, load_tokenizer
 from ftspec.runtime.training import builders
 from ftspec.runtime.training.callbacks import use_quiet_progress
 from ftspec.runtime.training.data import load_tokens
-from ftspec.runtime.distributed import launch as workers
 from ftspec.runtime.training.job import LOOK, TrainJob, TrainResult
-from ftspec.runtime.training.sampling import LengthBuckets
 from ftspec.runtime.training.resume import Interrupt, last_checkpoint
-from ftspec.runtime.models import load_model, load_tokenizer
-
-
-class _SFTTrainer(SFTTrainer):
-    """TRL's trainer, with ftspec's row order for length-grouped batching
-    (:mod:`ftspec.runtime.training.sampling`: less padding than transformers' on small data)."""
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = self.train_dataset if train_dataset is None else train_dataset
-        if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
-            return super()._get_train_sampler(train_dataset)
-        lengths = [len(ids) for ids in dataset["input_ids"]]  # already cut to max_length
-        # Grouped by the global batch: accelerate deals each process its slice of it, so
-        # several processes see the batches one process with their total batch would.
-        return LengthBuckets(lengths, self.args.train_batch_size * self.args.world_size, self.args.data_seed)
+from ftspec.runtime.training.trainer import TokensTrainer
 
 
 def train_sft(job: TrainJob, trainer_class: type | None = None, setup: Callable[..., dict] | None = None) -> TrainResult:
     """The SFT recipe. Another recipe built on it (:mod:`ftspec.runtime.recipes.distill`) may give a
-    subclass of the trainer, and ``setup(tokenizer, device, dtype)``: called once the
+    subclass of :class:`~ftspec.runtime.training.trainer.TokensTrainer`, and ``setup(tokenizer, device, dtype)``: called once the
     tokenizer is loaded, before the model, it returns extra keyword arguments for that
     trainer (and may refuse to go on)."""
     plan = job.plan
@@ -77,7 +63,7 @@ def train_sft(job: TrainJob, trainer_class: type | None = None, setup: Callable[
     #    step left; Ctrl-C saves one before stopping.
     last = last_checkpoint(job.checkpoints) if job.resume_from == LOOK else job.resume_from
     interrupt = job.interrupt or Interrupt()
-    trainer = (trainer_class or _SFTTrainer)(
+    trainer = (trainer_class or TokensTrainer)(
         model=model,
         args=config,
         train_dataset=train,
@@ -88,7 +74,7 @@ def train_sft(job: TrainJob, trainer_class: type | None = None, setup: Callable[
         **extra,
     )
     use_quiet_progress(trainer)
-    workers.check_engine(trainer, plan.compute)  # FSDP asked for is FSDP set up, not DDP
+    ranks.check_engine(trainer, plan.compute)  # FSDP asked for is FSDP set up, not DDP
     with interrupt.installed():
         trainer.train(resume_from_checkpoint=last)
     if interrupt.requested:  # a checkpoint was saved; the model is not finished
@@ -96,6 +82,6 @@ def train_sft(job: TrainJob, trainer_class: type | None = None, setup: Callable[
 
     # 6. The finished model (or adapter) and its tokenizer, as safetensors: whole, whatever
     #    the strategy (with several processes the launcher checks it against the trained weights).
-    workers.save_whole(trainer, tokenizer, job)
+    ranks.save_whole(trainer, tokenizer, job)
     return TrainResult.from_trainer(trainer, last)
 

@@ -30,7 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from ftspec.core.io import write_atomic, write_json, write_jsonl
-from ftspec.runtime.report.results import check_gates, compute, merge_predictions, overfitting_signal, read_plan, read_run
+from ftspec.plan.artifacts import ReportMetrics
+from ftspec.runtime.report.charts import draw_charts, stages_chart
+from ftspec.runtime.report.compare import load_comparison
+from ftspec.runtime.report.document import build_document, verdict
+from ftspec.runtime.report.render import render_html, render_markdown
+from ftspec.runtime.report.results import (
+    check_gates,
+    compute,
+    merge_predictions,
+    overfitting_signal,
+    read_plan,
+    read_run,
+)
 
 __all__ = ["build_report", "check_gates", "merge_predictions", "overfitting_signal"]
 
@@ -42,14 +54,6 @@ def build_report(run_dir: Path, plan: Any, out_dir: Path) -> dict:
     ``plan``: the plan (or the report step's view of it, or its JSON form); the gates are
     scored here, against the evaluation results.
     """
-    from ftspec.runtime.report.charts import draw_charts
-    from ftspec.runtime.report.compare import load_comparison
-    from ftspec.runtime.report.document import build_document
-    from ftspec.runtime.report.render import render_html, render_markdown
-
-    from ftspec.plan.artifacts import ReportMetrics
-    from ftspec.runtime.report.document import verdict
-
     out_dir = Path(out_dir)
     results = compute(read_plan(plan), read_run(Path(run_dir)))
     results.summary["verdict"] = verdict(results.names, results.summary)
@@ -60,8 +64,6 @@ def build_report(run_dir: Path, plan: Any, out_dir: Path) -> dict:
     images = draw_charts(results)
     stages = load_comparison(Path(run_dir))  # a plan with stages: every stage's models side by side
     if stages is not None:
-        from ftspec.runtime.report.charts import stages_chart
-
         chart = stages_chart(stages)
         if chart:
             images["stages.png"] = chart

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ftspec.core.io import read_json, read_jsonl, write_json
-from ftspec.plan.steps import EVAL_BASE, EVAL_TEACHER, EVAL_TUNED, PREPARE_DATA, TEACH, TRAIN
+from ftspec.plan.steps import COMPARE_STAGES, EVAL_BASE, EVAL_TEACHER, EVAL_TUNED, PREPARE_DATA, TEACH, TRAIN
+from ftspec.plan.steps import folder as step_folder
 from ftspec.runtime.report.results import LOWER_IS_BETTER, metric_values, num
 
 COMPARISON = "comparison.json"
@@ -256,7 +257,7 @@ def compare(plan: Any, ctx: Any, out: Path) -> dict:
     ``out/comparison.json`` and returned.
 
     ``plan``: this plan (or the compare_stages step's view of it: stage, stages, model,
-    method, eval.split, eval.metrics); ``ctx``: the step's context (ftspec.runtime.execute.
+    method, eval.split, eval.metrics); ``ctx``: the step's context (ftspec.runtime.context.
     StepContext): the step store, this plan's step keys and folders, and the repository
     root, to count the parameters of a local model folder.
     """
@@ -297,8 +298,6 @@ def compare(plan: Any, ctx: Any, out: Path) -> dict:
     # that a link left there by an earlier run of another plan is not reported as this one's.
     anchored = {}
     if anchor is not None:
-        from ftspec.plan.steps import folder as step_folder
-
         anchored[step_folder(anchor["_step"])] = os.path.basename(os.path.realpath(anchor["_folder"]))
     comparison = {
         "version": COMPARISON_VERSION,
@@ -319,8 +318,6 @@ def load_comparison(run_dir: Path) -> dict | None:
     """The comparison a run directory shows (``stages/comparison.json``), or None: none
     there, unreadable, or made with another evaluation than the run directory now shows
     (a link an earlier run of another plan left)."""
-    from ftspec.plan.steps import COMPARE_STAGES
-
     run_dir = Path(run_dir)
     data = read_json(run_dir / COMPARE_STAGES.folder / COMPARISON, dict, lenient=True)
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):

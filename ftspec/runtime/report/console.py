@@ -3,30 +3,31 @@ most-frequent-answer baseline and confidence intervals), the verdict, the gates.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ftspec.plan import steps
 from ftspec.core.io import read_json, read_jsonl
+from ftspec.plan import steps
+from ftspec.runtime.report.document import extraction_lines, interval_text, metric_label
+from ftspec.runtime.report.results import dig, num, series, step_text
+from ftspec.runtime.result import RunResult
 
-if TYPE_CHECKING:
-    from ftspec.runtime.execute import RunResult
 
-
-def _shown(path: Path, root: Path) -> str:
-    from ftspec.runtime.execute import _shown as shown
-
-    return shown(path, root)
+def shown_path(path: Path, root: Path) -> str:
+    """A path relative to the working directory when it is below it; links are not
+    followed (the run directory's ``model`` is shown, not where the store keeps it)."""
+    shown = os.path.relpath(os.path.abspath(path), os.path.abspath(os.getcwd()))
+    return str(path) if shown.startswith("..") else shown
 
 
 def summary(result: RunResult, root: Path) -> str:
     report = result.report or {}
     minutes, secs = divmod(int(round(result.seconds)), 60)
-    lines = [f"done in {minutes}m{secs:02d}s: {_shown(result.run_dir, root)}"]
+    lines = [f"done in {minutes}m{secs:02d}s: {shown_path(result.run_dir, root)}"]
     adapter = result.plan.method.adapter.kind
     what = "full model" if adapter == "full" else f"{adapter} adapter"
     model_dir = result.step_dir(steps.TRAIN.name)
-    lines.append(f"  model     {_shown(model_dir, root)}  ({what}, safetensors)")
+    lines.append(f"  model     {shown_path(model_dir, root)}  ({what}, safetensors)")
     losses = loss_line(read_json(model_dir / "train.json", lenient=True), _training_log(result.run_dir, model_dir))
     if losses:
         lines.append(losses)
@@ -35,7 +36,7 @@ def summary(result: RunResult, root: Path) -> str:
         lines.append(no_gates_line(result.plan.spec.profiles))
     if report.get("overfitting"):
         lines.append(f"  warning   {report['overfitting']}")
-    lines.append(f"  report    {_shown(result.run_dir / 'report.html', root)}")
+    lines.append(f"  report    {shown_path(result.run_dir / 'report.html', root)}")
     return "\n".join(lines)
 
 
@@ -47,8 +48,6 @@ def _training_log(run_dir: Path, model_dir: Path) -> list[dict]:
 def loss_line(train: object, log: list[dict]) -> str | None:
     """The final training loss is the last one logged (not the trainer's average over
     the run), and the final validation loss."""
-    from ftspec.runtime.report.results import num, series, step_text
-
     train = train if isinstance(train, dict) else {}
     logged = series(log, "loss")
     parts = []
@@ -74,9 +73,6 @@ def no_gates_line(profiles: tuple[str, ...] | list[str]) -> str:
 def metric_lines(report: dict) -> list[str]:
     """The majority / base → tuned table with 95% intervals, the verdict, extraction
     misses and the gates, as the run's last lines."""
-    from ftspec.runtime.report.document import extraction_lines, interval_text, metric_label
-    from ftspec.runtime.report.results import dig
-
     base, tuned = report.get("base") or {}, report.get("tuned") or {}
     majority = report.get("majority") or {}
     intervals = report.get("intervals") or {}

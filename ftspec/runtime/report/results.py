@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from ftspec.catalog import metrics as metric_catalog
 from ftspec.core.io import read_json, read_jsonl
+from ftspec.plan.steps import EVAL_BASE, EVAL_TUNED, PREPARE_DATA, TRAIN
+from ftspec.runtime.evaluation import metrics as M
 
 __all__ = [
     "LOWER_IS_BETTER", "PlanFacts", "Results", "RunFiles", "check_gates", "compute", "interval_says",
@@ -27,7 +30,7 @@ __all__ = [
 ]
 
 # Metrics for which a smaller value is the better one.
-LOWER_IS_BETTER = frozenset({"perplexity"})
+LOWER_IS_BETTER = metric_catalog.lower_is_better()
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,
@@ -123,7 +126,7 @@ def read_plan(plan: Any) -> PlanFacts:
     """The fields of the plan the report uses: the only place the report reads the plan.
 
     Takes the report step's view of the plan (or the plan itself), read by attribute:
-    a field the report step does not declare (ftspec/plan/steps.py) raises, it does not read
+    a field the report step does not declare (ftspec/catalog/steps.py) raises, it does not read
     as None. The plan's id is not among them (a report stays valid for every plan with
     the same report key), so it is left out. JSON-shaped data (what ``plan.json``
     holds) is read too, for tools that rebuild a report from files.
@@ -195,8 +198,6 @@ class RunFiles:
 def read_run(run_dir: Path) -> RunFiles:
     """Every file the report reads, read leniently: a broken file counts as missing,
     and a JSON-lines file cut short keeps its complete lines."""
-    from ftspec.plan.steps import EVAL_BASE, EVAL_TUNED, PREPARE_DATA, TRAIN
-
     run_dir = Path(run_dir)
     base, tuned, model = run_dir / EVAL_BASE.folder, run_dir / EVAL_TUNED.folder, run_dir / TRAIN.folder
     log_path = model / "metrics.jsonl"
@@ -509,8 +510,6 @@ def honest_comparison(plan: PlanFacts, run: RunFiles, rows: list[dict],
     """The most-frequent-answer baseline (learnt from the training split, scored on the
     evaluated rows) and the confidence intervals of every metric of each side and of
     tuned − base and tuned − majority: (majority metrics, its answers, intervals)."""
-    from ftspec.runtime.evaluation import metrics as M
-
     definitions = [m for m in plan.metrics if isinstance(m.get("name"), str)]
     sides = [s for s in ("base", "tuned") if any(r[s] is not None for r in rows)]
     # Rows every evaluated side answered: the paired comparison's rows.

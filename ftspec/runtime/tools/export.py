@@ -30,10 +30,13 @@ from typing import Callable
 
 import torch
 
-from ftspec.plan import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json, read_jsonl, write_atomic, write_json
+from ftspec.plan import steps
 from ftspec.plan.model import Plan
+from ftspec.plan.stages import root_model
+from ftspec.runtime.evaluation.stopping import end_of_turn_ids, stop_token_ids
+from ftspec.runtime.models import base_model_path, load_tuned
 from ftspec.store.rundir import store_of
 
 # Largest |exported − trained| logit allowed, by the exported dtype. Both models compute in
@@ -103,8 +106,6 @@ def check_target(out: Path, force: bool) -> None:
 
 def export_dtype(plan: Plan, base_path: str) -> torch.dtype:
     """The base model's dtype: the spec's model.dtype, else the base's config (float32 when it says none)."""
-    from ftspec.plan.stages import root_model
-
     first = root_model(plan.model)  # an earlier stage's model: as the model its chain began with
     dtype = getattr(first, "dtype", "auto")
     if dtype != "auto":
@@ -133,7 +134,6 @@ def export_dtype(plan: Plan, base_path: str) -> torch.dtype:
 def build_model(plan: Plan, root: Path, data_dir: Path, model_dir: Path, dtype: torch.dtype):
     """The model to write: a full fine-tune as trained, or the base with the adapter merged
     in (in float32, then cast to ``dtype``)."""
-    from ftspec.runtime.models import load_tuned
 
     model = load_tuned(plan.model, plan.method.adapter.kind, "auto", root, data_dir, model_dir, torch.float32, "cpu")
     if plan.method.adapter.kind != "full":
@@ -142,8 +142,6 @@ def build_model(plan: Plan, root: Path, data_dir: Path, model_dir: Path, dtype: 
 
 
 def stop_ids(tokenizer, model) -> list[int]:
-    from ftspec.runtime.evaluation.stopping import stop_token_ids
-
     return stop_token_ids(tokenizer, model)
 
 
@@ -348,8 +346,6 @@ def export_model(plan: Plan, root: Path, out: Path, adapter: bool = False, force
     """Export the trained model of ``plan`` to ``out`` (see the module's docstring);
     ``gguf`` ("F32" or "F16"): also DIR/gguf/model.gguf, checked the same way."""
     from transformers import AutoTokenizer
-
-    from ftspec.runtime.models import base_model_path, load_tuned
 
     out = Path(out)
     check_target(out, force)
@@ -584,7 +580,6 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
                        ("pad", tokenizer.pad_token_id), ("unk", tokenizer.unk_token_id)):
         if value is not None:
             getattr(writer, f"add_{key}_token_id")(value)
-    from ftspec.runtime.evaluation.stopping import end_of_turn_ids
 
     for eot in end_of_turn_ids(tokenizer)[:1]:  # llama.cpp stops at end of turn too
         if eot != tokenizer.eos_token_id:

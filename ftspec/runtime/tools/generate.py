@@ -4,11 +4,11 @@ The input is formatted exactly as training formatted its rows, through the same 
 the plan's :class:`~ftspec.data.formatting.RowFormatter` (``data.rename``, the
 ``data.derive`` columns the prompt needs, the prompt template, or the chat turns before
 the answer), then for chat the chat template with ``add_generation_prompt``, as the
-evaluation builds its prompts (``evaluate._chat_prompt``). Answers come from the
+evaluation builds its prompts (``evaluate.chat_prompt``). Answers come from the
 evaluation's own greedy :func:`~ftspec.runtime.evaluation.evaluate.generate`: same stop ids, same
 ``eval.stop`` strings, same cut of over-long prompts.
 
-The models load as the generation steps load them (``run._generate_step``): the tuned
+The models load as the generation steps load them (``models.load_evaluated``): the tuned
 one from the train step's output under this plan's key, the base one from the prepared
 data. Nothing here imports torch until a model is loaded, so a spec that has not been
 trained is refused at once.
@@ -24,10 +24,13 @@ from typing import TextIO
 import jinja2
 import jinja2.meta
 
-from ftspec.plan import steps
-from ftspec.data import templates as tpl
 from ftspec.core.errors import Pos, SpecError
+from ftspec.core.io import read_jsonl
+from ftspec.data import templates as tpl
 from ftspec.data.formatting import FormatError, RowFormatter
+from ftspec.plan import steps
+from ftspec.runtime.quiet import quiet_libraries
+from ftspec.store.rundir import run_dir_of, step_states, store_of
 
 
 def _variables(template_text: str) -> set[str]:
@@ -135,9 +138,11 @@ class Prompter:
 
 
 def chat_prompt(messages: list[dict], tokenizer) -> str:
-    from ftspec.runtime.evaluation.evaluate import _chat_prompt  # the evaluation's own rendering
+    """The evaluation's own rendering of a conversation for the model to continue."""
+    # Deferred: the evaluation module imports torch.
+    from ftspec.runtime.evaluation import evaluate
 
-    return _chat_prompt(messages, tokenizer)
+    return evaluate.chat_prompt(messages, tokenizer)
 
 
 # -------------------------------------------------------------------- the run's models
@@ -145,9 +150,6 @@ def chat_prompt(messages: list[dict], tokenizer) -> str:
 
 def trained_state(plan, root: Path) -> tuple[str, Path]:
     """The train step's state for this plan (done, stale, running, missing) and the run directory."""
-    from ftspec.store.rundir import step_states
-    from ftspec.runtime.execute import run_dir_of
-
     run_dir = run_dir_of(plan, root)
     states = step_states(plan, run_dir)
     return (states[steps.TRAIN.name] if states[steps.PREPARE_DATA.name] == "done" else
@@ -175,8 +177,8 @@ class Loaded:
 
 def load(plan, root: Path, tuned: bool) -> Loaded:
     """The tuned or the base model with its tokenizer, loaded as the generation steps load them."""
-    from ftspec.store.rundir import store_of
-    from ftspec.runtime.execute import load_evaluated, run_dir_of
+    # Deferred: loading a model imports torch.
+    from ftspec.runtime.models import load_evaluated
 
     store = store_of(run_dir_of(plan, root))
     data_dir = store.path(steps.PREPARE_DATA.name, plan.step(steps.PREPARE_DATA.name).key)
@@ -186,8 +188,8 @@ def load(plan, root: Path, tuned: bool) -> Loaded:
 
 def prepare_runtime(plan) -> None:
     """What a run sets before computing: quiet libraries, the plan's CPU threads."""
+    # Deferred: the builders import torch.
     from ftspec.runtime.training.builders import apply_threads
-    from ftspec.runtime.execute import quiet_libraries
 
     quiet_libraries()
     apply_threads(plan.compute)
@@ -195,6 +197,7 @@ def prepare_runtime(plan) -> None:
 
 def answer(plan, loaded: Loaded, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
     """Greedy answers, stopping as the evaluation stops (end of sequence or of turn, eval.stop)."""
+    # Deferred: the evaluation module imports torch.
     from ftspec.runtime.evaluation.evaluate import generate
 
     return generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens or plan.eval.max_new_tokens,
@@ -206,8 +209,6 @@ def answer(plan, loaded: Loaded, prompts: list[str], max_new_tokens: int | None 
 
 
 def read_rows(path: Path) -> list[dict]:
-    from ftspec.core.io import read_jsonl
-
     rows = read_jsonl(path)
     for i, row in enumerate(rows, start=1):
         if not isinstance(row, dict):

@@ -12,6 +12,9 @@ from typing import Any, Mapping
 import torch
 
 from ftspec.core.errors import Pos, SpecError
+from ftspec.plan.model import thaw
+from ftspec.runtime.training.callbacks import MetricsLog
+from ftspec.runtime.training.resume import NoFinalCheckpoint, checkpoint_step
 from ftspec.runtime.training.tracking import tracking_arguments
 
 
@@ -165,7 +168,6 @@ def distributed_arguments(launch: Any) -> dict:
     a reviewer reads in ``ftspec plan`` is what the trainer is given. Nothing for one process."""
     if launch is None:
         return {}
-    from ftspec.plan.model import thaw
 
     return thaw(launch.trainer)  # plain, mutable copies: the libraries fill in defaults
 
@@ -234,8 +236,5 @@ def trainer_callbacks(job, last: str | None, interrupt, has_eval: bool) -> list:
     """The callbacks every recipe trains with, in the order they must run: the metrics
     log (continued from ``last``), no checkpoint at the last step, then Ctrl-C's
     checkpoint (which may ask for one there after all), early stopping, the caller's."""
-    from ftspec.runtime.training.callbacks import MetricsLog
-    from ftspec.runtime.training.resume import NoFinalCheckpoint, checkpoint_step
-
     return [MetricsLog(job.metrics, checkpoint_step(last)), NoFinalCheckpoint(), interrupt,
             *early_stopping_callbacks(job.plan.training, has_eval), *job.callbacks]

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ftspec.core import io
-from ftspec.data import templates as tpl
 from ftspec.core.errors import Issue, Pos, SpecError
-from ftspec.data.formatting import FormatError, RowFormatter
+from ftspec.data import templates as tpl
+from ftspec.data.formatting import FormatError, RowFormatter, teacher_sources
 from ftspec.data.sources import RowError, read_rows
-from ftspec.data.splitting import filter_verdict, split_indices, split_limits, verdict_problem
-
-SPLITS = ("train", "validation", "test")
+from ftspec.data.splitting import SPLITS, filter_verdict, split_indices, split_limits, verdict_problem
 
 
 def _read_source(split: str, src: Any, root: Path, on_bad_row: str, skipped: list) -> tuple[list[dict], list[str]]:
@@ -52,7 +50,7 @@ def _read_hub(split: str, src: Any) -> tuple[list[dict], list[str]]:
     kwargs = {"split": src.split}
     if src.revision:
         kwargs["revision"] = src.revision
-    from ftspec.runtime.models import hub_id
+    from ftspec.runtime.models import hub_id  # deferred: torch, which preparing data for Bedrock never needs
 
     name = hub_id(src.hub, f"data.{split}.hub")
     try:
@@ -104,8 +102,6 @@ def build_splits(data: Any, fmt: Any, root: Path, distill: bool = False) -> tupl
     """Every split's formatted records (from the plan's ``data`` and ``format``
     sections), and counts of what was skipped. ``distill``: the sources a teacher
     answers are formatted without their answers (ftspec.data.formatting.teacher_sources)."""
-    from ftspec.data.formatting import teacher_sources
-
     prompts_only = teacher_sources(distill, data.sources, _test_from_train(data))
     formatter = RowFormatter.from_plan(data, fmt)
     row_filter = tpl.environment().from_string(data.filter.text) if data.filter is not None else None
@@ -205,7 +201,6 @@ def tokenize(records: list[dict], kind: str, tokenizer, loss: str, name: str = "
             try:
                 template = get_training_chat_template(tokenizer)
             except ValueError:  # trl patches only the templates it knows
-                from ftspec.core.errors import Pos, SpecError
 
                 raise SpecError.one(
                     Pos("format.chat_template"), "format.chat_template",

@@ -30,7 +30,7 @@ class TrainJob:
     # process); a training worker gets the launcher's stop request instead.
     interrupt: Any = None
     # Training workers only: where the main process writes what the saved model must hold
-    # (ftspec.runtime.distributed.launch checks the saved files against it).
+    # (ftspec.runtime.distributed.launcher checks the saved files against it).
     expected: Path | None = None
     # Distillation only: the teach step's output, where it prepared the teacher (an earlier
     # stage's model merged, a GGUF file converted). The teacher is frozen and never saved.
@@ -57,18 +57,3 @@ class TrainResult:
             resumed_from=resumed_from,
             stopped_early=trainer.state.global_step < trainer.state.max_steps,
         )
-
-
-def recipe(objective: str):
-    """The training recipe of an objective (one readable file each), imported when it runs."""
-    if objective == "dpo":
-        from ftspec.runtime.recipes.dpo import train_dpo
-
-        return train_dpo
-    if objective == "distill":
-        from ftspec.runtime.recipes.distill import train_distill
-
-        return train_distill
-    from ftspec.runtime.recipes.sft import train_sft
-
-    return train_sft

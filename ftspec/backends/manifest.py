@@ -1,0 +1,96 @@
+"""What a run directory records about the run beside the steps' outputs: manifest.json
+(checked against its published schema), the facts it holds about the spec's files and
+repository, and the files copied to the top of the run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+from ftspec.core.git import run_git
+from ftspec.core.io import copy_atomic, write_json
+from ftspec.plan import steps
+from ftspec.plan.artifacts import Manifest
+from ftspec.plan.model import Plan
+
+# The report step's files people look for first, copied to the top of the run directory.
+REPORT_FILES = ("metrics.json", "predictions.jsonl", "report.md", "report.html")
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    """manifest.json, checked against its published schema (schema/manifest.schema.json)."""
+    write_json(run_dir / "manifest.json", Manifest.model_validate(manifest).model_dump(mode="json"))
+
+
+def manifest_steps(manifest) -> list[dict]:
+    """The step entries of an earlier manifest; nothing from one that was edited into another shape."""
+    entries = manifest.get("steps") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
+
+
+def spec_files(plan: Plan, root: Path) -> dict[str, str | None]:
+    """sha256 of the spec and of each base it extends, as they were when the run started."""
+    out = {}
+    for rel_path in [*plan.spec.bases, plan.spec.path]:
+        path = root / rel_path
+        out[rel_path] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return out
+
+
+def plan_inputs(plan: Plan) -> list[str]:
+    """The files a plan reads, relative to the repository root: the spec, its bases,
+    local data files and template files."""
+    found = [plan.spec.path, *plan.spec.bases]
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("kind") == "file" and isinstance(node.get("path"), str):
+                found.append(node["path"])
+            if node.get("source") == "file" and isinstance(node.get("ref"), str) and node["ref"]:
+                found.append(node["ref"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    body = plan.to_dict()
+    walk({k: body[k] for k in ("data", "format", "eval") if k in body})
+    return sorted(set(found))
+
+
+def git_state(root: Path, inputs: list[str] = ()) -> dict | None:
+    """The commit of the spec's repository, and whether what ran differs from it:
+    ``dirty`` when a tracked file is modified or any input of the plan (the spec, its
+    bases, data and template files) is modified or not tracked at all."""
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = run_git(root, "rev-parse", "HEAD")
+        if commit.returncode != 0:
+            return None
+        changed = run_git(root, "status", "--porcelain", "--untracked-files=no").stdout.strip()
+        inputs = [i for i in inputs if (root / i).exists()]
+        tracked = set(run_git(root, "ls-files", "--", *inputs).stdout.splitlines()) if inputs else set()
+        modified = set()
+        if inputs:
+            status = run_git(root, "status", "--porcelain", "--untracked-files=no", "--", *inputs)
+            for line in status.stdout.splitlines():
+                modified.add(line[3:].strip().strip('"'))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    untracked = sorted(i for i in inputs if i not in tracked)
+    return {"commit": commit.stdout.strip(), "dirty": bool(changed or untracked or modified),
+            "untracked_inputs": untracked, "modified_inputs": sorted(modified)}
+
+
+def publish(run_dir: Path) -> None:
+    """Copy the files people look for first to the top of the run directory."""
+    for step_def, files in ((steps.TRAIN, ("metrics.jsonl",)), (steps.REPORT, REPORT_FILES)):
+        for name in files:
+            src = run_dir / step_def.folder / name
+            if src.exists():
+                copy_atomic(src, run_dir / name)

@@ -1,0 +1,102 @@
+"""Every metric a spec may name, in one table: what it measures, which way is better,
+and what the evaluated model must produce for it.
+
+The schema accepts exactly these names, the compiler derives ``eval.outputs`` from them,
+the checks and the report read their family and direction here, and
+:mod:`ftspec.runtime.evaluation.metrics` holds an implementation for each metric scored
+from answers. Adding a metric: one row here, and (for a metric scored from answers) its
+function registered in ``SCORERS`` there.
+
+Families:
+
+- ``classification``: the answer is a label; scored over the confusion matrix.
+- ``text``: the answer is free text, compared with the reference or checked on its own.
+- ``model``: needs a model beside the answers: the evaluated model's token probabilities
+  (``perplexity``) or an LLM judge.
+- ``preference``: preference pairs (``format.kind: preference``), scored by the
+  log-probabilities of the chosen and the rejected answer, not by a generated answer.
+
+No metric is tied to an ``eval.mode``: in ``choices`` mode the chosen label is the answer
+that every answer metric scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Family = Literal["classification", "text", "model", "preference"]
+# What the generation steps compute with the evaluated model for a metric (the plan's eval.outputs).
+Output = Literal["answers", "perplexity", "pair_logprobs"]
+OUTPUTS: tuple[Output, ...] = ("answers", "perplexity", "pair_logprobs")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    family: Family
+    what: str  # in words, for a reader of the table
+    output: Output = "answers"
+    higher_is_better: bool = True
+    # Whether each row's reference answer is compared with (json_valid checks the answer alone).
+    reference: bool = True
+    # Keys the spec must give beside the name ({name: judge, model: …, rubric: …}).
+    settings: tuple[str, ...] = ()
+    # Measured against the base model (eval.baseline: true).
+    baseline: bool = False
+
+
+# In the order the schema lists them (its JSON Schema's enum and its error messages).
+METRICS: tuple[Metric, ...] = (
+    Metric("accuracy", "classification", "share of answers equal to the reference label"),
+    Metric("precision", "classification", "precision per label, averaged over the labels (macro)"),
+    Metric("recall", "classification", "recall per label, averaged over the labels (macro)"),
+    Metric("f1", "classification", "F1 of the positive label (two labels), else averaged over the labels"),
+    Metric("f1_macro", "classification", "F1 per label, averaged over the labels"),
+    Metric("f1_micro", "classification", "F1 over every answer at once"),
+    Metric("exact_match", "text", "share of answers equal to the reference, after normalising case, "
+           "punctuation, articles and spaces"),
+    Metric("token_f1", "text", "F1 of the answer's words against the reference's (SQuAD)"),
+    Metric("rouge_l", "text", "ROUGE-L F-measure: the longest common word sequence"),
+    Metric("bleu", "text", "corpus BLEU (sacrebleu), 0..1"),
+    Metric("chrf", "text", "corpus chrF (sacrebleu), 0..1"),
+    Metric("perplexity", "model", "perplexity of the reference answers under the evaluated model",
+           output="perplexity", higher_is_better=False),
+    Metric("json_valid", "text", "share of answers that parse as JSON", reference=False),
+    Metric("json_schema", "text", "share of answers that are JSON valid against a JSON Schema",
+           reference=False, settings=("schema",)),
+    Metric("judge", "model", "an LLM judge's score of each answer with a rubric, mapped to 0..1",
+           reference=False, settings=("model", "rubric")),
+    Metric("preference_accuracy", "preference", "share of pairs whose chosen answer the model finds likelier",
+           output="pair_logprobs", reference=False),
+    Metric("logprob_margin", "preference", "mean log p(chosen) - log p(rejected)",
+           output="pair_logprobs", reference=False),
+    Metric("reward_accuracy", "preference", "share of pairs whose chosen answer gets the higher DPO reward "
+           "(beta x log-ratio to the base model)", output="pair_logprobs", reference=False, baseline=True),
+    Metric("reward_margin", "preference", "mean DPO reward margin of the chosen over the rejected answer",
+           output="pair_logprobs", reference=False, baseline=True),
+)
+
+_BY_NAME = {m.name: m for m in METRICS}
+
+
+def get(name: str) -> Metric:
+    """The metric named ``name``; KeyError for a name that is not in the catalog."""
+    return _BY_NAME[name]
+
+
+def names(family: Family | None = None, output: Output | None = None) -> tuple[str, ...]:
+    """The metrics' names, in the table's order: all, or those of a family or needing an output."""
+    return tuple(m.name for m in METRICS
+                 if (family is None or m.family == family) and (output is None or m.output == output))
+
+
+def lower_is_better() -> frozenset[str]:
+    """The metrics where a lower value is the better one."""
+    return frozenset(m.name for m in METRICS if not m.higher_is_better)
+
+
+def outputs(metric_names: set[str] | list[str] | tuple[str, ...]) -> list[Output]:
+    """What the evaluated model must produce for these metrics, in the plan's order."""
+    wanted = {_BY_NAME[n].output for n in metric_names}
+    return [o for o in OUTPUTS if o in wanted]

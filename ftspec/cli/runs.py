@@ -1,0 +1,35 @@
+"""The commands about a folder of runs: runs (list them) and gc (free the step store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ftspec.cli.common import reports_errors
+from ftspec.commands.runs import gc as collect_garbage
+from ftspec.commands.runs import render_runs
+from ftspec.commands.runs import runs as list_runs
+
+
+@click.command()
+@click.argument("directory", required=False, default="runs", type=click.Path(file_okay=False, path_type=Path))
+def runs(directory: Path) -> None:
+    """List the runs in DIRECTORY (default: runs/) with plan ids and headline metrics."""
+    listing = list_runs(directory)
+    for run in listing.runs:
+        for problem in run.problems:
+            click.echo(f"ftspec: {problem}", err=True)
+    for line in render_runs(listing):
+        click.echo(line)
+
+
+@click.command()
+@click.argument("directory", required=False, default="runs", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dry-run", "-n", is_flag=True, help="Say what would be removed, and remove nothing.")
+@click.option("--keep", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Also keep, for each step, the N most recently finished outputs no run refers to.")
+@reports_errors
+def gc(directory: Path, dry_run: bool, keep: int) -> None:
+    """Remove the step outputs in DIRECTORY's store (default: runs/) that no run directory refers to."""
+    collect_garbage(directory, dry_run, keep, echo=click.echo)

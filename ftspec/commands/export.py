@@ -1,0 +1,59 @@
+"""`ftspec export`: a spec's trained model written as a model that stands alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftspec.commands.trained import trained_plan
+from ftspec.core.errors import RunFailed, SpecError
+from ftspec.plan.model import Plan
+from ftspec.runtime.quiet import quiet_libraries
+
+# How the closing line names what was exported (ExportResult.kind).
+KINDS = {"merged": "LoRA merged into its base", "full": "full fine-tune", "adapter": "LoRA adapter"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What was written, from which plan: the folder, its kind (merged, full or adapter; see
+    :data:`KINDS`), its dtype, and how close its logits came to the trained model's: ``diff``
+    (measured as ``measure``, "absolute" or "relative") against ``tolerance``, over ``rows``
+    prompts."""
+
+    plan: Plan
+    output: Path
+    kind: str
+    dtype: str
+    measure: str
+    diff: float
+    tolerance: float
+    rows: int
+
+    def describe(self) -> str:
+        """The line `ftspec export` ends with."""
+        return f"exported {self.plan.name} ({KINDS[self.kind]}, {self.dtype}) to {self.output}"
+
+
+def export(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), allow: Iterable[str | Path] = (), *,
+           output: Path, adapter: bool = False, force: bool = False, gguf: str | None = None,
+           echo: Callable[[str], None] = print) -> Exported:
+    """Write the trained model of the spec's run to ``output``: merged (or the LoRA
+    ``adapter``), with its tokenizer, chat template, generation config and model card;
+    with ``gguf`` ("f32" or "f16") a model.gguf too. ``force`` replaces a folder that is not
+    empty. Checked against the trained model's logits: past the tolerance nothing is
+    written and RunFailed is raised. Raises SpecError, each issue at its place."""
+    trained = trained_plan(spec, profiles, sets, allow)
+    from ftspec.runtime.tools.export import ParityError, export_model  # defers torch: imported at its top
+
+    try:
+        quiet_libraries()
+        result = export_model(trained.plan, trained.root, output, adapter=adapter, force=force, echo=echo,
+                              gguf=gguf.upper() if gguf else None)
+    except SpecError as exc:
+        raise SpecError(trained.locate(i) for i in exc.issues) from None
+    except ParityError as exc:
+        raise RunFailed(str(exc)) from exc
+    return Exported(trained.plan, Path(output), result.kind, str(result.dtype), result.measure, result.diff,
+                    result.tolerance, result.rows)

@@ -1,0 +1,119 @@
+"""`ftspec launch-script`: batch scripts that run a spec on a cluster's nodes, one `ftspec run`
+per node, each finding the others as ftspec.runtime.distributed.rendezvous reads them."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ftspec.core.errors import Issue, Pos, SpecError
+from ftspec.core.io import write_atomic
+from ftspec.plan.compile import compile_spec
+from ftspec.runtime.distributed.rendezvous import DEFAULT_PORT_BASE, PORT_SPREAD
+
+__all__ = ["run_words", "slurm_script", "write_script", "slurm_launch_script", "save_launch_script"]
+
+
+def run_words(spec: str, profiles: Sequence[str], sets: Sequence[str], allow: Sequence[str]) -> list[str]:
+    """The `ftspec run` command line that compiles the same plan on every node."""
+    words = ["ftspec", "run", spec]
+    for p in profiles:
+        words += ["--profile", p]
+    for s in sets:
+        words += ["--set", s]
+    for a in allow:
+        words += ["--allow-path", a]
+    return words
+
+
+def slurm_script(*, name: str, plan_id: str, spec: str, profiles: Sequence[str] = (), sets: Sequence[str] = (),
+                 allow: Sequence[str] = (), nodes: int, processes_per_node: int, device: str, strategy: str) -> str:
+    """An sbatch script that runs `ftspec run` once on each of ``nodes`` nodes (each
+    starts its node's processes itself). Every value from the command line is
+    shell-quoted, and values only ever reach the script's comments and one quoted
+    command line: a hostile profile name or --set value cannot run anything."""
+    command = " ".join(shlex.quote(w) for w in run_words(spec, profiles, sets, allow))
+    gpus = device != "cpu"
+    total = nodes * processes_per_node
+    job_name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "ftspec"
+    lines = [
+        "#!/bin/bash",
+        "# Written by `ftspec launch-script --slurm`; regenerate it rather than editing it.",
+        f"#   spec      {_comment(spec)}",
+        f"#   profiles  {_comment(profiles)}",
+        f"#   --set     {_comment(sets)}",
+        f"#   plan      {plan_id}",
+        (f"#   starts    {total} training process{'es' if total != 1 else ''}: {nodes} node{'s' if nodes != 1 else ''} "
+         f"x {processes_per_node} process{'es' if processes_per_node != 1 else ''} per node"
+         f"{' (one GPU each)' if gpus else ' (on the CPU)'}, strategy {strategy}"),
+        "# Submit it from the directory the spec's path above is relative to: sbatch FILE",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --nodes={nodes}",
+        "#SBATCH --ntasks-per-node=1",
+    ]
+    if gpus:
+        lines.append(f"#SBATCH --gpus-per-node={processes_per_node}")
+    lines += [
+        "",
+        "set -euo pipefail",
+        "",
+        "# The nodes meet at the first node of the allocation (SLURM's node 0), on a port",
+        f"# derived from the job id ({DEFAULT_PORT_BASE} + job id % {PORT_SPREAD}) unless MASTER_PORT is set; each",
+        "# node's rank is SLURM_NODEID (ftspec reads it when NODE_RANK is not set).",
+        'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+        f'MASTER_PORT="${{MASTER_PORT:-$(( {DEFAULT_PORT_BASE} + SLURM_JOB_ID % {PORT_SPREAD} ))}}"',
+        "export MASTER_ADDR MASTER_PORT",
+        "",
+        "# One `ftspec run` per node; it starts the node's processes itself. If one node",
+        "# fails, srun stops the others instead of leaving them waiting for it.",
+        f"srun --kill-on-bad-exit=1 {command}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _comment(words: str | Sequence[str]) -> str:
+    """Text safe inside a one-line shell comment: no line breaks or control characters;
+    a list of words as the shell would read them ("(none)" for none)."""
+    text = words if isinstance(words, str) else " ".join(shlex.quote(w) for w in words) or "(none)"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def write_script(path, text: str) -> None:
+    """Write an executable script whole or not at all (ftspec.core.io's atomic writer): mode
+    0755 less the process's umask, set on the temporary file before it takes the name.
+    A target that is a symbolic link, a folder or not a regular file is a ValueError
+    (one line); a write that fails is an OSError, and nothing is replaced."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError("is a symbolic link; give the file it points to")
+    if path.exists() and not path.is_file():
+        raise ValueError("is a directory" if path.is_dir() else "is not a regular file (a FIFO or a device)")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"{path.parent} is not a directory")
+    write_atomic(path, text, mode=0o755)
+
+
+def slurm_launch_script(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+                        allow: Iterable[str | Path] = (), strict: bool = False) -> tuple[str, list[Issue]]:
+    """The sbatch script that runs `ftspec run SPEC` (with the same profiles, overrides and
+    allowed paths) once on each of the plan's nodes, and the spec's warnings. Raises SpecError."""
+    profiles, sets = tuple(profiles), tuple(sets)
+    plan, warnings = compile_spec(spec, profiles, sets, strict, allow)
+    c = plan.compute
+    text = slurm_script(name=plan.name, plan_id=plan.short_id, spec=str(spec), profiles=profiles, sets=sets,
+                        allow=[str(a) for a in allow], nodes=c.num_nodes, processes_per_node=c.num_processes,
+                        device=c.device, strategy=c.strategy)
+    return text, warnings
+
+
+def save_launch_script(output: Path, text: str) -> None:
+    """:func:`write_script`, with what goes wrong as a SpecError at ``--output``."""
+    try:
+        write_script(output, text)
+    except ValueError as exc:
+        raise SpecError.one(Pos(str(output)), "--output", str(exc)) from None
+    except OSError as exc:
+        raise SpecError.one(Pos(str(output)), "--output", f"cannot be written: {exc.strerror or exc}") from None

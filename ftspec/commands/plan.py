@@ -1,0 +1,31 @@
+"""`ftspec plan`: a spec compiled into its plan, shown as text or JSON, or explained."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from ftspec.core.errors import Issue
+from ftspec.plan.compile import compile_spec
+from ftspec.plan.describe import render_plan
+from ftspec.plan.model import Plan
+from ftspec.spec.provenance import explain_spec, render_json, render_text
+
+
+def effective_plan(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
+                   allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue]]:
+    """The effective plan and the spec's warnings. Raises SpecError."""
+    return compile_spec(spec, profiles, sets, strict, allow)
+
+
+def show_plan(plan: Plan, as_json: bool = False, color: bool = False) -> str:
+    """The plan as canonical JSON (no final newline), or as the summary a person reads."""
+    return plan.to_json() if as_json else render_plan(plan, color=color)
+
+
+def explain(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), allow: Iterable[str | Path] = (),
+            as_json: bool = False) -> str:
+    """Where each effective value of the spec comes from (a default, the spec, a base spec,
+    a profile or --set, with FILE:LINE), as a table or a JSON list. Raises SpecError."""
+    rows = explain_spec(spec, profiles, sets, allow)
+    return render_json(rows) if as_json else render_text(rows)

@@ -1,0 +1,71 @@
+"""`ftspec run`: compile a spec and execute its plan, resuming what is already done."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ftspec.backends.executor import execute
+from ftspec.commands import lock as L
+from ftspec.core.errors import Detached, Issue, RunFailed, SpecError
+from ftspec.core.paths import find_root
+from ftspec.plan.compile import compile_located
+from ftspec.plan.model import digest
+from ftspec.plan.steps import STEPS
+
+if TYPE_CHECKING:  # the executor imports the runtime; only its result type is named here
+    from ftspec.runtime.result import RunResult
+
+# A write that failed for want of room or permission: the run stops in one line and the
+# same command resumes once the cause is fixed (a half-written step is never taken for done).
+STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+
+
+def step_names() -> list[str]:
+    """Every step a plan can have, in the order they run (what ``force`` and ``only`` name)."""
+    return [s.name for s in STEPS]
+
+
+def run(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False, *,
+        force: Iterable[str] = (), only: Iterable[str] | None = None, locked: bool = False,
+        allow: Iterable[str | Path] = (), echo: Callable[[str], None] = print,
+        warn: Callable[[Issue], None] | None = None) -> RunResult:
+    """Run every step of the spec's plan that is not already done under its key (or that
+    ``force`` names; only those ``only`` names, when given), with a progress line per
+    event through ``echo`` and each of the spec's warnings through ``warn`` before anything
+    runs. With ``locked``, refuse when anything pinned in the spec's lock file drifted.
+
+    Raises SpecError (the spec, its data, a drifted lock: each issue at its place in the
+    spec), RunFailed (a run that stopped on something else, a write that failed for want of
+    room or permission), Detached (Ctrl-C while a Bedrock job runs on) and KeyboardInterrupt.
+    The result's ``failed_gates`` lists the evaluation gates that were not met."""
+    profiles, sets = tuple(profiles), tuple(sets)
+    plan, warnings, locate = compile_located(spec, profiles, sets, strict, allow)
+    root = find_root(spec)
+    lock_info = None
+    if locked:
+        lock_file = L.lock_path(spec, profiles)
+        pinned = L.read(lock_file)
+        L.check(pinned, L.build(plan, root, None, pinned), lock_file)
+        extra = L.pinned_sets(pinned)
+        if extra:  # load exactly the locked hub commits
+            plan, warnings, locate = compile_located(spec, profiles, [*sets, *extra], strict, allow)
+        lock_info = {"path": str(lock_file), "sha256": digest(pinned)}
+    if warn is not None:
+        for issue in warnings:
+            warn(issue)
+    try:
+        return execute(plan, root, echo=echo, force=set(force), only=None if only is None else set(only),
+                       lock=lock_info)
+    except SpecError as exc:
+        raise SpecError(locate(issue) for issue in exc.issues) from None
+    except Detached as exc:  # worded with this spec's path, so its commands can be pasted
+        raise Detached(exc.arn, str(spec)) from None
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        raise RunFailed(f"cannot write{where}: {exc.strerror}; nothing half-written is taken for complete, "
+                        "so the same command resumes once there is room") from exc

@@ -1,0 +1,295 @@
+"""A plan diff shown to a reviewer: plain text for the terminal, Markdown for a
+pull-request comment, JSON for tools."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping
+
+from ftspec.plan.diff import (
+    ARROW,
+    MISSING,
+    NEWLINE,
+    SHA_PREFIX,
+    TEXT_WIDTH,
+    VALUE_WIDTH,
+    Change,
+    PlanDiff,
+    is_text,
+)
+from ftspec.plan.origins import DERIVED
+
+# --------------------------------------------------------------------------- where a value came from
+
+
+def _origin_words(c: Change) -> str:
+    if c.origin == DERIVED:
+        return "derived by ftspec"
+    if c.origin == "default":
+        return "a default"
+    return f"from {c.origin}"
+
+
+# --------------------------------------------------------------------------- showing values
+
+_PLAIN_STR = re.compile(r"[\w./@+:=-]+")
+_LOOKS_LIKE_SCALAR = re.compile(r"(?i)null|true|false|~|yes|no|on|off|[-+]?(\d[\d_]*)?\.?\d+(e[-+]?\d+)?|[-+]?\.?(inf|nan)")
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", NEWLINE).replace("\t", "\\t")
+
+
+def _quote(text: str) -> str:
+    """A string as shown: bare when it reads as itself (a name, a path, a model id), quoted otherwise."""
+    if text and _PLAIN_STR.fullmatch(text) and not _LOOKS_LIKE_SCALAR.fullmatch(text):
+        return text
+    return f'"{text}"'
+
+
+def _window(text: str, start: int, width: int) -> str:
+    body = text[start:start + width]
+    if start > 0:
+        body = "…" + body
+    if start + width < len(text):
+        body = body + "…"
+    return body
+
+
+def _fmt_str(text: str, width: int = TEXT_WIDTH, start: int = 0) -> str:
+    return _quote(_window(_one_line(text), start, width))
+
+
+def _fmt(value: Any, width: int = VALUE_WIDTH) -> str:
+    """A value on one line, as YAML-like flow text."""
+    if value is MISSING:
+        return ""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _fmt_str(value, min(width, TEXT_WIDTH))
+    if is_text(value):
+        return _fmt_str(value["text"])
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{k}: {_fmt_inner(k, v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+        text = "{" + inner + "}"
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(_fmt(v) for v in value) + "]"
+    else:
+        text = str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _is_sha(path_or_key: str, value: Any) -> bool:
+    return (str(path_or_key).rsplit(".", 1)[-1] == "sha256" and isinstance(value, str)
+            and re.fullmatch(r"[0-9a-f]{64}", value) is not None)
+
+
+def _fmt_inner(key: Any, value: Any) -> str:
+    if _is_sha(str(key), value):
+        return value[:SHA_PREFIX] + "…"
+    return _fmt(value)
+
+
+def _fmt_pair(change: Change) -> tuple[str, str]:
+    """Old and new as shown; two long texts are shown from just before where they differ."""
+    old, new = change.old, change.new
+    if isinstance(old, str) and isinstance(new, str):
+        if _is_sha(change.path, old) and _is_sha(change.path, new):
+            return old[:SHA_PREFIX] + "…", new[:SHA_PREFIX] + "…"
+        a, b = _one_line(old), _one_line(new)
+        common = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            common += 1
+        context = 20
+        start = common - context if common > TEXT_WIDTH - context else 0
+        if start:
+            # Start at a word (or line) rather than in the middle of one.
+            cut = min((i for i in (a.find(" ", start, common - 8), a.find(NEWLINE, start, common - 8)) if i >= 0), default=-1)
+            start = cut + 1 if cut >= 0 else start
+        return _fmt_str(old, start=start), _fmt_str(new, start=start)
+    return _fmt_inner(change.path, old), _fmt_inner(change.path, new)
+
+
+def _steps_line(d: PlanDiff, names=lambda xs: ", ".join(xs)) -> str:
+    if d.is_empty():
+        return "no change to the plan"
+    head = f"steps to re-run: {names(d.rerun)}" if d.rerun else "steps to re-run: none"
+    extra = [f"reused: {names(d.reused)}" if d.reused else "nothing reused"]
+    if d.dropped:
+        extra.append(f"no longer run: {names(d.dropped)}")
+    return f"{head} ({'; '.join(extra)})"
+
+
+def _stage_title(d: PlanDiff, name: str | None) -> str:
+    at = next((i for i, st in enumerate(d.stages, 1) if st.name == name), None)
+    return f"stage {name}" + (f" ({at}/{len(d.stages)})" if at is not None else "")
+
+
+def _stage_steps_lines(d: PlanDiff, names=lambda xs: ", ".join(xs)) -> list[str]:
+    """Plans with stages: what re-runs, stage by stage in the order they run."""
+    if d.is_empty():
+        return ["no change to the plan"]
+    lines = ["steps to re-run:"]
+    for st in d.stages:
+        if st.removed:
+            lines.append(f"stage {st.name}: removed (no longer run: {names(st.dropped)})")
+            continue
+        head = names(st.rerun) if st.rerun else "none"
+        if st.added:
+            extra = ["a new stage"] + ([f"reused: {names(st.reused)}"] if st.reused else [])
+        elif not st.rerun:
+            extra = [f"all {len(st.reused)} steps reused"]
+        else:
+            extra = [f"reused: {names(st.reused)}" if st.reused else "nothing reused"]
+        if st.dropped and not st.added:
+            extra.append(f"no longer run: {names(st.dropped)}")
+        lines.append(f"stage {st.name}: {head} ({'; '.join(extra)})")
+    return lines
+
+
+_TRUST_ON = "trust_remote_code turned on: the model repository's Python code will run on the machine that runs this spec"
+_TRUST = "trust_remote_code: true: the model repository's Python code runs on the machine that runs this spec"
+_TRUST_ON_MD = "`trust_remote_code` turned on: the model repository's Python code will run on the machine that runs this spec."
+_TRUST_MD = "`trust_remote_code: true`: the model repository's Python code runs on the machine that runs this spec."
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _style(text: str, color: bool, **kw: Any) -> str:
+    if not color:
+        return text
+    import click
+
+    return click.style(text, **kw)
+
+
+def render_text(d: PlanDiff, color: bool = False) -> str:
+    lines: list[str] = []
+    if d.trust_remote_code_turned_on:
+        lines.append(_style(f"!! {_TRUST_ON}", color, fg="red", bold=True))
+    name = f" {d.name}" if d.name else ""
+    ids = f"plan {d.old_id[:12]} (unchanged)" if d.old_id == d.new_id else f"plan {d.old_id[:12]} {ARROW} {d.new_id[:12]}"
+    lines.append(f"{_style('ftspec diff' + name, color, bold=True)}: {ids}")
+    if d.trust_remote_code and not d.trust_remote_code_turned_on:
+        lines.append(_style(f"!! {_TRUST}", color, fg="red", bold=True))
+    if d.stages:
+        return _render_text_staged(d, lines, color)
+    for section, changes in d.sections():
+        lines.append("")
+        lines.append(_style(section, color, bold=True))
+        lines += _change_lines(changes, color, "  ")
+    lines.append("")
+    lines.append(_steps_line(d))
+    return "\n".join(lines) + "\n"
+
+
+def _render_text_staged(d: PlanDiff, lines: list[str], color: bool) -> str:
+    """Each stage's changes under its name, section by section; then each stage's steps."""
+    for stage, sections in d.stage_sections():
+        lines.append("")
+        lines.append(_style(_stage_title(d, stage), color, bold=True))
+        for section, changes in sections:
+            lines.append(f"  {_style(section, color, bold=True)}")
+            lines += _change_lines(changes, color, "    ")
+    lines.append("")
+    steps = _stage_steps_lines(d)
+    lines.append(steps[0])
+    lines += [f"  {x}" for x in steps[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def _change_lines(changes: list[Change], color: bool, indent: str) -> list[str]:
+    lines = []
+    for c in changes:
+        old, new = _fmt_pair(c)
+        origin = _style(f"  ({_origin_words(c)})", color, dim=True) if c.origin else ""
+        if c.added:
+            lines.append(f"{indent}+ {c.path}: {_style(new, color, fg='green')}{origin}")
+        elif c.removed:
+            lines.append(f"{indent}- {c.path}: {_style(old, color, fg='red')}{origin}")
+        else:
+            lines.append(f"{indent}{c.path}: {_style(old, color, fg='red')} {ARROW} {_style(new, color, fg='green')}{origin}")
+    return lines
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _code(text: str) -> str:
+    """A Markdown code span that survives a table cell."""
+    text = text.replace("|", "\\|")
+    if "`" in text:
+        return f"`` {text} ``"
+    return f"`{text}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(d: PlanDiff) -> str:
+    ids = f"`{d.old_id[:12]}`, unchanged" if d.old_id == d.new_id else f"`{d.old_id[:12]}` {ARROW} `{d.new_id[:12]}`"
+    lines = [f"### ftspec diff: {d.name or '(unnamed)'} ({ids})", ""]
+    if d.trust_remote_code_turned_on:
+        lines += [f"> ⚠️ **{_TRUST_ON_MD}**", ""]
+    elif d.trust_remote_code:
+        lines += [f"> ⚠️ **{_TRUST_MD}**", ""]
+    grouped = (d.stage_sections() if d.stages else [(None, d.sections())])
+    for section, changes in ((f"{_stage_title(d, st)}: {sec}" if d.stages else sec, ch)
+                             for st, sections in grouped for sec, ch in sections):
+        sourced = any(c.origin for c in changes)
+        lines += [f"**{section}**", "", "| key | old | new |" + (" from |" if sourced else ""),
+                  "| --- | --- | --- |" + (" --- |" if sourced else "")]
+        for c in changes:
+            old, new = _fmt_pair(c)
+            lines.append(f"| {_code(c.path)} | {'—' if c.added else _code(old)} | {'—' if c.removed else _code(new)} |"
+                         + (f" {_cell(_origin_words(c))} |" if sourced else ""))
+        lines.append("")
+    if d.is_empty():
+        lines.append("No change to the plan.")
+    elif d.stages:
+        steps = _stage_steps_lines(d, lambda xs: ", ".join(f"`{x}`" for x in xs))
+        lines += [f"**{steps[0]}**", ""] + [f"- {x}" for x in steps[1:]]
+    else:
+        lines.append("**" + _steps_line(d, lambda xs: ", ".join(f"`{x}`" for x in xs)).replace(":", ":**", 1))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- json
+
+
+def _json_value(value: Any) -> Any:
+    return None if value is MISSING else value
+
+
+def render_json(d: PlanDiff) -> str:
+    doc = {
+        "name": d.name,
+        "old_id": d.old_id,
+        "new_id": d.new_id,
+        "empty": d.is_empty(),
+        "changes": [
+            {"section": c.section, "path": c.path, "old": _json_value(c.old), "new": _json_value(c.new),
+             "added": c.added, "removed": c.removed, "origin": c.origin} | ({"stage": c.stage} if d.stages else {})
+            for c in d.changes
+        ],
+        "rerun": list(d.rerun),
+        "reused": list(d.reused),
+        "dropped": list(d.dropped),
+        "trust_remote_code": {"enabled": d.trust_remote_code, "turned_on": d.trust_remote_code_turned_on},
+    }
+    if d.stages:
+        doc["stages"] = [{"name": st.name, "rerun": st.rerun, "reused": st.reused, "dropped": st.dropped,
+                          "added": st.added, "removed": st.removed} for st in d.stages]
+    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"

@@ -1,0 +1,39 @@
+"""ftspec.checks.rules.paths: the output directory stays in the repository, away from
+the inputs, the step store and what ftspec did not write."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks.conftest import BASE, at
+from ftspec.plan import steps
+
+
+@pytest.mark.parametrize("folder", sorted({s.folder for s in steps.STEPS}))
+def test_every_folder_a_step_writes_is_protected(issues, tmp_path, folder):
+    """The folders the rule protects are those the steps write, each of them."""
+    (tmp_path / "runs" / "demo" / folder).mkdir(parents=True)
+    found = at(issues(BASE + "output: {dir: runs/demo}\n"), "output.dir")
+    assert len(found) == 1 and f"holds '{folder}', which a run would replace" in found[0]
+
+
+def test_an_output_directory_outside_the_repository(issues):
+    found = at(issues(BASE + "output: {dir: ../elsewhere}\n"), "output.dir")
+    assert len(found) == 1 and "outside" in found[0]
+    assert not at(issues(BASE + "output: {dir: runs/demo}\n"), "output.dir")
+
+
+def test_the_step_store_is_not_an_output_directory(issues):
+    assert at(issues(BASE + "output: {dir: runs/.ftspec-store}\n"), "output.dir") == [
+        "'runs/.ftspec-store' is the step store (.ftspec-store) or inside it, where ftspec keeps the steps of every "
+        "run directory beside it; use a folder of its own, e.g. runs/{name}"]
+
+
+def test_a_step_folder_ftspec_did_not_write(issues, tmp_path):
+    (tmp_path / "runs" / "demo" / "model").mkdir(parents=True)
+    (tmp_path / "runs" / "demo" / "model" / "weights.bin").write_text("mine")
+    assert at(issues(BASE + "output: {dir: runs/demo}\n"), "output.dir") == [
+        "'runs/demo' holds 'model', which a run would replace, and ftspec did not write it; use a folder of its own, "
+        "e.g. runs/{name}"]
+    (tmp_path / "runs" / "demo" / "model" / ".ftspec-step.json").write_text("{}")
+    assert not at(issues(BASE + "output: {dir: runs/demo}\n"), "output.dir")

@@ -1,0 +1,98 @@
+"""No deprecation notices in a normal run, and none hidden wholesale.
+
+A run used to silence every FutureWarning and DeprecationWarning, so a deprecated
+argument ftspec passes to transformers, peft or trl would never be seen. Now only the
+notices a library raises from inside itself are silenced, each by name
+(``ftspec.runtime.quiet.LIBRARY_NOTICES``), and tiny runs of each objective and adapter
+record every warning that reaches the user: there must be none.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from conftest import ROOT  # noqa: E402
+from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
+from ftspec.backends.executor import execute  # noqa: E402
+from ftspec.runtime import quiet as R  # noqa: E402
+
+DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def test_a_deprecation_ftspec_causes_is_not_hidden():
+    """After quiet_libraries(), a notice raised at a call ftspec makes still reaches the
+    user; the library-internal notices it names are silenced."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        R.quiet_libraries()
+        for category in DEPRECATIONS:  # as a library warns with stacklevel=2 about an argument ftspec passed
+            warnings.warn_explicit(f"`old_argument` is deprecated ({category.__name__})", category,
+                                   str(ROOT / "ftspec/runtime/recipes/sft.py"), 1, module="ftspec.runtime.recipes.sft", registry={})
+        warnings.warn_explicit("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
+                               "transformers/modeling_utils.py", 3312, module="transformers.modeling_utils", registry={})
+    shown = [str(w.message) for w in seen]
+    assert shown == [f"`old_argument` is deprecated ({c.__name__})" for c in DEPRECATIONS], shown
+
+
+TINY = """
+model: {kind: tiny, hidden_size: 32, num_layers: 1, num_heads: 2, max_position_embeddings: 256, init_seed: 1}
+compute: {device: cpu}
+"""
+SFT = TINY + """
+data:
+  train: tickets.jsonl
+  split: {validation: 0.2, test: 0.2, seed: 1}
+format: {kind: prompt_completion, prompt: "Request: {{ text }}\\nQueue:", completion: " {{ queue }}"}
+training: {max_steps: 4, batch_size: 8, max_length: 128, eval_every: 2, save_every: 2, logging_steps: 1,
+           early_stopping: {patience: 2}}
+eval: {max_new_tokens: 4, limit: 6, metrics: [accuracy]}
+"""
+DPO = TINY + """
+data:
+  train: tickets.jsonl
+  split: {validation: 0.2, seed: 1}
+  derive:
+    wrong: "{{ {'billing': 'account', 'account': 'technical', 'technical': 'shipping', 'shipping': 'returns', 'returns': 'billing'}[queue] }}"
+format: {kind: preference, prompt: "Request: {{ text }}\\nQueue:", chosen: " {{ queue }}", rejected: " {{ wrong }}"}
+method: {kind: dpo, beta: 0.1, adapter: {kind: lora, r: 4}}
+training: {max_steps: 2, batch_size: 4, max_length: 128, eval_every: 2, logging_steps: 1}
+"""
+RUNS = {
+    "sft-full": SFT + "method: {kind: sft, adapter: full}\n",
+    "sft-lora": SFT + "method: {kind: sft, adapter: {kind: lora, r: 4}}\n",
+    "dpo-lora": DPO,
+}
+
+
+def _matches(notice: warnings.WarningMessage, entry: tuple) -> bool:
+    message, category, module = entry
+    return (issubclass(notice.category, category) and re.match(message, str(notice.message), re.I) is not None
+            and re.search(module.replace(r"\.", "/"), notice.filename.replace("\\", "/")) is not None)
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_a_tiny_run_shows_no_deprecation_notice(name, tmp_path, monkeypatch):
+    """Every deprecation notice raised in the run is recorded (the silenced ones too, to
+    see that each is still raised where the list says); none but those listed may come."""
+    lines = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:60]
+    (tmp_path / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(f"ftspec: 1\nname: {name}\n" + RUNS[name], encoding="utf-8")
+    plan, _ = compile_spec(spec)
+    listed = R.LIBRARY_NOTICES
+    monkeypatch.setattr(R, "LIBRARY_NOTICES", ())
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # everything a user running with -W default would see, and more
+        execute(plan, find_root(spec), echo=lambda _: None)
+    notices = [w for w in seen if issubclass(w.category, DEPRECATIONS)]
+    unlisted = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
+                for w in notices if not any(_matches(w, entry) for entry in listed)]
+    assert unlisted == [], "\n".join(unlisted)
+    if "lora" in name:  # peft's notice is still raised: the entry that silences it is still needed
+        assert any(_matches(w, listed[0]) for w in notices), [str(w.message) for w in notices]
