@@ -36,7 +36,8 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--baseline", metavar="REV", help="Also time the light commands of git revision REV, side by side.")
+    parser.add_argument("--baseline", metavar="REV", help="Also time the light commands of git revision "
+                                                          "REV, side by side.")
     args = parser.parse_args()
 
     largest = max((ROOT / "specs").glob("*.yaml"), key=lambda p: p.stat().st_size)
@@ -60,9 +61,11 @@ def main() -> int:
         i_times.append(timed(imports))
     v, i = statistics.median(v_times), statistics.median(i_times)
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-    print(f"ftspec validate {spec}: median {v:.3f} s over {args.runs} runs (min {min(v_times):.3f}, max {max(v_times):.3f})")
+    print(f"ftspec validate {spec}: median {v:.3f} s over {args.runs} runs (min {min(v_times):.3f}, max "
+          f"{max(v_times):.3f})")
     print(f"python -c 'import torch, transformers': median {i:.3f} s (min {min(i_times):.3f}, max {max(i_times):.3f})")
-    print(f"ratio validate/import = {v / i:.3f}  (target <= 0.05; validate target <= 0.25 s: {'met' if v <= 0.25 else 'NOT met'})")
+    print(f"ratio validate/import = {v / i:.3f}  (target <= 0.05; validate target <= 0.25 s: "
+          f"{'met' if v <= 0.25 else 'NOT met'})")
     if args.baseline:
         compare(args.baseline, spec, args.runs)
     return 0
@@ -73,13 +76,14 @@ def compare(rev: str, spec: str, runs: int) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="ftspec-baseline-") as tmp:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "ftspec", "templates"], capture_output=True, check=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "ftspec", "templates"],
+                                 capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         envs = {"this checkout": dict(os.environ, PYTHONPATH=str(ROOT)), rev: dict(os.environ, PYTHONPATH=tmp)}
         for command in ("validate", "plan"):
             cmd = [sys.executable, "-m", "ftspec", command, spec] + (["-q"] if command == "validate" else ["--json"])
             times: dict[str, list[float]] = {name: [] for name in envs}
-            for name, env in envs.items():
+            for env in envs.values():
                 timed(cmd, env)  # warm-up
             for _ in range(runs):
                 for name, env in envs.items():

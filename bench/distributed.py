@@ -77,7 +77,8 @@ def ftspec(spec: Path, sets: list[str]) -> tuple[float, list[tuple[float, str]]]
     cmd = [sys.executable, "-m", "ftspec", "run", str(spec)] + [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
     lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in proc.stdout]
     proc.wait()
     elapsed = time.perf_counter() - t0
@@ -165,9 +166,11 @@ def main() -> int:
         f"{GLOBAL_BATCH} ({stats['rows']} train rows, {stats['tokens']['mean']:.0f} tokens a row on average); "
         f"compute.threads auto = 1 per process")
     say(f"1 = 1 process x batch {GLOBAL_BATCH}; 2 = 2 processes (ddp, gloo) x batch {GLOBAL_BATCH // 2}; "
-        f"{'1 process x batch 16 with compute.threads=2; ' if '1t2' in names else ''}{args.rounds} interleaved rounds, median (range); first run (prepare + eval) {prepare:.1f} s")
+        f"{'1 process x batch 16 with compute.threads=2; ' if '1t2' in names else ''}{args.rounds} interleaved "
+        f"rounds, median (range); first run (prepare + eval) {prepare:.1f} s")
     say("")
-    keys = [("to_first_step", "start to step 1 (s)", "{:.2f}"), ("train_to_first_step", "train: running to step 1 (s)", "{:.2f}"),
+    keys = [("to_first_step", "start to step 1 (s)", "{:.2f}"),
+            ("train_to_first_step", "train: running to step 1 (s)", "{:.2f}"),
             ("steps_seconds", f"steps 2..{args.steps} (s)", "{:.2f}"), ("tokens_per_s", "train tokens/s", "{:.0f}"),
             ("wall", "whole command (s)", "{:.2f}")]
     base = names[0]

@@ -13,7 +13,7 @@ On the same prompt/completion rows (SST-2 and the tool-calling set from
                       labels, truncation), as a plain trl script pays it on every run
 Median of --repeats, interleaved. ftspec pays this once per dataset: the result is
 cached under prepare_data's step key, and a later run with other training settings
-reads the tokens (bench/rerun.py, tests/test_runtime.py). Last line:
+reads the tokens (bench/rerun.py, tests/runtime/training/test_runtime.py). Last line:
 `prepare ftspec/trl=X.XX`.
 """
 
@@ -40,13 +40,13 @@ def main() -> int:
         print(f"bench/prepare.py needs the shared datasets at {SHARED} (SST-2 and toolformer); they are missing here.")
         return 2
 
-    import ftspec.runtime  # noqa: F401  (quiet library defaults)
     from datasets import Dataset, disable_progress_bars
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from ftspec.runtime.training import data as D
+    import ftspec.runtime  # noqa: F401  (quiet library defaults)
     from ftspec.runtime.models import bpe_tokenizer, tiny_config
+    from ftspec.runtime.training import data as D
 
     disable_progress_bars()
     rows = load_rows("sst2", args.rows) + load_rows("toolformer", args.rows)
@@ -56,7 +56,8 @@ def main() -> int:
                                                           "max_position_embeddings": MAX_LENGTH}, tokenizer))
     config = SFTConfig(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, report_to="none", max_length=MAX_LENGTH,
                        completion_only_loss=True)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows[:8]), processing_class=tokenizer)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows[:8]),
+                         processing_class=tokenizer)
 
     def trl_prepare(dataset):
         return trainer._prepare_dataset(dataset, tokenizer, config, False, None, "train")

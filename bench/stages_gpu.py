@@ -36,13 +36,15 @@ format:
   prompt: "Request: {{ text }}\\nQueue:"
   completion: " {{ queue }}"
 method: {kind: sft, adapter: full}
-training: {max_steps: 150, batch_size: 16, max_length: 256, learning_rate: 3.0e-3, eval_every: 50, save_every: 50, logging_steps: 25}
+training: {max_steps: 150, batch_size: 16, max_length: 256, learning_rate: 3.0e-3, eval_every: 50, save_every: 50,
+           logging_steps: 25}
 eval: {metrics: [accuracy], max_new_tokens: 16}
 stages:
   - name: teacher
   - name: student
     model: {kind: tiny, hidden_size: 48, num_layers: 1, num_heads: 4, max_position_embeddings: 256}
-    method: {kind: distill, adapter: full, teacher: {stage: teacher}, batch_size: 32, logits: {alpha: 0.5, temperature: 2.0}}
+    method: {kind: distill, adapter: full, teacher: {stage: teacher}, batch_size: 32,
+             logits: {alpha: 0.5, temperature: 2.0}}
 """
 
 SFT_DPO = """\
@@ -88,8 +90,8 @@ def main() -> None:
     import torch
     import trl
 
-    from ftspec.plan.compile import compile_spec
     from ftspec.backends.executor import execute
+    from ftspec.plan.compile import compile_spec
 
     if not torch.cuda.is_available():
         sys.exit("bench/stages_gpu.py needs a CUDA device")
@@ -123,11 +125,13 @@ def main() -> None:
             if name == "distill":
                 comparison = json.loads((result.run_dir / "stages" / "comparison.json").read_text())
                 for m in comparison["models"]:
-                    out.append(f"  {m['model']:<26} {m['parameters'] or 0:>9,} parameters  accuracy {m['metrics']['accuracy']:.3f}")
+                    out.append(f"  {m['model']:<26} {m['parameters'] or 0:>9,} parameters  accuracy "
+                               f"{m['metrics']['accuracy']:.3f}")
                 log = [json.loads(x) for x in (result.run_dir / "model" / "metrics.jsonl").read_text().splitlines()]
                 parts = [e for e in log if "kl" in e]
                 if parts:
-                    out.append(f"  student's last logged loss parts: ce {parts[-1]['ce']:.4f}, kl {parts[-1]['kl']:.4f}")
+                    out.append(f"  student's last logged loss parts: ce {parts[-1]['ce']:.4f}, kl "
+                               f"{parts[-1]['kl']:.4f}")
             else:
                 from transformers import AutoModelForCausalLM
 

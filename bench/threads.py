@@ -25,7 +25,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,8 +87,8 @@ print(json.dumps({"threads": torch.get_num_threads(), "interop": torch.get_num_i
 
 
 def run_one(threads: str, steps: int, hidden: int = 128, layers: int = 2) -> dict:
-    out = subprocess.run([sys.executable, "-c", WORKER, threads, str(steps), str(DATA), str(BATCH), str(hidden), str(layers)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", WORKER, threads, str(steps), str(DATA), str(BATCH), str(hidden),
+                          str(layers)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

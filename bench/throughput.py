@@ -48,7 +48,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets"
-CONFIGS = ["ftspec", "ftspec-padded", "ftspec-packed", "ftspec-grouped", "trl-default", "trl-nockpt", "trl-grouped", "trl-packed"]
+CONFIGS = ["ftspec", "ftspec-padded", "ftspec-packed", "ftspec-grouped",
+           "trl-default", "trl-nockpt", "trl-grouped", "trl-packed"]
 TRL = [c for c in CONFIGS if c.startswith("trl")]
 MAX_LENGTH = 512
 BATCH = 16
@@ -64,10 +65,12 @@ def load_rows(name: str, n: int) -> list[dict]:
         rows = []
         for line in (SHARED / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines():
             text, _, label = line.rpartition("\t")
-            rows.append({"prompt": f"Review: {text}\nSentiment:", "completion": " positive" if label == "1" else " negative"})
+            rows.append({"prompt": f"Review: {text}\nSentiment:",
+                         "completion": " positive" if label == "1" else " negative"})
     else:
         data = json.loads((SHARED / "toolformer" / "toolformer_alpaca.json").read_text(encoding="utf-8"))
-        rows = [{"prompt": f"{r['instruction']}\n{r['input']}\nResponse:".replace("\n\n", "\n"), "completion": " " + r["output"]}
+        rows = [{"prompt": f"{r['instruction']}\n{r['input']}\nResponse:".replace("\n\n", "\n"),
+                 "completion": " " + r["output"]}
                 for r in data]
     random.Random(0).shuffle(rows)
     return rows[:n]
@@ -120,10 +123,11 @@ def worker(config: str, dataset: str, examples: int, seed: int, workdir: Path) -
     losses = []
 
     if config.startswith("ftspec"):
-        from ftspec.plan.compile import compile_spec, find_root
         from ftspec.backends.executor import execute
+        from ftspec.plan.compile import compile_spec, find_root
 
-        mode = {"ftspec": "auto", "ftspec-padded": "padded", "ftspec-packed": "packed", "ftspec-grouped": "length_grouped"}[config]
+        mode = {"ftspec": "auto", "ftspec-padded": "padded", "ftspec-packed": "packed",
+                "ftspec-grouped": "length_grouped"}[config]
         spec = workdir / "spec.yaml"
         spec.write_text(json.dumps({
             "ftspec": 1, "name": "bench", "model": {"kind": "tiny", **MODEL},
@@ -155,11 +159,13 @@ def worker(config: str, dataset: str, examples: int, seed: int, workdir: Path) -
             "trl-default": {},
             "trl-nockpt": {"activation_checkpointing": False},
             "trl-grouped": {"activation_checkpointing": False, "train_sampling_strategy": "group_by_length"},
-            "trl-packed": {"activation_checkpointing": False, "packing": True, "padding_free": True, "packing_strategy": "bfd"},
+            "trl-packed": {"activation_checkpointing": False, "packing": True, "padding_free": True,
+                           "packing_strategy": "bfd"},
         }[config]
         per_device = BATCH
         if config == "trl-packed":  # the same rows per step as the padded runs
-            mean = statistics.mean(min(MAX_LENGTH, len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) + 1) for r in rows)
+            mean = statistics.mean(min(MAX_LENGTH, len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) + 1)
+                                   for r in rows)
             per_device = max(1, round(BATCH * mean / MAX_LENGTH))
             model.config.use_cache = False
         args = SFTConfig(output_dir=str(workdir / "out"), max_steps=steps, per_device_train_batch_size=per_device,
@@ -197,7 +203,8 @@ def loss_check(curves: list[list[float]], reference: list[list[float]]) -> tuple
         a = [c[t] for c in curves]
         b = [c[t] for c in reference]
         gaps.append(statistics.mean(a) - statistics.mean(b))
-        var = (statistics.variance(a) / len(a) if len(a) > 1 else 0.0) + (statistics.variance(b) / len(b) if len(b) > 1 else 0.0)
+        var = ((statistics.variance(a) / len(a) if len(a) > 1 else 0.0)
+               + (statistics.variance(b) / len(b) if len(b) > 1 else 0.0))
         errors.append(math.sqrt(var))
     gap = math.sqrt(statistics.mean(g * g for g in gaps))
     noise = math.sqrt(statistics.mean(e * e for e in errors))
@@ -238,7 +245,8 @@ def main() -> int:
     args = parser.parse_args()
 
     if not (SHARED / "sst2").is_dir() or not (SHARED / "toolformer").is_dir():
-        print(f"bench/throughput.py needs the shared datasets at {SHARED} (SST-2 and toolformer); they are missing here.")
+        print(f"bench/throughput.py needs the shared datasets at {SHARED} (SST-2 and toolformer); "
+              "they are missing here.")
         return 2
     if args.worker:
         with tempfile.TemporaryDirectory() as tmp:
@@ -248,7 +256,8 @@ def main() -> int:
 
     def run(config: str, dataset: str, seed: int) -> dict:
         out = subprocess.run([sys.executable, __file__, "--worker", config, dataset, "--examples", str(args.examples),
-                              "--seed", str(seed)], check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              "--seed", str(seed)], check=False, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
         if out.returncode != 0:
             sys.exit(f"{config} on {dataset} failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -293,7 +302,8 @@ def main() -> int:
         if args.curves:
             for config in configs:
                 curves = [r["losses"] for r in results[(config, dataset)]]
-                print(f"    {config:<15} " + " ".join(f"{statistics.mean(c[t] for c in curves):.2f}" for t in range(len(curves[0]))))
+                print(f"    {config:<15} " + " ".join(f"{statistics.mean(c[t] for c in curves):.2f}"
+                                                    for t in range(len(curves[0]))))
     with tempfile.TemporaryDirectory() as tmp:
         first_step = statistics.median(startup(Path(tmp) / f"s{i}") if (Path(tmp) / f"s{i}").mkdir() is None else 0
                                        for i in range(args.repeats))

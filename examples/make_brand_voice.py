@@ -23,10 +23,12 @@ ROWS = 800
 
 # (ways to ask, the fact, a tip)
 FACTS = [
-    (["How do I reset my Hearth?", "My thermostat is stuck, how can I reset it?", "What's the way to factory reset Hearth?"],
+    (["How do I reset my Hearth?", "My thermostat is stuck, how can I reset it?",
+      "What's the way to factory reset Hearth?"],
      "Hold the dial down for ten seconds until the ring flashes white, and Hearth restarts with factory settings.",
      "Your schedules are saved in the app, so you can restore them afterwards."),
-    (["Can I control Hearth from my phone?", "Is there an app for the thermostat?", "How do I change the temperature remotely?"],
+    (["Can I control Hearth from my phone?", "Is there an app for the thermostat?",
+      "How do I change the temperature remotely?"],
      "Yes, the free Hearth app for iOS and Android lets you change the temperature from anywhere.",
      "Turn on notifications to hear when the house gets too cold."),
     (["What batteries does Hearth use?", "Does the thermostat need batteries?", "How is Hearth powered?"],

@@ -35,7 +35,8 @@ MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Augus
           "September", "October", "November", "December"]
 
 TEMPLATES = [
-    "Hello,\nplease find attached invoice {number} from {vendor}, dated {date}. The total due is {amount}.\nKind regards",
+    ("Hello,\nplease find attached invoice {number} from {vendor}, dated {date}. The total due is {amount}.\n"
+     "Kind regards"),
     "Invoice {number} ({vendor})\nDate: {date}\nAmount payable: {amount}\nPayment within 30 days.",
     "Hi team, {vendor} sent us invoice {number} on {date} for {amount}. Can someone approve it?",
     "Dear customer, thank you for your order. Our invoice {number} of {date} amounts to {amount}. {vendor}",

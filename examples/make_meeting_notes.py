@@ -27,8 +27,10 @@ DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
 DEADLINES = ["the end of the week", "next Friday", "the end of the month", "the 15th", "the next sprint review",
              "Wednesday", "the quarterly review"]
 TOPICS = {  # topic: decisions that close it
-    "the onboarding flow": ["shorten the sign-up form to three fields", "add a welcome video", "drop the phone number step"],
-    "the cloud bill": ["move the test servers to spot instances", "delete unused storage buckets", "cap the logging budget"],
+    "the onboarding flow": ["shorten the sign-up form to three fields", "add a welcome video",
+                            "drop the phone number step"],
+    "the cloud bill": ["move the test servers to spot instances", "delete unused storage buckets",
+                       "cap the logging budget"],
     "the release schedule": ["ship every two weeks instead of monthly", "freeze features a week before release",
                              "add a beta channel"],
     "customer churn": ["call every customer who cancels", "offer a pause option instead of cancelling",

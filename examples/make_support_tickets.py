@@ -82,7 +82,8 @@ QUEUES: dict[str, list[str]] = {
 }
 
 FILLERS = {
-    "month": ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"],
+    "month": ["January", "February", "March", "April", "May", "June", "July", "August",
+              "September", "October", "November", "December"],
     "amount": ["$12", "$40", "$9.99", "$120", "$75", "$18.50", "$230", "$5"],
     "invoice": ["INV-{n}"],
     "order": ["#{n}", "A{n}", "{n}"],

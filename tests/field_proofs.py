@@ -12,16 +12,20 @@ unproven fields: a field that cannot be honoured and tested is rejected at its l
 """
 
 E = "tests/test_field_effects.py::"
-R = "tests/test_runtime.py::"
-T = "tests/test_tracking.py::"
-B = "tests/test_bedrock_spec.py::"
-ST = "tests/test_stages.py::"
+R = "tests/runtime/training/test_runtime.py::"
+T = "tests/runtime/training/test_tracking.py::"
+B = "tests/checks/test_bedrock_spec.py::"
+ST = "tests/plan/test_stages.py::"
 SR = "tests/test_stages_run.py::"
 TE = "tests/runtime/evaluation/test_teach.py::"
+DS = "tests/checks/test_distributed_spec.py::"
+DF = "tests/runtime/training/test_data_filter.py::"
+EC = "tests/commands/test_eval_commands.py::"
+BC = "tests/backends/bedrock/test_bedrock_converse.py::"
 
 PROOFS: dict[str, list[str]] = {
     # --- top level
-    "ftspec": ["tests/test_invalid_specs.py::test_check_spec"],  # bad-version cases: must be 1
+    "ftspec": ["tests/spec/test_invalid_specs.py::test_check_spec"],  # bad-version cases: must be 1
     "name": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],  # runs/<name>
     "description": [E + "test_description_is_carried_into_the_plan"],
     "extends": ["tests/spec/test_load.py::test_extends_merges_mappings_and_replaces_the_rest",
@@ -33,13 +37,13 @@ PROOFS: dict[str, list[str]] = {
     "model:pretrained.base": [R + "test_a_local_pretrained_model_trains_with_lora",
                               E + "test_pretrained_model_settings_reach_from_pretrained"],
     "model:pretrained.revision": [E + "test_pretrained_model_settings_reach_from_pretrained",
-                                  "tests/test_cache_and_lock.py::test_lock_pins_hub_revisions_and_run_locked_uses_them"],
+                                  "tests/store/test_cache_and_lock.py::test_lock_pins_hub_revisions_and_run_locked_uses_them"],
     "model:pretrained.dtype": [E + "test_pretrained_model_settings_reach_from_pretrained"],
     "model:pretrained.trust_remote_code": [E + "test_pretrained_model_settings_reach_from_pretrained",
                                            "tests/cli/test_cli.py::test_trust_remote_code_is_shown_prominently"],
     "model:pretrained.tokenizer": [E + "test_pretrained_model_settings_reach_from_pretrained"],
-    "model:pretrained.gguf_file": ["tests/test_gguf.py::test_prepare_converts_the_gguf_once_to_an_ordinary_model",
-                                   "tests/test_gguf_real.py::test_a_few_lora_steps_on_the_real_gguf_model"],
+    "model:pretrained.gguf_file": ["tests/data/test_gguf.py::test_prepare_converts_the_gguf_once_to_an_ordinary_model",
+                                   "tests/runtime/tools/test_gguf_real.py::test_a_few_lora_steps_on_the_real_gguf_model"],
     "model:tiny.kind": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],
     "model:tiny.architecture": [E + "test_tiny_model_settings_shape_the_built_model"],
     "model:tiny.hidden_size": [E + "test_tiny_model_settings_shape_the_built_model"],
@@ -49,8 +53,10 @@ PROOFS: dict[str, list[str]] = {
     "model:tiny.intermediate_size": [E + "test_tiny_model_settings_shape_the_built_model"],
     "model:tiny.max_position_embeddings": [E + "test_tiny_model_settings_shape_the_built_model"],
     "model:tiny.init_seed": [E + "test_tiny_model_settings_shape_the_built_model"],
-    "model:bedrock.kind": [B + "test_plan_training_follows_the_job_hyperparameters", B + "test_bedrock_model_needs_the_bedrock_backend_and_back"],
-    "model:bedrock.id": [B + "test_the_request_is_the_golden_one", B + "test_unset_hyperparameters_are_the_family_defaults"],
+    "model:bedrock.kind": [B + "test_plan_training_follows_the_job_hyperparameters",
+                           B + "test_bedrock_model_needs_the_bedrock_backend_and_back"],
+    "model:bedrock.id": [B + "test_the_request_is_the_golden_one",
+                         B + "test_unset_hyperparameters_are_the_family_defaults"],
     "model:tiny.tokenizer:byte.kind": [E + "test_tiny_model_settings_shape_the_built_model"],
     "model:tiny.tokenizer:bpe.kind": [R + "test_tiny_model_with_a_bpe_tokenizer_trained_on_the_train_split"],
     "model:tiny.tokenizer:bpe.vocab_size": [R + "test_tiny_model_with_a_bpe_tokenizer_trained_on_the_train_split"],
@@ -65,13 +71,14 @@ PROOFS: dict[str, list[str]] = {
     "data.split.stratify": [E + "test_split_fractions_seed_and_stratify_carve_the_held_out_rows"],
     "data.rename": [E + "test_rename_derive_and_limit_shape_the_rows"],
     "data.derive": [E + "test_rename_derive_and_limit_shape_the_rows"],
-    "data.limit": [E + "test_rename_derive_and_limit_shape_the_rows", "tests/test_data_filter.py::test_a_number_still_limits_every_split"],
-    "data.limit:splits.train": ["tests/test_data_filter.py::test_a_limit_on_the_training_rows_alone_leaves_the_other_splits"],
-    "data.limit:splits.validation": ["tests/test_data_filter.py::test_a_limit_on_the_training_rows_alone_leaves_the_other_splits"],
-    "data.limit:splits.test": ["tests/test_data_filter.py::test_a_limit_on_the_training_rows_alone_leaves_the_other_splits"],
-    "data.filter": ["tests/test_data_filter.py::test_a_filter_keeps_the_rows_it_renders_true_for_before_splitting_and_counts_the_rest",
-                    "tests/test_data_filter.py::test_rows_a_filter_drops_are_never_formatted"],
-    "data.on_bad_row": ["tests/test_messy_data.py::test_skipped_rows_are_counted_in_the_statistics_and_the_report",
+    "data.limit": [E + "test_rename_derive_and_limit_shape_the_rows",
+                   DF + "test_a_number_still_limits_every_split"],
+    "data.limit:splits.train": [DF + "test_a_limit_on_the_training_rows_alone_leaves_the_other_splits"],
+    "data.limit:splits.validation": [DF + "test_a_limit_on_the_training_rows_alone_leaves_the_other_splits"],
+    "data.limit:splits.test": [DF + "test_a_limit_on_the_training_rows_alone_leaves_the_other_splits"],
+    "data.filter": [DF + "test_a_filter_keeps_the_rows_it_renders_true_for_before_splitting_and_counts_the_rest",
+                    DF + "test_rows_a_filter_drops_are_never_formatted"],
+    "data.on_bad_row": ["tests/data/test_messy_data.py::test_skipped_rows_are_counted_in_the_statistics_and_the_report",
                         R + "test_a_bad_row_past_the_validated_sample_stops_the_run_with_its_row"],
     "data.train:file.path": [E + "test_file_format_columns_header_and_field_read_the_file"],
     "data.train:file.format": [E + "test_file_format_columns_header_and_field_read_the_file"],
@@ -79,7 +86,8 @@ PROOFS: dict[str, list[str]] = {
     "data.train:file.header": [E + "test_file_format_columns_header_and_field_read_the_file"],
     "data.train:file.field": [E + "test_file_format_columns_header_and_field_read_the_file"],
     "data.train:hub.hub": [R + "test_hub_dataset_sources_go_through_datasets"],
-    "data.train:hub.split": [R + "test_hub_dataset_sources_go_through_datasets", E + "test_a_hub_subset_is_passed_to_datasets"],
+    "data.train:hub.split": [R + "test_hub_dataset_sources_go_through_datasets",
+                             E + "test_a_hub_subset_is_passed_to_datasets"],
     "data.train:hub.subset": [E + "test_a_hub_subset_is_passed_to_datasets"],
     "data.train:hub.revision": [R + "test_hub_dataset_sources_go_through_datasets"],
     # --- format
@@ -87,8 +95,9 @@ PROOFS: dict[str, list[str]] = {
     "format:prompt_completion.prompt": [E + "test_rename_derive_and_limit_shape_the_rows"],
     "format:prompt_completion.completion": [E + "test_rename_derive_and_limit_shape_the_rows"],
     "format:prompt_completion.loss": [E + "test_format_loss_all_puts_loss_on_the_prompt_too",
-                                      "tests/test_prepared_tokens.py::test_prompt_completion_tokens_are_trls"],
-    "data.filter:file.file": [R + "test_chat_loss_mask_covers_exactly_the_assistant_tokens"],  # templates, wherever they are
+                                      "tests/runtime/training/test_prepared_tokens.py::test_prompt_completion_tokens_are_trls"],
+    # templates, wherever they are
+    "data.filter:file.file": [R + "test_chat_loss_mask_covers_exactly_the_assistant_tokens"],
     "data.filter:builtin.builtin": [E + "test_a_builtin_template_is_the_chat_template_the_tokenizer_renders"],
     "format:chat.kind": [R + "test_chat_loss_mask_covers_exactly_the_assistant_tokens"],
     "format:chat.messages": [R + "test_chat_loss_mask_covers_exactly_the_assistant_tokens"],
@@ -98,7 +107,7 @@ PROOFS: dict[str, list[str]] = {
     "format:chat.chat_template": [R + "test_chat_loss_mask_covers_exactly_the_assistant_tokens",
                                   E + "test_a_builtin_template_is_the_chat_template_the_tokenizer_renders"],
     "format:chat.loss": [R + "test_chat_loss_mask_covers_exactly_the_assistant_tokens",
-                         "tests/test_prepared_tokens.py::test_chat_tokens_are_trls"],
+                         "tests/runtime/training/test_prepared_tokens.py::test_chat_tokens_are_trls"],
     "format:preference.kind": [R + "test_dpo_lora_trains"],
     "format:preference.prompt": [R + "test_dpo_lora_trains"],
     "format:preference.chosen": [R + "test_dpo_lora_trains"],
@@ -133,7 +142,7 @@ PROOFS: dict[str, list[str]] = {
     "training.optimizer": [E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.weight_decay": [E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.max_grad_norm": [E + "test_training_and_lora_settings_reach_the_trainer"],
-    "training.batching": ["tests/test_packing.py::test_the_batching_mode_reaches_the_trainer"],
+    "training.batching": ["tests/runtime/training/test_packing.py::test_the_batching_mode_reaches_the_trainer"],
     "training.gradient_checkpointing": [E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.logging_steps": [E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.eval_every": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],
@@ -146,61 +155,68 @@ PROOFS: dict[str, list[str]] = {
     # --- eval
     "eval.split": [E + "test_eval_generation_settings_reach_generate"],
     "eval.baseline": [E + "test_baseline_false_drops_the_base_models_evaluation"],
-    "eval.mode": ["tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+    "eval.mode": [EC + "test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.choices": [R + "test_choices_outside_the_allowed_labels_stop_the_run"],
-    "eval.metrics": ["tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+    "eval.metrics": [EC + "test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.max_new_tokens": [E + "test_eval_generation_settings_reach_generate"],
     "eval.stop": [E + "test_eval_generation_settings_reach_generate",
-                  "tests/test_generation_stop.py::test_a_stop_string_stops_generation_and_is_not_in_the_prediction"],
+                  "tests/runtime/evaluation/test_generation_stop.py::test_a_stop_string_stops_generation_and_is_not_in_the_prediction"],
     "eval.few_shot": [E + "test_few_shot_examples_go_before_the_baselines_prompt"],
     "eval.batch_size": [E + "test_eval_generation_settings_reach_generate"],
     "eval.limit": [E + "test_eval_generation_settings_reach_generate"],
-    "eval.gates": ["tests/commands/test_eval_commands.py::test_a_gate_not_met_exits_3_and_says_by_how_much"],
+    "eval.gates": [EC + "test_a_gate_not_met_exits_3_and_says_by_how_much"],
     "eval.metrics[]:simple.name": [
-        "tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+        EC + "test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.metrics[]:simple.extract": [E + "test_eval_metric_extraction_is_applied"],
-    "eval.metrics[]:simple.positive": ["tests/test_honest_eval.py::test_positive_reaches_the_plan_and_the_eval_steps_metric",
-                                       "tests/test_honest_eval.py::test_f1_with_two_labels_is_the_positive_labels_f1"],
+    "eval.metrics[]:simple.positive": [
+        "tests/runtime/evaluation/test_honest_eval.py::test_positive_reaches_the_plan_and_the_eval_steps_metric",
+        "tests/runtime/evaluation/test_honest_eval.py::test_f1_with_two_labels_is_the_positive_labels_f1"],
     "eval.metrics[]:json_schema.name": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
-    "eval.metrics[]:json_schema.schema": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
-    "eval.metrics[]:json_schema.extract": [E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
+    "eval.metrics[]:json_schema.schema": [
+        E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
+    "eval.metrics[]:json_schema.extract": [
+        E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema"],
     "eval.metrics[]:judge.name": [
-        "tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+        EC + "test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.metrics[]:judge.model": [
-        "tests/commands/test_eval_commands.py::test_choices_mode_and_a_judge_through_a_local_model"],
+        EC + "test_choices_mode_and_a_judge_through_a_local_model"],
     "eval.metrics[]:judge.rubric": [E + "test_the_judges_rubric_score_regex_and_scale_come_from_the_spec"],
     "eval.metrics[]:judge.score_regex": [E + "test_the_judges_rubric_score_regex_and_scale_come_from_the_spec",
-                                         "tests/test_evaluate.py::test_judge_scores_are_parsed_and_scaled"],
+                                         "tests/runtime/evaluation/test_evaluate.py::test_judge_scores_are_parsed_and_scaled"],
     "eval.metrics[]:judge.scale": [E + "test_the_judges_rubric_score_regex_and_scale_come_from_the_spec",
-                                   "tests/test_evaluate.py::test_judge_scores_are_parsed_and_scaled"],
+                                   "tests/runtime/evaluation/test_evaluate.py::test_judge_scores_are_parsed_and_scaled"],
     # --- compute
-    "compute.backend": [E + "test_the_backend_can_only_be_local", B + "test_bedrock_model_needs_the_bedrock_backend_and_back"],
+    "compute.backend": [E + "test_the_backend_can_only_be_local",
+                        B + "test_bedrock_model_needs_the_bedrock_backend_and_back"],
     "compute.device": [R + "test_a_run_time_error_at_a_key_points_at_its_line_in_the_spec"],
-    "compute.precision": [E + "test_precision_is_what_the_trainer_is_given_or_a_clear_error",
-                          "tests/test_threads.py::test_the_plan_states_the_precision_the_device_makes_certain"],
-    "compute.threads": ["tests/test_threads.py::test_the_run_sets_and_shows_the_threads_and_the_precision",
-                        "tests/test_threads.py::test_threads_set_in_the_spec_are_the_plans"],
-    "compute.attention": ["tests/test_packing.py::test_the_attention_implementation_reaches_the_model"],
-    # Several processes: the plan's launch (tests/test_distributed_spec.py); the runtime's
+    "compute.precision": [
+        E + "test_precision_is_what_the_trainer_is_given_or_a_clear_error",
+        "tests/runtime/training/test_threads.py::test_the_plan_states_the_precision_the_device_makes_certain"],
+    "compute.threads": [
+        "tests/runtime/training/test_threads.py::test_the_run_sets_and_shows_the_threads_and_the_precision",
+        "tests/runtime/training/test_threads.py::test_threads_set_in_the_spec_are_the_plans"],
+    "compute.attention": [
+        "tests/runtime/training/test_packing.py::test_the_attention_implementation_reaches_the_model"],
+    # Several processes: the plan's launch (tests/checks/test_distributed_spec.py); the runtime's
     # tests (tests/test_distributed*.py) run what it says.
-    "compute.num_processes": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
-                              "tests/test_distributed_spec.py::test_several_processes_are_accepted_with_a_strategy"],
-    "compute.num_nodes": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
-    "compute.strategy": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
-    "compute.fsdp": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
-                     "tests/test_distributed_spec.py::test_fsdp_settings_without_strategy_fsdp_are_an_error_at_their_line"],
-    "compute.fsdp.wrap": ["tests/test_distributed_spec.py::test_the_plan_wraps_the_architectures_decoder_layer_or_leaves_it_to_transformers",
-                          "tests/test_distributed_spec.py::test_fsdp_wrap_without_the_decoder_layer_is_a_warning"],
-    "compute.fsdp.reshard_after_forward": ["tests/test_distributed_spec.py::test_transformers_takes_the_fsdp_keywords_as_planned"],
-    "compute.fsdp.cpu_offload": ["tests/test_distributed_spec.py::test_transformers_takes_the_fsdp_keywords_as_planned"],
-    "compute.fsdp.activation_checkpointing": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
-    "compute.fsdp.state_dict": ["tests/test_distributed_spec.py::test_transformers_takes_the_fsdp_keywords_as_planned"],
-    "compute.deepspeed": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
-                          "tests/test_distributed_spec.py::test_deepspeed_settings_without_strategy_deepspeed_are_an_error_at_their_line"],
-    "compute.deepspeed.zero_stage": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
-    "compute.deepspeed.offload_optimizer": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords"],
-    "compute.deepspeed.offload_params": ["tests/test_distributed_spec.py::test_the_plans_launch_and_trainer_keywords",
-                                         "tests/test_distributed_spec.py::test_offloading_parameters_needs_zero_stage_3"],
+    "compute.num_processes": [DS + "test_the_plans_launch_and_trainer_keywords",
+                              DS + "test_several_processes_are_accepted_with_a_strategy"],
+    "compute.num_nodes": [DS + "test_the_plans_launch_and_trainer_keywords"],
+    "compute.strategy": [DS + "test_the_plans_launch_and_trainer_keywords"],
+    "compute.fsdp": [DS + "test_the_plans_launch_and_trainer_keywords",
+                     DS + "test_fsdp_settings_without_strategy_fsdp_are_an_error_at_their_line"],
+    "compute.fsdp.wrap": [DS + "test_the_plan_wraps_the_architectures_decoder_layer_or_leaves_it_to_transformers",
+                          DS + "test_fsdp_wrap_without_the_decoder_layer_is_a_warning"],
+    "compute.fsdp.reshard_after_forward": [DS + "test_transformers_takes_the_fsdp_keywords_as_planned"],
+    "compute.fsdp.cpu_offload": [DS + "test_transformers_takes_the_fsdp_keywords_as_planned"],
+    "compute.fsdp.activation_checkpointing": [DS + "test_the_plans_launch_and_trainer_keywords"],
+    "compute.fsdp.state_dict": [DS + "test_transformers_takes_the_fsdp_keywords_as_planned"],
+    "compute.deepspeed": [DS + "test_the_plans_launch_and_trainer_keywords",
+                          DS + "test_deepspeed_settings_without_strategy_deepspeed_are_an_error_at_their_line"],
+    "compute.deepspeed.zero_stage": [DS + "test_the_plans_launch_and_trainer_keywords"],
+    "compute.deepspeed.offload_optimizer": [DS + "test_the_plans_launch_and_trainer_keywords"],
+    "compute.deepspeed.offload_params": [DS + "test_the_plans_launch_and_trainer_keywords",
+                                         DS + "test_offloading_parameters_needs_zero_stage_3"],
     "compute.bedrock": [B + "test_the_request_is_the_golden_one"],
     "compute.bedrock.region": [B + "test_plan_text_has_one_line_for_the_backend"],
     "compute.bedrock.customization": [B + "test_continued_pre_training_for_titan_renders_its_input_lines",
@@ -214,9 +230,9 @@ PROOFS: dict[str, list[str]] = {
     "compute.bedrock.vpc.security_groups": [B + "test_filled_request_respects_the_api_patterns"],
     "compute.bedrock.tags": [B + "test_the_request_is_the_golden_one"],
     "compute.bedrock.serve": [B + "test_plan_text_has_one_line_for_the_backend",
-                              "tests/backends/bedrock/test_bedrock_converse.py::test_nothing_is_served_unless_the_plan_says_so"],
-    "compute.bedrock.model_units": ["tests/backends/bedrock/test_bedrock_converse.py::test_provisioned_is_deleted_when_evaluation_fails"],
-    "compute.bedrock.max_concurrency": ["tests/backends/bedrock/test_bedrock_converse.py::test_answers_come_back_in_order_under_concurrency"],
+                              BC + "test_nothing_is_served_unless_the_plan_says_so"],
+    "compute.bedrock.model_units": [BC + "test_provisioned_is_deleted_when_evaluation_fails"],
+    "compute.bedrock.max_concurrency": [BC + "test_answers_come_back_in_order_under_concurrency"],
     "compute.bedrock.s3.bucket": [B + "test_the_request_has_exactly_the_api_parameters"],
     "compute.bedrock.s3.prefix": [B + "test_the_request_has_exactly_the_api_parameters", B + "test_valid_formats_pass"],
     # --- output and tracking
@@ -228,7 +244,7 @@ PROOFS: dict[str, list[str]] = {
                                T + "test_wandb_offline_run_has_the_specs_project_entity_and_name_and_logs_the_loss"],
     "tracking:wandb.entity": [T + "test_ftspec_run_reports_to_the_specs_wandb_project"],
     "tracking:mlflow.kind": [T + "test_ftspec_run_reports_to_the_specs_mlflow_experiment"],
-    # --- stages (tests/test_stages.py: the plan; tests/test_stages_run.py: the run)
+    # --- stages (tests/plan/test_stages.py: the plan; tests/test_stages_run.py: the run)
     "stages": [ST + "test_the_last_stage_is_the_specs_plan_and_holds_the_earlier_ones",
                SR + "test_sft_then_dpo_the_dpo_reference_is_the_sft_model"],
     "stages[].name": [ST + "test_the_last_stage_is_the_specs_plan_and_holds_the_earlier_ones",
@@ -249,28 +265,37 @@ PROOFS: dict[str, list[str]] = {
     "stages[].eval": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
     "stages[].compute": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
     "stages[].tracking": [ST + "test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_merges"],
-    # --- distillation (the plan: tests/test_stages.py; the teacher's answers: tests/runtime/evaluation/test_teach.py; the loss: tests/runtime/recipes/test_distill_loss.py)
-    "method:distill.kind": [ST + "test_distillation_steps_and_keys", SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
+    # --- distillation (the plan: tests/plan/test_stages.py; the teacher's answers:
+    # tests/runtime/evaluation/test_teach.py; the loss: tests/runtime/recipes/test_distill_loss.py)
+    "method:distill.kind": [ST + "test_distillation_steps_and_keys",
+                            SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
     "method:distill.teacher:stage.stage": [ST + "test_distillation_steps_and_keys",
                                            SR + "test_the_distilled_student_learns_from_the_teacher_alone"],
-    "method:distill.mode": [ST + "test_distillation_steps_and_keys",
-                            TE + "test_a_teacher_in_choices_mode_answers_with_the_likeliest_label_as_evaluation_scores_it"],
+    "method:distill.mode": [
+        ST + "test_distillation_steps_and_keys",
+        TE + "test_a_teacher_in_choices_mode_answers_with_the_likeliest_label_as_evaluation_scores_it"],
     "method:distill.max_new_tokens": [ST + "test_the_distillation_settings_reach_the_plan",
                                       TE + "test_answers_are_generated_in_batches_and_saved_after_each"],
     "method:distill.stop": [ST + "test_the_distillation_settings_reach_the_plan",
                             TE + "test_answers_are_generated_in_batches_and_saved_after_each"],
     "method:distill.batch_size": [ST + "test_the_distillation_settings_reach_the_plan",
                                   TE + "test_answers_are_generated_in_batches_and_saved_after_each"],
-    "method:distill.filter.extract": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason"],
-    "method:distill.filter.extract.regex": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason",
+    "method:distill.filter.extract": [ST + "test_the_distillation_settings_reach_the_plan",
+                                      TE + "test_the_filter_drops_by_reason"],
+    "method:distill.filter.extract.regex": [ST + "test_the_distillation_settings_reach_the_plan",
+                                            TE + "test_the_filter_drops_by_reason",
                                             E + "test_eval_metric_extraction_is_applied"],
     "method:distill.filter.extract.which": [ST + "test_the_distillation_settings_reach_the_plan",
                                             E + "test_eval_metric_extraction_is_applied"],
-    "method:distill.filter.extract.template": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason",
-                                               E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema",
-                                               "tests/test_metrics.py::test_extract_template"],
-    "method:distill.filter.max_tokens": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason"],
-    "method:distill.filter.train_on": [ST + "test_the_distillation_settings_reach_the_plan", TE + "test_the_filter_drops_by_reason"],
+    "method:distill.filter.extract.template": [
+        ST + "test_the_distillation_settings_reach_the_plan",
+        TE + "test_the_filter_drops_by_reason",
+        E + "test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema",
+        "tests/runtime/evaluation/test_metrics.py::test_extract_template"],
+    "method:distill.filter.max_tokens": [ST + "test_the_distillation_settings_reach_the_plan",
+                                         TE + "test_the_filter_drops_by_reason"],
+    "method:distill.filter.train_on": [ST + "test_the_distillation_settings_reach_the_plan",
+                                       TE + "test_the_filter_drops_by_reason"],
     "method:distill.logits": [ST + "test_logit_distillation_needs_one_vocabulary",
                               SR + "test_logit_distillation_on_unlabelled_rows_leaves_the_teacher_unwritten"],
     "method:distill.logits.alpha": [ST + "test_the_distillation_settings_reach_the_plan",
@@ -284,10 +309,11 @@ PROOFS: dict[str, list[str]] = {
 _QLORA = ["tests/test_field_effects.py::test_qlora_settings_make_the_quantization_config",
           "tests/test_field_effects.py::test_qlora_reaches_the_model_load"]
 PROOFS.update({
-    "method:sft.adapter:qlora.kind": _QLORA + ["tests/test_field_effects.py::test_qlora_without_bitsandbytes_is_an_error_at_the_adapter"],
+    "method:sft.adapter:qlora.kind": _QLORA + [E + "test_qlora_without_bitsandbytes_is_an_error_at_the_adapter"],
     "method:sft.adapter:qlora.bits": _QLORA,
     "method:sft.adapter:qlora.quant_type": _QLORA,
     "method:sft.adapter:qlora.double_quant": _QLORA,
-    "method:sft.adapter:qlora.quant_storage": ["tests/test_distributed_spec.py::test_quant_storage_is_resolved_in_the_plan",
-                                               "tests/test_distributed_spec.py::test_qlora_storage_other_than_the_load_dtype_is_an_error_under_sharding"],
+    "method:sft.adapter:qlora.quant_storage": [
+        DS + "test_quant_storage_is_resolved_in_the_plan",
+        DS + "test_qlora_storage_other_than_the_load_dtype_is_an_error_under_sharding"],
 })

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import os
+import re
 import time
 from pathlib import Path
 
@@ -53,7 +53,8 @@ def _spec(repo: Path, *, train: str = "train.jsonl", data: str = "  split: {vali
           model: str = "{kind: tiny, hidden_size: 32, num_heads: 4}", extra: str = "") -> Path:
     path = repo / "spec.yaml"
     path.write_text(SPEC.format(model=model, train=train, data=data, kind=kind,
-                                format=fmt if fmt is not None else PROMPT_COMPLETION.format(prompt=prompt), extra=extra))
+                                format=fmt if fmt is not None else PROMPT_COMPLETION.format(prompt=prompt),
+                                extra=extra))
     return path
 
 
@@ -74,7 +75,8 @@ def _run(repo: Path, *args: str, command: str = "validate"):
 
 def _fails(result, seconds: float, expected: str, limit: float = SECONDS) -> str:
     """The one error line that contains ``expected``; exit 2, no traceback, in time."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), f"crashed: {result.exception!r}\n{result.output}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"crashed: {result.exception!r}\n{result.output}")
     assert "Traceback" not in result.output and "Aborted" not in result.output
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if expected in line]
@@ -98,8 +100,10 @@ def _warm():
     ('{"text": -Infinity, "queue": "billing"}', "-Infinity is not a JSON number"),
     ('{"text": 1e999, "queue": "billing"}', "is too large for a 64-bit float"),
     ('{"text": "a", "queue": "billing", "text": "b"}', "key 'text' appears twice in one object"),
-    ('{"text": "a", "queue": "billing", "x": %s1%s}' % ("[" * 100, "]" * 100), "nests lists and objects more than 64 levels deep"),
-    ('{"text": "a", "queue": "billing", "x": %s1%s}' % ("[" * 100_000, "]" * 100_000), "nests lists and objects more than 64 levels deep"),
+    ('{"text": "a", "queue": "billing", "x": %s1%s}' % ("[" * 100, "]" * 100),
+     "nests lists and objects more than 64 levels deep"),
+    ('{"text": "a", "queue": "billing", "x": %s1%s}' % ("[" * 100_000, "]" * 100_000),
+     "nests lists and objects more than 64 levels deep"),
     ('{"text": "a", "queue": "billing", "x": [%s]}' % ",".join(["1"] * 100_001), "holds more than 100000 values"),
 ], ids=["huge-int", "nan", "infinity", "float-overflow", "duplicate-key", "deep", "very-deep", "many-values"])
 @pytest.mark.parametrize("fmt", ["jsonl", "json"])
@@ -129,7 +133,8 @@ def test_a_bad_row_is_skipped_with_on_bad_row_skip(tmp_path):
 
 def test_a_huge_integer_in_a_csv_row_is_text(tmp_path):
     repo = _repo(tmp_path)
-    (repo / "train.csv").write_text("text,queue\n" + "".join(f"r{i},billing\n" for i in range(8)) + "9" * 5000 + ",billing\n")
+    (repo / "train.csv").write_text("text,queue\n" + "".join(f"r{i},billing\n" for i in range(8))
+                                    + "9" * 5000 + ",billing\n")
     _spec(repo, train="train.csv")
     for command in ("validate", "plan"):
         result, _ = _run(repo, command=command)
@@ -153,7 +158,8 @@ def test_a_huge_integer_in_a_csv_row_is_text(tmp_path):
 def test_numbers_in_the_spec_are_finite_and_bounded(tmp_path, extra, expected):
     repo = _repo(tmp_path)
     _spec(repo, extra=extra.replace("training: {max_length: 256, ", "training_: {"))
-    text = (repo / "spec.yaml").read_text().replace("training: {max_length: 256}\n", "").replace("training_: {", "training: {max_length: 256, ")
+    text = (repo / "spec.yaml").read_text().replace("training: {max_length: 256}\n",
+                                                    "").replace("training_: {", "training: {max_length: 256, ")
     (repo / "spec.yaml").write_text(text)
     for command in ("validate", "plan"):
         _fails(*_run(repo, "--json", command=command) if command == "plan" else _run(repo), expected)
@@ -201,8 +207,10 @@ def test_thousands_of_unknown_keys_are_reported_in_bounded_time(tmp_path):
 
 def test_a_slow_template_over_many_rows_spends_one_budget(tmp_path):
     repo = _repo(tmp_path)
-    (repo / "train.jsonl").write_text("".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n" for i in range(600)))
-    slow = "{% for i in range(10000) %}{% for j in range(10000) %}{% if loop.index > 9999 %}{{ j }}{% endif %}{% endfor %}{% endfor %}"
+    (repo / "train.jsonl").write_text("".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n"
+                                              for i in range(600)))
+    slow = ("{% for i in range(10000) %}{% for j in range(10000) %}{% if loop.index > 9999 %}{{ j }}{% endif %}"
+            "{% endfor %}{% endfor %}")
     _spec(repo, prompt="'" + slow + "{{ text }}'", data="  validation: train.jsonl\n  test: train.jsonl\n")
     line = _fails(*_run(repo), "template refused", limit=8.0)
     # At the first row whose rendering ran out of time: row 1, or a later one on a loaded machine.
@@ -211,7 +219,8 @@ def test_a_slow_template_over_many_rows_spends_one_budget(tmp_path):
 
 def test_a_template_slow_on_every_row_is_stopped_by_the_total_budget(tmp_path):
     repo = _repo(tmp_path)
-    (repo / "train.jsonl").write_text("".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n" for i in range(600)))
+    (repo / "train.jsonl").write_text("".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n"
+                                              for i in range(600)))
     # About 0.2 s a row: under the 0.5 s of one rendering, but 200 rows x 3 splits is minutes.
     slow = "{% for i in range(10000) %}{% for j in range(%s) %}{% endfor %}{% endfor %}"
     from ftspec.data import templates as tpl
@@ -222,7 +231,8 @@ def test_a_template_slow_on_every_row_is_stopped_by_the_total_budget(tmp_path):
         started = time.perf_counter()
         tpl.render(tpl.environment().from_string(slow.replace("%s", str(steps))), {})
         took = time.perf_counter() - started
-    _spec(repo, prompt="'" + slow.replace("%s", str(steps)) + "{{ text }}'", data="  validation: train.jsonl\n  test: train.jsonl\n")
+    _spec(repo, prompt="'" + slow.replace("%s", str(steps)) + "{{ text }}'",
+          data="  validation: train.jsonl\n  test: train.jsonl\n")
     line = _fails(*_run(repo), "template refused", limit=10.0)
     assert "took more than 3 s in all" in line or "rendering took longer than" in line, line
 
@@ -278,7 +288,8 @@ def test_one_call_cannot_build_a_huge_value(tmp_path, template):
 
 def test_ordinary_templates_still_render(tmp_path):
     repo = _repo(tmp_path)
-    _spec(repo, prompt="'{{ \"{:>5}\".format(text) }} {{ text.ljust(12) }} {{ text ~ \"!\" }} {{ [text, queue] | join(\", \") }}"
+    _spec(repo, prompt="'{{ \"{:>5}\".format(text) }} {{ text.ljust(12) }} {{ text ~ \"!\" }}"
+                       " {{ [text, queue] | join(\", \") }}"
                        " {{ range(12) | batch(5) | list | length }} {{ text + \"?\" }} {{ \"%5s\" | format(queue) }}'")
     result, _ = _run(repo)
     assert result.exit_code == 0, result.output
@@ -417,7 +428,8 @@ def test_a_device_is_refused_even_where_allowed(tmp_path, what):
 # --------------------------------------------------------------------------- paths that escape
 
 
-@pytest.mark.parametrize("name", ["/etc/passwd", "../../../../etc/x", "../chatml", "sub/chatml", "chatml/../chatml", ".hidden"])
+@pytest.mark.parametrize("name",
+                         ["/etc/passwd", "../../../../etc/x", "../chatml", "sub/chatml", "chatml/../chatml", ".hidden"])
 def test_a_builtin_template_is_a_name_not_a_path(tmp_path, name):
     repo = _repo(tmp_path)
     (tmp_path / "x.j2").write_text("SECRET {{ text }}")
@@ -559,7 +571,8 @@ def test_a_bad_csv_row_past_the_sample_is_found_at_validate(tmp_path):
 
 
 @pytest.mark.parametrize("metric, expected", [
-    ("{name: judge, model: org/judge, rubric: '{{ prediction }}', score_regex: '(\\d+'}", "eval.metrics.0.score_regex: invalid regular expression"),
+    ("{name: judge, model: org/judge, rubric: '{{ prediction }}', score_regex: '(\\d+'}",
+     "eval.metrics.0.score_regex: invalid regular expression"),
     ("{name: exact_match, extract: {regex: '[a-'}}", "eval.metrics.0.extract.regex: invalid regular expression"),
 ])
 def test_a_regex_is_compiled_at_validate(tmp_path, metric, expected):
@@ -584,9 +597,11 @@ def test_beyond_the_scan_budget_rows_are_counted_and_said_so(tmp_path, monkeypat
     assert plan["data"]["sources"]["test"]["rows"] == 400
     # The training file leaves a share of the budget to the test file (and every file its sample).
     assert plan["checks"]["not_checked"] == [
-        "data.test: rows after the first 200 are counted, not parsed (validate parses at most 300 rows and 256 MiB in all); "
+        "data.test: rows after the first 200 are counted, not parsed (validate parses at most 300 rows and 256 MiB in "
+        "all); "
         "they are checked when the data is prepared",
-        "data.train: rows after the first 250 are counted, not parsed (validate parses at most 300 rows and 256 MiB in all); "
+        "data.train: rows after the first 250 are counted, not parsed (validate parses at most 300 rows and 256 MiB in "
+        "all); "
         "they are checked when the data is prepared"]
 
 
@@ -619,10 +634,14 @@ CHAT = """  messages:
 
 
 @pytest.mark.parametrize("template, expected", [
-    ("\"{{ raise_exception('no conversation is good enough') }}\"", "the template raised an error: no conversation is good enough"),
-    ("\"{% for m in messages %}{{ m.content }}{{ system_prompt }}{% endfor %}\"", "prints 'system_prompt', which transformers never gives"),
-    ("\"{% for m in messages %}{{ m.content.nope() }}{% endfor %}\"", "the chat template cannot render this spec's conversations"),
-    ("\"{% if messages[0].role != 'system' %}{{ raise_exception('needs a system turn') }}{% endif %}\"", "needs a system turn"),
+    ("\"{{ raise_exception('no conversation is good enough') }}\"",
+     "the template raised an error: no conversation is good enough"),
+    ("\"{% for m in messages %}{{ m.content }}{{ system_prompt }}{% endfor %}\"",
+     "prints 'system_prompt', which transformers never gives"),
+    ("\"{% for m in messages %}{{ m.content.nope() }}{% endfor %}\"",
+     "the chat template cannot render this spec's conversations"),
+    ("\"{% if messages[0].role != 'system' %}{{ raise_exception('needs a system turn') }}{% endif %}\"",
+     "needs a system turn"),
 ])
 def test_a_chat_template_that_cannot_render_is_an_error(tmp_path, template, expected):
     repo = _repo(tmp_path)
@@ -634,7 +653,8 @@ def test_a_chat_template_that_cannot_render_is_an_error(tmp_path, template, expe
 @pytest.mark.parametrize("template", [
     "{builtin: chatml}",
     "{builtin: plain-chat}",
-    "\"{% for m in messages %}{% if tools is defined and tools %}{{ tools }}{% endif %}{% if m.role == 'user' %}U: {% endif %}"
+    "\"{% for m in messages %}{% if tools is defined and tools %}{{ tools }}{% endif %}{% if m.role == 'user' %}U: "
+    "{% endif %}"
     "{{ m.content }}{% if enable_thinking is defined %}{% break %}{% endif %}\\n{% endfor %}"
     "{% if add_generation_prompt %}A:{% endif %}{{ eos_token }}\"",
 ])
@@ -665,7 +685,8 @@ def test_held_out_data_that_is_the_training_file_is_a_warning(tmp_path, data, ke
 
 @pytest.mark.parametrize("compute, expected, line", [
     ("{num_processes: 4}", "compute.num_processes: 4 processes need a strategy", 12),
-    ("{strategy: ddp, fsdp: {cpu_offload: true}}", "compute.fsdp: FSDP settings are given but compute.strategy is 'ddp'", 12),
+    ("{strategy: ddp, fsdp: {cpu_offload: true}}",
+     "compute.fsdp: FSDP settings are given but compute.strategy is 'ddp'", 12),
     ("{device: cpu, strategy: fsdp}", "compute.strategy: fsdp runs only on CUDA GPUs", 12),
     ("{num_processes: 2, strategy: ddp}", "training.batch_size: 2 processes × batch 8 take 16 rows", 11),
 ])
@@ -788,8 +809,10 @@ def test_the_run_directory_never_holds_folders_a_run_would_replace(tmp_path):
 def test_many_unknown_names_against_wide_data_are_bounded(tmp_path):
     repo = _repo(tmp_path)
     wide = {f"column_{i}": "v" for i in range(9_000)}
-    (repo / "train.jsonl").write_text("".join(json.dumps({**wide, "text": f"r{i}", "queue": "b"}) + "\n" for i in range(8)))
-    derive = "".join(f"    d{j}: '" + "".join(f"{{{{ colum_{j * 20 + i} }}}}" for i in range(20)) + "'\n" for j in range(100))
+    (repo / "train.jsonl").write_text("".join(json.dumps({**wide, "text": f"r{i}", "queue": "b"}) + "\n"
+                                              for i in range(8)))
+    derive = "".join(f"    d{j}: '" + "".join(f"{{{{ colum_{j * 20 + i} }}}}" for i in range(20)) + "'\n"
+                     for j in range(100))
     rename = "  rename: {" + ", ".join(f"colmn_{i}: r{i}" for i in range(500)) + "}\n"
     _spec(repo, data="  split: {validation: 0.25, stratify: colum_5}\n" + rename + "  derive:\n" + derive)
     result, seconds = _run(repo)

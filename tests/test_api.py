@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
+from helpers import BASE_BODY, write_job
 
 import ftspec.api as ft
 from ftspec.cli import main
@@ -71,9 +72,10 @@ def test_diff_names_the_changed_field(in_root, tmp_path):
 
 def test_run_runs_each_step_once_and_then_reuses_it(tmp_path):
     pytest.importorskip("torch")
-    from test_runtime import BASE_BODY, _spec
+    pytest.importorskip("trl")
 
-    spec = _spec(tmp_path, BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: full}\n")
+    spec = write_job(tmp_path,
+                     BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: full}\n")
     lines: list[str] = []
     first = ft.run(spec, echo=lines.append)
     every = [s.name for s in first.plan.steps]

@@ -12,14 +12,16 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+from helpers import successor_model
+
 from ftspec.plan.compile import check_spec, compile_spec, find_root
 
 TICKETS = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()
 
 TINY = "model: {kind: tiny, hidden_size: 32, num_layers: 2, num_heads: 4, max_position_embeddings: 256, init_seed: 1}\n"
-PROMPT_COMPLETION = ('format: {kind: prompt_completion, prompt: "Request: {{ text }}\\nQueue:", completion: " {{ queue }}"}\n')
+PROMPT_COMPLETION = ('format: {kind: prompt_completion, prompt: "Request: {{ text }}\\nQueue:", completion: '
+                     '" {{ queue }}"}\n')
 
 
 def _write(folder: Path, body: str, rows: int = 48, name: str = "job") -> Path:
@@ -130,7 +132,8 @@ def test_training_and_lora_settings_reach_the_trainer(tmp_path):
     assert args.max_length == 100 and seen.batch["input_ids"].shape[1] <= 100
     assert args.seed == 7 and args.data_seed == 7
     assert str(getattr(args.optim, "value", args.optim)) == "adafactor"
-    assert type(seen.optimizer.optimizer if hasattr(seen.optimizer, "optimizer") else seen.optimizer).__name__ == "Adafactor"
+    assert type(seen.optimizer.optimizer if hasattr(seen.optimizer, "optimizer")
+                else seen.optimizer).__name__ == "Adafactor"
     assert args.weight_decay == 0.05
     assert args.max_grad_norm == 0.5
     assert args.activation_checkpointing is True
@@ -148,10 +151,11 @@ def test_training_and_lora_settings_reach_the_trainer(tmp_path):
     assert (saved["r"], saved["lora_alpha"], saved["lora_dropout"], saved["bias"]) == (2, 6, 0.2, "lora_only")
 
 
-EPOCHS_BODY = TINY + "data: {train: tickets.jsonl, limit: 16}\n" + PROMPT_COMPLETION + """method: {kind: sft, adapter: full}
+EPOCHS_BODY = (TINY + "data: {train: tickets.jsonl, limit: 16}\n" + PROMPT_COMPLETION
+               + """method: {kind: sft, adapter: full}
 training: {epochs: 2, batch_size: 4, warmup_ratio: 0.5, max_length: 200, logging_steps: 1}
 compute: {device: cpu}
-"""
+""")
 
 
 def test_epochs_and_warmup_ratio_set_the_steps_the_trainer_runs(tmp_path):
@@ -166,7 +170,8 @@ def test_epochs_and_warmup_ratio_set_the_steps_the_trainer_runs(tmp_path):
     assert rates[4:] == sorted(rates[4:], reverse=True)
 
 
-EARLY_BODY = TINY + "data: {train: tickets.jsonl, split: {validation: 0.25, seed: 1}}\n" + PROMPT_COMPLETION + """method: {kind: sft, adapter: full}
+EARLY_BODY = (TINY + "data: {train: tickets.jsonl, split: {validation: 0.25, seed: 1}}\n" + PROMPT_COMPLETION
+              + """method: {kind: sft, adapter: full}
 training:
   max_steps: 6
   learning_rate: 1.0e-3
@@ -177,7 +182,7 @@ training:
   early_stopping: {patience: 2, min_delta: 100.0}
 eval: {baseline: false, limit: 1, max_new_tokens: 1}
 compute: {device: cpu}
-"""
+""")
 
 
 def test_early_stopping_patience_and_min_delta_stop_training(tmp_path):
@@ -191,7 +196,8 @@ def test_early_stopping_patience_and_min_delta_stop_training(tmp_path):
 
     # With min_delta 0 each evaluation improves on the last here: all six steps run.
     seen = Seen()
-    result = _execute(_write(tmp_path / "b", EARLY_BODY.replace("min_delta: 100.0", "min_delta: 0.0"), rows=24), callbacks=[seen])
+    result = _execute(_write(tmp_path / "b", EARLY_BODY.replace("min_delta: 100.0", "min_delta: 0.0"), rows=24),
+                      callbacks=[seen])
     losses = [json.loads(line)["eval_loss"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
               if "eval_loss" in json.loads(line)]
     assert losses == sorted(losses, reverse=True) and len(losses) == 6
@@ -202,7 +208,8 @@ DPO_BODY = TINY + """data:
   train: tickets.jsonl
   limit: 8
   derive:
-    wrong: "{{ {'billing': 'account', 'account': 'technical', 'technical': 'shipping', 'shipping': 'returns', 'returns': 'billing'}[queue] }}"
+    wrong: "{{ {'billing': 'account', 'account': 'technical', 'technical': 'shipping', 'shipping': 'returns', \
+'returns': 'billing'}[queue] }}"
 format: {kind: preference, prompt: "Request: {{ text }}\\nQueue:", chosen: " {{ queue }}", rejected: " {{ wrong }}"}
 method: {kind: dpo, beta: 0.25, loss_type: robust, label_smoothing: 0.2, adapter: {kind: lora, r: 2}}
 training: {max_steps: 1, batch_size: 4, max_length: 200}
@@ -255,7 +262,8 @@ def test_rename_derive_and_limit_shape_the_rows(tmp_path):
     splits, _ = _splits(plan, spec)
     first = json.loads(TICKETS[0])
     assert len(splits["train"]) == 5
-    assert splits["train"][0] == {"prompt": f"Request: {first['text']}\nQueue:", "completion": " " + first["queue"].upper()}
+    assert splits["train"][0] == {"prompt": f"Request: {first['text']}\nQueue:",
+                                  "completion": " " + first["queue"].upper()}
 
 
 def test_split_fractions_seed_and_stratify_carve_the_held_out_rows(tmp_path):
@@ -274,7 +282,8 @@ def test_split_fractions_seed_and_stratify_carve_the_held_out_rows(tmp_path):
     held = [r["completion"].strip() for r in c["validation"]]
     assert all(abs(held.count(q) - share[q] * 20) <= 1 for q in share), "each queue keeps its share"
     unstratified = [r["completion"].strip() for r in a["validation"]]
-    assert max(abs(unstratified.count(q) - share[q] * 20) for q in share) >= max(abs(held.count(q) - share[q] * 20) for q in share)
+    assert (max(abs(unstratified.count(q) - share[q] * 20) for q in share)
+            >= max(abs(held.count(q) - share[q] * 20) for q in share))
 
 
 def test_validation_and_test_files_are_their_splits(tmp_path):
@@ -300,7 +309,8 @@ def test_file_format_columns_header_and_field_read_the_file(tmp_path):
     plan, spec = _plan(tmp_path, DATA_BODY + "data: {train: {path: rows.tsv, columns: [text, queue], header: false}}\n")
     assert [r["completion"] for r in _splits(plan, spec)[0]["train"]] == [" " + r["queue"] for r in rows]
     # With header: true the first line is a header, and the columns replace its names.
-    (tmp_path / "named.tsv").write_text("a\tb\n" + "".join(f"{r['text']}\t{r['queue']}\n" for r in rows), encoding="utf-8")
+    (tmp_path / "named.tsv").write_text("a\tb\n" + "".join(f"{r['text']}\t{r['queue']}\n" for r in rows),
+                                        encoding="utf-8")
     plan, spec = _plan(tmp_path, DATA_BODY + "data: {train: {path: named.tsv, columns: [text, queue], header: true}}\n")
     assert len(_splits(plan, spec)[0]["train"]) == 6
     # A JSON object whose `field` holds the rows.
@@ -318,7 +328,8 @@ def test_a_hub_subset_is_passed_to_datasets(tmp_path, monkeypatch):
         return datasets.Dataset.from_list([json.loads(line) for line in TICKETS[:4]])
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    plan, spec = _plan(tmp_path, DATA_BODY + "data: {train: {hub: org/tickets, subset: english, split: dev, revision: abc123}}\n")
+    plan, spec = _plan(tmp_path,
+                       DATA_BODY + "data: {train: {hub: org/tickets, subset: english, split: dev, revision: abc123}}\n")
     _splits(plan, spec)
     assert calls == [("org/tickets", "english", "dev", "abc123")]
 
@@ -327,7 +338,8 @@ def test_messages_column_takes_the_conversation_from_a_column(tmp_path):
     tmp_path.mkdir(exist_ok=True)
     convo = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "billing"}]
     (tmp_path / "chats.jsonl").write_text(json.dumps({"id": 1, "turns": convo}) + "\n", encoding="utf-8")
-    body = TINY + "format: {kind: chat, messages_column: turns, chat_template: {builtin: chatml}}\ndata: {train: chats.jsonl}\n"
+    body = TINY + ("format: {kind: chat, messages_column: turns, chat_template: {builtin: chatml}}\n"
+                   "data: {train: chats.jsonl}\n")
     plan, spec = _plan(tmp_path, body)
     assert _splits(plan, spec)[0]["train"] == [{"messages": convo}]
 
@@ -342,8 +354,9 @@ def test_tiny_model_settings_shape_the_built_model(tmp_path):
 
     from ftspec.runtime.models import build_tiny
 
-    body = DATA_BODY.replace(TINY, "model: {kind: tiny, architecture: qwen2, hidden_size: 48, num_layers: 3, num_heads: 6, "
-                                   "num_kv_heads: 2, intermediate_size: 40, max_position_embeddings: 96, init_seed: 5}\n")
+    body = DATA_BODY.replace(TINY, "model: {kind: tiny, architecture: qwen2, hidden_size: 48, num_layers: 3, "
+                                   "num_heads: 6, num_kv_heads: 2, intermediate_size: 40, max_position_embeddings: 96, "
+                                   "init_seed: 5}\n")
     plan, _ = _plan(tmp_path, body + "data: {train: tickets.jsonl}\n")
     build_tiny(plan.model, [], tmp_path / "a")
     config = AutoConfig.from_pretrained(tmp_path / "a")
@@ -370,8 +383,8 @@ def test_pretrained_model_settings_reach_from_pretrained(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     import transformers
 
-    from ftspec.runtime.training import builders
     from ftspec.runtime.models import load_model, load_tokenizer
+    from ftspec.runtime.training import builders
 
     calls = []
 
@@ -395,8 +408,9 @@ def test_pretrained_model_settings_reach_from_pretrained(tmp_path, monkeypatch):
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer_from_pretrained)
     monkeypatch.setattr("ftspec.runtime.models.AutoModelForCausalLM.from_pretrained", model_from_pretrained)
     monkeypatch.setattr("ftspec.runtime.models.AutoTokenizer.from_pretrained", tokenizer_from_pretrained)
-    body = DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + ", dtype: bfloat16, "
-                                   "trust_remote_code: true, tokenizer: org/tokenizer}\n") + "data: {train: tickets.jsonl}\n"
+    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + ", dtype: bfloat16, "
+                                    "trust_remote_code: true, tokenizer: org/tokenizer}\n")
+            + "data: {train: tickets.jsonl}\n")
     plan, spec = _plan(tmp_path, body)
     load_tokenizer(plan.model, find_root(spec), tmp_path)
     load_model(plan.model, find_root(spec), tmp_path, builders.model_dtype(plan.model, "fp32"), "cpu")
@@ -433,7 +447,6 @@ def _evaluate(tmp_path, *sets: str, baseline: bool = False, monkeypatch=None):
     """The evaluation of a model that answers " shop\\nxyz" and then dots, on the plan's
     evaluation settings; the summary, the rows, and the batch sizes generate() saw."""
     pytest.importorskip("torch")
-    from test_generation_stop import successor_model
 
     from ftspec.runtime.evaluation import evaluate as E
     from ftspec.runtime.models import byte_tokenizer
@@ -456,7 +469,8 @@ def _evaluate(tmp_path, *sets: str, baseline: bool = False, monkeypatch=None):
         return real(*args, **kwargs)
 
     model.generate = generate
-    summary, rows = E.evaluate(model, tok, plan.eval, plan.format.kind, plan.training.max_length, data, baseline=baseline)
+    summary, rows = E.evaluate(model, tok, plan.eval, plan.format.kind, plan.training.max_length, data,
+                               baseline=baseline)
     return plan, summary, rows, batches, splits
 
 
@@ -468,7 +482,8 @@ def test_eval_generation_settings_reach_generate(tmp_path):
     assert batches == [2, 1]
     assert {r["prediction"] for r in rows} == {" shop\nx"}, "seven new tokens"
 
-    _, summary, rows, _, splits = _evaluate(tmp_path / "b", "eval.split=test", "eval.stop=[\"\\n\"]", "eval.metrics=[exact_match]")
+    _, summary, rows, _, splits = _evaluate(tmp_path / "b", "eval.split=test", "eval.stop=[\"\\n\"]",
+                                            "eval.metrics=[exact_match]")
     assert summary["split"] == "test" and [r["prompt"] for r in rows] == [r["prompt"] for r in splits["test"]]
     assert {r["prediction"] for r in rows} == {" shop"}
 
@@ -486,7 +501,8 @@ def test_a_json_schema_metric_checks_the_extracted_answer_against_its_schema(tmp
     folder.mkdir(parents=True)
     (folder / "queue.schema.json").write_text(json.dumps({"type": "object", "required": ["queue"]}), encoding="utf-8")
     plain = "{name: json_schema, schema: queue.schema.json}"
-    wrapped = "{name: json_schema, schema: queue.schema.json, extract: {template: '{\"queue\": \"{{ text | trim }}\"}'}}"
+    wrapped = ("{name: json_schema, schema: queue.schema.json, "
+               "extract: {template: '{\"queue\": \"{{ text | trim }}\"}'}}")
     _, summary, _, _, _ = _evaluate(folder, "eval.limit=2", "eval.stop=[\"\\n\"]", f"eval.metrics=[{plain}]")
     assert summary["metrics"]["json_schema"] == 0.0, "' shop' is not a JSON object"
     _, summary, rows, _, _ = _evaluate(folder, "eval.limit=2", "eval.stop=[\"\\n\"]", f"eval.metrics=[{wrapped}]")
@@ -506,7 +522,8 @@ def test_baseline_false_drops_the_base_models_evaluation(tmp_path):
     body = EVAL_BODY + "eval: {metrics: [accuracy]}\n"
     with_base, _ = _plan(tmp_path, body)
     without, _ = _plan(tmp_path, body, "eval.baseline=false")
-    assert [s.name for s in with_base.steps] == ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
+    assert [s.name for s in with_base.steps] == ["prepare_data", "generate_base", "eval_base", "train",
+                                                 "generate_tuned", "eval_tuned", "report"]
     assert [s.name for s in without.steps] == ["prepare_data", "train", "generate_tuned", "eval_tuned", "report"]
 
 
@@ -565,7 +582,8 @@ def test_precision_is_what_the_trainer_is_given_or_a_clear_error(tmp_path):
     assert (precision, kwargs["bf16"], kwargs["fp16"]) == ("fp32", False, False)
     if builders._cpu_supports_bf16():
         plan, _ = _plan(tmp_path, body, "compute.precision=bf16")
-        kwargs = builders.training_arguments(plan.training, plan.tracking, "cpu", builders.resolve_precision(plan.compute, "cpu"),
+        kwargs = builders.training_arguments(plan.training, plan.tracking, "cpu",
+                                             builders.resolve_precision(plan.compute, "cpu"),
                                              str(tmp_path), False)
         assert kwargs["bf16"] is True
 
@@ -578,8 +596,8 @@ def test_the_backend_can_only_be_local(tmp_path):
 
 def test_a_builtin_template_is_the_chat_template_the_tokenizer_renders(tmp_path):
     pytest.importorskip("torch")
-    from ftspec.runtime.models import build_tiny, load_tokenizer
     from ftspec.data.templates import builtin_dir
+    from ftspec.runtime.models import build_tiny, load_tokenizer
 
     body = TINY + """format:
   kind: chat
@@ -605,9 +623,11 @@ def test_qlora_settings_make_the_quantization_config(tmp_path, monkeypatch):
 
     monkeypatch.setattr(facts, "has_package", lambda name: True)  # bitsandbytes, on a machine that has it
 
-    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
+    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n")
+            .replace("device: cpu", "device: cuda")
             + "data: {train: tickets.jsonl}\n")
-    plan, _ = _plan(tmp_path, body, "method={kind: sft, adapter: {kind: qlora, quant_type: fp4, double_quant: false, r: 4}}")
+    plan, _ = _plan(tmp_path, body,
+                    "method={kind: sft, adapter: {kind: qlora, quant_type: fp4, double_quant: false, r: 4}}")
     config = builders.quantization_config(plan.method.adapter)
     assert (config.load_in_4bit, config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant) == (True, "fp4", False)
     assert builders.lora_config(plan.method.adapter).r == 4
@@ -626,7 +646,8 @@ def test_qlora_reaches_the_model_load(tmp_path, monkeypatch):
     from ftspec.runtime.training import builders
 
     monkeypatch.setattr(facts, "has_package", lambda name: True)
-    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
+    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n")
+            .replace("device: cpu", "device: cuda")
             + "data: {train: tickets.jsonl}\n")
     plan, spec = _plan(tmp_path, body, "method={kind: sft, adapter: {kind: qlora, quant_type: nf4, bits: 4}}")
     seen = {}
@@ -652,7 +673,8 @@ def test_qlora_without_bitsandbytes_is_an_error_at_the_adapter(tmp_path, monkeyp
     from ftspec.core.errors import SpecError
 
     monkeypatch.setattr(facts, "has_package", lambda name: name != "bitsandbytes")
-    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n").replace("device: cpu", "device: cuda")
+    body = (DATA_BODY.replace(TINY, "model: {base: org/model, revision: " + "ab" * 20 + "}\n")
+            .replace("device: cpu", "device: cuda")
             + "data: {train: tickets.jsonl}\n")
     with pytest.raises(SpecError) as err:
         _plan(tmp_path, body, "method={kind: sft, adapter: {kind: qlora}}")

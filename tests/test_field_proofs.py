@@ -17,10 +17,10 @@ import ast
 import typing
 from pathlib import Path
 
+from field_proofs import PROOFS
 from pydantic import BaseModel
 
 from ftspec.spec import schema as S
-from field_proofs import PROOFS
 
 TESTS = Path(__file__).resolve().parent
 

@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 hypothesis = pytest.importorskip("hypothesis")
+from conftest import ROOT, SPECS  # noqa: E402
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import ROOT, SPECS  # noqa: E402
-from ftspec.plan.compile import compile_spec  # noqa: E402
 from ftspec.core.errors import SpecError  # noqa: E402
+from ftspec.plan.compile import compile_spec  # noqa: E402
 
 WORKDIR = Path(tempfile.mkdtemp(prefix="ftspec-fuzz-"))
 (WORKDIR / ".git").mkdir()
@@ -33,12 +33,15 @@ VOCABULARY = ["ftspec", "name", "model", "data", "format", "method", "training",
 scalars = (st.none() | st.booleans() | st.integers(min_value=-10**6, max_value=10**6)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=24)
            | st.sampled_from(["{{ text }}", "{{ queue", "data/support-tickets.jsonl", "sft", "dpo", "tiny", "lora",
-                              ">= 0.5", "prompt_completion", "chat", "preference", "../../etc/passwd", "{{ x.__class__ }}"]))
+                              ">= 0.5", "prompt_completion", "chat", "preference", "../../etc/passwd",
+                              "{{ x.__class__ }}"]))
 keys = st.sampled_from(VOCABULARY) | st.text(max_size=10)
-documents = st.recursive(scalars, lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=6),
+documents = st.recursive(scalars,
+                         lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=6),
                          max_leaves=40)
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FTSPEC_FUZZ_EXAMPLES", "120")), deadline=3000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(max_examples=int(__import__("os").environ.get("FTSPEC_FUZZ_EXAMPLES", "120")), deadline=3000,
+                suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 
 def _check(text: str | bytes) -> None:
@@ -110,7 +113,8 @@ def test_mutated_shipped_specs(doc):
 
 
 @FUZZ
-@given(st.sampled_from(sorted(p.name for p in SPECS)), st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=3),
+@given(st.sampled_from(sorted(p.name for p in SPECS)),
+       st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=3),
        st.binary(max_size=4)), min_size=1, max_size=4))
 @example("chat-sft.yaml", [(0, 0, b"\x00")])  # found by this test: PyYAML's reader error escaped as a traceback
 def test_byte_level_mutations_of_shipped_specs(name, edits):

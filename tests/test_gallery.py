@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ALL_SPECS, ROOT, SHARED, SHARED_SPECS
 
-from ftspec.runtime.evaluation.metrics import extract
+from ftspec.runtime.evaluation.extraction import extract
 
 # spec: (generator script, the data file it writes)
 GALLERY = {
@@ -28,7 +28,8 @@ def _spec(name):
 
 
 def _rows(name):
-    return [json.loads(line) for line in (ROOT / "specs" / "data" / GALLERY[name][1]).read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line)
+            for line in (ROOT / "specs" / "data" / GALLERY[name][1]).read_text(encoding="utf-8").splitlines()]
 
 
 def _generator(script):
@@ -153,7 +154,8 @@ def test_gallery_spec_validates_without_shared(name, profiles, tmp_path, monkeyp
     shutil.copytree(ROOT / "specs", repo / "specs")
     text = (repo / "specs" / "real" / name).read_text(encoding="utf-8")
     judge = "../../../shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-    (repo / "specs" / "real" / name).write_text(text.replace(judge, "HuggingFaceTB/SmolLM2-135M-Instruct"), encoding="utf-8")
+    (repo / "specs" / "real" / name).write_text(text.replace(judge, "HuggingFaceTB/SmolLM2-135M-Instruct"),
+                                                encoding="utf-8")
     monkeypatch.chdir(repo)
     checked = check_spec(f"specs/real/{name}", profiles, sets=["model.base=HuggingFaceTB/SmolLM2-135M-Instruct"])
     assert [w.message for w in checked.warnings if "revision" not in w.message] == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import ROOT, SHARED, SHARED_SPECS
 
 NAMES = ["smollm2-tickets.yaml", "smollm2-sst2.yaml"]
@@ -36,7 +35,8 @@ def test_opens_with_its_command_and_names_the_gguf_model(name):
     assert {"few-shot", "generate"} <= set(doc["profiles"])  # base few-shot, and the generate mode
 
 
-@pytest.mark.parametrize("name,profiles", list(_variants()), ids=lambda v: v if isinstance(v, str) else "+".join(v) or "-")
+@pytest.mark.parametrize("name,profiles", list(_variants()),
+                         ids=lambda v: v if isinstance(v, str) else "+".join(v) or "-")
 def test_validates_strict_on_the_real_model(name, profiles, in_root):
     if not MODEL.is_file():
         pytest.skip(f"the real model is not here ({MODEL}); the SmolLM2 specs validate only where ../shared is")

@@ -103,7 +103,8 @@ def test_chat_template_payload_is_refused(tmp_path, monkeypatch):
 
 def test_extraction_and_rubric_payloads_are_refused(tmp_path, monkeypatch):
     eval_ = ("eval:\n  metrics:\n"
-             "    - {name: exact_match, extract: {template: \"{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}\"}}\n"
+             "    - {name: exact_match, extract: {template: \"{% for i in range(10000) %}{% for j in range(10000) "
+             "%}x{% endfor %}{% endfor %}\"}}\n"
              "    - {name: judge, model: org/judge, rubric: \"{{ prediction.__class__ }}\"}\n")
     _write(tmp_path, "{{ text }}", eval_=eval_)
     result, seconds = _validate(tmp_path, monkeypatch)
@@ -116,9 +117,11 @@ def test_extraction_and_rubric_payloads_are_refused(tmp_path, monkeypatch):
 
 
 def test_ordinary_templates_still_work(tmp_path, monkeypatch):
-    _write(tmp_path, "{% for w in text.split() %}{{ w | upper }} {% endfor %}{{ '%s' | format(queue) }} {{ 'ab' * 3 }} {{ range(5) | join(',') }}")
+    _write(tmp_path, "{% for w in text.split() %}{{ w | upper }} {% endfor %}{{ '%s' | format(queue) }} "
+                     "{{ 'ab' * 3 }} {{ range(5) | join(',') }}")
     result, _ = _validate(tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     from ftspec.data.templates import environment, render
 
-    assert render(environment().from_string("{{ 'ab' * 3 }} {{ 2 ** 10 }} {{ range(3) | join(',') }}"), {}) == "ababab 1024 0,1,2"
+    assert render(environment().from_string("{{ 'ab' * 3 }} {{ 2 ** 10 }} {{ range(3) | join(',') }}"),
+                  {}) == "ababab 1024 0,1,2"

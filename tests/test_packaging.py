@@ -10,7 +10,6 @@ import sysconfig
 import zipfile
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -40,29 +39,35 @@ def wheel(tmp_path_factory):
 def test_wheel_holds_the_templates_and_the_entry_point(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        assert {"ftspec/_templates/chatml.jinja", "ftspec/_templates/plain-chat.jinja", "ftspec/_templates/instruction.j2"} <= names
+        assert {"ftspec/_templates/chatml.jinja", "ftspec/_templates/plain-chat.jinja",
+                "ftspec/_templates/instruction.j2"} <= names
         assert "ftspec/report_templates/report.html.j2" in names
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "ftspec = ftspec.cli:main" in zf.read(entry).decode()
         meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
     requires = [l for l in meta.splitlines() if l.startswith("Requires-Dist:")]
     core = [l for l in requires if "extra ==" not in l]
-    assert sorted(l.split()[1].split(">")[0].split("<")[0].split("=")[0] for l in core) == ["click", "filelock", "jinja2", "pydantic", "pyyaml"]
+    assert sorted(l.split()[1].split(">")[0].split("<")[0].split("=")[0] for l in core) == [
+        "click", "filelock", "jinja2", "pydantic", "pyyaml"]
     assert any("torch" in l and 'extra == "train"' in l for l in requires)
 
 
 def test_installed_copy_finds_builtin_templates(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target),
+                    str(wheel)],
                    check=True, capture_output=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = ("import ftspec.data.templates as t, sys; sys.stdout.write(t.__file__ + '\\n' + ' '.join(t.builtin_names()) + '\\n'); "
-            "from ftspec.spec.schema import BuiltinTemplate; from ftspec.core.errors import Pos; from pathlib import Path; "
+    code = ("import ftspec.data.templates as t, sys; sys.stdout.write(t.__file__ + '\\n' + ' '.join(t.builtin_names()) "
+            "+ '\\n'); "
+            "from ftspec.spec.schema import BuiltinTemplate; from ftspec.core.errors import Pos; "
+            "from pathlib import Path; "
             "print(t.resolve(BuiltinTemplate(builtin='chatml'), Path('.'), Pos('x'), 'k').text.count('im_start'))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
-    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, env=env,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     path, names, count = out.stdout.splitlines()
     assert path.startswith(str(target)), "imported the checkout, not the installed copy"
@@ -99,7 +104,8 @@ def _probe(tmp_path, pythonpath: list, sitedir=None) -> list[str]:
     elsewhere.mkdir(exist_ok=True)
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     prelude = f"import site; site.addsitedir({str(sitedir)!r})\n" if sitedir else ""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), *deps])}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), *deps])}
     out = subprocess.run([sys.executable, "-S", "-c", prelude + PROBE], cwd=elsewhere, capture_output=True, text=True,
                          env=env, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -134,7 +140,8 @@ def test_editable_install_as_ci_does_finds_builtin_templates(tmp_path):
 
 def test_wheel_install_finds_builtin_templates(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target),
+                    str(wheel)],
                    check=True, capture_output=True, timeout=300)
     origin, packaged, names, read, unknown = _probe(tmp_path, [target])
     assert origin == str(target / "ftspec" / "__init__.py")
@@ -144,13 +151,16 @@ def test_wheel_install_finds_builtin_templates(wheel, tmp_path):
 
 def test_installed_copy_renders_the_html_report(wheel, tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target),
+                    str(wheel)],
                    check=True, capture_output=True, timeout=300)
     code = ("import ftspec.runtime.report.render as r; from ftspec.runtime.report.document import Document, Heading; "
-            "print(r.__file__); print(r.render_html(Document('t', [Heading(1, '<x>')]), {}).count('<h1>&lt;x&gt;</h1>'))")
+            "print(r.__file__); print(r.render_html(Document('t', [Heading(1, '<x>')]), "
+            "{}).count('<h1>&lt;x&gt;</h1>'))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     path, count = out.stdout.splitlines()
     assert path.startswith(str(target)) and count == "1"

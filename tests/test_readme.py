@@ -112,7 +112,8 @@ def test_the_run_output_in_the_readme_has_the_shape_of_a_real_run(tmp_path):
     assert result.returncode in (0, 3), result.stdout[-3000:] + result.stderr[-3000:]  # 3: a tiny run fails the gates
     real = shape(result.stdout.splitlines())
     assert real == shape(readme_run()), "\n".join(
-        ["README's run output no longer has the shape of a real run's:", *(f"  real: {line}" for line in result.stdout.splitlines())])
+        ["README's run output no longer has the shape of a real run's:",
+         *(f"  real: {line}" for line in result.stdout.splitlines())])
 
 
 def test_every_relative_link_in_the_readme_resolves():

@@ -6,8 +6,8 @@ import re
 
 import pytest
 import yaml
-
 from conftest import ROOT, SPECS
+
 from ftspec.spec import schema as S
 from ftspec.spec.reference import REGENERATE, SECTIONS, markdown_reference
 
@@ -26,7 +26,8 @@ def test_every_published_schema_is_up_to_date_and_valid(update_golden):
         expected = json.dumps(value, indent=2, sort_keys=True) + "\n"
         if update_golden:
             path.write_text(expected, encoding="utf-8")
-        assert path.read_text(encoding="utf-8") == expected, f"{name}: run ftspec schema --all schema (or pytest --update-golden)"
+        assert path.read_text(encoding="utf-8") == expected, (
+            f"{name}: run ftspec schema --all schema (or pytest --update-golden)")
 
 
 def test_golden_plans_satisfy_the_plan_schema():
@@ -50,7 +51,8 @@ def test_schema_file_is_up_to_date(update_golden):
     expected = json.dumps(S.json_schema(), indent=2, sort_keys=True) + "\n"
     if update_golden:
         SCHEMA_FILE.write_text(expected, encoding="utf-8")
-    assert SCHEMA_FILE.read_text(encoding="utf-8") == expected, "run: pytest --update-golden (or ftspec schema -o schema/ftspec-v1.schema.json)"
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == expected, (
+        "run: pytest --update-golden (or ftspec schema -o schema/ftspec-v1.schema.json)")
 
 
 @pytest.mark.parametrize("spec", [p for p in SPECS if "extends:" not in p.read_text()], ids=lambda p: p.name)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch")
+pytest.importorskip("trl")
 
 from conftest import ROOT  # noqa: E402
-from test_runtime import BASE_BODY, _spec  # noqa: E402
+from helpers import BASE_BODY, write_job  # noqa: E402
 
 SECRETS = {
     "HF_TOKEN": "hf_FAKEsecretTOKEN1234567890abcd",
@@ -39,7 +40,7 @@ def _leaks(blob: bytes) -> list[str]:
 
 def test_no_secret_reaches_any_file_or_output(tmp_path):
     body = BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: {kind: lora, r: 2}}\n"
-    spec = _spec(tmp_path, body)
+    spec = write_job(tmp_path, body)
     outputs = []
     for args in (["validate", str(spec)], ["plan", str(spec), "--json", "-o", str(tmp_path / "plan.json")],
                  ["lock", str(spec)], ["run", str(spec)], ["run", "--locked", str(spec)],

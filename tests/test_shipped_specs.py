@@ -4,8 +4,8 @@ to its reviewed golden plan (regenerate with `pytest --update-golden`)."""
 import json
 
 import pytest
-
 from conftest import ROOT, SPECS
+
 from ftspec.plan.compile import check_spec, compile_spec
 
 # (spec file, profiles) pairs with a golden plan each.
@@ -19,7 +19,8 @@ def golden_path(name, profiles):
 
 def test_there_are_shipped_specs():
     names = {p.name for p in SPECS}
-    assert {"quickstart.yaml", "routing-lora.yaml", "chat-sft.yaml", "dpo-preference.yaml", "routing-prod.yaml"} <= names
+    assert {"quickstart.yaml", "routing-lora.yaml", "chat-sft.yaml", "dpo-preference.yaml",
+            "routing-prod.yaml"} <= names
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.name)
@@ -71,5 +72,6 @@ def test_shipped_spec_passes_strict_or_says_why_not(spec, in_root):
             check_spec(spec.relative_to(ROOT), profiles, strict=True)
         except SpecError as exc:
             assert "`ftspec validate --strict` warns here" in header, f"{spec.name} {profiles}: {exc.issues}"
-            unexplained = [i for i in exc.issues if not ("revision" in i.message and "revision is not\n# pinned" in header)]
+            unexplained = [i for i in exc.issues
+                           if not ("revision" in i.message and "revision is not\n# pinned" in header)]
             assert unexplained == [], f"{spec.name} {profiles}: warnings its header does not explain"

@@ -40,7 +40,8 @@ def sft_dpo() -> dict:
             {"name": "sft"},
             {"name": "dpo",
              "data": {"train": "data/pairs.jsonl", "split": {"validation": 0.1, "test": 0.1, "seed": 1}},
-             "format": {"kind": "preference", "prompt": "{{ prompt }}", "chosen": "{{ chosen }}", "rejected": "{{ rejected }}"},
+             "format": {"kind": "preference", "prompt": "{{ prompt }}", "chosen": "{{ chosen }}",
+                        "rejected": "{{ rejected }}"},
              "method": {"kind": "dpo", "adapter": "full"},
              "training": {"learning_rate": 5.0e-4}},
         ],
@@ -169,7 +170,8 @@ def test_diff_of_the_first_stage_reruns_both_stages(tmp_path):
     assert all(c.origin == "derived" for c in d.changes if c.stage == "dpo")
     text = render_text(d)
     assert "\nstage sft (1/2)\n  training\n    training.learning_rate: 0.001 → 0.002" in text
-    assert "  stage sft: train, generate_tuned, eval_tuned, report (reused: prepare_data, generate_base, eval_base)" in text
+    assert ("  stage sft: train, generate_tuned, eval_tuned, report (reused: prepare_data, generate_base, eval_base)"
+            in text)
     assert "  stage dpo: prepare_data, generate_base" in text
     # Nothing about a stage's id, steps or spec path is shown as a change.
     assert "stages[" not in text and ".key" not in text and "spec.path" not in text

@@ -10,15 +10,14 @@ import pytest
 pytest.importorskip("torch")
 
 import torch  # noqa: E402
+from helpers import SFT_DPO, STAGES_HEAD, write_stages  # noqa: E402
 
-from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 from ftspec.backends.executor import execute  # noqa: E402
-
-from test_stages import HEAD, SFT_DPO, write  # noqa: E402
+from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = HEAD.replace("eval: {metrics: [accuracy], max_new_tokens: 4}",
-                     "eval: {metrics: [accuracy], max_new_tokens: 4, limit: 8}")
+SMALL = STAGES_HEAD.replace("eval: {metrics: [accuracy], max_new_tokens: 4}",
+                            "eval: {metrics: [accuracy], max_new_tokens: 4, limit: 8}")
 
 
 @pytest.fixture
@@ -60,7 +59,7 @@ def test_sft_then_dpo_the_dpo_reference_is_the_sft_model(repo, monkeypatch):
         return real_train(self, *args, **kwargs)
 
     monkeypatch.setattr(trl.DPOTrainer, "train", train)
-    result, lines = run(write(repo, SFT_DPO, head=SMALL))
+    result, lines = run(write_stages(repo, SFT_DPO, head=SMALL))
     sft = result.stages[0]
     assert [s.plan.stage for s in result.stages] == ["sft"] and result.plan.stage == "dpo"
     assert "stage 1/2: sft" in lines and "stage 2/2: dpo" in lines
@@ -72,16 +71,18 @@ def test_sft_then_dpo_the_dpo_reference_is_the_sft_model(repo, monkeypatch):
     # The DPO stage's base model (what its evaluation calls `base`) is the SFT model too.
     assert torch.allclose(logits(result.run_dir / "data" / "base-model", seen["ids"]), sft_model, atol=1e-6)
     # Each stage has its own run directory; the last is the spec's.
-    assert (repo / "runs" / "staged.stage-sft" / "report.md").exists() and (repo / "runs" / "staged" / "report.md").exists()
+    assert (repo / "runs" / "staged.stage-sft" / "report.md").exists()
+    assert (repo / "runs" / "staged" / "report.md").exists()
     plan_json = json.loads((result.run_dir / "plan.json").read_text())
     assert [p["stage"] for p in plan_json["stages"]] == ["sft"]
 
 
 def test_a_change_to_the_second_stage_re_runs_only_it(repo):
-    first, _ = run(write(repo, SFT_DPO, head=SMALL))
-    again, _ = run(write(repo, SFT_DPO, head=SMALL))
+    first, _ = run(write_stages(repo, SFT_DPO, head=SMALL))
+    again, _ = run(write_stages(repo, SFT_DPO, head=SMALL))
     assert again.ran == [] and again.stages[0].ran == []
-    changed, _ = run(write(repo, SFT_DPO.replace("r: 4}}\n", "r: 4}}\n    training: {learning_rate: 3.0e-4}\n"), head=SMALL))
+    changed, _ = run(write_stages(repo, SFT_DPO.replace("r: 4}}\n", "r: 4}}\n    training: {learning_rate: 3.0e-4}\n"),
+                                  head=SMALL))
     assert changed.stages[0].ran == [], "stage sft is reused"
     assert "train" in changed.ran and "prepare_data" not in changed.ran
     # The last stage's model is the spec's: it exports (its LoRA merged into the SFT weights)
@@ -97,7 +98,7 @@ def test_a_change_to_the_second_stage_re_runs_only_it(repo):
 
 def test_a_lora_stage_is_merged_into_its_base_for_the_next(repo):
     spec = SFT_DPO.replace("  - name: sft\n", "  - name: sft\n    method: {kind: sft, adapter: {kind: lora, r: 4}}\n")
-    result, lines = run(write(repo, spec, head=SMALL))
+    result, lines = run(write_stages(repo, spec, head=SMALL))
     sft = result.stages[0]
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -125,7 +126,8 @@ format:
   prompt: "Request: {{ text }}\\nQueue:"
   completion: " {{ queue }}"
 method: {kind: sft, adapter: full}
-training: {max_steps: 150, batch_size: 16, max_length: 256, learning_rate: 3.0e-3, eval_every: 50, save_every: 50, logging_steps: 25}
+training: {max_steps: 150, batch_size: 16, max_length: 256, learning_rate: 3.0e-3, eval_every: 50, save_every: 50, \
+logging_steps: 25}
 eval: {metrics: [accuracy], max_new_tokens: 16}
 compute: {device: cpu}
 stages:
@@ -157,13 +159,15 @@ def test_the_distilled_student_learns_from_the_teacher_alone(tickets):
     comparison = json.loads((result.run_dir / "stages" / "comparison.json").read_text())
     acc = {(m["stage"], m["role"]): m["metrics"]["accuracy"] for m in comparison["models"]}
     assert acc[("student", "tuned")] >= acc[("student", "base")] + STUDENT_OVER_BASE, acc
-    assert acc[("student", "teacher")] == acc[("teacher", "tuned")], "the teacher scored here is the teacher stage's model"
+    assert acc[("student", "teacher")] == acc[("teacher", "tuned")], (
+        "the teacher scored here is the teacher stage's model")
     # The student trained on the teacher's answers, never on the data's labels.
     answers = [json.loads(line) for line in (result.run_dir / "teacher" / "answers.jsonl").read_text().splitlines()]
     train = [json.loads(line) for line in (result.run_dir / "data" / "train.jsonl").read_text().splitlines()]
     mine = sorted((a for a in answers if a["split"] == "train"), key=lambda a: a["index"])
     assert [r["completion"] for r in train] == [a["text"] for a in mine if a["kept"]]
-    data_rows = [json.loads(line) for line in (result.stages[0].run_dir / "data" / "train.jsonl").read_text().splitlines()]
+    data_rows = [json.loads(line)
+                 for line in (result.stages[0].run_dir / "data" / "train.jsonl").read_text().splitlines()]
     wrong = [i for i, (a, r) in enumerate(zip(mine, data_rows)) if a["text"].strip() != r["completion"].strip()]
     assert wrong, "a teacher as weak as this one gets some training rows wrong, and the student learns its answer"
     assert not any(a["split"] == "test" for a in answers), "the teacher never answers the held-out rows for training"

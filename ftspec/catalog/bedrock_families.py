@@ -119,10 +119,10 @@ _NOVA_TEACHERS = (r"amazon\.nova-pro-v1:0(:\d+k)?", r"amazon\.nova-premier-v1:0(
                   r"(us|eu|apac)\.amazon\.nova-(pro|premier)-v1:0")
 _NOVA_TEACHERS_SHOWN = "amazon.nova-pro-v1:0 or amazon.nova-premier-v1:0 (or their us./eu./apac. inference profiles)"
 NOVA = Family("nova", "bedrock-conversation-2024", (
-    BaseModel("Amazon Nova Micro", r"amazon\.nova-micro-v1:0(:128k)?", ("fine_tuning", "distillation"), _NOVA_HP, _NOVA_TEACHERS,
-              _NOVA_TEACHERS_SHOWN, _NOVA_LIMITS),
-    BaseModel("Amazon Nova Lite", r"amazon\.nova-lite-v1:0(:300k)?", ("fine_tuning", "distillation"), _NOVA_HP, _NOVA_TEACHERS,
-              _NOVA_TEACHERS_SHOWN, _NOVA_LIMITS),
+    BaseModel("Amazon Nova Micro", r"amazon\.nova-micro-v1:0(:128k)?", ("fine_tuning", "distillation"), _NOVA_HP,
+              _NOVA_TEACHERS, _NOVA_TEACHERS_SHOWN, _NOVA_LIMITS),
+    BaseModel("Amazon Nova Lite", r"amazon\.nova-lite-v1:0(:300k)?", ("fine_tuning", "distillation"), _NOVA_HP,
+              _NOVA_TEACHERS, _NOVA_TEACHERS_SHOWN, _NOVA_LIMITS),
     BaseModel("Amazon Nova Pro", r"amazon\.nova-pro-v1:0(:300k)?", ("fine_tuning", "distillation"), _NOVA_HP,
               (r"amazon\.nova-premier-v1:0(:\d+k)?", r"(us|eu|apac)\.amazon\.nova-premier-v1:0"),
               "amazon.nova-premier-v1:0 (or its us./eu./apac. inference profile)", _NOVA_LIMITS),
@@ -162,10 +162,10 @@ _TITAN_PREMIER_HP = (
 _TITAN_LIMITS = Limits(train_file_bytes=1 * GB, pretraining_file_bytes=10 * GB, validation_file_bytes=100 * MB,
                        max_chars_per_record=4096 * 6)
 TITAN = Family("titan", "prompt-completion", (
-    BaseModel("Amazon Titan Text Lite", r"amazon\.titan-text-lite-v1(:0:4k)?", ("fine_tuning", "continued_pre_training"),
-              _TITAN_HP, limits=_TITAN_LIMITS),
-    BaseModel("Amazon Titan Text Express", r"amazon\.titan-text-express-v1(:0:8k)?", ("fine_tuning", "continued_pre_training"),
-              _TITAN_HP, limits=_TITAN_LIMITS),
+    BaseModel("Amazon Titan Text Lite", r"amazon\.titan-text-lite-v1(:0:4k)?",
+              ("fine_tuning", "continued_pre_training"), _TITAN_HP, limits=_TITAN_LIMITS),
+    BaseModel("Amazon Titan Text Express", r"amazon\.titan-text-express-v1(:0:8k)?",
+              ("fine_tuning", "continued_pre_training"), _TITAN_HP, limits=_TITAN_LIMITS),
     BaseModel("Amazon Titan Text Premier", r"amazon\.titan-text-premier-v1:0(:32k)?", ("fine_tuning",),
               _TITAN_PREMIER_HP, limits=_TITAN_LIMITS),
 ), pretraining_format="input-text")
@@ -204,7 +204,8 @@ _CLAUDE_HP = (
     Hyper("earlyStoppingPatience", int, 1, 10, 2),
 )
 CLAUDE = Family("claude", "claude-messages", (
-    BaseModel("Anthropic Claude 3 Haiku", r"anthropic\.claude-3-haiku-20240307-v1:0(:200k)?", ("fine_tuning",), _CLAUDE_HP),
+    BaseModel("Anthropic Claude 3 Haiku", r"anthropic\.claude-3-haiku-20240307-v1:0(:200k)?", ("fine_tuning",),
+              _CLAUDE_HP),
 ))
 
 BY_NAME: dict[str, Family] = {f.name: f for f in (NOVA, TITAN, LLAMA, CLAUDE)}
@@ -343,7 +344,8 @@ def hyperparameters(training, model: BaseModel) -> tuple[dict[str, str], list[tu
         take("batch_size", "batchSize", training.batch_size, ("training", "batch_size"))
     if "learning_rate" in given and training.learning_rate is not None:
         if model.hyper("learningRate") is None and model.hyper("learningRateMultiplier") is not None:
-            problems.append((("training", "learning_rate"), f"{model.label} takes a multiplier of its own learning rate, "
+            problems.append((("training", "learning_rate"),
+                             f"{model.label} takes a multiplier of its own learning rate, "
                              "not a learning rate: set training.learning_rate_multiplier instead"))
         else:
             take("learning_rate", "learningRate", training.learning_rate, ("training", "learning_rate"))
@@ -355,9 +357,11 @@ def hyperparameters(training, model: BaseModel) -> tuple[dict[str, str], list[tu
     if "early_stopping" in given and training.early_stopping is not None:
         stop = training.early_stopping
         if model.hyper("earlyStoppingPatience") is None:
-            problems.append((("training", "early_stopping"), f"{model.label} offers no early stopping (its hyperparameters: {names})"))
+            problems.append((("training", "early_stopping"),
+                             f"{model.label} offers no early stopping (its hyperparameters: {names})"))
         else:
             take("early_stopping", "earlyStoppingPatience", stop.patience, ("training", "early_stopping", "patience"))
-            take("early_stopping", "earlyStoppingThreshold", stop.min_delta, ("training", "early_stopping", "min_delta"))
+            take("early_stopping", "earlyStoppingThreshold", stop.min_delta,
+                 ("training", "early_stopping", "min_delta"))
     out = {h.name: h.text(values.get(h.name, h.default)) for h in model.hyperparameters}
     return out, problems

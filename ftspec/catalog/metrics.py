@@ -3,7 +3,7 @@ and what the evaluated model must produce for it.
 
 The schema accepts exactly these names, the compiler derives ``eval.outputs`` from them,
 the checks and the report read their family and direction here, and
-:mod:`ftspec.runtime.evaluation.metrics` holds an implementation for each metric scored
+:mod:`ftspec.runtime.evaluation.scorers` holds an implementation for each metric scored
 from answers. Adding a metric: one row here, and (for a metric scored from answers) its
 function registered in ``SCORERS`` there.
 

@@ -122,7 +122,8 @@ def _closed_set(train: list[str], held_out: list[str]) -> tuple[str, str]:
         return "generate", "no training answer was sampled"
     labels = sorted(set(train))
     if len(labels) > MAX_LABELS:
-        return "generate", f"{len(labels)} distinct answers in {len(train)} sampled training rows (at most {MAX_LABELS} make a set of labels)"
+        return "generate", (f"{len(labels)} distinct answers in {len(train)} sampled training rows "
+                            f"(at most {MAX_LABELS} make a set of labels)")
     long = [a for a in labels if not a or len(a) > MAX_LABEL_CHARS or NEWLINE in a]
     if long:
         return "generate", (f"the answer {long[0][:60]!r} is not a short label "
@@ -132,7 +133,8 @@ def _closed_set(train: list[str], held_out: list[str]) -> tuple[str, str]:
                             f"enough to be a closed set of labels")
     unseen = sorted(set(held_out) - set(labels))
     if unseen:
-        return "generate", f"the held-out answer {unseen[0][:60]!r} is not among the training answers ({_listing(labels)})"
+        return "generate", (f"the held-out answer {unseen[0][:60]!r} is not among the training answers "
+                            f"({_listing(labels)})")
     return "choices", (f"the answers form a closed set of {len(labels)} labels ({_listing(labels)}) "
                        f"in {len(train)} sampled training rows; each label is scored by its likelihood")
 

@@ -182,7 +182,8 @@ def inspect(loaded: LoadedSpec, spec: S.Spec, policy: PathPolicy | None = None) 
 
 
 def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> None:
-    info = SourceInfo(split, f"data.{split}", ctx.at("data", split), "hub" if isinstance(source, S.HubSource) else "file", spec=source)
+    info = SourceInfo(split, f"data.{split}", ctx.at("data", split),
+                      "hub" if isinstance(source, S.HubSource) else "file", spec=source)
     ctx.sources[split] = info
     if info.kind == "hub":
         info.shown = f"hub:{source.hub}"
@@ -191,7 +192,8 @@ def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> No
             at = ("data", split, "hub") if ("data", split, "hub") in ctx.loaded.where else ("data", split)
             ctx.issues.append(ctx.error(at, problem))
             return
-        ctx.not_checked.append(f"data.{split}: hub dataset '{source.hub}' is read when the data is prepared; its columns and rows are not checked offline")
+        ctx.not_checked.append(f"data.{split}: hub dataset '{source.hub}' is read when the data is prepared; its "
+                               "columns and rows are not checked offline")
         return
     path = ctx.spec_dir / source.path
     info.path = path
@@ -209,7 +211,8 @@ def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> No
         return
     fmt = source.format or infer_format(source.path)
     if fmt is None:
-        ctx.issues.append(Issue(pos, key, f"cannot tell the format of '{source.path}' from its name", "set format: jsonl, json, csv, tsv or parquet"))
+        ctx.issues.append(Issue(pos, key, f"cannot tell the format of '{source.path}' from its name",
+                                "set format: jsonl, json, csv, tsv or parquet"))
         return
     info.format = fmt
     on_bad = ctx.spec.data.on_bad_row
@@ -219,7 +222,8 @@ def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> No
     # What is left of the run's budget, less a share kept for each file still to read
     # (a large training file leaves its validation and test files parsed in full).
     share = SCAN_ROWS // 6, SCAN_BYTES // 6
-    budget = ScanBudget(max(ctx.scan.rows - later * share[0], SAMPLE_ROWS), max(ctx.scan.bytes - later * share[1], 1 << 20))
+    budget = ScanBudget(max(ctx.scan.rows - later * share[0], SAMPLE_ROWS),
+                        max(ctx.scan.bytes - later * share[1], 1 << 20))
     start = budget.rows, budget.bytes
     rows = 0
     keep_keys = split == "train" and later > 0
@@ -308,7 +312,8 @@ def _count_rest(ctx: Context, info: SourceInfo, fmt: str, on_bad: str, parsed: i
         return rows
     counted = "counted, not parsed" if rows is not None else "neither counted nor parsed"
     ctx.not_checked.append(f"{info.key}: rows after the first {parsed} are {counted} (validate parses at most "
-                           f"{SCAN_ROWS} rows and {SCAN_BYTES >> 20} MiB in all); they are checked when the data is prepared")
+                           f"{SCAN_ROWS} rows and {SCAN_BYTES >> 20} MiB in all); "
+                           "they are checked when the data is prepared")
     return rows
 
 
@@ -385,7 +390,8 @@ def inspect_model(ctx: Context) -> None:
             ctx.issues.append(ctx.error(("model", "base"), f"local model directory '{m.base}' not found"))
             return
         if not (path / "config.json").is_file():
-            ctx.issues.append(ctx.error(("model", "base"), f"'{m.base}' has no config.json; is it a transformers model folder?"))
+            ctx.issues.append(ctx.error(("model", "base"), f"'{m.base}' has no config.json; "
+                                                           "is it a transformers model folder?"))
             return
         weights = [p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json")]
         if not weights:
@@ -400,7 +406,8 @@ def inspect_model(ctx: Context) -> None:
         return
     snap = _hub_snapshot(m.base, m.revision)
     if snap is None or not (snap / "config.json").is_file():
-        ctx.not_checked.append(f"model.base: '{m.base}' is not in the local cache; its architecture, LoRA target modules and chat template are not checked")
+        ctx.not_checked.append(f"model.base: '{m.base}' is not in the local cache; its architecture, LoRA target "
+                               "modules and chat template are not checked")
         return
     info.path = snap
     _read_model_files(info, snap)
@@ -435,7 +442,8 @@ def _inspect_gguf(ctx: Context, m: S.PretrainedModel, folder: str, name: str) ->
         if not path.is_file():
             present = sorted(p.name for p in where.iterdir() if p.name.lower().endswith(".gguf"))
             ctx.issues.append(ctx.error(key, f"no GGUF file '{name}' in '{folder}'",
-                                        did_you_mean(name, present) or (f"it holds: {', '.join(present)}" if present else None)))
+                                        did_you_mean(name, present)
+                                        or (f"it holds: {', '.join(present)}" if present else None)))
             return
     else:
         problem = hub_model_problem(ctx, folder)
@@ -445,7 +453,8 @@ def _inspect_gguf(ctx: Context, m: S.PretrainedModel, folder: str, name: str) ->
         snap = _hub_snapshot(folder, m.revision)
         if snap is None or not (snap / name).is_file():
             ctx.not_checked.append(f"model.gguf_file: '{name}' of hub repository '{folder}' is not in the local cache; "
-                                   "its architecture, context length, vocabulary, LoRA target modules and chat template are not checked")
+                                   "its architecture, context length, vocabulary, LoRA target modules and chat "
+                                   "template are not checked")
             return
         path = snap / name
     try:
@@ -454,8 +463,8 @@ def _inspect_gguf(ctx: Context, m: S.PretrainedModel, folder: str, name: str) ->
         ctx.issues.append(ctx.error(key, f"cannot read the GGUF file '{name}': {exc}"))
         return
     if not header.loadable:
-        ctx.issues.append(ctx.error(key, f"'{name}' holds a model of architecture '{header.architecture}', which transformers "
-                                         "cannot load from GGUF", f"it loads: {', '.join(GGUF_LOADABLE)}"))
+        ctx.issues.append(ctx.error(key, f"'{name}' holds a model of architecture '{header.architecture}', which "
+                                         "transformers cannot load from GGUF", f"it loads: {', '.join(GGUF_LOADABLE)}"))
         return
     if header.vocab_size is None and m.tokenizer is None:
         ctx.issues.append(ctx.error(key, f"'{name}' holds no tokenizer (no tokenizer.ggml.tokens in its header)",
@@ -512,7 +521,8 @@ def _read_model_files(info: ModelInfo, folder: Path) -> None:
         model_type = config.get("model_type")
         info.model_type = model_type if isinstance(model_type, str) else None
         positions = config.get("max_position_embeddings") or config.get("n_positions")
-        info.max_positions = positions if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0 else None
+        info.max_positions = (positions if isinstance(positions, int) and not isinstance(positions, bool)
+                              and positions > 0 else None)
     tok_cfg = folder / "tokenizer_config.json"
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         info.has_chat_template = True

@@ -8,8 +8,17 @@ from pathlib import Path
 
 import click
 
-from ftspec.cli.common import (allow_option, fail, out, print_issues, profile_option, reports_errors, set_option,
-                               spec_options, strict_option)
+from ftspec.cli.common import (
+    allow_option,
+    fail,
+    out,
+    print_issues,
+    profile_option,
+    reports_errors,
+    set_option,
+    spec_options,
+    strict_option,
+)
 from ftspec.commands import diff as D
 from ftspec.commands.lock import write_lock
 from ftspec.commands.output import write_output

@@ -65,7 +65,8 @@ def _extract(root: Path, commit: str, dest: Path, where: Pos) -> None:
         proc.stdout.close()
     err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
     if proc.wait() != 0:
-        raise SpecError.one(where, "", f"git archive {commit[:12]} failed: {err.splitlines()[-1] if err else 'unknown error'}")
+        raise SpecError.one(where, "", f"git archive {commit[:12]} failed: "
+                                       f"{err.splitlines()[-1] if err else 'unknown error'}")
 
 
 def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
@@ -80,7 +81,8 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
         raise SpecError.one(where, "", "spec file not found")
     root = find_root(spec_path)
     if not (root / ".git").exists():
-        raise SpecError.one(where, "", "not in a git repository (no .git folder above the spec), so there is no revision to compare with")
+        raise SpecError.one(where, "", "not in a git repository (no .git folder above the spec), "
+                                       "so there is no revision to compare with")
     if shutil.which("git") is None:
         raise SpecError.one(where, "", "git is not installed (needed to read the spec at another revision)")
     if not rev or rev.startswith("-"):

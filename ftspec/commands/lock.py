@@ -76,12 +76,14 @@ def hub_resolver(kind: str, repo: str, revision: str | None) -> str:
     try:
         from huggingface_hub import HfApi
     except ImportError:
-        raise SpecError.one(Pos(repo), "", "resolving hub revisions needs huggingface_hub (pip install 'ftspec[train]')") from None
+        raise SpecError.one(Pos(repo), "",
+                            "resolving hub revisions needs huggingface_hub (pip install 'ftspec[train]')") from None
     api = HfApi()
     try:
         info = api.model_info(repo, revision=revision) if kind == "model" else api.dataset_info(repo, revision=revision)
     except Exception as exc:  # offline, not found, gated: all end the lock with one line
-        raise SpecError.one(Pos(f"hub:{repo}"), "", f"cannot resolve the {kind} on the hub: {str(exc).splitlines()[0]}") from None
+        raise SpecError.one(Pos(f"hub:{repo}"), "",
+                            f"cannot resolve the {kind} on the hub: {str(exc).splitlines()[0]}") from None
     return info.sha
 
 
@@ -151,7 +153,8 @@ def read(path: Path) -> dict:
     if value is None:
         raise SpecError.one(Pos(shown), "", "no lock file; write one with `ftspec lock SPEC`")
     if value.get("lock_version") != LOCK_VERSION:
-        raise SpecError.one(Pos(shown), "", f"lock_version {value.get('lock_version')!r} is not supported (this ftspec writes {LOCK_VERSION})")
+        raise SpecError.one(Pos(shown), "", f"lock_version {value.get('lock_version')!r} is not supported "
+                                            f"(this ftspec writes {LOCK_VERSION})")
     return value
 
 
@@ -171,7 +174,8 @@ def check(locked: Mapping, current: Mapping, lock_file: Path) -> None:
     """Raise SpecError naming every drifted item."""
     changes = drift(locked, current)
     if changes:
-        raise SpecError([Issue(Pos(str(lock_file)), key, f"drifted from the lock: locked {_short(old)}, now {_short(new)}",
+        raise SpecError([Issue(Pos(str(lock_file)), key, f"drifted from the lock: locked {_short(old)}, "
+                                                         f"now {_short(new)}",
                                "run `ftspec lock` again if the change is intended")
                          for key, old, new in changes])
 

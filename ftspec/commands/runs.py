@@ -6,8 +6,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftspec.store.rundir import (STORE, Collection, RunInfo, Store, collect, hold_runs, human_bytes, list_runs,
-                                 remove_entry, store_entries)
+from ftspec.store.rundir import (
+    STORE,
+    Collection,
+    RunInfo,
+    Store,
+    collect,
+    hold_runs,
+    human_bytes,
+    list_runs,
+    remove_entry,
+    store_entries,
+)
 
 
 @dataclass(frozen=True)

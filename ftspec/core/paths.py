@@ -183,7 +183,9 @@ def hub_id_problem(value: str) -> str | None:
 def revision_problem(value: str) -> str | None:
     """Why ``value`` is not a revision (a commit hash, tag or branch), or None."""
     parts = value.split("/")
-    if not REVISION.match(value) or any(p in ("", ".", "..") or p.startswith(".") or p.endswith(".lock") for p in parts) or ".." in value:
+    if (not REVISION.match(value)
+            or any(p in ("", ".", "..") or p.startswith(".") or p.endswith(".lock") for p in parts)
+            or ".." in value):
         return (f"'{value}' is not a revision: a commit hash, tag or branch name "
                 "(letters, digits, '.', '_', '-', '+' and '/', no '..')")
     return None
@@ -220,7 +222,8 @@ def output_problem(out: Path, root: Path, inputs: Iterable[Path]) -> str | None:
         return problem
     root = Path(root).resolve()
     if real == root:
-        return "is the repository root; a run writes and removes files in its run directory: use a folder of its own, e.g. runs/{name}"
+        return ("is the repository root; a run writes and removes files in its run directory: "
+                "use a folder of its own, e.g. runs/{name}")
     git = root / ".git"
     if real == git or git in real.parents:
         return "is inside .git; use a folder of its own, e.g. runs/{name}"

@@ -6,8 +6,9 @@ every row when the runtime prepares the data, so what validates is what trains.
 
 from __future__ import annotations
 
-from typing import Iterable
 from dataclasses import dataclass, field
+from typing import Iterable
+
 import jinja2
 
 from ftspec.data import templates as tpl
@@ -69,7 +70,8 @@ class RowFormatter:
                 for i, (role, t) in turns
             ]}
         names = ("prompt", "completion") if self.kind == "prompt_completion" else ("prompt", "chosen", "rejected")
-        out = {n: self._render(self.fields[n], row, f"format.{n}", self.budget) for n in names if answer or n == "prompt"}
+        out = {n: self._render(self.fields[n], row, f"format.{n}", self.budget)
+               for n in names if answer or n == "prompt"}
         return out if answer else {**out, "completion": ""}
 
     def _messages_from_column(self, row: dict) -> list[dict]:
@@ -79,7 +81,8 @@ class RowFormatter:
             raise FormatError(key, f"column '{self.messages_column}' must hold a non-empty list of messages")
         out = []
         for i, msg in enumerate(value):
-            if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
+            if (not isinstance(msg, dict) or not isinstance(msg.get("role"), str)
+                    or not isinstance(msg.get("content"), str)):
                 raise FormatError(key, f"message {i} must be an object with string 'role' and 'content'")
             if msg["role"] not in ("system", "user", "assistant", "tool"):
                 raise FormatError(key, f"message {i} has an unknown role '{msg['role']}'")

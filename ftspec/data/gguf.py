@@ -186,7 +186,8 @@ def read_header(path: str | Path) -> GGUFHeader:
 def gguf_location(base: str, gguf_file: str | None) -> tuple[str, str | None]:
     """The model folder (or hub repository) and the GGUF file in it: ``base`` with
     ``gguf_file``, or a ``base`` that names the .gguf file itself."""
-    if gguf_file is None and base.lower().endswith(".gguf"):  # a local file (hub repositories name the file in gguf_file)
+    # A local file: hub repositories name the file in gguf_file.
+    if gguf_file is None and base.lower().endswith(".gguf"):
         folder, _, name = base.replace("\\", "/").rpartition("/")
         return folder or ".", name
     return base, gguf_file

@@ -12,19 +12,29 @@ import csv
 import gzip
 import hashlib
 import json
-import math
 import re
 import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.core.paths import describe_os_error, open_regular
+from ftspec.data.jsonrows import (
+    JSON_SPACE,
+    MAX_ROW_DEPTH,
+    MAX_ROW_VALUES,
+    BadValue,
+    decode_json,
+    json_kind,
+    scan_value,
+    shape_problem,
+)
 
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+              ".parquet": "parquet"}
 
 csv.field_size_limit(1 << 24)  # MAX_LINE_BYTES: a field cannot be longer than a line may
 
@@ -70,13 +80,12 @@ def fingerprint(path: Path) -> str:
 
 # Limits on what one data file may cost to read, whatever it holds. A row is a line
 # (JSON Lines, CSV) or an element (JSON); a spec's data may come from someone the
-# repository owner does not fully trust, like the spec itself.
+# repository owner does not fully trust, like the spec itself. (The nesting and size of
+# one row are bounded in ftspec.data.jsonrows, for every format.)
 MAX_LINE_BYTES = 16 << 20  # one line of a JSON Lines or CSV file
 MAX_JSON_BYTES = 256 << 20  # a whole .json document (parsed at once)
 MAX_EXPANSION = 64  # a .gz file may expand to this many times its size ...
 EXPANSION_SLACK = 32 << 20  # ... plus this much (small files compress well)
-MAX_ROW_DEPTH = 64  # nesting of lists and objects in one row (as in a spec)
-MAX_ROW_VALUES = 100_000  # values in one row
 MAX_COLUMNS = 10_000  # columns (keys) of one row
 
 
@@ -197,7 +206,6 @@ def _text_lines(reader: _Reader, bad: set[int]) -> Iterator[str]:
             yield raw.decode("utf-8", "surrogateescape")
 
 
-
 def _whole_file_error(exc: BaseException, shown: str) -> "RowError":
     """What stops reading a whole file, as one line at the file (or at its row)."""
     if isinstance(exc, _Stop):
@@ -209,6 +217,7 @@ def _whole_file_error(exc: BaseException, shown: str) -> "RowError":
     if isinstance(exc, zlib.error):
         return RowError(Pos(shown), "compressed data is corrupt (not a valid gzip stream)")
     return RowError(Pos(shown), f"data file {describe_os_error(exc)}")
+
 
 def read_rows(
     path: Path,
@@ -251,97 +260,6 @@ def _decode_error(shown: str, line: int) -> RowError:
     return RowError(Pos(shown, line), "not valid UTF-8; save the file as UTF-8")
 
 
-# --------------------------------------------------------------------------- JSON values
-
-
-class _BadValue(ValueError):
-    """A JSON text that parses but is not a row ftspec takes."""
-
-
-def _pairs(pairs: list) -> dict:
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        seen: set = set()
-        for key, _ in pairs:
-            if key in seen:
-                shown = key if len(key) <= 40 else key[:37] + "..."
-                raise _BadValue(f"key {shown!r} appears twice in one object; JSON readers would keep only the last")
-            seen.add(key)
-    return value
-
-
-def _constant(name: str):
-    raise _BadValue(f"{name} is not a JSON number; write null, or a number")
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        shown = text if len(text) <= 24 else text[:21] + "..."
-        raise _BadValue(f"number {shown} is too large for a 64-bit float")
-    return value
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
-_SCAN = _DECODER.scan_once
-_JSON_SPACE = " \t\n\r"
-
-
-def _decode(text: str) -> Any:
-    """``_DECODER.decode``, with less overhead per call (it runs once per row)."""
-    start = len(text) - len(text.lstrip(_JSON_SPACE))
-    try:
-        value, end = _SCAN(text, start)
-    except StopIteration as err:
-        raise json.JSONDecodeError("Expecting value", text, err.value) from None
-    if end != len(text) and text[end:].strip(_JSON_SPACE):
-        raise json.JSONDecodeError("Extra data", text, end + len(text[end:]) - len(text[end:].lstrip(_JSON_SPACE)))
-    return value
-
-
-def _shape_problem(value) -> str | None:
-    """Whether a parsed value nests deeper or holds more values than a row may."""
-    stack = [(value, 1)]
-    count = 0
-    while stack:
-        node, depth = stack.pop()
-        count += 1
-        if count > MAX_ROW_VALUES:
-            return f"holds more than {MAX_ROW_VALUES} values; rows this large are refused"
-        if isinstance(node, dict):
-            node = node.values()
-        elif not isinstance(node, list):
-            continue
-        if depth > MAX_ROW_DEPTH:
-            return f"nests lists and objects more than {MAX_ROW_DEPTH} levels deep"
-        stack.extend((child, depth + 1) for child in node)
-    return None
-
-
-def decode_json(text: str, whole: bool = False) -> Any:
-    """Parse JSON as ftspec reads data: standard JSON only (no NaN or Infinity), no key
-    twice in an object, finite numbers, bounded nesting and size (per row, unless
-    ``whole``: a whole .json document, whose rows are checked one by one). Raises
-    json.JSONDecodeError, or ValueError with a message for the user."""
-    try:
-        value = _decode(text)
-    except RecursionError:
-        raise _BadValue(f"nests lists and objects more than {MAX_ROW_DEPTH} levels deep") from None
-    except json.JSONDecodeError:
-        raise
-    except _BadValue:
-        raise
-    except ValueError as exc:  # Python's limit on the digits of an integer
-        if "digits" in str(exc):
-            raise _BadValue(f"a number with more than {sys.get_int_max_str_digits() or 4300} digits") from None
-        raise _BadValue(str(exc)) from None
-    if not whole and (text.count("[") + text.count("{") > MAX_ROW_DEPTH or len(text) > MAX_ROW_VALUES):
-        problem = _shape_problem(value)
-        if problem:
-            raise _BadValue(problem)
-    return value
-
-
 def _jsonl(path, fmt, shown, columns, header, field, meter=None):
     with _Reader(path, meter) as reader:
         for line_no, raw in reader.lines():
@@ -358,10 +276,10 @@ def _jsonl(path, fmt, shown, columns, header, field, meter=None):
             # The common row, at the scanner's speed; anything else takes the long way,
             # which names the problem.
             try:
-                value, end = _SCAN(line, 0)
+                value, end = scan_value(line, 0)
             except Exception:  # noqa: BLE001 (any failure: the long way below says which)
                 value = end = None
-            if (end is None or not isinstance(value, dict) or line[end:].strip(_JSON_SPACE)
+            if (end is None or not isinstance(value, dict) or line[end:].strip(JSON_SPACE)
                     or line.count("[") + line.count("{") > MAX_ROW_DEPTH or len(line) > MAX_ROW_VALUES):
                 if not line.strip():
                     continue
@@ -374,16 +292,12 @@ def _jsonl(path, fmt, shown, columns, header, field, meter=None):
                     yield RowError(Pos(shown, line_no), f"not a usable JSON row: {exc}")
                     continue
                 if not isinstance(value, dict):
-                    yield RowError(Pos(shown, line_no), f"expected a JSON object per line, found {_json_kind(value)}")
+                    yield RowError(Pos(shown, line_no), f"expected a JSON object per line, found {json_kind(value)}")
                     continue
             if len(value) > MAX_COLUMNS:
                 yield RowError(Pos(shown, line_no), f"a row with more than {MAX_COLUMNS} keys is refused")
                 continue
             yield Row(line_no, value, len(raw))
-
-
-def _json_kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _json(path, fmt, shown, columns, header, field, meter=None):
@@ -401,7 +315,7 @@ def _json(path, fmt, shown, columns, header, field, meter=None):
         line = raw.count(b"\n", 0, exc.start) + 1
         yield RowError(Pos(shown, line), "not valid UTF-8; save the file as UTF-8")
         return
-    if field is None and text.lstrip(_JSON_SPACE).startswith("["):
+    if field is None and text.lstrip(JSON_SPACE).startswith("["):
         yield from _json_array(text, shown)
         return
     try:
@@ -419,13 +333,15 @@ def _json(path, fmt, shown, columns, header, field, meter=None):
         value = value[field]
     if not isinstance(value, list):
         hint = " (set `field:` to the key that holds the rows)" if isinstance(value, dict) else ""
-        yield RowError(Pos(shown), f"expected a JSON list of rows, found {_json_kind(value)}{hint}")
+        yield RowError(Pos(shown), f"expected a JSON list of rows, found {json_kind(value)}{hint}")
         return
     for i, item in enumerate(value, 1):
         if not isinstance(item, dict):
-            yield RowError(Pos(shown, i), f"row {i}: expected a JSON object, found {_json_kind(item)}")
+            yield RowError(Pos(shown, i), f"row {i}: expected a JSON object, found {json_kind(item)}")
             continue
-        problem = _shape_problem(item) or (f"a row with more than {MAX_COLUMNS} keys is refused" if len(item) > MAX_COLUMNS else None)
+        problem = shape_problem(item)
+        if not problem and len(item) > MAX_COLUMNS:
+            problem = f"a row with more than {MAX_COLUMNS} keys is refused"
         if problem:
             yield RowError(Pos(shown, i), f"row {i}: {problem}")
             continue
@@ -457,17 +373,17 @@ def _json_array(text: str, shown: str) -> Iterator[Row | RowError]:
     while True:
         number += 1
         try:
-            item, end = _SCAN(text, idx)
+            item, end = scan_value(text, idx)
         except StopIteration as err:
             yield syntax("Expecting value", err.value)
             return
         except json.JSONDecodeError as exc:
             yield RowError(Pos(shown, exc.lineno, exc.colno), f"not valid JSON: {exc.msg}", fatal=True)
             return
-        except (ValueError, RecursionError) as exc:  # _BadValue, digits, nesting
+        except (ValueError, RecursionError) as exc:  # BadValue, digits, nesting
             if isinstance(exc, RecursionError):
                 message = f"nests lists and objects more than {MAX_ROW_DEPTH} levels deep"
-            elif isinstance(exc, _BadValue):
+            elif isinstance(exc, BadValue):
                 message = str(exc)
             else:
                 message = f"a number with more than {sys.get_int_max_str_digits() or 4300} digits"
@@ -478,12 +394,13 @@ def _json_array(text: str, shown: str) -> Iterator[Row | RowError]:
                 return
         else:
             if not isinstance(item, dict):
-                yield RowError(Pos(shown, number), f"row {number}: expected a JSON object, found {_json_kind(item)}")
+                yield RowError(Pos(shown, number), f"row {number}: expected a JSON object, found {json_kind(item)}")
             else:
-                problem = _shape_problem(item)
+                problem = shape_problem(item)
                 if not problem and len(item) > MAX_COLUMNS:
                     problem = f"a row with more than {MAX_COLUMNS} keys is refused"
-                yield RowError(Pos(shown, number), f"row {number}: {problem}") if problem else Row(number, item, end - idx)
+                yield (RowError(Pos(shown, number), f"row {number}: {problem}") if problem
+                       else Row(number, item, end - idx))
         idx = _WS.match(text, end).end()
         if text.startswith(",", idx):
             idx = _WS.match(text, idx + 1).end()
@@ -524,23 +441,28 @@ def _delimited(path, fmt, shown, columns, header, field, meter=None):
                 header_names = [c.strip() for c in record]
                 has_header = False
                 if len(header_names) > MAX_COLUMNS:
-                    yield RowError(Pos(shown, line_no), f"a header of more than {MAX_COLUMNS} columns is refused", fatal=True)
+                    yield RowError(Pos(shown, line_no), f"a header of more than {MAX_COLUMNS} columns is refused",
+                                   fatal=True)
                     return
                 if names is None:
                     names = header_names
                     dupes = sorted(n for n, k in Counter(names).items() if k > 1)
                     if dupes:
-                        yield RowError(Pos(shown, line_no), f"header repeats column names: {', '.join(dupes)}", fatal=True)
+                        yield RowError(Pos(shown, line_no), f"header repeats column names: {', '.join(dupes)}",
+                                       fatal=True)
                         return
                 elif len(names) != len(header_names):
-                    yield RowError(Pos(shown, line_no), f"header has {len(header_names)} columns, but `columns` names {len(names)}", fatal=True)
+                    yield RowError(Pos(shown, line_no),
+                                   f"header has {len(header_names)} columns, but `columns` names {len(names)}",
+                                   fatal=True)
                     return
                 continue
             if names is None:
                 yield RowError(Pos(shown), "no header row and no `columns` to name the columns")
                 return
             if len(record) != len(names):
-                yield RowError(Pos(shown, line_no), f"expected {len(names)} columns ({', '.join(names)}), found {len(record)}")
+                yield RowError(Pos(shown, line_no),
+                               f"expected {len(names)} columns ({', '.join(names)}), found {len(record)}")
                 continue
             yield Row(line_no, dict(zip(names, record)), sum(map(len, record)) + len(record))
     except _LongLine as exc:  # the reader cannot go on past a line it did not read
@@ -568,7 +490,7 @@ def _parquet(path, fmt, shown, columns, header, field, meter=None):
     for batch in table.iter_batches(batch_size=64):
         for record in batch.to_pylist():
             number += 1
-            problem = _shape_problem(record)  # nested lists and structs, bounded as JSON rows are
+            problem = shape_problem(record)  # nested lists and structs, bounded as JSON rows are
             yield RowError(Pos(shown, number), f"row {number}: {problem}") if problem else Row(number, record)
 
 

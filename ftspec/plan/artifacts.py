@@ -28,10 +28,14 @@ class StepEntry(_Record):
     """One step of the run, as this run found or left it."""
 
     name: str = Field(description="Step name (see ftspec/catalog/steps.py).")
-    key: str = Field(description="The step's key: the hash of the plan fields it reads and of the keys of the steps it needs.")
+    key: str = Field(description=(
+        "The step's key: the hash of the plan fields it reads and of the keys of the steps it needs."))
     dir: str = Field(description="Its folder in the run directory: a link to where the output is stored.")
-    stored: Optional[str] = Field(None, description="Where the step's output is, relative to the run directory: the step store beside it (`../.ftspec-store/<step>/<key>`), shared by every run directory whose plan has the same step key.")
-    state: Literal["ran", "reused"] = Field(description="`ran` in this run, or `reused` from an earlier one with the same key.")
+    stored: Optional[str] = Field(None, description=(
+        "Where the step's output is, relative to the run directory: the step store beside it "
+        "(`../.ftspec-store/<step>/<key>`), shared by every run directory whose plan has the same step key."))
+    state: Literal["ran", "reused"] = Field(description=(
+        "`ran` in this run, or `reused` from an earlier one with the same key."))
     seconds: Optional[float] = Field(None, description="Wall time of the step, when it ran.")
     finished_at: Optional[str] = Field(None, description="When the step finished (UTC, ISO 8601).")
 
@@ -48,22 +52,30 @@ class Manifest(_Record):
     manifest_version: Literal[1] = Field(MANIFEST_VERSION, description="Version of this file's layout.")
     plan_id: str = Field(description="Id of the plan that ran (plan.json beside this file).")
     name: str = Field(description="The spec's name.")
-    spec: dict[str, Any] = Field(description="The plan's `spec` section: the spec's path, bases, profiles and overrides.")
-    spec_files: dict[str, Optional[str]] = Field(description="sha256 of the spec and each base it extends, when the run started.")
-    lock: Optional[dict[str, Any]] = Field(None, description="The lock file the run was checked against (`run --locked`).")
+    spec: dict[str, Any] = Field(description=(
+        "The plan's `spec` section: the spec's path, bases, profiles and overrides."))
+    spec_files: dict[str, Optional[str]] = Field(description=(
+        "sha256 of the spec and each base it extends, when the run started."))
+    lock: Optional[dict[str, Any]] = Field(None, description=(
+        "The lock file the run was checked against (`run --locked`)."))
     status: Literal["running", "finished", "failed"] = Field(description="Where the run is.")
     pid: int = Field(description="Process id of the run.")
     started_at: str = Field(description="UTC, ISO 8601.")
     finished_at: Optional[str] = Field(None, description="UTC, ISO 8601.")
     seconds: Optional[float] = Field(None, description="Wall time of the whole run.")
     versions: dict[str, Optional[str]] = Field(description="Python and library versions.")
-    git: Optional[dict[str, Any]] = Field(None, description="Commit of the spec's repository; `dirty`: true when a tracked file was modified or an input of the plan (the spec, its bases, data and template files) was modified or untracked (`modified_inputs`, `untracked_inputs`).")
+    git: Optional[dict[str, Any]] = Field(None, description=(
+        "Commit of the spec's repository; `dirty`: true when a tracked file was modified or an input of the plan (the "
+        "spec, its bases, data and template files) was modified or untracked (`modified_inputs`, `untracked_inputs`)."))
     machine: dict[str, Any] = Field(description="Platform and CPU count.")
     data: dict[str, DataFile] = Field(description="Each data source, by split.")
     steps: list[StepEntry] = Field(description="The plan's steps, in order.")
     artifacts: dict[str, str] = Field(description="Each step's folder in the run directory.")
-    metrics: Optional[dict[str, Any]] = Field(None, description="Base and tuned metrics and whether the gates passed (from the report).")
-    bedrock: Optional[dict[str, Any]] = Field(None, description="On the Amazon Bedrock backend: the customization job's ARN (`job_arn`), the custom model's (`custom_model_arn`) and its name, the region and the attempt.")
+    metrics: Optional[dict[str, Any]] = Field(None, description=(
+        "Base and tuned metrics and whether the gates passed (from the report)."))
+    bedrock: Optional[dict[str, Any]] = Field(None, description=(
+        "On the Amazon Bedrock backend: the customization job's ARN (`job_arn`), the "
+        "custom model's (`custom_model_arn`) and its name, the region and the attempt."))
 
 
 class GateResult(_Record):
@@ -72,7 +84,8 @@ class GateResult(_Record):
     improvement: bool = Field(description="Whether it checks tuned − base rather than the tuned value.")
     op: str = Field(description="Comparison.")
     threshold: float = Field(description="Threshold.")
-    value: Optional[float] = Field(None, description="The tuned value, or tuned − base; null when it could not be computed.")
+    value: Optional[float] = Field(None, description=(
+        "The tuned value, or tuned − base; null when it could not be computed."))
     passed: bool = Field(description="Whether the gate is met.")
     margin: Optional[float] = Field(None, description="How far the value is on the passing side of the threshold.")
     reason: Optional[str] = Field(None, description="Why a gate could not be checked.")
@@ -93,9 +106,12 @@ class Intervals(BaseModel):
     rows: int = Field(description="Rows resampled: those every evaluated model answered.")
     base: Optional[dict[str, Interval]] = Field(None, description="Each metric of the base model.")
     tuned: Optional[dict[str, Interval]] = Field(None, description="Each metric of the tuned model.")
-    majority: Optional[dict[str, Interval]] = Field(None, description="Each metric of the most-frequent-answer baseline.")
-    tuned_minus_base: Optional[dict[str, Interval]] = Field(None, description="tuned − base, paired: the same resampled rows for both.")
-    tuned_minus_majority: Optional[dict[str, Interval]] = Field(None, description="tuned − the most-frequent-answer baseline, paired.")
+    majority: Optional[dict[str, Interval]] = Field(None, description=(
+        "Each metric of the most-frequent-answer baseline."))
+    tuned_minus_base: Optional[dict[str, Interval]] = Field(None, description=(
+        "tuned − base, paired: the same resampled rows for both."))
+    tuned_minus_majority: Optional[dict[str, Interval]] = Field(None, description=(
+        "tuned − the most-frequent-answer baseline, paired."))
 
 
 class ReportMetrics(BaseModel):
@@ -108,17 +124,26 @@ class ReportMetrics(BaseModel):
     split: Optional[str] = Field(None, description="The split that was scored.")
     rows: Optional[int] = Field(None, description="Rows scored.")
     headline: Optional[str] = Field(None, description="The first metric of the spec: the one a run is summed up by.")
-    base: Optional[dict[str, Optional[float]]] = Field(None, description="The base model's metrics (null without a baseline).")
+    base: Optional[dict[str, Optional[float]]] = Field(None, description=(
+        "The base model's metrics (null without a baseline)."))
     tuned: Optional[dict[str, Optional[float]]] = Field(None, description="The tuned model's metrics.")
     delta: dict[str, float] = Field(default_factory=dict, description="tuned − base, per metric.")
-    majority: Optional[dict[str, Optional[float]]] = Field(None, description="The most-frequent-answer baseline: the most frequent answer of the training split (the majority class, for labels) predicted for every evaluated row, scored with each metric that needs no model (null without a training split).")
-    majority_answers: Optional[dict[str, Optional[str]]] = Field(None, description="The answer that baseline predicts, per metric (as the metric's extraction finds it).")
-    intervals: Optional[Intervals] = Field(None, description="Confidence intervals of each metric and of the differences (null without evaluated rows).")
-    verdict: Optional[str] = Field(None, description="The report's headline sentence: better than base only when the interval of tuned − base excludes 0.")
+    majority: Optional[dict[str, Optional[float]]] = Field(None, description=(
+        "The most-frequent-answer baseline: the most frequent answer of the training "
+        "split (the majority class, for labels) predicted for every evaluated row, "
+        "scored with each metric that needs no model (null without a training split)."))
+    majority_answers: Optional[dict[str, Optional[str]]] = Field(None, description=(
+        "The answer that baseline predicts, per metric (as the metric's extraction finds it)."))
+    intervals: Optional[Intervals] = Field(None, description=(
+        "Confidence intervals of each metric and of the differences (null without evaluated rows)."))
+    verdict: Optional[str] = Field(None, description=(
+        "The report's headline sentence: better than base only when the interval of tuned − base excludes 0."))
     gates: list[GateResult] = Field(default_factory=list, description="Each gate of the plan, checked.")
     gates_passed: bool = Field(description="Whether every gate passed (true without gates).")
-    overfitting: Optional[str] = Field(None, description="A warning when the validation loss rose while the training loss fell.")
-    details: dict[str, Any] = Field(default_factory=dict, description="Per-metric details (confusion matrix, judge notes).")
+    overfitting: Optional[str] = Field(None, description=(
+        "A warning when the validation loss rose while the training loss fell."))
+    details: dict[str, Any] = Field(default_factory=dict, description=(
+        "Per-metric details (confusion matrix, judge notes)."))
 
 
 def _schema(model: type[BaseModel], name: str, title: str) -> dict:

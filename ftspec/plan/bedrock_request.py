@@ -60,7 +60,8 @@ def build(name: str, model_id: str, bedrock: dict[str, Any], hyperparameters: di
         "hyperParameters": dict(hyperparameters),
     }
     if validation:
-        request["validationDataConfig"] = {"validators": [{"s3Uri": data_uri(s3["bucket"], s3["prefix"], "validation")}]}
+        request["validationDataConfig"] = {
+            "validators": [{"s3Uri": data_uri(s3["bucket"], s3["prefix"], "validation")}]}
     if bedrock.get("kms_key_id"):
         request["customModelKmsKeyId"] = bedrock["kms_key_id"]
     if bedrock.get("vpc"):
@@ -78,7 +79,8 @@ def build(name: str, model_id: str, bedrock: dict[str, Any], hyperparameters: di
     return request
 
 
-def fill(request: dict[str, Any], train_key: str, train_sha256: str, validation_sha256: str | None = None) -> dict[str, Any]:
+def fill(request: dict[str, Any], train_key: str, train_sha256: str,
+         validation_sha256: str | None = None) -> dict[str, Any]:
     """The request with its placeholders filled: what the run sends."""
     short = train_key[:KEY_CHARS]
 

@@ -106,7 +106,8 @@ def _source(ctx: Context, split: str) -> dict | None:
         return None
     src = info.spec
     if info.kind == "hub":
-        return {"kind": "hub", "hub": src.hub, "split": src.split, "subset": src.subset, "revision": src.revision, "rows": None}
+        return {"kind": "hub", "hub": src.hub, "split": src.split, "subset": src.subset, "revision": src.revision,
+                "rows": None}
     header = src.header if src.header is not None else src.columns is None
     return {
         "kind": "file",
@@ -126,8 +127,8 @@ def _rows(ctx: Context) -> tuple[dict, list[str]]:
     them (ftspec.data.splitting); where the filter was tried on a sample only, an estimate, named."""
     counts, estimated = ctx.planned_rows()
     if estimated:
-        sampled = ", ".join(f"{ctx.sources[s].shown} kept {k} of the first {n}" for s, (k, n) in ctx.filter_counts.items()
-                            if ctx.source_rows(s)[1])
+        sampled = ", ".join(f"{ctx.sources[s].shown} kept {k} of the first {n}"
+                            for s, (k, n) in ctx.filter_counts.items() if ctx.source_rows(s)[1])
         ctx.not_checked.append(f"data.rows: {', '.join(estimated)} estimated from data.filter's verdicts on a sample "
                                f"({sampled}); exact when the data is prepared")
     return counts, estimated
@@ -233,9 +234,11 @@ def _format(ctx: Context) -> dict:
     f = ctx.spec.format
     out: dict[str, Any] = {"kind": f.kind}
     if isinstance(f, S.ChatFormat):
-        out["messages"] = [{"role": t.role, "content": _template(ctx.templates[f"format.messages.{i}.content"])} for i, t in enumerate(f.messages or [])]
+        out["messages"] = [{"role": t.role, "content": _template(ctx.templates[f"format.messages.{i}.content"])}
+                           for i, t in enumerate(f.messages or [])]
         out["messages_column"] = f.messages_column
-        out["chat_template"] = _template(ctx.templates["format.chat_template"]) if f.chat_template is not None else "model"
+        out["chat_template"] = (_template(ctx.templates["format.chat_template"]) if f.chat_template is not None
+                                else "model")
         out["templates"] = {}
         out["loss"] = f.loss
     else:
@@ -253,7 +256,8 @@ def _adapter(adapter: Any) -> dict:
         "r": adapter.r,
         "alpha": adapter.alpha if adapter.alpha is not None else 2.0 * adapter.r,
         "dropout": adapter.dropout,
-        "target_modules": adapter.target_modules if isinstance(adapter.target_modules, str) else list(adapter.target_modules),
+        "target_modules": (adapter.target_modules if isinstance(adapter.target_modules, str)
+                           else list(adapter.target_modules)),
         "bias": adapter.bias,
     }
     if isinstance(adapter, S.QLoraAdapter):
@@ -351,7 +355,8 @@ def _batching(ctx: Context) -> dict:
     if wanted != "auto":
         return {"mode": wanted, "reason": "set in the spec"}
     if ctx.spec.method.kind == "dpo":
-        return {"mode": "padded", "reason": "trl's DPO trainer pads each batch of chosen/rejected pairs; it cannot pack them"}
+        return {"mode": "padded",
+                "reason": "trl's DPO trainer pads each batch of chosen/rejected pairs; it cannot pack them"}
     if ctx.spec.compute.attention == "flash_attention_2":
         return {"mode": "packed", "reason": "FlashAttention keeps rows packed into one sequence apart by their lengths "
                 "(no mask), so no compute goes to padding"}
@@ -362,7 +367,8 @@ def _batching(ctx: Context) -> dict:
     # Packing measured slower than padding on CPUs (block-diagonal attention costs more than
     # the padding it saves), so without FlashAttention it is chosen only on request.
     return {"mode": "length_grouped", "reason": "rows of similar length are batched together, so little compute "
-            "goes to padding" + (f" (row length says little about the label: eta² {eta2:.2f})" if eta2 is not None else "")}
+            "goes to padding"
+            + (f" (row length says little about the label: eta² {eta2:.2f})" if eta2 is not None else "")}
 
 
 def _training(ctx: Context, train_rows: int | None) -> dict:

@@ -14,6 +14,7 @@ from typing import Any
 from ftspec.checks.derived import load_dtype
 from ftspec.checks.facts import decoder_layer
 
+
 def resolve_fsdp(settings: Any, model_type: str | None, architectures: list[str] | None = None) -> dict:
     """compute.fsdp (or None: the defaults) as the plan's FSDP section."""
     wrap_setting = getattr(settings, "wrap", "auto")

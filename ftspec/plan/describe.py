@@ -33,7 +33,8 @@ def describe_model(m: Any) -> str:
         return f"Amazon Bedrock {m.id} ({m.family} family)"
     if m.kind == "tiny":
         tok = m.tokenizer
-        tok_text = "byte tokenizer" if tok.kind == "byte" else f"BPE tokenizer ({tok.vocab_size} tokens, trained on train)"
+        tok_text = ("byte tokenizer" if tok.kind == "byte"
+                    else f"BPE tokenizer ({tok.vocab_size} tokens, trained on train)")
         return (f"tiny {m.architecture} from config: {m.num_layers} layers × {m.hidden_size} wide, "
                 f"{m.num_heads} heads, {tok_text}")
     gguf = f"/{m.gguf_file}" if getattr(m, "gguf_file", None) else ""
@@ -51,8 +52,10 @@ def describe_model(m: Any) -> str:
 # an on-demand deployment or provisioned throughput, each billed while it exists (aws.amazon.com/bedrock/pricing).
 SERVE_COST = {
     "none": "the custom model is not served (no evaluation of it, nothing billed for serving)",
-    "on_demand": "on-demand deployment of the custom model, billed per token while it exists; deleted after the evaluation",
-    "provisioned": "provisioned throughput of {units} model unit(s), billed by the hour while it exists; deleted after the evaluation",
+    "on_demand": ("on-demand deployment of the custom model, billed per token while it exists; "
+                  "deleted after the evaluation"),
+    "provisioned": ("provisioned throughput of {units} model unit(s), billed by the hour while it exists; "
+                    "deleted after the evaluation"),
 }
 
 
@@ -61,7 +64,8 @@ def describe_bedrock(b: Any, family: str | None = None) -> str:
     serve = SERVE_COST[b.serve].format(units=b.model_units)
     teacher = f" from {b.teacher_model}" if b.teacher_model else ""
     hp = ", ".join(f"{k} {v}" for k, v in b.hyperparameters.items())
-    return (f"bedrock {b.region}, {family or '?'} family, {b.customization.lower()}{teacher}, data {b.data_format}, {hp}; serve {b.serve}: {serve}")
+    return (f"bedrock {b.region}, {family or '?'} family, {b.customization.lower()}{teacher}, data {b.data_format}, "
+            f"{hp}; serve {b.serve}: {serve}")
 
 
 def describe_adapter(a: Any) -> str:
@@ -131,7 +135,8 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
     m = plan.model
     lines.append(f"  model     {describe_model(m)}")
     if getattr(m, "trust_remote_code", False):
-        lines.append(_style("  !! trust_remote_code: true — the model repository's Python code will run on this machine", color, fg="red", bold=True))
+        lines.append(_style("  !! trust_remote_code: true — the model repository's Python code "
+                            "will run on this machine", color, fg="red", bold=True))
 
     d = plan.data
     lines.append(f"  data      train {d.rows_shown('train')} · validation {d.rows_shown('validation')} · "
@@ -142,11 +147,13 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
         if src.kind == "file":
             lines.append(f"            {split}: {src.path} ({src.format}, {src.rows} rows, sha256 {src.sha256[:12]})")
         else:
-            lines.append(f"            {split}: hub {src.hub} [{src.split}]" + (f" @ {src.revision}" if src.revision else ""))
+            lines.append(f"            {split}: hub {src.hub} [{src.split}]"
+                         + (f" @ {src.revision}" if src.revision else ""))
     if d.split:
         s = d.split
         strat = f", stratified by {s.stratify}" if s.stratify else ""
-        lines.append(f"            split from train: validation {_num(s.validation)}, test {_num(s.test)}, seed {s.seed}{strat}")
+        lines.append(f"            split from train: validation {_num(s.validation)}, test {_num(s.test)}, "
+                     f"seed {s.seed}{strat}")
     if d.derive:
         lines.append("            derived: " + ", ".join(x.name for x in d.derive))
 
@@ -175,14 +182,17 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
 
     t = plan.training
     if bedrock is not None:
-        lines.append(f"  training  by Amazon Bedrock: {', '.join(f'{k} {v}' for k, v in bedrock.hyperparameters.items())} "
+        lines.append("  training  by Amazon Bedrock: "
+                     f"{', '.join(f'{k} {v}' for k, v in bedrock.hyperparameters.items())} "
                      f"(rows rendered as {bedrock.data_format})")
-    length = "" if bedrock is not None else (f"{_num(t.epochs)} epochs = {_num(t.total_steps)} steps ({_num(t.steps_per_epoch)}/epoch)" if t.epochs
-              else f"{_num(t.total_steps)} steps (max_steps)")
+    length = "" if bedrock is not None else (
+        f"{_num(t.epochs)} epochs = {_num(t.total_steps)} steps ({_num(t.steps_per_epoch)}/epoch)" if t.epochs
+        else f"{_num(t.total_steps)} steps (max_steps)")
     if bedrock is None:
-        lines.append(f"  training  {length}, lr {_num(t.learning_rate)} {t.lr_scheduler}, warmup {_num(t.warmup_steps)} steps")
-        lines.append(f"            batch {t.batch_size} × accumulation {t.gradient_accumulation} = {t.effective_batch_size}, "
-                     f"max_length {t.max_length}, seed {t.seed}, {t.optimizer}")
+        lines.append(f"  training  {length}, lr {_num(t.learning_rate)} {t.lr_scheduler}, "
+                     f"warmup {_num(t.warmup_steps)} steps")
+        lines.append(f"            batch {t.batch_size} × accumulation {t.gradient_accumulation} = "
+                     f"{t.effective_batch_size}, max_length {t.max_length}, seed {t.seed}, {t.optimizer}")
         cadence = f"eval every {_num(t.eval_every)}" if t.eval_every else "no validation loss"
         stop = f", early stopping (patience {t.early_stopping.patience})" if t.early_stopping else ""
         lines.append(f"            {cadence}, checkpoint every {_num(t.save_every)}, log every {t.logging_steps}{stop}")

@@ -316,7 +316,8 @@ def _diff_staged(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Or
     stages: list[StageSteps] = []
     for name, o, n, last in pairs:
         if o is not None and n is not None:
-            changes += _changes(o, n, _stage_origin(old_origin, o.stage, last), _stage_origin(new_origin, n.stage, last), name)
+            changes += _changes(o, n, _stage_origin(old_origin, o.stage, last),
+                                _stage_origin(new_origin, n.stage, last), name)
         new_steps = n.steps if n is not None else ()
         new_names = {s.name for s in new_steps}
         stages.append(StageSteps(

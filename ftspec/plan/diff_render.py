@@ -34,7 +34,8 @@ def _origin_words(c: Change) -> str:
 # --------------------------------------------------------------------------- showing values
 
 _PLAIN_STR = re.compile(r"[\w./@+:=-]+")
-_LOOKS_LIKE_SCALAR = re.compile(r"(?i)null|true|false|~|yes|no|on|off|[-+]?(\d[\d_]*)?\.?\d+(e[-+]?\d+)?|[-+]?\.?(inf|nan)")
+_LOOKS_LIKE_SCALAR = re.compile(r"(?i)null|true|false|~|yes|no|on|off"
+                                r"|[-+]?(\d[\d_]*)?\.?\d+(e[-+]?\d+)?|[-+]?\.?(inf|nan)")
 
 
 def _one_line(text: str) -> str:
@@ -114,7 +115,8 @@ def _fmt_pair(change: Change) -> tuple[str, str]:
         start = common - context if common > TEXT_WIDTH - context else 0
         if start:
             # Start at a word (or line) rather than in the middle of one.
-            cut = min((i for i in (a.find(" ", start, common - 8), a.find(NEWLINE, start, common - 8)) if i >= 0), default=-1)
+            cut = min((i for i in (a.find(" ", start, common - 8), a.find(NEWLINE, start, common - 8)) if i >= 0),
+                      default=-1)
             start = cut + 1 if cut >= 0 else start
         return _fmt_str(old, start=start), _fmt_str(new, start=start)
     return _fmt_inner(change.path, old), _fmt_inner(change.path, new)
@@ -157,9 +159,11 @@ def _stage_steps_lines(d: PlanDiff, names=lambda xs: ", ".join(xs)) -> list[str]
     return lines
 
 
-_TRUST_ON = "trust_remote_code turned on: the model repository's Python code will run on the machine that runs this spec"
+_TRUST_ON = ("trust_remote_code turned on: the model repository's Python code will run on the machine "
+             "that runs this spec")
 _TRUST = "trust_remote_code: true: the model repository's Python code runs on the machine that runs this spec"
-_TRUST_ON_MD = "`trust_remote_code` turned on: the model repository's Python code will run on the machine that runs this spec."
+_TRUST_ON_MD = ("`trust_remote_code` turned on: the model repository's Python code will run on the machine "
+                "that runs this spec.")
 _TRUST_MD = "`trust_remote_code: true`: the model repository's Python code runs on the machine that runs this spec."
 
 
@@ -179,7 +183,8 @@ def render_text(d: PlanDiff, color: bool = False) -> str:
     if d.trust_remote_code_turned_on:
         lines.append(_style(f"!! {_TRUST_ON}", color, fg="red", bold=True))
     name = f" {d.name}" if d.name else ""
-    ids = f"plan {d.old_id[:12]} (unchanged)" if d.old_id == d.new_id else f"plan {d.old_id[:12]} {ARROW} {d.new_id[:12]}"
+    ids = (f"plan {d.old_id[:12]} (unchanged)" if d.old_id == d.new_id
+           else f"plan {d.old_id[:12]} {ARROW} {d.new_id[:12]}")
     lines.append(f"{_style('ftspec diff' + name, color, bold=True)}: {ids}")
     if d.trust_remote_code and not d.trust_remote_code_turned_on:
         lines.append(_style(f"!! {_TRUST}", color, fg="red", bold=True))
@@ -219,7 +224,8 @@ def _change_lines(changes: list[Change], color: bool, indent: str) -> list[str]:
         elif c.removed:
             lines.append(f"{indent}- {c.path}: {_style(old, color, fg='red')}{origin}")
         else:
-            lines.append(f"{indent}{c.path}: {_style(old, color, fg='red')} {ARROW} {_style(new, color, fg='green')}{origin}")
+            lines.append(f"{indent}{c.path}: {_style(old, color, fg='red')} {ARROW} "
+                         f"{_style(new, color, fg='green')}{origin}")
     return lines
 
 

@@ -18,7 +18,17 @@ import json
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Mapping, TypeVar, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, WrapSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    WrapSerializer,
+)
 
 PLAN_VERSION = 1
 
@@ -105,7 +115,8 @@ class BedrockModel(_Frozen):
 
     kind: Literal["bedrock"]
     id: str  # the base model identifier, e.g. amazon.nova-micro-v1:0:128k
-    family: Literal["nova", "titan", "llama", "claude"]  # ftspec.catalog.bedrock_families: data format, methods, hyperparameters
+    # The family (ftspec.catalog.bedrock_families) sets the data format, methods and hyperparameters.
+    family: Literal["nova", "titan", "llama", "claude"]
 
 
 class StageModel(_Frozen):
@@ -429,7 +440,8 @@ class Eval(_Frozen):
 
 class FSDP(_Frozen):
     """FSDP2 (torch's fully_shard) as the plan runs it."""
-    wrap: tuple[str, ...]  # module classes each sharded as one unit (the decoder layer, from the architecture by default)
+    # Module classes each sharded as one unit (the decoder layer, from the architecture by default).
+    wrap: tuple[str, ...]
     wrap_from: Literal["spec", "architecture"]
     reshard_after_forward: bool
     cpu_offload: bool
@@ -611,7 +623,8 @@ class Plan(_Frozen):
             more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
             raise PlanFormatError(f"not a valid version-{PLAN_VERSION} plan: {where}: {err['msg']}{more}") from None
         if "id" in data and data["id"] != plan.id:
-            raise PlanFormatError(f"plan id {str(data['id'])[:12]} does not match its content ({plan.short_id}); the file was edited")
+            raise PlanFormatError(f"plan id {str(data['id'])[:12]} does not match its content ({plan.short_id}); "
+                                  "the file was edited")
         return plan
 
     @property

@@ -13,6 +13,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from ftspec.catalog.architectures import architecture
 from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.data.sources import fingerprint
 from ftspec.plan.model import chat_template_text
@@ -61,20 +62,8 @@ def tiny_config(m: Any, tokenizer: PreTrainedTokenizerFast):
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    if m.architecture == "gpt2":
-        return AutoConfig.for_model(
-            "gpt2", n_embd=m.hidden_size, n_layer=m.num_layers, n_head=m.num_heads,
-            n_inner=m.intermediate_size, n_positions=m.max_position_embeddings, **common)
-    return AutoConfig.for_model(
-        m.architecture,
-        hidden_size=m.hidden_size,
-        num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads,
-        num_key_value_heads=m.num_kv_heads,
-        intermediate_size=m.intermediate_size,
-        max_position_embeddings=m.max_position_embeddings,
-        **common,
-    )
+    sizes = {config_name: getattr(m, name) for name, config_name in architecture(m.architecture).tiny_sizes}
+    return AutoConfig.for_model(m.architecture, **sizes, **common)
 
 
 def build_tiny(m: Any, train_texts: Iterable[str], out_dir: Path) -> None:
@@ -94,7 +83,8 @@ def convert_gguf(plan_model: Any, root: Path, out_dir: Path) -> dict:
     steps load that in about a second instead of converting again. Returns what it did."""
     from transformers import GgufConfig
 
-    folder = str(root / plan_model.name_or_path) if plan_model.source == "local" else hub_id(plan_model.name_or_path, "model.base")
+    folder = (str(root / plan_model.name_or_path) if plan_model.source == "local"
+              else hub_id(plan_model.name_or_path, "model.base"))
     name = plan_model.gguf_file
     if plan_model.gguf_sha256 is not None:  # the file the plan fingerprinted, not one put there since
         found = fingerprint(Path(folder) / name)
@@ -122,18 +112,21 @@ def convert_gguf(plan_model: Any, root: Path, out_dir: Path) -> dict:
         model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=GgufConfig(dequantize=True),
                                                      dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
-        raise SpecError.one(Pos("model.gguf_file"), "model.gguf_file", f"cannot load '{name}' from '{folder}': {_first_line(exc)}") from None
+        raise SpecError.one(Pos("model.gguf_file"), "model.gguf_file",
+                            f"cannot load '{name}' from '{folder}': {_first_line(exc)}") from None
     finally:
         if bar:
             hf_logging.enable_progress_bar()
         if reader_bar is not None:
             gguf_reader.tqdm = reader_bar
-    if getattr(model, "hf_quantizer", None) is not None or getattr(model.config, "quantization_config", None) is not None:
+    if (getattr(model, "hf_quantizer", None) is not None
+            or getattr(model.config, "quantization_config", None) is not None):
         model = _plain_copy(model)
     model.save_pretrained(out_dir, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_dir)
-    return {"gguf_file": name, "architecture": model.config.model_type, "parameters": sum(p.numel() for p in model.parameters()),
+    return {"gguf_file": name, "architecture": model.config.model_type,
+            "parameters": sum(p.numel() for p in model.parameters()),
             "seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -144,8 +137,8 @@ def materialize_stage(m: Any, store, root: Path, out_dir: Path) -> dict:
     DPO stage's reference model, are exactly the earlier stage's model."""
     trained = store.path(TRAIN.name, m.train)
     if not store.complete(TRAIN.name, m.train):
-        raise SpecError.one(Pos("model"), "model", f"stage {m.stage} has not finished training (train key {m.train[:8]}); "
-                            "its run stopped before it: run the spec again")
+        raise SpecError.one(Pos("model"), "model", f"stage {m.stage} has not finished training "
+                            f"(train key {m.train[:8]}); its run stopped before it: run the spec again")
     started = time.perf_counter()
     dtype = getattr(_root_model(m), "dtype", "auto")
     dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -156,13 +149,14 @@ def materialize_stage(m: Any, store, root: Path, out_dir: Path) -> dict:
 
         # A QLoRA stage's base was loaded in 4 or 8 bits to train; it is merged into the
         # base's own (de-quantised) weights here, which is what a merged export holds too.
-        base = AutoModelForCausalLM.from_pretrained(base_model_path(m.base, root, store.path(PREPARE_DATA.name, m.data)),
-                                                    dtype=dtype)
+        base = AutoModelForCausalLM.from_pretrained(
+            base_model_path(m.base, root, store.path(PREPARE_DATA.name, m.data)), dtype=dtype)
         model = PeftModel.from_pretrained(base, str(trained)).merge_and_unload()
     model.save_pretrained(out_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(trained)).save_pretrained(out_dir)  # saved with the model, chat template and all
     return {"stage": m.stage, "adapter": m.adapter, "merged": m.adapter != "full",
-            "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - started, 1)}
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def load_teacher(teacher: Any, root: Path, teach_dir: Path, dtype: torch.dtype, device: str,
@@ -241,11 +235,13 @@ def load_tokenizer(plan_model: Any, root: Path, data_dir: Path, chat_template: s
         if other is None:  # the model's own tokenizer, at the model's revision (a GGUF one is in the prepared folder)
             kwargs["revision"] = None if plan_model.gguf_file else plan_model.revision
         else:  # another repository: the model's revision means nothing there
-            path = str(root / other.name_or_path) if other.source == "local" else hub_id(other.name_or_path, "model.tokenizer")
+            path = (str(root / other.name_or_path) if other.source == "local"
+                    else hub_id(other.name_or_path, "model.tokenizer"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if v is not None})
     except OSError as exc:
-        raise SpecError.one(Pos("model.base"), "model.base", f"cannot load the tokenizer of '{path}': {_first_line(exc)}") from None
+        raise SpecError.one(Pos("model.base"), "model.base",
+                            f"cannot load the tokenizer of '{path}': {_first_line(exc)}") from None
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     if tokenizer.pad_token is None:
@@ -271,12 +267,14 @@ def load_model(plan_model: Any, root: Path, data_dir: Path, dtype: torch.dtype, 
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
-        raise SpecError.one(Pos("model.base"), "model.base", f"cannot load the model '{source}': {_first_line(exc)}") from None
+        raise SpecError.one(Pos("model.base"), "model.base",
+                            f"cannot load the model '{source}': {_first_line(exc)}") from None
     except (ImportError, ValueError) as exc:
         if attention == "auto":
             raise
         # transformers refuses an implementation the model or this machine lacks (no flash-attn package, no GPU).
-        raise SpecError.one(Pos("compute.attention"), "compute.attention", f"{attention} cannot be used here: {_first_line(exc)}") from None
+        raise SpecError.one(Pos("compute.attention"), "compute.attention",
+                            f"{attention} cannot be used here: {_first_line(exc)}") from None
     return model if quantization_config is not None else model.to(device)
 
 

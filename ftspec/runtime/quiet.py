@@ -8,7 +8,7 @@ import warnings
 # Deprecation notices a library raises from inside itself, which nothing ftspec passes
 # can change: (message, category, module the warning is raised in). Only these are
 # silenced, by name; any other deprecation notice is left to Python's own rules, so one
-# that ftspec's use of a library causes is seen (tests/test_library_warnings.py runs
+# that ftspec's use of a library causes is seen (tests/runtime/test_library_warnings.py runs
 # tiny runs and fails on any).
 LIBRARY_NOTICES = (
     # peft reads `model.is_gradient_checkpointing`, renamed in transformers 5, whenever it

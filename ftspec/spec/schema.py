@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.functional_validators import BeforeValidator
 from pydantic_core import PydanticCustomError
 
+from ftspec.catalog import architectures
 from ftspec.catalog import metrics as metric_catalog
 from ftspec.core.paths import revision_problem
 from ftspec.spec.limits import MAX_PROFILES
@@ -87,6 +88,8 @@ def _regex(value: str | None) -> str | None:
     return value
 
 
+# A model's docstring is its description in the generated schema and reference, where it must stay one line: a long
+# one is written as adjacent string literals in parentheses, which Python still takes as the docstring.
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=False, validate_default=False)
 
@@ -138,14 +141,15 @@ class BuiltinTemplate(_Section):
     """One of the templates shipped with ftspec in `templates/`."""
 
     _tag = "builtin"
-    builtin: str = Field(description="Name of a built-in template (`ftspec templates` lists them), e.g. `chatml`.", min_length=1)
+    builtin: str = Field(description=(
+        "Name of a built-in template (`ftspec templates` lists them), e.g. `chatml`."), min_length=1)
 
     @field_validator("builtin")
     @classmethod
     def _name(cls, v: str) -> str:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", v):
-            raise ValueError("a built-in template is a name (letters, digits, '-', '_' and '.'; `ftspec templates` lists them), "
-                             "not a path; use {file: PATH} for a template file")
+            raise ValueError("a built-in template is a name (letters, digits, '-', '_' and '.'; "
+                             "`ftspec templates` lists them), not a path; use {file: PATH} for a template file")
         return v
 
 
@@ -160,7 +164,8 @@ Template = Annotated[
         custom_error_type="template",
         custom_error_message="expected a jinja template: a string, {file: PATH} or {builtin: NAME}",
     ),
-    Field(description="A jinja template: inline text, `{file: PATH}` next to the spec, or `{builtin: NAME}` from `templates/`."),
+    Field(description=(
+        "A jinja template: inline text, `{file: PATH}` next to the spec, or `{builtin: NAME}` from `templates/`.")),
 ]
 
 # --------------------------------------------------------------------------- model
@@ -176,7 +181,8 @@ class BPETokenizer(_Section):
     """A byte-level BPE tokenizer trained on the training split when data is prepared."""
 
     kind: Literal["bpe"] = Field(description="`bpe`: byte-level BPE trained on the training split.")
-    vocab_size: Int = Field(1024, ge=300, le=65536, description="Vocabulary size including the 256 byte tokens and the special tokens.")
+    vocab_size: Int = Field(1024, ge=300, le=65536, description=(
+        "Vocabulary size including the 256 byte tokens and the special tokens."))
 
 
 TinyTokenizerSpec = Annotated[
@@ -190,24 +196,36 @@ class PretrainedModel(_Section):
     """A pretrained model: a hub id or a local directory in transformers' layout."""
 
     kind: Literal["pretrained"] = Field("pretrained", description="`pretrained` (inferred when `base` is given).")
-    base: str = Field(min_length=1, description="A hub model id such as `Qwen/Qwen2.5-0.5B-Instruct`, or a local directory relative to the spec (start it with `./` or `../`), or a local `.gguf` file.")
-    gguf_file: str | None = Field(None, min_length=1, description="A GGUF file (its name, in the `base` folder or hub repository) to load: de-quantised through transformers and converted once, when data is prepared, into an ordinary safetensors model.")
-    revision: Revision = Field(None, description="Hub revision to pin: a commit hash (best), tag or branch. Unpinned hub models draw a warning.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype when loading; `auto` follows `compute.precision`.")
-    trust_remote_code: bool = Field(False, description="Run Python code shipped inside the model repository. Off unless set here; `ftspec plan` shows it when on.")
-    tokenizer: str | None = Field(None, description="A different tokenizer (hub id or local path); defaults to the model's own.")
+    base: str = Field(min_length=1, description=(
+        "A hub model id such as `Qwen/Qwen2.5-0.5B-Instruct`, or a local directory "
+        "relative to the spec (start it with `./` or `../`), or a local `.gguf` file."))
+    gguf_file: str | None = Field(None, min_length=1, description=(
+        "A GGUF file (its name, in the `base` folder or hub repository) to load: de-quantised through "
+        "transformers and converted once, when data is prepared, into an ordinary safetensors model."))
+    revision: Revision = Field(None, description=(
+        "Hub revision to pin: a commit hash (best), tag or branch. Unpinned hub models draw a warning."))
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "Weight dtype when loading; `auto` follows `compute.precision`."))
+    trust_remote_code: bool = Field(False, description=(
+        "Run Python code shipped inside the model repository. Off unless set here; `ftspec plan` shows it when on."))
+    tokenizer: str | None = Field(None, description=(
+        "A different tokenizer (hub id or local path); defaults to the model's own."))
 
 
 class TinyModel(_Section):
     """A small model built from a config with random weights: runs anywhere, with no network."""
 
     kind: Literal["tiny"] = Field(description="`tiny`: build a small model from this config.")
-    architecture: Literal["llama", "qwen2", "mistral", "gpt2"] = Field("llama", description="transformers architecture to instantiate.")
+    # The choices are the catalog's rows that say how to size a tiny model of them.
+    architecture: Literal[architectures.TINY] = Field("llama", description=(
+        "transformers architecture to instantiate."))
     hidden_size: Int = Field(64, ge=8, le=16384, description="Width of the model.")
     num_layers: Int = Field(2, ge=1, le=128, description="Number of transformer blocks.")
     num_heads: Int = Field(4, ge=1, le=256, description="Attention heads; must divide `hidden_size`.")
-    num_kv_heads: Int | None = Field(None, ge=1, le=256, description="Key/value heads for grouped-query attention; defaults to `num_heads` (not used by gpt2).")
-    intermediate_size: Int | None = Field(None, ge=8, le=65536, description="Width of the MLP; defaults to 4 × `hidden_size`.")
+    num_kv_heads: Int | None = Field(None, ge=1, le=256, description=(
+        "Key/value heads for grouped-query attention; defaults to `num_heads` (not used by gpt2)."))
+    intermediate_size: Int | None = Field(None, ge=8, le=65536, description=(
+        "Width of the MLP; defaults to 4 × `hidden_size`."))
     max_position_embeddings: Int = Field(512, ge=16, le=131072, description="Longest sequence the model can take.")
     tokenizer: TinyTokenizerSpec = Field(default_factory=lambda: ByteTokenizer(kind="byte"))
     init_seed: Int = Field(0, ge=0, le=MAX_SEED, description="Seed of the random initial weights.")
@@ -224,12 +242,16 @@ class TinyModel(_Section):
 class BedrockModel(_Section):
     """An Amazon Bedrock base model, customised and served by Bedrock (with `compute.backend: bedrock`)."""
 
-    kind: Literal["bedrock"] = Field(description="`bedrock`: a model that Amazon Bedrock customises; needs `compute.backend: bedrock`.")
-    id: str = Field(min_length=1, max_length=2048, description="The Bedrock base model id, e.g. `amazon.nova-micro-v1:0:128k`. Its family (nova, titan, llama or claude) is inferred from it, and sets the data format, the customizations and the hyperparameters the job takes.")
+    kind: Literal["bedrock"] = Field(description=(
+        "`bedrock`: a model that Amazon Bedrock customises; needs `compute.backend: bedrock`."))
+    id: str = Field(min_length=1, max_length=2048, description=(
+        "The Bedrock base model id, e.g. `amazon.nova-micro-v1:0:128k`. Its family (nova, titan, llama or claude) "
+        "is inferred from it, and sets the data format, the customizations and the hyperparameters the job takes."))
 
 
 ModelSpec = Annotated[
-    Union[Annotated[PretrainedModel, Tag("pretrained")], Annotated[TinyModel, Tag("tiny")], Annotated[BedrockModel, Tag("bedrock")]],
+    Union[Annotated[PretrainedModel, Tag("pretrained")], Annotated[TinyModel, Tag("tiny")],
+          Annotated[BedrockModel, Tag("bedrock")]],
     Discriminator(_by_kind({"base": "pretrained", "architecture": "tiny", "hidden_size": "tiny"})),
     Field(description="The base model: `{base: ID_OR_PATH, …}`, `{kind: tiny, …}` or `{kind: bedrock, id: MODEL_ID}`."),
 ]
@@ -245,9 +267,13 @@ class FileSource(_Section):
     _tag = "file"
     path: str = Field(min_length=1, description="File path relative to the spec. `.gz` files are read compressed.")
     format: _FORMATS | None = Field(None, description="File format; inferred from the extension when left out.")
-    columns: list[str] | None = Field(None, min_length=1, max_length=10_000, description="Column names for CSV/TSV, in order. Without a header row they name the columns; with `header: true` they replace the header's names.")
-    header: bool | None = Field(None, description="Whether a CSV/TSV file starts with a header row; defaults to true unless `columns` is given.")
-    field: str | None = Field(None, description="For JSON files holding an object: the key whose value is the list of rows.")
+    columns: list[str] | None = Field(None, min_length=1, max_length=10_000, description=(
+        "Column names for CSV/TSV, in order. Without a header row they name "
+        "the columns; with `header: true` they replace the header's names."))
+    header: bool | None = Field(None, description=(
+        "Whether a CSV/TSV file starts with a header row; defaults to true unless `columns` is given."))
+    field: str | None = Field(None, description=(
+        "For JSON files holding an object: the key whose value is the list of rows."))
 
     @field_validator("columns")
     @classmethod
@@ -255,7 +281,8 @@ class FileSource(_Section):
         if v is not None:
             dupes = sorted(c for c, n in Counter(v).items() if n > 1)
             if dupes:
-                raise ValueError(f"column names must be unique (repeated: {', '.join(dupes[:20])}{', …' if len(dupes) > 20 else ''})")
+                raise ValueError("column names must be unique "
+                                 f"(repeated: {', '.join(dupes[:20])}{', …' if len(dupes) > 20 else ''})")
         return v
 
 
@@ -287,10 +314,13 @@ Source = Annotated[
 class Split(_Section):
     """Carve validation and test rows out of the training source, reproducibly."""
 
-    validation: Number = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for validation (only when `data.validation` is not given).")
-    test: Number = Field(0.0, ge=0, lt=1, description="Fraction of the training rows held out for the test split (only when `data.test` is not given).")
+    validation: Number = Field(0.0, ge=0, lt=1, description=(
+        "Fraction of the training rows held out for validation (only when `data.validation` is not given)."))
+    test: Number = Field(0.0, ge=0, lt=1, description=(
+        "Fraction of the training rows held out for the test split (only when `data.test` is not given)."))
     seed: Int = Field(42, ge=0, le=MAX_SEED, description="Seed of the shuffle before splitting.")
-    stratify: str | None = Field(None, description="Column whose value proportions each split keeps (for classification labels).")
+    stratify: str | None = Field(None, description=(
+        "Column whose value proportions each split keeps (for classification labels)."))
 
     @model_validator(mode="after")
     def _sum(self) -> "Split":
@@ -333,12 +363,24 @@ class Data(_Section):
     train: Source = Field(description="Training rows: a file path, `{path: …}` or `{hub: …}`.")
     validation: Source | None = Field(None, description="Validation rows, watched during training for over-fitting.")
     test: Source | None = Field(None, description="Held-out test rows for the evaluation.")
-    split: Split | None = Field(None, description="Hold out validation/test rows from `train` when no file is given for them.")
-    rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=dict, max_length=1000, description="Rename columns: `{old_name: new_name}`.")
-    derive: dict[str, str] = Field(default_factory=dict, max_length=MAX_DERIVED, description="New columns computed from each row by jinja templates, in order: `{answer: \"{{ 'yes' if label == '1' else 'no' }}\"}`.")
-    filter: Template | None = Field(None, description="Keep only the rows for which this template renders true (`true`, `1` or `yes`; `false`, `0`, `no` or nothing drops the row; anything else is an error), e.g. `\"{{ label in ['0', '1'] }}\"`. It sees the columns after `rename` and `derive`, and applies to every split before splitting; the rows it drops are counted in the data statistics.")
-    limit: RowLimit | None = Field(None, description="Keep at most this many rows of each split (after filtering and splitting): a number cuts every split, `{train: 200}` cuts only the splits it names. For quick runs and smoke profiles.")
-    on_bad_row: Literal["error", "skip"] = Field("error", description="A row that cannot be read or rendered: stop with its row number (`error`), or `skip` it and count it in the data statistics.")
+    split: Split | None = Field(None, description=(
+        "Hold out validation/test rows from `train` when no file is given for them."))
+    rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(
+        default_factory=dict, max_length=1000, description="Rename columns: `{old_name: new_name}`.")
+    derive: dict[str, str] = Field(default_factory=dict, max_length=MAX_DERIVED, description=(
+        "New columns computed from each row by jinja templates, in "
+        "order: `{answer: \"{{ 'yes' if label == '1' else 'no' }}\"}`."))
+    filter: Template | None = Field(None, description=(
+        "Keep only the rows for which this template renders true (`true`, `1` or `yes`; `false`, "
+        "`0`, `no` or nothing drops the row; anything else is an error), e.g. `\"{{ label in "
+        "['0', '1'] }}\"`. It sees the columns after `rename` and `derive`, and applies to every "
+        "split before splitting; the rows it drops are counted in the data statistics."))
+    limit: RowLimit | None = Field(None, description=(
+        "Keep at most this many rows of each split (after filtering and splitting): a number cuts "
+        "every split, `{train: 200}` cuts only the splits it names. For quick runs and smoke profiles."))
+    on_bad_row: Literal["error", "skip"] = Field("error", description=(
+        "A row that cannot be read or rendered: stop with its row number "
+        "(`error`), or `skip` it and count it in the data statistics."))
 
     @field_validator("derive")
     @classmethod
@@ -358,7 +400,8 @@ class PromptCompletionFormat(_Section):
     kind: Literal["prompt_completion"] = Field(description="`prompt_completion`: TRL's `prompt`/`completion` columns.")
     prompt: Template = Field(description="Template of the prompt.")
     completion: Template = Field(description="Template of the expected completion (the answer).")
-    loss: Literal["completion", "all"] = Field("completion", description="Which tokens carry loss: the completion only (recommended) or the whole text.")
+    loss: Literal["completion", "all"] = Field("completion", description=(
+        "Which tokens carry loss: the completion only (recommended) or the whole text."))
 
 
 class ChatTurn(_Section):
@@ -372,10 +415,14 @@ class ChatFormat(_Section):
     """Conversations (a `messages` list), rendered with a chat template."""
 
     kind: Literal["chat"] = Field(description="`chat`: TRL's conversational `messages` column.")
-    messages: list[ChatTurn] | None = Field(None, min_length=1, max_length=MAX_TURNS, description="The conversation built from each row, turn by turn. Give this or `messages_column`.")
-    messages_column: str | None = Field(None, description="A column that already holds a list of `{role, content}` messages.")
-    chat_template: Template | None = Field(None, description="Chat template; defaults to the tokenizer's own. Use `{builtin: chatml}` for models without one.")
-    loss: Literal["assistant", "all"] = Field("assistant", description="Which tokens carry loss: assistant turns only (recommended) or the whole conversation.")
+    messages: list[ChatTurn] | None = Field(None, min_length=1, max_length=MAX_TURNS, description=(
+        "The conversation built from each row, turn by turn. Give this or `messages_column`."))
+    messages_column: str | None = Field(None, description=(
+        "A column that already holds a list of `{role, content}` messages."))
+    chat_template: Template | None = Field(None, description=(
+        "Chat template; defaults to the tokenizer's own. Use `{builtin: chatml}` for models without one."))
+    loss: Literal["assistant", "all"] = Field("assistant", description=(
+        "Which tokens carry loss: assistant turns only (recommended) or the whole conversation."))
 
     @model_validator(mode="after")
     def _one_source(self) -> "ChatFormat":
@@ -417,9 +464,11 @@ class LoraAdapter(_Section):
 
     kind: Literal["lora"] = Field(description="`lora`.")
     r: Int = Field(16, ge=1, le=1024, description="Rank of the adapter matrices.")
-    alpha: Number | None = Field(None, gt=0, le=1e6, description="Scaling numerator (`alpha / r`); defaults to 2 × `r`.")
+    alpha: Number | None = Field(None, gt=0, le=1e6, description=(
+        "Scaling numerator (`alpha / r`); defaults to 2 × `r`."))
     dropout: Number = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: Union[Literal["all-linear"], Annotated[list[str], Field(min_length=1, max_length=256)]] = Field("all-linear", description="Module names to adapt, or `all-linear` for every linear layer but the output head.")
+    target_modules: Union[Literal["all-linear"], Annotated[list[str], Field(min_length=1, max_length=256)]] = Field(
+        "all-linear", description="Module names to adapt, or `all-linear` for every linear layer but the output head.")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
 
 
@@ -430,7 +479,11 @@ class QLoraAdapter(LoraAdapter):
     bits: Literal[4, 8] = Field(4, description="Quantisation of the frozen base weights.")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
     double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves memory).")
-    quant_storage: Literal["auto", "uint8", "float32", "bfloat16", "float16"] = Field("auto", description="The dtype the 4-bit weights are packed into. FSDP and DeepSpeed ZeRO-3 shard the quantised weights together with the other parameters, which works only when they share one dtype: `auto` is the dtype the base model loads in (`model.dtype`; its `auto` loads float32) under `compute.strategy: fsdp` or ZeRO stage 3, and `uint8` (bitsandbytes' default) otherwise.")
+    quant_storage: Literal["auto", "uint8", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "The dtype the 4-bit weights are packed into. FSDP and DeepSpeed ZeRO-3 shard the quantised "
+        "weights together with the other parameters, which works only when they share one dtype: "
+        "`auto` is the dtype the base model loads in (`model.dtype`; its `auto` loads float32) under "
+        "`compute.strategy: fsdp` or ZeRO stage 3, and `uint8` (bitsandbytes' default) otherwise."))
 
 
 def _adapter_shorthand(v: Any) -> Any:
@@ -438,9 +491,13 @@ def _adapter_shorthand(v: Any) -> Any:
 
 
 AdapterSpec = Annotated[
-    Union[Annotated[FullAdapter, Tag("full")], Annotated[LoraAdapter, Tag("lora")], Annotated[QLoraAdapter, Tag("qlora")]],
+    Union[Annotated[FullAdapter, Tag("full")], Annotated[LoraAdapter, Tag("lora")],
+          Annotated[QLoraAdapter, Tag("qlora")]],
     Discriminator(_by_kind()),
-    BeforeValidator(_adapter_shorthand, json_schema_input_type=Union[Literal["full", "lora", "qlora"], FullAdapter, LoraAdapter, QLoraAdapter]),
+    BeforeValidator(
+        _adapter_shorthand,
+        json_schema_input_type=Union[Literal["full", "lora", "qlora"], FullAdapter, LoraAdapter, QLoraAdapter],
+    ),
     Field(description="What is trained: `full`, `lora` or `qlora` (or `{kind: lora, r: …}`)."),
 ]
 
@@ -456,7 +513,10 @@ class SFTMethod(_Section):
     adapter: AdapterSpec = Field(default_factory=_default_adapter)
 
 
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.x
+DPO_LOSSES = (  # TRL 1.x
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)
 
 
 class DPOMethod(_Section):
@@ -464,16 +524,21 @@ class DPOMethod(_Section):
 
     kind: Literal["dpo"] = Field(description="`dpo`: direct preference optimisation.")
     adapter: AdapterSpec = Field(default_factory=_default_adapter)
-    beta: Number = Field(0.1, gt=0, le=100, description="Strength of the pull towards the reference model; higher stays closer.")
-    loss_type: Literal[DPO_LOSSES] = Field("sigmoid", description="DPO loss variant (TRL's `loss_type`).")  # type: ignore[valid-type]
-    label_smoothing: Number = Field(0.0, ge=0, lt=0.5, description="Assumed rate of flipped preference labels (robust/cDPO losses).")
+    beta: Number = Field(0.1, gt=0, le=100, description=(
+        "Strength of the pull towards the reference model; higher stays closer."))
+    loss_type: Literal[DPO_LOSSES] = Field("sigmoid", description=(
+        "DPO loss variant (TRL's `loss_type`)."))  # type: ignore[valid-type]
+    label_smoothing: Number = Field(0.0, ge=0, lt=0.5, description=(
+        "Assumed rate of flipped preference labels (robust/cDPO losses)."))
 
 
 class Extract(_Section):
     """Pull the answer out of a prediction and its reference before scoring."""
 
-    regex: Annotated[str | None, AfterValidator(_regex)] = Field(None, description="A regular expression; the first group (or the whole match) is the answer.")
-    template: str | None = Field(None, description="A jinja expression over `text`, e.g. `{{ text.split('####')[-1] | trim }}`.")
+    regex: Annotated[str | None, AfterValidator(_regex)] = Field(None, description=(
+        "A regular expression; the first group (or the whole match) is the answer."))
+    template: str | None = Field(None, description=(
+        "A jinja expression over `text`, e.g. `{{ text.split('####')[-1] | trim }}`."))
     which: Literal["first", "last"] = Field("last", description="With `regex`: use the first or the last match.")
 
     @model_validator(mode="after")
@@ -492,16 +557,21 @@ class StageTeacher(_Section):
 TeacherSpec = Annotated[
     Union[Annotated[StageTeacher, Tag("stage")], Annotated[PretrainedModel, Tag("pretrained")]],
     Discriminator(_by_key({"stage": "stage"}, default="pretrained")),
-    Field(description="The teacher: `{stage: NAME}` (an earlier stage's model) or a pretrained model `{base: ID_OR_PATH, …}` (a hub id, a local folder, or a GGUF file with `gguf_file`)."),
+    Field(description=(
+        "The teacher: `{stage: NAME}` (an earlier stage's model) or a pretrained model "
+        "`{base: ID_OR_PATH, …}` (a hub id, a local folder, or a GGUF file with `gguf_file`).")),
 ]
 
 
 class TeacherFilter(_Section):
     """Which teacher answers the student learns from."""
 
-    extract: Extract | None = Field(None, description="An extraction (`regex` or `template`) that must find something in a teacher answer for it to be kept.")
-    max_tokens: Int | None = Field(None, ge=1, le=1_000_000, description="Drop teacher answers longer than this many tokens (the teacher's tokenizer).")
-    train_on: Literal["answer", "extracted"] = Field("answer", description="What the student learns: the teacher's whole `answer`, or only what `extract` found (`extracted`).")
+    extract: Extract | None = Field(None, description=(
+        "An extraction (`regex` or `template`) that must find something in a teacher answer for it to be kept."))
+    max_tokens: Int | None = Field(None, ge=1, le=1_000_000, description=(
+        "Drop teacher answers longer than this many tokens (the teacher's tokenizer)."))
+    train_on: Literal["answer", "extracted"] = Field("answer", description=(
+        "What the student learns: the teacher's whole `answer`, or only what `extract` found (`extracted`)."))
 
     @model_validator(mode="after")
     def _extracted_needs_extract(self) -> "TeacherFilter":
@@ -513,22 +583,31 @@ class TeacherFilter(_Section):
 class LogitDistillation(_Section):
     """Also match the teacher's token distributions on the answer tokens."""
 
-    alpha: Number = Field(0.5, ge=0, le=1, description="Weight of the KL term: loss = (1 − alpha)·cross-entropy + alpha·T²·KL(teacher ‖ student) at temperature T.")
-    temperature: Number = Field(2.0, gt=0, le=100, description="Softening temperature T of both distributions in the KL term.")
+    alpha: Number = Field(0.5, ge=0, le=1, description=(
+        "Weight of the KL term: loss = (1 − alpha)·cross-entropy + alpha·T²·KL(teacher ‖ student) at temperature T."))
+    temperature: Number = Field(2.0, gt=0, le=100, description=(
+        "Softening temperature T of both distributions in the KL term."))
 
 
 class DistillMethod(_Section):
     """Distillation: a teacher answers the training prompts and the student is fine-tuned on its answers."""
 
-    kind: Literal["distill"] = Field(description="`distill`: learn from a teacher's answers (sequence-level distillation), optionally its logits too.")
+    kind: Literal["distill"] = Field(description=(
+        "`distill`: learn from a teacher's answers (sequence-level distillation), optionally its logits too."))
     adapter: AdapterSpec = Field(default_factory=_default_adapter)
     teacher: TeacherSpec
-    mode: Literal["auto", "generate", "choices"] = Field("auto", description="How the teacher answers: `generate` writes greedy answers; `choices` picks the likeliest of the labels (`eval.choices`) after each prompt, as evaluation's `choices` mode scores a model; `auto` answers as the models are evaluated (`choices` when the evaluation picks among labels, else `generate`).")
-    max_new_tokens: Int | None = Field(None, ge=1, le=32768, description="Longest teacher answer; defaults to `eval.max_new_tokens`.")
-    stop: list[str] | None = Field(None, max_length=64, description="Strings that end a teacher answer; defaults to the evaluation's stop strings.")
+    mode: Literal["auto", "generate", "choices"] = Field("auto", description=(
+        "How the teacher answers: `generate` writes greedy answers; `choices` picks the likeliest of the labels "
+        "(`eval.choices`) after each prompt, as evaluation's `choices` mode scores a model; `auto` answers as "
+        "the models are evaluated (`choices` when the evaluation picks among labels, else `generate`)."))
+    max_new_tokens: Int | None = Field(None, ge=1, le=32768, description=(
+        "Longest teacher answer; defaults to `eval.max_new_tokens`."))
+    stop: list[str] | None = Field(None, max_length=64, description=(
+        "Strings that end a teacher answer; defaults to the evaluation's stop strings."))
     batch_size: Int = Field(16, ge=1, le=4096, description="Prompts the teacher answers per batch.")
     filter: TeacherFilter = Field(default_factory=TeacherFilter, description="Which teacher answers are kept.")
-    logits: LogitDistillation | None = Field(None, description="Logit distillation besides the teacher's answers; needs the teacher's tokenizer vocabulary.")
+    logits: LogitDistillation | None = Field(None, description=(
+        "Logit distillation besides the teacher's answers; needs the teacher's tokenizer vocabulary."))
 
 
 MethodSpec = Annotated[
@@ -544,7 +623,8 @@ class EarlyStopping(_Section):
     """Stop when the validation loss stops improving."""
 
     patience: Int = Field(3, ge=1, le=1_000_000, description="Evaluations without improvement before stopping.")
-    min_delta: Number = Field(0.0, ge=0, le=1e6, description="Smallest decrease of the validation loss that counts as an improvement.")
+    min_delta: Number = Field(0.0, ge=0, le=1e6, description=(
+        "Smallest decrease of the validation loss that counts as an improvement."))
 
 
 Cadence = Union[Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)], Literal["epoch"]]
@@ -554,26 +634,45 @@ class Training(_Section):
     """Optimisation settings. Steps are optimizer steps (after gradient accumulation)."""
 
     epochs: Number = Field(1.0, gt=0, le=1000, description="Passes over the training split.")
-    max_steps: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Stop after this many optimizer steps; overrides `epochs`.")
-    learning_rate: Number | None = Field(None, gt=0, lt=1, description="Peak learning rate; defaults to 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning (5e-6 for full DPO).")
-    learning_rate_multiplier: Number | None = Field(None, gt=0, le=1000, description="Amazon Bedrock only, for models that take a multiplier of their own learning rate instead of a learning rate (Claude 3 Haiku's `learningRateMultiplier`); the family's default when left out.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warm-up.")
-    warmup_ratio: Number | None = Field(None, ge=0, lt=1, description="Fraction of the steps spent warming up; defaults to 0.03. Give this or `warmup_steps`.")
-    warmup_steps: Int | None = Field(None, ge=0, le=MAX_COUNT, description="Warm-up steps; give this or `warmup_ratio`.")
+    max_steps: Int | None = Field(None, ge=1, le=MAX_COUNT, description=(
+        "Stop after this many optimizer steps; overrides `epochs`."))
+    learning_rate: Number | None = Field(None, gt=0, lt=1, description=(
+        "Peak learning rate; defaults to 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning (5e-6 for full DPO)."))
+    learning_rate_multiplier: Number | None = Field(None, gt=0, le=1000, description=(
+        "Amazon Bedrock only, for models that take a multiplier of their own learning rate instead of a "
+        "learning rate (Claude 3 Haiku's `learningRateMultiplier`); the family's default when left out."))
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("cosine", description=(
+        "Learning-rate schedule after warm-up."))
+    warmup_ratio: Number | None = Field(None, ge=0, lt=1, description=(
+        "Fraction of the steps spent warming up; defaults to 0.03. Give this or `warmup_steps`."))
+    warmup_steps: Int | None = Field(None, ge=0, le=MAX_COUNT, description=(
+        "Warm-up steps; give this or `warmup_ratio`."))
     batch_size: Int = Field(8, ge=1, le=65536, description="Rows per device per forward pass.")
     gradient_accumulation: Int = Field(1, ge=1, le=4096, description="Forward passes per optimizer step.")
-    max_length: Int | None = Field(None, ge=8, le=1_048_576, description="Longest tokenised row; longer rows are truncated (the prepared-data statistics report how many). Defaults to 1024, or the model's context length when that is shorter.")
+    max_length: Int | None = Field(None, ge=8, le=1_048_576, description=(
+        "Longest tokenised row; longer rows are truncated (the prepared-data statistics report "
+        "how many). Defaults to 1024, or the model's context length when that is shorter."))
     seed: Int = Field(42, ge=0, le=MAX_SEED, description="Seed of initialisation, shuffling and dropout.")
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"] = Field("adamw_torch", description="Optimizer.")
+    optimizer: Literal[
+        "adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adamw_8bit", "paged_adamw_8bit"
+    ] = Field("adamw_torch", description="Optimizer.")
     weight_decay: Number = Field(0.0, ge=0, lt=1, description="Decoupled weight decay.")
     max_grad_norm: Number = Field(1.0, ge=0, le=1e6, description="Gradient clipping norm (0 turns clipping off).")
-    batching: Literal["auto", "padded", "length_grouped", "packed"] = Field("auto", description="How rows become batches: `packed` puts several rows into one sequence with no padding (kept apart by position ids), `length_grouped` batches rows of similar length, `padded` pads each batch to its longest row; `auto` lets the compiler choose, and the plan says which and why.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more time.")
+    batching: Literal["auto", "padded", "length_grouped", "packed"] = Field("auto", description=(
+        "How rows become batches: `packed` puts several rows into one sequence with no padding (kept "
+        "apart by position ids), `length_grouped` batches rows of similar length, `padded` pads each "
+        "batch to its longest row; `auto` lets the compiler choose, and the plan says which and why."))
+    gradient_checkpointing: bool = Field(False, description=(
+        "Recompute activations in the backward pass: less memory, about a third more time."))
     logging_steps: Int = Field(10, ge=1, le=MAX_COUNT, description="Log the training loss every this many steps.")
-    eval_every: Cadence | None = Field(None, description="Compute the validation loss every N steps or every `epoch`; defaults to about ten times per run.")
-    save_every: Cadence | None = Field(None, description="Write a checkpoint every N steps or every `epoch`; defaults to `eval_every`.")
-    save_total_limit: Int = Field(2, ge=1, le=10_000, description="Checkpoints kept on disk (the newest, plus the best when early stopping).")
-    early_stopping: EarlyStopping | None = Field(None, description="Stop when the validation loss stops improving (needs validation data).")
+    eval_every: Cadence | None = Field(None, description=(
+        "Compute the validation loss every N steps or every `epoch`; defaults to about ten times per run."))
+    save_every: Cadence | None = Field(None, description=(
+        "Write a checkpoint every N steps or every `epoch`; defaults to `eval_every`."))
+    save_total_limit: Int = Field(2, ge=1, le=10_000, description=(
+        "Checkpoints kept on disk (the newest, plus the best when early stopping)."))
+    early_stopping: EarlyStopping | None = Field(None, description=(
+        "Stop when the validation loss stops improving (needs validation data)."))
 
     @model_validator(mode="after")
     def _warmup(self) -> "Training":
@@ -597,7 +696,10 @@ class SimpleMetric(_Section):
 
     name: Literal[SIMPLE_METRICS] = Field(description="Metric name.")  # type: ignore[valid-type]
     extract: Extract | None = Field(None, description="Answer extraction applied to prediction and reference first.")
-    positive: str | None = Field(None, min_length=1, max_length=1000, description="`f1` only: the positive label, whose F1 (one label against the rest, as scikit-learn's binary F1) `f1` reports. Without it, `f1` with two labels is the F1 of the second label in sorted order, and with more labels the macro average (as `f1_macro`).")
+    positive: str | None = Field(None, min_length=1, max_length=1000, description=(
+        "`f1` only: the positive label, whose F1 (one label against the rest, as scikit-learn's "
+        "binary F1) `f1` reports. Without it, `f1` with two labels is the F1 of the second "
+        "label in sorted order, and with more labels the macro average (as `f1_macro`)."))
 
     @model_validator(mode="after")
     def _positive(self) -> "SimpleMetric":
@@ -608,7 +710,8 @@ class SimpleMetric(_Section):
     @model_validator(mode="after")
     def _no_extract_for_pairs(self) -> "SimpleMetric":
         if self.extract is not None and self.name in PREFERENCE_METRICS:
-            raise ValueError(f"{self.name} compares the log-probabilities of preference pairs; there is no answer to extract")
+            raise ValueError(f"{self.name} compares the log-probabilities of preference pairs; "
+                             "there is no answer to extract")
         return self
 
 
@@ -626,8 +729,10 @@ class JudgeMetric(_Section):
     name: Literal["judge"] = Field(description="`judge`.")
     model: str = Field(min_length=1, description="Judge model: a hub id or local path.")
     rubric: Template = Field(description="Template of the judge prompt; sees `prompt`, `reference` and `prediction`.")
-    score_regex: Annotated[str, AfterValidator(_regex)] = Field(r"(\d+(?:\.\d+)?)", description="Regex whose first group is the judge's score.")
-    scale: Annotated[list[Annotated[Number, Field(ge=-1e9, le=1e9)]], Field(min_length=2, max_length=2)] = Field(default_factory=lambda: [1.0, 10.0], description="Lowest and highest score `[low, high]`, mapped to 0..1.")
+    score_regex: Annotated[str, AfterValidator(_regex)] = Field(r"(\d+(?:\.\d+)?)", description=(
+        "Regex whose first group is the judge's score."))
+    scale: Annotated[list[Annotated[Number, Field(ge=-1e9, le=1e9)]], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [1.0, 10.0], description="Lowest and highest score `[low, high]`, mapped to 0..1.")
 
     @field_validator("scale")
     @classmethod
@@ -643,7 +748,7 @@ def _metric_shorthand(v: Any) -> Any:
 
 def _metric_tag(v: Any) -> str | None:
     if isinstance(v, BaseModel):
-        v = {"name": getattr(v, "name")}
+        v = {"name": v.name}
     if isinstance(v, dict):
         name = v.get("name")
         if name in ("json_schema", "judge"):
@@ -655,9 +760,14 @@ def _metric_tag(v: Any) -> str | None:
 
 
 MetricSpec = Annotated[
-    Union[Annotated[SimpleMetric, Tag("simple")], Annotated[JsonSchemaMetric, Tag("json_schema")], Annotated[JudgeMetric, Tag("judge")]],
-    Discriminator(_metric_tag, custom_error_type="metric", custom_error_message="expected a metric name or {name: METRIC, …}"),
-    BeforeValidator(_metric_shorthand, json_schema_input_type=Union[Literal[SIMPLE_METRICS], SimpleMetric, JsonSchemaMetric, JudgeMetric]),  # type: ignore[valid-type]
+    Union[Annotated[SimpleMetric, Tag("simple")], Annotated[JsonSchemaMetric, Tag("json_schema")],
+          Annotated[JudgeMetric, Tag("judge")]],
+    Discriminator(_metric_tag, custom_error_type="metric",
+                  custom_error_message="expected a metric name or {name: METRIC, …}"),
+    BeforeValidator(
+        _metric_shorthand,
+        json_schema_input_type=Union[Literal[SIMPLE_METRICS], SimpleMetric, JsonSchemaMetric, JudgeMetric],  # type: ignore[valid-type]
+    ),
 ]
 
 _GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d+)?([eE]-?\d+)?)\s*$")
@@ -672,7 +782,8 @@ def _gate(cond: str) -> str:
         shown = cond if len(cond) <= 40 else cond[:37] + "..."
         raise ValueError(f"expected a comparison such as \">= 0.85\" (got {shown!r})")
     if not abs(float(m.group(2))) <= MAX_THRESHOLD:
-        raise ValueError(f"the threshold must be a number between {-MAX_THRESHOLD:g} and {MAX_THRESHOLD:g} (got {m.group(2)[:40]})")
+        raise ValueError(f"the threshold must be a number between {-MAX_THRESHOLD:g} and {MAX_THRESHOLD:g} "
+                         f"(got {m.group(2)[:40]})")
     return cond
 
 
@@ -682,17 +793,31 @@ GateCondition = Annotated[str, AfterValidator(_gate)]
 class Eval(_Section):
     """Held-out evaluation of the tuned model, against the base model when `baseline` is on."""
 
-    split: Literal["auto", "test", "validation"] = Field("auto", description="Split to score; `auto` takes test, else validation.")
-    baseline: bool = Field(True, description="Score the base model with the same prompts, so the tuned model is compared with it.")
-    mode: Literal["auto", "generate", "choices"] = Field("auto", description="`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the best (fair to a base model that rambles); `auto` takes `choices` when the sampled answers form a small closed set of short labels (or `choices` is given), else `generate`, and the plan says why.")
-    choices: list[str] | None = Field(None, min_length=2, max_length=10_000, description="Allowed labels in `choices` mode; defaults to the distinct references of the training split.")
-    metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS, description="Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to accuracy in `choices` mode, exact_match otherwise, and for preference data to preference_accuracy, logprob_margin, reward_accuracy and reward_margin (the reward ones with a baseline).")
+    split: Literal["auto", "test", "validation"] = Field("auto", description=(
+        "Split to score; `auto` takes test, else validation."))
+    baseline: bool = Field(True, description=(
+        "Score the base model with the same prompts, so the tuned model is compared with it."))
+    mode: Literal["auto", "generate", "choices"] = Field("auto", description=(
+        "`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the "
+        "best (fair to a base model that rambles); `auto` takes `choices` when the sampled answers form a "
+        "small closed set of short labels (or `choices` is given), else `generate`, and the plan says why."))
+    choices: list[str] | None = Field(None, min_length=2, max_length=10_000, description=(
+        "Allowed labels in `choices` mode; defaults to the distinct references of the training split."))
+    metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS, description=(
+        "Metrics to compute: names (`accuracy`) or `{name: …, extract: …}`. Defaults to accuracy "
+        "in `choices` mode, exact_match otherwise, and for preference data to preference_accuracy, "
+        "logprob_margin, reward_accuracy and reward_margin (the reward ones with a baseline)."))
     max_new_tokens: Int = Field(64, ge=1, le=32768, description="Longest generated answer.")
-    stop: list[str] | None = Field(None, max_length=64, description="Strings that end a generated answer. By default a newline when every sampled answer is a single short line (a label), else none; `[]` for none.")
-    few_shot: Int = Field(0, ge=0, le=64, description="Examples from the training split prepended to the baseline prompt (try prompt engineering first).")
+    stop: list[str] | None = Field(None, max_length=64, description=(
+        "Strings that end a generated answer. By default a newline when every "
+        "sampled answer is a single short line (a label), else none; `[]` for none."))
+    few_shot: Int = Field(0, ge=0, le=64, description=(
+        "Examples from the training split prepended to the baseline prompt (try prompt engineering first)."))
     batch_size: Int = Field(16, ge=1, le=4096, description="Rows per generation batch.")
     limit: Int | None = Field(None, ge=1, le=MAX_COUNT, description="Score at most this many rows.")
-    gates: dict[str, GateCondition] = Field(default_factory=dict, max_length=MAX_METRICS * 2, description="Thresholds the run must meet or exit with status 3: `{accuracy: \">= 0.85\", improvement.accuracy: \">= 0.05\"}`.")
+    gates: dict[str, GateCondition] = Field(default_factory=dict, max_length=MAX_METRICS * 2, description=(
+        "Thresholds the run must meet or exit with status 3: "
+        "`{accuracy: \">= 0.85\", improvement.accuracy: \">= 0.05\"}`."))
 
 
 def parse_gate(cond: str) -> tuple[str, float]:
@@ -711,21 +836,44 @@ Threads = Annotated[
 
 
 class FSDPSettings(_Section):
-    """FSDP2 (torch's fully_shard, through accelerate): parameters, gradients and optimizer state sharded across the processes."""
+    ("FSDP2 (torch's fully_shard, through accelerate): parameters, gradients and optimizer state sharded across "
+     "the processes.")
 
-    wrap: Union[Literal["auto"], Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=64)]] = Field("auto", description="Module classes each sharded as one unit (gathered whole for its forward and backward, then freed). `auto` is the decoder-layer class of the model's architecture (`LlamaDecoderLayer` for llama), or, where ftspec cannot tell it offline, the layers transformers marks as not to be split (`_no_split_modules`); a list names the classes, e.g. `[LlamaDecoderLayer]`.")
-    reshard_after_forward: bool = Field(True, description="Free each unit's gathered parameters after its forward and gather them again for the backward: less memory for one more all-gather per unit (`false` is ZeRO-2-like: faster, more memory).")
-    cpu_offload: bool = Field(False, description="Keep the sharded parameters, gradients and optimizer state in CPU memory between uses: fits a larger model, at the cost of host-device copies every step.")
-    activation_checkpointing: bool = Field(False, description="Recompute each unit's activations in the backward instead of keeping them (FSDP's own checkpointing). Use this rather than `training.gradient_checkpointing`, which under FSDP adds a redundant all-gather per layer.")
-    state_dict: Literal["full", "sharded"] = Field("full", description="How checkpoints (for resuming) are written: `full` gathers one whole state on the main process; `sharded` lets each process write its own shard (faster and lighter for a large model). The finished model is always gathered and saved whole, loadable on one process.")
+    wrap: Union[
+        Literal["auto"],
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=64)],
+    ] = Field("auto", description=(
+        "Module classes each sharded as one unit (gathered whole for its forward and backward, then freed). `auto` is "
+        "the decoder-layer class of the model's architecture (`LlamaDecoderLayer` for llama), or, where ftspec cannot "
+        "tell it offline, the layers transformers marks as not to be split (`_no_split_modules`); a list names the "
+        "classes, e.g. `[LlamaDecoderLayer]`."))
+    reshard_after_forward: bool = Field(True, description=(
+        "Free each unit's gathered parameters after its forward and gather them again for the backward: "
+        "less memory for one more all-gather per unit (`false` is ZeRO-2-like: faster, more memory)."))
+    cpu_offload: bool = Field(False, description=(
+        "Keep the sharded parameters, gradients and optimizer state in CPU memory "
+        "between uses: fits a larger model, at the cost of host-device copies every step."))
+    activation_checkpointing: bool = Field(False, description=(
+        "Recompute each unit's activations in the backward instead of keeping them (FSDP's own checkpointing). Use "
+        "this rather than `training.gradient_checkpointing`, which under FSDP adds a redundant all-gather per layer."))
+    state_dict: Literal["full", "sharded"] = Field("full", description=(
+        "How checkpoints (for resuming) are written: `full` gathers one whole state on the main "
+        "process; `sharded` lets each process write its own shard (faster and lighter for a large "
+        "model). The finished model is always gathered and saved whole, loadable on one process."))
 
 
 class DeepSpeedSettings(_Section):
-    """DeepSpeed ZeRO (through accelerate): optimizer state, then gradients, then parameters partitioned across the processes."""
+    ("DeepSpeed ZeRO (through accelerate): optimizer state, then gradients, then parameters partitioned across "
+     "the processes.")
 
-    zero_stage: Literal[1, 2, 3] = Field(2, description="What is partitioned across the processes: 1 the optimizer state, 2 the gradients too, 3 the parameters too (the most memory saved, the most communication).")
-    offload_optimizer: bool = Field(False, description="Keep the optimizer state in CPU memory and run the optimizer step there (ZeRO-Offload): much less GPU memory, slower steps.")
-    offload_params: bool = Field(False, description="Keep the parameters in CPU memory between uses; only at `zero_stage: 3`, where parameters are partitioned.")
+    zero_stage: Literal[1, 2, 3] = Field(2, description=(
+        "What is partitioned across the processes: 1 the optimizer state, 2 the gradients "
+        "too, 3 the parameters too (the most memory saved, the most communication)."))
+    offload_optimizer: bool = Field(False, description=(
+        "Keep the optimizer state in CPU memory and run the optimizer "
+        "step there (ZeRO-Offload): much less GPU memory, slower steps."))
+    offload_params: bool = Field(False, description=(
+        "Keep the parameters in CPU memory between uses; only at `zero_stage: 3`, where parameters are partitioned."))
 
 
 _REGION = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$"
@@ -758,10 +906,12 @@ def _bucket(name: str) -> str:
     if not 3 <= len(name) <= 63:
         raise ValueError(f"a bucket name has 3 to 63 characters (got {len(name)})")
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", name):
-        raise ValueError("a bucket name has lower-case letters, digits, '.' and '-', and begins and ends with a letter or digit")
+        raise ValueError("a bucket name has lower-case letters, digits, '.' and '-', "
+                         "and begins and ends with a letter or digit")
     if ".." in name or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
         raise ValueError("a bucket name has no two adjacent dots and is not an IP address")
-    if name.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or name.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3")):
+    if (name.startswith(("xn--", "sthree-", "amzn-s3-demo-"))
+            or name.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3"))):
         raise ValueError("a bucket name must not use a prefix or suffix that S3 reserves")
     return name
 
@@ -783,32 +933,60 @@ def _prefix(value: str) -> str:
 class BedrockS3(_Section):
     """Where the job's data and output live in S3."""
 
-    bucket: Annotated[str, AfterValidator(_bucket)] = Field(description="S3 bucket for the rendered data (under `PREFIX/data/`) and the job's output (under `PREFIX/output/`), in the job's region.")
-    prefix: Annotated[str, AfterValidator(_prefix)] = Field("", max_length=512, description="Key prefix inside the bucket, e.g. `ftspec/` (a trailing `/` is added).")
+    bucket: Annotated[str, AfterValidator(_bucket)] = Field(description=(
+        "S3 bucket for the rendered data (under `PREFIX/data/`) and the "
+        "job's output (under `PREFIX/output/`), in the job's region."))
+    prefix: Annotated[str, AfterValidator(_prefix)] = Field("", max_length=512, description=(
+        "Key prefix inside the bucket, e.g. `ftspec/` (a trailing `/` is added)."))
 
 
 class BedrockVpc(_Section):
     """The VPC the customization job reaches its data through."""
 
-    subnets: list[Annotated[str, _matching(_SUBNET, "a subnet id: subnet- and 8 or 17 hex digits")]] = Field(min_length=1, max_length=16, description="Subnet ids (`subnet-…`), 1 to 16.")
-    security_groups: list[Annotated[str, _matching(_SECURITY_GROUP, "a security group id: sg- and 8 or 17 hex digits")]] = Field(min_length=1, max_length=5, description="Security group ids (`sg-…`), 1 to 5.")
+    subnets: list[
+        Annotated[str, _matching(_SUBNET, "a subnet id: subnet- and 8 or 17 hex digits")]
+    ] = Field(min_length=1, max_length=16, description="Subnet ids (`subnet-…`), 1 to 16.")
+    security_groups: list[
+        Annotated[str, _matching(_SECURITY_GROUP, "a security group id: sg- and 8 or 17 hex digits")]
+    ] = Field(min_length=1, max_length=5, description="Security group ids (`sg-…`), 1 to 5.")
 
 
 class BedrockSettings(_Section):
-    """An Amazon Bedrock model customization job. No credentials here: boto3's standard chain (environment, profile, instance role) supplies them when the run starts."""
+    ("An Amazon Bedrock model customization job. No credentials here: boto3's standard chain (environment, profile, "
+     "instance role) supplies them when the run starts.")
 
-    region: Annotated[str, _matching(_REGION, "an AWS region such as us-east-1")] = Field(description="AWS region of the job, its data bucket and the models, e.g. `us-east-1`.")
-    customization: Literal["fine_tuning", "continued_pre_training", "distillation"] = Field("fine_tuning", description="The job's customization type: `fine_tuning` on labelled rows, `continued_pre_training` on unlabelled text (Titan Text Lite and Express), or `distillation` from a teacher model's answers (Nova students).")
-    teacher_model: str | None = Field(None, min_length=1, max_length=2048, description="`distillation` only: the teacher model id (or inference profile), one the student may learn from, e.g. `amazon.nova-pro-v1:0`.")
-    max_response_length: Int | None = Field(None, ge=1, le=MAX_COUNT, description="`distillation` only: the most tokens the teacher is asked for per answer (`maxResponseLengthForInference`).")
-    role_arn: Annotated[str, _matching(_ROLE_ARN, "an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>")] = Field(max_length=2048, description="The service role Bedrock assumes to read the data and write the output: `arn:aws:iam::ACCOUNT:role/NAME`.")
+    region: Annotated[str, _matching(_REGION, "an AWS region such as us-east-1")] = Field(description=(
+        "AWS region of the job, its data bucket and the models, e.g. `us-east-1`."))
+    customization: Literal["fine_tuning", "continued_pre_training", "distillation"] = Field("fine_tuning", description=(
+        "The job's customization type: `fine_tuning` on labelled rows, `continued_pre_training` on unlabelled "
+        "text (Titan Text Lite and Express), or `distillation` from a teacher model's answers (Nova students)."))
+    teacher_model: str | None = Field(None, min_length=1, max_length=2048, description=(
+        "`distillation` only: the teacher model id (or inference profile), "
+        "one the student may learn from, e.g. `amazon.nova-pro-v1:0`."))
+    max_response_length: Int | None = Field(None, ge=1, le=MAX_COUNT, description=(
+        "`distillation` only: the most tokens the teacher is asked for per answer (`maxResponseLengthForInference`)."))
+    role_arn: Annotated[
+        str, _matching(_ROLE_ARN, "an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>")
+    ] = Field(max_length=2048, description=(
+        "The service role Bedrock assumes to read the data and write the output: `arn:aws:iam::ACCOUNT:role/NAME`."))
     s3: BedrockS3 = Field(description="The S3 bucket and prefix for data and output.")
-    kms_key_id: Annotated[str, _matching(_KMS_KEY, "a KMS key id, alias/<name>, or a key or alias ARN")] | None = Field(None, max_length=2048, description="KMS key (id, alias or ARN) that encrypts the custom model.")
+    kms_key_id: Annotated[
+        str, _matching(_KMS_KEY, "a KMS key id, alias/<name>, or a key or alias ARN")
+    ] | None = Field(None, max_length=2048, description="KMS key (id, alias or ARN) that encrypts the custom model.")
     vpc: BedrockVpc | None = Field(None, description="Run the job inside a VPC: its subnets and security groups.")
-    tags: dict[Annotated[str, Field(min_length=1, max_length=128, pattern=_TAG_TEXT)], Annotated[str, Field(max_length=256, pattern=_TAG_TEXT)]] = Field(default_factory=dict, max_length=200, description="Tags put on the job and on the custom model (keys 1-128 characters, values up to 256).")
-    serve: Literal["none", "on_demand", "provisioned"] = Field("none", description="How the custom model answers the held-out rows for the evaluation: `none` (not evaluated; nothing to pay for), `on_demand` (a custom model deployment) or `provisioned` (provisioned throughput, billed by the hour). Whatever the run creates, it deletes after the evaluation.")
-    model_units: Int | None = Field(None, ge=1, le=1000, description="`serve: provisioned` only: model units of the provisioned throughput.")
-    max_concurrency: Int = Field(4, ge=1, le=256, description="Converse calls in flight at once while the base and custom models answer the held-out rows.")
+    tags: dict[
+        Annotated[str, Field(min_length=1, max_length=128, pattern=_TAG_TEXT)],
+        Annotated[str, Field(max_length=256, pattern=_TAG_TEXT)],
+    ] = Field(default_factory=dict, max_length=200, description=(
+        "Tags put on the job and on the custom model (keys 1-128 characters, values up to 256)."))
+    serve: Literal["none", "on_demand", "provisioned"] = Field("none", description=(
+        "How the custom model answers the held-out rows for the evaluation: `none` (not evaluated; "
+        "nothing to pay for), `on_demand` (a custom model deployment) or `provisioned` (provisioned "
+        "throughput, billed by the hour). Whatever the run creates, it deletes after the evaluation."))
+    model_units: Int | None = Field(None, ge=1, le=1000, description=(
+        "`serve: provisioned` only: model units of the provisioned throughput."))
+    max_concurrency: Int = Field(4, ge=1, le=256, description=(
+        "Converse calls in flight at once while the base and custom models answer the held-out rows."))
 
     @field_validator("tags")
     @classmethod
@@ -822,17 +1000,37 @@ class BedrockSettings(_Section):
 class Compute(_Section):
     """Where and how the training runs."""
 
-    backend: Literal["local", "bedrock"] = Field("local", description="Execution backend: `local` runs on this machine; `bedrock` runs an Amazon Bedrock model customization job (with `model.kind: bedrock` and `compute.bedrock`).")
+    backend: Literal["local", "bedrock"] = Field("local", description=(
+        "Execution backend: `local` runs on this machine; `bedrock` runs an Amazon Bedrock "
+        "model customization job (with `model.kind: bedrock` and `compute.bedrock`)."))
     bedrock: BedrockSettings | None = Field(None, description="The Amazon Bedrock job, with `backend: bedrock` only.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Device; `auto` takes CUDA, then MPS, then the CPU.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Training precision; `auto` picks bf16 where the device supports it, else fp32.")
-    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description="Attention implementation: `auto` is transformers' default (SDPA); `flash_attention_2` needs a CUDA GPU, bf16 or fp16 and the flash-attn package, and lets `batching: auto` pack rows with no padding at all.")
-    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="How the processes share the work: `none` is one process; `ddp` keeps a whole model in each process and averages gradients; `fsdp` (FSDP2) and `deepspeed` (ZeRO) shard the model's state across processes to fit larger models. Several processes need one of the three; `fsdp` or `deepspeed` on one process still shards nothing but can offload to CPU memory. `fsdp` and `deepspeed` need CUDA GPUs (on the CPU, use `ddp`).")
-    num_processes: Int = Field(1, ge=1, le=1024, description="Training processes on each node, one per GPU (on the CPU, each takes `threads` cores). `ftspec run` starts them itself; `training.batch_size` is per process, so the effective batch grows with the processes.")
-    num_nodes: Int = Field(1, ge=1, le=1024, description="Machines. The spec holds no addresses: on each machine `ftspec run` reads the rendezvous (MASTER_ADDR, MASTER_PORT, NODE_RANK, or SLURM's variables) from the environment.")
-    fsdp: FSDPSettings | None = Field(None, description="FSDP settings, with `strategy: fsdp` only; left out, the defaults apply.")
-    deepspeed: DeepSpeedSettings | None = Field(None, description="DeepSpeed settings, with `strategy: deepspeed` only; left out, the defaults apply.")
-    threads: Threads = Field("auto", description="CPU threads torch computes with, in training and evaluation (intra-op and inter-op). `auto` is 1, the same on every machine so that a plan does not depend on where it was made: on a shared or small CPU more threads made quickstart-sized training up to 4× slower (`bench/threads.py`). Raise it for a large model on a CPU you have to yourself.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description=(
+        "Device; `auto` takes CUDA, then MPS, then the CPU."))
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description=(
+        "Training precision; `auto` picks bf16 where the device supports it, else fp32."))
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field("auto", description=(
+        "Attention implementation: `auto` is transformers' default (SDPA); `flash_attention_2` needs a CUDA GPU, "
+        "bf16 or fp16 and the flash-attn package, and lets `batching: auto` pack rows with no padding at all."))
+    strategy: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description=(
+        "How the processes share the work: `none` is one process; `ddp` keeps a whole model in each process and "
+        "averages gradients; `fsdp` (FSDP2) and `deepspeed` (ZeRO) shard the model's state across processes to fit "
+        "larger models. Several processes need one of the three; `fsdp` or `deepspeed` on one process still shards "
+        "nothing but can offload to CPU memory. `fsdp` and `deepspeed` need CUDA GPUs (on the CPU, use `ddp`)."))
+    num_processes: Int = Field(1, ge=1, le=1024, description=(
+        "Training processes on each node, one per GPU (on the CPU, each takes `threads` cores). `ftspec run` "
+        "starts them itself; `training.batch_size` is per process, so the effective batch grows with the processes."))
+    num_nodes: Int = Field(1, ge=1, le=1024, description=(
+        "Machines. The spec holds no addresses: on each machine `ftspec run` reads the rendezvous "
+        "(MASTER_ADDR, MASTER_PORT, NODE_RANK, or SLURM's variables) from the environment."))
+    fsdp: FSDPSettings | None = Field(None, description=(
+        "FSDP settings, with `strategy: fsdp` only; left out, the defaults apply."))
+    deepspeed: DeepSpeedSettings | None = Field(None, description=(
+        "DeepSpeed settings, with `strategy: deepspeed` only; left out, the defaults apply."))
+    threads: Threads = Field("auto", description=(
+        "CPU threads torch computes with, in training and evaluation (intra-op and inter-op). "
+        "`auto` is 1, the same on every machine so that a plan does not depend on where it was "
+        "made: on a shared or small CPU more threads made quickstart-sized training up to 4× "
+        "slower (`bench/threads.py`). Raise it for a large model on a CPU you have to yourself."))
 
     # At the key that asks for several (strategy is declared first, so it is known here).
     @field_validator("num_processes", "num_nodes")
@@ -848,7 +1046,9 @@ class Compute(_Section):
 class Output(_Section):
     """Where the run directory goes."""
 
-    dir: str = Field("runs/{name}", min_length=1, description="Run directory, relative to the spec's repository root (or its folder outside git); `{name}` is the spec's name.")
+    dir: str = Field("runs/{name}", min_length=1, description=(
+        "Run directory, relative to the spec's repository root "
+        "(or its folder outside git); `{name}` is the spec's name."))
 
 
 class NoTracking(_Section):
@@ -856,18 +1056,25 @@ class NoTracking(_Section):
 
 
 class TensorboardTracking(_Section):
-    kind: Literal["tensorboard"] = Field(description="`tensorboard`: event files in the run directory's `tensorboard/` folder.")
+    kind: Literal["tensorboard"] = Field(description=(
+        "`tensorboard`: event files in the run directory's `tensorboard/` folder."))
 
 
 class WandbTracking(_Section):
-    kind: Literal["wandb"] = Field(description="`wandb`: Weights & Biases (`pip install wandb`); the key and the mode (`WANDB_MODE=offline`) come from the environment. The run is named after the run directory and written under it unless `WANDB_DIR` is set.")
+    kind: Literal["wandb"] = Field(description=(
+        "`wandb`: Weights & Biases (`pip install wandb`); the key and the mode (`WANDB_MODE=offline`) come from "
+        "the environment. The run is named after the run directory and written under it unless `WANDB_DIR` is set."))
     project: str = Field(min_length=1, description="W&B project the run is logged to (over `WANDB_PROJECT`).")
-    entity: str | None = Field(None, description="W&B team or user the project belongs to (over `WANDB_ENTITY`); defaults to your default entity.")
+    entity: str | None = Field(None, description=(
+        "W&B team or user the project belongs to (over `WANDB_ENTITY`); defaults to your default entity."))
 
 
 class MlflowTracking(_Section):
-    kind: Literal["mlflow"] = Field(description="`mlflow`: MLflow (`pip install mlflow-skinny`); the server comes from `MLFLOW_TRACKING_URI`. The run is named after the run directory.")
-    experiment: str = Field(min_length=1, description="MLflow experiment the run is logged to, created when missing (over `MLFLOW_EXPERIMENT_NAME`).")
+    kind: Literal["mlflow"] = Field(description=(
+        "`mlflow`: MLflow (`pip install mlflow-skinny`); the server comes "
+        "from `MLFLOW_TRACKING_URI`. The run is named after the run directory."))
+    experiment: str = Field(min_length=1, description=(
+        "MLflow experiment the run is logged to, created when missing (over `MLFLOW_EXPERIMENT_NAME`)."))
 
 
 TrackingSpec = Annotated[
@@ -887,15 +1094,26 @@ _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
 class StageSpec(_Section):
-    """One stage of a spec with `stages:`: its `model`, `data`, `format` and `method` replace the spec's, its `training`, `eval`, `compute` and `tracking` merge key by key onto the spec's, and the chosen profiles and `--set` apply to every stage after its own keys."""
+    ("One stage of a spec with `stages:`: its `model`, `data`, `format` and `method` replace the spec's, its "
+     "`training`, `eval`, `compute` and `tracking` merge key by key onto the spec's, and the chosen profiles and "
+     "`--set` apply to every stage after its own keys.")
 
-    name: str = Field(pattern=_NAME, description="The stage's name, unique in the spec: its run directory is `RUN_DIR.stage-NAME` (the last stage's is the spec's run directory).")
+    name: str = Field(pattern=_NAME, description=(
+        "The stage's name, unique in the spec: its run directory is "
+        "`RUN_DIR.stage-NAME` (the last stage's is the spec's run directory)."))
     description: str | None = Field(None, description="What this stage is for.")
-    from_: str | None = Field(None, alias="from", description="What the stage starts from: an earlier stage's name (its trained model, a LoRA adapter merged into its base), or `base` (the spec's model). Defaults to the stage before it; a stage that sets `model` starts from that model.")
-    model: ModelSpec | None = Field(None, description="A model of its own to start from, replacing the spec's `model` (the stage then starts fresh, not from an earlier stage).")
+    from_: str | None = Field(None, alias="from", description=(
+        "What the stage starts from: an earlier stage's name (its trained model, a "
+        "LoRA adapter merged into its base), or `base` (the spec's model). Defaults "
+        "to the stage before it; a stage that sets `model` starts from that model."))
+    model: ModelSpec | None = Field(None, description=(
+        "A model of its own to start from, replacing the spec's `model` "
+        "(the stage then starts fresh, not from an earlier stage)."))
     data: Data | None = Field(None, description="This stage's rows, replacing the spec's `data`.")
     format: FormatSpec | None = Field(None, description="This stage's format, replacing the spec's `format`.")
-    method: MethodSpec | None = Field(None, description="This stage's method, replacing the spec's `method` (e.g. `{kind: dpo}` after SFT, or `{kind: distill, teacher: {stage: NAME}}`).")
+    method: MethodSpec | None = Field(None, description=(
+        "This stage's method, replacing the spec's `method` (e.g. `{kind: "
+        "dpo}` after SFT, or `{kind: distill, teacher: {stage: NAME}}`)."))
     training: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `training`.")
     eval: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `eval`.")
     compute: dict[str, Any] | None = Field(None, description="Settings merged onto the spec's `compute`.")
@@ -906,10 +1124,13 @@ class Spec(_Section):
     """An ftspec fine-tuning spec, version 1."""
 
     ftspec: Literal[1] = Field(description="Spec schema version; `1`.")
-    name: str = Field(pattern=_NAME, description="Name of the job: lower-case letters, digits, `.`, `_` and `-`; names the run directory.")
+    name: str = Field(pattern=_NAME, description=(
+        "Name of the job: lower-case letters, digits, `.`, `_` and `-`; names the run directory."))
     description: str | None = Field(None, description="What this job is for.")
-    extends: str | None = Field(None, description="A base spec this one overrides, relative to this file; mappings merge key by key, other values replace.")
-    profiles: dict[str, dict[str, Any]] | None = Field(None, max_length=MAX_PROFILES, description="Named overlays chosen with `--profile NAME`, e.g. `smoke: {data: {limit: 64}, training: {max_steps: 5}}`.")
+    extends: str | None = Field(None, description=(
+        "A base spec this one overrides, relative to this file; mappings merge key by key, other values replace."))
+    profiles: dict[str, dict[str, Any]] | None = Field(None, max_length=MAX_PROFILES, description=(
+        "Named overlays chosen with `--profile NAME`, e.g. `smoke: {data: {limit: 64}, training: {max_steps: 5}}`."))
     model: ModelSpec
     data: Data = Field(description="Training, validation and test rows.")
     format: FormatSpec
@@ -919,7 +1140,11 @@ class Spec(_Section):
     compute: Compute = Field(default_factory=Compute, description="Device, precision and processes.")
     output: Output = Field(default_factory=Output, description="Where the run directory goes.")
     tracking: TrackingSpec = Field(default_factory=lambda: NoTracking(kind="none"))
-    stages: list[StageSpec] | None = Field(None, min_length=1, max_length=16, description="Stages run in order in one spec (e.g. SFT then DPO, or a teacher then its distilled student): each a `name` and the keys it changes. Each stage is a whole spec of its own once its keys are put over this one; a stage starts from the model of the stage before it unless it says otherwise. The plan chains their step keys: a change to one stage re-runs it and the stages after it.")
+    stages: list[StageSpec] | None = Field(None, min_length=1, max_length=16, description=(
+        "Stages run in order in one spec (e.g. SFT then DPO, or a teacher then its distilled student): "
+        "each a `name` and the keys it changes. Each stage is a whole spec of its own once its keys are "
+        "put over this one; a stage starts from the model of the stage before it unless it says otherwise. "
+        "The plan chains their step keys: a change to one stage re-runs it and the stages after it."))
 
     @field_validator("ftspec", mode="before")
     @classmethod

@@ -33,7 +33,8 @@ def validate(loaded: LoadedSpec) -> tuple[Spec | None, list[Issue]]:
     if len(unused) + len(set(loaded.profiles)) > MAX_PROFILES:
         name, extra = list(unused.items())[max(0, MAX_PROFILES - len(set(loaded.profiles)))]
         issues.append(Issue(extra.root, f"profiles.{name}",
-                            f"more than {MAX_PROFILES} profiles ({len(unused) + len(set(loaded.profiles))}); a spec may define at most {MAX_PROFILES}"))
+                            f"more than {MAX_PROFILES} profiles ({len(unused) + len(set(loaded.profiles))}); "
+                            f"a spec may define at most {MAX_PROFILES}"))
         unused = {}
     for name, overlay in unused.items():
         # Only the sections a profile touches are validated with it (its issues are
@@ -91,7 +92,8 @@ def salvage(loaded: LoadedSpec) -> tuple[Spec | None, tuple[str, ...]]:
             elif top not in _REQUIRED:
                 data.pop(top, None)
                 aside.append(top)
-            elif len(path) >= 2 and isinstance(path[1], str) and path[1] not in ("train", "kind") and _drop(data, path[:2]):
+            elif (len(path) >= 2 and isinstance(path[1], str) and path[1] not in ("train", "kind")
+                  and _drop(data, path[:2])):
                 aside.append(dotted(path[:2]))
             else:
                 return None, ()
@@ -257,7 +259,8 @@ def _expected(err: dict) -> str:
     if kind in simple:
         return simple[kind]
     if kind == "literal_error":
-        return "one of " + ctx.get("expected", "") if "," in ctx.get("expected", "") or " or " in ctx.get("expected", "") else ctx.get("expected", "")
+        expected = ctx.get("expected", "")
+        return "one of " + expected if "," in expected or " or " in expected else expected
     if kind == "greater_than":
         return f"greater than {ctx['gt']}"
     if kind == "greater_than_equal":
@@ -358,14 +361,16 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
         return Issue(o.pos, key, message)
 
     if key.endswith("name") and kind == "string_pattern_mismatch" and len(path) == 1:
-        return Issue(o.pos, key, f"must be lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (got {_got(value)})")
+        return Issue(o.pos, key, "must be lower-case letters, digits, '.', '_' or '-', starting with a letter or digit "
+                     f"(got {_got(value)})")
 
     phrases = []
     for e in errs:
         phrase = _expected(e)
         if phrase not in phrases:
             phrases.append(phrase)
-    literal_choices = [c for e in errs if e["type"] == "literal_error" for c in _QUOTED.findall((e.get("ctx") or {}).get("expected", ""))]
+    literal_choices = [c for e in errs if e["type"] == "literal_error"
+                       for c in _QUOTED.findall((e.get("ctx") or {}).get("expected", ""))]
     hint = did_you_mean(str(value), literal_choices) if literal_choices and isinstance(value, str) else None
     return Issue(o.pos, key, f"must be {' or '.join(phrases)} (got {_got(value)})", hint)
 
@@ -381,10 +386,11 @@ def _method_string(o: Origin, key: str, value: str, kinds: list[str]) -> Issue:
         return Issue(o.pos, key, f"'{value}' is an adapter, not a method: write method.adapter: {word}",
                      f"e.g. method: {{kind: sft, adapter: {word}}}")
     if word in kinds:
-        return Issue(o.pos, key, f"'{value}' is the method's kind: write method.kind: {word}", f"e.g. method: {{kind: {word}}}")
+        return Issue(o.pos, key, f"'{value}' is the method's kind: write method.kind: {word}",
+                     f"e.g. method: {{kind: {word}}}")
     close = did_you_mean(word, kinds + list(_ADAPTERS))
-    return Issue(o.pos, key, f"must be a mapping with 'kind: …' ({_or(kinds)}) and 'adapter: …' ({_or(list(_ADAPTERS))}) "
-                 f"(got {_got(value)})", close)
+    return Issue(o.pos, key, f"must be a mapping with 'kind: …' ({_or(kinds)}) "
+                 f"and 'adapter: …' ({_or(list(_ADAPTERS))}) (got {_got(value)})", close)
 
 
 def _or(items: list[str]) -> str:

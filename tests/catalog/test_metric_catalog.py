@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ftspec.catalog import metrics as catalog
-from ftspec.runtime.evaluation import metrics as M
+from ftspec.runtime.evaluation import scorers as M
 from ftspec.runtime.evaluation.scoring import score_outputs
 from ftspec.runtime.report.results import LOWER_IS_BETTER
 from ftspec.spec.load import load

@@ -4,8 +4,8 @@ import json
 import shutil
 
 from click.testing import CliRunner
-
 from conftest import ROOT
+
 from ftspec import __version__
 from ftspec.cli import main
 
@@ -124,7 +124,9 @@ def test_diff_command(in_root, tmp_path):
     assert invoke("diff", "--exit-code", "specs/quickstart.yaml", str(new / "quickstart.yaml")).exit_code == 1
     md = invoke("diff", "--format", "markdown", "specs/quickstart.yaml", str(new / "quickstart.yaml")).output
     assert "| `training.learning_rate` | `0.001` | `0.0005` |" in md
-    assert json.loads(invoke("diff", "--format", "json", "specs/quickstart.yaml", str(new / "quickstart.yaml")).output)["rerun"] == ["train", "generate_tuned", "eval_tuned", "report"]
+    assert json.loads(invoke("diff", "--format", "json", "specs/quickstart.yaml",
+                             str(new / "quickstart.yaml")).output)["rerun"] == ["train", "generate_tuned",
+                                                                                "eval_tuned", "report"]
     assert invoke("diff", "specs/quickstart.yaml").exit_code == 2
     out = tmp_path / "a.plan.json"
     invoke("plan", "specs/quickstart.yaml", "-o", str(out))
@@ -218,7 +220,8 @@ def test_files_written_by_commands_follow_the_umask(in_root, tmp_path):
         lock.unlink(missing_ok=True)
         code = (f"import os, sys; os.umask({umask}); from ftspec.cli import main; "
                 "sys.argv = ['ftspec'] + sys.argv[1:]; main()")
-        for args in (["plan", str(spec_dir / "quickstart.yaml"), "-o", str(out)], ["lock", str(spec_dir / "quickstart.yaml")]):
+        for args in (["plan", str(spec_dir / "quickstart.yaml"), "-o", str(out)],
+                     ["lock", str(spec_dir / "quickstart.yaml")]):
             result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True,
                                     text=True, timeout=120)
             assert result.returncode == 0, result.stderr

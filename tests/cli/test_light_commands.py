@@ -4,21 +4,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
-
-HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
-
-PROBE = """
-import sys
-from ftspec.cli import main
-try:
-    main({args!r}, standalone_mode=False)
-except SystemExit:
-    pass
-heavy = sorted(m for m in {heavy!r} if m in sys.modules)
-print("HEAVY:" + ",".join(heavy))
-"""
+from helpers import HEAVY, PROBE
 
 
 @pytest.mark.parametrize("args", [

@@ -9,16 +9,17 @@ import json
 import pytest
 
 pytest.importorskip("torch")
+pytest.importorskip("trl")
 
 from conftest import run_cli  # noqa: E402
-from test_runtime import BASE_BODY, _run, _spec  # noqa: E402
+from helpers import BASE_BODY, run_job, write_job  # noqa: E402
 
 BODY = BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: full}\n"
 
 
 def test_a_gate_not_met_exits_3_and_says_by_how_much(tmp_path):
     body = BODY.replace("metrics: [accuracy]}", "metrics: [accuracy], gates: {accuracy: '>= 0.99'}}")
-    spec = _spec(tmp_path, body)
+    spec = write_job(tmp_path, body)
     out = run_cli(["run", str(spec)], cwd=tmp_path)
     assert out.returncode == 3, out.stderr
     assert "ftspec: 1 evaluation gate not met: accuracy" in out.stderr
@@ -31,10 +32,10 @@ def test_a_gate_not_met_exits_3_and_says_by_how_much(tmp_path):
 
 
 def test_eval_and_report_commands_rerun_only_their_steps(tmp_path):
-    spec = _spec(tmp_path, BODY)
+    spec = write_job(tmp_path, BODY)
     out = run_cli(["eval", str(spec)], cwd=tmp_path)
     assert out.returncode == 2 and "has not run for this plan" in out.stderr, "nothing to score before a run"
-    _run(spec)
+    run_job(spec)
     model_marker = (tmp_path / "runs/job/model/.ftspec-step.json").read_text()
     out = run_cli(["eval", str(spec)], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -66,8 +67,8 @@ def test_choices_mode_and_a_judge_through_a_local_model(tmp_path):
       model: ./judge-model
       rubric: "Question: {{ prompt }}\\nAnswer: {{ prediction }}\\nExpected: {{ reference }}\\nScore from 1 to 10:"
 """)
-    spec = _spec(tmp_path, body)
-    ctx, _ = _run(spec)
+    spec = write_job(tmp_path, body)
+    ctx, _ = run_job(spec)
     tuned = json.loads((ctx.run_dir / "eval-tuned/metrics.json").read_text())
     assert tuned["mode"] == "choices"
     assert set(tuned["metrics"]) == {"accuracy", "f1_macro", "perplexity", "judge"}
@@ -76,4 +77,5 @@ def test_choices_mode_and_a_judge_through_a_local_model(tmp_path):
     assert 0 <= tuned["details"]["judge"]["unparsed"] <= 6
     labels = {"account", "billing", "returns", "shipping", "technical"}
     predictions = [json.loads(l) for l in (ctx.run_dir / "eval-tuned/predictions.jsonl").read_text().splitlines()]
-    assert len(predictions) == 6 and all(p["prediction"] in labels for p in predictions), "choices mode answers with a label"
+    assert len(predictions) == 6 and all(p["prediction"] in labels for p in predictions), (
+        "choices mode answers with a label")

@@ -133,7 +133,7 @@ def test_the_commands_a_page_shows_exist(page):
 
 
 def test_the_cli_page_names_only_commands_that_exist():
-    """tests/test_cli.py checks the converse: every command is on the page."""
+    """tests/cli/test_cli.py checks the converse: every command is on the page."""
     named = set(re.findall(r"`ftspec ([a-z][a-z-]*)", (DOCS / "cli.md").read_text(encoding="utf-8")))
     assert named and named <= set(main.commands), sorted(named - set(main.commands))
 

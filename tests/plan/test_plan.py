@@ -6,11 +6,10 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import ROOT, run_cli
-from ftspec.plan.compile import compile_spec
 from pydantic import ValidationError
 
+from ftspec.plan.compile import compile_spec
 from ftspec.plan.model import PLAN_VERSION, Plan, PlanVersionError
 
 
@@ -96,10 +95,13 @@ def _keys(path):
 
 
 @pytest.mark.parametrize("edit,changed", [
-    (lambda d: d["eval"].update(max_new_tokens=8), {"generate_base", "eval_base", "generate_tuned", "eval_tuned", "report"}),
+    (lambda d: d["eval"].update(max_new_tokens=8),
+     {"generate_base", "eval_base", "generate_tuned", "eval_tuned", "report"}),
     (lambda d: d["training"].update(learning_rate=5e-4), {"train", "generate_tuned", "eval_tuned", "report"}),
-    (lambda d: d["data"]["split"].update(seed=1), set(["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"])),
-    (lambda d: d["format"].update(completion=" {{ queue | upper }}"), set(["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"])),
+    (lambda d: d["data"]["split"].update(seed=1),
+     set(["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"])),
+    (lambda d: d["format"].update(completion=" {{ queue | upper }}"),
+     set(["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"])),
     (lambda d: d.update(description="same job, new words"), set()),
     # Gates are scored by the report: a gate-only change re-runs only the report.
     (lambda d: d["eval"]["gates"].update(accuracy=">= 0.7"), {"report"}),
@@ -119,8 +121,9 @@ def test_few_shot_baseline_follows_the_seed_that_draws_its_examples(tmp_path):
     (tmp_path / "b").mkdir()
     before = _keys(_copy_quickstart(tmp_path / "a", edit=lambda d: d["eval"].update(few_shot=3)))
     after = _keys(_copy_quickstart(tmp_path / "b", edit=lambda d: (d["eval"].update(few_shot=3),
-                                                                  d["training"].update(seed=7))))
-    assert {name for name in before if before[name] != after[name]} == {"generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"}
+                                                                   d["training"].update(seed=7))))
+    assert {name for name in before if before[name] != after[name]} == {
+        "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"}
 
 
 def test_every_default_is_explicit(in_root):
@@ -134,4 +137,5 @@ def test_every_default_is_explicit(in_root):
     assert plan.data.rows.model_dump() == {"train": 1200, "validation": 150, "test": 150}
     assert plan.data.sources["train"].sha256 and len(plan.data.sources["train"].sha256) == 64
     assert plan.format.templates["prompt"].text.startswith("Route this support request")
-    assert [s.name for s in plan.steps] == ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
+    assert [s.name for s in plan.steps] == ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned",
+                                            "eval_tuned", "report"]

@@ -18,8 +18,9 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from conftest import ROOT  # noqa: E402
-from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
+
 from ftspec.backends.executor import execute  # noqa: E402
+from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 from ftspec.runtime import quiet as R  # noqa: E402
 
 DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
@@ -33,9 +34,11 @@ def test_a_deprecation_ftspec_causes_is_not_hidden():
         R.quiet_libraries()
         for category in DEPRECATIONS:  # as a library warns with stacklevel=2 about an argument ftspec passed
             warnings.warn_explicit(f"`old_argument` is deprecated ({category.__name__})", category,
-                                   str(ROOT / "ftspec/runtime/recipes/sft.py"), 1, module="ftspec.runtime.recipes.sft", registry={})
+                                   str(ROOT / "ftspec/runtime/recipes/sft.py"), 1, module="ftspec.runtime.recipes.sft",
+                                   registry={})
         warnings.warn_explicit("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
-                               "transformers/modeling_utils.py", 3312, module="transformers.modeling_utils", registry={})
+                               "transformers/modeling_utils.py", 3312, module="transformers.modeling_utils",
+                               registry={})
     shown = [str(w.message) for w in seen]
     assert shown == [f"`old_argument` is deprecated ({c.__name__})" for c in DEPRECATIONS], shown
 
@@ -58,7 +61,8 @@ data:
   train: tickets.jsonl
   split: {validation: 0.2, seed: 1}
   derive:
-    wrong: "{{ {'billing': 'account', 'account': 'technical', 'technical': 'shipping', 'shipping': 'returns', 'returns': 'billing'}[queue] }}"
+    wrong: "{{ {'billing': 'account', 'account': 'technical', 'technical': 'shipping', 'shipping': 'returns', \
+'returns': 'billing'}[queue] }}"
 format: {kind: preference, prompt: "Request: {{ text }}\\nQueue:", chosen: " {{ queue }}", rejected: " {{ wrong }}"}
 method: {kind: dpo, beta: 0.1, adapter: {kind: lora, r: 4}}
 training: {max_steps: 2, batch_size: 4, max_length: 128, eval_every: 2, logging_steps: 1}

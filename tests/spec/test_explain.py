@@ -9,11 +9,11 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import ROOT
+
 from ftspec.cli import main
-from ftspec.spec.provenance import explain, origin_of, render_text
 from ftspec.spec.load import load
+from ftspec.spec.provenance import explain, origin_of, render_text
 from ftspec.spec.validate import validate
 
 BASE = """\
@@ -74,10 +74,13 @@ def _rows(profiles=(), sets=()):
 def test_each_layer_is_named_with_its_file_and_line(project):
     rows, _ = _rows(["smoke"], ["training.seed=3"])
     assert (rows["name"].kind, rows["name"].where) == ("spec", "child.yaml:2")
-    assert (rows["training.epochs"].value, rows["training.epochs"].kind, rows["training.epochs"].where) == (3, "spec", "child.yaml:7")
+    assert (rows["training.epochs"].value, rows["training.epochs"].kind,
+            rows["training.epochs"].where) == (3, "spec", "child.yaml:7")
     assert (rows["model.hidden_size"].kind, rows["model.hidden_size"].where) == ("base", "base.yaml:5")
-    assert (rows["training.max_steps"].value, rows["training.max_steps"].kind, rows["training.max_steps"].where) == (5, "profile:smoke", "child.yaml:10")
-    assert (rows["training.seed"].value, rows["training.seed"].kind, rows["training.seed"].where) == (3, "set", "--set training.seed=3")
+    assert (rows["training.max_steps"].value, rows["training.max_steps"].kind,
+            rows["training.max_steps"].where) == (5, "profile:smoke", "child.yaml:10")
+    assert (rows["training.seed"].value, rows["training.seed"].kind,
+            rows["training.seed"].where) == (3, "set", "--set training.seed=3")
     assert (rows["training.lr_scheduler"].kind, rows["training.lr_scheduler"].where) == ("default", "")
     assert (rows["compute.device"].kind, rows["compute.device"].where) == ("default", "")
 
@@ -143,7 +146,8 @@ def test_cli_plan_explain(project):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     by_key = {r["key"]: r for r in data}
-    assert by_key["training.epochs"] == {"key": "training.epochs", "value": 3, "origin": "spec", "where": "child.yaml:7"}
+    assert by_key["training.epochs"] == {"key": "training.epochs", "value": 3, "origin": "spec",
+                                         "where": "child.yaml:7"}
     assert by_key["training.optimizer"]["origin"] == "default" and by_key["training.optimizer"]["where"] is None
 
 
@@ -160,7 +164,8 @@ def test_plan_explain_stays_light():
     code = ("import sys\nfrom ftspec.cli import main\n"
             "try:\n    main(['plan', 'specs/routing-prod.yaml', '-p', 'dev', '--explain'], standalone_mode=False)\n"
             "except SystemExit:\n    pass\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'accelerate') if m in sys.modules)\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', "
+            "'accelerate') if m in sys.modules)\n"
             "print('HEAVY:' + ','.join(heavy))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})

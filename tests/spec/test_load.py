@@ -35,7 +35,8 @@ def test_merge_keys_are_supported():
 
 def test_extends_merges_mappings_and_replaces_the_rest(tmp_path):
     _write(tmp_path, "base.yaml", "name: base\ntraining:\n  epochs: 2\n  seed: 1\neval:\n  metrics: [a, b]\n")
-    child = _write(tmp_path, "child.yaml", "extends: base.yaml\nname: child\ntraining:\n  seed: 7\neval:\n  metrics: [c]\n")
+    child = _write(tmp_path, "child.yaml",
+                   "extends: base.yaml\nname: child\ntraining:\n  seed: 7\neval:\n  metrics: [c]\n")
     loaded = load(child)
     assert loaded.data == {"name": "child", "training": {"epochs": 2, "seed": 7}, "eval": {"metrics": ["c"]}}
     # Values keep the file and line they came from.
@@ -52,7 +53,9 @@ def test_extends_chain_of_three(tmp_path):
 
 
 def test_profiles_apply_in_order_then_sets(tmp_path):
-    spec = _write(tmp_path, "s.yaml", "training: {epochs: 1, seed: 1}\nprofiles:\n  a: {training: {epochs: 2, seed: 2}}\n  b: {training: {epochs: 3}}\n")
+    spec = _write(tmp_path, "s.yaml",
+                  "training: {epochs: 1, seed: 1}\nprofiles:\n  a: {training: {epochs: 2, seed: 2}}\n"
+                  "  b: {training: {epochs: 3}}\n")
     loaded = load(spec, ["a", "b"], ["training.seed=9", "eval.metrics=[x, y]"])
     assert loaded.data == {"training": {"epochs": 3, "seed": 9}, "eval": {"metrics": ["x", "y"]}}
     assert loaded.where[("training", "epochs")].key == "profiles.b.training.epochs"
@@ -158,7 +161,8 @@ def test_explain_and_diff_say_where_the_empty_gates_came_from(tmp_path, monkeypa
     _write(tmp_path, "child.yaml", "extends: spec.yaml\nname: gated\neval:\n  gates: {}\n")
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    for args, where in ((["-p", "smoke"], "profile smoke  spec.yaml:13"), (["--set", "eval.gates={}"], "--set eval.gates={}")):
+    for args, where in ((["-p", "smoke"], "profile smoke  spec.yaml:13"),
+                        (["--set", "eval.gates={}"], "--set eval.gates={}")):
         out = runner.invoke(main, ["plan", "spec.yaml", *args, "--explain"]).output
         gates = [line for line in out.splitlines() if line.startswith("eval.gates")]
         assert len(gates) == 1 and "{}" in gates[0] and gates[0].rstrip().endswith(where), out

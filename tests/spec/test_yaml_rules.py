@@ -3,14 +3,13 @@ limits the loader holds while it reads (docs/writing-specs.md: "How a spec's YAM
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import time
 
 import pytest
-
 from conftest import ROOT
+
 from ftspec.core.errors import SpecError
 from ftspec.spec.load import MAX_DEPTH, load, parse_set, parse_yaml
 from ftspec.spec.validate import validate
@@ -174,7 +173,8 @@ def test_set_values_follow_the_same_rules():
     with pytest.raises(SpecError) as info:
         parse_set("training.learning_rate=.nan")
     assert [i.format() for i in info.value.issues] == [
-        "--set training.learning_rate=.nan: training.learning_rate: .nan is not allowed; every number in a spec must be finite"]
+        "--set training.learning_rate=.nan: training.learning_rate: .nan is not allowed; "
+        "every number in a spec must be finite"]
 
 
 # --------------------------------------------------------------------------- text
@@ -259,7 +259,8 @@ def test_5000_levels_deep_is_one_line_in_a_fresh_process(tmp_path):
     spec.write_text("ftspec: 1\nname: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "ftspec", "validate", "deep.yaml"], cwd=tmp_path,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          timeout=60)
     elapsed = time.perf_counter() - started
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and "RecursionError" not in proc.stderr

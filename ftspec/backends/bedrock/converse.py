@@ -174,7 +174,8 @@ def answer(runtime_client, model_id: str, prompts: list[dict], *, path: Path | s
                                     f"lower compute.bedrock.max_concurrency or run again later "
                                     f"(answered rows are kept)") from None
                 if code == "ValidationException":
-                    raise RunFailed(f"Bedrock Converse, {row}: the model {model_id} rejected the request: {message}") from None
+                    raise RunFailed(f"Bedrock Converse, {row}: the model {model_id} "
+                                    f"rejected the request: {message}") from None
                 raise RunFailed(f"Bedrock Converse, {row}: {code or type(exc).__name__}: {message}") from None
         text = _text(response, stop)
         record = {"index": i, "answer": text, "stop_reason": response.get("stopReason"), "request": digests[i]}

@@ -108,7 +108,8 @@ def create_or_attach(bedrock: Any, request: dict, echo: Callable[[str], None] | 
         if token is not None and existing.get("clientRequestToken") not in (None, token):
             raise RunFailed(f"a Bedrock job named {name} already exists ({arn}) but was created from another request "
                             f"(clientRequestToken {existing.get('clientRequestToken')}, this run's is {token}); "
-                            "job names are unique in an account and region: rename the job or delete the other one's model")
+                            "job names are unique in an account and region: "
+                            "rename the job or delete the other one's model")
         if echo:
             echo(f"  attached to the existing job {name} ({existing.get('status', '?')})")
         return arn

@@ -9,7 +9,8 @@ Records are prepare_data's: ``{"prompt", "completion"}`` (prompt_completion) or
 format's system field).
 
 Formats (sources, AWS Bedrock user guide):
-  bedrock-conversation-2024  Amazon Nova; docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html
+  bedrock-conversation-2024  Amazon Nova;
+                             docs.aws.amazon.com/nova/latest/userguide/fine-tune-prepare-data-understanding.html
                              and bedrock/latest/userguide/preparing-text-data.html ("Converse API format"):
                              {"schemaVersion", "system": [{"text"}], "messages": [{"role", "content": [{"text"}]}]};
                              roles user and assistant, the first turn user, the last assistant
@@ -80,7 +81,8 @@ def _turns(record: dict, row: int, system: str | None, answered: bool) -> tuple[
             raise ValueError(f"row {row}: message {pos} is {role!r} where {expected!r} was expected "
                              "(turns must alternate user, assistant, starting with user)")
     if answered and turns[-1][0] != "assistant":
-        raise ValueError(f"row {row}: ends with a user turn: nothing to learn from (the last turn must be the assistant's)")
+        raise ValueError(f"row {row}: ends with a user turn: nothing to learn from (the last turn must be the "
+                         "assistant's)")
     return system, [(role, text) for role, text, _ in turns]
 
 
@@ -108,7 +110,8 @@ def _prompt_completion(record: dict, row: int, system: str | None, answered: boo
         raise ValueError(f"row {row}: prompt-completion lines have no system field; drop the system prompt "
                          "or use a family that takes one")
     if len(turns) != 2:
-        raise ValueError(f"row {row}: has {len(turns)} turns; prompt-completion lines hold one prompt and one completion")
+        raise ValueError(f"row {row}: has {len(turns)} turns; "
+                         "prompt-completion lines hold one prompt and one completion")
     return {"prompt": turns[0][1], "completion": turns[1][1]}
 
 

@@ -88,7 +88,8 @@ def serving(bedrock_client, custom_model_arn: str, plan_bedrock, echo: Callable[
             raise
         except Exception as exc:  # botocore's ClientError, a connection error
             doing = "create" if arn is None else "wait for"
-            raise RunFailed(f"compute.bedrock.serve {serve}: could not {doing} the {what} {name}: {_error(exc)}") from None
+            raise RunFailed(f"compute.bedrock.serve {serve}: could not {doing} the {what} {name}: "
+                            f"{_error(exc)}") from None
         except BaseException:
             if arn is None:  # Ctrl-C while the create call was in flight: it may exist
                 echo(f"ftspec: interrupted while creating the {what} {name}: if the Bedrock console lists it, "

@@ -64,7 +64,8 @@ def prepare(plan, ctx, out: Path) -> dict:
     stats = {split: {"rows": len(records)} for split, records in splits.items()}
     write_json(out / "stats.json", {"splits": stats, **skipped})
     ctx.echo("  rows " + " · ".join(f"{s} {v['rows']}" for s, v in stats.items()) + "; "
-             + "; ".join(f"{s} {info['bytes']} bytes as {b.data_format} → {info['s3_uri']}" for s, info in rendered.items()))
+             + "; ".join(f"{s} {info['bytes']} bytes as {b.data_format} → {info['s3_uri']}"
+                         for s, info in rendered.items()))
     return {"stats": stats, "uploaded": rendered}
 
 
@@ -80,7 +81,8 @@ def _within_limits(plan, split: str, body: bytes, origins: list) -> None:
     hint = "cut the data down with data.limit or data.filter"
     if row is not None:
         origin = f" ({origins[row - 1]})" if row <= len(origins) else ""
-        message, hint = f"the {split} split's row {row}{origin} {message}", "fix the row, or leave it out with data.filter"
+        message, hint = (f"the {split} split's row {row}{origin} {message}",
+                         "fix the row, or leave it out with data.filter")
     raise SpecError.one(Pos(key), key, message, hint)
 
 
@@ -133,7 +135,8 @@ def train(plan, ctx, out: Path) -> dict:
     write_json(out / MODEL, info)
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r["eval_loss"] for r in records if "eval_loss" in r]
-    result = {"steps": max((r.get("step", 0) for r in records), default=0), "train_loss": losses[-1] if losses else None,
+    result = {"steps": max((r.get("step", 0) for r in records), default=0),
+              "train_loss": losses[-1] if losses else None,
               "eval_loss": evals[-1] if evals else None, "resumed_from": None, "stopped_early": False,
               "custom_model_arn": model_arn}
     write_json(out / "train.json", result)
@@ -162,7 +165,8 @@ def _generate(plan, ctx, out: Path, tuned: bool) -> dict:
         summary, rows = ask(plan.model.id)
     write_json(out / "outputs.json", summary)
     write_jsonl(out / "generations.jsonl", rows)
-    ctx.echo(f"  {'custom' if tuned else 'base'} model, {summary['rows']} {summary['split']} rows: answered through Converse")
+    ctx.echo(f"  {'custom' if tuned else 'base'} model, {summary['rows']} {summary['split']} rows: "
+             "answered through Converse")
     return {k: v for k, v in summary.items() if k != "labels"}
 
 

@@ -27,16 +27,16 @@ def check_bedrock(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("compute", "backend"), "the bedrock backend customises a Bedrock base model, not a local one",
                         "set model: {kind: bedrock, id: MODEL_ID}, or compute.backend: local")
     if bedrock_model and not on_bedrock:
-        yield ctx.error(("model", "kind"), "a Bedrock model is customised by Amazon Bedrock; set compute.backend: bedrock "
-                        "(with compute.bedrock)")
+        yield ctx.error(("model", "kind"), "a Bedrock model is customised by Amazon Bedrock; set compute.backend: "
+                        "bedrock (with compute.bedrock)")
     if c.bedrock is not None and not on_bedrock:
         yield ctx.error(("compute", "bedrock"), f"Bedrock settings are given but compute.backend is '{c.backend}'",
                         "set compute.backend: bedrock, or remove compute.bedrock")
     if on_bedrock and c.bedrock is None:
         yield ctx.error(("compute", "backend"), "bedrock needs compute.bedrock: region, role_arn and s3 at least")
     if t.learning_rate_multiplier is not None and not (on_bedrock and bedrock_model):
-        yield ctx.error(("training", "learning_rate_multiplier"), "is for Amazon Bedrock models that take a learning-rate "
-                        "multiplier; a local run takes training.learning_rate")
+        yield ctx.error(("training", "learning_rate_multiplier"), "is for Amazon Bedrock models that take a "
+                        "learning-rate multiplier; a local run takes training.learning_rate")
     if not (on_bedrock and bedrock_model and c.bedrock is not None):
         return
     found = families.find(m.id)
@@ -47,19 +47,20 @@ def check_bedrock(ctx: Context) -> Iterator[Issue]:
     family, model = found
     b = c.bedrock
     if b.customization not in model.customizations:
-        yield ctx.error(("compute", "bedrock", "customization"), f"{model.label} offers {' and '.join(model.customizations)}, "
-                        f"not {b.customization}")
+        yield ctx.error(("compute", "bedrock", "customization"), f"{model.label} offers "
+                        f"{' and '.join(model.customizations)}, not {b.customization}")
     if b.customization == "distillation":
         if b.teacher_model is None:
             yield ctx.error(("compute", "bedrock", "customization"), "distillation needs compute.bedrock.teacher_model",
                             f"{model.label} may learn from {model.teachers_shown}" if model.teachers_shown else None)
         elif model.teachers and not families.is_teacher(model, b.teacher_model):
-            yield ctx.error(("compute", "bedrock", "teacher_model"), f"'{b.teacher_model}' is not a teacher {model.label} "
-                            f"may learn from; it may learn from {model.teachers_shown}")
+            yield ctx.error(("compute", "bedrock", "teacher_model"), f"'{b.teacher_model}' is not a teacher "
+                            f"{model.label} may learn from; it may learn from {model.teachers_shown}")
     else:
         for name in ("teacher_model", "max_response_length"):
             if getattr(b, name) is not None:
-                yield ctx.error(("compute", "bedrock", name), f"is for distillation (customization is {b.customization})")
+                yield ctx.error(("compute", "bedrock", name), "is for distillation "
+                                                              f"(customization is {b.customization})")
     if b.model_units is not None and b.serve != "provisioned":
         yield ctx.error(("compute", "bedrock", "model_units"), f"is for serve: provisioned (serve is {b.serve})")
     if b.serve == "provisioned" and b.model_units is None:
@@ -69,7 +70,8 @@ def check_bedrock(ctx: Context) -> Iterator[Issue]:
                         f"remove compute.{name}")
     method = spec.method
     if method.kind == "dpo":
-        yield ctx.error(("method", "kind"), "Amazon Bedrock customization jobs do not train on preference pairs (no DPO)",
+        yield ctx.error(("method", "kind"), "Amazon Bedrock customization jobs do not train on "
+                                            "preference pairs (no DPO)",
                         "use method.kind: sft")
     if method.kind == "distill":
         yield ctx.error(("method", "kind"), "on Bedrock, distillation is the job's own customization",
@@ -88,15 +90,19 @@ def check_bedrock(ctx: Context) -> Iterator[Issue]:
     for i, name in enumerate(metric_names(spec)):
         if name == "perplexity":  # the model's token probabilities; Converse returns text only
             yield ctx.error(("eval", "metrics", i), "perplexity needs the model's token probabilities, which "
-                            "Bedrock's Converse API does not return", "score the answers instead (accuracy, rouge_l, …)")
+                            "Bedrock's Converse API does not return",
+                            "score the answers instead (accuracy, rouge_l, …)")
     rows = ctx.planned_rows()[0] if "train" in ctx.sources else {}
     lim = model.limits
     train, validation = rows.get("train"), rows.get("validation")
     if train is not None and lim.train_rows_min is not None and train < lim.train_rows_min:
-        yield ctx.error(("data", "train"), f"{train} training rows; a {model.label} job needs at least {lim.train_rows_min}")
+        yield ctx.error(("data", "train"), f"{train} training rows; "
+                                           f"a {model.label} job needs at least {lim.train_rows_min}")
     if train is not None and lim.train_rows_max is not None and train > lim.train_rows_max:
-        yield ctx.error(("data", "train"), f"{train} training rows; a {model.label} job takes at most {lim.train_rows_max}",
+        yield ctx.error(("data", "train"), f"{train} training rows; "
+                                           f"a {model.label} job takes at most {lim.train_rows_max}",
                         "cut them with data.limit: {train: N}")
     if validation is not None and lim.validation_rows_max is not None and validation > lim.validation_rows_max:
         where = ("data", "validation") if spec.data.validation is not None else ("data", "split", "validation")
-        yield ctx.error(where, f"{validation} validation rows; a {model.label} job takes at most {lim.validation_rows_max}")
+        yield ctx.error(where, f"{validation} validation rows; "
+                               f"a {model.label} job takes at most {lim.validation_rows_max}")

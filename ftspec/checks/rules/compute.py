@@ -24,6 +24,8 @@ def check_attention(ctx: Context) -> Iterator[Issue]:
     if c.attention != "flash_attention_2":
         return
     if c.device in ("cpu", "mps"):
-        yield ctx.error(("compute", "attention"), f"flash_attention_2 needs a CUDA GPU, not device {c.device}", "use sdpa (the default) here")
+        yield ctx.error(("compute", "attention"), f"flash_attention_2 needs a CUDA GPU, not device {c.device}",
+                        "use sdpa (the default) here")
     elif c.precision == "fp32":
-        yield ctx.error(("compute", "attention"), "flash_attention_2 needs bf16 or fp16, not fp32", "set compute.precision: bf16")
+        yield ctx.error(("compute", "attention"), "flash_attention_2 needs bf16 or fp16, not fp32",
+                        "set compute.precision: bf16")

@@ -79,7 +79,8 @@ def check_splits(ctx: Context) -> Iterator[Issue]:
         return
     for name in ("validation", "test"):
         if getattr(split, name) > 0 and getattr(ctx.spec.data, name) is not None:
-            yield ctx.error(("data", "split", name), f"data.{name} is given, so no {name} rows are held out of train; remove one of them")
+            yield ctx.error(("data", "split", name), f"data.{name} is given, so no {name} rows are held out of train; "
+                                                     "remove one of them")
     if split.validation == 0 and split.test == 0:
         yield ctx.warning(("data", "split"), "holds out nothing (validation and test are both 0)")
     info = ctx.sources.get("train")
@@ -98,7 +99,8 @@ def check_data_size(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("data", "split"), "holds out every training row; nothing is left to train on")
         return
     if rows is not None and rows < MIN_TRAIN_ROWS:
-        yield ctx.warning(("data", "train"), f"only {rows} training rows; fine-tuning usually needs {MIN_TRAIN_ROWS} or more to pay off")
+        yield ctx.warning(("data", "train"), f"only {rows} training rows; fine-tuning usually needs {MIN_TRAIN_ROWS} "
+                                             "or more to pay off")
     if not has_validation(ctx.spec):
         yield ctx.warning(("data",), "no validation data: over- and under-fitting cannot be watched",
                           "add data.validation or data.split.validation")
@@ -108,7 +110,8 @@ def check_data_size(ctx: Context) -> Iterator[Issue]:
 def check_early_stopping(ctx: Context) -> Iterator[Issue]:
     """Early stopping watches the validation loss, so it needs validation data."""
     if ctx.spec.training.early_stopping is not None and not has_validation(ctx.spec):
-        yield ctx.error(("training", "early_stopping"), "needs validation data (data.validation or data.split.validation)")
+        yield ctx.error(("training", "early_stopping"), "needs validation data "
+                                                        "(data.validation or data.split.validation)")
 
 
 @rule(reads=("data.train", "data.validation", "data.test"))
@@ -121,8 +124,9 @@ def check_same_data(ctx: Context) -> Iterator[Issue]:
     for split in ("validation", "test"):
         info = ctx.sources.get(split)
         if info is not None and same_source(train, info):
-            yield ctx.warning(("data", split), f"reads the same data as data.train: the model is {'validated' if split == 'validation' else 'tested'} "
-                              "on rows it trained on", held_out_fix(ctx.spec, split))
+            yield ctx.warning(("data", split), "reads the same data as data.train: the model is "
+                              f"{'validated' if split == 'validation' else 'tested'} on rows it trained on",
+                              held_out_fix(ctx.spec, split))
     val, test = ctx.sources.get("validation"), ctx.sources.get("test")
     if val is not None and test is not None and same_source(val, test):
         yield ctx.warning(("data", "test"), "reads the same data as data.validation; the test split should be rows "

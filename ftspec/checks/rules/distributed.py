@@ -33,17 +33,19 @@ def check_batch_fits(ctx: Context) -> Iterator[Issue]:
         return
     per_round = t.batch_size * world  # one batch on each process
     if world > 1 and rows < per_round:
-        yield ctx.error(("training", "batch_size"), f"{world} processes × batch {t.batch_size} take {per_round} rows at "
-                        f"once but there are only {rows} training rows: each process needs a full batch",
+        yield ctx.error(("training", "batch_size"), f"{world} processes × batch {t.batch_size} take {per_round} rows "
+                        f"at once but there are only {rows} training rows: each process needs a full batch",
                         f"lower training.batch_size to {max(rows // world, 1)} or fewer, or use fewer processes")
         return
     if rows < per_step:
-        yield ctx.warning(("training", "batch_size"), f"one optimizer step takes {per_step} rows but there are only {rows}")
+        yield ctx.warning(("training", "batch_size"), f"one optimizer step takes {per_step} rows but "
+                                                      f"there are only {rows}")
     if world > 1 and rows % per_round:
         repeated = per_round - rows % per_round
-        yield ctx.warning(("training", "batch_size"), f"{rows} training rows do not divide into batches of {t.batch_size} "
-                          f"on {world} processes ({per_round} rows at once): the last batch of each epoch is completed "
-                          f"with {repeated} repeated row{'s' if repeated != 1 else ''} (accelerate's even_batches)",
+        yield ctx.warning(("training", "batch_size"), f"{rows} training rows do not divide into batches of "
+                          f"{t.batch_size} on {world} processes ({per_round} rows at once): the last batch of each "
+                          f"epoch is completed with {repeated} repeated row{'s' if repeated != 1 else ''} "
+                          "(accelerate's even_batches)",
                           f"a batch size or process count that divides {rows} avoids it")
 
 
@@ -66,10 +68,12 @@ def check_strategy(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("compute", "fsdp"), f"FSDP settings are given but compute.strategy is '{c.strategy}'",
                         "set compute.strategy: fsdp, or remove compute.fsdp")
     if c.deepspeed is not None and c.strategy != "deepspeed":
-        yield ctx.error(("compute", "deepspeed"), f"DeepSpeed settings are given but compute.strategy is '{c.strategy}'",
+        yield ctx.error(("compute", "deepspeed"), "DeepSpeed settings are given "
+                                                  f"but compute.strategy is '{c.strategy}'",
                         "set compute.strategy: deepspeed, or remove compute.deepspeed")
     if c.device == "mps" and (c.strategy != "none" or c.num_processes * c.num_nodes > 1):
-        yield ctx.error(("compute", "device"), f"strategy {c.strategy} needs torch.distributed, which has no MPS backend",
+        yield ctx.error(("compute", "device"), f"strategy {c.strategy} needs torch.distributed, "
+                                               "which has no MPS backend",
                         "train in one process on mps (strategy: none), or use cpu with ddp, or cuda")
     elif c.strategy == "fsdp" and c.device == "cpu":
         # accelerate 1.15 sets DistributedType.MULTI_CPU there and wraps the model in
@@ -80,15 +84,15 @@ def check_strategy(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("compute", "strategy"), "deepspeed needs CUDA GPUs; it does not train on the CPU",
                         "use strategy: ddp on the CPU")
     if c.strategy == "deepspeed" and c.device != "cpu" and not facts.has_package("deepspeed"):
-        yield ctx.warning(("compute", "strategy"), "the deepspeed package is not installed here; the run refuses to start "
-                          "without it", "pip install deepspeed on the machines that train")
+        yield ctx.warning(("compute", "strategy"), "the deepspeed package is not installed here; the run refuses to "
+                          "start without it", "pip install deepspeed on the machines that train")
     if c.deepspeed is not None and c.deepspeed.offload_params and c.deepspeed.zero_stage < 3:
-        yield ctx.error(("compute", "deepspeed", "offload_params"), f"parameters are partitioned, and so offloaded, only "
-                        f"at ZeRO stage 3 (zero_stage is {c.deepspeed.zero_stage})",
+        yield ctx.error(("compute", "deepspeed", "offload_params"), "parameters are partitioned, and so offloaded, "
+                        f"only at ZeRO stage 3 (zero_stage is {c.deepspeed.zero_stage})",
                         "set compute.deepspeed.zero_stage: 3, or offload_params: false")
     if c.strategy == "fsdp" and ctx.spec.training.gradient_checkpointing:
-        yield ctx.error(("training", "gradient_checkpointing"), "under fsdp, transformers' gradient checkpointing adds a "
-                        "redundant all-gather of each layer in the backward",
+        yield ctx.error(("training", "gradient_checkpointing"), "under fsdp, transformers' gradient checkpointing adds "
+                        "a redundant all-gather of each layer in the backward",
                         "set compute.fsdp.activation_checkpointing: true instead (FSDP's own)")
 
 
@@ -105,8 +109,8 @@ def check_qlora_sharding(ctx: Context) -> Iterator[Issue]:
                         "use bits: 4, or strategy ddp")
     dtype = load_dtype(getattr(ctx.spec.model, "dtype", None))
     if adapter.quant_storage not in ("auto", dtype):
-        yield ctx.error(("method", "adapter", "quant_storage"), f"under {sharded} the 4-bit weights are sharded with the "
-                        f"other parameters and must be stored in the dtype the base loads in ({dtype}), not "
+        yield ctx.error(("method", "adapter", "quant_storage"), f"under {sharded} the 4-bit weights are sharded with "
+                        f"the other parameters and must be stored in the dtype the base loads in ({dtype}), not "
                         f"{adapter.quant_storage}", f"set quant_storage: auto (or {dtype})")
 
 
@@ -118,7 +122,8 @@ def check_fsdp_wrap(ctx: Context) -> Iterator[Issue]:
         return
     layer = decoder_layer(ctx.model.model_type if ctx.model else None, model_architectures(ctx))
     if layer is None:
-        ctx.not_checked.append("compute.fsdp.wrap: whether the classes exist in the model (its decoder layer is not known offline)")
+        ctx.not_checked.append("compute.fsdp.wrap: whether the classes exist in the model "
+                               "(its decoder layer is not known offline)")
     elif layer not in c.fsdp.wrap:
         yield ctx.warning(("compute", "fsdp", "wrap"), f"does not name {layer}, the decoder layer of a "
                           f"{ctx.model.model_type} model: FSDP then shards in units other than the layers",

@@ -32,7 +32,8 @@ def check_eval(ctx: Context) -> Iterator[Issue]:
         yield ctx.warning(("eval",), "no held-out split: the tuned model is not evaluated",
                           "add data.test or data.split.test")
     if e.mode == "choices" and ctx.spec.format.kind == "preference":
-        yield ctx.error(("eval", "mode"), "choices mode scores labels of prompt/completion or chat data, not preference pairs")
+        yield ctx.error(("eval", "mode"), "choices mode scores labels of prompt/completion or chat data, "
+                                          "not preference pairs")
     names = metric_names(ctx.spec) or default_metrics(ctx.spec, resolve_for(ctx, eval_split(ctx.spec)).mode)
     seen: set[str] = set()
     for i, name in enumerate(metric_names(ctx.spec)):
@@ -47,10 +48,12 @@ def check_eval(ctx: Context) -> Iterator[Issue]:
     for gate in e.gates:
         metric = gate[len("improvement."):] if gate.startswith("improvement.") else gate
         if metric not in names:
-            yield ctx.error(("eval", "gates", gate), f"gate on '{metric}', which is not among eval.metrics ({', '.join(names) or 'none'})",
+            yield ctx.error(("eval", "gates", gate), f"gate on '{metric}', which is not among eval.metrics "
+                                                     f"({', '.join(names) or 'none'})",
                             did_you_mean(metric, names))
         elif gate.startswith("improvement.") and not e.baseline:
-            yield ctx.error(("eval", "gates", gate), "an improvement gate compares with the base model; set eval.baseline: true")
+            yield ctx.error(("eval", "gates", gate), "an improvement gate compares with the base model; "
+                                                     "set eval.baseline: true")
 
 
 @rule(reads=("eval",))

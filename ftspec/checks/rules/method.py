@@ -19,14 +19,18 @@ def check_method_format(ctx: Context) -> Iterator[Issue]:
     """DPO needs preference data; SFT needs prompt/completion or chat data."""
     objective, fmt = ctx.spec.method.kind, ctx.spec.format.kind
     if objective == "dpo" and fmt != "preference":
-        yield ctx.error(("format", "kind"), f"DPO trains on preference pairs; format.kind must be 'preference' (got '{fmt}')")
+        yield ctx.error(("format", "kind"), "DPO trains on preference pairs; "
+                                            f"format.kind must be 'preference' (got '{fmt}')")
     if objective == "sft" and fmt == "preference":
-        yield ctx.error(("format", "kind"), "preference data is for DPO; set method.kind: dpo, or use prompt_completion or chat for SFT")
+        yield ctx.error(("format", "kind"), "preference data is for DPO; set method.kind: dpo, or use "
+                                            "prompt_completion or chat for SFT")
     if objective == "distill" and fmt == "preference":
-        yield ctx.error(("format", "kind"), "a teacher answers prompts: distillation needs prompt_completion or chat data, not preference pairs")
+        yield ctx.error(("format", "kind"), "a teacher answers prompts: distillation needs prompt_completion or chat "
+                                            "data, not preference pairs")
     if objective == "distill" and fmt == "chat" and ctx.spec.format.messages_column is not None:
-        yield ctx.error(("format", "messages_column"), "the teacher answers the conversation's last turn: give format.messages "
-                        "with a final assistant turn (its template is not rendered for the rows the teacher answers)")
+        yield ctx.error(("format", "messages_column"), "the teacher answers the conversation's last turn: give "
+                        "format.messages with a final assistant turn "
+                        "(its template is not rendered for the rows the teacher answers)")
 
 
 @rule(reads=WHOLE_SPEC)
@@ -37,14 +41,18 @@ def check_qlora_device(ctx: Context) -> Iterator[Issue]:
         return
     device = ctx.spec.compute.device
     if device in ("cpu", "mps"):
-        yield ctx.error(("method", "adapter", "kind"), f"qlora needs a CUDA device (compute.device is '{device}')", "use lora, or compute.device: cuda")
+        yield ctx.error(("method", "adapter", "kind"), f"qlora needs a CUDA device (compute.device is '{device}')",
+                        "use lora, or compute.device: cuda")
     elif device == "auto":
-        yield ctx.warning(("method", "adapter", "kind"), "qlora needs a CUDA device; the run fails on a machine without one")
+        yield ctx.warning(("method", "adapter", "kind"), "qlora needs a CUDA device; "
+                                                         "the run fails on a machine without one")
     if isinstance(ctx.spec.model, S.TinyModel):
-        yield ctx.error(("method", "adapter", "kind"), "qlora quantises a pretrained model; a tiny model from config is trained with lora or full")
-    if device not in ("cpu", "mps") and not isinstance(ctx.spec.model, S.TinyModel) and not facts.has_package("bitsandbytes"):
-        yield ctx.error(("method", "adapter", "kind"), "qlora loads the base model in 4 or 8 bits through the bitsandbytes "
-                        "package, which is not installed here", "pip install bitsandbytes, or use lora")
+        yield ctx.error(("method", "adapter", "kind"), "qlora quantises a pretrained model; a tiny model from config "
+                                                       "is trained with lora or full")
+    if (device not in ("cpu", "mps") and not isinstance(ctx.spec.model, S.TinyModel)
+            and not facts.has_package("bitsandbytes")):
+        yield ctx.error(("method", "adapter", "kind"), "qlora loads the base model in 4 or 8 bits through the "
+                        "bitsandbytes package, which is not installed here", "pip install bitsandbytes, or use lora")
 
 
 @rule(reads=("method", "model"))
@@ -58,7 +66,8 @@ def check_lora_targets(ctx: Context) -> Iterator[Issue]:
     known = arch.linear_modules if arch is not None and arch.linear_modules else None
     if known is None:
         if model_type:
-            ctx.not_checked.append(f"method.adapter.target_modules: module names of architecture '{model_type}' are not known offline")
+            ctx.not_checked.append(f"method.adapter.target_modules: module names of architecture '{model_type}' are "
+                                   "not known offline")
         return
     for i, name in enumerate(adapter.target_modules):
         if name not in known:
@@ -73,12 +82,14 @@ def check_batching(ctx: Context) -> Iterator[Issue]:
     itself), and packing needs an architecture that keeps packed rows apart."""
     mode = ctx.spec.training.batching
     if mode in ("packed", "length_grouped") and ctx.spec.method.kind == "dpo":
-        yield ctx.error(("training", "batching"), f"DPO batches preference pairs itself; {mode} is for SFT (use padded or auto)")
+        yield ctx.error(("training", "batching"), f"DPO batches preference pairs itself; {mode} is for SFT "
+                                                  "(use padded or auto)")
     elif mode == "packed":
         model_type = ctx.model.model_type if ctx.model else None
         known = architecture(model_type)
         if model_type is None:
-            ctx.not_checked.append("training.batching: whether the model keeps packed rows apart (architecture unknown offline)")
+            ctx.not_checked.append("training.batching: whether the model keeps packed rows apart "
+                                   "(architecture unknown offline)")
         elif known is None or not known.packs:
-            yield ctx.error(("training", "batching"), f"packed rows are not known to stay apart in a {model_type} model; "
-                            "use length_grouped or padded")
+            yield ctx.error(("training", "batching"), f"packed rows are not known to stay apart in a {model_type} "
+                            "model; use length_grouped or padded")

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from ftspec.catalog.steps import STEPS
 from ftspec.checks.facts import Context, hub_model_problem, is_local_model, template_refs
 from ftspec.checks.registry import WHOLE_SPEC, rule
 from ftspec.core.errors import Issue
-from ftspec.catalog.steps import STEPS
 from ftspec.core.layout import MARKER, STORE
 from ftspec.core.paths import output_problem
 from ftspec.spec import schema as S

@@ -121,7 +121,8 @@ def _references(ctx: Context, extract: Any = None) -> tuple[str, list[tuple[Any,
         return None
     kind = ctx.spec.format.kind
     refs = [(row, reference(kind, record)) for row, record in records]
-    words = f"sampled {split} references" if own else f"sampled training references (the {split} rows are drawn from them)"
+    words = (f"sampled {split} references" if own
+             else f"sampled training references (the {split} rows are drawn from them)")
     return words, refs, own
 
 
@@ -257,7 +258,8 @@ def _text_columns(ctx: Context) -> dict[str, str]:
         info = ctx.sources.get(split)
         if info is not None and info.readable and info.format in ("csv", "tsv"):
             for column in info.columns:
-                out.setdefault(rename.get(column, column), f"read from {info.shown}, a {info.format.upper()} file, as text")
+                out.setdefault(rename.get(column, column), f"read from {info.shown}, "
+                                                           f"a {info.format.upper()} file, as text")
     for name in ctx.spec.data.derive:
         out[name] = "a derived column: a template's output is text"
     return out
@@ -373,7 +375,8 @@ def check_headerless(ctx: Context) -> Iterator[Issue]:
         path = ("data", split, "path") if ("data", split, "path") in ctx.loaded.where else ("data", split)
         # An error, like the template errors it explains (a warning would not be shown beside them).
         yield ctx.error(path, f"the first row of {info.shown} was read as its column names, but it looks like data "
-                          f"({shown}), and the templates use {', '.join(repr(m) for m in missing[:5])}, which are not columns",
+                          f"({shown}), and the templates use {', '.join(repr(m) for m in missing[:5])}, "
+                          "which are not columns",
                           f"if the file has no header row, name its {n} columns in the file's order: "
                           f"{{path: {source.path}, columns: [{', '.join(f'NAME{i + 1}' for i in range(n))}]}} "
                           f"({holds})")
@@ -400,8 +403,8 @@ def check_held_out_overlap(ctx: Context) -> Iterator[Issue]:
         everything = len(shared) == len(info.sample)
         what = "validated" if split == "validation" else "tested"
         fix = held_out_fix(ctx.spec, split) if everything else f"remove the training rows from {info.shown}"
-        yield ctx.warning(("data", split), f"{len(shared)} of the {len(info.sample)} sampled rows of {info.shown} are also "
-                          f"rows of {train.shown} (e.g. row {shared[0].number}): the model is {what} on rows it "
+        yield ctx.warning(("data", split), f"{len(shared)} of the {len(info.sample)} sampled rows of {info.shown} are "
+                          f"also rows of {train.shown} (e.g. row {shared[0].number}): the model is {what} on rows it "
                           "trained on", fix)
 
 

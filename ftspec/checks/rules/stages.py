@@ -27,21 +27,24 @@ def _check_stage(stages: list, i: int) -> Iterator[Issue]:
     staged = stages[i][0] is not None
     earlier = [st.name for st, _ in stages[:i]]
     if staged and ctx.spec.compute.backend != "local":
-        yield ctx.error(("compute", "backend"), "stages run on the local backend (a Bedrock job is one stage of its own)",
+        yield ctx.error(("compute", "backend"), "stages run on the local backend "
+                                                "(a Bedrock job is one stage of its own)",
                         "run the Bedrock job from a spec without stages")
     method = ctx.spec.method
     if not isinstance(method, S.DistillMethod):
         return
     yield from _check_teacher(ctx)
     if method.mode == "choices" and not ctx.spec.eval.choices:  # a teacher picking labels is told which
-        yield ctx.error(("method", "mode"), "a teacher in choices mode picks among eval.choices, which the spec does not give",
+        yield ctx.error(("method", "mode"), "a teacher in choices mode picks among eval.choices, "
+                                            "which the spec does not give",
                         "list the labels in eval.choices, or leave method.mode: auto")
     if isinstance(method.teacher, S.StageTeacher) and method.teacher.stage not in earlier:
         ref = method.teacher.stage
-        yield (ctx.error(("method", "teacher", "stage"), f"'{ref}' is not an earlier stage; the teacher is a stage before "
-                         f"this one ({', '.join(earlier) or 'none'}) or a pretrained model") if staged else
+        yield (ctx.error(("method", "teacher", "stage"), f"'{ref}' is not an earlier stage; the teacher is a stage "
+                         f"before this one ({', '.join(earlier) or 'none'}) or a pretrained model") if staged else
                ctx.error(("method", "teacher", "stage"), f"this spec has no stages, so no stage '{ref}'",
-                         "give the teacher as a model ({base: …}), or write the teacher's training as an earlier stage"))
+                         "give the teacher as a model ({base: …}), "
+                         "or write the teacher's training as an earlier stage"))
     if method.logits is not None:
         yield from _vocabulary(stages, i)
 
@@ -113,7 +116,7 @@ def _vocabulary(stages: list, i: int) -> Iterator[Issue]:
         ctx.not_checked.append(f"method.logits: whether {teacher_id[0]} and {student[0]} share a vocabulary "
                                "(compared when training starts)")
         return
-    yield ctx.error(("method", "logits"), f"logit distillation needs one vocabulary, but the teacher has {teacher_id[0]} "
-                    f"and the student {student[0]}",
+    yield ctx.error(("method", "logits"), "logit distillation needs one vocabulary, but the teacher has "
+                    f"{teacher_id[0]} and the student {student[0]}",
                     "give both tiny models tokenizer: {kind: byte}, or the same pretrained tokenizer; "
                     "or leave out method.logits (the student then learns from the teacher's answers only)")

@@ -35,7 +35,8 @@ def check_template_names(ctx: Context) -> Iterator[Issue]:
     def names_of(names: set, path: tuple) -> None:
         left = tpl.MAX_NAME_ISSUES_IN_ALL - len(problems)
         if left > 0:
-            problems.extend(tpl.check_names(names, available, ctx.pos(*path), ctx.key(*path), min(left, tpl.MAX_NAME_ISSUES)))
+            problems.extend(tpl.check_names(names, available, ctx.pos(*path), ctx.key(*path),
+                                            min(left, tpl.MAX_NAME_ISSUES)))
         elif set(names) - set(available) and not problems[-1].message.startswith("more templates"):
             problems.append(ctx.error(path, "more templates use names that are not columns (not listed: "
                                       f"{tpl.MAX_NAME_ISSUES_IN_ALL} are enough)"))
@@ -99,7 +100,8 @@ def check_sample_rows(ctx: Context) -> Iterator[Issue]:
 
 
 # What the non-row templates see when they are tried out at validate time.
-_SAMPLE_MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+_SAMPLE_MESSAGES = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                    {"role": "assistant", "content": "a"}]
 
 
 _CHAT_CONTEXT = {"messages": _SAMPLE_MESSAGES, "add_generation_prompt": True, "bos_token": "<s>", "eos_token": "</s>",
@@ -152,15 +154,18 @@ def _try_chat_template(ctx: Context, template: jinja2.Template) -> Iterator[Issu
         prompt = messages[:-1] if messages[-1]["role"] == "assistant" and len(messages) > 1 else messages
         for msgs, add in ((messages, False), (prompt, True)):
             try:
-                tpl.render(template, {**_CHAT_CONTEXT, "messages": msgs, "add_generation_prompt": add}, budget=ctx.render_budget)
+                tpl.render(template, {**_CHAT_CONTEXT, "messages": msgs, "add_generation_prompt": add},
+                           budget=ctx.render_budget)
             except Exception as exc:  # any error: the template cannot render this conversation
                 if tpl.is_refusal(exc):
                     yield ctx.error(path, tpl.describe_render_error(exc))
                     return
-                name = _NEVER_GIVEN.match(getattr(exc, "message", "") or "") if isinstance(exc, jinja2.UndefinedError) else None
+                name = (_NEVER_GIVEN.match(getattr(exc, "message", "") or "")
+                        if isinstance(exc, jinja2.UndefinedError) else None)
                 if name and name.group(1) not in tpl.CHAT_NAMES:
-                    yield ctx.error(path, f"the chat template prints '{name.group(1)}', which transformers never gives a chat "
-                                    f"template (it would print nothing); it is given {', '.join(tpl.CHAT_NAMES)}")
+                    yield ctx.error(path, f"the chat template prints '{name.group(1)}', which transformers never gives "
+                                    "a chat template (it would print nothing); it is given "
+                                    f"{', '.join(tpl.CHAT_NAMES)}")
                     return
                 failures.append(exc)
     if failures and (data or len(failures) == 2 * len(conversations)):
@@ -201,4 +206,5 @@ def check_chat_template(ctx: Context) -> Iterator[Issue]:
         return
     if ctx.model and ctx.model.has_chat_template is False:
         what = "a tiny model's tokenizer" if ctx.model.source == "tiny" else "this model's tokenizer"
-        yield ctx.error(("format", "kind"), f"{what} has no chat template; set format.chat_template", "e.g. chat_template: {builtin: chatml}")
+        yield ctx.error(("format", "kind"), f"{what} has no chat template; set format.chat_template",
+                        "e.g. chat_template: {builtin: chatml}")

@@ -249,12 +249,14 @@ def verify_saved(job: TrainJob) -> None:
     differ = sorted(n for n in set(want) & set(got) if n not in wrong_shape and not _close(want[n], got[n]))
     problems = []
     if missing:
-        problems.append(f"{len(missing)} of {len(want)} tensors missing ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
+        problems.append(f"{len(missing)} of {len(want)} tensors missing "
+                        f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
     if wrong_shape:
         n = wrong_shape[0]
         problems.append(f"{len(wrong_shape)} saved with the wrong shape ({n}: {got[n][0]} instead of {want[n][0]})")
     if differ:
-        problems.append(f"{len(differ)} differ from the trained weights ({', '.join(differ[:3])}{', …' if len(differ) > 3 else ''})")
+        problems.append(f"{len(differ)} differ from the trained weights "
+                        f"({', '.join(differ[:3])}{', …' if len(differ) > 3 else ''})")
     if problems:
         raise RunFailed(f"train: the saved {what} is not whole: {'; '.join(problems)}; nothing was kept")
 

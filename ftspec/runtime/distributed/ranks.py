@@ -75,7 +75,8 @@ def check_engine(trainer, compute: Any) -> None:
     got = "fsdp" if fsdp else "deepspeed" if deepspeed else "ddp"
     if got != wanted:
         kind = trainer.accelerator.distributed_type
-        raise RunFailed(f"train: the plan asks for {wanted} but accelerate set up {got} ({kind}); stopped before training")
+        raise RunFailed(f"train: the plan asks for {wanted} but accelerate set up {got} ({kind}); "
+                        "stopped before training")
 
 
 class SharedStop(TrainerCallback):
@@ -121,7 +122,8 @@ def agree_on_resume(job: TrainJob) -> None:
     if not all(everyone):
         blind = [str(r) for r, seen in enumerate(everyone) if not seen]
         raise RunFailed(f"train: worker rank {', '.join(blind)} cannot read the checkpoint to resume from "
-                        f"({job.resume_from}); several machines resume only with the run's store on a filesystem they share")
+                        f"({job.resume_from}); several machines resume only with the run's store on a "
+                        "filesystem they share")
 
 
 def fingerprint(state: dict) -> dict[str, list]:

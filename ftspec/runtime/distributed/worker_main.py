@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
         # Deferred (torch): see the module's docstring.
         from ftspec.runtime.distributed.launcher import FAILURE
 
-        (job_file.parent / FAILURE.format(rank=rank)).write_text(last + "\n\n" + traceback.format_exc(), encoding="utf-8")
+        (job_file.parent / FAILURE.format(rank=rank)).write_text(last + "\n\n" + traceback.format_exc(),
+                                                                  encoding="utf-8")
         return 1
 
 

@@ -26,7 +26,7 @@ from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json
 from ftspec.data.formatting import few_shot, prompt_messages, prompt_text, reference
 from ftspec.data.templates import environment, render
-from ftspec.runtime.evaluation import metrics as M
+from ftspec.runtime.evaluation.extraction import bounded_matches, compile_bounded
 from ftspec.runtime.evaluation.scoring import score_outputs
 from ftspec.runtime.evaluation.stopping import stopping_arguments
 from ftspec.runtime.training.data import read_jsonl
@@ -130,7 +130,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
 # --------------------------------------------------------------------------- log-likelihood
 
 
-def _continuation_ids(tokenizer, prompt: str, continuation: str, chat: bool, add_eos: bool) -> tuple[list[int], list[int]]:
+def _continuation_ids(tokenizer, prompt: str, continuation: str, chat: bool,
+                      add_eos: bool) -> tuple[list[int], list[int]]:
     special = not chat
     p_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
     full = tokenizer(prompt + continuation, add_special_tokens=special)["input_ids"]
@@ -223,10 +224,10 @@ def judge_scores(metric: Mapping, examples: list[Example], predictions: list[str
         prompts.append(text)
     replies = generate(judge_model, judge_tokenizer, prompts, 16, batch_size, chat=bool(judge_tokenizer.chat_template))
     low, high = metric["scale"]
-    pattern = M.compile_bounded(metric["score_regex"])
+    pattern = compile_bounded(metric["score_regex"])
     scores: list[float | None] = []
     for reply in replies:
-        found = M.bounded_matches(pattern, reply, first_only=True)
+        found = bounded_matches(pattern, reply, first_only=True)
         m = found[0] if found else None
         try:
             value = float(m.group(1) if m and m.groups() else m.group(0)) if m else None

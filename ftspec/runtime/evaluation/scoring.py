@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from ftspec.runtime.evaluation import metrics as M
+from ftspec.runtime.evaluation import scorers as M
 from ftspec.spec.schema import PREFERENCE_METRICS  # preference_accuracy, logprob_margin, reward_accuracy, reward_margin
 
 # judge(definition, rows, predictions) -> (a score in 0..1 or None per row, rows it gave no score for)

@@ -22,7 +22,7 @@ from ftspec.core import io
 from ftspec.core.errors import Pos, SpecError
 from ftspec.data.formatting import prompt_messages
 from ftspec.runtime.evaluation.evaluate import Example, chat_prompt, choose, generate
-from ftspec.runtime.evaluation.metrics import extract
+from ftspec.runtime.evaluation.extraction import extract
 
 ANSWERS = "answers.jsonl"
 SPLITS = ("train", "validation")  # the test split is held out from the teacher too

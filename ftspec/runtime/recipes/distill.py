@@ -98,7 +98,8 @@ class DistillTrainer(TokensTrainer):
         # distributions are taken over the tokenizer's tokens only (which are the same
         # tokens, checked before training).
         n = min(self.vocab_size, student_logits.size(-1), teacher_logits.size(-1))
-        ce, kl = kd_terms(student_logits[..., :n], teacher_logits[..., :n], labels, self.temperature, num_items_in_batch)
+        ce, kl = kd_terms(student_logits[..., :n], teacher_logits[..., :n], labels, self.temperature,
+                          num_items_in_batch)
         loss = (1.0 - self.alpha) * ce + self.alpha * self.temperature**2 * kl
         # As the SFT loss: with the token count of every process, DDP's averaging is undone.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -140,7 +141,8 @@ def vocabulary_difference(student: dict[str, int], teacher: dict[str, int]) -> s
             example += f", nor {len(only_student) - 1} more"
     else:
         t = moved[0]
-        example = f"{t!r} is id {teacher[t]} in the teacher's and {student[t]} in the student's ({len(moved)} tokens numbered differently)"
+        example = (f"{t!r} is id {teacher[t]} in the teacher's and {student[t]} in the student's "
+                   f"({len(moved)} tokens numbered differently)")
     return f"{sizes}; {example}"
 
 

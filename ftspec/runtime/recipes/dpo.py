@@ -45,8 +45,8 @@ def train_dpo(job: TrainJob) -> TrainResult:
     validation = Dataset.from_list(read_jsonl(validation_file)) if validation_file.exists() else None
 
     # 4. Configuration: shared arguments from the plan, and what DPO adds to them.
-    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None,
-                                       run_name=job.run_name, launch=plan.compute.launch)
+    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints),
+                                       validation is not None, run_name=job.run_name, launch=plan.compute.launch)
     args.update(beta=dpo.beta, loss_type=[dpo.loss_type], label_smoothing=dpo.label_smoothing)
     config = DPOConfig(**args)
 

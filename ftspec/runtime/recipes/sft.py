@@ -23,11 +23,12 @@ from ftspec.runtime.training.resume import Interrupt, last_checkpoint
 from ftspec.runtime.training.trainer import TokensTrainer
 
 
-def train_sft(job: TrainJob, trainer_class: type | None = None, setup: Callable[..., dict] | None = None) -> TrainResult:
+def train_sft(job: TrainJob, trainer_class: type | None = None,
+              setup: Callable[..., dict] | None = None) -> TrainResult:
     """The SFT recipe. Another recipe built on it (:mod:`ftspec.runtime.recipes.distill`) may give a
-    subclass of :class:`~ftspec.runtime.training.trainer.TokensTrainer`, and ``setup(tokenizer, device, dtype)``: called once the
-    tokenizer is loaded, before the model, it returns extra keyword arguments for that
-    trainer (and may refuse to go on)."""
+    subclass of :class:`~ftspec.runtime.training.trainer.TokensTrainer`, and
+    ``setup(tokenizer, device, dtype)``: called once the tokenizer is loaded, before the model, it
+    returns extra keyword arguments for that trainer (and may refuse to go on)."""
     plan = job.plan
     training, adapter = plan.training, plan.method.adapter
 
@@ -50,8 +51,8 @@ def train_sft(job: TrainJob, trainer_class: type | None = None, setup: Callable[
     validation = load_tokens(validation_dir) if validation_dir.exists() else None
 
     # 4. Configuration: shared arguments from the plan, and what SFT adds to them.
-    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), validation is not None,
-                                       run_name=job.run_name, launch=plan.compute.launch)
+    args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints),
+                                       validation is not None, run_name=job.run_name, launch=plan.compute.launch)
     args["completion_only_loss"] = False  # the labels carry the loss mask already
     stats = read_json(job.data_dir / "stats.json", dict)["splits"]
     args.update(builders.batching_arguments(training, stats.get("train"), "sft"))

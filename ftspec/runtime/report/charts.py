@@ -94,7 +94,8 @@ def _metrics_chart(Figure, names: list[str], base: dict | None, tuned: dict | No
         _metric_axes(ax, xs, group, 1.1 if group is unit else None)
         if g == 0:
             ax.legend(fontsize=8)
-    title = "Base vs tuned" if base is not None and tuned is not None else "Tuned model" if tuned is not None else "Base model"
+    title = ("Base vs tuned" if base is not None and tuned is not None
+             else "Tuned model" if tuned is not None else "Base model")
     fig.suptitle(title + (", with 95% intervals" if intervals and intervals.get("method") else ""))
     return _figure_png(fig)
 
@@ -150,7 +151,8 @@ def stages_chart(comparison: dict) -> bytes | None:
             heights = [value(m, n) for n in group]
             bars = ax.bar([x + offset for x in xs], [h or 0.0 for h in heights], width, label=str(m.get("model")),
                           color=colors[k])
-            ax.bar_label(bars, labels=[fmt(h) for h in heights], fontsize=6, padding=2, rotation=90 if len(models) > 3 else 0)
+            ax.bar_label(bars, labels=[fmt(h) for h in heights], fontsize=6, padding=2,
+                         rotation=90 if len(models) > 3 else 0)
         _metric_axes(ax, xs, group, 1.2 if group is unit else None)
         if g == 0:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0) if len(groups) == 1 else None)

@@ -102,6 +102,7 @@ def metric_lines(report: dict) -> list[str]:
     for gate in report.get("gates", []):
         mark = "passed" if gate["passed"] else "FAILED"
         value = f"{gate['value']:.3f}" if isinstance(gate.get("value"), (int, float)) else "n/a"
-        extra = f" ({gate['reason']})" if gate.get("reason") else (f", margin {gate['margin']:+.3f}" if isinstance(gate.get("margin"), (int, float)) else "")
+        extra = f" ({gate['reason']})" if gate.get("reason") else (
+            f", margin {gate['margin']:+.3f}" if isinstance(gate.get("margin"), (int, float)) else "")
         lines.append(f"  gate      {gate['gate']} {gate['op']} {gate['threshold']:g}: {value} {mark}{extra}")
     return lines

@@ -10,10 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
-from ftspec.runtime.evaluation.metrics import CLASSIFICATION
+from ftspec.runtime.evaluation.scorers import CLASSIFICATION
 from ftspec.runtime.report.results import (
-    EXAMPLES, LOWER_IS_BETTER, Results, clean, confusion, dig, direction, example_metric, interval_says, movers, num,
-    series, step_text, weakest,
+    EXAMPLES,
+    LOWER_IS_BETTER,
+    Results,
+    clean,
+    confusion,
+    dig,
+    direction,
+    example_metric,
+    interval_says,
+    movers,
+    num,
+    series,
+    step_text,
+    weakest,
 )
 
 SPLIT_ORDER = ("train", "validation", "test")
@@ -109,7 +121,8 @@ def rows_text(value: Any) -> str:
 
 
 def clip(value: Any, limit: int, keep_end: bool = False) -> str:
-    """Text cut to ``limit`` characters; with ``keep_end`` the middle goes (a prompt's end is what the model answers)."""
+    """Text cut to ``limit`` characters; with ``keep_end`` the middle goes (a prompt's end is what the
+    model answers)."""
     text = "" if value is None else str(value)
     if len(text) <= limit:
         return text
@@ -174,7 +187,8 @@ def verdict(names: list[str], s: dict) -> str:
         says = interval_says(interval, metric)
         shown = metric_label(metric, s)
         numbers = f"{b:.3f} → {t:.3f} ({d:+.3f}" + (
-            f", 95% CI {interval_text(interval, signed=True)})" if says is not None else "; no interval for this metric)")
+            f", 95% CI {interval_text(interval, signed=True)})" if says is not None
+            else "; no interval for this metric)")
         if says == 1:
             text = f"tuned is better than base on {shown}: {numbers}"
         elif says == -1:
@@ -282,8 +296,9 @@ def metrics_section(r: Results, charts: set[str]) -> list[Block]:
     blocks.append(Table.of(header, table))
     if intervals.get("method"):
         blocks.append(Paragraph(
-            f"In parentheses: 95% confidence intervals, by a {intervals['method']} ({rows_text(intervals.get('rows'))}, "
-            f"{count(intervals.get('resamples'))} resamples, seed {intervals.get('seed')})"
+            f"In parentheses: 95% confidence intervals, by a {intervals['method']} "
+            f"({rows_text(intervals.get('rows'))}, {count(intervals.get('resamples'))} resamples, "
+            f"seed {intervals.get('seed')})"
             + ("; tuned − base is paired (the same resampled rows for both). A difference whose interval holds 0 "
                "is within noise." if base is not None and tuned is not None else ".")))
     if majority:
@@ -365,7 +380,8 @@ def extraction_lines(s: dict, nonzero_only: bool = False) -> list[str]:
         per_side = tuple((side, num(dig(s, "details", side, "extraction", name, "predictions_without_answer")))
                          for side in sides)
         refs = next((num(dig(s, "details", side, "extraction", name, "references_without_answer")) for side in sides
-                     if num(dig(s, "details", side, "extraction", name, "references_without_answer")) is not None), None)
+                     if num(dig(s, "details", side, "extraction", name, "references_without_answer")) is not None),
+                    None)
         grouped.setdefault((per_side, refs), []).append(name)
     lines = []
     for (per_side, refs), metrics in grouped.items():
@@ -388,7 +404,8 @@ def gates_section(r: Results) -> list[Block]:
         shown_value = signed(value) if g["improvement"] else fmt(value)
         threshold = num(g["threshold"])
         cond = f"{g['op']} {threshold:g}" if threshold is not None else f"{g['op']} {g['threshold']}"
-        table.append(["✓" if g["passed"] else "✗", g["gate"], shown_value, cond, signed(g["margin"]), g["reason"] or ""])
+        table.append(["✓" if g["passed"] else "✗", g["gate"], shown_value, cond, signed(g["margin"]),
+                      g["reason"] or ""])
     return blocks + [
         Table.of(["", "gate", "value", "threshold", "margin", "note"], table, numeric=(2, 3, 4)),
         Paragraph("value: the tuned model's metric, or tuned − base for an improvement gate; "

@@ -22,7 +22,9 @@ from typing import Any, Callable, Iterable, Mapping
 from ftspec.catalog import metrics as metric_catalog
 from ftspec.core.io import read_json, read_jsonl
 from ftspec.plan.steps import EVAL_BASE, EVAL_TUNED, PREPARE_DATA, TRAIN
-from ftspec.runtime.evaluation import metrics as M
+from ftspec.runtime.evaluation import scorers as M
+from ftspec.runtime.evaluation.baseline import majority_predictions, score_majority
+from ftspec.runtime.evaluation.intervals import bootstrap_intervals
 
 __all__ = [
     "LOWER_IS_BETTER", "PlanFacts", "Results", "RunFiles", "check_gates", "compute", "interval_says",
@@ -298,9 +300,10 @@ def overfitting_signal(log: list[dict]) -> str | None:
     if not mean_after < mean_before:
         return None
     rise = f" (+{(last - low) / abs(low):.1%})" if low else ""
-    return (f"Validation loss rose from {low:.4f} at step {step_text(low_step)} to {last:.4f} at step {step_text(last_step)}{rise} "
-            f"while the training loss kept falling (mean {mean_before:.4f} up to step {step_text(low_step)}, "
-            f"{mean_after:.4f} after), so the model is probably overfitting: try fewer epochs or early stopping.")
+    return (f"Validation loss rose from {low:.4f} at step {step_text(low_step)} to {last:.4f} at step "
+            f"{step_text(last_step)}{rise} while the training loss kept falling (mean {mean_before:.4f} up to step "
+            f"{step_text(low_step)}, {mean_after:.4f} after), so the model is probably overfitting: try fewer epochs "
+            "or early stopping.")
 
 
 # --------------------------------------------------------------------------- evaluation results
@@ -352,7 +355,8 @@ def merge_predictions(base_rows: list[dict], tuned_rows: list[dict]) -> list[dic
         other = b if first is t else t
         prompt = first.get("prompt") if first.get("prompt") is not None else (other or {}).get("prompt")
         ref = first.get("reference") if first.get("reference") is not None else (other or {}).get("reference")
-        merged.append({"index": index, "input": prompt, "reference": ref, "base": _prediction(b), "tuned": _prediction(t)})
+        merged.append({"index": index, "input": prompt, "reference": ref, "base": _prediction(b),
+                       "tuned": _prediction(t)})
     return merged
 
 
@@ -524,15 +528,15 @@ def honest_comparison(plan: PlanFacts, run: RunFiles, rows: list[dict],
     majority = answers = None
     predictions: dict[str, Any] = {s: [str(r[s]["prediction"] or "") for r in paired] for s in sides}
     if train_refs:
-        majority, answers = M.score_majority(definitions, train_refs, references, labels)
+        majority, answers = score_majority(definitions, train_refs, references, labels)
         majority, answers = (majority, answers) if majority else (None, None)  # no metric it applies to
-        chosen = M.majority_predictions(definitions, train_refs)
+        chosen = majority_predictions(definitions, train_refs)
         predictions["majority"] = {name: [text] * len(references) for name, text in chosen.items() if text is not None}
     by_rows = [m["name"] for m in definitions if m["name"] in M.MODEL_METRICS or m["name"] not in M.KNOWN]
     scores = {s: {n: [num(r[s]["scores"].get(n)) for r in paired] for n in by_rows} for s in sides}
     differences = tuple(pair for pair in (("tuned", "base"), ("tuned", "majority")) if set(pair) <= set(predictions))
     try:
-        intervals = M.bootstrap_intervals(definitions, references, predictions, labels, differences, scores)
+        intervals = bootstrap_intervals(definitions, references, predictions, labels, differences, scores)
     except ValueError:  # a metric the rows cannot be scored with again (a schema that no longer reads)
         intervals = None
     return majority, answers, intervals

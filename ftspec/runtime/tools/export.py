@@ -257,14 +257,16 @@ def evaluation_table(report: dict | None) -> str:
     metrics = [m for m, v in report["tuned"].items() if isinstance(v, (int, float))]
     level = (report.get("intervals") or {}).get("level")
     lines = [f"Held-out `{report.get('split', '?')}` split, {report.get('rows', '?')} rows"
-             + (f"; {level:.0%} intervals: {report['intervals'].get('method', 'bootstrap')}" if isinstance(level, (int, float)) else "")
+             + (f"; {level:.0%} intervals: {report['intervals'].get('method', 'bootstrap')}"
+                if isinstance(level, (int, float)) else "")
              + ".", "", "| metric | majority | base | tuned |", "| --- | --- | --- | --- |"]
     for m in metrics:
         lines.append(f"| {m} | {_with_interval(report, 'majority', m)} | {_with_interval(report, 'base', m)} | "
                      f"{_with_interval(report, 'tuned', m)} |")
     gates = report.get("gates") or []
     if gates:
-        lines += ["", "Gates: " + ", ".join(f"{g.get('gate')} {'passed' if g.get('passed') else 'FAILED'}" for g in gates)]
+        lines += ["", "Gates: " + ", ".join(f"{g.get('gate')} {'passed' if g.get('passed') else 'FAILED'}"
+                                            for g in gates)]
     return "\n".join(lines) + "\n"
 
 
@@ -323,7 +325,8 @@ def _describe_base(plan: Plan) -> str:
     m = plan.model
     if m.kind == "stage":
         merged = ", its LoRA adapter merged" if m.adapter != "full" else ""
-        return f"the model stage `{m.stage}` of this spec trained{merged} (that stage started from {_describe_base_of(m.base)})"
+        return (f"the model stage `{m.stage}` of this spec trained{merged} "
+                f"(that stage started from {_describe_base_of(m.base)})")
     return _describe_base_of(m)
 
 
@@ -408,10 +411,11 @@ def export_model(plan: Plan, root: Path, out: Path, adapter: bool = False, force
             raise _err("export", "no held-out rows to check the exported model on (the run's data/ has none)")
         max_abs, measured, measure, tol = parity(reference, exported, prompts, dtype)
         if measure == "absolute":
-            line = f"max |Δ logit| {measured:.2e} over {len(prompts)} held-out rows, {DTYPE_NAMES[dtype]} export (tolerance {tol:.0e})"
+            line = (f"max |Δ logit| {measured:.2e} over {len(prompts)} held-out rows, {DTYPE_NAMES[dtype]} export "
+                    f"(tolerance {tol:.0e})")
         else:
-            line = (f"max |Δ logit| / max |logit| {measured:.2e} over {len(prompts)} held-out rows, {DTYPE_NAMES[dtype]} "
-                    f"export (tolerance {tol:.0e}; max |Δ logit| {max_abs:.2e})")
+            line = (f"max |Δ logit| / max |logit| {measured:.2e} over {len(prompts)} held-out rows, "
+                    f"{DTYPE_NAMES[dtype]} export (tolerance {tol:.0e}; max |Δ logit| {max_abs:.2e})")
         echo(f"parity: {line}")
         if not measured <= tol:  # NaN fails too
             raise ParityError(f"the exported model does not match the trained one: {line}; nothing was written")
@@ -426,9 +430,10 @@ def export_model(plan: Plan, root: Path, out: Path, adapter: bool = False, force
             report = read_json(store.path(steps.REPORT.name, report_key) / "metrics.json", dict, lenient=True)
         card = model_card(plan, root, kind, DTYPE_NAMES[dtype], eos, tokenizer, report, line, base_ref)
         if gguf_parity:
-            card = card.replace("\n## Evaluation", f"- GGUF: `gguf/model.gguf` ({gguf}, llama architecture, the tokenizer and chat "
-                                f"template in its metadata; llama.cpp, or `AutoModelForCausalLM.from_pretrained(\"path/to/this/folder/gguf\", "
-                                f"gguf_file=\"model.gguf\")`); read back by transformers: {gguf_parity['line']}\n\n## Evaluation", 1)
+            card = card.replace("\n## Evaluation", f"- GGUF: `gguf/model.gguf` ({gguf}, llama architecture, the "
+                                "tokenizer and chat template in its metadata; llama.cpp, or `AutoModelForCausalLM"
+                                ".from_pretrained(\"path/to/this/folder/gguf\", gguf_file=\"model.gguf\")`); "
+                                f"read back by transformers: {gguf_parity['line']}\n\n## Evaluation", 1)
         write_atomic(partial / "README.md", card)
         write_json(partial / "ftspec-export.json", {"plan_id": plan.id, "name": plan.name, "kind": kind,
                                                     "dtype": DTYPE_NAMES[dtype], "parity": {
@@ -469,8 +474,10 @@ def _export_gguf(model, tokenizer, folder: Path, outtype: str, reference, prompt
                               f"not {getattr(tokenizer, name)}; nothing was written")
     for ids in prompts:
         text = tokenizer.decode(ids)
-        if tokenizer(text, add_special_tokens=False)["input_ids"] != read_tok(text, add_special_tokens=False)["input_ids"]:
-            raise ParityError(f"the GGUF file's tokenizer splits a held-out row differently: {text[:60]!r}; nothing was written")
+        if (tokenizer(text, add_special_tokens=False)["input_ids"]
+                != read_tok(text, add_special_tokens=False)["input_ids"]):
+            raise ParityError(f"the GGUF file's tokenizer splits a held-out row differently: {text[:60]!r}; "
+                              "nothing was written")
     read = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     dtype = GGUF_TYPES[outtype]
     max_abs, measured, measure, tol = parity(reference, read, prompts, dtype)
@@ -479,8 +486,8 @@ def _export_gguf(model, tokenizer, folder: Path, outtype: str, reference, prompt
     echo(f"parity (GGUF): {line}")
     if not measured <= tol:
         raise ParityError(f"the GGUF file does not match the trained model: {line}; nothing was written")
-    return {"file": "gguf/model.gguf", "type": outtype, "max_abs_logit_diff": max_abs, "value": measured, "tolerance": tol,
-            "line": line}
+    return {"file": "gguf/model.gguf", "type": outtype, "max_abs_logit_diff": max_abs, "value": measured,
+            "tolerance": tol, "line": line}
 
 GGUF_TYPES = {"F32": torch.float32, "F16": torch.float16}
 
@@ -488,7 +495,8 @@ GGUF_TYPES = {"F32": torch.float32, "F16": torch.float16}
 def _permute_rotary(weight: torch.Tensor, heads: int) -> torch.Tensor:
     """llama.cpp's layout of the q and k projections: each head's rotary halves interleaved
     (transformers' GGUF loader undoes it)."""
-    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
 
 
 def write_gguf(model, tokenizer, path: Path, outtype: str = "F32") -> None:
@@ -506,7 +514,8 @@ def write_gguf(model, tokenizer, path: Path, outtype: str = "F32") -> None:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     rope = getattr(config, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") != "default":
-        raise _err("--gguf", f"GGUF export writes plain rotary embeddings only (this model uses '{rope.get('rope_type')}')")
+        raise _err("--gguf", "GGUF export writes plain rotary embeddings only "
+                             f"(this model uses '{rope.get('rope_type')}')")
 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(str(getattr(config, "_name_or_path", "") or "ftspec export"))

@@ -165,8 +165,8 @@ def require_trained(plan, root: Path, spec_shown: str, command: str) -> Path:
            "running": "a run of this plan is under way now",
            "missing": "it has not been trained"}.get(state, "it has not been trained")
     hint = f"wait for it to finish (`{command}`)" if state == "running" else f"run `{command}` first"
-    raise SpecError.one(Pos(spec_shown), "", f"no trained model for this plan (train key {plan.step('train').key[:8]}): "
-                        f"{why}", hint)
+    raise SpecError.one(Pos(spec_shown), "", "no trained model for this plan "
+                        f"(train key {plan.step('train').key[:8]}): {why}", hint)
 
 
 @dataclass
@@ -326,7 +326,8 @@ def chat_loop(plan, prompter: Prompter, loaded: Loaded, read: TextIO, write: Cal
     return answered
 
 
-def rows_from_inputs(prompter: Prompter, texts: Iterable[str], fixed: dict, file: Path | None) -> list[tuple[dict, str]]:
+def rows_from_inputs(prompter: Prompter, texts: Iterable[str], fixed: dict,
+                     file: Path | None) -> list[tuple[dict, str]]:
     """The input rows of ``ftspec generate``: from --file (with --column values over
     each), or one per bare text, or one from --column alone."""
     texts = list(texts)

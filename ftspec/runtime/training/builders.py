@@ -27,9 +27,11 @@ def resolve_device(compute: Any) -> str:
             return "mps"
         return "cpu"
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise SpecError.one(Pos("compute.device"), "compute.device", "cuda was asked for, but no CUDA device is available")
+        raise SpecError.one(Pos("compute.device"), "compute.device",
+                            "cuda was asked for, but no CUDA device is available")
     if wanted == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise SpecError.one(Pos("compute.device"), "compute.device", "mps was asked for, but this machine has no MPS device")
+        raise SpecError.one(Pos("compute.device"), "compute.device",
+                            "mps was asked for, but this machine has no MPS device")
     return wanted
 
 
@@ -49,11 +51,13 @@ def resolve_precision(compute: Any, device: str) -> str:
     if wanted == "auto":
         return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if wanted == "fp16" and device == "cpu":
-        raise SpecError.one(Pos("compute.precision"), "compute.precision", "fp16 training needs a GPU; on the CPU use bf16 or fp32")
+        raise SpecError.one(Pos("compute.precision"), "compute.precision",
+                            "fp16 training needs a GPU; on the CPU use bf16 or fp32")
     if wanted == "bf16":
         ok = torch.cuda.is_bf16_supported() if device == "cuda" else (_cpu_supports_bf16() if device == "cpu" else True)
         if not ok:
-            raise SpecError.one(Pos("compute.precision"), "compute.precision", f"bf16 is not supported on this {device}; use fp32")
+            raise SpecError.one(Pos("compute.precision"), "compute.precision",
+                                f"bf16 is not supported on this {device}; use fp32")
     return wanted
 
 
@@ -200,7 +204,8 @@ def lora_config(adapter: Any):
         r=adapter.r,
         lora_alpha=adapter.alpha,
         lora_dropout=adapter.dropout,
-        target_modules=adapter.target_modules if isinstance(adapter.target_modules, str) else list(adapter.target_modules),
+        target_modules=(adapter.target_modules if isinstance(adapter.target_modules, str)
+                        else list(adapter.target_modules)),
         bias=adapter.bias,
         task_type="CAUSAL_LM",
     )

@@ -56,7 +56,8 @@ def _read_hub(split: str, src: Any) -> tuple[list[dict], list[str]]:
     try:
         ds = datasets.load_dataset(name, src.subset, **kwargs)
     except Exception as exc:  # datasets raises many kinds: not found, offline, no such split
-        raise SpecError.one(Pos(f"hub:{src.hub}"), f"data.{split}", f"cannot load the hub dataset: {str(exc).splitlines()[0]}") from None
+        raise SpecError.one(Pos(f"hub:{src.hub}"), f"data.{split}",
+                            f"cannot load the hub dataset: {str(exc).splitlines()[0]}") from None
     rows = [dict(r) for r in ds]
     return rows, [f"hub:{src.hub}[{src.split}]:{i + 1}" for i in range(len(rows))]
 
@@ -98,7 +99,8 @@ def _keeps(row_filter: Any, mapped: dict, origin: str) -> bool:
     return verdict
 
 
-def build_splits(data: Any, fmt: Any, root: Path, distill: bool = False) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+def build_splits(data: Any, fmt: Any, root: Path,
+                 distill: bool = False) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Every split's formatted records (from the plan's ``data`` and ``format``
     sections), and counts of what was skipped. ``distill``: the sources a teacher
     answers are formatted without their answers (ftspec.data.formatting.teacher_sources)."""
@@ -154,7 +156,8 @@ def _test_from_train(data: Any) -> bool:
     return data.split is not None and data.split.test > 0 and "test" not in data.sources
 
 
-def write_splits(data, fmt, root: Path, out: Path, distill: bool = False) -> tuple[dict[str, list[dict]], dict, dict[str, list[str]]]:
+def write_splits(data, fmt, root: Path, out: Path,
+                 distill: bool = False) -> tuple[dict[str, list[dict]], dict, dict[str, list[str]]]:
     """The first part of preparing the data, whatever the backend: every split formatted, written as
     ``<split>.jsonl`` with ``origins.json`` (each record's FILE:ROW) beside them. Returns the
     splits, what :func:`build_splits` counted, and the origins."""
@@ -175,7 +178,8 @@ def _percentile(sorted_values: list[int], q: float) -> int:
 TOKENIZE_BATCH = 512  # rows per tokenizer call: fast tokenizers encode a batch in parallel
 
 
-def tokenize(records: list[dict], kind: str, tokenizer, loss: str, name: str = "") -> tuple[list[list[int]], list[list[int]]]:
+def tokenize(records: list[dict], kind: str, tokenizer, loss: str,
+             name: str = "") -> tuple[list[list[int]], list[list[int]]]:
     """Every row as the SFT trainer consumes it: token ids, and labels that are -100
     where a token carries no loss. Rows are encoded in batches.
 
@@ -184,7 +188,7 @@ def tokenize(records: list[dict], kind: str, tokenizer, loss: str, name: str = "
     where the tokenized prompt and prompt+completion diverge; chat rows are rendered by
     the chat template (with TRL's training variant of it when assistant-only loss needs
     ``{% generation %}`` markers the template lacks). Preference rows are encoded as
-    prompt + chosen, for the statistics only. ``tests/test_prepared_tokens.py`` holds
+    prompt + chosen, for the statistics only. ``tests/runtime/training/test_prepared_tokens.py`` holds
     the result equal to what ``SFTTrainer`` prepares from the same rows.
     """
     import sys

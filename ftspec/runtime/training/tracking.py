@@ -29,7 +29,8 @@ from typing import Any, Iterator, Mapping
 from ftspec.core.errors import Pos, SpecError
 
 # The package each tracker needs, as pip installs it.
-PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow-skinny")}
+PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
+            "mlflow": ("mlflow", "mlflow-skinny")}
 
 # Every variable this module may set, and MLflow's experiment id (``set_experiment``
 # sets it from the name): all of them are put back after training.

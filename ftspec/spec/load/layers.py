@@ -124,14 +124,17 @@ def load(
         holder = Document({"profiles": raw}, {p: o for p, o in doc.where.items() if p[:1] == ("profiles",)}, doc.root)
         doc.where = {p: o for p, o in doc.where.items() if p[:1] != ("profiles",)}
         if not isinstance(raw, dict):
-            raise SpecError.one(origin.pos, "profiles", "must map profile names to overlays, e.g. profiles: {smoke: {training: {max_steps: 5}}}")
+            raise SpecError.one(origin.pos, "profiles", "must map profile names to overlays, "
+                                "e.g. profiles: {smoke: {training: {max_steps: 5}}}")
         if len(raw) > MAX_PROFILES:  # each is validated on its own: thousands would take minutes
-            raise SpecError.one(origin.pos, "profiles", f"more than {MAX_PROFILES} profiles ({len(raw)}); a spec may define at most {MAX_PROFILES}")
+            raise SpecError.one(origin.pos, "profiles", f"more than {MAX_PROFILES} profiles ({len(raw)}); "
+                                f"a spec may define at most {MAX_PROFILES}")
         problems = []
         for name, overlay in raw.items():
             if not isinstance(overlay, dict):
                 o = holder.where[("profiles", name)]
-                problems.append(Issue(o.pos, f"profiles.{name}", "a profile must be a mapping of spec keys to override"))
+                problems.append(Issue(o.pos, f"profiles.{name}",
+                                      "a profile must be a mapping of spec keys to override"))
             elif "extends" in overlay or "profiles" in overlay or "stages" in overlay:
                 bad = next(k for k in ("extends", "profiles", "stages") if k in overlay)
                 o = holder.where[("profiles", name, bad)]
@@ -144,7 +147,8 @@ def load(
 
     problems = [
         Issue(Pos(f"--profile {name}"), "profiles",
-              f"no profile named '{name}'" + (f" (defined: {', '.join(sorted(defined))})" if defined else " (the spec defines none)"),
+              f"no profile named '{name}'"
+              + (f" (defined: {', '.join(sorted(defined))})" if defined else " (the spec defines none)"),
               did_you_mean(name, list(defined)))
         for name in profiles if name not in defined
     ]

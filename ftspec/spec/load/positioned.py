@@ -49,7 +49,8 @@ class _Node:
 
     __slots__ = ("kind", "tag", "value", "mark", "plain", "anchor")
 
-    def __init__(self, kind: str, tag: str | None, value: Any, mark: Any, plain: bool = False, anchor: str | None = None):
+    def __init__(self, kind: str, tag: str | None, value: Any, mark: Any, plain: bool = False,
+                 anchor: str | None = None):
         self.kind = kind
         self.tag = tag
         self.value = value
@@ -101,7 +102,8 @@ def _compose(loader: yaml.SafeLoader, file: str, prefix: KeyPath) -> _Node | Non
         pos = _mark_pos(file, event.start_mark)
         if count > MAX_NODES:
             raise SpecError.one(pos, dotted(prefix + path),
-                                f"the document has more than {MAX_NODES} values; a spec is a page or two of YAML; refused")
+                                f"the document has more than {MAX_NODES} values; "
+                                "a spec is a page or two of YAML; refused")
         if depth > MAX_DEPTH:
             raise SpecError.one(pos, dotted(prefix + path), f"nested more than {MAX_DEPTH} levels deep; refused")
         if isinstance(event, yaml.AliasEvent):
@@ -113,11 +115,13 @@ def _compose(loader: yaml.SafeLoader, file: str, prefix: KeyPath) -> _Node | Non
                 node = _Node("scalar", event.tag, event.value, event.start_mark,
                              plain=event.tag is None and bool(event.implicit[0]))
             else:
-                node = _Node("seq" if isinstance(event, yaml.SequenceStartEvent) else "map", event.tag, [], event.start_mark)
+                node = _Node("seq" if isinstance(event, yaml.SequenceStartEvent) else "map", event.tag, [],
+                             event.start_mark)
             if event.anchor is not None:
                 if event.anchor in anchors:
                     raise SpecError.one(pos, dotted(prefix + path),
-                                        f"anchor '&{event.anchor}' is defined twice (first at line {anchors[event.anchor][1]})")
+                                        f"anchor '&{event.anchor}' is defined twice "
+                                        f"(first at line {anchors[event.anchor][1]})")
                 anchors[event.anchor] = (node, pos.line)
         if frame is None:
             root = node
@@ -173,7 +177,8 @@ def _integer(text: str, base: int = 10) -> int:
     if base == 10:
         significant = digits.lstrip("0")
         if len(significant) > MAX_INT_DIGITS:
-            raise _Refused(f"number {_shown(text)} is out of range; a spec's integers have at most {MAX_INT_DIGITS} digits")
+            raise _Refused(f"number {_shown(text)} is out of range; "
+                           f"a spec's integers have at most {MAX_INT_DIGITS} digits")
         value = int(significant or "0")
         return -value if text.startswith("-") else value
     value = int(digits[2:], base)
@@ -187,7 +192,8 @@ def _float(text: str) -> float:
         raise _Refused(f"{text.lstrip('+')} is not allowed; every number in a spec must be finite")
     value = float(text)
     if not math.isfinite(value) or abs(value) > MAX_FLOAT:
-        raise _Refused(f"number {_shown(text)} is out of range; a spec's numbers must be finite and at most 1e300 in size")
+        raise _Refused(f"number {_shown(text)} is out of range; "
+                       "a spec's numbers must be finite and at most 1e300 in size")
     return value
 
 
@@ -313,13 +319,15 @@ class _Builder:
         first_seen: dict[str, int] = {}
         merges: list[_Node] = []
         for key_node, value_node in node.value:
-            if key_node.kind == "scalar" and ((key_node.plain and key_node.value == "<<") or key_node.tag == _CORE + "merge"):
+            if key_node.kind == "scalar" and ((key_node.plain and key_node.value == "<<")
+                                              or key_node.tag == _CORE + "merge"):
                 merges.append(value_node)
                 continue
             if key_node.kind == "alias":
                 key_node = key_node.value
             if key_node.kind == "map" and len(node.value) == 1:  # `prompt: {{ text }}`
-                self.issue(node, path, "an unquoted '{' starts a YAML mapping; a jinja template must be quoted: \"{{ … }}\"")
+                self.issue(node, path,
+                           "an unquoted '{' starts a YAML mapping; a jinja template must be quoted: \"{{ … }}\"")
                 continue
             if key_node.kind != "scalar":
                 self.issue(key_node, path, "a key must be a plain string, not a list or mapping")
@@ -444,8 +452,10 @@ def read_document(path: Path, shown: str | None = None) -> Document:
         raise SpecError.one(Pos(file), "", f"file is larger than {MAX_SPEC_BYTES} bytes; is it a spec?")
     value, where, root, issues = parse_yaml(_decode(raw, file), file)
     if value is None:
-        raise SpecError.one(Pos(file, 1, 1), "", "the spec is empty; it needs at least 'ftspec', 'name', 'model' and 'data'")
+        raise SpecError.one(Pos(file, 1, 1), "",
+                            "the spec is empty; it needs at least 'ftspec', 'name', 'model' and 'data'")
     if not isinstance(value, dict):
-        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false"}.get(type(value), "a plain value")
+        kind = {list: "a list", str: "a string", int: "a number", float: "a number",
+                bool: "true/false"}.get(type(value), "a plain value")
         raise SpecError.one(root, "", f"the spec must be a mapping of keys to values, not {kind}")
     return Document(value, where, root, issues)

@@ -30,7 +30,8 @@ def split_stages(doc: Document) -> list[tuple[str, str | None, Pos, Document]]:
     doc.where = {p: o for p, o in doc.where.items() if p[:1] != ("stages",)}
     example = "stages: [{name: sft}, {name: dpo, method: {kind: dpo}, data: …, format: …}]"
     if not isinstance(raw, list) or not raw:
-        raise SpecError.one(origin.pos, "stages", f"must be a list of stages, each a mapping with a name, e.g. {example}")
+        raise SpecError.one(origin.pos, "stages",
+                            f"must be a list of stages, each a mapping with a name, e.g. {example}")
     if len(raw) > MAX_STAGES:
         raise SpecError.one(origin.pos, "stages", f"more than {MAX_STAGES} stages ({len(raw)})")
     problems: list[Issue] = []
@@ -43,33 +44,38 @@ def split_stages(doc: Document) -> list[tuple[str, str | None, Pos, Document]]:
             problems.append(Issue(where.pos, here, "a stage must be a mapping with a name and the keys it changes"))
             continue
         name = stage.get("name")
-        key_pos = lambda k: (holder.where.get(("stages", i, k)) or where).pos  # noqa: E731
+        # Where this stage writes key `k`; `i` and `where` are bound to this stage, not to the loop's variables.
+        key_pos = lambda k, i=i, where=where: (holder.where.get(("stages", i, k)) or where).pos  # noqa: E731
         if not isinstance(name, str) or not _STAGE_NAME.match(name):
             problems.append(Issue(key_pos("name") if "name" in stage else where.pos, f"{here}.name",
                                   "every stage needs a name: lower-case letters, digits, '.', '_' and '-'"
                                   + ("" if name is None else f" (got {str(name)[:40]!r})")))
             name = None
         elif name in seen:
-            problems.append(Issue(key_pos("name"), f"{here}.name", f"stage '{name}' is named twice (first as stage {seen[name] + 1})"))
+            problems.append(Issue(key_pos("name"), f"{here}.name",
+                                  f"stage '{name}' is named twice (first as stage {seen[name] + 1})"))
         else:
             seen[name] = i
         for key in stage:
             if key not in STAGE_KEYS:
                 o = holder.where.get(("stages", i, key)) or where
                 problems.append(Issue(o.key_pos or o.pos, f"{here}.{key}", f"a stage cannot set '{key}'",
-                                      did_you_mean(str(key), list(STAGE_KEYS)) or f"a stage sets {', '.join(STAGE_KEYS[1:])}"))
+                                      did_you_mean(str(key), list(STAGE_KEYS))
+                                      or f"a stage sets {', '.join(STAGE_KEYS[1:])}"))
         start = out[-1][0] if out else None
         if "from" in stage:
             ref = stage["from"]
             if "model" in stage:
-                problems.append(Issue(key_pos("from"), f"{here}.from", "a stage with its own model starts from that model",
+                problems.append(Issue(key_pos("from"), f"{here}.from",
+                                      "a stage with its own model starts from that model",
                                       "leave out 'from' or 'model'"))
             elif ref == "base":
                 start = None
             elif not isinstance(ref, str) or ref not in seen or seen[ref] >= i:
                 earlier = [n for n in seen if seen[n] < i]
                 problems.append(Issue(key_pos("from"), f"{here}.from",
-                                      f"'{str(ref)[:40]}' is not an earlier stage; a stage starts from an earlier stage "
+                                      f"'{str(ref)[:40]}' is not an earlier stage; "
+                                      "a stage starts from an earlier stage "
                                       f"({', '.join(earlier) or 'none before this one'}) or from base",
                                       did_you_mean(str(ref), earlier)))
             else:

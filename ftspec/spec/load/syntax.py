@@ -30,7 +30,8 @@ def yaml_error(exc: yaml.MarkedYAMLError, file: str, text: str = "") -> SpecErro
                 return SpecError.one(Pos(file, mark[0] + 1, mark[1] + 1), "", message)
     mark = exc.problem_mark or exc.context_mark
     pos = Pos(file, mark.line + 1, mark.column + 1) if mark else Pos(file)
-    return SpecError.one(pos, "", f"YAML syntax error: {problem}" + (f" ({context})" if context and exc.context_mark else ""))
+    return SpecError.one(pos, "", f"YAML syntax error: {problem}"
+                         + (f" ({context})" if context and exc.context_mark else ""))
 
 
 def _line(lines: list[str], n: int) -> str:
@@ -61,7 +62,8 @@ _NO_SPACE = re.compile(r"^(\s*-?\s*)([^\s:#'\"][^:\s]*):(\S.*)$")  # `name:demo`
 def _no_space_after_colon(line: str) -> str | None:
     m = _NO_SPACE.match(line)
     if m and not m.group(3).startswith(("//", "\\")):
-        return f"'{_shown_text(m.group(2) + ':' + m.group(3))}' needs a space after the colon: {m.group(2)}: {_shown_text(m.group(3))}"
+        return (f"'{_shown_text(m.group(2) + ':' + m.group(3))}' needs a space after the colon: "
+                f"{m.group(2)}: {_shown_text(m.group(3))}")
     return None
 
 
@@ -69,7 +71,8 @@ def _tab(exc, lines):
     mark = exc.problem_mark
     before = _line(lines, mark.line)[:mark.column]
     if before.strip(" \t"):
-        return (mark.line, mark.column), "a tab character here; YAML separates values with spaces only (replace the tab with a space)"
+        return (mark.line, mark.column), ("a tab character here; YAML separates values with spaces only "
+                                          "(replace the tab with a space)")
     return (mark.line, mark.column), "tab character in indentation; YAML indents with spaces only"
 
 
@@ -108,7 +111,8 @@ def _mapping_values(exc, lines):
         glued = _no_space_after_colon(lines[before])
         if glued:
             return (before, _indent(lines[before])), glued
-    if before is not None and not head.strip().startswith("-") and ": " not in head.strip() and _indent(line) > _indent(lines[before]):
+    if (before is not None and not head.strip().startswith("-") and ": " not in head.strip()
+            and _indent(line) > _indent(lines[before])):
         above = lines[before].strip()
         if not above.endswith(":") and not above.startswith("-"):
             return (mark.line, _indent(line)), (f"this key is indented more than the key above it (line {before + 1}), "
@@ -142,22 +146,26 @@ def _block_end(exc, lines):
     width = _indent(above) if item and above.lstrip().startswith("-") else _column(above)
     if item and above.rstrip().endswith(":") and indent < _indent(above):
         key = above.strip()[:-1].lstrip("- ")
-        return (mark.line, mark.column), (f"this list item is indented less than '{_shown_text(key)}:' (line {before + 1}) "
-                                          f"whose value it is meant to be; indent it by at least {_spaces(_indent(above))}")
+        return (mark.line, mark.column), (f"this list item is indented less than '{_shown_text(key)}:' "
+                                          f"(line {before + 1}) whose value it is meant to be; "
+                                          f"indent it by at least {_spaces(_indent(above))}")
     if item and indent == width and not above.lstrip().startswith("-"):
         return (mark.line, mark.column), (f"a list item among the keys of a mapping (line {before + 1}); a list is the "
                                           "value of a key: put it under a key ending with ':'")
     if (not item and above.lstrip().startswith("-") and indent == _indent(above)
             and not re.match(r"\s*-\s+[^\s:#]+:(\s|$)", above)):  # after `- b`; `- name: x` takes keys
-        return (mark.line, mark.column), (f"this {what} follows list items at the same indentation (line {before + 1}); "
-                                          "a block holds list items or keys, not both: indent it less to end the list")
+        return (mark.line, mark.column), (f"this {what} follows list items at the same indentation "
+                                          f"(line {before + 1}); a block holds list items or keys, not both: "
+                                          "indent it less to end the list")
     if indent < width:
         parent = next((i for i in range(before, -1, -1) if lines[i].strip() and not lines[i].lstrip().startswith("#")
                        and _column(lines[i]) < indent), None)
         out = f", or by {_column(lines[parent])} to end that block" if parent is not None else ""
-        return (mark.line, mark.column), (f"this {what} is indented less than line {before + 1} above it ({_spaces(indent)}, "
-                                          f"not {width}): indent it by {_spaces(width)} to stay in that block{out}")
-    return (mark.line, mark.column), f"this {what} is indented more than line {before + 1} above it ({_spaces(indent)}, not {width})"
+        return (mark.line, mark.column), (f"this {what} is indented less than line {before + 1} above it "
+                                          f"({_spaces(indent)}, not {width}): "
+                                          f"indent it by {_spaces(width)} to stay in that block{out}")
+    return (mark.line, mark.column), (f"this {what} is indented more than line {before + 1} above it "
+                                      f"({_spaces(indent)}, not {width})")
 
 
 def _spaces(n: int) -> str:
@@ -177,7 +185,8 @@ def _flow_unclosed(exc, lines):
         return (opened.line, opened.column), f"this '{open_char}' is never closed: end the {what} with '{close}'"
     got = re.search(r"but got (.*)$", exc.problem or "")
     return (mark.line, mark.column), (f"in the {what} opened at column {opened.column + 1}, items are separated by ',' "
-                                      f"and the {what} ends with '{close}' (found {got.group(1) if got else 'something else'})")
+                                      f"and the {what} ends with '{close}' "
+                                      f"(found {got.group(1) if got else 'something else'})")
 
 
 def _quote_unclosed(exc, lines):

@@ -90,7 +90,8 @@ def test_render_system_argument_and_line_separators():
     assert parsed["system"] == [{"text": "Be brief."}] and parsed["messages"][0]["content"][0]["text"] == "a\u2028b"
     # Distillation's prompts end with the user's turn: accepted only when asked for.
     only_prompt = [{"messages": [{"role": "user", "content": "why is the sky blue"}]}]
-    assert json.loads(R.render(only_prompt, "bedrock-conversation-2024", answered=False))["messages"][-1]["role"] == "user"
+    assert json.loads(R.render(only_prompt, "bedrock-conversation-2024",
+                               answered=False))["messages"][-1]["role"] == "user"
 
 
 @pytest.mark.parametrize("records,data_format,message", [
@@ -131,7 +132,8 @@ def test_render_imports_no_aws_library():
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
     """Fake credentials in the environment, and no ~/.aws or instance role to fall back on."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE",
                  "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
@@ -249,7 +251,8 @@ def test_upload_metadata_is_the_sha256(moto_aws):
 
     data = "é\n".encode()
     job.upload(moto_aws["s3"], BUCKET, "k.jsonl", data)
-    assert moto_aws["s3"].head_object(Bucket=BUCKET, Key="k.jsonl")["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (moto_aws["s3"].head_object(Bucket=BUCKET, Key="k.jsonl")["Metadata"]["sha256"]
+            == hashlib.sha256(data).hexdigest())
 
 
 # ------------------------------------------------------------------------- the job
@@ -313,7 +316,8 @@ def get_response(status, validation=None, processing=None, training=None, **extr
             "status": status, "statusDetails": details, "creationTime": "2026-01-01T00:00:00Z",
             "baseModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0:128k",
             "trainingDataConfig": {"s3Uri": "s3://b/t.jsonl"},
-            "validationDataConfig": {"validators": [{"s3Uri": "s3://b/v.jsonl"}]}, "outputDataConfig": {"s3Uri": "s3://b/out/"}, **extra}
+            "validationDataConfig": {"validators": [{"s3Uri": "s3://b/v.jsonl"}]},
+            "outputDataConfig": {"s3Uri": "s3://b/out/"}, **extra}
 
 
 def test_poll_prints_a_line_when_a_status_changes(aws_env):
@@ -332,7 +336,8 @@ def test_poll_prints_a_line_when_a_status_changes(aws_env):
     with stub:
         final = job.poll(client, ARN, lines.append, 30, sleep=sleeps.append)
     stub.assert_no_pending_responses()
-    assert final["status"] == "Completed" and final["outputModelArn"] == ARN + "-model" and "ResponseMetadata" not in final
+    assert (final["status"] == "Completed" and final["outputModelArn"] == ARN + "-model"
+            and "ResponseMetadata" not in final)
     assert lines == [
         "  job InProgress · validation InProgress · data processing NotStarted · training NotStarted",
         "  job InProgress · validation Completed · data processing InProgress · training NotStarted",
@@ -349,7 +354,8 @@ def test_poll_failure_is_its_message_in_one_line(aws_env):
         "Failed", "Failed", failureMessage="Validation failed:\n  row 3: learningRate out of range\n"))
     with stub, pytest.raises(RunFailed) as info:
         job.poll(client, ARN, lambda line: None, sleep=lambda s: None)
-    assert str(info.value).startswith("Bedrock job ftspec-q failed: Validation failed: row 3: learningRate out of range (")
+    assert str(info.value).startswith("Bedrock job ftspec-q failed: Validation failed: row 3: "
+                                      "learningRate out of range (")
     assert "\n" not in str(info.value)
 
 
@@ -454,7 +460,8 @@ def test_metrics_from_the_jobs_output(moto_aws):
     s3 = moto_aws["s3"]
     out = f"s3://{BUCKET}/ftspec/output"
     mine = "ftspec/output/model-customization-job-abc123def456/"
-    s3.put_object(Bucket=BUCKET, Key=mine + "training_artifacts/step_wise_training_metrics.csv", Body=TRAIN_CSV.encode())
+    s3.put_object(Bucket=BUCKET, Key=mine + "training_artifacts/step_wise_training_metrics.csv",
+                  Body=TRAIN_CSV.encode())
     s3.put_object(Bucket=BUCKET, Key=mine + "validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
                   Body=("\ufeff" + VALID_CSV).encode())
     records = job.metrics(s3, out, {"jobArn": ARN})
@@ -477,8 +484,7 @@ def test_metrics_from_the_jobs_output(moto_aws):
 def test_fake_keys_never_reach_a_file(moto_aws, tmp_path, monkeypatch):
     """A whole job's worth of calls, every file written under tmp_path: no key in any of them,
     nor in what is printed or raised."""
-    from ftspec.backends.bedrock import aws
-    from ftspec.backends.bedrock import job
+    from ftspec.backends.bedrock import aws, job
 
     monkeypatch.chdir(tmp_path)
     s3, bedrock, lines = moto_aws["s3"], moto_aws["bedrock"], []

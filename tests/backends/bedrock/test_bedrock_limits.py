@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from ftspec.catalog import bedrock_families as families
 from ftspec.backends.bedrock.render import render
+from ftspec.catalog import bedrock_families as families
 from ftspec.core.errors import SpecError
 
 
@@ -93,12 +93,13 @@ def test_validate_refuses_more_training_rows_than_the_model_takes(monkeypatch):
 
 # --- prepare_data: nothing uploaded when a limit is broken ------------------------------
 
+# The tests below run against moto; the module's imports stop here without boto3 and moto.
 pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
-import test_bedrock_run
-from test_bedrock_job import aws_env, moto_aws  # noqa: F401 - fixtures
-from test_bedrock_run import BUCKET, _run
+import test_bedrock_run  # noqa: E402
+from test_bedrock_job import aws_env, moto_aws  # noqa: E402,F401 - fixtures, found by pytest in this namespace
+from test_bedrock_run import BUCKET, _run  # noqa: E402
 
 aws = test_bedrock_run.aws  # the fixture: moto's S3 and Bedrock, and the shipped specs in a temporary folder
 

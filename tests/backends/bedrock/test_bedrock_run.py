@@ -25,10 +25,10 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
 from conftest import ROOT  # noqa: E402
-from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
+from test_bedrock_job import FAKE_KEY_ID, FAKE_SECRET, aws_env, moto_aws, moto_job  # noqa: E402,F401 - fixtures
+
 from ftspec.core.errors import RunFailed  # noqa: E402
-from test_bedrock_job import FAKE_KEY_ID, FAKE_SECRET, moto_job  # noqa: E402,F401
-from test_bedrock_job import aws_env, moto_aws  # noqa: E402,F401 - fixtures
+from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 
 REGION = "us-east-1"
 BUCKET = "my-ftspec-bucket"
@@ -73,7 +73,7 @@ class Deployments:
 
 
 @pytest.fixture
-def aws(moto_aws, monkeypatch, tmp_path):
+def aws(moto_aws, monkeypatch, tmp_path):  # noqa: F811 - the fixture imported above
     from ftspec.backends.bedrock import aws as A
     from ftspec.backends.bedrock import job as J
 
@@ -102,10 +102,12 @@ def aws(moto_aws, monkeypatch, tmp_path):
             elif job.status == "InProgress":
                 job.status = "Completed"
                 folder = f"ftspec/output/model-customization-job-{job.job_arn.rsplit('/', 1)[-1]}"
-                moto_aws["s3"].put_object(Bucket=BUCKET, Key=f"{folder}/training_artifacts/step_wise_training_metrics.csv",
+                moto_aws["s3"].put_object(Bucket=BUCKET,
+                                          Key=f"{folder}/training_artifacts/step_wise_training_metrics.csv",
                                           Body=b"step_number,epoch_number,training_loss,perplexity\n1,0,2.5,12.2\n2,0,1.25,3.5\n")
                 moto_aws["s3"].put_object(
-                    Bucket=BUCKET, Key=f"{folder}/validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
+                    Bucket=BUCKET,
+                    Key=f"{folder}/validation_artifacts/post_fine_tuning_validation/validation_metrics.csv",
                     Body=b"step_number,epoch_number,validation_loss,perplexity\n2,0,1.5,4.5\n")
 
     real_poll = J.poll
@@ -135,7 +137,8 @@ def _jobs(bedrock) -> list[dict]:
 def test_a_bedrock_spec_runs_from_upload_to_report_and_an_unchanged_rerun_pays_for_nothing(aws):
     result, lines = _run(aws["root"], "evaluate")
     text = "\n".join(lines)
-    assert result.ran == ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
+    assert result.ran == ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned",
+                          "report"]
 
     # The data: uploaded under its sha256, byte for byte the rendered file.
     uploaded = json.loads((result.run_dir / "data/bedrock-data.json").read_text())

@@ -68,7 +68,8 @@ def test_a_completion_that_is_the_same_for_every_row(tmp_path, monkeypatch):
 
 def test_an_assistant_turn_and_a_rejected_answer_that_never_change(tmp_path, monkeypatch):
     chat = SPEC.replace('  kind: prompt_completion\n  prompt: "Request: {{ text }}"\n  completion: " {{ queue }}"\n',
-                        '  kind: chat\n  chat_template: {builtin: chatml}\n  messages:\n    - {role: user, content: "{{ text }}"}\n'
+                        '  kind: chat\n  chat_template: {builtin: chatml}\n  messages:\n'
+                        '    - {role: user, content: "{{ text }}"}\n'
                         '    - {role: assistant, content: "ok"}\n')
     _, lines = validate(tmp_path, monkeypatch, chat, {"train.jsonl": _jsonl(tickets())})
     assert [line[:60] for line in lines] == ["spec.yaml:12:34: format.messages.1.content: warning: renders"]
@@ -111,7 +112,8 @@ def test_a_classification_metric_whose_labels_are_not_in_training(tmp_path, monk
 def test_a_csv_column_compared_with_a_number(tmp_path, monkeypatch):
     spec = SPEC.replace("train: train.jsonl", "train: train.csv").replace(
         '" {{ queue }}"', "\" {{ 'urgent' if priority == 1 else 'later' }} {{ queue }}\"")
-    csv = "text,queue,priority\n" + "".join(f"ticket {i},{['billing', 'account'][i % 2]},{i % 2}\n" for i in range(ROWS))
+    csv = "text,queue,priority\n" + "".join(f"ticket {i},{['billing', 'account'][i % 2]},{i % 2}\n"
+                                            for i in range(ROWS))
     _, lines = validate(tmp_path, monkeypatch, spec, {"train.csv": csv})
     assert lines == [
         "spec.yaml:10:15: format.completion: warning: compares 'priority' with the number 1, but 'priority' is read "
@@ -120,10 +122,13 @@ def test_a_csv_column_compared_with_a_number(tmp_path, monkeypatch):
 
 
 def test_a_derived_column_compared_with_a_number_and_an_order(tmp_path, monkeypatch):
-    spec = SPEC.replace("  split:", "  derive:\n    n: \"{{ text | length }}\"\n    long: \"{{ 'y' if n > 5 else 'n' }}\"\n  split:")
+    spec = SPEC.replace("  split:",
+                        "  derive:\n    n: \"{{ text | length }}\"\n"
+                        "    long: \"{{ 'y' if n > 5 else 'n' }}\"\n  split:")
     _, lines = validate(tmp_path, monkeypatch, spec, {"train.jsonl": _jsonl(tickets())})
     assert lines[0].startswith("spec.yaml:8:11: data.derive.long: compares 'n' with the number 5, but 'n' is a "
-                               "derived column: a template's output is text ('5' is not 5): 'n > 5' fails on every row; "
+                               "derived column: a template's output is text ('5' is not 5): "
+                               "'n > 5' fails on every row; "
                                "write n > \"5\" or n | int > 5"), lines
 
 
@@ -212,7 +217,8 @@ def test_an_extract_regex_that_finds_nothing_in_some_references(tmp_path, monkey
 
 
 def test_an_extract_template_that_finds_nothing_in_drawn_references(tmp_path, monkeypatch):
-    spec = SPEC + "eval:\n  metrics:\n    - name: exact_match\n      extract: {template: \"{{ text.split('####')[1] if '####' in text else '' }}\"}\n"
+    spec = SPEC + ("eval:\n  metrics:\n    - name: exact_match\n"
+                   "      extract: {template: \"{{ text.split('####')[1] if '####' in text else '' }}\"}\n")
     train = [{"text": f"q{i}", "queue": f"so {i} #### {i}" if i % 2 else "no answer"} for i in range(ROWS)]
     _, lines = validate(tmp_path, monkeypatch, spec, {"train.jsonl": _jsonl(train)})
     assert lines == [

@@ -22,13 +22,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from helpers import BASE_BODY, TINY, run_job, write_job  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from conftest import ROOT  # noqa: E402
-from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 from ftspec.core.errors import RunFailed, SpecError  # noqa: E402
-from ftspec.backends.executor import execute  # noqa: E402
-from test_runtime import BASE_BODY, _spec  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[2]
 BODY = (BASE_BODY.replace("max_steps: 4, batch_size: 8", "max_steps: 6, batch_size: 16")
@@ -42,16 +39,10 @@ def _workers_import_tests(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
 
 
-def _run(spec: Path, *sets: str, callbacks=None):
-    plan, _ = compile_spec(spec, sets=sets)
-    lines: list[str] = []
-    ctx = execute(plan, find_root(spec), echo=lines.append, callbacks=callbacks)
-    return ctx, lines
-
-
 def _losses(run_dir: Path) -> tuple[list, list]:
     rows = [json.loads(l) for l in (run_dir / "model/metrics.jsonl").read_text().splitlines()]
-    return ([(r["step"], r["loss"]) for r in rows if "loss" in r], [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r])
+    return ([(r["step"], r["loss"]) for r in rows if "loss" in r],
+            [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r])
 
 
 def _assert_same_training(one: Path, two: Path, weights: str) -> None:
@@ -76,13 +67,13 @@ def _assert_same_training(one: Path, two: Path, weights: str) -> None:
 def one_process(tmp_path_factory):
     """The full fine-tune in one process with batch 16: what every several-process run of
     the same spec is compared with (made once for the module)."""
-    spec = _spec(tmp_path_factory.mktemp("one-process"), BODY + "method: {kind: sft, adapter: full}\n")
-    return _run(spec)[0].run_dir
+    spec = write_job(tmp_path_factory.mktemp("one-process"), BODY + "method: {kind: sft, adapter: full}\n")
+    return run_job(spec)[0].run_dir
 
 
 def test_two_processes_with_batch_8_train_as_one_process_with_batch_16(tmp_path, one_process):
-    spec = _spec(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
-    two, lines = _run(spec, *TWO)
+    spec = write_job(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
+    two, lines = run_job(spec, *TWO)
     text = "\n".join(lines)
     assert "starting 2 processes on this machine, 2 in all" in text
     _assert_same_training(one_process, two.run_dir, "model.safetensors")
@@ -94,10 +85,10 @@ def test_two_processes_with_batch_8_train_as_one_process_with_batch_16(tmp_path,
 def test_lora_under_ddp_with_gradient_checkpointing_saves_a_complete_adapter(tmp_path):
     # Dropout off: its masks are drawn per process, so with it on the runs differ by design.
     # Gradient checkpointing with an adapter under DDP is where `use_reentrant` breaks.
-    spec = _spec(tmp_path, BODY.replace("logging_steps: 1}", "logging_steps: 1, gradient_checkpointing: true}")
-                 + "method: {kind: sft, adapter: {kind: lora, r: 4, dropout: 0.0}}\n")
-    one, _ = _run(spec)
-    two, _ = _run(spec, *TWO)
+    spec = write_job(tmp_path, BODY.replace("logging_steps: 1}", "logging_steps: 1, gradient_checkpointing: true}")
+                     + "method: {kind: sft, adapter: {kind: lora, r: 4, dropout: 0.0}}\n")
+    one, _ = run_job(spec)
+    two, _ = run_job(spec, *TWO)
     _assert_same_training(one.run_dir, two.run_dir, "adapter_model.safetensors")
 
     from peft import PeftModel, get_peft_model_state_dict
@@ -125,15 +116,15 @@ def _workers_alive(folder: Path) -> list[str]:
 def test_killing_one_worker_stops_them_all_and_the_next_run_resumes_to_the_same_weights(tmp_path, one_process):
     from distributed_callbacks import KillRankAt
 
-    spec = _spec(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
+    spec = write_job(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
     with pytest.raises(RunFailed) as failed:
-        _run(spec, *TWO, callbacks=[KillRankAt(rank=1, step=4)])
+        run_job(spec, *TWO, callbacks=[KillRankAt(rank=1, step=4)])
     message = str(failed.value)
     assert "worker rank 1 was killed by SIGKILL" in message and "every other worker was stopped" in message
     assert "\n" not in message
     assert _workers_alive(tmp_path) == []
 
-    again, lines = _run(spec, *TWO)
+    again, lines = run_job(spec, *TWO)
     assert "  resumed from checkpoint-3" in lines
     _assert_same_training(one_process, again.run_dir, "model.safetensors")
 
@@ -141,10 +132,10 @@ def test_killing_one_worker_stops_them_all_and_the_next_run_resumes_to_the_same_
 def test_ctrl_c_stops_every_worker_at_the_same_step_after_a_checkpoint(tmp_path):
     from distributed_callbacks import StopFileAt
 
-    spec = _spec(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
+    spec = write_job(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
     with pytest.raises(KeyboardInterrupt):
-        _run(spec, *TWO, callbacks=[StopFileAt(step=4)])
-    again, lines = _run(spec, *TWO)
+        run_job(spec, *TWO, callbacks=[StopFileAt(step=4)])
+    again, lines = run_job(spec, *TWO)
     assert "  resumed from checkpoint-5" in lines
     assert json.loads((again.run_dir / "model/train.json").read_text())["steps"] == 6
 
@@ -156,14 +147,15 @@ def _free_port() -> int:
 
 
 def test_two_nodes_of_one_process_each_meet_on_the_loopback_address(tmp_path, one_process):
-    spec = _spec(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
+    spec = write_job(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
     sets = ["compute.num_nodes=2", "compute.num_processes=1", "compute.strategy=ddp", "training.batch_size=8"]
     port = str(_free_port())
     nodes = []
     for rank in (1, 0):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "NODE_RANK": str(rank)}
         args = [sys.executable, "-m", "ftspec", "run", str(spec)] + [a for s in sets for a in ("--set", s)]
-        nodes.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        nodes.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
     outputs = [p.communicate(timeout=400)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], outputs
     node1, node0 = outputs
@@ -176,19 +168,19 @@ def test_two_nodes_of_one_process_each_meet_on_the_loopback_address(tmp_path, on
 def test_several_nodes_without_a_rendezvous_is_a_one_line_error_at_num_nodes(tmp_path, monkeypatch):
     for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "SLURM_JOB_NODELIST", "SLURM_NODEID", "SLURM_NNODES"):
         monkeypatch.delenv(name, raising=False)
-    spec = _spec(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
+    spec = write_job(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
     with pytest.raises(SpecError) as err:
-        _run(spec, "compute.num_nodes=2", "compute.strategy=ddp")
+        run_job(spec, "compute.num_nodes=2", "compute.strategy=ddp")
     assert err.value.issues[0].key == "compute.num_nodes" and "MASTER_ADDR" in str(err.value)
 
 
 def test_fsdp_where_accelerate_would_train_ddp_is_refused_before_a_process_starts(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: FSDP runs here")
-    spec = _spec(tmp_path, BODY.replace("compute: {device: cpu}", "compute: {device: auto}")
-                 + "method: {kind: sft, adapter: full}\n")
+    spec = write_job(tmp_path, BODY.replace("compute: {device: cpu}", "compute: {device: auto}")
+                     + "method: {kind: sft, adapter: full}\n")
     with pytest.raises(SpecError) as err:
-        _run(spec, "compute.num_processes=2", "compute.strategy=fsdp")
+        run_job(spec, "compute.num_processes=2", "compute.strategy=fsdp")
     assert err.value.issues[0].key == "compute.strategy" and "silently train plain DDP" in str(err.value)
 
 
@@ -218,9 +210,9 @@ def test_a_trainer_not_set_up_as_the_plan_says_stops_before_training():
 def _saved_tiny(tmp_path: Path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ftspec.runtime.training.job import TrainJob
-    from ftspec.runtime.distributed.ranks import fingerprint as _fingerprint
     from ftspec.core.io import write_json
+    from ftspec.runtime.distributed.ranks import fingerprint as _fingerprint
+    from ftspec.runtime.training.job import TrainJob
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -244,7 +236,8 @@ def test_the_saved_model_is_checked_whole_against_the_trained_weights(tmp_path):
     with pytest.raises(RunFailed, match=r"the saved model is not whole: \d+ differ from the trained weights"):
         verify_saved(job)
 
-    shard = {k: (v[: max(1, v.shape[0] // 2)].contiguous() if k.endswith("q_proj.weight") else v) for k, v in weights.items()}
+    shard = {k: (v[: max(1, v.shape[0] // 2)].contiguous() if k.endswith("q_proj.weight") else v)
+             for k, v in weights.items()}
     save_file(shard, out / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(RunFailed, match="the saved model does not load on one process"):  # a sharded save
         verify_saved(job)
@@ -261,24 +254,24 @@ data:
   train: tickets.jsonl
   split: {validation: 0.1, seed: 1}
   derive:
-    wrong: "{{ {'billing': 'account', 'account': 'technical', 'technical': 'shipping', 'shipping': 'returns', 'returns': 'billing'}[queue] }}"
+    wrong: "{{ {'billing': 'account', 'account': 'technical', 'technical': 'shipping', 'shipping': 'returns', \
+'returns': 'billing'}[queue] }}"
 format:
   kind: preference
   prompt: "Request: {{ text }}\\\\nQueue:"
   chosen: " {{ queue }}"
   rejected: " {{ wrong }}"
 method: {kind: dpo, beta: 0.1, adapter: full}
-training: {max_steps: 3, batch_size: 8, learning_rate: 1.0e-3, max_length: 128, eval_every: 3, save_every: 2, logging_steps: 1}
+training: {max_steps: 3, batch_size: 8, learning_rate: 1.0e-3, max_length: 128, eval_every: 3, save_every: 2, \
+logging_steps: 1}
 compute: {device: cpu}
 """
 
 
 def test_dpo_with_its_reference_model_under_ddp_trains_as_one_process(tmp_path):
-    from test_runtime import TINY
-
-    spec = _spec(tmp_path, TINY + DPO_BODY)
-    one, _ = _run(spec)
-    two, _ = _run(spec, "compute.num_processes=2", "compute.strategy=ddp", "training.batch_size=4")
+    spec = write_job(tmp_path, TINY + DPO_BODY)
+    one, _ = run_job(spec)
+    two, _ = run_job(spec, "compute.num_processes=2", "compute.strategy=ddp", "training.batch_size=4")
     (train1, _), (train2, _) = _losses(one.run_dir), _losses(two.run_dir)
     assert len(train1) == len(train2) == 3
     assert train1[0][1] == pytest.approx(0.6931, abs=1e-3)  # at step 1 the policy is its reference
@@ -292,7 +285,7 @@ def test_workers_do_not_outlive_a_killed_launcher(tmp_path):
     import signal
     import time
 
-    spec = _spec(tmp_path, BODY.replace("max_steps: 6", "max_steps: 400") + "method: {kind: sft, adapter: full}\n")
+    spec = write_job(tmp_path, BODY.replace("max_steps: 6", "max_steps: 400") + "method: {kind: sft, adapter: full}\n")
     args = [sys.executable, "-m", "ftspec", "run", str(spec), *[a for s in TWO for a in ("--set", s)]]
     launcher = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -318,7 +311,9 @@ def test_the_plans_launch_and_quant_storage_reach_the_library_arguments():
 
     adapter = SimpleNamespace(kind="qlora", bits=4, quant_type="nf4", double_quant=True, quant_storage="bfloat16")
     assert builders.quantization_config(adapter).bnb_4bit_quant_storage == torch.bfloat16
-    fsdp = {"fsdp": True, "fsdp_config": {"version": 2, "reshard_after_forward": False, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}}
+    fsdp = {"fsdp": True,
+            "fsdp_config": {"version": 2, "reshard_after_forward": False,
+                            "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]}}
     launch = Launch(world_size=2, processes_per_node=2, nodes=1, backend="nccl", rendezvous="local", trainer=fsdp)
     given = builders.distributed_arguments(launch)
     assert given == fsdp  # exactly the plan's keyword arguments, as plain (mutable) data

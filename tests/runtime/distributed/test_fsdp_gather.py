@@ -7,7 +7,7 @@ record_expected with a stand-in trainer. The fingerprint must hold the FULL shap
 gather gathered), a whole save of the gathered weights must pass verify_saved, and a save
 of rank 0's shards alone must fail it with one line.
 
-This file is also the worker: `python tests/test_fsdp_gather.py RANK WORLD PORT OUT`.
+This file is also the worker: `python tests/runtime/distributed/test_fsdp_gather.py RANK WORLD PORT OUT`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 from conftest import ROOT
+from helpers import HEAVY, PROBE
 
 from ftspec.cli import main
 from ftspec.commands.launch_scripts import slurm_script
@@ -56,10 +57,12 @@ def test_environment_inside_slurm_takes_rank_and_port_from_slurm():
     ({"MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "29500"}, "NODE_RANK is not: set NODE_RANK on each node"),
     ({"MASTER_ADDR": "", "MASTER_PORT": "29500", "NODE_RANK": "0"}, "MASTER_ADDR in the environment is empty"),
     ({"MASTER_ADDR": "a host", "MASTER_PORT": "29500", "NODE_RANK": "0"}, "is not an address"),
-    ({"MASTER_ADDR": "h", "MASTER_PORT": "0", "NODE_RANK": "0"}, "MASTER_PORT in the environment is '0': set it to a port number from 1 to 65535"),
+    ({"MASTER_ADDR": "h", "MASTER_PORT": "0", "NODE_RANK": "0"},
+     "MASTER_PORT in the environment is '0': set it to a port number from 1 to 65535"),
     ({"MASTER_ADDR": "h", "MASTER_PORT": "65536", "NODE_RANK": "0"}, "from 1 to 65535"),
     ({"MASTER_ADDR": "h", "MASTER_PORT": "http", "NODE_RANK": "0"}, "from 1 to 65535"),
-    ({"MASTER_ADDR": "h", "MASTER_PORT": "29500", "NODE_RANK": "2"}, "NODE_RANK in the environment is '2': a node rank is an integer from 0 (the master) to 1"),
+    ({"MASTER_ADDR": "h", "MASTER_PORT": "29500", "NODE_RANK": "2"},
+     "NODE_RANK in the environment is '2': a node rank is an integer from 0 (the master) to 1"),
     ({"MASTER_ADDR": "h", "MASTER_PORT": "29500", "NODE_RANK": "-1"}, "NODE_RANK in the environment is '-1'"),
     ({"MASTER_ADDR": "h", "MASTER_PORT": "29500", "NODE_RANK": "one"}, "NODE_RANK in the environment is 'one'"),
     ({}, "set MASTER_ADDR, MASTER_PORT and NODE_RANK on each node, or run inside a SLURM job"),
@@ -254,8 +257,6 @@ def test_output_file_is_executable_and_written_whole(in_root, tmp_path):
 
 
 def test_launch_script_does_not_import_the_training_stack():
-    from cli.test_light_commands import HEAVY, PROBE  # tests/ is on sys.path, as conftest.py's folder
-
     args = ["launch-script", "specs/quickstart.yaml", "--slurm", *TWO_NODES]
     code = PROBE.format(args=args, heavy=HEAVY)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
@@ -280,8 +281,9 @@ def test_slurm_example_is_what_the_command_writes(in_root, update_golden):
         EXAMPLE.write_text(result.stdout, encoding="utf-8")
         EXAMPLE.chmod(0o755)
     assert EXAMPLE.exists(), f"no {EXAMPLE.name}; run pytest --update-golden and review it"
-    assert EXAMPLE.read_text(encoding="utf-8") == result.stdout, \
-        f"{EXAMPLE.relative_to(ROOT)} is not what `ftspec {' '.join(EXAMPLE_ARGS)}` writes; review, then pytest --update-golden"
+    assert EXAMPLE.read_text(encoding="utf-8") == result.stdout, (
+        f"{EXAMPLE.relative_to(ROOT)} is not what `ftspec {' '.join(EXAMPLE_ARGS)}` writes; "
+        "review, then pytest --update-golden")
     readme = (EXAMPLE.parent / "README.md").read_text(encoding="utf-8")
     assert " ".join(EXAMPLE_ARGS) in readme  # the README shows the command that wrote it
 

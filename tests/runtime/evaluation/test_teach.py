@@ -15,13 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 
+# Without torch this module is skipped: the imports below need it.
 torch = pytest.importorskip("torch")
 
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM  # noqa: E402
 
-from ftspec.core.errors import SpecError
-from ftspec.runtime.evaluation import teach as T
-from ftspec.runtime.models import byte_tokenizer, tiny_config
+from ftspec.core.errors import SpecError  # noqa: E402
+from ftspec.runtime.evaluation import teach as T  # noqa: E402
+from ftspec.runtime.models import byte_tokenizer, tiny_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = {"architecture": "llama", "hidden_size": 32, "num_layers": 1, "num_heads": 4, "num_kv_heads": 4,
@@ -42,7 +43,8 @@ def _settings(batch_size=4, max_new_tokens=4, extract=None, max_tokens=None, tra
 
 def _splits(n_train=32, n_val=8, n_test=5):
     def rec(split, i):
-        return {"prompt": f"Request: {split} ticket number {i}{'!' * (i % 7)}\nQueue:", "completion": f" {QUEUES[i % 5]}"}
+        return {"prompt": f"Request: {split} ticket number {i}{'!' * (i % 7)}\nQueue:",
+                "completion": f" {QUEUES[i % 5]}"}
     return {"train": [rec("train", i) for i in range(n_train)],
             "validation": [rec("validation", i) for i in range(n_val)],
             "test": [rec("test", i) for i in range(n_test)]}
@@ -110,8 +112,10 @@ def test_answers_are_generated_in_batches_and_saved_after_each(tmp_path, monkeyp
     assert [c["lines_before"] for c in fake.calls] == [0, 4, 8]
     assert all(c["batch_size"] == 4 and c["stop"] == ["\n"] and c["max_new_tokens"] == 4 and c["max_length"] == 200
                and c["chat"] is False for c in fake.calls)
-    assert [(r["split"], r["index"], r["prompt"]) for r in rows] == [(i["split"], i["index"], i["prompt"]) for i in items]
-    assert all(r["kept"] and r["reason"] is None and r["text"] == r["answer"] == " billing " + r["prompt"][-12:] for r in rows)
+    assert [(r["split"], r["index"], r["prompt"]) for r in rows] == [(i["split"], i["index"], i["prompt"])
+                                                                     for i in items]
+    assert all(r["kept"] and r["reason"] is None and r["text"] == r["answer"] == " billing " + r["prompt"][-12:]
+               for r in rows)
     saved = (tmp_path / T.ANSWERS).read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in saved] == rows  # in prompt order at the end
     assert list(rows[0]) == ["split", "index", "prompt", "answer", "kept", "reason", "text"]
@@ -124,7 +128,8 @@ def test_the_filter_drops_by_reason(tmp_path, monkeypatch):
     items = [{"split": "train", "index": i, "prompt": f"p{i}", "chat": False} for i in answers]
     monkeypatch.setattr(T, "generate", FakeTeacher(answer=lambda p: answers[int(p[1:])]))
     extract = SimpleNamespace(regex=r"(account|billing|returns|shipping|technical)", template=None, which="first")
-    rows = T.run_teacher(None, byte_tokenizer(), items, _settings(extract=extract, max_tokens=35), tmp_path, echo=lambda s: None)
+    rows = T.run_teacher(None, byte_tokenizer(), items, _settings(extract=extract, max_tokens=35), tmp_path,
+                         echo=lambda s: None)
     assert [(r["kept"], r["reason"]) for r in rows] == [
         (True, None), (False, "empty"), (True, None), (False, "no match"), (False, "too long"), (False, "empty")]
     assert [r["text"] for r in rows] == [" billing", None, " I think it is shipping, clearly", None, None, None]
@@ -136,7 +141,8 @@ def test_the_filter_drops_by_reason(tmp_path, monkeypatch):
     assert [r["text"] for r in rows] == ["billing", None, "shipping", None, "technical", None]
 
     # A template extraction: what it renders must not be blank.
-    template = SimpleNamespace(regex=None, template=SimpleNamespace(text="{{ text.split('is')[-1] if 'is' in text else '' }}"),
+    template = SimpleNamespace(regex=None,
+                               template=SimpleNamespace(text="{{ text.split('is')[-1] if 'is' in text else '' }}"),
                                which="last")
     monkeypatch.setattr(T, "generate", FakeTeacher(answer=lambda p: answers[int(p[1:])]))
     rows = T.run_teacher(None, byte_tokenizer(), items, _settings(extract=template, train_on="extracted"),
@@ -166,8 +172,10 @@ def test_with_answers_puts_the_teachers_text_in_place_of_the_answers():
                {"prompt": "Request: b\nQueue:", "completion": " billing"},
                {"prompt": "Request: c\nQueue:", "completion": " returns"}]
     rows = [  # out of order on purpose
-        {"split": "train", "index": 2, "prompt": "", "answer": " shipping now", "kept": True, "reason": None, "text": "shipping"},
-        {"split": "train", "index": 0, "prompt": "", "answer": " technical", "kept": True, "reason": None, "text": " technical"},
+        {"split": "train", "index": 2, "prompt": "", "answer": " shipping now", "kept": True, "reason": None,
+         "text": "shipping"},
+        {"split": "train", "index": 0, "prompt": "", "answer": " technical", "kept": True, "reason": None,
+         "text": " technical"},
         {"split": "train", "index": 1, "prompt": "", "answer": "??", "kept": False, "reason": "no match", "text": None},
         {"split": "validation", "index": 0, "prompt": "", "answer": "x", "kept": True, "reason": None, "text": "x"},
     ]
@@ -183,7 +191,8 @@ def test_with_answers_puts_the_teachers_text_in_place_of_the_answers():
 
     chat = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "label"}]},
             {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "yo"}]}]
-    rows = [{"split": "train", "index": 0, "prompt": "", "answer": "Hello!", "kept": True, "reason": None, "text": "Hello!"},
+    rows = [{"split": "train", "index": 0, "prompt": "", "answer": "Hello!", "kept": True, "reason": None,
+             "text": "Hello!"},
             {"split": "train", "index": 1, "prompt": "", "answer": "Hey", "kept": True, "reason": None, "text": "Hey"}]
     out, dropped = T.with_answers(chat, "chat", rows)
     assert dropped == 0
@@ -226,7 +235,8 @@ def test_resume_after_sigkill_asks_only_for_the_missing_prompts(tmp_path, monkey
     scratch = tmp_path / "scratch"
     answers = scratch / T.ANSWERS
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps({"tiny": TINY, "items": items, "scratch": str(scratch)})],
+    child = subprocess.Popen([sys.executable, "-c", CHILD,
+                              json.dumps({"tiny": TINY, "items": items, "scratch": str(scratch)})],
                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -306,7 +316,8 @@ def test_a_teacher_in_choices_mode_answers_with_the_likeliest_label_as_evaluatio
     model, tok = _tiny()
     splits = _splits(n_train=10, n_val=2)
     prompts = T.teacher_prompts(splits, "prompt_completion", tok)
-    settings = SimpleNamespace(**vars(_settings(batch_size=4)), mode="choices", choices=("account", "billing", "returns"),
+    settings = SimpleNamespace(**vars(_settings(batch_size=4)), mode="choices",
+                               choices=("account", "billing", "returns"),
                                prefix=" ")
     rows = T.run_teacher(model, tok, prompts, settings, tmp_path, echo=lambda _: None)
     assert {r["answer"] for r in rows} <= {" account", " billing", " returns"} and all(r["kept"] for r in rows)

@@ -12,18 +12,19 @@ from types import SimpleNamespace
 
 import pytest
 
+# Without torch this module is skipped: the imports below need it.
 torch = pytest.importorskip("torch")
 
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, TrainerCallback
+from helpers import STAGES_HEAD  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from transformers import AutoModelForCausalLM, TrainerCallback  # noqa: E402
 
-from ftspec.plan import steps
-from ftspec.plan.compile import compile_spec
-from ftspec.core.errors import SpecError
-from ftspec.runtime.recipes import distill as D
-from ftspec.runtime.training.job import TrainJob
-from ftspec.runtime.models import bpe_tokenizer, build_tiny, byte_tokenizer, tiny_config
-from test_stages import HEAD as STAGED
+from ftspec.core.errors import SpecError  # noqa: E402
+from ftspec.plan import steps  # noqa: E402
+from ftspec.plan.compile import compile_spec  # noqa: E402
+from ftspec.runtime.models import bpe_tokenizer, build_tiny, byte_tokenizer, tiny_config  # noqa: E402
+from ftspec.runtime.recipes import distill as D  # noqa: E402
+from ftspec.runtime.training.job import TrainJob  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -102,21 +103,24 @@ def test_num_items_divides_as_the_sft_loss_does():
 def test_vocabulary_differences_are_one_line():
     assert D.vocabulary_difference({"a": 0, "b": 1}, {"a": 0, "b": 1}) is None
     line = D.vocabulary_difference({"a": 0, "b": 1}, {"a": 0, "b": 1, "ab": 2, "ba": 3})
-    assert line == "the teacher's tokenizer has 4 tokens, the student's 2; 'ab' (teacher id 2) is not in the student's, nor 1 more"
+    assert line == ("the teacher's tokenizer has 4 tokens, the student's 2; "
+                    "'ab' (teacher id 2) is not in the student's, nor 1 more")
     line = D.vocabulary_difference({"a": 0, "b": 1}, {"b": 0, "a": 1})
-    assert line == "the teacher's tokenizer has 2 tokens, the student's 2; 'b' is id 0 in the teacher's and 1 in the student's (2 tokens numbered differently)"
+    assert line == ("the teacher's tokenizer has 2 tokens, the student's 2; "
+                    "'b' is id 0 in the teacher's and 1 in the student's (2 tokens numbered differently)")
 
 
 # --------------------------------------------------------------------------- the recipe
 
-# The spec of tests/test_stages.py, its student stage distilling with logits.
-HEAD = STAGED.replace("name: staged", "name: kd") + """\
+# The stages' spec of tests/plan/test_stages.py (helpers.STAGES_HEAD), its student stage distilling with logits.
+HEAD = STAGES_HEAD.replace("name: staged", "name: kd") + """\
 stages:
   - name: teacher
   - name: student
     model: {kind: tiny, hidden_size: 16, num_layers: 1, num_heads: 2, max_position_embeddings: 256}
     method: {kind: distill, adapter: full, teacher: {stage: teacher}, logits: {alpha: 0.5, temperature: 2.0}}
-    training: {max_steps: 8, batch_size: 4, max_length: 256, learning_rate: 1.0e-2, logging_steps: 1, save_every: 1000, batching: padded}
+    training: {max_steps: 8, batch_size: 4, max_length: 256, learning_rate: 1.0e-2, logging_steps: 1, \
+save_every: 1000, batching: padded}
 """
 ROWS = [("a gift card", "billing"), ("lost my key", "account"),  # the first two: validation
         ("my card was charged twice", "billing"), ("where is order 12?", "shipping"), ("reset my password", "account"),
@@ -126,8 +130,8 @@ ROWS = [("a gift card", "billing"), ("lost my key", "account"),  # the first two
 
 def _teacher_model(folder: Path, tokenizer, pad: int = 0) -> Path:
     """A tiny teacher, larger than the student, its embedding padded ``pad`` rows past its tokenizer."""
-    config = tiny_config(SimpleNamespace(architecture="llama", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,
-                                         intermediate_size=64, max_position_embeddings=256), tokenizer)
+    config = tiny_config(SimpleNamespace(architecture="llama", hidden_size=32, num_layers=2, num_heads=2,
+                                         num_kv_heads=2, intermediate_size=64, max_position_embeddings=256), tokenizer)
     config.vocab_size += pad
     torch.manual_seed(7)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder, safe_serialization=True)
@@ -216,7 +220,8 @@ def test_the_student_learns_from_a_frozen_teacher_that_is_never_written(tmp_path
     assert first["loss"] == pytest.approx(0.5 * first["ce"] + 0.5 * 4 * first["kl"], rel=1e-3)
     # Validation scores the same loss, against the teacher too.
     evals = [log for log in watch.logs if "eval_loss" in log]
-    assert evals and all(log["eval_loss"] == pytest.approx(0.5 * log["eval_ce"] + 2 * log["eval_kl"], rel=1e-3) for log in evals)
+    assert evals and all(log["eval_loss"] == pytest.approx(0.5 * log["eval_ce"] + 2 * log["eval_kl"],
+                                                           rel=1e-3) for log in evals)
 
 
 def test_a_teacher_with_another_vocabulary_is_refused_before_training(tmp_path, monkeypatch):

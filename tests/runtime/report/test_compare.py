@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from ftspec.plan.compile import compile_spec
-from ftspec.store.rundir import Store, link_step
-from ftspec.runtime.report.compare import compare, folder_parameters, load_comparison, safetensors_parameters
-from ftspec.runtime.context import StepContext
 from ftspec.plan.steps import COMPARE_STAGES, view
+from ftspec.runtime.context import StepContext
+from ftspec.runtime.report.compare import compare, folder_parameters, load_comparison, safetensors_parameters
+from ftspec.store.rundir import Store, link_step
 
 QUEUES = ("account", "billing", "returns", "shipping", "technical")
 
@@ -97,7 +97,7 @@ def _layout(tmp_path, plan, *, student_rows=12, teach_model=True, lora_teacher=F
     _safetensors(at(teacher, "prepare_data") / "base-model" / "model.safetensors", TEACHER_BASE)
     if lora_teacher:
         _safetensors(at(teacher, "train") / "adapter_model.safetensors", {"a.lora_A.weight": [4, 64],
-                                                                         "a.lora_B.weight": [64, 4]})
+                                                                          "a.lora_B.weight": [64, 4]})
     else:
         _safetensors(at(teacher, "train") / "model.safetensors", TEACHER_BASE)
     _metrics(at(teacher, "eval_base"), 0.1, 0.05)
@@ -326,7 +326,8 @@ def test_a_later_stages_starting_model_is_listed_where_its_own_row_is_not_compar
     plan, _ = compile_spec(tmp_path / "spec.yaml")
     (sft,) = plan.stages
     store = Store(tmp_path / "runs" / ".ftspec-store")
-    for p, name, acc in ((sft, "eval_base", 0.1), (sft, "eval_tuned", 0.9), (plan, "eval_base", 0.9), (plan, "eval_tuned", 0.95)):
+    for p, name, acc in ((sft, "eval_base", 0.1), (sft, "eval_tuned", 0.9), (plan, "eval_base", 0.9),
+                         (plan, "eval_tuned", 0.95)):
         _metrics(store.path(name, p.step(name).key), acc, acc)
     models = [m["model"] for m in _compare(tmp_path, plan, store)["models"]]
     assert models == ["sft base", "sft", "more"], "the SFT model is listed once, as its own stage's row"

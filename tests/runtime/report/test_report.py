@@ -77,7 +77,8 @@ def classification_details(matrix, columns=LABELS, rows=LABELS, per_label=None):
 
 RISING_LOG = (
     [{"step": s, "epoch": s / 100, "loss": 2.0 - s / 100, "learning_rate": 1e-3} for s in range(10, 101, 10)]
-    + [{"step": s, "epoch": s / 100, "eval_loss": v} for s, v in ((20, 1.0), (40, 0.8), (60, 0.82), (80, 0.85), (100, 0.9))]
+    + [{"step": s, "epoch": s / 100, "eval_loss": v} for s, v in ((20, 1.0), (40, 0.8), (60, 0.82), (80, 0.85),
+                                                                  (100, 0.9))]
 )
 
 
@@ -104,7 +105,7 @@ def classification_run(tmp_path):
     split = lambda rows: {"rows": rows, "tokens": {"p50": 40, "p90": 55, "p99": 61, "max": 70, "mean": 41.5},  # noqa: E731
                           "truncated_rows": 1, "truncation_rate": 0.0125, "loss_token_fraction": 0.083}
     write_json(run / "data" / "stats.json", {"splits": {"train": split(80), "validation": split(10), "test": split(6)},
-                                            "skipped_rows": 2, "skipped_examples": ["row 7: missing 'queue' " + XSS]})
+                                             "skipped_rows": 2, "skipped_examples": ["row 7: missing 'queue' " + XSS]})
     p = plan(gates=[gate("accuracy", ">=", 0.8), gate("accuracy", ">=", 0.5, improvement=True),
                     gate("f1_macro", ">", 0.9)])
     out = tmp_path / "report"
@@ -116,7 +117,8 @@ def classification_run(tmp_path):
 def generation_run(tmp_path):
     run = tmp_path / "run"
     write_json(run / "eval-tuned" / "metrics.json", {
-        "metrics": {"exact_match": 0.5, "rouge_l": 0.75}, "details": {}, "rows": 4, "split": "validation", "few_shot": 0})
+        "metrics": {"exact_match": 0.5, "rouge_l": 0.75}, "details": {}, "rows": 4, "split": "validation",
+        "few_shot": 0})
     write_jsonl(run / "eval-tuned" / "predictions.jsonl", [
         {"index": i, "prompt": f"Summarise text {i}", "reference": f"summary {i}", "prediction": p,
          "scores": {"exact_match": em, "rouge_l": rl}}
@@ -205,8 +207,10 @@ def test_every_op(op, threshold, passed, margin):
 
 
 def test_gates_that_cannot_be_checked_fail_with_a_reason():
-    gates = [gate("bleu", ">=", 0.1), gate("accuracy", ">=", 0.1, improvement=True), gate("f1", ">=", 0.1, improvement=True)]
-    missing, no_base, missing_in_base = check_gates(gates, {"accuracy": 0.5}, {"accuracy": 0.7, "bleu": None, "f1": 0.5})
+    gates = [gate("bleu", ">=", 0.1), gate("accuracy", ">=", 0.1, improvement=True),
+             gate("f1", ">=", 0.1, improvement=True)]
+    missing, no_base, missing_in_base = check_gates(gates, {"accuracy": 0.5},
+                                                    {"accuracy": 0.7, "bleu": None, "f1": 0.5})
     for g in (missing, missing_in_base):
         assert g["passed"] is False and g["value"] is None and g["margin"] is None and g["reason"]
     assert no_base["passed"] is True and no_base["value"] == pytest.approx(0.2)  # both have accuracy
@@ -291,7 +295,8 @@ def test_report_md(classification_run):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# ftspec report: routing")
     # 6 rows: +0.333 is within the noise of so few (the paired bootstrap's interval holds 0)
-    assert "tuned is no better than base on accuracy (difference within noise): 0.500 → 0.833 (+0.333, 95% CI -0.333 to +0.833)" in md
+    assert ("tuned is no better than base on accuracy (difference within noise): "
+            "0.500 → 0.833 (+0.333, 95% CI -0.333 to +0.833)") in md
     assert "| accuracy | 0.500 (0.167 to 0.833) | 0.833 (0.500 to 1.000) | +0.333 (-0.333 to +0.833) |" in md
     assert "| f1_macro | 0.450 (0.111 to 0.929) | 0.800 (0.486 to 1.000) | +0.350 (-0.333 to +0.889) |" in md
     assert "paired percentile bootstrap over rows (6 rows, 1000 resamples, seed 0)" in md
@@ -340,7 +345,8 @@ def test_report_html(classification_run):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "http://" not in text and "https://" not in text  # self-contained
     body = "".join(parser.text)
-    assert "tuned is no better than base on accuracy (difference within noise): 0.500 → 0.833 (+0.333, 95% CI -0.333 to +0.833)" in body
+    assert ("tuned is no better than base on accuracy (difference within noise): "
+            "0.500 → 0.833 (+0.333, 95% CI -0.333 to +0.833)") in body
     assert XSS in body  # shown as text, after unescaping
     assert "row 7: missing 'queue' " + XSS in body
 
@@ -488,7 +494,7 @@ def test_the_typed_plan_its_report_view_and_its_json_give_the_same_report(classi
     assert results["view"]["plan_id"] is None and results["typed"]["plan_id"] is None
     assert results["json"]["plan_id"] == typed.id
     with pytest.raises(steps.UndeclaredRead):
-        steps.view(typed, steps.REPORT).id
+        _ = steps.view(typed, steps.REPORT).id
 
 
 # --------------------------------------------------------------------------- the document and its renderers

@@ -12,13 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
+pytest.importorskip("trl")
 
 from conftest import run_cli  # noqa: E402
-from test_runtime import BASE_BODY, TINY, _run, _spec  # noqa: E402
+from helpers import BASE_BODY, TINY, run_job, write_job  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 from ftspec.core.errors import SpecError  # noqa: E402
+from ftspec.plan.compile import find_root  # noqa: E402
 from ftspec.runtime.tools import export as X  # noqa: E402
 
 
@@ -28,8 +29,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     out = {}
     for name, method in (("full", "{kind: sft, adapter: full}"), ("lora", "{kind: sft, adapter: {kind: lora, r: 4}}")):
-        spec = _spec(root / name, BASE_BODY + f"method: {method}\n")
-        ctx, _ = _run(spec)
+        spec = write_job(root / name, BASE_BODY + f"method: {method}\n")
+        ctx, _ = run_job(spec)
         out[name] = (spec, ctx.plan, ctx.run_dir)
     return out
 
@@ -87,7 +88,8 @@ def test_a_lora_adapter_is_merged_into_its_base(trained, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(dest)
     tok = AutoTokenizer.from_pretrained(dest)
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run_dir / "data/base-model"), run_dir / "model")
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run_dir / "data/base-model"),
+                                          run_dir / "model")
     base = AutoModelForCausalLM.from_pretrained(run_dir / "data/base-model")
     ids = _held_out_ids(run_dir, tok)
     with torch.no_grad():
@@ -135,7 +137,9 @@ def test_a_tampered_weight_fails_the_parity_check_and_nothing_is_written(trained
         return model
 
     dest = tmp_path / "out"
-    with pytest.raises(X.ParityError, match=r"does not match the trained one: max \|Δ logit\| 1\.\d+e-0[12] over 4 held-out rows, float32 export \(tolerance 1e-03\)"):
+    with pytest.raises(X.ParityError,
+                       match=r"does not match the trained one: max \|Δ logit\| 1\.\d+e-0[12] over 4 held-out rows, "
+                             r"float32 export \(tolerance 1e-03\)"):
         _export(trained["lora"], dest, builder=tampered)
     assert list(tmp_path.iterdir()) == [], "no partial folder, no DIR"
 
@@ -199,8 +203,8 @@ def test_a_chat_model_stops_at_the_end_of_its_turn(tmp_path):
     folder = tmp_path / "chat"
     folder.mkdir()
     shutil.copy(Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja", folder / "qwen2_5.jinja")
-    spec = _spec(folder, CHAT_BODY)
-    ctx, _ = _run(spec)
+    spec = write_job(folder, CHAT_BODY)
+    ctx, _ = run_job(spec)
     dest = tmp_path / "out"
     result, _ = _export((spec, ctx.plan, ctx.run_dir), dest)
 
@@ -227,7 +231,8 @@ def test_a_chat_model_stops_at_the_end_of_its_turn(tmp_path):
     prompt = tok.apply_chat_template([{"role": "user", "content": "my parcel is late"}], add_generation_prompt=True,
                                      return_dict=True, return_tensors="pt")
     start = prompt["input_ids"].shape[1]
-    out = model.generate(**prompt, max_new_tokens=20, do_sample=False, logits_processor=LogitsProcessorList([EndTurnAt(start)]))
+    out = model.generate(**prompt, max_new_tokens=20, do_sample=False,
+                         logits_processor=LogitsProcessorList([EndTurnAt(start)]))
     new = out[0, start:].tolist()
     assert new[-1] == im_end and len(new) == 3, "generate() stops at the end of the turn, not at max_new_tokens"
 
@@ -256,9 +261,9 @@ def test_gguf_round_trips_through_transformers_with_the_same_tokens_and_logits(t
 def test_gguf_of_another_architecture_or_of_an_adapter_is_refused(tmp_path, trained):
     with pytest.raises(SpecError, match="without --adapter"):
         _export(trained["lora"], tmp_path / "a", adapter=True, gguf="F32")
-    spec = _spec(tmp_path / "gpt2", BASE_BODY.replace("  kind: tiny\n", "  kind: tiny\n  architecture: gpt2\n")
-                 + "method: {kind: sft, adapter: full}\n", name="g")
-    ctx, _ = _run(spec, "training.max_steps=1")
+    spec = write_job(tmp_path / "gpt2", BASE_BODY.replace("  kind: tiny\n", "  kind: tiny\n  architecture: gpt2\n")
+                     + "method: {kind: sft, adapter: full}\n", name="g")
+    ctx, _ = run_job(spec, "training.max_steps=1")
     with pytest.raises(SpecError, match="llama architecture only"):
         _export((spec, ctx.plan, ctx.run_dir), tmp_path / "b", gguf="F32")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -277,8 +282,8 @@ def test_the_export_is_in_the_base_models_dtype(tmp_path):
     build_tiny(TinyModel.model_validate({"kind": "tiny", **tiny}), [], folder)
     AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).save_pretrained(folder)  # a bfloat16 checkpoint
     body = BASE_BODY.replace(TINY, "\nmodel: {base: ./local-model}\n")
-    spec = _spec(tmp_path, body + "method: {kind: sft, adapter: {kind: lora, r: 2}}\n", name="local")
-    ctx, _ = _run(spec, "training.max_steps=2")
+    spec = write_job(tmp_path, body + "method: {kind: sft, adapter: {kind: lora, r: 2}}\n", name="local")
+    ctx, _ = run_job(spec, "training.max_steps=2")
     dest = tmp_path / "out"
     result, lines = _export((spec, ctx.plan, ctx.run_dir), dest)
     assert result.dtype == "bfloat16" and result.measure == "relative" and result.diff <= 2e-2

@@ -16,10 +16,10 @@ pytest.importorskip("trl")
 from click.testing import CliRunner
 from conftest import ROOT
 
-from ftspec.cli import main
-from ftspec.plan.compile import compile_spec, find_root
-from ftspec.core.errors import SpecError
 from ftspec.backends.executor import execute
+from ftspec.cli import main
+from ftspec.core.errors import SpecError
+from ftspec.plan.compile import compile_spec, find_root
 
 TINY = """
 model: {kind: tiny, hidden_size: 32, num_layers: 2, num_heads: 4, max_position_embeddings: 256, init_seed: 1}
@@ -139,7 +139,8 @@ def test_a_bare_text_fills_the_one_column_the_prompt_reads_through_renames_and_d
 def test_a_prompt_reading_several_columns_needs_them_named(tmp_path):
     from ftspec.runtime.tools.generate import Prompter, rows_from_inputs
 
-    body = TEXT_SPEC.replace('prompt: "Request: {{ request }}\\nQueue:"', 'prompt: "[{{ lang }}] {{ request }}\\nQueue:"')
+    body = TEXT_SPEC.replace('prompt: "Request: {{ request }}\\nQueue:"',
+                             'prompt: "[{{ lang }}] {{ request }}\\nQueue:"')
     (tmp_path / "x").mkdir()
     spec = _spec(tmp_path / "x", body, "two")
     rows = [json.dumps({"text": "hello", "queue": "billing", "lang": "en"})] * 30
