@@ -27,7 +27,7 @@ def _nothing_to_record(run_dir: Path) -> dict:
 @dataclass(frozen=True)
 class Backend:
     name: str
-    steps: Mapping[str, StepFunction]  # step name (ftspec.plan.steps) -> its implementation here
+    steps: Mapping[str, StepFunction]  # step name (ftspec.plan.keys) -> its implementation here
     # The header's device line: (plan, what setup returned, None when nothing runs) -> text.
     where: Callable[[Plan, dict | None], str]
     # The header's "how it trains" part of the data line.

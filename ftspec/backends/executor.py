@@ -37,10 +37,11 @@ import filelock
 from ftspec.backends import BACKENDS
 from ftspec.backends.backend import Backend
 from ftspec.backends.manifest import git_state, manifest_steps, plan_inputs, publish, spec_files, write_manifest
+from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json, write_json
 from ftspec.core.versions import versions
-from ftspec.plan import steps
+from ftspec.plan import keys
 from ftspec.plan.artifacts import MANIFEST_VERSION
 from ftspec.plan.compute import describe_launch
 from ftspec.plan.describe import describe_adapter, describe_model
@@ -131,7 +132,7 @@ def _other_node(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: 
     checkpoints = ctx.checkpoints()
     checkpoints.mkdir(parents=True, exist_ok=True)
     echo(f"{train}: running (key {keys[train][:8]}) with node 0")
-    job = TrainJob(steps.view(plan, steps.TRAIN), root, ctx.data_dir, checkpoints,
+    job = TrainJob(keys.view(plan, steps.TRAIN), root, ctx.data_dir, checkpoints,
                    checkpoints / f"node-{rdzv.node_rank}", checkpoints / "metrics.jsonl", list(callbacks or []),
                    run_name=run_dir.name)
     launcher.train(job, echo)
@@ -248,7 +249,7 @@ def _compute(plan: Plan, backend: Backend, step_def: steps.StepDef, store: Store
     partial = store.partial(step_def.name, ctx.key)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    result = backend.step(step_def.name)(steps.view(plan, step_def), ctx, partial)
+    result = backend.step(step_def.name)(keys.view(plan, step_def), ctx, partial)
     finish_step(partial, store.path(step_def.name, ctx.key), step_def.name, ctx.key)
     # Kept only so that an unfinished step resumes.
     shutil.rmtree(ctx.checkpoints(), ignore_errors=True)

@@ -8,9 +8,9 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+from ftspec.catalog import steps
 from ftspec.core.git import run_git
 from ftspec.core.io import copy_atomic, write_json
-from ftspec.plan import steps
 from ftspec.plan.artifacts import Manifest
 from ftspec.plan.model import Plan
 

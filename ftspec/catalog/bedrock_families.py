@@ -85,7 +85,7 @@ class BaseModel:
 @dataclass(frozen=True)
 class Family:
     name: str
-    data_format: str  # the row format of its training JSONL (ftspec.backends.bedrock.render)
+    data_format: str  # the row format of its training JSONL (ftspec.backends.bedrock.jsonl)
     models: tuple[BaseModel, ...]
     # The row format of continued pre-training data, where the family offers it.
     pretraining_format: str | None = None
@@ -263,7 +263,7 @@ def _prompts(record: dict):
 
 
 def data_problem(model: BaseModel, split: str, body: bytes, customization: str) -> tuple[int | None, str] | None:
-    """The first documented limit a rendered split (JSONL bytes, ftspec.backends.bedrock.render) breaks,
+    """The first documented limit a rendered split (JSONL bytes, ftspec.backends.bedrock.jsonl) breaks,
     as (1-based row or None for the whole file, message), or None. ``customization``: the
     API's customizationType."""
     import json

@@ -21,7 +21,7 @@ of the steps it needs. So a step re-runs when, and only when, something it reads
 has changed; a reviewer can trust ``ftspec diff``'s list of steps that will run.
 
 This module is the table of steps, plain data below the plan (the checks read the
-folders a run writes; ftspec.plan.steps keys the steps and makes their views).
+folders a run writes; ftspec.plan.keys keys the steps and makes their views).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ftspec.catalog.steps import EVAL_BASE, EVAL_TUNED, GENERATE_BASE, GENERATE_TUNED, REPORT
 from ftspec.commands.run import run
 from ftspec.core.errors import Issue
-from ftspec.plan.steps import EVAL_BASE, EVAL_TUNED, GENERATE_BASE, GENERATE_TUNED, REPORT
 
 if TYPE_CHECKING:  # the executor imports the runtime; only its result type is named here
     from ftspec.runtime.result import RunResult

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftspec.backends.executor import execute
+from ftspec.catalog.steps import STEPS
 from ftspec.commands import lock as L
 from ftspec.core.errors import Detached, Issue, RunFailed, SpecError
 from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_located
 from ftspec.plan.model import digest
-from ftspec.plan.steps import STEPS
 
 if TYPE_CHECKING:  # the executor imports the runtime; only its result type is named here
     from ftspec.runtime.result import RunResult

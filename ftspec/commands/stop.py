@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ftspec.backends.bedrock import aws, job
+from ftspec.catalog.steps import TRAIN
 from ftspec.core.errors import Pos, RunFailed, SpecError
 from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_spec
-from ftspec.plan.steps import TRAIN
 from ftspec.store.rundir import store_of
 
 # Where the Bedrock train step records the job it started (ftspec.backends.bedrock.steps.train):

@@ -33,9 +33,9 @@ from ftspec.data.sources import fingerprint
 from ftspec.data.splitting import split_limits
 from ftspec.plan import bedrock_request as request
 from ftspec.plan.compute import resolve_deepspeed, resolve_fsdp, resolve_launch, resolve_quant_storage
+from ftspec.plan.keys import plan_steps
 from ftspec.plan.model import PLAN_VERSION, Plan
 from ftspec.plan.stages import stage_dir, stage_model
-from ftspec.plan.steps import plan_steps
 from ftspec.spec import schema as S
 from ftspec.spec.schema import parse_gate
 

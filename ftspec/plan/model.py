@@ -6,7 +6,7 @@ by attribute (``plan.training.learning_rate``), never by string key. It is
 serialised as canonical JSON (sorted keys, no insignificant whitespace), and its
 id is the sha256 of that text, so it does not depend on key order in the YAML, on
 ``PYTHONHASHSEED`` or on the process. Each step carries a key: the hash of exactly
-the plan fields that step reads (see :mod:`ftspec.plan.steps`).
+the plan fields that step reads (see :mod:`ftspec.plan.keys`).
 
 ``schema/plan.schema.json`` is generated from these models (``ftspec schema --plan``).
 """
@@ -487,7 +487,7 @@ class Bedrock(_Frozen):
 
     region: str
     customization: Literal["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"]
-    data_format: str  # the family's JSONL row format, e.g. "bedrock-conversation-2024" (ftspec.backends.bedrock.render)
+    data_format: str  # the family's JSONL row format, e.g. "bedrock-conversation-2024" (ftspec.backends.bedrock.jsonl)
     role_arn: str
     s3: BedrockS3
     kms_key_id: str | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftspec.plan.steps import PREPARE_DATA, TRAIN
+from ftspec.catalog.steps import PREPARE_DATA, TRAIN
 
 STAGE_DIR = "{run_dir}.stage-{name}"
 

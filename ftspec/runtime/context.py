@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ftspec.plan import steps
+from ftspec.catalog import steps
 from ftspec.store.rundir import Store, store_of
 
 

@@ -14,10 +14,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from ftspec.catalog.architectures import architecture
+from ftspec.catalog.steps import PREPARE_DATA, TRAIN
 from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.data.sources import fingerprint
 from ftspec.plan.model import chat_template_text
-from ftspec.plan.steps import PREPARE_DATA, TRAIN
 from ftspec.runtime.training import builders
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}

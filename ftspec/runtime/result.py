@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftspec.plan import steps
+from ftspec.catalog import steps
 from ftspec.plan.model import Plan
 
 

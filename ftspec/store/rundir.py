@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import BadFileError, read_json, write_json  # noqa: F401  (read_json, write_json: the run's too)
 from ftspec.core.layout import MARKER, STORE
-from ftspec.plan import steps
 
 
 def is_complete(folder: Path, key: str) -> bool:

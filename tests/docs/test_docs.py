@@ -105,7 +105,7 @@ REPO_PATH = re.compile(r"`((?:ftspec|specs|bench|examples|tests|schema|templates
 
 @pytest.mark.parametrize("page", [README, *PAGES], ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_the_repository_files_a_page_names_exist(page):
-    """The pages name repository files in code (`ftspec/plan/steps.py`, `specs/distill.yaml`);
+    """The pages name repository files in code (`ftspec/plan/keys.py`, `specs/distill.yaml`);
     a file moved or renamed is named by its new path."""
     named = {m.split(":")[0] for m in REPO_PATH.findall(page.read_text(encoding="utf-8"))}
     assert sorted(n for n in named if not (ROOT / n).exists()) == []

@@ -17,10 +17,12 @@ import pytest
 from conftest import ROOT, SPECS
 
 from ftspec.backends import BACKENDS
-from ftspec.plan import steps
+from ftspec.catalog import steps
+from ftspec.catalog.steps import STEPS
+from ftspec.plan import keys
 from ftspec.plan.compile import compile_spec
+from ftspec.plan.keys import PlanView, UndeclaredRead, plan_steps
 from ftspec.plan.model import Plan
-from ftspec.plan.steps import STEPS, PlanView, UndeclaredRead, plan_steps
 
 NOT_STEP_INPUTS = {"id", "steps", "plan_version"}  # the id and the keys follow from the rest
 
@@ -109,13 +111,13 @@ def test_each_leaf_changes_exactly_the_steps_that_declare_it(name, profiles, in_
 
 def test_a_view_refuses_what_its_step_does_not_declare(in_root):
     plan = compile_spec("specs/quickstart.yaml")[0]
-    view = steps.view(plan, steps.GENERATE_BASE)
+    view = keys.view(plan, steps.GENERATE_BASE)
     assert view.eval.split == "test" and view.model.kind == "tiny"
     with pytest.raises(UndeclaredRead, match="generate_base reads plan field 'eval.gates'"):
         _ = view.eval.gates
     with pytest.raises(UndeclaredRead, match="generate_base reads plan field 'eval.metrics'"):
         _ = view.eval.metrics  # the metrics are the scoring step's: a metrics change generates nothing again
-    scoring = steps.view(plan, steps.EVAL_BASE)
+    scoring = keys.view(plan, steps.EVAL_BASE)
     assert [m.name for m in scoring.eval.metrics] == ["accuracy", "f1_macro"]
     with pytest.raises(UndeclaredRead, match="eval_base reads plan field 'model'"):
         _ = scoring.model
@@ -125,7 +127,7 @@ def test_a_view_refuses_what_its_step_does_not_declare(in_root):
         _ = view.id
     with pytest.raises(AttributeError):
         view.eval = None
-    report = steps.view(plan, steps.REPORT)
+    report = keys.view(plan, steps.REPORT)
     assert [g.gate for g in report.eval.gates] == ["accuracy", "improvement.accuracy"]
     with pytest.raises(UndeclaredRead):
         _ = report.training
@@ -169,7 +171,7 @@ def test_a_misspelt_declaration_is_caught():
 
 
 def test_step_names_are_spelled_only_in_the_registry():
-    """Other modules name a step through ftspec.plan.steps, so a renamed step cannot be missed."""
+    """Other modules name a step through ftspec.catalog.steps, so a renamed step cannot be missed."""
     import re
 
     literal = re.compile(r"""["'](prepare_data|eval_base|eval_tuned|eval-base|eval-tuned|"""

@@ -14,9 +14,9 @@ from click.testing import CliRunner  # noqa: E402
 from helpers import BASE_BODY, write_job  # noqa: E402
 
 from ftspec.backends.executor import execute  # noqa: E402
+from ftspec.catalog import steps  # noqa: E402
 from ftspec.cli import main  # noqa: E402
 from ftspec.commands import lock as L  # noqa: E402
-from ftspec.plan import steps  # noqa: E402
 from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 from ftspec.store import rundir
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ftspec.backends.backend import Backend
 from ftspec.backends.bedrock.steps import MODEL, STEPS
+from ftspec.catalog import steps
 from ftspec.core.io import read_json
-from ftspec.plan import steps
 from ftspec.plan.model import Plan
 
 

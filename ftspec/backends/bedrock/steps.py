@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ftspec.backends.bedrock import aws, converse, job, serve
-from ftspec.backends.bedrock import render as R
+from ftspec.backends.bedrock import jsonl as R
 from ftspec.backends.local import steps as local
 from ftspec.catalog import bedrock_families as families
+from ftspec.catalog import steps
 from ftspec.core.errors import Pos, RunFailed, SpecError
 from ftspec.core.io import read_json, write_json, write_jsonl
-from ftspec.plan import steps
 from ftspec.plan.bedrock_request import MAX_NAME, data_uri, fill
 from ftspec.plan.model import thaw
 from ftspec.runtime.training import data as D

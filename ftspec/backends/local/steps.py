@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json, read_jsonl, write_json, write_jsonl
-from ftspec.plan import steps
 from ftspec.plan.model import chat_template_text
 from ftspec.runtime.context import StepContext
 from ftspec.runtime.evaluation.scoring import score_outputs

@@ -24,9 +24,9 @@ import struct
 from pathlib import Path
 from typing import Any, Callable
 
+from ftspec.catalog.steps import COMPARE_STAGES, EVAL_BASE, EVAL_TEACHER, EVAL_TUNED, PREPARE_DATA, TEACH, TRAIN
+from ftspec.catalog.steps import folder as step_folder
 from ftspec.core.io import read_json, read_jsonl, write_json
-from ftspec.plan.steps import COMPARE_STAGES, EVAL_BASE, EVAL_TEACHER, EVAL_TUNED, PREPARE_DATA, TEACH, TRAIN
-from ftspec.plan.steps import folder as step_folder
 from ftspec.runtime.report.results import LOWER_IS_BETTER, metric_values, num
 
 COMPARISON = "comparison.json"

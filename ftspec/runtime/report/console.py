@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ftspec.catalog import steps
 from ftspec.core.io import read_json, read_jsonl
-from ftspec.plan import steps
 from ftspec.runtime.report.document import extraction_lines, interval_text, metric_label
 from ftspec.runtime.report.results import dig, num, series, step_text
 from ftspec.runtime.result import RunResult

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from ftspec.catalog import metrics as metric_catalog
+from ftspec.catalog.steps import EVAL_BASE, EVAL_TUNED, PREPARE_DATA, TRAIN
 from ftspec.core.io import read_json, read_jsonl
-from ftspec.plan.steps import EVAL_BASE, EVAL_TUNED, PREPARE_DATA, TRAIN
 from ftspec.runtime.evaluation import scorers as M
 from ftspec.runtime.evaluation.baseline import majority_predictions, score_majority
 from ftspec.runtime.evaluation.intervals import bootstrap_intervals

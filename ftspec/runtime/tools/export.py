@@ -30,9 +30,9 @@ from typing import Callable
 
 import torch
 
+from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json, read_jsonl, write_atomic, write_json
-from ftspec.plan import steps
 from ftspec.plan.model import Plan
 from ftspec.plan.stages import root_model
 from ftspec.runtime.evaluation.stopping import end_of_turn_ids, stop_token_ids

@@ -24,11 +24,11 @@ from typing import TextIO
 import jinja2
 import jinja2.meta
 
+from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_jsonl
 from ftspec.data import templates as tpl
 from ftspec.data.formatting import FormatError, RowFormatter
-from ftspec.plan import steps
 from ftspec.runtime.quiet import quiet_libraries
 from ftspec.store.rundir import run_dir_of, step_states, store_of
 

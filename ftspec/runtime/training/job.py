@@ -12,7 +12,7 @@ LOOK = "look"
 
 @dataclass
 class TrainJob:
-    plan: Any  # the train step's view of the plan (ftspec.plan.steps.PlanView)
+    plan: Any  # the train step's view of the plan (ftspec.plan.keys.PlanView)
     root: Path  # the spec's repository root: plan paths are relative to it
     data_dir: Path  # prepare_data's outputs (splits, tokenizer, tiny base model)
     checkpoints: Path  # trainer checkpoints of this train step's key, kept across crashes

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ftspec.backends.bedrock import render as R
+from ftspec.backends.bedrock import jsonl as R
 from ftspec.core.errors import RunFailed
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "bedrock"
@@ -120,7 +120,7 @@ def test_render_imports_no_aws_library():
     import subprocess
     import sys
 
-    code = ("import sys, ftspec.backends.bedrock.render, ftspec.backends.bedrock.aws, ftspec.backends.bedrock.job; "
+    code = ("import sys, ftspec.backends.bedrock.jsonl, ftspec.backends.bedrock.aws, ftspec.backends.bedrock.job; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'moto')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

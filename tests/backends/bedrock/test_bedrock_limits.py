@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from ftspec.backends.bedrock.render import render
+from ftspec.backends.bedrock.jsonl import render
 from ftspec.catalog import bedrock_families as families
 from ftspec.core.errors import SpecError
 

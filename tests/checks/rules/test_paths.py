@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from checks.conftest import BASE, at
-from ftspec.plan import steps
+from ftspec.catalog import steps
 
 
 @pytest.mark.parametrize("folder", sorted({s.folder for s in steps.STEPS}))

@@ -19,8 +19,9 @@ from helpers import STAGES_HEAD  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import AutoModelForCausalLM, TrainerCallback  # noqa: E402
 
+from ftspec.catalog import steps  # noqa: E402
 from ftspec.core.errors import SpecError  # noqa: E402
-from ftspec.plan import steps  # noqa: E402
+from ftspec.plan import keys  # noqa: E402
 from ftspec.plan.compile import compile_spec  # noqa: E402
 from ftspec.runtime.models import bpe_tokenizer, build_tiny, byte_tokenizer, tiny_config  # noqa: E402
 from ftspec.runtime.recipes import distill as D  # noqa: E402
@@ -148,7 +149,7 @@ def _job(tmp_path: Path, teacher_tokenizer=None, pad: int = 6, body: str = HEAD)
     (tmp_path / "data" / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (tmp_path / "spec.yaml").write_text(body, encoding="utf-8")
     plan = compile_spec(tmp_path / "spec.yaml")[0]
-    view = steps.view(plan, steps.TRAIN)
+    view = keys.view(plan, steps.TRAIN)
     assert view.method.distill.logits is not None
     data_dir = tmp_path / "prepared"
     build_tiny(view.model, [], data_dir / "base-model")
@@ -247,7 +248,7 @@ def test_without_logits_the_recipe_is_sft(tmp_path, monkeypatch):
     lines = (ROOT / "specs" / "data" / "support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:100]
     (tmp_path / "data" / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (tmp_path / "spec.yaml").write_text(body, encoding="utf-8")
-    view = steps.view(compile_spec(tmp_path / "spec.yaml")[0], steps.TRAIN)
+    view = keys.view(compile_spec(tmp_path / "spec.yaml")[0], steps.TRAIN)
     calls = []
     monkeypatch.setattr(D, "train_sft", lambda job, **kw: calls.append(kw) or "trained")
     job = TrainJob(view, tmp_path, tmp_path, tmp_path, tmp_path / "out", tmp_path / "m.jsonl")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ftspec.catalog.steps import COMPARE_STAGES
 from ftspec.plan.compile import compile_spec
-from ftspec.plan.steps import COMPARE_STAGES, view
+from ftspec.plan.keys import view
 from ftspec.runtime.context import StepContext
 from ftspec.runtime.report.compare import compare, folder_parameters, load_comparison, safetensors_parameters
 from ftspec.store.rundir import Store, link_step

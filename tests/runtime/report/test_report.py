@@ -478,13 +478,14 @@ def test_lower_is_better_metric_and_positional_merge(tmp_path):
 def test_the_typed_plan_its_report_view_and_its_json_give_the_same_report(classification_run, in_root):
     """The run step hands build_report the report step's view of the typed plan; tests and
     plan.json give it JSON. Gates, metric order and split read the same from all three."""
-    from ftspec.plan import steps
+    from ftspec.catalog import steps
+    from ftspec.plan import keys
     from ftspec.plan.compile import compile_spec
 
     run, _, out = classification_run
     typed, _ = compile_spec(ROOT / "specs" / "quickstart.yaml")
     results = {}
-    for name, given in (("typed", typed), ("view", steps.view(typed, steps.REPORT)), ("json", typed.to_dict())):
+    for name, given in (("typed", typed), ("view", keys.view(typed, steps.REPORT)), ("json", typed.to_dict())):
         results[name] = build_report(run, given, out)
     assert results["typed"]["gates"] == results["json"]["gates"] == results["view"]["gates"]
     assert [g["gate"] for g in results["typed"]["gates"]] == [g.gate for g in typed.eval.gates]
@@ -493,8 +494,8 @@ def test_the_typed_plan_its_report_view_and_its_json_give_the_same_report(classi
     # stays valid for every plan with the same report key), and reading past it raises.
     assert results["view"]["plan_id"] is None and results["typed"]["plan_id"] is None
     assert results["json"]["plan_id"] == typed.id
-    with pytest.raises(steps.UndeclaredRead):
-        _ = steps.view(typed, steps.REPORT).id
+    with pytest.raises(keys.UndeclaredRead):
+        _ = keys.view(typed, steps.REPORT).id
 
 
 # --------------------------------------------------------------------------- the document and its renderers

@@ -207,13 +207,14 @@ def test_a_wrong_limit_is_an_error_at_its_key(tmp_path, limit, message):
 def _prepare(plan, spec: Path, out: Path) -> list[str]:
     pytest.importorskip("torch")
     from ftspec.backends.local.steps import prepare_data as step_prepare_data
-    from ftspec.plan import steps
+    from ftspec.catalog import steps
+    from ftspec.plan import keys
     from ftspec.runtime.context import StepContext
 
     lines: list[str] = []
     out.mkdir(parents=True)
     ctx = StepContext(find_root(spec), out.parent, plan.step("prepare_data").key, lines.append)
-    step_prepare_data(steps.view(plan, steps.PREPARE_DATA), ctx, out)
+    step_prepare_data(keys.view(plan, steps.PREPARE_DATA), ctx, out)
     return lines
 
 

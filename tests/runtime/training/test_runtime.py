@@ -403,8 +403,8 @@ def test_a_max_length_that_cuts_every_answer_is_an_error_at_its_key(tmp_path):
 def test_a_plan_that_does_not_know_its_row_count_trains_its_epochs(tmp_path):
     """Rows of a hub dataset (or of a file past validate's budget) are unknown when the plan
     is made, and so is the step count: the trainer counts the epochs itself."""
+    from ftspec.plan.keys import plan_steps
     from ftspec.plan.model import Plan
-    from ftspec.plan.steps import plan_steps
 
     body = BASE_BODY.replace("max_steps: 4, ", "epochs: 1, ") + "method: {kind: sft, adapter: full}\n"
     spec = write_job(tmp_path, body)

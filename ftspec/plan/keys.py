@@ -13,25 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel
 
-# The table is re-exported: callers name a step and key it through this one module.
-from ftspec.catalog.steps import (  # noqa: F401
-    BY_NAME,
-    COMPARE_STAGES,
-    EVAL_BASE,
-    EVAL_TEACHER,
-    EVAL_TUNED,
-    GENERATE_BASE,
-    GENERATE_TEACHER,
-    GENERATE_TUNED,
-    PREPARE_DATA,
-    REPORT,
-    STEPS,
-    TEACH,
-    TRAIN,
-    StepDef,
-    folder,
-    step,
-)
+from ftspec.catalog.steps import STEPS, StepDef, step
 from ftspec.plan.model import PLAN_VERSION, Plan, digest, thaw
 
 # --------------------------------------------------------------------------- keys
