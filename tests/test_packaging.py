@@ -41,7 +41,7 @@ def test_wheel_holds_the_templates_and_the_entry_point(wheel):
         names = set(zf.namelist())
         assert {"ftspec/_templates/chatml.jinja", "ftspec/_templates/plain-chat.jinja",
                 "ftspec/_templates/instruction.j2"} <= names
-        assert "ftspec/report_templates/report.html.j2" in names
+        assert "ftspec/runtime/report/templates/report.html.j2" in names
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "ftspec = ftspec.cli:main" in zf.read(entry).decode()
         meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()

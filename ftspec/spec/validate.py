@@ -8,7 +8,7 @@ import re
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from ftspec.core.errors import Issue, Pos, did_you_mean
 from ftspec.spec.limits import MAX_PROFILES
@@ -177,7 +177,7 @@ def _unwrap(tp: Any) -> Any:
 def _tag_of(member: Any) -> str | None:
     if typing.get_origin(member) is typing.Annotated:
         for meta in typing.get_args(member)[1:]:
-            if type(meta).__name__ == "Tag":
+            if isinstance(meta, Tag):
                 return meta.tag
     return None
 

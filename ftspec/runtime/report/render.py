@@ -2,7 +2,7 @@
 
 Every piece of text in a block is plain text: the Markdown renderer backslash-escapes
 what could start markup, and the HTML page comes from a jinja template
-(``ftspec/report_templates/report.html.j2``) rendered with autoescape on.
+(``ftspec/runtime/report/templates/report.html.j2``) rendered with autoescape on.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def render_markdown(doc: Document) -> str:
 def _template():
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
-    env = Environment(loader=PackageLoader("ftspec", "report_templates"), autoescape=True,
+    env = Environment(loader=PackageLoader("ftspec.runtime.report", "templates"), autoescape=True,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=StrictUndefined)
     return env.get_template(TEMPLATE)
 

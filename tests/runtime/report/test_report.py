@@ -552,7 +552,7 @@ def test_the_html_template_is_a_package_file_rendered_with_autoescape():
 
     template = render._template()
     assert template.environment.autoescape is True
-    assert (ROOT / "ftspec" / "report_templates" / render.TEMPLATE).is_file()
+    assert (ROOT / "ftspec" / "runtime" / "report" / "templates" / render.TEMPLATE).is_file()
 
 
 def test_an_unknown_block_is_a_clear_error():
