@@ -23,6 +23,22 @@ SPECS = [p for p in ALL_SPECS if not needs_shared(p)]
 SHARED_SPECS = [p for p in ALL_SPECS if needs_shared(p)]
 
 
+# The suite runs in two processes (pytest-xdist, `--dist loadgroup` in pyproject.toml). Each test
+# file is a group, so a module's shared fixtures are made once; the tests that start processes
+# meeting on a local port (tests/runtime/distributed/) are one group, run one after another: a port
+# one of them picked must not be taken by another's launcher before its processes bind it.
+PORT_TESTS = Path(__file__).resolve().parent / "runtime" / "distributed"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        path = Path(str(item.path)).resolve()
+        group = "local-ports" if PORT_TESTS in path.parents else str(path.relative_to(ROOT))
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true",
                      help="Rewrite tests/golden/* from the current output (review the diff before committing).")

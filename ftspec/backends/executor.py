@@ -117,21 +117,21 @@ def _other_node(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: 
     started = time.time()
     run_dir = run_dir_of(plan, root)
     store = store_of(run_dir)
-    keys = {s.name: s.key for s in plan.steps}
+    step_keys = {s.name: s.key for s in plan.steps}
     backend.setup(plan)
     echo(f"ftspec run {plan.name}  (plan {plan.short_id}): node {rdzv.node_rank} of {rdzv.nodes}, "
          f"rendezvous {rdzv.addr}:{rdzv.port} ({rdzv.source})")
     prepare = steps.PREPARE_DATA.name
-    with _step_lock(store, prepare, keys[prepare], echo):
-        if not store.complete(prepare, keys[prepare]):
-            echo(f"{prepare}: running (key {keys[prepare][:8]})")
+    with _step_lock(store, prepare, step_keys[prepare], echo):
+        if not store.complete(prepare, step_keys[prepare]):
+            echo(f"{prepare}: running (key {step_keys[prepare][:8]})")
             _compute(plan, backend, steps.step(prepare), store,
-                     StepContext(root, run_dir, keys[prepare], echo, [], keys, store, prepare))
+                     StepContext(root, run_dir, step_keys[prepare], echo, [], step_keys, store, prepare))
     train = steps.TRAIN.name
-    ctx = StepContext(root, run_dir, keys[train], echo, list(callbacks or []), keys, store, train)
+    ctx = StepContext(root, run_dir, step_keys[train], echo, list(callbacks or []), step_keys, store, train)
     checkpoints = ctx.checkpoints()
     checkpoints.mkdir(parents=True, exist_ok=True)
-    echo(f"{train}: running (key {keys[train][:8]}) with node 0")
+    echo(f"{train}: running (key {step_keys[train][:8]}) with node 0")
     job = TrainJob(keys.view(plan, steps.TRAIN), root, ctx.data_dir, checkpoints,
                    checkpoints / f"node-{rdzv.node_rank}", checkpoints / "metrics.jsonl", list(callbacks or []),
                    run_name=run_dir.name)
@@ -154,13 +154,13 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
     store = store_of(run_dir)
     adopt_legacy(run_dir, store)
     names = [s.name for s in plan.steps]
-    keys = {s.name: s.key for s in plan.steps}
-    done = {n for n in names if store.complete(n, keys[n])}
+    step_keys = {s.name: s.key for s in plan.steps}
+    done = {n for n in names if store.complete(n, step_keys[n])}
     selected = set(names) if only is None else set(only) & set(names)
     missing = [n for n in names if n not in selected and n not in done]
     if missing:
         raise SpecError.one(Pos(str(plan.spec.path)), "", f"step {missing[0]} has not run for this plan "
-                            f"(key {keys[missing[0]][:8]}); run `ftspec run {plan.spec.path}` first")
+                            f"(key {step_keys[missing[0]][:8]}); run `ftspec run {plan.spec.path}` first")
     todo = [n for n in names if n in selected and (n in force or n not in done)]
 
     started = time.time()
@@ -204,7 +204,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
                         echo(f"{name}: running (key {key[:8]})")
                         t0 = time.time()
                         result = _compute(plan, backend, step_def, store, StepContext(
-                            root, run_dir, key, echo, list(callbacks or []), keys, store, name))
+                            root, run_dir, key, echo, list(callbacks or []), step_keys, store, name))
                         seconds = round(time.time() - t0, 2)
                         ran = True
             elif name in selected:

@@ -156,7 +156,13 @@ def test_two_nodes_of_one_process_each_meet_on_the_loopback_address(tmp_path, on
         args = [sys.executable, "-m", "ftspec", "run", str(spec)] + [a for s in sets for a in ("--set", s)]
         nodes.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
-    outputs = [p.communicate(timeout=400)[0] for p in nodes]
+    try:
+        outputs = [p.communicate(timeout=400)[0] for p in nodes]
+    except subprocess.TimeoutExpired:
+        # One node waiting for the other forever: stop both, and show what each said.
+        for p in nodes:
+            p.kill()
+        pytest.fail("the two nodes did not finish: " + " | ".join(p.communicate()[0][-2000:] for p in nodes))
     assert [p.returncode for p in nodes] == [0, 0], outputs
     node1, node0 = outputs
     assert "node 1 of 2" in node1 and "node 0 saves the model" in node1
