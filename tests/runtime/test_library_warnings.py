@@ -9,8 +9,14 @@ record every warning that reaches the user: there must be none.
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +25,6 @@ pytest.importorskip("trl")
 
 from conftest import ROOT  # noqa: E402
 
-from ftspec.backends.executor import execute  # noqa: E402
-from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 from ftspec.runtime import quiet as R  # noqa: E402
 
 DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
@@ -80,20 +84,53 @@ def _matches(notice: warnings.WarningMessage, entry: tuple) -> bool:
             and re.search(module.replace(r"\.", "/"), notice.filename.replace("\\", "/")) is not None)
 
 
+# A run in a process of its own: the warnings machinery is global to a process, and a test that
+# ran before in the same one (threads a library left behind, a library first imported during the
+# run) must not change what is recorded. Prints every warning the run raised, as JSON.
+RECORD = """
+import json, sys, warnings
+from pathlib import Path
+from ftspec.backends.executor import execute
+from ftspec.plan.compile import compile_spec, find_root
+from ftspec.runtime import quiet
+
+spec = Path(sys.argv[1])
+plan, _ = compile_spec(spec)
+quiet.LIBRARY_NOTICES = ()  # the listed notices are recorded too, to see that each is still raised
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")  # everything a user running with -W default would see, and more
+    execute(plan, find_root(spec), echo=lambda _: None)
+json.dump([{"category": [w.category.__module__, w.category.__qualname__], "message": str(w.message),
+            "filename": w.filename, "lineno": w.lineno} for w in seen], sys.stdout)
+"""
+
+
+def _category(module: str, qualname: str) -> type:
+    found = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _recorded_run(spec: Path) -> list[warnings.WarningMessage]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", RECORD, str(spec)], cwd=spec.parent, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [warnings.WarningMessage(w["message"], _category(*w["category"]), w["filename"], w["lineno"])
+            for w in json.loads(done.stdout)]
+
+
 @pytest.mark.parametrize("name", list(RUNS))
-def test_a_tiny_run_shows_no_deprecation_notice(name, tmp_path, monkeypatch):
+def test_a_tiny_run_shows_no_deprecation_notice(name, tmp_path):
     """Every deprecation notice raised in the run is recorded (the silenced ones too, to
     see that each is still raised where the list says); none but those listed may come."""
     lines = (ROOT / "specs/data/support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:60]
     (tmp_path / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(f"ftspec: 1\nname: {name}\n" + RUNS[name], encoding="utf-8")
-    plan, _ = compile_spec(spec)
     listed = R.LIBRARY_NOTICES
-    monkeypatch.setattr(R, "LIBRARY_NOTICES", ())
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")  # everything a user running with -W default would see, and more
-        execute(plan, find_root(spec), echo=lambda _: None)
+    seen = _recorded_run(spec)
     notices = [w for w in seen if issubclass(w.category, DEPRECATIONS)]
     unlisted = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
                 for w in notices if not any(_matches(w, entry) for entry in listed)]
