@@ -11,8 +11,8 @@ import warnings
 # that ftspec's use of a library causes is seen (tests/runtime/test_library_warnings.py runs
 # tiny runs and fails on any).
 LIBRARY_NOTICES = (
-    # peft reads `model.is_gradient_checkpointing`, renamed in transformers 5, whenever it
-    # wraps a model in an adapter or loads one (PeftModel.__init__, peft 0.21).
+    # peft reads `model.is_gradient_checkpointing`, renamed in transformers 5: before 0.22 whenever
+    # it wraps a model in an adapter or loads one (PeftModel.__init__), in 0.22 on DPO's path.
     (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\.modeling_utils"),
 )
 
