@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 from ftspec.commands.diff import diff_files, diff_revision
 from ftspec.commands.plan import effective_plan
+from ftspec.commands.run import UnknownStep, forced_steps
 from ftspec.commands.run import run as run_spec
-from ftspec.commands.run import step_names
 from ftspec.commands.validate import validate as validate_spec
 from ftspec.core.errors import Issue, Pos, RunFailed, SpecError
 from ftspec.plan.diff import PlanDiff
@@ -127,11 +127,8 @@ def _silent(line: str) -> None:
 
 def _steps(force: Iterable[str] | str) -> set[str]:
     """The step names ``force`` gives, checked: "all" is every step."""
-    known = step_names()
-    if isinstance(force, str):
-        force = known if force == "all" else [force]
-    names = set(force)
-    unknown = sorted(names - set(known))
-    if unknown:
-        raise SpecError.one(Pos("force"), "", f"unknown step {', '.join(unknown)}", f"steps: {', '.join(known)}")
-    return names
+    try:
+        return forced_steps(force)
+    except UnknownStep as exc:
+        raise SpecError.one(Pos("force"), "", f"unknown step {', '.join(exc.unknown)}",
+                            f"steps: {', '.join(exc.known)}") from None

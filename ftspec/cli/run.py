@@ -12,8 +12,8 @@ import click
 from ftspec.cli.common import EXIT_INTERRUPTED, reports_errors, spec_options, strict_option, warn
 from ftspec.commands.evaluate import evaluate
 from ftspec.commands.report import report as rebuild_report
+from ftspec.commands.run import UnknownStep, forced_steps
 from ftspec.commands.run import run as run_spec
-from ftspec.commands.run import step_names
 from ftspec.commands.status import render_status
 from ftspec.commands.status import status as spec_status
 from ftspec.commands.stop import stop as stop_job
@@ -24,17 +24,10 @@ if TYPE_CHECKING:  # the executor imports the runtime; only its result type is n
 
 
 def _parse_force(value: str | None) -> set[str]:
-    names_known = step_names()
-    if value is None:
-        return set()
-    if value == "all":
-        return set(names_known)
-    names = {n.strip() for n in value.split(",") if n.strip()}
-    unknown = sorted(names - set(names_known))
-    if unknown:
-        raise click.BadParameter(f"unknown step {', '.join(unknown)} (steps: {', '.join(names_known)})",
-                                 param_hint="--force")
-    return names
+    try:
+        return forced_steps(value)
+    except UnknownStep as exc:
+        raise click.BadParameter(str(exc), param_hint="--force") from None
 
 
 def _finish(execute: Callable[[], RunResult]) -> None:

@@ -28,6 +28,29 @@ def step_names() -> list[str]:
     return [s.name for s in STEPS]
 
 
+class UnknownStep(ValueError):
+    """``force`` names a step no plan has."""
+
+    def __init__(self, unknown: list[str], known: list[str]):
+        self.unknown, self.known = unknown, known
+        super().__init__(f"unknown step {', '.join(unknown)} (steps: {', '.join(known)})")
+
+
+def forced_steps(force: Iterable[str] | str | None) -> set[str]:
+    """The steps ``force`` names: "all" for every one, names (a list, or one string of
+    comma-separated names), or None for none. Raises UnknownStep."""
+    known = step_names()
+    if force is None:
+        return set()
+    if isinstance(force, str):
+        force = known if force == "all" else force.split(",")
+    names = {n.strip() for n in force if n.strip()}
+    unknown = sorted(names - set(known))
+    if unknown:
+        raise UnknownStep(unknown, known)
+    return names
+
+
 def run(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False, *,
         force: Iterable[str] = (), only: Iterable[str] | None = None, locked: bool = False,
         allow: Iterable[str | Path] = (), echo: Callable[[str], None] = print,
