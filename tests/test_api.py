@@ -95,3 +95,16 @@ def test_importing_the_api_leaves_torch_unimported():
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_step_force_names_that_no_plan_has_is_refused_by_the_api_and_the_cli(tmp_path):
+    """One parser for --force: the API raises at `force`, the CLI says it at the option, before anything runs."""
+    spec = write_job(tmp_path, BASE_BODY)
+    with pytest.raises(SpecError) as raised:
+        ft.run(spec, force=["train", "trian"], echo=None)
+    assert raised.value.issues[0].format().startswith("force: unknown step trian")
+    assert "steps: teach, prepare_data" in raised.value.issues[0].format()
+    result = CliRunner().invoke(main, ["run", str(spec), "--force", "train,trian"])
+    assert result.exit_code == 2
+    assert "Invalid value for --force: unknown step trian (steps: teach, prepare_data" in result.output
+    assert not (tmp_path / "runs").exists()
