@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ftspec.catalog import steps
 from ftspec.core.git import run_git
-from ftspec.core.io import copy_atomic, write_json
+from ftspec.core.io import copy_atomic, read_json, write_json
 from ftspec.plan.artifacts import Manifest
 from ftspec.plan.model import Plan
 
@@ -23,8 +23,17 @@ def write_manifest(run_dir: Path, manifest: dict) -> None:
     write_json(run_dir / "manifest.json", Manifest.model_validate(manifest).model_dump(mode="json"))
 
 
+def read_manifest(run_dir: Path) -> Manifest | None:
+    """The run directory's earlier manifest.json, checked against its schema on the way in;
+    None when there is none, or it was cut short or edited into another shape (it is
+    rewritten anyway). One that is not a regular file, or too large, is a BadFileError."""
+    return read_json(Path(run_dir) / "manifest.json", dict, lenient=True, schema=Manifest)
+
+
 def manifest_steps(manifest) -> list[dict]:
     """The step entries of an earlier manifest; nothing from one that was edited into another shape."""
+    if isinstance(manifest, Manifest):
+        return [e.model_dump(mode="json") for e in manifest.steps]
     entries = manifest.get("steps") if isinstance(manifest, dict) else None
     if not isinstance(entries, list):
         return []

@@ -22,11 +22,11 @@ from typing import Iterable
 
 from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.core.git import run_git
-from ftspec.core.paths import find_root, read_regular
+from ftspec.core.paths import describe_os_error, find_root, read_regular
 from ftspec.plan.compile import compile_sourced
 from ftspec.plan.diff import PlanDiff, diff_plans
 from ftspec.plan.diff_render import render_json, render_markdown, render_text
-from ftspec.plan.model import Plan
+from ftspec.plan.model import Plan, PlanFormatError, PlanVersionError
 from ftspec.plan.origins import Origin, StagedOrigin
 
 # --------------------------------------------------------------------------- git
@@ -135,11 +135,16 @@ def plan_for_diff(path: Path, profiles: Iterable[str] = (), sets: Iterable[str] 
     path = Path(path)
     if path.suffix == ".json":
         try:  # a FIFO or a device is refused at once, not read without end
-            return Plan.from_json(read_regular(path, MAX_PLAN_BYTES).decode("utf-8")), None
+            text = read_regular(path, MAX_PLAN_BYTES).decode("utf-8")
         except OSError as exc:
-            raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {exc.strerror or exc}") from None
-        except ValueError as exc:  # not UTF-8, not JSON, not a plan of this version
-            raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {exc}") from None
+            raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {describe_os_error(exc)}") from None
+        except UnicodeDecodeError:
+            raise SpecError.one(Pos(str(path)), "", "not a readable plan file: not UTF-8 text") from None
+        try:
+            return Plan.from_json(text), None
+        except (PlanFormatError, PlanVersionError) as exc:  # not JSON ftspec takes, not a plan of this version
+            raise SpecError.one(Pos(str(path), getattr(exc, "line", None)), "",
+                                f"not a readable plan file: {exc}") from None
     return compile_sourced(path, profiles, sets, allow=allow)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,9 +12,7 @@ from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_spec
 from ftspec.store.rundir import store_of
 
-# Where the Bedrock train step records the job it started (ftspec.backends.bedrock.steps.train):
-# in the step's scratch folder, kept until the step is complete.
-JOB_RECORD = "job.json"
+JOB_RECORD = job.JOB_RECORD  # the Bedrock train step's record of the job it started
 
 
 def stop(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), allow: Iterable[str | Path] = ()) -> str:
@@ -30,10 +27,10 @@ def stop(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), all
     store = store_of(find_root(spec) / plan.output.dir)
     if store.complete(TRAIN.name, key):
         raise RunFailed(f"the train step (key {key[:8]}) is complete: there is no job to stop")
-    record = store.scratch(TRAIN.name, key, "checkpoints") / JOB_RECORD
-    try:
-        job_arn = json.loads(record.read_text(encoding="utf-8"))["job_arn"]
-    except (OSError, ValueError, KeyError):
-        raise RunFailed(f"no Bedrock job was started for this plan's train step (key {key[:8]})") from None
+    # A record of the wrong shape, or one that is not a regular file, is a BadFileError (exit 2).
+    record = job.read_record(store.scratch(TRAIN.name, key, "checkpoints") / JOB_RECORD)
+    if record is None:
+        raise RunFailed(f"no Bedrock job was started for this plan's train step (key {key[:8]})")
+    job_arn = record.job_arn
     job.stop(aws.client("bedrock", plan.compute.bedrock.region), job_arn)
     return job_arn

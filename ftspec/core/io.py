@@ -16,26 +16,32 @@ Light on purpose: the light commands import it, so it never imports torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from ftspec.core import jsonread
 from ftspec.core.errors import Issue, Pos, SpecError
+from ftspec.core.paths import TooLarge, describe_os_error, open_regular, read_regular
 
-__all__ = ["BadFileError", "copy_atomic", "read_json", "read_jsonl", "write_atomic", "write_json", "write_jsonl"]
+__all__ = ["BadFileError", "copy_atomic", "iter_jsonl", "read_json", "read_jsonl", "validated", "write_atomic",
+           "write_json", "write_jsonl"]
 
 _TYPE_NAMES = {dict: "a JSON object", list: "a JSON array", str: "a JSON string"}
 
 
 class BadFileError(SpecError, ValueError):
-    """A file ftspec reads exists but is not what it should be (invalid JSON, the wrong type)."""
+    """A file ftspec reads exists but is not what it should be (not a regular file, too
+    large, invalid JSON, the wrong type or shape): one line, ``FILE[:LINE]: what``."""
 
-    def __init__(self, path: Path | str, message: str):
+    def __init__(self, path: Path | str, message: str, line: int | None = None):
         self.path = Path(path)
         self.reason = message
-        super().__init__([Issue(Pos(str(path)), "", message)])
+        self.line = line
+        super().__init__([Issue(Pos(str(path), line), "", message)])
 
 
 # --------------------------------------------------------------------------- writing
@@ -62,12 +68,31 @@ def copy_atomic(src: Path | str, dst: Path | str) -> None:
 
 def write_json(path: Path | str, value: Any, *, sort_keys: bool = True, indent: int | None = 2) -> None:
     """``value`` as JSON (indented, keys sorted unless told otherwise, a final newline), atomically."""
-    write_atomic(path, json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+    write_atomic(path, dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
 
 
 def write_jsonl(path: Path | str, rows: Iterable[Any]) -> None:
     """One JSON value a line (UTF-8, not escaped to ASCII), atomically."""
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(path, "".join(dumps(r) + "\n" for r in rows))
+
+
+def dumps(value: Any, **kwargs) -> str:
+    """Standard JSON, as ftspec's reader takes it back: a NaN or infinite float (a loss that
+    diverged, a metric of no rows) is written as null, never as NaN or Infinity."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, **kwargs)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def append_durably(path: Path | str, data: str, encoding: str = "utf-8") -> None:
@@ -146,79 +171,164 @@ def _sync_folder(folder: Path) -> None:
 
 
 # --------------------------------------------------------------------------- reading
+#
+# Every file ftspec reads back — its own state files (plans, manifests, markers, locks,
+# job records), logs, and JSON lines it is given — is read here: a regular file only
+# (opened without blocking, so a FIFO or a device is refused at once rather than read
+# without end), at most a known size, decoded strictly (ftspec.core.jsonread: no NaN or
+# Infinity, no key twice, bounded nesting and integers), each problem one line at
+# FILE:LINE, and, where the caller gives one, checked against the file's schema.
+
+MAX_FILE_BYTES = 64 << 20  # a JSON file ftspec wrote (plan, manifest, report, marker, lock, record)
+MAX_LINE_BYTES = 16 << 20  # one line of a JSON-lines file
+MAX_FILE_DEPTH = 100  # nesting in a file ftspec wrote (a plan is ~7 deep; a spec's values at most 64 more)
 
 
-def read_json(path: Path | str, expect: type | None = None, *, lenient: bool = False) -> Any:
+def read_json(path: Path | str, expect: type | None = None, *, lenient: bool = False, schema: Any = None,
+              limit: int = MAX_FILE_BYTES) -> Any:
     """The JSON value in ``path``, or None when there is no such file.
 
-    A file that is not valid JSON, or whose value is not of type ``expect`` (``dict``,
-    ``list``…), raises :class:`BadFileError`; with ``lenient`` it reads as None instead
-    (for callers that rewrite the file anyway). A file that exists but cannot be read
-    (a folder, no permission) is a :class:`BadFileError` too.
+    A file that is not a regular file (a folder, a FIFO, a device), larger than
+    ``limit`` bytes, not valid JSON or not JSON ftspec takes, or whose value is not of type
+    ``expect`` (``dict``, ``list``…) raises :class:`BadFileError` at ``FILE:LINE``. With
+    ``lenient`` (for a file a crash may have cut short, which the caller rewrites anyway),
+    a regular file whose content cannot be used reads as None; a file that is not a
+    regular file, or is too large, is refused all the same (no crash leaves one).
+    ``schema``: a pydantic model the value must fit; the model's instance is returned
+    (a file of the wrong shape is a :class:`BadFileError` naming the key).
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        raw = read_regular(path, limit)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except OSError as exc:
-        return _bad(path, f"cannot be read: {exc.strerror or exc}", lenient)
+    except OSError as exc:  # even when lenient: no crash leaves a FIFO, a folder or a huge file here
+        raise BadFileError(path, _os_problem(exc)) from None
+    except ValueError:  # a NUL in the name
+        raise BadFileError(path, "cannot be read: the name contains a NUL character") from None
     try:
-        value = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return _bad(path, "not valid JSON: not UTF-8 text", lenient)
-    except ValueError as exc:
-        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        message = "empty, not JSON (cut short?)" if not raw.strip() else f"not valid JSON{where}: {detail}"
-        return _bad(path, message, lenient)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _bad(path, "not valid JSON: not UTF-8 text", lenient, raw.count(b"\n", 0, exc.start) + 1)
+    if not text.strip(jsonread.JSON_SPACE):
+        return _bad(path, "empty, not JSON (cut short?)", lenient)
+    try:
+        value = jsonread.decode(text, max_depth=MAX_FILE_DEPTH, bounded_ints=True)
+    except json.JSONDecodeError as exc:
+        return _bad(path, f"not valid JSON: {exc.msg} (column {exc.colno})", lenient, exc.lineno)
+    except jsonread.BadValue as exc:
+        line = jsonread.where(text, exc.pos) if exc.pos is not None else (None, None)
+        return _bad(path, exc.message + (f" (column {line[1]})" if line[1] else ""),
+                    lenient, line[0])
     if expect is not None and not isinstance(value, expect):
         return _bad(path, f"should hold {_TYPE_NAMES.get(expect, expect.__name__)}, not {_json_type(value)}", lenient)
+    if schema is not None:
+        try:
+            return validated(path, value, schema)
+        except BadFileError:
+            if lenient:
+                return None
+            raise
     return value
 
 
-def read_jsonl(path: Path | str, *, lenient: bool = False) -> list[Any]:
-    """The values of a JSON-lines file, blank lines skipped.
+def validated(path: Path | str, value: Any, schema: Any) -> Any:
+    """``value`` (read from ``path``) checked against ``schema``, a pydantic model: the
+    model's instance, or :class:`BadFileError` naming the first key that is wrong."""
+    try:
+        return schema.model_validate(value)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise BadFileError(path, shape_problem(exc, schema)) from None
 
-    Strict by default: a missing file or a broken line raises :class:`BadFileError`
-    naming the line. With ``lenient`` (a run cut short leaves a last line half
-    written), a missing file reads as ``[]`` and broken lines and values that are not
-    JSON objects are skipped.
-    """
+
+def shape_problem(exc: Exception, schema: Any = None) -> str:
+    """A pydantic ValidationError as one line: the first key that is wrong and what is wrong."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    if not errors:
+        return f"not a valid {getattr(schema, '__name__', 'file')}: {str(exc).splitlines()[0]}"
+    err = errors[0]
+    key = ".".join(str(p) for p in err.get("loc", ())) or "(top)"
+    message = str(err.get("msg", "wrong value")).splitlines()[0]
+    given = err.get("input")
+    shown = "" if isinstance(given, (dict, list)) or key == "(top)" else f" (got {_json_type(given)} {_short(given)})"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{key}: {message}{shown}{more}"
+
+
+def iter_jsonl(path: Path | str, *, lenient: bool = False, limit: int | None = None,
+               line_limit: int = MAX_LINE_BYTES, max_depth: int = MAX_FILE_DEPTH):
+    """(line number, line, value) for each line of a JSON-lines file that holds a value.
+
+    Strict by default: a missing file, a broken line, a line longer than ``line_limit``
+    or a file longer than ``limit`` bytes raises :class:`BadFileError` at ``FILE:LINE``.
+    With ``lenient`` (a run cut short leaves a last line half written), a missing file
+    yields nothing, and broken lines and values that are not JSON objects are skipped;
+    a file that is not a regular file, or too large, is refused all the same."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace" if lenient else "strict")
-    except FileNotFoundError:
+        fh = open_regular(path)
+    except (FileNotFoundError, NotADirectoryError):
         if lenient:
-            return []
+            return
         raise BadFileError(path, "missing") from None
-    except OSError as exc:
-        if lenient:
-            return []
-        raise BadFileError(path, f"cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise BadFileError(path, "not valid JSON lines: not UTF-8 text") from None
-    rows = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            if lenient:
+    except OSError as exc:  # even when lenient: no crash leaves a FIFO or a folder here
+        raise BadFileError(path, _os_problem(exc)) from None
+    except ValueError:
+        raise BadFileError(path, "cannot be read: the name contains a NUL character") from None
+    total = 0
+    with fh:
+        for number, raw in enumerate(iter(lambda: fh.readline(line_limit + 1), b""), start=1):
+            total += len(raw)
+            if limit is not None and total > limit:
+                raise BadFileError(path, f"is larger than {limit} bytes; refused", number)
+            if len(raw) > line_limit and not raw.endswith(b"\n"):
+                raise BadFileError(path, f"a line longer than {line_limit} bytes is refused", number)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if lenient:
+                    continue
+                raise BadFileError(path, "not valid JSON lines: not UTF-8 text", number) from None
+            if not line.strip(jsonread.JSON_SPACE):
                 continue
-            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            raise BadFileError(path, f"line {number} is not valid JSON: {detail}") from None
-        if lenient and not isinstance(row, dict):
-            continue
-        rows.append(row)
-    return rows
+            try:
+                row = jsonread.decode(line, max_depth=max_depth, bounded_ints=True)
+            except json.JSONDecodeError as exc:
+                if lenient:
+                    continue
+                raise BadFileError(path, f"not valid JSON: {exc.msg} (column {exc.colno})", number) from None
+            except jsonread.BadValue as exc:
+                if lenient:
+                    continue
+                column = f" (column {jsonread.where(line, exc.pos)[1]})" if exc.pos is not None else ""
+                raise BadFileError(path, f"{exc.message}{column}", number) from None
+            if lenient and not isinstance(row, dict):
+                continue
+            yield number, line, row
 
 
-def _bad(path: Path, message: str, lenient: bool) -> None:
+def read_jsonl(path: Path | str, *, lenient: bool = False, limit: int | None = None) -> list[Any]:
+    """The values of a JSON-lines file, blank lines skipped (see :func:`iter_jsonl`)."""
+    return [row for _, _, row in iter_jsonl(path, lenient=lenient, limit=limit)]
+
+
+def _os_problem(exc: OSError) -> str:
+    if isinstance(exc, TooLarge):
+        return f"is larger than {exc.limit} bytes; refused"
+    words = describe_os_error(exc)
+    return words if words.startswith("cannot be read") else f"cannot be read: {words}"
+
+
+def _bad(path: Path, message: str, lenient: bool, line: int | None = None) -> None:
     if lenient:
         return None
-    raise BadFileError(path, message)
+    raise BadFileError(path, message, line)
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else json.dumps(value) if value is None or isinstance(
+        value, (bool, int, float)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _json_type(value: Any) -> str:

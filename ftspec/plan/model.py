@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Mapping, TypeVar, Union
 
@@ -30,7 +31,12 @@ from pydantic import (
     WrapSerializer,
 )
 
+from ftspec.catalog import steps as catalog_steps
+from ftspec.core import jsonread
+from ftspec.core.errors import did_you_mean
+
 PLAN_VERSION = 1
+PLAN_MAX_DEPTH = 100  # nesting in a plan file: its sections, and a spec's values (at most 64) in them
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -373,12 +379,16 @@ class SimpleMetric(_Frozen):
     name: str
     extract: Extract | None = None
     positive: str | None = None  # f1: the positive label
+    # How answers and references are normalised before they are compared: a key of
+    # ftspec.catalog.metrics.NORMALIZATIONS, from the metric's row (None: not compared as text).
+    normalization: str | None = None
 
 
 class JsonSchemaMetric(_Frozen):
     name: Literal["json_schema"]
     schema_: SchemaFile = Field(alias="schema")
     extract: Extract | None = None
+    normalization: str | None = None
 
 
 class JudgeMetric(_Frozen):
@@ -487,7 +497,7 @@ class Bedrock(_Frozen):
 
     region: str
     customization: Literal["FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"]
-    data_format: str  # the family's JSONL row format, e.g. "bedrock-conversation-2024" (ftspec.backends.bedrock.jsonl)
+    data_format: str  # the family's JSONL row format, e.g. "bedrock-conversation-2024" (ftspec.data.bedrock_jsonl)
     role_arn: str
     s3: BedrockS3
     kms_key_id: str | None = None
@@ -603,18 +613,29 @@ class Plan(_Frozen):
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
-        """A plan read back from ``plan.json``. Raises :class:`PlanFormatError` (one line)
-        when it is not a plan of this version, or its id does not match its content."""
+        """A plan read back from ``plan.json``. Raises :class:`PlanFormatError` (one line,
+        with the ``line`` of the file where it can be placed) when it is not standard JSON
+        of bounded nesting, not a plan of this version, names a step ftspec does not have,
+        or its id does not match its content."""
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise PlanFormatError(f"not JSON: {exc}") from None
-        return cls.from_dict(data)
+            data = jsonread.decode(text, max_depth=PLAN_MAX_DEPTH, bounded_ints=True)
+        except json.JSONDecodeError as exc:
+            raise PlanFormatError(f"not JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+        except jsonread.BadValue as exc:
+            line = jsonread.where(text, exc.pos)[0] if exc.pos is not None else None
+            raise PlanFormatError(f"not usable JSON: {exc.message}", line) from None
+        try:
+            return cls.from_dict(data)
+        except PlanFormatError as exc:
+            if exc.step is not None and exc.line is None:
+                found = re.search(r'"name"\s*:\s*' + re.escape(json.dumps(exc.step)), text)
+                exc.line = jsonread.where(text, found.start())[0] if found else None
+            raise
 
     @classmethod
     def from_dict(cls, data: Any) -> "Plan":
         if not isinstance(data, dict):
-            raise PlanFormatError(f"a plan is a JSON object (got {type(data).__name__})")
+            raise PlanFormatError(f"a plan is a JSON object (got {jsonread.json_kind(data)})")
         try:
             plan = cls.build(data)
         except ValidationError as exc:
@@ -622,6 +643,13 @@ class Plan(_Frozen):
             where = ".".join(str(p) for p in err["loc"]) or "(top)"
             more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
             raise PlanFormatError(f"not a valid version-{PLAN_VERSION} plan: {where}: {err['msg']}{more}") from None
+        for prefix, one in [("", plan), *((f"stages.{i}.", p) for i, p in enumerate(plan.stages))]:
+            for i, step_ in enumerate(one.steps):
+                for name in (step_.name, *step_.needs):
+                    if name not in catalog_steps.BY_NAME:
+                        hint = did_you_mean(name, list(catalog_steps.BY_NAME))
+                        raise PlanFormatError(f"{prefix}steps.{i}: no step is named {name!r}"
+                                              f"{'; ' + hint if hint else ''}", step=name)
         if "id" in data and data["id"] != plan.id:
             raise PlanFormatError(f"plan id {str(data['id'])[:12]} does not match its content ({plan.short_id}); "
                                   "the file was edited")
@@ -658,7 +686,13 @@ class PlanVersionError(ValueError):
 
 
 class PlanFormatError(ValueError):
-    """A plan file that ftspec cannot read: one line, said to the user."""
+    """A plan file that ftspec cannot read: one line, said to the user; ``line``: where in
+    the file, when it is known; ``step``: the unknown step name it is about, if any."""
+
+    def __init__(self, message: str, line: int | None = None, *, step: str | None = None):
+        super().__init__(message)
+        self.line = line
+        self.step = step
 
 
 def _check_version(data: Mapping) -> None:

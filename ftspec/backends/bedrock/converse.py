@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ftspec.core.errors import RunFailed
-from ftspec.core.io import read_jsonl
+from ftspec.core.io import iter_jsonl, read_jsonl
 from ftspec.data.formatting import few_shot, prompt_messages, prompt_text, reference
 
 # Errors worth another try: the service asks to slow down, or the model is still being
@@ -99,15 +99,7 @@ def saved_answers(path: Path) -> dict[int, dict]:
     """The answers file: row index -> its last saved record. A line cut short by a crash
     is skipped (that row is asked again)."""
     found: dict[int, dict] = {}
-    try:
-        lines = Path(path).read_bytes().decode("utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return found
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
+    for _, _, record in iter_jsonl(path, lenient=True):
         if isinstance(record, dict) and isinstance(record.get("index"), int) and isinstance(record.get("answer"), str):
             found[record["index"]] = record
     return found

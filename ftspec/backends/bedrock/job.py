@@ -18,9 +18,13 @@ import hashlib
 import io
 import math
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from ftspec.core.errors import Detached, RunFailed  # Detached: job.Detached for callers and tests
+from ftspec.core.io import read_json
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 # statusDetails' members, in the order a job goes through them, and how a progress line names them.
@@ -30,6 +34,28 @@ POLL_SECONDS = 60.0  # a job takes tens of minutes to hours; its status changes 
 SHA256_META = "sha256"  # x-amz-meta-sha256: the uploaded bytes' sha256, hex
 TRAINING_METRICS = "step_wise_training_metrics.csv"  # step_number, epoch_number, training_loss, perplexity
 VALIDATION_METRICS = "validation_metrics.csv"  # step_number, epoch_number, validation_loss, perplexity
+
+
+# Where the train step records the job it started, in the step's scratch folder (kept
+# until the step is complete): `ftspec stop` and the next attempt read it back.
+JOB_RECORD = "job.json"
+
+
+class JobRecord(BaseModel):
+    """``job.json``: the job a train step started. Checked on the way in, so a record of
+    the wrong shape is one line naming the key, never a TypeError or OverflowError."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    job_arn: Annotated[StrictStr, Field(pattern=r"^arn:[A-Za-z0-9+=,.@:/_-]+$", max_length=2048)]
+    attempt: Annotated[StrictInt, Field(ge=1, le=10_000)] = 1
+    region: Optional[Annotated[StrictStr, Field(max_length=64)]] = None
+
+
+def read_record(path: Path, *, lenient: bool = False) -> JobRecord | None:
+    """The job record at ``path``, or None when there is none (or, ``lenient``, when it was
+    cut short or is of the wrong shape). Raises BadFileError, one line at FILE[:LINE]."""
+    return read_json(path, dict, lenient=lenient, schema=JobRecord)
 
 
 def s3_uri(bucket: str, key: str) -> str:

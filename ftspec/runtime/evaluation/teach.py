@@ -112,15 +112,7 @@ def _earlier_answers(path: Path, wanted: set) -> dict[tuple, str]:
     """The answers an earlier attempt saved for prompts still asked: a half-written last
     line (the attempt was killed while writing) and rows for other prompts are ignored."""
     found: dict[tuple, str] = {}
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return found
-    for raw in data.split(b"\n"):
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            continue
+    for _, _, row in io.iter_jsonl(path, lenient=True):
         if not isinstance(row, dict) or not isinstance(row.get("answer"), str):
             continue
         try:

@@ -26,7 +26,9 @@ from typing import Any, Callable
 
 from ftspec.catalog.steps import COMPARE_STAGES, EVAL_BASE, EVAL_TEACHER, EVAL_TUNED, PREPARE_DATA, TEACH, TRAIN
 from ftspec.catalog.steps import folder as step_folder
+from ftspec.core import jsonread
 from ftspec.core.io import read_json, read_jsonl, write_json
+from ftspec.core.paths import open_regular
 from ftspec.runtime.report.results import LOWER_IS_BETTER, metric_values, num
 
 COMPARISON = "comparison.json"
@@ -40,14 +42,14 @@ _HEADER_LIMIT = 100 * 2 ** 20  # a safetensors header longer than this is not on
 def safetensors_parameters(path: Path) -> int:
     """The number of parameters in a safetensors file, from its header alone: 8 bytes of
     little-endian header length, then a JSON object of tensor name -> dtype, shape, offsets."""
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:  # a FIFO where a weights file belongs is refused, not waited on
         head = fh.read(8)
         if len(head) != 8:
             raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
         (length,) = struct.unpack("<Q", head)
         if length > _HEADER_LIMIT:
             raise ValueError(f"{path}: not a safetensors file (header of {length} bytes)")
-        header = json.loads(fh.read(length).decode("utf-8"))
+        header = jsonread.decode(fh.read(length).decode("utf-8"), bounded_ints=True)
     if not isinstance(header, dict):
         raise ValueError(f"{path}: not a safetensors file (its header is not a JSON object)")
     total = 0
@@ -56,7 +58,9 @@ def safetensors_parameters(path: Path) -> int:
             continue
         n = 1
         for dim in info["shape"]:
-            n *= int(dim)
+            if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+                raise ValueError(f"{path}: not a safetensors file (a shape of {dim!r})")
+            n *= dim
         total += n
     return total
 

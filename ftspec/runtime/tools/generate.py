@@ -26,9 +26,10 @@ import jinja2.meta
 
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
-from ftspec.core.io import read_jsonl
+from ftspec.core.io import iter_jsonl
 from ftspec.data import templates as tpl
 from ftspec.data.formatting import FormatError, RowFormatter
+from ftspec.data.jsonrows import MAX_ROW_DEPTH
 from ftspec.runtime.quiet import quiet_libraries
 from ftspec.store.rundir import run_dir_of, step_states, store_of
 
@@ -208,11 +209,18 @@ def answer(plan, loaded: Loaded, prompts: list[str], max_new_tokens: int | None 
 # -------------------------------------------------------------------- generate
 
 
-def read_rows(path: Path) -> list[dict]:
-    rows = read_jsonl(path)
-    for i, row in enumerate(rows, start=1):
+# Rows given to `generate --file`: read as any JSON lines ftspec is given (a regular file
+# only, strict JSON, rows of bounded nesting), and no more than a person would ask at once.
+MAX_FILE_BYTES = 64 << 20
+
+
+def read_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of each row of a JSON-lines file. Raises SpecError at FILE:LINE."""
+    rows = []
+    for number, _, row in iter_jsonl(path, limit=MAX_FILE_BYTES, max_depth=MAX_ROW_DEPTH):
         if not isinstance(row, dict):
-            raise SpecError.one(Pos(str(path), i), "", "each line must be a JSON object of the spec's columns")
+            raise SpecError.one(Pos(str(path), number), "", "each line must be a JSON object of the spec's columns")
+        rows.append((number, row))
     return rows
 
 
@@ -334,7 +342,7 @@ def rows_from_inputs(prompter: Prompter, texts: Iterable[str], fixed: dict,
     if file is not None:
         if texts:
             raise SpecError.one(Pos(str(file)), "--file", "give rows with --file or texts, not both")
-        return [({**row, **fixed}, f"{file}:{i}") for i, row in enumerate(read_rows(file), start=1)]
+        return [({**row, **fixed}, f"{file}:{i}") for i, row in read_rows(file)]
     if texts:
         return [(prompter.row_for(t, fixed), "TEXT") for t in texts]
     if fixed:

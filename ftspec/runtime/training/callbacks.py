@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from ftspec.core.io import dumps, iter_jsonl
 
 # What metrics.jsonl keeps of each log line (the rest is the trainer's bookkeeping).
 KEEP = ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy",
@@ -25,12 +26,10 @@ class MetricsLog(TrainerCallback):
         self.path = path
         if path.exists():
             kept = []
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= resume_step:
-                        kept.append(line)
-                except ValueError:  # a line cut off by a crash
-                    continue
+            for _, line, record in iter_jsonl(path, lenient=True):  # a line cut off by a crash: skipped
+                step = record.get("step", 0)
+                if isinstance(step, (int, float)) and not isinstance(step, bool) and step <= resume_step:
+                    kept.append(line.rstrip("\r\n"))
             path.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -40,7 +39,7 @@ class MetricsLog(TrainerCallback):
         record.update({k: logs[k] for k in KEEP if k in logs})
         if len(record) > 2:
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(dumps(record) + "\n")  # a loss that diverged (NaN) is written as null
 
 
 class ProgressBar(TrainerCallback):
