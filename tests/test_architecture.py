@@ -26,7 +26,7 @@ PACKAGE = ROOT / "ftspec"
 
 # What the core install (`pip install -e .`) has beside the standard library; anything else is an
 # optional, heavy dependency that light code must not reach and heavy code imports late.
-CORE_DISTRIBUTIONS = {"yaml", "pydantic", "pydantic_core", "jinja2", "markupsafe", "click", "filelock"}
+CORE_DISTRIBUTIONS = {"yaml", "pydantic", "pydantic_core", "jinja2", "markupsafe", "click"}
 
 # Modules allowed past 600 lines, each because it does one thing that is long by nature.
 LONG_MODULES = {

@@ -32,11 +32,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import filelock
-
 from ftspec.backends import BACKENDS
 from ftspec.backends.backend import Backend
-from ftspec.backends.manifest import git_state, manifest_steps, plan_inputs, publish, spec_files, write_manifest
+from ftspec.backends.manifest import (
+    git_state,
+    manifest_steps,
+    plan_inputs,
+    publish,
+    read_manifest,
+    spec_files,
+    write_manifest,
+)
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json, write_json
@@ -51,7 +57,8 @@ from ftspec.runtime.distributed.rendezvous import Rendezvous, spec_rendezvous
 from ftspec.runtime.report.console import shown_path, summary
 from ftspec.runtime.result import RunResult, StepOutcome
 from ftspec.runtime.training.job import TrainJob
-from ftspec.store.rundir import RunLock, Store, adopt_legacy, finish_step, link_step, now, run_dir_of, store_of
+from ftspec.store.lock import RunLock
+from ftspec.store.rundir import Store, adopt_legacy, finish_step, link_step, now, run_dir_of, store_of
 
 __all__ = ["RunResult", "StepOutcome", "execute", "header"]
 
@@ -168,7 +175,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
     threads = backend.setup(plan) if todo else None
     echo(header(plan, run_dir, root, threads))
     write_json(run_dir / "plan.json", plan.to_dict())
-    previous = {e["name"]: e for e in manifest_steps(read_json(run_dir / "manifest.json", lenient=True))}
+    previous = {e["name"]: e for e in manifest_steps(read_manifest(run_dir))}
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "plan_id": plan.id,
@@ -265,9 +272,7 @@ class _step_lock:
         self.name, self.key, self.echo = name, key, echo
 
     def __enter__(self):
-        try:
-            self.lock.acquire(timeout=0)
-        except filelock.Timeout:
+        if not self.lock.acquire(blocking=False):
             self.echo(f"{self.name}: waiting for another run computing it (key {self.key[:8]})")
             self.lock.acquire()
         return self

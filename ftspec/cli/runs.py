@@ -17,6 +17,8 @@ from ftspec.commands.runs import runs as list_runs
 def runs(directory: Path) -> None:
     """List the runs in DIRECTORY (default: runs/) with plan ids and headline metrics."""
     listing = list_runs(directory)
+    for problem in listing.problems:
+        click.echo(f"ftspec: {problem}", err=True)
     for run in listing.runs:
         for problem in run.problems:
             click.echo(f"ftspec: {problem}", err=True)

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftspec.store.rundir import (
-    STORE,
+from ftspec.core.errors import SpecError
+from ftspec.store.gc import (
     Collection,
-    RunInfo,
-    Store,
+    check_runs_folder,
+    check_runs_free,
     collect,
     hold_runs,
     human_bytes,
-    list_runs,
     remove_entry,
     store_entries,
 )
+from ftspec.store.rundir import STORE, RunInfo, Store, list_runs
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Runs:
     store_steps: int = 0
     store_bytes: int = 0
     spare_bytes: int | None = None
+    problems: tuple[str, ...] = ()  # about the folder itself (a store gc would refuse is not read)
 
 
 def runs(directory: Path) -> Runs:
@@ -41,6 +43,10 @@ def runs(directory: Path) -> Runs:
     found = list_runs(directory)
     if not found:
         return Runs(directory, found)
+    try:
+        check_runs_folder(directory)
+    except SpecError as exc:
+        return Runs(directory, found, problems=(f"{exc}; its step store is not read",))
     entries = [e for e in store_entries(Store(directory / STORE)) if e.kind == "step"]
     if not entries:
         return Runs(directory, found)
@@ -72,19 +78,26 @@ def gc(directory: Path, dry_run: bool = False, keep: int = 0,
        echo: Callable[[str], None] = print) -> Collection | None:
     """Remove the step outputs in ``directory``'s store that no run directory refers to
     (all but the ``keep`` most recent of each step's), a line through ``echo`` for each and
-    one for the total; with ``dry_run`` remove nothing. None when there is no store. Holds
-    every run directory's lock meanwhile: a run in progress is a SpecError."""
+    one for the total, and one for each thing in the store that is not ftspec's (left
+    alone); with ``dry_run`` change nothing on disk. None when there is no store. Holds
+    every run directory's lock meanwhile (``dry_run``: only asks): a run in progress is a
+    SpecError, and so is a runs folder or store that is a link or lies outside the repository."""
     directory = Path(directory)
+    check_runs_folder(directory)
     if not (directory / STORE).is_dir():
         echo(f"nothing to collect: {directory} has no step store ({STORE})")
         return None
-    with hold_runs(directory):
+    if dry_run:
+        check_runs_free(directory)
+    with hold_runs(directory) if not dry_run else contextlib.nullcontext():
         found = collect(directory, keep)
         for entry in found.remove:
             if not dry_run:
                 remove_entry(entry)
             echo(f"{'would remove' if dry_run else 'removed'}  {entry.label}{ENTRY_KINDS.get(entry.kind, '')}  "
                  f"{human_bytes(entry.bytes)}")
+    for thing in found.left:
+        echo(f"left  {thing.label}: {thing.why} (not ftspec's; gc removes only what it made)")
     kept = [e for e in found.kept if e.kind == "step"]
     echo(f"{'would free' if dry_run else 'freed'} {human_bytes(found.bytes)} "
          f"({sum(e.kind == 'step' for e in found.remove)} steps); "

@@ -27,6 +27,7 @@ from ftspec.cli import main  # noqa: E402
 from ftspec.plan.build import variant_name  # noqa: E402
 from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
 from ftspec.store import rundir
+from ftspec.store.lock import RunLock  # noqa: E402
 
 BODY = (BASE_BODY.replace("max_steps: 4", "max_steps: 2") + "method: {kind: sft, adapter: full}\n"
         + "profiles:\n  smoke: {training: {max_steps: 1}}\n")
@@ -165,7 +166,7 @@ def test_gc_refuses_while_a_run_is_in_progress(tmp_path, monkeypatch):
     spec = write_job(tmp_path, BODY)
     first, _ = _run(spec)
     monkeypatch.chdir(tmp_path)
-    with rundir.RunLock(first.run_dir):
+    with RunLock(first.run_dir):
         result = subprocess.run([os.sys.executable, "-m", "ftspec", "gc"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert "in use by another ftspec run" in result.stderr and "Traceback" not in result.stderr

@@ -28,7 +28,7 @@ from helpers import BASE_BODY, run_job, write_job  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from ftspec.cli import main  # noqa: E402
-from ftspec.store.rundir import RunLock  # noqa: E402
+from ftspec.store.lock import RunLock  # noqa: E402
 
 BODY = BASE_BODY.replace("max_steps: 4", "max_steps: 6") + "method: {kind: sft, adapter: full}\n"
 
