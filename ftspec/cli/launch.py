@@ -26,7 +26,7 @@ def launch_script(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], 
     if not slurm:
         stopped(f"launch-script writes SLURM scripts only (--slurm); for other clusters set MASTER_ADDR, "
                 f"MASTER_PORT and NODE_RANK and run `ftspec run {spec}` on each node", EXIT_USAGE)
-    text, warnings = slurm_launch_script(spec, profiles, sets, allow, strict)
+    text, warnings = slurm_launch_script(spec, profiles, sets, allow, strict, output)
     print_issues(warnings)
     if output is None or is_stdout(output):
         out(text)

@@ -22,7 +22,7 @@ from ftspec.cli.common import (
 from ftspec.commands import diff as D
 from ftspec.commands.lock import write_lock
 from ftspec.commands.output import write_output
-from ftspec.commands.plan import effective_plan, show_plan
+from ftspec.commands.plan import effective_plan, show_plan, write_plan
 from ftspec.commands.plan import explain as explain_values
 from ftspec.commands.schema import SCHEMA_FILES, schema_text, write_schemas
 from ftspec.commands.templates import template_names
@@ -73,7 +73,7 @@ def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: 
     if output is not None:
         # -o FILE writes the file and nothing else (a user redirecting the output wants
         # nothing mixed in); -o - writes the plan's JSON to the standard output, once.
-        write_output(output, compiled.to_json(), out)
+        write_plan(output, compiled, spec, out)
     if explain:
         out(explain_values(spec, profiles, sets, allow, as_json))
     elif output is None:

@@ -10,6 +10,7 @@ from ftspec.commands.trained import trained_plan
 from ftspec.core.errors import RunFailed, SpecError
 from ftspec.plan.model import Plan
 from ftspec.runtime.quiet import quiet_libraries
+from ftspec.store.protect import refuse_folder
 
 # How the closing line names what was exported (ExportResult.kind).
 KINDS = {"merged": "LoRA merged into its base", "full": "full fine-tune", "adapter": "LoRA adapter"}
@@ -45,6 +46,9 @@ def export(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), a
     empty. Checked against the trained model's logits: past the tolerance nothing is
     written and RunFailed is raised. Raises SpecError, each issue at its place."""
     trained = trained_plan(spec, profiles, sets, allow)
+    # DIR is checked before torch is imported: a target that is the repository, an input, a run
+    # directory or the store is refused at once (--force too), and so is one that is not empty.
+    refuse_folder(Path(output), trained.plan, trained.root, force)
     from ftspec.runtime.tools.export import ParityError, export_model  # defers torch: imported at its top
 
     try:

@@ -8,10 +8,13 @@ import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ftspec.commands.output import is_stdout
 from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.core.io import write_atomic
+from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_spec
 from ftspec.runtime.distributed.rendezvous import DEFAULT_PORT_BASE, PORT_SPREAD
+from ftspec.store.protect import refuse_target
 
 __all__ = ["run_words", "slurm_script", "write_script", "slurm_launch_script", "save_launch_script"]
 
@@ -97,11 +100,16 @@ def write_script(path, text: str) -> None:
 
 
 def slurm_launch_script(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
-                        allow: Iterable[str | Path] = (), strict: bool = False) -> tuple[str, list[Issue]]:
+                        allow: Iterable[str | Path] = (), strict: bool = False,
+                        output: Path | None = None) -> tuple[str, list[Issue]]:
     """The sbatch script that runs `ftspec run SPEC` (with the same profiles, overrides and
-    allowed paths) once on each of the plan's nodes, and the spec's warnings. Raises SpecError."""
+    allowed paths) once on each of the plan's nodes, and the spec's warnings. Raises SpecError,
+    also when ``output`` (the file it is to be written to) is the spec or another input of
+    the plan, or lies in its run directories or store."""
     profiles, sets = tuple(profiles), tuple(sets)
     plan, warnings = compile_spec(spec, profiles, sets, strict, allow)
+    if output is not None and not is_stdout(output):
+        refuse_target(Path(output), plan, find_root(spec))
     c = plan.compute
     text = slurm_script(name=plan.name, plan_id=plan.short_id, spec=str(spec), profiles=profiles, sets=sets,
                         allow=[str(a) for a in allow], nodes=c.num_nodes, processes_per_node=c.num_processes,

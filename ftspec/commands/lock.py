@@ -17,15 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Annotated, Any, Callable, Iterable, Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from ftspec.core.errors import Issue, Pos, SpecError
-from ftspec.core.io import BadFileError, read_json, write_json
+from ftspec.core.io import BadFileError, read_json, validated, write_json
 from ftspec.core.paths import find_root
 from ftspec.core.versions import versions
 from ftspec.plan.compile import compile_spec
 from ftspec.plan.model import Plan, digest, thaw
 from ftspec.plan.stages import root_model
+from ftspec.store.protect import refuse_target
 
 LOCK_VERSION = 1
 
@@ -143,18 +146,62 @@ def drift(locked: Mapping, current: Mapping) -> list[tuple[str, Any, Any]]:
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+class _Locked(BaseModel):
+    # Strict: a lock file holds exactly the types ftspec writes; fields a newer ftspec adds are kept.
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+Text = Annotated[StrictStr, Field(max_length=4096)]
+
+
+class LockedModel(_Locked):
+    kind: Literal["tiny", "local", "hub"]
+    id: Optional[Text] = None
+    requested: Optional[Text] = None
+    commit: Optional[Text] = None
+    path: Optional[Text] = None
+    content_sha256: Optional[Text] = None
+    config_sha256: Optional[Text] = None
+
+
+class LockedData(_Locked):
+    path: Optional[Text] = None
+    sha256: Optional[Text] = None
+    hub: Optional[Text] = None
+    requested: Optional[Text] = None
+    commit: Optional[Text] = None
+
+
+class LockFile(_Locked):
+    """``<spec>.lock.json``, as :func:`build` writes it: checked on the way in, so a
+    hand-edited lock of the wrong shape is one line naming the key."""
+
+    lock_version: Literal[1]
+    spec: Text
+    profiles: list[Text]
+    model: LockedModel
+    data: dict[Text, LockedData]
+    templates: dict[Text, Text]
+    versions: dict[Text, Optional[Text]]
+
+
 def read(path: Path) -> dict:
-    """The lock file's content; a missing, broken or other-version lock file is one line."""
+    """The lock file's content; a missing, broken, other-version or wrongly shaped lock
+    file is one line naming it (and the line or the key)."""
     shown = str(path)
     try:
         value = read_json(path, dict)
     except BadFileError as exc:
-        raise SpecError.one(Pos(shown), "", f"not a readable lock file: {exc.reason}") from None
+        raise SpecError.one(Pos(shown, exc.line), "", f"not a readable lock file: {exc.reason}") from None
     if value is None:
         raise SpecError.one(Pos(shown), "", "no lock file; write one with `ftspec lock SPEC`")
-    if value.get("lock_version") != LOCK_VERSION:
+    if value.get("lock_version") != LOCK_VERSION or isinstance(value.get("lock_version"), bool):
         raise SpecError.one(Pos(shown), "", f"lock_version {value.get('lock_version')!r} is not supported "
                                             f"(this ftspec writes {LOCK_VERSION})")
+    try:
+        validated(path, value, LockFile)
+    except BadFileError as exc:
+        raise SpecError.one(Pos(shown), "", f"not a readable lock file: {exc.reason}") from None
     return value
 
 
@@ -186,7 +233,9 @@ def write_lock(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (
     file next to the spec; the file's path and the spec's warnings. Raises SpecError."""
     profiles = tuple(profiles)
     plan, warnings = compile_spec(spec, profiles, sets, allow=allow)
-    pinned = build(plan, find_root(spec), hub_resolver)
     path = lock_path(spec, profiles)
+    # A data file or template named like the lock file is never written over (nor one it links to).
+    refuse_target(path, plan, find_root(spec), str(path))
+    pinned = build(plan, find_root(spec), hub_resolver)
     write_json(path, pinned)
     return path, warnings

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import write_atomic
+from ftspec.core.paths import Protected, target_problem
 
 # Names of the standard output itself: writing to them atomically would replace the
 # terminal's device node (or fail), so their text is echoed instead.
@@ -29,11 +30,12 @@ def file_problem(output: Path) -> str | None:
     return None
 
 
-def write_file(output: Path, text: str) -> None:
+def write_file(output: Path, text: str, protected: Protected | None = None) -> None:
     """Write ``text`` to the regular file ``output`` whole (atomically). A target that is not
-    a regular file (a FIFO, a device, a folder, a symbolic link) or cannot be written raises
-    SpecError at ``--output``: nothing is replaced."""
-    problem = file_problem(output)
+    a regular file (a FIFO, a device, a folder, a symbolic link), that ``protected`` keeps (a
+    plan's inputs, its run directories: ftspec.store.protect.protected) or that cannot be
+    written raises SpecError at ``--output``: nothing is replaced."""
+    problem = file_problem(output) or (target_problem(output, protected) if protected is not None else None)
     if problem is None:
         try:
             write_atomic(output, text)
@@ -43,11 +45,11 @@ def write_file(output: Path, text: str) -> None:
     raise SpecError.one(Pos(str(output)), "--output", problem)
 
 
-def write_output(output: Path, text: str, echo: Callable[[str], None]) -> bool:
+def write_output(output: Path, text: str, echo: Callable[[str], None], protected: Protected | None = None) -> bool:
     """Write a command's output file (:func:`write_file`), or hand ``text`` to ``echo`` for
     ``-`` and ``/dev/stdout``. Returns whether a file was written."""
     if is_stdout(output):
         echo(text)
         return False
-    write_file(output, text)
+    write_file(output, text, protected)
     return True

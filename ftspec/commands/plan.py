@@ -5,17 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ftspec.commands.output import write_output
 from ftspec.core.errors import Issue
+from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_spec
 from ftspec.plan.describe import render_plan
 from ftspec.plan.model import Plan
 from ftspec.spec.provenance import explain_spec, render_json, render_text
+from ftspec.store.protect import protected
 
 
 def effective_plan(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
                    allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue]]:
     """The effective plan and the spec's warnings. Raises SpecError."""
     return compile_spec(spec, profiles, sets, strict, allow)
+
+
+def write_plan(output: Path, plan: Plan, spec: Path, echo) -> bool:
+    """``plan -o FILE``: the plan's JSON, never written over the spec, an input of the plan, a run
+    directory or the store (``-`` writes to ``echo``). Returns whether a file was written."""
+    return write_output(output, plan.to_json(), echo, protected(plan, find_root(Path(spec))))
 
 
 def show_plan(plan: Plan, as_json: bool = False, color: bool = False) -> str:

@@ -7,11 +7,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftspec.core.errors import Issue
+from ftspec.catalog import steps
+from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_located
 from ftspec.plan.model import Plan
 from ftspec.runtime.tools.generate import require_trained
+from ftspec.store.rundir import store_of
+from ftspec.store.weights import weights_problem
 
 
 @dataclass(frozen=True)
@@ -45,5 +48,13 @@ def trained_plan(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] =
     # The spec's warnings were for training it; trying the trained model does not repeat them.
     plan, _, locate = compile_located(spec, profiles, sets, False, allow)
     root = find_root(spec)
-    require_trained(plan, root, str(spec), run_command(spec, profiles, sets, allow))
+    command = run_command(spec, profiles, sets, allow)
+    run_dir = require_trained(plan, root, str(spec), command)
+    if plan.compute.backend == "local":
+        key = plan.step(steps.TRAIN.name).key
+        entry = store_of(run_dir).path(steps.TRAIN.name, key)
+        problem = weights_problem(entry)
+        if problem:  # marked complete, but what it held is gone: one line, not a loader's traceback
+            raise SpecError.one(Pos(str(spec)), "", f"the trained model of this plan ({entry}) is marked complete, "
+                                f"but {problem}", f"run `{command} --force train` to train it again")
     return Trained(plan, root, locate)

@@ -210,35 +210,85 @@ def local_shadow(value: str, *folders: Path) -> Path | None:
     return None
 
 
+# --------------------------------------------------------------------------- what ftspec writes
+
+
+@dataclass(frozen=True)
+class Protected:
+    """What no file or folder ftspec writes may replace, remove or write into, each path
+    resolved (symlinks followed): the repository ``root`` and its ``.git``; ``folders``
+    ftspec keeps, each with what it is ("the run directory 'runs/x'", "the step store …");
+    and the ``inputs`` of a plan — spec files, data, templates, schemas, local models."""
+
+    root: Path
+    folders: tuple[tuple[Path, str], ...] = ()
+    inputs: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, root: Path, folders: Iterable[tuple[Path, str]] = (), inputs: Iterable[Path] = ()) -> "Protected":
+        """The paths resolved; one that cannot be resolved (a loop) is left out, as nothing can be written there."""
+        real_folders = {r: what for path, what in folders if (r := resolved(path)[0]) is not None}
+        real_root = Path(root).resolve()
+        real_inputs = (resolved(p)[0] for p in inputs)
+        # An "input" that is the root or above it (data.train: .) is an error of its own key;
+        # the root is guarded here as the root (inside it is where run directories belong).
+        return cls(real_root, tuple(real_folders.items()),
+                   tuple(dict.fromkeys(p for p in real_inputs
+                                       if p is not None and p != real_root and p not in real_root.parents)))
+
+    def shown(self, path: Path) -> str:
+        """A path as the user wrote it: relative to the repository root where it is inside."""
+        try:
+            return path.relative_to(self.root).as_posix() or "."
+        except ValueError:
+            return str(path)
+
+
+def target_problem(target: Path, protected: Protected, folder: bool = False) -> str | None:
+    """Why ftspec may not write ``target`` (symlinks followed), or None: the end of a
+    sentence about it. A ``folder`` target (replaced whole, e.g. ``export -o DIR``) may not
+    be, hold or lie inside the repository root's .git, a kept folder or an input, nor be or
+    hold the root itself; a file target may not be an input nor lie inside any of them.
+    Every command that writes a path it was given asks this first, ``--force`` or not."""
+    real, problem = resolved(target)
+    if real is None:
+        return problem
+    root = protected.root
+    if real == root:
+        return "is the repository root"
+    if real in root.parents:
+        return f"holds the repository root ({root})"
+    git = root / ".git"
+    if real == git or git in real.parents:
+        return "is inside .git"
+    for path, what in protected.folders:
+        if real == path:
+            return f"is {what}"
+        if path in real.parents:
+            return f"is inside {what}"
+        if folder and real in path.parents:
+            return f"holds {what}"
+    for path in protected.inputs:
+        shown = protected.shown(path)
+        if real == path:
+            return f"is '{shown}', an input of this spec"
+        if path in real.parents:
+            return f"is inside '{shown}', an input of this spec"
+        if folder and real in path.parents:
+            return f"holds '{shown}', an input of this spec"
+    return None
+
+
 # --------------------------------------------------------------------------- the run directory
 
 
 def output_problem(out: Path, root: Path, inputs: Iterable[Path]) -> str | None:
     """Why ``out`` cannot be the run directory, or None: a run renames and removes
     files inside it, so it must hold none of the spec's inputs and none of the
-    repository's own files (``.git``), and it cannot be the repository itself."""
-    real, problem = resolved(out)
-    if real is None:
-        return problem
-    root = Path(root).resolve()
-    if real == root:
-        return ("is the repository root; a run writes and removes files in its run directory: "
-                "use a folder of its own, e.g. runs/{name}")
-    git = root / ".git"
-    if real == git or git in real.parents:
-        return "is inside .git; use a folder of its own, e.g. runs/{name}"
-    if real in git.parents:
-        return "holds the repository's .git; use a folder of its own, e.g. runs/{name}"
-    for item in inputs:
-        p = resolved(item)[0]
-        if p is None:
-            continue
-        if p == real or real in p.parents:
-            try:
-                shown = p.relative_to(root).as_posix()
-            except ValueError:
-                shown = str(p)
-            what = "is" if p == real else "holds"
-            return (f"{what} '{shown}', an input of this spec; a run writes and removes files in its run "
-                    "directory: use a folder of its own, e.g. runs/{name}")
-    return None
+    repository's own files (``.git``), and it cannot be the repository itself
+    (:func:`target_problem`, the one guard of what ftspec writes)."""
+    problem = target_problem(out, Protected.of(root, inputs=inputs), folder=True)
+    if problem is None:
+        return None
+    return problem + ("; a run writes and removes files in its run directory: use a folder of its own, "
+                      "e.g. runs/{name}")

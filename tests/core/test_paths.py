@@ -81,3 +81,30 @@ def test_the_runner_can_allow_a_folder_but_the_spec_cannot(tmp_path):
     spec.write_text(spec.read_text() + f"allow_paths: [{outside}]\n")
     result = _validate(spec)
     assert result.exit_code == 2 and "allow_paths: unknown key" in result.output
+
+
+# --------------------------------------------------------------------------- what ftspec writes
+
+def test_the_write_guard_keeps_the_root_inputs_and_kept_folders_symlinks_followed(tmp_path):
+    from ftspec.core.paths import Protected, target_problem
+
+    root = tmp_path / "repo"
+    (root / ".git").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "data" / "train.jsonl").write_text("{}\n")
+    (root / "runs" / "job").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(root / "data" / "train.jsonl")
+    kept = Protected.of(root, [(root / "runs" / "job", "the run directory 'runs/job'")], [root / "data/train.jsonl"])
+
+    def problem(path, folder=True):
+        return target_problem(path, kept, folder)
+
+    assert problem(root) == "is the repository root"
+    assert problem(tmp_path) == f"holds the repository root ({root.resolve()})"
+    assert problem(root / ".git" / "x") == "is inside .git"
+    assert problem(root / "runs") == "holds the run directory 'runs/job'"
+    assert problem(root / "runs/job/model") == "is inside the run directory 'runs/job'"
+    assert problem(root / "data") == "holds 'data/train.jsonl', an input of this spec"
+    assert problem(tmp_path / "link", folder=False) == "is 'data/train.jsonl', an input of this spec"
+    assert problem(root / "data", folder=False) is None, "a file target holds nothing"
+    assert problem(root / "exported") is None and problem(root / "data" / "lock.json", folder=False) is None

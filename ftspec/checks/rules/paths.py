@@ -13,7 +13,7 @@ from ftspec.checks.facts import Context, hub_model_problem, is_local_model, temp
 from ftspec.checks.registry import WHOLE_SPEC, rule
 from ftspec.core.errors import Issue
 from ftspec.core.layout import MARKER, STORE
-from ftspec.core.paths import output_problem
+from ftspec.core.paths import output_problem, resolved
 from ftspec.spec import schema as S
 
 
@@ -44,7 +44,9 @@ def check_paths(ctx: Context) -> Iterator[Issue]:
     if refusal:
         yield ctx.error(("output", "dir"), refusal)
     else:
-        problem = output_problem(ctx.root / out, ctx.root, _inputs(ctx)) or _foreign_step_folder(ctx.root / out)
+        inputs = _inputs(ctx)
+        problem = (output_problem(ctx.root / out, ctx.root, inputs) or _beside(ctx.root / out, ctx.root, inputs)
+                   or _foreign_step_folder(ctx.root / out))
         if STORE in Path(os.path.normpath(out)).parts:
             problem = (f"is the step store ({STORE}) or inside it, where ftspec keeps the steps of every run "
                        "directory beside it; use a folder of its own, e.g. runs/{name}")
@@ -61,6 +63,33 @@ def check_paths(ctx: Context) -> Iterator[Issue]:
             problem = hub_model_problem(ctx, metric.model)
             if problem:
                 yield ctx.error(("eval", "metrics", i, "model"), problem)
+
+
+def _beside(out: Path, root: Path, inputs: list[Path]) -> str | None:
+    """The folders a run of this spec writes beside its run directory hold no input either:
+    the step store, and the run directories of its variants (``OUT@VARIANT``, with profiles
+    or --set) and of its stages (``OUT.stage-NAME``), whichever profile is chosen."""
+    real = resolved(out)[0]
+    if real is None:
+        return None
+    for item in inputs:
+        path = resolved(item)[0]
+        if path is None or real.parent not in path.parents:
+            continue
+        first = path.relative_to(real.parent).parts[0]
+        if first == STORE:
+            what = f"its step store '{STORE}'"
+        elif first.startswith((f"{real.name}@", f"{real.name}.stage-")):
+            what = f"the run directory '{first}' of one of its variants or stages"
+        else:
+            continue
+        try:
+            shown = path.relative_to(root).as_posix()
+        except ValueError:
+            shown = str(path)
+        return (f"would put {what} beside it, which holds '{shown}', an input of this spec; a run writes and "
+                "removes files there: keep inputs out of the runs folder, or use an output folder of its own")
+    return None
 
 
 def _foreign_step_folder(out: Path) -> str | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,12 +31,15 @@ import torch
 
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
+from ftspec.core.folders import new_partial, replace_folder
 from ftspec.core.io import read_json, read_jsonl, write_atomic, write_json
 from ftspec.plan.model import Plan
 from ftspec.plan.stages import root_model
 from ftspec.runtime.evaluation.stopping import end_of_turn_ids, stop_token_ids
 from ftspec.runtime.models import base_model_path, load_tuned
+from ftspec.store.protect import refuse_folder
 from ftspec.store.rundir import store_of
+from ftspec.store.weights import weights_problem
 
 # Largest |exported − trained| logit allowed, by the exported dtype. Both models compute in
 # float32 (the exported weights are read as stored and widened), so the difference is what
@@ -91,17 +93,11 @@ def trained_dir(plan: Plan, root: Path) -> Path:
     if not store.complete(steps.TRAIN.name, key):
         raise _err("export", f"the model of plan {plan.short_id} is not trained (train step, key {key[:8]}, "
                    f"not done in {run_dir.parent})", f"run `{command_line(plan)}` first")
+    problem = weights_problem(store.path(steps.TRAIN.name, key))
+    if problem:
+        raise _err("export", f"the trained model of plan {plan.short_id} ({store.path(steps.TRAIN.name, key)}) is "
+                   f"marked complete, but {problem}", f"run `{command_line(plan)} --force train` to train it again")
     return store.path(steps.TRAIN.name, key)
-
-
-def check_target(out: Path, force: bool) -> None:
-    """DIR must be a new or empty folder (or --force): an existing model is never mixed with another."""
-    if out.is_symlink():
-        raise _err("--output", f"{out} is a symbolic link; give a folder")
-    if out.exists() and not out.is_dir():
-        raise _err("--output", f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise _err("--output", f"{out} exists and is not empty", "give a new folder, or --force to replace it")
 
 
 def export_dtype(plan: Plan, base_path: str) -> torch.dtype:
@@ -351,11 +347,8 @@ def export_model(plan: Plan, root: Path, out: Path, adapter: bool = False, force
     from transformers import AutoTokenizer
 
     out = Path(out)
-    check_target(out, force)
+    refuse_folder(out, plan, root, force)  # the repository, its inputs, runs and store; not empty
     model_dir = trained_dir(plan, root)
-    store_root = store_of((root / plan.output.dir).resolve()).root.resolve()
-    if out.resolve() == store_root or store_root in out.resolve().parents:
-        raise _err("--output", f"{out} is inside the step store ({store_root}); give a folder outside it")
     kind_trained = plan.method.adapter.kind
     if adapter and kind_trained == "full":
         raise _err("--adapter", "this run fine-tuned every weight (method.adapter: full): there is no adapter to keep",
@@ -371,11 +364,7 @@ def export_model(plan: Plan, root: Path, out: Path, adapter: bool = False, force
     kind = "adapter" if adapter else ("full" if kind_trained == "full" else "merged")
 
     # Written beside DIR under a name of its own (nothing of the user's is replaced), then renamed.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    partial.chmod(0o777 & ~umask)  # mkdtemp makes it private; the folder is the user's, as mkdir would make it
+    partial = new_partial(out)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         base_ref = None
@@ -444,13 +433,10 @@ def export_model(plan: Plan, root: Path, out: Path, adapter: bool = False, force
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    if out.exists():  # empty, or --force: moved aside, then removed once the new folder is in place
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(partial, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, out)
+    try:
+        replace_folder(partial, out)  # an empty DIR, or --force: moved aside, removed once the new one is in place
+    except OSError as exc:
+        raise _err("--output", f"{out} cannot be replaced: {exc.strerror or exc}; it is as it was") from None
     return ExportResult(out, kind, DTYPE_NAMES[dtype], max_abs, measure, measured, tol, len(prompts), eos)
 
 

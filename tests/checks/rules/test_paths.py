@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks.conftest import BASE, at
+from checks.conftest import BASE, at, tickets
 from ftspec.catalog import steps
 
 
@@ -37,3 +37,20 @@ def test_a_step_folder_ftspec_did_not_write(issues, tmp_path):
         "e.g. runs/{name}"]
     (tmp_path / "runs" / "demo" / "model" / ".ftspec-step.json").write_text("{}")
     assert not at(issues(BASE + "output: {dir: runs/demo}\n"), "output.dir")
+
+
+@pytest.mark.parametrize("where, said", [
+    ("runs/demo@smoke/train.jsonl", "the run directory 'demo@smoke' of one of its variants or stages"),
+    ("runs/demo.stage-sft/train.jsonl", "the run directory 'demo.stage-sft' of one of its variants or stages"),
+    ("runs/demo@smoke.stage-sft/train.jsonl", "the run directory 'demo@smoke.stage-sft'"),
+    ("runs/.ftspec-store/train.jsonl", "its step store '.ftspec-store'"),
+])
+def test_an_input_in_a_variant_or_stage_run_directory_or_in_the_store(issues, where, said):
+    """A run of this spec with a profile, or of a stage, writes beside output.dir, as the store
+    does: an input there is an error at output.dir, at its line."""
+    spec = BASE.replace("train: train.jsonl", f"train: {where}") + "output: {dir: runs/demo}\n"
+    found = [i for i in issues(spec, {where: tickets()}) if i.key == "output.dir"]
+    assert len(found) == 1 and said in found[0].message and f"holds '{where}', an input" in found[0].message
+    assert found[0].pos.line == spec.splitlines().index("output: {dir: runs/demo}") + 1
+    assert not at(issues(BASE + "output: {dir: runs/demo}\n", {where: tickets()}), "output.dir"), \
+        "a file there that the spec does not read is no concern of its"

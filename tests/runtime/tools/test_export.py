@@ -160,6 +160,21 @@ def test_a_non_empty_folder_is_refused_without_force_and_replaced_with_it(traine
     assert (empty / "config.json").is_file()
 
 
+def test_every_exported_file_has_the_users_umask(trained, tmp_path):
+    """transformers writes model.safetensors private (0600); what ftspec exports is the user's."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        _export(trained["full"], tmp_path / "out")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+
+
 def test_export_of_a_spec_not_trained_is_refused_with_the_command_to_run(trained, tmp_path):
     spec, _, _ = trained["lora"]
     # Another learning rate: another train key, never trained.
