@@ -85,7 +85,7 @@ class BaseModel:
 @dataclass(frozen=True)
 class Family:
     name: str
-    data_format: str  # the row format of its training JSONL (ftspec.backends.bedrock.jsonl)
+    data_format: str  # the row format of its training JSONL (ftspec.data.bedrock_jsonl)
     models: tuple[BaseModel, ...]
     # The row format of continued pre-training data, where the family offers it.
     pretraining_format: str | None = None
@@ -263,7 +263,7 @@ def _prompts(record: dict):
 
 
 def data_problem(model: BaseModel, split: str, body: bytes, customization: str) -> tuple[int | None, str] | None:
-    """The first documented limit a rendered split (JSONL bytes, ftspec.backends.bedrock.jsonl) breaks,
+    """The first documented limit a rendered split (JSONL bytes, ftspec.data.bedrock_jsonl) breaks,
     as (1-based row or None for the whole file, message), or None. ``customization``: the
     API's customizationType."""
     import json
@@ -275,20 +275,35 @@ def data_problem(model: BaseModel, split: str, body: bytes, customization: str) 
         cap = lim.validation_file_bytes
     if cap is not None and len(body) > cap:
         return None, f"the {split} file is {len(body):,} bytes; a {model.label} job takes at most {cap:,}"
-    if lim.max_chars_per_record is None and not lim.reserved_prefixes:
+    if not has_record_limits(model):
         return None
     for row, line in enumerate(body.splitlines(), 1):
-        record = json.loads(line)
-        if lim.max_chars_per_record is not None:
-            chars = sum(len(text) for _, text in _texts(record))
-            if chars > lim.max_chars_per_record:
-                return row, (f"has {chars:,} characters of text; a {model.label} job takes at most "
-                             + f"{lim.max_chars_per_record:,} per record")
-        for what, text in _prompts(record):
-            word = next((w for w in lim.reserved_prefixes if text.lstrip().startswith(w)), None)
-            if word is not None:
-                return row, (f"its {what} starts with {word!r}, a keyword {model.label} reserves "
-                             + f"(reserved: {', '.join(lim.reserved_prefixes)})")
+        problem = record_problem(model, json.loads(line))
+        if problem is not None:
+            return row, problem
+    return None
+
+
+def has_record_limits(model: BaseModel) -> bool:
+    """Whether the model's documented limits say anything of a single record."""
+    return model.limits.max_chars_per_record is not None or bool(model.limits.reserved_prefixes)
+
+
+def record_problem(model: BaseModel, record: dict) -> str | None:
+    """The first documented limit one rendered record (a line of the job's JSONL, parsed)
+    breaks, as the end of a sentence about its row, or None. ``prepare_data`` checks every
+    rendered line with it, ``validate`` the sample rows (ftspec.checks.rules.bedrock)."""
+    lim = model.limits
+    if lim.max_chars_per_record is not None:
+        chars = sum(len(text) for _, text in _texts(record))
+        if chars > lim.max_chars_per_record:
+            return (f"has {chars:,} characters of text; a {model.label} job takes at most "
+                    + f"{lim.max_chars_per_record:,} per record")
+    for what, text in _prompts(record):
+        word = next((w for w in lim.reserved_prefixes if text.lstrip().startswith(w)), None)
+        if word is not None:
+            return (f"its {what} starts with {word!r}, a keyword {model.label} reserves "
+                    + f"(reserved: {', '.join(lim.reserved_prefixes)})")
     return None
 
 

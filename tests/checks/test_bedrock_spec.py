@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
+from ftspec.catalog import aws_patterns as aws
 from ftspec.catalog import bedrock_families as families
 from ftspec.core.errors import SpecError
 from ftspec.plan import bedrock_request as request
@@ -377,3 +378,127 @@ def test_perplexity_on_bedrock_is_an_error_at_its_metric(tmp_path):
     out = _run_cli(["validate", str(spec)], cwd=tmp_path)
     assert out.returncode == 2
     assert "eval.metrics.1: perplexity needs the model's token probabilities" in out.stderr + out.stdout
+
+
+# --------------------------------------------------------------------------- AWS's patterns, whole values
+
+NOVA_TEXT = (ROOT / "specs" / "bedrock-nova.yaml").read_text(encoding="utf-8")
+# Keys the shipped spec leaves out, put after its last bedrock key (serve) to be given a bad value.
+EXTRA = ('    serve: none\n    kms_key_id: alias/ftspec\n'
+         '    vpc: {subnets: [subnet-0123abcd], security_groups: [sg-0123abcd]}\n')
+TEACHER = "    serve: none\n    teacher_model: amazon.nova-pro-v1:0\n"
+
+
+def _validate(repo, text: str):
+    from click.testing import CliRunner
+
+    from ftspec.cli import main
+
+    path = repo / "specs" / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path, CliRunner().invoke(main, ["validate", str(path)])
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("region: us-east-1", 'region: "us-east-1\\n"', "compute.bedrock.region"),
+    ("role_arn: arn:aws:iam::123456789012:role/ftspec-bedrock",
+     'role_arn: "arn:aws:iam::123456789012:role/ftspec-bedrock\\n"', "compute.bedrock.role_arn"),
+    ("prefix: ftspec/}", 'prefix: "ftspec\\n"}', "compute.bedrock.s3.prefix"),
+    ("bucket: my-ftspec-bucket", 'bucket: "my-ftspec-bucket\\n"', "compute.bedrock.s3.bucket"),
+    ("tags: {project: ftspec,", 'tags: {"project\\n": ftspec,', "compute.bedrock.tags"),
+    ("task: support-routing}", 'task: "support-routing\\n"}', "compute.bedrock.tags.task"),
+    ("task: support-routing}", 'task: "support\\trouting"}', "compute.bedrock.tags.task"),
+    ("kms_key_id: alias/ftspec", 'kms_key_id: "alias/ftspec\\n"', "compute.bedrock.kms_key_id"),
+    ("teacher_model: amazon.nova-pro-v1:0", 'teacher_model: "amazon.nova-pro-v1:0\\n"',
+     "compute.bedrock.teacher_model"),
+    ("subnets: [subnet-0123abcd]", 'subnets: ["subnet-0123abcd\\n"]', "compute.bedrock.vpc.subnets.0"),
+    ("security_groups: [sg-0123abcd]", 'security_groups: ["sg-0123abcd\\n"]',
+     "compute.bedrock.vpc.security_groups.0"),
+    ("id: amazon.nova-micro-v1:0:128k", 'id: "amazon.nova-micro-v1:0:128k\\n"', "model.id"),
+    # The spec's name is where the job's and the custom model's names come from.
+    ("name: bedrock-nova", 'name: "bedrock-nova\\n"', "name"),
+], ids=lambda v: v if isinstance(v, str) and v.count(".") and " " not in v else None)
+def test_a_value_with_a_trailing_newline_is_refused_at_its_line(repo, old, new, key):
+    """AWS's patterns hold over the whole value: `$` in re.match took 'x\\n' for 'x'."""
+    text = NOVA_TEXT
+    if key.startswith(("compute.bedrock.kms", "compute.bedrock.vpc")):
+        text = text.replace("    serve: none\n", EXTRA)
+    if "teacher_model" in key:  # a teacher is for distillation
+        text = text.replace("    serve: none\n", TEACHER).replace("fine_tuning", "distillation")
+    assert text.count(old) == 1
+    path, result = _validate(repo, text)
+    assert result.exit_code == 0, result.output  # the valid value passes
+    path, result = _validate(repo, text.replace(old, new))
+    line = text.splitlines().index(next(l for l in text.splitlines() if old in l)) + 1
+    assert result.exit_code == 2, result.output
+    assert any(l.startswith(f"{path}:{line}:") and f" {key}" in l for l in result.output.splitlines()), result.output
+
+
+@pytest.mark.parametrize("pattern,good,bad", [
+    (aws.REGION, ["us-east-1", "us-gov-west-1", "eu-central-1", "cn-north-1", "us-isob-east-1"],
+     ["us-east-1\n", "US-EAST-1", "us-east-1 ", "us-east-١", "xx-east-1"]),
+    (aws.TAG_VALUE, ["", "a b", "team/ml=1@x+y:z_-."], ["a\n", "a\tb", "é"]),
+    (aws.JOB_NAME, ["a", "bedrock-nova-0123abcdef12-a2"], ["-a", "a\n", "a_b"]),
+    (aws.CUSTOM_MODEL_NAME, ["a", "bedrock-nova-0123abcdef12"], ["a--b", "a\n", "a.b"]),
+    (aws.S3_URI, ["s3://my-bucket/ftspec/data/train-x.jsonl", "s3://my-bucket/"], ["s3://my-bucket/a b",
+                                                                                   "s3://my-bucket/x\n"]),
+])
+def test_aws_patterns_hold_over_the_whole_value(pattern, good, bad):
+    assert [v for v in good if pattern.problem(v)] == []
+    assert [v for v in bad if not pattern.problem(v)] == []
+
+
+def test_filled_names_and_uris_fit_the_aws_patterns(repo):
+    """The names and URIs the run makes from the spec (its name, the bucket, the prefix) are ones AWS takes."""
+    for name in ("a", "a.b_c-d", "x" * 64, "a..__--b", "9-_.z"):
+        plan, _ = compile_spec(write(repo, {"name": name, "compute.bedrock.s3.prefix": "p/q_r!(1)"}))
+        from ftspec.backends.bedrock.steps import filled_request
+
+        data = {"train": {"sha256": "b" * 64}, "validation": {"sha256": "c" * 64}}
+        for attempt in (1, 2, 12):
+            r = filled_request(plan.compute.bedrock, "a" * 64, data, attempt)
+            assert not aws.JOB_NAME.problem(r["jobName"]) and not aws.CUSTOM_MODEL_NAME.problem(r["customModelName"])
+            for uri in (r["trainingDataConfig"]["s3Uri"], r["outputDataConfig"]["s3Uri"],
+                        r["validationDataConfig"]["validators"][0]["s3Uri"]):
+                assert not aws.S3_URI.problem(uri), uri
+
+
+# --------------------------------------------------------------------------- data limits at validate
+
+
+def _tickets_with(repo, line: int, change) -> None:
+    """The shipped tickets with row ``line`` (1-based) changed."""
+    path = repo / "specs" / "data" / "support-tickets.jsonl"
+    rows = [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    change(rows[line - 1])
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_a_nova_prompt_with_a_reserved_keyword_fails_validate_at_its_row(repo):
+    _, result = _validate(repo, NOVA_TEXT)
+    assert result.exit_code == 0, result.output
+    _tickets_with(repo, 7, lambda r: r.update(text="User: " + r["text"]))
+    _, result = _validate(repo, NOVA_TEXT)
+    assert result.exit_code == 2
+    assert "specs/data/support-tickets.jsonl:7: data.train: row 7: its user prompt starts with 'User:'" in \
+        result.output, result.output
+
+
+def _titan(text: str) -> str:
+    """The shipped spec on Titan Text Express, whose records take prompt and completion."""
+    head, rest = text.split("format:\n", 1)
+    rest = rest.split("\ntraining:", 1)[1]
+    return (head.replace("id: amazon.nova-micro-v1:0:128k", "id: amazon.titan-text-express-v1")
+            + 'format:\n  kind: prompt_completion\n  prompt: "{{ text }}"\n  completion: " {{ queue }}"\n\ntraining:'
+            + rest)
+
+
+def test_a_titan_record_over_its_characters_fails_validate_at_its_row(repo):
+    _tickets_with(repo, 12, lambda r: r.update(text="x" * (24_576 - len(" " + r["queue"]))))
+    _, result = _validate(repo, _titan(NOVA_TEXT))
+    assert result.exit_code == 0, result.output  # at the documented limit: taken
+    _tickets_with(repo, 12, lambda r: r.update(text=r["text"] + "x"))
+    _, result = _validate(repo, _titan(NOVA_TEXT))
+    assert result.exit_code == 2
+    assert ("specs/data/support-tickets.jsonl:12: data.train: row 12: has 24,577 characters of text; "
+            "a Amazon Titan Text Express job takes at most 24,576 per record") in result.output, result.output

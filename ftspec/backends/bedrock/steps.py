@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ftspec.backends.bedrock import aws, converse, job, serve
-from ftspec.backends.bedrock import jsonl as R
 from ftspec.backends.local import steps as local
 from ftspec.catalog import bedrock_families as families
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, RunFailed, SpecError
 from ftspec.core.io import read_json, write_json, write_jsonl
+from ftspec.data import bedrock_jsonl as R
 from ftspec.plan.bedrock_request import MAX_NAME, data_uri, fill
 from ftspec.plan.model import thaw
 from ftspec.runtime.training import data as D
@@ -110,18 +110,24 @@ def train(plan, ctx, out: Path) -> dict:
     data = read_json(ctx.data_dir / DATA, dict)
     record_file = ctx.checkpoints() / "job.json"  # `ftspec stop` reads it; kept until the step is complete
     record_file.parent.mkdir(parents=True, exist_ok=True)
-    record = read_json(record_file, dict, lenient=True) or {}
-    attempt = int(record.get("attempt", 1))
+    # Checked on the way in: a record of the wrong shape is one not to trust (a new job), never a TypeError.
+    record = job.read_record(record_file, lenient=True)
+    attempt = record.attempt if record is not None else 1
+    # The jobs of the attempts before this one, each {attempt, job_arn, status}: kept in the
+    # record and in bedrock-model.json (so in the manifest), never forgotten by a new attempt.
+    kept = getattr(record, "earlier", None)
+    earlier = [e for e in kept if isinstance(e, dict)] if isinstance(kept, list) else []
     with aws.one_line("train"):
         bedrock = aws.client("bedrock", b.region)
-        if record.get("job_arn"):  # a job this step started before: running (attach), or ended without a model
-            status = bedrock.get_model_customization_job(jobIdentifier=record["job_arn"])["status"]
+        if record is not None:  # a job this step started before: running (attach), or ended without a model
+            status = bedrock.get_model_customization_job(jobIdentifier=record.job_arn)["status"]
             if status in ENDED:
+                earlier.append({"attempt": attempt, "job_arn": record.job_arn, "status": status})
                 attempt += 1
-                ctx.echo(f"  the previous job ({record['job_arn']}) {status.lower()}: starting attempt {attempt}")
+                ctx.echo(f"  the previous job ({record.job_arn}) {status.lower()}: starting attempt {attempt}")
         request = filled_request(b, ctx.key, data, attempt)
         arn = job.create_or_attach(bedrock, request, ctx.echo)
-        write_json(record_file, {"job_arn": arn, "attempt": attempt, "region": b.region})
+        write_json(record_file, {"job_arn": arn, "attempt": attempt, "region": b.region, "earlier": earlier})
         ctx.echo(f"  job {arn}")
         started = time.time()
         final = job.poll(bedrock, arn, ctx.echo)  # Ctrl-C: job.Detached, which the CLI words with the spec's path
@@ -131,7 +137,8 @@ def train(plan, ctx, out: Path) -> dict:
     if not model_arn:
         raise RunFailed(f"train: job {arn} completed without a custom model ARN")
     info = {"job_arn": arn, "custom_model_arn": model_arn, "custom_model_name": final.get("outputModelName"),
-            "region": b.region, "attempt": attempt, "seconds_polled": round(time.time() - started)}
+            "region": b.region, "attempt": attempt, "earlier_attempts": earlier,
+            "seconds_polled": round(time.time() - started)}
     write_json(out / MODEL, info)
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r["eval_loss"] for r in records if "eval_loss" in r]

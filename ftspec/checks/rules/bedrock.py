@@ -10,8 +10,14 @@ from ftspec.catalog import bedrock_families as families
 from ftspec.checks.derived import metric_names
 from ftspec.checks.facts import Context
 from ftspec.checks.registry import rule
-from ftspec.core.errors import Issue
+from ftspec.core.errors import Issue, Pos
+from ftspec.data import bedrock_jsonl
+from ftspec.data.formatting import FormatError
 from ftspec.spec import schema as S
+
+MAX_ROW_ISSUES = 5  # rows over a limit reported at validate: the same mistake is usually on many
+# The splits the job is sent (the test split stays on this machine).
+JOB_SPLITS = ("train", "validation")
 
 
 @rule(reads=("model", "compute", "method", "training", "data", "eval"))
@@ -106,3 +112,35 @@ def check_bedrock(ctx: Context) -> Iterator[Issue]:
         where = ("data", "validation") if spec.data.validation is not None else ("data", "split", "validation")
         yield ctx.error(where, f"{validation} validation rows; "
                                f"a {model.label} job takes at most {lim.validation_rows_max}")
+    yield from _rows_within_limits(ctx, family, model)
+
+
+def _rows_within_limits(ctx: Context, family: families.Family, model: families.BaseModel) -> Iterator[Issue]:
+    """The sample rows of the sources the job is sent, rendered into the family's JSONL as
+    prepare_data renders every row, against the model's documented limits on one record
+    (families.record_problem, the run's own check), each at its FILE:LINE. Rows that do not
+    format are check_sample_rows' to report; ctx.formatter is None when the templates failed."""
+    formatter = ctx.formatter
+    if formatter is None or not families.has_record_limits(model):
+        return
+    b = ctx.spec.compute.bedrock
+    data_format = families.data_format(family, b.customization)
+    answered = b.customization != "distillation"  # as prepare_data: the teacher writes the answers
+    reported = 0
+    for split in JOB_SPLITS:
+        info = ctx.sources.get(split)
+        if not info or not info.readable:
+            continue
+        for row in info.sample:
+            try:
+                record = bedrock_jsonl.record(formatter(row.values), data_format, row.number, answered=answered)
+            except (FormatError, ValueError):
+                continue
+            problem = families.record_problem(model, record)
+            if problem is None:
+                continue
+            yield Issue(Pos(info.shown, row.number), info.key, f"row {row.number}: {problem}",
+                        "fix the row, or leave it out with data.filter")
+            reported += 1
+            if reported >= MAX_ROW_ISSUES:
+                return

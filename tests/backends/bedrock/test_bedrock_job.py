@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ftspec.backends.bedrock import jsonl as R
 from ftspec.core.errors import RunFailed
+from ftspec.data import bedrock_jsonl as R
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "bedrock"
 REGION = "us-east-1"
@@ -29,6 +29,16 @@ BUCKET = "ftspec-test-bucket"
 # Fake credentials, unique enough to be searched for in every file a test writes.
 FAKE_KEY_ID = "AKIAFTSPECFAKE7QX3ZD"
 FAKE_SECRET = "ftspecFakeSecret/9kQ2vN+wL8rT5yU1pZ4mC7xB0aE6hJ3sD"
+FAKE_TOKEN = "ftspecFakeSessionToken/Zq81mWx0+Lr5Tb3YnVc7Ke2Ps9HuJ4dG"
+FAKES = (FAKE_KEY_ID, FAKE_SECRET, FAKE_TOKEN)
+
+
+def plant_fake_keys(monkeypatch) -> None:
+    """The fake keys where boto3 reads them, once moto runs: mock_aws puts keys of its own
+    in the environment when it starts, which would leave the fakes nowhere to leak from."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", FAKE_TOKEN)
 
 # ------------------------------------------------------------------------- rendering
 
@@ -120,7 +130,7 @@ def test_render_imports_no_aws_library():
     import subprocess
     import sys
 
-    code = ("import sys, ftspec.backends.bedrock.jsonl, ftspec.backends.bedrock.aws, ftspec.backends.bedrock.job; "
+    code = ("import sys, ftspec.data.bedrock_jsonl, ftspec.backends.bedrock.aws, ftspec.backends.bedrock.job; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'moto')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -168,6 +178,7 @@ def moto_aws(aws_env, monkeypatch):
     with moto.mock_aws():
         from ftspec.backends.bedrock import aws
 
+        plant_fake_keys(monkeypatch)
         s3 = aws.client("s3", REGION)
         s3.create_bucket(Bucket=BUCKET)
         yield {"s3": s3, "bedrock": aws.client("bedrock", REGION)}
@@ -512,6 +523,8 @@ def test_fake_keys_never_reach_a_file(moto_aws, tmp_path, monkeypatch):
     (tmp_path / "log.txt").write_text("\n".join(lines + raised))
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(written) >= 4
+    # What ftspec's clients sign with is the planted fake, so a leak would be seen.
+    assert aws.session(REGION).get_credentials().get_frozen_credentials()[:3] == FAKES
     for path in written:
         data = path.read_bytes()
-        assert FAKE_KEY_ID.encode() not in data and FAKE_SECRET.encode() not in data, path
+        assert not [fake for fake in FAKES if fake.encode() in data], path

@@ -9,9 +9,10 @@ import json
 
 import pytest
 
-from ftspec.backends.bedrock.jsonl import render
 from ftspec.catalog import bedrock_families as families
+from ftspec.checks.facts import SAMPLE_ROWS
 from ftspec.core.errors import SpecError
+from ftspec.data.bedrock_jsonl import render
 
 
 def _with_limits(monkeypatch, **limits):
@@ -117,16 +118,21 @@ def test_a_training_file_over_its_size_is_refused_before_upload(aws, monkeypatch
     assert _nothing_uploaded(aws["s3"])
 
 
+# validate reads the first SAMPLE_ROWS rows of a file (and refuses a row over a limit there:
+# tests/checks/test_bedrock_spec.py); prepare_data checks every row, those past the sample too.
+LINE = SAMPLE_ROWS + 101  # a line of the shipped tickets that validate does not read
+
+
 def test_a_record_over_its_character_quota_is_refused_with_its_row_and_origin(aws, monkeypatch):
     data = aws["root"] / "specs/data/support-tickets.jsonl"
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
-    rows[6]["text"] = "long " * 200  # the 7th line of the file
+    rows[LINE - 1]["text"] = "long " * 200
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     _with_limits(monkeypatch, max_chars_per_record=600)
     with pytest.raises(SpecError) as err:
         _run(aws["root"])
     (issue,) = err.value.issues
-    assert "support-tickets.jsonl:7" in issue.message and "at most 600 per record" in issue.message
+    assert f"support-tickets.jsonl:{LINE}" in issue.message and "at most 600 per record" in issue.message
     assert issue.message.startswith(("the train split's row", "the validation split's row"))
     assert _nothing_uploaded(aws["s3"])
 
@@ -134,14 +140,14 @@ def test_a_record_over_its_character_quota_is_refused_with_its_row_and_origin(aw
 def test_a_nova_prompt_starting_with_a_reserved_keyword_is_refused_before_upload(aws):
     data = aws["root"] / "specs/data/support-tickets.jsonl"
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
-    for r in rows:
+    for r in rows[SAMPLE_ROWS:]:
         r["text"] = "User: " + r["text"]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(SpecError) as err:
         _run(aws["root"])
     (issue,) = err.value.issues
-    assert issue.key == "data.train" and "the train split's row 1 (" in issue.message
-    assert "user prompt starts with 'User:'" in issue.message
+    assert issue.key == "data.train" and "the train split's row " in issue.message
+    assert "support-tickets.jsonl:" in issue.message and "user prompt starts with 'User:'" in issue.message
     assert _nothing_uploaded(aws["s3"])
 
 

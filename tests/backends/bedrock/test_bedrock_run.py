@@ -25,7 +25,7 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
 from conftest import ROOT  # noqa: E402
-from test_bedrock_job import FAKE_KEY_ID, FAKE_SECRET, aws_env, moto_aws, moto_job  # noqa: E402,F401 - fixtures
+from test_bedrock_job import FAKES, aws_env, moto_aws, moto_job  # noqa: E402,F401 - fixtures
 
 from ftspec.core.errors import RunFailed  # noqa: E402
 from ftspec.plan.compile import compile_spec, find_root  # noqa: E402
@@ -87,12 +87,23 @@ def aws(moto_aws, monkeypatch, tmp_path):  # noqa: F811 - the fixture imported a
         return {"bedrock-runtime": runtime, "bedrock": bedrock}.get(name) or real_client(name, region, session_)
 
     monkeypatch.setattr(A, "client", client)
-    state = {"complete_on_wait": True, "fail_on_wait": False, "waits": 0}
+    # on_wait: what a test does each time ftspec waits for the job (while the job's record is on disk);
+    # credentials: what each session ftspec made signs with.
+    state = {"complete_on_wait": True, "fail_on_wait": False, "waits": 0, "on_wait": lambda: None, "credentials": []}
+    real_session = A.session
+
+    def session(region):
+        made = real_session(region)
+        state["credentials"].append(tuple(made.get_credentials().get_frozen_credentials())[:3])
+        return made
+
+    monkeypatch.setattr(A, "session", session)
 
     def wait(seconds):
         """Between two polls: the job finishes, leaving its loss files in the output bucket
         (or fails, or the user presses Ctrl-C)."""
         state["waits"] += 1
+        state["on_wait"]()
         if not state["complete_on_wait"]:
             raise KeyboardInterrupt  # Ctrl-C while ftspec waits for the job
         for page in bedrock.list_model_customization_jobs()["modelCustomizationJobSummaries"]:
@@ -132,6 +143,21 @@ def _run(root: Path, *profiles: str):
 
 def _jobs(bedrock) -> list[dict]:
     return bedrock.list_model_customization_jobs()["modelCustomizationJobSummaries"]
+
+
+def _leaks(root: Path, names: set[str] | None = None) -> dict[str, int]:
+    """Every file under ``root`` (the run directory, the step store, the report) that holds one of
+    the fake credentials: its path and how many of them. ``names``: collects every file name searched."""
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if names is not None:
+                names.add(path.name)
+            hits = sum(fake.encode() in data for fake in FAKES)
+            if hits:
+                found[str(path.relative_to(root))] = hits
+    return found
 
 
 def test_a_bedrock_spec_runs_from_upload_to_report_and_an_unchanged_rerun_pays_for_nothing(aws):
@@ -178,10 +204,7 @@ def test_a_bedrock_spec_runs_from_upload_to_report_and_an_unchanged_rerun_pays_f
     assert again.ran == [] and len(_jobs(aws["bedrock"])) == 1 and len(aws["runtime"].calls) == calls
 
     # No file the run wrote holds the fake keys from the environment.
-    for path in aws["root"].rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            assert FAKE_KEY_ID.encode() not in data and FAKE_SECRET.encode() not in data, path
+    assert _leaks(aws["root"]) == {}
 
 
 def test_ctrl_c_detaches_the_job_keeps_running_and_the_same_command_attaches_again(aws):
@@ -229,3 +252,40 @@ def test_a_failed_job_is_one_line(aws):
         _run(aws["root"])
     assert "failed: Data validation failed: row 3 is not valid JSON" in str(failed.value)
     assert "\n" not in str(failed.value)
+
+
+def test_no_credential_reaches_any_file_the_run_writes(aws):
+    """The fake keys are what ftspec signs with; every file under the spec's repository is searched
+    for them while the job runs (the train step's job record exists only then) and after the run
+    (the run directory and its manifest, the step store, the report)."""
+    during, searched = {}, set()
+    aws["state"]["on_wait"] = lambda: during.update(_leaks(aws["root"], searched))
+    result, lines = _run(aws["root"], "evaluate")
+    assert aws["state"]["credentials"] and set(aws["state"]["credentials"]) == {FAKES}
+    assert during == {} and "job.json" in searched  # searched while the job's record was on disk
+    after = _leaks(aws["root"], searched)
+    assert after == {} and {"manifest.json", "report.md", "bedrock-model.json", "plan.json"} <= searched
+    assert not [line for line in lines if any(fake in line for fake in FAKES)]
+
+
+def test_a_failed_job_counts_as_ended_and_the_next_run_starts_attempt_2(aws):
+    aws["state"]["fail_on_wait"] = True
+    with pytest.raises(RunFailed):
+        _run(aws["root"])
+    (first,) = _jobs(aws["bedrock"])
+    assert first["status"] == "Failed"
+
+    aws["state"]["fail_on_wait"] = False
+    result, lines = _run(aws["root"])
+    assert any("failed: starting attempt 2" in line for line in lines), lines
+    jobs = {j["jobArn"]: j for j in _jobs(aws["bedrock"])}
+    assert len(jobs) == 2
+    (second,) = [j for arn, j in jobs.items() if arn != first["jobArn"]]
+    assert second["jobName"] == first["jobName"] + "-a2" and second["status"] == "Completed"
+    assert jobs[first["jobArn"]]["status"] == "Failed"  # left as it was, not attached to
+    # The record of attempt 1 is kept beside attempt 2's, in the run and its manifest.
+    model = json.loads((result.run_dir / "model/bedrock-model.json").read_text())
+    assert model["job_arn"] == second["jobArn"] and model["attempt"] == 2
+    assert model["earlier_attempts"] == [{"attempt": 1, "job_arn": first["jobArn"], "status": "Failed"}]
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["bedrock"]["earlier_attempts"] == model["earlier_attempts"]

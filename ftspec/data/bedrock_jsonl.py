@@ -1,6 +1,8 @@
 """Prepared records written as the JSONL a Bedrock model family trains on.
 
-Pure python (no boto3): the same records give the same bytes, always. Each line is
+Pure python (no boto3), in the data layer so that ``validate`` renders its sample rows as a
+run renders every row (ftspec.checks.rules.bedrock, against the documented limits of
+ftspec.catalog.bedrock_families). The same records give the same bytes, always. Each line is
 ``json.dumps`` with the fields in the order the AWS documentation shows them (not sorted),
 ``ensure_ascii=False`` and fixed separators; lines end in "\\n"; the file is UTF-8.
 
@@ -135,21 +137,29 @@ RENDERERS: dict[str, Callable[[dict, int, str | None, bool], dict]] = {
 }
 
 
+def _renderer(data_format: str) -> Callable[[dict, int, str | None, bool], dict]:
+    try:
+        return RENDERERS[data_format]
+    except KeyError:
+        raise ValueError(f"unknown data format {data_format!r} (known: {', '.join(FORMATS)})") from None
+
+
+def record(values: Any, data_format: str, row: int, system: str | None = None, *, answered: bool = True) -> dict:
+    """One record as ``data_format``'s line holds it (before it is written as JSON): what
+    :func:`render` writes for the record at 1-based ``row``; ValueError naming the row."""
+    if not isinstance(values, dict):
+        raise ValueError(f"row {row}: is {type(values).__name__}, not an object")
+    if system is not None and not system.strip():
+        system = None
+    return _renderer(data_format)(values, row, system, answered)
+
+
 def render(records: list[dict], data_format: str, system: str | None = None, *, answered: bool = True) -> bytes:
     """``records`` as ``data_format``'s JSONL, UTF-8 bytes. ``system``: a system prompt for
     every row (a row's own leading system message takes its place when there is none).
     ``answered=False`` accepts rows that end with the user's turn (distillation's prompts:
     the teacher writes the answers). A row that cannot be written raises ValueError naming it
     (1-based)."""
-    try:
-        renderer = RENDERERS[data_format]
-    except KeyError:
-        raise ValueError(f"unknown data format {data_format!r} (known: {', '.join(FORMATS)})") from None
-    if system is not None and not system.strip():
-        system = None
-    lines = []
-    for row, record in enumerate(records, 1):
-        if not isinstance(record, dict):
-            raise ValueError(f"row {row}: is {type(record).__name__}, not an object")
-        lines.append(_line(renderer(record, row, system, answered), row))
-    return b"".join(lines)
+    _renderer(data_format)
+    return b"".join(_line(record(values, data_format, row, system, answered=answered), row)
+                    for row, values in enumerate(records, 1))
