@@ -137,7 +137,8 @@ class ReportMetrics(BaseModel):
     intervals: Optional[Intervals] = Field(None, description=(
         "Confidence intervals of each metric and of the differences (null without evaluated rows)."))
     verdict: Optional[str] = Field(None, description=(
-        "The report's headline sentence: better than base only when the interval of tuned − base excludes 0."))
+        "The report's one headline sentence, weighing tuned against the base model and against always giving the "
+        "most frequent answer: better (or worse) than each only where the 95% interval of the difference excludes 0."))
     gates: list[GateResult] = Field(default_factory=list, description="Each gate of the plan, checked.")
     gates_passed: bool = Field(description="Whether every gate passed (true without gates).")
     overfitting: Optional[str] = Field(None, description=(

@@ -33,7 +33,7 @@ from ftspec.core.io import write_atomic, write_json, write_jsonl
 from ftspec.plan.artifacts import ReportMetrics
 from ftspec.runtime.report.charts import draw_charts, stages_chart
 from ftspec.runtime.report.compare import load_comparison
-from ftspec.runtime.report.document import build_document, verdict
+from ftspec.runtime.report.document import build_document
 from ftspec.runtime.report.render import render_html, render_markdown
 from ftspec.runtime.report.results import (
     check_gates,
@@ -43,6 +43,7 @@ from ftspec.runtime.report.results import (
     read_plan,
     read_run,
 )
+from ftspec.runtime.report.verdict import verdict
 
 __all__ = ["build_report", "check_gates", "merge_predictions", "overfitting_signal"]
 

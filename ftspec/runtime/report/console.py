@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ftspec.catalog import steps
 from ftspec.core.io import read_json, read_jsonl
-from ftspec.runtime.report.document import extraction_lines, interval_text, metric_label
+from ftspec.runtime.report.document import extraction_lines
 from ftspec.runtime.report.results import dig, num, series, step_text
+from ftspec.runtime.report.verdict import interval_text, metric_label
 from ftspec.runtime.result import RunResult
 
 

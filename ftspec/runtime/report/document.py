@@ -10,23 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
-from ftspec.runtime.evaluation.scorers import CLASSIFICATION
 from ftspec.runtime.report.results import (
     EXAMPLES,
     LOWER_IS_BETTER,
     Results,
-    clean,
     confusion,
     dig,
-    direction,
     example_metric,
-    interval_says,
     movers,
     num,
     series,
     step_text,
     weakest,
 )
+from ftspec.runtime.report.verdict import interval_text, metric_label, verdict
 
 SPLIT_ORDER = ("train", "validation", "test")
 
@@ -172,88 +169,6 @@ def summary_section(r: Results) -> list[Block]:
     return blocks
 
 
-def verdict(names: list[str], s: dict) -> str:
-    """One line: is the tuned model better than the base model on the headline metric, by
-    more than the noise of the evaluated rows, and better than predicting the most
-    frequent answer? ``s``: what metrics.json holds. "better" only where the 95% interval
-    of the difference excludes 0."""
-    base, tuned, headline, rows, split = s["base"], s["tuned"], s["headline"], s["rows"], s["split"]
-    both = [n for n in names if num((base or {}).get(n)) is not None and num((tuned or {}).get(n)) is not None]
-    if both:
-        metric = headline if headline in both else both[0]
-        b, t = base[metric], tuned[metric]
-        d = clean(t - b)
-        interval = dig(s, "intervals", "tuned_minus_base", metric)
-        says = interval_says(interval, metric)
-        shown = metric_label(metric, s)
-        numbers = f"{b:.3f} → {t:.3f} ({d:+.3f}" + (
-            f", 95% CI {interval_text(interval, signed=True)})" if says is not None
-            else "; no interval for this metric)")
-        if says == 1:
-            text = f"tuned is better than base on {shown}: {numbers}"
-        elif says == -1:
-            text = f"tuned is worse than base on {shown}: {numbers}"
-        elif says == 0:
-            text = f"tuned is no better than base on {shown} (difference within noise): {numbers}"
-        else:
-            text = f"tuned vs base on {shown}: {numbers}"
-        return text + _majority_clause(metric, s)
-    on = f" on {rows} {split} rows" if rows is not None else ""
-    if tuned is not None:
-        metric = _shown_metric(names, headline, tuned)
-        if metric:
-            return (f"tuned model: {metric_label(metric, s)} {tuned[metric]:.3f}{on} (no baseline to compare with)"
-                    + _majority_clause(metric, s))
-        return "the tuned model was evaluated but no metric was computed"
-    if base is not None:
-        metric = _shown_metric(names, headline, base)
-        if metric:
-            return f"only the base model was evaluated: {metric_label(metric, s)} {base[metric]:.3f}{on}"
-    return "no evaluation results: the held-out evaluation did not run or left no metrics"
-
-
-def _majority_clause(metric: str, s: dict) -> str:
-    """"; no better than predicting the most frequent label" when the tuned model's
-    interval against that baseline does not lie on its better side of 0."""
-    m, t = num((s.get("majority") or {}).get(metric)), num((s.get("tuned") or {}).get(metric))
-    if m is None or t is None:
-        return ""
-    says = interval_says(dig(s, "intervals", "tuned_minus_majority", metric), metric)
-    if says is None:  # too few rows for an interval: the point values decide, cautiously
-        says = 1 if (t - m) * direction(metric) > 0 else 0
-    if says == 1:
-        return ""
-    what = "label" if metric in CLASSIFICATION else "answer"
-    answer = (s.get("majority_answers") or {}).get(metric)
-    shown = f" {clip(answer, 40)!r}" if isinstance(answer, str) else ""
-    return f"; no better than predicting the most frequent {what}{shown} ({m:.3f})"
-
-
-def metric_label(metric: str, s: dict) -> str:
-    """A metric's name as the report shows it: which F1 ``f1`` is."""
-    if metric != "f1":
-        return metric
-    f1 = dig(s, "details", "tuned", "f1") or dig(s, "details", "base", "f1")
-    if not isinstance(f1, dict):
-        return metric
-    if f1.get("average") == "binary" and isinstance(f1.get("positive"), str):
-        return f"f1 (positive: {f1['positive']})"
-    return "f1 (macro)" if f1.get("average") == "macro" else metric
-
-
-def interval_text(interval: Any, signed: bool = False) -> str:
-    if not isinstance(interval, (list, tuple)) or len(interval) != 2 or any(num(x) is None for x in interval):
-        return ""
-    spec = "+.3f" if signed else ".3f"
-    return f"{interval[0]:{spec}} to {interval[1]:{spec}}"
-
-
-def _shown_metric(names: list[str], headline: str | None, side: dict) -> str | None:
-    """The headline metric when this side has it, else the first one it has."""
-    have = [n for n in names if num(side.get(n)) is not None]
-    return (headline if headline in have else have[0]) if have else None
-
-
 def _describe_model(m: Any) -> str:
     if not isinstance(m, dict):
         return "?"
@@ -284,7 +199,10 @@ def metrics_section(r: Results, charts: set[str]) -> list[Block]:
         text = interval_text(interval, signed=sign)
         return f"{shown} ({text})" if text and num(value) is not None else shown
 
-    header = ["metric"] + (["majority"] if majority else []) + ["base", "tuned", "tuned − base"]
+    # tuned − majority beside tuned − base: the verdict weighs the tuned model against both by an interval
+    versus_majority = bool(majority) and tuned is not None
+    header = (["metric"] + (["majority"] if majority else []) + ["base", "tuned", "tuned − base"]
+              + (["tuned − majority"] if versus_majority else []))
     table = []
     for m in r.names:
         row = [metric_label(m, s) + (" (lower is better)" if m in LOWER_IS_BETTER else "")]
@@ -292,15 +210,20 @@ def metrics_section(r: Results, charts: set[str]) -> list[Block]:
             row.append(cell("majority", majority.get(m), m))
         row += [cell("base", (base or {}).get(m), m), cell("tuned", (tuned or {}).get(m), m),
                 cell("tuned_minus_base", delta.get(m), m, sign=True)]
+        if versus_majority:
+            t, b = num(tuned.get(m)), num(majority.get(m))
+            row.append(cell("tuned_minus_majority", None if t is None or b is None else t - b, m, sign=True))
         table.append(row)
     blocks.append(Table.of(header, table))
     if intervals.get("method"):
+        paired = [d for d, there in (("tuned − base", base is not None), ("tuned − majority", versus_majority))
+                  if there and tuned is not None]
         blocks.append(Paragraph(
             f"In parentheses: 95% confidence intervals, by a {intervals['method']} "
             f"({rows_text(intervals.get('rows'))}, {count(intervals.get('resamples'))} resamples, "
             f"seed {intervals.get('seed')})"
-            + ("; tuned − base is paired (the same resampled rows for both). A difference whose interval holds 0 "
-               "is within noise." if base is not None and tuned is not None else ".")))
+            + (f"; {' and '.join(paired)} {'are' if len(paired) > 1 else 'is'} paired (the same resampled rows for "
+               "both sides). A difference whose interval holds 0 is within noise." if paired else ".")))
     if majority:
         answers = {a for a in (s.get("majority_answers") or {}).values() if isinstance(a, str)}
         shown = ", ".join(repr(clip(a, 60)) for a in sorted(answers)) or "—"
@@ -425,13 +348,16 @@ def training_section(r: Results, charts: set[str]) -> list[Block]:
     final_eval = train.get("eval_loss") if num(train.get("eval_loss")) is not None else (
         eval_series[-1][1] if eval_series else None)
     pairs = [("steps", "—" if steps is None else str(steps))]
+    # train.json's train_loss is the last logged loss too (ftspec.runtime.training.job), not an
+    # average: the mean is computed here, from the logged losses, and says what it averages.
     if train_series:
         last_step, last = train_series[-1]
         pairs.append(("final train loss", f"{last:.4f} (last logged, step {step_text(last_step)})"))
+        pairs.append(("mean train loss", mean_loss_text(train_series)))
+    elif num(train.get("train_loss")) is not None:
+        pairs.append(("final train loss", f"{train['train_loss']:.4f} (last logged; the training log is missing)"))
     else:
         pairs.append(("final train loss", "— (none logged)"))
-    if num(train.get("train_loss")) is not None:
-        pairs.append(("mean train loss", f"{train['train_loss']:.4f} (the trainer's average over the run)"))
     pairs.append(("final validation loss", fmt(final_eval, 4) if final_eval is not None else "— (no validation loss)"))
     if eval_series:
         low_step, low = min(eval_series, key=lambda p: p[1])
@@ -444,6 +370,16 @@ def training_section(r: Results, charts: set[str]) -> list[Block]:
     if "loss.png" in charts:
         blocks.append(Chart("Training and validation loss", "loss.png"))
     return blocks
+
+
+def mean_loss_text(logged: list[tuple[float, float]]) -> str:
+    """The mean of the logged training losses (each the trainer's average over its logging
+    interval), and which ones: "1.4500 (mean of the 10 logged losses, steps 10–100)"."""
+    mean = sum(v for _, v in logged) / len(logged)
+    if len(logged) == 1:
+        return f"{mean:.4f} (the one logged loss, step {step_text(logged[0][0])})"
+    return (f"{mean:.4f} (mean of the {len(logged)} logged losses, "
+            f"steps {step_text(logged[0][0])}–{step_text(logged[-1][0])})")
 
 
 def data_section(r: Results) -> list[Block]:

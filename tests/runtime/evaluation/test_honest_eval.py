@@ -74,18 +74,21 @@ def test_a_model_that_predicts_the_majority_class_never_beats_base(tmp_path):
     result = build_report(run, plan(), out)
     assert result["base"]["accuracy"] == pytest.approx(0.48) and result["tuned"]["accuracy"] == pytest.approx(0.52)
     verdict = result["verdict"]
-    assert verdict.startswith("tuned is no better than base on accuracy (difference within noise): "
-                              "0.480 → 0.520 (+0.040, 95% CI ")
-    assert "no better than predicting the most frequent label 'yes' (0.520)" in verdict
-    assert "is better than base" not in verdict and "beats" not in verdict
+    # one claim for both baselines, then the numbers of each comparison
+    assert verdict.startswith("tuned is not shown to be better than base or than always answering 'yes' on accuracy "
+                              "(differences within noise): base 0.480 → tuned 0.520 (+0.040, 95% CI ")
+    assert verdict.endswith("; always 'yes' 0.520 → tuned 0.520 (+0.000, 95% CI +0.000 to +0.000)")
+    assert "is better than" not in verdict and "beats" not in verdict
     low, high = result["intervals"]["tuned_minus_base"]["accuracy"]
     assert low < 0 < high
     assert result["intervals"]["tuned_minus_majority"]["accuracy"] == [0.0, 0.0]  # the same answers, row for row
     assert result["majority"] == {"accuracy": pytest.approx(0.52)} and result["majority_answers"] == {"accuracy": "yes"}
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "**" + verdict + "**" in md
-    assert "| metric | majority | base | tuned | tuned − base |" in md
-    assert re.search(r"\| accuracy \| 0\.520 \(0\.\d{3} to 0\.\d{3}\) \| 0\.480 \(", md)
+    assert "| metric | majority | base | tuned | tuned − base | tuned − majority |" in md
+    row = r"\| accuracy \| 0\.520 \(0\.\d{3} to 0\.\d{3}\) \| 0\.480 \(.*\| \+0\.000 \(\+0\.000 to \+0\.000\) \|$"
+    assert re.search(row, md, flags=re.M)  # the last column: tuned − majority
+    assert "tuned − base and tuned − majority are paired" in md
     assert "majority: the most frequent answer of the training split ('yes')" in md
     # the same verdict ends the run
     from ftspec.runtime.report.console import metric_lines
@@ -97,24 +100,87 @@ def test_a_model_that_predicts_the_majority_class_never_beats_base(tmp_path):
     assert "paired percentile bootstrap over rows" in lines[0]
 
 
+def contradiction_scenario(tmp_path):
+    """The issue's small evaluation: 32 rows, 17 'positive'. The base model is right on 17 of
+    them (0.531, as always answering 'positive'), the tuned model on those 17 and 4 more
+    (0.656): against base every row moves one way, so the paired interval excludes 0; against
+    always 'positive' the same +0.125 is 11 rows won and 7 lost, within noise."""
+    refs = ["positive"] * 17 + ["negative"] * 15
+    flip = {"positive": "negative", "negative": "positive"}
+    tuned_right = set(range(10)) | set(range(17, 28))  # 10 positives, 11 negatives: 21 rows
+    base_right = set(range(10)) | set(range(17, 24))  # 10 positives, 7 negatives, all of them right for tuned too
+    tuned = [r if i in tuned_right else flip[r] for i, r in enumerate(refs)]
+    base = [r if i in base_right else flip[r] for i, r in enumerate(refs)]
+    return make_run(tmp_path, refs, base, tuned, ["positive"] * 6 + ["negative"] * 4)
+
+
+def test_better_than_base_but_not_shown_better_than_the_majority_is_one_statement(tmp_path):
+    """The same margin over base and over always answering 'positive' (+0.125) is never
+    "better than base" and "no better than the majority" in two clauses: both comparisons
+    go through their interval and the verdict says what the two say together, in
+    metrics.json, the report and the run's last lines alike."""
+    run, out = contradiction_scenario(tmp_path)
+    result = build_report(run, plan(), out)
+    assert result["base"]["accuracy"] == result["majority"]["accuracy"] == pytest.approx(17 / 32)
+    assert result["tuned"]["accuracy"] == pytest.approx(21 / 32)
+    assert result["intervals"]["tuned_minus_base"]["accuracy"][0] > 0  # better than base: the interval says so
+    low, high = result["intervals"]["tuned_minus_majority"]["accuracy"]
+    assert low < 0 < high  # the same margin over the majority is within noise
+    verdict = result["verdict"]
+    assert verdict.startswith("tuned is better than base on accuracy, but not shown to be better than always "
+                              "answering 'positive' (difference within noise): base 0.531 → tuned 0.656 (+0.125, "
+                              "95% CI +0.")
+    assert f"; always 'positive' 0.531 → tuned 0.656 (+0.125, 95% CI {low:+.3f} to {high:+.3f})" in verdict
+    assert "no better than" not in verdict and "most frequent" not in verdict
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["verdict"] == verdict
+    assert "**" + verdict + "**" in (out / "report.md").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert verdict.replace("'", "&#x27;") in html or verdict.replace("'", "&#39;") in html
+    from ftspec.runtime.report.console import metric_lines
+
+    assert f"  verdict   {verdict}" in metric_lines(result)
+
+
+def test_without_a_base_model_the_tuned_model_is_still_weighed_against_the_majority(tmp_path):
+    run, out = majority_scenario(tmp_path)
+    shutil.rmtree(run / "eval-base")
+    result = build_report(run, plan(), out)
+    assert result["base"] is None
+    assert result["verdict"] == ("tuned is not shown to be better than always answering 'yes' on accuracy (difference "
+                                 "within noise): always 'yes' 0.520 → tuned 0.520 (+0.000, 95% CI +0.000 to +0.000) "
+                                 "(the base model was not evaluated)")
+
+
 def test_a_clear_improvement_is_better_than_base_and_than_the_majority(tmp_path):
     refs = ["yes", "no"] * 50
     base = ["no", "no"] * 50  # 0.5
     tuned = refs[:90] + ["no"] * 10  # 95 right of 100
     run, out = make_run(tmp_path, refs, base, tuned, ["yes"] * 3 + ["no"] * 2)
     result = build_report(run, plan(), out)
-    assert result["verdict"].startswith("tuned is better than base on accuracy: 0.500 → 0.950 (+0.450, 95% CI +0.")
-    assert "most frequent" not in result["verdict"]
+    assert result["verdict"].startswith("tuned is better than base and than always answering 'yes' on accuracy: "
+                                        "base 0.500 → tuned 0.950 (+0.450, 95% CI +0.")
+    assert "; always 'yes' 0.500 → tuned 0.950 (+0.450, 95% CI +0." in result["verdict"]
     assert result["majority"]["accuracy"] == 0.5  # 'yes', the training split's majority, is right half the time
+
+
+def test_better_than_base_and_worse_than_the_majority_says_both(tmp_path):
+    refs = ["yes"] * 80 + ["no"] * 20
+    base = ["no"] * 100  # 0.2
+    tuned = ["yes"] * 40 + ["no"] * 60  # 40 + 20 right: 0.6
+    run, out = make_run(tmp_path, refs, base, tuned, ["yes"] * 3 + ["no"])
+    result = build_report(run, plan(), out)
+    assert result["verdict"].startswith("tuned is better than base on accuracy, but worse than always answering "
+                                        "'yes': base 0.200 → tuned 0.600 (+0.400, 95% CI +0.")
+    assert "; always 'yes' 0.800 → tuned 0.600 (-0.200, 95% CI -0." in result["verdict"]
 
 
 def test_a_clear_regression_is_worse_than_base(tmp_path):
     refs = ["yes", "no"] * 50
     run, out = make_run(tmp_path, refs, refs, ["maybe"] * 100, ["yes"])
     result = build_report(run, plan(), out)
-    assert result["verdict"].startswith("tuned is worse than base on accuracy: 1.000 → 0.000 (-1.000, "
-                                        "95% CI -1.000 to -1.000)")
-    assert result["verdict"].endswith("; no better than predicting the most frequent label 'yes' (0.500)")
+    assert result["verdict"] == ("tuned is worse than base and than always answering 'yes' on accuracy: "
+                                 "base 1.000 → tuned 0.000 (-1.000, 95% CI -1.000 to -1.000); "
+                                 "always 'yes' 0.500 → tuned 0.000 (-0.500, 95% CI -0.600 to -0.400)")
 
 
 def test_the_majority_is_learnt_from_the_training_split_not_the_test_rows(tmp_path):
@@ -200,9 +266,9 @@ def test_two_label_f1_resamples_match_scikit_learn():
         assert np.allclose(stat.resampled(counts), naive_bootstrap(metric, preds, refs, ["no", "yes"], counts))
 
 
-def test_intervals_are_deterministic_paired_and_fast():
+def test_intervals_are_deterministic_and_paired():
+    """(bench/bounded_work.py times this: 4 metrics x 2 models x 2000 rows.)"""
     import random
-    import time
 
     rnd = random.Random(0)
     labels = ["a", "b", "c", "d"]
@@ -210,14 +276,11 @@ def test_intervals_are_deterministic_paired_and_fast():
     base = [rnd.choice(labels) for _ in refs]
     tuned = [r if rnd.random() < 0.7 else rnd.choice(labels) for r in refs]
     metrics = [{"name": n, "extract": None} for n in ("accuracy", "f1_macro", "f1", "exact_match")]
-    started = time.perf_counter()
     first = intervals.bootstrap_intervals(metrics, refs, {"base": base, "tuned": tuned},
                                           differences=(("tuned", "base"),))
-    seconds = time.perf_counter() - started
     again = intervals.bootstrap_intervals(metrics, refs, {"base": base, "tuned": tuned},
                                           differences=(("tuned", "base"),))
     assert first == again
-    assert seconds < 10, f"{seconds:.1f}s for 4 metrics × 2 models × 2000 rows"
     lo, hi = first["tuned"]["accuracy"]
     point = sum(p == r for p, r in zip(tuned, refs)) / len(refs)
     assert lo < point < hi and hi - lo < 0.06  # ±2 standard errors of a share of 2000 rows is about ±0.02
@@ -226,15 +289,12 @@ def test_intervals_are_deterministic_paired_and_fast():
     assert first["method"] == "paired percentile bootstrap over rows" and first["resamples"] == 1000
 
 
-def test_many_labels_cost_neither_memory_nor_much_time():
-    """Free-text answers scored with f1_macro: every distinct reference is a label."""
-    import time
-
+def test_many_labels_give_an_interval_around_the_score():
+    """Free-text answers scored with f1_macro: every distinct reference is a label.
+    (bench/bounded_work.py times this.)"""
     refs = [f"answer {i % 1500}" for i in range(3000)]
     preds = [r if i % 3 else "x" for i, r in enumerate(refs)]
-    started = time.perf_counter()
     out = intervals.bootstrap_intervals([{"name": "f1_macro"}, {"name": "f1_micro"}], refs, {"tuned": preds})
-    assert time.perf_counter() - started < 20
     point = M.score([{"name": "f1_macro"}], preds, refs).aggregate["f1_macro"]
     low, high = out["tuned"]["f1_macro"]
     assert low < point < high
@@ -298,7 +358,8 @@ def test_the_report_and_the_summary_say_which_f1(tmp_path):
 
     assert any(l.startswith("    f1 (positive: yes) majority 0.000 · base 0.400 → tuned 0.400 (+0.000")
                for l in metric_lines(result))
-    assert "tuned is no better than base on f1 (positive: yes)" in result["verdict"]
+    assert result["verdict"].startswith("tuned is not shown to be better than base or than always answering 'no' "
+                                        "on f1 (positive: yes) (differences within noise)")
 
 
 def test_positive_is_a_spec_option_of_f1_only():
@@ -435,6 +496,6 @@ def test_metrics_scored_elsewhere_get_intervals_from_their_row_scores(tmp_path):
     assert result["intervals"]["tuned"]["preference_accuracy"] == [1.0, 1.0]
     low, high = result["intervals"]["tuned_minus_base"]["preference_accuracy"]
     assert 0.3 < low < 0.5 < high < 0.7
-    assert result["verdict"].startswith("tuned is better than base on preference_accuracy: 0.500 → 1.000 (+0.500, "
-                                        "95% CI +0.")
+    assert result["verdict"].startswith("tuned is better than base on preference_accuracy: "
+                                        "base 0.500 → tuned 1.000 (+0.500, 95% CI +0.")
     assert result["majority"] is None  # nothing to learn a most frequent answer of for pairs

@@ -295,8 +295,8 @@ def test_report_md(classification_run):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert md.startswith("# ftspec report: routing")
     # 6 rows: +0.333 is within the noise of so few (the paired bootstrap's interval holds 0)
-    assert ("tuned is no better than base on accuracy (difference within noise): "
-            "0.500 → 0.833 (+0.333, 95% CI -0.333 to +0.833)") in md
+    assert ("tuned is not shown to be better than base on accuracy (difference within noise): "
+            "base 0.500 → tuned 0.833 (+0.333, 95% CI -0.333 to +0.833)") in md
     assert "| accuracy | 0.500 (0.167 to 0.833) | 0.833 (0.500 to 1.000) | +0.333 (-0.333 to +0.833) |" in md
     assert "| f1_macro | 0.450 (0.111 to 0.929) | 0.800 (0.486 to 1.000) | +0.350 (-0.333 to +0.889) |" in md
     assert "paired percentile bootstrap over rows (6 rows, 1000 resamples, seed 0)" in md
@@ -309,7 +309,8 @@ def test_report_md(classification_run):
     assert "overfitting" in md and "step 40" in md
     # training and data
     assert "final train loss:** 1.0000 (last logged, step 100)" in md and "final validation loss:** 0.9000" in md
-    assert "mean train loss:** 1.4321 (the trainer's average over the run)" in md
+    # the mean of the logged losses 1.9, 1.8, …, 1.0, not train.json's train_loss (the last logged loss)
+    assert "mean train loss:** 1.4500 (mean of the 10 logged losses, steps 10–100)" in md and "1.4321" not in md
     assert "| train | 80 | 40 | 55 | 61 | 70 | 41.5 | 1.2% (1 row) | 8.3% |" in md
     assert "Skipped rows: 2." in md
     # classification
@@ -345,8 +346,8 @@ def test_report_html(classification_run):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "http://" not in text and "https://" not in text  # self-contained
     body = "".join(parser.text)
-    assert ("tuned is no better than base on accuracy (difference within noise): "
-            "0.500 → 0.833 (+0.333, 95% CI -0.333 to +0.833)") in body
+    assert ("tuned is not shown to be better than base on accuracy (difference within noise): "
+            "base 0.500 → tuned 0.833 (+0.333, 95% CI -0.333 to +0.833)") in body
     assert XSS in body  # shown as text, after unescaping
     assert "row 7: missing 'queue' " + XSS in body
 
@@ -428,7 +429,29 @@ def test_no_gates_passes_and_broken_files_are_skipped(classification_run):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "No gates." in md and "No data statistics." in md
     assert "final train loss:** 1.0000 (last logged, step 100)" in md  # the log's last complete line
-    assert "mean train loss" not in md  # train.json is missing
+    assert "mean train loss:** 1.4500 (mean of the 10 logged losses, steps 10–100)" in md  # from the log alone
+
+
+def test_the_mean_train_loss_is_the_mean_of_the_logged_losses(classification_run):
+    """train.json's train_loss is the last logged loss (issue 23: the report called it "the
+    trainer's average over the run"). The report's mean is the mean of the logged losses, a
+    step logged twice (a resumed run) counted once, and the last one is labelled as the last."""
+    run, p, out = classification_run
+    losses = [(10, 4.0), (20, 2.0), (30, 0.5), (40, 0.2), (30, 0.3), (50, 0.0409)]  # step 30 logged again on resume
+    write_jsonl(run / "model" / "metrics.jsonl", [{"step": s, "loss": v} for s, v in losses])
+    write_json(run / "model" / "train.json", {"steps": 50, "train_loss": 0.0409, "eval_loss": 0.5,
+                                              "resumed_from": "checkpoint-30", "stopped_early": False})
+    build_report(run, p, out)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    mean = (4.0 + 2.0 + 0.3 + 0.2 + 0.0409) / 5  # 1.3082
+    assert "final train loss:** 0.0409 (last logged, step 50)" in md
+    assert f"mean train loss:** {mean:.4f} (mean of the 5 logged losses, steps 10–50)" in md
+    assert "average over the run" not in md and "mean train loss:** 0.0409" not in md
+    # without the training log, train.json's loss is shown for what it is: the last logged one
+    (run / "model" / "metrics.jsonl").unlink()
+    build_report(run, p, out)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "final train loss:** 0.0409 (last logged; the training log is missing)" in md and "mean train loss" not in md
 
 
 def test_only_base_evaluated(classification_run):
@@ -465,7 +488,7 @@ def test_lower_is_better_metric_and_positional_merge(tmp_path):
     assert result["gates"][0]["passed"] is True and result["gates"][0]["margin"] == pytest.approx(1.9)
     md = (out / "report.md").read_text(encoding="utf-8")
     # no per-row perplexity, so no interval, so no claim
-    assert "tuned vs base on perplexity: 40.200 → 3.100 (-37.100; no interval for this metric)" in md
+    assert "tuned vs base on perplexity: base 40.200 → tuned 3.100 (-37.100; no interval for this metric)" in md
     merged = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
     assert [(r["index"], r["input"], r["base"]["prediction"], r["tuned"]["prediction"]) for r in merged] == [
         (0, "q0", "x", "a"), (1, "q1", "y", "b")]
