@@ -4,8 +4,10 @@ Each case is what an adversarial pass tried: numbers a row cannot hold, files th
 are not regular files, paths that escape, output locations a run would destroy,
 templates that build huge values in one C call or take their time on every row.
 Every one ends as one line at its place (`FILE:LINE:COL: key: message`, or
-`DATAFILE:ROW: message`), exit status 2, nothing written, in well under a few
-seconds; the whole validate is bounded however the spec is built.
+`DATAFILE:ROW: message`), exit status 2, nothing written; the whole validate is
+bounded however the spec is built. The bounds count work (template steps, jinja
+tokens, rows, bytes, values), so each test asserts which bound stopped the input,
+never how long it took: these machines are shared. bench/bounded_work.py times them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import gzip
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,6 @@ data:
 PROMPT_COMPLETION = """  prompt: {prompt}
   completion: " {{{{ queue }}}}"
 """
-
-SECONDS = 3.0  # each case, with the CLI's imports already done
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -63,32 +62,23 @@ def _run(repo: Path, *args: str, command: str = "validate"):
     cwd = os.getcwd()
     os.chdir(repo)
     try:
-        started = time.perf_counter()
         result = CliRunner().invoke(main, [command, "spec.yaml", *args])
-        seconds = time.perf_counter() - started
     finally:
         os.chdir(cwd)
     after = sorted(p.relative_to(repo) for p in repo.rglob("*") if ".git" not in p.parts)
     assert after == before, "nothing is written"
-    return result, seconds
+    return result
 
 
-def _fails(result, seconds: float, expected: str, limit: float = SECONDS) -> str:
-    """The one error line that contains ``expected``; exit 2, no traceback, in time."""
+def _fails(result, expected: str) -> str:
+    """The one error line that contains ``expected``; exit 2, no traceback."""
     assert result.exception is None or isinstance(result.exception, SystemExit), (
         f"crashed: {result.exception!r}\n{result.output}")
     assert "Traceback" not in result.output and "Aborted" not in result.output
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if expected in line]
     assert len(lines) == 1, result.output
-    assert seconds < limit, f"took {seconds:.2f} s"
     return lines[0]
-
-
-@pytest.fixture(autouse=True)
-def _warm():
-    """Import the light commands once, so each case times only its own work."""
-    CliRunner().invoke(main, ["validate", "--help"])
 
 
 # --------------------------------------------------------------------------- numbers in rows
@@ -118,7 +108,7 @@ def test_a_row_that_json_cannot_hold_is_a_bad_row(tmp_path, row, message, fmt):
         where = "train.json:6: row 6: "
     _spec(repo, train=f"train.{fmt}")
     for command in ("validate", "plan"):
-        line = _fails(*_run(repo, command=command), message)
+        line = _fails(_run(repo, command=command), message)
         assert line.startswith(where), line
 
 
@@ -126,7 +116,7 @@ def test_a_bad_row_is_skipped_with_on_bad_row_skip(tmp_path):
     repo = _repo(tmp_path)
     (repo / "train.jsonl").write_text(ROWS + '{"text": NaN, "queue": "x"}\n' + ROWS)
     _spec(repo, data="  split: {validation: 0.25}\n  on_bad_row: skip\n")
-    result, _ = _run(repo, "--json", command="plan")
+    result = _run(repo, "--json", command="plan")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data"]["sources"]["train"]["rows"] == 16
 
@@ -137,7 +127,7 @@ def test_a_huge_integer_in_a_csv_row_is_text(tmp_path):
                                     + "9" * 5000 + ",billing\n")
     _spec(repo, train="train.csv")
     for command in ("validate", "plan"):
-        result, _ = _run(repo, command=command)
+        result = _run(repo, command=command)
         assert result.exit_code == 0, result.output
 
 
@@ -148,12 +138,12 @@ def test_a_huge_integer_in_a_csv_row_is_text(tmp_path):
     ("training: {max_length: 256, seed: 4294967296}\n", "training.seed: must be at most 4294967295 (got 4294967296)"),
     ("eval:\n  gates: {exact_match: '>= 1e999'}\n", "eval.gates.exact_match: the threshold must be a number between"),
     ("eval:\n  gates: {exact_match: '>= %s'}\n" % ("9" * 5000), "eval.gates.exact_match: expected a comparison"),
-    ("training: {max_length: 256, max_grad_norm: '1e999'}\n", "training.max_grad_norm: must be a finite number"),
-    ("training: {max_length: 256, max_grad_norm: 'nan'}\n", "training.max_grad_norm: must be a finite number"),
+    ("training: {max_length: 256, max_grad_norm: 1e999}\n", "training.max_grad_norm: number '1e999' is out of range"),
+    ("training: {max_length: 256, max_grad_norm: .nan}\n", "training.max_grad_norm: .nan is not allowed"),
     ("training: {max_length: 256, max_grad_norm: 1.0e+7}\n", "training.max_grad_norm: must be at most"),
     ("training: {max_length: 256, max_steps: 10000000000000}\n", "training.max_steps: must be at most"),
-    ("eval:\n  metrics: [{name: judge, model: org/judge, rubric: '{{ prediction }}', scale: [0, '1e999']}]\n",
-     "eval.metrics.0.scale.1: must be a finite number"),
+    ("eval:\n  metrics: [{name: judge, model: org/judge, rubric: '{{ prediction }}', scale: [0, 1e999]}]\n",
+     "eval.metrics.0.scale.1: number '1e999' is out of range"),
 ], ids=["seed", "gate-inf", "gate-digits", "float-inf", "float-nan", "float-bound", "int-bound", "judge-scale"])
 def test_numbers_in_the_spec_are_finite_and_bounded(tmp_path, extra, expected):
     repo = _repo(tmp_path)
@@ -162,7 +152,7 @@ def test_numbers_in_the_spec_are_finite_and_bounded(tmp_path, extra, expected):
                                                     "").replace("training_: {", "training: {max_length: 256, ")
     (repo / "spec.yaml").write_text(text)
     for command in ("validate", "plan"):
-        _fails(*_run(repo, "--json", command=command) if command == "plan" else _run(repo), expected)
+        _fails(_run(repo, "--json", command=command) if command == "plan" else _run(repo), expected)
 
 
 @pytest.mark.parametrize("where", ["data:\n  split: {validation: 0.25, seed: 4294967296}\n",
@@ -175,7 +165,7 @@ def test_every_seed_is_within_32_bits(tmp_path, where):
     else:
         _spec(repo, model="{kind: tiny, hidden_size: 32, num_heads: 4, init_seed: 4294967296}")
         expected = "model.init_seed: must be at most 4294967295"
-    _fails(*_run(repo), expected)
+    _fails(_run(repo), expected)
 
 
 # --------------------------------------------------------------------------- bounded whatever the spec holds
@@ -185,24 +175,23 @@ def test_thousands_of_profiles_are_one_error(tmp_path):
     repo = _repo(tmp_path)
     profiles = "profiles:\n" + "".join(f"  p{i}: {{training: {{epochs: 2}}}}\n" for i in range(2000))
     _spec(repo, extra=profiles)
-    _fails(*_run(repo), "more than 64 profiles")
+    _fails(_run(repo), "more than 64 profiles")
 
 
 def test_thousands_of_derived_columns_are_one_error(tmp_path):
     repo = _repo(tmp_path)
     derive = "  derive:\n" + "".join(f"    d{i}: '{{{{ text }}}} {i}'\n" for i in range(3000))
     _spec(repo, data="  split: {validation: 0.25}\n" + derive)
-    _fails(*_run(repo), "data.derive: must be at most 100 items long")
+    _fails(_run(repo), "data.derive: must be at most 100 items long")
 
 
-def test_thousands_of_unknown_keys_are_reported_in_bounded_time(tmp_path):
+def test_thousands_of_unknown_keys_are_each_reported(tmp_path):
     repo = _repo(tmp_path)
     keys = "".join(f"  unknown_key_number_{i}: 1\n" for i in range(5000))
     _spec(repo, extra="eval:\n" + keys)
-    result, seconds = _run(repo)
+    result = _run(repo)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.count(": unknown key") == 5000
-    assert seconds < 10
 
 
 def test_a_slow_template_over_many_rows_spends_one_budget(tmp_path):
@@ -212,29 +201,27 @@ def test_a_slow_template_over_many_rows_spends_one_budget(tmp_path):
     slow = ("{% for i in range(10000) %}{% for j in range(10000) %}{% if loop.index > 9999 %}{{ j }}{% endif %}"
             "{% endfor %}{% endfor %}")
     _spec(repo, prompt="'" + slow + "{{ text }}'", data="  validation: train.jsonl\n  test: train.jsonl\n")
-    line = _fails(*_run(repo), "template refused", limit=8.0)
-    # At the first row whose rendering ran out of time: row 1, or a later one on a loaded machine.
-    assert re.match(r"train\.jsonl:\d+: format\.prompt: template refused: rendering took longer than", line), line
+    line = _fails(_run(repo), "template refused")
+    # Stopped by the steps it counts, at the first row, on any machine however loaded.
+    assert line.startswith("train.jsonl:1: format.prompt: template refused: rendering took more than 100000 "
+                           "steps (a huge loop?)"), line
 
 
 def test_a_template_slow_on_every_row_is_stopped_by_the_total_budget(tmp_path):
+    from ftspec.data.sandbox import MAX_STEPS, MAX_STEPS_IN_ALL
+
     repo = _repo(tmp_path)
     (repo / "train.jsonl").write_text("".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n"
                                               for i in range(600)))
-    # About 0.2 s a row: under the 0.5 s of one rendering, but 200 rows x 3 splits is minutes.
-    slow = "{% for i in range(10000) %}{% for j in range(%s) %}{% endfor %}{% endfor %}"
-    from ftspec.data import templates as tpl
-
-    steps, took = 10, 0.0
-    while took < 0.1 and steps < 1000:
-        steps *= 2
-        started = time.perf_counter()
-        tpl.render(tpl.environment().from_string(slow.replace("%s", str(steps))), {})
-        took = time.perf_counter() - started
-    _spec(repo, prompt="'" + slow.replace("%s", str(steps)) + "{{ text }}'",
-          data="  validation: train.jsonl\n  test: train.jsonl\n")
-    line = _fails(*_run(repo), "template refused", limit=10.0)
-    assert "took more than 3 s in all" in line or "rendering took longer than" in line, line
+    # 60 000 steps a row: within the 100 000 of one rendering, but 200 rows x 3 splits is 36 million.
+    slow = "{% for i in range(6) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
+    _spec(repo, prompt="'" + slow + "{{ text }}'", data="  validation: train.jsonl\n  test: train.jsonl\n")
+    line = _fails(_run(repo), "template refused")
+    match = re.match(r"train\.jsonl:(\d+): format\.prompt: template refused: rendering the sample rows took more "
+                     r"than 1000000 steps in all \(a slow template\?\)$", line)
+    assert match, line
+    # The rows before went through: the command's budget, not one rendering's, stopped it.
+    assert 60_000 < MAX_STEPS and 1 < int(match.group(1)) <= MAX_STEPS_IN_ALL // 60_000 + 1, line
 
 
 @pytest.mark.parametrize("template", [
@@ -282,7 +269,7 @@ def test_one_call_cannot_build_a_huge_value(tmp_path, template):
         text = text.replace("'" + template.replace("'", "''").replace("\n", "\\n") + "'",
                             json.dumps(template))
         (repo / "spec.yaml").write_text(text)
-    line = _fails(*_run(repo), "template refused", limit=2.0)
+    line = _fails(_run(repo), "template refused")
     assert line.startswith("train.jsonl:1: format.prompt: template refused"), line
 
 
@@ -291,7 +278,7 @@ def test_ordinary_templates_still_render(tmp_path):
     _spec(repo, prompt="'{{ \"{:>5}\".format(text) }} {{ text.ljust(12) }} {{ text ~ \"!\" }}"
                        " {{ [text, queue] | join(\", \") }}"
                        " {{ range(12) | batch(5) | list | length }} {{ text + \"?\" }} {{ \"%5s\" | format(queue) }}'")
-    result, _ = _run(repo)
+    result = _run(repo)
     assert result.exit_code == 0, result.output
 
 
@@ -307,11 +294,11 @@ def _members(unit: bytes, copies: int) -> bytes:
 @pytest.mark.parametrize("unit", [b"\0" * (8 << 20), b"{}\n" * (3 << 20),
                                   b'{"text": "a", "queue": "b"}\n' * (1 << 19)],
                          ids=["one-huge-line", "tiny-rows", "rows"])
-def test_a_compression_bomb_is_refused_quickly(tmp_path, unit):
+def test_a_compression_bomb_is_refused_by_its_ratio(tmp_path, unit):
     repo = _repo(tmp_path)
     (repo / "train.jsonl.gz").write_bytes(_members(unit, 300))  # gigabytes when expanded
     _spec(repo, train="train.jsonl.gz")
-    line = _fails(*_run(repo), "train.jsonl.gz", limit=8.0)
+    line = _fails(_run(repo), "train.jsonl.gz")
     assert ("compressed file expands more than 64 times" in line
             or "line longer than 16 MiB" in line), line
 
@@ -322,7 +309,7 @@ def test_a_truncated_gzip_file_is_one_line(tmp_path):
     (repo / "train.jsonl.gz").write_bytes(whole[: len(whole) // 2])
     _spec(repo, train="train.jsonl.gz")
     for command in ("validate", "plan"):
-        line = _fails(*_run(repo, command=command), "train.jsonl.gz")
+        line = _fails(_run(repo, command=command), "train.jsonl.gz")
         assert "compressed file ends early (truncated?)" in line or "corrupt" in line, line
 
 
@@ -332,7 +319,7 @@ def test_a_corrupt_gzip_stream_is_one_line(tmp_path):
     whole[20:40] = b"\xff" * 20
     (repo / "train.jsonl.gz").write_bytes(bytes(whole))
     _spec(repo, train="train.jsonl.gz")
-    line = _fails(*_run(repo), "train.jsonl.gz")
+    line = _fails(_run(repo), "train.jsonl.gz")
     assert "corrupt" in line or "truncated" in line or "gzip" in line, line
 
 
@@ -340,7 +327,7 @@ def test_a_line_too_long_is_a_bad_row(tmp_path):
     repo = _repo(tmp_path)
     (repo / "train.jsonl").write_bytes(ROWS.encode() + b'{"text": "' + b"x" * (17 << 20) + b'", "queue": "b"}\n')
     _spec(repo)
-    line = _fails(*_run(repo), "line longer than")
+    line = _fails(_run(repo), "line longer than")
     assert line.startswith("train.jsonl:9: "), line
 
 
@@ -351,7 +338,7 @@ def test_a_large_json_document_is_refused(tmp_path, monkeypatch):
     repo = _repo(tmp_path)
     (repo / "train.json").write_text(json.dumps([{"text": "x" * 100, "queue": "b"}] * 20))
     _spec(repo, train="train.json")
-    _fails(*_run(repo), "JSON document larger than")
+    _fails(_run(repo), "JSON document larger than")
 
 
 # --------------------------------------------------------------------------- files that are not regular files
@@ -368,8 +355,8 @@ def test_a_fifo_is_named_at_once(tmp_path, what):
     repo = _repo(tmp_path)
     if what == "spec":
         _fifo(repo / "spec.yaml")
-        result, seconds = _run(repo)
-        line = _fails(result, seconds, "is a FIFO (named pipe), not a regular file")
+        result = _run(repo)
+        line = _fails(result, "is a FIFO (named pipe), not a regular file")
         assert line.startswith("spec.yaml: "), line
         return
     if what == "data":
@@ -384,7 +371,7 @@ def test_a_fifo_is_named_at_once(tmp_path, what):
         _fifo(repo / "schema.json")
         _spec(repo, extra="eval:\n  metrics: [{name: json_schema, schema: schema.json}]\n")
         expected = "eval.metrics.0.schema: schema file 'schema.json' is a FIFO (named pipe), not a regular file"
-    _fails(*_run(repo), expected)
+    _fails(_run(repo), expected)
 
 
 @pytest.mark.parametrize("what", ["data", "template", "schema"])
@@ -400,7 +387,7 @@ def test_a_directory_given_as_a_file_is_a_directory(tmp_path, what):
     else:
         _spec(repo, extra="eval:\n  metrics: [{name: json_schema, schema: folder}]\n")
         expected = "schema file 'folder' is a directory"
-    line = _fails(*_run(repo), expected)
+    line = _fails(_run(repo), expected)
     assert "Errno" not in line
 
 
@@ -413,7 +400,7 @@ def test_a_device_is_refused_even_where_allowed(tmp_path, what):
     if what == "spec":
         os.unlink(repo / "zero.jsonl")
         (repo / "spec.yaml").symlink_to("/dev/zero")
-        line = _fails(*_run(repo, *allow), "is a character device, not a regular file")
+        line = _fails(_run(repo, *allow), "is a character device, not a regular file")
         return
     if what == "data":
         _spec(repo, train="zero.jsonl")
@@ -421,7 +408,7 @@ def test_a_device_is_refused_even_where_allowed(tmp_path, what):
         _spec(repo, prompt="{file: zero.jsonl}")
     else:
         _spec(repo, extra="eval:\n  metrics: [{name: json_schema, schema: zero.jsonl}]\n")
-    line = _fails(*_run(repo, *allow), "is a character device, not a regular file")
+    line = _fails(_run(repo, *allow), "is a character device, not a regular file")
     assert line.startswith("spec.yaml:"), line
 
 
@@ -435,15 +422,15 @@ def test_a_builtin_template_is_a_name_not_a_path(tmp_path, name):
     (tmp_path / "x.j2").write_text("SECRET {{ text }}")
     _spec(repo, prompt="{builtin: '%s'}" % name)
     for command in ("validate", "plan"):
-        result, seconds = _run(repo, "--json", command=command) if command == "plan" else _run(repo)
-        _fails(result, seconds, "format.prompt.builtin: a built-in template is a name")
+        result = _run(repo, "--json", command=command) if command == "plan" else _run(repo)
+        _fails(result, "format.prompt.builtin: a built-in template is a name")
         assert "SECRET" not in result.output
 
 
 def test_a_builtin_template_must_be_one_that_ships(tmp_path):
     repo = _repo(tmp_path)
     _spec(repo, prompt="{builtin: chatmlx}")
-    line = _fails(*_run(repo), "no built-in template 'chatmlx'")
+    line = _fails(_run(repo), "no built-in template 'chatmlx'")
     assert "did you mean 'chatml'" in line
 
 
@@ -457,7 +444,7 @@ def test_model_tokenizer_goes_through_the_path_policy(tmp_path, tokenizer, expec
     repo = _repo(tmp_path)
     (tmp_path / "outside-tokenizer").mkdir()
     _spec(repo, model="{base: org/model, revision: abc123, tokenizer: '%s'}" % tokenizer)
-    line = _fails(*_run(repo), expected)
+    line = _fails(_run(repo), expected)
     assert ": model.tokenizer: " in line, line
 
 
@@ -472,14 +459,14 @@ def test_a_hub_dataset_that_is_a_local_path_is_refused(tmp_path, hub, expected):
     (repo / "localdata").mkdir()
     (repo / "localdata" / "rows.jsonl").write_text(ROWS)
     _spec(repo, train="{hub: '%s'}" % hub, data="")
-    line = _fails(*_run(repo), expected)
+    line = _fails(_run(repo), expected)
     assert ": data.train" in line, line
 
 
 def test_a_hub_model_that_is_a_local_path_outside_is_refused(tmp_path, monkeypatch):
     repo = _repo(tmp_path)
     _spec(repo, model="{base: 'a/../../b', revision: abc}")
-    _fails(*_run(repo), "model.base: ")
+    _fails(_run(repo), "model.base: ")
 
 
 @pytest.mark.parametrize("key", ["model", "data"])
@@ -492,7 +479,7 @@ def test_a_revision_is_a_revision_not_a_path(tmp_path, key, revision):
     else:
         _spec(repo, train="{hub: org/data, revision: '%s'}" % revision, data="")
         expected = "data.train.revision: "
-    line = _fails(*_run(repo), expected)
+    line = _fails(_run(repo), expected)
     assert "is not a revision" in line, line
 
 
@@ -500,7 +487,7 @@ def test_a_good_revision_and_hub_ids_pass(tmp_path):
     repo = _repo(tmp_path)
     _spec(repo, model="{base: Qwen/Qwen2.5-0.5B-Instruct, revision: refs/pr/12, tokenizer: Qwen/Qwen2.5-0.5B}",
           train="{hub: stanfordnlp/sst2, revision: 8f0b788}", data="  split: {validation: 0.1}\n")
-    result, _ = _run(repo)
+    result = _run(repo)
     assert result.exit_code == 0, result.output
 
 
@@ -533,19 +520,17 @@ def test_the_run_directory_never_holds_an_input(tmp_path, out, expected):
     cwd = os.getcwd()
     os.chdir(repo / "specs")
     try:
-        started = time.perf_counter()
         result = CliRunner().invoke(main, ["validate", "spec.yaml"])
-        seconds = time.perf_counter() - started
     finally:
         os.chdir(cwd)
-    line = _fails(result, seconds, "output.dir: ")
+    line = _fails(result, "output.dir: ")
     assert expected in line, line
 
 
 def test_the_default_run_directory_is_fine(tmp_path):
     repo = _repo(tmp_path)
     _spec(repo, extra="output: {dir: 'runs/{name}'}\n")
-    result, _ = _run(repo)
+    result = _run(repo)
     assert result.exit_code == 0, result.output
 
 
@@ -557,7 +542,7 @@ def test_a_bad_row_past_the_sample_is_found_at_validate(tmp_path):
     rows = "".join(json.dumps({"text": f"r{i}", "queue": "billing"}) + "\n" for i in range(700))
     (repo / "train.jsonl").write_text(rows + '{"text": "r", "queue": \n' + rows)
     _spec(repo)
-    line = _fails(*_run(repo), "not valid JSON")
+    line = _fails(_run(repo), "not valid JSON")
     assert line.startswith("train.jsonl:701: "), line
 
 
@@ -566,7 +551,7 @@ def test_a_bad_csv_row_past_the_sample_is_found_at_validate(tmp_path):
     rows = "".join(f"r{i},billing\n" for i in range(700))
     (repo / "train.csv").write_text("text,queue\n" + rows + "r,billing,extra\n" + rows)
     _spec(repo, train="train.csv")
-    line = _fails(*_run(repo), "expected 2 columns")
+    line = _fails(_run(repo), "expected 2 columns")
     assert line.startswith("train.csv:702: "), line
 
 
@@ -578,7 +563,7 @@ def test_a_bad_csv_row_past_the_sample_is_found_at_validate(tmp_path):
 def test_a_regex_is_compiled_at_validate(tmp_path, metric, expected):
     repo = _repo(tmp_path)
     _spec(repo, extra=f"eval:\n  metrics: [{metric}]\n")
-    _fails(*_run(repo), expected)
+    _fails(_run(repo), expected)
 
 
 def test_beyond_the_scan_budget_rows_are_counted_and_said_so(tmp_path, monkeypatch):
@@ -590,7 +575,7 @@ def test_beyond_the_scan_budget_rows_are_counted_and_said_so(tmp_path, monkeypat
     (repo / "train.jsonl").write_text(rows + "\n\n" + rows)
     (repo / "test.jsonl").write_text(rows)
     _spec(repo, data="  split: {validation: 0.25}\n  test: test.jsonl\n")
-    result, _ = _run(repo, "--json", command="plan")
+    result = _run(repo, "--json", command="plan")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["data"]["sources"]["train"]["rows"] == 800
@@ -613,7 +598,7 @@ def test_beyond_the_scan_budget_rows_are_counted_and_said_so(tmp_path, monkeypat
 def test_loading_other_templates_is_refused_at_the_spec_line(tmp_path, tag):
     repo = _repo(tmp_path)
     _spec(repo, prompt="'" + tag + "{{ text }}'")
-    line = _fails(*_run(repo), "is not supported in ftspec templates")
+    line = _fails(_run(repo), "is not supported in ftspec templates")
     assert line.startswith("spec.yaml:9:11: format.prompt: "), line
     assert "loader" not in line
 
@@ -622,7 +607,7 @@ def test_loading_other_templates_from_a_template_file_names_its_line(tmp_path):
     repo = _repo(tmp_path)
     (repo / "prompt.j2").write_text("{{ text }}\n{% include 'other.j2' %}\n")
     _spec(repo, prompt="{file: prompt.j2}")
-    line = _fails(*_run(repo), "is not supported in ftspec templates")
+    line = _fails(_run(repo), "is not supported in ftspec templates")
     assert line.startswith("prompt.j2:2: format.prompt: "), line
 
 
@@ -646,7 +631,7 @@ CHAT = """  messages:
 def test_a_chat_template_that_cannot_render_is_an_error(tmp_path, template, expected):
     repo = _repo(tmp_path)
     _spec(repo, kind="chat", fmt=CHAT.format(template=template))
-    line = _fails(*_run(repo), expected)
+    line = _fails(_run(repo), expected)
     assert line.startswith("spec.yaml:12:18: format.chat_template: "), line
 
 
@@ -655,13 +640,14 @@ def test_a_chat_template_that_cannot_render_is_an_error(tmp_path, template, expe
     "{builtin: plain-chat}",
     "\"{% for m in messages %}{% if tools is defined and tools %}{{ tools }}{% endif %}{% if m.role == 'user' %}U: "
     "{% endif %}"
-    "{{ m.content }}{% if enable_thinking is defined %}{% break %}{% endif %}\\n{% endfor %}"
+    "{% generation %}{{ m.content }}{% endgeneration %}{% if enable_thinking is defined %}{% break %}{% endif %}"
+    "\\n{% endfor %}"
     "{% if add_generation_prompt %}A:{% endif %}{{ eos_token }}\"",
 ])
 def test_good_chat_templates_pass(tmp_path, template):
     repo = _repo(tmp_path)
     _spec(repo, kind="chat", fmt=CHAT.format(template=template))
-    result, _ = _run(repo)
+    result = _run(repo)
     assert result.exit_code == 0, result.output
 
 
@@ -672,11 +658,11 @@ def test_good_chat_templates_pass(tmp_path, template):
 def test_held_out_data_that_is_the_training_file_is_a_warning(tmp_path, data, key):
     repo = _repo(tmp_path)
     _spec(repo, data=data)
-    result, _ = _run(repo)
+    result = _run(repo)
     assert result.exit_code == 0, result.output
     lines = [l for l in result.output.splitlines() if "reads the same data as data.train" in l]
     assert len(lines) == 1 and f": {key}: warning: " in lines[0], result.output
-    result, _ = _run(repo, "--strict")
+    result = _run(repo, "--strict")
     assert result.exit_code == 2
 
 
@@ -693,15 +679,15 @@ def test_held_out_data_that_is_the_training_file_is_a_warning(tmp_path, data, ke
 def test_multi_process_settings_that_cannot_run_are_one_line_at_their_key(tmp_path, compute, expected, line):
     repo = _repo(tmp_path)
     _spec(repo, extra=f"compute: {compute}\n")
-    found = _fails(*_run(repo), expected)
+    found = _fails(_run(repo), expected)
     assert found.startswith(f"spec.yaml:{line}:"), found
 
 
 def test_multi_process_in_an_unused_profile_is_reported_there(tmp_path):
     repo = _repo(tmp_path)
     _spec(repo, extra="profiles:\n  big:\n    compute: {num_processes: 8}\n")
-    result, seconds = _run(repo)
-    _fails(result, seconds, "profiles.big.compute.num_processes: 8 processes need a strategy")
+    result = _run(repo)
+    _fails(result, "profiles.big.compute.num_processes: 8 processes need a strategy")
 
 
 # --------------------------------------------------------------------------- paths that cannot be resolved
@@ -723,7 +709,7 @@ def test_a_symlink_loop_or_a_nul_is_one_line(tmp_path, where):
             _spec(repo, extra="output: {dir: %s}\n" % name)
         else:
             _spec(repo, model="{base: %s}" % ('"./a\\0b"' if name.startswith('"') else "./" + name))
-        _fails(*_run(repo), expected)
+        _fails(_run(repo), expected)
 
 
 # --------------------------------------------------------------------------- more bounds
@@ -734,7 +720,7 @@ def test_a_row_with_too_many_keys_is_a_bad_row(tmp_path):
     wide = {"text": "a", "queue": "b", **{f"k{i}": 1 for i in range(10_001)}}
     (repo / "train.jsonl").write_text(ROWS + json.dumps(wide) + "\n")
     _spec(repo)
-    line = _fails(*_run(repo), "more than 10000 keys")
+    line = _fails(_run(repo), "more than 10000 keys")
     assert line.startswith("train.jsonl:9: "), line
 
 
@@ -742,14 +728,14 @@ def test_a_csv_header_with_too_many_columns_is_refused(tmp_path):
     repo = _repo(tmp_path)
     (repo / "train.csv").write_text(",".join(f"c{i}" for i in range(20_000)) + "\n" + ",".join("x" * 20_000) + "\n")
     _spec(repo, train="train.csv")
-    _fails(*_run(repo), "a header of more than 10000 columns is refused")
+    _fails(_run(repo), "a header of more than 10000 columns is refused")
 
 
 def test_a_template_naming_thousands_of_missing_columns_is_bounded(tmp_path):
     repo = _repo(tmp_path)
     _spec(repo, prompt="'" + "".join(f"{{{{ missing_{i} }}}}" for i in range(3000)) + "'")
-    result, seconds = _run(repo)
-    assert result.exit_code == 2 and seconds < SECONDS, (seconds, result.output[-300:])
+    result = _run(repo)
+    assert result.exit_code == 2, result.output[-300:]
     assert result.output.count("which is not a column") == 20
     assert "template uses 2980 more names that are not columns" in result.output
 
@@ -758,23 +744,25 @@ def test_a_huge_template_is_refused_before_it_is_compiled(tmp_path):
     repo = _repo(tmp_path)
     (repo / "prompt.j2").write_text("{{ text }} " * 30_000)
     _spec(repo, prompt="{file: prompt.j2}")
-    _fails(*_run(repo), "format.prompt: template longer than 256000 characters")
+    _fails(_run(repo), "format.prompt: template longer than 256000 characters")
 
 
 def test_compiling_many_large_templates_spends_one_budget(tmp_path):
     repo = _repo(tmp_path)
     for i in range(80):
-        (repo / f"t{i}.j2").write_text("{{ text }} " * 2_000)
+        (repo / f"t{i}.j2").write_text(f"{{{{ text }}}} {i} " * 2_000)  # each its own (a text is compiled once)
     turns = "".join(f"    - {{role: user, content: {{file: t{i}.j2}}}}\n" for i in range(80))
     _spec(repo, kind="chat", fmt="  messages:\n" + turns + "  chat_template: {builtin: chatml}\n")
-    line = _fails(*_run(repo), "templates too large or complex: compiling them took more than 2 s in all", limit=8.0)
-    assert ": format.messages." in line, line
+    # Counted in jinja tokens, not seconds: each template is 12 000 tokens, so the second goes past
+    # the 20 000 of a check, on any machine, however loaded.
+    line = _fails(_run(repo), "templates too large or complex: more than 20000 jinja tokens in all")
+    assert ": format.messages.1.content: " in line, line
 
 
 def test_deeply_nested_template_expressions_are_one_line(tmp_path):
     repo = _repo(tmp_path)
-    _spec(repo, prompt="'{{ text" + "|trim" * 20_000 + " }}'")
-    _fails(*_run(repo), "format.prompt: template nests too deeply")
+    _spec(repo, prompt="'{{ text" + "|trim" * 2_000 + " }}'")  # 4 000 tokens: within the budget, too deep
+    _fails(_run(repo), "format.prompt: template nests too deeply")
 
 
 def test_a_csv_row_with_bad_bytes_is_skipped_alone(tmp_path):
@@ -782,11 +770,11 @@ def test_a_csv_row_with_bad_bytes_is_skipped_alone(tmp_path):
     (repo / "train.csv").write_bytes(b"text,queue\n" + b"".join(b"r%d,billing\n" % i for i in range(5))
                                      + b"bad \xff row,billing\n" + b"".join(b"s%d,billing\n" % i for i in range(5)))
     _spec(repo, train="train.csv", data="  split: {validation: 0.25}\n  on_bad_row: skip\n")
-    result, _ = _run(repo, "--json", command="plan")
+    result = _run(repo, "--json", command="plan")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["data"]["sources"]["train"]["rows"] == 10
     _spec(repo, train="train.csv")
-    line = _fails(*_run(repo), "not valid UTF-8")
+    line = _fails(_run(repo), "not valid UTF-8")
     assert line.startswith("train.csv:7: "), line
 
 
@@ -795,18 +783,23 @@ def test_the_run_directory_never_holds_folders_a_run_would_replace(tmp_path):
     (repo / "docs" / "report").mkdir(parents=True)
     (repo / "docs" / "report" / "index.md").write_text("hand-written")
     _spec(repo, extra="output: {dir: docs}\n")
-    line = _fails(*_run(repo), "output.dir: ")
+    line = _fails(_run(repo), "output.dir: ")
     assert "holds 'report', which a run would replace, and ftspec did not write it" in line, line
     # A folder that a run wrote (its step marker inside) is the run's own.
     (repo / "docs" / "report" / ".ftspec-step.json").write_text('{"step": "report", "key": "k"}')
-    result, _ = _run(repo)
+    result = _run(repo)
     assert result.exit_code == 0, result.output
     (repo / "README.md").write_text("x")
     _spec(repo, extra="output: {dir: README.md}\n")
-    _fails(*_run(repo), "output.dir: 'README.md' is a file")
+    _fails(_run(repo), "output.dir: 'README.md' is a file")
 
 
-def test_many_unknown_names_against_wide_data_are_bounded(tmp_path):
+def test_many_unknown_names_against_wide_data_are_bounded(tmp_path, monkeypatch):
+    from ftspec.data import templates as tpl
+
+    compared: list[int] = []  # the columns each unknown name is compared with, for a "did you mean"
+    did_you_mean = tpl.did_you_mean
+    monkeypatch.setattr(tpl, "did_you_mean", lambda word, pool: compared.append(len(pool)) or did_you_mean(word, pool))
     repo = _repo(tmp_path)
     wide = {f"column_{i}": "v" for i in range(9_000)}
     (repo / "train.jsonl").write_text("".join(json.dumps({**wide, "text": f"r{i}", "queue": "b"}) + "\n"
@@ -815,8 +808,8 @@ def test_many_unknown_names_against_wide_data_are_bounded(tmp_path):
                      for j in range(100))
     rename = "  rename: {" + ", ".join(f"colmn_{i}: r{i}" for i in range(500)) + "}\n"
     _spec(repo, data="  split: {validation: 0.25, stratify: colum_5}\n" + rename + "  derive:\n" + derive)
-    result, seconds = _run(repo)
+    result = _run(repo)
     assert result.exit_code == 2, result.output[-500:]
-    assert seconds < 10, f"took {seconds:.2f} s"
+    assert compared and max(compared) <= 200 and sum(compared) <= 200 * 200, (len(compared), sum(compared))
     assert result.output.count("which is not a column") <= 100
     assert "more templates use names that are not columns" in result.output

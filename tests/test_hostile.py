@@ -1,9 +1,8 @@
 """Hostile templates cannot run code, hang, or exhaust memory: each payload is
-refused with a one-line error and exit status 2, within a second."""
+refused with a one-line error and exit status 2, by a limit that counts work (steps,
+items, characters), never by a clock: the same refusal on any machine, however loaded."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -48,6 +47,16 @@ PAYLOADS = [
     ("list-times", "{{ ([1] * 100000) * 100000 }}"),
 ]
 
+# What stops the payloads that would never end or fill the memory: a count, not a clock.
+STOPPED_BY = {
+    "huge-range": "range() of more than 10000 items",
+    "nested-loops": "rendering took more than 100000 steps",
+    "recursion": "recursion too deep",
+    "string-times": "'*' would build a value longer than 1000000 characters",
+    "huge-power": "'**' exponent larger than 10000",
+    "list-times": "'*' would build a value longer than 1000000 characters",
+}
+
 
 def _write(tmp_path, prompt: str, extra: str = "", eval_: str = "") -> None:
     (tmp_path / "train.jsonl").write_text(ROWS)
@@ -57,33 +66,30 @@ def _write(tmp_path, prompt: str, extra: str = "", eval_: str = "") -> None:
 
 def _validate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    t0 = time.perf_counter()
-    result = CliRunner().invoke(main, ["validate", "spec.yaml"])
-    return result, time.perf_counter() - t0
+    return CliRunner().invoke(main, ["validate", "spec.yaml"])
 
 
 def _refusals(output: str) -> list[str]:
     return [l for l in output.splitlines() if "refused" in l]
 
 
-@pytest.mark.parametrize("payload", [p for _, p in PAYLOADS], ids=[i for i, _ in PAYLOADS])
-def test_prompt_template_payload_is_refused(tmp_path, monkeypatch, payload):
+@pytest.mark.parametrize("name, payload", PAYLOADS, ids=[i for i, _ in PAYLOADS])
+def test_prompt_template_payload_is_refused(tmp_path, monkeypatch, name, payload):
     _write(tmp_path, payload)
-    result, seconds = _validate(tmp_path, monkeypatch)
+    result = _validate(tmp_path, monkeypatch)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), "no traceback"
     lines = _refusals(result.output)
     assert len(lines) == 1, result.output
-    assert lines[0].startswith("train.jsonl:1: format.prompt: template refused")
-    assert seconds < 1.0, f"took {seconds:.2f} s"
+    assert lines[0].startswith("train.jsonl:1: format.prompt: template refused"), lines[0]
+    assert STOPPED_BY.get(name, "") in lines[0], lines[0]
 
 
 def test_derived_column_payload_is_refused(tmp_path, monkeypatch):
     _write(tmp_path, "{{ text }}", extra="  derive: {x: \"{{ cycler.__init__.__globals__ }}\"}\n")
-    result, seconds = _validate(tmp_path, monkeypatch)
+    result = _validate(tmp_path, monkeypatch)
     assert result.exit_code == 2, result.output
     assert "train.jsonl:1: data.derive.x: template refused by the sandbox" in result.output
-    assert seconds < 1.0
 
 
 def test_chat_template_payload_is_refused(tmp_path, monkeypatch):
@@ -95,10 +101,9 @@ def test_chat_template_payload_is_refused(tmp_path, monkeypatch):
         "format:\n  kind: chat\n  chat_template: {file: evil.jinja}\n"
         "  messages:\n    - {role: user, content: '{{ text }}'}\n    - {role: assistant, content: '{{ queue }}'}\n"
         "training: {max_length: 256}\n")
-    result, seconds = _validate(tmp_path, monkeypatch)
+    result = _validate(tmp_path, monkeypatch)
     assert result.exit_code == 2
     assert "format.chat_template: template refused by the sandbox" in result.output
-    assert seconds < 1.0
 
 
 def test_extraction_and_rubric_payloads_are_refused(tmp_path, monkeypatch):
@@ -107,19 +112,18 @@ def test_extraction_and_rubric_payloads_are_refused(tmp_path, monkeypatch):
              "%}x{% endfor %}{% endfor %}\"}}\n"
              "    - {name: judge, model: org/judge, rubric: \"{{ prediction.__class__ }}\"}\n")
     _write(tmp_path, "{{ text }}", eval_=eval_)
-    result, seconds = _validate(tmp_path, monkeypatch)
+    result = _validate(tmp_path, monkeypatch)
     assert result.exit_code == 2, result.output
-    # Refused by time or, since it writes as it loops, by the size of its output first.
-    assert ("eval.metrics.0.extract.template: template refused: rendering took longer than" in result.output
-            or "eval.metrics.0.extract.template: template refused: rendered text longer than" in result.output)
+    # 100 000 steps write 100 000 characters, within the limit on text: the steps stop it.
+    assert ("eval.metrics.0.extract.template: template refused: rendering took more than 100000 steps (a huge loop?)"
+            in result.output), result.output
     assert "eval.metrics.1.rubric: template refused by the sandbox" in result.output
-    assert seconds < 2.0
 
 
 def test_ordinary_templates_still_work(tmp_path, monkeypatch):
     _write(tmp_path, "{% for w in text.split() %}{{ w | upper }} {% endfor %}{{ '%s' | format(queue) }} "
                      "{{ 'ab' * 3 }} {{ range(5) | join(',') }}")
-    result, _ = _validate(tmp_path, monkeypatch)
+    result = _validate(tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     from ftspec.data.templates import environment, render
 

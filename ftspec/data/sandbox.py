@@ -6,8 +6,11 @@ templates must not hang a CI runner or fill its memory. jinja's
 internals and mutation; :func:`make_environment` adds limits on everything that can
 build a large value from a small template (operators, str methods, filters, ``~``,
 ``range``), each checked *before* it runs: Python cannot interrupt one call into C
-(a str method, a join, a format). The time a rendering may take is bounded where
-templates are rendered (:mod:`ftspec.data.templates`).
+(a str method, a join, a format). The work a rendering may do is counted in steps (each
+item a ``for`` loop draws, each call, each filter, weighed by the items it goes through)
+against :data:`MAX_STEPS` and the allowance :func:`metered` is given: the same count on
+every machine, however loaded. Where templates are rendered
+(:mod:`ftspec.data.templates`) a wall clock is kept as a backstop only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Iterator
 import jinja2
 import jinja2.ext
 import jinja2.nodes
-from jinja2.compiler import CodeGenerator, optimizeconst
+from jinja2.compiler import CodeGenerator, operators, optimizeconst
+from jinja2.runtime import LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from markupsafe import Markup
 
@@ -32,6 +36,21 @@ MAX_BUILT = 32_000_000  # characters all the operations of one rendering may pro
 MAX_RANGE = 10_000  # items range() may produce (and batch/slice may make)
 MAX_POWER = 10_000  # largest exponent `**` may take
 MAX_INT_BITS = 100_000  # largest integer (in bits) `*` and `**` may build
+# Jinja tokens that all the templates one check compiles may hold together. Compiling costs
+# by the token (some 30 000 a second on a small CPU), lexing some ten times less: the budget
+# counts the work, the same on every machine; a long chat template is some 3 000 tokens.
+MAX_COMPILE_TOKENS = 20_000
+# Steps one rendering may take: an item drawn by a `for` loop or a lazy filter (map,
+# select...), an attribute or item looked up, a call, a filter is one step; a call, filter or
+# comparison that goes through a list costs one more per STEP_ITEMS items (per STEP_CHARS
+# characters of a text), a macro call MACRO_STEPS, lipsum() a step a word. A chat template
+# over a conversation of twenty turns takes some hundred steps; a step costs about a
+# microsecond (0.3 to 5 on a small CPU): bench/bounded_work.py times them.
+MAX_STEPS = 100_000
+MAX_STEPS_IN_ALL = 1_000_000  # and all the renderings of one command together (validate's sample rows)
+STEP_ITEMS = 4
+STEP_CHARS = 1024
+MACRO_STEPS = 5
 
 
 class TemplateLimit(jinja2.exceptions.SecurityError):
@@ -76,9 +95,53 @@ def weight(value, cap: int = MAX_TEXT) -> int:
 class _State(threading.local):
     active = False
     built = 0
+    steps = 0
+    max_steps = MAX_STEPS
 
 
 _state = _State()
+
+
+class StepLimit(TemplateLimit):
+    """A rendering took more steps than it was allowed (see :data:`MAX_STEPS`)."""
+
+
+class Meter:
+    """What one rendering did: read ``steps`` once :func:`metered` has ended."""
+
+    steps = 0
+
+
+def step(cost: int = 1) -> None:
+    """Count ``cost`` steps against the rendering's allowance."""
+    if _state.active:
+        _state.steps += cost
+        if _state.steps > _state.max_steps:
+            raise StepLimit(f"the template took more than {_state.max_steps} steps")
+
+
+def _items(value) -> int:
+    """The steps it costs to go through ``value``: one per STEP_ITEMS items, per STEP_CHARS characters."""
+    if isinstance(value, (str, bytes)):
+        return len(value) // STEP_CHARS
+    if isinstance(value, (list, tuple, dict, set, frozenset, range)):
+        return len(value) // STEP_ITEMS
+    return 0
+
+
+def counted(iterable):
+    """A loop's iterable, each item drawn one step (the items a loop's `if` skips too)."""
+    for item in iterable:
+        step()
+        yield item
+
+
+def weighed(value):
+    """An operand of a comparison (``==``, ``in``...), which goes through its items: ``value``,
+    its items counted."""
+    if _state.active and isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)):
+        step(_items(value))
+    return value
 
 
 def _account(value) -> None:
@@ -90,15 +153,18 @@ def _account(value) -> None:
 
 
 @contextmanager
-def metered() -> Iterator[None]:
-    """Count what the operations inside build against one rendering's :data:`MAX_BUILT`;
-    a rendering inside another gets a count of its own, and the outer one's is restored."""
-    outer = _state.active, _state.built
-    _state.active, _state.built = True, 0
+def metered(max_steps: int = MAX_STEPS) -> Iterator[Meter]:
+    """Count what the operations inside build against one rendering's :data:`MAX_BUILT`,
+    and the steps they take against ``max_steps`` (:class:`StepLimit` past it); a rendering
+    inside another gets counts of its own, and the outer one's are restored."""
+    outer = _state.active, _state.built, _state.steps, _state.max_steps
+    _state.active, _state.built, _state.steps, _state.max_steps = True, 0, 0, max_steps
+    meter = Meter()
     try:
-        yield
+        yield meter
     finally:
-        _state.active, _state.built = outer
+        meter.steps = _state.steps
+        _state.active, _state.built, _state.steps, _state.max_steps = outer
 
 
 def _grows_past(what: str, estimate: int, before: int = 0) -> None:
@@ -136,7 +202,30 @@ def _checked_concat(pieces) -> str:
 
 
 class _CodeGenerator(CodeGenerator):
-    """jinja's code generator, with ``~`` going through :func:`_checked_join`."""
+    """jinja's code generator, with ``~`` going through :func:`_checked_join`, every
+    ``for`` loop's items drawn through :func:`counted` and every comparison's operands
+    weighed (:func:`weighed`)."""
+
+    @optimizeconst
+    def visit_Compare(self, node: jinja2.nodes.Compare, frame) -> None:
+        self.write("(environment.weighed(")
+        self.visit(node.expr, frame)
+        self.write(")")
+        for op in node.ops:
+            self.visit(op, frame)
+        self.write(")")
+
+    def visit_Operand(self, node: jinja2.nodes.Operand, frame) -> None:
+        self.write(f" {operators[node.op]} environment.weighed(")
+        self.visit(node.expr, frame)
+        self.write(")")
+
+    def visit_For(self, node: jinja2.nodes.For, frame) -> None:
+        if not getattr(node, "ftspec_counted", False):
+            node.iter = jinja2.nodes.Call(jinja2.nodes.EnvironmentAttribute("counted"), [node.iter], [], None, None,
+                                          lineno=node.iter.lineno)
+            node.ftspec_counted = True
+        super().visit_For(node, frame)
 
     @optimizeconst
     def visit_Concat(self, node: jinja2.nodes.Concat, frame) -> None:
@@ -229,6 +318,8 @@ _WIDTH_FILTERS = {"center", "indent", "wordwrap", "truncate", "filesizeformat"}
 # Parameters that cost far more than their size: round(-10**9) computes 10**(10**9), and
 # tojson(indent=N) writes N spaces before every item, in one join.
 _SMALL_PARAMS = {"round": 1000, "tojson": 16}
+# Filters that go through their value's items only as their result's are drawn.
+_LAZY_FILTERS = {"map", "select", "reject", "selectattr", "rejectattr"}
 # Filters that do not go through their value's items.
 _LIGHT_FILTERS = {"length", "count", "first", "last", "random", "default", "d", "list", "batch", "slice", "reverse"}
 
@@ -283,6 +374,7 @@ def _checked_filter(name: str, filt):
             # A filter that goes through the items (sort, unique, map...) of a list that
             # holds the same long text many times would copy it as many times.
             raise TemplateLimit(f"filter '{name}' given a value of more than {MAX_BUILT} characters")
+        step(1 if name in _LIGHT_FILTERS or name in _LAZY_FILTERS else 1 + _items(value))
         if name in _SMALL_PARAMS:
             for p in params + list(kwargs.values()):
                 if (isinstance(p, int) and not isinstance(p, bool) and abs(p) > _SMALL_PARAMS[name]) or (
@@ -305,7 +397,8 @@ def _checked_filter(name: str, filt):
         if _size(result) > MAX_TEXT and _size(result) > _size(value):
             raise TemplateLimit(f"filter '{name}' built a value longer than {MAX_TEXT} characters")
         _account(result)
-        return result
+        # A lazy filter's work is done as its items are drawn, perhaps by the next filter.
+        return counted(result) if isinstance(result, types.GeneratorType) else result
 
     return checked
 
@@ -318,6 +411,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     code_generator_class = _CodeGenerator
     concat = staticmethod(_checked_concat)
     checked_join = staticmethod(_checked_join)
+    counted = staticmethod(counted)
+    weighed = staticmethod(weighed)
 
     def call_binop(self, context, operator, left, right):
         if operator == "*":
@@ -343,11 +438,29 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, (str, bytes)) and isinstance(__obj, types.BuiltinMethodType):
-            args = _check_str_method(owner, __obj.__name__, args, kwargs)
+        cost = 1
+        if isinstance(owner, (str, bytes, list, tuple, dict)) and isinstance(__obj, types.BuiltinMethodType):
+            cost += _items(owner)
+            if isinstance(owner, (str, bytes)):
+                args = _check_str_method(owner, __obj.__name__, args, kwargs)
+                if __obj.__name__ == "join" and args:
+                    cost += _items(args[0])
+        elif isinstance(__obj, Macro):
+            cost = MACRO_STEPS
+        elif isinstance(__obj, LoopContext) and args:  # a recursive loop's `loop(items)`
+            args = (counted(args[0]), *args[1:])
+        step(cost)
         result = super().call(__context, __obj, *args, **kwargs)
         _account(result)
         return result
+
+    def getattr(self, obj, attribute):
+        step()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj, argument):
+        step()
+        return super().getitem(obj, argument)
 
     def wrap_str_format(self, value):
         if (not isinstance(value, (types.MethodType, types.BuiltinMethodType))
@@ -382,6 +495,8 @@ def _limited_lipsum(lipsum):
         for what, value in (("n", n), ("min", min), ("max", max)):
             if isinstance(value, int) and value > 1000:
                 raise TemplateLimit(f"lipsum() {what} larger than 1000")
+        counts = [v if isinstance(v, int) and v > 0 else 1 for v in (n, max)]
+        step(counts[0] * (counts[1] + 2) // 2)  # a step a word it may write
         return lipsum(n, html, min, max)
 
     return limited
@@ -400,6 +515,17 @@ class GenerationBlock(jinja2.ext.Extension):
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
         return jinja2.nodes.Scope(body, lineno=lineno)
+
+
+def count_tokens(env: jinja2.Environment, text: str, most: int) -> int:
+    """The jinja tokens of ``text``, counted only up to one past ``most`` (so that a huge
+    template costs no more to refuse than ``most`` tokens); a syntax error is jinja's."""
+    count = 0
+    for _token in env.lex(text):
+        count += 1
+        if count > most:
+            break
+    return count
 
 
 def make_environment(**options) -> ImmutableSandboxedEnvironment:

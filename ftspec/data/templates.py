@@ -1,6 +1,6 @@
 """Jinja templates as ftspec uses them: resolved from inline text, a file next to
 the spec or a built-in, compiled and rendered only in the sandbox of
-:mod:`ftspec.data.sandbox`, within a time limit.
+:mod:`ftspec.data.sandbox`, within its limits on the work a rendering does.
 
 A spec may come from someone the repository owner does not fully trust, so every
 template is rendered in jinja's ``ImmutableSandboxedEnvironment`` with
@@ -28,7 +28,18 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ftspec.core.errors import Issue, Pos, SpecError, did_you_mean
 from ftspec.core.paths import TooLarge, describe_os_error, read_regular
-from ftspec.data.sandbox import MAX_TEXT, TemplateLimit, make_environment, metered, weight
+from ftspec.data.sandbox import (
+    MAX_COMPILE_TOKENS,
+    MAX_STEPS,
+    MAX_STEPS_IN_ALL,
+    MAX_TEXT,
+    StepLimit,
+    TemplateLimit,
+    count_tokens,
+    make_environment,
+    metered,
+    weight,
+)
 
 BUILTIN_SUFFIXES = (".jinja", ".j2")
 
@@ -125,6 +136,26 @@ CHAT_NAMES = ("messages", "add_generation_prompt", "tools", "documents", "bos_to
               "raise_exception", "strftime_now")
 
 
+# `{% generation %}`, with any whitespace control: the tag transformers reads to find the
+# assistant's tokens (apply_chat_template's return_assistant_tokens_mask).
+_GENERATION_TAG = re.compile(r"\{%[-+]?\s*generation\s*[-+]?%\}")
+
+
+def has_generation_markers(template: str) -> bool:
+    """Whether a chat template marks the assistant's tokens, as assistant-only loss needs."""
+    return _GENERATION_TAG.search(template) is not None
+
+
+def no_generation_markers(pos: Pos, whose: str = "this chat template") -> Issue:
+    """The refusal of assistant-only loss on a chat template without generation markers
+    that trl cannot patch: said by validate (ftspec.checks.rules.templates) and, were it
+    missed, by the run (ftspec.runtime.training.data) in the same words."""
+    return Issue(pos, "format.chat_template",
+                 f"{whose} has no {{% generation %}} markers, which assistant-only loss needs to find the "
+                 "assistant's tokens, and trl cannot add them to it",
+                 "set format.chat_template: {builtin: chatml} (or a template with the markers), or format.loss: all")
+
+
 def builtin_dir():
     """The folder of built-in templates: the installed ``ftspec._templates``, or
     ``templates/`` beside the package when running from a checkout that was not installed."""
@@ -196,17 +227,20 @@ MAX_TEMPLATE_CHARS = 256_000  # one template's text (a long chat template is som
 def parse(resolved: Resolved, pos: Pos, key: str, spec_dir: Path, chat: bool = False,
           budget: "RenderBudget | None" = None) -> tuple[jinja2.Template, set[str]]:
     """Compile a template; return it with the names it reads from the row. ``chat``:
-    compile it as transformers compiles chat templates. ``budget``: the time all the
-    compilations of one check may take together (jinja compiles some 3 000 tags a
-    second: a spec full of them must not take minutes)."""
+    compile it as transformers compiles chat templates. ``budget``: the jinja tokens all
+    the compilations of one command may hold together (jinja compiles some 30 000 a
+    second: a spec full of them must not take minutes); its seconds are a backstop."""
     env = chat_environment() if chat else environment()
     if len(resolved.text) > MAX_TEMPLATE_CHARS:
         raise SpecError.one(pos, key, f"template longer than {MAX_TEMPLATE_CHARS} characters")
+    too_many = f"templates too large or complex: more than {budget.tokens} jinja tokens in all" if budget else ""
     if budget is not None and budget.left <= 0:
-        raise SpecError.one(pos, key, "templates too large or complex: "
-                                      f"compiling them took more than {budget.seconds:g} s in all")
+        raise SpecError.one(pos, key, too_many if budget.tokens_spent > budget.tokens else "templates too large or "
+                            f"complex: compiling them took more than {budget.seconds:g} s in all")
     try:
         with _time_limit(budget.left if budget is not None else 0, budget):
+            if budget is not None and not budget.count_tokens(env, resolved.text):
+                raise SpecError.one(pos, key, too_many)
             ast = env.parse(resolved.text)
             for node in ast.find_all(tuple(_LOADING)):
                 tag = _LOADING[type(node)]
@@ -266,19 +300,39 @@ MAX_NAME_ISSUES_IN_ALL = 100  # and of all templates together
 
 
 class RenderBudget:
-    """Wall time that all the renderings of one check may take together (validate
-    renders many sample rows with many templates: each rendering is limited, and so
-    is their sum)."""
+    """The work that all the renderings (or compilations) of one command may do together
+    (validate renders many sample rows with many templates: each rendering is limited,
+    and so is their sum): ``steps`` of rendering (see :data:`ftspec.data.sandbox.MAX_STEPS`),
+    ``tokens`` of compiling, the same count on every machine. ``seconds`` of wall time
+    are a backstop only, for work the counts miss."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, tokens: int = MAX_COMPILE_TOKENS, steps: int = MAX_STEPS_IN_ALL):
         self.seconds = seconds
         self.spent = 0.0
+        self.tokens = tokens  # for compiling: the work it may do, in jinja tokens (the seconds are a backstop)
+        self.tokens_spent = 0
+        self.steps = steps  # for rendering: the work it may do, in steps
+        self.steps_spent = 0
 
     @property
     def left(self) -> float:
+        if self.tokens_spent > self.tokens or self.steps_spent >= self.steps:
+            return 0.0
         return self.seconds - self.spent
 
+    @property
+    def steps_left(self) -> int:
+        return max(self.steps - self.steps_spent, 0)
+
+    def count_tokens(self, env: jinja2.Environment, text: str) -> bool:
+        """Count a template's tokens against the budget; whether they fit in what was left."""
+        self.tokens_spent += count_tokens(env, text, self.tokens - self.tokens_spent)
+        return self.tokens_spent <= self.tokens
+
     def exhausted(self) -> TemplateLimit:
+        if self.steps_spent >= self.steps:
+            return TemplateLimit(f"rendering the sample rows took more than {self.steps} steps in all "
+                                 "(a slow template?)")
         return TemplateLimit(f"rendering the sample rows took more than {self.seconds:g} s in all (a slow template?)")
 
 
@@ -316,21 +370,34 @@ class _time_limit:
         return False
 
 
-RENDER_SECONDS = 0.5  # wall time for one rendering (main thread, where signals work)
+# Wall time for one rendering (main thread, where signals work): a backstop only, for work
+# the step count misses; MAX_STEPS take well under a second.
+RENDER_SECONDS = 10.0
 
 
 def render(template: jinja2.Template, row: dict, seconds: float = RENDER_SECONDS,
-           budget: RenderBudget | None = None) -> str:
-    """Render with a row's columns, within the time and size limits (and what is left
-    of ``budget``); raises jinja2's errors (or TemplateLimit) for the caller to place."""
-    limit = seconds
+           budget: RenderBudget | None = None, steps: int = MAX_STEPS) -> str:
+    """Render with a row's columns, within ``steps`` of work and the size limits (and
+    what is left of ``budget``); raises jinja2's errors (or TemplateLimit) for the
+    caller to place."""
+    limit, allowed = seconds, steps
     if budget is not None:
         if budget.left <= 0:
             raise budget.exhausted()
         limit = min(seconds, budget.left) if seconds else budget.left
+        allowed = min(steps, budget.steps_left)
+    meter = None
     try:
-        with metered(), _time_limit(limit, budget):
-            text = template.render(row)
+        try:
+            with metered(allowed) as meter, _time_limit(limit, budget):
+                text = template.render(row)
+        finally:
+            if budget is not None and meter is not None:
+                budget.steps_spent += meter.steps
+    except StepLimit:
+        if budget is not None and allowed < steps:
+            raise budget.exhausted() from None
+        raise TemplateLimit(f"rendering took more than {steps} steps (a huge loop?)") from None
     except _Timeout:  # also when the alarm rang as the rendering ended
         if budget is not None and limit < seconds:
             raise budget.exhausted() from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import ROOT
@@ -13,6 +12,8 @@ from conftest import ROOT
 from ftspec.core.errors import SpecError
 from ftspec.spec.load import MAX_DEPTH, load, parse_set, parse_yaml
 from ftspec.spec.validate import validate
+
+HANG = 60  # seconds: a hang detector for a fresh process, not a speed claim
 
 
 def value_of(text: str):
@@ -83,10 +84,8 @@ def test_not_integers_stay_text(text):
     assert value_of(text) == text
 
 
-def test_integer_of_more_than_30_digits_is_refused_quickly():
-    started = time.perf_counter()
+def test_integer_of_more_than_30_digits_is_refused_by_its_length():
     message = refusal("9" * 5000)  # past Python's int-string limit (4300 digits)
-    assert time.perf_counter() - started < 0.5
     assert message == ("number '999999999999999999999999…' (5000 characters) is out of range; "
                        "a spec's integers have at most 30 digits")
     assert "out of range" in refusal("1" + "0" * 30)
@@ -236,10 +235,8 @@ def test_merge_cycles_are_one_line(text, key):
 
 def test_merge_chains_count_against_the_depth():
     text = "m0: &m0 {x: 1}\n" + "".join(f"m{i}: &m{i} {{<<: *m{i - 1}}}\n" for i in range(1, 200))
-    started = time.perf_counter()
     with pytest.raises(SpecError) as info:
         parse_yaml(text, "f.yaml")
-    assert time.perf_counter() - started < 1.0
     [issue] = info.value.issues
     assert f"nested more than {MAX_DEPTH} levels deep (through aliases or merges)" in issue.message
 
@@ -257,16 +254,13 @@ def test_depth_limit_is_exact():
 def test_5000_levels_deep_is_one_line_in_a_fresh_process(tmp_path):
     spec = tmp_path / "deep.yaml"
     spec.write_text("ftspec: 1\nname: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
-    started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "ftspec", "validate", "deep.yaml"], cwd=tmp_path,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-                          timeout=60)
-    elapsed = time.perf_counter() - started
+                          timeout=HANG)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and "RecursionError" not in proc.stderr
     lines = proc.stderr.splitlines()
     assert lines == [f"deep.yaml:2:71: name{'.0' * 64}: nested more than 64 levels deep; refused", "ftspec: 1 error"]
-    assert elapsed < 10  # the process, imports included; the corpus times the reading itself (< 1 s)
 
 
 def test_a_second_document_is_refused_without_reading_it():
@@ -281,3 +275,22 @@ def test_set_value_is_held_to_the_same_limits():
         parse_set("name=" + "[" * 5000)
     [issue] = info.value.issues
     assert issue.key == "name" and issue.message == "nested more than 64 levels deep; refused"
+
+
+@pytest.mark.parametrize("key,text,expected", [
+    ("batch_size", '"16"', "must be an integer (got '16'); a quoted value is text: write 16 without quotes"),
+    ("learning_rate", '"2e-4"', "must be a number (got '2e-4'); a quoted value is text: write 2e-4 without quotes"),
+    ("warmup_ratio", "'0.1'", "must be a number (got '0.1'); a quoted value is text: write 0.1 without quotes"),
+    ("epochs", "!!str 2", "must be a number (got '2'); a quoted value is text: write 2 without quotes"),
+])
+def test_a_quoted_number_is_text_for_every_field(tmp_path, key, text, expected):
+    """One rule, for integers and numbers alike: a quoted value is text, refused at its line."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("ftspec: 1\nname: q\nmodel: {kind: tiny}\ndata: {train: t.jsonl}\n"
+                    "format: {kind: prompt_completion, prompt: p, completion: c}\n"
+                    f"training:\n  {key}: {text}\n", encoding="utf-8")
+    spec, issues = validate(load(path))
+    assert spec is None
+    assert [(i.key, i.pos.line, i.format().split(": ", 2)[2]) for i in issues] == [(f"training.{key}", 7, expected)]
+    path.write_text(path.read_text().replace(text, text.strip("'\"").replace("!!str ", "")), encoding="utf-8")
+    assert validate(load(path))[0] is not None
