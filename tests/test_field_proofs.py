@@ -14,6 +14,7 @@ first place it is found. A field whose value is always a section (``training``,
 from __future__ import annotations
 
 import ast
+import re
 import typing
 from pathlib import Path
 
@@ -97,6 +98,113 @@ def test_tests() -> dict[str, set[str]]:
 test_tests.__test__ = False  # a helper, not a test
 
 
+def _definitions(path: Path) -> dict[str, ast.AST]:
+    """The top-level functions, classes and assignments of a file, by name (a fixture or a
+    constant a test builds its spec text from)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        found[name.id] = node
+    return found
+
+
+def _shared(folder: Path) -> dict[str, ast.AST]:
+    """What every test in ``folder`` may use without defining it: tests/helpers.py and the
+    conftest.py files from tests/ down to the folder."""
+    names: dict[str, ast.AST] = {}
+    folders = [d for d in [folder, *folder.parents] if d.is_relative_to(TESTS)][::-1]
+    for path in [TESTS / "helpers.py"] + [d / "conftest.py" for d in folders]:
+        if path.is_file():
+            names.update(_definitions(path))
+    return names
+
+
+def _test_node(tree: ast.Module, name: str) -> ast.AST | None:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return node
+    return None
+
+
+def reached_text(file: str, name: str, depth: int = 3) -> str:
+    """The text of test ``name`` in ``file``: its decorators (the parametrisation), its body,
+    and, ``depth`` references deep, the module constants, fixtures and helpers it names
+    (the spec text it builds)."""
+    path = TESTS.parent / file
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    test = _test_node(tree, name)
+    if test is None:
+        return ""
+    scope = {**_shared(path.parent), **_definitions(path)}
+    seen: set[int] = set()
+    parts: list[str] = []
+    todo = [(test, 0)]
+    while todo:
+        node, level = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        parts.append(ast.unparse(node))
+        if level >= depth:
+            continue
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        used |= {a.arg for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 for a in n.args.args}  # fixtures, by their parameter names
+        todo.extend((scope[u], level + 1) for u in sorted(used) if u in scope)
+    # The strings' own text too: unparsed, "a\\nstrategy: ddp" would hide the word after "\\n".
+    strings = [n.value for p in parts for n in ast.walk(ast.parse(p))
+               if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return "\n".join(parts + strings + _files_read(parts))
+
+
+def _files_read(parts: list[str]) -> list[str]:
+    """The text of the spec and data files of the repository that the reached code names:
+    ``"specs/quickstart.yaml"``, or ``f"specs/{spec}.yaml"`` with ``spec`` one of the
+    strings it names (its parametrisation)."""
+    trees = [ast.parse(p) for p in parts]
+    strings = {n.value for t in trees for n in ast.walk(t) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    names = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr) and sum(isinstance(v, ast.FormattedValue) for v in node.values) == 1:
+                pieces = [v.value if isinstance(v, ast.Constant) else None for v in node.values]
+                names |= {"".join(p if p is not None else s for p in pieces) for s in strings if "/" not in s}
+    root = TESTS.parent
+    texts = []
+    for name in sorted((strings | names)):
+        if name.endswith((".yaml", ".yml", ".jsonl", ".j2")) and "\n" not in name and len(name) < 200:
+            path = root / name
+            if path.is_file() and path.resolve().is_relative_to(root):
+                texts.append(path.read_text(encoding="utf-8"))
+    return texts
+
+
+def leaf(field: str) -> str:
+    """The name a field is written by: ``eval.metrics[]:judge.rubric`` -> ``rubric``."""
+    return field.rsplit(".", 1)[-1].split(":")[0].removesuffix("[]").removesuffix("{}")
+
+
+def silent_proofs(proofs: dict[str, list[str]]) -> list[str]:
+    """Each ``field: test`` whose test never names the field (neither in its own text nor in
+    what it builds its spec from): a proof in name only."""
+    texts: dict[str, str] = {}
+    silent = []
+    for field, nodes in proofs.items():
+        word = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(leaf(field))}(?![A-Za-z0-9_])")
+        for node in nodes:
+            if node not in texts:
+                texts[node] = reached_text(*node.split("::", 1))
+            if not word.search(texts[node]):
+                silent.append(f"{field}: {node}")
+    return silent
+
+
 def test_the_walk_finds_fields_at_every_depth_and_in_every_variant():
     fields = schema_fields()
     assert len(fields) == len(set(fields))
@@ -132,3 +240,20 @@ def test_every_proof_is_a_test_that_exists():
     assert broken == []
 
 
+
+
+def test_every_proof_mentions_its_field():
+    silent = silent_proofs(PROOFS)
+    assert silent == [], "each named test must build or read the field it proves: point the entry at one that does"
+
+
+def test_a_proof_that_never_mentions_its_field_is_refused():
+    # Real tests, named for fields they never touch: the check reads the tests, not their names.
+    planted = {
+        "method:dpo.beta": ["tests/test_field_proofs.py::test_every_entry_names_a_field_that_exists"],
+        "model:tiny.hidden_size": ["tests/test_field_proofs.py::test_every_schema_field_names_the_test_that_proves_it"],
+    }
+    assert silent_proofs(planted) == [f"{f}: {n[0]}" for f, n in planted.items()]
+    # ...and one that does name it (here in its parametrisation-free body) passes.
+    assert silent_proofs({"model:tiny.hidden_size": [
+        "tests/test_field_proofs.py::test_the_walk_finds_fields_at_every_depth_and_in_every_variant"]}) == []

@@ -205,3 +205,63 @@ def test_label_like_answers_stop_generation_at_a_newline(tmp_path, monkeypatch):
                                        baseline=False)
     assert {r["prediction"] for r in rows} == {" shop"}
     assert spy.generated and max(spy.generated) <= len(" shop\n"), "generation stopped at the newline"
+
+
+# The documented bounds of "a small closed set of short labels" (ftspec/checks/evalmode.py), by
+# number: a change to one is a change to what specs mean, made here on purpose.
+def _rows(labels: list[str], each: int) -> list[dict]:
+    return [{"text": f"t{i}-{j}", "queue": label} for i, label in enumerate(labels) for j in range(each)]
+
+
+def _resolved(answers: list[str]):
+    from ftspec.checks.evalmode import resolve
+
+    return resolve("auto", None, None, "prompt_completion", answers, answers)
+
+
+def test_the_label_bounds_are_the_documented_numbers():
+    from ftspec.checks import evalmode
+
+    assert (evalmode.MAX_LABELS, evalmode.MAX_LABEL_CHARS, evalmode.MIN_ROWS_PER_LABEL) == (20, 40, 3)
+
+
+def test_twenty_distinct_labels_are_labels_and_twenty_one_are_not(tmp_path):
+    twenty = [f"queue{i:02d}" for i in range(20)]
+    plan = _plan(tmp_path / "a", """
+data: {train: tickets.jsonl, split: {test: 0.1, seed: 1}}
+format: {kind: prompt_completion, prompt: "{{ text }}:", completion: " {{ queue }}"}
+""", rows=_rows(twenty, 3))
+    assert plan.eval.mode == "choices", plan.eval.mode_reason
+    assert "closed set of 20 labels" in plan.eval.mode_reason
+    assert "choices because the answers form a closed set of 20 labels" in render_plan(plan)
+    plan = _plan(tmp_path / "b", """
+data: {train: tickets.jsonl, split: {test: 0.1, seed: 1}}
+format: {kind: prompt_completion, prompt: "{{ text }}:", completion: " {{ queue }}"}
+""", rows=_rows(twenty + ["queue20"], 3))
+    assert plan.eval.mode == "generate"
+    assert plan.eval.mode_reason.startswith("21 distinct answers in 63 sampled training rows "
+                                            "(at most 20 make a set of labels)"), plan.eval.mode_reason
+    assert "generate because 21 distinct answers" in render_plan(plan)
+
+
+def test_a_label_of_forty_characters_is_short_and_one_of_forty_one_is_not():
+    forty, forty_one = "b" * 40, "c" * 41
+    assert _resolved(["a"] * 3 + [forty] * 3).mode == "choices"
+    over = _resolved(["a"] * 3 + [forty_one] * 3)
+    assert over.mode == "generate"
+    assert over.reason.startswith(f"the answer {forty_one!r} is not a short label "
+                                  "(one line of at most 40 characters)"), over.reason
+    # Counted in characters, not bytes: forty accented letters are forty characters.
+    assert _resolved(["a"] * 3 + ["é" * 40] * 3).mode == "choices"
+    # One line: a newline makes an answer free text whatever its length.
+    assert _resolved(["a"] * 3 + ["x\ny"] * 3).mode == "generate"
+
+
+def test_labels_repeat_three_times_on_average_or_are_not_labels():
+    labels = ["a", "b", "c", "d"]
+    assert _resolved(labels * 3).mode == "choices"  # 12 rows for 4 answers: 3 each
+    under = _resolved(labels * 3 + ["e"] * 2)  # 14 rows for 5 answers: under 3 each
+    assert under.mode == "generate"
+    assert under.reason.startswith("5 distinct answers in 14 sampled training rows: they do not repeat enough"), \
+        under.reason
+    assert _resolved(labels * 3 + ["e"] * 3).mode == "choices"  # 15 rows for 5: exactly 3 each

@@ -5,6 +5,7 @@ With one process these are no-ops or plain saves."""
 
 from __future__ import annotations
 
+import hashlib
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,8 +61,7 @@ def record_expected(trainer, path: Path) -> None:
             kind = "adapter"
     except ImportError:
         pass
-    with torch.no_grad():
-        write_json(path, {"kind": kind, "tensors": fingerprint(state)})
+    write_json(path, {"kind": kind, "tensors": fingerprint(state)})
 
 
 def check_engine(trainer, compute: Any) -> None:
@@ -127,12 +127,22 @@ def agree_on_resume(job: TrainJob) -> None:
 
 
 def fingerprint(state: dict) -> dict[str, list]:
-    """Each tensor's shape, sum and sum of squares (in float64): equal for equal weights,
-    and different for a shard, an empty tensor or a freshly initialised one."""
-    out = {}
-    for name, t in state.items():
-        t = t.detach().to("cpu", torch.float64)
-        out[name] = [list(t.shape), float(t.sum()), float((t * t).sum())]
-    return out
+    """Each tensor's shape and :func:`digest`: equal for equal weights, and different for a
+    shard, an empty tensor, a freshly initialised one, and one whose values are the right
+    ones in the wrong places (permuted, transposed)."""
+    return {name: [list(t.shape), digest(t)] for name, t in state.items()}
 
 
+def digest(t: torch.Tensor) -> str:
+    """A hash of the tensor's shape and of its values in order (row-major). 16- and 32-bit
+    floats are hashed as float32, which holds each of them exactly: an adapter saved in
+    bfloat16 and loaded into a float32 model digests as it was trained."""
+    with torch.no_grad():
+        t = t.detach()
+        if t.is_floating_point() and t.element_size() <= 4:
+            t = t.to(torch.float32)
+        flat = t.to("cpu").contiguous().reshape(-1)
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((str(flat.dtype), tuple(t.shape))).encode())
+        h.update(flat.view(torch.uint8).numpy())
+        return h.hexdigest()

@@ -129,14 +129,55 @@ def test_killing_one_worker_stops_them_all_and_the_next_run_resumes_to_the_same_
     _assert_same_training(one_process, again.run_dir, "model.safetensors")
 
 
-def test_ctrl_c_stops_every_worker_at_the_same_step_after_a_checkpoint(tmp_path):
+def _transposing_one_saved_weight(monkeypatch) -> None:
+    """Between the workers' end and the launcher's check of their save: transpose one square
+    weight in the saved file (the same values, so the same sum and sum of squares, in other
+    places), as a save that mixed up its pieces would."""
+    from ftspec.runtime.distributed import launcher
+
+    real = launcher.elastic_launch
+
+    def launch(config, entrypoint):
+        run = real(config, entrypoint)
+
+        def then_transpose(*args):
+            result = run(*args)
+            import pickle
+
+            saved = pickle.loads(Path(args[-1]).read_bytes()).out_dir / "model.safetensors"
+            weights = load_file(saved)
+            weights[SCRAMBLED] = weights[SCRAMBLED].t().contiguous()
+            save_file(weights, saved, metadata={"format": "pt"})
+            return result
+
+        return then_transpose
+
+    monkeypatch.setattr(launcher, "elastic_launch", launch)
+
+
+SCRAMBLED = "model.layers.0.self_attn.q_proj.weight"  # 32 x 32 in the tiny model
+
+
+def test_ctrl_c_stops_every_worker_at_the_same_step_after_a_checkpoint(tmp_path, monkeypatch):
     from distributed_callbacks import StopFileAt
+
+    from ftspec.backends.executor import execute
+    from ftspec.plan.compile import compile_spec, find_root
 
     spec = write_job(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
     with pytest.raises(KeyboardInterrupt):
         run_job(spec, *TWO, callbacks=[StopFileAt(step=4)])
+    assert max(int(p.name.rsplit("-", 1)[1]) for p in tmp_path.rglob("checkpoint-*")) == 5
+    # The resumed run, through the real launcher, whose save is then scrambled: the whole-save
+    # check refuses it in one line and keeps nothing.
+    with monkeypatch.context() as m, pytest.raises(RunFailed) as failed:
+        _transposing_one_saved_weight(m)
+        execute(compile_spec(spec, sets=TWO)[0], find_root(spec), echo=lambda _: None)
+    assert str(failed.value) == ("train: the saved model is not whole: 1 differ from the trained weights "
+                                 f"({SCRAMBLED}); nothing was kept")
+    assert not list((tmp_path / "runs").glob("*/model/model.safetensors"))
     again, lines = run_job(spec, *TWO)
-    assert "  resumed from checkpoint-5" in lines
+    assert "  resumed from checkpoint-5" in lines, [l for l in lines if "resumed" in l]
     assert json.loads((again.run_dir / "model/train.json").read_text())["steps"] == 6
 
 
@@ -248,11 +289,37 @@ def test_the_saved_model_is_checked_whole_against_the_trained_weights(tmp_path):
     with pytest.raises(RunFailed, match="the saved model does not load on one process"):  # a sharded save
         verify_saved(job)
 
+    # Every value right, in the wrong place: one square weight transposed.
+    name = "model.layers.0.self_attn.q_proj.weight"
+    save_file({**weights, name: weights[name].t().contiguous()}, out / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(RunFailed) as err:
+        verify_saved(job)
+    assert str(err.value) == ("train: the saved model is not whole: 1 differ from the trained weights "
+                              f"({name}); nothing was kept")
+
     from ftspec.core.io import write_json
 
     write_json(job.expected, {"kind": "full", "tensors": {}})
     with pytest.raises(RunFailed, match="has no weights to save"):
         verify_saved(job)
+
+
+def test_the_weights_digest_sees_values_moved_to_other_places():
+    from ftspec.runtime.distributed.ranks import digest
+
+    torch.manual_seed(0)
+    square = torch.randn(8, 8)
+    assert digest(square) == digest(square.clone()) == digest(square.to(torch.float64).to(torch.float32))
+    assert digest(square.t()) != digest(square)  # transposed: the same sum and sum of squares
+    assert digest(square.flip(0)) != digest(square)  # rows permuted
+    assert digest(square[:, torch.randperm(8)]) != digest(square)
+    flat = torch.arange(12, dtype=torch.float32)
+    assert digest(flat.reshape(3, 4)) != digest(flat.reshape(4, 3)) != digest(flat)  # the shape counts
+    assert digest(flat[torch.tensor([1, 0, *range(2, 12)])]) != digest(flat)  # two values swapped
+    # A bfloat16 save of bfloat16 weights, loaded back as float32, is the same weights.
+    half = square.to(torch.bfloat16)
+    assert digest(half) == digest(half.to(torch.float32))
+    assert digest(square.to(torch.bfloat16)) != digest(square)  # ...but rounding them is not
 
 
 DPO_BODY = """

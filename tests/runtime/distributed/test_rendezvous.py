@@ -175,23 +175,31 @@ def test_launch_script_reports_spec_errors_in_one_line(in_root):
 
 
 HOSTILE_PROFILE = "x'; touch pwned-profile; echo '"
+PROFILE = "two-steps_1.0"  # every kind of character a profile name may hold
 
 
 def test_hostile_values_cannot_run_commands(tmp_path):
-    # A spec in a repository of its own, with a profile whose name is shell code, and a
-    # --set value that is shell code too; the generated script is run with stand-ins for
-    # srun and scontrol, which print the arguments they were given.
+    # A spec in a repository of its own. A profile whose name is shell code is refused at its
+    # line (a profile's name becomes part of file names); a --set value that is shell code
+    # reaches the generated script, which is run with stand-ins for srun and scontrol, which
+    # print the arguments they were given.
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "specs", repo / "specs")
     (repo / ".git").mkdir()
     spec = repo / "specs" / "quickstart.yaml"
-    spec.write_text(spec.read_text(encoding="utf-8") + f"  \"{HOSTILE_PROFILE}\":\n    training: {{max_steps: 2}}\n",
-                    encoding="utf-8")
-    hostile_set = "description=$(touch pwned-set) `touch pwned-tick` \"; touch pwned-quote; \n touch pwned-line"
-    args = ["launch-script", "specs/quickstart.yaml", "--slurm", "-p", HOSTILE_PROFILE, "--set", hostile_set,
-            *TWO_NODES, "-o", str(tmp_path / "job.sh")]
+    text = spec.read_text(encoding="utf-8")
     from conftest import run_cli
 
+    spec.write_text(text + f"  \"{HOSTILE_PROFILE}\":\n    training: {{max_steps: 2}}\n", encoding="utf-8")
+    refused = run_cli(["launch-script", "specs/quickstart.yaml", "--slurm", *TWO_NODES, "-o", str(tmp_path / "x.sh")],
+                      cwd=repo)
+    assert refused.returncode == 2 and "cannot be a profile name" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "x.sh").exists()
+
+    spec.write_text(text + f"  {PROFILE}:\n    training: {{max_steps: 2}}\n", encoding="utf-8")
+    hostile_set = "description=$(touch pwned-set) `touch pwned-tick` \"; touch pwned-quote; \n touch pwned-line"
+    args = ["launch-script", "specs/quickstart.yaml", "--slurm", "-p", PROFILE, "--set", hostile_set,
+            *TWO_NODES, "-o", str(tmp_path / "job.sh")]
     made = run_cli(args, cwd=repo)
     assert made.returncode == 0, made.stderr
     script = (tmp_path / "job.sh").read_text(encoding="utf-8")
@@ -215,7 +223,7 @@ def test_hostile_values_cannot_run_commands(tmp_path):
     import json
 
     argv = json.loads(out.stdout.strip().splitlines()[-1])
-    assert argv == ["--kill-on-bad-exit=1", "ftspec", "run", "specs/quickstart.yaml", "--profile", HOSTILE_PROFILE,
+    assert argv == ["--kill-on-bad-exit=1", "ftspec", "run", "specs/quickstart.yaml", "--profile", PROFILE,
                     "--set", hostile_set, "--set", "compute.num_nodes=2", "--set", "compute.num_processes=2",
                     "--set", "compute.strategy=ddp"]
 
