@@ -22,8 +22,10 @@ that every answer metric scores.
 
 from __future__ import annotations
 
+import re
+import string
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 Family = Literal["classification", "text", "model", "preference"]
 # What the generation steps compute with the evaluated model for a metric (the plan's eval.outputs).
@@ -32,10 +34,52 @@ OUTPUTS: tuple[Output, ...] = ("answers", "perplexity", "pair_logprobs")
 
 
 @dataclass(frozen=True)
+class Normalization:
+    """How an answer and its reference are put before a metric compares them: the plan
+    shows ``what``, and the scoring applies ``apply`` to both (one function each, so the
+    two cannot disagree)."""
+
+    name: str
+    what: str
+    apply: Callable[[str], str]
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def _label(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _squad(text: str) -> str:
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _as_written(text: str) -> str:
+    return text
+
+
+NORMALIZATIONS: dict[str, Normalization] = {n.name: n for n in (
+    # A label is a label however the model capitalises or spaces it ('Positive' is 'positive'):
+    # what a reader of a classification score expects; the labels' own punctuation still counts.
+    Normalization("label", "case-insensitively, after trimming and collapsing whitespace", _label),
+    Normalization("squad", "lower-cased, without punctuation or articles (a, an, the), whitespace collapsed "
+                           "(SQuAD's normalisation)", _squad),
+    Normalization("trimmed", "as written, after trimming surrounding whitespace", str.strip),
+    Normalization("as_written", "as written (the metric tokenises them itself)", _as_written),
+)}
+
+
+@dataclass(frozen=True)
 class Metric:
     name: str
     family: Family
     what: str  # in words, for a reader of the table
+    # How answers and references are normalised before they are compared (a key of
+    # NORMALIZATIONS); None for a metric not computed from the answers' text.
+    normalization: str | None = None
     output: Output = "answers"
     higher_is_better: bool = True
     # Whether each row's reference answer is compared with (json_valid checks the answer alone).
@@ -48,22 +92,21 @@ class Metric:
 
 # In the order the schema lists them (its JSON Schema's enum and its error messages).
 METRICS: tuple[Metric, ...] = (
-    Metric("accuracy", "classification", "share of answers equal to the reference label"),
-    Metric("precision", "classification", "precision per label, averaged over the labels (macro)"),
-    Metric("recall", "classification", "recall per label, averaged over the labels (macro)"),
-    Metric("f1", "classification", "F1 of the positive label (two labels), else averaged over the labels"),
-    Metric("f1_macro", "classification", "F1 per label, averaged over the labels"),
-    Metric("f1_micro", "classification", "F1 over every answer at once"),
-    Metric("exact_match", "text", "share of answers equal to the reference, after normalising case, "
-           "punctuation, articles and spaces"),
-    Metric("token_f1", "text", "F1 of the answer's words against the reference's (SQuAD)"),
-    Metric("rouge_l", "text", "ROUGE-L F-measure: the longest common word sequence"),
-    Metric("bleu", "text", "corpus BLEU (sacrebleu), 0..1"),
-    Metric("chrf", "text", "corpus chrF (sacrebleu), 0..1"),
+    Metric("accuracy", "classification", "share of answers equal to the reference label", "label"),
+    Metric("precision", "classification", "precision per label, averaged over the labels (macro)", "label"),
+    Metric("recall", "classification", "recall per label, averaged over the labels (macro)", "label"),
+    Metric("f1", "classification", "F1 of the positive label (two labels), else averaged over the labels", "label"),
+    Metric("f1_macro", "classification", "F1 per label, averaged over the labels", "label"),
+    Metric("f1_micro", "classification", "F1 over every answer at once", "label"),
+    Metric("exact_match", "text", "share of answers equal to the reference", "squad"),
+    Metric("token_f1", "text", "F1 of the answer's words against the reference's (SQuAD)", "squad"),
+    Metric("rouge_l", "text", "ROUGE-L F-measure: the longest common word sequence", "as_written"),
+    Metric("bleu", "text", "corpus BLEU (sacrebleu), 0..1", "as_written"),
+    Metric("chrf", "text", "corpus chrF (sacrebleu), 0..1", "as_written"),
     Metric("perplexity", "model", "perplexity of the reference answers under the evaluated model",
            output="perplexity", higher_is_better=False),
-    Metric("json_valid", "text", "share of answers that parse as JSON", reference=False),
-    Metric("json_schema", "text", "share of answers that are JSON valid against a JSON Schema",
+    Metric("json_valid", "text", "share of answers that parse as JSON", "trimmed", reference=False),
+    Metric("json_schema", "text", "share of answers that are JSON valid against a JSON Schema", "trimmed",
            reference=False, settings=("schema",)),
     Metric("judge", "model", "an LLM judge's score of each answer with a rubric, mapped to 0..1",
            reference=False, settings=("model", "rubric")),
@@ -100,3 +143,9 @@ def outputs(metric_names: set[str] | list[str] | tuple[str, ...]) -> list[Output
     """What the evaluated model must produce for these metrics, in the plan's order."""
     wanted = {_BY_NAME[n].output for n in metric_names}
     return [o for o in OUTPUTS if o in wanted]
+
+
+def normalization(name: str) -> Normalization | None:
+    """How the metric ``name`` normalises answers and references before comparing them."""
+    key = _BY_NAME[name].normalization
+    return NORMALIZATIONS[key] if key is not None else None

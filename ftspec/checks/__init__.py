@@ -14,11 +14,11 @@ from __future__ import annotations
 from ftspec.checks import rules  # noqa: F401  (importing the rules registers them)
 from ftspec.checks.derived import answered_by_teacher, has_test, has_validation
 from ftspec.checks.evalmode import default_metrics
-from ftspec.checks.facts import Context, inspect, is_local_model, model_architectures, rel
+from ftspec.checks.facts import Budgets, Context, inspect, is_local_model, model_architectures, rel
 from ftspec.checks.registry import run_checks
 from ftspec.checks.rules.stages import check_single, check_stages
 from ftspec.core.errors import ERROR, WARNING
 
-__all__ = ["inspect", "run_checks", "check_single", "check_stages", "Context", "rel", "is_local_model",
+__all__ = ["inspect", "run_checks", "Budgets", "check_single", "check_stages", "Context", "rel", "is_local_model",
            "model_architectures", "answered_by_teacher", "has_test", "has_validation", "default_metrics",
            "ERROR", "WARNING"]

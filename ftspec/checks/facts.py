@@ -38,13 +38,30 @@ SAMPLE_ROWS = 200
 # What one validate may spend, in all, whatever the spec holds: every row of the local
 # data files is parsed up to SCAN_ROWS rows and SCAN_BYTES bytes (beyond, JSON Lines rows
 # are counted, the rest is parsed when the data is prepared), and all the renderings
-# of sample rows and trial values together take at most RENDER_BUDGET seconds.
+# of sample rows and trial values together take at most sandbox.MAX_STEPS_IN_ALL steps
+# of work, all the templates compiled at most sandbox.MAX_COMPILE_TOKENS jinja tokens.
 SCAN_ROWS = 300_000
 SCAN_BYTES = 256 << 20
-RENDER_BUDGET = 3.0
-COMPILE_BUDGET = 2.0  # and compiling all the templates at most this
+RENDER_BUDGET = 30.0  # seconds: a backstop for the step budget of the renderings, for work it misses
+COMPILE_BUDGET = 10.0  # seconds: a backstop for the token budget of compiling the templates
 SAMPLE_BYTES = 64 << 20  # the sample rows kept, of all splits together (rows can be 16 MiB each)
+EXTRACT_SECONDS = 1.0  # and all the metrics' answer extractions of sampled references at most this
 MAX_SCHEMA_BYTES = 4 << 20
+
+
+@dataclass
+class Budgets:
+    """What one ``validate`` or ``plan`` may spend, made once per command and shared by
+    every stage of its spec (a spec of ten stages spends no more than a spec of one)."""
+
+    scan: ScanBudget = field(default_factory=lambda: ScanBudget(SCAN_ROWS, SCAN_BYTES))
+    render: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(RENDER_BUDGET))
+    compile: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(COMPILE_BUDGET))
+    extract: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(EXTRACT_SECONDS))
+    sample_bytes: int = field(default_factory=lambda: SAMPLE_BYTES)  # what is left of it
+    # Templates compiled so far, by (text, as a chat template): stages that share a template
+    # compile it once, so that sharing the compile budget costs a spec of stages nothing.
+    compiled: dict[tuple[str, bool], tuple[jinja2.Template, set[str]]] = field(default_factory=dict)
 
 
 def rel(path: Path, root: Path) -> str:
@@ -77,6 +94,7 @@ class ModelInfo:
     source: str  # hub | local | tiny
     model_type: str | None = None
     has_chat_template: bool | None = None  # None: could not tell
+    chat_template: str | None = None  # its text, where the model's files hold it
     max_positions: int | None = None
     path: Path | None = None
     vocab_size: int | None = None  # where the model's files say it (a GGUF header)
@@ -99,13 +117,22 @@ class Context:
     names_ok: bool = True  # every template name is a column, so rows can be rendered
     filter_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (kept, rendered) by data.filter
     schemas: dict[int, str] = field(default_factory=dict)  # eval.metrics index -> JSON Schema text
-    scan: ScanBudget = field(default_factory=lambda: ScanBudget(SCAN_ROWS, SCAN_BYTES))
-    render_budget: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(RENDER_BUDGET))
-    compile_budget: tpl.RenderBudget = field(default_factory=lambda: tpl.RenderBudget(COMPILE_BUDGET))
-    sample_bytes: int = SAMPLE_BYTES  # what is left of it
+    budgets: Budgets = field(default_factory=Budgets)  # the command's, shared with the other stages
     # A key of each training row parsed, kept when a validation or test file is read
     # too: held-out rows that are training rows are found by it (quiet.check_held_out_overlap).
     train_keys: set[int] = field(default_factory=set)
+
+    @property
+    def scan(self) -> ScanBudget:
+        return self.budgets.scan
+
+    @property
+    def render_budget(self) -> tpl.RenderBudget:
+        return self.budgets.render
+
+    @property
+    def compile_budget(self) -> tpl.RenderBudget:
+        return self.budgets.compile
 
     def at(self, *path) -> Origin:
         return self.loaded.origin(path)
@@ -165,10 +192,13 @@ class Context:
 # --------------------------------------------------------------------------- gathering
 
 
-def inspect(loaded: LoadedSpec, spec: S.Spec, policy: PathPolicy | None = None) -> Context:
+def inspect(loaded: LoadedSpec, spec: S.Spec, policy: PathPolicy | None = None,
+            budgets: Budgets | None = None) -> Context:
+    """What is known of one effective spec. ``budgets``: the command's, when it checks
+    several stages (each stage's reads and renderings count against the same ones)."""
     spec_dir = loaded.path.resolve().parent
     policy = policy or PathPolicy.for_spec(loaded.path)
-    ctx = Context(loaded, spec, spec_dir, policy.root, policy)
+    ctx = Context(loaded, spec, spec_dir, policy.root, policy, budgets=budgets or Budgets())
     inspect_model(ctx)
     _inspect_tokenizer(ctx)
     files = [split for split in SPLITS if isinstance(getattr(spec.data, split), S.FileSource)]
@@ -231,9 +261,9 @@ def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> No
         try:
             for row in read_rows(path, fmt, info.shown, source.columns, source.header, source.field,
                                  on_bad_row=on_bad, skipped=skipped, budget=budget):
-                if len(info.sample) < SAMPLE_ROWS and (row.size <= ctx.sample_bytes or not info.sample):
+                if len(info.sample) < SAMPLE_ROWS and (row.size <= ctx.budgets.sample_bytes or not info.sample):
                     info.sample.append(row)
-                    ctx.sample_bytes -= row.size
+                    ctx.budgets.sample_bytes -= row.size
                 if keep_keys:
                     ctx.train_keys.add(row_key(row.values))
                 rows += 1
@@ -439,11 +469,15 @@ def _inspect_gguf(ctx: Context, m: S.PretrainedModel, folder: str, name: str) ->
             ctx.issues.append(ctx.error(("model", "base"), f"local model directory '{folder}' not found"))
             return
         path = where / name
-        if not path.is_file():
+        problem = file_problem(path)
+        if problem == "not found":
             present = sorted(p.name for p in where.iterdir() if p.name.lower().endswith(".gguf"))
             ctx.issues.append(ctx.error(key, f"no GGUF file '{name}' in '{folder}'",
                                         did_you_mean(name, present)
                                         or (f"it holds: {', '.join(present)}" if present else None)))
+            return
+        if problem:  # a folder, a FIFO, a device: said as what it is
+            ctx.issues.append(ctx.error(key, f"the GGUF file '{name}' in '{folder}' {problem}"))
             return
     else:
         problem = hub_model_problem(ctx, folder)
@@ -472,6 +506,7 @@ def _inspect_gguf(ctx: Context, m: S.PretrainedModel, folder: str, name: str) ->
     info.model_type = header.model_type
     info.max_positions = header.context_length
     info.has_chat_template = header.chat_template is not None
+    info.chat_template = header.chat_template
     info.vocab_size = header.vocab_size
 
 
@@ -529,6 +564,27 @@ def _read_model_files(info: ModelInfo, folder: Path) -> None:
     elif tok_cfg.is_file():
         value = _read_json(tok_cfg)
         info.has_chat_template = bool(value.get("chat_template")) if isinstance(value, dict) else None
+    info.chat_template = _chat_template_text(folder)
+
+
+def _chat_template_text(folder: Path) -> str | None:
+    """The chat template transformers gives a tokenizer loaded from ``folder``: the text of
+    chat_template.jinja, else chat_template.json's, else tokenizer_config.json's (of a
+    list of named templates, the `default` one); None where there is none or it cannot be read."""
+    if (folder / "chat_template.jinja").is_file():
+        try:
+            return read_regular(folder / "chat_template.jinja", tpl.MAX_TEMPLATE_BYTES).decode("utf-8")
+        except (OSError, ValueError):
+            return None
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            value = _read_json(folder / name)
+            template = value.get("chat_template") if isinstance(value, dict) else None
+            if isinstance(template, list):  # named templates: transformers uses `default`
+                template = next((t.get("template") for t in template
+                                 if isinstance(t, dict) and t.get("name") == "default"), None)
+            return template if isinstance(template, str) and template.strip() else None
+    return None
 
 
 def template_refs(spec: S.Spec) -> Iterator[tuple[tuple, Any]]:
@@ -573,9 +629,12 @@ def _inspect_templates(ctx: Context) -> None:
         try:
             resolved = tpl.resolve(ref, ctx.spec_dir, pos, key)
             ctx.templates[".".join(map(str, path))] = resolved
-            ctx.parsed[".".join(map(str, path))] = tpl.parse(resolved, pos, key, ctx.spec_dir,
-                                                             chat=path == ("format", "chat_template"),
-                                                             budget=ctx.compile_budget)
+            chat = path == ("format", "chat_template")
+            parsed = ctx.budgets.compiled.get((resolved.text, chat))
+            if parsed is None:
+                parsed = tpl.parse(resolved, pos, key, ctx.spec_dir, chat=chat, budget=ctx.compile_budget)
+                ctx.budgets.compiled[(resolved.text, chat)] = parsed
+            ctx.parsed[".".join(map(str, path))] = parsed
         except SpecError as exc:
             ctx.issues.extend(exc.issues)
             if ctx.compile_budget.left <= 0:  # said once, at the template that ran out of it
@@ -595,6 +654,36 @@ def same_source(a: SourceInfo, b: SourceInfo) -> bool:
         x, y = a.spec, b.spec
         return (x.hub, x.split, x.subset, x.revision) == (y.hub, y.split, y.subset, y.revision)
     return False
+
+
+def trl_patches(template: str) -> bool | None:
+    """Whether trl adds generation markers to this chat template itself: it does to the
+    templates it ships a training variant of (``NAME.jinja`` beside ``NAME_training.jinja``
+    in its chat_templates folder, matched by their whole text). None where trl is not
+    installed or that folder cannot be read (read as files: validate never imports trl)."""
+    known = _trl_patched_templates()
+    return None if known is None else template in known
+
+
+@lru_cache(maxsize=1)
+def _trl_patched_templates() -> frozenset[str] | None:
+    try:
+        found = importlib.util.find_spec("trl")
+    except (ImportError, ValueError):
+        return None
+    places = list(found.submodule_search_locations or []) if found is not None else []
+    folder = Path(places[0]) / "chat_templates" if places else None
+    if folder is None or not folder.is_dir():
+        return None
+    texts = set()
+    for training in folder.glob("*_training.jinja"):
+        plain = folder / (training.name[: -len("_training.jinja")] + ".jinja")
+        try:
+            text = read_regular(plain, tpl.MAX_TEMPLATE_BYTES).decode("utf-8")
+        except (OSError, ValueError):
+            continue
+        texts.add(text.replace("\r\n", "\n").replace("\r", "\n"))  # as trl reads it: in text mode
+    return frozenset(texts)
 
 
 def has_package(name: str) -> bool:

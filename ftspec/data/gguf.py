@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ftspec.catalog.architectures import GGUF_LOADABLE
+from ftspec.core.paths import open_regular
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
@@ -143,8 +144,9 @@ class _Reader:
 
 
 def read_header(path: str | Path) -> GGUFHeader:
-    """Read the metadata of the GGUF file at ``path`` (raises OSError or GGUFError)."""
-    with open(path, "rb") as fh:
+    """Read the metadata of the GGUF file at ``path`` (raises OSError or GGUFError; a
+    FIFO or a device is refused without blocking, as every file ftspec reads)."""
+    with open_regular(Path(path)) as fh:
         fh.seek(0, 2)
         size = fh.tell()
         fh.seek(0)

@@ -431,7 +431,14 @@ def _metric(metric: Any, ctx: Context, i: int) -> dict:
                          "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
     if getattr(metric, "extract", None) is not None and metric.extract.template is not None:
         out["extract"]["template"] = _template(ctx.templates[f"eval.metrics.{i}.extract.template"])
-    return out
+    return _normalized(out)
+
+
+def _normalized(metric: dict) -> dict:
+    """A plan's metric with how its answers are normalised before they are compared
+    (its catalog row's; the scoring applies exactly this)."""
+    normalization = metric_catalog.get(metric["name"]).normalization
+    return {**metric, "normalization": normalization} if normalization is not None else metric
 
 
 def _eval(ctx: Context, rows: dict) -> dict:
@@ -453,7 +460,7 @@ def _eval(ctx: Context, rows: dict) -> dict:
                                 "(the training split holds the teacher's answers when the run chooses)")
     metrics = [_metric(m, ctx, i) for i, m in enumerate(e.metrics)]
     if not metrics:
-        metrics = [{"name": n, "extract": None} for n in default_metrics(ctx.spec, resolved.mode)]
+        metrics = [_normalized({"name": n, "extract": None}) for n in default_metrics(ctx.spec, resolved.mode)]
     # What the generation steps must compute for these metrics (the rest is scoring).
     outputs = metric_catalog.outputs({m["name"] for m in metrics})
     gates = []

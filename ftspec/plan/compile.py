@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ftspec.checks import Context, check_single, check_stages, inspect, run_checks
+from ftspec.checks import Budgets, Context, check_single, check_stages, inspect, run_checks
 from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.core.paths import PathPolicy, find_root
 from ftspec.plan.build import Checked, build
@@ -23,9 +23,11 @@ from ftspec.spec.provenance import explain
 from ftspec.spec.validate import salvage, validate
 
 
-def _check_loaded(loaded: LoadedSpec, policy: PathPolicy) -> tuple[Context | None, list[Issue], tuple[str, ...]]:
+def _check_loaded(loaded: LoadedSpec, policy: PathPolicy,
+                  budgets: Budgets) -> tuple[Context | None, list[Issue], tuple[str, ...]]:
     """validate -> check of one effective spec: its context (None when nothing could be
-    checked), every issue, and the keys the schema refused and that were set aside."""
+    checked), every issue, and the keys the schema refused and that were set aside.
+    ``budgets``: the command's, shared by all its stages."""
     spec, issues = validate(loaded)
     aside: tuple[str, ...] = ()
     if spec is None:
@@ -36,7 +38,7 @@ def _check_loaded(loaded: LoadedSpec, policy: PathPolicy) -> tuple[Context | Non
             return None, issues, aside
     # The effective spec is valid (any errors so far are in unused profiles or were
     # refused by the loader), or was made so: the checks still run, so every problem shows at once.
-    ctx = inspect(loaded, spec, policy)
+    ctx = inspect(loaded, spec, policy, budgets)
     return ctx, issues + run_checks(ctx, aside), aside
 
 
@@ -57,8 +59,9 @@ def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[st
     repository that its paths may reach (see ftspec.core.paths)."""
     policy = PathPolicy.for_spec(Path(path), allow)
     loaded = load(path, profiles, sets, policy)
+    budgets = Budgets()  # one for the whole command: a spec of many stages spends no more than one
     if not loaded.stages:
-        ctx, issues, aside = _check_loaded(loaded, policy)
+        ctx, issues, aside = _check_loaded(loaded, policy, budgets)
         if ctx is None:
             raise SpecError(issues)
         issues = issues + list(check_single(ctx))
@@ -67,7 +70,7 @@ def check_spec(path: str | Path, profiles: Iterable[str] = (), sets: Iterable[st
     # The loader's own issues (a duplicate key, a refused tag) are the whole spec's.
     checked, issues, aside = [], list(loaded.issues), False
     for stage in loaded.stages:
-        ctx, found, refused = _check_loaded(stage.loaded, policy)
+        ctx, found, refused = _check_loaded(stage.loaded, policy, budgets)
         checked.append((stage, ctx, found))
         aside = aside or bool(refused) or ctx is None
     cross = check_stages([(st, ctx) for st, ctx, _ in checked])

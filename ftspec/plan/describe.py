@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ftspec.catalog import metrics as metric_catalog
 from ftspec.plan.compute import describe_launch, describe_strategy
 from ftspec.plan.model import Plan
 
@@ -14,6 +15,17 @@ def _style(text: str, color: bool, **kw: Any) -> str:
     if not color:
         return text
     return click.style(text, **kw)
+
+
+def compared(metrics) -> list[tuple[str, str]]:
+    """How each metric normalises answers before comparing them, in words: (the metrics'
+    names, how), one pair per normalisation, in the order the metrics are listed."""
+    groups: dict[str, list[str]] = {}
+    for m in metrics:
+        key = getattr(m, "normalization", None)
+        if key in metric_catalog.NORMALIZATIONS:
+            groups.setdefault(key, []).append(m.name)
+    return [(", ".join(names), metric_catalog.NORMALIZATIONS[key].what) for key, names in groups.items()]
 
 
 def _num(x: Any) -> str:
@@ -206,6 +218,7 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
         lines.append(f"  eval      {e.split} split ({_num(e.rows)} rows), {e.mode}, {base}{shots}; metrics: {metrics}")
         if e.mode_reason:
             lines.append(f"            {e.mode} because {e.mode_reason}")
+        lines.extend(f"            {names}: answers compared {what}" for names, what in compared(e.metrics))
         if e.stop:
             lines.append(f"            answers end at {', '.join(repr(x) for x in e.stop)}")
         for g in e.gates:

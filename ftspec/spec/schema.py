@@ -31,6 +31,7 @@ from pydantic.functional_validators import BeforeValidator
 from pydantic_core import PydanticCustomError
 
 from ftspec.catalog import architectures
+from ftspec.catalog import aws_patterns as aws
 from ftspec.catalog import metrics as metric_catalog
 from ftspec.core.paths import revision_problem
 from ftspec.spec.limits import MAX_PROFILES
@@ -40,23 +41,18 @@ def _no_bool(value: Any) -> Any:
     # YAML's `true` is not the number 1, whatever Python thinks.
     if isinstance(value, bool):
         raise PydanticCustomError("float_type", "Input should be a valid number")
-    # Not finite ('.inf', "1e999", 'nan') is said as such, before any range.
-    number = value
-    if isinstance(value, str) and len(value) <= 400:
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-    if isinstance(number, float) and not math.isfinite(number):
+    # Not finite (.inf, .nan) is said as such, before any range.
+    if isinstance(value, float) and not math.isfinite(value):
         raise PydanticCustomError("finite_number", "Input should be a finite number")
     return value
 
 
-# Integers must be integers (not `true`, not 2.5); numbers may be written `1e-4`,
-# which YAML 1.1 reads as a string. Numbers are finite (no .inf, .nan or "1e999"):
-# every one of them goes into the plan's JSON.
+# Integers must be integers (not `true`, not 2.5), numbers numbers (`1e-4` is one, as
+# YAML 1.2 reads it): a quoted value is text, for every field alike ("16" and "2e-4" are
+# refused with a hint to drop the quotes, ftspec.spec.validate). Numbers are finite (no
+# .inf or .nan): every one of them goes into the plan's JSON.
 Int = Annotated[int, Strict()]
-Number = Annotated[float, BeforeValidator(_no_bool), AllowInfNan(False)]
+Number = Annotated[float, BeforeValidator(_no_bool), Strict(), AllowInfNan(False)]
 
 # Seeds reach numpy and torch, which take 32-bit unsigned seeds.
 MAX_SEED = 2**32 - 1
@@ -244,7 +240,7 @@ class BedrockModel(_Section):
 
     kind: Literal["bedrock"] = Field(description=(
         "`bedrock`: a model that Amazon Bedrock customises; needs `compute.backend: bedrock`."))
-    id: str = Field(min_length=1, max_length=2048, description=(
+    id: Annotated[str, AfterValidator(aws.BASE_MODEL_ID.check)] = Field(min_length=1, max_length=2048, description=(
         "The Bedrock base model id, e.g. `amazon.nova-micro-v1:0:128k`. Its family (nova, titan, llama or claude) "
         "is inferred from it, and sets the data format, the customizations and the hyperparameters the job takes."))
 
@@ -799,8 +795,10 @@ class Eval(_Section):
         "Score the base model with the same prompts, so the tuned model is compared with it."))
     mode: Literal["auto", "generate", "choices"] = Field("auto", description=(
         "`generate` answers greedily; `choices` scores each allowed label by log-likelihood and picks the "
-        "best (fair to a base model that rambles); `auto` takes `choices` when the sampled answers form a "
-        "small closed set of short labels (or `choices` is given), else `generate`, and the plan says why."))
+        "best (fair to a base model that rambles); `auto` takes `choices` when `choices` is given or the sampled "
+        "training answers form a closed set of labels — at most 20 distinct answers, each one line of at most 40 "
+        "characters, at least 3 sampled rows per answer on average, and every held-out answer among them — else "
+        "`generate`, and the plan says why."))
     choices: list[str] | None = Field(None, min_length=2, max_length=10_000, description=(
         "Allowed labels in `choices` mode; defaults to the distinct references of the training split."))
     metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS, description=(
@@ -835,14 +833,22 @@ Threads = Annotated[
 ]
 
 
+def _class_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"{value[:60]!r} is not a class name: FSDP wraps the modules of the classes named "
+                         "(e.g. LlamaDecoderLayer), or use auto")
+    return value
+
+
 class FSDPSettings(_Section):
     ("FSDP2 (torch's fully_shard, through accelerate): parameters, gradients and optimizer state sharded across "
      "the processes.")
 
-    wrap: Union[
-        Literal["auto"],
-        Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=64)],
-    ] = Field("auto", description=(
+    wrap: Annotated[Union[
+        Annotated[Literal["auto"], Tag("auto")],
+        Annotated[list[Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_class_name)]],
+                  Field(min_length=1, max_length=64), Tag("classes")],
+    ], Discriminator(lambda v: "auto" if isinstance(v, str) else "classes")] = Field("auto", description=(
         "Module classes each sharded as one unit (gathered whole for its forward and backward, then freed). `auto` is "
         "the decoder-layer class of the model's architecture (`LlamaDecoderLayer` for llama), or, where ftspec cannot "
         "tell it offline, the layers transformers marks as not to be split (`_no_split_modules`); a list names the "
@@ -876,31 +882,6 @@ class DeepSpeedSettings(_Section):
         "Keep the parameters in CPU memory between uses; only at `zero_stage: 3`, where parameters are partitioned."))
 
 
-_REGION = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$"
-# botocore's bedrock service-2.json: RoleArn, KmsKeyId, TagKey/TagValue, SubnetIds, SecurityGroupIds.
-_ROLE_ARN = r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
-_KMS_KEY = (r"^((arn:aws(-[^:]+)?:kms:[a-zA-Z0-9-]*:[0-9]{12}:((key/[a-zA-Z0-9-]{36})|(alias/[a-zA-Z0-9-_/]+)))"
-            r"|([a-zA-Z0-9-]{36})|(alias/[a-zA-Z0-9-_/]+))$")
-_TAG_TEXT = r"^[a-zA-Z0-9\s._:/=+@-]*$"
-_SUBNET = r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$"
-_SECURITY_GROUP = r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"
-# S3 key segments the CreateModelCustomizationJob s3Uri pattern accepts.
-_S3_SEGMENT = re.compile(r"^[-!_*'().a-zA-Z0-9]+$")
-
-
-def _matching(regex: str, what: str):
-    """A validator that says what a value should look like, not the regular expression."""
-    compiled = re.compile(regex)
-
-    def check(value: str) -> str:
-        if not compiled.match(value):
-            shown = value if len(value) <= 60 else value[:57] + "..."
-            raise ValueError(f"expected {what} (got {shown!r})")
-        return value
-
-    return AfterValidator(check)
-
-
 def _bucket(name: str) -> str:
     """S3 general purpose bucket naming rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html)."""
     if not 3 <= len(name) <= 63:
@@ -924,7 +905,7 @@ def _prefix(value: str) -> str:
         raise ValueError("a key prefix does not start with '/'")
     parts = value.rstrip("/").split("/")
     for part in parts:
-        if not _S3_SEGMENT.match(part):
+        if aws.S3_SEGMENT.problem(part):
             raise ValueError(f"prefix segment {part!r} may hold only letters, digits and - ! _ * ' ( ) . "
                              "(what CreateModelCustomizationJob's s3Uri accepts)")
     return "/".join(parts) + "/"
@@ -944,10 +925,10 @@ class BedrockVpc(_Section):
     """The VPC the customization job reaches its data through."""
 
     subnets: list[
-        Annotated[str, _matching(_SUBNET, "a subnet id: subnet- and 8 or 17 hex digits")]
+        Annotated[str, AfterValidator(aws.SUBNET_ID.check)]
     ] = Field(min_length=1, max_length=16, description="Subnet ids (`subnet-…`), 1 to 16.")
     security_groups: list[
-        Annotated[str, _matching(_SECURITY_GROUP, "a security group id: sg- and 8 or 17 hex digits")]
+        Annotated[str, AfterValidator(aws.SECURITY_GROUP_ID.check)]
     ] = Field(min_length=1, max_length=5, description="Security group ids (`sg-…`), 1 to 5.")
 
 
@@ -955,28 +936,28 @@ class BedrockSettings(_Section):
     ("An Amazon Bedrock model customization job. No credentials here: boto3's standard chain (environment, profile, "
      "instance role) supplies them when the run starts.")
 
-    region: Annotated[str, _matching(_REGION, "an AWS region such as us-east-1")] = Field(description=(
+    region: Annotated[str, AfterValidator(aws.REGION.check)] = Field(description=(
         "AWS region of the job, its data bucket and the models, e.g. `us-east-1`."))
     customization: Literal["fine_tuning", "continued_pre_training", "distillation"] = Field("fine_tuning", description=(
         "The job's customization type: `fine_tuning` on labelled rows, `continued_pre_training` on unlabelled "
         "text (Titan Text Lite and Express), or `distillation` from a teacher model's answers (Nova students)."))
-    teacher_model: str | None = Field(None, min_length=1, max_length=2048, description=(
+    teacher_model: Annotated[
+        str, Field(min_length=1, max_length=2048), AfterValidator(aws.TEACHER_MODEL_ID.check)
+    ] | None = Field(None, description=(
         "`distillation` only: the teacher model id (or inference profile), "
         "one the student may learn from, e.g. `amazon.nova-pro-v1:0`."))
     max_response_length: Int | None = Field(None, ge=1, le=MAX_COUNT, description=(
         "`distillation` only: the most tokens the teacher is asked for per answer (`maxResponseLengthForInference`)."))
-    role_arn: Annotated[
-        str, _matching(_ROLE_ARN, "an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>")
-    ] = Field(max_length=2048, description=(
+    role_arn: Annotated[str, AfterValidator(aws.ROLE_ARN.check)] = Field(max_length=2048, description=(
         "The service role Bedrock assumes to read the data and write the output: `arn:aws:iam::ACCOUNT:role/NAME`."))
     s3: BedrockS3 = Field(description="The S3 bucket and prefix for data and output.")
     kms_key_id: Annotated[
-        str, _matching(_KMS_KEY, "a KMS key id, alias/<name>, or a key or alias ARN")
-    ] | None = Field(None, max_length=2048, description="KMS key (id, alias or ARN) that encrypts the custom model.")
+        str, Field(max_length=2048), AfterValidator(aws.KMS_KEY_ID.check)
+    ] | None = Field(None, description="KMS key (id, alias or ARN) that encrypts the custom model.")
     vpc: BedrockVpc | None = Field(None, description="Run the job inside a VPC: its subnets and security groups.")
     tags: dict[
-        Annotated[str, Field(min_length=1, max_length=128, pattern=_TAG_TEXT)],
-        Annotated[str, Field(max_length=256, pattern=_TAG_TEXT)],
+        Annotated[str, Field(min_length=1, max_length=128), AfterValidator(aws.TAG_KEY.check)],
+        Annotated[str, Field(max_length=256), AfterValidator(aws.TAG_VALUE.check)],
     ] = Field(default_factory=dict, max_length=200, description=(
         "Tags put on the job and on the custom model (keys 1-128 characters, values up to 256)."))
     serve: Literal["none", "on_demand", "provisioned"] = Field("none", description=(

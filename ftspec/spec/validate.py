@@ -4,6 +4,7 @@ one-line issues at the right place in the right file, with hints."""
 from __future__ import annotations
 
 import copy
+import math
 import re
 import typing
 from typing import Any
@@ -372,7 +373,23 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
     literal_choices = [c for e in errs if e["type"] == "literal_error"
                        for c in _QUOTED.findall((e.get("ctx") or {}).get("expected", ""))]
     hint = did_you_mean(str(value), literal_choices) if literal_choices and isinstance(value, str) else None
+    if hint is None and any(e["type"] in _NUMBER_ERRORS for e in errs) and _numeric_text(value):
+        hint = f"a quoted value is text: write {value.strip()} without quotes"
     return Issue(o.pos, key, f"must be {' or '.join(phrases)} (got {_got(value)})", hint)
+
+
+# Where the schema wanted a number: text that reads as one was quoted (the one rule, for
+# every field: a quoted value is text; see ftspec.spec.schema.Number).
+_NUMBER_ERRORS = {"int_type", "int_parsing", "float_type", "float_parsing"}
+
+
+def _numeric_text(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > 64:
+        return False
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 _ADAPTERS = ("full", "lora", "qlora")

@@ -95,3 +95,14 @@ def test_the_outputs_a_plan_asks_the_model_for_follow_from_the_metrics():
     assert catalog.outputs(["judge", "perplexity"]) == ["answers", "perplexity"]
     assert catalog.outputs(["reward_margin", "perplexity"]) == ["perplexity", "pair_logprobs"]
     assert catalog.outputs(catalog.names()) == list(catalog.OUTPUTS)
+
+
+def test_every_metric_scored_from_answers_declares_its_normalisation():
+    """The plan shows, and the scoring applies, one declared normalisation per metric:
+    the row's; the classification metrics share one (they share one confusion matrix)."""
+    for name in M.SCORERS:
+        assert catalog.get(name).normalization in catalog.NORMALIZATIONS, name
+    assert {catalog.get(n).normalization for n in catalog.names(family="classification")} == {"label"}
+    for metric in catalog.METRICS:
+        if metric.family in ("model", "preference"):
+            assert metric.normalization is None, metric.name

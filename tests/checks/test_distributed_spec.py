@@ -229,6 +229,14 @@ def test_fsdp_wrap_without_the_decoder_layer_is_a_warning(tmp_path):
     assert not [i for i in _issues(ok) if i.key == "compute.fsdp.wrap"]
 
 
+@pytest.mark.parametrize("name", ["transformers.LlamaDecoderLayer", "Llama Decoder", "1Layer", "<Layer>"])
+def test_fsdp_wrap_names_classes_each_refused_at_its_item_when_not_a_class_name(tmp_path, name):
+    compute = f"num_processes: 2\nstrategy: fsdp\nfsdp:\n  wrap: [LlamaDecoderLayer, {json.dumps(name)}]"
+    issue = _one(_issues(_write(tmp_path, compute, "cuda")), "compute.fsdp.wrap.1", "is not a class name")
+    assert issue.is_error and issue.pos.line == 22
+    assert issue.message.startswith(f"{name!r} is not a class name")
+
+
 # --------------------------------------------------------------------------- the plan
 
 

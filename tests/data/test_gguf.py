@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -22,7 +23,12 @@ from ftspec.plan.compile import check_spec, compile_spec
 gguf = pytest.importorskip("gguf")
 np = pytest.importorskip("numpy")
 
-TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+# ChatML, with the {% generation %} markers that assistant-only loss (format.loss's default) needs.
+TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}{% generation %}"
+            "{{ m['content'] }}<|im_end|>{% endgeneration %}{% else %}{{ m['content'] }}<|im_end|>{% endif %}\n"
+            "{% endfor %}")
+# The same without the markers: trl cannot add them to it, so assistant-only loss cannot use it.
+UNMARKED = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 
 
 def write_tiny_gguf(path, arch="llama", context=256, chat_template=TEMPLATE, tokens=True, seed=0, hidden=32, layers=2):
@@ -247,6 +253,60 @@ def test_a_gguf_without_a_vocabulary_is_an_error(project):
 def test_a_missing_gguf_file_is_named_with_a_suggestion(project):
     assert errors(write_spec(project, gguf_file="tiny.ggfu.gguf")) == [
         ("model.gguf_file", "no GGUF file 'tiny.ggfu.gguf' in './model'", "did you mean 'tiny.gguf'?")]
+
+
+def test_a_gguf_file_that_is_a_folder_or_a_fifo_is_said_as_what_it_is(project):
+    (project / "model" / "dir.gguf").mkdir()
+    assert errors(write_spec(project, gguf_file="dir.gguf")) == [
+        ("model.gguf_file", "the GGUF file 'dir.gguf' in './model' is a directory", None)]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(project / "model" / "pipe.gguf")
+        assert errors(write_spec(project, base="./model/pipe.gguf", gguf_file=None)) == [
+            ("model.base", "the GGUF file 'pipe.gguf' in './model' is a FIFO (named pipe), not a regular file", None)]
+
+
+def test_the_header_reader_refuses_a_fifo_without_blocking(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    os.mkfifo(tmp_path / "pipe.gguf")
+    with pytest.raises(OSError, match="FIFO"):
+        G.read_header(tmp_path / "pipe.gguf")
+
+
+def test_assistant_only_loss_on_a_gguf_template_without_markers_is_refused_at_validate(project):
+    """What the run refuses after converting the model (ftspec.runtime.training.data), validate refuses."""
+    write_tiny_gguf(project / "model" / "tiny.gguf", chat_template=UNMARKED)
+    spec = write_spec(project)
+    [(key, message, hint)] = errors(spec)
+    assert key == "format.chat_template"
+    assert message == ("the chat template in the model's GGUF file has no {% generation %} markers, which "
+                       "assistant-only loss needs to find the assistant's tokens, and trl cannot add them to it")
+    assert "format.loss: all" in hint and "{builtin: chatml}" in hint
+    # Loss on the whole conversation, or a template of the spec's own with the markers, is fine.
+    text = spec.read_text()
+    spec.write_text(text.replace("format:\n  kind: chat\n", "format:\n  kind: chat\n  loss: all\n"))
+    check_spec(spec)
+    spec.write_text(text.replace("format:\n  kind: chat\n",
+                                 "format:\n  kind: chat\n  chat_template: {builtin: chatml}\n"))
+    check_spec(spec)
+    # The spec's own template without the markers is refused the same way, at its line.
+    spec.write_text(text.replace("format:\n  kind: chat\n", "format:\n  kind: chat\n  chat_template: "
+                                 + json.dumps(UNMARKED) + "\n"))
+    [(key, message, _)] = errors(spec)
+    assert key == "format.chat_template" and message.startswith("this chat template has no {% generation %} markers")
+
+
+def test_assistant_only_loss_on_a_model_folders_template_without_markers_is_refused(project):
+    folder = project / "hf-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 256}))
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": UNMARKED}))
+    spec = write_spec(project, base="./hf-model", gguf_file=None)
+    assert [(k, m.split(" has no")[0]) for k, m, _ in errors(spec)] == [
+        ("format.chat_template", "the model's own chat template")]
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": TEMPLATE}))
+    check_spec(spec)
 
 
 def test_gguf_file_is_a_name_in_the_folder(project):

@@ -283,7 +283,7 @@ def test_render_json_round_trips(tmp_path):
                                                  "new": 0.002, "added": False, "removed": False, "origin": None}
     added = changes["eval.metrics[2]"]
     assert added["old"] is None and added["added"] is True and added["removed"] is False
-    assert added["new"] == {"name": "exact_match", "extract": None, "positive": None}
+    assert added["new"] == {"name": "exact_match", "extract": None, "positive": None, "normalization": "squad"}
     assert [c["path"] for c in doc["changes"]] == [c.path for c in d.changes]
     # and the other way round: a removed element
     back = json.loads(render_json(diff_plans(compile_spec(new_path)[0], compile_spec(old_path)[0])))
@@ -348,8 +348,8 @@ def test_lists_sections_and_paths_are_ordered():
     shorter = diff_plans(old, tiny_plan(method=old.to_dict()["method"], training=old.to_dict()["training"],
                                         eval={"metrics": [{"name": "a"}]}))
     assert [(c.path, c.old, c.new) for c in shorter.changes][:1] == [
-        ("eval.metrics[1]", {"name": "b", "extract": None, "positive": None}, MISSING)]
-    assert "  - eval.metrics[1]: {extract: null, name: b, positive: null}" in render_text(shorter)
+        ("eval.metrics[1]", {"name": "b", "extract": None, "positive": None, "normalization": None}, MISSING)]
+    assert "  - eval.metrics[1]: {extract: null, name: b, normalization: null, positive: null}" in render_text(shorter)
 
 
 def test_steps_that_appear_or_disappear():

@@ -139,3 +139,17 @@ def test_every_default_is_explicit(in_root):
     assert plan.format.templates["prompt"].text.startswith("Route this support request")
     assert [s.name for s in plan.steps] == ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned",
                                             "eval_tuned", "report"]
+
+
+def test_the_plan_says_how_each_metric_compares_answers(in_root):
+    """Each metric's normalisation is in the plan (its catalog row's, which the scoring
+    applies) and in its text, so 'Positive' scoring 0 on one metric and 1 on another cannot surprise."""
+    from ftspec.catalog.metrics import NORMALIZATIONS
+    from ftspec.plan.describe import render_plan
+
+    plan, _ = compile_spec("specs/quickstart.yaml", sets=["eval.metrics=[accuracy, exact_match, bleu]"])
+    assert [(m.name, m.normalization) for m in plan.eval.metrics] == [
+        ("accuracy", "label"), ("exact_match", "squad"), ("bleu", "as_written")]
+    text = render_plan(plan)
+    assert f"accuracy: answers compared {NORMALIZATIONS['label'].what}" in text
+    assert f"exact_match: answers compared {NORMALIZATIONS['squad'].what}" in text

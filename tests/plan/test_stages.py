@@ -288,3 +288,44 @@ def test_set_can_replace_the_stage_list_and_reaches_every_stage_otherwise(repo):
     assert plan.method.objective == "sft", "the stages given on the command line, not the file's"
     found = errors(path, sets=["stages=[]"])
     assert len(found) == 1 and found[0].startswith("--set stages=[]: stages: must be a list of stages"), found
+
+
+def test_a_stage_named_base_is_refused_at_its_name(repo):
+    """`from: base` names the base model, so a stage called base could never be started from."""
+    found = errors(write_stages(repo, "  - name: base\n  - name: dpo\n    from: base\n"))
+    assert found == ["spec.yaml:16:9: stages.0.name: 'base' is reserved: `from: base` starts a stage from the base "
+                     "model; name the stage otherwise, e.g. 'base-sft'"]
+
+
+# ----------------------------------------------------------------------------- one budget per command
+
+
+def test_the_stages_of_a_spec_share_one_validation_budget(repo, monkeypatch):
+    """validate's budget is the command's, not each stage's: the rows parsed by all stages
+    together stay within one spec's allowance (plus the sample rows each later file keeps),
+    every stage's context holds the same budgets, and a template the stages share is compiled once."""
+    from ftspec.checks import facts
+    from ftspec.plan.compile import check_spec
+
+    lines = TICKETS.read_text(encoding="utf-8").splitlines()[:1000]
+    (repo / "data" / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(facts, "SCAN_ROWS", 1200)
+    parsed = []
+    reader = facts.read_rows
+
+    def counting(*args, **kwargs):
+        for row in reader(*args, **kwargs):
+            parsed.append(row)
+            yield row
+
+    monkeypatch.setattr(facts, "read_rows", counting)
+    compiles = []
+    parse = facts.tpl.parse
+    monkeypatch.setattr(facts.tpl, "parse", lambda *a, **k: compiles.append(a[0].text) or parse(*a, **k))
+    stages = "  - name: one\n  - name: two\n  - name: three\n  - name: four\n"
+    checked = check_spec(write_stages(repo, stages))
+    # One stage alone parses all 1000 rows; four stages with a budget each would parse 4000.
+    assert len(parsed) <= facts.SCAN_ROWS + 3 * facts.SAMPLE_ROWS
+    assert len({id(ctx.budgets) for _, ctx, _ in checked.stages}) == 1
+    assert sorted(compiles) == sorted(set(compiles))  # each template text once, not once per stage
+    assert any("rows after the first" in n for n in checked.stages[-1][1].not_checked)

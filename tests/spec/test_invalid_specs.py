@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -108,7 +107,6 @@ class Case:
     bug: str | None = None  # what is wrong today: the case is xfail(strict=True)
     bug_if: bool = True
     check: Callable[[Path], None] | None = None  # more assertions after the run
-    max_seconds: float | None = None
 
 
 def _no_marker(tmp_path: Path) -> None:
@@ -155,28 +153,24 @@ CASES = [
          ("16:10: compute: YAML tag '!foo' is not allowed; a spec holds plain YAML values only",)),
     # ------------------------------------------------------------------ aliases
     Case("alias-billion-laughs", BOMB,
-         ("1:4: e.1.5.2.3: the document expands to more than 20000 values (an alias bomb?); refused",),
-         max_seconds=2.0),
+         ("1:4: e.1.5.2.3: the document expands to more than 20000 values (an alias bomb?); refused",)),
     Case("alias-recursive", BASE + "extra: &r [*r]\n",
-         ("18:12: extra.0: alias '*r' refers to a value that contains it (a cycle); refused",),
-         max_seconds=2.0),
+         ("18:12: extra.0: alias '*r' refers to a value that contains it (a cycle); refused",)),
     Case("alias-merge-of-itself", BASE + "extra: &e {<<: *e}\n",
-         ("18:16: extra: merge '*e' refers to a value that contains it (a cycle); refused",),
-         max_seconds=1.0),
+         ("18:16: extra: merge '*e' refers to a value that contains it (a cycle); refused",)),
     Case("alias-merges-of-empty-mappings", MERGE_BOMB,
-         ("1:5: m5: the document expands to more than 20000 values (an alias bomb?); refused",), max_seconds=2.0),
+         ("1:5: m5: the document expands to more than 20000 values (an alias bomb?); refused",)),
     Case("alias-undefined", edit("  device: cpu", "  device: *cpu"),
          ("17:11: compute.device: alias to an undefined anchor 'cpu'",)),
     Case("alias-anchor-defined-twice", BASE + "a: &x 1\nb: &x 2\n",
          ("19:4: b: anchor '&x' is defined twice (first at line 18)",)),
     # ------------------------------------------------------- limits held while reading, before anything recursive
     Case("yaml-nested-5000-deep", edit("name: demo", "name: " + "[" * 5000 + "]" * 5000),
-         ("2:71: name" + ".0" * 64 + ": nested more than 64 levels deep; refused",), max_seconds=1.0),
+         ("2:71: name" + ".0" * 64 + ": nested more than 64 levels deep; refused",)),
     Case("yaml-nested-mappings-5000-deep", edit("name: demo", "name: " + "{a: " * 5000 + "1" + "}" * 5000),
-         ("2:260: name" + ".a" * 63 + ": nested more than 64 levels deep; refused",), max_seconds=1.0),
+         ("2:260: name" + ".a" * 63 + ": nested more than 64 levels deep; refused",)),
     Case("yaml-too-many-values", BASE + "extra: [" + ", ".join(["1"] * 20_001) + "]\n",
-         ("18:59892: extra.19961: the document has more than 20000 values; a spec is a page or two of YAML; refused",),
-         max_seconds=3.0),
+         ("18:59892: extra.19961: the document has more than 20000 values; a spec is a page or two of YAML; refused",)),
     # ------------------------------------------------------------------ numbers: finite and bounded, at their key
     Case("number-inf", edit("max_length: 256", "max_length: 256\n  learning_rate: .inf"),
          ("16:18: training.learning_rate: .inf is not allowed; every number in a spec must be finite",)),
@@ -189,7 +183,7 @@ CASES = [
           "1e300 in size",)),
     Case("number-5000-digits", edit("max_length: 256", "max_length: 256\n  seed: " + "9" * 5000),
          ("16:9: training.seed: number '999999999999999999999999…' (5000 characters) is out of range; "
-          "a spec's integers have at most 30 digits",), max_seconds=1.0),
+          "a spec's integers have at most 30 digits",)),
     Case("number-tagged-float-inf", edit("max_length: 256", "max_length: 256\n  learning_rate: !!float .inf"),
          ("16:18: training.learning_rate: .inf is not allowed; every number in a spec must be finite",)),
     Case("set-number-inf", BASE,
@@ -203,7 +197,7 @@ CASES = [
     Case("set-number-5000-digits", BASE,
          ("--set training.seed=9999999999999999999999999999999999999999…: training.seed: number "
           "'999999999999999999999999…' (5000 characters) is out of range; a spec's integers have at most 30 digits",),
-         args=("--set", "training.seed=" + "9" * 5000), max_seconds=1.0),
+         args=("--set", "training.seed=" + "9" * 5000)),
     # ------------------------------------------------------------------ text that cannot be encoded
     Case("text-lone-surrogate", BASE + 'description: "a\\ud800b"\n',
          ("18:14: description: text holds a lone surrogate \\ud800 (at character 2), which cannot be encoded; "
@@ -391,7 +385,7 @@ CASES = [
     Case("chat-messages-column-missing",
          edit('  messages:\n    - role: user\n      content: "{{ text }}"\n    - role: assistant\n'
               '      content: "{{ queue }}"\n',
-              "  messages_column: convo\n  chat_template: '{{ messages }}'\n", CHAT),
+              "  messages_column: convo\n  chat_template: '{{ messages }}{% generation %}{% endgeneration %}'\n", CHAT),
          ("12:20: format.messages_column: no column 'convo'; columns: id, text, queue",)),
     # ------------------------------------------------------------------ extends
     Case("extends-cycle", "extends: b.yaml\n" + BASE,
@@ -558,10 +552,7 @@ def _summary(expected: tuple[str, ...]) -> str:
 
 
 def _invoke(args: list[str]):
-    runner = CliRunner()
-    started = time.perf_counter()
-    result = runner.invoke(main, args)
-    return result, time.perf_counter() - started
+    return CliRunner().invoke(main, args)
 
 
 def _check_cli_failure(result, expected: tuple[str, ...]) -> None:
@@ -578,10 +569,8 @@ def _check_cli_failure(result, expected: tuple[str, ...]) -> None:
 def test_cli(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write(tmp_path, case)
     monkeypatch.chdir(tmp_path)
-    result, seconds = _invoke(["validate", *case.args, case.target])
+    result = _invoke(["validate", *case.args, case.target])
     _check_cli_failure(result, case.expected)
-    if case.max_seconds is not None:
-        assert seconds < case.max_seconds
     if case.check is not None:
         case.check(tmp_path)
 
@@ -621,15 +610,16 @@ def test_base_spec_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """The corpus edits a spec that validates: each case fails for its own reason."""
     _write(tmp_path, Case("base", BASE, ()))
     monkeypatch.chdir(tmp_path)
-    result, _ = _invoke(["validate", SPEC])
+    result = _invoke(["validate", SPEC])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
         "spec.yaml:8:10: data.train: warning: only 8 training rows; fine-tuning usually needs 500 or more to pay off"
     ]
     assert result.stdout == "spec.yaml: ok (1 warning)\n"
-    for spec in (CHAT.replace("  kind: chat\n", "  kind: chat\n  chat_template: '{{ messages }}'\n"), HUB):
+    for spec in (CHAT.replace("  kind: chat\n", "  kind: chat\n  chat_template: '{{ messages }}{% generation %}"
+                                  "{% endgeneration %}'\n"), HUB):
         (tmp_path / SPEC).write_text(spec)
-        result, _ = _invoke(["validate", SPEC])
+        result = _invoke(["validate", SPEC])
         assert result.exit_code == 0, result.output
 
 
@@ -666,7 +656,7 @@ def test_strict_control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     _write(tmp_path, Case("base", BASE, ()))
     monkeypatch.chdir(tmp_path)
     assert check_spec(SPEC).warnings
-    result, _ = _invoke(["validate", SPEC])
+    result = _invoke(["validate", SPEC])
     assert result.exit_code == 0
 
 
@@ -678,7 +668,7 @@ def test_plan_writes_nothing_for_an_invalid_spec(tmp_path: Path, monkeypatch: py
     _write(tmp_path, Case("bad", edit("max_length: 256", "max_length: 256\n  lr_scheduler: cosin"), ()))
     monkeypatch.chdir(tmp_path)
     before = _listing(tmp_path)
-    result, _ = _invoke(["plan", SPEC, "-o", "out.json"])
+    result = _invoke(["plan", SPEC, "-o", "out.json"])
     _check_cli_failure(result, (
         "16:17: training.lr_scheduler: must be one of 'linear', 'cosine', 'constant' or "
         "'constant_with_warmup' (got 'cosin'); did you mean 'cosine'?",
@@ -687,7 +677,7 @@ def test_plan_writes_nothing_for_an_invalid_spec(tmp_path: Path, monkeypatch: py
     assert _listing(tmp_path) == before  # no temporary file left behind
     # --strict: a spec with only warnings fails too, and writes nothing.
     (tmp_path / SPEC).write_text(BASE)
-    result, _ = _invoke(["plan", "--strict", SPEC, "-o", "sub/out.json"])
+    result = _invoke(["plan", "--strict", SPEC, "-o", "sub/out.json"])
     assert result.exit_code == 2
     assert not (tmp_path / "sub" / "out.json").exists()
     assert {p for p in _listing(tmp_path) if "out.json" in p} == set()
@@ -697,7 +687,7 @@ def test_plan_control_writes_for_a_valid_spec(tmp_path: Path, monkeypatch: pytes
     _write(tmp_path, Case("ok", BASE, ()))
     monkeypatch.chdir(tmp_path)
     before = _listing(tmp_path)
-    result, _ = _invoke(["plan", SPEC, "-o", "out.json"])
+    result = _invoke(["plan", SPEC, "-o", "out.json"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out.json").read_text())["name"] == "demo"
     assert _listing(tmp_path) == before | {"out.json"}

@@ -1,6 +1,8 @@
 """The loader keeps the position of every key and value, and layers extends,
 profiles and --set in that order."""
 
+import json
+
 import pytest
 
 from ftspec.core.errors import SpecError
@@ -169,3 +171,18 @@ def test_explain_and_diff_say_where_the_empty_gates_came_from(tmp_path, monkeypa
     result = runner.invoke(main, ["diff", "spec.yaml", "child.yaml"])
     removed = [line for line in result.output.splitlines() if "eval.gates" in line]
     assert removed and removed[0].lstrip().startswith("- eval.gates[0]") and "from spec" in removed[0], result.output
+
+
+@pytest.mark.parametrize("name", ["a/b", "../up", ".hidden", "with space", "a+b", "x" * 65, "nul\x00"])
+def test_a_profile_name_that_cannot_be_a_file_name_is_refused_at_its_line(tmp_path, name):
+    """A profile's name becomes part of file and folder names (the lock file, the run
+    directory): one pattern, refused where the profile is defined, whether chosen or not."""
+    path = _write(tmp_path, "s.yaml", "name: s\nprofiles:\n  ok-1.2_x: {training: {epochs: 2}}\n"
+                                      f"  {json.dumps(name)}: {{training: {{epochs: 3}}}}\n")
+    with pytest.raises(SpecError) as info:
+        load(path)
+    [issue] = info.value.issues
+    assert (issue.pos.line, issue.pos.col) == (4, 3)
+    assert "cannot be a profile name" in issue.message and "letters, digits, '.', '_' and '-'" in issue.hint
+    assert load(_write(tmp_path, "t.yaml", "name: t\nprofiles:\n  ok-1.2_x: {training: {epochs: 2}}\n"),
+                ["ok-1.2_x"]).data["training"] == {"epochs": 2}

@@ -38,6 +38,7 @@ ORDER = (
     "check_lora_targets",
     "check_chat_template",
     "check_splits",
+    "check_limit",
     "check_data_size",
     "check_model_revision",
     "check_max_length",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ftspec.checks.derived import has_validation, held_out_fix
+from ftspec.checks.derived import has_test, has_validation, held_out_fix
 from ftspec.checks.facts import Context, SourceInfo, same_source
 from ftspec.checks.registry import WHOLE_SPEC, rule
 from ftspec.checks.samples import Dropped
@@ -89,6 +89,20 @@ def check_splits(ctx: Context) -> Iterator[Issue]:
         if split.stratify not in available:
             yield ctx.error(("data", "split", "stratify"), f"no column '{split.stratify}' to stratify on",
                             tpl.close_match(split.stratify, available) or f"columns: {tpl.listing(available)}")
+
+
+@rule(reads=("data",))
+def check_limit(ctx: Context) -> Iterator[Issue]:
+    """data.limit cuts splits the spec has: a limit on a split it has not is a mistake (a
+    smoke profile that meant to cut the test split cuts nothing)."""
+    limit = ctx.spec.data.limit
+    if limit is None or isinstance(limit, int):
+        return
+    exists = {"train": True, "validation": has_validation(ctx.spec), "test": has_test(ctx.spec)}
+    for split in SPLITS:
+        if getattr(limit, split) is not None and not exists[split]:
+            yield ctx.error(("data", "limit", split), f"there is no {split} split to limit",
+                            f"remove it, or add data.{split} or data.split.{split}")
 
 
 @rule(reads=("data",))

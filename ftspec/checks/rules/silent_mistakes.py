@@ -180,12 +180,13 @@ def check_positive_label(ctx: Context) -> Iterator[Issue]:
         if found is None:
             return
         words, refs, _ = found
+        normalize = metric_catalog.NORMALIZATIONS[metric_catalog.get(metric.name).normalization or "trimmed"].apply
         try:
             extracted = _extraction(ctx, i, getattr(metric, "extract", None))
-            labels = sorted({extracted(ref).strip() for _, ref in refs})
+            labels = sorted({normalize(extracted(ref)) for _, ref in refs})
         except _OutOfTime:
             return
-        if str(positive).strip() not in labels and len(refs) >= MIN_ROWS:
+        if normalize(str(positive)) not in labels and len(refs) >= MIN_ROWS:  # compared as the scoring compares
             shown = ", ".join(_short(label, 24) for label in labels[:6]) + (" …" if len(labels) > 6 else "")
             yield ctx.warning(("eval", "metrics", i, "positive"),
                               f"{_short(positive)} is not a label of any of {len(refs)} {words} ({shown}): "
@@ -197,16 +198,14 @@ class _OutOfTime(Exception):
     """The extraction took longer than validate gives it (or the sandbox stopped it)."""
 
 
-EXTRACT_SECONDS = 0.5  # all the extractions of one metric's sampled references together
-
-
 def _extraction(ctx: Context, i: int, extract: Any) -> Callable[[str], str]:
     """The metric's answer extraction as the evaluation applies it (runtime.metrics.extract:
     the first or last match, its first group if it has one, stripped; a template rendered
-    over `text`), bounded in time: it raises _OutOfTime past EXTRACT_SECONDS."""
+    over `text`), bounded in time: it raises _OutOfTime once the command's extraction
+    budget (facts.EXTRACT_SECONDS, all metrics of all stages together) is spent."""
     if extract is None:
         return lambda text: text
-    deadline = time.monotonic() + EXTRACT_SECONDS
+    budget = ctx.budgets.extract
     if extract.regex is not None:
         import regex  # in the train extra only: validate runs without it unless a spec extracts by regex
 
@@ -216,13 +215,16 @@ def _extraction(ctx: Context, i: int, extract: Any) -> Callable[[str], str]:
             raise _OutOfTime from None
 
         def run(text: str) -> str:
-            left = deadline - time.monotonic()
+            left = budget.left
             if left <= 0:
                 raise _OutOfTime
+            start = time.monotonic()
             try:
                 matches = list(pattern.finditer(text, timeout=left))
             except TimeoutError:
                 raise _OutOfTime from None
+            finally:
+                budget.spent += time.monotonic() - start
             if not matches:
                 return ""
             match = matches[0] if extract.which == "first" else matches[-1]
@@ -234,14 +236,17 @@ def _extraction(ctx: Context, i: int, extract: Any) -> Callable[[str], str]:
         raise _OutOfTime
 
     def render(text: str) -> str:
-        if time.monotonic() > deadline:
+        if budget.left <= 0:
             raise _OutOfTime
+        start = time.monotonic()
         try:
             return str(tpl.render(parsed[0], {"text": text}, budget=ctx.render_budget)).strip()
         except Exception as exc:  # an error gives no answer, as in the evaluation
             if tpl.is_refusal(exc):
                 raise _OutOfTime from None
             return ""
+        finally:
+            budget.spent += time.monotonic() - start
 
     return render
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import replace as copy
 from typing import Any, Iterator
 
-from ftspec.checks.facts import inspect_model
+from ftspec.checks.facts import inspect_model, trl_patches
 from ftspec.core.errors import Issue
+from ftspec.data import templates as tpl
+from ftspec.data.gguf import gguf_location
 from ftspec.spec import schema as S
 
 
@@ -30,6 +32,7 @@ def _check_stage(stages: list, i: int) -> Iterator[Issue]:
         yield ctx.error(("compute", "backend"), "stages run on the local backend "
                                                 "(a Bedrock job is one stage of its own)",
                         "run the Bedrock job from a spec without stages")
+    yield from _assistant_loss(stages, i)
     method = ctx.spec.method
     if not isinstance(method, S.DistillMethod):
         return
@@ -47,6 +50,51 @@ def _check_stage(stages: list, i: int) -> Iterator[Issue]:
                          "or write the teacher's training as an earlier stage"))
     if method.logits is not None:
         yield from _vocabulary(stages, i)
+
+
+def _assistant_loss(stages: list, i: int) -> Iterator[Issue]:
+    """Assistant-only loss needs a chat template that marks the assistant's tokens
+    (``{% generation %}``), or one trl knows how to mark: what the run would refuse once
+    the data is prepared (and a GGUF model converted) is refused now, in the same words."""
+    ctx = stages[i][1]
+    f = ctx.spec.format
+    if not isinstance(f, S.ChatFormat) or f.loss != "assistant":
+        return
+    found = _run_chat_template(stages, i)
+    if found is None or tpl.has_generation_markers(found[0]):
+        return
+    patched = trl_patches(found[0])
+    if patched is None:
+        ctx.not_checked.append("format.loss: whether trl can add the {% generation %} markers that assistant-only "
+                               "loss needs to the chat template (trl is not installed)")
+    elif not patched:
+        yield copy(tpl.no_generation_markers(ctx.pos("format", "chat_template"), found[1]),
+                   key=ctx.key("format", "chat_template"))
+
+
+def _run_chat_template(stages: list, i: int) -> tuple[str, str] | None:
+    """The chat template a stage's tokenizer has when its data is tokenized, and whose it
+    is: the stage's own format.chat_template, else that of the model it starts from (an
+    earlier stage's saved tokenizer keeps the template it trained with). None: not known."""
+    names = [s.name for s, _ in stages if s is not None]
+    st, ctx = stages[i]
+    whose = "this chat template"
+    while ctx is not None:
+        f = ctx.spec.format
+        if isinstance(f, S.ChatFormat) and f.chat_template is not None:
+            resolved = ctx.templates.get("format.chat_template")  # None: it could not be read, reported already
+            return (resolved.text, whose) if resolved is not None else None
+        if st is None or st.start is None:
+            break
+        st, ctx = stages[names.index(st.start)]
+        whose = f"stage {st.name}'s chat template"
+    m = ctx.spec.model if ctx is not None else None
+    if not isinstance(m, S.PretrainedModel) or m.tokenizer is not None or ctx.model is None:
+        return None  # a tokenizer of its own: its template is read when the run loads it
+    template = ctx.model.chat_template
+    gguf = gguf_location(m.base, m.gguf_file)[1] is not None
+    return (template, "the chat template in the model's GGUF file" if gguf else "the model's own chat template") \
+        if template is not None else None
 
 
 def _check_teacher(ctx: Any) -> Iterator[Issue]:

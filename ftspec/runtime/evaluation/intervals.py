@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ftspec.runtime.evaluation.extraction import NO_ANSWER, extract
 from ftspec.runtime.evaluation.scorers import (
     CLASSIFICATION,
     KNOWN,
@@ -21,6 +20,7 @@ from ftspec.runtime.evaluation.scorers import (
     clamp,
     f1_positive,
     label_set,
+    prepare,
     row_accuracy,
 )
 
@@ -142,12 +142,8 @@ def _statistic(metric: dict, preds: list[str], refs: list[str], labels: list[str
     name = metric["name"]
     if name in MODEL_METRICS or name not in KNOWN:
         return None
-    spec = metric.get("extract")
-    preds = [as_text(p) for p in preds]
-    refs = [as_text(r) for r in refs]
-    if spec:
-        preds = [extract(p, spec) or NO_ANSWER for p in preds]
-        refs = [extract(r, spec) for r in refs]
+    # Extraction, then the metric's declared normalisation: what score() compares.
+    preds, refs = prepare(metric, [as_text(p) for p in preds], [as_text(r) for r in refs])
     if name == "accuracy":
         return _mean_statistic(row_accuracy(preds, refs))
     if name in CLASSIFICATION:

@@ -15,8 +15,6 @@ imports torch.
 from __future__ import annotations
 
 import json
-import re
-import string
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -55,31 +53,44 @@ def clamp(value: float) -> float:
     return float(min(1.0, max(0.0, value)))
 
 
+# How the classification metrics compare labels (one confusion matrix serves them all, so
+# they share one normalisation; tests/catalog/test_metric_catalog.py holds them to it).
+LABELS = metric_catalog.normalization("accuracy")
+
+
+def normalizer(metric: dict) -> Callable[[str], str]:
+    """The normalisation a metric compares answers and references after: the plan's
+    (eval.metrics.N.normalization), else its catalog row's (ftspec.catalog.metrics)."""
+    chosen = metric.get("normalization") or metric_catalog.get(metric["name"]).normalization
+    return metric_catalog.NORMALIZATIONS[chosen].apply if chosen else (lambda text: text)
+
+
+def prepare(metric: dict, preds: list[str], refs: list[str],
+            extracted: tuple[list[str], list[str]] | None = None) -> tuple[list[str], list[str]]:
+    """Predictions and references as a metric compares them: its answer extraction
+    applied (``extracted``, where the caller made it already; a prediction it finds
+    nothing in is NO_ANSWER, equal to no reference), then its normalisation. The scorers
+    below compare what this returns as it is."""
+    spec = metric.get("extract")
+    if spec:
+        preds, refs = extracted or ([extract(p, spec) for p in preds], [extract(r, spec) for r in refs])
+    normalize = normalizer(metric)
+    return ([normalize(p) if p or not spec else NO_ANSWER for p in preds], [normalize(r) for r in refs])
+
+
 def row_accuracy(preds: list[str], refs: list[str]) -> list[float]:
-    """Each row's accuracy: 1.0 where the prediction is the reference (stripped), else 0.0."""
-    return [1.0 if p.strip() == r.strip() else 0.0 for p, r in zip(preds, refs)]
-
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower-case, drop punctuation and articles, collapse whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+    """Each row's accuracy: 1.0 where the prediction is the reference (both as prepared), else 0.0."""
+    return [1.0 if p == r else 0.0 for p, r in zip(preds, refs)]
 
 
 def _exact_match(preds, refs):
-    scores = [1.0 if normalize_answer(p) == normalize_answer(r) else 0.0 for p, r in zip(preds, refs)]
+    scores = row_accuracy(preds, refs)
     return _mean(scores), scores
 
 
 def _token_f1_one(pred: str, ref: str) -> float:
-    p_tokens = normalize_answer(pred).split()
-    r_tokens = normalize_answer(ref).split()
+    p_tokens = pred.split()
+    r_tokens = ref.split()
     if not p_tokens or not r_tokens:
         return 1.0 if p_tokens == r_tokens else 0.0
     same = sum((Counter(p_tokens) & Counter(r_tokens)).values())
@@ -177,12 +188,12 @@ def _json_schema(validator) -> Callable:
 
 
 def label_set(labels: list[str] | None, refs: list[str]) -> list[str]:
-    """The classification's labels: those given (stripped, in their order, once each),
-    else the distinct references in sorted order."""
+    """The classification's labels: those given (normalised as the answers are, in their
+    order, once each), else the distinct references in sorted order."""
     if labels:
         seen: dict[str, None] = {}
         for label in labels:
-            seen.setdefault(str(label).strip(), None)
+            seen.setdefault(LABELS.apply(str(label)), None)
         return list(seen)
     return sorted(set(refs))
 
@@ -232,7 +243,7 @@ def f1_positive(metric: dict, labels: list[str]) -> tuple[str | None, str]:
     labels, where ``f1`` is the macro average."""
     positive = metric.get("positive")
     if positive is not None:
-        return str(positive).strip(), "named by the spec"
+        return LABELS.apply(str(positive)), "named by the spec"
     if len(labels) == 2:
         return sorted(labels)[1], "the second of the two labels in sorted order"
     return None, "macro average over the labels"
@@ -275,6 +286,9 @@ class Scoring:
 
     labels: list[str] | None
     details: dict = field(default_factory=dict)
+    # How each label is shown: as given (eval.choices) or as a reference first wrote it,
+    # by its normalised form (what the classification compares).
+    spelling: dict[str, str] = field(default_factory=dict)
     classified: dict[str, dict] = field(default_factory=dict)
     validators: dict[str, Any] = field(default_factory=dict)
 
@@ -305,14 +319,27 @@ def _classification(metric: dict, preds: list[str], refs: list[str], scoring: Sc
     if key not in scoring.classified:
         scoring.classified[key] = _classify(preds, refs, scoring.labels)
     classified = scoring.classified[key]
-    scoring.details.setdefault("classification", classified["details"])
+    scoring.details.setdefault("classification", _spelled(classified["details"], scoring.spelling))
     per = row_accuracy(preds, refs)
     value = _classification_value(metric, classified, per)
     if metric["name"] == "f1":
         positive, why = f1_positive(metric, classified["details"]["labels"])
-        scoring.details["f1"] = ({"average": "binary", "positive": positive, "why": why} if positive is not None
+        shown = scoring.spelling.get(positive, positive) if positive is not None else None
+        scoring.details["f1"] = ({"average": "binary", "positive": shown, "why": why} if positive is not None
                                  else {"average": "macro", "why": why})
     return value, per
+
+
+def _spelled(details: dict, spelling: dict[str, str]) -> dict:
+    """A classification's details with each label shown as written (see Scoring.spelling)."""
+    def show(label: str) -> str:
+        return spelling.get(label, label)
+
+    cm = details["confusion_matrix"]
+    return {**details, "labels": [show(x) for x in details["labels"]],
+            "per_label": {show(k): v for k, v in details["per_label"].items()},
+            "confusion_matrix": {**cm, "labels": [show(x) for x in cm["labels"]],
+                                 "rows": [show(x) for x in cm["rows"]]}}
 
 
 def _schema_conformance(metric: dict, preds: list[str], refs: list[str], scoring: Scoring) -> tuple[float, list[float]]:
@@ -371,6 +398,7 @@ def score(metrics: list[dict], predictions: list[str], references: list[str],
     result = MetricResult(per_example=[{} for _ in range(n)], extracted=[{} for _ in range(n)],
                           details=scoring.details)
     extractions: dict[str, tuple[list[str], list[str]]] = {}
+    prepared: dict[tuple, tuple[list[str], list[str]]] = {}
 
     for metric in metrics:
         name = metric["name"]
@@ -381,21 +409,22 @@ def score(metrics: list[dict], predictions: list[str], references: list[str],
             continue
         spec = metric.get("extract")
         key = extraction_key(spec)
-        if key not in extractions:
-            if spec:
-                extractions[key] = ([extract(p, spec) for p in preds], [extract(r, spec) for r in refs])
-            else:
-                extractions[key] = (preds, refs)
-        m_preds, m_refs = extractions[key]
+        if spec and key not in extractions:
+            extractions[key] = ([extract(p, spec) for p in preds], [extract(r, spec) for r in refs])
         if spec:
+            raw_preds, raw_refs = extractions[key]
             for j in range(n):
-                result.extracted[j][name] = {"prediction": m_preds[j], "reference": m_refs[j]}
+                result.extracted[j][name] = {"prediction": raw_preds[j], "reference": raw_refs[j]}
             result.details.setdefault("extraction", {})[name] = {
-                "predictions_without_answer": sum(1 for p in m_preds if not p),
-                "references_without_answer": sum(1 for r in m_refs if not r)}
-            # An extraction that finds nothing is a miss, never a match (not even with a
-            # reference the extraction found nothing in either).
-            m_preds = [p if p else NO_ANSWER for p in m_preds]
+                "predictions_without_answer": sum(1 for p in raw_preds if not p),
+                "references_without_answer": sum(1 for r in raw_refs if not r)}
+        if name in CLASSIFICATION:
+            for label in [*(labels or []), *(extractions[key][1] if spec else refs)]:
+                scoring.spelling.setdefault(LABELS.apply(str(label)), str(label).strip())
+        prepared_key = (key, metric.get("normalization") or metric_catalog.get(name).normalization)
+        if prepared_key not in prepared:
+            prepared[prepared_key] = prepare(metric, preds, refs, extractions.get(key))
+        m_preds, m_refs = prepared[prepared_key]
 
         value, per = SCORERS[name](metric, m_preds, m_refs, scoring)
         result.aggregate[name] = clamp(value)

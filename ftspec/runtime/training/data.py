@@ -199,19 +199,14 @@ def tokenize(records: list[dict], kind: str, tokenizer, loss: str,
     labels: list[list[int]] = []
     template = None
     if kind == "chat" and loss == "assistant":
-        from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+        from trl.chat_template_utils import get_training_chat_template
 
-        if not has_generation_markers(tokenizer.chat_template or ""):
+        if not tpl.has_generation_markers(tokenizer.chat_template or ""):
             try:
                 template = get_training_chat_template(tokenizer)
             except ValueError:  # trl patches only the templates it knows
 
-                raise SpecError.one(
-                    Pos("format.chat_template"), "format.chat_template",
-                    "this chat template has no {% generation %} markers, which assistant-only loss needs to find the "
-                    "assistant's tokens, and trl cannot add them to it",
-                    "set format.chat_template: {builtin: chatml} (or a template with the markers), or format.loss: all"
-                ) from None
+                raise SpecError([tpl.no_generation_markers(Pos("format.chat_template"))]) from None
     eos = tokenizer.eos_token or ""
     bar = tqdm(total=len(records), desc=f"tokenize {name}", unit="row", leave=False, disable=not sys.stderr.isatty())
     for start in range(0, len(records), TOKENIZE_BATCH):

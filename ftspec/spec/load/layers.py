@@ -26,6 +26,10 @@ from ftspec.spec.load.document import (
 from ftspec.spec.load.positioned import parse_yaml, read_document
 from ftspec.spec.load.stages import put_stage, split_stages
 
+# A profile's name becomes part of file and folder names (spec+NAME.lock.json, runs/x@NAME):
+# one pattern, checked where the profile is defined.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
 
 def _load_with_bases(path: Path, chain: list[Path], policy: PathPolicy | None = None,
                      layer: str = "spec") -> tuple[Document, list[Path]]:
@@ -131,7 +135,14 @@ def load(
                                 f"a spec may define at most {MAX_PROFILES}")
         problems = []
         for name, overlay in raw.items():
-            if not isinstance(overlay, dict):
+            if not isinstance(name, str) or not PROFILE_NAME.fullmatch(name):
+                o = holder.where[("profiles", name)]
+                problems.append(Issue(o.key_pos or o.pos, f"profiles.{str(name)[:40]}",
+                                      f"{str(name)[:40]!r} cannot be a profile name: a profile's name is part of "
+                                      "file and folder names (the lock file, the run directory)",
+                                      "use letters, digits, '.', '_' and '-', not starting with '.', "
+                                      "at most 64 characters"))
+            elif not isinstance(overlay, dict):
                 o = holder.where[("profiles", name)]
                 problems.append(Issue(o.pos, f"profiles.{name}",
                                       "a profile must be a mapping of spec keys to override"))

@@ -51,6 +51,10 @@ def split_stages(doc: Document) -> list[tuple[str, str | None, Pos, Document]]:
                                   "every stage needs a name: lower-case letters, digits, '.', '_' and '-'"
                                   + ("" if name is None else f" (got {str(name)[:40]!r})")))
             name = None
+        elif name == "base":  # `from: base` names the base model: a stage of that name could never be started from
+            problems.append(Issue(key_pos("name"), f"{here}.name",
+                                  "'base' is reserved: `from: base` starts a stage from the base model",
+                                  "name the stage otherwise, e.g. 'base-sft'"))
         elif name in seen:
             problems.append(Issue(key_pos("name"), f"{here}.name",
                                   f"stage '{name}' is named twice (first as stage {seen[name] + 1})"))

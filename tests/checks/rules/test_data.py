@@ -50,3 +50,14 @@ def test_validation_read_from_the_training_file(issues):
     assert [(i.message, i.hint, i.is_error) for i in found] == [(
         "reads the same data as data.train: the model is validated on rows it trained on",
         "remove data.validation and add validation: 0.1 to data.split", False)]
+
+
+def test_a_limit_on_a_split_the_spec_does_not_have(issues):
+    """`data.limit: {test: 5}` without a test split cuts nothing: an error at its key."""
+    spec = BASE.replace("  split: {validation: 0.1, test: 0.1}\n",
+                        "  split: {validation: 0.1}\n  limit: {train: 50, test: 5}\n")
+    found = issues(spec)
+    assert at(found, "data.limit.test") == ["there is no test split to limit"]
+    assert [i.pos.line for i in found if i.key == "data.limit.test"] == [7]
+    assert not at(found, "data.limit.train")
+    assert not at(issues(spec.replace("{validation: 0.1}", "{validation: 0.1, test: 0.1}")), "data.limit.test")

@@ -242,11 +242,14 @@ def test_shipped_specs_draw_none_of_these_warnings(spec_name, in_root):
 
 def test_an_f1_positive_label_that_no_reference_has(tmp_path, monkeypatch):
     rows = [{"text": f"ticket {i}", "queue": ["yes", "no"][i % 2]} for i in range(ROWS)]
-    spec = SPEC + "eval:\n  metrics:\n    - {name: f1, positive: 'Yes'}\n"
+    spec = SPEC + "eval:\n  metrics:\n    - {name: f1, positive: 'yess'}\n"
     code, lines = validate(tmp_path, monkeypatch, spec, {"train.jsonl": _jsonl(rows)})
     assert code == 0 and len(lines) == 1, lines
-    assert lines[0].startswith("spec.yaml:13:28: eval.metrics.0.positive: warning: 'Yes' is not a label of any of "
+    assert lines[0].startswith("spec.yaml:13:28: eval.metrics.0.positive: warning: 'yess' is not a label of any of "
                                "40 sampled training references (the test rows are drawn from them) ('no', 'yes')")
     assert "its F1 would be 0 whatever the model answers; did you mean 'yes'?" in lines[0]
-    fixed = spec.replace("positive: 'Yes'", "positive: 'yes'")
+    # Labels are compared as the scoring compares them (case-insensitively): 'Yes' is the label 'yes'.
+    code, lines = validate(tmp_path, monkeypatch, spec.replace("'yess'", "'  Yes'"), {"train.jsonl": _jsonl(rows)})
+    assert code == 0 and lines == [], lines
+    fixed = spec.replace("positive: 'yess'", "positive: 'yes'")
     assert validate(tmp_path, monkeypatch, fixed, {"train.jsonl": _jsonl(rows)}) == (0, [])

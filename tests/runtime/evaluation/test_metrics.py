@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from ftspec.catalog import metrics as catalog
+from ftspec.runtime.evaluation import scorers as M
 from ftspec.runtime.evaluation.extraction import extract
 from ftspec.runtime.evaluation.scorers import CLASSIFICATION, MODEL_METRICS, MetricResult, score
 
@@ -161,6 +163,33 @@ def test_reference_outside_given_labels_gets_an_other_row():
     assert cm["rows"] == ["a", "b", "(other)"]
     assert cm["matrix"] == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]  # y->z: both outside
     assert result.aggregate["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_accuracy_and_exact_match_agree_on_a_label_in_another_case():
+    """'Positive' for 'positive': a label is a label however it is capitalised; every
+    classification metric compares labels as accuracy does, and shows them as written."""
+    preds, refs = ["Positive", " negative ", "NEGATIVE"], ["positive", "negative", "positive"]
+    result = score([m("accuracy"), m("exact_match"), m("f1", positive="Positive")], preds, refs)
+    assert result.aggregate["accuracy"] == result.aggregate["exact_match"] == pytest.approx(2 / 3)
+    assert result.aggregate["f1"] == pytest.approx(2 / 3)  # 1 true positive, 1 false negative
+    assert result.details["classification"]["labels"] == ["negative", "positive"]
+    assert result.details["f1"]["positive"] == "positive"
+    # Labels given (eval.choices) are normalised alike and shown as given.
+    given = score([m("accuracy")], ["yes", "No"], ["Yes", "no"], labels=["Yes", "No"])
+    assert given.aggregate["accuracy"] == 1.0 and given.details["classification"]["labels"] == ["Yes", "No"]
+
+
+@pytest.mark.parametrize("name", sorted(set(M.SCORERS) - {"json_schema"}))
+def test_each_scorer_compares_what_its_declared_normalisation_makes_equal(name):
+    """The scoring applies the catalog row's normalisation and nothing else: answers its
+    function maps to the reference score as the reference itself does."""
+    apply = catalog.normalization(name).apply
+    ref = ' The  Answer, {"k": 1} '
+    variants = [v for v in (ref.upper(), ref.strip(), " ".join(ref.split()), ref.replace(",", ""))
+                if apply(v) == apply(ref)]
+    assert variants or catalog.get(name).normalization == "as_written"
+    for variant in variants:
+        assert score([m(name)], [variant], [ref]).aggregate == score([m(name)], [ref], [ref]).aggregate, variant
 
 
 def test_each_classification_metric_has_its_own_extraction():
@@ -323,16 +352,19 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
-def test_a_regex_that_backtracks_without_end_gives_no_match_in_bounded_time():
+def test_a_regex_that_backtracks_without_end_gives_no_match():
     """A spec's extraction regex meets whatever the model wrote: (a|aa)+$ on forty a's and a
     '!' backtracks for ages in `re`; here it gives up after REGEX_SECONDS and counts as no match."""
-    import time
+    import threading
 
-    from ftspec.runtime.evaluation.extraction import REGEX_SECONDS
-
-    started = time.perf_counter()
-    assert extract("a" * 40 + "!", {"regex": r"(a|aa)+$"}) == ""
-    assert time.perf_counter() - started < REGEX_SECONDS * 3
+    hang = 60.0  # a hang detector, not a speed claim
+    answers: list[str] = []
+    worker = threading.Thread(target=lambda: answers.append(extract("a" * 40 + "!", {"regex": r"(a|aa)+$"})),
+                              daemon=True)
+    worker.start()
+    worker.join(hang)
+    assert not worker.is_alive(), "the match never gave up"
+    assert answers == [""]
     assert extract("answer: 42", {"regex": r"answer: (\d+)"}) == "42"  # and a sane one still matches
 
 
