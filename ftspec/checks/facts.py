@@ -24,7 +24,15 @@ import jinja2
 
 from ftspec.catalog.architectures import GGUF_LOADABLE, architecture
 from ftspec.core.errors import WARNING, Issue, Pos, SpecError, did_you_mean
-from ftspec.core.paths import PathPolicy, file_problem, hub_id_problem, local_shadow, read_regular, resolved
+from ftspec.core.paths import (
+    PathPolicy,
+    describe_os_error,
+    file_problem,
+    hub_id_problem,
+    local_shadow,
+    read_regular,
+    resolved,
+)
 from ftspec.data import templates as tpl
 from ftspec.data.formatting import RowFormatter
 from ftspec.data.gguf import GGUFError, gguf_location
@@ -95,6 +103,7 @@ class ModelInfo:
     model_type: str | None = None
     has_chat_template: bool | None = None  # None: could not tell
     chat_template: str | None = None  # its text, where the model's files hold it
+    chat_template_problem: str | None = None  # why a chat template file the model has cannot be read
     max_positions: int | None = None
     path: Path | None = None
     vocab_size: int | None = None  # where the model's files say it (a GGUF header)
@@ -564,18 +573,32 @@ def _read_model_files(info: ModelInfo, folder: Path) -> None:
     elif tok_cfg.is_file():
         value = _read_json(tok_cfg)
         info.has_chat_template = bool(value.get("chat_template")) if isinstance(value, dict) else None
-    info.chat_template = _chat_template_text(folder)
+    info.chat_template, info.chat_template_problem = _chat_template_text(folder)
 
 
-def _chat_template_text(folder: Path) -> str | None:
+def _chat_template_text(folder: Path) -> tuple[str | None, str | None]:
     """The chat template transformers gives a tokenizer loaded from ``folder``: the text of
     chat_template.jinja, else chat_template.json's, else tokenizer_config.json's (of a
-    list of named templates, the `default` one); None where there is none or it cannot be read."""
+    list of named templates, the `default` one), and None; or (None, why) where such a file
+    is there but cannot be read (transformers would fail on it too); (None, None) where there is none."""
     if (folder / "chat_template.jinja").is_file():
         try:
-            return read_regular(folder / "chat_template.jinja", tpl.MAX_TEMPLATE_BYTES).decode("utf-8")
-        except (OSError, ValueError):
-            return None
+            return read_regular(folder / "chat_template.jinja", tpl.MAX_TEMPLATE_BYTES).decode("utf-8"), None
+        except (OSError, ValueError) as exc:
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else describe_os_error(exc) \
+                if isinstance(exc, OSError) else str(exc)
+            return None, f"its chat_template.jinja cannot be read: {reason}"
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            value = _read_json(folder / name)
+            if value is None:
+                return None, f"its {name} cannot be read as JSON"
+            template = value.get("chat_template") if isinstance(value, dict) else None
+            if isinstance(template, list):  # named templates: transformers uses `default`
+                template = next((t.get("template") for t in template
+                                 if isinstance(t, dict) and t.get("name") == "default"), None)
+            return (template if isinstance(template, str) and template.strip() else None), None
+    return None, None
     for name in ("chat_template.json", "tokenizer_config.json"):
         if (folder / name).is_file():
             value = _read_json(folder / name)

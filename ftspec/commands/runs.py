@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ftspec.core.errors import SpecError
+from ftspec.core.text import printable
 from ftspec.store.gc import (
     Collection,
     check_runs_folder,
@@ -40,13 +41,16 @@ def runs(directory: Path) -> Runs:
     metric and gates; and the step store's size. A file that cannot be used is one line
     in its run's ``problems``."""
     directory = Path(directory)
-    found = list_runs(directory)
+    # What a run's files (and its folder's name) say is shown escaped: a pull request may carry them.
+    found = [replace(r, name=printable(r.name), plan_id=printable(r.plan_id), status=printable(r.status),
+                     when=printable(r.when), metric=printable(r.metric), gates=printable(r.gates),
+                     problems=[printable(p) for p in r.problems]) for r in list_runs(directory)]
     if not found:
         return Runs(directory, found)
     try:
         check_runs_folder(directory)
     except SpecError as exc:
-        return Runs(directory, found, problems=(f"{exc}; its step store is not read",))
+        return Runs(directory, found, problems=(printable(f"{exc}; its step store is not read"),))
     entries = [e for e in store_entries(Store(directory / STORE)) if e.kind == "step"]
     if not entries:
         return Runs(directory, found)
@@ -83,6 +87,11 @@ def gc(directory: Path, dry_run: bool = False, keep: int = 0,
     every run directory's lock meanwhile (``dry_run``: only asks): a run in progress is a
     SpecError, and so is a runs folder or store that is a link or lies outside the repository."""
     directory = Path(directory)
+    shown = echo
+
+    def echo(line: str) -> None:  # names in the store are a pull request's to choose: shown escaped
+        shown(printable(line))
+
     check_runs_folder(directory)
     if not (directory / STORE).is_dir():
         echo(f"nothing to collect: {directory} has no step store ({STORE})")

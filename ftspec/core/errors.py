@@ -11,6 +11,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from ftspec.core.text import printable
+
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a crash or a bug while running: the traceback is kept
 EXIT_USAGE = 2  # the spec, the data or the command line is wrong
@@ -54,7 +56,7 @@ class Issue:
             text = f"{text}; {self.hint}"
         # Errors found at run time are placed at the key itself: say it once.
         line = f"{self.pos}: {self.key}: {text}" if self.key and self.key != str(self.pos) else f"{self.pos}: {text}"
-        return line if line.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+        return printable(line)
 
     @property
     def is_error(self) -> bool:

@@ -23,8 +23,12 @@ MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 MAX_KEYS = 1 << 16  # metadata pairs
 MAX_STRING = 16 << 20  # one string (a chat template is a few KiB)
+MAX_KEY = 1 << 16  # one key's name (real ones are a few dozen bytes)
 MAX_ARRAY = 1 << 24  # elements of one array (a vocabulary is some 10^5)
 MAX_HEADER = 256 << 20  # bytes of metadata read or skipped, in all
+# The only values validate uses; every other value is skipped, not held in memory.
+_KEPT = ("general.architecture", "general.name", "tokenizer.chat_template")
+_KEPT_SUFFIXES = (".context_length", ".block_count")
 
 # GGUF value types: fixed-size numbers (struct format), 7 bool, 8 string, 9 array.
 _NUMBERS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -77,6 +81,9 @@ class _Reader:
         self.size = size
 
     def read(self, n: int) -> bytes:
+        # What is read counts against the header's limit as what is skipped does.
+        if self.fh.tell() + n > MAX_HEADER:
+            raise GGUFError(f"its header is over {MAX_HEADER >> 20} MiB")
         data = self.fh.read(n)
         if len(data) != n:
             raise GGUFError("the file ends inside its header")
@@ -91,14 +98,17 @@ class _Reader:
                             else f"its header is over {MAX_HEADER >> 20} MiB")
         self.fh.seek(n, 1)
 
-    def string(self, keep: bool = True) -> str | None:
+    def string(self, keep: bool = True, most: int = MAX_STRING, what: str = "a string") -> str | None:
         n = self.number("Q")
-        if n > MAX_STRING:
-            raise GGUFError(f"a string in its header is {n} bytes long")
+        if n > most:
+            raise GGUFError(f"{what} in its header is {n} bytes long")
         if not keep:
             self.skip(n)
             return None
-        return self.read(n).decode("utf-8", "replace")
+        try:  # strictly: the gguf reader transformers loads with refuses what is not UTF-8
+            return self.read(n).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise GGUFError(f"{what} in its header is not UTF-8 text (byte {exc.start + 1})") from None
 
     def skip_strings(self, count: int) -> None:
         """Skip ``count`` strings (a vocabulary): read in blocks, their lengths parsed in memory."""
@@ -163,10 +173,18 @@ def read_header(path: str | Path) -> GGUFHeader:
         if keys > MAX_KEYS:
             raise GGUFError(f"its header claims {keys} metadata keys")
         values: dict[str, Any] = {}
+        seen: set[str] = set()
         for _ in range(keys):
-            key = r.string()
+            key = r.string(most=MAX_KEY, what="a key")
+            if key in seen:  # transformers' gguf reader refuses a key twice; so does validate
+                raise GGUFError(f"its header holds the key {key[:80]!r} twice")
+            seen.add(key)
             kind = r.number("I")
-            values[key] = r.value(kind, keep=True)
+            keep = key in _KEPT or key.endswith(_KEPT_SUFFIXES)
+            try:
+                values[key] = r.value(kind, keep=keep)
+            except GGUFError as exc:
+                raise GGUFError(f"{exc} (key {key[:80]!r})") from None
     arch = values.get("general.architecture")
     arch = arch if isinstance(arch, str) else None
 

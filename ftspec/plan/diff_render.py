@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any, Mapping
 
+from ftspec.core.text import printable
 from ftspec.plan.diff import (
     ARROW,
     MISSING,
@@ -39,7 +40,8 @@ _LOOKS_LIKE_SCALAR = re.compile(r"(?i)null|true|false|~|yes|no|on|off"
 
 
 def _one_line(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\n", NEWLINE).replace("\t", "\\t")
+    # Escapes and controls from a spec never reach the reviewer's terminal (or the Markdown).
+    return printable(text.replace("\r\n", "\n").replace("\n", NEWLINE).replace("\t", "\\t"))
 
 
 def _quote(text: str) -> str:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Tag, ValidationError
 
 from ftspec.core.errors import Issue, Pos, did_you_mean
 from ftspec.spec.limits import MAX_PROFILES
-from ftspec.spec.load import Document, KeyPath, LoadedSpec, Origin, dotted, merge
+from ftspec.spec.load import Document, KeyPath, LoadedSpec, Origin, dotted, merge, resolve_plain
 from ftspec.spec.schema import Spec
 
 
@@ -373,8 +373,8 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
     literal_choices = [c for e in errs if e["type"] == "literal_error"
                        for c in _QUOTED.findall((e.get("ctx") or {}).get("expected", ""))]
     hint = did_you_mean(str(value), literal_choices) if literal_choices and isinstance(value, str) else None
-    if hint is None and any(e["type"] in _NUMBER_ERRORS for e in errs) and _numeric_text(value):
-        hint = f"a quoted value is text: write {value.strip()} without quotes"
+    if hint is None and any(e["type"] in _NUMBER_ERRORS for e in errs):
+        hint = _number_hint(value)
     return Issue(o.pos, key, f"must be {' or '.join(phrases)} (got {_got(value)})", hint)
 
 
@@ -383,13 +383,27 @@ def _issue(path: KeyPath, errs: list[dict], data: dict, origin) -> Issue:
 _NUMBER_ERRORS = {"int_type", "int_parsing", "float_type", "float_parsing"}
 
 
-def _numeric_text(value: Any) -> bool:
+def _number_hint(value: Any) -> str | None:
+    """What to write where text stands for a number: without the quotes when the text, unquoted,
+    is a YAML number; otherwise the number in YAML's spelling (``1_000`` and ``١٢`` are text in
+    YAML 1.2, though Python reads them as numbers)."""
     if not isinstance(value, str) or len(value) > 64:
-        return False
+        return None
     try:
-        return math.isfinite(float(value))
+        number = float(value)
     except ValueError:
-        return False
+        return None
+    if not math.isfinite(number):
+        return None
+    text = value.strip()
+    try:
+        plain = resolve_plain(text)
+    except ValueError:  # a number out of a spec's range: the schema says so
+        return None
+    if isinstance(plain, (int, float)) and not isinstance(plain, bool):
+        return f"a quoted value is text: write {text} without quotes"
+    spelled = str(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
+    return f"YAML reads {text} as text, not a number: write {spelled}"
 
 
 _ADAPTERS = ("full", "lora", "qlora")

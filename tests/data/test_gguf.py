@@ -120,6 +120,41 @@ def test_header_reader_refuses_a_bad_file_in_words(tmp_path, data, message):
         G.read_header(path)
 
 
+def _kv(key: bytes, value: bytes) -> bytes:
+    return struct.pack("<Q", len(key)) + key + struct.pack("<IQ", G.STRING, len(value)) + value
+
+
+def _header(*pairs: bytes) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + b"".join(pairs)
+
+
+def test_header_reader_refuses_what_the_loader_refuses(tmp_path):
+    """A chat template that is not UTF-8, or a key twice, fails transformers' GGUF loader at run
+    time: validate refuses it too (it used to read the first as U+FFFD and keep the last)."""
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(_header(_kv(b"general.architecture", b"llama"), _kv(b"tokenizer.chat_template", b"\xff{{ x }}")))
+    with pytest.raises(G.GGUFError, match="not UTF-8 text .*'tokenizer.chat_template'"):
+        G.read_header(path)
+    path.write_bytes(_header(_kv(b"general.architecture", b"llama"), _kv(b"general.architecture", b"gpt2")))
+    with pytest.raises(G.GGUFError, match="key 'general.architecture' twice"):
+        G.read_header(path)
+
+
+def test_header_reader_holds_only_the_values_it_uses_within_the_header_limit(tmp_path, monkeypatch):
+    """Strings read count against MAX_HEADER as skipped ones do, and a value validate does not use
+    is skipped: a header of many long strings costs neither memory nor an unbounded read."""
+    big = b"x" * 4000
+    path = tmp_path / "big.gguf"
+    path.write_bytes(_header(_kv(b"general.architecture", b"llama"), *(_kv(b"junk.%d" % i, big) for i in range(8))))
+    assert G.read_header(path).architecture == "llama"
+    monkeypatch.setattr(G, "MAX_HEADER", 10_000)
+    with pytest.raises(G.GGUFError, match="header is over"):
+        G.read_header(path)
+    path.write_bytes(_header(_kv(b"tokenizer.chat_template", b"y" * 12_000)))
+    with pytest.raises(G.GGUFError, match="header is over"):
+        G.read_header(path)
+
+
 def test_header_reader_is_light():
     """validate reads GGUF headers without torch, numpy or the gguf package."""
     code = ("import sys, ftspec.data.gguf, ftspec.checks, ftspec.plan.build; "
@@ -307,6 +342,22 @@ def test_assistant_only_loss_on_a_model_folders_template_without_markers_is_refu
         ("format.chat_template", "the model's own chat template")]
     (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": TEMPLATE}))
     check_spec(spec)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("chat_template.jinja", UNMARKED.encode() + b"\xff"),
+    ("tokenizer_config.json", b'{"chat_template": '),
+])
+def test_a_model_folders_template_that_cannot_be_read_is_not_passed_in_silence(project, name, content):
+    # Unreadable, the template's markers cannot be checked, and the run would fail to load it:
+    # validate says so at model.base instead of skipping the check without a word.
+    folder = project / "hf-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 256}))
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / name).write_bytes(content)
+    spec = write_spec(project, base="./hf-model", gguf_file=None)
+    assert [(k, m.split(" cannot be read")[0]) for k, m, _ in errors(spec)] == [("model.base", f"its {name}")]
 
 
 def test_gguf_file_is_a_name_in_the_folder(project):

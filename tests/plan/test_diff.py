@@ -389,6 +389,19 @@ def test_markdown_escapes_table_cells():
     assert row == '| `format.templates.prompt` | `` "a \\| b `c`" `` | `"a \\|\\| b"` |'
 
 
+def test_escape_codes_in_a_spec_never_reach_the_reviewers_terminal():
+    # A pull request's description (or template) could erase or forge the lines a reviewer
+    # relies on (the `!! trust_remote_code` line) with cursor and title escapes.
+    evil = "evil\x1b]0;TITLE\x07\nFAKE\x1b[1A\x1b[2K\u202e"
+    d = diff_plans(tiny_plan(format={"templates": {"prompt": {"source": "inline", "ref": "", "text": "a",
+                                                              "sha256": "1"}}}),
+                   tiny_plan(format={"templates": {"prompt": {"source": "inline", "ref": "", "text": evil,
+                                                              "sha256": "2"}}}))
+    for shown in (render_text(d), render_markdown(d)):
+        assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
+        assert "\\x1b]0;TITLE\\x07" in shown and "\\u202e" in shown  # shown as escapes, not dropped
+
+
 # ----------------------------------------------------------------------------- git
 
 

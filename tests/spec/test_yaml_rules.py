@@ -294,3 +294,21 @@ def test_a_quoted_number_is_text_for_every_field(tmp_path, key, text, expected):
     assert [(i.key, i.pos.line, i.format().split(": ", 2)[2]) for i in issues] == [(f"training.{key}", 7, expected)]
     path.write_text(path.read_text().replace(text, text.strip("'\"").replace("!!str ", "")), encoding="utf-8")
     assert validate(load(path))[0] is not None
+
+
+@pytest.mark.parametrize("key,text,expected", [
+    ("batch_size", "1_6", "must be an integer (got '1_6'); YAML reads 1_6 as text, not a number: write 16"),
+    ("learning_rate", "1_0e-4", "must be a number (got '1_0e-4'); YAML reads 1_0e-4 as text, not a number: "
+                                "write 0.001"),
+    ("epochs", "\u0662", "must be a number (got '\u0662'); YAML reads \u0662 as text, not a number: write 2"),
+])
+def test_unquoted_text_python_reads_as_a_number_is_not_said_to_be_quoted(tmp_path, key, text, expected):
+    """`1_000` is text in YAML 1.2 though Python's float() reads it: the hint says what to write,
+    never that the value was quoted when it was not (it used to say "write 1_6 without quotes")."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("ftspec: 1\nname: q\nmodel: {kind: tiny}\ndata: {train: t.jsonl}\n"
+                    "format: {kind: prompt_completion, prompt: p, completion: c}\n"
+                    f"training:\n  {key}: {text}\n", encoding="utf-8")
+    spec, issues = validate(load(path))
+    assert spec is None
+    assert [(i.key, i.pos.line, i.format().split(": ", 2)[2]) for i in issues] == [(f"training.{key}", 7, expected)]

@@ -61,6 +61,11 @@ def _assistant_loss(stages: list, i: int) -> Iterator[Issue]:
     if not isinstance(f, S.ChatFormat) or f.loss != "assistant":
         return
     found = _run_chat_template(stages, i)
+    if found is not None and found[0] is None:  # the model has a template file that cannot be read
+        yield ctx.error(("model", "base"), f"{found[1]}, so whether it marks the assistant's tokens (as assistant-only "
+                        "loss needs) is not known, and the run would fail to load it",
+                        "fix the model folder's file, or set format.chat_template")
+        return
     if found is None or tpl.has_generation_markers(found[0]):
         return
     patched = trl_patches(found[0])
@@ -72,10 +77,11 @@ def _assistant_loss(stages: list, i: int) -> Iterator[Issue]:
                    key=ctx.key("format", "chat_template"))
 
 
-def _run_chat_template(stages: list, i: int) -> tuple[str, str] | None:
+def _run_chat_template(stages: list, i: int) -> tuple[str | None, str] | None:
     """The chat template a stage's tokenizer has when its data is tokenized, and whose it
     is: the stage's own format.chat_template, else that of the model it starts from (an
-    earlier stage's saved tokenizer keeps the template it trained with). None: not known."""
+    earlier stage's saved tokenizer keeps the template it trained with). None: not known;
+    (None, why): the model has a template file that cannot be read."""
     names = [s.name for s, _ in stages if s is not None]
     st, ctx = stages[i]
     whose = "this chat template"
@@ -92,6 +98,8 @@ def _run_chat_template(stages: list, i: int) -> tuple[str, str] | None:
     if not isinstance(m, S.PretrainedModel) or m.tokenizer is not None or ctx.model is None:
         return None  # a tokenizer of its own: its template is read when the run loads it
     template = ctx.model.chat_template
+    if template is None and ctx.model.chat_template_problem is not None:
+        return None, ctx.model.chat_template_problem
     gguf = gguf_location(m.base, m.gguf_file)[1] is not None
     return (template, "the chat template in the model's GGUF file" if gguf else "the model's own chat template") \
         if template is not None else None
