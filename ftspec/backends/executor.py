@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -45,6 +44,7 @@ from ftspec.backends.manifest import (
 )
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
+from ftspec.core.folders import remove_own
 from ftspec.core.io import read_json, write_json
 from ftspec.core.versions import versions
 from ftspec.plan import keys
@@ -58,6 +58,7 @@ from ftspec.runtime.report.console import shown_path, summary
 from ftspec.runtime.result import RunResult, StepOutcome
 from ftspec.runtime.training.job import TrainJob
 from ftspec.store.lock import RunLock
+from ftspec.store.protect import refuse_tracked
 from ftspec.store.rundir import Store, adopt_legacy, finish_step, link_step, now, run_dir_of, store_of
 
 __all__ = ["RunResult", "StepOutcome", "execute", "header"]
@@ -125,6 +126,8 @@ def _other_node(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: 
     run_dir = run_dir_of(plan, root)
     store = store_of(run_dir)
     step_keys = {s.name: s.key for s in plan.steps}
+    store.check(step_keys)  # nothing written or removed through a link planted in the store
+    refuse_tracked(run_dir, store.root, root)  # nor a finished step or checkpoint a commit carried in
     backend.setup(plan)
     echo(f"ftspec run {plan.name}  (plan {plan.short_id}): node {rdzv.node_rank} of {rdzv.nodes}, "
          f"rendezvous {rdzv.addr}:{rdzv.port} ({rdzv.source})")
@@ -159,9 +162,11 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
     backend = backend_of(plan)
     run_dir = run_dir_of(plan, root)
     store = store_of(run_dir)
-    adopt_legacy(run_dir, store)
     names = [s.name for s in plan.steps]
     step_keys = {s.name: s.key for s in plan.steps}
+    store.check(step_keys)  # nothing written or removed through a link planted in the store
+    refuse_tracked(run_dir, store.root, root)  # nor a finished step or checkpoint a commit carried in
+    adopt_legacy(run_dir, store)
     done = {n for n in names if store.complete(n, step_keys[n])}
     selected = set(names) if only is None else set(only) & set(names)
     missing = [n for n in names if n not in selected and n not in done]
@@ -254,12 +259,12 @@ def _compute(plan: Plan, backend: Backend, step_def: steps.StepDef, store: Store
     """Run one step, on its view of the plan (the fields it declares, nothing else), into its
     ``.partial`` folder in the store, and make it final."""
     partial = store.partial(step_def.name, ctx.key)
-    shutil.rmtree(partial, ignore_errors=True)
+    remove_own(partial, store.root)
     partial.mkdir(parents=True)
     result = backend.step(step_def.name)(keys.view(plan, step_def), ctx, partial)
     finish_step(partial, store.path(step_def.name, ctx.key), step_def.name, ctx.key)
     # Kept only so that an unfinished step resumes.
-    shutil.rmtree(ctx.checkpoints(), ignore_errors=True)
+    remove_own(ctx.checkpoints(), store.root)
     return result
 
 

@@ -10,7 +10,7 @@ from ftspec.catalog.steps import TRAIN
 from ftspec.core.errors import Pos, RunFailed, SpecError
 from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_spec
-from ftspec.store.rundir import store_of
+from ftspec.store.rundir import run_dir_of, store_of
 
 JOB_RECORD = job.JOB_RECORD  # the Bedrock train step's record of the job it started
 
@@ -24,7 +24,7 @@ def stop(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), all
         raise SpecError.one(Pos(str(spec)), "compute.backend",
                             "ftspec stop stops Bedrock jobs; a local run stops with Ctrl-C")
     key = plan.step(TRAIN.name).key
-    store = store_of(find_root(spec) / plan.output.dir)
+    store = store_of(run_dir_of(plan, find_root(spec)))
     if store.complete(TRAIN.name, key):
         raise RunFailed(f"the train step (key {key[:8]}) is complete: there is no job to stop")
     # A record of the wrong shape, or one that is not a regular file, is a BadFileError (exit 2).

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
+
+from ftspec.core.errors import Pos, SpecError
 
 
 def folder_problem(out: Path, force: bool) -> str | None:
@@ -28,6 +31,48 @@ def folder_problem(out: Path, force: bool) -> str | None:
     if out.is_dir() and not force and any(out.iterdir()):
         return "exists and is not empty"
     return None
+
+
+def link_on_way(path: Path, top: Path) -> Path | None:
+    """The first symbolic link among ``top``, the folders between it and ``path``, and
+    ``path`` itself (looked at, never followed), or None. ``path`` must be ``top`` or lie
+    under it as written (ValueError otherwise: a bug)."""
+    top, path = Path(os.path.abspath(top)), Path(os.path.abspath(path))
+    rest = path.relative_to(top).parts
+    if ".." in rest:
+        raise ValueError(f"{path} does not lie under {top}")
+    for at in (top, *(top.joinpath(*rest[:i]) for i in range(1, len(rest) + 1))):
+        if os.path.islink(at):
+            return at
+    return None
+
+
+def refuse_links(path: Path, top: Path, doing: str = "writes and removes files there") -> None:
+    """Raise SpecError (one line) when :func:`link_on_way` finds a link between ``top`` and
+    ``path``, or something that is not a folder where ``path`` is: ftspec follows no link
+    into a folder it keeps (a pull request can commit one pointing anywhere)."""
+    link = link_on_way(path, top)
+    if link is not None:
+        raise SpecError.one(Pos(str(link)), "", f"is a symbolic link (to {os.readlink(link)}); ftspec {doing} "
+                            "itself and follows no link there, so it wrote and removed nothing through it",
+                            "remove the link (ftspec never makes one there)")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise SpecError.one(Pos(str(path)), "", f"is not a folder ftspec made (ftspec {doing}); it was left as it is",
+                            "remove it if no ftspec run is using this folder")
+
+
+def remove_own(path: Path, top: Path) -> None:
+    """Remove the folder ``path`` that ftspec made under ``top`` (a step's ``.partial``, its
+    checkpoints), with all it holds, following no link: a link anywhere from ``top`` down
+    to ``path``, or a ``path`` that is not a folder, is refused (SpecError, one line) and
+    nothing is removed; below ``path`` shutil.rmtree follows no link either. Missing: nothing to do."""
+    refuse_links(path, top, "removes only the folders it made")
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def new_partial(out: Path) -> Path:

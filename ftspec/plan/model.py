@@ -573,7 +573,8 @@ class Checks(_Frozen):
 class Step(_Frozen):
     name: str
     needs: tuple[str, ...] = ()
-    key: str
+    # a sha256: the store names folders after it, so a plan file read back may hold nothing else
+    key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # pydantic-core's $ is the end of the text only
 
 
 class Plan(_Frozen):

@@ -68,6 +68,35 @@ def tracked_problem(out: Path, root: Path) -> str | None:
     return None
 
 
+def refuse_tracked(run_dir: Path, store: Path, root: Path) -> None:
+    """Raise SpecError (one line, at output.dir) when the run directory or the step store
+    holds a file git tracks. Both hold only what ftspec made on this machine: a tracked
+    file there came with the repository — a pull request can commit a step marked finished
+    (trusted as a trained model) or a checkpoint whose pickled optimizer and RNG state the
+    trainer would load — so a run neither trusts nor removes it; the person running decides."""
+    root = Path(root).resolve()
+    if not (root / ".git").exists():
+        return
+    specs = []
+    for folder in (Path(run_dir), Path(store)):
+        real = folder.resolve()
+        if real.is_dir() and root in real.parents:
+            specs.append(real.relative_to(root).as_posix())
+    if not specs:
+        return
+    try:
+        listed = run_git(root, "--literal-pathspecs", "ls-files", "-z", "--", *specs)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    tracked = [name for name in listed.stdout.split("\0") if name] if listed.returncode == 0 else []
+    if tracked:
+        raise SpecError.one(Pos("output.dir"), "output.dir",
+                            f"'{tracked[0]}' is tracked by git ({len(tracked)} file(s) in the run directory or the "
+                            "step store): they hold only what ftspec made on this machine, and a run neither trusts "
+                            "nor removes files that came with the repository",
+                            f"remove them from git (git rm -r --cached {specs[0]}), or use another output.dir")
+
+
 def refuse_folder(out: Path, plan, root: Path, force: bool, option: str = "--output") -> None:
     """Raise SpecError (one line, at ``option``) unless ``out`` may be written as a new folder
     for ``plan``: not protected (:func:`refuse_target`), and new or empty unless ``force``

@@ -6,13 +6,14 @@ bookkeeping :mod:`ftspec.store.gc`). Files are read and written through :mod:`ft
 from __future__ import annotations
 
 import os
-import shutil
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
+from ftspec.core.folders import refuse_links, remove_own
 from ftspec.core.io import BadFileError, read_json, write_json  # noqa: F401  (read_json, write_json: the run's too)
 from ftspec.core.layout import MARKER, STORE
 from ftspec.core.locks import FileLock, held
@@ -33,13 +34,15 @@ def is_complete(folder: Path, key: str) -> bool:
 
 
 def finish_step(partial: Path, final: Path, name: str, key: str) -> None:
+    """Make the step computed in ``partial`` the finished ``final`` (both in one step's folder
+    of the store); the one it replaces goes, and nothing is removed through a link."""
     write_json(partial / MARKER, {"step": name, "key": key, "finished_at": now()})
     old = final.with_name(final.name + ".old")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    if final.exists() or final.is_symlink():
+        remove_own(old, final.parent)
         os.replace(final, old)
     os.replace(partial, final)
-    shutil.rmtree(old, ignore_errors=True)
+    remove_own(old, final.parent)
 
 
 def now() -> str:
@@ -63,6 +66,16 @@ def now() -> str:
 # computed, and nothing computed for one variant is overwritten by another.
 
 KEY_CHARS = 16  # of the sha256 key, in folder names
+# A step key as ftspec computes it (hex of a sha256); only such a key names a folder in the
+# store (a key read from a file names no path through '..' or '/').
+STEP_KEY = re.compile(rf"[0-9a-f]{{{KEY_CHARS},64}}")
+
+
+def key_name(key: str) -> str:
+    """The store's folder name for a step ``key``; ValueError for anything that is not a key."""
+    if not isinstance(key, str) or not STEP_KEY.fullmatch(key):
+        raise ValueError(f"{key!r} is not a step key")
+    return key[:KEY_CHARS]
 
 
 def run_dir_of(plan, root: Path) -> Path:
@@ -79,17 +92,31 @@ class Store:
     root: Path
 
     def path(self, step: str, key: str) -> Path:
-        return self.root / step / key[:KEY_CHARS]
+        return self.root / steps.step(step).name / key_name(key)
 
     def partial(self, step: str, key: str) -> Path:
-        return self.root / step / (key[:KEY_CHARS] + ".partial")
+        return self.path(step, key).with_name(key_name(key) + ".partial")
 
     def scratch(self, step: str, key: str, what: str) -> Path:
         """A folder a step keeps across crashes until it is complete (the trainer's checkpoints)."""
-        return self.root / step / f"{key[:KEY_CHARS]}.{what}"
+        return self.path(step, key).with_name(f"{key_name(key)}.{what}")
 
     def lock_path(self, step: str, key: str) -> Path:
-        return self.root / step / (key[:KEY_CHARS] + ".lock")
+        return self.path(step, key).with_name(key_name(key) + ".lock")
+
+    def check(self, step_keys: dict[str, str]) -> None:
+        """Refuse (SpecError, one line) a store a run would write or remove through a link:
+        the store, a step's folder in it, or a step's entry (``<key>``, ``.partial``,
+        ``.checkpoints``, ``.old``) that is a symbolic link — a pull request can commit one
+        pointing anywhere, and ftspec never makes one there — or the store or a step's
+        folder that is not a folder."""
+        for step, key in step_keys.items():
+            final = self.path(step, key)
+            refuse_links(final.parent, self.root, "writes and removes the step store's files")
+            for entry in (final, final.with_name(final.name + ".old"), self.partial(step, key),
+                          self.scratch(step, key, "checkpoints")):
+                if entry.is_symlink():
+                    refuse_links(entry, self.root, "writes and removes the step store's files")
 
     def complete(self, step: str, key: str) -> bool:
         return is_complete(self.path(step, key), key)
@@ -148,7 +175,7 @@ def adoption_problem(path: Path, store: Store) -> str | None:
     store already holds that step."""
     marker = read_marker(path)
     step, key = (marker.step, marker.key) if marker is not None else (None, None)
-    if not (isinstance(step, str) and step in steps.BY_NAME and isinstance(key, str) and len(key) >= KEY_CHARS):
+    if not (isinstance(step, str) and step in steps.BY_NAME and isinstance(key, str) and STEP_KEY.fullmatch(key)):
         return f"holds no marker of a finished step ({MARKER}): ftspec did not write it, or did not finish it"
     target = store.path(step, key)
     if target.exists() or target.is_symlink():
@@ -178,10 +205,11 @@ def adopt_legacy(run_dir: Path, store: Store) -> None:
     old = run_dir / "checkpoints"
     children = sorted(old.iterdir()) if old.is_dir() and not old.is_symlink() else []
     for child in children:  # checkpoints/<train key>: a cut-off training run resumes from them
-        target = store.scratch(steps.TRAIN.name, child.name, "checkpoints")
-        if not child.is_dir() or child.is_symlink():
+        if not child.is_dir() or child.is_symlink() or not STEP_KEY.fullmatch(child.name):
             problems.append((child, "is not a folder of checkpoints"))
-        elif target.exists() or target.is_symlink():
+            continue
+        target = store.scratch(steps.TRAIN.name, child.name, "checkpoints")
+        if target.exists() or target.is_symlink():
             problems.append((child, f"holds checkpoints the step store already has at {target}"))
     if problems:
         raise _refused(problems)

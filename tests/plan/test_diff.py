@@ -21,6 +21,7 @@ from ftspec.plan.diff_render import render_json, render_markdown, render_text
 from ftspec.plan.model import Plan
 
 GOLDEN = ROOT / "tests" / "golden" / "diff"
+K1, K2, KE = "1" * 64, "2" * 64, "e" * 64  # step keys are sha256s
 TICKETS = ROOT / "specs" / "data" / "support-tickets.jsonl"
 ALL_STEPS = ["prepare_data", "generate_base", "eval_base", "train", "generate_tuned", "eval_tuned", "report"]
 
@@ -310,8 +311,8 @@ def tiny_plan(**sections) -> Plan:
     base = {**_BASE_PLAN, "name": "p",
             "spec": {"path": "specs/p.yaml", "bases": [], "profiles": [], "overrides": []},
             "checks": {"warnings": [], "not_checked": []},
-            "steps": [{"name": "prepare_data", "needs": [], "key": "k1"},
-                      {"name": "train", "needs": ["prepare_data"], "key": "k2"}]}
+            "steps": [{"name": "prepare_data", "needs": [], "key": K1},
+                      {"name": "train", "needs": ["prepare_data"], "key": K2}]}
     replaced = {k: sections.pop(k) for k in ("steps", "spec", "checks") if k in sections}
     return Plan.build({**_merge(base, sections), **replaced})
 
@@ -353,10 +354,10 @@ def test_lists_sections_and_paths_are_ordered():
 
 
 def test_steps_that_appear_or_disappear():
-    old = tiny_plan(steps=[{"name": "prepare_data", "key": "k1"}, {"name": "eval_base", "key": "e"},
-                           {"name": "train", "key": "k2"}])
-    new = tiny_plan(steps=[{"name": "prepare_data", "key": "k1"}, {"name": "train", "key": "k2"},
-                           {"name": "report", "key": "r"}])
+    old = tiny_plan(steps=[{"name": "prepare_data", "key": K1}, {"name": "eval_base", "key": KE},
+                           {"name": "train", "key": K2}])
+    new = tiny_plan(steps=[{"name": "prepare_data", "key": K1}, {"name": "train", "key": K2},
+                           {"name": "report", "key": "f" * 64}])
     d = diff_plans(old, new)
     assert d.rerun == ["report"] and d.reused == ["prepare_data", "train"] and d.dropped == ["eval_base"]
     assert not d.is_empty()
@@ -507,3 +508,32 @@ def test_each_change_names_where_its_value_came_from(tmp_path, monkeypatch):
     back = diff_plans(new, old, new_origin, old_origin)
     assert {c.path: c.origin for c in back.changes}["training.learning_rate"].startswith("spec specs/quickstart.yaml:")
     assert {c.path: c.origin for c in back.changes}["training.max_steps"] == "default"
+
+
+def test_diff_git_is_not_stopped_by_a_link_out_of_the_repository_the_spec_never_reads(repo):
+    """A pull request that adds `docs/latest -> /var/www` must not break the diff of every spec."""
+    root = repo.parent.parent
+    (root / "latest").symlink_to("/etc/passwd")
+    (root / "up").symlink_to("../../../../../../etc")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "links")
+    old, new = diff_git("HEAD", repo)
+    assert diff_plans(old, new).is_empty()
+
+
+def test_diff_git_refuses_a_spec_that_was_a_link_out_of_the_repository(repo, tmp_path):
+    root = repo.parent.parent
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("ftspec: 1\nname: secret-value\n", encoding="utf-8")
+    text = repo.read_text(encoding="utf-8")
+    repo.unlink()
+    repo.symlink_to(secret)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "spec is a link")
+    repo.unlink()
+    repo.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        diff_git("HEAD", repo)
+    assert [(i.pos.file, i.message) for i in info.value.issues] == [
+        ("HEAD:specs/quickstart.yaml", "is a symbolic link to outside the repository")]
+    assert "secret" not in str(info.value)

@@ -153,3 +153,13 @@ def test_the_plan_says_how_each_metric_compares_answers(in_root):
     text = render_plan(plan)
     assert f"accuracy: answers compared {NORMALIZATIONS['label'].what}" in text
     assert f"exact_match: answers compared {NORMALIZATIONS['squad'].what}" in text
+
+
+@pytest.mark.parametrize("key", ["../../../outside", "a" * 64 + "\n", "A" * 64, "b" * 63])
+def test_a_plan_file_whose_step_key_is_not_a_sha256_is_refused(key):
+    # The store names folders after step keys: a plan read back may hold nothing else there.
+    plan, _ = compile_spec(ROOT / "specs" / "quickstart.yaml")
+    data = json.loads(plan.to_json())
+    data["steps"][0]["key"] = key
+    with pytest.raises(ValueError, match=r"steps\.0\.key"):
+        Plan.from_json(json.dumps(data))

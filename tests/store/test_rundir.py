@@ -141,16 +141,18 @@ def test_status_over_a_broken_manifest_and_markers(tmp_path):
         def __init__(self, name, key):
             self.name, self.key = name, key
 
+    k1, k2, k3 = "1" * 64, "2" * 64, "3" * 64  # step keys, as the store names them
+
     class Plan:
-        steps = [Step("prepare_data", "k1"), Step("train", "k2"), Step("report", "k3")]
+        steps = [Step("prepare_data", k1), Step("train", k2), Step("report", k3)]
 
     run_dir = tmp_path / "job"
     write(run_dir / "manifest.json", "{broken")
-    write(run_dir / "data" / rundir.MARKER, json.dumps({"key": "k1"}))
+    write(run_dir / "data" / rundir.MARKER, json.dumps({"key": k1}))
     write(run_dir / "model" / rundir.MARKER, "[]")
     write(run_dir / "report" / rundir.MARKER, "{cut")
     assert rundir.step_states(Plan(), run_dir) == {"prepare_data": "done", "train": "missing", "report": "missing"}
-    assert rundir.is_complete(run_dir / "data", "k1") and not rundir.is_complete(run_dir / "model", "k2")
+    assert rundir.is_complete(run_dir / "data", k1) and not rundir.is_complete(run_dir / "model", k2)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -47,7 +47,7 @@ def check_paths(ctx: Context) -> Iterator[Issue]:
         inputs = _inputs(ctx)
         problem = (output_problem(ctx.root / out, ctx.root, inputs) or _beside(ctx.root / out, ctx.root, inputs)
                    or _foreign_step_folder(ctx.root / out))
-        if STORE in Path(os.path.normpath(out)).parts:
+        if STORE in Path(os.path.normpath(out)).parts or STORE in _inside_parts(ctx.root / out, ctx.root):
             problem = (f"is the step store ({STORE}) or inside it, where ftspec keeps the steps of every run "
                        "directory beside it; use a folder of its own, e.g. runs/{name}")
         if problem:
@@ -63,6 +63,15 @@ def check_paths(ctx: Context) -> Iterator[Issue]:
             problem = hub_model_problem(ctx, metric.model)
             if problem:
                 yield ctx.error(("eval", "metrics", i, "model"), problem)
+
+
+def _inside_parts(path: Path, root: Path) -> tuple[str, ...]:
+    """The names of the folders ``path`` lies in under ``root``, symlinks followed (a folder
+    linked to the step store puts a run directory inside it as surely as its name does)."""
+    real, real_root = resolved(path)[0], resolved(root)[0]
+    if real is None or real_root is None or real_root not in real.parents:
+        return ()
+    return real.relative_to(real_root).parts
 
 
 def _beside(out: Path, root: Path, inputs: list[Path]) -> str | None:

@@ -20,7 +20,6 @@ import importlib.util
 import logging
 import os
 import pickle
-import shutil
 import signal
 import socket
 import sys
@@ -36,6 +35,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from transformers import AutoModelForCausalLM
 
 from ftspec.core.errors import Pos, RunFailed, SpecError
+from ftspec.core.folders import remove_own
 from ftspec.core.io import read_json
 from ftspec.runtime.distributed import ranks
 from ftspec.runtime.distributed.rendezvous import spec_rendezvous
@@ -62,7 +62,7 @@ def train(job: TrainJob, echo=print) -> TrainResult:
     preflight(compute)
     rdzv = spec_rendezvous(launch.nodes)
     work = job.checkpoints / (FOLDER if rdzv.node_rank == 0 else f"{FOLDER}-node{rdzv.node_rank}")
-    shutil.rmtree(work, ignore_errors=True)
+    remove_own(work, job.checkpoints)  # never through a link planted in the store
     (work / "logs").mkdir(parents=True)
     # Chosen once, here: a checkpoint cut off by a crash is removed before any worker looks.
     # Other nodes take rank 0's choice (the workers agree on it before training).

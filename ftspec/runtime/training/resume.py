@@ -14,7 +14,6 @@ checkpoint.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import sys
 import threading
@@ -22,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from ftspec.core.folders import refuse_links, remove_own
 
 REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 WEIGHTS = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -38,12 +39,13 @@ def last_checkpoint(folder: Path) -> str | None:
     found = []
     for path in folder.iterdir():
         m = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        if m and path.is_dir():
+        if m and (path.is_dir() or path.is_symlink()):
+            refuse_links(path, folder, "writes its checkpoints")  # never resumed from, nor removed, through a link
             found.append((int(m.group(1)), path))
     for _, path in sorted(found, reverse=True):
         if is_complete_checkpoint(path):
             return str(path)
-        shutil.rmtree(path, ignore_errors=True)  # cut off while being written
+        remove_own(path, folder)  # cut off while being written
     return None
 
 

@@ -29,6 +29,16 @@ def test_the_step_store_is_not_an_output_directory(issues):
         "run directory beside it; use a folder of its own, e.g. runs/{name}"]
 
 
+@pytest.mark.parametrize("out", ["runs/s", "runs/s/train", "runs/s/new"])
+def test_a_folder_linked_to_the_step_store_is_the_step_store(issues, tmp_path, out):
+    """A pull request can commit a link to the store: where a run writes is judged with links followed."""
+    (tmp_path / "runs" / ".ftspec-store" / "train").mkdir(parents=True)
+    (tmp_path / "runs" / "s").symlink_to(".ftspec-store", target_is_directory=True)
+    assert at(issues(BASE + f"output: {{dir: {out}}}\n"), "output.dir") == [
+        f"'{out}' is the step store (.ftspec-store) or inside it, where ftspec keeps the steps of every "
+        "run directory beside it; use a folder of its own, e.g. runs/{name}"]
+
+
 def test_a_step_folder_ftspec_did_not_write(issues, tmp_path):
     (tmp_path / "runs" / "demo" / "model").mkdir(parents=True)
     (tmp_path / "runs" / "demo" / "model" / "weights.bin").write_text("mine")
