@@ -383,9 +383,17 @@ def test_ctrl_c_keeps_the_answers_in_flight_and_sends_nothing_more(tmp_path):
     main = threading.main_thread().ident
     fake = FakeRuntime()
     original = fake.send
+    lock = threading.Lock()
+    pressed = threading.Event()
 
     def send(request, **kw):
-        if len(fake.sent) == 3:  # Ctrl-C while the fourth row is being asked
+        # Ctrl-C once, while the fourth row (or, two threads racing past the third, a later one)
+        # is being asked: `== 3` could be skipped when both threads count before either sends.
+        with lock:
+            press = len(fake.sent) >= 3 and not pressed.is_set()
+            if press:
+                pressed.set()
+        if press:
             signal.pthread_kill(main, signal.SIGINT)
         return original(request, **kw)
 
@@ -393,7 +401,7 @@ def test_ctrl_c_keeps_the_answers_in_flight_and_sends_nothing_more(tmp_path):
     fake.client.meta.events.register("before-send.bedrock-runtime.Converse", send)
     with pytest.raises(KeyboardInterrupt):
         converse.answer(fake.client, MODEL, prompts(40), path=path, max_tokens=8, max_concurrency=2)
-    deadline = time.time() + 5
+    deadline = time.time() + 60  # a hang detector only: the loop ends as soon as the calls in flight are saved
     while time.time() < deadline and (fake.in_flight or len(converse.saved_answers(path)) < len(fake.sent)):
         time.sleep(0.02)  # the calls in flight finish in their threads, and are saved
     sent = len(fake.sent)
