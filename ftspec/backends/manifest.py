@@ -83,17 +83,29 @@ def git_state(root: Path, inputs: list[str] = ()) -> dict | None:
             return None
         changed = run_git(root, "status", "--porcelain", "--untracked-files=no").stdout.strip()
         inputs = [i for i in inputs if (root / i).exists()]
-        tracked = set(run_git(root, "ls-files", "--", *inputs).stdout.splitlines()) if inputs else set()
+        # -z: names as they are, not quoted with octal escapes (a name with "é" or a quote in it)
+        tracked = set(run_git(root, "ls-files", "-z", "--", *inputs).stdout.split("\0")) if inputs else set()
         modified = set()
         if inputs:
-            status = run_git(root, "status", "--porcelain", "--untracked-files=no", "--", *inputs)
-            for line in status.stdout.splitlines():
-                modified.add(line[3:].strip().strip('"'))
+            status = run_git(root, "status", "--porcelain", "-z", "--untracked-files=no", "--", *inputs)
+            modified = porcelain_paths(status.stdout) & set(inputs)
     except (OSError, subprocess.TimeoutExpired):
         return None
     untracked = sorted(i for i in inputs if i not in tracked)
     return {"commit": commit.stdout.strip(), "dirty": bool(changed or untracked or modified),
             "untracked_inputs": untracked, "modified_inputs": sorted(modified)}
+
+
+def porcelain_paths(out: str) -> set[str]:
+    """The paths ``git status --porcelain -z`` lists: ``XY PATH``, a rename or copy followed
+    by the path it came from."""
+    found, fields = set(), iter(out.split("\0"))
+    for field in fields:
+        if len(field) > 3:
+            found.add(field[3:])
+            if field[0] in "RC" or field[1] in "RC":
+                found.add(next(fields, ""))
+    return found
 
 
 def publish(run_dir: Path) -> None:

@@ -51,10 +51,25 @@ def _extract(root: Path, commit: str, dest: Path, where: Pos) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C"))
     assert proc.stdout is not None
+    links: list[tuple[str, str]] = []
+
+    def only_data(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        # A symbolic link out of the checkout (to /etc/passwd, ../../x) anywhere in the tree must
+        # not stop the diff of a spec that never reads it, nor be written before the files that
+        # follow it: it is set aside and made last, so the compiler's path policy refuses it if
+        # the spec names it, as it does in the working tree.
+        try:
+            return tarfile.data_filter(member, path)
+        except tarfile.FilterError:
+            if member.issym():
+                links.append((member.name, member.linkname))
+                return None
+            raise
+
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
             if hasattr(tarfile, "data_filter"):
-                archive.extractall(dest, filter="data")
+                archive.extractall(dest, filter=only_data)
             else:  # pragma: no cover - Python without extraction filters
                 archive.extractall(dest)
     except tarfile.TarError as exc:
@@ -67,6 +82,11 @@ def _extract(root: Path, commit: str, dest: Path, where: Pos) -> None:
     if proc.wait() != 0:
         raise SpecError.one(where, "", f"git archive {commit[:12]} failed: "
                                        f"{err.splitlines()[-1] if err else 'unknown error'}")
+    for name, target in links:
+        link = dest / name
+        # git's tree has no path below a link, so its folder is a real one inside dest
+        if link.parent.resolve().is_relative_to(dest.resolve()) and not os.path.lexists(link):
+            link.symlink_to(target)
 
 
 def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
@@ -102,6 +122,8 @@ def diff_git(rev: str, spec_path: str | Path, profiles: Iterable[str] = (), sets
         # Make the checkout its own repository root, so the plan records the same
         # relative paths as it does in the working tree.
         (tmp / ".git").mkdir(exist_ok=True)
+        if not (tmp / inside).resolve().is_relative_to(tmp.resolve()):
+            raise SpecError.one(Pos(f"{rev}:{inside}"), "", "is a symbolic link to outside the repository")
         try:
             old, old_origin = compile_sourced(tmp / inside, profiles, sets, allow=allow)
         except SpecError as exc:

@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 from typing import Any, Mapping
 
+from ftspec.core.text import printable
 from ftspec.runtime.report.document import Alert, Block, Chart, Document, Fields, Heading, Paragraph, Table
 
 __all__ = ["render_html", "render_markdown"]
@@ -39,7 +40,15 @@ def md_escape(text: Any) -> str:
     """Plain text for one line of Markdown: what could start markup, an HTML tag or an entity is backslash-escaped."""
     text = "" if text is None else str(text)
     text = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", " ⏎ ")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return " ⏎ ".join(_shown(text).split("\n"))
+
+
+def _shown(value: Any) -> Any:
+    """Text with its lines kept and any other control, format or separator character (an escape
+    sequence, a bidi override from a file of the run) shown as its escape: both reports are
+    also read with `cat` and in reviews."""
+    return "\n".join(printable(line) for line in value.split("\n")) if isinstance(value, str) else value
 
 
 def _md_block(block: Block) -> str:
@@ -75,7 +84,8 @@ def _template():
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
     env = Environment(loader=PackageLoader("ftspec.runtime.report", "templates"), autoescape=True,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=StrictUndefined)
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=StrictUndefined,
+                      finalize=_shown)
     return env.get_template(TEMPLATE)
 
 

@@ -41,6 +41,7 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "==": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12),
 }
 EXAMPLES = 5  # improved / regressed examples shown
+SERIES_LIMIT = 1e100  # a logged step or value beyond this is not one a run wrote
 OVERFIT_RISE = 0.02  # validation loss this much above its lowest point counts as rising
 
 
@@ -96,9 +97,12 @@ def series(log: Iterable[dict], key: str) -> list[tuple[float, float]]:
         if not isinstance(entry, dict):
             continue
         value = num(entry.get(key))
-        if value is None:
+        # a value no training logs (its span with another would overflow a float: no axis can show it)
+        if value is None or abs(value) > SERIES_LIMIT:
             continue
         step = num(entry.get("step"))
+        if step is not None and not 0 <= step <= SERIES_LIMIT:
+            step = None
         by_step[step if step is not None else float(i)] = value
     return sorted(by_step.items())
 
@@ -317,7 +321,8 @@ def metric_values(raw: Any) -> dict | None:
     if not isinstance(source, dict):
         source = {k: v for k, v in raw.items()
                   if k not in ("rows", "few_shot", "split", "details", "mode") and (v is None or num(v) is not None)}
-    return {str(k): num(v) for k, v in source.items()}
+    # a name the report prints must be one a metric could have (not an escape sequence, not a page of text)
+    return {str(k): num(v) for k, v in source.items() if str(k).isprintable() and len(str(k)) <= 64}
 
 
 def _prediction(row: dict | None) -> dict | None:
@@ -454,9 +459,12 @@ def compute(plan: PlanFacts, run: RunFiles) -> Results:
         if b is not None and t is not None:
             delta[n] = clean(t - b)
     raws = (run.tuned_raw, run.base_raw)
-    rows_n = next((r.get("rows") for r in raws if isinstance(r, dict) and r.get("rows") is not None),
-                  len(rows) if rows else None)
-    split = next((r.get("split") for r in raws if isinstance(r, dict) and r.get("split")), None) or plan.split
+    # What an eval step's metrics.json says is used only where it has the shape the report
+    # publishes (a count, a split's name); anything else in a file edited by hand is not shown.
+    rows_n = next((r["rows"] for r in raws if isinstance(r, dict) and isinstance(r.get("rows"), int)
+                   and not isinstance(r["rows"], bool) and r["rows"] >= 0), len(rows) if rows else None)
+    split = next((r["split"] for r in raws if isinstance(r, dict) and isinstance(r.get("split"), str)
+                  and r["split"].isidentifier()), None) or plan.split
     gates = check_gates(plan.gates, base, tuned)
     details = {"base": run.base_raw.get("details") if isinstance(run.base_raw, dict) else None,
                "tuned": run.tuned_raw.get("details") if isinstance(run.tuned_raw, dict) else None}

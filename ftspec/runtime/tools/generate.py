@@ -26,10 +26,10 @@ import jinja2.meta
 
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
-from ftspec.core.io import iter_jsonl
+from ftspec.core.text import printable
+from ftspec.data import sources
 from ftspec.data import templates as tpl
 from ftspec.data.formatting import FormatError, RowFormatter
-from ftspec.data.jsonrows import MAX_ROW_DEPTH
 from ftspec.runtime.quiet import quiet_libraries
 from ftspec.store.rundir import run_dir_of, step_states, store_of
 
@@ -209,18 +209,26 @@ def answer(plan, loaded: Loaded, prompts: list[str], max_new_tokens: int | None 
 # -------------------------------------------------------------------- generate
 
 
-# Rows given to `generate --file`: read as any JSON lines ftspec is given (a regular file
-# only, strict JSON, rows of bounded nesting), and no more than a person would ask at once.
+# Rows given to `generate --file`: read by the reader of the spec's own data (a regular file
+# only, strict JSON, a byte-order mark and CRLF as a user means them, .gz read within its
+# expansion limit, rows of bounded size), and no more than a person would ask at once.
 MAX_FILE_BYTES = 64 << 20
 
 
 def read_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) of each row of a JSON-lines file. Raises SpecError at FILE:LINE."""
-    rows = []
-    for number, _, row in iter_jsonl(path, limit=MAX_FILE_BYTES, max_depth=MAX_ROW_DEPTH):
-        if not isinstance(row, dict):
-            raise SpecError.one(Pos(str(path), number), "", "each line must be a JSON object of the spec's columns")
-        rows.append((number, row))
+    """(line number, row) of each row of a JSON-lines file (or .jsonl.gz). Raises SpecError at FILE:LINE."""
+    rows, total, shown = [], 0, str(path)
+    try:
+        for row in sources.read_rows(Path(path), "jsonl", shown):
+            total += row.size
+            if total > MAX_FILE_BYTES:
+                raise SpecError.one(Pos(shown, row.number), "--file", f"more than {MAX_FILE_BYTES >> 20} MiB of rows "
+                                    "is refused; give fewer rows at a time")
+            rows.append((row.number, row.values))
+    except sources.RowError as exc:
+        raise SpecError([exc.issue()]) from None
+    if not rows:
+        raise SpecError.one(Pos(shown), "--file", "holds no rows to answer", "write one JSON object per line")
     return rows
 
 
@@ -252,12 +260,12 @@ def _format(prompter: Prompter, row: dict, where: str, tokenizer) -> str:
 
 
 def render_text(results: list[dict], show_prompt: bool = False) -> str:
-    """Readable output: a lone answer as it is; several, or with the base model's, in blocks."""
+    """Readable output: a lone answer as it is (but for escapes); several, or with the base model's, in blocks."""
     if len(results) == 1 and "base" not in results[0] and not show_prompt:
-        return results[0]["tuned"] + "\n"
+        return _lines(results[0]["tuned"]) + "\n"
     lines = []
     for i, r in enumerate(results, start=1):
-        shown = ", ".join(f"{k}={_one_line(v)}" for k, v in r["input"].items())
+        shown = ", ".join(f"{printable(k)}={_one_line(v)}" for k, v in r["input"].items())
         lines.append(f"[{i}] {shown}")
         if show_prompt:
             lines.append(_indented("prompt", r["prompt"]))
@@ -271,13 +279,19 @@ def _one_line(value) -> str:
     import json
 
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = text.replace("\n", "\\n")
+    text = printable(text)  # "\n" included: one line
     return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _lines(text: str) -> str:
+    """Text for the terminal: its lines kept, what else is not printable (an escape sequence
+    in a row or in what the model wrote, a bidi override) shown as its escape."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def _indented(label: str, text: str) -> str:
     pad = " " * 9
-    body = text.split("\n")
+    body = _lines(text).split("\n")
     return "\n".join([f"  {label:<6} {body[0]}"] + [pad + line for line in body[1:]])
 
 
@@ -328,7 +342,7 @@ def chat_loop(plan, prompter: Prompter, loaded: Loaded, read: TextIO, write: Cal
                 raise SpecError.one(Pos("<chat>"), exc.key, exc.message) from None
         conversation = messages + turn
         reply = answer(plan, loaded, [chat_prompt(conversation, loaded.tokenizer)], max_new_tokens)[0]
-        write(reply + "\n")
+        write(_lines(reply) + "\n")  # what the model wrote, never a terminal escape
         messages = conversation + [{"role": "assistant", "content": reply.strip()}]
         answered += 1
     return answered

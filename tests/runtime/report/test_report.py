@@ -586,3 +586,37 @@ def test_an_unknown_block_is_a_clear_error():
     for render in (render_markdown, lambda d: render_html(d, {})):
         with pytest.raises(TypeError, match="not a report block"):
             render(doc)
+
+
+# --------------------------------------------------------------------------- run files a pull request wrote
+
+
+def test_run_files_of_any_shape_give_a_report_with_no_terminal_escape(tmp_path):
+    """A run directory is a file a pull request can carry: metric names and values, counts,
+    split names and logged losses of the wrong shape (text with escape sequences, objects,
+    1e308) make no traceback, and nothing of them reaches report.md or report.html unescaped."""
+    from conftest import ROOT
+
+    from ftspec.plan.compile import compile_spec
+
+    plan, _ = compile_spec(ROOT / "specs" / "quickstart.yaml")
+    evil = "x\x1b]0;TITLE\x07\u202e"
+    run = tmp_path / "run"
+    for side in ("eval-base", "eval-tuned"):
+        (run / side).mkdir(parents=True)
+        (run / side / "metrics.json").write_text(json.dumps(
+            {"metrics": {"accuracy": 0.5, evil: 1.0}, "rows": evil, "split": {"a": 1}}), encoding="utf-8")
+    (run / "model").mkdir()
+    (run / "model" / "train.json").write_text(json.dumps({"steps": evil}), encoding="utf-8")
+    log = [{"step": 1, "loss": 1e308}, {"step": 2, "loss": -1e308}, {"step": 1e308, "loss": 1.0},
+           {"step": 3, "loss": 0.5, "eval_loss": evil}]
+    (run / "model" / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log), encoding="utf-8")
+    out = tmp_path / "report"
+    out.mkdir()
+    summary = build_report(run, plan, out)
+    assert summary["rows"] is None and summary["split"] == plan.eval.split
+    assert evil not in summary["tuned"]
+    for name in ("report.md", "report.html"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, name
+        assert "\\x1b" in text and "TITLE" in text, name  # shown, as its escapes

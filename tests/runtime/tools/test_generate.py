@@ -265,3 +265,50 @@ def test_chat_refuses_a_spec_that_is_not_chat(text_run):
     result = _cli("chat", spec, input="hi\n")
     assert result.exit_code == 2
     assert "ftspec chat needs a chat-format spec (this one is prompt_completion)" in result.output
+
+
+# ----------------------------------------------------------------------------- --file rows, read as data rows are
+
+
+def test_generate_file_reads_rows_as_the_spec_data_reader_does(tmp_path):
+    """A byte-order mark, CRLF and blank lines are read as in the spec's data; a .gz file too."""
+    import gzip
+
+    from ftspec.runtime.tools.generate import read_rows
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(b'\xef\xbb\xbf{"text": "a"}\r\n\r\n{"text": "b"}\r\n')
+    assert read_rows(rows) == [(1, {"text": "a"}), (3, {"text": "b"})]
+    packed = tmp_path / "rows.jsonl.gz"
+    packed.write_bytes(gzip.compress(b'{"text": "a"}\n'))
+    assert read_rows(packed) == [(1, {"text": "a"})]
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"", "holds no rows to answer"),
+    (b"\n\n", "holds no rows to answer"),
+    (b'{"text": "a"}\n[1, 2]\n', "2: expected a JSON object per line, found a list"),
+    (b'"text"\n', "1: expected a JSON object per line, found a string"),
+    (b'{"text": "\xff"}\n', "1: not valid UTF-8"),
+])
+def test_generate_file_that_is_not_rows_is_one_line_at_its_row(tmp_path, body, message):
+    from ftspec.runtime.tools.generate import read_rows
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes(body)
+    with pytest.raises(SpecError) as info:
+        read_rows(rows)
+    assert len(info.value.issues) == 1 and message in str(info.value), str(info.value)
+
+
+def test_generate_output_never_carries_a_terminal_escape():
+    """A row's value or key, or what the model wrote, is shown escaped; lines stay lines."""
+    from ftspec.runtime.tools.generate import render_text
+
+    evil = "a\x1b]0;TITLE\x07\x1b[2J\u202eb"
+    one = render_text([{"input": {"text": evil}, "prompt": evil, "tuned": f"{evil}\nsecond"}])
+    many = render_text([{"input": {evil: evil}, "prompt": evil, "tuned": evil, "base": evil}] * 2, show_prompt=True)
+    for shown in (one, many):
+        assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
+        assert "\\x1b]0;TITLE\\x07" in shown
+    assert one.splitlines()[1] == "second"
