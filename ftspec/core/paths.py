@@ -22,8 +22,11 @@ ENV = "FTSPEC_ALLOW_PATHS"
 
 
 def find_root(spec_path: Path) -> Path:
-    """The spec's repository root (the nearest folder above it with ``.git``), else its folder."""
-    start = Path(spec_path).resolve().parent
+    """The spec's repository root (the nearest folder above it with ``.git``), else its folder.
+    Found from where the spec file is named, not where a link there points: a spec that is a
+    link out of its repository is then refused by the path policy, not given the link's target
+    folder as its repository."""
+    start = Path(spec_path).absolute().parent.resolve()
     for folder in (start, *start.parents):
         if (folder / ".git").exists():
             return folder

@@ -108,3 +108,22 @@ def test_the_write_guard_keeps_the_root_inputs_and_kept_folders_symlinks_followe
     assert problem(tmp_path / "link", folder=False) == "is 'data/train.jsonl', an input of this spec"
     assert problem(root / "data", folder=False) is None, "a file target holds nothing"
     assert problem(root / "exported") is None and problem(root / "data" / "lock.json", folder=False) is None
+
+
+def test_a_spec_that_is_a_link_out_of_its_repository_is_not_read(tmp_path, monkeypatch):
+    # CI runs `ftspec validate specs/*.yaml` on a pull request's files: a spec that is a link to
+    # a file outside the repository must not be read, nor its lines shown in an error.
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("aws_secret_access_key: hunter2\n")
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "specs").mkdir()
+    (repo / "specs" / "evil.yaml").symlink_to(outside)
+    monkeypatch.chdir(repo)
+    for command in ("validate", "plan", "lock"):
+        result = CliRunner().invoke(main, [command, "specs/evil.yaml"])
+        assert result.exit_code == 2, result.output
+        assert "resolves outside the spec's repository" in result.output
+        assert "hunter2" not in result.output and "aws_secret" not in result.output
+    allowed = CliRunner().invoke(main, ["validate", "specs/evil.yaml", "--allow-path", str(tmp_path)])
+    assert "aws_secret_access_key" in allowed.output  # read, once whoever runs ftspec allows it

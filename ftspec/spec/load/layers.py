@@ -116,6 +116,10 @@ def load(
     """Load a spec file with its bases, apply the chosen profiles and ``--set`` overrides.
     ``policy`` (a :class:`ftspec.core.paths.PathPolicy`) confines the bases it may read."""
     path = Path(spec_path)
+    if policy is not None:  # the spec itself, as its bases: a link out of the repository is not read
+        problem = policy.outside(path, str(spec_path))
+        if problem:
+            raise SpecError.one(Pos(str(spec_path)), "spec", problem)
     doc, files = _load_with_bases(path.resolve(), [path.resolve()], policy)
     # The spec's own file is named as the user gave it, bases relative to the cwd.
     profiles = list(profiles)
