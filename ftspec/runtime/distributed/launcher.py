@@ -23,6 +23,7 @@ import pickle
 import signal
 import socket
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def train(job: TrainJob, echo=print) -> TrainResult:
     config = _launch_config(launch, rdzv, port, work, job)
     stop = _StopOnCtrlC(work / STOP)
     try:
-        with stop.installed(), _environment(compute):
+        with _signals_kept(), stop.installed(), _environment(compute):
             elastic_launch(config, sys.executable)("-m", "ftspec.runtime.distributed.worker_main", str(job_file))
     except ChildFailedError as exc:
         raise RunFailed(_failure_line(exc, work)) from None
@@ -166,6 +167,24 @@ def _environment(compute: Any):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def _signals_kept():
+    """The process's signal handlers as they were before the launch: torch's launcher sets its
+    own for SIGTERM, SIGHUP and SIGQUIT (and SIGINT, unless told not to) and leaves them, so a
+    program that ran ftspec (ftspec.api, a notebook) would find Ctrl-C or SIGTERM changed."""
+    if threading.current_thread() is not threading.main_thread():  # neither torch nor ftspec can set one there
+        yield
+        return
+    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    kept = {sig: signal.getsignal(sig) for name in names if (sig := getattr(signal, name, None)) is not None}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(sig, handler)
 
 
 class _StopOnCtrlC:

@@ -399,8 +399,13 @@ def test_ctrl_c_keeps_the_answers_in_flight_and_sends_nothing_more(tmp_path):
 
     fake.client.meta.events.unregister("before-send.bedrock-runtime.Converse", fake.send)
     fake.client.meta.events.register("before-send.bedrock-runtime.Converse", send)
-    with pytest.raises(KeyboardInterrupt):
-        converse.answer(fake.client, MODEL, prompts(40), path=path, max_tokens=8, max_concurrency=2)
+    # Ctrl-C as Python raises it, whatever handler an earlier test in this process left behind
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            converse.answer(fake.client, MODEL, prompts(40), path=path, max_tokens=8, max_concurrency=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.time() + 60  # a hang detector only: the loop ends as soon as the calls in flight are saved
     while time.time() < deadline and (fake.in_flight or len(converse.saved_answers(path)) < len(fake.sent)):
         time.sleep(0.02)  # the calls in flight finish in their threads, and are saved

@@ -73,7 +73,12 @@ def one_process(tmp_path_factory):
 
 def test_two_processes_with_batch_8_train_as_one_process_with_batch_16(tmp_path, one_process):
     spec = write_job(tmp_path, BODY + "method: {kind: sft, adapter: full}\n")
+    import signal
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     two, lines = run_job(spec, *TWO)
+    # torch's launcher sets handlers of its own and leaves them: ftspec puts the program's back
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     text = "\n".join(lines)
     assert "starting 2 processes on this machine, 2 in all" in text
     _assert_same_training(one_process, two.run_dir, "model.safetensors")
