@@ -2,12 +2,15 @@
 statistics take: the speed targets that the tests, which assert only which bound
 stopped an input (a count of steps, tokens, values, rows), do not time.
 
-    python bench/bounded_work.py [--runs 3] [--only NAME]
+    python bench/bounded_work.py [--runs 3] [--only NAME] [--quick]
 
 Each case runs --runs times in this process (the CLI's imports done once, first) and
 prints its median wall time next to its target; the template cases also print the steps
 their renderings took. Last line: `bounded_work slowest/target=X.XX` (at most 1 is the aim).
 Timings depend on the machine: compare runs on the same one.
+
+--quick: every case once (each is bounded: the whole takes about ten seconds); the
+figures mean nothing (for CI: the script still runs and every input is still refused).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _quick import add_quick, say_quick  # noqa: E402
 
 ROWS = "".join(json.dumps({"text": f"request {i}", "queue": "billing"}) + "\n" for i in range(600))
 SPEC = """ftspec: 1
@@ -152,9 +157,12 @@ CASES: dict[str, tuple[float, Callable[[], Callable[[], object]]]] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, help="default 3; --quick: 1")
     parser.add_argument("--only", help="Run only the cases whose name contains this.")
+    add_quick(parser)
     args = parser.parse_args()
+    args.runs = args.runs or (1 if args.quick else 3)
+    say_quick(args.quick)
     _validate()  # the CLI's imports, once
     worst = 0.0
     print(f"{'case':34} {'median s':>9} {'target s':>9}  what stopped it")

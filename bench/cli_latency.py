@@ -1,13 +1,16 @@
 """How long `ftspec validate` takes, next to the time it takes just to import the
 training stack: the light commands must answer in a fraction of it.
 
-    python bench/cli_latency.py [--runs 9] [--baseline REV]
+    python bench/cli_latency.py [--runs 9] [--baseline REV] [--quick]
 
 Runs both commands interleaved, in fresh processes, after one warm-up each, and
 prints the median wall times and their ratio. Targets: validate <= 0.25 s and
 <= 0.05 x the import. With ``--baseline REV``, the ftspec of git revision REV
 (extracted into a temporary folder) runs `validate` and `plan` interleaved with this
 checkout's, on the same spec, so a regression shows as a ratio measured in one run.
+
+--quick: one run of each, no warm-up; the figures mean nothing (for CI:
+the script still runs).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _quick import add_quick, say_quick  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict | None = None) -> float:
@@ -35,10 +41,12 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--runs", type=int, help="default 9; --quick: 1")
     parser.add_argument("--baseline", metavar="REV", help="Also time the light commands of git revision "
                                                           "REV, side by side.")
+    add_quick(parser)
     args = parser.parse_args()
+    args.runs = args.runs or (1 if args.quick else 9)
 
     largest = max((ROOT / "specs").glob("*.yaml"), key=lambda p: p.stat().st_size)
     spec = str(largest.relative_to(ROOT))
@@ -53,13 +61,15 @@ def main() -> int:
     except ImportError:
         sys.exit("torch and transformers are not installed here: pip install -e '.[train]'")
 
-    timed(validate)
-    timed(imports)
+    if not args.quick:  # warm-up
+        timed(validate)
+        timed(imports)
     v_times, i_times = [], []
     for _ in range(args.runs):
         v_times.append(timed(validate))
         i_times.append(timed(imports))
     v, i = statistics.median(v_times), statistics.median(i_times)
+    say_quick(args.quick)
     print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print(f"ftspec validate {spec}: median {v:.3f} s over {args.runs} runs (min {min(v_times):.3f}, max "
           f"{max(v_times):.3f})")

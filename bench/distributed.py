@@ -1,6 +1,6 @@
 """Training in one process or in two (DDP over gloo) on the CPU, as `ftspec run` launches them, side by side.
 
-    python bench/distributed.py [--steps 30] [--rounds 2] [--variants 1,2] [--hidden 128 --layers 4]
+    python bench/distributed.py [--steps 30] [--rounds 2] [--variants 1,2] [--hidden 128 --layers 4] [--quick]
 
 A tiny llama (hidden 128, 4 layers, byte tokenizer) is fine-tuned (SFT, full) on the
 quickstart's support tickets with the same global batch both ways: 1 process x batch 16,
@@ -23,6 +23,9 @@ Measured, from the stamps:
              from the run's metrics.jsonl (TRL sums them over the processes), divided by
              the time between the "step 1/" and "step N/" lines.
 Last line: `distributed startup 2/1=X.XX tokens/s 2/1=Y.YY`.
+
+--quick: 2 steps, one round of the two-process variant alone, a 1 x 32 model, 48 rows,
+and nothing written to bench/results/; the figures mean nothing (for CI: both launches still run).
 """
 
 from __future__ import annotations
@@ -42,9 +45,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _quick import add_quick, say_quick  # noqa: E402
+
 DATA = ROOT / "specs" / "data" / "support-tickets.jsonl"
 RESULTS = ROOT / "bench" / "results" / "distributed-cpu.txt"
 GLOBAL_BATCH = 16
+FULL = {"steps": 30, "rounds": 2, "hidden": 128, "layers": 4, "rows": 400, "variants": "1,2"}
+# One process is the same `ftspec run` as the first run's; quick measures the two-process launch alone.
+QUICK = {"steps": 2, "rounds": 1, "hidden": 32, "layers": 1, "rows": 48, "variants": "2"}
 
 SPEC = """ftspec: 1
 name: bench
@@ -75,7 +85,8 @@ VARIANTS = {"1": ((), "1 process"), "2": (TWO, "2 processes"),
 def ftspec(spec: Path, sets: list[str]) -> tuple[float, list[tuple[float, str]]]:
     """Run `ftspec run`; return its wall time and its output lines, each with the seconds since the start."""
     cmd = [sys.executable, "-m", "ftspec", "run", str(spec)] + [a for s in sets for a in ("--set", s)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1)
@@ -112,14 +123,21 @@ def measure(spec: Path, run_dir: Path, sets: list[str], steps: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--variants", default="1,2", help="of 1, 2 and 1t2 (one process, compute.threads=2), "
-                        "the first the baseline of the ratios")
+    parser.add_argument("--steps", type=int, help="default 30; --quick: 2")
+    parser.add_argument("--rounds", type=int, help="default 2; --quick: 1")
+    parser.add_argument("--hidden", type=int, help="default 128; --quick: 32")
+    parser.add_argument("--layers", type=int, help="default 4; --quick: 1")
+    parser.add_argument("--rows", type=int, help="the first rows of the tickets (default 400; --quick: 48)")
+    parser.add_argument("--variants", help="of 1, 2 and 1t2 (one process, compute.threads=2), "
+                        "the first the baseline of the ratios (default 1,2; --quick: 2)")
     parser.add_argument("--no-save", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
+    add_quick(parser)
     args = parser.parse_args()
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.quick:
+        args.no_save = True
 
     import torch  # only for its version, in the header
 
@@ -135,7 +153,7 @@ def main() -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="ftspec-bench-distributed-"))
     try:
-        rows = DATA.read_text(encoding="utf-8").splitlines()[:400]
+        rows = DATA.read_text(encoding="utf-8").splitlines()[:args.rows]
         (folder / "tickets.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
         spec = folder / "bench.yaml"
         spec.write_text(SPEC.format(hidden=args.hidden, layers=args.layers, steps=args.steps, batch=GLOBAL_BATCH),
@@ -157,6 +175,7 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
     assert all(m["started"] == (v == "2") for v, ms in variants.items() for m in ms)
+    say_quick(args.quick)
     say(f"# {command}")
     say(f"# {datetime.date.today().isoformat()}; {cpus} CPUs usable "
         f"(nproc; os.cpu_count {os.cpu_count()}); torch {torch.__version__}; python {platform.python_version()}")

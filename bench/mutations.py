@@ -10,6 +10,7 @@ script exits 1.
 
     python bench/mutations.py            # every row (CI runs this)
     python bench/mutations.py digest     # the rows whose name contains "digest"
+    python bench/mutations.py --quick    # only check that every row still applies exactly once (no test runs)
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import say_quick  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("ftspec", "tests", "specs", "templates", "pyproject.toml")
@@ -95,14 +99,19 @@ def _copy(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def _apply(tree: Path, m: Mutation) -> None:
+def _mutated(tree: Path, m: Mutation) -> str:
+    """The text of the mutated file under ``tree``; exits when the text to replace is not there exactly once."""
     path = tree / m.file
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
     found = text.count(m.old)
     if found != 1:
         raise SystemExit(f"mutations: {m.name!r}: the text to replace is found {found} times in {m.file} "
                          "(exactly once expected): the mutation has rotted; update its row in bench/mutations.py")
-    path.write_text(text.replace(m.old, m.new), encoding="utf-8")
+    return text.replace(m.old, m.new)
+
+
+def _apply(tree: Path, m: Mutation) -> None:
+    (tree / m.file).write_text(_mutated(tree, m), encoding="utf-8")
 
 
 def _run(tree: Path, m: Mutation) -> tuple[bool, str]:
@@ -125,7 +134,22 @@ def _run(tree: Path, m: Mutation) -> tuple[bool, str]:
 
 
 def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    argv = [a for a in argv if a != "--quick"]
     chosen = [m for m in MUTATIONS if not argv or any(a in m.name for a in argv)]
+    if quick:  # the checkout is only read: every row's text is still there, exactly once
+        say_quick(True)
+        width = max((len(m.name) for m in chosen), default=10)
+        print(f"{'mutation':<{width}}  tests  result")
+        for m in chosen:
+            _mutated(ROOT, m)
+            for node in m.tests:  # and every named test is still there
+                file, _, name = node.partition("::")
+                where = ROOT / file
+                if not where.is_file() or f"def {name.split('[')[0]}(" not in where.read_text(encoding="utf-8"):
+                    raise SystemExit(f"mutations: {m.name!r}: no test {node}: update its row in bench/mutations.py")
+            print(f"{m.name:<{width}}  {len(m.tests):>5}  applies once (tests not run)")
+        return 0
     rows = []
     for m in chosen:
         started = time.monotonic()

@@ -1,7 +1,7 @@
 """Data preparation speed: rows per second to turn text rows into what the SFT trainer
 trains on (token ids and loss labels), ftspec against TRL's own preparation.
 
-    python bench/prepare.py [--rows 5000] [--repeats 3]
+    python bench/prepare.py [--rows 5000] [--repeats 3] [--quick]
 
 On the same prompt/completion rows (SST-2 and the tool-calling set from
 ../shared/datasets) and the same tokenizer (a byte-level BPE trained on the rows):
@@ -15,6 +15,9 @@ Median of --repeats, interleaved. ftspec pays this once per dataset: the result 
 cached under prepare_data's step key, and a later run with other training settings
 reads the tokens (bench/rerun.py, tests/runtime/training/test_runtime.py). Last line:
 `prepare ftspec/trl=X.XX`.
+
+--quick: 20 generated stand-in rows per dataset, a 300-token BPE, one repeat; the
+figures mean nothing (for CI: the script still runs, and its outputs still agree).
 """
 
 from __future__ import annotations
@@ -28,16 +31,21 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import MAX_LENGTH, SHARED, load_rows  # noqa: E402
+from _quick import add_quick, say_quick  # noqa: E402
+from throughput import MAX_LENGTH, SHARED, load_rows, tiny_model  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=5000, help="rows per dataset")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", type=int, help="rows per dataset (default 5000; --quick: 20)")
+    parser.add_argument("--repeats", type=int, help="default 3; --quick: 1")
+    add_quick(parser)
     args = parser.parse_args()
-    if not (SHARED / "sst2").is_dir() or not (SHARED / "toolformer").is_dir():
-        print(f"bench/prepare.py needs the shared datasets at {SHARED} (SST-2 and toolformer); they are missing here.")
+    n_rows, repeats = args.rows or (20 if args.quick else 5000), args.repeats or (1 if args.quick else 3)
+    vocab = 300 if args.quick else 4000
+    if not args.quick and (not (SHARED / "sst2").is_dir() or not (SHARED / "toolformer").is_dir()):
+        print(f"bench/prepare.py needs the shared datasets at {SHARED} (SST-2 and toolformer); they are missing here "
+              "(--quick runs on generated stand-in rows).")
         return 2
 
     from datasets import Dataset, disable_progress_bars
@@ -49,11 +57,12 @@ def main() -> int:
     from ftspec.runtime.training import data as D
 
     disable_progress_bars()
-    rows = load_rows("sst2", args.rows) + load_rows("toolformer", args.rows)
-    tokenizer = bpe_tokenizer((r["prompt"] + r["completion"] for r in rows[::10]), 4000)
-    model = AutoModelForCausalLM.from_config(tiny_config({"architecture": "llama", "hidden_size": 16, "num_layers": 1,
-                                                          "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 32,
-                                                          "max_position_embeddings": MAX_LENGTH}, tokenizer))
+    rows = load_rows("sst2", n_rows, args.quick) + load_rows("toolformer", n_rows, args.quick)
+    tokenizer = bpe_tokenizer((r["prompt"] + r["completion"] for r in rows[::10]), vocab)
+    model = AutoModelForCausalLM.from_config(tiny_config(tiny_model({
+        "architecture": "llama", "hidden_size": 16, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2,
+        "intermediate_size": 32, "max_position_embeddings": MAX_LENGTH,
+        "tokenizer": {"kind": "bpe", "vocab_size": vocab}, "init_seed": 0}), tokenizer))
     config = SFTConfig(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, report_to="none", max_length=MAX_LENGTH,
                        completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows[:8]),
@@ -80,14 +89,16 @@ def main() -> int:
     outputs = {name: fn() for name, fn in configs.items()}  # warm-up, and the outputs to compare
     same = all(out == outputs["trl"] for out in outputs.values())
     seconds: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, fn in configs.items():
             t0 = time.perf_counter()
             fn()
             seconds[name].append(time.perf_counter() - t0)
 
-    print(f"machine: {os.cpu_count()} CPUs; {len(rows)} prompt/completion rows (SST-2 + tool calling), "
-          f"byte-level BPE (4000), max_length {MAX_LENGTH}; median of {args.repeats}")
+    say_quick(args.quick)
+    print(f"machine: {os.cpu_count()} CPUs; {len(rows)} prompt/completion rows (SST-2 + tool calling"
+          f"{', generated stand-ins' if args.quick else ''}), byte-level BPE ({vocab}), max_length {MAX_LENGTH}; "
+          f"median of {repeats}")
     print(f"  {'config':<18} {'seconds':>8} {'rows/s':>9}")
     speed = {}
     for name in configs:

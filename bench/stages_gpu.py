@@ -1,13 +1,17 @@
 """Stages on a GPU: the small distillation (with logit distillation) and SFT then DPO of
 tests/test_stages_run.py, on CUDA in bf16, each timed step by step.
 
-    python bench/stages_gpu.py [--out FILE]
+    python bench/stages_gpu.py [--out FILE] [--quick]
 
 It writes a throwaway repository (the first 500 support tickets) under a temporary
 folder, runs both specs through `ftspec.backends.executor.execute`, and prints each stage's
 steps with their seconds, the distillation's comparison table, and whether the DPO
 stage's reference model is the SFT stage's model (trl's adapter-disabled policy
 against the SFT model saved to disk, on the same tokens). Needs a CUDA device.
+
+--quick: 2 steps a stage on 100 tickets; the figures mean nothing. Without a CUDA
+device it compiles both specs, says "no GPU: skipped" and exits 0 (for CI: the script
+still imports and its specs still compile); without --quick, no CUDA device is an error.
 """
 
 from __future__ import annotations
@@ -18,13 +22,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from string import Template
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _quick import add_quick, say_quick  # noqa: E402
+
+FULL = {"tickets": 500, "distill_steps": 150, "every": 50, "log": 25, "sft_steps": 60, "dpo_steps": 20}
+QUICK = {"tickets": 100, "distill_steps": 2, "every": 1, "log": 1, "sft_steps": 2, "dpo_steps": 2}
+
 ON_GPU = "compute: {device: cuda, precision: bf16}\n"
 
-DISTILL = """\
+DISTILL = Template("""\
 ftspec: 1
 name: distill
 model: {kind: tiny, hidden_size: 64, num_layers: 2, num_heads: 4, max_position_embeddings: 256}
@@ -36,8 +46,8 @@ format:
   prompt: "Request: {{ text }}\\nQueue:"
   completion: " {{ queue }}"
 method: {kind: sft, adapter: full}
-training: {max_steps: 150, batch_size: 16, max_length: 256, learning_rate: 3.0e-3, eval_every: 50, save_every: 50,
-           logging_steps: 25}
+training: {max_steps: $distill_steps, batch_size: 16, max_length: 256, learning_rate: 3.0e-3, eval_every: $every,
+           save_every: $every, logging_steps: $log}
 eval: {metrics: [accuracy], max_new_tokens: 16}
 stages:
   - name: teacher
@@ -45,9 +55,9 @@ stages:
     model: {kind: tiny, hidden_size: 48, num_layers: 1, num_heads: 4, max_position_embeddings: 256}
     method: {kind: distill, adapter: full, teacher: {stage: teacher}, batch_size: 32,
              logits: {alpha: 0.5, temperature: 2.0}}
-"""
+""")
 
-SFT_DPO = """\
+SFT_DPO = Template("""\
 ftspec: 1
 name: sft-dpo
 model: {kind: tiny, hidden_size: 64, num_layers: 2, num_heads: 4, max_position_embeddings: 256}
@@ -59,7 +69,7 @@ format:
   prompt: "Request: {{ text }}\\nQueue:"
   completion: " {{ queue }}"
 method: {kind: sft, adapter: full}
-training: {max_steps: 60, batch_size: 16, max_length: 256, learning_rate: 3.0e-3}
+training: {max_steps: $sft_steps, batch_size: 16, max_length: 256, learning_rate: 3.0e-3}
 eval: {metrics: [accuracy], max_new_tokens: 16, limit: 32}
 stages:
   - name: sft
@@ -70,9 +80,9 @@ stages:
       derive: {wrong: "{{ 'billing' if queue != 'billing' else 'account' }}"}
     format: {kind: preference, prompt: "Request: {{ text }}\\nQueue:", chosen: " {{ queue }}", rejected: " {{ wrong }}"}
     method: {kind: dpo, adapter: {kind: lora, r: 8}}
-    training: {max_steps: 20, learning_rate: 5.0e-4}
+    training: {max_steps: $dpo_steps, learning_rate: 5.0e-4}
     eval: {metrics: [preference_accuracy, reward_accuracy]}
-"""
+""")
 
 
 def steps_of(result) -> list[str]:
@@ -86,16 +96,20 @@ def steps_of(result) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path)
+    add_quick(parser)
     args = parser.parse_args()
+    size = QUICK if args.quick else FULL
     import torch
     import trl
 
     from ftspec.backends.executor import execute
     from ftspec.plan.compile import compile_spec
 
-    if not torch.cuda.is_available():
+    say_quick(args.quick)
+    gpu = torch.cuda.is_available()
+    if not gpu and not args.quick:
         sys.exit("bench/stages_gpu.py needs a CUDA device")
-    out = [f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, trl {trl.__version__}"]
+    out = [f"# {torch.cuda.get_device_name(0) if gpu else 'no GPU'}, torch {torch.__version__}, trl {trl.__version__}"]
     seen = {}
     real_train = trl.DPOTrainer.train
 
@@ -112,12 +126,17 @@ def main() -> None:
         repo = Path(tmp)
         (repo / ".git").mkdir()
         (repo / "data").mkdir()
-        lines = (ROOT / "specs" / "data" / "support-tickets.jsonl").read_text(encoding="utf-8").splitlines()[:500]
-        (repo / "data" / "tickets.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines = (ROOT / "specs" / "data" / "support-tickets.jsonl").read_text(encoding="utf-8").splitlines()
+        (repo / "data" / "tickets.jsonl").write_text("\n".join(lines[:size["tickets"]]) + "\n", encoding="utf-8")
+        plans = {}
         for name, text in (("distill", DISTILL), ("sft-dpo", SFT_DPO)):
             spec = repo / f"{name}.yaml"
-            spec.write_text(text + ON_GPU, encoding="utf-8")
-            plan = compile_spec(spec)[0]
+            spec.write_text(text.substitute(size) + ON_GPU, encoding="utf-8")
+            plans[name] = compile_spec(spec)[0]
+        if not gpu:
+            print("no GPU: skipped (both specs compiled; the runs need a CUDA device)")
+            return
+        for name, plan in plans.items():
             started = time.perf_counter()
             result = execute(plan, repo, echo=lambda _: None)
             out.append(f"## {name}: {time.perf_counter() - started:.1f}s in all")

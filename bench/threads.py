@@ -1,6 +1,6 @@
 """CPU threads for quickstart-sized training: 1 thread, 2 threads and torch's default, side by side.
 
-    python bench/threads.py [--steps 12] [--rounds 3] [--threads 1,2,default] [--hidden 128 --layers 2]
+    python bench/threads.py [--steps 12] [--rounds 3] [--threads 1,2,default] [--hidden 128 --layers 2] [--quick]
 
 Each configuration trains the quickstart's model (a tiny llama, hidden 128, 2 layers,
 byte tokenizer) on the quickstart's rows (specs/data/support-tickets.jsonl, batches of
@@ -15,6 +15,9 @@ default thread count, then per configuration the milliseconds per step (median a
 range over the rounds) and the ratio to 1 thread; whether the losses are bit-identical
 across thread counts (if not, threads change the result, and a step's key must cover
 them); last line: `threads default/1=X.XX 2/1=Y.YY`.
+
+--quick: one step of 4 rows, one round, threads 1 and default, a 1 x 32 model; the figures mean nothing (for
+CI: the script still runs).
 """
 
 from __future__ import annotations
@@ -28,10 +31,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _quick import add_quick, say_quick  # noqa: E402
+
 DATA = ROOT / "specs" / "data" / "support-tickets.jsonl"
 PROMPT = ("Route this support request to one queue: account, billing, returns, shipping or technical.\n"
           "Request: {text}\nQueue:")
 BATCH = 16
+QUICK = {"steps": 1, "rounds": 1, "hidden": 32, "layers": 1, "batch": 4, "threads": "1,default"}
 
 WORKER = r"""
 import json, sys, time
@@ -86,20 +94,28 @@ print(json.dumps({"threads": torch.get_num_threads(), "interop": torch.get_num_i
 """.replace("PROMPT", repr(PROMPT))
 
 
-def run_one(threads: str, steps: int, hidden: int = 128, layers: int = 2) -> dict:
-    out = subprocess.run([sys.executable, "-c", WORKER, threads, str(steps), str(DATA), str(BATCH), str(hidden),
-                          str(layers)], capture_output=True, text=True, check=True)
+def run_one(threads: str, steps: int, hidden: int = 128, layers: int = 2, batch: int = BATCH) -> dict:
+    out = subprocess.run([sys.executable, "-c", WORKER, threads, str(steps), str(DATA), str(batch), str(hidden),
+                          str(layers)], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"the worker for threads {threads} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", default="1,2,default")
-    parser.add_argument("--hidden", type=int, default=128, help="model width (the quickstart's: 128)")
-    parser.add_argument("--layers", type=int, default=2, help="transformer blocks (the quickstart's: 2)")
+    parser.add_argument("--steps", type=int, help="default 12; --quick: 1")
+    parser.add_argument("--rounds", type=int, help="default 3; --quick: 1")
+    parser.add_argument("--threads", help="default 1,2,default; --quick: 1,default")
+    parser.add_argument("--hidden", type=int, help="model width (default the quickstart's: 128; --quick: 32)")
+    parser.add_argument("--layers", type=int, help="transformer blocks (default the quickstart's: 2; --quick: 1)")
+    add_quick(parser)
     args = parser.parse_args()
+    full = {"steps": 12, "rounds": 3, "hidden": 128, "layers": 2, "batch": BATCH, "threads": "1,2,default"}
+    for name, value in (QUICK if args.quick else full).items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    say_quick(args.quick)
     configs = args.threads.split(",")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"CPUs usable {cpus} (os.cpu_count {os.cpu_count()}); load average before "
@@ -107,10 +123,10 @@ def main() -> None:
     results: dict[str, list[dict]] = {c: [] for c in configs}
     for _ in range(args.rounds):
         for c in configs:
-            results[c].append(run_one(c, args.steps, args.hidden, args.layers))
+            results[c].append(run_one(c, args.steps, args.hidden, args.layers, args.batch))
     default = results[configs[0]][0]["default"]
     print(f"torch's default: {default} threads; llama {args.layers} layers x {args.hidden} wide; "
-          f"{args.steps} steps of {BATCH} rows after 2 warm-up steps, "
+          f"{args.steps} steps of {args.batch} rows after 2 warm-up steps, "
           f"{args.rounds} interleaved rounds")
     per_step = {c: [r["seconds"] / args.steps * 1000 for r in rs] for c, rs in results.items()}
     base = statistics.median(per_step[configs[0]])

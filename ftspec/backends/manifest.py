@@ -5,6 +5,8 @@ repository, and the files copied to the top of the run directory."""
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from ftspec.catalog import steps
 from ftspec.core.git import run_git
 from ftspec.core.io import copy_atomic, read_json, write_json
 from ftspec.plan.artifacts import Manifest
+from ftspec.plan.compute import cpu_bf16_flags, usable_cpus
 from ftspec.plan.model import Plan
 
 # The report step's files people look for first, copied to the top of the run directory.
@@ -38,6 +41,23 @@ def manifest_steps(manifest) -> list[dict]:
     if not isinstance(entries, list):
         return []
     return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
+
+
+def machine(plan: Plan, setup: dict | None) -> dict:
+    """manifest.json's `machine`: the platform, and what the plan's `auto` rules became here
+    (the precision, and the CPU threads the backend's setup set; absent when nothing ran),
+    since the plan holds only the rules (ftspec.plan.compute)."""
+    found: dict = {"platform": platform.platform(), "cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
+                   "cpu_bf16": list(cpu_bf16_flags())}
+    if setup and "threads" in setup:
+        # Deferred: torch, to resolve the device; setup has imported it already.
+        from ftspec.runtime.training.builders import resolve_device, resolve_precision
+
+        device = resolve_device(plan.compute)
+        found.update(device=device, precision=resolve_precision(plan.compute, device),
+                     precision_setting=plan.compute.precision, threads=setup["threads"],
+                     threads_setting=setup.get("setting", plan.compute.threads))
+    return found
 
 
 def spec_files(plan: Plan, root: Path) -> dict[str, str | None]:

@@ -32,8 +32,9 @@ from ftspec.data.gguf import gguf_location
 from ftspec.data.sources import fingerprint
 from ftspec.data.splitting import split_limits
 from ftspec.plan import bedrock_request as request
-from ftspec.plan.compute import resolve_deepspeed, resolve_fsdp, resolve_launch, resolve_quant_storage
+from ftspec.plan.compute import precision_rule, resolve_deepspeed, resolve_fsdp, resolve_launch, resolve_quant_storage
 from ftspec.plan.keys import plan_steps
+from ftspec.plan.loss_positions import loss_positions
 from ftspec.plan.model import PLAN_VERSION, Plan
 from ftspec.plan.stages import stage_dir, stage_model
 from ftspec.spec import schema as S
@@ -141,22 +142,20 @@ def _limit(limit: Any) -> dict | None:
     return split_limits(limit.model_dump() if isinstance(limit, S.SplitLimits) else limit)
 
 
-def plan_threads(compute: S.Compute) -> int:
-    """compute.threads, with `auto` resolved: 1, on every machine. The plan must not depend
-    on where it is made (its id and its golden copies are compared across machines), and
-    on a shared or small CPU torch's default (a thread per core) made quickstart-sized
-    training up to 4x slower than one thread, while two threads gained nothing even on an
-    idle core pair (bench/threads.py). The runtime sets exactly this number."""
-    return 1 if compute.threads == "auto" else compute.threads
+def plan_threads(compute: S.Compute) -> int | str:
+    """compute.threads as the plan states it: a number, or the rule `auto`, which each run
+    applies to the machine it runs on (ftspec.plan.compute.auto_threads: the CPUs the process
+    may use, or OMP_NUM_THREADS) and records in manifest.json. The plan, its id and its step
+    keys stay the same on every machine; losses agree across thread counts within
+    ftspec.plan.compute.THREADS_LOSS_RTOL."""
+    return compute.threads
 
 
 def plan_precision(compute: S.Compute) -> str:
-    """compute.precision, resolved where the device makes it certain: `auto` is fp32 on
-    cpu and mps (bf16 autocast is for CUDA devices that have it); on `cuda` or an `auto`
-    device it stays `auto`, decided when the run starts (builders.resolve_precision)."""
-    if compute.precision == "auto" and compute.device in ("cpu", "mps"):
-        return "fp32"
-    return compute.precision
+    """compute.precision as the plan states it (ftspec.plan.compute.precision_rule): `auto`
+    is fp32 on mps; elsewhere it stays `auto`, decided when the run starts
+    (builders.resolve_precision) and recorded in manifest.json."""
+    return precision_rule(compute.precision, compute.device)
 
 
 def _compute(ctx: Context) -> dict:
@@ -211,6 +210,7 @@ def _bedrock_training(ctx: Context, training: dict) -> dict:
         out["batch_size"] = int(hp["batchSize"])
     out["effective_batch_size"] = out["batch_size"]
     out["warmup_steps"] = int(hp["learningRateWarmupSteps"]) if "learningRateWarmupSteps" in hp else None
+    out["loss_positions"] = None  # Bedrock computes its loss itself
     return out
 
 
@@ -416,6 +416,7 @@ def _training(ctx: Context, train_rows: int | None) -> dict:
         "save_every": save_every,
         "save_total_limit": t.save_total_limit,
         "early_stopping": t.early_stopping.model_dump() if t.early_stopping else None,
+        "loss_positions": loss_positions(ctx),
     }
 
 

@@ -1,5 +1,8 @@
 """The spec's compute section as the plan's launch: processes, backend, rendezvous, and
-the FSDP / DeepSpeed configuration handed to transformers' TrainingArguments.
+the FSDP / DeepSpeed configuration handed to transformers' TrainingArguments; and the
+rules by which `precision: auto` and `threads: auto` become a value on the machine that
+runs the plan (the plan holds the rule, so it is the same wherever it is compiled; the
+run applies it and records what it became in manifest.json).
 
 Pure Python and light (``ftspec plan`` and ``ftspec diff`` build it): nothing here
 imports torch or transformers. Which decoder-layer class FSDP wraps is a fact the checks
@@ -9,10 +12,114 @@ installed transformers' modeling file, never imported).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from ftspec.checks.derived import load_dtype
 from ftspec.checks.facts import decoder_layer
+from ftspec.core.errors import Pos, SpecError
+
+# The CPU flags (Linux /proc/cpuinfo names) of a bf16 matrix multiply in hardware: AVX512-BF16
+# (dot products of bf16 pairs) and AMX (bf16 tiles). Without them torch computes bf16 by
+# converting to fp32 and back, slower than fp32 itself.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+# How far the training losses of the same plan may move between runs that resolve `auto`
+# differently (measured on the tiny model by tests/runtime/training/test_precision.py and
+# test_threads.py; the step keys hash the rule `auto`, not what it became, so a step stored
+# by one machine is reused on another within these bounds).
+BF16_LOSS_RTOL = 1e-3  # bf16 autocast against fp32, relative, each of 6 steps (measured: 2e-5)
+THREADS_LOSS_RTOL = 1e-5  # 1 thread against 2, relative, each of 6 steps (measured: 9e-8 in fp32, 0 in bf16)
+
+
+def cpu_bf16_flags(cpuinfo: Path | None = None) -> tuple[str, ...]:
+    """The CPU_BF16_FLAGS this machine's CPU has (read from /proc/cpuinfo; none where
+    there is no such file, as on macOS and Windows). No torch: `ftspec plan` calls it."""
+    try:
+        with open(cpuinfo or CPUINFO, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.partition(":")[2].split())
+                    return tuple(flag for flag in CPU_BF16_FLAGS if flag in have)
+                if len(line) > 1 << 16:  # not a cpuinfo: a flags line is a few kilobytes
+                    break
+    except OSError:
+        pass
+    return ()
+
+
+def precision_rule(precision: str, device: str) -> str:
+    """compute.precision as the plan states it: `auto` is fp32 on mps (autocast there is
+    not bf16's); on the CPU, on CUDA and on an `auto` device it stays `auto`, a rule the run
+    applies to the machine it runs on (:func:`auto_precision`)."""
+    if precision == "auto" and device == "mps":
+        return "fp32"
+    return precision
+
+
+def auto_precision(device: str, cuda_bf16: bool = False, cpuinfo: Path | None = None) -> tuple[str, str]:
+    """What `precision: auto` is on this machine for a resolved device, and why: bf16 on a
+    CPU with AVX512-BF16 or AMX and on a GPU that supports it (``cuda_bf16``, which only
+    torch can tell), else fp32. bf16 is autocast: the weights that train stay fp32."""
+    if device == "cpu":
+        flags = cpu_bf16_flags(cpuinfo)
+        if flags:
+            return "bf16", f"this CPU has {' and '.join(f.upper().replace('_', '-') for f in flags)}"
+        return "fp32", "this CPU has no bf16 matrix unit (AVX512-BF16 or AMX)"
+    if device == "cuda":
+        return ("bf16", "this GPU supports bf16") if cuda_bf16 else ("fp32", "this GPU does not support bf16")
+    return "fp32", f"bf16 autocast is not used on {device}"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as taskset, cgroups' cpusets and
+    SLURM set it), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_threads(processes_per_node: int = 1) -> tuple[int, str]:
+    """What `threads: auto` is in this process, and why: the usable CPUs shared out among
+    the training processes of this node, or OMP_NUM_THREADS where it is set (the override
+    for a shared machine or CI: the plan stays the same)."""
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env is not None and env.strip():
+        if not env.strip().isdigit() or int(env) < 1:
+            raise SpecError.one(Pos("compute.threads"), "compute.threads",
+                                f"OMP_NUM_THREADS={env[:40]!r} is not a whole number of threads "
+                                "(it sets `threads: auto`)",
+                                hint="unset it, or set it to a number such as 1")
+        return int(env), "OMP_NUM_THREADS"
+    usable = usable_cpus()
+    per = max(1, usable // max(1, processes_per_node))
+    if processes_per_node > 1:
+        return per, f"{usable} usable CPUs over {processes_per_node} processes"
+    return per, "the CPUs this process may use"
+
+
+def describe_auto(compute: Any) -> list[str]:
+    """The plan text's lines on what each `auto` becomes on the machine the plan is shown on."""
+    notes = []
+    if compute.precision == "auto":
+        if compute.device == "cpu":
+            value, why = auto_precision("cpu")
+            master = "; autocast, fp32 master weights" if value == "bf16" else ""
+            notes.append(f"precision auto is {value} here ({why}{master})")
+        else:
+            notes.append("precision auto is decided when the run starts (bf16 where the device supports it, "
+                         "else fp32)")
+    if compute.threads == "auto":
+        launch = getattr(compute, "launch", None)
+        try:
+            n, why = auto_threads(launch.processes_per_node if launch is not None else 1)
+            notes.append(f"threads auto is {n} here ({why})")
+        except SpecError as exc:
+            notes.append(f"threads auto: {exc.issues[0].message}")
+    return notes
 
 
 def resolve_fsdp(settings: Any, model_type: str | None, architectures: list[str] | None = None) -> dict:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ftspec.catalog import metrics as metric_catalog
-from ftspec.plan.compute import describe_launch, describe_strategy
+from ftspec.plan.compute import describe_auto, describe_launch, describe_strategy
 from ftspec.plan.model import Plan
 
 
@@ -209,6 +209,8 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
         stop = f", early stopping (patience {t.early_stopping.patience})" if t.early_stopping else ""
         lines.append(f"            {cadence}, checkpoint every {_num(t.save_every)}, log every {t.logging_steps}{stop}")
         lines.append(f"            batching {t.batching.mode}: {t.batching.reason}")
+        if t.loss_positions is not None:
+            lines.append(f"            loss at {t.loss_positions.mode} positions: {t.loss_positions.reason}")
 
     e = plan.eval
     if e.enabled:
@@ -230,8 +232,11 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
     if c.bedrock is not None:
         lines.append(f"  compute   {describe_bedrock(c.bedrock, getattr(plan.model, 'family', None))}")
     else:
+        threads = ("CPU threads auto" if c.threads == "auto"
+                   else f"{c.threads} CPU thread{'s' if c.threads != 1 else ''}")
         lines.append(f"  compute   {c.backend}, device {c.device}, precision {c.precision}, attention {c.attention}, "
-                     f"{c.threads} CPU thread{'s' if c.threads != 1 else ''}")
+                     f"{threads}")
+        lines.extend(f"            {note}" for note in describe_auto(c))  # what each `auto` becomes here
         lines.append(f"            {describe_launch(c)}")
         if (strategy := describe_strategy(c)) is not None:
             lines.append(f"            {strategy}")

@@ -336,6 +336,14 @@ class Batching(_Frozen):
     reason: str
 
 
+class LossPositions(_Frozen):
+    """Where the LM head runs in training: at the positions that carry loss only, or at all."""
+
+    mode: Literal["supervised", "all"]
+    share: float | None  # of the sample rows' text that carries loss (characters); None: not measured
+    reason: str
+
+
 class EarlyStopping(_Frozen):
     patience: int
     min_delta: float
@@ -367,6 +375,8 @@ class Training(_Frozen):
     save_every: Cadence
     save_total_limit: int
     early_stopping: EarlyStopping | None = None
+    # None where another service trains (Bedrock); left out of the plan then.
+    loss_positions: LossPositions | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class SchemaFile(_Frozen):
@@ -529,7 +539,8 @@ class Compute(_Frozen):
     num_processes: int
     num_nodes: int
     strategy: Literal["none", "ddp", "fsdp", "deepspeed"]
-    threads: int  # CPU threads torch computes with (intra-op and inter-op); the spec's `auto` resolved
+    # CPU threads torch computes with (intra-op and inter-op): a number, or `auto`, resolved by each run
+    threads: int | Literal["auto"]
     fsdp: FSDP | None = None  # strategy fsdp only
     deepspeed: DeepSpeed | None = None  # strategy deepspeed only
     launch: Launch | None = None  # None: training runs in the `ftspec run` process itself

@@ -100,7 +100,7 @@ def test_a_stages_model_data_format_and_method_replace_the_specs_and_the_rest_me
     assert plan.training.learning_rate == 3.0e-4 and plan.training.batch_size == 4 and plan.training.max_length == 256
     assert sft.training.learning_rate == 1.0e-3
     assert plan.eval.limit == 5 and plan.eval.max_new_tokens == 4 and sft.eval.limit is None
-    assert plan.compute.threads == 2 and plan.compute.device == "cpu" and sft.compute.threads == 1
+    assert plan.compute.threads == 2 and plan.compute.device == "cpu" and sft.compute.threads == "auto"
     assert plan.tracking.kind == "tensorboard" and sft.tracking.kind == "none"
     assert plan.description == "pairs on the SFT model" and sft.description is None
 

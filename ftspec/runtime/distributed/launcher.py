@@ -38,6 +38,7 @@ from transformers import AutoModelForCausalLM
 from ftspec.core.errors import Pos, RunFailed, SpecError
 from ftspec.core.folders import remove_own
 from ftspec.core.io import read_json
+from ftspec.plan.compute import auto_threads
 from ftspec.runtime.distributed import ranks
 from ftspec.runtime.distributed.rendezvous import spec_rendezvous
 from ftspec.runtime.models import load_model
@@ -150,7 +151,10 @@ def _environment(compute: Any):
     """The workers' environment while they run: the plan's CPU threads (torch's default is a
     thread per core in every process), and Ctrl-C left to ftspec (torch's launcher would
     kill the workers at once, losing the work since the last checkpoint)."""
-    wanted = {"OMP_NUM_THREADS": str(compute.threads), "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGHUP,SIGQUIT"}
+    threads = compute.threads
+    if threads == "auto":  # the usable CPUs shared out among this node's workers (or OMP_NUM_THREADS as set)
+        threads = auto_threads(compute.launch.processes_per_node)[0]
+    wanted = {"OMP_NUM_THREADS": str(threads), "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGHUP,SIGQUIT"}
     before = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
     # The launcher logs each worker's failure and each closing signal it sends; ftspec says

@@ -27,6 +27,8 @@ from ftspec.core.io import read_json
 from ftspec.data.formatting import few_shot, prompt_messages, prompt_text, reference
 from ftspec.data.templates import environment, render
 from ftspec.runtime.evaluation.extraction import bounded_matches, compile_bounded
+from ftspec.runtime.evaluation.likelihood import continuation_logprobs
+from ftspec.runtime.evaluation.progress import Progress
 from ftspec.runtime.evaluation.scoring import score_outputs
 from ftspec.runtime.evaluation.stopping import stopping_arguments
 from ftspec.runtime.training.data import read_jsonl
@@ -144,40 +146,8 @@ def _continuation_ids(tokenizer, prompt: str, continuation: str, chat: bool,
     return p_ids, c_ids
 
 
-@torch.no_grad()
-def continuation_logprobs(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int,
-                          max_length: int | None = None) -> list[tuple[float, int]]:
-    """Sum of log-probabilities of each continuation given its prompt, and its length.
-    Prompts are cut from the left so that prompt and continuation fit ``max_length``."""
-    if max_length:
-        pairs = [(p[max(0, len(p) + len(c) - max_length):] if len(p) + len(c) > max_length else p, c) for p, c in pairs]
-        pairs = [(p or c[:1], c if p else c[1:]) for p, c in pairs]  # keep at least one token of context
-    model.eval()
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    results: list[tuple[float, int]] = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        seqs = [p + c for p, c in chunk]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        targets = ids[:, 1:].to(device)
-        token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
-        for i, (p, c) in enumerate(chunk):
-            lo, hi = len(p) - 1, len(p) + len(c) - 1
-            results.append((float(token_logp[i, lo:hi].sum()), len(c)))
-    return results
-
-
-def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: str, batch_size: int,
-           max_length: int | None = None) -> list[str]:
-    """The label whose continuation is most likely after each prompt."""
+def choice_pairs(tokenizer, examples: list[Example], labels: list[str], kind: str) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, continuation ids) of every example with every label, example by example."""
     chat = kind == "chat"
     pairs = []
     for ex in examples:
@@ -188,7 +158,15 @@ def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: s
             else:
                 cont = _leading_space(ex.answer) + label
                 pairs.append(_continuation_ids(tokenizer, ex.prompt, cont, chat=False, add_eos=True))
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
+    return pairs
+
+
+def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: str, batch_size: int,
+           max_length: int | None = None, progress: Callable[[int], None] | None = None) -> list[str]:
+    """The label whose continuation is most likely after each prompt (``progress`` is
+    called with the number of (prompt, label) pairs scored, batch by batch)."""
+    pairs = choice_pairs(tokenizer, examples, labels, kind)
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length, progress)
     answers = []
     for i in range(len(examples)):
         row = scores[i * len(labels):(i + 1) * len(labels)]
@@ -198,11 +176,11 @@ def choose(model, tokenizer, examples: list[Example], labels: list[str], kind: s
 
 
 def perplexity(model, tokenizer, examples: list[Example], kind: str, batch_size: int,
-               max_length: int | None = None) -> float | None:
+               max_length: int | None = None, progress: Callable[[int], None] | None = None) -> float | None:
     """exp(mean negative log-likelihood per answer token) over the split."""
     chat = kind == "chat"
     pairs = [_continuation_ids(tokenizer, ex.prompt, ex.answer, chat=chat, add_eos=not chat) for ex in examples]
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length, progress)
     tokens = sum(n for _, n in scores)
     if tokens == 0:
         return None
@@ -267,8 +245,8 @@ def check_choices(data_dir: Path, kind: str, choices) -> None:
                                     f"the answer {ref!r} is not one of eval.choices ({', '.join(choices)})")
 
 
-def pair_logprobs(model, tokenizer, records: list[dict], batch_size: int,
-                  max_length: int | None = None) -> list[tuple[float, float]]:
+def pair_logprobs(model, tokenizer, records: list[dict], batch_size: int, max_length: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[tuple[float, float]]:
     """(log p(chosen | prompt), log p(rejected | prompt)) of each preference pair, each
     summed over the answer's tokens and its end-of-sequence token, as trl's DPO trainer
     sums them (it appends the EOS to both answers of a text pair)."""
@@ -276,7 +254,7 @@ def pair_logprobs(model, tokenizer, records: list[dict], batch_size: int,
     for r in records:
         pairs.append(_continuation_ids(tokenizer, r["prompt"], r["chosen"], chat=False, add_eos=True))
         pairs.append(_continuation_ids(tokenizer, r["prompt"], r["rejected"], chat=False, add_eos=True))
-    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length)
+    scores = continuation_logprobs(model, tokenizer, pairs, batch_size, max_length, progress)
     return [(scores[2 * i][0], scores[2 * i + 1][0]) for i in range(len(records))]
 
 
@@ -287,7 +265,11 @@ def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: 
     need from the model (``e.outputs``): the answers' perplexity, the log-probabilities of
     preference pairs. ``e`` is the plan's eval section, ``kind`` the format's kind,
     ``max_length`` the training length that prompts are cut to. Returns the step's
-    ``outputs.json`` and its rows (``generations.jsonl``)."""
+    ``outputs.json`` and its rows (``generations.jsonl``).
+
+    Each part shows its progress on stderr (:class:`Progress`), and ``outputs.json``'s
+    ``speed`` keeps, per part (``choices`` or ``generate``, ``perplexity``,
+    ``pair_logprobs``), its rows, seconds and rows per second."""
     records = read_split(data_dir, e.split)
     if e.limit:
         records = records[: e.limit]
@@ -297,23 +279,39 @@ def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: 
     examples = build_examples(records, kind, tokenizer, shots)
     labels = list(e.choices) if e.choices else None
 
+    speed: dict[str, dict] = {}
+
+    def timed(part: str, run: Callable, scale: float = 1.0):
+        progress = Progress(part, len(examples), scale=scale)
+        try:
+            value = run(progress.advance)
+        finally:
+            speed[part] = progress.close()
+        return value
+
     predictions = None
     if "answers" in outputs:
         if e.mode == "choices":
             check_choices(data_dir, kind, labels)
             labels = labels or sorted({reference(kind, r) for r in train})
-            predictions = choose(model, tokenizer, examples, labels, kind, e.batch_size, max_length)
+            predictions = timed("choices", lambda advance: choose(model, tokenizer, examples, labels, kind,
+                                                                  e.batch_size, max_length, advance),
+                                scale=1 / max(1, len(labels)))
         else:
-            predictions = generate(model, tokenizer, [ex.prompt for ex in examples], e.max_new_tokens, e.batch_size,
-                                   list(e.stop), chat=kind == "chat", max_length=max_length)
+            predictions = timed("generate", lambda advance: generate(
+                model, tokenizer, [ex.prompt for ex in examples], e.max_new_tokens, e.batch_size, list(e.stop),
+                chat=kind == "chat", progress=advance, max_length=max_length))
     summary: dict = {"rows": len(examples), "split": e.split, "few_shot": len(shots), "mode": e.mode,
                      "outputs": sorted(outputs), "labels": labels if e.mode == "choices" else None}
     if "perplexity" in outputs:
-        summary["perplexity"] = perplexity(model, tokenizer, examples, kind, e.batch_size, max_length)
+        summary["perplexity"] = timed("perplexity", lambda advance: perplexity(model, tokenizer, examples, kind,
+                                                                               e.batch_size, max_length, advance))
     # A preference pair's log-probabilities are taken on its own prompt, without few-shot
     # examples: DPO's implicit reward compares the tuned and the base model on the same text.
-    logprobs = (pair_logprobs(model, tokenizer, records, e.batch_size, max_length)
+    logprobs = (timed("pair_logprobs", lambda advance: pair_logprobs(model, tokenizer, records, e.batch_size,
+                                                                     max_length, advance), scale=0.5)
                 if "pair_logprobs" in outputs and kind == "preference" else None)
+    summary["speed"] = speed
     rows = []
     for i, ex in enumerate(examples):
         row = {"index": i, "prompt": ex.prompt, "reference": ex.reference}

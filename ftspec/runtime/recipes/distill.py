@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ftspec.core.errors import Pos, SpecError
 from ftspec.runtime import models
 from ftspec.runtime.recipes.sft import train_sft
+from ftspec.runtime.training import supervised
 from ftspec.runtime.training.job import TrainJob, TrainResult
 from ftspec.runtime.training.trainer import TokensTrainer
 
@@ -40,12 +41,18 @@ def kd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
     a gradient-accumulation step, as the SFT loss is)."""
     # Causal shift, as transformers does: the logits at position t predict the label at t + 1.
     student = student_logits[..., :-1, :]
-    teacher = teacher_logits[..., :-1, :].detach()  # the teacher only shows the way: no gradient
+    teacher = teacher_logits[..., :-1, :]
     target = labels[..., 1:]
     mask = target != IGNORE
-    # Only the answer tokens, in float32 for stable softmaxes: (tokens, vocab).
-    student, teacher, target = student[mask].float(), teacher[mask].float(), target[mask]
-    count = torch.as_tensor(mask.sum() if num_items is None else num_items, device=student.device).clamp(min=1)
+    return kd_row_terms(student[mask], teacher[mask], target[mask], temperature, num_items)
+
+
+def kd_row_terms(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, temperature: float,
+                 num_items: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`kd_terms` on the answer tokens' logits alone, (tokens, vocab) each, and their labels."""
+    # In float32 for stable softmaxes; the teacher only shows the way: no gradient.
+    student, teacher = student.float(), teacher.detach().float()
+    count = torch.as_tensor(target.numel() if num_items is None else num_items, device=student.device).clamp(min=1)
     ce = F.cross_entropy(student, target, reduction="sum") / count
     t = float(temperature)
     log_p_student = F.log_softmax(student / t, dim=-1)
@@ -80,6 +87,8 @@ class DistillTrainer(TokensTrainer):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.vocab_size = int(vocab_size)
+        # The teacher's head, too, runs at the answer tokens only where it can.
+        self.teacher_rows = self.loss_positions == "supervised" and supervised.install(teacher) is None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
@@ -89,17 +98,13 @@ class DistillTrainer(TokensTrainer):
         # mask, packed (padding-free) batches their position ids and sequence bounds, so
         # both see the same documents kept apart in the same way.
         forward = {k: v for k, v in inputs.items() if k != "labels"}
-        outputs = model(**forward)  # the unfused forward: full logits
-        with torch.no_grad():
-            teacher_logits = self.teacher(**forward).logits
-        student_logits = outputs.logits
+        outputs, student, teacher, target = self._answer_logits(model, forward, labels, return_outputs)
         # Models often pad their embedding matrix past the tokenizer (to a multiple of 64 or
         # 128); those rows are no token, and teacher and student may pad differently. Both
         # distributions are taken over the tokenizer's tokens only (which are the same
         # tokens, checked before training).
-        n = min(self.vocab_size, student_logits.size(-1), teacher_logits.size(-1))
-        ce, kl = kd_terms(student_logits[..., :n], teacher_logits[..., :n], labels, self.temperature,
-                          num_items_in_batch)
+        n = min(self.vocab_size, student.size(-1), teacher.size(-1))
+        ce, kl = kd_row_terms(student[:, :n], teacher[:, :n], target, self.temperature, num_items_in_batch)
         loss = (1.0 - self.alpha) * ce + self.alpha * self.temperature**2 * kl
         # As the SFT loss: with the token count of every process, DDP's averaging is undone.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -108,16 +113,35 @@ class DistillTrainer(TokensTrainer):
         with torch.no_grad():  # the parts, and the SFT trainer's token accuracy, for the logs
             scale = 1.0
             if num_items_in_batch is not None:  # per answer token of this batch, whatever the normaliser
-                local = (labels[..., 1:] != IGNORE).sum().clamp(min=1)
+                local = torch.as_tensor(target.numel(), device=student.device).clamp(min=1)
                 scale = (torch.as_tensor(num_items_in_batch, device=local.device) / local).item()
             self._metrics[mode]["ce"].append(ce.item() * scale)
             self._metrics[mode]["kl"].append(kl.item() * scale)
-            mask = labels[..., 1:] != IGNORE
-            predicted = student_logits[..., :-1, :n].argmax(-1)
-            total = self.accelerator.gather_for_metrics(mask.sum()).sum()
-            right = self.accelerator.gather_for_metrics((predicted.eq(labels[..., 1:]) & mask).sum()).sum()
+            predicted = student[:, :n].argmax(-1)
+            total = self.accelerator.gather_for_metrics(torch.as_tensor(target.numel(), device=student.device)).sum()
+            right = self.accelerator.gather_for_metrics(predicted.eq(target).sum()).sum()
             self._metrics[mode]["mean_token_accuracy"].append((right / total).item() if total > 0 else 0.0)
         return (loss, outputs) if return_outputs else loss
+
+    def _answer_logits(self, model, forward: dict, labels: torch.Tensor, full: bool):
+        """The student's and the teacher's logits at the answer tokens ((tokens, vocab) each), their
+        labels, and the student's outputs. With the supervised head (the default) neither model
+        runs its head anywhere else; else (or when the outputs are asked for) both give full logits."""
+        if self.loss_positions == "supervised" and not full:
+            outputs = model(**forward, labels=labels, supervised_head="logits")
+            with torch.no_grad():
+                if self.teacher_rows:
+                    teacher = self.teacher(**forward, labels=labels, supervised_head="logits").logits
+                else:
+                    teacher = self.teacher(**forward).logits[:, :-1][outputs.label_mask]
+            target = labels[:, 1:][outputs.label_mask]
+            return outputs, outputs.logits, teacher, target
+        outputs = model(**forward)  # the unfused forward: full logits
+        with torch.no_grad():
+            teacher_logits = self.teacher(**forward).logits
+        mask = labels[..., 1:] != IGNORE
+        return (outputs, outputs.logits[..., :-1, :][mask], teacher_logits[..., :-1, :][mask],
+                labels[..., 1:][mask])
 
 
 # --------------------------------------------------------------------------- the teacher

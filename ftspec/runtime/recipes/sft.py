@@ -72,6 +72,8 @@ def train_sft(job: TrainJob, trainer_class: type | None = None,
         processing_class=tokenizer,
         peft_config=builders.lora_config(adapter),
         callbacks=builders.trainer_callbacks(job, last, interrupt, validation is not None),
+        # The LM head only where a token carries loss, as the plan says (its loss is unchanged).
+        loss_positions=training.loss_positions.mode if training.loss_positions is not None else "all",
         **extra,
     )
     use_quiet_progress(trainer)

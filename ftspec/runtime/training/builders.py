@@ -6,12 +6,12 @@ function is small and pure so that tests can check the mapping directly.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import torch
 
 from ftspec.core.errors import Pos, SpecError
+from ftspec.plan.compute import auto_precision, auto_threads, usable_cpus
 from ftspec.plan.model import thaw
 from ftspec.runtime.training.callbacks import MetricsLog
 from ftspec.runtime.training.resume import NoFinalCheckpoint, checkpoint_step
@@ -44,12 +44,13 @@ def _cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(compute: Any, device: str) -> str:
-    """fp32, bf16 or fp16; ``auto`` takes bf16 where the GPU has it, else fp32. The
-    compiler resolves ``auto`` itself where the device makes it certain (ftspec.plan.build
-    ``plan_precision``: fp32 on cpu and mps), and agrees with this function there."""
+    """fp32, bf16 or fp16; ``auto`` by ftspec.plan.compute.auto_precision's rule (bf16 on a
+    CPU with AVX512-BF16 or AMX and on a GPU that supports it, else fp32). bf16 and fp16
+    are autocast over fp32 weights (:func:`model_dtype`; accelerate autocasts on the CPU
+    too when TrainingArguments has ``bf16`` and ``use_cpu``)."""
     wanted = compute.precision
     if wanted == "auto":
-        return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        return auto_precision(device, device == "cuda" and torch.cuda.is_bf16_supported())[0]
     if wanted == "fp16" and device == "cpu":
         raise SpecError.one(Pos("compute.precision"), "compute.precision",
                             "fp16 training needs a GPU; on the CPU use bf16 or fp32")
@@ -66,8 +67,11 @@ def apply_threads(compute: Any) -> dict:
     threads (torch.set_num_threads) and inter-op threads (torch.set_num_interop_threads,
     which torch lets a process set once, before its first parallel work; a later call that
     asks for another number keeps the first one and says so). Process-wide: the runner
-    calls this once before the steps run. Returns what is in effect."""
-    n = compute.threads
+    calls this once before the steps run. ``auto`` is ftspec.plan.compute.auto_threads on
+    this machine. Returns what is in effect, and the setting it came from."""
+    setting = compute.threads
+    launch = getattr(compute, "launch", None)
+    n = auto_threads(launch.processes_per_node if launch is not None else 1)[0] if setting == "auto" else setting
     torch.set_num_threads(n)
     interop = torch.get_num_interop_threads()
     if interop != n:
@@ -76,19 +80,16 @@ def apply_threads(compute: Any) -> dict:
             interop = n
         except RuntimeError:  # already set, or parallel work has started: it stays as it is
             pass
-    return {"threads": torch.get_num_threads(), "interop": interop}
+    return {"threads": torch.get_num_threads(), "interop": interop, "setting": setting}
 
 
 def describe_threads(got: Mapping) -> str:
     """The threads in effect (what :func:`apply_threads` returned), as the run header shows them."""
     n = got["threads"]
-    text = f"{n} CPU thread{'s' if n != 1 else ''}"
+    text = f"{n} CPU thread{'s' if n != 1 else ''}" + (", auto" if got.get("setting") == "auto" else "")
     if got["interop"] != n:
         text += f" ({got['interop']} inter-op: set earlier in this process)"
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or n
+    usable = usable_cpus()
     if n > usable:
         text += f", more than the {usable} CPUs this process may use"
     return text

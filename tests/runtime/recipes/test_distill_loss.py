@@ -270,7 +270,58 @@ def test_packed_batches_reach_the_teacher_as_the_student_gets_them(tmp_path, mon
 
     monkeypatch.setattr(D, "load_teacher", load)
     D.train_distill(job)
-    assert seen and all("position_ids" in k and "attention_mask" not in k and "labels" not in k for k in seen)
+    # Before training, the supervised head's probe checks the teacher on a few bare token ids.
+    seen = [k for k in seen if set(k) != {"input_ids", "use_cache"}]
+    # Labels only to pick the answer positions its head runs at (the supervised head), never a loss.
+    assert seen and all("position_ids" in k and "attention_mask" not in k for k in seen)
+    assert all("labels" not in k or k.get("supervised_head") == "logits" for k in seen)
     first = seen[0]
     assert first["input_ids"].shape[0] == 1  # one packed sequence of several rows
     assert int((first["position_ids"][0] == 0).sum()) > 1
+
+
+# --------------------------------------------------------------------------- only the answer tokens
+
+
+def _tiny(seed: int):
+    tok = byte_tokenizer()
+    spec = {"architecture": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+            "intermediate_size": 64, "max_position_embeddings": 256}
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(SimpleNamespace(**spec), tok)).float(), tok
+
+
+def _kd_loss_and_grads(tmp_path, loss_positions: str, batch: dict, items: int):
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    student, tok = _tiny(0)
+    teacher, _ = _tiny(1)
+    config = SFTConfig(output_dir=str(tmp_path / loss_positions), use_cpu=True, report_to="none",
+                       completion_only_loss=False, max_length=128)
+    data = Dataset.from_dict({"input_ids": [[3, 4, 5]], "labels": [[-100, 4, 5]]})
+    trainer = D.DistillTrainer(model=student, args=config, train_dataset=data, processing_class=tok, teacher=teacher,
+                               alpha=0.5, temperature=2.0, vocab_size=len(tok), loss_positions=loss_positions)
+    assert trainer.loss_positions == loss_positions and trainer.teacher_rows == (loss_positions == "supervised")
+    trainer.model.eval()
+    loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=items)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss.item(), grads, trainer._metrics["eval"]
+
+
+def test_kd_loss_on_the_answer_tokens_alone_equals_the_full_logits(tmp_path):
+    """The student's and the teacher's heads run only at the answer tokens: the KD loss, its
+    gradients and its logged parts are those of the full logits (uneven answers, padding, and a
+    gradient-accumulation token count)."""
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8, 9, 0], [10, 11, 12, 13, 14, 15]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]),
+             "labels": torch.tensor([[-100, -100, -100, 8, 9, -100], [-100, 11, 12, 13, 14, 15]])}
+    full, full_grads, full_logs = _kd_loss_and_grads(tmp_path, "all", batch, items=11)
+    rows, grads, logs = _kd_loss_and_grads(tmp_path, "supervised", batch, items=11)
+    assert rows == pytest.approx(full, abs=1e-5)
+    assert grads.keys() == full_grads.keys() and grads
+    for name, grad in grads.items():
+        assert torch.allclose(grad, full_grads[name], atol=1e-5), name
+    for key in ("ce", "kl", "mean_token_accuracy"):
+        assert logs[key] == pytest.approx(full_logs[key], abs=1e-5)

@@ -1,16 +1,19 @@
 """compute.threads (how many CPU threads torch computes with) and the precision the plan
-states: both resolved by the compiler where that can be done the same on every machine."""
+states: `auto` is a rule the plan keeps, the same on every machine, and each run applies
+to the machine it runs on; losses agree across thread counts within a stated tolerance."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from helpers import BASE_BODY, write_job
+from helpers import BASE_BODY, run_job, write_job
 
 from ftspec.core.errors import SpecError
+from ftspec.plan import compute
 from ftspec.plan.compile import compile_spec
 
 SPEC = """ftspec: 1
@@ -42,14 +45,42 @@ def spec(tmp_path, monkeypatch):
     return make
 
 
-def test_auto_threads_are_one_in_the_plan_whatever_the_machine(spec, monkeypatch):
+def test_auto_threads_stay_auto_in_the_plan_whatever_the_machine(spec, monkeypatch):
     plan, _ = compile_spec(spec("{device: cpu}"))
-    assert plan.compute.threads == 1
+    assert plan.compute.threads == "auto"
     # The plan (and so its id and its steps' keys) does not depend on the machine it is made on.
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    if hasattr(os, "sched_getaffinity"):
-        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert compile_spec(spec("{device: cpu}"))[0].id == plan.id
+
+
+@pytest.fixture
+def cpus(monkeypatch):
+    """This process may run on `n` CPUs, and OMP_NUM_THREADS is unset."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    def allow(n: int) -> None:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
+    return allow
+
+
+def test_auto_threads_are_the_usable_cpus_shared_among_the_processes(cpus, monkeypatch):
+    cpus(3)
+    assert compute.auto_threads() == (3, "the CPUs this process may use")
+    assert compute.auto_threads(2)[0] == 1 and compute.auto_threads(8)[0] == 1
+    cpus(16)
+    assert compute.auto_threads(4)[0] == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the override for a shared machine or CI
+    assert compute.auto_threads() == (1, "OMP_NUM_THREADS")
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5"])
+def test_a_wrong_omp_num_threads_is_one_line_at_the_key(cpus, monkeypatch, value):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with pytest.raises(SpecError) as err:
+        compute.auto_threads()
+    (issue,) = err.value.issues
+    assert issue.key == "compute.threads" and "OMP_NUM_THREADS" in issue.message and "\n" not in issue.format()
 
 
 def test_threads_set_in_the_spec_are_the_plans(spec):
@@ -70,7 +101,7 @@ def test_wrong_threads_are_an_error_at_the_key(spec, value, message):
 
 
 @pytest.mark.parametrize("compute,precision", [
-    ("{device: cpu}", "fp32"),
+    ("{device: cpu}", "auto"),  # bf16 or fp32 by the CPU that runs it (test_precision.py)
     ("{device: mps}", "fp32"),
     ("{device: cuda}", "auto"),
     ("{device: auto}", "auto"),
@@ -86,18 +117,17 @@ def test_the_plan_states_the_precision_the_device_makes_certain(spec, compute, p
 
 
 def test_the_runtime_resolves_auto_as_the_plan_does(spec):
-    """Where the plan resolves `auto` (cpu, mps), builders.resolve_precision gives the same."""
+    """Where the plan resolves `auto` (mps), builders.resolve_precision gives the same."""
     pytest.importorskip("torch")
     from ftspec.plan.build import plan_precision
     from ftspec.runtime.training.builders import resolve_precision
     from ftspec.spec.schema import Compute
 
-    for device in ("cpu", "mps"):
-        auto = Compute(device=device)
-        assert plan_precision(auto) == resolve_precision(auto, device) == "fp32"
+    auto = Compute(device="mps")
+    assert plan_precision(auto) == resolve_precision(auto, "mps") == "fp32"
 
 
-def test_the_run_sets_and_shows_the_threads_and_the_precision(spec):
+def test_the_run_sets_and_shows_the_threads_and_the_precision(spec, cpus, monkeypatch):
     torch = pytest.importorskip("torch")
     from ftspec.backends.executor import header
     from ftspec.runtime.training.builders import apply_threads
@@ -108,10 +138,16 @@ def test_the_run_sets_and_shows_the_threads_and_the_precision(spec):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        plan, _ = compile_spec(spec("{device: cpu}"))
+        plan, _ = compile_spec(spec("{device: cpu, precision: fp32, threads: 1}"))
         text = shown(plan)
         assert torch.get_num_threads() == 1
         assert "device   cpu (fp32; 1 CPU thread)" in text, text
+        plan, _ = compile_spec(spec("{device: cpu}"))
+        monkeypatch.setattr(compute, "CPUINFO", Path("absent-cpuinfo"))
+        cpus(1)
+        text = shown(plan)
+        assert torch.get_num_threads() == 1
+        assert "device   cpu (fp32, auto; 1 CPU thread, auto)" in text, text
         plan, _ = compile_spec(spec("{device: cpu, threads: 3}"))
         text = shown(plan)
         assert torch.get_num_threads() == 3 and "3 CPU threads" in text, text
@@ -146,7 +182,8 @@ def test_a_run_computes_with_the_plans_threads(tmp_path):
     from ftspec.backends.executor import execute
     from ftspec.plan.compile import find_root
 
-    path = write_job(tmp_path, BASE_BODY.replace("compute: {device: cpu}", "compute: {device: cpu, threads: 1}")
+    settings = "compute: {device: cpu, precision: fp32, threads: 1}"
+    path = write_job(tmp_path, BASE_BODY.replace("compute: {device: cpu}", settings)
                      .replace("max_steps: 4", "max_steps: 1") + "method: {kind: sft, adapter: full}\n")
     before = torch.get_num_threads()
     try:
@@ -157,3 +194,28 @@ def test_a_run_computes_with_the_plans_threads(tmp_path):
         assert "cpu (fp32; 1 CPU thread)" in "\n".join(lines)
     finally:
         torch.set_num_threads(before)
+
+
+def test_losses_agree_across_thread_counts_within_the_stated_tolerance(tmp_path, monkeypatch):
+    """`threads: auto` differs from machine to machine while the step keys do not: the same
+    plan's training losses on 1 and 2 threads agree within THREADS_LOSS_RTOL."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    losses = []
+    try:
+        for n in (1, 2):
+            settings = f"compute: {{device: cpu, precision: fp32, threads: {n}}}"
+            body = (BASE_BODY.replace("compute: {device: cpu}", settings).replace("max_steps: 4", "max_steps: 6")
+                    + "method: {kind: sft, adapter: full}\n")
+            ctx, _ = run_job(write_job(tmp_path / str(n), body))
+            assert torch.get_num_threads() == n
+            logged = [json.loads(line) for line in (ctx.run_dir / "metrics.jsonl").read_text().splitlines()]
+            losses.append([r["loss"] for r in logged if "loss" in r])
+    finally:
+        torch.set_num_threads(before)
+    one, two = losses
+    assert len(one) == len(two) == 6
+    worst = max(abs(a - b) / abs(a) for a, b in zip(one, two))
+    assert worst <= compute.THREADS_LOSS_RTOL, (worst, one, two)
