@@ -5,6 +5,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The suite runs in two processes (pyproject's addopts) on machines as small as 2 cores:
+# `threads: auto` would give each of them every core. One thread each, unless set already
+# (the documented override of `auto`, which the threads tests set for themselves).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # ../shared beside the repository: real models and datasets, absent on a user's machine.
 SHARED = ROOT.parent / "shared"
 

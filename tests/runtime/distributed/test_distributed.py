@@ -28,8 +28,10 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from ftspec.core.errors import RunFailed, SpecError  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[2]
+# fp32: the equivalences below are of the process layout, not of precision (`auto` is bf16 on a CPU with it)
 BODY = (BASE_BODY.replace("max_steps: 4, batch_size: 8", "max_steps: 6, batch_size: 16")
-        .replace("save_every: 2, eval_every: 2", "save_every: 3, eval_every: 3"))
+        .replace("save_every: 2, eval_every: 2", "save_every: 3, eval_every: 3")
+        .replace("compute: {device: cpu}", "compute: {device: cpu, precision: fp32}"))
 TWO = ("compute.num_processes=2", "compute.strategy=ddp", "training.batch_size=8")
 
 
@@ -229,7 +231,7 @@ def test_several_nodes_without_a_rendezvous_is_a_one_line_error_at_num_nodes(tmp
 def test_fsdp_where_accelerate_would_train_ddp_is_refused_before_a_process_starts(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: FSDP runs here")
-    spec = write_job(tmp_path, BODY.replace("compute: {device: cpu}", "compute: {device: auto}")
+    spec = write_job(tmp_path, BODY.replace("compute: {device: cpu, precision: fp32}", "compute: {device: auto}")
                      + "method: {kind: sft, adapter: full}\n")
     with pytest.raises(SpecError) as err:
         run_job(spec, "compute.num_processes=2", "compute.strategy=fsdp")
@@ -342,7 +344,7 @@ format:
 method: {kind: dpo, beta: 0.1, adapter: full}
 training: {max_steps: 3, batch_size: 8, learning_rate: 1.0e-3, max_length: 128, eval_every: 3, save_every: 2, \
 logging_steps: 1}
-compute: {device: cpu}
+compute: {device: cpu, precision: fp32}
 """
 
 
