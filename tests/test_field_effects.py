@@ -243,7 +243,7 @@ compute: {device: cpu}
 
 
 def _splits(plan, spec):
-    from ftspec.runtime.training.data import build_splits
+    from ftspec.runtime.training.splits import build_splits
 
     return build_splits(plan.data, plan.format, find_root(spec))
 

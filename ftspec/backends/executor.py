@@ -35,6 +35,7 @@ from ftspec.backends import BACKENDS
 from ftspec.backends.backend import Backend
 from ftspec.backends.manifest import (
     git_state,
+    machine,
     manifest_steps,
     plan_inputs,
     publish,
@@ -194,7 +195,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         "finished_at": None,
         "versions": {"python": platform.python_version(), **versions(LIBRARIES)},
         "git": git_state(root, plan_inputs(plan)),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": machine(plan, threads),  # what `auto` became here: only when a step runs (no torch otherwise)
         "data": {split: {"path": getattr(src, "path", None) or getattr(src, "hub", None),
                          "sha256": getattr(src, "sha256", None), "revision": getattr(src, "revision", None)}
                  for split, src in plan.data.sources.items()},

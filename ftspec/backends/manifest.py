@@ -56,7 +56,7 @@ def machine(plan: Plan, setup: dict | None) -> dict:
         device = resolve_device(plan.compute)
         found.update(device=device, precision=resolve_precision(plan.compute, device),
                      precision_setting=plan.compute.precision, threads=setup["threads"],
-                     threads_setting=setup.get("setting", plan.compute.threads))
+                     interop_threads=setup.get("interop"), threads_setting=setup.get("setting", plan.compute.threads))
     return found
 
 

@@ -321,7 +321,7 @@ SETTING_TO_HYPER: dict[str, tuple[str, ...]] = {
 # The training settings that no Bedrock model takes: set in a spec, each is an error at its line.
 NOT_TAKEN = ("max_steps", "lr_scheduler", "warmup_ratio", "gradient_accumulation", "max_length", "optimizer",
              "weight_decay", "max_grad_norm", "batching", "gradient_checkpointing", "logging_steps", "eval_every",
-             "save_every", "save_total_limit")
+             "eval_rows", "save_every", "save_total_limit")
 
 
 def hyperparameters(training, model: BaseModel) -> tuple[dict[str, str], list[tuple[tuple, str]]]:

@@ -38,7 +38,8 @@ class StepDef:
     reads: tuple[str, ...]  # dotted plan fields; a field covers everything below it
     # What the step writes, versioned: a run folder an older ftspec wrote is not reused
     # when the layout of the step's output has changed since. (prepare_data 2: it writes
-    # the tokenized splits the SFT recipe trains on.)
+    # the tokenized splits the SFT recipe trains on; 3: streamed, each split's origins
+    # beside it, the tokens as memory-mapped shards cut to max_length.)
     layout: int = 1
     # Whether a plan has this step at all (decided on the plan's body).
     present: Callable[[Mapping], bool] = lambda body: True
@@ -101,7 +102,7 @@ TEACH = StepDef(
     present=_distills,
 )
 PREPARE_DATA = StepDef(
-    name="prepare_data", folder="data", needs=("teach",), layout=2,
+    name="prepare_data", folder="data", needs=("teach",), layout=3,
     # On Bedrock it renders the family's JSONL and uploads it (region, bucket, prefix, format).
     reads=("data", "format", "model", "training.max_length", "compute.backend", "compute.bedrock"),
 )

@@ -67,7 +67,11 @@ def validate(specs: tuple[Path, ...], profiles: tuple[str, ...], sets: tuple[str
 @reports_errors
 def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: bool, output: Path | None, strict: bool,
          allow: tuple[Path, ...] = (), explain: bool = False) -> None:
-    """Compile a spec and show the effective plan: every default, every derived value."""
+    """Compile a spec and show the effective plan: every default, every derived value.
+
+    The text ends with how long each step that will run may take, where an earlier run
+    beside it measured the same step of the same model (the most recent such run); the
+    plan's JSON and id never hold these figures."""
     compiled, warnings = effective_plan(spec, profiles, sets, strict, allow)
     print_issues(warnings)
     if output is not None:
@@ -77,7 +81,7 @@ def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: 
     if explain:
         out(explain_values(spec, profiles, sets, allow, as_json))
     elif output is None:
-        click.echo(show_plan(compiled, as_json, color=sys.stdout.isatty()), nl=not as_json)
+        click.echo(show_plan(compiled, as_json, color=sys.stdout.isatty(), spec=spec), nl=not as_json)
 
 
 @click.command()

@@ -12,6 +12,7 @@ from ftspec.plan.compile import compile_spec
 from ftspec.plan.describe import render_plan
 from ftspec.plan.model import Plan
 from ftspec.spec.provenance import explain_spec, render_json, render_text
+from ftspec.store.estimates import estimate_lines
 from ftspec.store.protect import protected
 
 
@@ -27,9 +28,19 @@ def write_plan(output: Path, plan: Plan, spec: Path, echo) -> bool:
     return write_output(output, plan.to_json(), echo, protected(plan, find_root(Path(spec))))
 
 
-def show_plan(plan: Plan, as_json: bool = False, color: bool = False) -> str:
-    """The plan as canonical JSON (no final newline), or as the summary a person reads."""
-    return plan.to_json() if as_json else render_plan(plan, color=color)
+def show_plan(plan: Plan, as_json: bool = False, color: bool = False, spec: Path | None = None) -> str:
+    """The plan as canonical JSON (no final newline), or as the summary a person reads; with
+    ``spec``, the summary ends with how long the steps that will run may take, where an
+    earlier run measured them (ftspec.store.estimates: shown only, never in the plan's JSON)."""
+    if as_json:
+        return plan.to_json()
+    text = render_plan(plan, color=color)
+    if spec is None:
+        return text
+    root = find_root(Path(spec))
+    every = [*plan.stages, plan] if plan.stages else [plan]
+    lines = [line for p in every for line in estimate_lines(p, root, f"stage {p.stage}: " if plan.stages else "")]
+    return "\n".join([text, *lines])
 
 
 def explain(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), allow: Iterable[str | Path] = (),

@@ -104,6 +104,46 @@ def append_durably(path: Path | str, data: str, encoding: str = "utf-8") -> None
         os.fsync(fh.fileno())
 
 
+def sync(fh) -> int:
+    """Flush an open binary file and sync it to disk; returns its size (a checkpoint of a
+    file written in a stream records it, and truncates back to it when resuming)."""
+    fh.flush()
+    os.fsync(fh.fileno())
+    return fh.tell()
+
+
+class AtomicFile:
+    """A file written in a stream (millions of rows) that appears at ``path`` whole or not
+    at all: written to a temporary name beside it, put in place by :meth:`commit`, removed
+    by :meth:`abandon`. ``handle`` is the open binary file."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _mode_for(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        if mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        self.tmp = Path(tmp)
+        self.handle = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        try:
+            sync(self.handle)
+            self.handle.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abandon()
+            raise
+        _sync_folder(self.path.parent)
+
+    def abandon(self) -> None:
+        try:
+            self.handle.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
 def _replace_with(path: Path, write, mode: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path) if mode is None else (mode & ~_umask() if os.name == "posix" else None)

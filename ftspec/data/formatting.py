@@ -125,14 +125,23 @@ def reference(kind: str, record: dict) -> str:
 # one behind Amazon Bedrock's Converse API (ftspec.backends.bedrock.converse).
 
 
+def few_shot_indices(n: int, k: int, seed: int) -> list[int]:
+    """Which of ``n`` training records :func:`few_shot` shows, in the order shown: the
+    draw depends only on ``n``, ``k`` and the seed, so a split too large to hold can be
+    counted, then read again for just these rows (ftspec.data.prepared.few_shot_records)."""
+    import random
+
+    if k <= 0 or n <= 0:
+        return []
+    # random.sample reads its population only by len() and index: a range draws the same
+    # positions as the list of records would.
+    return random.Random(seed).sample(range(n), min(k, n))
+
+
 def few_shot(train: list[dict], k: int, seed: int) -> list[dict]:
     """The training records shown before each prompt of a few-shot baseline: k of them,
     drawn with the training seed."""
-    import random
-
-    if k <= 0 or not train:
-        return []
-    return random.Random(seed).sample(train, min(k, len(train)))
+    return [train[i] for i in few_shot_indices(len(train), k, seed)]
 
 
 def prompt_messages(record: dict, shots: list[dict] = ()) -> list[dict]:

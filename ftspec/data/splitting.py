@@ -81,7 +81,7 @@ def split_sizes(n: int, validation: float, test: float) -> tuple[int, int, int]:
     return n - n_val - n_test, n_val, n_test
 
 
-def _apportion(total: int, sizes: list[int]) -> list[int]:
+def apportion(total: int, sizes: list[int]) -> list[int]:
     """Share ``total`` among groups in proportion to ``sizes`` (largest remainder), exactly."""
     whole = sum(sizes)
     if whole == 0 or total == 0:
@@ -117,8 +117,8 @@ def split_indices(
     for key in keys:
         rng.shuffle(groups[key])
     sizes = [len(groups[k]) for k in keys]
-    val_share = _apportion(n_val, sizes)
-    test_share = _apportion(n_test, [s - v for s, v in zip(sizes, val_share)])
+    val_share = apportion(n_val, sizes)
+    test_share = apportion(n_test, [s - v for s, v in zip(sizes, val_share)])
     train: list[int] = []
     val: list[int] = []
     tst: list[int] = []

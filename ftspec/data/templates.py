@@ -10,6 +10,7 @@ missing column is an error rather than an empty string.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import signal
@@ -344,6 +345,27 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
+_HANDLER_HELD = 0  # renderings inside alarm_handler(): the handler is already in place
+
+
+@contextlib.contextmanager
+def alarm_handler():
+    """Keep the time limit's signal handler installed around many renderings (a data pass
+    renders millions of rows; installing and restoring it each time costs more than a
+    simple rendering). Each rendering still has its own timer."""
+    global _HANDLER_HELD
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    _HANDLER_HELD += 1
+    try:
+        yield
+    finally:
+        _HANDLER_HELD -= 1
+        signal.signal(signal.SIGALRM, previous)
+
+
 class _time_limit:
     """Raise _Timeout in the main thread after ``seconds`` (0: no limit); with
     ``budget``, the time taken is counted against it."""
@@ -356,7 +378,9 @@ class _time_limit:
 
     def __enter__(self):
         if self.timed:
-            self.previous = signal.signal(signal.SIGALRM, _alarm)
+            self.installed = not _HANDLER_HELD
+            if self.installed:
+                self.previous = signal.signal(signal.SIGALRM, _alarm)
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
         self.start = time.perf_counter()
         return self
@@ -364,7 +388,8 @@ class _time_limit:
     def __exit__(self, *exc):
         if self.timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
+            if self.installed:
+                signal.signal(signal.SIGALRM, self.previous)
         if self.budget is not None:
             self.budget.spent += time.perf_counter() - self.start
         return False

@@ -46,6 +46,29 @@ class DataFile(_Record):
     revision: Optional[str] = Field(None, description="Pinned hub revision (hub datasets only).")
 
 
+class Machine(_Record):
+    """Where the run ran, and what the plan's `auto` rules became there (the plan holds only the rules)."""
+
+    platform: str = Field(description="The platform (Python's platform.platform()).")
+    cpus: Optional[int] = Field(None, description="The machine's CPU count.")
+    usable_cpus: Optional[int] = Field(None, description=(
+        "The CPUs this process could run on (its affinity mask, as taskset, cgroups' cpusets and SLURM set it)."))
+    cpu_bf16: Optional[list[str]] = Field(None, description=(
+        "The CPU's bf16 matrix-multiply flags (`avx512_bf16`, `amx_bf16`; from /proc/cpuinfo), which decide "
+        "`precision: auto` on the CPU."))
+    device: Optional[str] = Field(None, description="The device the steps ran on; null when no step ran.")
+    precision: Optional[str] = Field(None, description=(
+        "The precision the steps ran in (`fp32`, `bf16`, `fp16`): `compute.precision` resolved on this machine; "
+        "null when no step ran."))
+    precision_setting: Optional[str] = Field(None, description="`compute.precision` as the plan states it.")
+    threads: Optional[int] = Field(None, description=(
+        "The CPU threads torch computed with in this process: `compute.threads` resolved on this machine; "
+        "null when no step ran."))
+    interop_threads: Optional[int] = Field(None, description=(
+        "torch's inter-op threads in this process (a process sets them once: an earlier setting may stay)."))
+    threads_setting: int | str | None = Field(None, description="`compute.threads` as the plan states it.")
+
+
 class Manifest(_Record):
     """`manifest.json`: what this run directory holds and how it was made."""
 
@@ -67,7 +90,8 @@ class Manifest(_Record):
     git: Optional[dict[str, Any]] = Field(None, description=(
         "Commit of the spec's repository; `dirty`: true when a tracked file was modified or an input of the plan (the "
         "spec, its bases, data and template files) was modified or untracked (`modified_inputs`, `untracked_inputs`)."))
-    machine: dict[str, Any] = Field(description="Platform and CPU count.")
+    machine: Machine = Field(description=(
+        "The platform, and what the plan's `auto` rules became on it (precision, threads) when a step ran."))
     data: dict[str, DataFile] = Field(description="Each data source, by split.")
     steps: list[StepEntry] = Field(description="The plan's steps, in order.")
     artifacts: dict[str, str] = Field(description="Each step's folder in the run directory.")

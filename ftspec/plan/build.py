@@ -211,6 +211,7 @@ def _bedrock_training(ctx: Context, training: dict) -> dict:
     out["effective_batch_size"] = out["batch_size"]
     out["warmup_steps"] = int(hp["learningRateWarmupSteps"]) if "learningRateWarmupSteps" in hp else None
     out["loss_positions"] = None  # Bedrock computes its loss itself
+    out["eval_rows"] = None  # and validates on what it is given
     return out
 
 
@@ -371,7 +372,11 @@ def _batching(ctx: Context) -> dict:
             + (f" (row length says little about the label: eta² {eta2:.2f})" if eta2 is not None else "")}
 
 
-def _training(ctx: Context, train_rows: int | None) -> dict:
+# Validation rows the training-time validation loss is computed on unless the spec says.
+EVAL_ROWS = 2000
+
+
+def _training(ctx: Context, train_rows: int | None, validation_rows: int | None = None) -> dict:
     t = ctx.spec.training
     c = ctx.spec.compute
     world = c.num_processes * c.num_nodes
@@ -393,6 +398,10 @@ def _training(ctx: Context, train_rows: int | None) -> dict:
     if not validation:
         eval_every = None
     save_every = t.save_every if t.save_every is not None else (eval_every or max(1, (total or 10) // 10))
+    eval_rows = None
+    if eval_every is not None:
+        eval_rows = t.eval_rows or EVAL_ROWS
+        eval_rows = min(eval_rows, validation_rows) if validation_rows else eval_rows
     return {
         "epochs": t.epochs if not t.max_steps else None,
         "max_steps": t.max_steps,
@@ -413,6 +422,7 @@ def _training(ctx: Context, train_rows: int | None) -> dict:
         "gradient_checkpointing": t.gradient_checkpointing,
         "logging_steps": t.logging_steps,
         "eval_every": eval_every,
+        "eval_rows": eval_rows,
         "save_every": save_every,
         "save_total_limit": t.save_total_limit,
         "early_stopping": t.early_stopping.model_dump() if t.early_stopping else None,
@@ -566,7 +576,7 @@ def build_plan(ctx: Context, warnings: list[Issue], stage: str | None = None, st
         "format": _format(ctx),
         "method": _method(ctx, evaluation, earlier or {}),
         "training": (_bedrock_training(ctx, _training(ctx, data["rows"]["train"])) if spec.compute.backend == "bedrock"
-                     else _training(ctx, data["rows"]["train"])),
+                     else _training(ctx, data["rows"]["train"], data["rows"]["validation"])),
         "eval": evaluation,
         "compute": _compute(ctx),
         "output": {"dir": out_dir or run_dir_name(ctx), "relative_to": "repository root"},

@@ -205,7 +205,8 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
                      f"warmup {_num(t.warmup_steps)} steps")
         lines.append(f"            batch {t.batch_size} × accumulation {t.gradient_accumulation} = "
                      f"{t.effective_batch_size}, max_length {t.max_length}, seed {t.seed}, {t.optimizer}")
-        cadence = f"eval every {_num(t.eval_every)}" if t.eval_every else "no validation loss"
+        rows = f" on {_num(t.eval_rows)} validation rows" if t.eval_rows else ""
+        cadence = f"eval every {_num(t.eval_every)}{rows}" if t.eval_every else "no validation loss"
         stop = f", early stopping (patience {t.early_stopping.patience})" if t.early_stopping else ""
         lines.append(f"            {cadence}, checkpoint every {_num(t.save_every)}, log every {t.logging_steps}{stop}")
         lines.append(f"            batching {t.batching.mode}: {t.batching.reason}")

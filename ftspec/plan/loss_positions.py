@@ -1,25 +1,59 @@
 """Where the LM head runs in training (``training.loss_positions``): the runtime computes it only
-at the positions whose token carries loss (ftspec.runtime.training.supervised), and the plan says
-what share of the text that is, measured on the sample rows."""
+at the positions whose token carries loss (ftspec.runtime.training.supervised; for DPO the chosen
+and rejected answers' tokens, ftspec.runtime.training.dpo_trainer), and the plan says what share
+of the text that is, measured on the sample rows. A sharded head (FSDP, DeepSpeed) is left to trl
+at every position. What only the model can tell (a model that scales or caps its logits) the
+trainer finds at run time, and logs."""
 
 from __future__ import annotations
 
 from ftspec.checks import Context
 from ftspec.data.formatting import FormatError
 
+# Strategies that shard the LM head across processes: the trainers then leave the head to trl
+# (ftspec.runtime.training.trainer and dpo_trainer), which gathers it.
+SHARDED = ("fsdp", "deepspeed")
+
 
 def loss_positions(ctx: Context) -> dict:
     """The plan's ``training.loss_positions``: where the LM head runs, and the share of text it
     is needed for."""
-    if ctx.spec.method.kind == "dpo":
+    if ctx.spec.compute.strategy in SHARDED:
         return {"mode": "all", "share": None,
-                "reason": "trl's DPO trainer scores the chosen and rejected answers with its own head"}
+                "reason": f"with compute.strategy {ctx.spec.compute.strategy} the head is sharded: trl's head "
+                          "gathers it and runs at every position"}
+    if ctx.spec.method.kind == "dpo":
+        share = _answer_share(ctx)
+        measured = ("" if share is None else
+                    f": {share:.0%} of the sample pairs' text (in characters, the prompt read once with each "
+                    f"answer) is answer, so about {1 - share:.0%} of the head's work is skipped")
+        return {"mode": "supervised", "share": share,
+                "reason": "the LM head of the policy and of the reference runs only at the chosen and rejected "
+                          "answers' tokens (the DPO loss is unchanged)" + measured}
     share = _loss_share(ctx)
     measured = ("" if share is None else ": every token carries loss, so none of it is skipped" if share >= 1 else
                 f": {share:.0%} of the sample rows' text (in characters) carries loss, so about {1 - share:.0%} "
                 "of the head's work is skipped")
     return {"mode": "supervised", "share": share,
             "reason": "the LM head runs only where a token carries loss (the loss is unchanged)" + measured}
+
+
+def _answer_share(ctx: Context) -> float | None:
+    """The share of the text a DPO step reads (prompt + chosen, prompt + rejected) that is answer,
+    on the sample rows, in characters; None without readable sample rows."""
+    info = ctx.sources.get("train")
+    if ctx.formatter is None or info is None or not info.readable or ctx.spec.format.kind != "preference":
+        return None
+    answered = total = 0
+    for row in info.sample:
+        try:
+            record = ctx.formatter(row.values)
+        except FormatError:
+            continue
+        answers = len(record["chosen"]) + len(record["rejected"])
+        answered += answers
+        total += 2 * len(record["prompt"]) + answers
+    return round(answered / total, 4) if total else None
 
 
 def _loss_share(ctx: Context) -> float | None:

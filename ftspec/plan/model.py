@@ -372,6 +372,8 @@ class Training(_Frozen):
     gradient_checkpointing: bool
     logging_steps: int
     eval_every: Cadence
+    # Validation rows the training-time loss is computed on (None: no validation loss).
+    eval_rows: int | None = Field(None, exclude_if=lambda v: v is None)
     save_every: Cadence
     save_total_limit: int
     early_stopping: EarlyStopping | None = None

@@ -189,7 +189,7 @@ def test_label_like_answers_stop_generation_at_a_newline(tmp_path, monkeypatch):
 
     from ftspec.runtime.evaluation import evaluate as E
     from ftspec.runtime.models import byte_tokenizer
-    from ftspec.runtime.training.data import build_splits
+    from ftspec.runtime.training.splits import build_splits
 
     plan = _plan(tmp_path, LABELS, "eval.mode=generate", "eval.max_new_tokens=40", "eval.limit=3")
     assert plan.eval.stop == ("\n",)

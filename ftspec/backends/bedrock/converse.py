@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ftspec.core.errors import RunFailed
-from ftspec.core.io import iter_jsonl, read_jsonl
-from ftspec.data.formatting import few_shot, prompt_messages, prompt_text, reference
+from ftspec.core.io import iter_jsonl
+from ftspec.data.formatting import prompt_messages, prompt_text, reference
+from ftspec.data.prepared import few_shot_records, read_records
 
 # Errors worth another try: the service asks to slow down, or the model is still being
 # loaded (ModelNotReadyException, a custom model's first calls). Error codes from
@@ -227,13 +228,10 @@ def generate_outputs(runtime_client, model_id: str, e, kind: str, data_dir: Path
         what = "choices mode" if e.mode == "choices" else " and ".join(missing)
         raise RunFailed(f"eval: {what} needs the model's token log-probabilities, which Bedrock's Converse API "
                         f"does not return; use eval.mode generate and metrics on the answers")
-    records = read_jsonl(Path(data_dir) / f"{e.split}.jsonl")
-    if e.limit:
-        records = records[: e.limit]
+    records = read_records(Path(data_dir), e.split, e.limit or None)  # only the rows evaluated are read
     shots: list[dict] = []
     if baseline and e.few_shot and "answers" in outputs:  # the same draw as a local run's
-
-        shots = few_shot(read_jsonl(Path(data_dir) / "train.jsonl"), e.few_shot, e.few_shot_seed)
+        shots = few_shot_records(Path(data_dir), "train", e.few_shot, e.few_shot_seed)
     prompts = prompts_for(records, kind, shots)
     predictions = answer(runtime_client, model_id, prompts, path=answers_path, system=system,
                          max_tokens=e.max_new_tokens, stop=list(e.stop), max_concurrency=max_concurrency, echo=echo,

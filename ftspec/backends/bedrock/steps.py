@@ -28,9 +28,10 @@ from ftspec.catalog import steps
 from ftspec.core.errors import Pos, RunFailed, SpecError
 from ftspec.core.io import read_json, write_json, write_jsonl
 from ftspec.data import bedrock_jsonl as R
+from ftspec.data import prepared
 from ftspec.plan.bedrock_request import MAX_NAME, data_uri, fill
 from ftspec.plan.model import thaw
-from ftspec.runtime.training import data as D
+from ftspec.runtime.training.splits import write_splits
 
 DATA = "bedrock-data.json"  # prepare_data: each uploaded split's sha256, size, rows and S3 URI
 MODEL = "bedrock-model.json"  # train: the job's ARN and the custom model's
@@ -39,7 +40,10 @@ SPLITS = ("train", "validation")  # what the job trains and validates on; the te
 
 def prepare(plan, ctx, out: Path) -> dict:
     b = plan.compute.bedrock
-    splits, skipped, origins = D.write_splits(plan.data, plan.format, ctx.root, out)
+    made = write_splits(plan.data, plan.format, ctx.root, out)
+    # A Bedrock job takes thousands of rows, not millions: its splits are rendered in memory.
+    splits = {split: prepared.read_records(out, split) for split in made.rows if split in SPLITS}
+    skipped = made.skipped
     rendered: dict[str, dict] = {}
     for split in SPLITS:
         if split not in splits:
@@ -51,7 +55,7 @@ def prepare(plan, ctx, out: Path) -> dict:
             raise RunFailed(f"prepare_data: the {split} split cannot be written as {b.data_format}: {exc}") from None
         path = out / f"{split}.{b.data_format}.jsonl"
         path.write_bytes(body)
-        _within_limits(plan, split, body, origins.get(split) or [])  # before anything is uploaded
+        _within_limits(plan, split, body, list(prepared.iter_origins(out, split)))  # before anything is uploaded
         digest = hashlib.sha256(body).hexdigest()
         rendered[split] = {"rows": len(splits[split]), "bytes": len(body), "sha256": digest,
                            "file": path.name, "s3_uri": data_uri(b.s3.bucket, b.s3.prefix, split, digest)}
@@ -61,7 +65,7 @@ def prepare(plan, ctx, out: Path) -> dict:
             bucket, key = job.split_uri(info["s3_uri"])
             job.upload(s3, bucket, key, (out / info["file"]).read_bytes(), ctx.echo)
     write_json(out / DATA, rendered)
-    stats = {split: {"rows": len(records)} for split, records in splits.items()}
+    stats = {split: {"rows": rows} for split, rows in made.rows.items()}
     write_json(out / "stats.json", {"splits": stats, **skipped})
     ctx.echo("  rows " + " · ".join(f"{s} {v['rows']}" for s, v in stats.items()) + "; "
              + "; ".join(f"{s} {info['bytes']} bytes as {b.data_format} → {info['s3_uri']}"

@@ -9,6 +9,7 @@ them: a run whose steps are all complete never loads torch.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -17,13 +18,16 @@ from typing import Callable
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json, read_jsonl, write_json, write_jsonl
+from ftspec.data import prepared
 from ftspec.plan.model import chat_template_text
 from ftspec.runtime.context import StepContext
+from ftspec.runtime.evaluation.progress import Progress
 from ftspec.runtime.evaluation.scoring import score_outputs
 from ftspec.runtime.report.build import build_report
 from ftspec.runtime.report.compare import compare
 from ftspec.runtime.training import data as D
 from ftspec.runtime.training.job import TrainJob
+from ftspec.runtime.training.splits import build_splits, write_splits
 from ftspec.runtime.training.tracking import tracking_environment
 
 # --------------------------------------------------------------------------- prepare_data
@@ -31,24 +35,34 @@ from ftspec.runtime.training.tracking import tracking_environment
 
 def prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     """The splits in TRL's columns, tokenized for SFT, with their statistics (and the base
-    model, where the plan builds or converts one)."""
+    model, where the plan builds or converts one). Rows stream from file to file: memory
+    does not grow with the data, and a preparation cut off continues where it stopped
+    (its work files are in the step's scratch folder until it is complete)."""
     # Deferred: torch and transformers, only once there is data to tokenize.
     from ftspec.runtime.models import build_tiny, convert_gguf, load_tokenizer, materialize_stage
 
     kind = plan.format.kind
     started = time.perf_counter()
     distill = steps.TEACH.name in ctx.keys
-    splits, skipped, origins = D.write_splits(plan.data, plan.format, ctx.root, out, distill)
+    work = ctx.checkpoints()
+    expected = [getattr(plan.data.rows, split, None) for split in ("train", "validation", "test")]
+    reading = Progress("format", sum(n for n in expected if n) if plan.data.limit is None else 0, brief=True)
+    try:
+        made = write_splits(plan.data, plan.format, ctx.root, out, distill, work=work / "splits", echo=ctx.echo,
+                            progress=reading.advance)
+    finally:
+        reading.close()
+    skipped = dict(made.skipped)
     if distill:  # the teacher's answers in place of the data's
-        skipped["teacher_answers"] = _teacher_answers(splits, origins, kind, ctx.step_dir(steps.TEACH.name), out)
+        skipped["teacher_answers"] = _teacher_answers(made.rows, kind, ctx.step_dir(steps.TEACH.name), out)
     building = time.perf_counter()
     if plan.model.kind == "tiny":
-        build_tiny(plan.model, D.training_texts(splits["train"], kind), out / "base-model")
+        build_tiny(plan.model, D.training_texts(prepared.iter_records(out, "train"), kind), out / "base-model")
     elif plan.model.kind == "stage":  # an earlier stage's model, whole: this stage starts from it
-        made = materialize_stage(plan.model, ctx.store, ctx.root, out / "base-model")
-        skipped["stage_model"] = made
-        ctx.echo(f"  starts from stage {made['stage']}'s model ({made['parameters'] / 1e6:.2f}M parameters"
-                 + (", its LoRA adapter merged into its base)" if made["merged"] else ")"))
+        made_model = materialize_stage(plan.model, ctx.store, ctx.root, out / "base-model")
+        skipped["stage_model"] = made_model
+        ctx.echo(f"  starts from stage {made_model['stage']}'s model ({made_model['parameters'] / 1e6:.2f}M parameters"
+                 + (", its LoRA adapter merged into its base)" if made_model["merged"] else ")"))
     elif plan.model.gguf_file:  # de-quantised once here; every later step loads the safetensors folder
         converted = convert_gguf(plan.model, ctx.root, out / "base-model")
         skipped["gguf_conversion"] = converted
@@ -58,11 +72,17 @@ def prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     tokenizer = load_tokenizer(plan.model, ctx.root, out, chat_template_text(plan.format))
     loss = plan.format.loss if kind != "preference" else "completion"
     stats = {}
-    for split, records in splits.items():
-        input_ids, labels = D.tokenize(records, kind, tokenizer, loss, split)
-        stats[split] = D.token_stats(input_ids, labels, plan.training.max_length)
-        if kind != "preference" and split != "test":  # what SFT trains and validates on, tokenized once
-            D.save_tokens(out / f"{split}-tokens", input_ids, labels)
+    for split in made.rows:
+        # What SFT trains and validates on is written as tokens; the rest is counted only.
+        shards = work / f"{split}-tokens" if kind != "preference" and split != "test" else None
+        progress = Progress(f"tokenize {split}", made.rows[split], brief=True)
+        try:
+            stats[split] = D.tokenize_split(out, split, kind, tokenizer, loss, plan.training.max_length, shards,
+                                            progress.advance)
+        finally:
+            progress.close()
+        if shards is not None:
+            os.replace(shards, out / f"{split}-tokens")
     if kind != "preference" and stats["train"]["loss_token_fraction"] == 0:
         # Every answer lies past max_length: the trainer would drop every row and train nothing.
         t = stats["train"]["tokens"]
@@ -96,34 +116,36 @@ def prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     return {"stats": stats}
 
 
-def _teacher_answers(splits: dict, origins: dict, kind: str, teach_dir: Path, out: Path) -> dict:
+def _teacher_answers(rows: dict, kind: str, teach_dir: Path, out: Path) -> dict:
     """Put the teacher's kept answers in place of the training and validation rows' own
     (which are never read), leave out the rows whose answers the filter dropped, and write
     those splits (and their origins) again. The test split keeps the data's answers: it
-    is what every model is scored against."""
+    is what every model is scored against. (A teacher answers every row one by one: these
+    splits are read in memory.)"""
     # Deferred: the teacher's module imports torch.
     from ftspec.runtime.evaluation.teach import with_answers
 
-    rows = read_jsonl(teach_dir / "answers.jsonl")
+    answers = read_jsonl(teach_dir / "answers.jsonl")
     counts = {}
     for split in ("train", "validation"):
-        if split not in splits:
+        if split not in rows:
             continue
-        mine = sorted((r for r in rows if r["split"] == split), key=lambda r: r["index"])
-        if len(mine) != len(splits[split]):
-            raise RuntimeError(f"the teacher answered {len(mine)} {split} rows, the data has {len(splits[split])}")
-        records, dropped = with_answers(splits[split], kind, mine)
-        if not records:
+        records = prepared.read_records(out, split)
+        origins = list(prepared.iter_origins(out, split))
+        mine = sorted((r for r in answers if r["split"] == split), key=lambda r: r["index"])
+        if len(mine) != len(records):
+            raise RuntimeError(f"the teacher answered {len(mine)} {split} rows, the data has {len(records)}")
+        kept_records, dropped = with_answers(records, kind, mine)
+        if not kept_records:
             purpose = "train on" if split == "train" else "validate on"
             raise SpecError.one(Pos("method.filter"), "method.filter",
                                 f"drops the teacher's answer to every {split} row ({len(mine)}); "
                                 f"nothing is left to {purpose}", f"read {teach_dir / 'answers.jsonl'}")
         kept = [r["index"] for r in mine if r["kept"]]
-        splits[split] = records
-        origins[split] = [origins[split][i] for i in kept]
-        write_jsonl(out / f"{split}.jsonl", records)
-        counts[split] = {"rows": len(mine), "kept": len(records), "dropped": dropped}
-    write_json(out / "origins.json", origins)
+        write_jsonl(prepared.split_file(out, split), kept_records)
+        write_jsonl(prepared.origins_file(out, split), [origins[i] for i in kept])
+        rows[split] = len(kept_records)
+        counts[split] = {"rows": len(mine), "kept": len(kept_records), "dropped": dropped}
     return counts
 
 
@@ -157,7 +179,7 @@ def teach(plan, ctx: StepContext, out: Path) -> dict:
         made = convert_gguf(teacher, ctx.root, out / "base-model")
         ctx.echo(f"  teacher: {made['gguf_file']} converted ({made['parameters'] / 1e6:.0f}M parameters)")
     model, tokenizer = load_plan_teacher(plan, ctx.root, out)
-    splits, _ = D.build_splits(plan.data, plan.format, ctx.root, distill=True)
+    splits, _ = build_splits(plan.data, plan.format, ctx.root, distill=True, scratch=ctx.checkpoints())
     prompts = teacher_prompts(splits, plan.format.kind, tokenizer)
     started = time.perf_counter()
     rows = run_teacher(model, tokenizer, prompts, plan.method.distill, ctx.checkpoints(), echo=ctx.echo,
@@ -201,8 +223,17 @@ def _generate(plan, ctx: StepContext, out: Path, tuned: bool, teacher: bool = Fa
                else "picked labels (choices mode)")
     made = " and ".join({"answers": answers, "perplexity": "perplexity", "pair_logprobs": "pair log-probabilities"}[o]
                         for o in plan.eval.outputs) or "nothing"
+
+    def pace(part: str, s: dict) -> str:  # how fast each part went, as outputs.json's `speed` has it
+        rate = s.get("rows_per_second")
+        shown = "" if not rate else f", {rate:.1f} rows/s" if rate >= 1 else f", {rate:.2g} rows/s"
+        seconds = s.get("seconds") or 0
+        took = f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+        return f"{part} {s.get('rows')} rows in {took}{shown}"
+
+    speed = "; ".join(pace(part, s) for part, s in (summary.get("speed") or {}).items())
     ctx.echo(f"  {'teacher' if teacher else 'tuned' if tuned else 'base'} model, {summary['rows']} "
-             f"{summary['split']} rows{shots}: {made}")
+             f"{summary['split']} rows{shots}: {made}" + (f" ({speed})" if speed else ""))
     return {k: v for k, v in summary.items() if k != "labels"}
 
 

@@ -24,14 +24,18 @@ import torch
 
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json
-from ftspec.data.formatting import few_shot, prompt_messages, prompt_text, reference
+from ftspec.data.formatting import prompt_messages, prompt_text, reference
+from ftspec.data.prepared import few_shot_records, has_split, iter_with_origins, read_records, split_position
 from ftspec.data.templates import environment, render
 from ftspec.runtime.evaluation.extraction import bounded_matches, compile_bounded
 from ftspec.runtime.evaluation.likelihood import continuation_logprobs
 from ftspec.runtime.evaluation.progress import Progress
 from ftspec.runtime.evaluation.scoring import score_outputs
 from ftspec.runtime.evaluation.stopping import stopping_arguments
-from ftspec.runtime.training.data import read_jsonl
+
+# Choices mode without eval.choices scores every distinct training answer for every row:
+# past this many the answers are not labels, and the set is not kept in memory.
+MAX_DERIVED_LABELS = 10_000
 
 # --------------------------------------------------------------------------- prompts
 
@@ -218,10 +222,6 @@ def judge_scores(metric: Mapping, examples: list[Example], predictions: list[str
 # --------------------------------------------------------------------------- the whole evaluation
 
 
-def read_split(data_dir: Path, split: str) -> list[dict]:
-    return read_jsonl(data_dir / f"{split}.jsonl")
-
-
 def check_choices(data_dir: Path, kind: str, choices) -> None:
     """In choices mode every answer, of every split, must be one of the allowed labels:
     a label the model can never pick is a mistake in the data or in eval.choices."""
@@ -229,20 +229,33 @@ def check_choices(data_dir: Path, kind: str, choices) -> None:
         return
 
     allowed = set(choices)
-    origins = read_json(data_dir / "origins.json") or {}
     # A distillation's training and validation answers are its teacher's: one outside the
     # labels is the teacher's mistake, which the student learns and the scores show.
     teacher = (read_json(data_dir / "stats.json", lenient=True) or {}).get("teacher_answers") or {}
     for split in ("train", "validation", "test"):
-        if not (data_dir / f"{split}.jsonl").exists() or split in teacher:
+        if not has_split(data_dir, split) or split in teacher:
             continue
-        where = origins.get(split) or []
-        for i, record in enumerate(read_split(data_dir, split)):
+        for i, record, origin in iter_with_origins(data_dir, split):
             ref = reference(kind, record)
             if ref not in allowed:
-                file, _, row = (where[i] if i < len(where) else f"{split} split:{i + 1}").rpartition(":")
-                raise SpecError.one(Pos(file, int(row) if row.isdigit() else None), "eval.choices",
+                file, row = split_position(origin, split, i)
+                raise SpecError.one(Pos(file, row), "eval.choices",
                                     f"the answer {ref!r} is not one of eval.choices ({', '.join(choices)})")
+
+
+def training_labels(data_dir: Path, kind: str) -> list[str]:
+    """Choices mode's labels when eval.choices lists none: the training split's distinct
+    answers, sorted, read one record at a time (at most :data:`MAX_DERIVED_LABELS`)."""
+    labels: set[str] = set()
+    for i, record, origin in iter_with_origins(data_dir, "train"):
+        labels.add(reference(kind, record))
+        if len(labels) > MAX_DERIVED_LABELS:
+            file, row = split_position(origin, "train", i)
+            raise SpecError.one(Pos(file, row), "eval.mode",
+                                f"choices mode without eval.choices takes the training split's answers as its "
+                                f"labels, and it has more than {MAX_DERIVED_LABELS} distinct ones",
+                                "list the labels in eval.choices, or set eval.mode: generate")
+    return sorted(labels)
 
 
 def pair_logprobs(model, tokenizer, records: list[dict], batch_size: int, max_length: int | None = None,
@@ -270,12 +283,10 @@ def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: 
     Each part shows its progress on stderr (:class:`Progress`), and ``outputs.json``'s
     ``speed`` keeps, per part (``choices`` or ``generate``, ``perplexity``,
     ``pair_logprobs``), its rows, seconds and rows per second."""
-    records = read_split(data_dir, e.split)
-    if e.limit:
-        records = records[: e.limit]
+    records = read_records(data_dir, e.split, e.limit or None)  # only the rows evaluated are read
     outputs = set(e.outputs)
-    train = read_split(data_dir, "train")
-    shots = few_shot(train, e.few_shot, e.few_shot_seed) if baseline and e.few_shot and "answers" in outputs else []
+    shots = (few_shot_records(data_dir, "train", e.few_shot, e.few_shot_seed)
+             if baseline and e.few_shot and "answers" in outputs else [])
     examples = build_examples(records, kind, tokenizer, shots)
     labels = list(e.choices) if e.choices else None
 
@@ -293,7 +304,7 @@ def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: 
     if "answers" in outputs:
         if e.mode == "choices":
             check_choices(data_dir, kind, labels)
-            labels = labels or sorted({reference(kind, r) for r in train})
+            labels = labels or training_labels(data_dir, kind)
             predictions = timed("choices", lambda advance: choose(model, tokenizer, examples, labels, kind,
                                                                   e.batch_size, max_length, advance),
                                 scale=1 / max(1, len(labels)))

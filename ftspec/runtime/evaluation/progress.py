@@ -28,8 +28,10 @@ class Progress:
     """
 
     def __init__(self, label: str, total: int, *, stream: TextIO | None = None, scale: float = 1.0,
-                 every: float = 30.0, quiet: float = 5.0, clock: Callable[[], float] = time.monotonic):
+                 every: float = 30.0, quiet: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 brief: bool = False):
         self.label, self.total, self.scale = label, total, scale
+        self.brief = brief  # no closing line for a part that took less than `quiet` seconds
         self.stream = stream or sys.stderr
         self.every, self.quiet, self.clock = every, quiet, clock
         self.started = self.last_line = clock()
@@ -67,7 +69,7 @@ class Progress:
             self.bar = None
         rows = int(round(self.done))
         rate = rows / seconds if seconds > 0 else None
-        if self.total > 0:
+        if self.total > 0 and not (self.brief and seconds < self.quiet):
             speed = f", {rate:.1f} rows/s" if rate is not None else ""
             print(f"  {self.label}: {rows} rows in {seconds:.1f}s{speed}", file=self.stream, flush=True)
         return {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rate, 2) if rate else None}

@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer
+from trl import DPOConfig
 
+from ftspec.core.io import read_jsonl
+from ftspec.data import prepared
 from ftspec.runtime.distributed import ranks
 from ftspec.runtime.models import load_model, load_tokenizer
 from ftspec.runtime.training import builders
 from ftspec.runtime.training.callbacks import use_quiet_progress
-from ftspec.runtime.training.data import read_jsonl
+from ftspec.runtime.training.dpo_trainer import PreferenceTrainer
 from ftspec.runtime.training.job import LOOK, TrainJob, TrainResult
 from ftspec.runtime.training.resume import Interrupt, last_checkpoint
 
@@ -41,8 +43,9 @@ def train_dpo(job: TrainJob) -> TrainResult:
 
     # 3. The prepared pairs: prompt, chosen, rejected.
     train = Dataset.from_list(read_jsonl(job.data_dir / "train.jsonl"))
-    validation_file = job.data_dir / "validation.jsonl"
-    validation = Dataset.from_list(read_jsonl(validation_file)) if validation_file.exists() else None
+    # The validation loss is computed on the plan's first eval_rows pairs, the same every time.
+    validation = (Dataset.from_list(prepared.read_records(job.data_dir, "validation", training.eval_rows))
+                  if prepared.has_split(job.data_dir, "validation") else None)
 
     # 4. Configuration: shared arguments from the plan, and what DPO adds to them.
     args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints),
@@ -54,7 +57,7 @@ def train_dpo(job: TrainJob) -> TrainResult:
     #    step left; Ctrl-C saves one before stopping.
     last = last_checkpoint(job.checkpoints) if job.resume_from == LOOK else job.resume_from
     interrupt = job.interrupt or Interrupt()
-    trainer = DPOTrainer(
+    trainer = PreferenceTrainer(
         model=model,
         ref_model=reference,
         args=config,
@@ -63,6 +66,9 @@ def train_dpo(job: TrainJob) -> TrainResult:
         processing_class=tokenizer,
         peft_config=builders.lora_config(adapter),
         callbacks=builders.trainer_callbacks(job, last, interrupt, validation is not None),
+        # The LM head of policy and reference only at the answers' tokens, as the plan says (the
+        # loss is unchanged); TRL's head at every position where that cannot apply (logged, with why).
+        loss_positions=training.loss_positions.mode if training.loss_positions is not None else "all",
     )
     use_quiet_progress(trainer)
     ranks.check_engine(trainer, plan.compute)  # FSDP asked for is FSDP set up, not DDP

@@ -43,12 +43,15 @@ def train_sft(job: TrainJob, trainer_class: type | None = None,
     model = load_model(plan.model, job.root, job.data_dir, dtype, device,
                        quantization_config=builders.quantization_config(adapter), attention=plan.compute.attention)
 
-    # 3. The prepared splits, tokenized by prepare_data: input ids, and labels that are
-    #    -100 where the format's loss setting puts no loss. TRL sees `input_ids` and does
-    #    not tokenize again; it still truncates, drops rows left without loss, and packs.
+    # 3. The prepared splits, tokenized by prepare_data and memory-mapped: input ids, and
+    #    labels that are -100 where the format's loss setting puts no loss, already cut to
+    #    max_length with the rows left without loss dropped. TRL skips its own preparation,
+    #    which would pass over every row before the first step; packing still needs it.
     train = load_tokens(job.data_dir / "train-tokens")
     validation_dir = job.data_dir / "validation-tokens"
     validation = load_tokens(validation_dir) if validation_dir.exists() else None
+    if validation is not None and training.eval_rows is not None and len(validation) > training.eval_rows:
+        validation = validation.select(range(training.eval_rows))  # the plan's rows, the same every time
 
     # 4. Configuration: shared arguments from the plan, and what SFT adds to them.
     args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints),
@@ -56,6 +59,8 @@ def train_sft(job: TrainJob, trainer_class: type | None = None,
     args["completion_only_loss"] = False  # the labels carry the loss mask already
     stats = read_json(job.data_dir / "stats.json", dict)["splits"]
     args.update(builders.batching_arguments(training, stats.get("train"), "sft"))
+    if not args.get("packing"):
+        args["dataset_kwargs"] = {"skip_prepare_dataset": True}
     config = SFTConfig(**args)
     # Packed rows are kept apart by their position ids only with the KV cache off.
     model.config.use_cache = False

@@ -227,9 +227,13 @@ def metrics_section(r: Results, charts: set[str]) -> list[Block]:
     if majority:
         answers = {a for a in (s.get("majority_answers") or {}).values() if isinstance(a, str)}
         shown = ", ".join(repr(clip(a, 60)) for a in sorted(answers)) or "—"
+        other = r.run.train_references.other
+        unkept = (f" It was learnt from the training rows whose answer was among the first "
+                  f"{len(r.run.train_references.counts)} distinct ones; {rows_text(other)} with other answers were "
+                  f"counted but not kept." if other else "")
         blocks.append(Paragraph(f"majority: the most frequent answer of the training split ({shown}) predicted for "
-                                f"every evaluated row, the score a model gets without reading the input."))
-    elif tuned is not None and r.rows and not r.run.train_rows:
+                                f"every evaluated row, the score a model gets without reading the input.{unkept}"))
+    elif tuned is not None and r.rows and not r.run.train_references.rows:
         blocks.append(Paragraph("No most-frequent-answer baseline: the training split was not found."))
     f1 = dig(s, "details", "tuned", "f1") or dig(s, "details", "base", "f1")
     if "f1" in r.names and isinstance(f1, dict):

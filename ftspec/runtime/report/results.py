@@ -21,9 +21,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ftspec.catalog import metrics as metric_catalog
 from ftspec.catalog.steps import EVAL_BASE, EVAL_TUNED, PREPARE_DATA, TRAIN
-from ftspec.core.io import read_json, read_jsonl
+from ftspec.core.io import iter_jsonl, read_json, read_jsonl
+from ftspec.data.prepared import split_file
 from ftspec.runtime.evaluation import scorers as M
-from ftspec.runtime.evaluation.baseline import majority_predictions, score_majority
+from ftspec.runtime.evaluation.baseline import ReferenceCounts, count_references, majority_predictions, score_majority
 from ftspec.runtime.evaluation.intervals import bootstrap_intervals
 
 __all__ = [
@@ -198,7 +199,9 @@ class RunFiles:
     log: list[dict] = field(default_factory=list)  # the training log, model/metrics.jsonl
     train: Any = None  # model/train.json
     stats: Any = None  # data/stats.json
-    train_rows: list[dict] = field(default_factory=list)  # data/train.jsonl: the training split, formatted
+    # data/train.jsonl, the training split formatted: its references counted as it is read
+    # (bounded, whatever its size), for the most-frequent-answer baseline
+    train_references: ReferenceCounts = field(default_factory=ReferenceCounts)
 
 
 def read_run(run_dir: Path) -> RunFiles:
@@ -215,7 +218,9 @@ def read_run(run_dir: Path) -> RunFiles:
         log=read_jsonl(log_path if log_path.exists() else run_dir / "metrics.jsonl", lenient=True),
         train=read_json(model / "train.json", lenient=True),
         stats=read_json(run_dir / PREPARE_DATA.folder / "stats.json", lenient=True),
-        train_rows=read_jsonl(run_dir / PREPARE_DATA.folder / "train.jsonl", lenient=True),
+        train_references=count_references(
+            train_reference(r) for _, _, r in iter_jsonl(split_file(run_dir / PREPARE_DATA.folder, "train"),
+                                                         lenient=True)),
     )
 
 
@@ -532,7 +537,7 @@ def honest_comparison(plan: PlanFacts, run: RunFiles, rows: list[dict],
     labels = eval_labels(details)
     if labels is not None and sorted(labels) == sorted({ref.strip() for ref in references}):
         labels = None  # the references' own labels: a resample is scored on the labels it holds, as score() would
-    train_refs = [ref for ref in (train_reference(r) for r in run.train_rows) if ref is not None]
+    train_refs = run.train_references.counts
     majority = answers = None
     predictions: dict[str, Any] = {s: [str(r[s]["prediction"] or "") for r in paired] for s in sides}
     if train_refs:

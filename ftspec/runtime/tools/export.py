@@ -32,7 +32,8 @@ import torch
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.folders import new_partial, replace_folder
-from ftspec.core.io import read_json, read_jsonl, write_atomic, write_json
+from ftspec.core.io import read_json, write_atomic, write_json
+from ftspec.data.prepared import has_split, read_records
 from ftspec.plan.model import Plan
 from ftspec.plan.stages import root_model
 from ftspec.runtime.evaluation.stopping import end_of_turn_ids, stop_token_ids
@@ -182,9 +183,8 @@ def parity_prompts(plan: Plan, data_dir: Path, tokenizer, limit: int = PARITY_RO
     """Token ids of a few held-out rows (the test split, else validation, else train), as training showed them."""
     rows: list = []
     for split in ("test", "validation", "train"):
-        path = data_dir / f"{split}.jsonl"
-        if path.exists():
-            rows = read_jsonl(path)[:limit]
+        if has_split(data_dir, split):
+            rows = read_records(data_dir, split, limit)  # the first rows only, whatever the split's size
             if rows:
                 break
     out = []

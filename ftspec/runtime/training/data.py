@@ -1,181 +1,91 @@
-"""The prepare_data step: read the sources, map and format every row into TRL's
-columns, split with the plan's seed, and write the splits and their statistics.
+"""The second part of prepare_data on this machine: every split tokenized as the SFT
+trainer consumes it, streamed in batches from the split's file, with its statistics
+computed in the same pass (ftspec.runtime.training.splits writes the splits).
 
-The same :class:`~ftspec.data.formatting.RowFormatter` that ``validate`` checks a sample
-with formats every row here, so what validated is what trains.
+What SFT trains and validates on is written as Arrow shards of :data:`SHARD_ROWS` rows,
+memory-mapped by the train step, already cut to ``training.max_length`` with the rows
+left without a loss token dropped (what TRL's own preparation would do when training
+starts, done once here and cached with the step). A shard is complete once renamed into
+place, so a preparation cut off part-way tokenizes only the shards still missing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Callable, Iterable, Iterator
 
 from ftspec.core import io
-from ftspec.core.errors import Issue, Pos, SpecError
+from ftspec.core.errors import Pos, SpecError
+from ftspec.data import prepared
 from ftspec.data import templates as tpl
-from ftspec.data.formatting import FormatError, RowFormatter, teacher_sources
-from ftspec.data.sources import RowError, read_rows
-from ftspec.data.splitting import SPLITS, filter_verdict, split_indices, split_limits, verdict_problem
+
+TOKENIZE_BATCH = 512  # rows per tokenizer call
+SHARD_ROWS = 100_000  # rows per Arrow shard of tokens: what a cut-off preparation redoes at most
+TOKENIZER_ROWS = 200_000  # training records a tiny model's BPE tokenizer is trained on (the first ones)
 
 
-def _read_source(split: str, src: Any, root: Path, on_bad_row: str, skipped: list) -> tuple[list[dict], list[str]]:
-    """All rows of one source, and where each came from (``FILE:ROW``)."""
-    if src.kind == "hub":
-        return _read_hub(split, src)
-    path = root / src.path
-    shown = src.path
-    if not path.is_file():
-        raise SpecError.one(Pos(shown), f"data.{split}", "data file was deleted since the plan was made")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != src.sha256:
-        raise SpecError.one(Pos(shown), f"data.{split}",
-                            "data file changed since the plan was made (sha256 differs); plan again")
-    rows, where = [], []
+def _training_template(tokenizer, kind: str, loss: str):
+    """TRL's training variant of the chat template, where assistant-only loss needs
+    ``{% generation %}`` markers the tokenizer's template lacks (None: the template as it is)."""
+    if kind != "chat" or loss != "assistant" or tpl.has_generation_markers(tokenizer.chat_template or ""):
+        return None
+    from trl.chat_template_utils import get_training_chat_template
+
     try:
-        for row in read_rows(path, src.format, shown, list(src.columns) if src.columns else None, src.header, src.field,
-                             on_bad_row=on_bad_row, skipped=skipped):
-            rows.append(row.values)
-            where.append(f"{shown}:{row.number}")
-    except RowError as exc:
-        raise SpecError([exc.issue()]) from None
-    return rows, where
+        return get_training_chat_template(tokenizer)
+    except ValueError:  # trl patches only the templates it knows
+        raise SpecError([tpl.no_generation_markers(Pos("format.chat_template"))]) from None
 
 
-def _read_hub(split: str, src: Any) -> tuple[list[dict], list[str]]:
-    import datasets
+class TextIds:
+    """Token ids of a batch of texts, as ``tokenizer(texts)["input_ids"]`` gives them. The
+    fast tokenizer's own batch encoder without offsets (``encode_batch_fast``) is ~2.4x
+    quicker; it is used once it gave the same ids as the tokenizer's call on the first
+    batch, and never for a tokenizer where it does not."""
 
-    kwargs = {"split": src.split}
-    if src.revision:
-        kwargs["revision"] = src.revision
-    from ftspec.runtime.models import hub_id  # deferred: torch, which preparing data for Bedrock never needs
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.encode = getattr(backend, "encode_batch_fast", None)
+        self.fast: bool | None = None if self.encode is not None else False
 
-    name = hub_id(src.hub, f"data.{split}.hub")
-    try:
-        ds = datasets.load_dataset(name, src.subset, **kwargs)
-    except Exception as exc:  # datasets raises many kinds: not found, offline, no such split
-        raise SpecError.one(Pos(f"hub:{src.hub}"), f"data.{split}",
-                            f"cannot load the hub dataset: {str(exc).splitlines()[0]}") from None
-    rows = [dict(r) for r in ds]
-    return rows, [f"hub:{src.hub}[{src.split}]:{i + 1}" for i in range(len(rows))]
-
-
-def _format_rows(rows: list[dict], where: list[str], formatter: RowFormatter, on_bad_row: str, skipped: list,
-                 row_filter: Any = None, dropped: list | None = None,
-                 answer: bool = True) -> tuple[list[dict], list[dict], list[str]]:
-    """Formatted records, the mapped columns of each (for stratifying), and their origins.
-    A row that ``row_filter`` (data.filter's template) renders false for is left out and
-    its origin added to ``dropped``."""
-    records, columns, origins = [], [], []
-    for values, origin in zip(rows, where):
-        try:
-            mapped = formatter.columns(values)
-            if row_filter is not None and not _keeps(row_filter, mapped, origin):
-                if dropped is not None:
-                    dropped.append(origin)
-                continue
-            record = formatter.render(mapped, answer)
-        except FormatError as exc:
-            file, _, row = origin.rpartition(":")
-            if on_bad_row == "skip":
-                skipped.append(RowError(Pos(file, int(row) if row.isdigit() else None), f"{exc.key}: {exc.message}"))
-                continue
-            raise SpecError([Issue(Pos(file, int(row) if row.isdigit() else None), exc.key, exc.message)]) from None
-        records.append(record)
-        columns.append(mapped)
-        origins.append(origin)
-    return records, columns, origins
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if self.fast:
+            return [e.ids for e in self.encode(texts)]
+        want = [list(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        if self.fast is None and texts:
+            self.fast = [e.ids for e in self.encode(texts)] == want
+        return want
 
 
-def _keeps(row_filter: Any, mapped: dict, origin: str) -> bool:
-    """data.filter's verdict on one row (after renames and derived columns). A rendering
-    that is neither true nor false is the filter's mistake: an error at its key, naming the row."""
-    text = RowFormatter._render(row_filter, mapped, "data.filter")
-    verdict = filter_verdict(text)
-    if verdict is None:
-        raise SpecError.one(Pos("data.filter"), "data.filter", f"{verdict_problem(text)} (row {origin})")
-    return verdict
-
-
-def build_splits(data: Any, fmt: Any, root: Path,
-                 distill: bool = False) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Every split's formatted records (from the plan's ``data`` and ``format``
-    sections), and counts of what was skipped. ``distill``: the sources a teacher
-    answers are formatted without their answers (ftspec.data.formatting.teacher_sources)."""
-    prompts_only = teacher_sources(distill, data.sources, _test_from_train(data))
-    formatter = RowFormatter.from_plan(data, fmt)
-    row_filter = tpl.environment().from_string(data.filter.text) if data.filter is not None else None
-    skipped: list[RowError] = []
-    filtered: dict[str, int] = {}  # rows data.filter dropped, per source
-    out: dict[str, list[dict]] = {}
-    origins: dict[str, list[str]] = {}  # FILE:ROW of each record, so later steps can point at a row
-    stratify_values: list = []
-    s = data.split
-    for split in SPLITS:
-        src = data.sources.get(split)
-        if src is None:
-            continue
-        rows, where = _read_source(split, src, root, data.on_bad_row, skipped)
-        dropped: list[str] = []
-        out[split], columns, origins[split] = _format_rows(rows, where, formatter, data.on_bad_row, skipped,
-                                                           row_filter, dropped, split not in prompts_only)
-        if row_filter is not None:
-            filtered[split] = len(dropped)
-            if dropped and len(dropped) == len(rows):
-                shown = getattr(src, "path", None) or f"hub:{getattr(src, 'hub', '')}"
-                raise SpecError.one(Pos("data.filter"), "data.filter",
-                                    f"drops every row of {shown} ({len(rows)} rows); nothing is left to "
-                                    f"{'train on' if split == 'train' else 'hold out'}")
-        if split == "train" and s is not None and s.stratify:
-            stratify_values = [json.dumps(c.get(s.stratify), sort_keys=True, default=str) for c in columns]
-    if s is not None:
-        train, train_origins = out["train"], origins["train"]
-        labels = stratify_values if s.stratify else None
-        tr, va, te = split_indices(len(train), s.validation, s.test, s.seed, labels)
-        for name, index, fraction in (("validation", va, s.validation), ("test", te, s.test), ("train", tr, 1)):
-            if name == "train" or (name not in data.sources and fraction > 0):
-                out[name], origins[name] = [train[i] for i in index], [train_origins[i] for i in index]
-    for split, cut in split_limits(data.limit).items():
-        if cut is not None and split in out:
-            out[split], origins[split] = out[split][:cut], origins[split][:cut]
-    for split, records in out.items():
-        if not records:
-            what = ("after skipping bad rows" if skipped else
-                    "after data.filter and splitting" if sum(filtered.values()) else "after splitting")
-            raise SpecError.one(Pos(f"data.{split}"), f"data.{split}", f"the {split} split is empty {what}")
-    stats = {"skipped_rows": len(skipped), "skipped_examples": [str(e) for e in skipped[:20]], "origins": origins}
-    if row_filter is not None:
-        stats["filtered_rows"] = filtered  # per source, before splitting
-    return out, stats
-
-
-
-def _test_from_train(data: Any) -> bool:
-    return data.split is not None and data.split.test > 0 and "test" not in data.sources
-
-
-def write_splits(data, fmt, root: Path, out: Path,
-                 distill: bool = False) -> tuple[dict[str, list[dict]], dict, dict[str, list[str]]]:
-    """The first part of preparing the data, whatever the backend: every split formatted, written as
-    ``<split>.jsonl`` with ``origins.json`` (each record's FILE:ROW) beside them. Returns the
-    splits, what :func:`build_splits` counted, and the origins."""
-    splits, skipped = build_splits(data, fmt, root, distill)
-    origins = skipped.pop("origins")
-    io.write_json(out / "origins.json", origins)
-    for split, records in splits.items():
-        write_jsonl(out / f"{split}.jsonl", records)
-    return splits, skipped, origins
-
-def _percentile(sorted_values: list[int], q: float) -> int:
-    if not sorted_values:
-        return 0
-    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
-TOKENIZE_BATCH = 512  # rows per tokenizer call: fast tokenizers encode a batch in parallel
+def _encode(chunk: list[dict], kind: str, tokenizer, loss: str, template,
+            ids_of: TextIds | None = None) -> tuple[list[list[int]], list[list[int]]]:
+    """One batch of records as token ids and labels (-100 where a token carries no loss)."""
+    input_ids: list[list[int]] = []
+    labels: list[list[int]] = []
+    if kind == "chat":
+        enc = tokenizer.apply_chat_template([r["messages"] for r in chunk], chat_template=template, tokenize=True,
+                                            return_dict=True, return_assistant_tokens_mask=loss == "assistant")
+        masks = enc["assistant_masks"] if loss == "assistant" else [None] * len(chunk)
+        for ids, mask in zip(enc["input_ids"], masks):
+            ids = list(ids)
+            input_ids.append(ids)
+            labels.append(ids if mask is None else [t if m else -100 for t, m in zip(ids, mask)])
+        return input_ids, labels
+    eos = tokenizer.eos_token or ""
+    answer = "completion" if kind == "prompt_completion" else "chosen"
+    ids_of = ids_of or TextIds(tokenizer)
+    prompts = ids_of([r["prompt"] for r in chunk])
+    fulls = ids_of([r["prompt"] + (r[answer] if r[answer].endswith(eos) else r[answer] + eos) for r in chunk])
+    for prompt, full in zip(prompts, fulls):
+        n = _common_prefix(prompt, full) if loss != "all" else 0
+        input_ids.append(full)
+        labels.append([-100] * n + full[n:])
+    return input_ids, labels
 
 
 def tokenize(records: list[dict], kind: str, tokenizer, loss: str,
@@ -191,102 +101,226 @@ def tokenize(records: list[dict], kind: str, tokenizer, loss: str,
     prompt + chosen, for the statistics only. ``tests/runtime/training/test_prepared_tokens.py`` holds
     the result equal to what ``SFTTrainer`` prepares from the same rows.
     """
-    import sys
-
-    from tqdm.auto import tqdm
-
+    template = _training_template(tokenizer, kind, loss)
+    ids_of = TextIds(tokenizer)
     input_ids: list[list[int]] = []
     labels: list[list[int]] = []
-    template = None
-    if kind == "chat" and loss == "assistant":
-        from trl.chat_template_utils import get_training_chat_template
-
-        if not tpl.has_generation_markers(tokenizer.chat_template or ""):
-            try:
-                template = get_training_chat_template(tokenizer)
-            except ValueError:  # trl patches only the templates it knows
-
-                raise SpecError([tpl.no_generation_markers(Pos("format.chat_template"))]) from None
-    eos = tokenizer.eos_token or ""
-    bar = tqdm(total=len(records), desc=f"tokenize {name}", unit="row", leave=False, disable=not sys.stderr.isatty())
     for start in range(0, len(records), TOKENIZE_BATCH):
-        chunk = records[start:start + TOKENIZE_BATCH]
-        if kind == "chat":
-            enc = tokenizer.apply_chat_template([r["messages"] for r in chunk], chat_template=template, tokenize=True,
-                                                return_dict=True, return_assistant_tokens_mask=loss == "assistant")
-            masks = enc["assistant_masks"] if loss == "assistant" else [None] * len(chunk)
-            for ids, mask in zip(enc["input_ids"], masks):
-                ids = list(ids)
-                input_ids.append(ids)
-                labels.append(ids if mask is None else [t if m else -100 for t, m in zip(ids, mask)])
-        else:
-            answer = "completion" if kind == "prompt_completion" else "chosen"
-            prompts = tokenizer([r["prompt"] for r in chunk])["input_ids"]
-            fulls = tokenizer([r["prompt"] + (r[answer] if r[answer].endswith(eos) else r[answer] + eos)
-                               for r in chunk])["input_ids"]
-            for prompt, full in zip(prompts, fulls):
-                full = list(full)
-                n = _common_prefix(prompt, full) if loss != "all" else 0
-                input_ids.append(full)
-                labels.append([-100] * n + full[n:])
-        bar.update(len(chunk))
-    bar.close()
+        ids, labs = _encode(records[start:start + TOKENIZE_BATCH], kind, tokenizer, loss, template, ids_of)
+        input_ids.extend(ids)
+        labels.extend(labs)
     return input_ids, labels
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:  # the usual case, compared at C speed
+        return n
+    i = 0
     for x, y in zip(a, b):
         if x != y:
             break
-        n += 1
-    return n
+        i += 1
+    return i
+
+
+@dataclass
+class TokenStats:
+    """Token statistics of a split, gathered one batch at a time: a histogram of lengths
+    (exact percentiles in memory bounded by the longest row), truncations, loss tokens."""
+
+    max_length: int
+    rows: int = 0
+    lengths: Counter = field(default_factory=Counter)
+    truncated: int = 0
+    tokens: int = 0  # after truncation
+    loss_tokens: int = 0  # after truncation
+
+    def add(self, input_ids: list[list[int]], labels: list[list[int]]) -> None:
+        cut = self.max_length
+        for ids, labs in zip(input_ids, labels):
+            n = len(ids)
+            self.rows += 1
+            self.lengths[n] += 1
+            kept = labs[:cut]
+            self.truncated += n > cut
+            self.tokens += len(kept)
+            self.loss_tokens += len(kept) - kept.count(-100)
+
+    def merge(self, other: dict) -> None:
+        self.rows += other["rows"]
+        self.lengths.update({int(k): v for k, v in other["lengths"].items()})
+        self.truncated += other["truncated"]
+        self.tokens += other["tokens"]
+        self.loss_tokens += other["loss_tokens"]
+
+    def raw(self) -> dict:
+        return {"rows": self.rows, "lengths": {str(k): v for k, v in self.lengths.items()},
+                "truncated": self.truncated, "tokens": self.tokens, "loss_tokens": self.loss_tokens}
+
+    def summary(self) -> dict:
+        """What stats.json says of the split (the same figures :func:`token_stats` gives)."""
+        rows = self.rows
+        total = sum(k * v for k, v in self.lengths.items())
+        return {
+            "rows": rows,
+            "tokens": {"p50": self._percentile(50), "p90": self._percentile(90), "p99": self._percentile(99),
+                       "max": max(self.lengths) if self.lengths else 0,
+                       "mean": round(total / rows, 1) if rows else 0},
+            "truncated_rows": self.truncated,
+            "truncation_rate": round(self.truncated / rows, 4) if rows else 0.0,
+            "loss_token_fraction": round(self.loss_tokens / self.tokens, 4) if self.tokens else 0.0,
+        }
+
+    def _percentile(self, q: float) -> int:
+        if not self.rows:
+            return 0
+        k = max(0, min(self.rows - 1, math.ceil(q / 100 * self.rows) - 1))
+        seen = 0
+        for length in sorted(self.lengths):
+            seen += self.lengths[length]
+            if seen > k:
+                return length
+        return max(self.lengths)
 
 
 def token_stats(input_ids: list[list[int]], labels: list[list[int]], max_length: int) -> dict:
     """Token-length percentiles, the truncation rate at ``max_length``, and the share
     of tokens that carry loss (after truncation), as the trainer will see them."""
-    lengths = sorted(len(ids) for ids in input_ids)
-    truncated = sum(1 for n in lengths if n > max_length)
-    kept = [row[:max_length] for row in labels]
-    total_tokens = sum(len(row) for row in kept)
-    loss_tokens = sum(1 for row in kept for t in row if t != -100)
-    rows = len(input_ids)
-    return {
-        "rows": rows,
-        "tokens": {"p50": _percentile(lengths, 50), "p90": _percentile(lengths, 90), "p99": _percentile(lengths, 99),
-                   "max": lengths[-1] if lengths else 0, "mean": round(sum(lengths) / rows, 1) if rows else 0},
-        "truncated_rows": truncated,
-        "truncation_rate": round(truncated / rows, 4) if rows else 0.0,
-        "loss_token_fraction": round(loss_tokens / total_tokens, 4) if total_tokens else 0.0,
-    }
+    stats = TokenStats(max_length)
+    stats.add(input_ids, labels)
+    return stats.summary()
 
 
-def save_tokens(path: Path, input_ids: list[list[int]], labels: list[list[int]]) -> None:
-    """The tokenized rows as an Arrow dataset the train step reads without tokenizing again."""
-    from datasets import Dataset
+def tokenize_split(data_dir: Path, split: str, kind: str, tokenizer, loss: str, max_length: int,
+                   shards: Path | None = None, progress: Callable[[int], None] | None = None) -> dict:
+    """Tokenize the split's records from ``data_dir`` in batches and return its statistics;
+    with ``shards``, write what SFT trains on there (:data:`SHARD_ROWS` rows a shard, each
+    with its statistics beside it), continuing after the shards an earlier, cut-off call
+    completed. Memory holds one batch."""
+    template = _training_template(tokenizer, kind, loss)
+    ids_of = TextIds(tokenizer)
+    stats = TokenStats(max_length)
+    done = 0
+    if shards is not None:
+        shards.mkdir(parents=True, exist_ok=True)
+        while (shards / _shard_name(done, ".json")).exists() and (shards / _shard_name(done, ".arrow")).exists():
+            stats.merge(io.read_json(shards / _shard_name(done, ".json"), dict))
+            done += 1
+    records = prepared.iter_records(data_dir, split)
+    if done:
+        records = islice(records, done * SHARD_ROWS, None)
+        if progress is not None:
+            progress(done * SHARD_ROWS)
+    number = done
+    while True:
+        shard = list(islice(records, SHARD_ROWS))
+        if not shard and (number > 0 or shards is None):
+            break
+        part = TokenStats(max_length)
+        writer = _ShardWriter(shards / _shard_name(number, ".arrow")) if shards is not None else None
+        try:
+            for start in range(0, len(shard), TOKENIZE_BATCH):
+                ids, labs = _encode(shard[start:start + TOKENIZE_BATCH], kind, tokenizer, loss, template, ids_of)
+                part.add(ids, labs)
+                if writer is not None:
+                    writer.write(ids, labs, max_length)
+                if progress is not None:
+                    progress(len(ids))
+        except BaseException:
+            if writer is not None:
+                writer.abandon()
+            raise
+        if writer is not None:
+            io.write_json(shards / _shard_name(number, ".json"), {**part.raw(), "kept": writer.kept})
+            writer.close()  # the shard counts as done once both files are in place
+        stats.merge(part.raw())
+        number += 1
+        if len(shard) < SHARD_ROWS:
+            break
+    return stats.summary()
 
-    Dataset.from_dict({"input_ids": input_ids, "labels": labels}).save_to_disk(str(path))
+
+def _shard_name(number: int, suffix: str) -> str:
+    return f"shard-{number:05d}{suffix}"
+
+
+class _ShardWriter:
+    """One shard of tokens as an Arrow stream (what ``datasets`` memory-maps), rows cut to
+    ``max_length`` (the start kept, as TRL's default truncation) and rows left without a
+    loss token dropped. It appears whole when complete (ftspec.core.io.AtomicFile)."""
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self.pa = pa
+        self.file = io.AtomicFile(path)
+        self.schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
+        self.writer = pa.ipc.new_stream(self.file.handle, self.schema)
+        self.kept = 0
+
+    def write(self, input_ids: list[list[int]], labels: list[list[int]], max_length: int) -> None:
+        keep_ids, keep_labels = [], []
+        for ids, labs in zip(input_ids, labels):
+            labs = labs[:max_length]
+            if labs.count(-100) == len(labs):  # no loss token left: TRL drops such rows
+                continue
+            keep_ids.append(ids[:max_length])
+            keep_labels.append(labs)
+        if keep_ids:
+            pa = self.pa
+            self.writer.write_batch(pa.record_batch([pa.array(keep_ids, pa.list_(pa.int32())),
+                                                     pa.array(keep_labels, pa.list_(pa.int32()))],
+                                                    schema=self.schema))
+            self.kept += len(keep_ids)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.file.commit()
+
+    def abandon(self) -> None:
+        self.file.abandon()
+
+
+def save_tokens(path: Path, input_ids: list[list[int]], labels: list[list[int]], max_length: int = 1 << 30) -> None:
+    """Tokenized rows as one shard the train step reads (for tests and benchmarks; prepare_data
+    writes its shards with :func:`tokenize_split`)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    writer = _ShardWriter(Path(path) / _shard_name(0, ".arrow"))
+    writer.write(input_ids, labels, max_length)
+    writer.close()
 
 
 def load_tokens(path: Path):
-    from datasets import load_from_disk
+    """The tokenized rows as one Dataset, memory-mapped from the step's shards: it opens in
+    about the same time whatever the number of rows. The HF datasets cache is turned off, so
+    that what the trainer derives from it (packing) goes to a temporary folder, never into
+    the step's folder in the store."""
+    import datasets
 
-    # In memory, so the trainer's own passes over it write no cache files into this step's folder.
-    return load_from_disk(str(path), keep_in_memory=True)
+    datasets.disable_caching()
+    files = sorted(Path(path).glob("shard-*.arrow"))
+    if not files:
+        raise SpecError.one(Pos(str(path)), "", "the prepared tokens are missing; run prepare_data again")
+    parts = [datasets.Dataset.from_file(str(f)) for f in files]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
-# The splits are JSON lines, written atomically and read strictly (ftspec.core.io).
-write_jsonl = io.write_jsonl
-read_jsonl = io.read_jsonl
+def token_lengths(dataset) -> list[int]:
+    """The length of every row of a tokens dataset, read from Arrow's offsets without
+    building the rows."""
+    import pyarrow.compute as pc
+
+    if getattr(dataset, "_indices", None) is not None:  # a selection or shuffle: row by row
+        return [len(ids) for ids in dataset["input_ids"]]
+    column = dataset.data.column("input_ids")
+    return pc.list_value_length(column).to_pylist()
 
 
-def training_texts(records: list[dict], kind: str) -> list[str]:
-    """The text a tokenizer is trained on: every field of every training record."""
-    texts = []
-    for r in records:
+def training_texts(records: Iterable[dict], kind: str, limit: int = TOKENIZER_ROWS) -> Iterator[str]:
+    """The text a tokenizer is trained on: every field of the first ``limit`` training records."""
+    for r in islice(records, limit):
         if kind == "chat":
-            texts.extend(m["content"] for m in r["messages"])
+            yield from (m["content"] for m in r["messages"])
         else:
-            texts.extend(v for v in r.values() if isinstance(v, str))
-    return texts
+            yield from (v for v in r.values() if isinstance(v, str))

@@ -10,6 +10,7 @@ import torch
 from trl import SFTTrainer
 
 from ftspec.runtime.training import supervised
+from ftspec.runtime.training.data import token_lengths
 from ftspec.runtime.training.sampling import LengthBuckets
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class TokensTrainer(SFTTrainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
             return super()._get_train_sampler(train_dataset)
-        lengths = [len(ids) for ids in dataset["input_ids"]]  # already cut to max_length
+        lengths = token_lengths(dataset)  # already cut to max_length
         # Grouped by the global batch: accelerate deals each process its slice of it, so
         # several processes see the batches one process with their total batch would.
         return LengthBuckets(lengths, self.args.train_batch_size * self.args.world_size, self.args.data_seed)

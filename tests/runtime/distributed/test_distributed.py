@@ -52,10 +52,11 @@ def _assert_same_training(one: Path, two: Path, weights: str) -> None:
     assert [s for s, _ in train1] == [s for s, _ in train2] == [1, 2, 3, 4, 5, 6]
     for (_, a), (_, b) in zip(train1, train2):
         assert b == pytest.approx(a, rel=1e-5)  # measured: equal to 1e-7
-    # Validation rows are split across the processes and each averages its own: the mean
-    # of the means differs from one mean over every token by a little (measured 2e-4).
+    # Validation rows are split across the processes and each averages its own batches: the
+    # mean of the means differs from one process's by how the rows fall into batches
+    # (measured 2e-4 and 1.3e-3 on two draws of the validation rows).
     for (_, a), (_, b) in zip(eval1, eval2):
-        assert b == pytest.approx(a, rel=1e-3)
+        assert b == pytest.approx(a, rel=5e-3)
     w1, w2 = load_file(one / "model" / weights), load_file(two / "model" / weights)
     assert w1.keys() == w2.keys() and len(w1) > 0
     worst = max((w1[k] - w2[k]).abs().max().item() for k in w1)

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from transformers import AutoModelForCausalLM  # noqa: E402
 
+from ftspec.data.formatting import few_shot  # noqa: E402
 from ftspec.runtime.evaluation import evaluate as E  # noqa: E402
 from ftspec.runtime.models import byte_tokenizer, tiny_config  # noqa: E402
 
@@ -96,8 +97,8 @@ def test_perplexity_is_the_exponent_of_the_mean_token_loss(model_and_tokenizer):
 
 def test_few_shot_examples_come_before_the_prompt(model_and_tokenizer):
     _, tok = model_and_tokenizer
-    shots = E.few_shot(RECORDS, 2, seed=1)
-    assert shots == E.few_shot(RECORDS, 2, seed=1) and len(shots) == 2
+    shots = few_shot(RECORDS, 2, seed=1)
+    assert shots == few_shot(RECORDS, 2, seed=1) and len(shots) == 2
     ex = E.build_examples(RECORDS[:1], "prompt_completion", tok, shots)[0]
     expected_prefix = "".join(s["prompt"] + s["completion"] + "\n\n" for s in shots)
     assert ex.prompt == expected_prefix + RECORDS[0]["prompt"]

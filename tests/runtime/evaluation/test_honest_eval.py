@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -206,9 +207,9 @@ def test_the_majority_answer_goes_through_each_metrics_extraction():
     extract = {"regex": r"#### (\d+)", "template": None, "which": "last"}
     metrics = [{"name": "exact_match", "extract": extract}, {"name": "exact_match_raw", "extract": None}][:1]
     train = ["so 4 #### 4", "then #### 7", "hence 7 #### 7", "x #### 4", "y #### 7"]
-    chosen = baseline.majority_predictions(metrics, train)
+    chosen = baseline.majority_predictions(metrics, Counter(train))
     assert extraction.extract(chosen["exact_match"], extract) == "7"
-    values, answers = baseline.score_majority(metrics, train, ["a #### 7", "b #### 3", "nothing"], None)
+    values, answers = baseline.score_majority(metrics, Counter(train), ["a #### 7", "b #### 3", "nothing"], None)
     assert answers == {"exact_match": "7"} and values["exact_match"] == pytest.approx(1 / 3)
     assert baseline.most_frequent(["b", "a", "b", "a", "", " "]) == "a"  # a tie goes to the first in sorted order
 
@@ -499,3 +500,14 @@ def test_metrics_scored_elsewhere_get_intervals_from_their_row_scores(tmp_path):
     assert result["verdict"].startswith("tuned is better than base on preference_accuracy: "
                                         "base 0.500 → tuned 1.000 (+0.500, 95% CI +0.")
     assert result["majority"] is None  # nothing to learn a most frequent answer of for pairs
+
+
+def test_past_the_cap_on_distinct_answers_the_report_says_what_the_majority_was_learnt_from(tmp_path, monkeypatch):
+    monkeypatch.setattr(baseline, "MAX_DISTINCT_REFERENCES", 2)
+    refs = ["yes"] * 6 + ["no"] * 4
+    run, out = make_run(tmp_path, refs, refs, refs, ["yes", "no", "yes", "maybe", "perhaps", "maybe"])
+    result = build_report(run, plan(), out)
+    assert result["majority_answers"] == {"accuracy": "yes"}  # 'maybe' twice was counted, not kept
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert ("It was learnt from the training rows whose answer was among the first 2 distinct ones; 3 rows with "
+            "other answers were counted but not kept.") in md

@@ -91,8 +91,10 @@ def chat_run(tmp_path_factory):
 
 
 def _raw_rows(spec: Path, run_dir: Path, split: str) -> list[dict]:
-    """The data file's row behind each prepared record of ``split`` (origins.json: FILE:ROW)."""
-    origins = json.loads((run_dir / "data/origins.json").read_text())[split]
+    """The data file's row behind each prepared record of ``split`` (<split>.origins: FILE:ROW)."""
+    from ftspec.data.prepared import iter_origins
+
+    origins = list(iter_origins(run_dir / "data", split))
     out = []
     for origin in origins:
         file, _, row = origin.rpartition(":")

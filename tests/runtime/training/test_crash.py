@@ -43,11 +43,12 @@ DRIVER = textwrap.dedent('''
     callbacks = []
     if point == "prepare_data":
         import ftspec.runtime.training.data as D
-        real_write = D.write_jsonl
-        def write_then_pause(path, records):
-            real_write(path, records)
-            pause()  # one split written, the others not
-        D.write_jsonl = write_then_pause
+        real_tokenize = D.tokenize_split
+        def tokenize_then_pause(*args, **kwargs):
+            stats = real_tokenize(*args, **kwargs)
+            pause()  # the splits written and one of them tokenized, the others not
+            return stats
+        D.tokenize_split = tokenize_then_pause
     elif point == "between_checkpoints":
         from transformers import TrainerCallback
         class PauseAt(TrainerCallback):
@@ -167,12 +168,12 @@ def test_a_second_run_of_the_same_spec_is_refused_naming_the_first(tmp_path, mon
 
 def test_a_full_disk_is_a_clear_error_and_nothing_half_written_counts(tmp_path, monkeypatch):
     spec = write_job(tmp_path, BODY)
-    import ftspec.runtime.training.data as D
+    import ftspec.runtime.training.splits as S
 
-    def full(path, records):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(self, line, where):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.final[0]))
 
-    monkeypatch.setattr(D, "write_jsonl", full)
+    monkeypatch.setattr(S._SplitWriter, "write", full)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["run", str(spec)])
     assert result.exit_code == 1, result.output

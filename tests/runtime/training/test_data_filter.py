@@ -16,7 +16,7 @@ from conftest import ROOT
 from ftspec.core.errors import SpecError
 from ftspec.data import splitting
 from ftspec.plan.compile import compile_spec, find_root
-from ftspec.runtime.training.data import build_splits
+from ftspec.runtime.training.splits import build_splits
 
 SPEC = """ftspec: 1
 name: job

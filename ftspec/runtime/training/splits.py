@@ -1,0 +1,435 @@
+"""The first part of prepare_data, whatever the backend: every row of every source read,
+mapped, filtered and formatted once, and dealt into the train, validation and test splits,
+streamed from file to file so that memory does not grow with the number of rows.
+
+How the held-out splits are drawn (``data.split``), deterministic under its seed:
+
+1. Formatting writes the training source's records, in the file's order, to a work file,
+   and counts them (per value of ``data.split.stratify``, when set).
+2. The sizes are fixed from the counts alone, as the plan states them
+   (:func:`ftspec.data.splitting.split_sizes`; with stratification each value's share by
+   largest remainder).
+3. A second pass deals each record, in order: with ``r`` records of its group left, of which
+   ``v`` must still go to validation and ``t`` to test, it goes to validation with
+   probability v/r, to test with t/r, else to train (sequential selection, one draw of a
+   ``random.Random(seed)`` per record). Every subset of the stated sizes is equally likely,
+   the sizes are exact, and only counters are held.
+
+``data.limit`` keeps the first rows of each split, in the file's order.
+
+The work files live in the step's scratch folder (kept until the step is complete), with
+a small state file written every :data:`CHECKPOINT_ROWS` rows: a preparation cut off
+part-way continues from its last checkpoint, and its result is the same as an uncut one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ftspec.core import io
+from ftspec.core.errors import Issue, Pos, SpecError
+from ftspec.core.paths import open_regular
+from ftspec.data import prepared
+from ftspec.data import templates as tpl
+from ftspec.data.formatting import FormatError, RowFormatter, teacher_sources
+from ftspec.data.sources import RowError, read_rows
+from ftspec.data.splitting import SPLITS, apportion, filter_verdict, split_limits, split_sizes, verdict_problem
+
+CHECKPOINT_ROWS = 50_000  # source rows between two checkpoints of the formatting pass
+SKIPPED_SHOWN = 20  # bad rows named in stats.json (all are counted)
+STATE_VERSION = 1
+
+
+@dataclass
+class _Source:
+    """The formatting pass over one source, as far as it got (what a checkpoint keeps)."""
+
+    done: bool = False
+    last: int = 0  # the number (line, element) of the last source row dealt with
+    records: int = 0
+    read: int = 0  # rows formatted or dropped by data.filter (bad rows apart)
+    dropped: int = 0  # rows data.filter dropped
+    skipped: int = 0  # bad rows skipped (on_bad_row: skip)
+    skipped_examples: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # stratify values, in order of first sight
+    label_counts: list[int] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of each work file at the checkpoint
+
+    @classmethod
+    def load(cls, path: Path) -> "_Source":
+        raw = io.read_json(path, dict, lenient=True)
+        if not raw or raw.get("version") != STATE_VERSION:
+            return cls()
+        raw.pop("version")
+        try:
+            return cls(**raw)
+        except TypeError:  # written by another version: start over
+            return cls()
+
+    def save(self, path: Path) -> None:
+        io.write_json(path, {"version": STATE_VERSION, **self.__dict__})
+
+
+class _Files:
+    """The work files of one source: records, origins and (stratified) group ids, appended."""
+
+    NAMES = ("records", "origins", "groups")
+
+    def __init__(self, work: Path, split: str, state: _Source):
+        self.paths = {n: work / f"{split}.{n}" for n in self.NAMES}
+        self.handles = {}
+        for name, path in self.paths.items():
+            fh = open(path, "ab")
+            fh.truncate(state.sizes.get(name, 0))  # what was written after the last checkpoint goes
+            fh.seek(0, os.SEEK_END)
+            self.handles[name] = fh
+
+    def write(self, record: dict, origin: str, group: int | None) -> None:
+        self.handles["records"].write((io.dumps(record) + "\n").encode("utf-8"))
+        self.handles["origins"].write((io.dumps(origin) + "\n").encode("utf-8"))
+        if group is not None:
+            self.handles["groups"].write(group.to_bytes(4, "little"))
+
+    def sync(self) -> dict[str, int]:
+        return {name: io.sync(fh) for name, fh in self.handles.items()}
+
+    def close(self) -> None:
+        for fh in self.handles.values():
+            fh.close()
+
+
+@dataclass
+class Prepared:
+    """What :func:`write_splits` did: rows per split, and what it skipped or dropped."""
+
+    rows: dict[str, int]
+    skipped: dict[str, Any]
+
+
+def write_splits(data: Any, fmt: Any, root: Path, out: Path, distill: bool = False,
+                 work: Path | None = None, echo: Callable[[str], None] | None = None,
+                 progress: Callable[[int], None] | None = None) -> Prepared:
+    """Every split formatted and written to ``out`` as ``<split>.jsonl`` with
+    ``<split>.origins`` (each record's FILE:ROW) beside it (ftspec.data.prepared), from the
+    plan's ``data`` and ``format`` sections. ``work``: where the formatting pass keeps its
+    files and checkpoints (a temporary folder in ``out`` when None, removed at the end).
+    ``distill``: the sources a teacher answers are formatted without their answers.
+    ``progress(n)``: called as source rows are read."""
+    own_work = work is None
+    work = Path(work) if work is not None else out / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    prompts_only = teacher_sources(distill, data.sources, _test_from_train(data))
+    formatter = RowFormatter.from_plan(data, fmt)
+    row_filter = tpl.environment().from_string(data.filter.text) if data.filter is not None else None
+    s = data.split
+    states: dict[str, _Source] = {}
+    for split in SPLITS:
+        src = data.sources.get(split)
+        if src is None:
+            continue
+        stratify = s.stratify if (split == "train" and s is not None and s.stratify) else None
+        states[split] = _format_source(split, src, data, formatter, row_filter, split not in prompts_only,
+                                       stratify, root, work, echo, progress)
+    rows = _deal(data, states, work, out)
+    skipped = sum(st.skipped for st in states.values())
+    filtered = {split: st.dropped for split, st in states.items()}
+    for split, n in rows.items():
+        if not n:
+            what = ("after skipping bad rows" if skipped else
+                    "after data.filter and splitting" if sum(filtered.values()) else "after splitting")
+            raise SpecError.one(Pos(f"data.{split}"), f"data.{split}", f"the {split} split is empty {what}")
+    examples = [e for st in states.values() for e in st.skipped_examples][:SKIPPED_SHOWN]
+    info: dict[str, Any] = {"skipped_rows": skipped, "skipped_examples": examples}
+    if row_filter is not None:
+        info["filtered_rows"] = filtered  # per source, before splitting
+    if own_work:
+        shutil.rmtree(work)
+    return Prepared(rows, info)
+
+
+def _test_from_train(data: Any) -> bool:
+    return data.split is not None and data.split.test > 0 and "test" not in data.sources
+
+
+# --------------------------------------------------------------------------- pass 1: format
+
+
+def _format_source(split: str, src: Any, data: Any, formatter: RowFormatter, row_filter: Any, answer: bool,
+                   stratify: str | None, root: Path, work: Path, echo, progress=None) -> _Source:
+    """The formatting pass over one source into its work files, from its last checkpoint."""
+    state_path = work / f"{split}.state.json"
+    state = _Source.load(state_path)
+    if state.done:
+        return state
+    if state.last and echo is not None:
+        echo(f"  data.{split}: continuing from row {state.last} ({state.records} records kept)")
+    files = _Files(work, split, state)
+    group_ids = {label: i for i, label in enumerate(state.labels)}
+    since = 0
+    try:
+        with tpl.alarm_handler():
+            for number, origin, values, problem in _source_rows(split, src, data.on_bad_row, root, state.last):
+                if problem is not None:
+                    _skip(state, problem)
+                else:
+                    try:
+                        mapped = formatter.columns(values)
+                        if row_filter is not None and not _keeps(row_filter, mapped, origin):
+                            state.dropped += 1
+                            record = None
+                        else:
+                            record = formatter.render(mapped, answer)
+                    except FormatError as exc:
+                        file, row = prepared.split_position(origin, split, 0)
+                        if data.on_bad_row != "skip":
+                            raise SpecError([Issue(Pos(file, row), exc.key, exc.message)]) from None
+                        _skip(state, RowError(Pos(file, row), f"{exc.key}: {exc.message}"))
+                        record = None
+                    else:
+                        state.read += 1
+                    if record is not None:
+                        group = None
+                        if stratify is not None:
+                            label = json.dumps(mapped.get(stratify), sort_keys=True, default=str)
+                            group = group_ids.get(label)
+                            if group is None:
+                                group = group_ids[label] = len(state.labels)
+                                state.labels.append(label)
+                                state.label_counts.append(0)
+                            state.label_counts[group] += 1
+                        files.write(record, origin, group)
+                        state.records += 1
+                state.last = number
+                since += 1
+                if progress is not None and since % 1000 == 0:
+                    progress(1000)
+                if since >= CHECKPOINT_ROWS:
+                    state.sizes = files.sync()
+                    state.save(state_path)
+                    since = 0
+        state.sizes = files.sync()
+    finally:
+        files.close()
+    if row_filter is not None and state.dropped and state.dropped == state.read:
+        shown = getattr(src, "path", None) or f"hub:{getattr(src, 'hub', '')}"
+        raise SpecError.one(Pos("data.filter"), "data.filter",
+                            f"drops every row of {shown} ({state.read} rows); nothing is left to "
+                            f"{'train on' if split == 'train' else 'hold out'}")
+    state.done = True
+    state.save(state_path)
+    return state
+
+
+def _skip(state: _Source, problem: RowError) -> None:
+    state.skipped += 1
+    if len(state.skipped_examples) < SKIPPED_SHOWN:
+        state.skipped_examples.append(str(problem))
+
+
+def _keeps(row_filter: Any, mapped: dict, origin: str) -> bool:
+    """data.filter's verdict on one row (after renames and derived columns). A rendering
+    that is neither true nor false is the filter's mistake: an error at its key, naming the row."""
+    text = RowFormatter._render(row_filter, mapped, "data.filter")
+    verdict = filter_verdict(text)
+    if verdict is None:
+        raise SpecError.one(Pos("data.filter"), "data.filter", f"{verdict_problem(text)} (row {origin})")
+    return verdict
+
+
+def _source_rows(split: str, src: Any, on_bad_row: str, root: Path,
+                 after: int) -> Iterator[tuple[int, str, dict | None, RowError | None]]:
+    """(number, FILE:ROW, values, None) for each row of a source past row ``after``, or
+    (number, where, None, problem) for a bad row that on_bad_row: skip passes over."""
+    if src.kind == "hub":
+        yield from _hub_rows(split, src, after)
+        return
+    path = root / src.path
+    shown = src.path
+    if not path.is_file():
+        raise SpecError.one(Pos(shown), f"data.{split}", "data file was deleted since the plan was made")
+    if _sha256(path) != src.sha256:
+        raise SpecError.one(Pos(shown), f"data.{split}",
+                            "data file changed since the plan was made (sha256 differs); plan again")
+    skipped: list[RowError] = []
+    columns = list(src.columns) if src.columns else None
+    try:
+        for row in read_rows(path, src.format, shown, columns, src.header, src.field,
+                             on_bad_row=on_bad_row, skipped=skipped):
+            while skipped:  # bad rows read before this one
+                bad = skipped.pop(0)
+                if (bad.pos.line or 0) > after:
+                    yield bad.pos.line or 0, shown, None, bad
+            if row.number > after:
+                yield row.number, f"{shown}:{row.number}", row.values, None
+        for bad in skipped:
+            if (bad.pos.line or 0) > after:
+                yield bad.pos.line or 0, shown, None, bad
+    except RowError as exc:
+        raise SpecError([exc.issue()]) from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open_regular(path) as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hub_rows(split: str, src: Any, after: int) -> Iterator[tuple[int, str, dict, None]]:
+    import datasets
+
+    kwargs = {"split": src.split}
+    if src.revision:
+        kwargs["revision"] = src.revision
+    from ftspec.runtime.models import hub_id  # deferred: torch, which preparing data for Bedrock never needs
+
+    name = hub_id(src.hub, f"data.{split}.hub")
+    try:
+        ds = datasets.load_dataset(name, src.subset, **kwargs)
+    except Exception as exc:  # datasets raises many kinds: not found, offline, no such split
+        raise SpecError.one(Pos(f"hub:{src.hub}"), f"data.{split}",
+                            f"cannot load the hub dataset: {str(exc).splitlines()[0]}") from None
+    for i, row in enumerate(ds, 1):
+        if i > after:
+            yield i, f"hub:{src.hub}[{src.split}]:{i}", dict(row), None
+
+
+# --------------------------------------------------------------------------- pass 2: deal
+
+
+def _deal(data: Any, states: dict[str, _Source], work: Path, out: Path) -> dict[str, int]:
+    """Deal the formatted records into the splits' files in ``out``; rows per split."""
+    s = data.split
+    limits = split_limits(data.limit)
+    writers: dict[str, _SplitWriter] = {}
+    try:
+        for split in SPLITS:
+            held_here = s is not None and split != "train" and split not in data.sources and (
+                (s.validation if split == "validation" else s.test) > 0)
+            if split in states or (split == "train" and s is not None) or held_here:
+                writers[split] = _SplitWriter(out, split, limits[split])
+        for split, state in states.items():
+            held = {h for h in ("validation", "test") if h not in data.sources}
+            choose = _dealer(state, s, held, work / "train.groups") if split == "train" and s is not None else None
+            _route(work, split, state, writers, choose)
+    except BaseException:
+        for writer in writers.values():
+            writer.abandon()
+        raise
+    for writer in writers.values():
+        writer.close()
+    return {split: w.count for split, w in writers.items()}
+
+
+def _dealer(state: _Source, s: Any, held: set[str], groups: Path) -> Iterator[str | None]:
+    """The split of each formatted training record, in order (see the module's docstring);
+    None for a record dealt to a held-out split that has a source of its own (as the plan
+    counts it: the training split is cut by data.split's fractions either way)."""
+    n = state.records
+    _, n_val, n_test = split_sizes(n, s.validation, s.test)
+    counts = state.label_counts if s.stratify else [n]
+    # Groups in the order of their values, as the plan's stratified counts are.
+    order = sorted(range(len(counts)), key=lambda g: repr(state.labels[g]) if s.stratify else "")
+    val_share = apportion(n_val, [counts[g] for g in order])
+    test_share = apportion(n_test, [counts[g] - v for g, v in zip(order, val_share)])
+    left = list(counts)
+    need_val = [0] * len(counts)
+    need_test = [0] * len(counts)
+    for g, v, t in zip(order, val_share, test_share):
+        need_val[g], need_test[g] = v, t
+    rng = random.Random(s.seed)
+    for g in _group_ids(groups, n, bool(s.stratify)):
+        draw = rng.random() * left[g]
+        left[g] -= 1
+        if draw < need_val[g]:
+            need_val[g] -= 1
+            yield "validation" if "validation" in held else None
+        elif draw < need_val[g] + need_test[g]:
+            need_test[g] -= 1
+            yield "test" if "test" in held else None
+        else:
+            yield "train"
+
+
+def _group_ids(path: Path, n: int, stratified: bool) -> Iterator[int]:
+    if not stratified:
+        for _ in range(n):
+            yield 0
+        return
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(4 << 16)
+            if not chunk:
+                return
+            ids = array("I")
+            ids.frombytes(chunk)
+            if sys.byteorder != "little":
+                ids.byteswap()
+            yield from ids
+
+
+def _route(work: Path, split: str, state: _Source, writers: dict, choose: Iterator[str] | None) -> None:
+    with open(work / f"{split}.records", "rb") as records, open(work / f"{split}.origins", "rb") as origins:
+        for _ in range(state.records):
+            line, where = records.readline(), origins.readline()
+            target = next(choose) if choose is not None else split
+            if target is not None:
+                writers[target].write(line, where)
+
+
+class _SplitWriter:
+    """One split's files in ``out``, each appearing whole when complete (ftspec.core.io.AtomicFile)."""
+
+    def __init__(self, out: Path, split: str, limit: int | None):
+        self.files = [io.AtomicFile(prepared.split_file(out, split)), io.AtomicFile(prepared.origins_file(out, split))]
+        self.records, self.origins = (f.handle for f in self.files)
+        self.limit = limit
+        self.count = 0
+
+    @property
+    def final(self) -> tuple[Path, Path]:
+        return tuple(f.path for f in self.files)
+
+    def write(self, line: bytes, where: bytes) -> None:
+        if self.limit is not None and self.count >= self.limit:
+            return
+        self.records.write(line)
+        self.origins.write(where)
+        self.count += 1
+
+    def close(self) -> None:
+        for f in self.files:
+            f.commit()
+
+    def abandon(self) -> None:
+        for f in self.files:
+            f.abandon()
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+def build_splits(data: Any, fmt: Any, root: Path, distill: bool = False,
+                 scratch: Path | None = None) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """Every split's records as lists, with what was skipped and each record's origin under
+    ``"origins"``: the same splits as :func:`write_splits`, for what needs them in memory (a
+    distillation's teacher answers every training prompt anyway)."""
+    import tempfile
+
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        made = write_splits(data, fmt, root, Path(tmp), distill)
+        splits = {split: prepared.read_records(Path(tmp), split) for split in made.rows}
+        origins = {split: list(prepared.iter_origins(Path(tmp), split)) for split in made.rows}
+    return splits, {**made.skipped, "origins": origins}
