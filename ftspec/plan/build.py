@@ -373,7 +373,7 @@ def _batching(ctx: Context) -> dict:
 
 
 # Validation rows the training-time validation loss is computed on unless the spec says.
-EVAL_ROWS = 2000
+EVAL_ROWS = 1000
 
 
 def _training(ctx: Context, train_rows: int | None, validation_rows: int | None = None) -> dict:

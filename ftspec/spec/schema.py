@@ -666,7 +666,8 @@ class Training(_Section):
     eval_rows: Int | None = Field(None, ge=1, le=MAX_COUNT, description=(
         "Rows of the validation split the validation loss is computed on, each time: the first N of the "
         "split (the same rows every time, dealt at random by `data.split`); defaults to all of them up to "
-        "2,000, so that watching the loss does not cost an epoch on a large validation split."))
+        "1,000, so that watching the loss does not cost an epoch on a large validation split; set it "
+        "higher where a finer estimate matters (early stopping on small differences)."))
     save_every: Cadence | None = Field(None, description=(
         "Write a checkpoint every N steps or every `epoch`; defaults to `eval_every`."))
     save_total_limit: Int = Field(2, ge=1, le=10_000, description=(

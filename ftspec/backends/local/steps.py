@@ -19,6 +19,7 @@ from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json, read_jsonl, write_json, write_jsonl
 from ftspec.data import prepared
+from ftspec.plan.compute import usable_cpus
 from ftspec.plan.model import chat_template_text
 from ftspec.runtime.context import StepContext
 from ftspec.runtime.evaluation.progress import Progress
@@ -31,6 +32,8 @@ from ftspec.runtime.training.splits import build_splits, write_splits
 from ftspec.runtime.training.tracking import tracking_environment
 
 # --------------------------------------------------------------------------- prepare_data
+
+MAX_WORKERS = 8  # processes that tokenize a large split's shards side by side
 
 
 def prepare_data(plan, ctx: StepContext, out: Path) -> dict:
@@ -72,16 +75,18 @@ def prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     tokenizer = load_tokenizer(plan.model, ctx.root, out, chat_template_text(plan.format))
     loss = plan.format.loss if kind != "preference" else "completion"
     stats = {}
+    workers = min(usable_cpus(), MAX_WORKERS)
     for split in made.rows:
-        # What SFT trains and validates on is written as tokens; the rest is counted only.
-        shards = work / f"{split}-tokens" if kind != "preference" and split != "test" else None
+        # What SFT trains and validates on is kept as tokens; the rest is counted only.
+        keep = kind != "preference" and split != "test"
+        shards = work / f"{split}-tokens"
         progress = Progress(f"tokenize {split}", made.rows[split], brief=True)
         try:
             stats[split] = D.tokenize_split(out, split, kind, tokenizer, loss, plan.training.max_length, shards,
-                                            progress.advance)
+                                            progress.advance, keep=keep, workers=workers)
         finally:
             progress.close()
-        if shards is not None:
+        if keep:
             os.replace(shards, out / f"{split}-tokens")
     if kind != "preference" and stats["train"]["loss_token_fraction"] == 0:
         # Every answer lies past max_length: the trainer would drop every row and train nothing.

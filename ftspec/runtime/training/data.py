@@ -11,6 +11,7 @@ place, so a preparation cut off part-way tokenizes only the shards still missing
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -192,53 +193,110 @@ def token_stats(input_ids: list[list[int]], labels: list[list[int]], max_length:
     return stats.summary()
 
 
-def tokenize_split(data_dir: Path, split: str, kind: str, tokenizer, loss: str, max_length: int,
-                   shards: Path | None = None, progress: Callable[[int], None] | None = None) -> dict:
-    """Tokenize the split's records from ``data_dir`` in batches and return its statistics;
-    with ``shards``, write what SFT trains on there (:data:`SHARD_ROWS` rows a shard, each
-    with its statistics beside it), continuing after the shards an earlier, cut-off call
-    completed. Memory holds one batch."""
-    template = _training_template(tokenizer, kind, loss)
-    ids_of = TextIds(tokenizer)
-    stats = TokenStats(max_length)
-    done = 0
-    if shards is not None:
-        shards.mkdir(parents=True, exist_ok=True)
-        while (shards / _shard_name(done, ".json")).exists() and (shards / _shard_name(done, ".arrow")).exists():
-            stats.merge(io.read_json(shards / _shard_name(done, ".json"), dict))
-            done += 1
-    records = prepared.iter_records(data_dir, split)
-    if done:
-        records = islice(records, done * SHARD_ROWS, None)
-        if progress is not None:
-            progress(done * SHARD_ROWS)
-    number = done
-    while True:
-        shard = list(islice(records, SHARD_ROWS))
-        if not shard and (number > 0 or shards is None):
-            break
-        part = TokenStats(max_length)
-        writer = _ShardWriter(shards / _shard_name(number, ".arrow")) if shards is not None else None
-        try:
-            for start in range(0, len(shard), TOKENIZE_BATCH):
-                ids, labs = _encode(shard[start:start + TOKENIZE_BATCH], kind, tokenizer, loss, template, ids_of)
-                part.add(ids, labs)
-                if writer is not None:
-                    writer.write(ids, labs, max_length)
+def tokenize_split(data_dir: Path, split: str, kind: str, tokenizer, loss: str, max_length: int, shards: Path,
+                   progress: Callable[[int], None] | None = None, keep: bool = True, workers: int = 1) -> dict:
+    """Tokenize the split's records from ``data_dir`` in shards of :data:`SHARD_ROWS` rows
+    and return its statistics. Each shard's statistics go to ``shards`` (and, with
+    ``keep``, its tokens, what SFT trains on); the shards an earlier, cut-off call completed
+    are not done again. With ``workers`` > 1 the shards are tokenized by that many
+    processes, each reading its own rows: the result is the same, in the same order."""
+    shards.mkdir(parents=True, exist_ok=True)
+    job = _ShardJob(prepared.split_file(data_dir, split), kind, loss, max_length, shards, keep)
+    starts = _shard_starts(job.source)
+    todo = [n for n in range(len(starts)) if not (shards / _shard_name(n, ".json")).exists()]
+    if progress is not None and len(todo) < len(starts):
+        progress(sum(io.read_json(shards / _shard_name(n, ".json"), dict)["rows"]
+                     for n in range(len(starts)) if n not in todo))
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+
+        # fork: the workers start at once with the tokenizer already loaded; they run no torch.
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with context.Pool(min(workers, len(todo)), initializer=_worker_start, initargs=(tokenizer, job)) as pool:
+            for rows in pool.imap_unordered(_worker_shard, [(n, starts[n]) for n in todo]):
                 if progress is not None:
-                    progress(len(ids))
-        except BaseException:
-            if writer is not None:
-                writer.abandon()
-            raise
-        if writer is not None:
-            io.write_json(shards / _shard_name(number, ".json"), {**part.raw(), "kept": writer.kept})
-            writer.close()  # the shard counts as done once both files are in place
-        stats.merge(part.raw())
-        number += 1
-        if len(shard) < SHARD_ROWS:
-            break
+                    progress(rows)
+    else:
+        tools = (_training_template(tokenizer, kind, loss), TextIds(tokenizer))
+        for n in todo:
+            _tokenize_shard(job, tokenizer, tools, n, starts[n], progress)
+    stats = TokenStats(max_length)
+    for n in range(len(starts)):
+        stats.merge(io.read_json(shards / _shard_name(n, ".json"), dict))
     return stats.summary()
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    source: Path
+    kind: str
+    loss: str
+    max_length: int
+    shards: Path
+    keep: bool
+
+
+def _shard_starts(path: Path) -> list[int]:
+    """The byte offset of the first line of each shard of a split's file (one record a line)."""
+    starts, lines, offset = [0], 0, 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            at = 0
+            while True:
+                found = chunk.find(b"\n", at)
+                if found < 0:
+                    break
+                lines += 1
+                at = found + 1
+                if lines % SHARD_ROWS == 0:
+                    starts.append(offset + at)
+            offset += len(chunk)
+    if len(starts) > 1 and starts[-1] >= offset:  # the file ends exactly at a shard's end
+        starts.pop()
+    return starts
+
+
+def _tokenize_shard(job: _ShardJob, tokenizer, tools, number: int, start: int,
+                    progress: Callable[[int], None] | None = None) -> int:
+    """Tokenize one shard's rows (from byte ``start``) into its files; returns its rows."""
+    template, ids_of = tools
+    with open(job.source, "rb") as fh:
+        fh.seek(start)
+        records = [json.loads(line) for line in islice(fh, SHARD_ROWS)]
+    part = TokenStats(job.max_length)
+    writer = _ShardWriter(job.shards / _shard_name(number, ".arrow")) if job.keep else None
+    try:
+        for first in range(0, len(records), TOKENIZE_BATCH):
+            ids, labs = _encode(records[first:first + TOKENIZE_BATCH], job.kind, tokenizer, job.loss, template, ids_of)
+            part.add(ids, labs)
+            if writer is not None:
+                writer.write(ids, labs, job.max_length)
+            if progress is not None:
+                progress(len(ids))
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    kept = None
+    if writer is not None:
+        writer.close()
+        kept = writer.kept
+    # Written last: a shard whose statistics are in place is complete.
+    io.write_json(job.shards / _shard_name(number, ".json"), {**part.raw(), "kept": kept})
+    return len(records)
+
+
+_WORKER: dict = {}
+
+
+def _worker_start(tokenizer, job: _ShardJob) -> None:
+    _WORKER.update(tokenizer=tokenizer, job=job,
+                   tools=(_training_template(tokenizer, job.kind, job.loss), TextIds(tokenizer)))
+
+
+def _worker_shard(task: tuple[int, int]) -> int:
+    number, start = task
+    return _tokenize_shard(_WORKER["job"], _WORKER["tokenizer"], _WORKER["tools"], number, start)
 
 
 def _shard_name(number: int, suffix: str) -> str:

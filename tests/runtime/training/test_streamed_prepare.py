@@ -286,3 +286,28 @@ def test_fast_ids_are_not_used_where_they_differ():
     ids_of = D.TextIds(Odd())
     assert ids_of(["a"]) == [[1, 2]] and ids_of.fast is False
     assert ids_of(["b", "c"]) == [[1, 2], [1, 2]]
+
+
+def test_shards_tokenized_by_several_processes_are_those_of_one(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from ftspec.runtime.models import byte_tokenizer
+    from ftspec.runtime.training import data as D
+
+    tok = byte_tokenizer()
+    out = tmp_path / "data"
+    out.mkdir()
+    records = [{"prompt": f"Q{i}: " + "p" * (i % 37), "completion": f" a{i % 5}"} for i in range(260)]
+    prepared.split_file(out, "train").write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setattr(D, "SHARD_ROWS", 40)
+    seen = []
+    one = D.tokenize_split(out, "train", "prompt_completion", tok, "completion", 30, tmp_path / "one")
+    two = D.tokenize_split(out, "train", "prompt_completion", tok, "completion", 30, tmp_path / "two",
+                           progress=seen.append, workers=2)
+    assert one == two and sum(seen) == 260
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert len(names) == 2 * 7 and names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    stats_only = D.tokenize_split(out, "train", "prompt_completion", tok, "completion", 30, tmp_path / "three",
+                                  keep=False, workers=2)
+    assert stats_only == one and not list((tmp_path / "three").glob("*.arrow"))
