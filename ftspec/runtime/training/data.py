@@ -203,10 +203,10 @@ def tokenize_split(data_dir: Path, split: str, kind: str, tokenizer, loss: str, 
     shards.mkdir(parents=True, exist_ok=True)
     job = _ShardJob(prepared.split_file(data_dir, split), kind, loss, max_length, shards, keep)
     starts = _shard_starts(job.source)
-    todo = [n for n in range(len(starts)) if not (shards / _shard_name(n, ".json")).exists()]
+    done = {n: _shard_done(job, n) for n in range(len(starts))}
+    todo = [n for n, stats in done.items() if stats is None]
     if progress is not None and len(todo) < len(starts):
-        progress(sum(io.read_json(shards / _shard_name(n, ".json"), dict)["rows"]
-                     for n in range(len(starts)) if n not in todo))
+        progress(sum(stats["rows"] for stats in done.values() if stats is not None))
     if workers > 1 and len(todo) > 1:
         import multiprocessing
 
@@ -222,8 +222,24 @@ def tokenize_split(data_dir: Path, split: str, kind: str, tokenizer, loss: str, 
             _tokenize_shard(job, tokenizer, tools, n, starts[n], progress)
     stats = TokenStats(max_length)
     for n in range(len(starts)):
-        stats.merge(io.read_json(shards / _shard_name(n, ".json"), dict))
+        stats.merge(done[n] if done[n] is not None else io.read_json(shards / _shard_name(n, ".json"), dict))
     return stats.summary()
+
+
+_SHARD_KEYS = {"rows": int, "lengths": dict, "truncated": int, "tokens": int, "loss_tokens": int}
+
+
+def _shard_done(job: "_ShardJob", number: int) -> dict | None:
+    """A shard's statistics when an earlier call completed it (its tokens in place too,
+    where they are kept); None when it must be tokenized (again)."""
+    found = io.read_json(job.shards / _shard_name(number, ".json"), dict, lenient=True)
+    if not found or any(type(found.get(k)) is not t for k, t in _SHARD_KEYS.items()):
+        return None
+    if not all(str(k).isdigit() and type(v) is int for k, v in found["lengths"].items()):
+        return None
+    if job.keep and (type(found.get("kept")) is not int or not (job.shards / _shard_name(number, ".arrow")).is_file()):
+        return None
+    return found
 
 
 @dataclass(frozen=True)
@@ -347,6 +363,9 @@ def save_tokens(path: Path, input_ids: list[list[int]], labels: list[list[int]],
     writer = _ShardWriter(Path(path) / _shard_name(0, ".arrow"))
     writer.write(input_ids, labels, max_length)
     writer.close()
+    stats = TokenStats(max_length)
+    stats.add(input_ids, labels)
+    io.write_json(Path(path) / _shard_name(0, ".json"), {**stats.raw(), "kept": writer.kept})
 
 
 def load_tokens(path: Path):
@@ -361,7 +380,13 @@ def load_tokens(path: Path):
     if not files:
         raise SpecError.one(Pos(str(path)), "", "the prepared tokens are missing; run prepare_data again")
     parts = [datasets.Dataset.from_file(str(f)) for f in files]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    counts = [io.read_json(f, dict, lenient=True) or {} for f in sorted(Path(path).glob("shard-*.json"))]
+    expected = sum(c.get("kept") or 0 for c in counts)
+    if len(dataset) != expected:  # a shard missing or replaced since it was written
+        raise SpecError.one(Pos(str(path)), "", f"the prepared tokens hold {len(dataset)} rows where their "
+                            f"statistics say {expected}; prepare the data again (ftspec run --force prepare_data)")
+    return dataset
 
 
 def token_lengths(dataset) -> list[int]:

@@ -66,14 +66,20 @@ class _Source:
 
     @classmethod
     def load(cls, path: Path) -> "_Source":
+        """The last checkpoint; a fresh start when there is none, or it is not one this
+        version wrote (another shape, a field of another type)."""
         raw = io.read_json(path, dict, lenient=True)
-        if not raw or raw.get("version") != STATE_VERSION:
+        if not raw or raw.pop("version", None) != STATE_VERSION:
             return cls()
-        raw.pop("version")
-        try:
-            return cls(**raw)
-        except TypeError:  # written by another version: start over
+        fresh = cls().__dict__
+        if set(raw) != set(fresh) or any(type(raw[k]) is not type(v) for k, v in fresh.items()):
             return cls()
+        state = cls(**raw)
+        if (not all(isinstance(x, str) for x in state.labels + state.skipped_examples)
+                or not all(type(x) is int for x in state.label_counts) or len(state.labels) != len(state.label_counts)
+                or not all(type(v) is int and v >= 0 for v in state.sizes.values())):
+            return cls()
+        return state
 
     def save(self, path: Path) -> None:
         io.write_json(path, {"version": STATE_VERSION, **self.__dict__})

@@ -311,3 +311,32 @@ def test_shards_tokenized_by_several_processes_are_those_of_one(tmp_path, monkey
     stats_only = D.tokenize_split(out, "train", "prompt_completion", tok, "completion", 30, tmp_path / "three",
                                   keep=False, workers=2)
     assert stats_only == one and not list((tmp_path / "three").glob("*.arrow"))
+
+
+def test_a_state_or_shard_file_of_another_shape_is_redone_not_trusted(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from ftspec.runtime.models import byte_tokenizer
+    from ftspec.runtime.training import data as D
+
+    assert S._Source.load(tmp_path / "missing.json") == S._Source()
+    for bad in ('{"version": 1, "last": "9"}', "[1]", '{"version": 1}', "not json"):
+        (tmp_path / "state.json").write_text(bad)
+        assert S._Source.load(tmp_path / "state.json") == S._Source()
+
+    tok = byte_tokenizer()
+    out = tmp_path / "data"
+    out.mkdir()
+    records = [{"prompt": f"Q{i}", "completion": " a"} for i in range(30)]
+    prepared.split_file(out, "train").write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setattr(D, "SHARD_ROWS", 10)
+    whole = D.tokenize_split(out, "train", "prompt_completion", tok, "completion", 30, tmp_path / "t")
+    (tmp_path / "t" / "shard-00001.json").write_text('{"rows": "ten"}')
+    (tmp_path / "t" / "shard-00002.arrow").unlink()
+    encoded = []
+    real = D._encode
+    monkeypatch.setattr(D, "_encode", lambda chunk, *a: (encoded.append(len(chunk)), real(chunk, *a))[1])
+    assert D.tokenize_split(out, "train", "prompt_completion", tok, "completion", 30, tmp_path / "t") == whole
+    assert sum(encoded) == 20  # shards 1 and 2 done again, shard 0 kept
+    (tmp_path / "t" / "shard-00001.arrow").unlink()
+    with pytest.raises(SpecError, match="hold 20 rows where their statistics say 30"):
+        D.load_tokens(tmp_path / "t")
