@@ -34,11 +34,29 @@ Reads ../shared/datasets (SST-2, the tool-calling set); says so and stops if it 
 --quick: the same runs on generated stand-in rows (SST-2's shape only), a smaller
 model, 8 examples in batches of 4, one repeat and no warm-up, every configuration in
 one worker process; the figures mean nothing (for CI: the script still runs).
+
+A real model instead of the tiny one (the datasets default to sst2 then):
+
+    python bench/throughput.py --model DIR [--lora R] [--precision fp32|bf16] [--max-length N] [--batch B]
+
+--model DIR: a local transformers model folder with its tokenizer (for SmolLM2, the
+safetensors folder `ftspec run specs/real/smollm2-sst2.yaml --allow-path ../shared`
+leaves at runs/.ftspec-store/prepare_data/<key>/base-model). ftspec's spec names it
+through a link in its temporary repository, allowed as `--allow-path DIR` allows it;
+trl loads it with AutoModelForCausalLM in fp32, as ftspec does (autocast does the rest).
+--lora R: LoRA of rank R, alpha 2R, dropout 0, on the q, k, v, o, gate, up and down
+projections, on both sides (ftspec's `method.adapter`; a peft LoraConfig given to
+trl's SFTTrainer); without it, full fine-tuning. --precision: ftspec's
+`compute.precision` and trl's `bf16` (autocast on the CPU, with `use_cpu`); without it,
+ftspec's `auto` and trl's fp32 as before. --max-length, --batch, --lr: the same on every
+side (defaults 512, 16, 1e-3). With --model, the loss of each configuration at its first
+and last step is printed too, per seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -71,6 +89,11 @@ class Sizes:
     examples: int
     repeats: int
     startup_rows: int
+    stand_in: bool = False  # generated stand-in rows instead of ../shared/datasets
+    base: str | None = None  # a local model folder (absolute) instead of the tiny model
+    lora: int | None = None  # LoRA rank on both sides; None: full fine-tuning
+    precision: str | None = None  # fp32 | bf16 on both sides; None: ftspec's auto, trl's fp32 (as before)
+    learning_rate: float = 1e-3
 
 
 def _model(hidden: int, layers: int, heads: int, max_length: int) -> dict:
@@ -81,11 +104,85 @@ def _model(hidden: int, layers: int, heads: int, max_length: int) -> dict:
 
 FULL = Sizes(max_length=MAX_LENGTH, batch=16, model=_model(128, 2, 4, MAX_LENGTH), examples=256, repeats=3,
              startup_rows=64)
-QUICK = Sizes(max_length=128, batch=4, model=_model(32, 1, 2, 128), examples=8, repeats=1, startup_rows=8)
+QUICK = Sizes(max_length=128, batch=4, model=_model(32, 1, 2, 128), examples=8, repeats=1, startup_rows=8,
+              stand_in=True)
 
 
 def sizes(quick: bool) -> Sizes:
     return QUICK if quick else FULL
+
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODE_FLAGS = {"model": "--model", "lora": "--lora", "precision": "--precision", "max_length": "--max-length",
+              "batch": "--batch", "lr": "--lr"}
+
+
+def configure(args: argparse.Namespace) -> Sizes:
+    """--quick's or the full sizes, with the model-mode flags given applied."""
+    size = sizes(args.quick)
+    changes: dict = {}
+    if args.model:
+        changes["base"] = str(Path(args.model).resolve())
+    if args.lora:
+        changes["lora"] = args.lora
+    if args.precision:
+        changes["precision"] = args.precision
+    if args.max_length:
+        changes["max_length"] = args.max_length
+        if size.model["max_position_embeddings"] < args.max_length:  # the tiny model must reach that far
+            changes["model"] = {**size.model, "max_position_embeddings": args.max_length}
+    if args.batch:
+        changes["batch"] = args.batch
+    if args.lr:
+        changes["learning_rate"] = args.lr
+    return dataclasses.replace(size, **changes)
+
+
+def mode_args(args: argparse.Namespace) -> list[str]:
+    """The model-mode flags given, as a worker process takes them again."""
+    out = []
+    for name, flag in MODE_FLAGS.items():
+        value = getattr(args, name)
+        if value:
+            out += [flag, str(Path(value).resolve()) if name == "model" else str(value)]
+    return out
+
+
+def check_mode(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One line and exit status 2 for a model-mode flag that cannot work."""
+    for name in ("lora", "max_length", "batch"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"{MODE_FLAGS[name]} must be a positive integer, not {getattr(args, name)}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a positive number, not {args.lr}")
+    if args.model:
+        folder = Path(args.model)
+        if not (folder / "config.json").is_file():
+            parser.error(f"--model {args.model}: not a transformers model folder (no config.json in it)")
+
+
+def spec_model(size: Sizes, workdir: Path) -> dict:
+    """The spec's `model`: the tiny model, or the local folder through a link ./model in
+    ``workdir`` (the spec's repository), which the caller allows as --allow-path does."""
+    if size.base is None:
+        return {"kind": "tiny", **size.model}
+    (workdir / "model").symlink_to(size.base, target_is_directory=True)
+    return {"base": "./model"}
+
+
+def spec_method(size: Sizes) -> dict:
+    if size.lora is None:
+        return {"kind": "sft", "adapter": "full"}
+    return {"kind": "sft", "adapter": {"kind": "lora", "r": size.lora, "alpha": 2 * size.lora, "dropout": 0.0,
+                                       "target_modules": LORA_TARGETS}}
+
+
+def spec_compute(size: Sizes) -> dict:
+    return {"device": "cpu", **({"precision": size.precision} if size.precision else {})}
+
+
+def allowed(size: Sizes) -> list[str]:
+    return [size.base] if size.base else []
 
 
 def tiny_model(model: dict):
@@ -167,7 +264,7 @@ def worker(config: str, dataset: str, examples: int, seed: int, workdir: Path, s
         def on_train_end(self, args, state, control, **kwargs):
             timing["end"] = time.perf_counter()
 
-    rows = load_rows(dataset, examples, size is QUICK)
+    rows = load_rows(dataset, examples, size.stand_in)
     steps = math.ceil(examples / size.batch)
     data_file = workdir / "rows.jsonl"
     data_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -181,31 +278,42 @@ def worker(config: str, dataset: str, examples: int, seed: int, workdir: Path, s
                 "ftspec-grouped": "length_grouped"}[config]
         spec = workdir / "spec.yaml"
         spec.write_text(json.dumps({
-            "ftspec": 1, "name": "bench", "model": {"kind": "tiny", **size.model},
+            "ftspec": 1, "name": "bench", "model": spec_model(size, workdir),
             "data": {"train": "rows.jsonl"},
             "format": {"kind": "prompt_completion", "prompt": "{{ prompt }}", "completion": "{{ completion }}"},
-            "method": {"kind": "sft", "adapter": "full"},
+            "method": spec_method(size),
             "training": {"max_steps": steps, "batch_size": size.batch, "max_length": size.max_length,
-                         "learning_rate": 1e-3, "lr_scheduler": "linear", "warmup_steps": 0, "seed": seed,
-                         "optimizer": "adamw_torch_fused",
+                         "learning_rate": size.learning_rate, "lr_scheduler": "linear", "warmup_steps": 0,
+                         "seed": seed, "optimizer": "adamw_torch_fused",
                          "batching": mode, "logging_steps": 1, "save_every": 10 * steps},
-            "eval": {"baseline": False, "metrics": []}, "compute": {"device": "cpu"},
+            "eval": {"baseline": False, "metrics": []}, "compute": spec_compute(size),
         }))
-        plan, _ = compile_spec(spec)
+        plan, _ = compile_spec(spec, allow=allowed(size))
         execute(plan, find_root(spec), echo=lambda _: None, callbacks=[Clock()])
         log = [json.loads(l) for l in (workdir / "runs/bench/metrics.jsonl").read_text().splitlines()]
         losses = [m["loss"] for m in log if "loss" in m]
         batching = plan.training.batching.mode
     else:
+        import torch
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
         from trl import SFTConfig, SFTTrainer
 
         from ftspec.runtime.models import build_tiny
 
-        build_tiny(tiny_model(size.model), [], workdir / "base")
-        tokenizer = AutoTokenizer.from_pretrained(workdir / "base")
-        model = AutoModelForCausalLM.from_pretrained(workdir / "base")
+        if size.base is None:
+            build_tiny(tiny_model(size.model), [], workdir / "base")
+            tokenizer = AutoTokenizer.from_pretrained(workdir / "base")
+            model = AutoModelForCausalLM.from_pretrained(workdir / "base")
+        else:  # fp32 weights, as ftspec loads them for every precision (bf16 is autocast)
+            tokenizer = AutoTokenizer.from_pretrained(size.base)
+            model = AutoModelForCausalLM.from_pretrained(size.base, dtype=torch.float32)
+        peft_config = None
+        if size.lora is not None:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=size.lora, lora_alpha=2 * size.lora, lora_dropout=0.0,
+                                     target_modules=LORA_TARGETS, bias="none", task_type="CAUSAL_LM")
         extra = {
             "trl-default": {},
             "trl-nockpt": {"activation_checkpointing": False},
@@ -220,10 +328,12 @@ def worker(config: str, dataset: str, examples: int, seed: int, workdir: Path, s
             per_device = max(1, round(size.batch * mean / size.max_length))
             model.config.use_cache = False
         args = SFTConfig(output_dir=str(workdir / "out"), max_steps=steps, per_device_train_batch_size=per_device,
-                         max_length=size.max_length, learning_rate=1e-3, use_cpu=True, bf16=False, report_to="none",
+                         max_length=size.max_length, learning_rate=size.learning_rate, use_cpu=True,
+                         bf16=size.precision == "bf16", report_to="none",
                          save_strategy="no", logging_steps=1, disable_tqdm=True, seed=seed, **extra)
+        set_seed(seed)  # the LoRA weights are drawn in SFTTrainer's constructor, before the Trainer seeds
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                             callbacks=[Clock()])
+                             callbacks=[Clock()], peft_config=peft_config)
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         batching = {"trl-packed": "packed", "trl-grouped": "length_grouped"}.get(config, "padded")
@@ -265,15 +375,15 @@ def loss_check(curves: list[list[float]], reference: list[list[float]]) -> tuple
 def startup(workdir: Path, size: Sizes) -> float:
     """Seconds from starting `ftspec run` to its first training step."""
     (workdir / ".git").mkdir(exist_ok=True)
-    rows = load_rows("sst2", size.startup_rows, size is QUICK)
+    rows = load_rows("sst2", size.startup_rows, size.stand_in)
     (workdir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (workdir / "spec.yaml").write_text(json.dumps({
-        "ftspec": 1, "name": "startup", "model": {"kind": "tiny", **size.model}, "data": {"train": "rows.jsonl"},
+        "ftspec": 1, "name": "startup", "model": spec_model(size, workdir), "data": {"train": "rows.jsonl"},
         "format": {"kind": "prompt_completion", "prompt": "{{ prompt }}", "completion": "{{ completion }}"},
-        "method": {"kind": "sft", "adapter": "full"},
+        "method": spec_method(size),
         "training": {"max_steps": 2, "batch_size": 4, "max_length": min(256, size.max_length)},
-        "eval": {"baseline": False, "metrics": []}, "compute": {"device": "cpu"}}))
-    exe = [sys.executable, "-m", "ftspec", "run", "spec.yaml"]
+        "eval": {"baseline": False, "metrics": []}, "compute": spec_compute(size)}))
+    exe = [sys.executable, "-m", "ftspec", "run", "spec.yaml"] + [a for p in allowed(size) for a in ("--allow-path", p)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(exe, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -291,10 +401,12 @@ def startup(workdir: Path, size: Sizes) -> float:
 RESULT = "bench-result: "  # a worker's result line, among what trl prints
 
 
-def run_worker(configs: list[str], dataset: str, examples: int, seed: int, quick: bool) -> list[dict]:
-    """Run ``configs`` on ``dataset`` in one fresh worker process; one result each."""
+def run_worker(configs: list[str], dataset: str, examples: int, seed: int, quick: bool,
+               mode: list[str] = ()) -> list[dict]:
+    """Run ``configs`` on ``dataset`` in one fresh worker process; one result each
+    (``mode``: the model-mode flags, passed on)."""
     out = subprocess.run([sys.executable, __file__, "--worker", ",".join(configs), dataset, "--examples",
-                          str(examples), "--seed", str(seed)] + (["--quick"] if quick else []),
+                          str(examples), "--seed", str(seed)] + (["--quick"] if quick else []) + list(mode),
                          check=False, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if out.returncode != 0:
         sys.exit(f"{','.join(configs)} on {dataset} failed:\n{out.stderr[-3000:]}")
@@ -311,17 +423,30 @@ def main() -> int:
     parser.add_argument("--datasets", help="default sst2,toolformer; --quick: sst2")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="a subset of the configurations (comma-separated)")
     parser.add_argument("--curves", action="store_true", help="also print every configuration's mean loss per step")
+    parser.add_argument("--model", metavar="DIR", help="a local transformers model folder (with its tokenizer) "
+                        "instead of the tiny model; datasets then default to sst2")
+    parser.add_argument("--lora", type=int, metavar="R", help="LoRA rank R (alpha 2R, dropout 0, q/k/v/o/gate/up/down "
+                        "projections) on both sides; default: full fine-tuning")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="the same precision on both sides (default: "
+                        "ftspec's auto and trl's fp32, as before)")
+    parser.add_argument("--max-length", type=int, metavar="N", help=f"max_length (default {MAX_LENGTH}; --quick: 128)")
+    parser.add_argument("--batch", type=int, metavar="B", help="batch size in rows (default 16; --quick: 4)")
+    parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     add_quick(parser)
     parser.add_argument("--worker", nargs=2, metavar=("CONFIGS", "DATASET"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    size = sizes(args.quick)
+    check_mode(parser, args)
+    size = configure(args)
+    mode = mode_args(args)
     examples = args.examples or size.examples
     repeats = args.repeats or size.repeats
-    datasets = (args.datasets or ("sst2" if args.quick else "sst2,toolformer")).split(",")
+    datasets = (args.datasets or ("sst2" if args.quick or args.model else "sst2,toolformer")).split(",")
+    if unknown := [d for d in datasets if d not in ("sst2", "toolformer")]:
+        parser.error(f"--datasets: unknown {', '.join(unknown)} (sst2, toolformer)")
 
-    if not args.quick and (not (SHARED / "sst2").is_dir() or not (SHARED / "toolformer").is_dir()):
-        print(f"bench/throughput.py needs the shared datasets at {SHARED} (SST-2 and toolformer); "
+    if not args.quick and not all((SHARED / d).is_dir() for d in datasets):
+        print(f"bench/throughput.py needs the shared datasets at {SHARED} ({', '.join(datasets)}); "
               "they are missing here (--quick runs on generated stand-in rows).")
         return 2
     if args.worker:
@@ -343,17 +468,28 @@ def main() -> int:
     for dataset in datasets:
         if not args.quick:
             for config in configs:
-                run_worker([config], dataset, examples, 42, False)  # warm-up: caches, first-touch of the files
+                run_worker([config], dataset, examples, 42, False, mode)  # warm-up: caches, first-touch of the files
         for r in range(repeats):
             for batch in batches:  # interleaved, so drift on a shared machine hits every configuration alike
-                for result in run_worker(batch, dataset, examples, 42 + r, args.quick):
+                for result in run_worker(batch, dataset, examples, 42 + r, args.quick, mode):
                     results.setdefault((result["config"], dataset), []).append(result)
 
     say_quick(args.quick)
     m = size.model
-    print(f"machine: {os.cpu_count()} CPUs; tiny llama {m['num_layers']}x{m['hidden_size']} from config, byte "
-          f"tokenizer; {examples} examples, batch {size.batch}, max_length {size.max_length}; median of {repeats} "
-          f"(seeds 42..{41 + repeats})")
+    if size.base is None:
+        model_text = f"tiny llama {m['num_layers']}x{m['hidden_size']} from config, byte tokenizer"
+    else:
+        model_text = f"model {size.base}"
+    if size.lora is not None:
+        model_text += f", LoRA r={size.lora} alpha={2 * size.lora} dropout 0 on {','.join(LORA_TARGETS)}"
+    elif size.base is not None:
+        model_text += ", full fine-tuning"
+    if size.precision is not None:
+        model_text += f", {size.precision} on both sides"
+    if size.learning_rate != 1e-3:
+        model_text += f", learning rate {size.learning_rate:g}"
+    print(f"machine: {os.cpu_count()} CPUs; {model_text}; {examples} examples, batch {size.batch}, "
+          f"max_length {size.max_length}; median of {repeats} (seeds 42..{41 + repeats})")
     speed: dict[tuple[str, str], float] = {}
     verdicts = []
     for dataset in datasets:
@@ -376,6 +512,14 @@ def main() -> int:
                 verdicts.append(same)
             print(f"  {config:<15} {runs[0]['batching']:<15} {tps:>10.0f} {pad:>8.1%} {mem:>8.0f} "
                   f"{ends:>15} {gap:>9.3f} {noise:>7.3f}  {verdict}")
+        if size.base is not None:
+            print("  loss at the first and the last step, mean over seeds [each seed]:")
+            for config in configs:
+                curves = [r["losses"] for r in results[(config, dataset)]]
+                firsts, lasts = [c[0] for c in curves], [c[-1] for c in curves]
+                print(f"    {config:<15} first {statistics.mean(firsts):.4f} [{' '.join(f'{x:.4f}' for x in firsts)}]"
+                      f"  last (step {len(curves[0])}) {statistics.mean(lasts):.4f} "
+                      f"[{' '.join(f'{x:.4f}' for x in lasts)}]")
         if args.curves:
             for config in configs:
                 curves = [r["losses"] for r in results[(config, dataset)]]

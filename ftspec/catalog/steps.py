@@ -115,7 +115,10 @@ EVAL_BASE = StepDef(
     present=_baseline,
 )
 TRAIN = StepDef(
-    name="train", folder="model", needs=("prepare_data", "teach"),  # teach: the teacher, for logit distillation
+    # needs teach: the teacher, for logit distillation. Layout 2: length_grouped batches are
+    # drawn with numpy's generator (another order than before for the same seed), so an
+    # older entry is not taken for what this version trains.
+    name="train", folder="model", needs=("prepare_data", "teach"), layout=2,
     reads=("model", "method", "training", "compute", "tracking", "format.kind", "format.chat_template"),
 )
 GENERATE_TUNED = StepDef(

@@ -389,15 +389,15 @@ def load_tokens(path: Path):
     return dataset
 
 
-def token_lengths(dataset) -> list[int]:
-    """The length of every row of a tokens dataset, read from Arrow's offsets without
-    building the rows."""
+def token_lengths(dataset):
+    """The length of every row of a tokens dataset (an array), read from Arrow's offsets
+    without building the rows."""
     import pyarrow.compute as pc
 
     if getattr(dataset, "_indices", None) is not None:  # a selection or shuffle: row by row
         return [len(ids) for ids in dataset["input_ids"]]
     column = dataset.data.column("input_ids")
-    return pc.list_value_length(column).to_pylist()
+    return pc.list_value_length(column).to_numpy()
 
 
 def training_texts(records: Iterable[dict], kind: str, limit: int = TOKENIZER_ROWS) -> Iterator[str]:

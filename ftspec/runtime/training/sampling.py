@@ -12,9 +12,9 @@ length; the sequence of batches is random; each epoch reshuffles.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 from torch.utils.data import Sampler
 
 BUCKET_BATCHES = 64  # batches sorted together: more means less padding and less mixing
@@ -25,12 +25,13 @@ class LengthBuckets(Sampler[int]):
 
     The order depends only on ``seed`` and the epoch (``set_epoch``), so a resumed
     run sees the same batches as an uninterrupted one. A last, short batch comes last,
-    so that the data loader's batches line up with these.
+    so that the data loader's batches line up with these. The order is held in arrays
+    (about 12 bytes a row), so ten million rows cost some 120 MB, not gigabytes of lists.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, bucket_batches: int = BUCKET_BATCHES):
         super().__init__()
-        self.lengths = list(lengths)
+        self.lengths = np.asarray(lengths, dtype=np.int32)
         self.batch_size = batch_size
         self.seed = seed
         self.bucket = max(1, bucket_batches) * batch_size
@@ -42,23 +43,27 @@ class LengthBuckets(Sampler[int]):
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every row, bucket by bucket sorted longest first; the order of the full batches)."""
+        rng = np.random.default_rng([self.seed % (1 << 63), self.epoch])
+        n = len(self.lengths)
+        order = rng.permutation(n)
+        for start in range(0, n, self.bucket):
+            part = order[start:start + self.bucket]
+            order[start:start + self.bucket] = part[np.argsort(-self.lengths[part], kind="stable")]
+        # Buckets hold whole batches, so only the last bucket can leave a short batch: the tail.
+        return order, rng.permutation(n // self.batch_size)
+
     def batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
-        full: list[list[int]] = []
-        short: list[int] = []
-        for start in range(0, len(order), self.bucket):
-            bucket = sorted(order[start:start + self.bucket], key=self.lengths.__getitem__, reverse=True)
-            for b in range(0, len(bucket), self.batch_size):
-                batch = bucket[b:b + self.batch_size]
-                if len(batch) == self.batch_size:
-                    full.append(batch)
-                else:
-                    short = batch  # only the last bucket can leave one
-        rng.shuffle(full)
+        order, batch_order = self._order()
+        size = self.batch_size
+        full = [order[b * size:(b + 1) * size].tolist() for b in batch_order]
+        short = order[len(batch_order) * size:].tolist()
         return full + ([short] if short else [])
 
     def __iter__(self) -> Iterator[int]:
-        for batch in self.batches():
-            yield from batch
+        order, batch_order = self._order()
+        size = self.batch_size
+        for b in batch_order:
+            yield from order[b * size:(b + 1) * size].tolist()
+        yield from order[len(batch_order) * size:].tolist()

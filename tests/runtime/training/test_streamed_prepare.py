@@ -255,7 +255,7 @@ def test_tokens_resume_after_the_last_complete_shard_and_are_memory_mapped(tmp_p
         dataset = D.load_tokens(tmp_path / folder)
         assert dataset.cache_files  # read from the files, not loaded into memory
         assert list(zip(dataset["input_ids"], dataset["labels"])) == want
-        assert D.token_lengths(dataset) == [len(i) for i, _ in want]
+        assert list(D.token_lengths(dataset)) == [len(i) for i, _ in want]
 
 
 def test_fast_ids_are_the_tokenizers_own():
