@@ -47,10 +47,11 @@ trl loads it with AutoModelForCausalLM in fp32, as ftspec does (autocast does th
 --lora R: LoRA of rank R, alpha 2R, dropout 0, on the q, k, v, o, gate, up and down
 projections, on both sides (ftspec's `method.adapter`; a peft LoraConfig given to
 trl's SFTTrainer); without it, full fine-tuning. --precision: ftspec's
-`compute.precision` and trl's `bf16` (autocast on the CPU, with `use_cpu`); without it,
-ftspec's `auto` and trl's fp32 as before. --max-length, --batch, --lr: the same on every
-side (defaults 512, 16, 1e-3). With --model, the loss of each configuration at its first
-and last step is printed too, per seed.
+`compute.precision` and trl's `bf16` (autocast on the CPU, with `use_cpu`), the same on
+both sides (default fp32: ftspec's own default, `auto`, would pick bf16 on a CPU with
+AVX512-BF16 while trl's stays fp32, which compares two precisions, not two recipes).
+--max-length, --batch, --lr: the same on every side (defaults 512, 16, 1e-3). With
+--model, the loss of each configuration at its first and last step is printed too, per seed.
 """
 
 from __future__ import annotations
@@ -427,8 +428,8 @@ def main() -> int:
                         "instead of the tiny model; datasets then default to sst2")
     parser.add_argument("--lora", type=int, metavar="R", help="LoRA rank R (alpha 2R, dropout 0, q/k/v/o/gate/up/down "
                         "projections) on both sides; default: full fine-tuning")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], help="the same precision on both sides (default: "
-                        "ftspec's auto and trl's fp32, as before)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="the same precision on both sides (default fp32)")
     parser.add_argument("--max-length", type=int, metavar="N", help=f"max_length (default {MAX_LENGTH}; --quick: 128)")
     parser.add_argument("--batch", type=int, metavar="B", help="batch size in rows (default 16; --quick: 4)")
     parser.add_argument("--lr", type=float, help="learning rate (default 1e-3)")

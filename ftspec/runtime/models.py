@@ -279,14 +279,22 @@ def load_model(plan_model: Any, root: Path, data_dir: Path, dtype: torch.dtype, 
 
 
 def load_tuned(plan_model: Any, adapter_kind: str, attention: str, root: Path, data_dir: Path, model_dir: Path,
-               dtype: torch.dtype, device: str):
-    """The trained model: a full model, or the base with its LoRA adapter."""
+               dtype: torch.dtype, device: str, merge: bool = False):
+    """The trained model: a full model, or the base with its LoRA adapter. ``merge``: a LoRA
+    adapter is merged into the base's weights (for a model that only answers: each layer
+    then runs one matrix product instead of three; the answers are the same to rounding,
+    tests/runtime/test_models.py). A QLoRA adapter stays apart: merging into 4-bit weights
+    would round them again."""
     if adapter_kind == "full":
         return load_model(plan_model, root, data_dir, dtype, device, path=str(model_dir), attention=attention)
     from peft import PeftModel
 
     base = load_model(plan_model, root, data_dir, dtype, device, attention=attention)
-    return PeftModel.from_pretrained(base, str(model_dir)).to(device)
+    model = PeftModel.from_pretrained(base, str(model_dir)).to(device)
+    if merge and adapter_kind == "lora":
+        model = model.merge_and_unload()
+        model.eval()
+    return model
 
 
 def _first_line(exc: Exception) -> str:
@@ -306,7 +314,7 @@ def load_evaluated(plan, root: Path, data_dir: Path, model_dir: Path | None = No
     if model_dir is not None:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = load_tuned(plan.model, plan.method.adapter.kind, plan.compute.attention, root, data_dir,
-                           model_dir, dtype, device)
+                           model_dir, dtype, device, merge=True)
     else:
         tokenizer = load_tokenizer(plan.model, root, data_dir, chat_template_text(plan.format))
         model = load_model(plan.model, root, data_dir, dtype, device, attention=plan.compute.attention)
