@@ -319,18 +319,29 @@ def _shard_name(number: int, suffix: str) -> str:
     return f"shard-{number:05d}{suffix}"
 
 
+ARROW_BATCH_ROWS = 8192  # rows per Arrow record batch in a shard
+
+
 class _ShardWriter:
     """One shard of tokens as an Arrow stream (what ``datasets`` memory-maps), rows cut to
     ``max_length`` (the start kept, as TRL's default truncation) and rows left without a
-    loss token dropped. It appears whole when complete (ftspec.core.io.AtomicFile)."""
+    loss token dropped. It appears whole when complete (ftspec.core.io.AtomicFile).
+
+    Rows are written in record batches of :data:`ARROW_BATCH_ROWS`: opening a memory-mapped
+    shard reads every batch's header, and the kernel maps the pages around each one, so many
+    small batches would keep megabytes of the file resident per shard (13 MB per 100,000 rows
+    in batches of 512, measured)."""
 
     def __init__(self, path: Path):
         import pyarrow as pa
 
         self.pa = pa
         self.file = io.AtomicFile(path)
-        self.schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))])
+        self.type = pa.list_(pa.int32())
+        self.schema = pa.schema([("input_ids", self.type), ("labels", self.type)])
         self.writer = pa.ipc.new_stream(self.file.handle, self.schema)
+        self.pending: list[tuple] = []  # (ids, labels) arrays not written yet
+        self.pending_rows = 0
         self.kept = 0
 
     def write(self, input_ids: list[list[int]], labels: list[list[int]], max_length: int) -> None:
@@ -342,13 +353,23 @@ class _ShardWriter:
             keep_ids.append(ids[:max_length])
             keep_labels.append(labs)
         if keep_ids:
-            pa = self.pa
-            self.writer.write_batch(pa.record_batch([pa.array(keep_ids, pa.list_(pa.int32())),
-                                                     pa.array(keep_labels, pa.list_(pa.int32()))],
-                                                    schema=self.schema))
+            self.pending.append((self.pa.array(keep_ids, self.type), self.pa.array(keep_labels, self.type)))
+            self.pending_rows += len(keep_ids)
             self.kept += len(keep_ids)
+            if self.pending_rows >= ARROW_BATCH_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        pa = self.pa
+        ids = pa.concat_arrays([a for a, _ in self.pending])
+        labels = pa.concat_arrays([b for _, b in self.pending])
+        self.writer.write_batch(pa.record_batch([ids, labels], schema=self.schema))
+        self.pending, self.pending_rows = [], 0
 
     def close(self) -> None:
+        self._flush()
         self.writer.close()
         self.file.commit()
 
