@@ -276,19 +276,21 @@ def _tokenize_shard(job: _ShardJob, tokenizer, tools, number: int, start: int,
                     progress: Callable[[int], None] | None = None) -> int:
     """Tokenize one shard's rows (from byte ``start``) into its files; returns its rows."""
     template, ids_of = tools
-    with open(job.source, "rb") as fh:
-        fh.seek(start)
-        records = [json.loads(line) for line in islice(fh, SHARD_ROWS)]
     part = TokenStats(job.max_length)
     writer = _ShardWriter(job.shards / _shard_name(number, ".arrow")) if job.keep else None
+    rows = 0
     try:
-        for first in range(0, len(records), TOKENIZE_BATCH):
-            ids, labs = _encode(records[first:first + TOKENIZE_BATCH], job.kind, tokenizer, job.loss, template, ids_of)
-            part.add(ids, labs)
-            if writer is not None:
-                writer.write(ids, labs, job.max_length)
-            if progress is not None:
-                progress(len(ids))
+        with open(job.source, "rb") as fh:
+            fh.seek(start)
+            lines = islice(fh, SHARD_ROWS)
+            while batch := [json.loads(line) for line in islice(lines, TOKENIZE_BATCH)]:
+                ids, labs = _encode(batch, job.kind, tokenizer, job.loss, template, ids_of)
+                part.add(ids, labs)
+                if writer is not None:
+                    writer.write(ids, labs, job.max_length)
+                if progress is not None:
+                    progress(len(ids))
+                rows += len(batch)
     except BaseException:
         if writer is not None:
             writer.abandon()
@@ -299,7 +301,7 @@ def _tokenize_shard(job: _ShardJob, tokenizer, tools, number: int, start: int,
         kept = writer.kept
     # Written last: a shard whose statistics are in place is complete.
     io.write_json(job.shards / _shard_name(number, ".json"), {**part.raw(), "kept": kept})
-    return len(records)
+    return rows
 
 
 _WORKER: dict = {}
