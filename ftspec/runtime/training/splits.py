@@ -24,7 +24,6 @@ part-way continues from its last checkpoint, and its result is the same as an un
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -37,11 +36,10 @@ from typing import Any, Callable, Iterator
 
 from ftspec.core import io
 from ftspec.core.errors import Issue, Pos, SpecError
-from ftspec.core.paths import open_regular
 from ftspec.data import prepared
 from ftspec.data import templates as tpl
 from ftspec.data.formatting import FormatError, RowFormatter, teacher_sources
-from ftspec.data.sources import RowError, read_rows
+from ftspec.data.sources import RowError, fingerprint, read_rows
 from ftspec.data.splitting import SPLITS, apportion, filter_verdict, split_limits, split_sizes, verdict_problem
 
 CHECKPOINT_ROWS = 50_000  # source rows between two checkpoints of the formatting pass
@@ -262,7 +260,7 @@ def _source_rows(split: str, src: Any, on_bad_row: str, root: Path,
     shown = src.path
     if not path.is_file():
         raise SpecError.one(Pos(shown), f"data.{split}", "data file was deleted since the plan was made")
-    if _sha256(path) != src.sha256:
+    if fingerprint(path) != src.sha256:
         raise SpecError.one(Pos(shown), f"data.{split}",
                             "data file changed since the plan was made (sha256 differs); plan again")
     skipped: list[RowError] = []
@@ -281,14 +279,6 @@ def _source_rows(split: str, src: Any, on_bad_row: str, root: Path,
                 yield bad.pos.line or 0, shown, None, bad
     except RowError as exc:
         raise SpecError([exc.issue()]) from None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open_regular(path) as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _hub_rows(split: str, src: Any, after: int) -> Iterator[tuple[int, str, dict, None]]:
