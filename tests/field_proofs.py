@@ -147,7 +147,8 @@ PROOFS: dict[str, list[str]] = {
     "training.gradient_checkpointing": [E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.logging_steps": [E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.eval_every": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],
-    "training.eval_rows": ["tests/runtime/training/test_eval_rows.py::test_the_validation_loss_is_computed_on_the_plans_rows"],
+    "training.eval_rows": ["tests/runtime/training/test_eval_rows.py::"
+                           "test_the_validation_loss_is_computed_on_the_plans_rows"],
     "training.save_every": [R + "test_no_checkpoint_at_the_last_step_and_none_left_once_the_step_is_complete",
                             E + "test_training_and_lora_settings_reach_the_trainer"],
     "training.save_total_limit": [E + "test_training_and_lora_settings_reach_the_trainer"],
