@@ -46,11 +46,6 @@ def iter_origins(data_dir: Path, split: str) -> Iterator[str]:
     return (str(value) for _, _, value in iter_jsonl(path))
 
 
-def origin_at(data_dir: Path, split: str, index: int) -> str | None:
-    """The origin of the split's record at ``index`` (0-based), read up to it."""
-    return next(islice(iter_origins(data_dir, split), index, None), None)
-
-
 def split_position(origin: str | None, split: str, index: int) -> tuple[str, int | None]:
     """(file, row) of an origin, for an error's position; the split and the record's number
     when the origin is unknown."""

@@ -38,18 +38,26 @@ def loss_positions(ctx: Context) -> dict:
             "reason": "the LM head runs only where a token carries loss (the loss is unchanged)" + measured}
 
 
+def _sample_records(ctx: Context):
+    """The training source's sample rows as the format renders them (rows it cannot render left out);
+    nothing without readable sample rows."""
+    info = ctx.sources.get("train")
+    if ctx.formatter is None or info is None or not info.readable:
+        return
+    for row in info.sample:
+        try:
+            yield ctx.formatter(row.values)
+        except FormatError:
+            continue
+
+
 def _answer_share(ctx: Context) -> float | None:
     """The share of the text a DPO step reads (prompt + chosen, prompt + rejected) that is answer,
     on the sample rows, in characters; None without readable sample rows."""
-    info = ctx.sources.get("train")
-    if ctx.formatter is None or info is None or not info.readable or ctx.spec.format.kind != "preference":
+    if ctx.spec.format.kind != "preference":
         return None
     answered = total = 0
-    for row in info.sample:
-        try:
-            record = ctx.formatter(row.values)
-        except FormatError:
-            continue
+    for record in _sample_records(ctx):
         answers = len(record["chosen"]) + len(record["rejected"])
         answered += answers
         total += 2 * len(record["prompt"]) + answers
@@ -59,16 +67,9 @@ def _answer_share(ctx: Context) -> float | None:
 def _loss_share(ctx: Context) -> float | None:
     """The share of the sample rows' text (in characters) that carries loss, as the format's
     loss setting says; None without readable sample rows."""
-    info = ctx.sources.get("train")
-    if ctx.formatter is None or info is None or not info.readable:
-        return None
     fmt = ctx.spec.format
     answered = total = 0
-    for row in info.sample:
-        try:
-            record = ctx.formatter(row.values)
-        except FormatError:
-            continue
+    for record in _sample_records(ctx):
         if fmt.kind == "chat":
             parts = [(m["role"] == "assistant", len(m["content"])) for m in record["messages"]]
         elif fmt.kind == "prompt_completion":

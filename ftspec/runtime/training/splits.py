@@ -185,22 +185,9 @@ def _format_source(split: str, src: Any, data: Any, formatter: RowFormatter, row
                 if problem is not None:
                     _skip(state, problem)
                 else:
-                    try:
-                        mapped = formatter.columns(values)
-                        if row_filter is not None and not _keeps(row_filter, mapped, origin):
-                            state.dropped += 1
-                            record = None
-                        else:
-                            record = formatter.render(mapped, answer)
-                    except FormatError as exc:
-                        file, row = prepared.split_position(origin, split, 0)
-                        if data.on_bad_row != "skip":
-                            raise SpecError([Issue(Pos(file, row), exc.key, exc.message)]) from None
-                        _skip(state, RowError(Pos(file, row), f"{exc.key}: {exc.message}"))
-                        record = None
-                    else:
-                        state.read += 1
-                    if record is not None:
+                    made = _format_row(values, origin, split, formatter, row_filter, answer, data.on_bad_row, state)
+                    if made is not None:
+                        record, mapped = made
                         group = None
                         if stratify is not None:
                             label = json.dumps(mapped.get(stratify), sort_keys=True, default=str)
@@ -231,6 +218,27 @@ def _format_source(split: str, src: Any, data: Any, formatter: RowFormatter, row
     state.done = True
     state.save(state_path)
     return state
+
+
+def _format_row(values: dict, origin: str, split: str, formatter: RowFormatter, row_filter: Any, answer: bool,
+                on_bad_row: str, state: _Source) -> tuple[dict, dict] | None:
+    """(record, mapped columns) of one row; None for a row data.filter drops or a bad row skipped
+    (each counted in ``state``). A bad row is an error at its FILE:ROW unless on_bad_row: skip."""
+    try:
+        mapped = formatter.columns(values)
+        keep = row_filter is None or _keeps(row_filter, mapped, origin)
+        record = formatter.render(mapped, answer) if keep else None
+    except FormatError as exc:
+        file, row = prepared.split_position(origin, split, 0)
+        if on_bad_row != "skip":
+            raise SpecError([Issue(Pos(file, row), exc.key, exc.message)]) from None
+        _skip(state, RowError(Pos(file, row), f"{exc.key}: {exc.message}"))
+        return None
+    state.read += 1
+    if record is None:
+        state.dropped += 1
+        return None
+    return record, mapped
 
 
 def _skip(state: _Source, problem: RowError) -> None:
