@@ -43,6 +43,7 @@ from ftspec.backends.manifest import (
     spec_files,
     write_manifest,
 )
+from ftspec.backends.shared import Shared
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.folders import remove_own
@@ -60,6 +61,7 @@ from ftspec.runtime.result import RunResult, StepOutcome
 from ftspec.runtime.training.job import TrainJob
 from ftspec.store.lock import RunLock
 from ftspec.store.protect import refuse_tracked
+from ftspec.store.remote import RemoteStore
 from ftspec.store.rundir import Store, adopt_legacy, finish_step, link_step, now, run_dir_of, store_of
 
 __all__ = ["RunResult", "StepOutcome", "execute", "header"]
@@ -73,45 +75,49 @@ def backend_of(plan: Plan) -> Backend:
 
 
 def execute(plan: Plan, root: Path, echo: Callable[[str], None] = print, callbacks: list | None = None,
-            force: set[str] = frozenset(), only: set[str] | None = None, lock: dict | None = None) -> RunResult:
+            force: set[str] = frozenset(), only: set[str] | None = None, lock: dict | None = None,
+            remote: RemoteStore | None = None) -> RunResult:
     """Run every step of the plan that is not already complete under its key, holding
     the run directory's lock (a second run of the same spec is refused, naming the first).
+    With a shared store (``remote``), a step is fetched from it rather than computed when
+    it is there, and what is computed is uploaded (ftspec.backends.shared).
     A plan with stages runs each stage's plan in order, each in its own run directory; a
     stage whose gates fail stops the run before the stages that would build on it."""
+    shared = Shared(remote, echo)
     if plan.stages:
-        return _execute_stages(plan, root, echo, callbacks, force, only, lock)
-    return _execute_one(plan, root, echo, callbacks, force, only, lock)
+        return _execute_stages(plan, root, echo, callbacks, force, only, lock, shared)
+    return _execute_one(plan, root, echo, callbacks, force, only, lock, shared)
 
 
 def _execute_stages(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
-                    force: set[str], only: set[str] | None, lock: dict | None) -> RunResult:
+                    force: set[str], only: set[str] | None, lock: dict | None, shared: Shared) -> RunResult:
     started = time.time()
     done: list[RunResult] = []
     total = len(plan.stages) + 1
     # --force and --only name steps of every stage (`ftspec report` reports each again).
     for i, stage_plan in enumerate(plan.stages, 1):
         echo(f"stage {i}/{total}: {stage_plan.stage}")
-        result = _execute_one(stage_plan, root, echo, callbacks, force, only, lock)
+        result = _execute_one(stage_plan, root, echo, callbacks, force, only, lock, shared)
         done.append(result)
         if result.failed_gates:
             names = ", ".join(str(g.get("gate")) for g in result.failed_gates)
             echo(f"stage {stage_plan.stage} did not meet its gates ({names}); the stages after it are not run")
             return RunResult(plan, run_dir_of(plan, root), [], None, time.time() - started, done)
     echo(f"stage {total}/{total}: {plan.stage}")
-    result = _execute_one(plan, root, echo, callbacks, force, only, lock)
+    result = _execute_one(plan, root, echo, callbacks, force, only, lock, shared)
     result.stages, result.seconds = done, time.time() - started
     return result
 
 
 def _execute_one(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
-                 force: set[str], only: set[str] | None, lock: dict | None) -> RunResult:
+                 force: set[str], only: set[str] | None, lock: dict | None, shared: Shared) -> RunResult:
     launch = plan.compute.launch
     if launch is not None and launch.nodes > 1:
         rdzv = spec_rendezvous(launch.nodes)
         if rdzv.node_rank != 0:
             return _other_node(plan, root, echo, callbacks, rdzv)
     with RunLock(run_dir_of(plan, root)):
-        return _execute(plan, root, echo, callbacks, force, only, lock)
+        return _execute(plan, root, echo, callbacks, force, only, lock, shared)
 
 
 def _other_node(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
@@ -153,7 +159,7 @@ def _other_node(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: 
 
 
 def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: list | None,
-             force: set[str], only: set[str] | None, lock: dict | None) -> RunResult:
+             force: set[str], only: set[str] | None, lock: dict | None, shared: Shared) -> RunResult:
     """Run every step of the plan that is not already complete under its key.
 
     ``force`` runs the named steps again even when they are complete; ``only`` runs
@@ -170,6 +176,12 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
     adopt_legacy(run_dir, store)
     done = {n for n in names if store.complete(n, step_keys[n])}
     selected = set(names) if only is None else set(only) & set(names)
+    fetched: set[str] = set()
+    for n in [n for n in names if n not in selected and n not in done] if shared.on else []:
+        with _step_lock(store, n, step_keys[n], echo):  # --only: what it needs may be in the shared store
+            if store.complete(n, step_keys[n]) or shared.fetch(n, step_keys[n], store):
+                done.add(n)
+                fetched.add(n)
     missing = [n for n in names if n not in selected and n not in done]
     if missing:
         raise SpecError.one(Pos(str(plan.spec.path)), "", f"step {missing[0]} has not run for this plan "
@@ -196,6 +208,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         "versions": {"python": platform.python_version(), **versions(LIBRARIES)},
         "git": git_state(root, plan_inputs(plan)),
         "machine": machine(plan, threads),  # what `auto` became here: only when a step runs (no torch otherwise)
+        "store": shared.remote.url if shared.on else None,
         "data": {split: {"path": getattr(src, "path", None) or getattr(src, "hub", None),
                          "sha256": getattr(src, "sha256", None), "revision": getattr(src, "revision", None)}
                  for split, src in plan.data.sources.items()},
@@ -214,16 +227,26 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
             if name in todo:
                 with _step_lock(store, name, key, echo):
                     if name in force or not store.complete(name, key):  # a run beside this one may have done it
-                        echo(f"{name}: running (key {key[:8]})")
-                        t0 = time.time()
-                        result = _compute(plan, backend, step_def, store, StepContext(
-                            root, run_dir, key, echo, list(callbacks or []), step_keys, store, name))
-                        seconds = round(time.time() - t0, 2)
-                        ran = True
+                        if name not in force and shared.fetch(name, key, store):
+                            fetched.add(name)
+                        else:
+                            echo(f"{name}: running (key {key[:8]})")
+                            t0 = time.time()
+                            ctx = StepContext(root, run_dir, key, echo, list(callbacks or []), step_keys, store, name)
+                            with shared.checkpoints(name, key, ctx.checkpoints()):
+                                result = _compute(plan, backend, step_def, store, ctx)
+                            seconds = round(time.time() - t0, 2)
+                            ran = True
             elif name in selected:
                 echo(f"{name}: up to date (key {key[:8]})")
+            if name not in fetched:
+                shared.share(name, key, final)  # computed here, now or before: uploaded unless it is there
             link_step(run_dir, step_def.folder, final)
-            if ran:
+            if name in fetched:
+                entry = {"name": name, "key": key, "dir": step_def.folder, "stored": stored, "state": "fetched",
+                         "finished_at": now()}
+                outcomes.append(StepOutcome(name, key, run_dir / step_def.folder, "fetched"))
+            elif ran:
                 entry = {"name": name, "key": key, "dir": step_def.folder, "stored": stored, "state": "ran",
                          "seconds": seconds, "finished_at": now()}
                 outcomes.append(StepOutcome(name, key, run_dir / step_def.folder, "ran", seconds, result))

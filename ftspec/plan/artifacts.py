@@ -34,8 +34,9 @@ class StepEntry(_Record):
     stored: Optional[str] = Field(None, description=(
         "Where the step's output is, relative to the run directory: the step store beside it "
         "(`../.ftspec-store/<step>/<key>`), shared by every run directory whose plan has the same step key."))
-    state: Literal["ran", "reused"] = Field(description=(
-        "`ran` in this run, or `reused` from an earlier one with the same key."))
+    state: Literal["ran", "reused", "fetched"] = Field(description=(
+        "`ran` in this run, `reused` from an earlier one with the same key, or `fetched` from the shared step "
+        "store (computed on another machine)."))
     seconds: Optional[float] = Field(None, description="Wall time of the step, when it ran.")
     finished_at: Optional[str] = Field(None, description="When the step finished (UTC, ISO 8601).")
 
@@ -92,6 +93,9 @@ class Manifest(_Record):
         "spec, its bases, data and template files) was modified or untracked (`modified_inputs`, `untracked_inputs`)."))
     machine: Machine = Field(description=(
         "The platform, and what the plan's `auto` rules became on it (precision, threads) when a step ran."))
+    store: Optional[str] = Field(None, description=(
+        "The shared step store the run fetched from and uploaded to (`--store`, `FTSPEC_STORE` or "
+        "`output.store`), as its URL; null: only the local store beside the run directory."))
     data: dict[str, DataFile] = Field(description="Each data source, by split.")
     steps: list[StepEntry] = Field(description="The plan's steps, in order.")
     artifacts: dict[str, str] = Field(description="Each step's folder in the run directory.")

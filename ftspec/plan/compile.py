@@ -105,6 +105,11 @@ class Compiled:
     warnings: list[Issue]
     checked: Checked
 
+    @property
+    def store(self) -> str | None:
+        """The spec's ``output.store`` (the shared step store; not part of the plan)."""
+        return self.checked.ctx.spec.output.store
+
     def locator(self) -> Callable[[Issue], Issue]:
         """A function that places an issue found at run time (at a key path such as
         ``compute.device``) at that key's FILE:LINE:COL in the spec, its base, its profile

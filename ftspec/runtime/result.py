@@ -15,7 +15,7 @@ class StepOutcome:
     name: str
     key: str
     folder: Path
-    state: str  # "ran" or "reused"
+    state: str  # "ran", "reused" or "fetched" (from the shared step store)
     seconds: float | None = None
     result: dict | None = None  # what the step returned, when it ran
 
@@ -45,6 +45,10 @@ class RunResult:
         if self.plan.stage is not None:
             own = [{**g, "gate": f"{self.plan.stage}:{g.get('gate')}"} for g in own]
         return failed + own
+
+    @property
+    def fetched(self) -> list[str]:
+        return [s.name for s in self.steps if s.state == "fetched"]
 
     @property
     def ran(self) -> list[str]:

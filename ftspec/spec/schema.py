@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from ftspec.catalog import architectures
 from ftspec.catalog import aws_patterns as aws
 from ftspec.catalog import metrics as metric_catalog
+from ftspec.core import storeurl
 from ftspec.core.paths import revision_problem
 from ftspec.spec.limits import MAX_PROFILES
 
@@ -1044,6 +1045,21 @@ class Output(_Section):
     dir: str = Field("runs/{name}", min_length=1, description=(
         "Run directory, relative to the spec's repository root "
         "(or its folder outside git); `{name}` is the spec's name."))
+    store: str | None = Field(None, description=(
+        "A step store shared by every machine that runs this spec: `s3://bucket/prefix`, or a folder on a shared "
+        "filesystem (absolute, or relative to the repository root). A step found there is fetched instead of "
+        "computed, and what is computed is uploaded. `--store` and `FTSPEC_STORE` take precedence. Credentials "
+        "come from the storage library's own chain (for S3: the environment, ~/.aws, an instance or CI role), "
+        "never from the spec. Not part of the plan: steps have the same keys in every store."))
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            problem = storeurl.problem(v)
+            if problem:
+                raise ValueError(problem)
+        return v
 
 
 class NoTracking(_Section):
