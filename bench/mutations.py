@@ -48,6 +48,18 @@ RECORD_WRITE = ('        write_json(record_file, {"job_arn": arn, "attempt": att
 
 MUTATIONS = [
     Mutation(
+        "shared store: fetched bytes not checked against the manifest",
+        "ftspec/store/remote.py",
+        '            if dest.stat().st_size != info["size"] or sha256_file(dest) != info["sha256"]:',
+        "            if False:",
+        ("tests/store/test_remote.py::test_changed_bytes_are_refused_and_nothing_is_kept",)),
+    Mutation(
+        "shared store: the manifest put without its condition (a racing upload replaces the entry)",
+        "ftspec/backends/remote_s3.py",
+        '                       Body=data, IfNoneMatch="*")',
+        "                       Body=data)",
+        ("tests/store/test_remote.py::test_racing_uploads_leave_one_entry_and_no_stray_files[s3]",)),
+    Mutation(
         "whole-save check not called by the launcher",
         "ftspec/runtime/distributed/launcher.py",
         "    verify_saved(job)\n    return TrainResult(**result)",

@@ -240,6 +240,8 @@ PROOFS: dict[str, list[str]] = {
     "compute.bedrock.s3.prefix": [B + "test_the_request_has_exactly_the_api_parameters", B + "test_valid_formats_pass"],
     # --- output and tracking
     "output.dir": [E + "test_output_dir_places_the_run_directory"],
+    "output.store": ["tests/commands/test_remote_commands.py::test_output_store_in_the_spec_shares_the_steps",
+                     "tests/commands/test_remote_commands.py::test_a_store_ftspec_cannot_use_is_refused_at_its_line"],
     "tracking:none.kind": [T + "test_tracking_arguments_name_the_tracker_and_the_run"],
     "tracking:tensorboard.kind": [T + "test_ftspec_run_writes_tensorboard_events_into_the_run_directory"],
     "tracking:wandb.kind": [T + "test_ftspec_run_reports_to_the_specs_wandb_project"],
