@@ -350,6 +350,10 @@ def train(plan, ctx: StepContext, out: Path) -> dict:
             from ftspec.runtime.recipes import recipe
 
             result = recipe(plan.method.objective)(job)
+            # Deferred with the recipes (it imports torch): training's memory back before the tuned model loads.
+            from ftspec.runtime import memory
+
+            memory.release()
     if result.resumed_from:
         ctx.echo(f"  resumed from {Path(result.resumed_from).name}")
     info = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,
