@@ -84,20 +84,26 @@ def plan(spec: PathLike, *, profiles: Iterable[str] = (), sets: Iterable[str] = 
     return compiled
 
 
-def run(spec: PathLike, *, profiles: Iterable[str] = (), sets: Iterable[str] = (), allow: Iterable[PathLike] = (),
-        strict: bool = False, force: Iterable[str] | str = (), locked: bool = False,
-        echo: Callable[[str], None] | None = print) -> RunResult:
+def run(spec: PathLike | None = None, *, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+        allow: Iterable[PathLike] = (), strict: bool = False, force: Iterable[str] | str = (), locked: bool = False,
+        echo: Callable[[str], None] | None = print, plan: PathLike | None = None,
+        store: str | None = None) -> RunResult:
     """Run the spec's plan as ``ftspec run`` does: steps already done under the same key
     are reused, a training step cut off resumes from its last checkpoint. ``force`` names
     steps to run again anyway ("all" for every one); ``locked`` refuses a run whose lock
     file drifted. Progress lines and the spec's warnings go to ``echo`` (None: nowhere).
+    ``plan``: a plan file ``ftspec plan -o`` wrote, run exactly or not at all (``run --plan``;
+    ``spec`` may then be None). ``store``: a shared step store (``--store``; default
+    FTSPEC_STORE, else the spec's ``output.store``).
 
-    Returns the run's result: ``steps`` (each ``ran`` or ``reused``), ``report`` (the
-    metrics and gates), ``failed_gates``. Raises SpecError for the spec, its data or an
+    Returns the run's result: ``steps`` (each ``ran``, ``reused`` or ``fetched``), ``report``
+    (the metrics and gates), ``failed_gates``. Raises SpecError for the spec, its data or an
     unknown step in ``force``; RunFailed when the run stops on something else."""
     say = echo if echo is not None else _silent
-    return run_spec(Path(spec), tuple(profiles), tuple(sets), strict, force=_steps(force), locked=locked,
-                    allow=_paths(allow), echo=say, warn=lambda issue: say(issue.format()))
+    return run_spec(Path(spec) if spec is not None else None, tuple(profiles), tuple(sets), strict,
+                    force=_steps(force), locked=locked, allow=_paths(allow), echo=say,
+                    warn=lambda issue: say(issue.format()), plan_file=Path(plan) if plan is not None else None,
+                    store=store)
 
 
 def diff(old: PathLike, new: PathLike | None = None, *, git: str | None = None, profiles: Iterable[str] = (),

@@ -191,7 +191,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     threads = backend.setup(plan) if todo else None
-    echo(header(plan, run_dir, root, threads))
+    echo(header(plan, run_dir, root, threads, shared.remote.url if shared.on else None))
     write_json(run_dir / "plan.json", plan.to_dict())
     previous = {e["name"]: e for e in manifest_steps(read_manifest(run_dir))}
     manifest = {
@@ -310,9 +310,9 @@ class _step_lock:
         self.lock.release()
 
 
-def header(plan: Plan, run_dir: Path, root: Path, threads: dict | None = None) -> str:
+def header(plan: Plan, run_dir: Path, root: Path, threads: dict | None = None, store: str | None = None) -> str:
     """The run's first lines; ``threads``: what the backend's setup set (None: nothing runs,
-    so no device is needed)."""
+    so no device is needed); ``store``: the shared step store's URL, when there is one."""
     backend = backend_of(plan)
     return "\n".join([
         f"ftspec run {plan.name}  (plan {plan.short_id})",
@@ -322,4 +322,5 @@ def header(plan: Plan, run_dir: Path, root: Path, threads: dict | None = None) -
         f"test {plan.data.rows_shown('test')} rows; {backend.schedule(plan)}",
         f"  device   {backend.where(plan, threads)}; run directory {shown_path(run_dir, root)}",
     ] + ([f"  training {describe_launch(plan.compute)}; only the main process writes, evaluation runs in this one"]
-         if plan.compute.launch is not None else []))
+         if plan.compute.launch is not None else [])
+      + ([f"  store    {store} (shared: steps there are fetched, what runs here is uploaded)"] if store else []))

@@ -102,7 +102,9 @@ def git_state(root: Path, inputs: list[str] = ()) -> dict | None:
         if commit.returncode != 0:
             return None
         changed = run_git(root, "status", "--porcelain", "--untracked-files=no").stdout.strip()
-        inputs = [i for i in inputs if (root / i).exists()]
+        # Inputs outside the repository (../shared/…, allowed with --allow-path) are not git's: the
+        # plan holds their sha256; named to git, they would fail the whole command.
+        inputs = [i for i in inputs if (root / i).exists() and not _outside(i)]
         # -z: names as they are, not quoted with octal escapes (a name with "é" or a quote in it)
         tracked = set(run_git(root, "ls-files", "-z", "--", *inputs).stdout.split("\0")) if inputs else set()
         modified = set()
@@ -114,6 +116,11 @@ def git_state(root: Path, inputs: list[str] = ()) -> dict | None:
     untracked = sorted(i for i in inputs if i not in tracked)
     return {"commit": commit.stdout.strip(), "dirty": bool(changed or untracked or modified),
             "untracked_inputs": untracked, "modified_inputs": sorted(modified)}
+
+
+def _outside(path: str) -> bool:
+    parts = Path(os.path.normpath(path)).parts
+    return Path(path).is_absolute() or (bool(parts) and parts[0] == "..")
 
 
 def porcelain_paths(out: str) -> set[str]:

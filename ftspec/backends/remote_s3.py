@@ -8,13 +8,19 @@ conditional put (``If-None-Match: *``), which fails when the object exists: two 
 racing on one key leave one manifest. Connection and permission errors become
 RemoteUnavailable in one line, quickly (short timeouts, few retries): a store that is down
 must not hang a run that can compute its steps here. boto3 is imported when a store is
-opened, never by the light commands that do not use one.
+opened (ftspec.backends.remotes imports this module only then), never by the light commands.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import boto3
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ftspec import __version__
 from ftspec.core.storeurl import StoreURL
@@ -30,9 +36,6 @@ CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 class S3Objects:
     def __init__(self, where: StoreURL):
-        import boto3
-        from botocore.config import Config
-
         self.url = str(where)
         self.bucket = where.bucket
         self.prefix = f"{where.path}/" if where.path else ""
@@ -42,17 +45,12 @@ class S3Objects:
             self.client = boto3.session.Session().client("s3", config=config)
         except Exception as exc:  # a profile ~/.aws lacks, an unknown region: botocore's own one line
             raise RemoteUnavailable(f"store {self.url}: {_one_line(exc)}") from None
-        from boto3.s3.transfer import TransferConfig
-
         self.transfer = TransferConfig(max_concurrency=4)
 
     def _key(self, name: str) -> str:
         return self.prefix + name
 
     def _call(self, what: str, fn, *args, **kwargs) -> Any:
-        from boto3.exceptions import Boto3Error
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             return fn(*args, **kwargs)
         except ClientError as exc:
@@ -135,8 +133,6 @@ class _Conflict(Exception):
 
 
 def _one_line(exc: BaseException) -> str:
-    from botocore.exceptions import ClientError, NoCredentialsError
-
     if isinstance(exc, NoCredentialsError):
         return "no AWS credentials found (boto3 looks in the environment, ~/.aws and the instance or CI role)"
     if isinstance(exc, ClientError):

@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Callable
 
 from ftspec.core.storeurl import StoreURL, parse
-from ftspec.store.remote import Objects, RemoteStore
+from ftspec.store.remote import Objects, RemoteStore, RemoteUnavailable
 from ftspec.store.remote_fs import FolderObjects
 
 
 def _s3(where: StoreURL, root: Path) -> Objects:
     # Deferred: boto3 is imported only where an S3 store is used (light commands never need it).
-    from ftspec.backends.remote_s3 import S3Objects
+    try:
+        from ftspec.backends.remote_s3 import S3Objects  # imports boto3 at its top
+    except ImportError as exc:
+        raise RemoteUnavailable(f"store {where}: s3:// stores need boto3 ({exc}): pip install 'ftspec[remote]'") \
+            from None
 
     return S3Objects(where)
 

@@ -73,12 +73,18 @@ class Budgets:
 
 
 def rel(path: Path, root: Path) -> str:
-    """A path as the plan records it: relative to the repository root, with forward slashes."""
-    real = resolved(path)[0] or Path(path)
-    try:
-        return real.relative_to(root).as_posix()
-    except ValueError:
-        return real.as_posix()
+    """A path as the plan records it: relative to the repository root, with forward slashes,
+    ``../shared/x`` for a file outside it (``--allow-path``). Never absolute: the plan's id and
+    its step keys are the same wherever the repository and its data sit, as long as they sit
+    the same way to each other. The name as the spec wrote it (normalised) where it leads to the
+    same file from the root; else the way there with every symbolic link followed (a folder of
+    the spec linked elsewhere), which ``root / name`` opens all the same."""
+    base = resolved(root)[0] or Path(os.path.abspath(root))
+    written = os.path.relpath(os.path.abspath(path), base)
+    real = resolved(path)[0]
+    if real is None or resolved(base / written)[0] == real:
+        return Path(written).as_posix()
+    return Path(os.path.relpath(real, base)).as_posix()
 
 
 @dataclass

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from ftspec.cli.common import reports_errors, spec_options
+from ftspec.cli.common import allow_option, profile_option, reports_errors, set_option, spec_options
 from ftspec.commands.chat import chat as chat_with
 from ftspec.commands.export import export as export_model
+from ftspec.commands.export import export_promoted
 from ftspec.commands.generate import generate as generate_answers
 from ftspec.commands.generate import render_results
 
@@ -68,7 +69,12 @@ def chat(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], use_base:
 
 
 @click.command()
-@spec_options
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@profile_option
+@set_option
+@allow_option
+@click.option("--from", "promoted", metavar="NAME",
+              help="Export the model promoted as NAME (promoted/NAME.json, `ftspec promote`) instead of SPEC's.")
 @click.option("--output", "-o", "output", required=True, type=click.Path(path_type=Path), metavar="DIR",
               help="The folder to write (new, or empty; --force replaces one).")
 @click.option("--adapter", "keep_adapter", is_flag=True,
@@ -78,12 +84,22 @@ def chat(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], use_base:
               type=click.Choice(["f32", "f16"], case_sensitive=False),
               help="Also write DIR/model.gguf (llama architecture), checked as transformers reads it back.")
 @reports_errors
-def export(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], output: Path, keep_adapter: bool, force: bool,
-           gguf: str | None = None, allow: tuple[Path, ...] = ()) -> None:
-    """Write the trained model of SPEC's run to DIR as a model that stands alone: merged (or
-    --adapter), in the base's dtype, with its tokenizer, chat template, a generation config
-    that stops where training taught it to, and a model card; checked against the trained
-    model's logits (exit 1 above the tolerance, and nothing is written)."""
-    exported = export_model(spec, profiles, sets, allow, output=output, adapter=keep_adapter, force=force, gguf=gguf,
-                            echo=click.echo)
+def export(spec: Path | None, profiles: tuple[str, ...], sets: tuple[str, ...], output: Path, keep_adapter: bool,
+           force: bool, gguf: str | None = None, allow: tuple[Path, ...] = (), promoted: str | None = None) -> None:
+    """Write the trained model of SPEC's run (or, with --from NAME, the model promoted as NAME)
+    to DIR as a model that stands alone: merged (or --adapter), in the base's dtype, with its
+    tokenizer, chat template, a generation config that stops where training taught it to, and
+    a model card; checked against the trained model's logits (exit 1 above the tolerance, and
+    nothing is written)."""
+    if promoted is not None and (spec is not None or profiles or sets or allow):
+        raise click.UsageError("give SPEC (with --profile/--set) or --from NAME, not both: a promotion records its "
+                               "spec and variant")
+    if promoted is None and spec is None:
+        raise click.UsageError("give SPEC, or --from NAME for a promoted model")
+    if promoted is not None:
+        exported = export_promoted(promoted, output=output, adapter=keep_adapter, force=force, gguf=gguf,
+                                   echo=click.echo)
+    else:
+        exported = export_model(spec, profiles, sets, allow, output=output, adapter=keep_adapter, force=force,
+                                gguf=gguf, echo=click.echo)
     click.echo(exported.describe())

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ftspec.cli.common import EXIT_INTERRUPTED, reports_errors, spec_options, strict_option, warn
+from ftspec.cli.common import (
+    EXIT_INTERRUPTED,
+    allow_option,
+    profile_option,
+    reports_errors,
+    set_option,
+    spec_options,
+    strict_option,
+    warn,
+)
 from ftspec.commands.evaluate import evaluate
 from ftspec.commands.report import report as rebuild_report
 from ftspec.commands.run import UnknownStep, forced_steps
@@ -45,23 +54,43 @@ def _finish(execute: Callable[[], RunResult]) -> None:
 
 
 @click.command()
-@spec_options
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@profile_option
+@set_option
+@allow_option
 @strict_option
 @click.option("--force", "force", is_flag=False, flag_value="all", default=None, metavar="[STEP,…]",
               help="Run steps again even when they are up to date: all of them, or the named ones "
                    "(--force train,eval_tuned).")
 @click.option("--locked", is_flag=True, help="Refuse to run when anything pinned in the spec's lock file has drifted.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Run exactly the plan `ftspec plan SPEC -o FILE` wrote: its spec is compiled again with the "
+                   "profiles and --set values it records, and any difference (a data byte, a template, a model "
+                   "file, a pinned library version) refuses the run. SPEC may be left out (then the plan's spec "
+                   "in the repository of the working directory); given, it must be the plan's.")
+@click.option("--store", metavar="URL", default=None,
+              help="A step store shared by every machine that runs the spec: s3://bucket/prefix or a folder on a "
+                   "shared filesystem; steps there are fetched, not computed, and what runs here is uploaded "
+                   "(default: FTSPEC_STORE, else the spec's output.store).")
 @reports_errors
-def run(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, force: str | None, locked: bool,
-        allow: tuple[Path, ...] = ()) -> None:
+def run(spec: Path | None, profiles: tuple[str, ...], sets: tuple[str, ...], strict: bool, force: str | None,
+        locked: bool, allow: tuple[Path, ...] = (), plan_file: Path | None = None, store: str | None = None) -> None:
     """Compile a spec and execute its plan: prepare data, evaluate, train, report.
 
     Steps already done under the same key are reused; a training step cut off by a
     crash resumes from its last checkpoint. Exits 3 when an evaluation gate is not met.
     """
+    if plan_file is None and spec is None:
+        raise click.UsageError("give SPEC, or --plan FILE")
+    if plan_file is not None and (profiles or sets):
+        raise click.UsageError("--plan runs the plan as it was made: its --profile and --set values are recorded in "
+                               "it; make a new plan to change them")
+    if plan_file is not None and locked:
+        raise click.UsageError("--plan and --locked cannot be combined: the plan file records the library versions "
+                               "it was made with and refuses others; check the lock when making the plan")
     forced = _parse_force(force)
     _finish(lambda: run_spec(spec, profiles, sets, strict, force=forced, locked=locked, allow=allow, echo=click.echo,
-                             warn=warn))
+                             warn=warn, plan_file=plan_file, store=store))
 
 
 @click.command("eval")

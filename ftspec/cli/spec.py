@@ -24,6 +24,7 @@ from ftspec.commands.lock import write_lock
 from ftspec.commands.output import write_output
 from ftspec.commands.plan import effective_plan, show_plan, write_plan
 from ftspec.commands.plan import explain as explain_values
+from ftspec.commands.remote import results_fetch
 from ftspec.commands.schema import SCHEMA_FILES, schema_text, write_schemas
 from ftspec.commands.templates import template_names
 from ftspec.commands.validate import validate as validate_spec
@@ -121,28 +122,37 @@ def templates() -> None:
 @set_option
 @allow_option
 @click.option("--exit-code", is_flag=True, help="Exit 1 when the plans differ (for CI).")
+@click.option("--results", is_flag=True, help="Add each side's evaluation results from the step store (base, old "
+              "and new tuned metrics with their intervals, gates passed or failed): the pull-request comment.")
+@click.option("--store", metavar="URL", default=None, help="With --results: the shared step store to look in when "
+              "the local one lacks a side's results (default: FTSPEC_STORE, else the spec's output.store).")
 @reports_errors
 def diff(specs: tuple[Path, ...], rev: str | None, fmt: str, profiles: tuple[str, ...], sets: tuple[str, ...],
-         exit_code: bool, allow: tuple[Path, ...] = ()) -> None:
+         exit_code: bool, allow: tuple[Path, ...] = (), results: bool = False, store: str | None = None) -> None:
     """What a change does to the effective plan: OLD NEW, or --git REV SPEC.
 
     Each changed value is shown as old → new, including values that changed through
     defaults, extends or profiles, with the steps that would run again.
     """
+    if store is not None and not results:
+        raise click.UsageError("--store goes with --results")
+    fetch = results_fetch(store, specs[-1], profiles, sets, allow) if results else None
     if rev is not None:
         if len(specs) != 1:
             raise click.UsageError("with --git REV, give exactly one SPEC")
-        result = D.diff_revision(rev, specs[0], profiles, sets, allow)
+        result, found = (D.diff_revision_results(rev, specs[0], profiles, sets, allow, fetch=fetch) if results
+                         else (D.diff_revision(rev, specs[0], profiles, sets, allow), None))
     else:
         if len(specs) != 2:
             raise click.UsageError("give OLD and NEW specs (or plan files), or --git REV SPEC")
-        result = D.diff_files(specs[0], specs[1], profiles, sets, allow)
+        result, found = (D.diff_files_results(specs[0], specs[1], profiles, sets, allow, fetch=fetch) if results
+                         else (D.diff_files(specs[0], specs[1], profiles, sets, allow), None))
     if fmt == "markdown":
-        out(D.render_markdown(result))
+        out(D.render_markdown(result, found))
     elif fmt == "json":
-        out(D.render_json(result))
+        out(D.render_json(result, found))
     else:
-        out(D.render_text(result, color=sys.stdout.isatty()))
+        out(D.render_text(result, color=sys.stdout.isatty(), results=found))
     if exit_code and not result.is_empty():
         sys.exit(1)
 

@@ -13,6 +13,7 @@ compiler modules only (no torch, no transformers).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -20,14 +21,17 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from ftspec.commands.apply import read_plan_file
 from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.core.git import run_git
-from ftspec.core.paths import describe_os_error, find_root, read_regular
+from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_sourced
 from ftspec.plan.diff import PlanDiff, diff_plans
 from ftspec.plan.diff_render import render_json, render_markdown, render_text
-from ftspec.plan.model import Plan, PlanFormatError, PlanVersionError
+from ftspec.plan.diff_results import DiffResults, SideResults
+from ftspec.plan.model import Plan
 from ftspec.plan.origins import Origin, StagedOrigin
+from ftspec.store.results import Fetch, report_key, report_results
 
 # --------------------------------------------------------------------------- git
 
@@ -155,18 +159,8 @@ def plan_for_diff(path: Path, profiles: Iterable[str] = (), sets: Iterable[str] 
     """A plan from a spec (compiled), with where each value came from, or from a plan JSON
     file written by `ftspec plan -o` (with no origins). Raises SpecError."""
     path = Path(path)
-    if path.suffix == ".json":
-        try:  # a FIFO or a device is refused at once, not read without end
-            text = read_regular(path, MAX_PLAN_BYTES).decode("utf-8")
-        except OSError as exc:
-            raise SpecError.one(Pos(str(path)), "", f"not a readable plan file: {describe_os_error(exc)}") from None
-        except UnicodeDecodeError:
-            raise SpecError.one(Pos(str(path)), "", "not a readable plan file: not UTF-8 text") from None
-        try:
-            return Plan.from_json(text), None
-        except (PlanFormatError, PlanVersionError) as exc:  # not JSON ftspec takes, not a plan of this version
-            raise SpecError.one(Pos(str(path), getattr(exc, "line", None)), "",
-                                f"not a readable plan file: {exc}") from None
+    if path.suffix == ".json":  # `plan -o`'s file (its made_with beside the plan), or a plan's JSON
+        return read_plan_file(path).plan, None
     return compile_sourced(path, profiles, sets, allow=allow)
 
 
@@ -187,6 +181,63 @@ def diff_revision(rev: str, spec: Path, profiles: Iterable[str] = (), sets: Iter
     return diff_plans(old, new, old_origin, new_origin)
 
 
+# --------------------------------------------------------------------------- --results
+
+
+def run_command(spec: Path | str, profiles: Iterable[str] = (), sets: Iterable[str] = ()) -> str:
+    """The `ftspec run` command line that computes a side's results, quoted for a shell."""
+    words = ["ftspec", "run", str(spec)]
+    for p in profiles:
+        words += ["-p", p]
+    for s in sets:
+        words += ["--set", s]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def side_results(plan: Plan, root: Path, missing: SideResults, fetch: Fetch | None = None) -> SideResults:
+    """One side's results from the step store, or the line that says why there are none
+    (``missing`` when the plan's report is not in the store)."""
+    if report_key(plan) is None:
+        return SideResults(note="has no evaluation (its plan has no report step)")
+    try:
+        metrics = report_results(plan, root, fetch)
+    except SpecError as exc:  # an entry there but not to be trusted: said, and the diff still shown
+        return SideResults(note="results not shown: " + "; ".join(i.format() for i in exc.issues))
+    return SideResults(metrics) if metrics is not None else missing
+
+
+def results_of(old: Plan, new: Plan, old_root: Path, new_root: Path, old_missing: SideResults,
+               new_missing: SideResults,
+               fetch: Fetch | None = None) -> DiffResults:
+    """Both sides' results, each found by its own plan's report key (never the other's)."""
+    same = report_key(old) is not None and report_key(old) == report_key(new)
+    return DiffResults(old=side_results(old, old_root, old_missing, fetch),
+                       new=side_results(new, new_root, new_missing, fetch), same=same)
+
+
+def diff_revision_results(rev: str, spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+                          allow: Iterable[str | Path] = (), fetch: Fetch | None = None) -> tuple[PlanDiff, DiffResults]:
+    """:func:`diff_revision` and both sides' results: the revision's plan and the working tree's
+    each looked up in the working tree's step store (``fetch``: a remote store's, when not there)."""
+    profiles, sets = tuple(profiles), tuple(sets)
+    old, new, old_origin, new_origin = diff_git(rev, spec, profiles, sets, allow, with_origins=True)
+    root = find_root(Path(spec))
+    results = results_of(old, new, root, root, SideResults(note=f"({rev}) has no results in the step store"),
+                         SideResults(note="not run yet", command=run_command(spec, profiles, sets)), fetch)
+    return diff_plans(old, new, old_origin, new_origin), results
+
+
+def diff_files_results(old: Path, new: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+                       allow: Iterable[str | Path] = (), fetch: Fetch | None = None) -> tuple[PlanDiff, DiffResults]:
+    """:func:`diff_files` and both sides' results, each side's in the step store beside its runs."""
+    profiles, sets = tuple(profiles), tuple(sets)
+    (old_plan, old_origin), (new_plan, new_origin) = (plan_for_diff(p, profiles, sets, allow) for p in (old, new))
+    missing = [SideResults(note="not run yet", command=run_command(p, profiles, sets)) if Path(p).suffix != ".json"
+               else SideResults(note="has no results in the step store") for p in (old, new)]
+    results = results_of(old_plan, new_plan, find_root(Path(old)), find_root(Path(new)), *missing, fetch=fetch)
+    return diff_plans(old_plan, new_plan, old_origin, new_origin), results
+
+
 # What the command offers the CLI and ftspec.api: the diffs, and how they are shown.
-__all__ = ["PlanDiff", "diff_plans", "render_text", "render_markdown", "render_json", "diff_git", "plan_for_diff",
-           "diff_files", "diff_revision"]
+__all__ = ["PlanDiff", "DiffResults", "diff_plans", "render_text", "render_markdown", "render_json", "diff_git",
+           "plan_for_diff", "diff_files", "diff_revision", "diff_files_results", "diff_revision_results"]

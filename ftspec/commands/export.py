@@ -6,10 +6,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftspec.commands.promote import promoted_run
 from ftspec.commands.trained import trained_plan
-from ftspec.core.errors import RunFailed, SpecError
+from ftspec.core.errors import Issue, Pos, RunFailed, SpecError
+from ftspec.core.paths import Protected, target_problem
 from ftspec.plan.model import Plan
 from ftspec.runtime.quiet import quiet_libraries
+from ftspec.store.promotions import PROMOTED
 from ftspec.store.protect import refuse_folder
 
 # How the closing line names what was exported (ExportResult.kind).
@@ -46,18 +49,37 @@ def export(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), a
     empty. Checked against the trained model's logits: past the tolerance nothing is
     written and RunFailed is raised. Raises SpecError, each issue at its place."""
     trained = trained_plan(spec, profiles, sets, allow)
+    return _export(trained.plan, trained.root, trained.locate, output, adapter, force, gguf, echo)
+
+
+def export_promoted(name: str, root: Path | None = None, *, output: Path, adapter: bool = False, force: bool = False,
+                    gguf: str | None = None, echo: Callable[[str], None] = print) -> Exported:
+    """:func:`export` of the model promoted as ``name`` (``promoted/NAME.json`` in ``root``,
+    default: the repository of the current directory): the run's plan as its run directory
+    holds it, the model checked against the record's sha256 first (ftspec.commands.promote)."""
+    found = promoted_run(name, root)
+    return _export(found.plan, found.root, lambda issue: issue, output, adapter, force, gguf, echo)
+
+
+def _export(plan: Plan, root: Path, locate: Callable[[Issue], Issue], output: Path, adapter: bool, force: bool,
+            gguf: str | None, echo: Callable[[str], None]) -> Exported:
     # DIR is checked before torch is imported: a target that is the repository, an input, a run
-    # directory or the store is refused at once (--force too), and so is one that is not empty.
-    refuse_folder(Path(output), trained.plan, trained.root, force)
+    # directory, the store or the promotion records is refused at once (--force too), and so is
+    # one that is not empty.
+    refuse_folder(Path(output), plan, root, force)
+    records = Protected.of(root, [(Path(root) / PROMOTED, f"the promotion records '{PROMOTED}'")])
+    problem = target_problem(Path(output), records, folder=True)
+    if problem:
+        raise SpecError.one(Pos("--output"), "--output", f"'{output}' {problem}; an export may not touch them")
     from ftspec.runtime.tools.export import ParityError, export_model  # defers torch: imported at its top
 
     try:
         quiet_libraries()
-        result = export_model(trained.plan, trained.root, output, adapter=adapter, force=force, echo=echo,
+        result = export_model(plan, root, output, adapter=adapter, force=force, echo=echo,
                               gguf=gguf.upper() if gguf else None)
     except SpecError as exc:
-        raise SpecError(trained.locate(i) for i in exc.issues) from None
+        raise SpecError(locate(i) for i in exc.issues) from None
     except ParityError as exc:
         raise RunFailed(str(exc)) from exc
-    return Exported(trained.plan, Path(output), result.kind, str(result.dtype), result.measure, result.diff,
+    return Exported(plan, Path(output), result.kind, str(result.dtype), result.measure, result.diff,
                     result.tolerance, result.rows)

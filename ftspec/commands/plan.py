@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ftspec.commands.apply import plan_file_text
 from ftspec.commands.output import write_output
 from ftspec.core.errors import Issue
 from ftspec.core.paths import find_root
@@ -23,9 +24,11 @@ def effective_plan(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str]
 
 
 def write_plan(output: Path, plan: Plan, spec: Path, echo) -> bool:
-    """``plan -o FILE``: the plan's JSON, never written over the spec, an input of the plan, a run
-    directory or the store (``-`` writes to ``echo``). Returns whether a file was written."""
-    return write_output(output, plan.to_json(), echo, protected(plan, find_root(Path(spec))))
+    """``plan -o FILE``: the plan file (ftspec.commands.apply: the plan's JSON and what it was
+    made with) that ``run --plan FILE`` applies, never written over the spec, an input of the
+    plan, a run directory or the store (``-`` writes to ``echo``). Returns whether a file was written."""
+    root = find_root(Path(spec))
+    return write_output(output, plan_file_text(plan, root), echo, protected(plan, root))
 
 
 def show_plan(plan: Plan, as_json: bool = False, color: bool = False, spec: Path | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -17,13 +18,15 @@ from pathlib import Path
 from ftspec.backends.remotes import folder_of, open_store
 from ftspec.catalog import steps
 from ftspec.core.errors import Pos, RunFailed, SpecError
-from ftspec.core.io import read_json
+from ftspec.core.io import write_json
+from ftspec.core.layout import MARKER
 from ftspec.core.paths import find_root, target_problem
 from ftspec.core.storeurl import StoreURLError, parse
 from ftspec.core.text import printable
 from ftspec.plan.compile import compile_plan
 from ftspec.plan.model import Plan
 from ftspec.store.gc import human_bytes, references
+from ftspec.store.promotions import list_records
 from ftspec.store.protect import protected
 from ftspec.store.remote import (
     CHECKPOINTS,
@@ -35,7 +38,8 @@ from ftspec.store.remote import (
     RemoteStore,
     RemoteUnavailable,
 )
-from ftspec.store.rundir import run_dir_of, store_of
+from ftspec.store.results import ResultsError
+from ftspec.store.rundir import now, run_dir_of, store_of
 
 ENV = "FTSPEC_STORE"
 # Uploads no manifest names are another machine's, in progress, until they are this old.
@@ -167,23 +171,8 @@ class RemoteCollection:
 
 
 def promoted_keys(root: Path) -> set[str]:
-    """Every step key a promotion record in the repository names (``promoted/*.json``)."""
-    keys: set[str] = set()
-    folder = Path(root) / "promoted"
-    if not folder.is_dir() or folder.is_symlink():
-        return keys
-    for path in sorted(folder.glob("*.json")):
-        found = read_json(path, dict, lenient=True) or {}
-        stack = [found]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, dict):
-                stack.extend(node.values())
-            elif isinstance(node, list):
-                stack.extend(node)
-            elif isinstance(node, str) and FULL_KEY.fullmatch(node):
-                keys.add(node)
-    return keys
+    """The train step keys the repository's promotion records name (``promoted/*.json``)."""
+    return {record.train_key for record in list_records(root)[0]}
 
 
 def gc_remote(directory: Path, store: str | None, dry_run: bool = False, keep: int = 0, older_than_days: int = 30,
@@ -290,3 +279,48 @@ def _when(iso: str) -> datetime:
     except ValueError:
         return datetime.now(timezone.utc)
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+# --------------------------------------------------------------------------- diff --results
+
+
+def results_fetch(option: str | None, spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (),
+                  allow: Iterable[str | Path] = ()) -> Callable[[str, str], Path | None]:
+    """``ftspec diff --results``'s fetch: a report entry the local store lacks, downloaded from
+    the shared store (--store, FTSPEC_STORE, else the spec's output.store, compiled only when
+    it is asked for) into a temporary folder — the local store is not written — and checked
+    file by file. A store that cannot be reached or an entry that does not match its manifest
+    is a ResultsError: that side's results are not shown, and the diff still is."""
+    opened: dict[str, RemoteStore | None] = {}
+    kept: list[tempfile.TemporaryDirectory] = []
+
+    def remote() -> RemoteStore | None:
+        if "store" not in opened:
+            setting = store_url(option)
+            if setting is None and Path(spec).suffix != ".json":  # a plan file names no store
+                try:
+                    compiled = compile_plan(spec, tuple(profiles), tuple(sets), False, tuple(allow))
+                except SpecError:
+                    compiled = None  # the diff itself says what is wrong with the spec
+                setting = store_url(None, compiled.store if compiled is not None else None)
+            opened["store"] = open_shared(setting, find_root(Path(spec)))
+        return opened["store"]
+
+    def fetch(step: str, key: str) -> Path | None:
+        try:
+            store = remote()
+            if store is None:
+                return None
+            folder = tempfile.TemporaryDirectory(prefix="ftspec-results-")
+            kept.append(folder)
+            if not store.download(step, key, Path(folder.name)):
+                return None
+        except (RemoteUnavailable, RunFailed) as exc:
+            raise ResultsError.at(Path(option or ENV), f"the shared store is not reachable: {exc}") from None
+        except CorruptEntry as exc:
+            raise ResultsError.at(Path(store.url), f"the shared report is refused: {exc}") from None
+        write_json(Path(folder.name) / MARKER, {"step": step, "key": key, "finished_at": now()})
+        return Path(folder.name)
+
+    fetch.kept = kept  # type: ignore[attr-defined]  # the downloads live as long as the function
+    return fetch

@@ -72,6 +72,14 @@ class Change:
     origin: str | None = None
     # The stage whose plan the change is in (a spec with stages); the path is in that stage's plan.
     stage: str | None = None
+    # For a value ftspec derived: what from, in words ("warmup_ratio × total_steps"), where known.
+    derived_from: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What a reviewer reads the change as: a gate by its name (``gate accuracy``), else its path."""
+        name = gate_name(self.path)
+        return f"gate {name}" if name is not None else self.path
 
     @property
     def added(self) -> bool:
@@ -143,8 +151,32 @@ def _as_plan(plan: Any) -> Plan:
     return Plan.from_dict(thaw(plan))
 
 
+class Condition(str):
+    """A gate as a reviewer reads it, ``>= 0.8``: shown bare, never quoted."""
+
+    __slots__ = ()
+
+
+def number(value: float | int) -> str:
+    """A number as a reviewer reads it: a whole float as the integer it is (a spec's
+    ``epochs: 3`` is the plan's float 3.0, shown 3), any other as its shortest repr."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _gates(gates: Any) -> Any:
+    """A plan's gates keyed by name, each as its condition: a gate added or removed names
+    itself, and no other gate shifts (the plan's list is in the spec's order)."""
+    if not isinstance(gates, list) or not all(isinstance(g, Mapping) and "gate" in g for g in gates):
+        return gates
+    return {str(g["gate"]): Condition(f"{g['op']} {number(g['threshold'])}") for g in gates}
+
+
 def _comparable(plan: dict) -> dict:
     body = {k: v for k, v in plan.items() if k not in IGNORED}
+    if isinstance(body.get("eval"), Mapping) and "gates" in body["eval"]:
+        body["eval"] = {**body["eval"], "gates": _gates(body["eval"]["gates"])}
     spec = plan.get("spec")
     if isinstance(spec, Mapping):
         shown = {k: spec[k] for k in SPEC_SHOWN if k in spec}
@@ -251,6 +283,48 @@ def _section_rank(section: str) -> tuple[int, str]:
     return (len(SECTION_ORDER), section)
 
 
+_GATE_PATH = re.compile(r'eval\.gates(?:\.([A-Za-z_][A-Za-z0-9_-]*)|\[("(?:[^"\\]|\\.)*")\])')
+
+
+def gate_name(path: str) -> str | None:
+    """The gate a change's path names (``eval.gates.accuracy``), or None."""
+    found = _GATE_PATH.fullmatch(path)
+    if found is None:
+        return None
+    return found.group(1) if found.group(1) is not None else json.loads(found.group(2))
+
+
+def _plan_path(plan: Plan, path: str) -> str:
+    """The plan's own path of a change's: a gate named in the diff is an item of the plan's list."""
+    name = gate_name(path)
+    if name is None:
+        return path
+    # A gate the plan does not have: one past its last, which its origin reads as the whole `eval.gates`.
+    at = next((i for i, g in enumerate(plan.eval.gates) if g.gate == name), len(plan.eval.gates))
+    return f"eval.gates[{at}]"
+
+
+# What ftspec derives a value from, in words (ftspec.plan.build computes them), by the
+# value's path (a data source's name as ``*``).
+DERIVED_FROM = {
+    "training.total_steps": "epochs × steps_per_epoch, or max_steps",
+    "training.steps_per_epoch": "the training rows ÷ the effective batch size",
+    "training.effective_batch_size": "batch_size × gradient_accumulation × processes",
+    "training.warmup_steps": "warmup_ratio × total_steps",
+    "training.eval_every": "total_steps ÷ 10",
+    "training.save_every": "eval_every, else total_steps ÷ 10",
+    "training.eval_rows": "the validation rows",
+    "training.learning_rate": "the method and the adapter",
+    "training.max_length": "the model's context length",
+    "data.sources.*.rows": "the data file",
+    "data.sources.*.sha256": "the data file's bytes",
+}
+
+
+def _derived_from(path: str) -> str | None:
+    return DERIVED_FROM.get(re.sub(r"^data\.sources\.[^.]+\.", "data.sources.*.", path))
+
+
 def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin: Origin | None = None) -> PlanDiff:
     """Compare two plans (Plans, or dicts as ``Plan.to_dict()`` gives). With
     ``new_origin`` (and ``old_origin``, for removed values), each change names where
@@ -282,12 +356,18 @@ def _changes(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Origin
     _walk(_comparable(old.to_dict()), _comparable(new.to_dict()), "", found)
     changes = []
     for p, o, n in found:
-        where = new_origin(p) if new_origin else None
+        old_words = old_origin(_plan_path(old, p)) if old_origin else None
+        where = new_origin(_plan_path(new, p)) if new_origin else None
         if n is MISSING and where in (None, DERIVED, "default"):
             # A removed value: named by what removed it where the new spec says (a profile's
             # `gates: {}`), else by where the old one had it.
-            where = old_origin(p) if old_origin else None
-        changes.append(Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n, where, stage))
+            where = old_words
+        elif where == "default" and old_words == "default" and o is not MISSING:
+            # The schema's default is one value on both sides: a default that changed is a value
+            # ftspec computed from others (eval_every from total_steps), not the default itself.
+            where = DERIVED
+        derived = _derived_from(p) if where == DERIVED else None
+        changes.append(Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n, where, stage, derived))
     changes.sort(key=lambda c: (_section_rank(c.section), _path_key(c.path)))
     return changes
 

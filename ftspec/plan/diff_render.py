@@ -16,9 +16,12 @@ from ftspec.plan.diff import (
     TEXT_WIDTH,
     VALUE_WIDTH,
     Change,
+    Condition,
     PlanDiff,
     is_text,
+    number,
 )
+from ftspec.plan.diff_results import DiffResults, SideResults, render_results_markdown, render_results_text
 from ftspec.plan.origins import DERIVED
 
 # --------------------------------------------------------------------------- where a value came from
@@ -26,7 +29,7 @@ from ftspec.plan.origins import DERIVED
 
 def _origin_words(c: Change) -> str:
     if c.origin == DERIVED:
-        return "derived by ftspec"
+        return f"derived from {c.derived_from}" if c.derived_from else "derived by ftspec"
     if c.origin == "default":
         return "a default"
     return f"from {c.origin}"
@@ -72,10 +75,10 @@ def _fmt(value: Any, width: int = VALUE_WIDTH) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, float)):
+        return number(value)
+    if isinstance(value, Condition):
+        return _one_line(value)
     if isinstance(value, str):
         return _fmt_str(value, min(width, TEXT_WIDTH))
     if is_text(value):
@@ -104,7 +107,7 @@ def _fmt_inner(key: Any, value: Any) -> str:
 def _fmt_pair(change: Change) -> tuple[str, str]:
     """Old and new as shown; two long texts are shown from just before where they differ."""
     old, new = change.old, change.new
-    if isinstance(old, str) and isinstance(new, str):
+    if isinstance(old, str) and isinstance(new, str) and not isinstance(old, Condition):
         if _is_sha(change.path, old) and _is_sha(change.path, new):
             return old[:SHA_PREFIX] + "…", new[:SHA_PREFIX] + "…"
         a, b = _one_line(old), _one_line(new)
@@ -121,7 +124,11 @@ def _fmt_pair(change: Change) -> tuple[str, str]:
                       default=-1)
             start = cut + 1 if cut >= 0 else start
         return _fmt_str(old, start=start), _fmt_str(new, start=start)
-    return _fmt_inner(change.path, old), _fmt_inner(change.path, new)
+    shown = _fmt_inner(change.path, old), _fmt_inner(change.path, new)
+    if shown[0] == shown[1] and old is not MISSING:
+        # Values that differ but read the same (3 and 3.0 in a field that takes both): shown exactly.
+        return json.dumps(old, ensure_ascii=False), json.dumps(new, ensure_ascii=False)
+    return shown
 
 
 def _steps_line(d: PlanDiff, names=lambda xs: ", ".join(xs)) -> str:
@@ -180,7 +187,15 @@ def _style(text: str, color: bool, **kw: Any) -> str:
     return click.style(text, **kw)
 
 
-def render_text(d: PlanDiff, color: bool = False) -> str:
+def render_text(d: PlanDiff, color: bool = False, results: DiffResults | None = None) -> str:
+    """The diff for a terminal; with ``results`` (``--results``), each side's results after it."""
+    text = _render_text(d, color)
+    if results is None:
+        return text
+    return text + "\n" + "\n".join(render_results_text(results)) + "\n"
+
+
+def _render_text(d: PlanDiff, color: bool) -> str:
     lines: list[str] = []
     if d.trust_remote_code_turned_on:
         lines.append(_style(f"!! {_TRUST_ON}", color, fg="red", bold=True))
@@ -222,11 +237,11 @@ def _change_lines(changes: list[Change], color: bool, indent: str) -> list[str]:
         old, new = _fmt_pair(c)
         origin = _style(f"  ({_origin_words(c)})", color, dim=True) if c.origin else ""
         if c.added:
-            lines.append(f"{indent}+ {c.path}: {_style(new, color, fg='green')}{origin}")
+            lines.append(f"{indent}+ {c.label}: {_style(new, color, fg='green')}{origin}")
         elif c.removed:
-            lines.append(f"{indent}- {c.path}: {_style(old, color, fg='red')}{origin}")
+            lines.append(f"{indent}- {c.label}: {_style(old, color, fg='red')}{origin}")
         else:
-            lines.append(f"{indent}{c.path}: {_style(old, color, fg='red')} {ARROW} "
+            lines.append(f"{indent}{c.label}: {_style(old, color, fg='red')} {ARROW} "
                          f"{_style(new, color, fg='green')}{origin}")
     return lines
 
@@ -246,13 +261,19 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_markdown(d: PlanDiff) -> str:
+def _md_head(d: PlanDiff) -> list[str]:
     ids = f"`{d.old_id[:12]}`, unchanged" if d.old_id == d.new_id else f"`{d.old_id[:12]}` {ARROW} `{d.new_id[:12]}`"
     lines = [f"### ftspec diff: {d.name or '(unnamed)'} ({ids})", ""]
     if d.trust_remote_code_turned_on:
         lines += [f"> ⚠️ **{_TRUST_ON_MD}**", ""]
     elif d.trust_remote_code:
         lines += [f"> ⚠️ **{_TRUST_MD}**", ""]
+    return lines
+
+
+def _md_tables(d: PlanDiff) -> list[str]:
+    """Each section's changes as a table: key, old, new and where the new value came from."""
+    lines: list[str] = []
     grouped = (d.stage_sections() if d.stages else [(None, d.sections())])
     for section, changes in ((f"{_stage_title(d, st)}: {sec}" if d.stages else sec, ch)
                              for st, sections in grouped for sec, ch in sections):
@@ -261,17 +282,62 @@ def render_markdown(d: PlanDiff) -> str:
                   "| --- | --- | --- |" + (" --- |" if sourced else "")]
         for c in changes:
             old, new = _fmt_pair(c)
-            lines.append(f"| {_code(c.path)} | {'—' if c.added else _code(old)} | {'—' if c.removed else _code(new)} |"
+            lines.append(f"| {_code(c.label)} | {'—' if c.added else _code(old)} | {'—' if c.removed else _code(new)} |"
                          + (f" {_cell(_origin_words(c))} |" if sourced else ""))
         lines.append("")
+    return lines
+
+
+def _md_steps(d: PlanDiff) -> list[str]:
     if d.is_empty():
-        lines.append("No change to the plan.")
-    elif d.stages:
+        return ["No change to the plan."]
+    if d.stages:
         steps = _stage_steps_lines(d, lambda xs: ", ".join(f"`{x}`" for x in xs))
-        lines += [f"**{steps[0]}**", ""] + [f"- {x}" for x in steps[1:]]
-    else:
-        lines.append("**" + _steps_line(d, lambda xs: ", ".join(f"`{x}`" for x in xs)).replace(":", ":**", 1))
+        return [f"**{steps[0]}**", ""] + [f"- {x}" for x in steps[1:]]
+    return ["**" + _steps_line(d, lambda xs: ", ".join(f"`{x}`" for x in xs)).replace(":", ":**", 1)]
+
+
+def render_markdown(d: PlanDiff, results: DiffResults | None = None) -> str:
+    """The diff as Markdown. With ``results`` (``--results``), the pull-request comment:
+    what re-runs and each side's results in view, the changed values collapsed."""
+    if results is not None:
+        return _render_comment(d, results)
+    lines = _md_head(d) + _md_tables(d) + _md_steps(d)
     return "\n".join(lines) + "\n"
+
+
+def _render_comment(d: PlanDiff, results: DiffResults) -> str:
+    lines = _md_head(d)
+    if not d.changes:
+        lines.append("**Changed:** nothing in the plan.")
+    elif len(d.changes) <= 3 and not d.stages:
+        lines.append("**Changed:** " + "; ".join(_md_change(c) for c in d.changes))
+    else:
+        sections = list(dict.fromkeys(c.section for c in d.changes))
+        lines.append(f"**Changed:** {len(d.changes)} values ({', '.join(sections)}), listed below.")
+    lines.append("")
+    if d.rerun:
+        lines += _md_steps(d)
+    else:
+        reused = len(d.reused)
+        lines.append(f"**Nothing re-runs:** all {reused} step{'s' if reused != 1 else ''} of the new plan are reused "
+                     "from the old one's" + (f"; no longer run: {', '.join(f'`{x}`' for x in d.dropped)}"
+                                             if d.dropped else "") + ".")
+    lines.append("")
+    lines += render_results_markdown(results)
+    if d.changes:
+        lines += [f"<details><summary>Changed values ({len(d.changes)})</summary>", ""] + _md_tables(d)
+        lines += ["</details>", ""]
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+def _md_change(c: Change) -> str:
+    old, new = _fmt_pair(c)
+    value = f"{_code(new)} (added)" if c.added else f"{_code(old)} (removed)" if c.removed else \
+        f"{_code(old)} {ARROW} {_code(new)}"
+    return f"{_code(c.label)} {value}" + (f" ({_cell(_origin_words(c))})" if c.origin else "")
 
 
 # --------------------------------------------------------------------------- json
@@ -281,8 +347,14 @@ def _json_value(value: Any) -> Any:
     return None if value is MISSING else value
 
 
-def render_json(d: PlanDiff) -> str:
-    doc = {
+def _json_side(side: SideResults) -> dict:
+    m = side.metrics
+    return {"note": side.note,
+            "metrics": None if m is None else m.model_dump(mode="json", exclude={"details"})}
+
+
+def render_json(d: PlanDiff, results: DiffResults | None = None) -> str:
+    doc: dict[str, Any] = {
         "name": d.name,
         "old_id": d.old_id,
         "new_id": d.new_id,
@@ -300,4 +372,6 @@ def render_json(d: PlanDiff) -> str:
     if d.stages:
         doc["stages"] = [{"name": st.name, "rerun": st.rerun, "reused": st.reused, "dropped": st.dropped,
                           "added": st.added, "removed": st.removed} for st in d.stages]
+    if results is not None:
+        doc["results"] = {"same": results.same, "old": _json_side(results.old), "new": _json_side(results.new)}
     return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"

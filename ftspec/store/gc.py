@@ -26,6 +26,7 @@ from ftspec.core.errors import Pos, SpecError
 from ftspec.core.io import read_json
 from ftspec.core.layout import STORE
 from ftspec.store.lock import RunLock
+from ftspec.store.promotions import list_records
 from ftspec.store.rundir import KEY_CHARS, Store, read_marker
 
 # <key>[.partial|.checkpoints|.lock|.old][.partial.old…][.gc-PID]: every name ftspec gives a store entry.
@@ -159,7 +160,8 @@ def run_dirs(runs: Path) -> list[Path]:
 
 def references(runs: Path) -> dict[tuple[str, str], list[str]]:
     """(step, key) -> the run directories that refer to it: by a link into the store, or
-    by the plan they last ran (so that a run cut off keeps its partial work)."""
+    by the plan they last ran (so that a run cut off keeps its partial work); and the train
+    steps the repository's promotion records name (``promoted NAME``)."""
     store = Store(Path(runs) / STORE)
     refs: dict[tuple[str, str], list[str]] = {}
     for run_dir in run_dirs(runs):
@@ -176,6 +178,10 @@ def references(runs: Path) -> dict[tuple[str, str], list[str]]:
                 found.add((entry["name"], entry["key"][:KEY_CHARS]))
         for ref in found:
             refs.setdefault(ref, []).append(run_dir.name)
+    # A promoted model stays while its record names it, whichever run directory ran it last.
+    root = next((p for p in Path(os.path.abspath(runs)).parents if (p / ".git").exists()), None)
+    for record in list_records(root)[0] if root is not None else []:
+        refs.setdefault((steps.TRAIN.name, record.train_key[:KEY_CHARS]), []).append(f"promoted {record.name}")
     return refs
 
 

@@ -194,18 +194,27 @@ class RemoteStore:
     def fetch(self, step: str, key: str, store: Store) -> bool:
         """Download the entry into ``store`` (complete only once every file matched its
         sha256); False when the remote has none. Raises CorruptEntry (nothing kept locally)."""
-        body = self.manifest(step, key)
-        if body is None:
-            return False
         partial = store.partial(step, key)
         remove_own(partial, store.root)
         partial.mkdir(parents=True)
         try:
-            self._download(f"{self.top(step, key)}/{body['upload']}", body["files"], partial)
+            got = self.download(step, key, partial)
         except BaseException:
             remove_own(partial, store.root)
             raise
+        if not got:
+            remove_own(partial, store.root)
+            return False
         finish_step(partial, store.path(step, key), step, key)
+        return True
+
+    def download(self, step: str, key: str, into: Path) -> bool:
+        """The entry's files into the empty folder ``into``, each checked against its sha256
+        (CorruptEntry otherwise: then ``into`` holds some of them); False when there is none."""
+        body = self.manifest(step, key)
+        if body is None:
+            return False
+        self._download(f"{self.top(step, key)}/{body['upload']}", body["files"], into)
         return True
 
     def push(self, step: str, key: str, folder: Path) -> bool:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ftspec.core.io import copy_atomic, write_atomic
 from ftspec.core.paths import TooLarge, read_regular
 from ftspec.store.remote import Listed, RemoteUnavailable
 
@@ -68,9 +69,7 @@ class FolderObjects:
         target = self._path(name)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._tmp(target)
-            _write_synced(tmp, data)
-            os.replace(tmp, target)
+            write_atomic(target, data)
         except OSError as exc:
             raise self._unavailable(exc) from None
 
@@ -80,7 +79,7 @@ class FolderObjects:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._tmp(target)
-            _write_synced(tmp, data)
+            write_atomic(tmp, data)  # whole, under a name of its own; then linked to the real name
             try:
                 os.link(tmp, target)  # fails, atomically, when the name exists
                 return True
@@ -96,15 +95,7 @@ class FolderObjects:
         target = self._path(name)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._tmp(target)
-            try:
-                with open(path, "rb") as src, open(tmp, "xb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
+            copy_atomic(path, target)
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -160,10 +151,3 @@ class FolderObjects:
                 except OSError:
                     break
                 folder = folder.parent
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())

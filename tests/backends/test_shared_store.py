@@ -197,18 +197,19 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_store, s3_server):
            "FTSPEC_STORE": s3_store}
     runs = [subprocess.run([sys.executable, "-m", "ftspec", "run", str(spec)], cwd=spec.parent, env=env,
                            capture_output=True, text=True, timeout=600) for _ in range(2)]
-    env["AWS_ENDPOINT_URL_S3"] = "http://127.0.0.1:9"  # and a failure's messages
-    runs.append(subprocess.run([sys.executable, "-m", "ftspec", "pull", str(spec)], cwd=spec.parent, env=env,
+    env["AWS_ENDPOINT_URL_S3"] = "http://127.0.0.1:9"  # and a failure's messages (a clone with nothing yet)
+    other = clone(tmp_path, "other")
+    runs.append(subprocess.run([sys.executable, "-m", "ftspec", "pull", str(other)], cwd=other.parent, env=env,
                                capture_output=True, text=True, timeout=600))
     assert [r.returncode for r in runs] == [0, 0, 1], [r.stderr[-2000:] for r in runs]
     said = "".join(r.stdout + r.stderr for r in runs)
-    assert "uploaded to s3://" in said and "fetched" not in runs[0].stdout
+    assert "uploaded to s3://" in said and "fetched from" not in runs[0].stdout
     bucket, prefix = s3_store[5:].split("/", 1)
     client = s3_server.client()
     blobs = [client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
              for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
              for o in page.get("Contents", [])]
-    written = [p.read_bytes() for p in spec.parent.rglob("*") if p.is_file() and not p.is_symlink()]
+    written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
     for planted in (secret, token):
         assert planted not in said
         assert not [b for b in blobs + written if planted.encode() in b]

@@ -16,6 +16,7 @@ from helpers import BASE_BODY, write_job
 from ftspec.backends.remotes import open_store
 from ftspec.cli import main
 from ftspec.commands.remote import store_url
+from ftspec.store.promotions import Promotion, Variant
 from ftspec.store.rundir import Store, finish_step
 
 BODY = BASE_BODY + "method: {kind: sft, adapter: full}\n"
@@ -122,7 +123,9 @@ def shared_with_entries(tmp_path: Path) -> tuple[Path, Path]:
     (repo / "runs" / "job").mkdir(parents=True)
     (repo / "runs" / "job" / "plan.json").write_text(json.dumps({"steps": [{"name": "train", "key": K["kept"]}]}))
     (repo / "promoted").mkdir()
-    (repo / "promoted" / "prod.json").write_text(json.dumps({"name": "prod", "train_key": K["promoted"]}))
+    (repo / "promoted" / "prod.json").write_text(Promotion(
+        name="prod", spec="job.yaml", variant=Variant(), plan_id="9" * 64, run_dir="runs/gone", train_key=K["promoted"],
+        gates_passed=True, forced=False, promoted_at="2026-01-01T00:00:00+00:00", ftspec_version="0").model_dump_json())
     shared = tmp_path / "shared"
     shared.mkdir()
     remote = open_store(str(shared), repo)
@@ -186,3 +189,29 @@ def test_gc_remote_on_s3(tmp_path, s3_store):
 def test_gc_store_without_remote_is_a_usage_error(tmp_path):
     got = cli("gc", str(tmp_path), "--store", "s3://bucket/x")
     assert got.exit_code == 2 and "--store goes with --remote" in got.output
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_diff_results_reads_both_sides_from_the_shared_store(tmp_path, monkeypatch, s3_store):
+    pytest.importorskip("torch")
+    monkeypatch.delenv("FTSPEC_STORE", raising=False)
+    changed = BODY.replace("learning_rate: 1.0e-3", "learning_rate: 2.0e-3")
+    laptop = clone(tmp_path, "laptop")
+    write_job(laptop.parent, changed, name="job2")
+    for name in ("job", "job2"):
+        ran = cli("run", str(laptop.parent / f"{name}.yaml"), "--store", s3_store)
+        assert ran.exit_code == 0, ran.output
+    reviewer = clone(tmp_path, "reviewer")  # a fresh clone: no local store at all
+    write_job(reviewer.parent, changed, name="job2")
+    args = ["diff", str(reviewer), str(reviewer.parent / "job2.yaml"), "--results", "--format", "markdown"]
+    alone = cli(*args)
+    assert alone.exit_code == 0 and alone.output.count("not run yet") == 2
+    shared = cli(*args, "--store", s3_store)
+    assert shared.exit_code == 0, shared.output
+    assert "not run yet" not in shared.output
+    old = json.loads((tmp_path / "laptop" / "runs" / "job" / "metrics.json").read_text())
+    accuracy = old["tuned"]["accuracy"]
+    assert f"{accuracy:.3f}"[:4] in shared.output  # the old side's tuned accuracy, as the laptop measured it
+    assert not (tmp_path / "reviewer" / "runs").exists()  # read into a temporary folder, nothing written here
+    down = cli(*args, env={"FTSPEC_STORE": s3_store, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"})
+    assert down.exit_code == 0 and "the shared store is not reachable" in down.output

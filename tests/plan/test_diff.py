@@ -500,10 +500,12 @@ def test_each_change_names_where_its_value_came_from(tmp_path, monkeypatch):
     assert got["eval.few_shot"] == "--set eval.few_shot=2"
     # A gate the smoke profile's `eval: {gates: {}}` removed is put down to that profile, not to the spec that had it.
     gates_line = next(i for i, line in enumerate(lines, 1) if "gates: {}" in line)
-    assert got["eval.gates[0]"] == got["eval.gates[1]"] == f"profile smoke specs/quickstart.yaml:{gates_line}", got
+    assert got["eval.gates.accuracy"] == got['eval.gates["improvement.accuracy"]'] \
+        == f"profile smoke specs/quickstart.yaml:{gates_line}", got
     text = render_text(d)
     assert "training.learning_rate: 0.001 → 0.003  (from --set training.learning_rate=0.003)" in text
-    assert "training.total_steps: 225 → 5  (derived by ftspec)" in text
+    assert "training.total_steps: 225 → 5  (derived from epochs × steps_per_epoch, or max_steps)" in text
+    assert "- gate accuracy: >= 0.8  (from profile smoke" in text
     # back to the plain spec: the removed and changed values name the plain spec's origins
     back = diff_plans(new, old, new_origin, old_origin)
     assert {c.path: c.origin for c in back.changes}["training.learning_rate"].startswith("spec specs/quickstart.yaml:")
@@ -537,3 +539,52 @@ def test_diff_git_refuses_a_spec_that_was_a_link_out_of_the_repository(repo, tmp
     assert [(i.pos.file, i.message) for i in info.value.issues] == [
         ("HEAD:specs/quickstart.yaml", "is a symbolic link to outside the repository")]
     assert "secret" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- where a reviewer reads it
+
+
+def test_a_whole_number_is_never_shown_as_a_float(tmp_path):
+    """The spec's `epochs: 3` is the plan's float 3.0 (epochs may be fractional): shown as 3."""
+    old = make_repo(tmp_path / "o", quickstart())
+    new = make_repo(tmp_path / "n", edited(lambda doc: doc["training"].update(epochs=4)))
+    d = diff_plans(*(compile_sourced(p)[0] for p in (old, new)))
+    assert "training.epochs: 3 → 4" in render_text(d)
+    assert "| `training.epochs` | `3` | `4` |" in render_markdown(d)
+    assert "3.0" not in render_text(d) and "4.0" not in render_text(d)
+    # a fraction stays one, and values that differ but would read the same are shown exactly
+    half = diff_plans(tiny_plan(training={"epochs": 1.0}), tiny_plan(training={"epochs": 1.5}))
+    assert "training.epochs: 1 → 1.5" in render_text(half)
+    same = Change("training", "training.eval_every", 3, 3.0)
+    assert "training.eval_every: 3 → 3.0" in render_text(PlanDiff("a", "b", [same], [], []))
+
+
+def test_a_gate_is_shown_by_its_name(tmp_path):
+    old = make_repo(tmp_path / "o", quickstart())
+    new = make_repo(tmp_path / "n", edited(lambda doc: doc["eval"].update(
+        gates={"f1_macro": ">= 0.5", "accuracy": ">= 0.85", "improvement.accuracy": ">= 0.3"})))
+    (o, oo), (n, no) = compile_sourced(old), compile_sourced(new)
+    d = diff_plans(o, n, oo, no)
+    text = render_text(d)
+    assert "gate accuracy: >= 0.8 → >= 0.85  (from spec" in text
+    assert "+ gate f1_macro: >= 0.5  (from spec" in text
+    assert "improvement.accuracy" not in text  # unchanged, though it moved in the list
+    assert "eval.gates[" not in text and "threshold" not in text
+    assert "| `gate accuracy` | `>= 0.8` | `>= 0.85` |" in render_markdown(d)
+    assert {c.path for c in d.changes} == {"eval.gates.accuracy", "eval.gates.f1_macro"}
+
+
+def test_derived_values_are_not_called_defaults(tmp_path):
+    old = make_repo(tmp_path / "o", quickstart())
+    new = make_repo(tmp_path / "n", edited(lambda doc: doc["training"].update(epochs=4)))
+    (o, oo), (n, no) = compile_sourced(old), compile_sourced(new)
+    d = diff_plans(o, n, oo, no)
+    origins = {c.path: render_text(PlanDiff("a", "b", [c], [], [])).splitlines()[3] for c in d.changes}
+    assert "(a default)" not in render_text(d)
+    assert origins["training.eval_every"].endswith("(derived from total_steps ÷ 10)")
+    assert origins["training.warmup_steps"].endswith("(derived from warmup_ratio × total_steps)")
+    assert origins["training.save_every"].endswith("(derived from eval_every, else total_steps ÷ 10)")
+    # a default that did not move is still a default (the smoke profile's max_steps, removed)
+    (s, so), (p, po) = compile_sourced(old, ["smoke"]), compile_sourced(old)
+    back = diff_plans(s, p, so, po)
+    assert {c.path: c.origin for c in back.changes}["training.max_steps"] == "default"

@@ -165,3 +165,26 @@ def test_gc_dry_run_changes_nothing_on_disk(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"would remove  prepare_data/{OTHER}  " in result.stdout
     assert tree(root) == before
+
+
+def test_gc_keeps_the_model_a_promotion_record_names(tmp_path):
+    from ftspec.store.promotions import Promotion, Variant
+    from ftspec.store.rundir import Store, finish_step
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    store = Store(repo / "runs" / ".ftspec-store")
+    keys = {"promoted": "a" * 64, "stale": "b" * 64}
+    for key in keys.values():
+        partial = store.partial("train", key)
+        partial.mkdir(parents=True)
+        (partial / "model.safetensors").write_bytes(b"w")
+        finish_step(partial, store.path("train", key), "train", key)
+    (repo / "promoted").mkdir()
+    (repo / "promoted" / "prod.json").write_text(Promotion(
+        name="prod", spec="job.yaml", variant=Variant(), plan_id="9" * 64, run_dir="runs/gone",
+        train_key=keys["promoted"], gates_passed=True, forced=False, promoted_at="2026-01-01T00:00:00+00:00",
+        ftspec_version="0").model_dump_json())
+    assert gc(str(repo / "runs")).exit_code == 0
+    assert store.complete("train", keys["promoted"])  # no run directory refers to it: the record does
+    assert not store.path("train", keys["stale"]).exists()
