@@ -190,7 +190,10 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
 
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
-    threads = backend.setup(plan) if todo else None
+    # Steps the shared store holds are fetched, not computed: when that is all of them, nothing
+    # heavy is imported (as when every step is here already). A fetch refused later sets up then.
+    computed = [n for n in todo if n in force or not shared.has(n, step_keys[n])]
+    threads = backend.setup(plan) if computed else None
     echo(header(plan, run_dir, root, threads, shared.remote.url if shared.on else None))
     write_json(run_dir / "plan.json", plan.to_dict())
     previous = {e["name"]: e for e in manifest_steps(read_manifest(run_dir))}
@@ -230,6 +233,9 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
                         if name not in force and shared.fetch(name, key, store):
                             fetched.add(name)
                         else:
+                            if threads is None:  # every step was to be fetched, and this one was not
+                                threads = backend.setup(plan)
+                                echo(f"  device   {backend.where(plan, threads)}")
                             echo(f"{name}: running (key {key[:8]})")
                             t0 = time.time()
                             ctx = StepContext(root, run_dir, key, echo, list(callbacks or []), step_keys, store, name)

@@ -43,6 +43,16 @@ class Shared:
             self.remote = None
         self.echo(f"warning: {exc}; the steps are computed here and nothing is shared this run")
 
+    def has(self, step: str, key: str) -> bool:
+        """Whether the shared store has the step's entry (False when there is no store, or it is down)."""
+        if self.remote is None:
+            return False
+        try:
+            return self.remote.has(step, key)
+        except RemoteUnavailable as exc:
+            self._down(exc)
+            return False
+
     def fetch(self, step: str, key: str, store: Store) -> bool:
         """Whether the step's entry was fetched into ``store`` (complete there)."""
         if self.remote is None:

@@ -154,6 +154,10 @@ def read_manifest(data: bytes, step: str, key: str, where: str) -> dict:
         raise CorruptEntry(f"{where}: lists no files")
     for rel, info in files.items():
         safe_rel(rel)
+        parts = rel.split("/")
+        folder = next(("/".join(parts[:i]) for i in range(1, len(parts)) if "/".join(parts[:i]) in files), None)
+        if folder is not None:
+            raise CorruptEntry(f"{where}: lists {folder!r} as a file and as a folder")
         if (not isinstance(info, dict) or not isinstance(info.get("sha256"), str)
                 or not re.fullmatch(r"[0-9a-f]{64}", info["sha256"])
                 or type(info.get("size")) is not int or info["size"] < 0):

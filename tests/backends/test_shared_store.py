@@ -213,3 +213,16 @@ def test_no_credential_is_written_anywhere(tmp_path, s3_store, s3_server):
     for planted in (secret, token):
         assert planted not in said
         assert not [b for b in blobs + written if planted.encode() in b]
+
+
+def test_a_run_that_fetches_every_step_imports_no_training_library(tmp_path, s3_store):
+    run(clone(tmp_path, "laptop"), s3_store)
+    probe = DRIVER.replace("    while not go.exists():\n        time.sleep(0.01)\n", "") + textwrap.dedent("""
+        heavy = sorted(m for m in ("torch", "transformers", "trl", "peft") if m in sys.modules)
+        print("HEAVY", ",".join(heavy) or "none")
+    """)
+    ci = clone(tmp_path, "ci")
+    out = subprocess.run([sys.executable, "-c", probe, str(ci), s3_store, "unused"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "HEAVY none" in out.stdout and "=fetched" in out.stdout and "=ran" not in out.stdout

@@ -8,6 +8,7 @@ path outside its entry; a store that is down or refuses access is one line, quic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -144,6 +145,21 @@ def test_a_broken_manifest_is_refused(remote, tmp_path, manifest):
     remote.objects.write(f"report/{KEY}/entry.json", manifest)
     with pytest.raises(CorruptEntry):
         remote.fetch("report", KEY, Store(tmp_path / "b" / ".ftspec-store"))
+
+
+def test_a_manifest_listing_a_name_as_file_and_folder_is_refused(remote, tmp_path):
+    upload = "1" * 32
+    files = {"a": b"x", "a/b": b"y"}
+    for rel, data in files.items():
+        remote.objects.write(f"report/{KEY}/{upload}/{rel}" if rel == "a" else f"report/{KEY}/{upload}x/{rel}", data)
+    body = {"ftspec_remote_entry": 1, "step": "report", "key": KEY, "upload": upload,
+            "files": {rel: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                      for rel, data in files.items()}}
+    remote.objects.write(f"report/{KEY}/entry.json", json.dumps(body).encode())
+    b = Store(tmp_path / "b" / ".ftspec-store")
+    with pytest.raises(CorruptEntry):
+        remote.fetch("report", KEY, b)
+    assert not b.complete("report", KEY) and not b.partial("report", KEY).exists()
 
 
 def test_a_file_missing_from_the_store_is_refused(remote, tmp_path):
