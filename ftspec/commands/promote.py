@@ -12,6 +12,7 @@ from pathlib import Path
 from ftspec import __version__
 from ftspec.backends.bedrock.steps import MODEL as BEDROCK_MODEL
 from ftspec.catalog import steps
+from ftspec.commands.lock import folder_hash
 from ftspec.commands.trained import run_command
 from ftspec.core.errors import Pos, SpecError
 from ftspec.core.folders import link_on_way
@@ -165,6 +166,8 @@ def promote(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), 
             raise SpecError.one(Pos(str(spec)), "", f"the trained model of plan {plan.short_id} ({entry}) is marked "
                                 f"complete, but {problem}", f"run `{command} --force train` to train it again")
         sha = model_sha256(entry)
+    base = adapter_base(plan, root, store)
+    base_sha = folder_hash(base) if base is not None and base.is_dir() else None
 
     try:
         previous: str | None = read_record(root, to, "--to").plan_id
@@ -172,7 +175,8 @@ def promote(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), 
         previous = None  # none yet, or one that cannot be read: replaced either way
     record = Promotion(name=to, spec=plan.spec.path,
                        variant=Variant(profiles=list(plan.spec.profiles), sets=list(plan.spec.overrides)),
-                       plan_id=plan.id, run_dir=rel_dir, train_key=train_key, model_sha256=sha, bedrock=bedrock,
+                       plan_id=plan.id, run_dir=rel_dir, train_key=train_key, model_sha256=sha, base_sha256=base_sha,
+                       bedrock=bedrock,
                        gates=gates, gates_passed=report.gates_passed, failed_gates=failed,
                        forced=bool(force and not report.gates_passed), promoted_at=now(), ftspec_version=__version__)
     try:
@@ -180,6 +184,23 @@ def promote(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), 
     except SpecError as exc:
         raise SpecError(locate(i) for i in exc.issues) from None
     return Promoted(record, path, previous)
+
+
+def adapter_base(plan: Plan, root: Path, store) -> Path | None:
+    """The folder a LoRA (or QLoRA) adapter of ``plan`` is merged into at export, found as
+    ftspec.runtime.models.base_model_path finds it: the base model its prepare_data step made
+    (a tiny model, a converted GGUF file, an earlier stage's model) or a local folder. None for
+    a full fine-tune (its weights are all in the train step), a hub model or a Bedrock one.
+    The adapter's sha256 alone does not say which model export writes: a base folder changed
+    since the promotion would be merged with the promoted adapter, and pass the parity check."""
+    model = plan.model
+    if plan.method.adapter.kind == "full" or model.kind == "bedrock":
+        return None
+    if model.kind in ("tiny", "stage") or getattr(model, "gguf_file", None):
+        return store.path(steps.PREPARE_DATA.name, plan.step(steps.PREPARE_DATA.name).key) / "base-model"
+    if model.source == "local":
+        return Path(root) / model.name_or_path
+    return None
 
 
 def _text(value) -> str | None:
@@ -242,4 +263,12 @@ def promoted_run(name: str, root: Path | None = None) -> PromotedRun:
         raise SpecError.one(where, "", f"the step store's model ({entry}) is not the one promoted as '{name}': its "
                             f"sha256 is {sha[:12]}, the record's {record.model_sha256[:12]}; nothing was exported",
                             "find out what changed it; promote again only a model you have checked")
+    base = adapter_base(plan, root, store)
+    if record.base_sha256 is not None:
+        now = folder_hash(base) if base is not None and base.is_dir() else None
+        if now != record.base_sha256:
+            what = "is gone" if now is None else f"has sha256 {now[:12]}, the record's {record.base_sha256[:12]}"
+            raise SpecError.one(where, "", f"the base model the adapter promoted as '{name}' is merged into "
+                                f"({base}) is not the one it was promoted with: it {what}; nothing was exported",
+                                "restore that base model, or promote again a run trained on this one")
     return PromotedRun(plan, root, record)

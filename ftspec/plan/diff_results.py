@@ -176,21 +176,25 @@ def render_results_text(r: DiffResults) -> list[str]:
 # --------------------------------------------------------------------------- markdown
 
 
-def _md(text: str) -> str:
-    """Text from a report in a Markdown table cell or line: no control, no markup of its own."""
+def md_text(text: str) -> str:
+    """Text from a spec, a plan or a report in a Markdown table cell or line: no control, no
+    markup of its own (emphasis, links, HTML such as ``</details>``, entities, a cell's ``|``)."""
     text = printable(text)
-    for ch in "\\`*_[]<>|":
+    for ch in "\\`*_[]<>|&~":
         text = text.replace(ch, "\\" + ch)
     return text
 
 
-def _md_code(text: str) -> str:
-    """A code span whatever the text holds (a backtick in a path): fenced by more backticks."""
+def md_code(text: str) -> str:
+    """A code span whatever the text holds: fenced by one backtick more than its longest run of
+    them, so that no run inside can close it early and let the rest be read as Markdown (a
+    prompt holding ```` `` </details> **approved** ````); a ``|`` escaped for a table cell."""
     text = printable(text).replace("|", "\\|")
     longest = max((len(x) for x in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if longest else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
 
 
 def _md_gates(m: Optional[ReportMetrics]) -> str:
@@ -202,13 +206,13 @@ def _md_gates(m: Optional[ReportMetrics]) -> str:
     if not failed:
         return f"✅ passed {len(m.gates)}/{len(m.gates)}"
     return f"❌ failed {len(failed)}/{len(m.gates)}: " + "; ".join(
-        f"{_md_code(_gate_expr(g))} ({_md(_gate_value(g))})"
+        f"{md_code(_gate_expr(g))} ({md_text(_gate_value(g))})"
         for g in failed)
 
 
 def _md_notes(r: DiffResults) -> list[str]:
     sides = [("both sides:", r.new)] if r.same else [("old side", r.old), ("new side", r.new)]
-    return [f"{side} {_md(s.note)}" + (f": {_md_code(s.command)}" if s.command else "")
+    return [f"{side} {md_text(s.note)}" + (f": {md_code(s.command)}" if s.command else "")
             for side, s in sides if s.metrics is None and s.note]
 
 
@@ -217,10 +221,10 @@ def render_results_markdown(r: DiffResults) -> list[str]:
     details (tuned − base, the most-frequent-answer baseline, every gate) collapsed."""
     if not r.any():
         return ["**Results:** none in the step store."] + [f"- {x}" for x in _md_notes(r)] + [""]
-    title = f"**Results** ({_md(_scope(r))})" + (": the same report on both sides" if r.same else "")
+    title = f"**Results** ({md_text(_scope(r))})" + (": the same report on both sides" if r.same else "")
     head, rows = _rows(r)
     lines = [title, "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join([_md_code(row[0])] + [_md(c) for c in row[1:]]) + " |" for row in rows]
+    lines += ["| " + " | ".join([md_code(row[0])] + [md_text(c) for c in row[1:]]) + " |" for row in rows]
     lines.append("")
     if r.same:
         lines.append(f"**Gates:** {_md_gates(r.new.metrics or r.old.metrics)}")
@@ -247,12 +251,12 @@ def _md_details(r: DiffResults) -> list[str]:
             diff = (m.delta or {}).get(n)
             ci = _interval(((m.intervals.tuned_minus_base if m.intervals else None) or {}).get(n), signed=True)
             majority = (m.majority or {}).get(n)
-            lines.append(f"| {_md_code(n)} | {_signed(diff)}{f' ({ci})' if ci and diff is not None else ''} | "
+            lines.append(f"| {md_code(n)} | {_signed(diff)}{f' ({ci})' if ci and diff is not None else ''} | "
                          f"{_num(majority)} |")
         lines.append("")
         if m.gates:
             lines += [f"**{label}gates**", "", "| gate | value | passed |", "| --- | --- | --- |"]
-            lines += [f"| {_md_code(_gate_expr(g))} | {_md(_gate_value(g))} | {'✅' if g.passed else '❌'} |"
+            lines += [f"| {md_code(_gate_expr(g))} | {md_text(_gate_value(g))} | {'✅' if g.passed else '❌'} |"
                       for g in m.gates]
             lines.append("")
     return lines

@@ -69,6 +69,9 @@ class Promotion(_Record):
     train_key: Hex64
     model_sha256: Optional[Hex64] = Field(None, description=(
         "sha256 over the trained model's files (relative names and bytes); null for a Bedrock model."))
+    base_sha256: Optional[Hex64] = Field(None, description=(
+        "For a LoRA or QLoRA adapter: sha256 over the files of the base model it is merged into at export (a local "
+        "folder, or the base the prepare_data step made); null for a full fine-tune, a hub base or a Bedrock model."))
     bedrock: Optional[BedrockModel] = None
     gates: list[Gate] = Field(default_factory=list)
     gates_passed: StrictBool
