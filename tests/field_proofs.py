@@ -24,6 +24,8 @@ DS = "tests/checks/test_distributed_spec.py::"
 DF = "tests/runtime/training/test_data_filter.py::"
 EC = "tests/commands/test_eval_commands.py::"
 BC = "tests/backends/bedrock/test_bedrock_converse.py::"
+GR = "tests/runtime/training/test_grpo.py::"
+GS = "tests/checks/test_grpo_spec.py::"
 
 PROOFS: dict[str, list[str]] = {
     # --- top level
@@ -119,6 +121,23 @@ PROOFS: dict[str, list[str]] = {
     "method:dpo.beta": [E + "test_dpo_beta_loss_type_and_label_smoothing_reach_the_trainer"],
     "method:dpo.loss_type": [E + "test_dpo_beta_loss_type_and_label_smoothing_reach_the_trainer"],
     "method:dpo.label_smoothing": [E + "test_dpo_beta_loss_type_and_label_smoothing_reach_the_trainer"],
+    "method:grpo.kind": [GR + "test_a_metric_reward_rises_and_the_held_out_metric_with_it"],
+    "method:grpo.rewards": [
+        GR + "test_a_metric_reward_rises_and_the_held_out_metric_with_it",
+        GR + "test_a_reward_function_gets_each_completion_cut_as_evaluation_cuts_it_and_its_rows_answer",
+        GS + "test_bad_rewards_and_groups_are_refused_at_their_line"],
+    "method:grpo.rewards[]:python.python": [
+        GR + "test_a_reward_function_gets_each_completion_cut_as_evaluation_cuts_it_and_its_rows_answer",
+        GR + "test_a_reward_file_changed_after_planning_is_refused"],
+    "method:grpo.group_size": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer",
+                               GS + "test_bad_rewards_and_groups_are_refused_at_their_line"],
+    "method:grpo.max_completion_tokens": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer",
+                                          GS + "test_max_completion_tokens_defaults_to_the_evaluations_answers"],
+    "method:grpo.temperature": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
+    "method:grpo.kl": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
+    "method:grpo.loss_type": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
+    "method:grpo.sample_every": [
+        GR + "test_a_reward_function_gets_each_completion_cut_as_evaluation_cuts_it_and_its_rows_answer"],
     "method:sft.adapter:full.kind": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],
     "method:sft.adapter:lora.kind": [R + "test_sft_lora_trains_the_adapter_and_leaves_the_base"],
     "method:sft.adapter:lora.r": [E + "test_training_and_lora_settings_reach_the_trainer"],

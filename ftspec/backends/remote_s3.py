@@ -13,6 +13,7 @@ opened (ftspec.backends.remotes imports this module only then), never by the lig
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -24,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ftspec import __version__
 from ftspec.core.storeurl import StoreURL
-from ftspec.store.remote import Listed, RemoteUnavailable
+from ftspec.store.remote import LOCAL_WRITE_ERRORS, Listed, RemoteUnavailable
 
 # Refused for want of the right to do it, or the bucket: the same answer next time.
 DENIED = {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
@@ -63,8 +64,8 @@ class S3Objects:
         except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: the transfer manager's (a failed upload)
             raise RemoteUnavailable(f"store {self.url}: {what}: {_one_line(exc)}") from None
         except OSError as exc:  # a refused or dropped connection below botocore
-            if isinstance(exc, FileNotFoundError):
-                raise
+            if isinstance(exc, FileNotFoundError) or exc.errno in LOCAL_WRITE_ERRORS:
+                raise  # (a download filling this machine's disk: said as a run's own writes are)
             raise RemoteUnavailable(f"store {self.url}: {what}: {exc.strerror or exc}") from None
 
     def read(self, name: str, limit: int) -> bytes | None:
@@ -137,5 +138,10 @@ def _one_line(exc: BaseException) -> str:
         return "no AWS credentials found (boto3 looks in the environment, ~/.aws and the instance or CI role)"
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'error')}: {' '.join(str(err.get('Message', '')).split())}".rstrip(": ")
-    return " ".join(str(exc).split())[:300]
+        line = f"{err.get('Code', 'error')}: {' '.join(str(err.get('Message', '')).split())}".rstrip(": ")
+        return _USERINFO.sub("://", line)[:300]
+    # An endpoint written with a user and password (http://key:secret@host) is never shown whole.
+    return _USERINFO.sub("://", " ".join(str(exc).split()))[:300]
+
+
+_USERINFO = re.compile(r"://[^/\s@\"']*@")

@@ -88,26 +88,30 @@ class Metric:
     settings: tuple[str, ...] = ()
     # Measured against the base model (eval.baseline: true).
     baseline: bool = False
+    # Scores one answer on its own (against its reference): a GRPO reward can be this metric.
+    reward: bool = False
 
 
 # In the order the schema lists them (its JSON Schema's enum and its error messages).
 METRICS: tuple[Metric, ...] = (
-    Metric("accuracy", "classification", "share of answers equal to the reference label", "label"),
+    Metric("accuracy", "classification", "share of answers equal to the reference label", "label", reward=True),
     Metric("precision", "classification", "precision per label, averaged over the labels (macro)", "label"),
     Metric("recall", "classification", "recall per label, averaged over the labels (macro)", "label"),
     Metric("f1", "classification", "F1 of the positive label (two labels), else averaged over the labels", "label"),
     Metric("f1_macro", "classification", "F1 per label, averaged over the labels", "label"),
     Metric("f1_micro", "classification", "F1 over every answer at once", "label"),
-    Metric("exact_match", "text", "share of answers equal to the reference", "squad"),
-    Metric("token_f1", "text", "F1 of the answer's words against the reference's (SQuAD)", "squad"),
-    Metric("rouge_l", "text", "ROUGE-L F-measure: the longest common word sequence", "as_written"),
-    Metric("bleu", "text", "corpus BLEU (sacrebleu), 0..1", "as_written"),
-    Metric("chrf", "text", "corpus chrF (sacrebleu), 0..1", "as_written"),
+    Metric("exact_match", "text", "share of answers equal to the reference", "squad", reward=True),
+    Metric("token_f1", "text", "F1 of the answer's words against the reference's (SQuAD)", "squad", reward=True),
+    Metric("rouge_l", "text", "ROUGE-L F-measure: the longest common word sequence", "as_written", reward=True),
+    Metric("bleu", "text", "corpus BLEU (sacrebleu), 0..1; as a reward, each answer's sentence BLEU", "as_written",
+           reward=True),
+    Metric("chrf", "text", "corpus chrF (sacrebleu), 0..1; as a reward, each answer's sentence chrF", "as_written",
+           reward=True),
     Metric("perplexity", "model", "perplexity of the reference answers under the evaluated model",
            output="perplexity", higher_is_better=False),
-    Metric("json_valid", "text", "share of answers that parse as JSON", "trimmed", reference=False),
+    Metric("json_valid", "text", "share of answers that parse as JSON", "trimmed", reference=False, reward=True),
     Metric("json_schema", "text", "share of answers that are JSON valid against a JSON Schema", "trimmed",
-           reference=False, settings=("schema",)),
+           reference=False, settings=("schema",), reward=True),
     Metric("judge", "model", "an LLM judge's score of each answer with a rubric, mapped to 0..1",
            reference=False, settings=("model", "rubric")),
     Metric("preference_accuracy", "preference", "share of pairs whose chosen answer the model finds likelier",
@@ -128,10 +132,12 @@ def get(name: str) -> Metric:
     return _BY_NAME[name]
 
 
-def names(family: Family | None = None, output: Output | None = None) -> tuple[str, ...]:
-    """The metrics' names, in the table's order: all, or those of a family or needing an output."""
+def names(family: Family | None = None, output: Output | None = None, reward: bool | None = None) -> tuple[str, ...]:
+    """The metrics' names, in the table's order: all, or those of a family, needing an output, or
+    (``reward``) that can score one answer as a GRPO reward."""
     return tuple(m.name for m in METRICS
-                 if (family is None or m.family == family) and (output is None or m.output == output))
+                 if (family is None or m.family == family) and (output is None or m.output == output)
+                 and (reward is None or m.reward == reward))
 
 
 def lower_is_better() -> frozenset[str]:

@@ -77,7 +77,7 @@ def _listing(labels: list[str], most: int = 6) -> str:
 
 
 def resolve(mode: str, stop: list[str] | None, choices: list[str] | None, kind: str,
-            train: list[str] | None, held_out: list[str] | None) -> Resolved:
+            train: list[str] | None, held_out: list[str] | None, samples: bool = False) -> Resolved:
     """The evaluation's mode and stop strings, and why.
 
     ``mode``, ``stop`` and ``choices`` are as the spec writes them (``stop`` None when
@@ -92,6 +92,9 @@ def resolve(mode: str, stop: list[str] | None, choices: list[str] | None, kind: 
     if mode != "auto":
         resolved_mode = mode
         reasons.append("the spec says so")
+    elif samples:
+        resolved_mode = "generate"
+        reasons.append("GRPO trains on the answers the model samples, so its evaluation scores generated answers")
     elif choices:
         resolved_mode = "choices"
         reasons.append(f"eval.choices lists the {len(choices)} allowed labels")
@@ -153,7 +156,7 @@ def resolve_for(ctx: Any, split: str | None) -> Resolved:
     held_out = answers.get(split) if answers is not None and split in answers else train
     if "train" in answered_by_teacher(ctx.spec):  # its rows carry no answers: the held-out rows' say what answers are
         train = held_out if split in (answers or {}) else None
-    return resolve(e.mode, e.stop, e.choices, kind, train, held_out)
+    return resolve(e.mode, e.stop, e.choices, kind, train, held_out, samples=ctx.spec.method.kind == "grpo")
 
 
 def default_metrics(spec: Any, mode: str | None = None) -> list[str]:

@@ -132,6 +132,8 @@ class Context:
     names_ok: bool = True  # every template name is a column, so rows can be rendered
     filter_counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (kept, rendered) by data.filter
     schemas: dict[int, str] = field(default_factory=dict)  # eval.metrics index -> JSON Schema text
+    reward_schemas: dict[int, str] = field(default_factory=dict)  # method.rewards index -> JSON Schema text
+    reward_code: dict[int, Any] = field(default_factory=dict)  # method.rewards index -> its file (path, sha256)
     budgets: Budgets = field(default_factory=Budgets)  # the command's, shared with the other stages
     # A key of each training row parsed, kept when a validation or test file is read
     # too: held-out rows that are training rows are found by it (quiet.check_held_out_overlap).
@@ -644,6 +646,10 @@ def template_refs(spec: S.Spec) -> Iterator[tuple[tuple, Any]]:
     keep = getattr(spec.method, "filter", None)
     if keep is not None and keep.extract is not None and keep.extract.template is not None:
         yield ("method", "filter", "extract", "template"), keep.extract.template
+    for i, reward in enumerate(getattr(spec.method, "rewards", None) or []):
+        extract = getattr(reward, "extract", None)
+        if extract is not None and extract.template is not None:
+            yield ("method", "rewards", i, "extract", "template"), extract.template
 
 
 def _inspect_templates(ctx: Context) -> None:

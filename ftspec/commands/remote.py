@@ -7,6 +7,7 @@ spec's ``output.store``; none: only the local store beside the run directories.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -42,6 +43,8 @@ from ftspec.store.results import ResultsError
 from ftspec.store.rundir import now, run_dir_of, store_of
 
 ENV = "FTSPEC_STORE"
+# This machine's disk refusing a write (full, read-only, not ours): one line, never a traceback.
+STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG})
 # Uploads no manifest names are another machine's, in progress, until they are this old.
 ABANDONED_AFTER = timedelta(days=1)
 
@@ -149,11 +152,22 @@ def _move(spec, profiles, sets, allow, store, echo, upload: bool) -> Moved:
     except CorruptEntry as exc:
         raise RunFailed(f"store {remote.url}: {exc}; nothing of that entry was kept here (`ftspec run` computes "
                         "it and replaces the shared entry)") from None
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        raise RunFailed(storage_failed(exc)) from None
     verb = "uploaded" if upload else "fetched"
     where = "in the shared store already" if upload else "here already"
     echo(f"{verb} {len(done.moved)} steps; {len(done.present)} {where}; {len(done.missing)} "
          + ("not computed here (run them first)" if upload else "not in the shared store"))
     return done
+
+
+def storage_failed(exc: OSError) -> str:
+    """A write this machine's disk refused, as one line."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return (f"cannot write{where}: {exc.strerror}; nothing half-written is taken for complete, so the same command "
+            "resumes once there is room")
 
 
 # --------------------------------------------------------------------------- gc --remote
@@ -226,7 +240,7 @@ def gc_remote(directory: Path, store: str | None, dry_run: bool = False, keep: i
             first = rel.split("/", 1)[0]
             if rel == ENTRY or (manifest is not None and first == manifest["upload"]):
                 entry_objs.append(o)
-            elif first == CHECKPOINTS:
+            elif first == CHECKPOINTS and _checkpoint_object(rel):
                 rest.append(("checkpoints", o))
             elif UPLOAD.fullmatch(first) and "/" in rel:
                 rest.append(("upload", o))
@@ -271,6 +285,13 @@ def gc_remote(directory: Path, store: str | None, dry_run: bool = False, keep: i
          f"entries (referenced by {directory}, promoted, the {keep} newest of each step, or uploaded in the last "
          f"{older_than_days} days)")
     return found
+
+
+def _checkpoint_object(rel: str) -> bool:
+    """Whether ``rel`` (under a train step's key) is a name push_checkpoint makes:
+    checkpoints/latest.json, or a file under checkpoints/<upload>/."""
+    parts = rel.split("/")
+    return parts[1:] == [LATEST] or (len(parts) > 2 and UPLOAD.fullmatch(parts[1]) is not None)
 
 
 def _when(iso: str) -> datetime:
@@ -319,6 +340,11 @@ def results_fetch(option: str | None, spec: Path, profiles: Iterable[str] = (), 
             raise ResultsError.at(Path(option or ENV), f"the shared store is not reachable: {exc}") from None
         except CorruptEntry as exc:
             raise ResultsError.at(Path(store.url), f"the shared report is refused: {exc}") from None
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRORS:
+                raise
+            raise ResultsError.at(Path(exc.filename or tempfile.gettempdir()), "the shared report cannot be fetched: "
+                                                     f"{storage_failed(exc)}") from None
         write_json(Path(folder.name) / MARKER, {"step": step, "key": key, "finished_at": now()})
         return Path(folder.name)
 

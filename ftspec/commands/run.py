@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +10,7 @@ from ftspec.backends.executor import execute
 from ftspec.catalog.steps import STEPS
 from ftspec.commands import apply as A
 from ftspec.commands import lock as L
-from ftspec.commands.remote import open_shared, store_url
+from ftspec.commands.remote import STORAGE_ERRORS, open_shared, storage_failed, store_url
 from ftspec.core.errors import Detached, Issue, RunFailed, SpecError
 from ftspec.core.paths import find_root
 from ftspec.plan.compile import compile_located, compile_plan
@@ -20,9 +19,6 @@ from ftspec.plan.model import digest
 if TYPE_CHECKING:  # the executor imports the runtime; only its result type is named here
     from ftspec.runtime.result import RunResult
 
-# A write that failed for want of room or permission: the run stops in one line and the
-# same command resumes once the cause is fixed (a half-written step is never taken for done).
-STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
 
 
 def step_names() -> list[str]:
@@ -119,6 +115,4 @@ def run(spec: Path | None, profiles: Iterable[str] = (), sets: Iterable[str] = (
     except OSError as exc:
         if exc.errno not in STORAGE_ERRORS:
             raise
-        where = f" {exc.filename}" if exc.filename else ""
-        raise RunFailed(f"cannot write{where}: {exc.strerror}; nothing half-written is taken for complete, "
-                        "so the same command resumes once there is room") from exc
+        raise RunFailed(storage_failed(exc)) from exc

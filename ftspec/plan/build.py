@@ -27,11 +27,11 @@ from ftspec.checks import (
 )
 from ftspec.checks.evalmode import Resolved, eval_split, resolve_for, sampled_answers
 from ftspec.core.errors import Issue
-from ftspec.data.formatting import FormatError, reference
 from ftspec.data.gguf import gguf_location
 from ftspec.data.sources import fingerprint
 from ftspec.data.splitting import split_limits
 from ftspec.plan import bedrock_request as request
+from ftspec.plan.batching import batching
 from ftspec.plan.compute import precision_rule, resolve_deepspeed, resolve_fsdp, resolve_launch, resolve_quant_storage
 from ftspec.plan.keys import plan_steps
 from ftspec.plan.loss_positions import loss_positions
@@ -276,7 +276,46 @@ def _method(ctx: Context, evaluation: dict, earlier: dict[str, Plan]) -> dict:
                                                                 getattr(ctx.spec.model, "dtype", None))
     if isinstance(m, S.DPOMethod):
         out["dpo"] = {"beta": m.beta, "loss_type": m.loss_type, "label_smoothing": m.label_smoothing}
+    if isinstance(m, S.GRPOMethod):
+        out["grpo"] = _grpo(ctx, m, evaluation)
     return out
+
+
+def _grpo(ctx: Context, m: S.GRPOMethod, evaluation: dict) -> dict:
+    rewards = []
+    for i, r in enumerate(m.rewards):
+        if isinstance(r, S.PythonReward):
+            file, function = r.python.rsplit(":", 1)
+            code = ctx.reward_code[i]
+            rewards.append({"kind": "python", "path": rel(ctx.spec_dir / file, ctx.root), "sha256": code.sha256,
+                            "function": function, "weight": r.weight, "missing": r.missing})
+        else:
+            rewards.append({"kind": "metric", "metric": _reward_metric(r, ctx, i), "weight": r.weight,
+                            "missing": r.missing})
+    return {
+        "rewards": rewards,
+        "group_size": m.group_size,
+        # Completions are as long, and cut where, the evaluation's answers are.
+        "max_completion_tokens": m.max_completion_tokens or evaluation["max_new_tokens"],
+        "stop": list(evaluation["stop"]),
+        "temperature": m.temperature,
+        "kl": m.kl,
+        "loss_type": m.loss_type,
+        "sample_every": m.sample_every,
+    }
+
+
+def _reward_metric(r: Any, ctx: Context, i: int) -> dict:
+    """A reward's metric as eval.metrics would hold it (its weight and missing value apart)."""
+    dumped = r.model_dump(by_alias=True, exclude_none=False)
+    fields = {k: v for k, v in dumped.items() if k not in ("weight", "missing")}
+    if isinstance(r, S.JsonSchemaReward):
+        text = ctx.reward_schemas[i]
+        fields["schema"] = {"path": rel(ctx.spec_dir / r.schema_, ctx.root), "text": text,
+                            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    if getattr(r, "extract", None) is not None and r.extract.template is not None:
+        fields["extract"]["template"] = _template(ctx.templates[f"method.rewards.{i}.extract.template"])
+    return _normalized(fields)
 
 
 def _distill(ctx: Context, m: S.DistillMethod, evaluation: dict, earlier: dict[str, Plan]) -> dict:
@@ -313,63 +352,11 @@ def _distill(ctx: Context, m: S.DistillMethod, evaluation: dict, earlier: dict[s
 
 
 def default_learning_rate(objective: str, adapter: str) -> float:
+    if objective == "grpo":  # learning from sampled rewards: smaller steps than from labels (TRL's own 1e-6)
+        return 1e-5 if adapter in ("lora", "qlora") else 1e-6
     if adapter in ("lora", "qlora"):
         return 2e-4
     return 5e-6 if objective == "dpo" else 2e-5
-
-
-# Length grouping is the measured CPU win (bench/throughput.py: ~1.5x padded on SST-2
-# and tool-calling data), but sorting rows by length also sorts them by label when
-# length follows the label, and batches of one label train worse: on the quickstart
-# (eta² 0.09) test accuracy fell from 0.91 to 0.71. So auto groups by length only when
-# length explains little of the label (eta² below this), judged on the sample rows.
-LABEL_LENGTH_ETA2 = 0.05
-MAX_LABELS = 20
-
-
-def _length_label_eta2(ctx: Context) -> float | None:
-    """How much of the spread of prompt lengths the answer explains (eta squared) over
-    the sample rows, when the answers are a small set of labels; None otherwise."""
-    info = ctx.sources.get("train")
-    if ctx.formatter is None or info is None or not info.readable:
-        return None
-    kind = ctx.spec.format.kind
-    groups: dict[str, list[int]] = {}
-    for row in info.sample:
-        try:
-            record = ctx.formatter(row.values)
-        except FormatError:
-            continue
-        text = record["prompt"] if kind != "chat" else "".join(m["content"] for m in record["messages"][:-1])
-        groups.setdefault(reference(kind, record), []).append(len(text))
-    lengths = [n for g in groups.values() for n in g]
-    if len(groups) > MAX_LABELS or len(groups) < 2 or len(lengths) < 20:
-        return None
-    mean = sum(lengths) / len(lengths)
-    total = sum((n - mean) ** 2 for n in lengths)
-    between = sum(len(g) * (sum(g) / len(g) - mean) ** 2 for g in groups.values())
-    return between / total if total else 0.0
-
-
-def _batching(ctx: Context) -> dict:
-    wanted = ctx.spec.training.batching
-    if wanted != "auto":
-        return {"mode": wanted, "reason": "set in the spec"}
-    if ctx.spec.method.kind == "dpo":
-        return {"mode": "padded",
-                "reason": "trl's DPO trainer pads each batch of chosen/rejected pairs; it cannot pack them"}
-    if ctx.spec.compute.attention == "flash_attention_2":
-        return {"mode": "packed", "reason": "FlashAttention keeps rows packed into one sequence apart by their lengths "
-                "(no mask), so no compute goes to padding"}
-    eta2 = _length_label_eta2(ctx)
-    if eta2 is not None and eta2 >= LABEL_LENGTH_ETA2:
-        return {"mode": "padded", "reason": f"row length follows the label (eta² {eta2:.2f} over the sample): batches "
-                "grouped by length would hold one label each, which trains worse; each batch is padded instead"}
-    # Packing measured slower than padding on CPUs (block-diagonal attention costs more than
-    # the padding it saves), so without FlashAttention it is chosen only on request.
-    return {"mode": "length_grouped", "reason": "rows of similar length are batched together, so little compute "
-            "goes to padding"
-            + (f" (row length says little about the label: eta² {eta2:.2f})" if eta2 is not None else "")}
 
 
 # Validation rows the training-time validation loss is computed on unless the spec says.
@@ -383,8 +370,10 @@ def _training(ctx: Context, train_rows: int | None, validation_rows: int | None 
     effective = t.batch_size * t.gradient_accumulation * world
     steps_per_epoch = total = None
     if train_rows is not None and train_rows > 0:
-        # As transformers' Trainer counts: batches per process, then optimizer steps.
-        batches = math.ceil(math.ceil(train_rows / world) / t.batch_size)
+        # As transformers' Trainer counts: batches per process, then optimizer steps. GRPO's
+        # batches count completions: each prompt is drawn group_size times an epoch.
+        drawn = train_rows * (ctx.spec.method.group_size if isinstance(ctx.spec.method, S.GRPOMethod) else 1)
+        batches = math.ceil(math.ceil(drawn / world) / t.batch_size)
         steps_per_epoch = max(math.ceil(batches / t.gradient_accumulation), 1)
         total = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     elif t.max_steps:
@@ -395,8 +384,8 @@ def _training(ctx: Context, train_rows: int | None, validation_rows: int | None 
     eval_every = t.eval_every
     if eval_every is None and validation:
         eval_every = max(1, (total or 10) // 10)
-    if not validation:
-        eval_every = None
+    if not validation or isinstance(ctx.spec.method, S.GRPOMethod):
+        eval_every = None  # GRPO is measured by its rewards as it trains, and by the held-out evaluation after
     save_every = t.save_every if t.save_every is not None else (eval_every or max(1, (total or 10) // 10))
     eval_rows = None
     if eval_every is not None:
@@ -418,7 +407,7 @@ def _training(ctx: Context, train_rows: int | None, validation_rows: int | None 
         "optimizer": t.optimizer,
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
-        "batching": _batching(ctx),
+        "batching": batching(ctx),
         "gradient_checkpointing": t.gradient_checkpointing,
         "logging_steps": t.logging_steps,
         "eval_every": eval_every,
@@ -470,6 +459,13 @@ def _eval(ctx: Context, rows: dict) -> dict:
             resolved = Resolved(resolved.mode, resolved.stop, resolved.reason + "; the labels are fixed from those "
                                 "(the training split holds the teacher's answers when the run chooses)")
     metrics = [_metric(m, ctx, i) for i, m in enumerate(e.metrics)]
+    if not metrics and isinstance(ctx.spec.method, S.GRPOMethod):
+        # The held-out evaluation scores what the rewards scored: the same metric definitions.
+        by_name: dict[str, dict] = {}
+        for i, r in enumerate(ctx.spec.method.rewards):
+            if not isinstance(r, S.PythonReward):
+                by_name.setdefault(r.name, _reward_metric(r, ctx, i))
+        metrics = list(by_name.values())
     if not metrics:
         metrics = [_normalized({"name": n, "extract": None}) for n in default_metrics(ctx.spec, resolved.mode)]
     # What the generation steps must compute for these metrics (the rest is scoring).

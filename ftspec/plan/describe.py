@@ -88,6 +88,19 @@ def describe_adapter(a: Any) -> str:
     return f"{a.kind} (r {a.r}, alpha {_num(a.alpha)}, dropout {_num(a.dropout)}, {targets}{extra})"
 
 
+def describe_grpo(g: Any) -> list[str]:
+    """What a grpo method samples and what it maximises, one line each."""
+    stop = f", cut at {', '.join(repr(x) for x in g.stop)}" if g.stop else ""
+    lines = [f"{g.group_size} completions per prompt of at most {g.max_completion_tokens} tokens{stop}, temperature "
+             f"{_num(g.temperature)}; kl {_num(g.kl)}, loss {g.loss_type}; completions sampled every "
+             f"{g.sample_every} steps"]
+    for r in g.rewards:
+        what = (f"{r.path}:{r.function}" if r.kind == "python"
+                else r.metric.name + (" after extraction" if getattr(r.metric, "extract", None) else ""))
+        lines.append(f"reward {what} × {_num(r.weight)} (a completion it cannot score: {_num(r.missing)})")
+    return lines
+
+
 def describe_distill(d: Any) -> list[str]:
     """What a distill method's teacher does, one line each: who answers and how, which
     answers are kept, and what the student learns from them."""
@@ -191,6 +204,12 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
     lines.append(f"  method    {method}")
     if me.distill is not None:
         lines += [f"            {x}" for x in describe_distill(me.distill)]
+    if me.grpo is not None:
+        lines += [f"            {x}" for x in describe_grpo(me.grpo)]
+        for r in me.grpo.rewards:
+            if r.kind == "python":
+                lines.append(_style(f"  !! runs Python reward code in training: {r.path}:{r.function} "
+                                    f"(sha256 {r.sha256[:12]})", color, fg="red", bold=True))
 
     t = plan.training
     if bedrock is not None:

@@ -115,6 +115,10 @@ class PlanDiff:
     # The new plan lets the model repository's code run; and whether it did not before.
     trust_remote_code: bool = False
     trust_remote_code_turned_on: bool = False
+    # The Python reward functions the new plan runs (``FILE:FUNCTION (sha256 …)``), and those
+    # of them the old plan did not run (new files, or files whose content changed).
+    reward_code: list[str] = field(default_factory=list)
+    reward_code_new: list[str] = field(default_factory=list)
     # Plans with stages: each stage's steps, in the order the stages run (``rerun``,
     # ``reused`` and ``dropped`` then name steps as STAGE/STEP, every stage's).
     stages: list[StageSteps] = field(default_factory=list)
@@ -341,11 +345,24 @@ def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin:
 
     # A Bedrock model (model.kind bedrock) runs no code here: it has no trust_remote_code.
     trust_new, trust_old = (getattr(p.model, "trust_remote_code", False) for p in (new, old))
+    code_new, code_old = reward_code(new), reward_code(old)
     return PlanDiff(
         old_id=old.id, new_id=new.id, changes=changes, rerun=rerun, reused=reused,
         dropped=dropped, name=new.name or old.name,
         trust_remote_code=trust_new, trust_remote_code_turned_on=trust_new and not trust_old,
+        reward_code=code_new, reward_code_new=[c for c in code_new if c not in code_old],
     )
+
+
+def reward_code(plan: Plan) -> list[str]:
+    """The Python reward functions a plan (and its stages) runs: ``FILE:FUNCTION (sha256 …)``."""
+    found = []
+    for p in (*plan.stages, plan):
+        grpo = p.method.grpo
+        for r in grpo.rewards if grpo is not None else ():
+            if r.kind == "python":
+                found.append(f"{r.path}:{r.function} (sha256 {r.sha256[:12]})")
+    return list(dict.fromkeys(found))
 
 
 def _changes(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Origin | None,
@@ -412,8 +429,10 @@ def _diff_staged(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Or
 
     models = [root_model(p.model) for p in (new, *new.stages)], [root_model(p.model) for p in (old, *old.stages)]
     trust_new, trust_old = (any(getattr(m, "trust_remote_code", False) for m in ms) for ms in models)
+    code_new, code_old = reward_code(new), reward_code(old)
     return PlanDiff(
         old_id=old.id, new_id=new.id, changes=changes, rerun=every("rerun"), reused=every("reused"),
         dropped=every("dropped"), name=new.name or old.name,
         trust_remote_code=trust_new, trust_remote_code_turned_on=trust_new and not trust_old, stages=stages,
+        reward_code=code_new, reward_code_new=[c for c in code_new if c not in code_old],
     )

@@ -21,7 +21,14 @@ from ftspec.plan.diff import (
     is_text,
     number,
 )
-from ftspec.plan.diff_results import DiffResults, SideResults, render_results_markdown, render_results_text
+from ftspec.plan.diff_results import (
+    DiffResults,
+    SideResults,
+    md_code,
+    md_text,
+    render_results_markdown,
+    render_results_text,
+)
 from ftspec.plan.origins import DERIVED
 
 # --------------------------------------------------------------------------- where a value came from
@@ -205,6 +212,9 @@ def _render_text(d: PlanDiff, color: bool) -> str:
     lines.append(f"{_style('ftspec diff' + name, color, bold=True)}: {ids}")
     if d.trust_remote_code and not d.trust_remote_code_turned_on:
         lines.append(_style(f"!! {_TRUST}", color, fg="red", bold=True))
+    for code in d.reward_code:
+        said = "new or changed Python reward code will run" if code in d.reward_code_new else "Python reward code runs"
+        lines.append(_style(f"!! {said} in training: {code}", color, fg="red", bold=True))
     if d.stages:
         return _render_text_staged(d, lines, color)
     for section, changes in d.sections():
@@ -249,16 +259,9 @@ def _change_lines(changes: list[Change], color: bool, indent: str) -> list[str]:
 # --------------------------------------------------------------------------- markdown
 
 
-def _code(text: str) -> str:
-    """A Markdown code span that survives a table cell."""
-    text = text.replace("|", "\\|")
-    if "`" in text:
-        return f"`` {text} ``"
-    return f"`{text}`"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+# A value, a key or a file's name from the change under review reaches the comment only as a
+# code span no backtick inside can close, or as text whose markup is escaped.
+_code, _cell = md_code, md_text
 
 
 def _md_head(d: PlanDiff) -> list[str]:
@@ -268,6 +271,9 @@ def _md_head(d: PlanDiff) -> list[str]:
         lines += [f"> ⚠️ **{_TRUST_ON_MD}**", ""]
     elif d.trust_remote_code:
         lines += [f"> ⚠️ **{_TRUST_MD}**", ""]
+    for code in d.reward_code:
+        said = "New or changed Python reward code will run" if code in d.reward_code_new else "Python reward code runs"
+        lines += [f"> ⚠️ **{said} in training:** `{code}`", ""]
     return lines
 
 

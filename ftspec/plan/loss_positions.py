@@ -22,6 +22,9 @@ def loss_positions(ctx: Context) -> dict:
         return {"mode": "all", "share": None,
                 "reason": f"with compute.strategy {ctx.spec.compute.strategy} the head is sharded: trl's head "
                           "gathers it and runs at every position"}
+    if ctx.spec.method.kind == "grpo":
+        return {"mode": "all", "share": None,
+                "reason": "trl's GRPO trainer computes its sampled completions' log-probabilities itself"}
     if ctx.spec.method.kind == "dpo":
         share = _answer_share(ctx)
         measured = ("" if share is None else

@@ -321,14 +321,54 @@ class Distill(_Frozen):
     logits: LogitDistillation | None = None
 
 
-class Method(_Frozen):
-    """The objective (sft, dpo or distill) and the adapter (full, lora or qlora) it trains."""
+class MetricReward(_Frozen):
+    """A metric of the evaluation's kind (as eval.metrics holds one) scoring each completion."""
 
-    objective: Literal["sft", "dpo", "distill"]
+    kind: Literal["metric"]
+    metric: "Metric"
+    weight: float
+    missing: float  # the reward of a completion it cannot score (no reference, nothing extracted)
+
+
+class PythonReward(_Frozen):
+    """A function in a file of the repository, run in the training process."""
+
+    kind: Literal["python"]
+    path: str  # relative to the repository root
+    sha256: str  # of the file as planned; the run refuses another
+    function: str
+    weight: float
+    missing: float
+
+
+Reward = Annotated[Union[MetricReward, PythonReward], Field(discriminator="kind")]
+
+
+class GRPO(_Frozen):
+    """Group relative policy optimisation (TRL's GRPOTrainer): ``group_size`` completions per prompt,
+    scored by ``rewards``; each completion is cut at ``stop`` before it is scored, as evaluation cuts
+    its answers, so that what is optimised is what is reported."""
+
+    rewards: tuple[Reward, ...]
+    group_size: int
+    max_completion_tokens: int
+    stop: tuple[str, ...] = ()
+    temperature: float
+    kl: float
+    loss_type: str
+    sample_every: int
+
+
+class Method(_Frozen):
+    """The objective (sft, dpo, distill or grpo) and the adapter (full, lora or qlora) it trains."""
+
+    objective: Literal["sft", "dpo", "distill", "grpo"]
     adapter: Adapter
     dpo: DPOSettings | None = None
     # distill only; left out of the plan otherwise, so other plans keep their keys.
     distill: Distill | None = Field(None, exclude_if=lambda v: v is None)
+    # grpo only; left out of the plan otherwise.
+    grpo: GRPO | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class Batching(_Frozen):
@@ -692,6 +732,7 @@ class Plan(_Frozen):
 
 
 StageModel.model_rebuild()
+MetricReward.model_rebuild()
 Plan.model_rebuild()
 
 

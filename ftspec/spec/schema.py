@@ -607,11 +607,6 @@ class DistillMethod(_Section):
         "Logit distillation besides the teacher's answers; needs the teacher's tokenizer vocabulary."))
 
 
-MethodSpec = Annotated[
-    Union[Annotated[SFTMethod, Tag("sft")], Annotated[DPOMethod, Tag("dpo")], Annotated[DistillMethod, Tag("distill")]],
-    Discriminator(_by_kind()),
-    Field(description="The training objective: `kind: sft | dpo | distill`, with its adapter."),
-]
 
 # --------------------------------------------------------------------------- training
 
@@ -770,6 +765,106 @@ MetricSpec = Annotated[
         _metric_shorthand,
         json_schema_input_type=Union[Literal[SIMPLE_METRICS], SimpleMetric, JsonSchemaMetric, JudgeMetric],  # type: ignore[valid-type]
     ),
+]
+
+# --------------------------------------------------------------------------- rewards (method.kind: grpo)
+
+# The metrics that score one completion against its row's reference (a reward scores each one).
+REWARD_METRICS = metric_catalog.names(reward=True)
+
+
+class _RewardWeights(_Section):
+    weight: Number = Field(1.0, ge=-1000, le=1000, description=(
+        "This reward's weight in the sum the policy maximises (TRL's `reward_weights`)."))
+    missing: Number = Field(0.0, ge=-1e6, le=1e6, description=(
+        "The reward of a completion it cannot score: its row has no reference, or the extraction finds nothing "
+        "in the completion."))
+
+
+class MetricReward(SimpleMetric, _RewardWeights):
+    """A metric of `eval.metrics`, scoring each completion against its row's reference."""
+
+    @model_validator(mode="after")
+    def _scores_one_completion(self) -> "MetricReward":
+        if self.name not in REWARD_METRICS:
+            raise ValueError(f"{self.name} does not score one completion against its reference; a reward can be "
+                             f"one of {', '.join(REWARD_METRICS)} (or {{python: FILE:FUNCTION}})")
+        return self
+
+
+class JsonSchemaReward(JsonSchemaMetric, _RewardWeights):
+    """`json_schema` as a reward: 1 for a completion that is JSON valid against the schema, else 0."""
+
+
+class JudgeReward(JudgeMetric, _RewardWeights):
+    """Not a reward: an LLM judge scores the held-out answers in `eval.metrics` only (refused here, saying why)."""
+
+    @model_validator(mode="after")
+    def _not_yet(self) -> "JudgeReward":
+        raise ValueError("an LLM judge is not offered as a reward: it would run the judge model on every completion "
+                         "of every step; use it in eval.metrics, and a metric or {python: FILE:FUNCTION} here")
+
+
+class PythonReward(_RewardWeights):
+    """Your own reward: a function in a Python file inside the repository, run in the training process."""
+
+    python: str = Field(pattern=r"^[^:\x00]{1,400}\.py:[A-Za-z_][A-Za-z0-9_]{0,99}$", description=(
+        "`FILE.py:FUNCTION`, the file relative to the spec (the path policy of data files applies). As TRL calls a "
+        "reward function, it is called with keyword arguments `prompts`, `completions` and `references` (the rows' "
+        "answers), lists of strings, and returns a list of numbers (None: `missing`). The plan names the file by "
+        "path and sha256, and `ftspec plan` and `ftspec diff` say that it runs."))
+
+
+def _reward_tag(v: Any) -> str | None:
+    if isinstance(v, BaseModel):
+        return "python" if isinstance(v, PythonReward) else _metric_tag(v)
+    if isinstance(v, dict):
+        return "python" if "python" in v else _metric_tag(v)
+    return None
+
+
+RewardSpec = Annotated[
+    Union[Annotated[MetricReward, Tag("simple")], Annotated[JsonSchemaReward, Tag("json_schema")],
+          Annotated[JudgeReward, Tag("judge")], Annotated[PythonReward, Tag("python")]],
+    Discriminator(_reward_tag, custom_error_type="reward",
+                  custom_error_message="expected a metric name, {name: METRIC, …} or {python: FILE:FUNCTION}"),
+    BeforeValidator(_metric_shorthand),
+]
+
+GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")  # TRL 1.x GRPOConfig.loss_type
+
+
+class GRPOMethod(_Section):
+    """Group relative policy optimisation: the model answers each training prompt several times, and learns
+    towards the answers the rewards score above their group's mean. The rewards are the spec's own metrics."""
+
+    kind: Literal["grpo"] = Field(description="`grpo`: learn from rewards (TRL's GRPOTrainer).")
+    adapter: AdapterSpec = Field(default_factory=_default_adapter)
+    rewards: Annotated[list[RewardSpec], Field(min_length=1, max_length=16)] = Field(description=(
+        "What the policy maximises: the weighted sum of these. Each is a metric of `eval.metrics` (the same "
+        "names and options, e.g. `{name: exact_match, extract: {regex: …}}`) scoring a completion against its "
+        "row's answer, or `{python: FILE.py:FUNCTION}`; each takes a `weight` and a `missing` value."))
+    group_size: Int = Field(8, ge=2, le=256, description=(
+        "Completions sampled per prompt; the advantage of each is its reward against its group's. "
+        "`training.batch_size` counts completions, and must be a multiple of it."))
+    max_completion_tokens: Int | None = Field(None, ge=1, le=32768, description=(
+        "Longest completion sampled; defaults to `eval.max_new_tokens`."))
+    temperature: Number = Field(1.0, gt=0, le=10, description="Sampling temperature of the completions.")
+    kl: Number = Field(0.0, ge=0, le=100, description=(
+        "KL coefficient towards the starting model (TRL's `beta`); 0 loads no reference model."))
+    loss_type: Literal[GRPO_LOSSES] = Field("dapo", description=(  # type: ignore[valid-type]
+        "How token losses are aggregated (TRL's `loss_type`): `dapo` (TRL's default), `grpo`, `dr_grpo`, "
+        "`bnpo`, `cispo`, `sapo`."))
+    sample_every: Int = Field(10, ge=1, le=1_000_000, description=(
+        "Every this many steps, the step's prompts, completions and rewards are written to the run's "
+        "`completions.jsonl`."))
+
+
+MethodSpec = Annotated[
+    Union[Annotated[SFTMethod, Tag("sft")], Annotated[DPOMethod, Tag("dpo")], Annotated[DistillMethod, Tag("distill")],
+          Annotated[GRPOMethod, Tag("grpo")]],
+    Discriminator(_by_kind()),
+    Field(description="The training objective: `kind: sft | dpo | distill | grpo`, with its adapter."),
 ]
 
 _GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d+)?([eE]-?\d+)?)\s*$")

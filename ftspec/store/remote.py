@@ -21,11 +21,13 @@ refuses access raises :class:`RemoteUnavailable` (one line, never a credential i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,9 +49,15 @@ MAX_MANIFEST = 64 * 1024 * 1024  # bytes of an entry.json read back (a million f
 MAX_FILES = 1_000_000
 FULL_KEY = re.compile(r"[0-9a-f]{64}")
 UPLOAD = re.compile(r"[0-9a-f]{32}")
-_REL_PART = re.compile(r"[^/\\\x00-\x1f]{1,255}")
-CHECKPOINT = re.compile(r"checkpoint-(\d{1,12})")
+_REL_PART = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
+MAX_PART_BYTES = 255  # of one part of a file's name, in UTF-8 (what a filesystem takes)
+MAX_REL_BYTES = 1024  # of a file's whole name in an entry (the store's own path comes on top)
+# As the trainer names them: no leading zero, so that a name and its number are one thing.
+CHECKPOINT = re.compile(r"checkpoint-(0|[1-9]\d{0,11})")
 WORKERS = 8  # files moved at once (each large file is also split into parts by the S3 client)
+# What writing a downloaded file here can fail with: this machine's disk, never the remote's
+# (raised as OSError, as a run's own writes are, not taken for a store that is down).
+LOCAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 class RemoteUnavailable(Exception):
@@ -123,11 +131,20 @@ def entry_files(folder: Path, skip: Iterable[str] = (MARKER,)) -> dict[str, Path
 def safe_rel(rel: object) -> str:
     """A manifest's file name, checked: relative, '/'-separated, no '.', '..' or empty part
     (a manifest is read from a store others can write to; it names no path outside the entry)."""
-    if not isinstance(rel, str) or not rel or len(rel) > 4096:
+    if not isinstance(rel, str) or not rel:
         raise CorruptEntry(f"names a file {str(rel)[:80]!r} that is not a relative path")
+    try:
+        encoded = rel.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no file can have that name
+        raise CorruptEntry(f"names a file {rel[:80]!r} that is not valid UTF-8") from None
     parts = rel.split("/")
     if any(p in (".", "..") or not _REL_PART.fullmatch(p) for p in parts):
         raise CorruptEntry(f"names a file {rel[:80]!r} that is not a relative path inside the entry")
+    if len(encoded) > MAX_REL_BYTES or any(len(p.encode("utf-8")) > MAX_PART_BYTES for p in parts):
+        raise CorruptEntry(f"names a file {rel[:80]!r} longer than a filesystem takes ({MAX_PART_BYTES} bytes a "
+                           f"part, {MAX_REL_BYTES} in all)")
+    if parts[0] == MARKER:
+        raise CorruptEntry(f"names {MARKER!r}, which ftspec writes itself once the entry is complete")
     return rel
 
 
@@ -260,7 +277,10 @@ class RemoteStore:
             files["metrics.jsonl"] = checkpoints / "metrics.jsonl"
         upload = secrets.token_hex(16)
         listed = self._upload_files(files, f"{top}/{upload}")
-        previous = self._latest(key)
+        try:
+            previous = self._latest(key)
+        except CorruptEntry:  # written by no ftspec (or cut off): replaced, so sharing goes on
+            previous = None
         self.objects.write(f"{top}/{LATEST}", _manifest(steps.TRAIN.name, key, upload, listed))
         if previous is not None and previous["upload"] != upload:
             self.objects.delete(f"{top}/{previous['upload']}/{rel}" for rel in previous["files"])
@@ -320,6 +340,9 @@ class RemoteStore:
         return self._upload_files(files, prefix)
 
     def _upload_files(self, files: dict[str, Path], prefix: str) -> dict[str, dict]:
+        for rel in files:  # a name no machine could fetch back is not published
+            safe_rel(rel)
+
         def one(item: tuple[str, Path]) -> tuple[str, dict]:
             rel, path = item
             info = {"sha256": sha256_file(path), "size": path.stat().st_size}
@@ -330,6 +353,20 @@ class RemoteStore:
             return dict(sorted(pool.map(one, files.items())))
 
     def _download(self, prefix: str, files: dict[str, dict], into: Path) -> None:
+        # Before a byte is fetched: every file is there at the size its manifest lists (a file
+        # swapped for a larger one is not downloaded whole to be refused), and it all fits here.
+        listed = {o.name[len(prefix) + 1:]: o.size for o in self.objects.list(f"{prefix}/")}
+        for rel, info in files.items():
+            safe_rel(rel)
+            if rel not in listed:
+                raise CorruptEntry(f"{prefix}/{rel}: listed in the manifest, missing from the store")
+            if listed[rel] != info["size"]:
+                raise CorruptEntry(f"{prefix}/{rel}: is {listed[rel]} bytes, the manifest lists {info['size']}")
+        need, free = sum(info["size"] for info in files.values()), shutil.disk_usage(into).free
+        if need > free:
+            raise OSError(errno.ENOSPC, f"No space left on device (the entry is {need} bytes, {free} free)",
+                          str(into))
+
         def one(item: tuple[str, dict]) -> None:
             rel, info = item
             dest = into / safe_rel(rel)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ftspec.core.io import copy_atomic, write_atomic
-from ftspec.core.paths import TooLarge, read_regular
-from ftspec.store.remote import Listed, RemoteUnavailable
+from ftspec.core.paths import NotRegularFile, TooLarge, read_regular
+from ftspec.store.remote import LOCAL_WRITE_ERRORS, Listed, RemoteUnavailable
 
 
 class FolderObjects:
@@ -32,8 +32,25 @@ class FolderObjects:
     # ----------------------------------------------------------------- helpers
 
     def _path(self, name: str) -> Path:
-        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
+        """The object's path, through no link below the store's top (someone who can write the
+        shared folder could plant one pointing anywhere: nothing is read, written or removed
+        through it); RemoteUnavailable when there is one."""
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"{name!r} is not a name in the store")
+        folder = self.root
+        for part in parts[:-1]:
+            folder = folder / part
+            try:
+                link = folder.is_symlink()
+            except OSError as exc:
+                raise self._unavailable(exc) from None
+            if link:
+                raise RemoteUnavailable(f"store {self.url}: {folder.relative_to(self.root).as_posix()} is a "
+                                        "symbolic link, which a shared store's folder never holds (nothing is read, "
+                                        "written or removed through it)")
+            if not folder.exists():
+                break
         return self.root / name
 
     def _ready(self) -> None:
@@ -59,8 +76,10 @@ class FolderObjects:
             return read_regular(self._path(name), limit)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except TooLarge:
-            return b"\0"  # read back as a corrupted manifest, never as the real thing
+        except (TooLarge, IsADirectoryError, NotRegularFile):
+            # Read back as a corrupted manifest (that entry refused), never as the real thing,
+            # nor as a store that is down: a folder or a FIFO where the file should be.
+            return b"\0"
         except OSError as exc:
             raise self._unavailable(exc) from None
 
@@ -111,11 +130,13 @@ class FolderObjects:
         except FileNotFoundError:
             raise
         except OSError as exc:
+            if exc.errno in LOCAL_WRITE_ERRORS:  # this machine's disk: said as a run's own writes are
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
             raise self._unavailable(exc) from None
 
     def list(self, prefix: str) -> Iterator[Listed]:
         self._ready()
-        top = self.root / prefix.rstrip("/") if prefix.strip("/") else self.root
+        top = self._path(prefix.strip("/")) if prefix.strip("/") else self.root  # (through no link)
         if not top.is_dir() or top.is_symlink():
             return
         for folder, dirs, files in os.walk(top, followlinks=False):

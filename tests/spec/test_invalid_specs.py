@@ -294,7 +294,7 @@ CASES = [
           "'preference_accuracy', 'logprob_margin', 'reward_accuracy' or 'reward_margin' "
           "(got 'acuracy'); did you mean 'accuracy'?",)),
     Case("enum-method-kind-missing", edit("compute:", "method:\n  adapter: full\ncompute:"),
-         ("17:3: method: needs 'kind:' to say which one ('sft', 'dpo' or 'distill')",)),
+         ("17:3: method: needs 'kind:' to say which one ('sft', 'dpo', 'distill' or 'grpo')",)),
     # ------------------------------------------------------------------ required keys, name, version
     Case("missing-name", edit("name: demo\n", ""), ("1:1: name: required key is missing",)),
     Case("missing-data-train", edit("  train: train.jsonl\n", ""), ("7:1: data.train: required key is missing",)),

@@ -20,6 +20,7 @@ from ftspec.checks.rules import (  # noqa: F401
                                  method,
                                  model,
                                  paths,
+                                 rewards,
                                  silent_mistakes,
                                  templates,
 )
@@ -31,6 +32,7 @@ ORDER = (
     "check_filter",
     "check_other_templates",
     "check_method_format",
+    "check_rewards",
     "check_qlora_device",
     "check_precision",
     "check_attention",

@@ -60,33 +60,35 @@ def check_eval(ctx: Context) -> Iterator[Issue]:
 def check_json_schemas(ctx: Context) -> Iterator[Issue]:
     """A json_schema metric names a readable JSON Schema file."""
     for i, metric in enumerate(ctx.spec.eval.metrics):
-        if not isinstance(metric, S.JsonSchemaMetric):
-            continue
-        path = ctx.spec_dir / metric.schema_
-        at = ("eval", "metrics", i, "schema")
-        refusal = ctx.policy.outside(path, metric.schema_)
-        if refusal:
-            yield ctx.error(at, refusal)
-            continue
-        try:
-            text = read_regular(path, MAX_SCHEMA_BYTES).decode("utf-8-sig")
-            schema = json.loads(text)
-        except TooLarge:
-            yield ctx.error(at, f"schema file '{metric.schema_}' is larger than {MAX_SCHEMA_BYTES >> 20} MiB")
-            continue
-        except (UnicodeDecodeError, ValueError) as exc:
-            yield ctx.error(at, f"schema file '{metric.schema_}' is not JSON: {exc}")
-            continue
-        except RecursionError:
-            yield ctx.error(at, f"schema file '{metric.schema_}' nests too deeply")
-            continue
-        except OSError as exc:
-            yield ctx.error(at, f"schema file '{metric.schema_}' {describe_os_error(exc)}")
-            continue
-        if not isinstance(schema, dict):
-            yield ctx.error(at, f"schema file '{metric.schema_}' must hold a JSON object")
-            continue
-        ctx.schemas[i] = text
+        if isinstance(metric, S.JsonSchemaMetric):
+            text, issue = schema_text(ctx, metric.schema_, ("eval", "metrics", i, "schema"))
+            if issue is not None:
+                yield issue
+            else:
+                ctx.schemas[i] = text
+
+
+def schema_text(ctx: Context, written: str, at: tuple) -> tuple[str | None, Issue | None]:
+    """The JSON Schema file ``written`` (relative to the spec) as text, or the issue at ``at`` that
+    says why it cannot be used (outside the repository, unreadable, not a JSON object)."""
+    path = ctx.spec_dir / written
+    refusal = ctx.policy.outside(path, written)
+    if refusal:
+        return None, ctx.error(at, refusal)
+    try:
+        text = read_regular(path, MAX_SCHEMA_BYTES).decode("utf-8-sig")
+        schema = json.loads(text)
+    except TooLarge:
+        return None, ctx.error(at, f"schema file '{written}' is larger than {MAX_SCHEMA_BYTES >> 20} MiB")
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, ctx.error(at, f"schema file '{written}' is not JSON: {exc}")
+    except RecursionError:
+        return None, ctx.error(at, f"schema file '{written}' nests too deeply")
+    except OSError as exc:
+        return None, ctx.error(at, f"schema file '{written}' {describe_os_error(exc)}")
+    if not isinstance(schema, dict):
+        return None, ctx.error(at, f"schema file '{written}' must hold a JSON object")
+    return text, None
 
 
 @rule(reads=WHOLE_SPEC)

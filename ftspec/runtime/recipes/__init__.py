@@ -8,6 +8,7 @@ from typing import Callable
 
 from ftspec.runtime.recipes.distill import train_distill
 from ftspec.runtime.recipes.dpo import train_dpo
+from ftspec.runtime.recipes.grpo import train_grpo
 from ftspec.runtime.recipes.sft import train_sft
 from ftspec.runtime.training.job import TrainJob, TrainResult
 
@@ -17,6 +18,7 @@ RECIPES: dict[str, Recipe] = {
     "sft": train_sft,
     "dpo": train_dpo,
     "distill": train_distill,
+    "grpo": train_grpo,
 }
 
 

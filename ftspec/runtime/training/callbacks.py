@@ -13,6 +13,8 @@ from ftspec.core.io import dumps, iter_jsonl
 KEEP = ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy",
         "rewards/accuracies", "rewards/margins", "eval_rewards/accuracies", "eval_rewards/margins", "num_tokens",
         "ce", "kl", "eval_ce", "eval_kl")  # logit distillation's two parts (ftspec.runtime.recipes.distill)
+GRPO_KEEP = ("reward", "reward_std", "completions/mean_length", "completions/clipped_ratio", "frac_reward_zero_std",
+             "entropy")
 
 
 class MetricsLog(TrainerCallback):
@@ -37,6 +39,8 @@ class MetricsLog(TrainerCallback):
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         record.update({k: logs[k] for k in KEEP if k in logs})
+        # GRPO: each reward's mean and spread over the step's completions, and their sum's.
+        record.update({k: v for k, v in logs.items() if k.startswith("rewards/") or k in GRPO_KEEP})
         if len(record) > 2:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(dumps(record) + "\n")  # a loss that diverged (NaN) is written as null
@@ -67,7 +71,8 @@ class ProgressBar(TrainerCallback):
         if not logs or not state.is_world_process_zero:
             return
         fresh = {}
-        for key, short in (("loss", "loss"), ("eval_loss", "val"), ("rewards/accuracies", "pref_acc")):
+        for key, short in (("loss", "loss"), ("eval_loss", "val"), ("rewards/accuracies", "pref_acc"),
+                           ("reward", "reward")):
             if key in logs:
                 fresh[short] = f"{logs[key]:.4f}"
         if not fresh:
