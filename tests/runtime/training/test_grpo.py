@@ -213,3 +213,50 @@ stages:
     assert result.plan.method.objective == "grpo" and result.plan.model.kind == "stage"
     assert result.plan.model.stage == "sft"
     assert any("starts from stage sft's model" in line for line in lines)
+
+
+class StopAt:
+    """A machine taken away after the checkpoint at step 2."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class _Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 3:
+                    raise SystemExit("preempted")
+
+        return _Stop()
+
+
+RESUMED = """method:
+  kind: grpo
+  adapter: {kind: full}
+  group_size: 4
+  max_completion_tokens: 4
+  sample_every: 1
+  rewards: [chrf]"""
+
+
+def test_a_grpo_run_cut_off_resumes_from_its_checkpoint_and_exports(tmp_path):
+    import hashlib
+
+    training = "training: {max_steps: 5, batch_size: 8, learning_rate: 1.0e-2, max_length: 64, logging_steps: 1, " \
+               "save_every: 2}"
+    spec = repo(tmp_path / "cut", RESUMED, training, rows=60)
+    with pytest.raises(SystemExit):
+        run_job(spec, callbacks=[StopAt()])
+    resumed, _ = run_job(spec)
+    assert json.loads((resumed.step_dir("train") / "train.json").read_text())["resumed_from"] == "checkpoint-2"
+    steps = [json.loads(line)["step"] for line in (resumed.step_dir("train") / "completions.jsonl").read_text()
+             .splitlines()]
+    assert sorted(set(steps)) == [1, 2, 3, 4, 5] and all(steps.count(s) == 8 for s in set(steps))  # none twice
+    whole, _ = run_job(repo(tmp_path / "whole", RESUMED, training, rows=60))
+
+    def weights(result):
+        return hashlib.sha256((result.step_dir("train") / "model.safetensors").read_bytes()).hexdigest()
+
+    assert weights(resumed) == weights(whole)  # the same as a run never cut off
+    exported = CliRunner().invoke(main, ["export", str(spec), "-o", str(tmp_path / "exported")])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "exported" / "model.safetensors").is_file()
