@@ -162,3 +162,20 @@ def test_validate_never_runs_the_reward_code(tmp_path):
     got = CliRunner().invoke(main, ["validate", str(spec)])
     assert got.exit_code == 0, got.output
     assert not (tmp_path / "ran").exists() and not Path("ran").exists()
+
+
+def test_diff_names_new_reward_code_first(tmp_path):
+    import subprocess
+
+    spec = write(tmp_path, GRPO)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one"]):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    (tmp_path / "rewards.py").write_text(REWARD.replace("1.0", "2.0"))
+    got = CliRunner().invoke(main, ["diff", "--git", "HEAD", str(spec)])
+    assert got.exit_code == 0, got.output
+    lines = got.output.splitlines()
+    assert lines[0].startswith("ftspec diff")
+    assert "!! new or changed Python reward code will run in training: rewards.py:score" in lines[1]
+    assert "steps to re-run: train" in got.output
+    markdown = CliRunner().invoke(main, ["diff", "--git", "HEAD", str(spec), "--format", "markdown"]).output
+    assert "New or changed Python reward code will run in training" in markdown

@@ -260,3 +260,19 @@ def test_a_grpo_run_cut_off_resumes_from_its_checkpoint_and_exports(tmp_path):
     exported = CliRunner().invoke(main, ["export", str(spec), "-o", str(tmp_path / "exported")])
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "exported" / "model.safetensors").is_file()
+
+
+def test_grpo_trains_a_lora_adapter_with_its_base_as_the_reference(tmp_path):
+    seen = SeenArgs()
+    spec = repo(tmp_path, """method:
+  kind: grpo
+  adapter: {kind: lora, r: 4}
+  group_size: 4
+  max_completion_tokens: 4
+  kl: 0.1
+  rewards: [chrf]""", "training: {max_steps: 2, batch_size: 8, max_length: 64, logging_steps: 1}", rows=60)
+    result, _ = run_job(spec, callbacks=[seen])
+    assert type(seen).args.beta == 0.1
+    assert (result.step_dir("train") / "adapter_model.safetensors").is_file()
+    rows = logged(result.run_dir)
+    assert all("kl" in r for r in rows)  # the KL to the adapter-less base is measured every step
