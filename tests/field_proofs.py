@@ -26,6 +26,10 @@ EC = "tests/commands/test_eval_commands.py::"
 BC = "tests/backends/bedrock/test_bedrock_converse.py::"
 GR = "tests/runtime/training/test_grpo.py::"
 GS = "tests/checks/test_grpo_spec.py::"
+KT = "tests/runtime/training/test_kto.py::"
+KS = "tests/checks/test_kto_spec.py::"
+RM = "tests/runtime/training/test_reward_model.py::"
+RS = "tests/checks/test_reward_model_spec.py::"
 
 PROOFS: dict[str, list[str]] = {
     # --- top level
@@ -115,12 +119,31 @@ PROOFS: dict[str, list[str]] = {
     "format:preference.prompt": [R + "test_dpo_lora_trains"],
     "format:preference.chosen": [R + "test_dpo_lora_trains"],
     "format:preference.rejected": [R + "test_dpo_lora_trains"],
+    "format:feedback.kind": [
+        KT + "test_kto_makes_the_desirable_completions_likelier_than_the_undesirable_on_held_out_rows",
+        KS + "test_bad_kto_specs_are_refused_at_their_line"],
+    "format:feedback.prompt": [
+        KT + "test_kto_makes_the_desirable_completions_likelier_than_the_undesirable_on_held_out_rows"],
+    "format:feedback.completion": [
+        KT + "test_kto_makes_the_desirable_completions_likelier_than_the_undesirable_on_held_out_rows"],
+    "format:feedback.label": [
+        KT + "test_kto_makes_the_desirable_completions_likelier_than_the_undesirable_on_held_out_rows",
+        KS + "test_a_label_that_is_not_a_boolean_is_a_bad_row_at_its_file_and_row",
+        KS + "test_one_bad_label_row_is_reported_at_its_row_or_skipped"],
     # --- method
     "method:sft.kind": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],
     "method:dpo.kind": [R + "test_dpo_lora_trains"],
     "method:dpo.beta": [E + "test_dpo_beta_loss_type_and_label_smoothing_reach_the_trainer"],
     "method:dpo.loss_type": [E + "test_dpo_beta_loss_type_and_label_smoothing_reach_the_trainer"],
     "method:dpo.label_smoothing": [E + "test_dpo_beta_loss_type_and_label_smoothing_reach_the_trainer"],
+    "method:kto.kind": [KT + "test_kto_makes_the_desirable_completions_likelier_than_the_undesirable_on_held_out_rows"],
+    "method:kto.beta": [KT + "test_beta_the_weights_and_the_loss_reach_the_trainer_with_a_lora_adapter",
+                        KS + "test_a_beta_change_retrains_and_an_eval_change_does_not"],
+    "method:kto.desirable_weight": [KT + "test_beta_the_weights_and_the_loss_reach_the_trainer_with_a_lora_adapter"],
+    "method:kto.undesirable_weight": [
+        KT + "test_beta_the_weights_and_the_loss_reach_the_trainer_with_a_lora_adapter"],
+    "method:kto.loss_type": [KT + "test_beta_the_weights_and_the_loss_reach_the_trainer_with_a_lora_adapter",
+                             KS + "test_apo_zero_unpaired_needs_no_second_row_per_batch"],
     "method:grpo.kind": [GR + "test_a_metric_reward_rises_and_the_held_out_metric_with_it"],
     "method:grpo.rewards": [
         GR + "test_a_metric_reward_rises_and_the_held_out_metric_with_it",
@@ -136,6 +159,18 @@ PROOFS: dict[str, list[str]] = {
     "method:grpo.temperature": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
     "method:grpo.kl": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
     "method:grpo.loss_type": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
+    "method:grpo.rewards[]:reward_model.reward_model": [
+        RM + "test_a_grpo_stage_learns_from_an_earlier_stages_reward_model",
+        RS + "test_a_reward_model_reward_is_refused_at_its_line"],
+    "method:grpo.rewards[]:reward_model.weight": [
+        RM + "test_a_grpo_stage_learns_from_an_earlier_stages_reward_model",
+        RS + "test_a_grpo_stage_names_the_reward_model_stage_and_its_train_key"],
+    "method:reward_model.kind": [RM + "test_a_reward_model_beats_chance_on_held_out_pairs_with_a_margin",
+                                 RS + "test_bad_reward_model_specs_are_refused_at_their_line"],
+    "method:reward_model.center_rewards_coefficient": [
+        RM + "test_the_settings_reach_the_reward_trainer_and_a_lora_adapter_trains_the_score_head",
+        RM + "test_a_center_rewards_coefficient_of_zero_is_no_centring",
+        RS + "test_the_reward_models_center_coefficient_re_trains_and_its_metrics_only_re_score"],
     "method:grpo.sample_every": [
         GR + "test_a_reward_function_gets_each_completion_cut_as_evaluation_cuts_it_and_its_rows_answer"],
     "method:sft.adapter:full.kind": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory"],

@@ -15,6 +15,10 @@ Families:
   (``perplexity``) or an LLM judge.
 - ``preference``: preference pairs (``format.kind: preference``), scored by the
   log-probabilities of the chosen and the rejected answer, not by a generated answer.
+- ``feedback``: unpaired feedback rows (``format.kind: feedback``), scored by the
+  log-probability of each row's completion, the desirable rows' against the undesirable ones'.
+- ``reward_model``: preference pairs scored by a trained reward model (``method.kind:
+  reward_model``): its score of the chosen answer against the rejected one's.
 
 No metric is tied to an ``eval.mode``: in ``choices`` mode the chosen label is the answer
 that every answer metric scores.
@@ -27,10 +31,10 @@ import string
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-Family = Literal["classification", "text", "model", "preference"]
+Family = Literal["classification", "text", "model", "preference", "feedback", "reward_model"]
 # What the generation steps compute with the evaluated model for a metric (the plan's eval.outputs).
-Output = Literal["answers", "perplexity", "pair_logprobs"]
-OUTPUTS: tuple[Output, ...] = ("answers", "perplexity", "pair_logprobs")
+Output = Literal["answers", "perplexity", "pair_logprobs", "completion_logprobs", "pair_scores"]
+OUTPUTS: tuple[Output, ...] = ("answers", "perplexity", "pair_logprobs", "completion_logprobs", "pair_scores")
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,12 @@ METRICS: tuple[Metric, ...] = (
            "(beta x log-ratio to the base model)", output="pair_logprobs", reference=False, baseline=True),
     Metric("reward_margin", "preference", "mean DPO reward margin of the chosen over the rejected answer",
            output="pair_logprobs", reference=False, baseline=True),
+    Metric("feedback_margin", "feedback", "mean log p(completion) of the desirable rows - of the undesirable rows",
+           output="completion_logprobs", reference=False),
+    Metric("pair_accuracy", "reward_model", "share of pairs whose chosen answer the reward model scores higher "
+           "(chance: 0.5)", output="pair_scores", reference=False),
+    Metric("pair_margin", "reward_model", "mean reward model score of the chosen answer - of the rejected answer",
+           output="pair_scores", reference=False),
 )
 
 _BY_NAME = {m.name: m for m in METRICS}

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from ftspec.checks.derived import answered_by_teacher, has_test, has_validation
 from ftspec.data.formatting import reference
-from ftspec.spec.schema import PREFERENCE_METRICS
+from ftspec.spec.schema import FEEDBACK_METRICS, PREFERENCE_METRICS, REWARD_MODEL_METRICS
 
 MAX_LABELS = 20
 MAX_LABEL_CHARS = 40
@@ -88,6 +88,10 @@ def resolve(mode: str, stop: list[str] | None, choices: list[str] | None, kind: 
         return Resolved("generate", tuple(stop or ()),
                         "preference pairs are scored by log-probability (the chosen against the rejected answer), "
                         "and a generation metric compares a generated answer with the chosen one")
+    if kind == "feedback":
+        return Resolved("generate", tuple(stop or ()),
+                        "feedback rows are scored by the log-probability of their completion (the desirable rows' "
+                        "against the undesirable rows'), not by a generated answer")
     reasons: list[str] = []
     if mode != "auto":
         resolved_mode = mode
@@ -147,7 +151,7 @@ def resolve_for(ctx: Any, split: str | None) -> Resolved:
     (``split``: the evaluated split, None without one)."""
     e = ctx.spec.eval
     kind = ctx.spec.format.kind
-    if kind == "preference":
+    if kind in ("preference", "feedback"):
         return resolve(e.mode, e.stop, e.choices, kind, None, None)
     wanted = ["train"] + ([split] if split and split in ctx.sources else [])
     answers = sampled_answers(ctx, wanted)
@@ -162,8 +166,12 @@ def resolve_for(ctx: Any, split: str | None) -> Resolved:
 def default_metrics(spec: Any, mode: str | None = None) -> list[str]:
     """The metrics of an evaluation whose spec lists none (``mode``: the resolved eval
     mode; the spec's eval.mode when not given)."""
+    if spec.method.kind == "reward_model":  # pairs scored by the reward model itself, against chance
+        return list(REWARD_MODEL_METRICS)
     if spec.format.kind == "preference":
         return [m for m in PREFERENCE_METRICS if spec.eval.baseline or not m.startswith("reward_")]
+    if spec.format.kind == "feedback":
+        return list(FEEDBACK_METRICS)
     return ["accuracy"] if (mode or spec.eval.mode) == "choices" else ["exact_match"]
 
 

@@ -628,6 +628,10 @@ def template_refs(spec: S.Spec) -> Iterator[tuple[tuple, Any]]:
         yield ("format", "prompt"), f.prompt
         yield ("format", "chosen"), f.chosen
         yield ("format", "rejected"), f.rejected
+    elif isinstance(f, S.FeedbackFormat):
+        yield ("format", "prompt"), f.prompt
+        yield ("format", "completion"), f.completion
+        yield ("format", "label"), f.label
     else:
         for i, turn in enumerate(f.messages or []):
             yield ("format", "messages", i, "content"), turn.content

@@ -63,6 +63,11 @@ def export_promoted(name: str, root: Path | None = None, *, output: Path, adapte
 
 def _export(plan: Plan, root: Path, locate: Callable[[Issue], Issue], output: Path, adapter: bool, force: bool,
             gguf: str | None, echo: Callable[[str], None]) -> Exported:
+    if plan.method.objective == "reward_model":  # before anything is checked, loaded or written
+        raise SpecError([locate(Issue(Pos("method.kind"), "method.kind", "a reward model is a score head, not a "
+                                      "model that writes answers: export (a generation model, its GGUF file, its "
+                                      "answers checked against the run's) is not offered for it",
+                                      "a later GRPO stage uses it as {reward_model: STAGE}"))])
     # DIR is checked before torch is imported: a target that is the repository, an input, a run
     # directory, the store or the promotion records is refused at once (--force too), and so is
     # one that is not empty.

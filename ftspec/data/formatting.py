@@ -26,10 +26,10 @@ class FormatError(Exception):
 
 @dataclass
 class RowFormatter:
-    kind: str  # prompt_completion | chat | preference
+    kind: str  # prompt_completion | chat | preference | feedback
     rename: dict[str, str]
     derive: list[tuple[str, jinja2.Template]]
-    fields: dict[str, jinja2.Template]  # prompt/completion/chosen/rejected
+    fields: dict[str, jinja2.Template]  # prompt/completion/chosen/rejected/label
     turns: list[tuple[str, jinja2.Template]] = field(default_factory=list)  # chat: (role, content)
     messages_column: str | None = None
     budget: tpl.RenderBudget | None = None  # all renderings together (validate's sample rows)
@@ -69,9 +69,11 @@ class RowFormatter:
                 {"role": role, "content": self._render(t, row, f"format.messages.{i}.content", self.budget)}
                 for i, (role, t) in turns
             ]}
-        names = ("prompt", "completion") if self.kind == "prompt_completion" else ("prompt", "chosen", "rejected")
+        names = TEXT_FIELDS[self.kind]
         out = {n: self._render(self.fields[n], row, f"format.{n}", self.budget)
                for n in names if answer or n == "prompt"}
+        if "label" in out:
+            out["label"] = _label(out["label"])
         return out if answer else {**out, "completion": ""}
 
     def _messages_from_column(self, row: dict) -> list[dict]:
@@ -97,6 +99,26 @@ class RowFormatter:
             raise FormatError(key, tpl.describe_render_error(exc), tpl.is_refusal(exc)) from None
 
 
+# The templates each text format renders, in the order of the record they make.
+TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "prompt_completion": ("prompt", "completion"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "feedback": ("prompt", "completion", "label"),
+}
+
+# What a feedback row's label may render to (case-insensitively, trimmed): Jinja writes a
+# boolean column as True or False.
+_LABELS = {"true": True, "false": False}
+
+
+def _label(text: str) -> bool:
+    value = _LABELS.get(text.strip().lower())
+    if value is None:
+        raise FormatError("format.label", f"the label must render to true or false (a thumbs up or down); got "
+                                          f"{text.strip()[:60]!r}")
+    return value
+
+
 def teacher_sources(distill: bool, sources: Iterable[str], test_from_train: bool) -> set[str]:
     """The data sources whose rows only a distillation's teacher answers: the validation
     source, and the training source unless the test split is cut from it (held-out rows
@@ -110,7 +132,7 @@ def teacher_sources(distill: bool, sources: Iterable[str], test_from_train: bool
 
 def reference(kind: str, record: dict) -> str:
     """The expected answer of a formatted record, as evaluation compares it."""
-    if kind == "prompt_completion":
+    if kind in ("prompt_completion", "feedback"):
         return record["completion"].strip()
     if kind == "preference":
         return record["chosen"].strip()
@@ -159,6 +181,6 @@ def prompt_messages(record: dict, shots: list[dict] = ()) -> list[dict]:
 
 def prompt_text(record: dict, kind: str, shots: list[dict] = ()) -> str:
     """A text record's prompt, after the few-shot records written out whole."""
-    field = "completion" if kind == "prompt_completion" else "chosen"
+    field = "chosen" if kind == "preference" else "completion"
     return "".join(s["prompt"] + s[field] + "\n\n" for s in shots) + record["prompt"]
 

@@ -171,6 +171,13 @@ class ReportMetrics(BaseModel):
     gates_passed: bool = Field(description="Whether every gate passed (true without gates).")
     overfitting: Optional[str] = Field(None, description=(
         "A warning when the validation loss rose while the training loss fell."))
+    training_rewards: Optional[dict[str, Any]] = Field(None, description=(
+        "GRPO runs only: per reward (and `reward`, their weighted sum) its kind, held-out metric, weight and how it "
+        "moved in training (first and last logged value, the means of the first and last quarter of logged steps, "
+        "its spread between completions, whether it clearly rose)."))
+    reward_hacking: Optional[str] = Field(None, description=(
+        "GRPO runs only: a warning when a training reward clearly rose while its held-out metric did not improve "
+        "(the policy may be exploiting the reward)."))
     details: dict[str, Any] = Field(default_factory=dict, description=(
         "Per-metric details (confusion matrix, judge notes)."))
 

@@ -47,8 +47,13 @@ def batching(ctx: Context) -> dict:
     if ctx.spec.method.kind == "dpo":
         return {"mode": "padded",
                 "reason": "trl's DPO trainer pads each batch of chosen/rejected pairs; it cannot pack them"}
+    if ctx.spec.method.kind == "kto":
+        return {"mode": "padded", "reason": "trl's KTO trainer pads each batch of feedback rows, taken in their order "
+                "(its KL term pairs each row with its neighbour's completion)"}
     if ctx.spec.method.kind == "grpo":
         return {"mode": "padded", "reason": "trl's GRPO trainer samples each step's completions and pads them"}
+    if ctx.spec.method.kind == "reward_model":
+        return {"mode": "padded", "reason": "trl's reward trainer pads each batch of chosen/rejected pairs"}
     if ctx.spec.compute.attention == "flash_attention_2":
         return {"mode": "packed", "reason": "FlashAttention keeps rows packed into one sequence apart by their lengths "
                 "(no mask), so no compute goes to padding"}

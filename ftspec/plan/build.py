@@ -27,15 +27,18 @@ from ftspec.checks import (
 )
 from ftspec.checks.evalmode import Resolved, eval_split, resolve_for, sampled_answers
 from ftspec.core.errors import Issue
+from ftspec.data.formatting import TEXT_FIELDS
 from ftspec.data.gguf import gguf_location
 from ftspec.data.sources import fingerprint
 from ftspec.data.splitting import split_limits
 from ftspec.plan import bedrock_request as request
 from ftspec.plan.batching import batching
 from ftspec.plan.compute import precision_rule, resolve_deepspeed, resolve_fsdp, resolve_launch, resolve_quant_storage
+from ftspec.plan.feedback import kto, text_loss
 from ftspec.plan.keys import plan_steps
 from ftspec.plan.loss_positions import loss_positions
 from ftspec.plan.model import PLAN_VERSION, Plan
+from ftspec.plan.rewards import baseline, grpo, method_settings
 from ftspec.plan.stages import stage_dir, stage_model
 from ftspec.spec import schema as S
 from ftspec.spec.schema import parse_gate
@@ -243,9 +246,8 @@ def _format(ctx: Context) -> dict:
         out["templates"] = {}
         out["loss"] = f.loss
     else:
-        names = ("prompt", "completion") if f.kind == "prompt_completion" else ("prompt", "chosen", "rejected")
-        out["templates"] = {n: _template(ctx.templates[f"format.{n}"]) for n in names}
-        out["loss"] = getattr(f, "loss", "preference")
+        out["templates"] = {n: _template(ctx.templates[f"format.{n}"]) for n in TEXT_FIELDS[f.kind]}
+        out["loss"] = text_loss(f)
     return out
 
 
@@ -277,45 +279,16 @@ def _method(ctx: Context, evaluation: dict, earlier: dict[str, Plan]) -> dict:
     if isinstance(m, S.DPOMethod):
         out["dpo"] = {"beta": m.beta, "loss_type": m.loss_type, "label_smoothing": m.label_smoothing}
     if isinstance(m, S.GRPOMethod):
-        out["grpo"] = _grpo(ctx, m, evaluation)
+        out["grpo"] = grpo(ctx, m, evaluation, earlier, _reward_metric)
+    if isinstance(m, S.KTOMethod):
+        out["kto"] = kto(m)
+    out.update(method_settings(m))  # a reward model's
     return out
-
-
-def _grpo(ctx: Context, m: S.GRPOMethod, evaluation: dict) -> dict:
-    rewards = []
-    for i, r in enumerate(m.rewards):
-        if isinstance(r, S.PythonReward):
-            file, function = r.python.rsplit(":", 1)
-            code = ctx.reward_code[i]
-            rewards.append({"kind": "python", "path": rel(ctx.spec_dir / file, ctx.root), "sha256": code.sha256,
-                            "function": function, "weight": r.weight, "missing": r.missing})
-        else:
-            rewards.append({"kind": "metric", "metric": _reward_metric(r, ctx, i), "weight": r.weight,
-                            "missing": r.missing})
-    return {
-        "rewards": rewards,
-        "group_size": m.group_size,
-        # Completions are as long, and cut where, the evaluation's answers are.
-        "max_completion_tokens": m.max_completion_tokens or evaluation["max_new_tokens"],
-        "stop": list(evaluation["stop"]),
-        "temperature": m.temperature,
-        "kl": m.kl,
-        "loss_type": m.loss_type,
-        "sample_every": m.sample_every,
-    }
 
 
 def _reward_metric(r: Any, ctx: Context, i: int) -> dict:
     """A reward's metric as eval.metrics would hold it (its weight and missing value apart)."""
-    dumped = r.model_dump(by_alias=True, exclude_none=False)
-    fields = {k: v for k, v in dumped.items() if k not in ("weight", "missing")}
-    if isinstance(r, S.JsonSchemaReward):
-        text = ctx.reward_schemas[i]
-        fields["schema"] = {"path": rel(ctx.spec_dir / r.schema_, ctx.root), "text": text,
-                            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-    if getattr(r, "extract", None) is not None and r.extract.template is not None:
-        fields["extract"]["template"] = _template(ctx.templates[f"method.rewards.{i}.extract.template"])
-    return _normalized(fields)
+    return _metric(r, ctx, i, at="method.rewards", schemas=ctx.reward_schemas)
 
 
 def _distill(ctx: Context, m: S.DistillMethod, evaluation: dict, earlier: dict[str, Plan]) -> dict:
@@ -419,18 +392,21 @@ def _training(ctx: Context, train_rows: int | None, validation_rows: int | None 
     }
 
 
-def _metric(metric: Any, ctx: Context, i: int) -> dict:
-    out = metric.model_dump(by_alias=True, exclude_none=False)
+def _metric(metric: Any, ctx: Context, i: int, at: str = "eval.metrics", schemas: dict | None = None) -> dict:
+    """The plan's metric ``i`` of the list at ``at`` (eval.metrics, or a GRPO reward's, whose
+    weight and missing value are the reward's own), its files and templates read in."""
+    out = {k: v for k, v in metric.model_dump(by_alias=True, exclude_none=False).items()
+           if k not in ("weight", "missing")}
     if isinstance(metric, S.JudgeMetric):
-        out["rubric"] = _template(ctx.templates[f"eval.metrics.{i}.rubric"])
+        out["rubric"] = _template(ctx.templates[f"{at}.{i}.rubric"])
         out["scale"] = list(metric.scale)
         out["model"] = _model_ref(ctx, metric.model)
     if isinstance(metric, S.JsonSchemaMetric):
-        text = ctx.schemas[i]
+        text = (schemas if schemas is not None else ctx.schemas)[i]
         out["schema"] = {"path": rel(ctx.spec_dir / metric.schema_, ctx.root), "text": text,
                          "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
     if getattr(metric, "extract", None) is not None and metric.extract.template is not None:
-        out["extract"]["template"] = _template(ctx.templates[f"eval.metrics.{i}.extract.template"])
+        out["extract"]["template"] = _template(ctx.templates[f"{at}.{i}.extract.template"])
     return _normalized(out)
 
 
@@ -463,7 +439,7 @@ def _eval(ctx: Context, rows: dict) -> dict:
         # The held-out evaluation scores what the rewards scored: the same metric definitions.
         by_name: dict[str, dict] = {}
         for i, r in enumerate(ctx.spec.method.rewards):
-            if not isinstance(r, S.PythonReward):
+            if not isinstance(r, (S.PythonReward, S.ModelReward)):
                 by_name.setdefault(r.name, _reward_metric(r, ctx, i))
         metrics = list(by_name.values())
     if not metrics:
@@ -483,7 +459,7 @@ def _eval(ctx: Context, rows: dict) -> dict:
         "enabled": split is not None and bool(metrics),
         "split": split,
         "rows": n,
-        "baseline": e.baseline,
+        "baseline": baseline(ctx.spec),
         "mode": resolved.mode,
         "mode_reason": resolved.reason,
         "choices": choices,

@@ -9,6 +9,7 @@ import click
 from ftspec.catalog import metrics as metric_catalog
 from ftspec.plan.compute import describe_auto, describe_launch, describe_strategy
 from ftspec.plan.model import Plan
+from ftspec.plan.rewards import NO_BASELINE
 
 
 def _style(text: str, color: bool, **kw: Any) -> str:
@@ -95,6 +96,10 @@ def describe_grpo(g: Any) -> list[str]:
              f"{_num(g.temperature)}; kl {_num(g.kl)}, loss {g.loss_type}; completions sampled every "
              f"{g.sample_every} steps"]
     for r in g.rewards:
+        if r.kind == "reward_model":
+            lines.append(f"reward: stage {r.stage}'s reward model (train key {r.model.train[:8]}) scoring prompt + "
+                         f"completion × {_num(r.weight)}")
+            continue
         what = (f"{r.path}:{r.function}" if r.kind == "python"
                 else r.metric.name + (" after extraction" if getattr(r.metric, "extract", None) else ""))
         lines.append(f"reward {what} × {_num(r.weight)} (a completion it cannot score: {_num(r.missing)})")
@@ -192,6 +197,8 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
         lines.append(f"  format    chat, {ct_text}, loss on {f.loss} tokens")
     elif f.kind == "prompt_completion":
         lines.append(f"  format    prompt_completion, loss on {f.loss} tokens")
+    elif f.kind == "feedback":
+        lines.append("  format    feedback rows (prompt, completion, label: desirable or not), loss on the completion")
     else:
         lines.append("  format    preference pairs (prompt, chosen, rejected)")
 
@@ -199,6 +206,13 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
     method = f"{me.objective} + {describe_adapter(me.adapter)}"
     if me.dpo is not None:
         method += f", beta {_num(me.dpo.beta)}, loss {me.dpo.loss_type}"
+    if me.kto is not None:
+        method += (f", beta {_num(me.kto.beta)}, loss {me.kto.loss_type}, weights desirable "
+                   f"{_num(me.kto.desirable_weight)} / undesirable {_num(me.kto.undesirable_weight)}")
+    if me.reward_model is not None:
+        center = me.reward_model.center_rewards_coefficient
+        method += (", a one-output score head on the base model; "
+                   + (f"scores centred (coefficient {_num(center)})" if center else "scores not centred"))
     if bedrock is not None:
         method = f"{me.objective}, as Amazon Bedrock trains it (no choice of adapter)"
     lines.append(f"  method    {method}")
@@ -235,7 +249,8 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
     e = plan.eval
     if e.enabled:
         metrics = ", ".join(x.name for x in e.metrics)
-        base = "against the base model" if e.baseline else "no baseline"
+        base = ("against the base model" if e.baseline
+                else f"no baseline ({NO_BASELINE})" if me.objective == "reward_model" else "no baseline")
         shots = f", {e.few_shot}-shot baseline (examples drawn with seed {e.few_shot_seed})" if e.few_shot else ""
         lines.append(f"  eval      {e.split} split ({_num(e.rows)} rows), {e.mode}, {base}{shots}; metrics: {metrics}")
         if e.mode_reason:

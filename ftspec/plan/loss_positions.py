@@ -25,6 +25,12 @@ def loss_positions(ctx: Context) -> dict:
     if ctx.spec.method.kind == "grpo":
         return {"mode": "all", "share": None,
                 "reason": "trl's GRPO trainer computes its sampled completions' log-probabilities itself"}
+    if ctx.spec.method.kind == "kto":
+        return {"mode": "all", "share": None,
+                "reason": "trl's KTO trainer computes its completions' log-probabilities itself"}
+    if ctx.spec.method.kind == "reward_model":
+        return {"mode": "all", "share": None,
+                "reason": "a reward model has no LM head: its score head reads each answer's last token"}
     if ctx.spec.method.kind == "dpo":
         share = _answer_share(ctx)
         measured = ("" if share is None else

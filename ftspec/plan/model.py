@@ -239,7 +239,7 @@ class ChatFormat(_Frozen):
 
 
 class TextFormat(_Frozen):
-    kind: Literal["prompt_completion", "preference"]
+    kind: Literal["prompt_completion", "preference", "feedback"]
     templates: FrozenMap[str, Template]
     loss: Literal["completion", "all", "preference"]
 
@@ -341,7 +341,17 @@ class PythonReward(_Frozen):
     missing: float
 
 
-Reward = Annotated[Union[MetricReward, PythonReward], Field(discriminator="kind")]
+class ModelReward(_Frozen):
+    """An earlier stage's reward model (method.kind reward_model), scoring prompt + completion + end of sequence."""
+
+    kind: Literal["reward_model"]
+    stage: str
+    model: StageModel  # that stage's trained model: its train key is this stage's too
+    weight: float
+    missing: float = Field(0.0, exclude_if=lambda v: v == 0.0)  # never used: a reward model scores every completion
+
+
+Reward = Annotated[Union[MetricReward, PythonReward, ModelReward], Field(discriminator="kind")]
 
 
 class GRPO(_Frozen):
@@ -359,16 +369,35 @@ class GRPO(_Frozen):
     sample_every: int
 
 
-class Method(_Frozen):
-    """The objective (sft, dpo, distill or grpo) and the adapter (full, lora or qlora) it trains."""
+class KTO(_Frozen):
+    """Kahneman-Tversky optimisation (TRL's KTOTrainer) on feedback rows (prompt, completion, label)."""
 
-    objective: Literal["sft", "dpo", "distill", "grpo"]
+    beta: float
+    desirable_weight: float
+    undesirable_weight: float
+    loss_type: str
+
+
+class RewardModel(_Frozen):
+    """A reward model (TRL's RewardTrainer): the base model with a one-output score head, trained on pairs."""
+
+    center_rewards_coefficient: float
+
+
+class Method(_Frozen):
+    """The objective (sft, dpo, distill, grpo, kto or reward_model) and the adapter (full, lora or qlora) it trains."""
+
+    objective: Literal["sft", "dpo", "distill", "grpo", "kto", "reward_model"]
     adapter: Adapter
     dpo: DPOSettings | None = None
     # distill only; left out of the plan otherwise, so other plans keep their keys.
     distill: Distill | None = Field(None, exclude_if=lambda v: v is None)
     # grpo only; left out of the plan otherwise.
     grpo: GRPO | None = Field(None, exclude_if=lambda v: v is None)
+    # kto only; left out of the plan otherwise.
+    kto: KTO | None = Field(None, exclude_if=lambda v: v is None)
+    # reward_model only; left out of the plan otherwise.
+    reward_model: RewardModel | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class Batching(_Frozen):
@@ -486,9 +515,11 @@ class Eval(_Frozen):
     # What the generation steps compute with the evaluated model for the scoring steps:
     # "answers" (generated, or chosen in choices mode), "perplexity" (the answers' token
     # log-likelihood), "pair_logprobs" (chosen and rejected log-probabilities of preference
-    # pairs). Derived from eval.metrics, so that a metrics change that needs nothing new
+    # pairs), "completion_logprobs" (each feedback row's completion's log-probability),
+    # "pair_scores" (a reward model's scores of the chosen and the rejected answer of each pair).
+    # Derived from eval.metrics, so that a metrics change that needs nothing new
     # from the model re-runs only the scoring steps.
-    outputs: tuple[Literal["answers", "perplexity", "pair_logprobs"], ...] = ()
+    outputs: tuple[Literal["answers", "perplexity", "pair_logprobs", "completion_logprobs", "pair_scores"], ...] = ()
     max_new_tokens: int
     stop: tuple[str, ...] = ()  # resolved: the spec's, or a newline for label-like answers
     few_shot: int

@@ -11,7 +11,13 @@ from typing import Any, Iterable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+)
 
 from ftspec.catalog.architectures import architecture
 from ftspec.catalog.steps import PREPARE_DATA, TRAIN
@@ -308,6 +314,10 @@ def load_evaluated(plan, root: Path, data_dir: Path, model_dir: Path | None = No
     """The model a generation step runs and its tokenizer: the base model (as prepared),
     or with ``model_dir`` the tuned one. ``ftspec generate`` loads through here too, so
     that what it answers is what the evaluation measured."""
+    if "pair_scores" in plan.eval.outputs:  # a reward model's plan (its evaluation scores pairs with its head)
+        raise SpecError.one(Pos("method.kind"), "method.kind", "a reward model scores answers with its score head; it "
+                            "does not write them, so there is nothing to generate with it",
+                            "its scores of the held-out pairs are in the run's eval-tuned/predictions.jsonl")
     device = builders.resolve_device(plan.compute)
     precision = builders.resolve_precision(plan.compute, device)
     dtype = builders.model_dtype(plan.model, precision)
@@ -330,3 +340,86 @@ def load_plan_teacher(plan, root: Path, teach_dir: Path):
     dtype = builders.model_dtype(teacher, builders.resolve_precision(plan.compute, device))
     return load_teacher(teacher, root, teach_dir, dtype, device, plan.compute.attention,
                         chat_template_text(plan.format))
+
+
+# --------------------------------------------------------------------------- reward models (a score head)
+
+
+def load_scorer(plan_model: Any, root: Path, data_dir: Path, dtype: torch.dtype, device: str, tokenizer,
+                path: str | None = None, attention: str = "auto"):
+    """The base model (or a saved reward model at ``path``) with a one-output score head, for a
+    reward model to train or evaluate: transformers' sequence-classification class of the same
+    architecture, from the same folder (the head new unless ``path`` holds a trained one). It
+    reads the score at each row's last token before the padding, so its pad token id is the
+    tokenizer's."""
+    source = path or base_model_path(plan_model, root, data_dir)
+    kwargs: dict = {"dtype": dtype, "num_labels": 1}
+    if attention != "auto":
+        kwargs["attn_implementation"] = attention
+    if plan_model.kind == "pretrained" and path is None:
+        kwargs["trust_remote_code"] = plan_model.trust_remote_code
+        if plan_model.revision and not plan_model.gguf_file:
+            kwargs["revision"] = plan_model.revision
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise SpecError.one(Pos("model.base"), "model.base",
+                            f"cannot load the model '{source}': {_first_line(exc)}") from None
+    except ValueError as exc:  # an architecture transformers has no sequence-classification class for
+        raise SpecError.one(Pos("method.kind"), "method.kind", f"a reward model needs a score head on the model, "
+                            f"and '{source}' cannot have one: {_first_line(exc)}") from None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device)
+
+
+def load_scored(plan, root: Path, data_dir: Path, model_dir: Path | None = None):
+    """A reward model as the generation step runs it (``model_dir``: the trained one; without it
+    the base with an untrained head), and its tokenizer."""
+    device = builders.resolve_device(plan.compute)
+    dtype = builders.model_dtype(plan.model, builders.resolve_precision(plan.compute, device))
+    attention = plan.compute.attention
+    if model_dir is None:
+        tokenizer = load_tokenizer(plan.model, root, data_dir, chat_template_text(plan.format))
+        return load_scorer(plan.model, root, data_dir, dtype, device, tokenizer, attention=attention), tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if plan.method.adapter.kind == "full":
+        return load_scorer(plan.model, root, data_dir, dtype, device, tokenizer, path=str(model_dir),
+                           attention=attention), tokenizer
+    from peft import PeftModel
+
+    base = load_scorer(plan.model, root, data_dir, dtype, device, tokenizer, attention=attention)
+    model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()  # the score head saved beside it
+    model.eval()
+    return model.to(device), tokenizer
+
+
+def materialize_reward_model(m: Any, store, root: Path, out_dir: Path) -> Path:
+    """An earlier stage's reward model (``m``: the plan's StageModel of a GRPO reward) as a whole
+    sequence-classification folder with its tokenizer at ``out_dir`` (a LoRA adapter merged into
+    that stage's base), written once: a resumed training finds it there."""
+    if (out_dir / "config.json").exists():
+        return out_dir
+    trained = store.path(TRAIN.name, m.train)
+    if not store.complete(TRAIN.name, m.train):
+        raise SpecError.one(Pos("method.rewards"), "method.rewards", f"stage {m.stage}'s reward model has not "
+                            f"finished training (train key {m.train[:8]}); its run stopped before it: run the spec "
+                            "again")
+    tokenizer = AutoTokenizer.from_pretrained(str(trained))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data_dir = store.path(PREPARE_DATA.name, m.data)
+    if m.adapter == "full":
+        model = load_scorer(m.base, root, data_dir, torch.float32, "cpu", tokenizer, path=str(trained))
+    else:
+        from peft import PeftModel
+
+        base = load_scorer(m.base, root, data_dir, torch.float32, "cpu", tokenizer)
+        model = PeftModel.from_pretrained(base, str(trained)).merge_and_unload()
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    os.replace(partial, out_dir)
+    return out_dir
+

@@ -437,14 +437,27 @@ class PreferenceFormat(_Section):
     rejected: Template = Field(description="Template of the rejected answer.")
 
 
+class FeedbackFormat(_Section):
+    """Unpaired feedback for KTO: a prompt, a completion, and whether it was desirable (a thumbs up or down)."""
+
+    kind: Literal["feedback"] = Field(description="`feedback`: TRL's `prompt`/`completion`/`label` columns.")
+    prompt: Template = Field(description="Template of the prompt.")
+    completion: Template = Field(description="Template of the completion the feedback is about.")
+    label: Template = Field(description=(
+        "Template that renders to `true` (desirable: a thumbs up) or `false` (undesirable), case-insensitively and "
+        "after trimming: a boolean column is `'{{ thumbs_up }}'`, anything else a test such as "
+        "`'{{ rating >= 4 }}'`. A row whose label renders to anything else is a bad row (`data.on_bad_row`)."))
+
+
 FormatSpec = Annotated[
     Union[
         Annotated[PromptCompletionFormat, Tag("prompt_completion")],
         Annotated[ChatFormat, Tag("chat")],
         Annotated[PreferenceFormat, Tag("preference")],
+        Annotated[FeedbackFormat, Tag("feedback")],
     ],
     Discriminator(_by_kind()),
-    Field(description="How each row becomes training text: `kind: prompt_completion | chat | preference`."),
+    Field(description="How each row becomes training text: `kind: prompt_completion | chat | preference | feedback`."),
 ]
 
 # --------------------------------------------------------------------------- method
@@ -684,6 +697,10 @@ class Training(_Section):
 # pairs whose chosen answer the model finds likelier than the rejected one, the mean
 # log-probability margin, and DPO's implicit reward (beta × log-ratio to the base model).
 PREFERENCE_METRICS = metric_catalog.names(family="preference")
+# Feedback rows (KTO) are scored by their completion's log-probability: desirable against undesirable.
+FEEDBACK_METRICS = metric_catalog.names(family="feedback")
+# A reward model (method.kind: reward_model) is scored on held-out pairs by its own scores of each answer.
+REWARD_MODEL_METRICS = metric_catalog.names(family="reward_model")
 # The metrics named by their name alone; json_schema and judge take settings, each its own model below.
 SIMPLE_METRICS = tuple(m.name for m in metric_catalog.METRICS if not m.settings)
 
@@ -706,9 +723,8 @@ class SimpleMetric(_Section):
 
     @model_validator(mode="after")
     def _no_extract_for_pairs(self) -> "SimpleMetric":
-        if self.extract is not None and self.name in PREFERENCE_METRICS:
-            raise ValueError(f"{self.name} compares the log-probabilities of preference pairs; "
-                             "there is no answer to extract")
+        if self.extract is not None and self.name in PREFERENCE_METRICS + FEEDBACK_METRICS + REWARD_MODEL_METRICS:
+            raise ValueError(f"{self.name} compares log-probabilities or scores; there is no answer to extract")
         return self
 
 
@@ -815,20 +831,40 @@ class PythonReward(_RewardWeights):
         "path and sha256, and `ftspec plan` and `ftspec diff` say that it runs."))
 
 
+class ModelReward(_Section):
+    """A reward model an earlier stage of this spec trained (`method.kind: reward_model`), scoring each prompt
+    with its completion."""
+
+    reward_model: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description=(
+        "The name of an earlier stage whose `method.kind` is `reward_model`. Its score of the prompt and the "
+        "completion (with the end-of-sequence token, as it was trained and evaluated) is the reward; the plan names "
+        "the stage's train key, so a change to the reward model trains this stage again."))
+    weight: Number = Field(1.0, ge=-1000, le=1000, description=(
+        "This reward's weight in the sum the policy maximises (TRL's `reward_weights`)."))
+
+
 def _reward_tag(v: Any) -> str | None:
     if isinstance(v, BaseModel):
-        return "python" if isinstance(v, PythonReward) else _metric_tag(v)
+        return ("python" if isinstance(v, PythonReward) else "reward_model" if isinstance(v, ModelReward)
+                else _metric_tag(v))
     if isinstance(v, dict):
-        return "python" if "python" in v else _metric_tag(v)
+        return "python" if "python" in v else "reward_model" if "reward_model" in v else _metric_tag(v)
     return None
 
 
 RewardSpec = Annotated[
     Union[Annotated[MetricReward, Tag("simple")], Annotated[JsonSchemaReward, Tag("json_schema")],
-          Annotated[JudgeReward, Tag("judge")], Annotated[PythonReward, Tag("python")]],
+          Annotated[JudgeReward, Tag("judge")], Annotated[PythonReward, Tag("python")],
+          Annotated[ModelReward, Tag("reward_model")]],
     Discriminator(_reward_tag, custom_error_type="reward",
-                  custom_error_message="expected a metric name, {name: METRIC, …} or {python: FILE:FUNCTION}"),
-    BeforeValidator(_metric_shorthand),
+                  custom_error_message="expected a metric name, {name: METRIC, …}, {python: FILE:FUNCTION} or "
+                                       "{reward_model: STAGE}"),
+    BeforeValidator(
+        _metric_shorthand,
+        # A bare metric name is a reward too (`rewards: [exact_match]`), as in eval.metrics.
+        json_schema_input_type=Union[Literal[REWARD_METRICS], MetricReward,  # type: ignore[valid-type]
+                                     JsonSchemaReward, PythonReward, ModelReward],
+    ),
 ]
 
 GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")  # TRL 1.x GRPOConfig.loss_type
@@ -843,7 +879,8 @@ class GRPOMethod(_Section):
     rewards: Annotated[list[RewardSpec], Field(min_length=1, max_length=16)] = Field(description=(
         "What the policy maximises: the weighted sum of these. Each is a metric of `eval.metrics` (the same "
         "names and options, e.g. `{name: exact_match, extract: {regex: …}}`) scoring a completion against its "
-        "row's answer, or `{python: FILE.py:FUNCTION}`; each takes a `weight` and a `missing` value."))
+        "row's answer, or `{python: FILE.py:FUNCTION}`; each takes a `weight` and a `missing` value. In a spec "
+        "with stages, `{reward_model: STAGE}` names an earlier stage's trained reward model."))
     group_size: Int = Field(8, ge=2, le=256, description=(
         "Completions sampled per prompt; the advantage of each is its reward against its group's. "
         "`training.batch_size` counts completions, and must be a multiple of it."))
@@ -860,11 +897,45 @@ class GRPOMethod(_Section):
         "`completions.jsonl`."))
 
 
+KTO_LOSSES = ("kto", "apo_zero_unpaired")  # TRL 1.x KTOConfig.loss_type
+
+
+class KTOMethod(_Section):
+    """Kahneman-Tversky optimisation on unpaired feedback (`format.kind: feedback`): the model learns towards the
+    desirable completions and away from the undesirable ones, each row on its own, relative to the base model."""
+
+    kind: Literal["kto"] = Field(description="`kto`: learn from thumbs up/down feedback (TRL's KTOTrainer).")
+    adapter: AdapterSpec = Field(default_factory=_default_adapter)
+    beta: Number = Field(0.1, gt=0, le=100, description=(
+        "Strength of the pull towards the reference (starting) model; higher stays closer (TRL's `beta`)."))
+    desirable_weight: Number = Field(1.0, gt=0, le=1000, description=(
+        "Weight of the desirable rows' losses; raise it when they are the fewer (TRL's `desirable_weight`)."))
+    undesirable_weight: Number = Field(1.0, gt=0, le=1000, description=(
+        "Weight of the undesirable rows' losses; raise it when they are the fewer (TRL's `undesirable_weight`)."))
+    loss_type: Literal[KTO_LOSSES] = Field("kto", description=(  # type: ignore[valid-type]
+        "`kto` (estimates the KL term from mismatched rows of each batch, so `training.batch_size` must be at "
+        "least 2) or `apo_zero_unpaired` (anchored preference optimisation, no KL term) (TRL's `loss_type`)."))
+
+
+class RewardModelMethod(_Section):
+    """A reward model: the base model with a one-output score head (a sequence classifier), trained on preference
+    pairs (`format.kind: preference`) to score the chosen answer above the rejected one (TRL's RewardTrainer).
+    Evaluated by held-out pair accuracy against chance (0.5); a later GRPO stage can use it as a reward."""
+
+    kind: Literal["reward_model"] = Field(description="`reward_model`: train a reward model (TRL's RewardTrainer).")
+    adapter: AdapterSpec = Field(default_factory=_default_adapter)
+    center_rewards_coefficient: Number = Field(0.0, ge=0, le=100, description=(
+        "Weight of a penalty on the squared mean score of each pair, which keeps the scores centred on 0 "
+        "(TRL's `center_rewards_coefficient`, 0.01 in its documentation); 0: none."))
+
+
 MethodSpec = Annotated[
     Union[Annotated[SFTMethod, Tag("sft")], Annotated[DPOMethod, Tag("dpo")], Annotated[DistillMethod, Tag("distill")],
-          Annotated[GRPOMethod, Tag("grpo")]],
+          Annotated[GRPOMethod, Tag("grpo")], Annotated[KTOMethod, Tag("kto")],
+          Annotated[RewardModelMethod, Tag("reward_model")]],
     Discriminator(_by_kind()),
-    Field(description="The training objective: `kind: sft | dpo | distill | grpo`, with its adapter."),
+    Field(description="The training objective: `kind: sft | dpo | distill | grpo | kto | reward_model`, with its "
+                      "adapter."),
 ]
 
 _GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d+)?([eE]-?\d+)?)\s*$")

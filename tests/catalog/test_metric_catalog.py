@@ -43,7 +43,8 @@ def _validated(tmp_path, metrics: list):
 def test_the_catalog_names_each_metric_once():
     names = catalog.names()
     assert len(names) == len(set(names))
-    assert set(names) == {n for family in ("classification", "text", "model", "preference")
+    assert set(names) == {n for family in ("classification", "text", "model", "preference", "feedback",
+                                           "reward_model")
                           for n in catalog.names(family=family)}
 
 
@@ -70,7 +71,8 @@ def test_every_metric_scored_from_answers_has_an_implementation_and_every_implem
 def test_the_evaluation_computes_every_catalog_metric():
     """Scoring a generation step's rows with every metric of the catalog gives a value for each."""
     rows = [{"index": i, "prompt": f"q{i}", "reference": ref, "prediction": pred, "chosen": ref, "rejected": "no",
-             "chosen_logprob": chosen, "rejected_logprob": -3.0}
+             "chosen_logprob": chosen, "rejected_logprob": -3.0, "completion": ref, "label": i == 0,
+             "completion_logprob": chosen, "chosen_score": chosen, "rejected_score": -3.0}
             for i, (ref, pred, chosen) in enumerate([('{"a": 1}', '{"a": 1}', -1.0), ('{"a": 2}', "[1]", -4.0)])]
     base_rows = [{"index": r["index"], "chosen_logprob": -2.0, "rejected_logprob": -2.5} for r in rows]
     definitions = [{"name": n, "extract": None} for n in catalog.names()]
@@ -104,5 +106,5 @@ def test_every_metric_scored_from_answers_declares_its_normalisation():
         assert catalog.get(name).normalization in catalog.NORMALIZATIONS, name
     assert {catalog.get(n).normalization for n in catalog.names(family="classification")} == {"label"}
     for metric in catalog.METRICS:
-        if metric.family in ("model", "preference"):
+        if metric.family in ("model", "preference", "feedback"):
             assert metric.normalization is None, metric.name

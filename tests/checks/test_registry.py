@@ -19,8 +19,10 @@ from ftspec.core.errors import Issue, Pos
 # Today's order (the order the checks ran in before they were a table); see ftspec.checks.rules.
 EXPECTED_ORDER = [
     "check_rename", "check_template_names", "check_sample_rows", "check_filter", "check_other_templates",
-    "check_method_format", "check_rewards", "check_qlora_device", "check_precision", "check_attention",
-    "check_batching", "check_lora_targets", "check_chat_template", "check_splits", "check_limit", "check_data_size",
+    "check_method_format", "check_rewards", "check_feedback", "check_reward_model", "check_qlora_device",
+    "check_precision",
+    "check_attention", "check_batching", "check_lora_targets", "check_chat_template", "check_splits", "check_limit",
+    "check_data_size",
     "check_model_revision", "check_max_length", "check_early_stopping", "check_eval", "check_json_schemas",
     "check_paths", "check_same_data",
     "check_choices", "check_batch_fits", "check_strategy", "check_qlora_sharding", "check_fsdp_wrap", "check_bedrock",

@@ -279,22 +279,24 @@ CASES = [
     Case("enum-adapter-shorthand", edit("compute:", "method:\n  kind: sft\n  adapter: lorra\ncompute:"),
          ("18:12: method.adapter: unknown kind 'lorra'; expected 'full', 'lora' or 'qlora'; did you mean 'lora'?",)),
     Case("enum-format-kind", edit("kind: prompt_completion", "kind: prompt_completon"),
-         ("11:9: format.kind: unknown kind 'prompt_completon'; expected 'prompt_completion', 'chat' or "
-          "'preference'; did you mean 'prompt_completion'?",)),
+         ("11:9: format.kind: unknown kind 'prompt_completon'; expected 'prompt_completion', 'chat', "
+          "'preference' or 'feedback'; did you mean 'prompt_completion'?",)),
     Case("enum-model-kind", edit("kind: tiny", "kind: tinny"),
          ("4:9: model.kind: unknown kind 'tinny'; expected 'pretrained', 'tiny' or 'bedrock'; did you mean 'tiny'?",)),
     Case("enum-metric-name", BASE + "eval:\n  metrics: [accuracy, f1_marco]\n",
          ("19:23: eval.metrics.1: must be one of 'accuracy', 'precision', 'recall', 'f1', 'f1_macro', "
           "'f1_micro', 'exact_match', 'token_f1', 'rouge_l', 'bleu', 'chrf', 'perplexity', 'json_valid', "
-          "'preference_accuracy', 'logprob_margin', 'reward_accuracy' or 'reward_margin' "
+          "'preference_accuracy', 'logprob_margin', 'reward_accuracy', 'reward_margin', 'feedback_margin', "
+          "'pair_accuracy' or 'pair_margin' "
           "(got 'f1_marco'); did you mean 'f1_macro'?",)),
     Case("enum-metric-name-in-mapping", BASE + "eval:\n  metrics:\n    - name: acuracy\n",
          ("20:13: eval.metrics.0.name: must be one of 'accuracy', 'precision', 'recall', 'f1', 'f1_macro', "
           "'f1_micro', 'exact_match', 'token_f1', 'rouge_l', 'bleu', 'chrf', 'perplexity', 'json_valid', "
-          "'preference_accuracy', 'logprob_margin', 'reward_accuracy' or 'reward_margin' "
+          "'preference_accuracy', 'logprob_margin', 'reward_accuracy', 'reward_margin', 'feedback_margin', "
+          "'pair_accuracy' or 'pair_margin' "
           "(got 'acuracy'); did you mean 'accuracy'?",)),
     Case("enum-method-kind-missing", edit("compute:", "method:\n  adapter: full\ncompute:"),
-         ("17:3: method: needs 'kind:' to say which one ('sft', 'dpo', 'distill' or 'grpo')",)),
+         ("17:3: method: needs 'kind:' to say which one ('sft', 'dpo', 'distill', 'grpo', 'kto' or 'reward_model')",)),
     # ------------------------------------------------------------------ required keys, name, version
     Case("missing-name", edit("name: demo\n", ""), ("1:1: name: required key is missing",)),
     Case("missing-data-train", edit("  train: train.jsonl\n", ""), ("7:1: data.train: required key is missing",)),

@@ -207,10 +207,12 @@ def _generate(plan, ctx: StepContext, out: Path, tuned: bool, teacher: bool = Fa
     save what the scoring step needs: outputs.json and generations.jsonl."""
     # Deferred: loading and running a model needs torch.
     from ftspec.runtime.evaluation.evaluate import generate_outputs
-    from ftspec.runtime.models import load_evaluated, load_plan_teacher
+    from ftspec.runtime.models import load_evaluated, load_plan_teacher, load_scored
 
     if teacher:
         model, tokenizer = load_plan_teacher(plan, ctx.root, ctx.step_dir(steps.TEACH.name))
+    elif "pair_scores" in plan.eval.outputs:  # a reward model's score head: it scores the pairs, it writes nothing
+        model, tokenizer = load_scored(plan, ctx.root, ctx.data_dir, ctx.step_dir(steps.TRAIN.name) if tuned else None)
     else:
         model_dir = ctx.step_dir(steps.TRAIN.name) if tuned else None
         model, tokenizer = load_evaluated(plan, ctx.root, ctx.data_dir, model_dir)
@@ -226,7 +228,9 @@ def _generate(plan, ctx: StepContext, out: Path, tuned: bool, teacher: bool = Fa
     answers = ("generated answers" if summary["mode"] == "generate"
                else f"picked among {len(labels)} labels by likelihood (choices mode)" if labels
                else "picked labels (choices mode)")
-    made = " and ".join({"answers": answers, "perplexity": "perplexity", "pair_logprobs": "pair log-probabilities"}[o]
+    made = " and ".join({"answers": answers, "perplexity": "perplexity", "pair_logprobs": "pair log-probabilities",
+                         "completion_logprobs": "completion log-probabilities",
+                         "pair_scores": "the reward model's pair scores"}[o]
                         for o in plan.eval.outputs) or "nothing"
 
     def pace(part: str, s: dict) -> str:  # how fast each part went, as outputs.json's `speed` has it
@@ -339,6 +343,13 @@ def train(plan, ctx: StepContext, out: Path) -> dict:
                    run_name=ctx.run_dir.name)
     if plan.method.objective == "distill":  # the teacher, for logit distillation: as the teach step prepared it
         job.teach_dir = ctx.step_dir(steps.TEACH.name)
+    for r in plan.method.grpo.rewards if plan.method.grpo is not None else ():
+        if r.kind == "reward_model":  # an earlier stage's, whole, where the recipe (each process) loads it
+            # Deferred: the model loaders import torch and transformers.
+            from ftspec.runtime.models import materialize_reward_model
+            from ftspec.runtime.training.rewards import reward_model_dir
+
+            materialize_reward_model(r.model, ctx.store, ctx.root, reward_model_dir(checkpoints, r.stage))
     with tracking_environment(plan.tracking, ctx.run_dir):  # the W&B project, MLflow experiment…, while training only
         if plan.compute.launch is not None:  # several processes, started and checked by this one
             # Deferred: the launcher imports torch's elastic launcher and transformers.

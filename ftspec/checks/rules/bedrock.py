@@ -82,6 +82,9 @@ def check_bedrock(ctx: Context) -> Iterator[Issue]:
     if method.kind == "grpo":
         yield ctx.error(("method", "kind"), "Amazon Bedrock customization jobs do not learn from rewards (no GRPO)",
                         "use compute.backend: local")
+    if method.kind == "kto":
+        yield ctx.error(("method", "kind"), "Amazon Bedrock customization jobs do not learn from thumbs up/down "
+                        "feedback (no KTO)", "use compute.backend: local")
     if method.kind == "distill":
         yield ctx.error(("method", "kind"), "on Bedrock, distillation is the job's own customization",
                         "use method.kind: sft with compute.bedrock.customization: distillation and teacher_model")

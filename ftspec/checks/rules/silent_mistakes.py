@@ -72,7 +72,7 @@ def _path(key: str) -> tuple:
 def _answers(ctx: Context) -> list[tuple[str, Callable[[dict], str | None]]]:
     """The answer fields of the format, as (template key, how to read it from a record)."""
     f = ctx.spec.format
-    if isinstance(f, S.PromptCompletionFormat):
+    if isinstance(f, (S.PromptCompletionFormat, S.FeedbackFormat)):
         return [("format.completion", lambda r: r["completion"])]
     if isinstance(f, S.PreferenceFormat):
         return [("format.chosen", lambda r: r["chosen"]), ("format.rejected", lambda r: r["rejected"])]
@@ -436,7 +436,7 @@ def check_truncation(ctx: Context) -> Iterator[Issue]:
     def length(record: dict) -> int:
         if kind == "chat":
             text = "".join(m["content"] for m in record["messages"])
-        elif kind == "prompt_completion":
+        elif kind in ("prompt_completion", "feedback"):
             text = record["prompt"] + record["completion"]
         else:
             text = record["prompt"] + max(record["chosen"], record["rejected"], key=len)

@@ -11,6 +11,7 @@ from dataclasses import replace as copy
 from typing import Any, Iterator
 
 from ftspec.checks.facts import inspect_model, trl_patches
+from ftspec.checks.rules.reward_model import reward_model_stages
 from ftspec.core.errors import Issue
 from ftspec.data import templates as tpl
 from ftspec.data.gguf import gguf_location
@@ -33,6 +34,7 @@ def _check_stage(stages: list, i: int) -> Iterator[Issue]:
                                                 "(a Bedrock job is one stage of its own)",
                         "run the Bedrock job from a spec without stages")
     yield from _assistant_loss(stages, i)
+    yield from reward_model_stages(stages, i)
     method = ctx.spec.method
     if not isinstance(method, S.DistillMethod):
         return

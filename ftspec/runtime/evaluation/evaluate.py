@@ -30,6 +30,7 @@ from ftspec.data.templates import environment, render
 from ftspec.runtime.evaluation.extraction import bounded_matches, compile_bounded
 from ftspec.runtime.evaluation.likelihood import continuation_logprobs
 from ftspec.runtime.evaluation.progress import Progress
+from ftspec.runtime.evaluation.reward_scores import pair_scores
 from ftspec.runtime.evaluation.scoring import score_outputs
 from ftspec.runtime.evaluation.stopping import stopping_arguments
 
@@ -77,7 +78,7 @@ def build_examples(records: list[dict], kind: str, tokenizer, shots: list[dict] 
             prompt, answer = _chat_continuation(messages, answer_text, tokenizer)
             examples.append(Example(prompt, answer, ref, r, messages))
         else:
-            completion = r["completion"] if kind == "prompt_completion" else r["chosen"]
+            completion = r["chosen"] if kind == "preference" else r["completion"]
             examples.append(Example(prompt_text(r, kind, shots), completion, ref, r))
     return examples
 
@@ -271,6 +272,14 @@ def pair_logprobs(model, tokenizer, records: list[dict], batch_size: int, max_le
     return [(scores[2 * i][0], scores[2 * i + 1][0]) for i in range(len(records))]
 
 
+def completion_logprobs(model, tokenizer, records: list[dict], batch_size: int, max_length: int | None = None,
+                        progress: Callable[[int], None] | None = None) -> list[float]:
+    """log p(completion | prompt) of each feedback row, summed over the completion's tokens and
+    its end-of-sequence token, as trl's KTO trainer sums them (it appends the EOS to each)."""
+    rows = [_continuation_ids(tokenizer, r["prompt"], r["completion"], chat=False, add_eos=True) for r in records]
+    return [score[0] for score in continuation_logprobs(model, tokenizer, rows, batch_size, max_length, progress)]
+
+
 def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: Path, *,
                      baseline: bool) -> tuple[dict, list[dict]]:
     """What one model makes of the evaluation split, for the scoring step: its answers
@@ -322,6 +331,14 @@ def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: 
     logprobs = (timed("pair_logprobs", lambda advance: pair_logprobs(model, tokenizer, records, e.batch_size,
                                                                      max_length, advance), scale=0.5)
                 if "pair_logprobs" in outputs and kind == "preference" else None)
+    # A feedback row's completion is scored on its own prompt too, for the same reason.
+    feedback = (timed("completion_logprobs", lambda advance: completion_logprobs(
+                    model, tokenizer, records, e.batch_size, max_length, advance))
+                if "completion_logprobs" in outputs and kind == "feedback" else None)
+    # A reward model scores each pair's two answers after its own prompt, as it trained on them.
+    scores = (timed("pair_scores", lambda advance: pair_scores(model, tokenizer, records, e.batch_size, max_length,
+                                                               advance), scale=0.5)
+              if "pair_scores" in outputs and kind == "preference" else None)
     summary["speed"] = speed
     rows = []
     for i, ex in enumerate(examples):
@@ -331,6 +348,11 @@ def generate_outputs(model, tokenizer, e, kind: str, max_length: int, data_dir: 
         if logprobs is not None:
             row.update(chosen=ex.record["chosen"], rejected=ex.record["rejected"],
                        chosen_logprob=logprobs[i][0], rejected_logprob=logprobs[i][1])
+        if feedback is not None:
+            row.update(completion=ex.record["completion"], label=ex.record["label"], completion_logprob=feedback[i])
+        if scores is not None:
+            row.update(chosen=ex.record["chosen"], rejected=ex.record["rejected"], chosen_score=scores[i][0],
+                       rejected_score=scores[i][1])
         rows.append(row)
     return summary, rows
 

@@ -9,6 +9,8 @@ from typing import Callable
 from ftspec.runtime.recipes.distill import train_distill
 from ftspec.runtime.recipes.dpo import train_dpo
 from ftspec.runtime.recipes.grpo import train_grpo
+from ftspec.runtime.recipes.kto import train_kto
+from ftspec.runtime.recipes.reward_model import train_reward_model
 from ftspec.runtime.recipes.sft import train_sft
 from ftspec.runtime.training.job import TrainJob, TrainResult
 
@@ -19,6 +21,8 @@ RECIPES: dict[str, Recipe] = {
     "dpo": train_dpo,
     "distill": train_distill,
     "grpo": train_grpo,
+    "kto": train_kto,
+    "reward_model": train_reward_model,
 }
 
 

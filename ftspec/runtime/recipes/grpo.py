@@ -64,7 +64,7 @@ def train_grpo(job: TrainJob) -> TrainResult:
     last = last_checkpoint(job.checkpoints) if job.resume_from == LOOK else job.resume_from
     samples = Samples(job.checkpoints / COMPLETIONS, grpo.sample_every, reward_names(grpo.rewards),
                       resume_step=checkpoint_step(last), main=int(os.environ.get("RANK", "0")) == 0)
-    rewards, weights = build_rewards(grpo, job.root, samples)
+    rewards, weights = build_rewards(grpo, job.root, samples, job.checkpoints, device, training.max_length)
 
     # 4. Configuration: shared arguments from the plan, and what GRPO adds to them.
     args = builders.training_arguments(training, plan.tracking, device, precision, str(job.checkpoints), False,

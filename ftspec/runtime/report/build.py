@@ -10,6 +10,10 @@ directory (any of it may be missing) and writes into ``out_dir``:
                          run directory; the charts, also written as PNG files, are in the HTML);
 - ``report.html``        one self-contained page (charts inlined as base64 PNG, no scripts).
 
+A GRPO plan also gets a "Rewards" section: each training reward per step (a chart), its first
+and last values, the last sampled completions and the reward hacking check
+(:mod:`~ftspec.runtime.report.rewards`).
+
 A plan with stages (or a distillation plan) also gets a "Stages" section: every model of
 every stage side by side, from ``stages/comparison.json`` (:mod:`~ftspec.runtime.report.compare`).
 
@@ -43,6 +47,7 @@ from ftspec.runtime.report.results import (
     read_plan,
     read_run,
 )
+from ftspec.runtime.report.rewards import grpo_rewards
 from ftspec.runtime.report.verdict import verdict
 
 __all__ = ["build_report", "check_gates", "merge_predictions", "overfitting_signal"]
@@ -57,6 +62,9 @@ def build_report(run_dir: Path, plan: Any, out_dir: Path) -> dict:
     """
     out_dir = Path(out_dir)
     results = compute(read_plan(plan), read_run(Path(run_dir)))
+    results.grpo = grpo_rewards(results, Path(run_dir))  # a GRPO run: its rewards, sampled completions, the check
+    if results.grpo is not None:
+        results.summary.update(results.grpo.summary())
     results.summary["verdict"] = verdict(results.names, results.summary)
     ReportMetrics.model_validate(results.summary)  # the file holds what its published schema says
     write_json(out_dir / "metrics.json", results.summary, sort_keys=False)

@@ -1,5 +1,5 @@
-"""The report's charts as PNG bytes: the loss curves, base vs tuned per metric, and the
-confusion matrices.
+"""The report's charts as PNG bytes: the loss curves, base vs tuned per metric, the
+confusion matrices, and a GRPO run's training rewards.
 
 matplotlib is imported only when the charts are drawn (with the Agg backend); without
 it there are no charts and the report is written without them.
@@ -30,6 +30,8 @@ def draw_charts(r: Results) -> dict[str, bytes]:
         "confusion-tuned.png": _confusion_chart(Figure, s["details"]["tuned"], "Tuned model"),
         "confusion-base.png": _confusion_chart(Figure, s["details"]["base"], "Base model"),
     }
+    if r.grpo is not None:  # a GRPO run: its training rewards per step
+        charts["rewards.png"] = _rewards_chart(Figure, r.run.log, [x.name for x in r.grpo.rewards])
     return {name: data for name, data in charts.items() if data}
 
 
@@ -57,6 +59,37 @@ def _loss_chart(Figure, log: list[dict]) -> bytes | None:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Loss")
+    return _figure_png(fig)
+
+
+_REWARD_COLORS = ("#2b7bba", "#1b9e77", "#e07b39", "#7570b3", "#66a61e", "#e7298a", "#a6761d")
+
+
+def _rewards_chart(Figure, log: list[dict], names: list[str]) -> bytes | None:
+    """Each reward's mean per step, its standard deviation between the step's completions as a band,
+    and their weighted sum (what GRPO maximises), dashed."""
+    lines = [(name, series(log, f"rewards/{name}/mean"), dict(series(log, f"rewards/{name}/std"))) for name in names]
+    lines.append(("reward (weighted sum)", series(log, "reward"), dict(series(log, "reward_std"))))
+    if not any(points for _, points, _ in lines):
+        return None
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
+    for k, (label, points, spread) in enumerate(lines):
+        if not points:
+            continue
+        total = k == len(lines) - 1
+        color = "#1f2328" if total else _REWARD_COLORS[k % len(_REWARD_COLORS)]
+        steps, values = [s for s, _ in points], [v for _, v in points]
+        ax.plot(steps, values, label=label, color=color, linestyle="--" if total else "-",
+                marker="o" if len(points) == 1 else None)
+        if not total and any(s in spread for s in steps):
+            ax.fill_between(steps, [v - spread.get(s, 0.0) for s, v in points],
+                            [v + spread.get(s, 0.0) for s, v in points], color=color, alpha=0.15, linewidth=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward (mean of the step's completions)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Training rewards (bands: ± one standard deviation between completions)")
     return _figure_png(fig)
 
 

@@ -1,5 +1,5 @@
-"""The lines a run ends with: where things are, the losses, base → tuned (with the
-most-frequent-answer baseline and confidence intervals), the verdict, the gates."""
+"""The lines a run ends with: where things are, the losses, a GRPO run's rewards, base → tuned (with the
+most-frequent-answer baseline and confidence intervals), the verdict, the gates, the warnings."""
 
 from __future__ import annotations
 
@@ -32,11 +32,14 @@ def summary(result: RunResult, root: Path) -> str:
     losses = loss_line(read_json(model_dir / "train.json", lenient=True), _training_log(result.run_dir, model_dir))
     if losses:
         lines.append(losses)
+    lines.extend(reward_lines(report))
     lines.extend(metric_lines(report))
     if not result.plan.eval.gates:
         lines.append(no_gates_line(result.plan.spec.profiles))
     if report.get("overfitting"):
         lines.append(f"  warning   {report['overfitting']}")
+    if isinstance(report.get("reward_hacking"), str):
+        lines.append(f"  warning   {report['reward_hacking']}")
     lines.append(f"  report    {shown_path(result.run_dir / 'report.html', root)}")
     return "\n".join(lines)
 
@@ -61,6 +64,20 @@ def loss_line(train: object, log: list[dict]) -> str | None:
         return None
     steps_done = f" (after {train['steps']} steps)" if train.get("steps") is not None else ""
     return f"  losses    {' · '.join(parts)}{steps_done}"
+
+
+def reward_lines(report: dict) -> list[str]:
+    """A GRPO run: each training reward's first → last quarter mean (nothing for any other run)."""
+    rewards = report.get("training_rewards")
+    if not isinstance(rewards, dict):
+        return []
+    parts = []
+    for name, r in rewards.items():
+        early, late = num(dig(r, "trend", "early")), num(dig(r, "trend", "late"))
+        if early is not None and late is not None:
+            parts.append(f"{name} {early:.3f} → {late:.3f}")
+    return [f"  rewards   {' · '.join(parts)} (training, mean of the first → last quarter of logged steps)"] if parts \
+        else []
 
 
 def no_gates_line(profiles: tuple[str, ...] | list[str]) -> str:

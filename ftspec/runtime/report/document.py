@@ -139,8 +139,8 @@ def build_document(r: Results, charts: Iterable[str] = (), stages: dict | None =
     charts = set(charts)
     doc = Document(title(r))
     for section in (summary_section(r), metrics_section(r, charts), stages_section(stages, charts), gates_section(r),
-                    training_section(r, charts), data_section(r), classification_section(r, charts),
-                    examples_section(r)):
+                    training_section(r, charts), rewards_section(r, charts), data_section(r),
+                    classification_section(r, charts), examples_section(r)):
         doc.blocks.extend(section)
     return doc
 
@@ -373,6 +373,50 @@ def training_section(r: Results, charts: set[str]) -> list[Block]:
     blocks.append(Fields(tuple(pairs)))
     if "loss.png" in charts:
         blocks.append(Chart("Training and validation loss", "loss.png"))
+    return blocks
+
+
+def rewards_section(r: Results, charts: set[str]) -> list[Block]:
+    """A GRPO run's rewards: the reward hacking check, each reward's first and last logged values,
+    the chart per step, and the completions sampled last. Nothing for any other run."""
+    g = r.grpo
+    if g is None:
+        return []
+    blocks: list[Block] = [Heading(2, "Rewards")]
+    if g.check.warning:
+        blocks.append(Alert(g.check.warning))
+    weights = " + ".join(f"{x.weight:g} × {x.name}" for x in g.rewards)
+    blocks.append(Paragraph(f"GRPO maximises the weighted sum of its rewards ({weights}); each is logged per step as "
+                            "its mean over that step's completions."))
+    rows = []
+    for x in g.rewards + [None]:
+        name, t = (x.name, g.trends.get(x.name)) if x else ("reward (weighted sum)", g.trends.get("reward"))
+        what = ("the rewards, weighted" if x is None
+                else f"metric {x.metric}" if x.kind == "metric" else f"python {x.source}")
+        if t is None:
+            rows.append([name, what, "—", "—", "— (not logged)", ""])
+            continue
+        rows.append([name, what, f"{fmt(t['first'])} (step {step_text(t['first_step'])})",
+                     f"{fmt(t['last'])} (step {step_text(t['last_step'])})",
+                     f"{fmt(t['early'])} → {fmt(t['late'])} ({signed(t['late'] - t['early'])})",
+                     "yes" if t["rose"] else "no"])
+    blocks.append(Table.of(["reward", "scored by", "first logged", "last logged",
+                            "first → last quarter (mean)", "clearly rose"], rows, numeric=(2, 3, 4)))
+    blocks.append(Paragraph(g.check.note))
+    if "rewards.png" in charts:
+        blocks.append(Chart("Training rewards per step", "rewards.png"))
+    if not g.samples:
+        return blocks + [Paragraph("No sampled completions (model/completions.jsonl is missing or empty).")]
+    blocks.append(Heading(3, f"Sampled completions, step {step_text(g.sample_step)}"))
+    blocks.append(Paragraph(f"{len(g.samples)} of the {g.sampled} completions sampled at step "
+                            f"{step_text(g.sample_step)}: those with the highest and the lowest weighted reward."))
+    for x in g.samples:
+        scores = " · ".join(f"{n} {fmt(v)}" for n, v in x["rewards"].items())
+        pairs = [("prompt", clip(x["prompt"], 400, keep_end=True)), ("completion", clip(x["completion"], 400))]
+        if x["reference"] is not None:
+            pairs.append(("reference", clip(x["reference"], 240)))
+        pairs.append(("rewards", f"{scores} (weighted sum {fmt(x['total'])})"))
+        blocks += [Heading(4, f"completion {x['number']} of {g.sampled}"), Fields(tuple(pairs))]
     return blocks
 
 

@@ -439,6 +439,7 @@ class Results:
     rows: list[dict]  # base and tuned answers side by side
     names: list[str]  # every metric, the plan's first, in the plan's order
     run: RunFiles
+    grpo: Any = None  # a GRPO run's rewards (ftspec.runtime.report.rewards.Grpo), None for any other run
 
     @property
     def headline(self) -> str | None:

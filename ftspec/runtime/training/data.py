@@ -78,7 +78,7 @@ def _encode(chunk: list[dict], kind: str, tokenizer, loss: str, template,
             labels.append(ids if mask is None else [t if m else -100 for t, m in zip(ids, mask)])
         return input_ids, labels
     eos = tokenizer.eos_token or ""
-    answer = "completion" if kind == "prompt_completion" else "chosen"
+    answer = "chosen" if kind == "preference" else "completion"
     ids_of = ids_of or TextIds(tokenizer)
     prompts = ids_of([r["prompt"] for r in chunk])
     fulls = ids_of([r["prompt"] + (r[answer] if r[answer].endswith(eos) else r[answer] + eos) for r in chunk])

@@ -1,6 +1,7 @@
 """GRPO's rewards, built from the plan: the spec's own metrics scoring each completion against
 its row's answer (the code that scores the held-out evaluation), or a Python function from a
-file of the repository, checked against the sha256 the plan names.
+file of the repository, checked against the sha256 the plan names, or an earlier stage's reward
+model scoring prompt + completion (as its evaluation scored its held-out pairs).
 
 Each completion is cut at the evaluation's stop strings before it is scored, as evaluation cuts
 its answers: what is optimised is what is reported. A completion a reward cannot score — its row
@@ -21,10 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
 from ftspec.catalog import metrics as metric_catalog
 from ftspec.core.errors import RunFailed
 from ftspec.core.io import dumps, iter_jsonl
 from ftspec.runtime.evaluation.extraction import extract
+from ftspec.runtime.evaluation.reward_scores import text_scores
 from ftspec.runtime.evaluation.scorers import score
 from ftspec.runtime.evaluation.stopping import cut_at_stop
 
@@ -37,10 +41,11 @@ def thaw_metric(metric: Any) -> dict:
 
 
 def reward_names(rewards: Any) -> list[str]:
-    """A name per reward, unique (TRL logs ``rewards/NAME/mean``): the metric's or the function's."""
+    """A name per reward, unique (TRL logs ``rewards/NAME/mean``): the metric's, the function's or the
+    reward model's stage's."""
     names: list[str] = []
     for r in rewards:
-        base = r.function if r.kind == "python" else r.metric.name
+        base = r.function if r.kind == "python" else r.stage if r.kind == "reward_model" else r.metric.name
         name, n = base, 2
         while name in names:
             name, n = f"{base}_{n}", n + 1
@@ -81,12 +86,20 @@ class Samples:
             fh.write("".join(lines))
 
 
-def build_rewards(grpo: Any, root: Path, samples: Samples | None = None) -> tuple[list[RewardFn], list[float]]:
-    """The reward functions TRL's GRPOTrainer calls, and their weights, from the plan's ``grpo``."""
+def reward_model_dir(checkpoints: Path, stage: str) -> Path:
+    """Where the train step puts an earlier stage's reward model, whole, for the recipe to load."""
+    return Path(checkpoints) / "reward-models" / stage
+
+
+def build_rewards(grpo: Any, root: Path, samples: Samples | None = None, checkpoints: Path | None = None,
+                  device: str = "cpu", max_length: int | None = None) -> tuple[list[RewardFn], list[float]]:
+    """The reward functions TRL's GRPOTrainer calls, and their weights, from the plan's ``grpo``
+    (a reward model loads from :func:`reward_model_dir` of ``checkpoints``, onto ``device``)."""
     names = reward_names(grpo.rewards)
     functions = []
     for name, r in zip(names, grpo.rewards):
-        inner = _python(r, root) if r.kind == "python" else _metric(r)
+        inner = (_python(r, root) if r.kind == "python" else _metric(r) if r.kind == "metric"
+                 else _reward_model(reward_model_dir(checkpoints, r.stage), device, max_length))
         functions.append(_wrapped(name, inner, r.missing, tuple(grpo.stop), samples))
     return functions, [float(r.weight) for r in grpo.rewards]
 
@@ -123,6 +136,22 @@ def _metric(r: Any) -> Callable[[list[str], list[str], list[str | None]], list[f
             else:
                 out.append(result.per_example[i].get(name))
         return out
+
+    return scores
+
+
+def _reward_model(folder: Path, device: str, max_length: int | None
+                  ) -> Callable[[list[str], list[str], list[str | None]], list[float | None]]:
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder)).to(device)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.requires_grad_(False)
+
+    def scores(prompts: list[str], completions: list[str], references: list[str | None]) -> list[float | None]:
+        return text_scores(model, tokenizer, [p + c for p, c in zip(prompts, completions)], len(prompts),
+                           max_length)
 
     return scores
 
