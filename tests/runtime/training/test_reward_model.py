@@ -196,3 +196,30 @@ eval: {limit: 4}
     result = runner.invoke(main, ["generate", str(spec), "hello"])
     assert result.exit_code == 2, result.output
     assert "nothing to generate" in result.output and "Traceback" not in result.output
+
+
+class _StopAtThree(TrainerCallback):
+    """A machine taken away after the checkpoint at step 2."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise SystemExit("preempted")
+
+
+def test_a_reward_model_cut_off_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    import hashlib
+
+    body = PAIRS + """method: {kind: reward_model, adapter: {kind: full}}
+training: {max_steps: 5, batch_size: 8, learning_rate: 1.0e-3, max_length: 64, logging_steps: 1, save_every: 2}
+"""
+    spec = write_spec(tmp_path / "cut", body)
+    with pytest.raises(SystemExit):
+        run_job(spec, callbacks=[_StopAtThree()])
+    resumed, _ = run_job(spec)
+    assert json.loads((resumed.step_dir("train") / "train.json").read_text())["resumed_from"] == "checkpoint-2"
+    whole, _ = run_job(write_spec(tmp_path / "whole", body))
+
+    def weights(result):
+        return hashlib.sha256((result.step_dir("train") / "model.safetensors").read_bytes()).hexdigest()
+
+    assert weights(resumed) == weights(whole)
