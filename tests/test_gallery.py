@@ -17,6 +17,7 @@ GALLERY = {
     "tool-calling.yaml": ("make_tool_calls.py", "tool-calls.jsonl"),
     "summarize.yaml": ("make_meeting_notes.py", "meeting-notes.jsonl"),
     "tone-chat.yaml": ("make_brand_voice.py", "brand-voice.jsonl"),
+    "smollm2-grpo-json.yaml": ("make_invoices.py", "invoices.jsonl"),
 }
 MODEL = SHARED / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 needs_model = pytest.mark.skipif(not MODEL.is_file(), reason=f"the real model is not here ({MODEL}); "

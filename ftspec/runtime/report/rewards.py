@@ -248,8 +248,31 @@ def grpo_rewards(results: Results, run_dir: Path) -> Grpo | None:
     trends[TOTAL] = trend(log, TOTAL, "reward_std")
     grpo = Grpo(rewards, {k: v for k, v in trends.items() if v is not None}, RewardCheck(None, ""))
     grpo.check = reward_hacking(grpo.summary()["training_rewards"], results.summary)
+    flat = flat_groups(log)
+    if flat is not None:
+        grpo.check = RewardCheck(" ".join(w for w in (flat, grpo.check.warning) if w), grpo.check.note)
     grpo.sample_step, grpo.sampled, grpo.samples = last_samples(Path(run_dir) / TRAIN.folder / COMPLETIONS, rewards)
     return grpo
+
+
+# Groups whose completions all scored the same reward teach GRPO nothing (their advantages are 0).
+FLAT_GROUPS = 0.9
+
+
+def flat_groups(log: list[dict]) -> str | None:
+    """A warning when, over the logged steps, at least FLAT_GROUPS of the groups had every completion
+    score the same summed reward (TRL's ``frac_reward_zero_std``): GRPO learns only from differences
+    within a group, so such a run trained on almost nothing. None otherwise."""
+    shares = [v for r in log if (v := num(r.get("frac_reward_zero_std"))) is not None]
+    if len(shares) < 2:
+        return None
+    share = sum(shares) / len(shares)
+    if share < FLAT_GROUPS:
+        return None
+    return (f"In {share:.0%} of the groups every completion scored the same reward, so GRPO had almost nothing to "
+            "learn from: a completion cut at a stop string before its answer (eval.stop; the plan's "
+            "method line shows where completions are cut), a task the model never scores on, or a reward that "
+            "does not vary. Read the sampled completions.")
 
 
 def last_samples(path: Path, rewards: list[Reward]) -> tuple[int | None, int, list[dict]]:

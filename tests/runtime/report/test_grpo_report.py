@@ -262,3 +262,13 @@ def test_a_real_reward_that_rose_while_the_held_out_metric_did_not_is_a_warning_
     assert f"  warning   {warning}" in "\n".join(printed).splitlines()
     assert any(line.startswith("  rewards   letter_s ") for line in "\n".join(printed).splitlines())
     assert "> **⚠ The summed training reward rose" in (result.run_dir / "report.md").read_text(encoding="utf-8")
+
+
+def test_groups_whose_completions_all_scored_alike_are_a_warning():
+    from ftspec.runtime.report.rewards import flat_groups
+
+    assert "In 95% of the groups every completion scored the same reward" in flat_groups(
+        [{"step": s, "frac_reward_zero_std": 0.95} for s in range(1, 11)])
+    assert flat_groups([{"step": s, "frac_reward_zero_std": 0.5} for s in range(1, 11)]) is None
+    assert flat_groups([{"step": 1, "frac_reward_zero_std": 1.0}]) is None  # one step says nothing yet
+    assert flat_groups([{"step": s, "loss": 1.0} for s in range(1, 11)]) is None  # not a GRPO log
