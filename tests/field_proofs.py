@@ -159,6 +159,8 @@ PROOFS: dict[str, list[str]] = {
     "method:grpo.temperature": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
     "method:grpo.kl": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
     "method:grpo.loss_type": [GR + "test_the_group_completions_temperature_kl_and_loss_reach_the_trainer"],
+    "method:grpo.estimator": [GR + "test_rloo_trains_with_leave_one_out_advantages",
+                              GS + "test_bad_rewards_and_groups_are_refused_at_their_line"],
     "method:grpo.rewards[]:reward_model.reward_model": [
         RM + "test_a_grpo_stage_learns_from_an_earlier_stages_reward_model",
         RS + "test_a_reward_model_reward_is_refused_at_its_line"],

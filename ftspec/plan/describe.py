@@ -93,7 +93,9 @@ def describe_grpo(g: Any) -> list[str]:
     """What a grpo method samples and what it maximises, one line each."""
     stop = f", cut at {', '.join(repr(x) for x in g.stop)}" if g.stop else ""
     lines = [f"{g.group_size} completions per prompt of at most {g.max_completion_tokens} tokens{stop}, temperature "
-             f"{_num(g.temperature)}; kl {_num(g.kl)}, loss {g.loss_type}; completions sampled every "
+             f"{_num(g.temperature)}; kl {_num(g.kl)}, "
+             + (f"loss {g.loss_type}" if g.estimator == "group" else "leave-one-out advantages (RLOO)")
+             + "; completions sampled every "
              f"{g.sample_every} steps"]
     for r in g.rewards:
         if r.kind == "reward_model":

@@ -365,7 +365,9 @@ class GRPO(_Frozen):
     stop: tuple[str, ...] = ()
     temperature: float
     kl: float
-    loss_type: str
+    # group: GRPO (GRPOTrainer); leave_one_out: RLOO (RLOOTrainer), which has no loss_type (None)
+    estimator: Literal["group", "leave_one_out"] = "group"
+    loss_type: str | None
     sample_every: int
 
 

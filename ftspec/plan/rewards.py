@@ -39,7 +39,8 @@ def grpo(ctx: Context, m: S.GRPOMethod, evaluation: dict, earlier: dict[str, Any
         "stop": list(evaluation["stop"]),
         "temperature": m.temperature,
         "kl": m.kl,
-        "loss_type": m.loss_type,
+        "estimator": m.estimator,
+        "loss_type": m.loss_type if m.estimator == "group" else None,
         "sample_every": m.sample_every,
     }
 

@@ -889,9 +889,13 @@ class GRPOMethod(_Section):
     temperature: Number = Field(1.0, gt=0, le=10, description="Sampling temperature of the completions.")
     kl: Number = Field(0.0, ge=0, le=100, description=(
         "KL coefficient towards the starting model (TRL's `beta`); 0 loads no reference model."))
+    estimator: Literal["group", "leave_one_out"] = Field("group", description=(
+        "Each completion's advantage: its reward against its group's mean and spread (`group`: GRPO, TRL's "
+        "GRPOTrainer), or against the mean of the other completions of its group (`leave_one_out`: RLOO, "
+        "TRL's RLOOTrainer, which has no `loss_type`)."))
     loss_type: Literal[GRPO_LOSSES] = Field("dapo", description=(  # type: ignore[valid-type]
-        "How token losses are aggregated (TRL's `loss_type`): `dapo` (TRL's default), `grpo`, `dr_grpo`, "
-        "`bnpo`, `cispo`, `sapo`."))
+        "How token losses are aggregated (TRL's `loss_type`; `estimator: group` only): `dapo` (TRL's default), "
+        "`grpo`, `dr_grpo`, `bnpo`, `cispo`, `sapo`."))
     sample_every: Int = Field(10, ge=1, le=1_000_000, description=(
         "Every this many steps, the step's prompts, completions and rewards are written to the run's "
         "`completions.jsonl`."))

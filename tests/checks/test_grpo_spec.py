@@ -129,6 +129,8 @@ def test_a_reward_change_retrains_and_an_eval_change_only_rescores(tmp_path):
     ("method:\n  kind: grpo\n  group_size: 4\n  rewards: []\n", "rewards: []", ""),
     ("method:\n  kind: grpo\n  group_size: 4\n  rewards: [{name: json_schema, schema: missing.json}]\n", "schema:",
      "missing.json"),
+    ("method:\n  kind: grpo\n  estimator: leave_one_out\n  loss_type: dapo\n  group_size: 4\n  rewards: [chrf]\n",
+     "loss_type: dapo", "RLOO (estimator: leave_one_out) has no loss_type"),
 ])
 def test_bad_rewards_and_groups_are_refused_at_their_line(tmp_path, method, where, says):
     (tmp_path / "outside.py").parent.mkdir(exist_ok=True)

@@ -46,6 +46,9 @@ def check_rewards(ctx: Context) -> Iterator[Issue]:
                 ctx.reward_schemas[i] = text
         elif isinstance(reward, S.PythonReward):
             yield from _python_reward(ctx, i, reward)
+    if m.estimator == "leave_one_out" and "loss_type" in m.model_fields_set:
+        yield ctx.error(("method", "loss_type"), "RLOO (estimator: leave_one_out) has no loss_type: TRL's "
+                        "RLOOTrainer aggregates its losses one way", "remove method.loss_type")
     t, c = ctx.spec.training, ctx.spec.compute
     effective = t.batch_size * t.gradient_accumulation * c.num_processes * c.num_nodes
     if effective % m.group_size:

@@ -12,7 +12,7 @@ import os
 import shutil
 
 from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
 from ftspec.core.errors import Pos, SpecError
 from ftspec.data import prepared
@@ -27,6 +27,7 @@ from ftspec.runtime.training.resume import Interrupt, checkpoint_step, last_chec
 from ftspec.runtime.training.rewards import Samples, build_rewards, reward_names
 
 COMPLETIONS = "completions.jsonl"
+ESTIMATORS = {"group": (GRPOConfig, GRPOTrainer), "leave_one_out": (RLOOConfig, RLOOTrainer)}
 
 
 def train_grpo(job: TrainJob) -> TrainResult:
@@ -71,14 +72,17 @@ def train_grpo(job: TrainJob) -> TrainResult:
                                        run_name=job.run_name, launch=plan.compute.launch)
     del args["max_length"]  # prompts past it are left out above; completions stop at max_completion_tokens
     args.update(num_generations=grpo.group_size, max_completion_length=grpo.max_completion_tokens,
-                temperature=grpo.temperature, beta=grpo.kl, loss_type=grpo.loss_type, reward_weights=weights,
-                log_completions=False)
-    config = GRPOConfig(**args)
+                temperature=grpo.temperature, beta=grpo.kl, reward_weights=weights, log_completions=False)
+    # The advantage estimator picks the trainer: GRPO's group-normalised one, or RLOO's leave-one-out.
+    config_class, trainer_class = ESTIMATORS[grpo.estimator]
+    if grpo.estimator == "group":
+        args["loss_type"] = grpo.loss_type
+    config = config_class(**args)
 
     # 5. Train, resuming from the last complete checkpoint an earlier run of this very
     #    step left; Ctrl-C saves one before stopping.
     interrupt = job.interrupt or Interrupt()
-    trainer = GRPOTrainer(
+    trainer = trainer_class(
         model=model,
         reward_funcs=rewards,
         args=config,

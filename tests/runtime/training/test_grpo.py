@@ -207,12 +207,19 @@ stages:
       adapter: {kind: full}
       group_size: 4
       max_completion_tokens: 4
-      rewards: [chrf]""", "training: {max_steps: 3, batch_size: 8, max_length: 64, logging_steps: 1}", rows=60)
+      kl: 0.1
+      rewards: [chrf]""",
+                "training: {max_steps: 3, batch_size: 8, learning_rate: 1.0e-2, max_length: 64, logging_steps: 1}",
+                rows=60)
     result, lines = run_job(spec)
     assert [s.plan.stage for s in result.stages] == ["sft"] and result.plan.stage == "grpo"
     assert result.plan.method.objective == "grpo" and result.plan.model.kind == "stage"
     assert result.plan.model.stage == "sft"
     assert any("starts from stage sft's model" in line for line in lines)
+    # The reference the KL pulls towards is the SFT model: at the first step, before any update, the
+    # policy (the SFT model) is its reference, and the KL between them is nothing.
+    rows = logged(result.run_dir)
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > rows[0]["kl"]
 
 
 class StopAt:
@@ -276,3 +283,20 @@ def test_grpo_trains_a_lora_adapter_with_its_base_as_the_reference(tmp_path):
     assert (result.step_dir("train") / "adapter_model.safetensors").is_file()
     rows = logged(result.run_dir)
     assert all("kl" in r for r in rows)  # the KL to the adapter-less base is measured every step
+
+
+def test_rloo_trains_with_leave_one_out_advantages(tmp_path):
+    from trl import RLOOConfig
+
+    seen = SeenArgs()
+    spec = repo(tmp_path, """method:
+  kind: grpo
+  estimator: leave_one_out
+  adapter: {kind: full}
+  group_size: 4
+  max_completion_tokens: 4
+  rewards: [chrf]""", "training: {max_steps: 2, batch_size: 8, max_length: 64, logging_steps: 1}", rows=60)
+    result, _ = run_job(spec, callbacks=[seen])
+    assert isinstance(type(seen).args, RLOOConfig) and type(seen).args.num_generations == 4
+    assert result.plan.method.grpo.loss_type is None
+    assert all("rewards/chrf/mean" in r for r in logged(result.run_dir))
