@@ -181,3 +181,11 @@ def test_diff_names_new_reward_code_first(tmp_path):
     assert "steps to re-run: train" in got.output
     markdown = CliRunner().invoke(main, ["diff", "--git", "HEAD", str(spec), "--format", "markdown"]).output
     assert "New or changed Python reward code will run in training" in markdown
+
+
+def test_a_grpo_spec_without_prompts_is_refused_at_its_line(tmp_path):
+    empty = 'format:\n  kind: prompt_completion\n  prompt: ""\n  completion: " {{ a }}"\n'
+    spec = write(tmp_path, "method:\n  kind: grpo\n  group_size: 4\n  rewards: [exact_match]\n", fmt=empty)
+    line = line_of(spec, 'prompt: ""')
+    assert any("every sampled row's prompt is empty" in e and f"job.yaml:{line}" in e for e in errors(spec)), \
+        errors(spec)

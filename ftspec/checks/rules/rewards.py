@@ -15,6 +15,7 @@ from ftspec.checks.registry import WHOLE_SPEC, rule
 from ftspec.checks.rules.eval import schema_text
 from ftspec.core.errors import Issue
 from ftspec.core.paths import TooLarge, describe_os_error, read_regular
+from ftspec.data.formatting import FormatError
 from ftspec.spec import schema as S
 
 MAX_REWARD_FILE = 1 << 20  # bytes of a Python reward's file
@@ -37,6 +38,10 @@ def check_rewards(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("format", "kind"), "GRPO samples its own answers to prompts: format.kind must be "
                                             "prompt_completion or chat, whose answers are the rewards' references "
                                             "(preference pairs are for DPO)")
+    elif _no_prompts(ctx):
+        at = ("format", "prompt") if ctx.spec.format.kind == "prompt_completion" else ("format",)
+        yield ctx.error(at, "GRPO samples answers to the rows' prompts, and every sampled row's prompt is empty",
+                        "give format.prompt (or the turns before the answer) the text the model answers")
     for i, reward in enumerate(m.rewards):
         if isinstance(reward, S.JsonSchemaReward):
             text, issue = schema_text(ctx, reward.schema_, ("method", "rewards", i, "schema"))
@@ -69,6 +74,25 @@ def check_rewards(ctx: Context) -> Iterator[Issue]:
     if c.strategy in ("fsdp", "deepspeed"):
         yield ctx.error(("compute", "strategy"), f"GRPO runs on one process or several with ddp; {c.strategy} is "
                         "not supported for it yet", "use compute.strategy: ddp")
+
+
+def _no_prompts(ctx: Context) -> bool:
+    """Whether the training source's sample rows, as the format renders them, all have an empty prompt
+    (False when they cannot be rendered here: other rules say why)."""
+    info = ctx.sources.get("train")
+    if ctx.formatter is None or info is None or not info.readable or not info.sample:
+        return False
+    prompts = []
+    for row in info.sample:
+        try:
+            record = ctx.formatter(row.values)
+        except FormatError:
+            continue
+        if ctx.spec.format.kind == "chat":
+            prompts.append("".join(str(m.get("content", "")) for m in record["messages"][:-1]))
+        else:
+            prompts.append(str(record.get("prompt", "")))
+    return bool(prompts) and not any(p.strip() for p in prompts)
 
 
 def _python_reward(ctx: Context, i: int, reward: S.PythonReward) -> Iterator[Issue]:
