@@ -109,6 +109,8 @@ def test_a_beta_change_retrains_and_an_eval_change_does_not(tmp_path):
     ("method: {kind: kto, undesirable_weight: 5000}\n", FEEDBACK, TRAINING, "undesirable_weight",
      "must be at most 1000"),
     ("method: {kind: kto, loss_type: sigmoid}\n", FEEDBACK, TRAINING, "loss_type", "'kto' or 'apo_zero_unpaired'"),
+    ("method: {kind: kto}\n", FEEDBACK, TRAINING + "compute: {num_processes: 2, strategy: fsdp}\n", "strategy: fsdp",
+     "fsdp is not supported for it yet"),
 ])
 def test_bad_kto_specs_are_refused_at_their_line(tmp_path, method, fmt, training, where, says):
     spec = write(tmp_path, method, fmt, training)

@@ -35,6 +35,9 @@ def check_feedback(ctx: Context) -> Iterator[Issue]:
         yield ctx.error(("training", "batching"), f"KTO batches feedback rows in their order (its KL term pairs each "
                         f"row with its neighbour's completion); {ctx.spec.training.batching} is for SFT",
                         "use padded or auto")
+    if kto and ctx.spec.compute.strategy in ("fsdp", "deepspeed"):
+        yield ctx.error(("compute", "strategy"), f"KTO runs on one process or several with ddp; "
+                        f"{ctx.spec.compute.strategy} is not supported for it yet", "use compute.strategy: ddp")
     if fmt == "feedback" and ctx.spec.eval.mode == "choices":
         yield ctx.error(("eval", "mode"), "choices mode scores labels of prompt/completion or chat data, "
                                           "not feedback rows")
