@@ -189,3 +189,32 @@ except SystemExit:
 heavy = sorted(m for m in {heavy!r} if m in sys.modules)
 print("HEAVY:" + ",".join(heavy))
 """
+
+
+# --------------------------------------------------------------------------- trainer callbacks the tests share
+
+
+def preempted_at(step: int):
+    """A trainer callback that takes the machine away at the end of ``step`` (SystemExit, as a
+    preempted job dies): what a checkpoint before it must let the next run resume from."""
+    from transformers import TrainerCallback
+
+    class Preempted(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise SystemExit("preempted")
+
+    return Preempted()
+
+
+def seen_args():
+    """A trainer callback whose ``args`` is what the trainer was really given (its config)."""
+    from transformers import TrainerCallback
+
+    class Seen(TrainerCallback):
+        args = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.args = args
+
+    return Seen()

@@ -22,8 +22,7 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from conftest import ROOT  # noqa: E402
-from helpers import BASE_BODY, write_job  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from helpers import BASE_BODY, preempted_at, write_job  # noqa: E402
 
 from ftspec.backends.executor import execute  # noqa: E402
 from ftspec.backends.remotes import open_store  # noqa: E402
@@ -164,18 +163,10 @@ def test_a_store_that_refuses_access_is_one_warning_and_a_run_here(tmp_path, s3_
     assert len(warnings) == 1 and "InvalidAccessKeyId" in warnings[0]
 
 
-class StopAt(TrainerCallback):
-    """A machine taken away in the middle of training (after the checkpoint at step 2)."""
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 3:
-            raise SystemExit("preempted")
-
-
 def test_a_train_step_cut_off_resumes_on_another_machine(tmp_path, s3_store, s3_server):
     body = BODY.replace("max_steps: 4", "max_steps: 6")
     with pytest.raises(SystemExit):
-        run(clone(tmp_path, "spot-1", body), s3_store, callbacks=[StopAt()])
+        run(clone(tmp_path, "spot-1", body), s3_store, callbacks=[preempted_at(3)])
     second, lines = run(clone(tmp_path, "spot-2", body), s3_store)
     assert any("checkpoint-2 fetched from s3://" in line for line in lines), lines
     assert json.loads((second.step_dir("train") / "train.json").read_text())["resumed_from"] == "checkpoint-2"

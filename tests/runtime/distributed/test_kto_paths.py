@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from click.testing import CliRunner  # noqa: E402
-from helpers import run_job  # noqa: E402
+from helpers import preempted_at, run_job  # noqa: E402
 
 from ftspec.cli import main  # noqa: E402
 
@@ -69,18 +69,6 @@ compute: {device: cpu, precision: fp32, num_processes: 2, strategy: ddp}
     assert "feedback_margin" in result.report["tuned"]
 
 
-class StopAt:
-    def __new__(cls):
-        from transformers import TrainerCallback
-
-        class _Stop(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == 3:
-                    raise SystemExit("preempted")
-
-        return _Stop()
-
-
 RESUMED = """method: {kind: kto, adapter: {kind: full}}
 training: {max_steps: 5, batch_size: 4, learning_rate: 1.0e-3, max_length: 64, logging_steps: 1, save_every: 2}
 eval: {limit: 8}
@@ -91,7 +79,7 @@ compute: {device: cpu}
 def test_kto_resumes_to_the_weights_of_an_uninterrupted_run_and_exports(tmp_path):
     spec = repo(tmp_path / "cut", RESUMED)
     with pytest.raises(SystemExit):
-        run_job(spec, callbacks=[StopAt()])
+        run_job(spec, callbacks=[preempted_at(3)])
     resumed, _ = run_job(spec)
     assert json.loads((resumed.step_dir("train") / "train.json").read_text())["resumed_from"] == "checkpoint-2"
     whole, _ = run_job(repo(tmp_path / "whole", RESUMED))

@@ -18,7 +18,7 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from click.testing import CliRunner  # noqa: E402
-from helpers import run_job  # noqa: E402
+from helpers import preempted_at, run_job, seen_args  # noqa: E402
 
 from ftspec.cli import main  # noqa: E402
 
@@ -163,23 +163,8 @@ def test_a_reward_file_changed_after_planning_is_refused(tmp_path):
         execute(plan, tmp_path, echo=lambda line: None)
 
 
-class SeenArgs:
-    """A trainer callback that keeps the arguments the trainer was really given."""
-
-    def __new__(cls):
-        from transformers import TrainerCallback
-
-        class _Seen(TrainerCallback):
-            args = None
-
-            def on_train_begin(self, args, state, control, **kwargs):
-                type(self).args = args
-
-        return _Seen()
-
-
 def test_the_group_completions_temperature_kl_and_loss_reach_the_trainer(tmp_path):
-    seen = SeenArgs()
+    seen = seen_args()
     spec = repo(tmp_path, """method:
   kind: grpo
   adapter: {kind: full}
@@ -191,7 +176,7 @@ def test_the_group_completions_temperature_kl_and_loss_reach_the_trainer(tmp_pat
   rewards: [{name: chrf, weight: 2}]""",
                 "training: {max_steps: 1, batch_size: 8, max_length: 64, logging_steps: 1}", rows=60)
     run_job(spec, callbacks=[seen])
-    args = type(seen).args
+    args = seen.args
     assert (args.num_generations, args.max_completion_length, args.temperature, args.beta, args.loss_type) == \
         (4, 5, 0.7, 0.04, "dr_grpo")
     assert list(args.reward_weights) == [2.0]
@@ -222,20 +207,6 @@ stages:
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6) and rows[-1]["kl"] > rows[0]["kl"]
 
 
-class StopAt:
-    """A machine taken away after the checkpoint at step 2."""
-
-    def __new__(cls):
-        from transformers import TrainerCallback
-
-        class _Stop(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == 3:
-                    raise SystemExit("preempted")
-
-        return _Stop()
-
-
 RESUMED = """method:
   kind: grpo
   adapter: {kind: full}
@@ -252,7 +223,7 @@ def test_a_grpo_run_cut_off_resumes_from_its_checkpoint_and_exports(tmp_path):
                "save_every: 2}"
     spec = repo(tmp_path / "cut", RESUMED, training, rows=60)
     with pytest.raises(SystemExit):
-        run_job(spec, callbacks=[StopAt()])
+        run_job(spec, callbacks=[preempted_at(3)])
     resumed, _ = run_job(spec)
     assert json.loads((resumed.step_dir("train") / "train.json").read_text())["resumed_from"] == "checkpoint-2"
     steps = [json.loads(line)["step"] for line in (resumed.step_dir("train") / "completions.jsonl").read_text()
@@ -270,7 +241,7 @@ def test_a_grpo_run_cut_off_resumes_from_its_checkpoint_and_exports(tmp_path):
 
 
 def test_grpo_trains_a_lora_adapter_with_its_base_as_the_reference(tmp_path):
-    seen = SeenArgs()
+    seen = seen_args()
     spec = repo(tmp_path, """method:
   kind: grpo
   adapter: {kind: lora, r: 4}
@@ -279,7 +250,7 @@ def test_grpo_trains_a_lora_adapter_with_its_base_as_the_reference(tmp_path):
   kl: 0.1
   rewards: [chrf]""", "training: {max_steps: 2, batch_size: 8, max_length: 64, logging_steps: 1}", rows=60)
     result, _ = run_job(spec, callbacks=[seen])
-    assert type(seen).args.beta == 0.1
+    assert seen.args.beta == 0.1
     assert (result.step_dir("train") / "adapter_model.safetensors").is_file()
     rows = logged(result.run_dir)
     assert all("kl" in r for r in rows)  # the KL to the adapter-less base is measured every step
@@ -288,7 +259,7 @@ def test_grpo_trains_a_lora_adapter_with_its_base_as_the_reference(tmp_path):
 def test_rloo_trains_with_leave_one_out_advantages(tmp_path):
     from trl import RLOOConfig
 
-    seen = SeenArgs()
+    seen = seen_args()
     spec = repo(tmp_path, """method:
   kind: grpo
   estimator: leave_one_out
@@ -297,6 +268,6 @@ def test_rloo_trains_with_leave_one_out_advantages(tmp_path):
   max_completion_tokens: 4
   rewards: [chrf]""", "training: {max_steps: 2, batch_size: 8, max_length: 64, logging_steps: 1}", rows=60)
     result, _ = run_job(spec, callbacks=[seen])
-    assert isinstance(type(seen).args, RLOOConfig) and type(seen).args.num_generations == 4
+    assert isinstance(seen.args, RLOOConfig) and seen.args.num_generations == 4
     assert result.plan.method.grpo.loss_type is None
     assert all("rewards/chrf/mean" in r for r in logged(result.run_dir))

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from helpers import run_job  # noqa: E402
+from helpers import run_job, seen_args  # noqa: E402
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "kappa"]
 
@@ -63,24 +63,9 @@ def test_kto_makes_the_desirable_completions_likelier_than_the_undesirable_on_he
     assert (result.run_dir / "model" / "model.safetensors").exists()
 
 
-class SeenArgs:
-    """A trainer callback that keeps the arguments the trainer was really given."""
-
-    def __new__(cls):
-        from transformers import TrainerCallback
-
-        class _Seen(TrainerCallback):
-            args = None
-
-            def on_train_begin(self, args, state, control, **kwargs):
-                type(self).args = args
-
-        return _Seen()
-
-
 @pytest.mark.parametrize("loss_type", ["kto", "apo_zero_unpaired"])
 def test_beta_the_weights_and_the_loss_reach_the_trainer_with_a_lora_adapter(tmp_path, loss_type):
-    seen = SeenArgs()
+    seen = seen_args()
     spec = repo(tmp_path, f"""method:
   kind: kto
   adapter: {{kind: lora, r: 4}}
@@ -90,6 +75,6 @@ def test_beta_the_weights_and_the_loss_reach_the_trainer_with_a_lora_adapter(tmp
   loss_type: {loss_type}""", "training: {max_steps: 1, batch_size: 4, max_length: 64, logging_steps: 1}",
                 evaluation="eval: {limit: 4}", rows=40)
     result, _ = run_job(spec, callbacks=[seen])
-    args = type(seen).args
+    args = seen.args
     assert (args.beta, args.desirable_weight, args.undesirable_weight, args.loss_type) == (0.3, 1.5, 0.7, loss_type)
     assert (result.run_dir / "model" / "adapter_model.safetensors").exists()

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from click.testing import CliRunner  # noqa: E402
-from helpers import run_job  # noqa: E402
+from helpers import preempted_at, run_job  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from ftspec.cli import main  # noqa: E402
@@ -198,14 +198,6 @@ eval: {limit: 4}
     assert "nothing to generate" in result.output and "Traceback" not in result.output
 
 
-class _StopAtThree(TrainerCallback):
-    """A machine taken away after the checkpoint at step 2."""
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 3:
-            raise SystemExit("preempted")
-
-
 def test_a_reward_model_cut_off_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     import hashlib
 
@@ -214,7 +206,7 @@ training: {max_steps: 5, batch_size: 8, learning_rate: 1.0e-3, max_length: 64, l
 """
     spec = write_spec(tmp_path / "cut", body)
     with pytest.raises(SystemExit):
-        run_job(spec, callbacks=[_StopAtThree()])
+        run_job(spec, callbacks=[preempted_at(3)])
     resumed, _ = run_job(spec)
     assert json.loads((resumed.step_dir("train") / "train.json").read_text())["resumed_from"] == "checkpoint-2"
     whole, _ = run_job(write_spec(tmp_path / "whole", body))
