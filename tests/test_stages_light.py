@@ -345,3 +345,33 @@ def test_staged_light_commands_do_not_import_the_training_stack(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "stage 1/2 sft" in out.stdout and "stage 2/2 student" in out.stdout
     assert out.stdout.splitlines()[-1] == "HEAVY:", out.stdout.splitlines()[-1]
+
+
+def test_validate_says_the_warnings_of_every_stage(tmp_path):
+    """A warning of an earlier stage (here: its completion is the same text for every row) is said by
+    validate as the last stage's are, not only under --strict."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from ftspec.cli import main
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "rows.jsonl").write_text("".join(_json.dumps({"q": f"question {i}", "a": f"answer {i}"}) + "\n"
+                                                 for i in range(60)))
+    (tmp_path / "s.yaml").write_text("""ftspec: 1
+name: s
+model: {kind: tiny, hidden_size: 32, num_layers: 2, num_heads: 4, max_position_embeddings: 256, init_seed: 1}
+data: {train: rows.jsonl, split: {validation: 0.1, test: 0.1, seed: 1}}
+format: {kind: prompt_completion, prompt: "{{ q }}:", completion: " {{ a }}"}
+training: {max_steps: 2, batch_size: 4}
+stages:
+  - name: first
+    format: {kind: prompt_completion, prompt: "{{ q }}:", completion: " same"}
+  - name: second
+""")
+    said = CliRunner().invoke(main, ["validate", str(tmp_path / "s.yaml")]).output
+    strict = CliRunner().invoke(main, ["validate", "--strict", str(tmp_path / "s.yaml")]).output
+    first = [line for line in strict.splitlines() if "(stage first)" in line and "warning" in line]
+    assert first, strict
+    assert all(line in said for line in first), said

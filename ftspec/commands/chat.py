@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ftspec.commands.trained import trained_plan
-from ftspec.core.errors import SpecError
+from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.runtime.tools import generate as G
 
 
@@ -21,6 +21,10 @@ def chat(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), all
     SpecError, each issue at its place."""
     trained = trained_plan(spec, profiles, sets, allow)
     plan = trained.plan
+    if plan.method.objective == "reward_model":  # said before the format is (its pairs are no chat either)
+        raise SpecError([trained.locate(Issue(Pos("method.kind"), "method.kind", "a reward model scores answers "
+                                              "with its score head; it does not write them, so there is nothing to "
+                                              "chat with"))])
     try:
         prompter = G.check_chat(plan, str(spec))
         G.prepare_runtime(plan)

@@ -189,3 +189,12 @@ def test_a_grpo_spec_without_prompts_is_refused_at_its_line(tmp_path):
     line = line_of(spec, 'prompt: ""')
     assert any("every sampled row's prompt is empty" in e and f"job.yaml:{line}" in e for e in errors(spec)), \
         errors(spec)
+
+
+def test_default_completions_that_fill_max_length_are_refused_at_validate(tmp_path):
+    spec = write(tmp_path, "method:\n  kind: grpo\n  group_size: 4\n  rewards: [exact_match]\n",
+                 training="training: {max_steps: 4, batch_size: 8, max_length: 64}\n",
+                 extra="eval: {max_new_tokens: 64}\n")
+    line = line_of(spec, "max_length: 64")
+    assert any("completions of up to 64 tokens leave no room" in e and f"job.yaml:{line}" in e
+               for e in errors(spec)), errors(spec)

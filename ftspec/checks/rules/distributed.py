@@ -31,6 +31,8 @@ def check_batch_fits(ctx: Context) -> Iterator[Issue]:
         return
     if rows is None or rows <= 0:
         return
+    if isinstance(ctx.spec.method, S.GRPOMethod):  # a GRPO batch counts completions: each row drawn group_size times
+        rows *= ctx.spec.method.group_size
     per_round = t.batch_size * world  # one batch on each process
     if world > 1 and rows < per_round:
         yield ctx.error(("training", "batch_size"), f"{world} processes × batch {t.batch_size} take {per_round} rows "

@@ -88,7 +88,24 @@ def schema_text(ctx: Context, written: str, at: tuple) -> tuple[str | None, Issu
         return None, ctx.error(at, f"schema file '{written}' {describe_os_error(exc)}")
     if not isinstance(schema, dict):
         return None, ctx.error(at, f"schema file '{written}' must hold a JSON object")
+    problem = schema_problem(schema)
+    if problem:
+        return None, ctx.error(at, f"schema file '{written}' is not a valid JSON Schema: {problem}")
     return text, None
+
+
+def schema_problem(schema: dict) -> str | None:
+    """Why ``schema`` is not a JSON Schema (its validator's first complaint), or None; None too where
+    jsonschema is not installed (the run, which needs it, checks again)."""
+    try:
+        from jsonschema import exceptions, validators
+    except ImportError:  # the training extra's; validate runs without it
+        return None
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        return str(exc.message).splitlines()[0][:300]
+    return None
 
 
 @rule(reads=WHOLE_SPEC)

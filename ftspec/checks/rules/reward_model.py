@@ -11,7 +11,9 @@ from typing import Iterator
 from ftspec.checks.derived import metric_names
 from ftspec.checks.facts import Context
 from ftspec.checks.registry import WHOLE_SPEC, rule
+from ftspec.checks.samples import Dropped
 from ftspec.core.errors import Issue
+from ftspec.data.formatting import FormatError
 from ftspec.spec import schema as S
 from ftspec.spec.schema import REWARD_MODEL_METRICS
 
@@ -43,6 +45,8 @@ def check_reward_model(ctx: Context) -> Iterator[Issue]:
     if spec.format.kind != "preference":
         yield ctx.error(("format", "kind"), "a reward model learns to score the chosen answer of a pair above the "
                         f"rejected one: format.kind must be 'preference' (got '{spec.format.kind}')")
+    else:
+        yield from _tied_pairs(ctx)
     if spec.compute.backend == "bedrock":
         yield ctx.error(("method", "kind"), "Amazon Bedrock customization jobs do not train reward models",
                         "use compute.backend: local")
@@ -61,6 +65,39 @@ def check_reward_model(ctx: Context) -> Iterator[Issue]:
     if spec.compute.strategy in ("fsdp", "deepspeed"):
         yield ctx.error(("compute", "strategy"), f"a reward model trains on one process or several with ddp; "
                         f"{spec.compute.strategy} is not supported for it yet", "use compute.strategy: ddp")
+
+
+def _tied_pairs(ctx) -> Iterator[Issue]:
+    """Pairs whose chosen answer renders the same as the rejected one teach a reward model nothing
+    (its loss is log 2 whatever it scores), and a held-out one counts as wrong in pair_accuracy."""
+    info = ctx.sources.get("train")
+    if ctx.formatter is None or info is None or not info.readable:
+        return
+    rows, tied = 0, []
+    for row in info.sample:
+        if ctx.render_budget.left <= 0:
+            return
+        try:
+            record = ctx.formatter(row.values)
+        except Dropped:
+            continue
+        except FormatError as exc:
+            if exc.refused:
+                return
+            continue
+        rows += 1
+        if record["chosen"].strip() == record["rejected"].strip():
+            tied.append(row.number)
+    if not tied:
+        return
+    says = (f"renders the same as format.chosen for {len(tied)} of {rows} sampled training pairs "
+            f"({info.shown} row {tied[0]}{', ...' if len(tied) > 1 else ''}): a reward model cannot score an "
+            "answer above itself")
+    if len(tied) == rows and rows >= 2:
+        yield ctx.error(("format", "rejected"), says, "check the chosen and rejected templates and columns")
+    else:
+        yield ctx.warning(("format", "rejected"), says,
+                          "drop those pairs (a data.filter that compares their two columns)")
 
 
 def reward_model_stages(stages: list, i: int) -> Iterator[Issue]:

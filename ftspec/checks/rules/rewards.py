@@ -61,6 +61,16 @@ def check_rewards(ctx: Context) -> Iterator[Issue]:
                         f"{effective} completions (training.batch_size {t.batch_size} × gradient_accumulation "
                         f"{t.gradient_accumulation} × {c.num_processes * c.num_nodes} processes)",
                         f"make training.batch_size a multiple of {m.group_size}, or change method.group_size")
+    # As the plan resolves them: completions as long as the evaluation's answers, max_length from the model.
+    completion = m.max_completion_tokens or ctx.spec.eval.max_new_tokens
+    limit = t.max_length or min(1024, (ctx.model.max_positions if ctx.model else None) or 1024)
+    if completion >= limit:
+        at = (("method", "max_completion_tokens") if m.max_completion_tokens is not None
+              else ("training", "max_length") if t.max_length is not None else ("method",))
+        yield ctx.error(at, f"completions of up to {completion} tokens leave no room for a prompt within "
+                        f"training.max_length {limit}",
+                        "lower method.max_completion_tokens (default: eval.max_new_tokens), or raise "
+                        "training.max_length")
     if t.eval_every is not None:
         yield ctx.error(("training", "eval_every"), "GRPO has no validation loss to compute as it trains: it is "
                         "measured by its rewards at every step, and by the held-out evaluation after",
@@ -74,6 +84,8 @@ def check_rewards(ctx: Context) -> Iterator[Issue]:
     if c.strategy in ("fsdp", "deepspeed"):
         yield ctx.error(("compute", "strategy"), f"GRPO runs on one process or several with ddp; {c.strategy} is "
                         "not supported for it yet", "use compute.strategy: ddp")
+
+
 
 
 def _no_prompts(ctx: Context) -> bool:
@@ -119,6 +131,11 @@ def _python_reward(ctx: Context, i: int, reward: S.PythonReward) -> Iterator[Iss
         yield ctx.error(at, f"reward file '{written}' {describe_os_error(exc)}")
         return
     defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if function in {n.name for n in tree.body if isinstance(n, ast.AsyncFunctionDef)} - \
+            {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}:
+        yield ctx.error(at, f"reward {function!r} in '{written}' is an async function; a reward is called as TRL "
+                        "calls one, and must return its list of numbers (write it with `def`)")
+        return
     if function not in defined:
         yield ctx.error(at, f"reward file '{written}' defines no function {function!r} at its top level"
                         + (f" (it defines {', '.join(defined[:10])})" if defined else ""))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+import numbers
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -25,8 +26,10 @@ from typing import Any, Callable
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ftspec.catalog import metrics as metric_catalog
+from ftspec.checks.rules.rewards import MAX_REWARD_FILE
 from ftspec.core.errors import RunFailed
 from ftspec.core.io import dumps, iter_jsonl
+from ftspec.core.paths import read_regular
 from ftspec.runtime.evaluation.extraction import extract
 from ftspec.runtime.evaluation.reward_scores import text_scores
 from ftspec.runtime.evaluation.scorers import score
@@ -160,7 +163,8 @@ def _python(r: Any, root: Path) -> Callable[[list[str], list[str], list[str | No
     path = Path(root) / r.path
     where = f"{r.path}:{r.function}"
     try:
-        data = path.read_bytes()
+        # As validate read it: a regular file (a FIFO put in its place would block the run), of bounded size.
+        data = read_regular(path, MAX_REWARD_FILE)
     except OSError as exc:
         raise RunFailed(f"reward {where}: cannot read the file ({exc.strerror or exc})") from None
     if hashlib.sha256(data).hexdigest() != r.sha256:
@@ -173,7 +177,7 @@ def _python(r: Any, root: Path) -> Callable[[list[str], list[str], list[str | No
     try:
         # The bytes whose sha256 was checked are what runs (not the file read again).
         exec(compile(data, str(path), "exec"), module.__dict__)  # noqa: S102
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a reward file must not end the run as if it succeeded
         raise RunFailed(f"reward {where}: loading the file raised {type(exc).__name__}: {_first(exc)}") from None
     sys.modules.setdefault(module_name, module)
     function = getattr(module, r.function, None)
@@ -182,25 +186,50 @@ def _python(r: Any, root: Path) -> Callable[[list[str], list[str], list[str | No
 
     def scores(prompts: list[str], completions: list[str], references: list[str | None]) -> list[float | None]:
         try:
-            got = function(prompts=prompts, completions=completions, references=references)
-        except Exception as exc:
+            # Copies: a function that changes its arguments changes neither what the other rewards
+            # score nor what completions.jsonl records.
+            got = function(prompts=list(prompts), completions=list(completions), references=list(references))
+        except (Exception, SystemExit) as exc:  # SystemExit too: sys.exit(0) here would end the run with success
             raise RunFailed(f"reward {where} raised {type(exc).__name__}: {_first(exc)}") from None
+        if not isinstance(got, (list, tuple)) and _is_array(got):
+            got = got.tolist()  # a numpy array or tensor of numbers, as TRL takes
         if not isinstance(got, (list, tuple)) or len(got) != len(completions):
             raise RunFailed(f"reward {where} returned {type(got).__name__}"
                             + (f" of {len(got)}" if isinstance(got, (list, tuple)) else "")
                             + f"; it must return a list of {len(completions)} numbers, one per completion")
         out: list[float | None] = []
         for value in got:
-            if value is None:
-                out.append(None)
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise RunFailed(f"reward {where} returned {value!r}; each reward is a finite number (or None for "
-                                "its `missing` value)")
-            else:
-                out.append(float(value))
+            number = _number(value)
+            if value is not None and number is None:
+                raise RunFailed(f"reward {where} returned {_short(value)}; each reward is a finite number (or None "
+                                "for its `missing` value)")
+            out.append(number)
         return out
 
     return scores
+
+
+def _is_array(value: Any) -> bool:
+    """Whether ``value`` is a one-dimensional array (numpy's, torch's) whose ``tolist`` gives its numbers."""
+    shape = getattr(value, "shape", None)
+    return callable(getattr(value, "tolist", None)) and shape is not None and len(shape) == 1
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float when it is a real number (Python's or numpy's, not a bool), else None."""
+    if value is None or isinstance(value, bool) or type(value).__name__ == "bool_" \
+            or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):  # an int past float's range, and the like
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _text(value: Any) -> str:

@@ -196,6 +196,9 @@ eval: {limit: 4}
     result = runner.invoke(main, ["generate", str(spec), "hello"])
     assert result.exit_code == 2, result.output
     assert "nothing to generate" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, ["chat", str(spec)], input="hello\n")
+    assert result.exit_code == 2, result.output
+    assert "nothing to chat with" in result.output and "Traceback" not in result.output
 
 
 def test_a_reward_model_cut_off_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
