@@ -112,15 +112,16 @@ def _gate(g: GateResult) -> str:
     return f"{_gate_expr(g)} ({_gate_value(g)})"
 
 
-def _gates_words(m: Optional[ReportMetrics]) -> str:
+def _gates_words(m: Optional[ReportMetrics], shown=_gate, passed: str = "", failed_mark: str = "") -> str:
+    """One side's gates in a line: passed, or which failed (each as ``shown`` writes a gate)."""
     if m is None:
         return "no results"
     if not m.gates:
         return "no gates"
     failed = [g for g in m.gates if not g.passed]
     if not failed:
-        return f"passed {len(m.gates)}/{len(m.gates)}"
-    return f"failed {len(failed)}/{len(m.gates)}: " + "; ".join(_gate(g) for g in failed)
+        return f"{passed}passed {len(m.gates)}/{len(m.gates)}"
+    return f"{failed_mark}failed {len(failed)}/{len(m.gates)}: " + "; ".join(shown(g) for g in failed)
 
 
 def _rows(r: DiffResults) -> tuple[list[str], list[list[str]]]:
@@ -198,16 +199,7 @@ def md_code(text: str) -> str:
 
 
 def _md_gates(m: Optional[ReportMetrics]) -> str:
-    if m is None:
-        return "no results"
-    if not m.gates:
-        return "no gates"
-    failed = [g for g in m.gates if not g.passed]
-    if not failed:
-        return f"✅ passed {len(m.gates)}/{len(m.gates)}"
-    return f"❌ failed {len(failed)}/{len(m.gates)}: " + "; ".join(
-        f"{md_code(_gate_expr(g))} ({md_text(_gate_value(g))})"
-        for g in failed)
+    return _gates_words(m, lambda g: f"{md_code(_gate_expr(g))} ({md_text(_gate_value(g))})", "✅ ", "❌ ")
 
 
 def _md_notes(r: DiffResults) -> list[str]:

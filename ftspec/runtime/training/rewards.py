@@ -30,7 +30,6 @@ from ftspec.checks.rules.rewards import MAX_REWARD_FILE
 from ftspec.core.errors import RunFailed
 from ftspec.core.io import dumps, iter_jsonl
 from ftspec.core.paths import read_regular
-from ftspec.runtime.evaluation.extraction import extract
 from ftspec.runtime.evaluation.reward_scores import text_scores
 from ftspec.runtime.evaluation.scorers import score
 from ftspec.runtime.evaluation.stopping import cut_at_stop
@@ -131,11 +130,11 @@ def _metric(r: Any) -> Callable[[list[str], list[str], list[str | None]], list[f
     def scores(prompts: list[str], completions: list[str], references: list[str | None]) -> list[float | None]:
         result = score([definition], completions, [ref or "" for ref in references])
         out: list[float | None] = []
-        for i, completion in enumerate(completions):
+        for i in range(len(completions)):
             if needs_reference and not (references[i] or "").strip():
                 out.append(None)  # nothing to compare with
-            elif spec and not extract(completion, spec):
-                out.append(None)  # the extraction finds no answer in it
+            elif spec and not result.extracted[i].get(name, {}).get("prediction"):
+                out.append(None)  # the extraction (as the scoring made it) finds no answer in it
             else:
                 out.append(result.per_example[i].get(name))
         return out
