@@ -26,8 +26,8 @@ folders a run writes; ftspec.plan.keys keys the steps and makes their views).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class StepDef:
     layout: int = 1
     # Whether a plan has this step at all (decided on the plan's body).
     present: Callable[[Mapping], bool] = lambda body: True
+    # Needs of which this step reads only a part: its key hashes, in place of the need's key,
+    # what that part depends on (a function of the plan's body and the keys so far).
+    partial: Mapping[str, Callable[[Mapping, Mapping[str, str]], Any]] = field(default_factory=dict)
 
 
 # The generation steps read everything that shapes what the model is asked and how it
@@ -106,9 +109,52 @@ PREPARE_DATA = StepDef(
     # On Bedrock it renders the family's JSONL and uploads it (region, bucket, prefix, format).
     reads=("data", "format", "model", "training.max_length", "compute.backend", "compute.bedrock"),
 )
+# What of a mixture only chooses the training rows (plan model MixtureSource, MixturePart).
+_DRAW_FIELDS = ("take", "amount", "drawn")
+_MIXTURE_DRAW_FIELDS = ("total", "seed", "rows")
+
+
+def held_out_part(body: Mapping, keys: Mapping[str, str]) -> Any:
+    """What the base model's generation reads of prepare_data's output: the held-out splits
+    (and the base model it builds or converts). They do not depend on how many rows of each
+    training source are drawn, or on ``data.limit``'s cut of the training split, so a weight
+    change re-keys prepare_data and training but not the base evaluation. Except where the
+    base evaluation does read the training split: few-shot examples are drawn from it, and
+    a tiny model's BPE tokenizer is trained on it — then it is prepare_data's whole key."""
+    model = body.get("model") or {}
+    tiny_bpe = model.get("kind") == "tiny" and (model.get("tokenizer") or {}).get("kind") != "byte"
+    if (body.get("eval") or {}).get("few_shot") or tiny_bpe:
+        return keys[PREPARE_DATA.name]
+    data = dict(body["data"])
+    sources = dict(data.get("sources") or {})
+    train = sources.get("train")
+    if isinstance(train, Mapping) and train.get("kind") == "mixture":
+        parts = [{k: v for k, v in part.items() if k not in _DRAW_FIELDS} for part in train.get("parts") or ()]
+        sources["train"] = {**{k: v for k, v in train.items() if k not in _MIXTURE_DRAW_FIELDS}, "parts": parts}
+    data["sources"] = sources
+    for cut in ("rows", "limit"):  # the training split's count and limit; the held-out ones stay
+        if isinstance(data.get(cut), Mapping):
+            kept = {k: v for k, v in data[cut].items() if k != "train"}
+            data[cut] = kept if any(v is not None for v in kept.values()) else None
+    return {
+        "step": PREPARE_DATA.name, "layout": PREPARE_DATA.layout, "part": "held_out",
+        "reads": {path: _select(body, path) for path in PREPARE_DATA.reads if path != "data"} | {"data": data},
+        "needs": {n: keys[n] for n in PREPARE_DATA.needs if n in keys},
+    }
+
+
+def _select(body: Any, dotted: str) -> Any:
+    node = body
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+        if node is None:
+            return None
+    return node
+
+
 GENERATE_BASE = StepDef(
     name="generate_base", folder="generate-base", needs=("prepare_data",), reads=_GENERATE_READS,
-    present=_baseline,
+    present=_baseline, partial={"prepare_data": held_out_part},
 )
 EVAL_BASE = StepDef(
     name="eval_base", folder="eval-base", needs=("generate_base",), reads=_SCORE_READS, layout=2,

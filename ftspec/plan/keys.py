@@ -51,9 +51,15 @@ def plan_steps(body: Mapping) -> list[dict]:
     out = []
     for s in present:
         needs = [n for n in s.needs if n in names]
-        keys[s.name] = digest(material(s, body, {n: keys[n] for n in needs}))
+        needed = {n: _part_key(s.partial[n](body, keys)) if n in s.partial else keys[n] for n in needs}
+        keys[s.name] = digest(material(s, body, needed))
         out.append({"name": s.name, "needs": needs, "key": keys[s.name]})
     return out
+
+
+def _part_key(part: Any) -> str:
+    """The key standing for the part of a need that a step reads (a key, or what to hash)."""
+    return part if isinstance(part, str) else digest(part)
 
 
 # --------------------------------------------------------------------------- views

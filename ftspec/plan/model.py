@@ -161,12 +161,42 @@ class HubSource(_Frozen):
     rows: None = None
 
 
-Source = Annotated[Union[FileSource, HubSource], Field(discriminator="kind")]
-
-
 class Derived(_Frozen):
     name: str
     template: Template
+
+
+class MixturePart(_Frozen):
+    """One source of a training mixture (``data.train`` as a list): where its rows come from,
+    how its columns map to the spec's (before ``data.rename`` and ``data.derive``), and how
+    many of its training rows the mixture draws."""
+
+    name: str
+    source: Annotated[Union[FileSource, HubSource], Field(discriminator="kind")]
+    rename: FrozenMap[str, str] = Field(default_factory=dict)
+    derive: tuple[Derived, ...] = ()
+    # `weight`: a share of the weighted parts' rows (normalised: the weighted parts' amounts
+    # sum to 1); `rows`: exactly this many rows; `epochs`: this many passes over the part.
+    take: Literal["weight", "rows", "epochs"]
+    amount: float
+    available: int | None = None  # its training rows after data.filter and the held-out split
+    drawn: int | None = None  # the rows it puts in the training mixture (None: unknown until read)
+
+
+class MixtureSource(_Frozen):
+    """``data.train`` as a list of sources, drawn into one training split (docs/use-cases/mixtures.md)."""
+
+    kind: Literal["mixture"]
+    parts: tuple[MixturePart, ...]
+    # How many rows the weighted parts make together: `no_repeats`, the most that repeats no
+    # row; `every_row`, the fewest that use every row of every weighted part; or a number.
+    total: Union[Literal["no_repeats", "every_row"], int]
+    seed: int
+    rows: int | None = None  # rows of the mixture (before data.limit); None: unknown until read
+    # (Which of these fields only choose the training rows: ftspec.catalog.steps.held_out_part.)
+
+
+Source = Annotated[Union[FileSource, HubSource, MixtureSource], Field(discriminator="kind")]
 
 
 class Split(_Frozen):

@@ -78,6 +78,13 @@ def _declares(step_def, path) -> bool:
     return any(dotted == r or dotted.startswith(r + ".") for r in step_def.reads)
 
 
+def _part_changed(s, need, body, changed_body, before, after) -> bool:
+    """Whether the part of a need that step ``s`` reads changed (steps.held_out_part)."""
+    if need not in before or need not in after:
+        return (need in before) != (need in after)
+    return s.partial[need](body, before) != s.partial[need](changed_body, after)
+
+
 def _keys(body) -> dict[str, str]:
     return {s["name"]: s["key"] for s in plan_steps(body)}
 
@@ -99,7 +106,8 @@ def test_each_leaf_changes_exactly_the_steps_that_declare_it(name, profiles, in_
         for s in STEPS:  # in order: a step's needs come before it
             if s.name not in after or s.name not in before:
                 continue
-            needs_changed = any(n in expected or ((n in before) != (n in after)) for n in s.needs)
+            needs_changed = any(_part_changed(s, n, body, changed_body, before, after) if n in s.partial
+                                else n in expected or ((n in before) != (n in after)) for n in s.needs)
             if _declares(s, path) or needs_changed:
                 expected.add(s.name)
         actual = {n for n in after if n in before and after[n] != before[n]}
@@ -262,3 +270,16 @@ def test_every_shipped_spec_runs_each_step_on_its_view(spec, tmp_path, monkeypat
         assert ran.ran == [s.name for s in stage.steps]
     for s in plan.steps:  # each step read its plan, through its view only
         assert reads.get(s.name), f"{s.name} read nothing through its view"
+
+
+@pytest.mark.parametrize("sets,base_rekeyed", [
+    (["data.limit={train: 50}"], False),  # the training split's cut: not the held-out rows
+    (["data.limit=50"], True),  # every split's, the test split's with it
+    (["eval.few_shot=2", "data.limit={train: 50}"], True),  # the examples come from the training split
+])
+def test_the_base_evaluation_is_re_keyed_only_by_what_it_reads_of_the_data(sets, base_rekeyed, in_root):
+    before = {s.name: s.key for s in compile_spec("specs/quickstart.yaml", (), sets[:-1])[0].steps}
+    after = {s.name: s.key for s in compile_spec("specs/quickstart.yaml", (), sets)[0].steps}
+    assert before["prepare_data"] != after["prepare_data"] and before["train"] != after["train"]
+    assert (before["generate_base"] != after["generate_base"]) is base_rekeyed
+    assert (before["eval_base"] != after["eval_base"]) is base_rekeyed
