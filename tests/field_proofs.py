@@ -30,6 +30,9 @@ KT = "tests/runtime/training/test_kto.py::"
 KS = "tests/checks/test_kto_spec.py::"
 RM = "tests/runtime/training/test_reward_model.py::"
 RS = "tests/checks/test_reward_model_spec.py::"
+MIX_P = "tests/plan/test_mixture_plan.py::"
+MIX_C = "tests/checks/test_mixture_counts.py::"
+MIX_R = "tests/checks/rules/test_mixture_rules.py::"
 
 PROOFS: dict[str, list[str]] = {
     # --- top level
@@ -70,6 +73,13 @@ PROOFS: dict[str, list[str]] = {
     # --- data
     "data.validation": [E + "test_validation_and_test_files_are_their_splits"],
     "data.test": [E + "test_validation_and_test_files_are_their_splits"],
+    "data.train": [E + "test_file_format_columns_header_and_field_read_the_file",
+                   MIX_P + "test_the_plan_states_each_sources_rows_as_documented"],  # one source, or a list
+    "data.mix": [MIX_P + "test_every_row_and_a_number_and_limit"],
+    "data.mix.total": [MIX_C + "test_the_documented_example_draws_these_rows",
+                       MIX_P + "test_every_row_and_a_number_and_limit"],
+    "data.mix.seed": [MIX_C + "test_the_seed_is_data_mix_seed_else_data_split_seed_else_42",
+                      MIX_P + "test_the_same_seed_makes_the_same_plan_and_another_seed_another"],
     "data.split": [R + "test_sft_full_trains_every_weight_and_writes_the_run_directory",
                    E + "test_split_fractions_seed_and_stratify_carve_the_held_out_rows"],
     "data.split.validation": [E + "test_split_fractions_seed_and_stratify_carve_the_held_out_rows"],
@@ -97,6 +107,30 @@ PROOFS: dict[str, list[str]] = {
                              E + "test_a_hub_subset_is_passed_to_datasets"],
     "data.train:hub.subset": [E + "test_a_hub_subset_is_passed_to_datasets"],
     "data.train:hub.revision": [R + "test_hub_dataset_sources_go_through_datasets"],
+    # a mixture's sources (data.train as a list): the plan's draw and validate's checks; the file and hub
+    # sources share the code that reads these fields (ftspec.checks.mixture, ftspec.plan.mixture)
+    "data.train:mixture[]:file.name": [MIX_R + "test_two_sources_of_one_name_are_refused_at_the_second",
+                                       MIX_P + "test_the_plan_states_each_sources_rows_as_documented"],
+    "data.train:mixture[]:file.rename": [MIX_P + "test_the_plan_states_each_sources_rows_as_documented",
+                                         MIX_R + "test_a_column_one_source_lacks_is_said_at_that_source"],
+    "data.train:mixture[]:file.derive": [MIX_P + "test_the_plan_states_each_sources_rows_as_documented",
+        MIX_P + "test_a_weight_change_rekeys_prepare_data_and_train_but_not_the_base_evaluation"],
+    "data.train:mixture[]:file.weight": [MIX_C + "test_the_documented_example_draws_these_rows",
+        MIX_P + "test_a_weight_change_rekeys_prepare_data_and_train_but_not_the_base_evaluation"],
+    "data.train:mixture[]:file.rows": [MIX_C + "test_each_source_is_split_on_its_own_before_it_is_drawn"],
+    "data.train:mixture[]:file.epochs": [MIX_C + "test_each_source_is_split_on_its_own_before_it_is_drawn",
+                                         MIX_P + "test_plan_shows_each_source_drawn_repeated_and_its_shares"],
+    "data.train:mixture[]:hub.name": [MIX_R + "test_two_sources_of_one_name_are_refused_at_the_second",
+                                      MIX_P + "test_the_plan_states_each_sources_rows_as_documented"],
+    "data.train:mixture[]:hub.rename": [MIX_P + "test_the_plan_states_each_sources_rows_as_documented",
+                                        MIX_R + "test_a_column_one_source_lacks_is_said_at_that_source"],
+    "data.train:mixture[]:hub.derive": [MIX_P + "test_the_plan_states_each_sources_rows_as_documented",
+        MIX_P + "test_a_weight_change_rekeys_prepare_data_and_train_but_not_the_base_evaluation"],
+    "data.train:mixture[]:hub.weight": [MIX_C + "test_the_documented_example_draws_these_rows",
+        MIX_P + "test_a_weight_change_rekeys_prepare_data_and_train_but_not_the_base_evaluation"],
+    "data.train:mixture[]:hub.rows": [MIX_C + "test_each_source_is_split_on_its_own_before_it_is_drawn"],
+    "data.train:mixture[]:hub.epochs": [MIX_C + "test_each_source_is_split_on_its_own_before_it_is_drawn",
+                                        MIX_P + "test_plan_shows_each_source_drawn_repeated_and_its_shares"],
     # --- format
     "format:prompt_completion.kind": [E + "test_rename_derive_and_limit_shape_the_rows"],
     "format:prompt_completion.prompt": [E + "test_rename_derive_and_limit_shape_the_rows"],
@@ -377,4 +411,27 @@ PROOFS.update({
     "method:sft.adapter:qlora.quant_storage": [
         DS + "test_quant_storage_is_resolved_in_the_plan",
         DS + "test_qlora_storage_other_than_the_load_dtype_is_an_error_under_sharding"],
+})
+
+# The sweep section (ftspec sweep; not part of the plan).
+_PS = "tests/plan/test_sweep_plan.py::"
+_CS = "tests/commands/test_sweep.py::"
+_PRUNE = "tests/runtime/training/test_pruning.py::"
+_POOL = "tests/commands/test_sweep_pool.py::"
+_RANDOM = _PS + "test_random_draws_the_same_trials_for_a_seed_and_others_for_another"
+PROOFS.update({
+    "sweep": [_CS + "test_a_2x2_grid_shares_data_and_base_eval_and_a_killed_sweep_trains_only_the_rest"],
+    "sweep.fields": [_PS + "test_a_grid_is_every_combination_in_a_fixed_order_with_the_objective_from_eval_metrics"],
+    "sweep.method": [_RANDOM],
+    "sweep.trials": [_RANDOM],
+    "sweep.seed": [_RANDOM],
+    "sweep.fields{}:range.low": [_RANDOM],
+    "sweep.fields{}:range.high": [_RANDOM],
+    "sweep.fields{}:range.log": [_RANDOM],
+    "sweep.fields{}:range.step": [_PS + "test_a_stepped_range_draws_only_its_steps"],
+    "sweep.objective.metric": [_PS + "test_a_metric_lower_is_better_is_minimised"],
+    "sweep.objective.split": [_CS + "test_a_bad_objective_is_refused_at_its_line"],
+    "sweep.prune": [_PRUNE + "test_a_sweep_shows_a_pruned_trial_as_pruned_not_failed"],
+    "sweep.workers": [
+        _POOL + "test_two_workers_train_each_trial_of_a_2x2_grid_once_and_pick_the_winner_one_process_picks"],
 })

@@ -244,7 +244,7 @@ def test_install_sh_installs_no_torch_without_the_train_extra(tmp_path):
 @pytest.mark.parametrize("args, env, message", [
     (("train",), {"FTSPEC_PYTHON": None, "VIRTUAL_ENV": None, "CONDA_PREFIX": None},
      "install.sh: no virtual environment is active; make one first: python3 -m venv .venv && . .venv/bin/activate"),
-    (("train,gpu",), {}, "install.sh: unknown extra 'gpu': pyproject.toml offers train bedrock remote dev"),
+    (("train,gpu",), {}, "install.sh: unknown extra 'gpu': pyproject.toml offers train bedrock remote sweep dev"),
     (("train;rm -rf x",), {},
      "install.sh: extras are names separated by commas, e.g. train,dev (got 'train;rm -rf x')"),
     (("train", "dev"), {}, "install.sh: one argument, the extras separated by commas (got 2: train dev); "

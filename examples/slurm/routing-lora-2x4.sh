@@ -3,7 +3,7 @@
 #   spec      specs/routing-lora.yaml
 #   profiles  (none)
 #   --set     compute.num_nodes=2 compute.num_processes=4 compute.strategy=ddp
-#   plan      c095e3d7f671
+#   plan      ffae5b932454
 #   starts    8 training processes: 2 nodes x 4 processes per node (one GPU each), strategy ddp
 # Submit it from the directory the spec's path above is relative to: sbatch FILE
 #SBATCH --job-name=routing-lora

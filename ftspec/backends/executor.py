@@ -212,9 +212,7 @@ def _execute(plan: Plan, root: Path, echo: Callable[[str], None], callbacks: lis
         "git": git_state(root, plan_inputs(plan)),
         "machine": machine(plan, threads),  # what `auto` became here: only when a step runs (no torch otherwise)
         "store": shared.remote.url if shared.on else None,
-        "data": {split: {"path": getattr(src, "path", None) or getattr(src, "hub", None),
-                         "sha256": getattr(src, "sha256", None), "revision": getattr(src, "revision", None)}
-                 for split, src in plan.data.sources.items()},
+        "data": data_files(plan),
         "steps": [],
         "artifacts": {name: steps.folder(name) for name in names},
     }
@@ -296,6 +294,21 @@ def _compute(plan: Plan, backend: Backend, step_def: steps.StepDef, store: Store
     # Kept only so that an unfinished step resumes.
     remove_own(ctx.checkpoints(), store.root)
     return result
+
+
+def data_files(plan: Plan) -> dict[str, dict]:
+    """Each data source the run reads, by split; a training mixture's sources as ``train.NAME``."""
+    def entry(src) -> dict:
+        return {"path": getattr(src, "path", None) or getattr(src, "hub", None),
+                "sha256": getattr(src, "sha256", None), "revision": getattr(src, "revision", None)}
+
+    out: dict[str, dict] = {}
+    for split, src in plan.data.sources.items():
+        if src.kind == "mixture":
+            out.update({f"{split}.{part.name}": entry(part.source) for part in src.parts})
+        else:
+            out[split] = entry(src)
+    return out
 
 
 class _step_lock:

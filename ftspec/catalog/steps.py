@@ -39,7 +39,8 @@ class StepDef:
     # What the step writes, versioned: a run folder an older ftspec wrote is not reused
     # when the layout of the step's output has changed since. (prepare_data 2: it writes
     # the tokenized splits the SFT recipe trains on; 3: streamed, each split's origins
-    # beside it, the tokens as memory-mapped shards cut to max_length.)
+    # beside it, the tokens as memory-mapped shards cut to max_length; 4: a training mixture's
+    # splits each with its .sources, and stats.json's per-source rows.)
     layout: int = 1
     # Whether a plan has this step at all (decided on the plan's body).
     present: Callable[[Mapping], bool] = lambda body: True
@@ -105,7 +106,7 @@ TEACH = StepDef(
     present=_distills,
 )
 PREPARE_DATA = StepDef(
-    name="prepare_data", folder="data", needs=("teach",), layout=3,
+    name="prepare_data", folder="data", needs=("teach",), layout=4,
     # On Bedrock it renders the family's JSONL and uploads it (region, bucket, prefix, format).
     reads=("data", "format", "model", "training.max_length", "compute.backend", "compute.bedrock"),
 )

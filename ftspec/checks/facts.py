@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import jinja2
 
 from ftspec.catalog.architectures import GGUF_LOADABLE, architecture
+from ftspec.checks.mixture import PartCounts, map_parts, mixture_counts
 from ftspec.core.errors import WARNING, Issue, Pos, SpecError, did_you_mean
 from ftspec.core.paths import (
     PathPolicy,
@@ -100,7 +101,9 @@ class SourceInfo:
     columns: list[str] = field(default_factory=list)
     sample: list[Any] = field(default_factory=list)  # sources.Row
     readable: bool = False
-    spec: Any = None  # the FileSource / HubSource
+    spec: Any = None  # the FileSource / HubSource (a mixture's part: FileMixtureSource / HubMixtureSource)
+    name: str = ""  # a mixture's part: its name
+    at: tuple = ()  # its spec key path: ("data", "train") or a mixture's part ("data", "train", 2)
 
 
 @dataclass
@@ -138,6 +141,9 @@ class Context:
     # A key of each training row parsed, kept when a validation or test file is read
     # too: held-out rows that are training rows are found by it (quiet.check_held_out_overlap).
     train_keys: set[int] = field(default_factory=set)
+    # data.train as a list (a mixture): each part, its sample rows mapped by its own rename and
+    # derive; sources["train"] is then all of them together (ftspec.checks.mixture).
+    parts: list[SourceInfo] = field(default_factory=list)
 
     @property
     def scan(self) -> ScanBudget:
@@ -171,13 +177,25 @@ class Context:
     @property
     def train_rows_after_split(self) -> int | None:
         """Training rows after data.filter (estimated where it was tried on a sample) and splitting, before limit."""
+        if self.parts:
+            return self.mixture_counts()[0]["train"]
         sources = {s: self.source_rows(s)[0] for s in self.sources}
         return split_counts(sources, self.spec.data.split, None)["train"] if "train" in sources else None
 
+    def own_sources(self) -> list[tuple[str, SourceInfo]]:
+        """Each source read, by its key: the splits', a mixture's parts in place of its training split."""
+        return [(split if info.kind != "mixture" else part.key, part) for split in SPLITS
+                if (info := self.sources.get(split)) for part in (self.parts if info.kind == "mixture" else [info])]
+
+    def source_info(self, key: str) -> SourceInfo | None:
+        """A split's source, or a mixture's part by its key (``data.train.1``)."""
+        return self.sources.get(key) or next((p for p in self.parts if p.key == key), None)
+
     def source_rows(self, split: str) -> tuple[int | None, bool]:
         """Rows one source gives after data.filter, and whether that is an estimate: the
-        filter renders the sample rows only, and the share it keeps there stands for the rest."""
-        info = self.sources.get(split)
+        filter renders the sample rows only, and the share it keeps there stands for the rest.
+        ``split``: a split, or a mixture's part by its key (``data.train.1``)."""
+        info = self.source_info(split)
         rows = info.rows if info is not None and info.readable else None
         if rows is None or self.spec.data.filter is None:
             return rows, False
@@ -191,6 +209,9 @@ class Context:
     def planned_rows(self) -> tuple[dict[str, int | None], list[str]]:
         """Rows of each split after data.filter, splitting and data.limit, and the splits
         whose count is an estimate (see :meth:`source_rows`)."""
+        if self.parts:
+            counts, _, estimated = self.mixture_counts(limit=True)
+            return counts, estimated
         sources: dict[str, int | None] = {}
         lower: dict[str, int | None] = {}  # the rows the sample shows the filter keeps, at least
         for split in self.sources:
@@ -205,6 +226,19 @@ class Context:
         floor = split_counts(lower, data.split, data.limit)
         return counts, [s for s in SPLITS if counts[s] is not None and floor[s] != counts[s]]
 
+    def mixture_counts(self, limit: bool = False) -> tuple[dict[str, int | None], list[PartCounts], list[str]]:
+        """A mixture's rows: of each split (after data.limit with ``limit``), of each part
+        (available, drawn, held out), and the splits whose count is an estimate."""
+        rows = {s: self.source_rows(s)[0] for s in ("validation", "test") if s in self.sources}
+        parts = [self.source_rows(p.key) for p in self.parts]
+        lower = [(self.filter_counts[p.key][0] if estimate else n) for p, (n, estimate) in zip(self.parts, parts)]
+        cut = self.spec.data.limit if limit else None
+        counts, per_part = mixture_counts(self.spec.data, [n for n, _ in parts], rows, cut)
+        if lower == [n for n, _ in parts]:
+            return counts, per_part, []
+        floor = mixture_counts(self.spec.data, lower, rows, cut)[0]
+        return counts, per_part, [s for s in SPLITS if counts[s] is not None and floor[s] != counts[s]]
+
 
 # --------------------------------------------------------------------------- gathering
 
@@ -218,35 +252,50 @@ def inspect(loaded: LoadedSpec, spec: S.Spec, policy: PathPolicy | None = None,
     ctx = Context(loaded, spec, spec_dir, policy.root, policy, budgets=budgets or Budgets())
     inspect_model(ctx)
     _inspect_tokenizer(ctx)
-    files = [split for split in SPLITS if isinstance(getattr(spec.data, split), S.FileSource)]
-    for split in SPLITS:
-        source = getattr(spec.data, split)
-        if source is not None:
-            later = len(files) - files.index(split) - 1 if split in files else 0
-            _inspect_source(ctx, split, source, later)
+    # Each source by its key path, the parts of a mixture at data.train.0, data.train.1, …
+    sources = [((("data", split, i) if isinstance(source, list) else ("data", split)), split, item)
+               for split in SPLITS if (source := getattr(spec.data, split)) is not None
+               for i, item in (enumerate(source) if isinstance(source, list) else [(None, source)])]
+    files = [at for at, _, item in sources if isinstance(item, S.FileSource)]
+    for at, split, item in sources:
+        later = len(files) - files.index(at) - 1 if at in files else 0
+        info = _inspect_source(ctx, split, item, later, at)
+        if len(at) == 3:
+            info.name = item.source_name()
+            ctx.parts.append(info)
+        else:
+            ctx.sources[split] = info
     _inspect_templates(ctx)
+    if ctx.parts:
+        ctx.sources["train"] = SourceInfo("train", "data.train", ctx.at("data", "train"), "mixture", **map_parts(ctx))
     return ctx
 
 
-def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0) -> None:
-    info = SourceInfo(split, f"data.{split}", ctx.at("data", split),
-                      "hub" if isinstance(source, S.HubSource) else "file", spec=source)
-    ctx.sources[split] = info
+def _inspect_source(ctx: Context, split: str, source: Any, later: int = 0, at: tuple = ()) -> SourceInfo:
+    at = at or ("data", split)
+    key = ".".join(map(str, at))
+    info = SourceInfo(split, key, ctx.at(*at), "hub" if isinstance(source, S.HubSource) else "file", spec=source,
+                      at=at)
+    _read_source(ctx, info, source, later)
+    return info
+
+
+def _read_source(ctx: Context, info: SourceInfo, source: Any, later: int) -> None:
+    at, split = info.at, info.split
     if info.kind == "hub":
         info.shown = f"hub:{source.hub}"
         problem = _hub_dataset_problem(ctx, source.hub)
         if problem:
-            at = ("data", split, "hub") if ("data", split, "hub") in ctx.loaded.where else ("data", split)
-            ctx.issues.append(ctx.error(at, problem))
+            ctx.issues.append(ctx.error((*at, "hub") if (*at, "hub") in ctx.loaded.where else at, problem))
             return
-        ctx.not_checked.append(f"data.{split}: hub dataset '{source.hub}' is read when the data is prepared; its "
+        ctx.not_checked.append(f"{info.key}: hub dataset '{source.hub}' is read when the data is prepared; its "
                                "columns and rows are not checked offline")
         return
     path = ctx.spec_dir / source.path
     info.path = path
     info.shown = _shown(path)
-    pos = ctx.pos("data", split, "path") if ("data", split, "path") in ctx.loaded.where else ctx.pos("data", split)
-    key = f"data.{split}.path" if ("data", split, "path") in ctx.loaded.where else f"data.{split}"
+    pos = ctx.pos(*at, "path") if (*at, "path") in ctx.loaded.where else ctx.pos(*at)
+    key = f"{info.key}.path" if (*at, "path") in ctx.loaded.where else info.key
     refusal = ctx.policy.outside(path, source.path)
     if refusal:
         ctx.issues.append(Issue(pos, key, refusal))

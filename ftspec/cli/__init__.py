@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from ftspec import __version__
-from ftspec.cli import launch, model, promote, remote, run, runs, spec
+from ftspec.cli import launch, model, promote, remote, run, runs, spec, sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,7 +21,7 @@ def main() -> None:
 
 
 for _command in (spec.validate, spec.plan, spec.schema, spec.templates, spec.diff, spec.lock,
-                 run.run, run.eval_, run.report, run.status, run.stop,
+                 run.run, run.eval_, run.report, run.status, run.stop, sweep.sweep_cmd,
                  runs.runs, runs.gc, remote.push, remote.pull,
                  model.export, model.generate, model.chat, promote.promote,
                  launch.launch_script):

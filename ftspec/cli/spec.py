@@ -22,8 +22,8 @@ from ftspec.cli.common import (
 from ftspec.commands import diff as D
 from ftspec.commands.lock import write_lock
 from ftspec.commands.output import write_output
-from ftspec.commands.plan import effective_plan, show_plan, write_plan
 from ftspec.commands.plan import explain as explain_values
+from ftspec.commands.plan import planned, show_plan, write_plan
 from ftspec.commands.remote import results_fetch
 from ftspec.commands.schema import SCHEMA_FILES, schema_text, write_schemas
 from ftspec.commands.templates import template_names
@@ -73,7 +73,7 @@ def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: 
     The text ends with how long each step that will run may take, where an earlier run
     beside it measured the same step of the same model (the most recent such run); the
     plan's JSON and id never hold these figures."""
-    compiled, warnings = effective_plan(spec, profiles, sets, strict, allow)
+    compiled, warnings, sweep = planned(spec, profiles, sets, strict, allow)
     print_issues(warnings)
     if output is not None:
         # -o FILE writes the file and nothing else (a user redirecting the output wants
@@ -83,6 +83,8 @@ def plan(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], as_json: 
         out(explain_values(spec, profiles, sets, allow, as_json))
     elif output is None:
         click.echo(show_plan(compiled, as_json, color=sys.stdout.isatty(), spec=spec), nl=not as_json)
+        if sweep is not None and not as_json:
+            click.echo(sweep)
 
 
 @click.command()

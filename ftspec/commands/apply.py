@@ -104,7 +104,9 @@ def model_folders(plan: Plan, root: Path) -> dict[str, str]:
         model = one.model
         if getattr(model, "gguf_file", None):  # the GGUF file's sha256 is in the plan
             skip.add(os.path.normpath(model.name_or_path))
-        skip.update(os.path.normpath(s.path) for s in one.data.sources.values() if s.kind == "file")
+        files = [p.source for s in one.data.sources.values() if s.kind == "mixture" for p in s.parts]
+        files += [s for s in one.data.sources.values() if s.kind != "mixture"]
+        skip.update(os.path.normpath(s.path) for s in files if s.kind == "file")
     found = {}
     for path in plan_inputs(plan, root):
         name = Path(os.path.relpath(path, root)).as_posix()

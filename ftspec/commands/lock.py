@@ -68,7 +68,8 @@ def _templates(plan: Plan) -> dict[str, str]:
     # Walked as JSON: templates sit at many depths of these sections.
     for name, section in (("data", plan.data), ("format", plan.format), ("eval", plan.eval)):
         walk(thaw(section), name)
-    return {k: v for k, v in found.items() if not k.startswith("data.sources")}
+    # A source's own templates are those of a mixture's part (its derived columns).
+    return {k: v for k, v in found.items() if not k.startswith("data.sources") or ".derive." in k}
 
 
 HubResolver = Callable[[str, str, str | None], str]  # (kind "model"|"dataset", repo id, revision) -> commit
@@ -107,12 +108,15 @@ def build(plan: Plan, root: Path, resolve: HubResolver | None, locked: Mapping |
         model = {"kind": "hub", "id": m.name_or_path, "requested": requested, "commit": commit}
     data = {}
     for split, src in plan.data.sources.items():
-        if src.kind == "file":
-            data[split] = {"path": src.path, "sha256": src.sha256}
-        else:
-            commit = resolve("dataset", src.hub, src.revision) if resolve is not None else \
-                (locked or {}).get("data", {}).get(split, {}).get("commit")
-            data[split] = {"hub": src.hub, "requested": src.revision, "commit": commit}
+        # A mixture's parts each pinned on their own, as `train.NAME`.
+        for key, one in ([(f"{split}.{p.name}", p.source) for p in src.parts] if src.kind == "mixture"
+                         else [(split, src)]):
+            if one.kind == "file":
+                data[key] = {"path": one.path, "sha256": one.sha256}
+            else:
+                commit = resolve("dataset", one.hub, one.revision) if resolve is not None else \
+                    (locked or {}).get("data", {}).get(key, {}).get("commit")
+                data[key] = {"hub": one.hub, "requested": one.revision, "commit": commit}
     return {
         "lock_version": LOCK_VERSION,
         "spec": plan.spec.path,
@@ -213,6 +217,10 @@ def pinned_sets(locked: Mapping) -> list[str]:
         sets.append(f"model.revision={json.dumps(str(model['commit']))}")  # quoted: a commit of digits stays text
     for split, src in locked.get("data", {}).items():
         if "hub" in src and src.get("commit") and not src.get("requested"):
+            if "." in split:  # a mixture's part: a list item, which --set cannot reach
+                raise SpecError.one(Pos(f"hub:{src['hub']}"), f"data.{split}",
+                                    "a mixture's hub source without a revision cannot be pinned to the locked commit",
+                                    f"write revision: {src['commit']} in its entry of data.train")
             sets.append(f"data.{split}.revision={json.dumps(str(src['commit']))}")
     return sets
 

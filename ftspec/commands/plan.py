@@ -9,9 +9,10 @@ from ftspec.commands.apply import plan_file_text
 from ftspec.commands.output import write_output
 from ftspec.core.errors import Issue
 from ftspec.core.paths import find_root
-from ftspec.plan.compile import compile_spec
+from ftspec.plan.compile import compile_plan
 from ftspec.plan.describe import render_plan
 from ftspec.plan.model import Plan
+from ftspec.plan.sweep import describe_sweep
 from ftspec.spec.provenance import explain_spec, render_json, render_text
 from ftspec.store.estimates import estimate_lines
 from ftspec.store.protect import protected
@@ -20,7 +21,16 @@ from ftspec.store.protect import protected
 def effective_plan(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
                    allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue]]:
     """The effective plan and the spec's warnings. Raises SpecError."""
-    return compile_spec(spec, profiles, sets, strict, allow)
+    plan, warnings, _ = planned(spec, profiles, sets, strict, allow)
+    return plan, warnings
+
+
+def planned(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), strict: bool = False,
+            allow: Iterable[str | Path] = ()) -> tuple[Plan, list[Issue], str | None]:
+    """The effective plan, the spec's warnings, and the line that says what the spec's
+    ``sweep:`` section would run (None without one: the sweep is not part of the plan). Raises SpecError."""
+    compiled = compile_plan(spec, profiles, sets, strict, allow)
+    return compiled.plan, compiled.warnings, describe_sweep(compiled.checked.ctx.spec.sweep)
 
 
 def write_plan(output: Path, plan: Plan, spec: Path, echo) -> bool:

@@ -83,6 +83,20 @@ class RunFailed(Exception):
     out incomplete): one line that says what happened, exit status 1."""
 
 
+class Pruned(RunFailed):
+    """A sweep's pruner stopped this training on its validation curve
+    (ftspec.runtime.training.pruning): the train step is left incomplete. The sweep records
+    the trial as pruned; anywhere else it is a failed run, one line, status 1."""
+
+    def __init__(self, step: int, validation_loss: float, message: str):
+        self.step = step
+        self.validation_loss = validation_loss
+        super().__init__(message)
+
+    def __reduce__(self):  # pickled whole (its arguments are not Exception's args)
+        return (type(self), (self.step, self.validation_loss, str(self)))
+
+
 class Detached(RunFailed):
     """Ctrl-C while a Bedrock job was polled: ftspec stopped waiting; the job keeps running
     on AWS. The CLI exits 130, as for any Ctrl-C."""

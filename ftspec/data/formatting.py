@@ -6,8 +6,8 @@ every row when the runtime prepares the data, so what validates is what trains.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable
 
 import jinja2
 
@@ -33,6 +33,11 @@ class RowFormatter:
     turns: list[tuple[str, jinja2.Template]] = field(default_factory=list)  # chat: (role, content)
     messages_column: str | None = None
     budget: tpl.RenderBudget | None = None  # all renderings together (validate's sample rows)
+    # One source of a mixture: its own renames and derived columns, applied before the data's
+    # (so sources with other column names map onto the spec's); `pre_key` is its spec key.
+    pre_rename: dict[str, str] = field(default_factory=dict)
+    pre_derive: list[tuple[str, jinja2.Template]] = field(default_factory=list)
+    pre_key: str = ""
 
     @classmethod
     def from_plan(cls, data, fmt) -> "RowFormatter":
@@ -44,8 +49,19 @@ class RowFormatter:
         turns = [(t.role, env.from_string(t.content.text)) for t in fmt.messages] if chat else []
         return cls(fmt.kind, dict(data.rename), derive, fields, turns, fmt.messages_column if chat else None)
 
+    def for_part(self, part: Any, key: str) -> "RowFormatter":
+        """This formatter for one source of a mixture (the plan's ``MixturePart``), whose
+        ``rename`` and ``derive`` apply first; ``key`` is its spec key (``data.train.0``)."""
+        env = tpl.environment()
+        return replace(self, pre_rename=dict(part.rename), pre_key=key,
+                       pre_derive=[(d.name, env.from_string(d.template.text)) for d in part.derive])
+
     def columns(self, values: dict) -> dict:
-        """The row after renames and derived columns."""
+        """The row after renames and derived columns (a mixture source's own first)."""
+        if self.pre_rename or self.pre_derive:
+            values = {self.pre_rename.get(k, k): v for k, v in values.items()}
+            for name, template in self.pre_derive:
+                values[name] = self._render(template, values, f"{self.pre_key}.derive.{name}", self.budget)
         row = {self.rename.get(k, k): v for k, v in values.items()}
         for name, template in self.derive:
             row[name] = self._render(template, row, f"data.derive.{name}", self.budget)

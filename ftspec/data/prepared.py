@@ -3,6 +3,9 @@ them without holding a split in memory (a training split may have millions of ro
 
     <split>.jsonl          one formatted record per line (TRL's columns)
     <split>.origins        one JSON string per line, the same line's record's source, "FILE:ROW"
+    <split>.sources        with a training mixture only: one JSON string per line, the name of the
+                           mixture's source the same line's record came from ("validation" or
+                           "test" for a record of a held-out split's own file)
     <split>-tokens/        the train and validation splits tokenized (Arrow, memory-mapped)
     stats.json             the statistics of every split, computed in one pass
 """
@@ -13,7 +16,7 @@ from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ftspec.core.io import iter_jsonl
+from ftspec.core.io import BadFileError, iter_jsonl
 from ftspec.data.formatting import few_shot_indices
 
 
@@ -23,6 +26,10 @@ def split_file(data_dir: Path, split: str) -> Path:
 
 def origins_file(data_dir: Path, split: str) -> Path:
     return Path(data_dir) / f"{split}.origins"
+
+
+def sources_file(data_dir: Path, split: str) -> Path:
+    return Path(data_dir) / f"{split}.sources"
 
 
 def iter_records(data_dir: Path, split: str, limit: int | None = None) -> Iterator[dict]:
@@ -44,6 +51,23 @@ def iter_origins(data_dir: Path, split: str) -> Iterator[str]:
     if not path.exists():
         return iter(())
     return (str(value) for _, _, value in iter_jsonl(path))
+
+
+def iter_sources(data_dir: Path, split: str) -> Iterator[str] | None:
+    """The name of the mixture's source of each of the split's records, in the split's order;
+    None when the folder has none (the training data is not a mixture). A line that holds no
+    name (a non-empty JSON string) is an error at its FILE:LINE."""
+    path = sources_file(data_dir, split)
+    if not path.exists():
+        return None
+    return _names(path)
+
+
+def _names(path: Path) -> Iterator[str]:
+    for number, _, value in iter_jsonl(path):
+        if not isinstance(value, str) or not value:
+            raise BadFileError(path, "holds no source name (a JSON string)", number)
+        yield value
 
 
 def split_position(origin: str | None, split: str, index: int) -> tuple[str, int | None]:

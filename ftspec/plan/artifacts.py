@@ -96,7 +96,8 @@ class Manifest(_Record):
     store: Optional[str] = Field(None, description=(
         "The shared step store the run fetched from and uploaded to (`--store`, `FTSPEC_STORE` or "
         "`output.store`), as its URL; null: only the local store beside the run directory."))
-    data: dict[str, DataFile] = Field(description="Each data source, by split.")
+    data: dict[str, DataFile] = Field(description=(
+        "Each data source, by split (a training mixture's sources as `train.NAME`)."))
     steps: list[StepEntry] = Field(description="The plan's steps, in order.")
     artifacts: dict[str, str] = Field(description="Each step's folder in the run directory.")
     metrics: Optional[dict[str, Any]] = Field(None, description=(
@@ -171,6 +172,12 @@ class ReportMetrics(BaseModel):
     gates_passed: bool = Field(description="Whether every gate passed (true without gates).")
     overfitting: Optional[str] = Field(None, description=(
         "A warning when the validation loss rose while the training loss fell."))
+    by_source: Optional[dict[str, Any]] = Field(None, description=(
+        "A training mixture's evaluated rows grouped by source (only when the evaluated split has 2+ sources): "
+        "`split`; `sources`: per source `rows`, `base`, `tuned`, `delta` (tuned − base) and `intervals` (`base`, "
+        "`tuned`, `tuned_minus_base`, 95%); `worse`: each (source, metric) where tuned scores worse than base, "
+        "`significant` when the base and tuned intervals do not overlap; `warnings`; `note`: why there is no "
+        "breakdown though the split has a sources file."))
     training_rewards: Optional[dict[str, Any]] = Field(None, description=(
         "GRPO runs only: per reward (and `reward`, their weighted sum) its kind, held-out metric, weight and how it "
         "moved in training (first and last logged value, the means of the first and last quarter of logged steps, "

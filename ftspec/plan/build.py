@@ -37,6 +37,7 @@ from ftspec.plan.compute import precision_rule, resolve_deepspeed, resolve_fsdp,
 from ftspec.plan.feedback import kto, text_loss
 from ftspec.plan.keys import plan_steps
 from ftspec.plan.loss_positions import loss_positions
+from ftspec.plan.mixture import mixture_source
 from ftspec.plan.model import PLAN_VERSION, Plan
 from ftspec.plan.rewards import baseline, grpo, method_settings
 from ftspec.plan.stages import stage_dir, stage_model
@@ -108,6 +109,12 @@ def _source(ctx: Context, split: str) -> dict | None:
     info = ctx.sources.get(split)
     if info is None:
         return None
+    if info.kind == "mixture":
+        return mixture_source(ctx, lambda part: _one_source(ctx, part), _template)
+    return _one_source(ctx, info)
+
+
+def _one_source(ctx: Context, info: Any) -> dict:
     src = info.spec
     if info.kind == "hub":
         return {"kind": "hub", "hub": src.hub, "split": src.split, "subset": src.subset, "revision": src.revision,
@@ -131,7 +138,7 @@ def _rows(ctx: Context) -> tuple[dict, list[str]]:
     them (ftspec.data.splitting); where the filter was tried on a sample only, an estimate, named."""
     counts, estimated = ctx.planned_rows()
     if estimated:
-        sampled = ", ".join(f"{ctx.sources[s].shown} kept {k} of the first {n}"
+        sampled = ", ".join(f"{ctx.source_info(s).shown} kept {k} of the first {n}"
                             for s, (k, n) in ctx.filter_counts.items() if ctx.source_rows(s)[1])
         ctx.not_checked.append(f"data.rows: {', '.join(estimated)} estimated from data.filter's verdicts on a sample "
                                f"({sampled}); exact when the data is prepared")

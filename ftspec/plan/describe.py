@@ -8,6 +8,7 @@ import click
 
 from ftspec.catalog import metrics as metric_catalog
 from ftspec.plan.compute import describe_auto, describe_launch, describe_strategy
+from ftspec.plan.mixture import describe_mixture
 from ftspec.plan.model import Plan
 from ftspec.plan.rewards import NO_BASELINE
 
@@ -176,7 +177,9 @@ def _render_body(plan: Plan, color: bool) -> list[str]:
                  + (f"  (limit {d.limit})" if d.limit else "")
                  + ("  (~: estimated from the rows validate sampled)" if d.rows_estimated else ""))
     for split, src in d.sources.items():
-        if src.kind == "file":
+        if src.kind == "mixture":
+            lines += [f"            {x}" for x in describe_mixture(src, "train" in d.rows_estimated)]
+        elif src.kind == "file":
             lines.append(f"            {split}: {src.path} ({src.format}, {src.rows} rows, sha256 {src.sha256[:12]})")
         else:
             lines.append(f"            {split}: hub {src.hub} [{src.split}]"

@@ -90,6 +90,21 @@ class Change:
         return self.new is MISSING
 
 
+@dataclass(frozen=True)
+class SourceRows:
+    """What a change does to a training mixture (``data.train`` as a list): the rows it draws
+    from one source (``source``), or from all of them (``source`` None: the mixture's rows
+    before ``data.limit.train``), in the old and the new plan. A count is shown as the plan
+    has it: an int, None where unknown until the data is read; MISSING where that plan has no
+    such source (or no mixture)."""
+
+    source: str | None
+    old: Any
+    new: Any
+    estimated: bool = False  # a count rests on validate's sample (data.filter), not on every row
+    stage: str | None = None
+
+
 @dataclass
 class StageSteps:
     """What runs again in one stage of a spec with stages (plain step names)."""
@@ -122,6 +137,8 @@ class PlanDiff:
     # Plans with stages: each stage's steps, in the order the stages run (``rerun``,
     # ``reused`` and ``dropped`` then name steps as STAGE/STEP, every stage's).
     stages: list[StageSteps] = field(default_factory=list)
+    # A training mixture whose draw changed: rows per source, then the mixture's (source None).
+    mixture: list[SourceRows] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not self.changes and not self.rerun and not self.dropped
@@ -322,11 +339,22 @@ DERIVED_FROM = {
     "training.max_length": "the model's context length",
     "data.sources.*.rows": "the data file",
     "data.sources.*.sha256": "the data file's bytes",
+    # a training mixture (data.train as a list; docs/use-cases/mixtures.md)
+    "mixture.rows": "the rows drawn from every source",
+    "data.sources.*.parts[*].drawn": "the source's rows and its weight, rows or epochs",
+    "data.sources.*.parts[*].available": "the source's rows after data.filter and the held-out split",
+    "data.sources.*.parts[*].sample_chars": "the training texts of validate's sample of the source's rows",
+    "data.sources.*.parts[*].source.rows": "the data file",
+    "data.sources.*.parts[*].source.sha256": "the data file's bytes",
 }
 
 
-def _derived_from(path: str) -> str | None:
-    return DERIVED_FROM.get(re.sub(r"^data\.sources\.[^.]+\.", "data.sources.*.", path))
+def _derived_from(path: str, plan: Plan | None = None) -> str | None:
+    shape = re.sub(r"^data\.sources\.[^.]+\.", "data.sources.*.", path)
+    if shape == "data.sources.*.rows" and plan is not None and any(
+            getattr(s, "kind", None) == "mixture" for s in plan.data.sources.values()):
+        shape = "mixture.rows"  # a mixture's rows are drawn, not counted in a file
+    return DERIVED_FROM.get(re.sub(r"^(data\.sources\.\*\.parts)\[\d+\]", r"\1[*]", shape))
 
 
 def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin: Origin | None = None) -> PlanDiff:
@@ -351,7 +379,34 @@ def diff_plans(old: Any, new: Any, old_origin: Origin | None = None, new_origin:
         dropped=dropped, name=new.name or old.name,
         trust_remote_code=trust_new, trust_remote_code_turned_on=trust_new and not trust_old,
         reward_code=code_new, reward_code_new=[c for c in code_new if c not in code_old],
+        mixture=mixture_rows(old, new),
     )
+
+
+def _drawn(plan: Plan) -> tuple[dict[str | None, int | None], bool] | None:
+    """A plan's rows drawn per source of its training mixture, and the mixture's rows (key
+    None); whether they are estimates. None: the plan's training data is not a mixture."""
+    train = plan.data.sources.get("train")
+    if getattr(train, "kind", None) != "mixture":
+        return None
+    rows: dict[str | None, int | None] = {part.name: part.drawn for part in train.parts}
+    rows[None] = train.rows
+    return rows, "train" in plan.data.rows_estimated
+
+
+def mixture_rows(old: Plan, new: Plan, stage: str | None = None) -> list[SourceRows]:
+    """The rows each source of a training mixture puts in it, old and new, where the draw changed
+    (a part's weight, rows or epochs, ``data.mix.total``, a source added, its rows): every
+    source, then the mixture's total. Nothing when neither plan draws a mixture or no count moved."""
+    before, after = _drawn(old), _drawn(new)
+    if before is None and after is None:
+        return []
+    (old_rows, old_est), (new_rows, new_est) = before or ({}, False), after or ({}, False)
+    if old_rows == new_rows:
+        return []
+    names = [n for n in new_rows if n is not None] + [n for n in old_rows if n is not None and n not in new_rows]
+    return [SourceRows(n, old_rows.get(n, MISSING), new_rows.get(n, MISSING), old_est or new_est, stage)
+            for n in (*names, None)]
 
 
 def reward_code(plan: Plan) -> list[str]:
@@ -383,7 +438,7 @@ def _changes(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Origin
             # The schema's default is one value on both sides: a default that changed is a value
             # ftspec computed from others (eval_every from total_steps), not the default itself.
             where = DERIVED
-        derived = _derived_from(p) if where == DERIVED else None
+        derived = _derived_from(p, new) if where == DERIVED else None
         changes.append(Change(re.split(r"[.\[]", p, maxsplit=1)[0], p, o, n, where, stage, derived))
     changes.sort(key=lambda c: (_section_rank(c.section), _path_key(c.path)))
     return changes
@@ -411,10 +466,12 @@ def _diff_staged(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Or
     computed = {(s.name, s.key) for p in (*old.stages, old) for s in p.steps}
     changes: list[Change] = []
     stages: list[StageSteps] = []
+    mixture: list[SourceRows] = []
     for name, o, n, last in pairs:
         if o is not None and n is not None:
             changes += _changes(o, n, _stage_origin(old_origin, o.stage, last),
                                 _stage_origin(new_origin, n.stage, last), name)
+            mixture += mixture_rows(o, n, name)
         new_steps = n.steps if n is not None else ()
         new_names = {s.name for s in new_steps}
         stages.append(StageSteps(
@@ -434,5 +491,5 @@ def _diff_staged(old: Plan, new: Plan, old_origin: Origin | None, new_origin: Or
         old_id=old.id, new_id=new.id, changes=changes, rerun=every("rerun"), reused=every("reused"),
         dropped=every("dropped"), name=new.name or old.name,
         trust_remote_code=trust_new, trust_remote_code_turned_on=trust_new and not trust_old, stages=stages,
-        reward_code=code_new, reward_code_new=[c for c in code_new if c not in code_old],
+        reward_code=code_new, reward_code_new=[c for c in code_new if c not in code_old], mixture=mixture,
     )

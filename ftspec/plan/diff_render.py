@@ -18,6 +18,7 @@ from ftspec.plan.diff import (
     Change,
     Condition,
     PlanDiff,
+    SourceRows,
     is_text,
     number,
 )
@@ -183,6 +184,34 @@ _TRUST_ON_MD = ("`trust_remote_code` turned on: the model repository's Python co
 _TRUST_MD = "`trust_remote_code: true`: the model repository's Python code runs on the machine that runs this spec."
 
 
+# --------------------------------------------------------------------------- a mixture's draw
+
+MIXTURE_HEAD = "the mixture's draw (rows per source, before data.limit):"
+
+
+def _count(value: Any, estimated: bool) -> str:
+    if value is MISSING:
+        return "—"
+    if value is None:
+        return "?"
+    return f"~{value}" if estimated and isinstance(value, int) else _fmt(value)
+
+
+def _source_rows(r: SourceRows, name=lambda n: _one_line(n)) -> str:
+    """``rows from a: 700 → 800`` (a source added or removed shows — on the side without it)."""
+    what = "rows of the mixture" if r.source is None else f"rows from {name(r.source)}"
+    note = (" (a new source)" if r.old is MISSING and r.source is not None
+            else " (source removed)" if r.new is MISSING and r.source is not None else "")
+    return f"{what}: {_count(r.old, r.estimated)} {ARROW} {_count(r.new, r.estimated)}{note}"
+
+
+def _mixture_lines(d: PlanDiff, stage: str | None, indent: str) -> list[str]:
+    rows = [r for r in d.mixture if r.stage == stage]
+    if not rows:
+        return []
+    return [f"{indent}{MIXTURE_HEAD}"] + [f"{indent}  {_source_rows(r)}" for r in rows]
+
+
 # --------------------------------------------------------------------------- text
 
 
@@ -221,6 +250,8 @@ def _render_text(d: PlanDiff, color: bool) -> str:
         lines.append("")
         lines.append(_style(section, color, bold=True))
         lines += _change_lines(changes, color, "  ")
+        if section == "data":
+            lines += _mixture_lines(d, None, "  ")
     lines.append("")
     lines.append(_steps_line(d))
     return "\n".join(lines) + "\n"
@@ -234,6 +265,8 @@ def _render_text_staged(d: PlanDiff, lines: list[str], color: bool) -> str:
         for section, changes in sections:
             lines.append(f"  {_style(section, color, bold=True)}")
             lines += _change_lines(changes, color, "    ")
+            if section == "data":
+                lines += _mixture_lines(d, stage, "    ")
     lines.append("")
     steps = _stage_steps_lines(d)
     lines.append(steps[0])
@@ -281,8 +314,8 @@ def _md_tables(d: PlanDiff) -> list[str]:
     """Each section's changes as a table: key, old, new and where the new value came from."""
     lines: list[str] = []
     grouped = (d.stage_sections() if d.stages else [(None, d.sections())])
-    for section, changes in ((f"{_stage_title(d, st)}: {sec}" if d.stages else sec, ch)
-                             for st, sections in grouped for sec, ch in sections):
+    for stage, section, changes in ((st, f"{_stage_title(d, st)}: {sec}" if d.stages else sec, ch)
+                                    for st, sections in grouped for sec, ch in sections):
         sourced = any(c.origin for c in changes)
         lines += [f"**{section}**", "", "| key | old | new |" + (" from |" if sourced else ""),
                   "| --- | --- | --- |" + (" --- |" if sourced else "")]
@@ -291,7 +324,17 @@ def _md_tables(d: PlanDiff) -> list[str]:
             lines.append(f"| {_code(c.label)} | {'—' if c.added else _code(old)} | {'—' if c.removed else _code(new)} |"
                          + (f" {_cell(_origin_words(c))} |" if sourced else ""))
         lines.append("")
+        if changes[0].section == "data":
+            lines += _md_mixture(d, stage)
     return lines
+
+
+def _md_mixture(d: PlanDiff, stage: str | None) -> list[str]:
+    """The mixture's draw as a list under the data table: what a weight change does."""
+    rows = [r for r in d.mixture if r.stage == stage]
+    if not rows:
+        return []
+    return ([f"*{_cell(MIXTURE_HEAD)}*", ""] + [f"- {_source_rows(r, _code)}" for r in rows] + [""])
 
 
 def _md_steps(d: PlanDiff) -> list[str]:
@@ -322,6 +365,8 @@ def _render_comment(d: PlanDiff, results: DiffResults) -> str:
         sections = list(dict.fromkeys(c.section for c in d.changes))
         lines.append(f"**Changed:** {len(d.changes)} values ({', '.join(sections)}), listed below.")
     lines.append("")
+    for stage in dict.fromkeys(r.stage for r in d.mixture):  # what a weight change does, in view
+        lines += _md_mixture(d, stage)
     if d.rerun:
         lines += _md_steps(d)
     else:
@@ -375,6 +420,9 @@ def render_json(d: PlanDiff, results: DiffResults | None = None) -> str:
         "dropped": list(d.dropped),
         "trust_remote_code": {"enabled": d.trust_remote_code, "turned_on": d.trust_remote_code_turned_on},
     }
+    if d.mixture:
+        doc["mixture"] = [{"source": r.source, "old": _json_value(r.old), "new": _json_value(r.new),
+                           "estimated": r.estimated} | ({"stage": r.stage} if d.stages else {}) for r in d.mixture]
     if d.stages:
         doc["stages"] = [{"name": st.name, "rerun": st.rerun, "reused": st.reused, "dropped": st.dropped,
                           "added": st.added, "removed": st.removed} for st in d.stages]

@@ -10,6 +10,7 @@ comment (long parts in ``<details>``).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -124,14 +125,66 @@ def _gates_words(m: Optional[ReportMetrics], shown=_gate, passed: str = "", fail
     return f"{failed_mark}failed {len(failed)}/{len(m.gates)}: " + "; ".join(shown(g) for g in failed)
 
 
+MAX_SOURCES = 64  # as the report: more sources than this are not broken down
+
+
+def _by_source(m: Optional[ReportMetrics]) -> dict[str, dict]:
+    """A report's metrics per source of a training mixture (its ``by_source`` block; {} without one)."""
+    block = getattr(m, "by_source", None) if m is not None else None  # a field newer reports add
+    sources = block.get("sources") if isinstance(block, dict) else None
+    if not isinstance(sources, dict):
+        return {}
+    return {str(k)[:64]: v for k, v in list(sources.items())[:MAX_SOURCES] if isinstance(v, dict)}
+
+
+def _source_num(s: dict, side: str, metric: str) -> Optional[float]:
+    values = s.get(side)
+    value = values.get(metric) if isinstance(values, dict) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _source_value(s: dict, side: str, metric: str) -> str:
+    value = _source_num(s, side, metric)
+    bounds = s.get("intervals", {}).get(side) if isinstance(s.get("intervals"), dict) else None
+    pair = bounds.get(metric) if isinstance(bounds, dict) else None
+    ok = isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, (int, float)) for v in pair)
+    ci = _interval(pair) if ok and value is not None else ""
+    return f"{_num(value)} ({ci})" if ci else _num(value)
+
+
+def _source_rows(r: DiffResults, metric: str) -> list[list[str]]:
+    """One row per source of the metric, when every side shown has the report broken down per source."""
+    if r.same:
+        sources = _by_source(r.new.metrics or r.old.metrics)
+        return [[f"{metric}, source {name}", _source_value(s, "base", metric), _source_value(s, "tuned", metric),
+                 _signed(_source_num(s, "delta", metric))] for name, s in sources.items()]
+    old, new = _by_source(r.old.metrics), _by_source(r.new.metrics)
+    if not old or not new:
+        return []
+    rows = []
+    for name in [*new, *(n for n in old if n not in new)]:
+        o, n = old.get(name, {}), new.get(name, {})
+        bases = [_source_num(x, "base", metric) for x in (o, n)]
+        base = f"{_num(bases[0])} → {_num(bases[1])}" if bases[0] != bases[1] else _source_value(n or o, "base", metric)
+        tuned = [_source_num(x, "tuned", metric) for x in (o, n)]
+        change = _signed(tuned[1] - tuned[0]) if None not in tuned else NONE
+        rows.append([f"{metric}, source {name}", base, _source_value(o, "tuned", metric),
+                     _source_value(n, "tuned", metric), change])
+    return rows
+
+
 def _rows(r: DiffResults) -> tuple[list[str], list[list[str]]]:
-    """The results table: a header and one row per metric."""
+    """The results table: a header and one row per metric (then, for a training mixture whose
+    reports are broken down per source, one row per source of it)."""
     old, new = r.old.metrics, r.new.metrics
     names = _metric_names(new, old)
     if r.same:
         m = new or old
         head = ["metric", "base", "tuned", "tuned − base"]
-        return head, [[n, _value(m, "base", n), _value(m, "tuned", n), _signed((m.delta or {}).get(n))] for n in names]
+        return head, [row for n in names for row in (
+            [[n, _value(m, "base", n), _value(m, "tuned", n), _signed((m.delta or {}).get(n))]]
+            + _source_rows(r, n))]
     head = ["metric", "base", "old tuned", "new tuned", "new − old"]
     rows = []
     for n in names:
@@ -143,6 +196,7 @@ def _rows(r: DiffResults) -> tuple[list[str], list[list[str]]]:
         tuned = [(m.tuned or {}).get(n) if m is not None else None for m in (old, new)]
         change = _signed(tuned[1] - tuned[0]) if None not in tuned else NONE
         rows.append([n, base, _value(old, "tuned", n), _value(new, "tuned", n), change])
+        rows += _source_rows(r, n)
     return head, rows
 
 

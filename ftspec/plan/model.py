@@ -181,6 +181,9 @@ class MixturePart(_Frozen):
     amount: float
     available: int | None = None  # its training rows after data.filter and the held-out split
     drawn: int | None = None  # the rows it puts in the training mixture (None: unknown until read)
+    # Mean characters of a training text of its rows rendered in validate's sample (None: no
+    # sample): the plan's estimate of its share of the mixture's tokens.
+    sample_chars: float | None = None
 
 
 class MixtureSource(_Frozen):

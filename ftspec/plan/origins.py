@@ -23,6 +23,13 @@ _SPEC_KEYS = (
     (re.compile(r"^format\.templates\.(\w+)(\..*)?$"), r"format.\1"),
     (re.compile(r"^format\.chat_template(\..*)?$"), "format.chat_template"),
     (re.compile(r"^format\.messages\.(\d+)\.content(\..*)?$"), r"format.messages.\1.content"),
+    # A training mixture's parts are written as the items of data.train's list, its total and seed under data.mix.
+    (re.compile(r"^data\.sources\.train\.parts\.(\d+)\.(drawn|available|sample_chars|take)$"), None),
+    (re.compile(r"^data\.sources\.train\.parts\.(\d+)\.source\.(sha256|rows|kind)$"), None),
+    (re.compile(r"^data\.sources\.train\.parts\.(\d+)\.source\.(.*)$"), r"data.train.\1.\2"),
+    (re.compile(r"^data\.sources\.train\.parts\.(\d+)\.(.*)$"), r"data.train.\1.\2"),
+    (re.compile(r"^data\.sources\.train\.(total|seed)$"), r"data.mix.\1"),
+    (re.compile(r"^data\.sources\.train\.(rows|kind)$"), None),
     (re.compile(r"^data\.sources\.(\w+)\.(sha256|rows|kind)$"), None),  # read from the file
     (re.compile(r"^data\.sources\.(\w+)\.(.*)$"), r"data.\1.\2"),
     (re.compile(r"^eval\.metrics\.(\d+)\.(rubric|schema|model)(\..*)?$"), r"eval.metrics.\1.\2"),
@@ -42,6 +49,11 @@ def spec_key(plan: Plan, path: str) -> str | None:
     if derived:
         i = int(derived.group(1))
         return f"data.derive.{plan.data.derive[i].name}" if i < len(plan.data.derive) else "data.derive"
+    amount = re.match(r"^data\.sources\.train\.parts\.(\d+)\.amount$", dotted)
+    train = plan.data.sources.get("train")
+    if amount and getattr(train, "kind", None) == "mixture":  # the weight, rows or epochs the spec wrote
+        i = int(amount.group(1))
+        return f"data.train.{i}.{train.parts[i].take}" if i < len(train.parts) else "data.train"
     for pattern, key in _SPEC_KEYS:
         if pattern.match(dotted):
             return None if key is None else pattern.sub(key, dotted)

@@ -36,6 +36,7 @@ from ftspec.catalog import metrics as metric_catalog
 from ftspec.core import storeurl
 from ftspec.core.paths import revision_problem
 from ftspec.spec.limits import MAX_PROFILES
+from ftspec.spec.sweep import SweepSpec
 
 
 def _no_bool(value: Any) -> Any:
@@ -354,12 +355,151 @@ RowLimit = Annotated[
 ]
 
 
+# A mixture's source names: in the plan, the prepared data's `.sources` files and the report.
+SOURCE_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+MAX_MIXTURE_SOURCES = 64
+
+
+def default_source_name(source: Any) -> str:
+    """A mixture source's name when it gives none: its file's stem (without `.gz` and the
+    format's extension), or its hub id's last part."""
+    if isinstance(source, HubSource):
+        return source.hub.rstrip("/").rsplit("/", 1)[-1]
+    name = source.path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    name = name[:-3] if name.lower().endswith(".gz") else name
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+
+
+_NAME_HELP = ("The source's name in the plan, the prepared data and the report's per-source metrics (lower-case "
+              "letters, digits, `.`, `_`, `-`); defaults to the file's stem or the hub id's last part. Unique in the "
+              "mixture.")
+_RENAME_HELP = "Rename this source's columns (`{old_name: new_name}`), before `data.rename` applies to every source."
+_DERIVE_HELP = "New columns computed from this source's rows by jinja templates, in order, before `data.derive`."
+_WEIGHT_HELP = ("This source's share of the weighted sources' rows (normalised over them to sum to 1); their total is "
+                "`data.mix.total`. Rows are drawn without replacement until the source runs out: every row once "
+                "before any row twice.")
+_ROWS_HELP = "Draw exactly this many rows of the source (every row once before any row twice)."
+_EPOCHS_HELP = ("Passes over the source: round(epochs × its training rows). The default when no weight, rows or "
+                "epochs is given is 1, every row once.")
+SourceName = Annotated[str, Field(pattern=SOURCE_NAME)]
+Renames = dict[str, Annotated[str, Field(pattern=_IDENT)]]
+
+
+class _MixtureDraw:
+    """What a mixture's file and hub sources share: how they are checked and drawn."""
+
+    @field_validator("derive")
+    @classmethod
+    def _derive_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.match(_IDENT, name):
+                raise ValueError(f"derived column name '{name}' must be an identifier (letters, digits, _)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_amount(self):
+        given = [k for k in ("weight", "rows", "epochs") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of weight, rows and epochs (got {' and '.join(given)})")
+        return self
+
+    def draw(self) -> tuple[str, float]:
+        """How this source is drawn: (`weight` | `rows` | `epochs`, its amount as written)."""
+        for take in ("weight", "rows", "epochs"):
+            if getattr(self, take) is not None:
+                return take, float(getattr(self, take))
+        return "epochs", 1.0
+
+    def source_name(self) -> str:
+        return self.name if self.name is not None else default_source_name(self)
+
+
+# Each field is declared on both sources (the same types and descriptions): the schema lists a field where declared.
+class FileMixtureSource(_MixtureDraw, FileSource):
+    """One file of a training mixture (`data.train` as a list)."""
+
+    _tag = "file"
+    name: SourceName | None = Field(None, description=_NAME_HELP)
+    rename: Renames = Field(default_factory=dict, max_length=1000, description=_RENAME_HELP)
+    derive: dict[str, str] = Field(default_factory=dict, max_length=MAX_DERIVED, description=_DERIVE_HELP)
+    weight: Number | None = Field(None, gt=0, description=_WEIGHT_HELP)
+    rows: Int | None = Field(None, ge=1, le=MAX_COUNT, description=_ROWS_HELP)
+    epochs: Number | None = Field(None, gt=0, le=10_000, description=_EPOCHS_HELP)
+
+
+class HubMixtureSource(_MixtureDraw, HubSource):
+    """One hub dataset of a training mixture (`data.train` as a list)."""
+
+    _tag = "hub"
+    name: SourceName | None = Field(None, description=_NAME_HELP)
+    rename: Renames = Field(default_factory=dict, max_length=1000, description=_RENAME_HELP)
+    derive: dict[str, str] = Field(default_factory=dict, max_length=MAX_DERIVED, description=_DERIVE_HELP)
+    weight: Number | None = Field(None, gt=0, description=_WEIGHT_HELP)
+    rows: Int | None = Field(None, ge=1, le=MAX_COUNT, description=_ROWS_HELP)
+    epochs: Number | None = Field(None, gt=0, le=10_000, description=_EPOCHS_HELP)
+
+
+MixtureItem = Annotated[
+    Union[Annotated[FileMixtureSource, Tag("file")], Annotated[HubMixtureSource, Tag("hub")]],
+    Discriminator(
+        _by_key({"path": "file", "hub": "hub"}),
+        custom_error_type="source",
+        custom_error_message="expected a file path, {path: FILE, …} or {hub: DATASET_ID, …}",
+    ),
+    BeforeValidator(_path_shorthand, json_schema_input_type=Union[str, FileMixtureSource, HubMixtureSource]),
+]
+
+
+def _train_kind(value: Any) -> str | None:
+    return "mixture" if isinstance(value, (list, tuple)) else _by_key({"path": "file", "hub": "hub"})(value)
+
+
+TrainSource = Annotated[
+    Union[Annotated[FileSource, Tag("file")], Annotated[HubSource, Tag("hub")],
+          Annotated[list[MixtureItem], Field(min_length=1, max_length=MAX_MIXTURE_SOURCES), Tag("mixture")]],
+    Discriminator(
+        _train_kind,
+        custom_error_type="source",
+        custom_error_message="expected a file path, {path: FILE, …}, {hub: DATASET_ID, …} or a list of them",
+    ),
+    BeforeValidator(_path_shorthand, json_schema_input_type=Union[str, FileSource, HubSource, list[MixtureItem]]),
+]
+HeldOutSource = Annotated[
+    Union[Annotated[FileSource, Tag("file")], Annotated[HubSource, Tag("hub")]],
+    Discriminator(
+        _by_key({"path": "file", "hub": "hub"}),
+        custom_error_type="source",
+        custom_error_message="expected a file path, {path: FILE, …} or {hub: DATASET_ID, …} (a list of sources, a "
+                             "mixture, is for data.train only)",
+    ),
+    BeforeValidator(_path_shorthand, json_schema_input_type=Union[str, FileSource, HubSource]),
+]
+
+
+class Mix(_Section):
+    """How a training mixture (`data.train` as a list) is drawn: docs/use-cases/mixtures.md."""
+
+    total: Union[Literal["no_repeats", "every_row"], Annotated[int, Strict(), Field(ge=1, le=MAX_COUNT)]] = Field(
+        "no_repeats", description=(
+            "Rows of the weighted sources together: `no_repeats`, the most that repeats no row (the source that "
+            "runs out first, relative to its weight, is used whole); `every_row`, the fewest that use every row "
+            "of every weighted source; or a number."))
+    seed: Int | None = Field(None, ge=0, le=MAX_SEED, description=(
+        "Seed of the draw and of the order the sources' rows are interleaved in; defaults to `data.split.seed`, "
+        "else 42."))
+
+
 class Data(_Section):
     """Where the rows come from and how they are mapped before formatting."""
 
-    train: Source = Field(description="Training rows: a file path, `{path: …}` or `{hub: …}`.")
-    validation: Source | None = Field(None, description="Validation rows, watched during training for over-fitting.")
-    test: Source | None = Field(None, description="Held-out test rows for the evaluation.")
+    train: TrainSource = Field(description=(
+        "Training rows: a file path, `{path: …}` or `{hub: …}`; or a list of them, a mixture, each with its "
+        "`name`, `rename`, `derive` and one of `weight`, `rows` or `epochs` (docs/use-cases/mixtures.md)."))
+    validation: HeldOutSource | None = Field(None, description=(
+        "Validation rows, watched during training for over-fitting."))
+    test: HeldOutSource | None = Field(None, description="Held-out test rows for the evaluation.")
+    mix: Mix | None = Field(None, description=(
+        "How a mixture (`data.train` as a list) is drawn: its total and seed."))
     split: Split | None = Field(None, description=(
         "Hold out validation/test rows from `train` when no file is given for them."))
     rename: dict[str, Annotated[str, Field(pattern=_IDENT)]] = Field(
@@ -1326,6 +1466,9 @@ class Spec(_Section):
         "each a `name` and the keys it changes. Each stage is a whole spec of its own once its keys are "
         "put over this one; a stage starts from the model of the stage before it unless it says otherwise. "
         "The plan chains their step keys: a change to one stage re-runs it and the stages after it."))
+    sweep: SweepSpec | None = Field(None, description=(
+        "Trials of this spec for `ftspec sweep`: the fields to vary, how trials are picked and the validation "
+        "metric the winner is chosen by. Not part of the plan: `ftspec run` ignores it."))
 
     @field_validator("ftspec", mode="before")
     @classmethod

@@ -18,7 +18,8 @@ from ftspec.core.errors import Issue, Pos
 
 # Today's order (the order the checks ran in before they were a table); see ftspec.checks.rules.
 EXPECTED_ORDER = [
-    "check_rename", "check_template_names", "check_sample_rows", "check_filter", "check_other_templates",
+    "check_mixture", "check_rename", "check_template_names", "check_mixture_columns", "check_sample_rows",
+    "check_filter", "check_mixture_rows", "check_other_templates",
     "check_method_format", "check_rewards", "check_feedback", "check_reward_model", "check_qlora_device",
     "check_precision",
     "check_attention", "check_batching", "check_lora_targets", "check_chat_template", "check_splits", "check_limit",

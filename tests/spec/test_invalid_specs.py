@@ -244,7 +244,8 @@ CASES = [
     Case("type-number-for-gate", BASE + "eval:\n  metrics: [accuracy]\n  gates:\n    accuracy: 0.8\n",
          ("21:15: eval.gates.accuracy: must be a string (got 0.8)",)),
     Case("type-int-for-data-source", edit("train: train.jsonl", "train: 123"),
-         ("8:10: data.train: expected a file path, {path: FILE, …} or {hub: DATASET_ID, …} (got 123)",)),
+         ("8:10: data.train: expected a file path, {path: FILE, …}, {hub: DATASET_ID, …} or a list of them "
+          "(got 123)",)),
     Case("type-short-list-for-pair", BASE + "eval:\n  metrics:\n    - name: judge\n      model: x\n"
          "      rubric: hi\n      scale: [1]\n",
          ("23:14: eval.metrics.0.scale: must be a list of at least 2 items (got a list of 1 item)",)),

@@ -83,7 +83,8 @@ def prepare_data(plan, ctx: StepContext, out: Path) -> dict:
         progress = Progress(f"tokenize {split}", made.rows[split], brief=True)
         try:
             stats[split] = D.tokenize_split(out, split, kind, tokenizer, loss, plan.training.max_length, shards,
-                                            progress.advance, keep=keep, workers=workers)
+                                            progress.advance, keep=keep, workers=workers,
+                                            by_source=split == "train" and made.sources is not None)
         finally:
             progress.close()
         if keep:
@@ -100,7 +101,11 @@ def prepare_data(plan, ctx: StepContext, out: Path) -> dict:
     speed = {"seconds": round(seconds, 2), "rows_per_second": round(total / seconds, 1) if seconds > 0 else None}
     differ = _rows_against_plan(plan.data, stats)
     extra = {"rows_differ_from_plan": differ} if differ else {}
-    write_json(out / "stats.json", {"splits": stats, **skipped, **extra, "preparation": speed})
+    mixed = {}
+    if made.sources is not None:  # each source's training tokens, as the training split was tokenized
+        tokens = stats["train"].pop("by_source", {})
+        mixed = {"sources": {name: {**v, "tokens": tokens.get(name)} for name, v in made.sources.items()}}
+    write_json(out / "stats.json", {"splits": stats, **mixed, **skipped, **extra, "preparation": speed})
     rows = " · ".join(f"{s} {v['rows']}" for s, v in stats.items())
     t = stats["train"]
     dropped = sum(skipped.get("filtered_rows", {}).values())
@@ -109,6 +114,11 @@ def prepare_data(plan, ctx: StepContext, out: Path) -> dict:
              + (f"; data.filter dropped {dropped} rows" if "filtered_rows" in skipped else "")
              + (f"; skipped {skipped['skipped_rows']} bad rows" if skipped["skipped_rows"] else "")
              + (f"; {speed['rows_per_second']:.0f} rows/s" if speed["rows_per_second"] else ""))
+    if made.sources is not None:
+        ctx.echo("  train rows by source: " + " · ".join(
+            f"{name} {v['drawn']} of {v['available']}" + (f" (x{v['drawn'] / v['available']:.2f})"
+                                                          if v["drawn"] != v["available"] else "")
+            for name, v in made.sources.items()))
     if differ:
         teacher = skipped.get("teacher_answers") or {}
         dropped_answers = sum(v["dropped"] for v in teacher.values())
@@ -149,6 +159,10 @@ def _teacher_answers(rows: dict, kind: str, teach_dir: Path, out: Path) -> dict:
         kept = [r["index"] for r in mine if r["kept"]]
         write_jsonl(prepared.split_file(out, split), kept_records)
         write_jsonl(prepared.origins_file(out, split), [origins[i] for i in kept])
+        names = prepared.iter_sources(out, split)
+        if names is not None:  # a mixture's: each kept record's source, still line by line
+            names = list(names)
+            write_jsonl(prepared.sources_file(out, split), [names[i] for i in kept])
         rows[split] = len(kept_records)
         counts[split] = {"rows": len(mine), "kept": len(kept_records), "dropped": dropped}
     return counts
@@ -360,11 +374,14 @@ def train(plan, ctx: StepContext, out: Path) -> dict:
             # Deferred: the recipes import torch, transformers and trl.
             from ftspec.runtime.recipes import recipe
 
-            result = recipe(plan.method.objective)(job)
-            # Deferred with the recipes (it imports torch): training's memory back before the tuned model loads.
-            from ftspec.runtime import memory
+            try:
+                result = recipe(plan.method.objective)(job)
+            finally:
+                # Deferred with the recipes (it imports torch): training's memory back before the tuned model
+                # loads, or before the next trial of a sweep when this one was pruned or failed.
+                from ftspec.runtime import memory
 
-            memory.release()
+                memory.release()
     if result.resumed_from:
         ctx.echo(f"  resumed from {Path(result.resumed_from).name}")
     info = {"steps": result.steps, "train_loss": result.train_loss, "eval_loss": result.eval_loss,

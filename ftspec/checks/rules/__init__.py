@@ -19,6 +19,7 @@ from ftspec.checks.rules import (  # noqa: F401
                                  eval,
                                  feedback,
                                  method,
+                                 mixture,
                                  model,
                                  paths,
                                  reward_model,
@@ -28,10 +29,13 @@ from ftspec.checks.rules import (  # noqa: F401
 )
 
 ORDER = (
+    "check_mixture",
     "check_rename",
     "check_template_names",
+    "check_mixture_columns",
     "check_sample_rows",
     "check_filter",
+    "check_mixture_rows",
     "check_other_templates",
     "check_method_format",
     "check_rewards",

@@ -43,9 +43,8 @@ def check_filter(ctx: Context) -> Iterator[Issue]:
     What it keeps of each source's sample is counted (ctx.filter_counts) for the plan's rows."""
     if ctx.spec.data.filter is None or ctx.formatter is None:
         return
-    for split in SPLITS:
-        info = ctx.sources.get(split)
-        if not info or not info.readable:
+    for split, info in ctx.own_sources():
+        if not info.readable:
             continue
         kept = rendered = 0
         for row in info.sample:
@@ -64,10 +63,12 @@ def check_filter(ctx: Context) -> Iterator[Issue]:
             rendered += 1
         ctx.filter_counts[split] = (kept, rendered)
         if rendered and not kept:
+            # A mixture's source: said at the source, which then has no rows to draw.
+            at, said = (info.at, "data.filter drops") if info in ctx.parts else (("data", "filter"), "drops")
             if info.rows is not None and rendered >= info.rows:
-                yield ctx.error(("data", "filter"), f"drops every row of {info.shown} ({info.rows} rows)")
+                yield ctx.error(at, f"{said} every row of {info.shown} ({info.rows} rows)")
             else:
-                yield ctx.warning(("data", "filter"), f"drops each of the first {rendered} rows of {info.shown}; "
+                yield ctx.warning(at, f"{said} each of the first {rendered} rows of {info.shown}; "
                                   "its rows are counted only when the data is prepared")
 
 
@@ -109,6 +110,8 @@ def check_limit(ctx: Context) -> Iterator[Issue]:
 def check_data_size(ctx: Context) -> Iterator[Issue]:
     """Fine-tuning pays off from a few hundred labelled rows; validation data shows over-fitting."""
     rows = ctx.train_rows_after_split
+    if rows == 0 and ctx.parts:
+        return  # a mixture: check_mixture_rows says which source has no rows
     if rows == 0:
         yield ctx.error(("data", "split"), "holds out every training row; nothing is left to train on")
         return
@@ -137,7 +140,7 @@ def check_same_data(ctx: Context) -> Iterator[Issue]:
         return
     for split in ("validation", "test"):
         info = ctx.sources.get(split)
-        if info is not None and same_source(train, info):
+        if info is not None and any(same_source(t, info) for t in (ctx.parts or [train])):
             yield ctx.warning(("data", split), "reads the same data as data.train: the model is "
                               f"{'validated' if split == 'validation' else 'tested'} on rows it trained on",
                               held_out_fix(ctx.spec, split))

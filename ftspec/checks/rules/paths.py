@@ -21,7 +21,7 @@ def _inputs(ctx: Context) -> list[Path]:
     """Every local file and folder this spec reads: the spec and its bases, data files,
     template files, schemas, local models and tokenizers."""
     found: list[Path] = [Path(p) for p in ctx.loaded.files] + [ctx.loaded.path]
-    found += [info.path for info in ctx.sources.values() if info.path is not None]
+    found += [info.path for info in [*ctx.sources.values(), *ctx.parts] if info.path is not None]
     found += [ctx.spec_dir / ref.file for _, ref in template_refs(ctx.spec) if hasattr(ref, "file")]
     for metric in ctx.spec.eval.metrics:
         if isinstance(metric, S.JsonSchemaMetric):

@@ -205,6 +205,42 @@ def bootstrap_intervals(metrics: list[dict], references: list[str], predictions:
         out[f"{a}_minus_{b}"] = {}
     if n < 2:
         return out
+    names, stats = _statistics(metrics, references, predictions, labels, scores)
+    parts: dict[tuple[str, str], list] = {k: [] for k in stats}
+    for counts in resample_counts(n, resamples, seed):
+        for k, stat in stats.items():
+            parts[k].append(np.asarray(stat.resampled(counts), dtype=float))
+    values = {k: np.concatenate(v) for k, v in parts.items()}
+    for name in names:
+        for side in predictions:
+            out[side][name] = _percentile(values[name, side], level) if (name, side) in values else None
+        for a, b in differences:
+            both = (name, a) in values and (name, b) in values
+            out[f"{a}_minus_{b}"][name] = _percentile(values[name, a] - values[name, b], level) if both else None
+    return out
+
+
+def point_values(metrics: list[dict], references: list[str], predictions: dict[str, Any],
+                 labels: list[str] | None = None,
+                 scores: dict[str, dict[str, list[float | None]]] | None = None) -> dict[str, dict[str, float | None]]:
+    """Each metric of each side on the rows as they are, from the same per-row statistics the
+    intervals resample (arguments as :func:`bootstrap_intervals`'): {side: {metric: value | None}},
+    None where a metric has no statistic for the side or no row to be computed on."""
+    import math
+
+    names, stats = _statistics(metrics, references, predictions, labels, scores)
+    out: dict[str, dict[str, float | None]] = {side: {} for side in predictions}
+    for name in names:
+        for side in predictions:
+            value = stats[name, side].whole() if references and (name, side) in stats else None
+            out[side][name] = round(value, 12) + 0.0 if value is not None and math.isfinite(value) else None
+    return out
+
+
+def _statistics(metrics: list[dict], references: list[str], predictions: dict[str, Any], labels: list[str] | None,
+                scores: dict[str, dict[str, list[float | None]]] | None) -> tuple[list[str], dict]:
+    """The metrics' names (each once, in order) and the per-row statistic of each (metric, side) that has one."""
+    n = len(references)
     scoring = Scoring(labels)
     for metric in metrics:
         if metric.get("name") == "json_schema":
@@ -228,15 +264,4 @@ def bootstrap_intervals(metrics: list[dict], references: list[str], predictions:
                 stat = _statistic(metric, preds, references, labels, scoring)
             if stat is not None:
                 stats[name, side] = stat
-    parts: dict[tuple[str, str], list] = {k: [] for k in stats}
-    for counts in resample_counts(n, resamples, seed):
-        for k, stat in stats.items():
-            parts[k].append(np.asarray(stat.resampled(counts), dtype=float))
-    values = {k: np.concatenate(v) for k, v in parts.items()}
-    for name in names:
-        for side in predictions:
-            out[side][name] = _percentile(values[name, side], level) if (name, side) in values else None
-        for a, b in differences:
-            both = (name, a) in values and (name, b) in values
-            out[f"{a}_minus_{b}"][name] = _percentile(values[name, a] - values[name, b], level) if both else None
-    return out
+    return names, stats

@@ -4,7 +4,9 @@
 directory (any of it may be missing) and writes into ``out_dir``:
 
 - ``metrics.json``       base, tuned, the most-frequent-answer baseline and delta per metric, their
-                         confidence intervals, the verdict, the gates, the overfitting signal;
+                         confidence intervals, the verdict, the gates, the overfitting signal, and for
+                         a training mixture every metric per source (``by_source``,
+                         :mod:`~ftspec.runtime.report.sources`);
 - ``predictions.jsonl``  each held-out example with the base and the tuned answer side by side;
 - ``report.md``          the same in Markdown (it links no file: it is also copied to the top of the
                          run directory; the charts, also written as PNG files, are in the HTML);
@@ -48,6 +50,7 @@ from ftspec.runtime.report.results import (
     read_run,
 )
 from ftspec.runtime.report.rewards import grpo_rewards
+from ftspec.runtime.report.sources import by_source
 from ftspec.runtime.report.verdict import verdict
 
 __all__ = ["build_report", "check_gates", "merge_predictions", "overfitting_signal"]
@@ -65,6 +68,9 @@ def build_report(run_dir: Path, plan: Any, out_dir: Path) -> dict:
     results.grpo = grpo_rewards(results, Path(run_dir))  # a GRPO run: its rewards, sampled completions, the check
     if results.grpo is not None:
         results.summary.update(results.grpo.summary())
+    per_source = by_source(results, Path(run_dir))  # a mixture's rows: every metric per source
+    if per_source is not None:
+        results.summary["by_source"] = per_source
     results.summary["verdict"] = verdict(results.names, results.summary)
     ReportMetrics.model_validate(results.summary)  # the file holds what its published schema says
     write_json(out_dir / "metrics.json", results.summary, sort_keys=False)

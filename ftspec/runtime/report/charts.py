@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from ftspec.runtime.report.document import clip, count, fmt
+from ftspec.runtime.report.blocks import clip, count, fmt
 from ftspec.runtime.report.results import Results, confusion, num, series
 
 

@@ -10,6 +10,7 @@ from ftspec.catalog import steps
 from ftspec.core.io import read_json, read_jsonl
 from ftspec.runtime.report.document import extraction_lines
 from ftspec.runtime.report.results import dig, num, series, step_text
+from ftspec.runtime.report.sources import console_lines as source_lines
 from ftspec.runtime.report.verdict import interval_text, metric_label
 from ftspec.runtime.result import RunResult
 
@@ -34,6 +35,7 @@ def summary(result: RunResult, root: Path) -> str:
         lines.append(losses)
     lines.extend(reward_lines(report))
     lines.extend(metric_lines(report))
+    lines.extend(source_lines(report))  # a mixture: the headline metric per source, and where tuned did worse
     if not result.plan.eval.gates:
         lines.append(no_gates_line(result.plan.spec.profiles))
     if report.get("overfitting"):

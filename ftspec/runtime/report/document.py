@@ -7,9 +7,24 @@ and into HTML, each escaping the text for its own format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Union
+from typing import Any, Iterable
 
+from ftspec.runtime.report.blocks import (  # noqa: F401 (the blocks are also read from here)
+    Alert,
+    Block,
+    Chart,
+    Document,
+    Fields,
+    Heading,
+    Paragraph,
+    Table,
+    clip,
+    count,
+    fmt,
+    pct,
+    rows_text,
+    signed,
+)
 from ftspec.runtime.report.results import (
     EXAMPLES,
     LOWER_IS_BETTER,
@@ -23,111 +38,12 @@ from ftspec.runtime.report.results import (
     step_text,
     weakest,
 )
+from ftspec.runtime.report.sources import data_blocks as source_data_blocks
+from ftspec.runtime.report.sources import section as sources_section
+from ftspec.runtime.report.sources import warning_blocks as source_warnings
 from ftspec.runtime.report.verdict import interval_text, metric_label, verdict
 
 SPLIT_ORDER = ("train", "validation", "test")
-
-
-# --------------------------------------------------------------------------- blocks
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-    strong: bool = False  # the verdict
-
-
-@dataclass(frozen=True)
-class Alert:
-    """A warning set apart from the text (the overfitting signal)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    numeric: frozenset[int]  # the right-aligned columns
-
-    @classmethod
-    def of(cls, header: Iterable[str], rows: Iterable[Iterable[Any]], numeric: Iterable[int] | None = None) -> "Table":
-        """``numeric`` defaults to every column but the first."""
-        header = tuple(str(h) for h in header)
-        cells = tuple(tuple("" if c is None else str(c) for c in row) for row in rows)
-        return cls(header, cells, frozenset(range(1, len(header)) if numeric is None else numeric))
-
-
-@dataclass(frozen=True)
-class Fields:
-    """Named values, one a line (a key-value list)."""
-
-    pairs: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class Chart:
-    """A chart drawn beside the report as a PNG file (inlined in the HTML)."""
-
-    caption: str
-    filename: str
-
-
-Block = Union[Heading, Paragraph, Alert, Table, Fields, Chart]
-
-
-@dataclass
-class Document:
-    title: str
-    blocks: list[Block] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- text of numbers
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    v = num(value)
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
-def signed(value: Any, digits: int = 3) -> str:
-    v = num(value)
-    return "—" if v is None else f"{v:+.{digits}f}"
-
-
-def pct(value: Any) -> str:
-    v = num(value)
-    return "—" if v is None else f"{v:.1%}"
-
-
-def count(value: Any) -> str:
-    v = num(value)
-    if v is None:
-        return "—"
-    return str(int(v)) if v == int(v) else f"{v:.1f}"
-
-
-def rows_text(value: Any) -> str:
-    return "1 row" if num(value) == 1 else f"{count(value)} rows"
-
-
-def clip(value: Any, limit: int, keep_end: bool = False) -> str:
-    """Text cut to ``limit`` characters; with ``keep_end`` the middle goes (a prompt's end is what the
-    model answers)."""
-    text = "" if value is None else str(value)
-    if len(text) <= limit:
-        return text
-    if keep_end:
-        head = limit // 3
-        tail = limit - head - 3
-        return text[:head] + " … " + text[-tail:]
-    return text[: limit - 1] + "…"
 
 
 # --------------------------------------------------------------------------- the document
@@ -138,7 +54,8 @@ def build_document(r: Results, charts: Iterable[str] = (), stages: dict | None =
     comparison of every stage's models (compare_stages' comparison.json), for a plan with stages."""
     charts = set(charts)
     doc = Document(title(r))
-    for section in (summary_section(r), metrics_section(r, charts), stages_section(stages, charts), gates_section(r),
+    for section in (summary_section(r), metrics_section(r, charts), sources_section(r), stages_section(stages, charts),
+                    gates_section(r),
                     training_section(r, charts), rewards_section(r, charts), data_section(r),
                     classification_section(r, charts), examples_section(r)):
         doc.blocks.extend(section)
@@ -166,6 +83,7 @@ def summary_section(r: Results) -> list[Block]:
                                 else f"gates: {len(failed)} of {len(gates)} failed ({', '.join(failed)})"))
     if s["overfitting"]:
         blocks.append(Alert(s["overfitting"]))
+    blocks.extend(source_warnings(s))  # a mixture that hurt one of its sources
     return blocks
 
 
@@ -448,6 +366,7 @@ def data_section(r: Results) -> list[Block]:
                           pct(st.get("loss_token_fraction"))])
         blocks.append(Table.of(["split", "rows", "tokens p50", "p90", "p99", "max", "mean", "truncated",
                                 "loss-token share"], table))
+    blocks.extend(source_data_blocks(stats))
     skipped = num(dig(stats, "skipped_rows"))
     if skipped:
         blocks.append(Paragraph(f"Skipped rows: {int(skipped)}."))

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from ftspec.core.text import printable
-from ftspec.runtime.report.document import Alert, Block, Chart, Document, Fields, Heading, Paragraph, Table
+from ftspec.runtime.report.blocks import Alert, Block, Chart, Document, Fields, Heading, Paragraph, Table
 
 __all__ = ["render_html", "render_markdown"]
 

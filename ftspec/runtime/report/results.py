@@ -29,7 +29,7 @@ from ftspec.runtime.evaluation.intervals import bootstrap_intervals
 
 __all__ = [
     "LOWER_IS_BETTER", "PlanFacts", "Results", "RunFiles", "check_gates", "compute", "interval_says",
-    "merge_predictions", "overfitting_signal", "read_plan", "read_run",
+    "merge_predictions", "overfitting_signal", "Paired", "paired_rows", "read_plan", "read_run",
 ]
 
 # Metrics for which a smaller value is the better one.
@@ -523,34 +523,56 @@ def eval_labels(details: Mapping) -> list[str] | None:
     return None
 
 
+@dataclass
+class Paired:
+    """The rows every evaluated side answered, as the intervals score them: the metrics'
+    definitions, the references, each side's predictions and per-row scores, the label set."""
+
+    definitions: list[dict]
+    rows: list[dict]  # merged rows (index, reference, base, tuned)
+    references: list[str]
+    labels: list[str] | None
+    predictions: dict[str, Any]  # side -> its predictions, one per row
+    scores: dict[str, dict[str, list[float | None]]]  # side -> metric -> per-row scores (metrics scored by rows)
+
+
+def paired_rows(plan: PlanFacts, rows: list[dict], details: Mapping) -> Paired | None:
+    """The paired comparison's inputs (None without metrics or rows every evaluated side answered)."""
+    definitions = [m for m in plan.metrics if isinstance(m.get("name"), str)]
+    sides = [s for s in ("base", "tuned") if any(r[s] is not None for r in rows)]
+    paired = [r for r in rows if all(r[s] is not None for s in sides)]
+    if not definitions or not paired:
+        return None
+    references = ["" if r["reference"] is None else str(r["reference"]) for r in paired]
+    labels = eval_labels(details)
+    if labels is not None and sorted(labels) == sorted({ref.strip() for ref in references}):
+        labels = None  # the references' own labels: a resample is scored on the labels it holds, as score() would
+    predictions: dict[str, Any] = {s: [str(r[s]["prediction"] or "") for r in paired] for s in sides}
+    by_rows = [m["name"] for m in definitions if m["name"] in M.MODEL_METRICS or m["name"] not in M.KNOWN]
+    scores = {s: {n: [num(r[s]["scores"].get(n)) for r in paired] for n in by_rows} for s in sides}
+    return Paired(definitions, paired, references, labels, predictions, scores)
+
+
 def honest_comparison(plan: PlanFacts, run: RunFiles, rows: list[dict],
                       details: Mapping) -> tuple[dict | None, dict | None, dict | None]:
     """The most-frequent-answer baseline (learnt from the training split, scored on the
     evaluated rows) and the confidence intervals of every metric of each side and of
     tuned − base and tuned − majority: (majority metrics, its answers, intervals)."""
-    definitions = [m for m in plan.metrics if isinstance(m.get("name"), str)]
-    sides = [s for s in ("base", "tuned") if any(r[s] is not None for r in rows)]
-    # Rows every evaluated side answered: the paired comparison's rows.
-    paired = [r for r in rows if all(r[s] is not None for s in sides)]
-    if not definitions or not paired:
+    p = paired_rows(plan, rows, details)
+    if p is None:
         return None, None, None
-    references = ["" if r["reference"] is None else str(r["reference"]) for r in paired]
-    labels = eval_labels(details)
-    if labels is not None and sorted(labels) == sorted({ref.strip() for ref in references}):
-        labels = None  # the references' own labels: a resample is scored on the labels it holds, as score() would
     train_refs = run.train_references.counts
     majority = answers = None
-    predictions: dict[str, Any] = {s: [str(r[s]["prediction"] or "") for r in paired] for s in sides}
+    predictions = dict(p.predictions)
     if train_refs:
-        majority, answers = score_majority(definitions, train_refs, references, labels)
+        majority, answers = score_majority(p.definitions, train_refs, p.references, p.labels)
         majority, answers = (majority, answers) if majority else (None, None)  # no metric it applies to
-        chosen = majority_predictions(definitions, train_refs)
-        predictions["majority"] = {name: [text] * len(references) for name, text in chosen.items() if text is not None}
-    by_rows = [m["name"] for m in definitions if m["name"] in M.MODEL_METRICS or m["name"] not in M.KNOWN]
-    scores = {s: {n: [num(r[s]["scores"].get(n)) for r in paired] for n in by_rows} for s in sides}
+        chosen = majority_predictions(p.definitions, train_refs)
+        predictions["majority"] = {name: [text] * len(p.references) for name, text in chosen.items()
+                                   if text is not None}
     differences = tuple(pair for pair in (("tuned", "base"), ("tuned", "majority")) if set(pair) <= set(predictions))
     try:
-        intervals = bootstrap_intervals(definitions, references, predictions, labels, differences, scores)
+        intervals = bootstrap_intervals(p.definitions, p.references, predictions, p.labels, differences, p.scores)
     except ValueError:  # a metric the rows cannot be scored with again (a schema that no longer reads)
         intervals = None
     return majority, answers, intervals

@@ -14,6 +14,7 @@ from ftspec.core.errors import Pos, SpecError
 from ftspec.plan.compute import auto_precision, auto_threads, usable_cpus
 from ftspec.plan.model import thaw
 from ftspec.runtime.training.callbacks import MetricsLog
+from ftspec.runtime.training.pruning import pruning_callbacks
 from ftspec.runtime.training.resume import NoFinalCheckpoint, checkpoint_step
 from ftspec.runtime.training.tracking import tracking_arguments
 
@@ -241,6 +242,7 @@ def early_stopping_callbacks(training: Any, has_eval: bool) -> list:
 def trainer_callbacks(job, last: str | None, interrupt, has_eval: bool) -> list:
     """The callbacks every recipe trains with, in the order they must run: the metrics
     log (continued from ``last``), no checkpoint at the last step, then Ctrl-C's
-    checkpoint (which may ask for one there after all), early stopping, the caller's."""
+    checkpoint (which may ask for one there after all), early stopping, a sweep's pruner
+    (after the metrics log has written the evaluation it stops on), the caller's."""
     return [MetricsLog(job.metrics, checkpoint_step(last)), NoFinalCheckpoint(), interrupt,
-            *early_stopping_callbacks(job.plan.training, has_eval), *job.callbacks]
+            *early_stopping_callbacks(job.plan.training, has_eval), *pruning_callbacks(), *job.callbacks]

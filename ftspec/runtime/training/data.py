@@ -194,14 +194,18 @@ def token_stats(input_ids: list[list[int]], labels: list[list[int]], max_length:
 
 
 def tokenize_split(data_dir: Path, split: str, kind: str, tokenizer, loss: str, max_length: int, shards: Path,
-                   progress: Callable[[int], None] | None = None, keep: bool = True, workers: int = 1) -> dict:
+                   progress: Callable[[int], None] | None = None, keep: bool = True, workers: int = 1,
+                   by_source: bool = False) -> dict:
     """Tokenize the split's records from ``data_dir`` in shards of :data:`SHARD_ROWS` rows
     and return its statistics. Each shard's statistics go to ``shards`` (and, with
     ``keep``, its tokens, what SFT trains on); the shards an earlier, cut-off call completed
     are not done again. With ``workers`` > 1 the shards are tokenized by that many
-    processes, each reading its own rows: the result is the same, in the same order."""
+    processes, each reading its own rows: the result is the same, in the same order.
+    ``by_source``: the statistics gain ``by_source``, the tokens (cut to ``max_length``) of each
+    training mixture's source, read from the split's sources file (ftspec.data.prepared)."""
     shards.mkdir(parents=True, exist_ok=True)
-    job = _ShardJob(prepared.split_file(data_dir, split), kind, loss, max_length, shards, keep)
+    names = prepared.sources_file(data_dir, split) if by_source else None
+    job = _ShardJob(prepared.split_file(data_dir, split), kind, loss, max_length, shards, keep, names)
     starts = _shard_starts(job.source)
     done = {n: _shard_done(job, n) for n in range(len(starts))}
     todo = [n for n, stats in done.items() if stats is None]
@@ -221,9 +225,14 @@ def tokenize_split(data_dir: Path, split: str, kind: str, tokenizer, loss: str, 
         for n in todo:
             _tokenize_shard(job, tokenizer, tools, n, starts[n], progress)
     stats = TokenStats(max_length)
+    tokens: dict[str, int] = {}
     for n in range(len(starts)):
-        stats.merge(done[n] if done[n] is not None else io.read_json(shards / _shard_name(n, ".json"), dict))
-    return stats.summary()
+        part = done[n] if done[n] is not None else io.read_json(shards / _shard_name(n, ".json"), dict)
+        stats.merge(part)
+        for name, count in (part.get("by_source") or {}).items():
+            tokens[name] = tokens.get(name, 0) + count
+    summary = stats.summary()
+    return {**summary, "by_source": tokens} if by_source else summary
 
 
 _SHARD_KEYS = {"rows": int, "lengths": dict, "truncated": int, "tokens": int, "loss_tokens": int}
@@ -239,6 +248,8 @@ def _shard_done(job: "_ShardJob", number: int) -> dict | None:
         return None
     if job.keep and (type(found.get("kept")) is not int or not (job.shards / _shard_name(number, ".arrow")).is_file()):
         return None
+    if job.sources is not None and not isinstance(found.get("by_source"), dict):
+        return None
     return found
 
 
@@ -250,6 +261,7 @@ class _ShardJob:
     max_length: int
     shards: Path
     keep: bool
+    sources: Path | None = None  # the split's sources file: count each source's tokens
 
 
 def _shard_starts(path: Path) -> list[int]:
@@ -279,6 +291,8 @@ def _tokenize_shard(job: _ShardJob, tokenizer, tools, number: int, start: int,
     part = TokenStats(job.max_length)
     writer = _ShardWriter(job.shards / _shard_name(number, ".arrow")) if job.keep else None
     rows = 0
+    by_source: dict[str, int] = {}
+    names = _shard_names(job.sources, number) if job.sources is not None else None
     try:
         with open(job.source, "rb") as fh:
             fh.seek(start)
@@ -286,6 +300,9 @@ def _tokenize_shard(job: _ShardJob, tokenizer, tools, number: int, start: int,
             while batch := [json.loads(line) for line in islice(lines, TOKENIZE_BATCH)]:
                 ids, labs = _encode(batch, job.kind, tokenizer, job.loss, template, ids_of)
                 part.add(ids, labs)
+                if names is not None:
+                    for row_ids, name in zip(ids, islice(names, len(ids))):
+                        by_source[name] = by_source.get(name, 0) + min(len(row_ids), job.max_length)
                 if writer is not None:
                     writer.write(ids, labs, job.max_length)
                 if progress is not None:
@@ -295,13 +312,28 @@ def _tokenize_shard(job: _ShardJob, tokenizer, tools, number: int, start: int,
         if writer is not None:
             writer.abandon()
         raise
+    finally:
+        if names is not None:
+            names.close()
     kept = None
     if writer is not None:
         writer.close()
         kept = writer.kept
     # Written last: a shard whose statistics are in place is complete.
-    io.write_json(job.shards / _shard_name(number, ".json"), {**part.raw(), "kept": kept})
+    extra = {"by_source": by_source} if names is not None else {}
+    io.write_json(job.shards / _shard_name(number, ".json"), {**part.raw(), "kept": kept, **extra})
     return rows
+
+
+def _shard_names(path: Path, number: int) -> Iterator[str]:
+    """The source name of each row of shard ``number``, from the split's sources file (one JSON
+    string a line, in the split's order)."""
+    fh = open(path, "rb")
+    try:
+        for line in islice(fh, number * SHARD_ROWS, (number + 1) * SHARD_ROWS):
+            yield str(json.loads(line))
+    finally:
+        fh.close()
 
 
 _WORKER: dict = {}

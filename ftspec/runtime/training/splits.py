@@ -17,6 +17,13 @@ How the held-out splits are drawn (``data.split``), deterministic under its seed
 
 ``data.limit`` keeps the first rows of each split, in the file's order.
 
+A training mixture (``data.train`` as a list, a ``MixtureSource`` in the plan) is formatted
+source by source, each with its own renames and derived columns first; each source is
+split on its own, under a seed of its own (from ``data.split.seed`` and its name), so the
+held-out splits are stratified by source and do not move when a weight does; then
+ftspec.runtime.training.mixing draws each source's training rows and interleaves them,
+and writes each split's ``.sources`` beside it.
+
 The work files live in the step's scratch folder (kept until the step is complete), with
 a small state file written every :data:`CHECKPOINT_ROWS` rows: a preparation cut off
 part-way continues from its last checkpoint, and its result is the same as an uncut one.
@@ -39,8 +46,10 @@ from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.data import prepared
 from ftspec.data import templates as tpl
 from ftspec.data.formatting import FormatError, RowFormatter, teacher_sources
+from ftspec.data.mixture import draw_counts, source_seed
 from ftspec.data.sources import RowError, fingerprint, read_rows
 from ftspec.data.splitting import SPLITS, apportion, filter_verdict, split_limits, split_sizes, verdict_problem
+from ftspec.runtime.training import mixing
 
 CHECKPOINT_ROWS = 50_000  # source rows between two checkpoints of the formatting pass
 SKIPPED_SHOWN = 20  # bad rows named in stats.json (all are counted)
@@ -117,6 +126,8 @@ class Prepared:
 
     rows: dict[str, int]
     skipped: dict[str, Any]
+    # A mixture's sources: {name: {available, drawn, held_out: {validation, test}}}; None otherwise.
+    sources: dict[str, dict] | None = None
 
 
 def write_splits(data: Any, fmt: Any, root: Path, out: Path, distill: bool = False,
@@ -136,28 +147,38 @@ def write_splits(data: Any, fmt: Any, root: Path, out: Path, distill: bool = Fal
     row_filter = tpl.environment().from_string(data.filter.text) if data.filter is not None else None
     s = data.split
     states: dict[str, _Source] = {}
+    parts: list[_Source] = []  # a mixture's sources, in order
     for split in SPLITS:
         src = data.sources.get(split)
         if src is None:
             continue
         stratify = s.stratify if (split == "train" and s is not None and s.stratify) else None
-        states[split] = _format_source(split, src, data, formatter, row_filter, split not in prompts_only,
+        answer = split not in prompts_only
+        if src.kind == "mixture":
+            for i, part in enumerate(src.parts):
+                key = f"data.train.{i}"
+                parts.append(_format_source(f"train.{i}", key, part.source, data, formatter.for_part(part, key),
+                                            row_filter, answer, stratify, root, work, echo, progress))
+            continue
+        states[split] = _format_source(split, f"data.{split}", src, data, formatter, row_filter, answer,
                                        stratify, root, work, echo, progress)
-    rows = _deal(data, states, work, out)
-    skipped = sum(st.skipped for st in states.values())
+    rows, sources = _deal(data, states, parts, work, out)
+    skipped = sum(st.skipped for st in [*states.values(), *parts])
     filtered = {split: st.dropped for split, st in states.items()}
+    if parts:
+        filtered = {"train": sum(st.dropped for st in parts), **filtered}
     for split, n in rows.items():
         if not n:
             what = ("after skipping bad rows" if skipped else
                     "after data.filter and splitting" if sum(filtered.values()) else "after splitting")
             raise SpecError.one(Pos(f"data.{split}"), f"data.{split}", f"the {split} split is empty {what}")
-    examples = [e for st in states.values() for e in st.skipped_examples][:SKIPPED_SHOWN]
+    examples = [e for st in [*parts, *states.values()] for e in st.skipped_examples][:SKIPPED_SHOWN]
     info: dict[str, Any] = {"skipped_rows": skipped, "skipped_examples": examples}
     if row_filter is not None:
         info["filtered_rows"] = filtered  # per source, before splitting
     if own_work:
         shutil.rmtree(work)
-    return Prepared(rows, info)
+    return Prepared(rows, info, sources)
 
 
 def _test_from_train(data: Any) -> bool:
@@ -167,25 +188,26 @@ def _test_from_train(data: Any) -> bool:
 # --------------------------------------------------------------------------- pass 1: format
 
 
-def _format_source(split: str, src: Any, data: Any, formatter: RowFormatter, row_filter: Any, answer: bool,
-                   stratify: str | None, root: Path, work: Path, echo, progress=None) -> _Source:
-    """The formatting pass over one source into its work files, from its last checkpoint."""
-    state_path = work / f"{split}.state.json"
+def _format_source(stem: str, key: str, src: Any, data: Any, formatter: RowFormatter, row_filter: Any,
+                   answer: bool, stratify: str | None, root: Path, work: Path, echo, progress=None) -> _Source:
+    """The formatting pass over one source into its work files (named ``stem``: the split,
+    or ``train.<i>`` for a mixture's source i, whose spec key is ``key``), from its last checkpoint."""
+    state_path = work / f"{stem}.state.json"
     state = _Source.load(state_path)
     if state.done:
         return state
     if state.last and echo is not None:
-        echo(f"  data.{split}: continuing from row {state.last} ({state.records} records kept)")
-    files = _Files(work, split, state)
+        echo(f"  {key}: continuing from row {state.last} ({state.records} records kept)")
+    files = _Files(work, stem, state)
     group_ids = {label: i for i, label in enumerate(state.labels)}
     since = 0
     try:
         with tpl.alarm_handler():
-            for number, origin, values, problem in _source_rows(split, src, data.on_bad_row, root, state.last):
+            for number, origin, values, problem in _source_rows(key, src, data.on_bad_row, root, state.last):
                 if problem is not None:
                     _skip(state, problem)
                 else:
-                    made = _format_row(values, origin, split, formatter, row_filter, answer, data.on_bad_row, state)
+                    made = _format_row(values, origin, key, formatter, row_filter, answer, data.on_bad_row, state)
                     if made is not None:
                         record, mapped = made
                         group = None
@@ -214,13 +236,13 @@ def _format_source(split: str, src: Any, data: Any, formatter: RowFormatter, row
         shown = getattr(src, "path", None) or f"hub:{getattr(src, 'hub', '')}"
         raise SpecError.one(Pos("data.filter"), "data.filter",
                             f"drops every row of {shown} ({state.read} rows); nothing is left to "
-                            f"{'train on' if split == 'train' else 'hold out'}")
+                            f"{'train on' if key.startswith('data.train') else 'hold out'}")
     state.done = True
     state.save(state_path)
     return state
 
 
-def _format_row(values: dict, origin: str, split: str, formatter: RowFormatter, row_filter: Any, answer: bool,
+def _format_row(values: dict, origin: str, key: str, formatter: RowFormatter, row_filter: Any, answer: bool,
                 on_bad_row: str, state: _Source) -> tuple[dict, dict] | None:
     """(record, mapped columns) of one row; None for a row data.filter drops or a bad row skipped
     (each counted in ``state``). A bad row is an error at its FILE:ROW unless on_bad_row: skip."""
@@ -229,7 +251,7 @@ def _format_row(values: dict, origin: str, split: str, formatter: RowFormatter, 
         keep = row_filter is None or _keeps(row_filter, mapped, origin)
         record = formatter.render(mapped, answer) if keep else None
     except FormatError as exc:
-        file, row = prepared.split_position(origin, split, 0)
+        file, row = prepared.split_position(origin, key, 0)
         if on_bad_row != "skip":
             raise SpecError([Issue(Pos(file, row), exc.key, exc.message)]) from None
         _skip(state, RowError(Pos(file, row), f"{exc.key}: {exc.message}"))
@@ -257,19 +279,19 @@ def _keeps(row_filter: Any, mapped: dict, origin: str) -> bool:
     return verdict
 
 
-def _source_rows(split: str, src: Any, on_bad_row: str, root: Path,
+def _source_rows(key: str, src: Any, on_bad_row: str, root: Path,
                  after: int) -> Iterator[tuple[int, str, dict | None, RowError | None]]:
-    """(number, FILE:ROW, values, None) for each row of a source past row ``after``, or
-    (number, where, None, problem) for a bad row that on_bad_row: skip passes over."""
+    """(number, FILE:ROW, values, None) for each row of a source (at spec key ``key``) past row
+    ``after``, or (number, where, None, problem) for a bad row that on_bad_row: skip passes over."""
     if src.kind == "hub":
-        yield from _hub_rows(split, src, after)
+        yield from _hub_rows(key, src, after)
         return
     path = root / src.path
     shown = src.path
     if not path.is_file():
-        raise SpecError.one(Pos(shown), f"data.{split}", "data file was deleted since the plan was made")
+        raise SpecError.one(Pos(shown), key, "data file was deleted since the plan was made")
     if fingerprint(path) != src.sha256:
-        raise SpecError.one(Pos(shown), f"data.{split}",
+        raise SpecError.one(Pos(shown), key,
                             "data file changed since the plan was made (sha256 differs); plan again")
     skipped: list[RowError] = []
     columns = list(src.columns) if src.columns else None
@@ -289,7 +311,7 @@ def _source_rows(split: str, src: Any, on_bad_row: str, root: Path,
         raise SpecError([exc.issue()]) from None
 
 
-def _hub_rows(split: str, src: Any, after: int) -> Iterator[tuple[int, str, dict, None]]:
+def _hub_rows(key: str, src: Any, after: int) -> Iterator[tuple[int, str, dict, None]]:
     import datasets
 
     kwargs = {"split": src.split}
@@ -297,11 +319,11 @@ def _hub_rows(split: str, src: Any, after: int) -> Iterator[tuple[int, str, dict
         kwargs["revision"] = src.revision
     from ftspec.runtime.models import hub_id  # deferred: torch, which preparing data for Bedrock never needs
 
-    name = hub_id(src.hub, f"data.{split}.hub")
+    name = hub_id(src.hub, f"{key}.hub")
     try:
         ds = datasets.load_dataset(name, src.subset, **kwargs)
     except Exception as exc:  # datasets raises many kinds: not found, offline, no such split
-        raise SpecError.one(Pos(f"hub:{src.hub}"), f"data.{split}",
+        raise SpecError.one(Pos(f"hub:{src.hub}"), key,
                             f"cannot load the hub dataset: {str(exc).splitlines()[0]}") from None
     for i, row in enumerate(ds, 1):
         if i > after:
@@ -311,28 +333,105 @@ def _hub_rows(split: str, src: Any, after: int) -> Iterator[tuple[int, str, dict
 # --------------------------------------------------------------------------- pass 2: deal
 
 
-def _deal(data: Any, states: dict[str, _Source], work: Path, out: Path) -> dict[str, int]:
-    """Deal the formatted records into the splits' files in ``out``; rows per split."""
+def _deal(data: Any, states: dict[str, _Source], parts: list[_Source], work: Path,
+          out: Path) -> tuple[dict[str, int], dict[str, dict] | None]:
+    """Deal the formatted records into the splits' files in ``out``: rows per split, and a
+    mixture's rows per source (None without one)."""
     s = data.split
     limits = split_limits(data.limit)
     writers: dict[str, _SplitWriter] = {}
+    sources = None
     try:
         for split in SPLITS:
             held_here = s is not None and split != "train" and split not in data.sources and (
                 (s.validation if split == "validation" else s.test) > 0)
-            if split in states or (split == "train" and s is not None) or held_here:
-                writers[split] = _SplitWriter(out, split, limits[split])
+            if split in states or (split == "train" and (s is not None or parts)) or held_here:
+                writers[split] = _SplitWriter(out, split, limits[split], with_sources=bool(parts))
         for split, state in states.items():
             held = {h for h in ("validation", "test") if h not in data.sources}
             choose = _dealer(state, s, held, work / "train.groups") if split == "train" and s is not None else None
-            _route(work, split, state, writers, choose)
+            # Beside a mixture, a held-out split's own file is its one source.
+            _route(work, split, state, writers, choose, mixing.source_line(split) if parts else None)
+        if parts:
+            sources = _deal_mixture(data, parts, work, writers)
     except BaseException:
         for writer in writers.values():
             writer.abandon()
         raise
     for writer in writers.values():
         writer.close()
-    return {split: w.count for split, w in writers.items()}
+    return {split: w.count for split, w in writers.items()}, sources
+
+
+def _deal_mixture(data: Any, parts: list[_Source], work: Path, writers: dict) -> dict[str, dict]:
+    """A mixture's splits: each source's records dealt into its own training and held-out work
+    files (its held-out split under a seed of its own, from data.split.seed and its name),
+    its training rows drawn (ftspec.data.mixture.draw_counts), and the sources' rows of each
+    split interleaved into it. Rows per source, as stats.json's ``sources`` shows them."""
+    s = data.split
+    mix = data.sources["train"]
+    held = {h for h in ("validation", "test") if h not in data.sources} if s is not None else set()
+    names = [part.name for part in mix.parts]
+    dealt: dict[str, list[int]] = {t: [] for t in ("train", "validation", "test")}
+    for i, (part, state) in enumerate(zip(mix.parts, parts)):
+        key = f"data.train.{i}"
+        if not state.records:
+            why = " after skipping bad rows" if state.skipped else ""
+            raise SpecError.one(Pos(key), key, f"source '{part.name}' has no rows{why}; nothing to draw from it")
+        label = f"train.{i}"
+        outs = {t: _WorkOut(work, f"{label}.to-{t}") for t in ("train", *held)}
+        choose = None
+        if s is not None:
+            own = s.model_copy(update={"seed": source_seed(s.seed, part.name)})
+            choose = _dealer(state, own, held, work / f"{label}.groups")
+        try:
+            with open(work / f"{label}.records", "rb") as records, open(work / f"{label}.origins", "rb") as origins:
+                for _ in range(state.records):
+                    line, where = records.readline(), origins.readline()
+                    target = next(choose) if choose is not None else "train"
+                    if target is not None:
+                        outs[target].write(line, where)
+        finally:
+            for o in outs.values():
+                o.close()
+        for t in dealt:
+            dealt[t].append(outs[t].count if t in outs else 0)
+        if not dealt["train"][i]:
+            raise SpecError.one(Pos(key), key, f"source '{part.name}' has no training rows left after data.split "
+                                               f"holds out {state.records - dealt['train'][i]} of its "
+                                               f"{state.records} rows")
+    draws = [(part.take, part.amount, n) for part, n in zip(mix.parts, dealt["train"])]
+    drawn = [int(r) for r in draw_counts(draws, mix.total)]  # every count is known here
+    streams = [mixing.drawn_lines(work / f"train.{i}.to-train.records", work / f"train.{i}.to-train.origins",
+                                  n, r, source_seed(mix.seed, name, "draw"))
+               for i, (name, n, r) in enumerate(zip(names, dealt["train"], drawn))]
+    mixing.merge(streams, drawn, names, mix.seed, writers["train"].write, writers["train"].limit)
+    for split in sorted(held & writers.keys()):
+        streams = [mixing.work_lines(work / f"train.{i}.to-{split}.records", work / f"train.{i}.to-{split}.origins")
+                   for i in range(len(names))]
+        # Seeded by data.split alone: the held-out splits do not depend on the draw.
+        mixing.merge(streams, dealt[split], names, source_seed(s.seed, split, "interleave"), writers[split].write,
+                     writers[split].limit)
+    return {name: {"available": dealt["train"][i], "drawn": drawn[i],
+                   "held_out": {"validation": dealt["validation"][i], "test": dealt["test"][i]}}
+            for i, name in enumerate(names)}
+
+
+class _WorkOut:
+    """A work file pair (records, origins) written afresh, counting its rows."""
+
+    def __init__(self, work: Path, name: str):
+        self.handles = [open(work / f"{name}.records", "wb"), open(work / f"{name}.origins", "wb")]
+        self.count = 0
+
+    def write(self, line: bytes, where: bytes) -> None:
+        self.handles[0].write(line)
+        self.handles[1].write(where)
+        self.count += 1
+
+    def close(self) -> None:
+        for fh in self.handles:
+            fh.close()
 
 
 def _dealer(state: _Source, s: Any, held: set[str], groups: Path) -> Iterator[str | None]:
@@ -382,33 +481,43 @@ def _group_ids(path: Path, n: int, stratified: bool) -> Iterator[int]:
             yield from ids
 
 
-def _route(work: Path, split: str, state: _Source, writers: dict, choose: Iterator[str] | None) -> None:
+def _route(work: Path, split: str, state: _Source, writers: dict, choose: Iterator[str] | None,
+           tag: bytes | None = None) -> None:
     with open(work / f"{split}.records", "rb") as records, open(work / f"{split}.origins", "rb") as origins:
         for _ in range(state.records):
             line, where = records.readline(), origins.readline()
             target = next(choose) if choose is not None else split
             if target is not None:
-                writers[target].write(line, where)
+                if tag is None:
+                    writers[target].write(line, where)
+                else:
+                    writers[target].write(line, where, tag)
 
 
 class _SplitWriter:
     """One split's files in ``out``, each appearing whole when complete (ftspec.core.io.AtomicFile)."""
 
-    def __init__(self, out: Path, split: str, limit: int | None):
+    def __init__(self, out: Path, split: str, limit: int | None, with_sources: bool = False):
         self.files = [io.AtomicFile(prepared.split_file(out, split)), io.AtomicFile(prepared.origins_file(out, split))]
         self.records, self.origins = (f.handle for f in self.files)
+        self.sources = None  # a mixture's: each record's source name
+        if with_sources:
+            self.files.append(io.AtomicFile(prepared.sources_file(out, split)))
+            self.sources = self.files[-1].handle
         self.limit = limit
         self.count = 0
 
     @property
-    def final(self) -> tuple[Path, Path]:
+    def final(self) -> tuple[Path, ...]:
         return tuple(f.path for f in self.files)
 
-    def write(self, line: bytes, where: bytes) -> None:
+    def write(self, line: bytes, where: bytes, source: bytes | None = None) -> None:
         if self.limit is not None and self.count >= self.limit:
             return
         self.records.write(line)
         self.origins.write(where)
+        if self.sources is not None:
+            self.sources.write(source if source is not None else b'""\n')
         self.count += 1
 
     def close(self) -> None:
