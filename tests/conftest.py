@@ -34,13 +34,15 @@ SHARED_SPECS = [p for p in ALL_SPECS if needs_shared(p)]
 PORT_TESTS = Path(__file__).resolve().parent / "runtime" / "distributed"
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        path = Path(str(item.path)).resolve()
-        group = "local-ports" if PORT_TESTS in path.parents else str(path.relative_to(ROOT))
-        item.add_marker(pytest.mark.xdist_group(group))
+# Marked as each test is collected: xdist reads the groups in its pytest_collection_modifyitems,
+# which may run before a conftest's (marked there, every file's tests were dealt to both processes,
+# and a module's fixtures made twice).
+def pytest_itemcollected(item):
+    if item.get_closest_marker("xdist_group"):
+        return
+    path = Path(str(item.path)).resolve()
+    group = "local-ports" if PORT_TESTS in path.parents else str(path.relative_to(ROOT))
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_addoption(parser):

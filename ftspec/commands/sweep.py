@@ -12,6 +12,11 @@ Optuna (the ``sweep`` extra) is imported only inside the functions that run tria
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import secrets
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +127,11 @@ def _prepare(sw: Sweep) -> Path:
     if problem:
         raise SpecError.one(where, "output.dir", f"the sweep folder {problem}")
     definition = sw.definition()
+    if not (folder.exists() or folder.is_symlink()):
+        _create(folder, definition)
+    if not folder.is_dir():
+        raise SpecError.one(where, "output.dir", "the sweep folder is a file, not a folder; ftspec did not make it",
+                            "move it away")
     path = folder / DEFINITION
     if path.exists() or path.is_symlink():
         try:
@@ -133,14 +143,61 @@ def _prepare(sw: Sweep) -> Path:
             raise SpecError.one(Pos(_shown(sw, path)), "", f"holds another sweep (it differs in {', '.join(differ)}): "
                                 "a sweep resumes only with the definition it started with",
                                 "run it as it was, or move the folder away to start a new sweep")
-    elif (folder / JOURNAL).exists():
-        raise SpecError.one(Pos(_shown(sw, folder / JOURNAL)), "", f"a sweep journal without its {DEFINITION}",
-                            "move the folder away to start a new sweep")
     else:
-        folder.mkdir(parents=True, exist_ok=True)
+        # Not a sweep ftspec started (no sweep.json): what is in it is someone else's, never written over.
+        found = sorted(p.name for p in folder.iterdir())
+        if found:
+            shown = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
+            raise SpecError.one(where, "output.dir", f"the sweep folder holds files ftspec did not write ({shown}) "
+                                f"and no {DEFINITION}", "move the folder away to start a new sweep")
         write_json(path, definition)
     (folder / "trials").mkdir(exist_ok=True)
     return folder
+
+
+def _create(folder: Path, definition: dict) -> None:
+    """A new sweep folder, made whole under a temporary name and then renamed into place: a
+    sweep started at the same moment elsewhere finds either no folder or one with its
+    sweep.json, never a half-made one (the rename fails when that other sweep made it first)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    temporary.mkdir()
+    try:
+        write_json(temporary / DEFINITION, definition)
+        (temporary / "trials").mkdir()
+        os.rename(temporary, folder)
+    except OSError:
+        if not folder.is_dir():
+            raise
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _check_journal(sw: Sweep, folder: Path, lock) -> None:
+    """Every line of the journal whole and JSON (read under the lock Optuna writes it with): a
+    journal cut off (a disk filled, a copy stopped) is said in one line, not appended to."""
+    journal = folder / JOURNAL
+    if journal.is_symlink() or (journal.exists() and not journal.is_file()):
+        raise SpecError.one(Pos(_shown(sw, journal)), "", "the sweep's journal is not a regular file",
+                            "move the folder away to start the sweep again")
+    if not journal.exists():
+        return
+    lock.acquire()
+    try:
+        with open(journal, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    whole = line.endswith(b"\n") and isinstance(json.loads(line), dict)
+                except ValueError:
+                    whole = False
+                if not whole:
+                    raise SpecError.one(Pos(_shown(sw, journal), number), "",
+                                        "the sweep's journal is cut off or damaged here (not a whole JSON line)",
+                                        "move the folder away to start the sweep again (the trials' steps stay in "
+                                        "the store and are reused)")
+    finally:
+        lock.release()
 
 
 def _setup_lock(folder: Path) -> FileLock:
@@ -161,7 +218,9 @@ def _open_study(sw: Sweep, folder: Path):
     import optuna  # the optional `sweep` extra
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock  # the same extra
 
-    backend = JournalFileBackend(str(folder / JOURNAL), lock_obj=JournalFileOpenLock(str(folder / "journal.lock")))
+    lock = JournalFileOpenLock(str(folder / "journal.lock"))
+    _check_journal(sw, folder, lock)
+    backend = JournalFileBackend(str(folder / JOURNAL), lock_obj=lock)
     storage = optuna.storages.JournalStorage(backend)
     sampler = (optuna.samplers.TPESampler(seed=sw.seed) if sw.method == "tpe"
                else optuna.samplers.RandomSampler(seed=sw.seed))  # every grid and random trial is queued: unused
@@ -253,6 +312,8 @@ def _objective_of(sw: Sweep, report: dict | None, split: str) -> tuple[float | N
     value = (report.get("tuned") or {}).get(metric)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None, None, f"the report has no {metric} of the tuned model"
+    if not math.isfinite(value):
+        return None, None, f"the tuned model's {metric} is {value} (not a number to compare)"
     interval = ((report.get("intervals") or {}).get("tuned") or {}).get(metric)
     ok = isinstance(interval, list) and len(interval) == 2 and all(isinstance(x, (int, float)) for x in interval)
     return float(value), ([float(x) for x in interval] if ok else None), None

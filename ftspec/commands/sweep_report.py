@@ -71,6 +71,22 @@ def _interval(iv: list[float] | None) -> str:
     return "" if not iv else f"[{iv[0]:.4g}, {iv[1]:.4g}]"
 
 
+# A cell a spreadsheet would read as a formula (OWASP's list); a number stays a number.
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """A cell as a spreadsheet shows it, never runs it: text that starts like a formula gets a
+    leading ' (a field value, a run directory named by output.dir, a failure's reason)."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
 def render_csv(sweep: Sweep, rows: list[Row]) -> str:
     names = [f.path for f in sweep.fields]
     metric = sweep.objective.metric
@@ -80,13 +96,17 @@ def render_csv(sweep: Sweep, rows: list[Row]) -> str:
     for r in rows:
         values = dict(r.values)
         low, high = (r.interval or [None, None])[:2]
-        out.writerow([r.index, *[set_text(values[n]) if n in values else "" for n in names], r.state,
-                      _num(r.value), _num(low), _num(high), r.run_dir or "", r.reason or ""])
+        out.writerow([_csv_cell(c) for c in (r.index, *[set_text(values[n]) if n in values else "" for n in names],
+                                             r.state, _num(r.value), _num(low), _num(high), r.run_dir or "",
+                                             r.reason or "")])
     return buf.getvalue()
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md_text(text: str) -> str:
+    """Text shown as itself in Markdown: no HTML (a value `<img onerror=…>`), no link, emphasis or
+    code span a value could open, on one line."""
+    text = " ".join(text.split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join("\\" + c if c in "\\`*[]|~" else c for c in text)
 
 
 def headline(sweep: Sweep, winner: Winner | None, pending: bool = False) -> list[str]:
@@ -116,21 +136,21 @@ def render_md(sweep: Sweep, rows: list[Row], winner: Winner | None, pending: boo
     o = sweep.objective
     names = [f.path for f in sweep.fields]
     lines = [f"# Sweep of {sweep.plan.name}", "",
-             f"{sweep.method}, {len(rows)} trial(s) over {', '.join(names)}; objective: {o.metric} on the "
+             f"{sweep.method}, {len(rows)} trial(s) over {', '.join(names)}; objective: {_md_text(o.metric)} on the "
              f"validation split ({'higher' if o.higher_is_better else 'lower'} is better). Each trial trains on "
              "the same training split and is scored on validation; the winner is then scored once on test "
              "(choosing on test would overstate it).", ""]
-    lines += [f"- {line}" for line in headline(sweep, winner, pending)] + [""]
+    lines += [f"- {_md_text(line)}" for line in headline(sweep, winner, pending)] + [""]
     lines.append("| trial | " + " | ".join(f"`{n}`" for n in names)
-                 + f" | state | validation {o.metric} | 95% interval | run directory |")
+                 + f" | state | validation {_md_text(o.metric)} | 95% interval | run directory |")
     lines.append("|" + "---|" * (len(names) + 5))
     for r in rows:
         values = dict(r.values)
         mark = " **(winner)**" if winner is not None and r is winner.row else ""
         state = r.state + (f": {r.reason}" if r.reason else "")
-        cells = [f"{r.index}{mark}", *[set_text(values[n]) if n in values else "" for n in names], state,
+        cells = [*[set_text(values[n]) if n in values else "" for n in names], state,
                  _num(r.value), _interval(r.interval), r.run_dir or ""]
-        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+        lines.append(f"| {r.index}{mark} | " + " | ".join(_md_text(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

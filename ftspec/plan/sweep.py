@@ -247,10 +247,47 @@ def _field_problems(fields: list[SweptField], method: str) -> list[Issue]:
     return problems
 
 
+# What only draws a training mixture's rows (or is counted from the data): not what validation is.
+_PART_DRAW = ("take", "amount", "drawn", "available", "sample_chars")
+_MIXTURE_DRAW = ("total", "seed", "rows")
+
+
+def scored_on(plan: Plan) -> dict[str, Any]:
+    """What a trial's validation score is computed on: where the validation rows come from and
+    how they are made and cut (the data's settings, less what only chooses the training rows),
+    and which metrics score how many of them. Trials that differ here are not compared on one
+    footing, and the winner would be chosen by the easiest validation set, not the best model."""
+    data = plan.data.model_dump(mode="json")
+    sources = data["sources"]
+    held = {k: data[k] for k in ("rename", "derive", "filter", "on_bad_row")}
+    held["limit"] = (data.get("limit") or {}).get("validation")
+    if "validation" in sources:  # its own file: the training data does not make it
+        held["source"] = sources["validation"]
+    else:  # carved out of the training data by data.split
+        train = dict(sources["train"])
+        if train.get("kind") == "mixture":
+            train = {k: v for k, v in train.items() if k not in _MIXTURE_DRAW}
+            train["parts"] = [{k: v for k, v in part.items() if k not in _PART_DRAW} for part in train["parts"]]
+        held["source"], held["split"] = train, data.get("split")
+    e = plan.eval
+    return {"validation rows": held, "eval.limit": e.limit, "eval.enabled": e.enabled,
+            "eval.metrics": [m.model_dump(mode="json") for m in e.metrics]}
+
+
+def _scored_problem(own: dict[str, Any], plan: Plan) -> str | None:
+    differ = [k for k, v in scored_on(plan).items() if own.get(k) != v]
+    if not differ:
+        return None
+    return (f"changes what each trial is scored on ({', '.join(differ)}): trials are compared on the same validation "
+            "rows with the same metrics, or the winner is the one with the easiest validation set")
+
+
 def _value_problems(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...], allow: tuple[Path, ...],
-                    fields: list[SweptField]) -> list[Issue]:
-    """Compile the spec with each value alone as a --set: what it refuses is said at the value's line."""
+                    fields: list[SweptField], own: Plan) -> list[Issue]:
+    """Compile the spec with each value alone as a --set: what it refuses is said at the value's line,
+    and so is a value that changes what the trials are scored on (:func:`scored_on`)."""
     problems: list[Issue] = []
+    reference = scored_on(own)
     for f in fields:
         if f.choices is not None:
             tried = list(zip(f.choices, f.value_pos))
@@ -262,13 +299,18 @@ def _value_problems(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]
             item = f"{f.path}={set_text(value)}"
             mine = []
             try:
-                compile_plan(spec, profiles, [*sets, item], False, allow)
+                plan = compile_plan(spec, profiles, [*sets, item], False, allow).plan
             except SpecError as exc:
                 for issue in exc.issues:
                     if issue.pos.file == f"--set {item}":
                         mine.append(replace(issue, pos=pos, key=issue.key or f.path))
                     else:  # found elsewhere in the spec, once this value is in it
                         problems.append(replace(issue, message=f"{issue.message} (with {item})"))
+            else:
+                why = _scored_problem(reference, plan)
+                if why is not None:
+                    mine.append(Issue(pos, f.path, why, "sweep what trains the model; give what every trial "
+                                                        "shares once, with --set"))
             found.append(mine)
         # What every value gets alike (a field that does not exist) is the field's, said once at its name.
         common = {(i.key, i.message) for i in found[0]} if found else set()
@@ -403,7 +445,8 @@ def resolve(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), 
     problems += prune_problems(compiled, prune or (section.prune if section else "none"),
                                Pos("--prune") if prune is not None else _where(loaded, "prune"))
     flagged = {i.key for i in problems}
-    problems += _value_problems(Path(spec), profiles, sets, allow_t, [f for f in fields if f.path not in flagged])
+    problems += _value_problems(Path(spec), profiles, sets, allow_t, [f for f in fields if f.path not in flagged],
+                                compiled.plan)
     if problems:
         raise SpecError(problems)
     assert goal is not None and count is not None
@@ -425,4 +468,4 @@ def resolve(spec: Path, profiles: Iterable[str] = (), sets: Iterable[str] = (), 
 
 
 __all__ = ["FIXED", "METHODS", "Objective", "SWEEP_VERSION", "SweptField", "Sweep", "Trial", "VALIDATION",
-           "describe_sweep", "parse_over", "resolve", "set_text"]
+           "describe_sweep", "parse_over", "resolve", "scored_on", "set_text"]
