@@ -121,6 +121,12 @@ class Sweep:
         """``<run dir>.sweep``: the study's journal, sweep.json and the report."""
         return self.root / (self.plan.output.dir.rstrip("/") + ".sweep")
 
+    @property
+    def spec_shown(self) -> str:
+        """The spec's path from the repository root: the same whichever folder the sweep is run from."""
+        real = self.spec.resolve()
+        return real.relative_to(self.root.resolve()).as_posix() if self.root.resolve() in real.parents else str(real)
+
     def trial_sets(self, values: Iterable[tuple[str, Any]], validation: bool = True) -> list[str]:
         """The --set list of a trial (``validation``) or of the winner's run on the spec's own split."""
         own = [f"{path}={set_text(value)}" for path, value in values]
@@ -130,7 +136,7 @@ class Sweep:
         """What sweep.json holds: a resume with anything else is refused."""
         return {
             "sweep_version": SWEEP_VERSION,
-            "spec": display_path(self.spec),
+            "spec": self.spec_shown,
             "profiles": list(self.profiles),
             "sets": list(self.sets),
             "plan": self.plan.id,

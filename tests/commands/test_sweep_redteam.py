@@ -13,12 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from test_sweep import ONE_FIELD, SPEC, fake_run, tree, write
 
 from ftspec.cli import main
 from ftspec.commands import sweep as sweep_command
 from ftspec.core.errors import SpecError
-
-from test_sweep import ONE_FIELD, SPEC, fake_run, tree, write
 
 
 def dry(spec: Path, *args: str):
@@ -148,3 +147,18 @@ def test_reports_show_hostile_values_as_text_never_as_a_formula_or_markup(tmp_pa
     page = (folder / "sweep.html").read_text()
     assert "<img" not in page and "&lt;img" in page
     assert json.loads((folder / "winner.json").read_text())["trial"] == 1
+
+
+def test_a_sweep_resumes_from_any_folder_the_spec_is_named_from(tmp_path, monkeypatch):
+    # The definition names the spec from the repository root, not as typed: the array's last
+    # job (or a second shell) in another folder resumes the same sweep instead of being refused.
+    write(tmp_path, ONE_FIELD)
+    calls: list = []
+    monkeypatch.setattr(sweep_command, "run", fake_run(calls))
+    monkeypatch.chdir(tmp_path)
+    sweep_command.sweep(Path("job.yaml"), worker=True, max_trials=1, echo=lambda line: None)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    done = sweep_command.sweep(Path("../job.yaml"), echo=lambda line: None)
+    assert done.scored and len(calls) == 3  # the other trial, then the winner on test
+    assert json.loads((tmp_path / "runs" / "job.sweep" / "sweep.json").read_text())["spec"] == "job.yaml"
