@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.data import templates as tpl
 from ftspec.data.formatting import FormatError, RowFormatter
-from ftspec.data.mixture import draw_counts
+from ftspec.data.mixture import MIN_SHARE, draw_counts
 from ftspec.data.sources import Row
 from ftspec.data.splitting import SPLITS, split_counts, split_limits
 
@@ -36,10 +36,13 @@ class PartCounts:
 
 
 def draws(data: Any) -> list[tuple[str, float]]:
-    """Each part's (take, amount), weights normalised to sum to 1 over the weighted parts."""
+    """Each part's (take, amount), weights normalised to sum to 1 over the weighted parts. A share
+    under MIN_SHARE, which validate refuses (check_mixture), counts as MIN_SHARE: counting the
+    rows of such a spec neither divides by a share that rounds to none nor makes counts too
+    large for a float."""
     taken = [item.draw() for item in data.train]
     whole = sum(a for t, a in taken if t == "weight")
-    return [(t, a / whole if t == "weight" else a) for t, a in taken]
+    return [(t, max(a / whole, MIN_SHARE) if t == "weight" else a) for t, a in taken]
 
 
 def mix_seed(data: Any) -> int:

@@ -31,10 +31,27 @@ TOTALS = ("no_repeats", "every_row")
 # Amounts are floats in the plan; each is read back as the nearest fraction with a denominator
 # up to this, so 1/3 normalised to 0.333… is a third again and n / w is exact.
 _DENOMINATOR = 10**9
+# The smallest share of the weights' sum a weight may have (validate refuses less): a smaller one
+# draws no row of any mixture a disk holds, and its share is no fraction of _DENOMINATOR.
+MIN_SHARE = 1 / _DENOMINATOR
+# The most times a source's rows are used, on average (rows drawn / rows available): the most
+# `epochs` may ask for. More (`rows: 10**12` of a five-row file, `every_row` beside a weight of
+# 1e-9) only writes the same rows again and again, for days, until the disk is full.
+MAX_TIMES = 10_000
 
 
 def _exact(amount: float) -> Fraction:
-    return Fraction(amount).limit_denominator(_DENOMINATOR)
+    # A positive amount stays positive (a share under 1/_DENOMINATOR would round to none).
+    return Fraction(amount).limit_denominator(_DENOMINATOR) or Fraction(amount)
+
+
+def repeats_problem(name: str, drawn: int | None, available: int | None) -> str | None:
+    """Why a source cannot be drawn ``drawn`` times from its ``available`` rows (None: it can, or
+    a count is unknown): each of its rows would be used more than :data:`MAX_TIMES` times."""
+    if drawn is None or not available or drawn <= MAX_TIMES * available:
+        return None
+    return (f"source '{name}' would put {drawn} rows in the mixture from its {available} (each row used "
+            f"{drawn / available:.3g} times); a row may be used at most {MAX_TIMES} times (the most epochs: allows)")
 
 
 def _round_half_up(x: Fraction) -> int:

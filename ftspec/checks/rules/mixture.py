@@ -10,11 +10,12 @@ import math
 import re
 from typing import Iterator
 
-from ftspec.checks.facts import Context
+from ftspec.checks.facts import Context, same_source
 from ftspec.checks.mixture import draws
 from ftspec.checks.registry import rule
 from ftspec.core.errors import Issue
 from ftspec.data import templates as tpl
+from ftspec.data.mixture import MIN_SHARE, repeats_problem
 from ftspec.spec import schema as S
 
 # Each row of a source used more often than this, on average: a warning (over-fitting).
@@ -58,6 +59,11 @@ def check_mixture(ctx: Context) -> Iterator[Issue]:
         seen.setdefault(name, i)
     weighted = [(item.source_name(), item.weight) for item in parts if item.weight is not None]
     whole = sum(w for _, w in weighted)
+    for i, item in enumerate(parts):
+        if item.weight is not None and item.weight / whole < MIN_SHARE:
+            yield ctx.error(_at(ctx, i, "weight"), f"weight {item.weight:g} is less than {MIN_SHARE:g} of the "
+                            f"weights' sum ({whole:g}): no mixture draws a row of it",
+                            "remove the source, or draw it with rows: or epochs:")
     if weighted and not (math.isclose(whole, 1, rel_tol=1e-6) or math.isclose(whole, 100, rel_tol=1e-6)):
         shares = ", ".join(f"{name} {a:.4g}" for (name, _), (t, a) in
                            zip(weighted, [d for d in draws(ctx.spec.data) if d[0] == "weight"]))
@@ -112,16 +118,33 @@ def check_mixture_rows(ctx: Context) -> Iterator[Issue]:
     split), and none is repeated so often that the model learns its rows by heart."""
     if not ctx.parts:
         return
+    data = ctx.spec.data
+    if data.split is not None and ((data.split.validation > 0 and data.validation is None)
+                                   or (data.split.test > 0 and data.test is None)):
+        # Each source is split on its own seed: a file read twice has other held-out rows each time.
+        for j, part in enumerate(ctx.parts):
+            first = next((p for p in ctx.parts[:j] if same_source(p, part)), None)
+            if first is not None:
+                yield ctx.warning(part.at, f"source '{part.name}' reads the same rows as source '{first.name}' "
+                                  f"({part.shown}); each source is split on its own, so rows held out of one are "
+                                  "trained on through the other: the model is scored on rows it trained on",
+                                  "read the file once (one source, with a larger weight or rows:), or give "
+                                  "data.validation and data.test files of their own")
     _, per_part, _ = ctx.mixture_counts()
+    weighted_rows = sum(c.drawn or 0 for c in per_part if c.take == "weight")
     for part, counted in zip(ctx.parts, per_part):
         if counted.available == 0:
             if ctx.filter_counts.get(part.key, (1, 1))[0] == 0:
                 continue  # check_filter said it, at this source
             yield ctx.error(part.at, f"source '{part.name}' has no training rows left after the held-out split "
                             f"({part.rows} rows)", "give it more rows, or hold out less with data.split")
+        elif problem := repeats_problem(part.name, counted.drawn, counted.available):
+            yield ctx.error(part.at, problem, "draw fewer rows of it (rows:, epochs:, a smaller data.mix.total, or "
+                            "data.mix.total: no_repeats), or give it more rows")
         elif counted.drawn == 0:
-            yield ctx.warning(part.at, f"source '{part.name}' puts no row in the mixture (its weight "
-                              f"{counted.amount:.3g} of {ctx.mixture_counts()[0]['train']} rows rounds to none)")
+            why = (f"its weight {counted.amount:.3g} of the weighted sources' {weighted_rows} rows"
+                   if counted.take == "weight" else f"epochs {counted.amount:g} of its {counted.available} rows")
+            yield ctx.warning(part.at, f"source '{part.name}' puts no row in the mixture ({why} rounds to none)")
         elif counted.available and counted.drawn and counted.drawn / counted.available > MAX_REPEATS:
             times = counted.drawn / counted.available
             yield ctx.warning(part.at, f"source '{part.name}' is repeated {times:.1f} times ({counted.drawn} rows "

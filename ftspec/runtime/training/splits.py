@@ -46,7 +46,7 @@ from ftspec.core.errors import Issue, Pos, SpecError
 from ftspec.data import prepared
 from ftspec.data import templates as tpl
 from ftspec.data.formatting import FormatError, RowFormatter, teacher_sources
-from ftspec.data.mixture import draw_counts, source_seed
+from ftspec.data.mixture import draw_counts, repeats_problem, source_seed
 from ftspec.data.sources import RowError, fingerprint, read_rows
 from ftspec.data.splitting import SPLITS, apportion, filter_verdict, split_limits, split_sizes, verdict_problem
 from ftspec.runtime.training import mixing
@@ -402,6 +402,10 @@ def _deal_mixture(data: Any, parts: list[_Source], work: Path, writers: dict) ->
                                                f"{state.records} rows")
     draws = [(part.take, part.amount, n) for part, n in zip(mix.parts, dealt["train"])]
     drawn = [int(r) for r in draw_counts(draws, mix.total)]  # every count is known here
+    for i, (name, n, r) in enumerate(zip(names, dealt["train"], drawn)):
+        # Validate refuses this where it knows the rows; a hub source, or data.filter tried on a sample, it does not.
+        if problem := repeats_problem(name, r, n):
+            raise SpecError.one(Pos(f"data.train.{i}"), f"data.train.{i}", problem)
     streams = [mixing.drawn_lines(work / f"train.{i}.to-train.records", work / f"train.{i}.to-train.origins",
                                   n, r, source_seed(mix.seed, name, "draw"))
                for i, (name, n, r) in enumerate(zip(names, dealt["train"], drawn))]

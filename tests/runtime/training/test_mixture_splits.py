@@ -230,3 +230,36 @@ def test_a_sources_line_that_is_not_a_name_is_an_error_at_its_line(tmp_path):
     with pytest.raises(SpecError) as err:
         list(prepared.iter_sources(tmp_path, "test"))
     assert str(err.value) == f"{prepared.sources_file(tmp_path, 'test')}:2: holds no source name (a JSON string)"
+
+
+def test_a_mixture_runs_end_to_end_scores_each_source_and_exports_with_each_source_named(tmp_path):
+    """The whole pipeline on a two-source mixture: the report's per-source metrics add up to the
+    overall one over the evaluated rows, and the exported model card names each source."""
+    pytest.importorskip("torch")
+    from ftspec.commands.export import export
+    from ftspec.commands.run import run
+
+    spec = _repo(tmp_path / "repo", extra="  split: {validation: 0.1, test: 0.2, seed: 5}\n")
+    sets = ["eval.limit=24"]  # rows of both sources (the held-out rows interleave them: 1 mail in 6)
+    result = run(spec, sets=sets, echo=lambda line: None)
+    report = result.report
+    by_source = report["by_source"]
+    assert set(by_source["sources"]) == {"tickets", "mails"}
+    scored = [r for r in read_jsonl_rows(result.step_dir("eval_tuned"))]
+    names = list(prepared.iter_sources(result.step_dir("prepare_data"), report["split"]))[:len(scored)]
+    rows = {name: by_source["sources"][name]["rows"] for name in by_source["sources"]}
+    assert rows == dict(Counter(names)) and sum(rows.values()) == report["rows"]
+    overall = report["tuned"]["accuracy"]
+    weighted = sum(by_source["sources"][n]["tuned"]["accuracy"] * rows[n] for n in rows) / report["rows"]
+    assert weighted == pytest.approx(overall)
+    out = tmp_path / "exported"
+    export(spec, sets=sets, output=out)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "| train.tickets | `tickets.jsonl` |" in card and "| train.mails | `mails.jsonl` |" in card
+
+
+def read_jsonl_rows(folder: Path) -> list[dict]:
+    """The scored rows an eval step wrote (one JSON object a line)."""
+    found = sorted(folder.glob("*.jsonl"))
+    assert found, f"no scored rows in {folder}"
+    return [json.loads(line) for line in found[0].read_text(encoding="utf-8").splitlines() if line.strip()]
