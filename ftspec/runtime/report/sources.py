@@ -100,8 +100,16 @@ def by_source(r: Results, run_dir: Path) -> dict | None:
                             "broken down")
     except _Unusable as exc:
         return {**out, "note": f"not broken down by source: {exc}"}
+    # Sources the mixture held rows of this split out of, none of which were evaluated (an eval.limit
+    # smaller than the split): said, not left silently out of the breakdown.
+    known = dig(r.run.stats, "sources")
+    missing = [n for n, v in (known if isinstance(known, dict) else {}).items()
+               if n not in seen and (num(dig(v, "held_out", split)) or 0) > 0]
     if len(seen) < 2:
-        return None
+        if not seen or not missing:
+            return None
+        return {**out, "note": f"every evaluated row comes from {seen[0]}; none from {', '.join(missing)}, whose "
+                               f"rows of the {split} split lie past eval.limit (raise it to score every source)"}
     groups: dict[str, list[int]] = {n: [] for n in _source_order(set(seen), r.run.stats, seen)}
     for position, i in enumerate(indices):
         groups[names[i]].append(position)
@@ -109,6 +117,8 @@ def by_source(r: Results, run_dir: Path) -> dict | None:
     out["sources"] = {name: _one_source(p, positions, sides) for name, positions in groups.items()}
     out["worse"] = worse = _worse(out["sources"])
     out["warnings"] = _warnings(worse, out["sources"], r.summary)
+    if missing:
+        out["missing"] = missing
     return out
 
 
@@ -220,6 +230,10 @@ def section(r: Results) -> list[Block]:
     blocks.append(Table.of(["source", "rows", "metric", "base", "tuned", "tuned − base"], rows, numeric=(1, 3, 4, 5)))
     if unscored:
         blocks.append(Paragraph(f"Not broken down (no per-row score to group): {', '.join(unscored)}."))
+    missing = [str(n) for n in block.get("missing") or () if isinstance(n, str)]
+    if missing:
+        blocks.append(Paragraph(f"Not evaluated: {', '.join(missing)} (no row of theirs among the evaluated rows; "
+                                "raise eval.limit to score every source)."))
     if not block.get("worse"):
         blocks.append(Paragraph("The tuned model does no worse than the base model on any source."))
     return blocks

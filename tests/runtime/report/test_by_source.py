@@ -136,8 +136,14 @@ def test_the_data_section_shows_each_source_of_the_mixture(tmp_path):
 
 def test_one_source_or_no_sources_file_gives_no_breakdown(tmp_path):
     run = make_run(tmp_path, [("a",) + r[1:] for r in HAND], extra_sources=("b",))
+    summary, md, _ = report(tmp_path, run)  # the evaluated rows are all a's: b's held-out rows are not evaluated
+    assert summary["by_source"]["note"].startswith("every evaluated row comes from a; none from b")
+    assert "none from b" in md and "sources" not in summary["by_source"]
+    stats = json.loads((run / "data" / "stats.json").read_text())
+    stats["sources"]["b"]["held_out"]["test"] = 0
+    write_json(run / "data" / "stats.json", stats)
     summary, md, _ = report(tmp_path, run)
-    assert "by_source" not in summary and "Per source" not in md  # the evaluated rows are all a's
+    assert "by_source" not in summary and "Per source" not in md  # b has no test rows: one source, nothing to say
     (run / "data" / "test.sources").unlink()
     summary, md, _ = report(tmp_path, run)
     assert "by_source" not in summary and "Per source" not in md and console_lines(summary) == []
@@ -155,3 +161,13 @@ def test_a_sources_file_that_cannot_be_grouped_by_is_a_note_not_a_crash(tmp_path
         assert "sources" not in summary["by_source"] and said in summary["by_source"]["note"], content
         assert "not broken down by source" in md
         assert "\x1b" not in "".join(console_lines(summary))
+
+
+def test_a_source_with_held_out_rows_none_of_which_were_evaluated_is_named(tmp_path):
+    run = make_run(tmp_path, HAND)
+    stats = json.loads((run / "data" / "stats.json").read_text())
+    stats["sources"]["c"] = {"available": 90, "drawn": 90, "held_out": {"validation": 1, "test": 1}, "tokens": 900}
+    write_json(run / "data" / "stats.json", stats)
+    summary, md, _ = report(tmp_path, run)
+    assert list(summary["by_source"]["sources"]) == ["a", "b"] and summary["by_source"]["missing"] == ["c"]
+    assert "Not evaluated: c" in md
