@@ -302,6 +302,19 @@ def _values(sw: Sweep, trial) -> tuple[tuple[str, Any], ...]:
     return tuple(out)
 
 
+def _base_of(sw: Sweep, report: dict | None) -> tuple[float | None, list[float] | None]:
+    """The base model's objective and its 95% interval in a run's report (None without a baseline)."""
+    if not isinstance(report, dict):
+        return None, None
+    value = (report.get("base") or {}).get(sw.objective.metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None, None
+    interval = ((report.get("intervals") or {}).get("base") or {}).get(sw.objective.metric)
+    ok = (isinstance(interval, list) and len(interval) == 2
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in interval))
+    return float(value), ([float(x) for x in interval] if ok else None)
+
+
 def _objective_of(sw: Sweep, report: dict | None, split: str) -> tuple[float | None, list[float] | None, str | None]:
     """The objective and its 95% interval from a run's report (metrics.json), or why there is none."""
     metric = sw.objective.metric
@@ -357,6 +370,10 @@ def _run_trial(sw: Sweep, study, storage, taken, folder: Path, store: str | None
             echo(f"sweep: trial {index} failed: {why}")
             return
         trial.set_user_attr("interval", interval)
+        base, base_interval = _base_of(sw, result.report)
+        if base is not None:
+            trial.set_user_attr("base", base)
+            trial.set_user_attr("base_interval", base_interval)
         study.tell(trial, value)
         echo(f"sweep: trial {index}: validation {sw.objective.metric} {value:.4g}")
     except KeyboardInterrupt:
@@ -388,8 +405,15 @@ def _rows(sw: Sweep, study) -> list[Row]:
         by_index[index] = Row(index, values, states.get(t.state, "failed"),
                               t.value if t.state == TrialState.COMPLETE else None,
                               interval if isinstance(interval, list) else None,
-                              t.user_attrs.get("run_dir"), t.user_attrs.get("reason"))
+                              t.user_attrs.get("run_dir"), t.user_attrs.get("reason"),
+                              *_base_attrs(t.user_attrs))
     return [by_index[i] for i in sorted(by_index)]
+
+
+def _base_attrs(attrs: dict) -> tuple[float | None, list[float] | None]:
+    base, interval = attrs.get("base"), attrs.get("base_interval")
+    ok = isinstance(base, (int, float)) and not isinstance(base, bool) and math.isfinite(base)
+    return (float(base) if ok else None), (interval if ok and isinstance(interval, list) else None)
 
 
 def _decode(sw: Sweep, params: dict) -> Iterable[tuple[str, Any]]:
@@ -415,6 +439,7 @@ def _score_winner(sw: Sweep, winner: Winner, store: str | None, echo) -> None:
     if value is None:
         raise RunFailed(f"sweep: the winner's run on {split}: {why}")
     winner.test_value, winner.test_interval = value, interval
+    winner.test_base, winner.test_base_interval = _base_of(sw, result.report)
     winner.test_run_dir = _shown(sw, result.run_dir)
     winner.gates_failed = [str(g.get("gate")) for g in result.failed_gates]
 

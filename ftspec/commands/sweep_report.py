@@ -29,6 +29,8 @@ class Row:
     interval: list[float] | None = None
     run_dir: str | None = None
     reason: str | None = None
+    base: float | None = None  # the base model's objective on validation (one eval_base, shared by the trials)
+    base_interval: list[float] | None = None
 
 
 @dataclass
@@ -39,13 +41,15 @@ class Winner:
     test_value: float | None = None
     test_interval: list[float] | None = None
     test_run_dir: str | None = None
+    test_base: float | None = None  # the base model's on test, scored in the winner's run
+    test_base_interval: list[float] | None = None
     gates_failed: list[str] = field(default_factory=list)
 
     def warning(self) -> str | None:
         if self.runner_up is None or not self.overlap:
             return None
         return (f"the winner's validation interval overlaps the runner-up's (trial {self.runner_up.index}): "
-                "on this validation split they cannot be told apart; more validation rows would")
+                "on this validation split they cannot be told apart (more validation rows would narrow the intervals)")
 
 
 def choose(sweep: Sweep, rows: list[Row]) -> Winner | None:
@@ -121,11 +125,14 @@ def headline(sweep: Sweep, winner: Winner | None, pending: bool = False) -> list
         return ["no trial completed: there is no winner"]
     w = winner.row
     values = ", ".join(f"{p}={set_text(v)}" for p, v in w.values)
-    lines = [f"winner: trial {w.index} ({values}): validation {o.metric} {_num(w.value)} {_interval(w.interval)}",
-             f"how: {HOW} ({o.metric}, {better} is better)"]
+    base = (f" (the base model: {_num(w.base)} {_interval(w.base_interval)})" if w.base is not None else "")
+    lines = [f"winner: trial {w.index} ({values}): validation {o.metric} {_num(w.value)} {_interval(w.interval)}"
+             + base, f"how: {HOW} ({o.metric}, {better} is better)"]
     if winner.test_value is not None:
-        lines.append(f"test {o.metric} of the winner: {_num(winner.test_value)} {_interval(winner.test_interval)} "
-                     f"({winner.test_run_dir})")
+        base = (f", the base model {_num(winner.test_base)} {_interval(winner.test_base_interval)}"
+                if winner.test_base is not None else "")
+        lines.append(f"test {o.metric} of the winner: {_num(winner.test_value)} {_interval(winner.test_interval)}"
+                     f"{base} ({winner.test_run_dir})")
     warning = winner.warning()
     if warning:
         lines.append(f"warning: {warning}")
@@ -216,8 +223,10 @@ def winner_record(sweep: Sweep, winner: Winner) -> dict:
     return {
         "trial": w.index, "values": dict(w.values), "sets": sweep.trial_sets(w.values, validation=False),
         "objective": {"metric": sweep.objective.metric, "direction": sweep.objective.direction},
-        "validation": {"value": w.value, "interval": w.interval, "run_dir": w.run_dir},
-        "test": {"value": winner.test_value, "interval": winner.test_interval, "run_dir": winner.test_run_dir},
+        "validation": {"value": w.value, "interval": w.interval, "run_dir": w.run_dir,
+                       "base": w.base, "base_interval": w.base_interval},
+        "test": {"value": winner.test_value, "interval": winner.test_interval, "run_dir": winner.test_run_dir,
+                 "base": winner.test_base, "base_interval": winner.test_base_interval},
         "how": HOW,
         "runner_up": None if winner.runner_up is None else {"trial": winner.runner_up.index,
                                                             "value": winner.runner_up.value,

@@ -95,6 +95,12 @@ def test_a_2x2_grid_shares_data_and_base_eval_and_a_killed_sweep_trains_only_the
     winner = json.loads((tmp_path / "runs" / "job.sweep" / "winner.json").read_text())
     assert winner["how"] == "chosen on validation; test scored once, for the winner"
     assert winner["test"]["value"] is not None
+    # The base model beside the winner, on each split, as the trials' and the winner's own reports scored it.
+    trial_report = json.loads((trials[0].run_dir / "metrics.json").read_text())
+    final_report = json.loads((final.run_dir / "metrics.json").read_text())
+    assert winner["validation"]["base"] == trial_report["base"]["accuracy"]
+    assert winner["test"]["base"] == final_report["base"]["accuracy"]
+    assert "(the base model: " in (tmp_path / "runs" / "job.sweep" / "sweep.md").read_text()
     for name in ("results.csv", "sweep.md", "sweep.html", "sweep.json"):
         assert (tmp_path / "runs" / "job.sweep" / name).is_file()
 
