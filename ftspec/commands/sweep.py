@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,7 @@ from ftspec.commands.run import run
 from ftspec.commands.sweep_report import Row, Winner, choose, headline, write_report
 from ftspec.core.errors import Issue, Pos, RunFailed, SpecError
 from ftspec.core.folders import link_on_way
-from ftspec.core.io import BadFileError, read_json, write_json
+from ftspec.core.io import BadFileError, make_folder, read_json, write_json
 from ftspec.core.locks import FileLock, held
 from ftspec.core.paths import target_problem
 from ftspec.plan.compile import compile_plan
@@ -156,22 +153,14 @@ def _prepare(sw: Sweep) -> Path:
 
 
 def _create(folder: Path, definition: dict) -> None:
-    """A new sweep folder, made whole under a temporary name and then renamed into place: a
-    sweep started at the same moment elsewhere finds either no folder or one with its
-    sweep.json, never a half-made one (the rename fails when that other sweep made it first)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    temporary.mkdir()
-    try:
+    """A new sweep folder, made whole before it appears (ftspec.core.io.make_folder): a sweep
+    started at the same moment elsewhere finds either no folder or one with its sweep.json,
+    never a half-made one (the other's folder is kept when it made it first)."""
+    def fill(temporary: Path) -> None:
         write_json(temporary / DEFINITION, definition)
         (temporary / "trials").mkdir()
-        os.rename(temporary, folder)
-    except OSError:
-        if not folder.is_dir():
-            raise
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary, ignore_errors=True)
+
+    make_folder(folder, fill)
 
 
 def _check_journal(sw: Sweep, folder: Path, lock) -> None:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
+import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ftspec.core import jsonread
 from ftspec.core.errors import Issue, Pos, SpecError
@@ -53,6 +55,29 @@ def write_atomic(path: Path | str, data: str | bytes, encoding: str = "utf-8", *
     path = Path(path)
     payload = data.encode(encoding) if isinstance(data, str) else bytes(data)
     _replace_with(path, lambda fh: fh.write(payload), mode)
+
+
+def make_folder(folder: Path | str, fill: Callable[[Path], None]) -> bool:
+    """A new folder, filled by ``fill`` under a temporary name beside it and then renamed into
+    place, so that nobody ever sees it half made. False (and nothing left behind) when a folder
+    was there first, or appeared meanwhile: the rename does not replace it."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    temporary.mkdir()
+    try:
+        fill(temporary)
+        _sync_folder(temporary)
+        os.rename(temporary, folder)
+        _sync_folder(folder.parent)
+        return True
+    except OSError:
+        if not folder.is_dir():
+            raise
+        return False
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def copy_atomic(src: Path | str, dst: Path | str) -> None:

@@ -188,3 +188,27 @@ def test_a_replaced_file_keeps_its_own_mode(tmp_path, umask):
 def test_the_umask_is_read_without_changing_it(umask, monkeypatch):
     monkeypatch.setattr(fio.os, "umask", lambda *a: pytest.fail("os.umask was called"))
     assert fio._umask() == umask
+
+
+def test_a_folder_appears_whole_or_not_at_all_and_never_replaces_one_there_first(tmp_path):
+    from ftspec.core.io import make_folder
+
+    seen = []
+
+    def fill(temporary):
+        seen.append(temporary.parent == tmp_path and not (tmp_path / "made").exists())
+        (temporary / "a.json").write_text("{}")
+
+    assert make_folder(tmp_path / "made", fill) and seen == [True]
+    assert sorted(p.name for p in (tmp_path / "made").iterdir()) == ["a.json"]
+    (tmp_path / "made" / "a.json").write_text('{"mine": 1}')
+    assert not make_folder(tmp_path / "made", fill)  # there first: kept as it was
+    assert (tmp_path / "made" / "a.json").read_text() == '{"mine": 1}'
+
+    def broken(temporary):
+        (temporary / "half").write_text("x")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        make_folder(tmp_path / "other", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["made"]  # nothing half made, no temporary left
