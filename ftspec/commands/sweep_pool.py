@@ -294,17 +294,21 @@ def _kill(procs: list[subprocess.Popen]) -> None:
 
 
 def _on_sigterm():
-    """SIGTERM as :class:`_Terminated` while the workers run (main thread only: Python sets
-    handlers there); the handler it replaces, or None."""
+    """SIGTERM as :class:`_Terminated`, and SIGINT as KeyboardInterrupt, while the workers run
+    (main thread only: Python sets handlers there). SIGINT too because a process started in the
+    background by a shell without job control inherits it ignored, and a Ctrl-C (or `kill -INT`)
+    must still reach every worker, as training's own handler makes it reach a run. The handlers
+    it replaces, or None."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def handler(signum, frame):
         raise _Terminated()
 
-    return signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler), signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _restore_sigterm(previous) -> None:
     if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])

@@ -94,9 +94,12 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_reaches_every_worker_once_and_the_parent_waits_for_them(tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_reaches_every_worker_once_and_the_parent_waits_for_them(tmp_path, inherited):
+    # "ignored": as a shell without job control starts a background command (CI, nohup … &).
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherited == "ignored" else None
     parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(tmp_path)], stdout=subprocess.PIPE,
-                              text=True, start_new_session=True)
+                              text=True, start_new_session=True, preexec_fn=ignore)
     try:
         deadline = time.time() + 30
         while not all((tmp_path / f"pid-{k}").exists() for k in (1, 2)) and time.time() < deadline:
