@@ -48,6 +48,18 @@ RECORD_WRITE = ('        write_json(record_file, {"job_arn": arn, "attempt": att
 
 MUTATIONS = [
     Mutation(
+        "sweep: trials scored on the spec's own split (test), not validation",
+        "ftspec/plan/sweep.py",
+        "        return [*self.sets, *own, *([VALIDATION] if validation else [])]",
+        "        return [*self.sets, *own]",
+        ("tests/commands/test_sweep.py::test_a_2x2_grid_shares_data_and_base_eval_and_a_killed_sweep_trains_only_the_rest",)),
+    Mutation(
+        "mixture: the base evaluation keyed by all of prepare_data (a weight change re-runs it)",
+        "ftspec/catalog/steps.py",
+        "    if (body.get(\"eval\") or {}).get(\"few_shot\") or tiny_bpe:",
+        "    if True:",
+        ("tests/plan/test_mixture_plan.py::test_a_weight_change_rekeys_prepare_data_and_train_but_not_the_base_evaluation",)),
+    Mutation(
         "shared store: fetched bytes not checked against the manifest",
         "ftspec/store/remote.py",
         '            if dest.stat().st_size != info["size"] or sha256_file(dest) != info["sha256"]:',
