@@ -301,6 +301,7 @@ def _value_problems(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]
             assert f.range is not None
             tried = list(zip((f.range.low, f.range.high), f.value_pos))
         found: list[list[Issue]] = []
+        computes: dict[tuple[str, ...], Any] = {}  # the steps a value's trial computes, and the value
         for value, pos in tried:
             item = f"{f.path}={set_text(value)}"
             mine = []
@@ -317,6 +318,11 @@ def _value_problems(spec: Path, profiles: tuple[str, ...], sets: tuple[str, ...]
                 if why is not None:
                     mine.append(Issue(pos, f.path, why, "sweep what trains the model; give what every trial "
                                                         "shares once, with --set"))
+                # Two values that make the same steps (1 and 1.0) would be one trial run twice.
+                same = computes.setdefault(tuple(step.key for step in plan.steps), value)
+                if f.choices is not None and same is not value:
+                    mine.append(Issue(pos, f.path, f"{set_text(value)} makes the same plan as {set_text(same)}: "
+                                                   "the two trials would be one", "give each value once"))
             found.append(mine)
         # What every value gets alike (a field that does not exist) is the field's, said once at its name.
         common = {(i.key, i.message) for i in found[0]} if found else set()

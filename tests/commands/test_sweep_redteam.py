@@ -162,3 +162,16 @@ def test_a_sweep_resumes_from_any_folder_the_spec_is_named_from(tmp_path, monkey
     done = sweep_command.sweep(Path("../job.yaml"), echo=lambda line: None)
     assert done.scored and len(calls) == 3  # the other trial, then the winner on test
     assert json.loads((tmp_path / "runs" / "job.sweep" / "sweep.json").read_text())["spec"] == "job.yaml"
+
+
+def test_two_values_that_make_the_same_plan_are_refused_at_the_second(tmp_path):
+    from ftspec.plan.sweep import resolve
+
+    text = SPEC[:SPEC.index("sweep:")] + "sweep:\n  fields:\n    training.warmup_ratio: [0, 0.1, 0.0]\n"
+    spec = write(tmp_path, text)
+    with pytest.raises(SpecError) as caught:
+        resolve(spec)
+    issues = caught.value.issues
+    assert len(issues) == 1 and issues[0].key == "training.warmup_ratio", issues
+    assert issues[0].pos.line == text.count("\n")  # the value's line
+    assert issues[0].message == "0.0 makes the same plan as 0: the two trials would be one"
