@@ -63,8 +63,9 @@ def describe_mixture(src: Any, estimated: bool = False) -> list[str]:
         else:
             available = "?" if p.available is None else f"{mark}{p.available}"
             counts = f"{how}: {mark}{p.drawn} of {available} rows"
-            if p.available:
-                counts += f" (each row x{p.drawn / p.available:.2f})"
+            if p.available:  # sampled without repeats, or every row used about this many times
+                counts += (f" ({p.drawn / p.available:.0%} of them, none twice)" if p.drawn < p.available
+                           else f" (each row x{p.drawn / p.available:.2f})")
             if known:
                 counts += f", {p.drawn / sum(drawn):.1%} of rows"
             if tokens and sum(tokens) > 0:

@@ -103,6 +103,8 @@ def test_plan_shows_each_source_drawn_repeated_and_its_shares(tmp_path, monkeypa
     assert "weight 1: 800 of 800 rows (each row x1.00), 50.0% of rows, ~" in text
     tokens = [float(line.rsplit("~", 1)[1].split("%")[0]) for line in text.splitlines() if "of tokens" in line]
     assert len(tokens) == 2 and tokens[1] > tokens[0]  # the mails' texts are longer
+    sampled = render_plan(_plan(tmp_path, monkeypatch, SPEC.replace("weight: 0.3", "rows: 100")))
+    assert "rows 100: 100 of 400 rows (25% of them, none twice)" in sampled  # a share of a source: no row twice
 
 
 def test_each_sources_file_is_fingerprinted_locked_and_an_input(tmp_path, monkeypatch):
