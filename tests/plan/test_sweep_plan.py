@@ -88,6 +88,21 @@ def test_ftspec_plan_prints_the_sweep_line_after_the_plan_and_not_in_its_json(tm
     assert plain.exit_code == 0 and "sweep:" not in plain.output
 
 
+def test_validate_checks_the_sweep_section_as_sweep_would(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ftspec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    good = CliRunner().invoke(main, ["validate", str(write(tmp_path))])
+    assert good.exit_code == 0, good.output
+    bad = write(tmp_path, body=GRID.replace("training.learning_rate", "training.learning_rat"))
+    shown = CliRunner().invoke(main, ["validate", str(bad)])
+    line = HEAD.count("\n") + 3
+    assert shown.exit_code == 2
+    assert f"job.yaml:{line}:5: training.learning_rat: unknown key; did you mean 'learning_rate'?" in shown.output
+
+
 def test_a_profile_sets_the_sweep_and_over_replaces_a_field_of_it(tmp_path):
     spec = write(tmp_path, body="profiles:\n  s:\n    sweep: {fields: {training.max_steps: [2, 3, 4]}}\n")
     assert resolve(spec, ["s"]).count == 3
