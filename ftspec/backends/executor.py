@@ -298,17 +298,9 @@ def _compute(plan: Plan, backend: Backend, step_def: steps.StepDef, store: Store
 
 def data_files(plan: Plan) -> dict[str, dict]:
     """Each data source the run reads, by split; a training mixture's sources as ``train.NAME``."""
-    def entry(src) -> dict:
-        return {"path": getattr(src, "path", None) or getattr(src, "hub", None),
-                "sha256": getattr(src, "sha256", None), "revision": getattr(src, "revision", None)}
-
-    out: dict[str, dict] = {}
-    for split, src in plan.data.sources.items():
-        if src.kind == "mixture":
-            out.update({f"{split}.{part.name}": entry(part.source) for part in src.parts})
-        else:
-            out[split] = entry(src)
-    return out
+    return {name: {"path": getattr(src, "path", None) or getattr(src, "hub", None),
+                   "sha256": getattr(src, "sha256", None), "revision": getattr(src, "revision", None)}
+            for name, src in plan.data.named_sources()}
 
 
 class _step_lock:

@@ -104,9 +104,7 @@ def model_folders(plan: Plan, root: Path) -> dict[str, str]:
         model = one.model
         if getattr(model, "gguf_file", None):  # the GGUF file's sha256 is in the plan
             skip.add(os.path.normpath(model.name_or_path))
-        files = [p.source for s in one.data.sources.values() if s.kind == "mixture" for p in s.parts]
-        files += [s for s in one.data.sources.values() if s.kind != "mixture"]
-        skip.update(os.path.normpath(s.path) for s in files if s.kind == "file")
+        skip.update(os.path.normpath(s.path) for _, s in one.data.named_sources() if s.kind == "file")
     found = {}
     for path in plan_inputs(plan, root):
         name = Path(os.path.relpath(path, root)).as_posix()

@@ -107,16 +107,13 @@ def build(plan: Plan, root: Path, resolve: HubResolver | None, locked: Mapping |
             commit = (locked or {}).get("model", {}).get("commit")
         model = {"kind": "hub", "id": m.name_or_path, "requested": requested, "commit": commit}
     data = {}
-    for split, src in plan.data.sources.items():
-        # A mixture's parts each pinned on their own, as `train.NAME`.
-        for key, one in ([(f"{split}.{p.name}", p.source) for p in src.parts] if src.kind == "mixture"
-                         else [(split, src)]):
-            if one.kind == "file":
-                data[key] = {"path": one.path, "sha256": one.sha256}
-            else:
-                commit = resolve("dataset", one.hub, one.revision) if resolve is not None else \
-                    (locked or {}).get("data", {}).get(key, {}).get("commit")
-                data[key] = {"hub": one.hub, "requested": one.revision, "commit": commit}
+    for key, one in plan.data.named_sources():  # a mixture's parts each pinned on their own
+        if one.kind == "file":
+            data[key] = {"path": one.path, "sha256": one.sha256}
+        else:
+            commit = resolve("dataset", one.hub, one.revision) if resolve is not None else \
+                (locked or {}).get("data", {}).get(key, {}).get("commit")
+            data[key] = {"hub": one.hub, "requested": one.revision, "commit": commit}
     return {
         "lock_version": LOCK_VERSION,
         "spec": plan.spec.path,

@@ -246,6 +246,13 @@ class Data(_Frozen):
     # validate's sample of rows only, and the share it kept there stands for the rest.
     rows_estimated: tuple[Literal["train", "validation", "test"], ...] = ()
 
+    def named_sources(self) -> list[tuple[str, Union[FileSource, HubSource]]]:
+        """Each file or hub source the data reads, by name: a split's own as the split, a training
+        mixture's parts as ``train.NAME`` (how the lock file, the manifest and the model card name them)."""
+        return [item for split, src in self.sources.items()
+                for item in ([(f"{split}.{p.name}", p.source) for p in src.parts] if src.kind == "mixture"
+                             else [(split, src)])]
+
     def rows_shown(self, split: str) -> str:
         """A split's count as people read it: `~` marks an estimate, `?` an unknown."""
         n = getattr(self.rows, split)

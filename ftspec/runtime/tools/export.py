@@ -274,14 +274,11 @@ def model_card(plan: Plan, root: Path, kind: str, dtype: str, eos: list[int], to
         text = path.read_text(encoding="utf-8") if path.is_file() else "(not found)"
         spec_texts.append(f"`{rel}`:\n\n```yaml\n{text.rstrip()}\n```\n")
     sources = []
-    for split, whole in plan.data.sources.items():
-        # A training mixture: one line per source, as `train.NAME` (as the lock file and the manifest name them).
-        for label, src in ([(f"{split}.{p.name}", p.source) for p in whole.parts] if whole.kind == "mixture"
-                           else [(split, whole)]):
-            if src.kind == "file":
-                sources.append(f"| {label} | `{src.path}` | `{src.sha256}` |")
-            else:
-                sources.append(f"| {label} | hub `{src.hub}` ({src.split}) | revision `{src.revision or 'unpinned'}` |")
+    for label, src in plan.data.named_sources():  # a training mixture's sources one by one
+        if src.kind == "file":
+            sources.append(f"| {label} | `{src.path}` | `{src.sha256}` |")
+        else:
+            sources.append(f"| {label} | hub `{src.hub}` ({src.split}) | revision `{src.revision or 'unpinned'}` |")
     stops = ", ".join(f"{i} `{tokenizer.convert_ids_to_tokens(i)}`" for i in eos)
     if kind == "adapter":
         load = (f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
